@@ -1,0 +1,988 @@
+//! The broker task: the one owner of the core and the store. Sessions send it commands;
+//! it applies them to the core, stages what must be stored, and runs group commit: while
+//! one flush (fsync) is in progress, new publishes are staged and wait for the next one,
+//! so concurrent publishers and pipelined batches share flushes. Acks and deliveries of a
+//! publish are released only after the flush that covers it (DESIGN.md, Storage).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mom_proto::{
+    topic, ClientFrame, ClientInfo, ErrorCode, From, Hello, Limits, Notice, NoticeKind,
+    PubMsg, PublishOk, Req, Sender, ServerFrame, Stats, TopicInfo, TopicInfoReply,
+    TopicList, Totals, Watch, WatchOk, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FsyncMode;
+use crate::core::{Batch, Core, CoreError, PublishPlan, TopicState, WatchId};
+use crate::outbox::Outbox;
+use crate::replay::{self, Range};
+use crate::store::{self, Store, StoreError};
+
+/// Settings of the broker task.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub fsync: FsyncMode,
+    pub max_frame: usize,
+    pub max_payload: usize,
+    pub max_inflight: usize,
+    pub watch_budget: usize,
+}
+
+/// A new connection, as the broker learns of it at `hello`.
+pub struct SessionInfo {
+    pub session: u64,
+    pub addr: String,
+    pub outbox: Outbox,
+}
+
+pub enum Cmd {
+    Hello {
+        info: SessionInfo,
+        hello: Hello,
+        reply: oneshot::Sender<Result<Welcome, ServerFrame>>,
+    },
+    Request {
+        session: u64,
+        frame: ClientFrame,
+    },
+    Disconnect {
+        session: u64,
+    },
+    ReplayDone {
+        watch: WatchId,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A cheap handle to send commands to the broker task.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl BrokerHandle {
+    /// False when the broker task has stopped.
+    pub async fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Session {
+    outbox: Outbox,
+    client: ClientInfo,
+    watches: Vec<WatchId>,
+}
+
+enum Mode {
+    Live,
+    Replaying {
+        buffer: Vec<Arc<Batch>>,
+        buffered: usize,
+        overflowed: bool,
+        /// Per topic, the last seq handed to the replay task.
+        covered: HashMap<u32, u64>,
+    },
+}
+
+struct WatchState {
+    session: u64,
+    outbox: Outbox,
+    mode: Mode,
+    skipped: u64,
+    cancel: CancellationToken,
+}
+
+/// Something to answer once the flush covering it is done.
+enum Pending {
+    Publish {
+        session: u64,
+        id: u64,
+        no_ack: bool,
+        topic_id: u32,
+        topic: String,
+        seqs: Vec<u64>,
+        duplicates: u64,
+        batch: Option<Arc<Batch>>,
+    },
+    Reply {
+        session: u64,
+        frame: ServerFrame,
+    },
+}
+
+#[derive(Default, Clone, Copy)]
+struct Rate {
+    in_count: u64,
+    out_count: u64,
+    in_rate: f64,
+    out_rate: f64,
+}
+
+impl Rate {
+    fn roll(&mut self, dt: f64) {
+        // Exponential average over about five seconds.
+        let a = 1.0 - (-dt / 5.0).exp();
+        self.in_rate += a * (self.in_count as f64 / dt - self.in_rate);
+        self.out_rate += a * (self.out_count as f64 / dt - self.out_rate);
+        self.in_count = 0;
+        self.out_count = 0;
+    }
+}
+
+pub struct Broker {
+    core: Core,
+    store: Store,
+    cfg: BrokerConfig,
+    server_id: String,
+    started: Instant,
+    sessions: HashMap<u64, Session>,
+    watches: HashMap<WatchId, WatchState>,
+    /// Staged, waiting for a flush to start.
+    pending: Vec<Pending>,
+    /// Covered by the flush in progress.
+    flushing: Vec<Pending>,
+    flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
+    /// Something was staged since the last flush started.
+    dirty: bool,
+    /// Per topic: the last seq whose deliveries were released. A replay reads up to it.
+    delivered_upto: HashMap<u32, u64>,
+    rates: HashMap<u32, Rate>,
+    total_rate: Rate,
+    delivered_total: u64,
+    skipped_total: u64,
+    last_tick: Instant,
+    tx: mpsc::Sender<Cmd>,
+}
+
+pub const SYS_EVENTS: &str = "$sys.events";
+
+impl Broker {
+    pub fn new(core: Core, store: Store, server_id: String, cfg: BrokerConfig) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
+        let b = Broker {
+            core,
+            store,
+            cfg,
+            server_id,
+            started: Instant::now(),
+            sessions: HashMap::new(),
+            watches: HashMap::new(),
+            pending: Vec::new(),
+            flushing: Vec::new(),
+            flush_rx: None,
+            dirty: false,
+            delivered_upto,
+            rates: HashMap::new(),
+            total_rate: Rate::default(),
+            delivered_total: 0,
+            skipped_total: 0,
+            last_tick: Instant::now(),
+            tx: tx.clone(),
+        };
+        (b, BrokerHandle { tx }, rx)
+    }
+
+    /// Run until a `Shutdown` command (or every handle is gone).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut batch_flush = match self.cfg.fsync {
+            FsyncMode::Batch(d) => Some(tokio::time::interval(d)),
+            _ => None,
+        };
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        loop {
+            tokio::select! {
+                biased;
+                res = async { self.flush_rx.as_mut().expect("guarded by the branch condition").await }, if self.flush_rx.is_some() => {
+                    self.flush_rx = None;
+                    let res = res.unwrap_or_else(|_| Err(StoreError::Corrupt { key: String::new(), reason: "flush task vanished".into() }));
+                    self.flush_done(res);
+                }
+                cmd = rx.recv(), if shutdown.is_none() => {
+                    let Some(cmd) = cmd else { break };
+                    if let Some(done) = self.handle(cmd) {
+                        shutdown = Some(done);
+                    }
+                    // Group commit: take whatever else is waiting before flushing.
+                    for _ in 0..1024 {
+                        if shutdown.is_some() {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(cmd) => {
+                                if let Some(done) = self.handle(cmd) {
+                                    shutdown = Some(done);
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => self.on_tick(),
+                _ = async { batch_flush.as_mut().expect("guarded").tick().await }, if batch_flush.is_some() => {
+                    if self.dirty && self.flush_rx.is_none() {
+                        self.start_flush();
+                    }
+                }
+            }
+            if self.flush_rx.is_none() && !self.pending.is_empty() {
+                self.start_flush();
+            }
+            if let Some(done) = shutdown.take() {
+                if self.flush_rx.is_none() && self.pending.is_empty() {
+                    if let Err(e) = self.store.flush() {
+                        tracing::error!("final flush failed: {e}");
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+                shutdown = Some(done);
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!("final flush failed: {e}");
+        }
+    }
+
+    fn start_flush(&mut self) {
+        self.flushing = std::mem::take(&mut self.pending);
+        self.dirty = false;
+        let store = self.store.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(store.flush());
+        });
+        self.flush_rx = Some(rx);
+    }
+
+    fn flush_done(&mut self, res: Result<usize, StoreError>) {
+        let done = std::mem::take(&mut self.flushing);
+        match res {
+            Ok(_) => {
+                for p in done {
+                    self.release(p);
+                }
+            }
+            Err(e) => {
+                tracing::error!("flush failed: {e}");
+                for p in done {
+                    let (session, id) = match &p {
+                        Pending::Publish { session, id, .. } => (*session, *id),
+                        Pending::Reply { session, frame } => (*session, frame.reply_id().unwrap_or(0)),
+                    };
+                    self.reply(
+                        session,
+                        ServerFrame::error(
+                            Some(id),
+                            ErrorCode::Unavailable,
+                            format!("could not make the request durable ({e}); it may or may not be stored — retry with a msg_id to be safe"),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stage `p` for release after the next flush, or release it now when acks do not
+    /// wait for fsync.
+    fn after_flush(&mut self, p: Pending) {
+        self.dirty = true;
+        match self.cfg.fsync {
+            FsyncMode::Always => self.pending.push(p),
+            FsyncMode::Batch(_) | FsyncMode::Never => self.release(p),
+        }
+    }
+
+    fn release(&mut self, p: Pending) {
+        match p {
+            Pending::Reply { session, frame } => self.reply(session, frame),
+            Pending::Publish {
+                session,
+                id,
+                no_ack,
+                topic_id,
+                topic,
+                seqs,
+                duplicates,
+                batch,
+            } => {
+                let mut watchers = 0;
+                if let Some(batch) = batch {
+                    let n = batch.msgs.len() as u64;
+                    self.delivered_upto.insert(topic_id, batch.last_seq());
+                    let rate = self.rates.entry(topic_id).or_default();
+                    rate.in_count += n;
+                    self.total_rate.in_count += n;
+                    for w in self.core.watches.matching(&batch.topic) {
+                        watchers += 1;
+                        self.route(w, topic_id, batch.clone());
+                    }
+                } else {
+                    watchers = self.core.watches.count_matching(&topic);
+                }
+                if session != 0 {
+                    if no_ack {
+                        if let Some(s) = self.sessions.get(&session) {
+                            s.outbox.release();
+                        }
+                    } else {
+                        self.reply(
+                            session,
+                            ServerFrame::PublishOk(PublishOk {
+                                id,
+                                topic,
+                                seqs,
+                                duplicates,
+                                watchers,
+                                queues: 0,
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, w: WatchId, topic_id: u32, batch: Arc<Batch>) {
+        let Some(ws) = self.watches.get_mut(&w) else {
+            return;
+        };
+        let n = batch.msgs.len() as u64;
+        match &mut ws.mode {
+            Mode::Live => {
+                if ws.skipped > 0 && ws.outbox.has_room() {
+                    send_slow_notice(w, ws);
+                }
+                if ws.skipped == 0 && ws.outbox.try_deliver(w, batch) {
+                    self.delivered_total += n;
+                    self.total_rate.out_count += n;
+                    self.rates.entry(topic_id).or_default().out_count += n;
+                } else {
+                    if ws.skipped == 0 {
+                        tracing::debug!(watch = w, "slow consumer: skipping");
+                    }
+                    ws.skipped += n;
+                    self.skipped_total += n;
+                }
+            }
+            Mode::Replaying {
+                buffer,
+                buffered,
+                overflowed,
+                ..
+            } => {
+                if *overflowed {
+                    return;
+                }
+                let size = batch.wire_size();
+                if *buffered + size > self.cfg.watch_budget {
+                    // The replay will pick these up from the store instead.
+                    *overflowed = true;
+                    buffer.clear();
+                    *buffered = 0;
+                } else {
+                    *buffered += size;
+                    buffer.push(batch);
+                }
+            }
+        }
+    }
+
+    fn reply(&self, session: u64, frame: ServerFrame) {
+        if let Some(s) = self.sessions.get(&session) {
+            s.outbox.reply(frame, true);
+        }
+    }
+
+    fn error(&self, session: u64, id: u64, code: ErrorCode, msg: impl Into<String>) {
+        self.reply(session, ServerFrame::error(Some(id), code, msg));
+    }
+
+    /// Handle one command; returns the shutdown signal when asked to stop.
+    fn handle(&mut self, cmd: Cmd) -> Option<oneshot::Sender<()>> {
+        match cmd {
+            Cmd::Hello { info, hello, reply } => {
+                let _ = reply.send(self.hello(info, hello));
+            }
+            Cmd::Request { session, frame } => self.request(session, frame),
+            Cmd::Disconnect { session } => self.disconnect(session),
+            Cmd::ReplayDone { watch } => self.replay_done(watch),
+            Cmd::Shutdown { done } => return Some(done),
+        }
+        None
+    }
+
+    fn hello(&mut self, info: SessionInfo, hello: Hello) -> Result<Welcome, ServerFrame> {
+        let next = self.store.next_client_id().map_err(|e| {
+            ServerFrame::error(Some(hello.id), ErrorCode::Unavailable, format!("cannot assign a client id: {e}"))
+        })?;
+        // A client id given before is kept, so identity survives reconnects.
+        let client_id = match hello.client_id {
+            Some(c) if c > 0 && c < next => c,
+            _ => next,
+        };
+        self.dirty = true;
+        let user = "anonymous".to_string();
+        let now = now_ms();
+        self.sessions.insert(
+            info.session,
+            Session {
+                outbox: info.outbox,
+                client: ClientInfo {
+                    client_id,
+                    name: hello.client.clone(),
+                    user: user.clone(),
+                    addr: info.addr.clone(),
+                    since: now,
+                    ..ClientInfo::default()
+                },
+                watches: Vec::new(),
+            },
+        );
+        self.sys_event(format!(
+            r#"{{"event":"client_connected","client_id":{client_id},"name":{},"addr":{}}}"#,
+            json_str(&hello.client),
+            json_str(&info.addr)
+        ));
+        Ok(Welcome {
+            id: hello.id,
+            version: mom_proto::PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            server_id: self.server_id.clone(),
+            client_id,
+            user,
+            max_frame: self.cfg.max_frame as u64,
+            max_payload: self.cfg.max_payload as u64,
+            max_inflight: self.cfg.max_inflight as u64,
+        })
+    }
+
+    fn disconnect(&mut self, session: u64) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        for w in &s.watches {
+            self.drop_watch(*w);
+        }
+        self.sys_event(format!(
+            r#"{{"event":"client_disconnected","client_id":{},"name":{}}}"#,
+            s.client.client_id,
+            json_str(&s.client.name)
+        ));
+    }
+
+    fn drop_watch(&mut self, w: WatchId) {
+        self.core.watches.remove(w);
+        if let Some(ws) = self.watches.remove(&w) {
+            ws.cancel.cancel();
+        }
+    }
+
+    fn request(&mut self, session: u64, frame: ClientFrame) {
+        let now = now_ms();
+        match frame {
+            ClientFrame::Publish(p) => {
+                let sender = match self.sessions.get(&session) {
+                    Some(s) => Sender {
+                        user: s.client.user.clone(),
+                        client: s.client.client_id,
+                        name: s.client.name.clone(),
+                    },
+                    None => return,
+                };
+                if let Some(s) = self.sessions.get(&session) {
+                    s.outbox
+                        .counters
+                        .msgs_in
+                        .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                match self.publish(&p.topic, p.msgs, sender, now, false) {
+                    Ok((topic_id, seqs, duplicates, batch)) => self.after_flush(Pending::Publish {
+                        session,
+                        id: p.id,
+                        no_ack: p.no_ack,
+                        topic_id,
+                        topic: p.topic,
+                        seqs,
+                        duplicates,
+                        batch,
+                    }),
+                    Err((code, msg)) => self.error(session, p.id, code, msg),
+                }
+            }
+            ClientFrame::Watch(w) => self.watch(session, w),
+            ClientFrame::Unwatch(u) => {
+                let owned = self
+                    .sessions
+                    .get_mut(&session)
+                    .map(|s| {
+                        let before = s.watches.len();
+                        s.watches.retain(|x| *x != u.watch);
+                        before != s.watches.len()
+                    })
+                    .unwrap_or(false);
+                if owned {
+                    self.drop_watch(u.watch);
+                    self.reply(session, ServerFrame::Ok(Req { id: u.id }));
+                } else {
+                    self.error(session, u.id, ErrorCode::NotFound, format!("no watch {} on this connection", u.watch));
+                }
+            }
+            ClientFrame::TopicList(r) => {
+                let topics = self.core.topics.iter().map(|t| self.topic_info(t)).collect();
+                self.reply(session, ServerFrame::TopicList(TopicList { id: r.id, topics }));
+            }
+            ClientFrame::TopicInfo(r) => match self.core.topics.get(&r.topic) {
+                Some(t) => {
+                    let topic = self.topic_info(t);
+                    self.reply(session, ServerFrame::TopicInfo(TopicInfoReply { id: r.id, topic }));
+                }
+                None => self.error(session, r.id, ErrorCode::NotFound, format!("topic {:?} not found", r.topic)),
+            },
+            ClientFrame::TopicRm(r) => match self.core.remove_topic(&r.topic) {
+                Ok(t) => {
+                    self.delivered_upto.remove(&t.id);
+                    self.rates.remove(&t.id);
+                    if let Err(e) = self.store.remove_topic(t.id) {
+                        self.error(session, r.id, ErrorCode::Unavailable, e.to_string());
+                        return;
+                    }
+                    self.sys_event(format!(r#"{{"event":"topic_removed","topic":{}}}"#, json_str(&r.topic)));
+                    self.after_flush(Pending::Reply {
+                        session,
+                        frame: ServerFrame::Ok(Req { id: r.id }),
+                    });
+                }
+                Err(e) => {
+                    let (code, msg) = core_error(e);
+                    self.error(session, r.id, code, msg)
+                }
+            },
+            ClientFrame::TopicSet(s) => {
+                let res = self
+                    .core
+                    .set_limits(&s.topic, s.max_msgs, s.max_bytes, s.max_age_ms, now)
+                    .map(|(t, created)| (t.clone(), created));
+                match res {
+                    Ok((t, created)) => {
+                        if let Err(e) = self.store.put_topic(&t, self.core.topics.next_id()) {
+                            self.error(session, s.id, ErrorCode::Unavailable, e.to_string());
+                            return;
+                        }
+                        if created {
+                            self.delivered_upto.insert(t.id, 0);
+                            self.sys_event(format!(r#"{{"event":"topic_created","topic":{}}}"#, json_str(&t.name)));
+                        }
+                        self.trim(t.id, now);
+                        let Some(t) = self.core.topics.by_id(t.id) else { return };
+                        let topic = self.topic_info(t);
+                        self.after_flush(Pending::Reply {
+                            session,
+                            frame: ServerFrame::TopicInfo(TopicInfoReply { id: s.id, topic }),
+                        });
+                    }
+                    Err(e) => {
+                        let (code, msg) = core_error(e);
+                        self.error(session, s.id, code, msg)
+                    }
+                }
+            }
+            ClientFrame::Stats(r) => {
+                let stats = self.stats(r.id, now);
+                self.reply(session, ServerFrame::Stats(stats));
+            }
+            ClientFrame::Ping(r) => self.reply(
+                session,
+                ServerFrame::Pong(mom_proto::Pong { id: r.id, time: now }),
+            ),
+            ClientFrame::Hello(h) => self.error(session, h.id, ErrorCode::BadRequest, "hello was already sent on this connection"),
+        }
+    }
+
+    /// Sequence, stage and (if limits ask) trim one publish. Returns what the ack needs.
+    #[allow(clippy::type_complexity)]
+    fn publish(
+        &mut self,
+        name: &str,
+        msgs: Vec<PubMsg>,
+        sender: Sender,
+        now: u64,
+        reserved_ok: bool,
+    ) -> Result<(u32, Vec<u64>, u64, Option<Arc<Batch>>), (ErrorCode, String)> {
+        let before: Option<TopicState> = self.core.topics.get(name).cloned();
+        let res = if reserved_ok {
+            self.core.publish_any(name, msgs, sender, now)
+        } else {
+            self.core.publish(name, msgs, sender, now)
+        };
+        let plan: PublishPlan = res.map_err(core_error)?;
+        let topic_id = plan.topic_id;
+        if !plan.stored.is_empty() || plan.created {
+            let Some(t) = self.core.topics.by_id(topic_id) else {
+                return Err((ErrorCode::Internal, "topic vanished".into()));
+            };
+            if let Err(e) = self.store.append(&plan, t, self.core.topics.next_id()) {
+                tracing::error!(topic = name, "cannot stage publish: {e}");
+                self.core.undo_publish(&plan, before);
+                return Err((ErrorCode::Unavailable, format!("not stored: {e}")));
+            }
+        }
+        if plan.created {
+            self.delivered_upto.insert(topic_id, 0);
+            if !name.starts_with('$') {
+                self.sys_event(format!(r#"{{"event":"topic_created","topic":{}}}"#, json_str(name)));
+            }
+        }
+        self.trim(topic_id, now);
+        let batch = if plan.stored.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Batch {
+                topic: Arc::from(name),
+                first_seq: plan.first_seq,
+                time: plan.time,
+                sender: plan.sender,
+                msgs: plan.stored,
+            }))
+        };
+        Ok((topic_id, plan.seqs, plan.duplicates, batch))
+    }
+
+    /// Apply the topic's retention limits.
+    fn trim(&mut self, topic_id: u32, now: u64) {
+        let Some(t) = self.core.topics.by_id(topic_id) else {
+            return;
+        };
+        let lim = t.limits;
+        let aged = lim.max_age_ms > 0 && t.msgs > 0;
+        if !(t.over_size_limits() || aged) {
+            return;
+        }
+        match self.store.trim(t, now) {
+            Ok(Some((first, n, bytes))) => {
+                if let Some(t) = self.core.topics.by_id_mut(topic_id) {
+                    t.record_trim(first, n, bytes);
+                }
+                self.dirty = true;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),
+        }
+    }
+
+    /// The broker's own events, as JSON messages on `$sys.events`.
+    fn sys_event(&mut self, json: String) {
+        let msgs = vec![PubMsg {
+            payload: json.into_bytes().into(),
+            ..PubMsg::default()
+        }];
+        if self.core.topics.get(SYS_EVENTS).is_none() {
+            let _ = self.core.set_limits(SYS_EVENTS, Some(10_000), None, None, now_ms());
+        }
+        match self.publish(SYS_EVENTS, msgs, store::broker_sender(), now_ms(), true) {
+            Ok((topic_id, seqs, duplicates, batch)) => self.after_flush(Pending::Publish {
+                session: 0,
+                id: 0,
+                no_ack: true,
+                topic_id,
+                topic: SYS_EVENTS.to_string(),
+                seqs,
+                duplicates,
+                batch,
+            }),
+            Err((_, e)) => tracing::warn!("cannot record event: {e}"),
+        }
+    }
+
+    fn watch(&mut self, session: u64, w: Watch) {
+        if w.patterns.is_empty() {
+            return self.error(session, w.id, ErrorCode::BadRequest, "a watch needs at least one pattern");
+        }
+        for p in &w.patterns {
+            if let Err(e) = topic::validate_pattern(p) {
+                return self.error(session, w.id, ErrorCode::BadRequest, e.to_string());
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let outbox = s.outbox.clone();
+        let wid = self.core.watches.add(w.patterns.clone());
+        s.watches.push(wid);
+        s.client.watches += 1;
+        let cancel = CancellationToken::new();
+        let mode = if w.from == From::New {
+            Mode::Live
+        } else {
+            Mode::Replaying {
+                buffer: Vec::new(),
+                buffered: 0,
+                overflowed: false,
+                covered: HashMap::new(),
+            }
+        };
+        self.watches.insert(
+            wid,
+            WatchState {
+                session,
+                outbox: outbox.clone(),
+                mode,
+                skipped: 0,
+                cancel: cancel.clone(),
+            },
+        );
+        // The reply is queued before any delivery of this watch.
+        self.reply(session, ServerFrame::WatchOk(WatchOk { id: w.id, watch: wid }));
+        if w.from == From::New {
+            return;
+        }
+        let mut ranges = Vec::new();
+        let mut covered = HashMap::new();
+        for t in self.core.topics.iter() {
+            if !w.patterns.iter().any(|p| topic::matches(p, &t.name)) {
+                continue;
+            }
+            let upto = self.delivered_upto.get(&t.id).copied().unwrap_or(t.last_seq);
+            covered.insert(t.id, upto);
+            let from = match w.from {
+                From::All | From::New => t.first_seq,
+                From::Seq => w.at.max(t.first_seq),
+                From::Time => match self.store.seq_at_time(t, w.at) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("replay by time: {e}");
+                        upto + 1
+                    }
+                },
+            };
+            if from <= upto {
+                ranges.push(Range {
+                    topic_id: t.id,
+                    name: Arc::from(t.name.as_str()),
+                    from,
+                    to: upto,
+                });
+            }
+        }
+        if let Some(ws) = self.watches.get_mut(&wid) {
+            if let Mode::Replaying { covered: c, .. } = &mut ws.mode {
+                *c = covered;
+            }
+        }
+        tokio::spawn(replay::run(self.store.clone(), wid, outbox, ranges, self.tx.clone(), cancel));
+    }
+
+    fn replay_done(&mut self, wid: WatchId) {
+        let Some(patterns) = self.core.watches.get(wid).map(<[String]>::to_vec) else {
+            return;
+        };
+        let Some(ws) = self.watches.get_mut(&wid) else {
+            return;
+        };
+        let Mode::Replaying {
+            buffer,
+            overflowed,
+            covered,
+            ..
+        } = &mut ws.mode
+        else {
+            return;
+        };
+        if !*overflowed {
+            let mut n = 0;
+            for b in buffer.drain(..) {
+                n += b.msgs.len() as u64;
+                ws.outbox.force_deliver(wid, b);
+            }
+            ws.outbox.reply(
+                ServerFrame::Notice(Notice {
+                    watch: wid,
+                    kind: NoticeKind::Live,
+                    skipped: 0,
+                    message: "replay done; live from here".into(),
+                }),
+                false,
+            );
+            ws.mode = Mode::Live;
+            self.delivered_total += n;
+            return;
+        }
+        // Live messages overflowed the buffer during the replay: read them from the store
+        // too, and buffer afresh from here.
+        let mut ranges = Vec::new();
+        for t in self.core.topics.iter() {
+            if !patterns.iter().any(|p| topic::matches(p, &t.name)) {
+                continue;
+            }
+            let upto = self.delivered_upto.get(&t.id).copied().unwrap_or(t.last_seq);
+            let from = covered.get(&t.id).map_or(t.first_seq, |c| c + 1).max(t.first_seq);
+            covered.insert(t.id, upto);
+            if from <= upto {
+                ranges.push(Range {
+                    topic_id: t.id,
+                    name: Arc::from(t.name.as_str()),
+                    from,
+                    to: upto,
+                });
+            }
+        }
+        *overflowed = false;
+        buffer.clear();
+        let outbox = ws.outbox.clone();
+        let cancel = ws.cancel.clone();
+        tokio::spawn(replay::run(self.store.clone(), wid, outbox, ranges, self.tx.clone(), cancel));
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
+        self.last_tick = Instant::now();
+        for r in self.rates.values_mut() {
+            r.roll(dt);
+        }
+        self.total_rate.roll(dt);
+        let expired = self.core.tick(now);
+        if !expired.is_empty() {
+            if let Err(e) = self.store.remove_dedupe(&expired) {
+                tracing::warn!("cannot remove expired dedupe entries: {e}");
+            }
+            self.dirty = true;
+        }
+        let aged: Vec<u32> = self
+            .core
+            .topics
+            .iter()
+            .filter(|t| t.limits.max_age_ms > 0 && t.msgs > 0)
+            .map(|t| t.id)
+            .collect();
+        for id in aged {
+            self.trim(id, now);
+        }
+        // Tell slow consumers that caught up how much they missed.
+        let mut noticed = Vec::new();
+        for (w, ws) in &mut self.watches {
+            if ws.skipped > 0 && ws.outbox.has_room() {
+                noticed.push((*w, ws.session, ws.skipped));
+                send_slow_notice(*w, ws);
+            }
+        }
+        for (w, session, skipped) in noticed {
+            let client = self.sessions.get(&session).map_or(0, |s| s.client.client_id);
+            self.sys_event(format!(
+                r#"{{"event":"slow_consumer","client_id":{client},"watch":{w},"skipped":{skipped}}}"#
+            ));
+        }
+        if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
+            self.start_flush();
+        }
+    }
+
+    fn topic_info(&self, t: &TopicState) -> TopicInfo {
+        let rate = self.rates.get(&t.id).copied().unwrap_or_default();
+        TopicInfo {
+            name: t.name.clone(),
+            messages: t.msgs,
+            bytes: t.bytes,
+            first_seq: t.first_seq,
+            last_seq: t.last_seq,
+            last_time: t.last_time,
+            created: t.created,
+            limits: Limits { ..t.limits },
+            watchers: self.core.watches.count_matching(&t.name),
+            queues: 0,
+            in_rate: rate.in_rate,
+            out_rate: rate.out_rate,
+        }
+    }
+
+    fn stats(&self, id: u64, now: u64) -> Stats {
+        let topics: Vec<TopicInfo> = self.core.topics.iter().map(|t| self.topic_info(t)).collect();
+        let clients: Vec<ClientInfo> = self
+            .sessions
+            .values()
+            .map(|s| {
+                let mut c = s.client.clone();
+                c.msgs_in = s.outbox.counters.msgs_in.load(std::sync::atomic::Ordering::Relaxed);
+                c.msgs_out = s.outbox.counters.msgs_out.load(std::sync::atomic::Ordering::Relaxed);
+                c.watches = s.watches.len() as u64;
+                c
+            })
+            .collect();
+        Stats {
+            id,
+            server_id: self.server_id.clone(),
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            time: now,
+            fsync: self.cfg.fsync.to_string(),
+            totals: Totals {
+                topics: topics.len() as u64,
+                messages: topics.iter().map(|t| t.messages).sum(),
+                bytes: topics.iter().map(|t| t.bytes).sum(),
+                published: self.core.published_total,
+                delivered: self.delivered_total,
+                duplicates: self.core.duplicates_total,
+                slow_consumer_skipped: self.skipped_total,
+                connections: self.sessions.len() as u64,
+                watches: self.watches.len() as u64,
+                in_rate: self.total_rate.in_rate,
+                out_rate: self.total_rate.out_rate,
+            },
+            topics,
+            clients,
+            rss_bytes: rss_bytes(),
+            disk_bytes: self.store.disk_bytes(),
+        }
+    }
+}
+
+fn send_slow_notice(watch: WatchId, ws: &mut WatchState) {
+    ws.outbox.reply(
+        ServerFrame::Notice(Notice {
+            watch,
+            kind: NoticeKind::SlowConsumer,
+            skipped: ws.skipped,
+            message: format!("{} messages were skipped: the client did not read fast enough", ws.skipped),
+        }),
+        false,
+    );
+    ws.skipped = 0;
+}
+
+/// Map a core refusal to a protocol error (the one place this mapping lives).
+pub fn core_error(e: CoreError) -> (ErrorCode, String) {
+    let code = match &e {
+        CoreError::BadName(topic::NameError::Reserved(_)) | CoreError::Reserved(_) => ErrorCode::Forbidden,
+        CoreError::BadName(_) | CoreError::EmptyHeaderName => ErrorCode::BadRequest,
+        CoreError::PayloadTooLarge { .. } => ErrorCode::TooLarge,
+        CoreError::TopicNotFound(_) => ErrorCode::NotFound,
+    };
+    (code, e.to_string())
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

@@ -1,0 +1,281 @@
+//! The broker core: a deterministic state machine. It owns topics (seq, counters, limits),
+//! the dedupe window and the live watches, and turns commands into what must be stored and
+//! who must be told. It does no I/O and reads no clock: time comes in with each command, so
+//! property tests drive it alone and a replicated log could later drive it the same way.
+
+mod dedupe;
+mod topics;
+mod watches;
+
+pub use dedupe::Dedupe;
+pub use topics::{TopicState, Topics};
+pub use watches::{WatchId, Watches};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mom_proto::{topic, Headers, Limits, PubMsg, Sender};
+
+/// Why the core refused a command. Mapped to protocol error codes in one place (server).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    BadName(#[from] topic::NameError),
+    #[error("message {index} of the batch has a {len}-byte payload; the limit is {max}")]
+    PayloadTooLarge { index: usize, len: usize, max: usize },
+    #[error("topic {0:?} not found")]
+    TopicNotFound(String),
+    #[error("topic {0:?} is reserved for the broker")]
+    Reserved(String),
+    #[error("header name must be non-empty")]
+    EmptyHeaderName,
+}
+
+/// Settings the core needs; set once at start.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub max_payload: usize,
+    pub dedupe_window_ms: u64,
+    pub default_limits: Limits,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            max_payload: mom_proto::DEFAULT_MAX_PAYLOAD,
+            dedupe_window_ms: 120_000,
+            default_limits: Limits::default(),
+        }
+    }
+}
+
+/// One message as the store keeps it (the seq is implied by its record's first seq).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMsg {
+    pub headers: Headers,
+    pub msg_id: Option<String>,
+    pub payload: Bytes,
+}
+
+impl NewMsg {
+    /// Bytes this message counts against retention: payload plus headers.
+    pub fn size(&self) -> u64 {
+        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.payload.len() + h) as u64
+    }
+}
+
+/// Consecutive messages of one topic with one time and sender: what a publish stored, and
+/// what deliveries and replays carry. Message `i` has seq `first_seq + i`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub topic: Arc<str>,
+    pub first_seq: u64,
+    pub time: u64,
+    pub sender: Sender,
+    pub msgs: Vec<NewMsg>,
+}
+
+impl Batch {
+    /// About how many bytes these messages take in a `deliver` frame.
+    pub fn wire_size(&self) -> usize {
+        let per = self.topic.len() + self.sender.user.len() + self.sender.name.len() + 64;
+        self.msgs
+            .iter()
+            .map(|m| m.size() as usize + m.msg_id.as_ref().map_or(0, String::len) + per)
+            .sum()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + self.msgs.len() as u64 - 1
+    }
+}
+
+/// What a publish command decided: what to store and whom to tell.
+#[derive(Debug, Clone)]
+pub struct PublishPlan {
+    pub topic_id: u32,
+    /// Set when this publish created the topic.
+    pub created: bool,
+    /// Seq of the first message in `stored` (they are consecutive).
+    pub first_seq: u64,
+    pub time: u64,
+    pub sender: Sender,
+    /// Messages to append, in seq order (duplicates removed).
+    pub stored: Vec<NewMsg>,
+    /// The seq of every message of the request, in request order.
+    pub seqs: Vec<u64>,
+    pub duplicates: u64,
+}
+
+/// The state machine.
+#[derive(Debug)]
+pub struct Core {
+    pub config: CoreConfig,
+    pub topics: Topics,
+    pub dedupe: Dedupe,
+    pub watches: Watches,
+    pub published_total: u64,
+    pub duplicates_total: u64,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig, topics: Topics, dedupe: Dedupe) -> Self {
+        Core {
+            config,
+            topics,
+            dedupe,
+            watches: Watches::default(),
+            published_total: 0,
+            duplicates_total: 0,
+        }
+    }
+
+    /// Validate and sequence a publish batch. Atomic: on error nothing changed.
+    pub fn publish(
+        &mut self,
+        name: &str,
+        msgs: Vec<PubMsg>,
+        sender: Sender,
+        now: u64,
+    ) -> Result<PublishPlan, CoreError> {
+        topic::validate_publish_topic(name)?;
+        self.publish_any(name, msgs, sender, now)
+    }
+
+    /// Like [`Core::publish`] but allows reserved topics (the broker's own `$sys.*`).
+    pub fn publish_any(
+        &mut self,
+        name: &str,
+        msgs: Vec<PubMsg>,
+        sender: Sender,
+        now: u64,
+    ) -> Result<PublishPlan, CoreError> {
+        topic::validate_topic(name)?;
+        for (index, m) in msgs.iter().enumerate() {
+            if m.payload.len() > self.config.max_payload {
+                return Err(CoreError::PayloadTooLarge {
+                    index,
+                    len: m.payload.len(),
+                    max: self.config.max_payload,
+                });
+            }
+            if m.headers.keys().any(String::is_empty) {
+                return Err(CoreError::EmptyHeaderName);
+            }
+        }
+        let default_limits = self.config.default_limits;
+        let (t, created) = self.topics.get_or_create(name, now, default_limits);
+        let topic_id = t.id;
+        let first_seq = t.last_seq + 1;
+        let mut next = first_seq;
+        let mut seqs = Vec::with_capacity(msgs.len());
+        let mut stored = Vec::with_capacity(msgs.len());
+        let mut duplicates = 0;
+        let mut bytes = 0;
+        for m in msgs {
+            if let Some(id) = &m.msg_id {
+                if let Some(orig) = self.dedupe.check(topic_id, id) {
+                    seqs.push(orig);
+                    duplicates += 1;
+                    continue;
+                }
+                self.dedupe.insert(topic_id, id.clone(), next, now);
+            }
+            let nm = NewMsg {
+                headers: m.headers,
+                msg_id: m.msg_id,
+                payload: m.payload,
+            };
+            bytes += nm.size();
+            seqs.push(next);
+            stored.push(nm);
+            next += 1;
+        }
+        let t = self.topics.by_id_mut(topic_id).expect("topic was just looked up");
+        t.record_append(stored.len() as u64, bytes, now);
+        self.published_total += stored.len() as u64;
+        self.duplicates_total += duplicates;
+        Ok(PublishPlan {
+            topic_id,
+            created,
+            first_seq,
+            time: now,
+            sender,
+            stored,
+            seqs,
+            duplicates,
+        })
+    }
+
+    /// Undo a publish the store could not stage: the topic goes back to `before` (or away,
+    /// if the publish created it) and the batch's dedupe entries are forgotten.
+    pub fn undo_publish(&mut self, plan: &PublishPlan, before: Option<TopicState>) {
+        for m in &plan.stored {
+            if let Some(id) = &m.msg_id {
+                self.dedupe.remove(plan.topic_id, id);
+            }
+        }
+        self.published_total -= plan.stored.len() as u64;
+        self.duplicates_total -= plan.duplicates;
+        match before {
+            Some(b) => {
+                if let Some(t) = self.topics.by_id_mut(plan.topic_id) {
+                    *t = b;
+                }
+            }
+            None => {
+                let name = self.topics.by_id(plan.topic_id).map(|t| t.name.clone());
+                if let Some(name) = name {
+                    self.topics.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Set limits (creating the topic if needed).
+    pub fn set_limits(
+        &mut self,
+        name: &str,
+        max_msgs: Option<u64>,
+        max_bytes: Option<u64>,
+        max_age_ms: Option<u64>,
+        now: u64,
+    ) -> Result<(&TopicState, bool), CoreError> {
+        topic::validate_publish_topic(name)?;
+        let default_limits = self.config.default_limits;
+        let (t, created) = self.topics.get_or_create(name, now, default_limits);
+        if let Some(v) = max_msgs {
+            t.limits.max_msgs = v;
+        }
+        if let Some(v) = max_bytes {
+            t.limits.max_bytes = v;
+        }
+        if let Some(v) = max_age_ms {
+            t.limits.max_age_ms = v;
+        }
+        Ok((t, created))
+    }
+
+    /// Remove a topic and forget its dedupe entries.
+    pub fn remove_topic(&mut self, name: &str) -> Result<TopicState, CoreError> {
+        if name.starts_with('$') {
+            return Err(CoreError::Reserved(name.to_string()));
+        }
+        let t = self
+            .topics
+            .remove(name)
+            .ok_or_else(|| CoreError::TopicNotFound(name.to_string()))?;
+        self.dedupe.forget_topic(t.id);
+        Ok(t)
+    }
+
+    /// Advance time: expire dedupe entries. Returns the expired (topic id, msg id) pairs so
+    /// the store can delete them too.
+    pub fn tick(&mut self, now: u64) -> Vec<(u32, String)> {
+        self.dedupe.expire(now, self.config.dedupe_window_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+//! momd, the mom broker. Start reading at `broker.rs` (the task that owns the state and runs
+//! group commit), then `core/` (the deterministic state machine), `store/` (sled) and
+//! `session.rs` (one connection).
+
+mod broker;
+mod config;
+mod core;
+mod lock;
+mod outbox;
+mod replay;
+mod server;
+mod session;
+mod store;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerConfig, Cmd};
+use crate::config::Args;
+use crate::core::{Core, CoreConfig, Dedupe, Topics};
+use crate::store::Store;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("momd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("momd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let data = args.data_dir()?;
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating data dir {}", data.display()))?;
+    let _lock = lock::lock(&data)?;
+
+    let t0 = Instant::now();
+    let store = Store::open(&data, args.cache_mb * 1024 * 1024)
+        .with_context(|| format!("opening the store in {}", data.display()))?;
+    let window_ms = args.dedupe_window.as_millis() as u64;
+    let loaded = store
+        .load(broker::now_ms(), window_ms)
+        .context("loading topics")?;
+    let mut dedupe = Dedupe::default();
+    for (topic, id, seq, time) in loaded.dedupe {
+        dedupe.insert(topic, id, seq, time);
+    }
+    let topics = Topics::from_stored(loaded.topics, loaded.next_topic_id);
+    let stored: u64 = topics.iter().map(|t| t.msgs).sum();
+    tracing::info!(
+        data = %data.display(),
+        topics = topics.len(),
+        messages = stored,
+        "recovered in {:.1?}",
+        t0.elapsed()
+    );
+    let core = Core::new(
+        CoreConfig {
+            max_payload: args.max_payload,
+            dedupe_window_ms: window_ms,
+            ..CoreConfig::default()
+        },
+        topics,
+        dedupe,
+    );
+    let cfg = BrokerConfig {
+        fsync: args.fsync,
+        max_frame: args.max_frame,
+        max_payload: args.max_payload,
+        max_inflight: args.max_inflight.max(1),
+        watch_budget: args.watch_buffer.max(64 * 1024),
+    };
+    tracing::info!("{}", args.fsync.explain());
+    let (broker, handle, rx) = Broker::new(core, store, loaded.server_id.clone(), cfg.clone());
+    let broker_task = tokio::spawn(broker.run(rx));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(server_id = %loaded.server_id, "momd {} listening on {local}", env!("CARGO_PKG_VERSION"));
+
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let tracker = server::serve(
+        listener,
+        handle.clone(),
+        Arc::new(cfg),
+        args.max_connections.max(1),
+        shutdown.clone(),
+    )
+    .await;
+    signals.abort();
+    tracing::info!("shutting down: finishing requests in flight");
+    if tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await.is_err() {
+        tracing::warn!("some connections did not finish in 15 s");
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle.send(Cmd::Shutdown { done: tx }).await;
+    let _ = rx.await;
+    drop(handle);
+    let _ = broker_task.await;
+    tracing::info!("stopped; everything acknowledged is on disk");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,140 @@
+//! What a session sends: replies and deliveries queued for its writer task.
+//!
+//! Replies are bounded by the session's in-flight permits; deliveries by a byte budget
+//! shared by all watches of the session. A live delivery that would exceed the budget is
+//! skipped and counted (slow consumer); a replay waits for room instead.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mom_proto::ServerFrame;
+use tokio::sync::{mpsc, Notify};
+
+use crate::core::Batch;
+
+pub enum Out {
+    /// A reply; `permit` says it answers a request that holds an in-flight permit.
+    Reply { frame: ServerFrame, permit: bool },
+    /// Messages for a watch. `bytes` were charged to the budget.
+    Deliver {
+        watch: u64,
+        batch: Arc<Batch>,
+        bytes: usize,
+    },
+    /// A request that needs no reply (fire-and-forget publish) is done: return its permit.
+    Release,
+    /// Send this frame, then close the connection.
+    Close(ServerFrame),
+}
+
+struct Budget {
+    queued: AtomicUsize,
+    limit: usize,
+    room: Notify,
+}
+
+/// Per-session counters shown in stats.
+#[derive(Default)]
+pub struct Counters {
+    pub msgs_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Out>,
+    budget: Arc<Budget>,
+    pub counters: Arc<Counters>,
+}
+
+pub struct OutboxRx {
+    pub rx: mpsc::UnboundedReceiver<Out>,
+    budget: Arc<Budget>,
+}
+
+pub fn outbox(limit: usize) -> (Outbox, OutboxRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(Budget {
+        queued: AtomicUsize::new(0),
+        limit,
+        room: Notify::new(),
+    });
+    (
+        Outbox {
+            tx,
+            budget: budget.clone(),
+            counters: Arc::default(),
+        },
+        OutboxRx { rx, budget },
+    )
+}
+
+impl Outbox {
+    /// Queue a reply. False when the session is gone.
+    pub fn reply(&self, frame: ServerFrame, permit: bool) -> bool {
+        self.tx.send(Out::Reply { frame, permit }).is_ok()
+    }
+
+    pub fn release(&self) {
+        let _ = self.tx.send(Out::Release);
+    }
+
+    pub fn close(&self, frame: ServerFrame) {
+        let _ = self.tx.send(Out::Close(frame));
+    }
+
+    /// Queue a live delivery if it fits the budget. False means it was skipped.
+    pub fn try_deliver(&self, watch: u64, batch: Arc<Batch>) -> bool {
+        let bytes = batch.wire_size();
+        let q = self.budget.queued.load(Ordering::Acquire);
+        // An empty queue always takes one batch, so a batch bigger than the budget can pass.
+        if q > 0 && q + bytes > self.budget.limit {
+            return false;
+        }
+        self.push_deliver(watch, batch, bytes)
+    }
+
+    /// Queue a delivery regardless of the budget (replay waits for room before it reads).
+    pub fn force_deliver(&self, watch: u64, batch: Arc<Batch>) -> bool {
+        let bytes = batch.wire_size();
+        self.push_deliver(watch, batch, bytes)
+    }
+
+    fn push_deliver(&self, watch: u64, batch: Arc<Batch>, bytes: usize) -> bool {
+        self.budget.queued.fetch_add(bytes, Ordering::AcqRel);
+        let n = batch.msgs.len() as u64;
+        if self.tx.send(Out::Deliver { watch, batch, bytes }).is_err() {
+            self.budget.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        self.counters.msgs_out.fetch_add(n, Ordering::Relaxed);
+        true
+    }
+
+    /// Has the queue room (below half the budget)?
+    pub fn has_room(&self) -> bool {
+        self.budget.queued.load(Ordering::Acquire) <= self.budget.limit / 2
+    }
+
+    /// Wait until the queue is below half its budget.
+    pub async fn room(&self) {
+        loop {
+            let notified = self.budget.room.notified();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+}
+
+impl OutboxRx {
+    /// The writer wrote a delivery of `bytes`.
+    pub fn sent(&self, bytes: usize) {
+        let prev = self.budget.queued.fetch_sub(bytes, Ordering::AcqRel);
+        if prev.saturating_sub(bytes) <= self.budget.limit / 2 {
+            self.budget.room.notify_waiters();
+        }
+    }
+}

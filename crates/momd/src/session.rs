@@ -1,0 +1,314 @@
+//! One client connection: a reader that decodes frames and forwards requests to the broker,
+//! and a writer task that drains the session's outbox into the socket.
+//!
+//! The reader holds an in-flight permit per unanswered request; with all `max_inflight`
+//! permits taken it stops reading, which is the connection's backpressure. A body that does
+//! not decode is answered with `bad_request` and the connection goes on; a length over the
+//! limit is answered with `too_large` and the connection is closed (docs/protocol.md, "Bad
+//! input").
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use mom_proto::{
+    decode_body, encode_frame, ClientFrame, ErrorCode, FrameError, IdOnly, MessageRef,
+    RawCodec, ServerFrame, PROTOCOL_VERSION,
+};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Semaphore};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
+use crate::core::Batch;
+use crate::outbox::{self, Out, OutboxRx};
+
+/// How long a new connection may take to send `hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+pub async fn run(
+    stream: TcpStream,
+    addr: SocketAddr,
+    broker: BrokerHandle,
+    cfg: Arc<BrokerConfig>,
+    shutdown: CancellationToken,
+) {
+    let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (outbox, out_rx) = outbox::outbox(cfg.watch_budget);
+    let permits = Arc::new(Semaphore::new(cfg.max_inflight));
+    let closed = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        wr,
+        out_rx,
+        permits.clone(),
+        cfg.max_frame,
+        closed.clone(),
+    ));
+    let mut frames = FramedRead::with_capacity(rd, RawCodec::new(cfg.max_frame), 64 * 1024);
+
+    // AwaitingHello.
+    let first = tokio::select! {
+        f = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => f,
+        _ = shutdown.cancelled() => Ok(None),
+    };
+    let hello = match first {
+        Err(_) => {
+            outbox.close(ServerFrame::error(None, ErrorCode::BadRequest, "no hello within 10 s"));
+            None
+        }
+        Ok(None) | Ok(Some(Err(FrameError::Io(_)))) => None,
+        Ok(Some(Err(e))) => {
+            outbox.close(frame_error(&e));
+            None
+        }
+        Ok(Some(Ok(body))) => match decode_body::<ClientFrame>(&body) {
+            Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => Some(h),
+            Ok(ClientFrame::Hello(h)) => {
+                outbox.close(ServerFrame::error(
+                    Some(h.id),
+                    ErrorCode::BadRequest,
+                    format!(
+                        "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
+                        h.version
+                    ),
+                ));
+                None
+            }
+            Ok(other) => {
+                outbox.close(ServerFrame::error(
+                    Some(other.id()),
+                    ErrorCode::Unauthorized,
+                    "send hello first",
+                ));
+                None
+            }
+            Err(e) => {
+                let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
+                outbox.close(ServerFrame::error(id, ErrorCode::Unauthorized, format!("send hello first ({e})")));
+                None
+            }
+        },
+    };
+    let Some(hello) = hello else {
+        drop(outbox);
+        let _ = writer.await;
+        return;
+    };
+    let (tx, rx) = oneshot::channel();
+    let info = SessionInfo {
+        session,
+        addr: addr.to_string(),
+        outbox: outbox.clone(),
+    };
+    if !broker.send(Cmd::Hello { info, hello, reply: tx }).await {
+        return;
+    }
+    match rx.await {
+        Ok(Ok(welcome)) => {
+            tracing::debug!(session, client_id = welcome.client_id, %addr, "hello");
+            outbox.reply(ServerFrame::Welcome(welcome), false);
+        }
+        Ok(Err(frame)) => {
+            outbox.close(frame);
+            drop(outbox);
+            let _ = writer.await;
+            return;
+        }
+        Err(_) => return,
+    }
+
+    // Ready.
+    loop {
+        let next = tokio::select! {
+            f = frames.next() => f,
+            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
+        };
+        let body = match next {
+            None | Some(Err(FrameError::Io(_))) => break,
+            Some(Err(e)) => {
+                outbox.close(frame_error(&e));
+                break;
+            }
+            Some(Ok(body)) => body,
+        };
+        let frame = match decode_body::<ClientFrame>(&body) {
+            Ok(f) => f,
+            Err(e) => {
+                let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
+                outbox.reply(ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()), false);
+                continue;
+            }
+        };
+        // One permit per request; none left means the client must read its replies first.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p,
+            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
+        };
+        match permit {
+            Ok(p) => p.forget(),
+            Err(_) => break,
+        }
+        if !broker.send(Cmd::Request { session, frame }).await {
+            break;
+        }
+    }
+
+    if shutdown.is_cancelled() && !closed.is_cancelled() {
+        // Finish the requests in flight, then say why the connection ends.
+        let all = u32::try_from(cfg.max_inflight).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+        outbox.close(ServerFrame::error(None, ErrorCode::Unavailable, "server shutting down"));
+    }
+    broker.send(Cmd::Disconnect { session }).await;
+    drop(outbox);
+    let _ = writer.await;
+}
+
+fn frame_error(e: &FrameError) -> ServerFrame {
+    match e {
+        FrameError::FrameTooLarge { .. } => {
+            ServerFrame::error(None, ErrorCode::TooLarge, format!("{e}; closing the connection"))
+        }
+        _ => ServerFrame::error(None, ErrorCode::BadRequest, e.to_string()),
+    }
+}
+
+/// A `deliver` frame written straight from a shared batch: the same bytes as
+/// `ServerFrame::Deliver` without copying the messages.
+#[derive(Serialize)]
+struct DeliverRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    watch: u64,
+    msgs: Vec<MessageRef<'a>>,
+}
+
+fn encode_deliver(
+    watch: u64,
+    batch: &Batch,
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    // Split so no frame exceeds the limit: the estimate errs high.
+    let per = batch.topic.len() + batch.sender.user.len() + batch.sender.name.len() + 64;
+    let mut start = 0;
+    while start < batch.msgs.len() {
+        let mut size = 64;
+        let mut end = start;
+        while end < batch.msgs.len() {
+            let m = &batch.msgs[end];
+            let s = m.size() as usize + m.msg_id.as_ref().map_or(0, String::len) + per + 32;
+            if end > start && size + s > max_frame {
+                break;
+            }
+            size += s;
+            end += 1;
+        }
+        let msgs = batch.msgs[start..end]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MessageRef {
+                topic: &batch.topic,
+                seq: batch.first_seq + (start + i) as u64,
+                time: batch.time,
+                headers: &m.headers,
+                sender: &batch.sender,
+                msg_id: m.msg_id.as_deref(),
+                payload: &m.payload,
+            })
+            .collect();
+        encode_frame(
+            &DeliverRef {
+                kind: "deliver",
+                watch,
+                msgs,
+            },
+            buf,
+            // One message bigger than the frame limit cannot be split further; the client
+            // accepts frames up to max_frame plus the payload limit.
+            max_frame * 2,
+        )?;
+        start = end;
+    }
+    Ok(())
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut out: OutboxRx,
+    permits: Arc<Semaphore>,
+    max_frame: usize,
+    closed: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'outer: while let Some(first) = out.rx.recv().await {
+        let mut item = Some(first);
+        let mut close = false;
+        let mut released = 0;
+        let mut sent_bytes = 0;
+        while let Some(o) = item.take() {
+            let res = match o {
+                Out::Reply { frame, permit } => {
+                    if permit {
+                        released += 1;
+                    }
+                    encode_frame(&frame, &mut buf, max_frame * 2)
+                }
+                Out::Release => {
+                    released += 1;
+                    Ok(())
+                }
+                Out::Deliver { watch, batch, bytes } => {
+                    sent_bytes += bytes;
+                    encode_deliver(watch, &batch, &mut buf, max_frame)
+                }
+                Out::Close(frame) => {
+                    close = true;
+                    encode_frame(&frame, &mut buf, max_frame * 2)
+                }
+            };
+            if let Err(e) = res {
+                tracing::error!("cannot encode a frame: {e}");
+            }
+            if close || buf.len() >= 256 * 1024 {
+                break;
+            }
+            item = out.rx.try_recv().ok();
+        }
+        if wr.write_all(&buf).await.is_err() {
+            break 'outer;
+        }
+        buf.clear();
+        if released > 0 {
+            permits.add_permits(released);
+        }
+        if sent_bytes > 0 {
+            out.sent(sent_bytes);
+        }
+        if close {
+            let _ = wr.shutdown().await;
+            break;
+        }
+    }
+    closed.cancel();
+    // Wake any replay waiting for room: nothing more will be written.
+    out.rx.close();
+    while let Ok(o) = out.rx.try_recv() {
+        if let Out::Deliver { bytes, .. } = o {
+            out.sent(bytes);
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The sled adapter: everything momd keeps on disk, in one sled tree with key prefixes so a
+//! publish (its message records, its topic's counters and its dedupe entries) is written by
+//! one atomic `apply_batch` (DESIGN.md, Storage and durability).
+//!
+//! Keys:
+//! - `M` topic_id(u32 BE) first_seq(u64 BE) → a record: consecutive messages of one publish
+//!   (see [`record`]). Records are ordered by seq, so the record holding seq N is the last
+//!   key ≤ (topic, N): sled's ordered keys are the seq index.
+//! - `T` topic_id → the topic's state (name, limits, first/last seq, counters).
+//! - `D` topic_id msg_id → (seq, time) of a dedupe entry.
+//! - `S` name → server meta (server id, next client id).
+//!
+//! Durability is [`Store::flush`]: sled writes its log and fsyncs. Callers ack only after it.
+
+pub mod record;
+
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+
+use mom_proto::Sender;
+
+use crate::core::{Batch, NewMsg, PublishPlan, TopicState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What was on disk at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub topics: Vec<TopicState>,
+    pub next_topic_id: u32,
+    /// (topic id, msg id, seq, time)
+    pub dedupe: Vec<(u32, String, u64, u64)>,
+    pub server_id: String,
+    pub next_client_id: u64,
+}
+
+/// Messages of one topic read back for a replay.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    pub batches: Vec<Batch>,
+    /// The next seq to read from (past the last message returned or skipped).
+    pub next_seq: u64,
+    /// Messages whose checksum did not match; they were skipped and logged.
+    pub corrupt: u64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+}
+
+const P_MSG: u8 = b'M';
+const P_TOPIC: u8 = b'T';
+const P_DEDUPE: u8 = b'D';
+const P_META: u8 = b'S';
+
+fn msg_key(topic: u32, seq: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = P_MSG;
+    k[1..5].copy_from_slice(&topic.to_be_bytes());
+    k[5..13].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn topic_key(topic: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = P_TOPIC;
+    k[1..5].copy_from_slice(&topic.to_be_bytes());
+    k
+}
+
+fn prefix(p: u8, topic: u32) -> [u8; 5] {
+    let mut k = [0u8; 5];
+    k[0] = p;
+    k[1..5].copy_from_slice(&topic.to_be_bytes());
+    k
+}
+
+fn dedupe_key(topic: u32, msg_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + msg_id.len());
+    k.extend_from_slice(&prefix(P_DEDUPE, topic));
+    k.extend_from_slice(msg_id.as_bytes());
+    k
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![P_META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn seq_of_key(key: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = key.get(5..13)?.try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
+}
+
+fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: format!("{key:02x?}"),
+        reason: reason.to_string(),
+    }
+}
+
+impl Store {
+    /// Open (or create) the database in `dir`. The caller holds the directory lock.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(cache_bytes)
+            // Large segments keep batch records inline in the log instead of as blob files.
+            .segment_size(8 * 1024 * 1024)
+            // momd decides when to flush (group commit); sled's timer is only a backstop.
+            .flush_every_ms(Some(1000))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(Store {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Read what is needed at start: topic states, dedupe entries, server meta. Its cost
+    /// grows with the number of topics and live dedupe entries, not with stored messages.
+    pub fn load(&self, now: u64, dedupe_window_ms: u64) -> Result<Loaded> {
+        let mut out = Loaded::default();
+        for kv in self.db.scan_prefix([P_TOPIC]) {
+            let (k, v) = kv?;
+            let t: TopicState = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            out.topics.push(t);
+        }
+        let mut expired = sled::Batch::default();
+        for kv in self.db.scan_prefix([P_DEDUPE]) {
+            let (k, v) = kv?;
+            let (Some(topic), Some(seq), Some(time)) = (
+                k.get(1..5)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+                be_u64(&v),
+                v.get(8..).and_then(be_u64),
+            ) else {
+                expired.remove(k);
+                continue;
+            };
+            if now.saturating_sub(time) >= dedupe_window_ms {
+                expired.remove(k);
+                continue;
+            }
+            let id = String::from_utf8_lossy(k.get(5..).unwrap_or_default()).into_owned();
+            out.dedupe.push((topic, id, seq, time));
+        }
+        self.db.apply_batch(expired)?;
+        out.dedupe.sort_by_key(|d| d.3);
+        out.next_topic_id = self
+            .db
+            .get(meta_key("next_topic_id"))?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(1) as u32;
+        out.next_client_id = self
+            .db
+            .get(meta_key("next_client_id"))?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(1);
+        out.server_id = match self.db.get(meta_key("server_id"))? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = new_server_id();
+                self.db.insert(meta_key("server_id"), id.as_bytes())?;
+                self.db.flush()?;
+                id
+            }
+        };
+        Ok(out)
+    }
+
+    /// Stage a publish: its records, the topic's new state and its dedupe entries, in one
+    /// atomic batch. Not durable until [`Store::flush`].
+    pub fn append(&self, plan: &PublishPlan, topic: &TopicState, next_topic_id: u32) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        let mut seq = plan.first_seq;
+        for chunk in record::chunks(&plan.stored) {
+            let value = record::encode(plan.time, &plan.sender, chunk);
+            batch.insert(&msg_key(plan.topic_id, seq)[..], value);
+            seq += chunk.len() as u64;
+        }
+        for (i, m) in plan.stored.iter().enumerate() {
+            if let Some(id) = &m.msg_id {
+                let mut v = Vec::with_capacity(16);
+                v.extend_from_slice(&(plan.first_seq + i as u64).to_be_bytes());
+                v.extend_from_slice(&plan.time.to_be_bytes());
+                batch.insert(dedupe_key(plan.topic_id, id), v);
+            }
+        }
+        batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
+        if plan.created {
+            batch.insert(meta_key("next_topic_id"), &u64::from(next_topic_id).to_be_bytes()[..]);
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Stage a topic's state (limits changed, or created empty).
+    pub fn put_topic(&self, topic: &TopicState, next_topic_id: u32) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
+        batch.insert(meta_key("next_topic_id"), &u64::from(next_topic_id).to_be_bytes()[..]);
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Remove a topic: its state first (so a crash midway leaves no visible topic), then
+    /// its records and dedupe entries.
+    pub fn remove_topic(&self, topic: u32) -> Result<()> {
+        self.db.remove(topic_key(topic))?;
+        for p in [P_MSG, P_DEDUPE] {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for k in self.db.scan_prefix(prefix(p, topic)).keys() {
+                batch.remove(k?);
+                n += 1;
+                if n == 4096 {
+                    self.db.apply_batch(std::mem::take(&mut batch))?;
+                    n = 0;
+                }
+            }
+            self.db.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_dedupe(&self, entries: &[(u32, String)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (t, id) in entries {
+            batch.remove(dedupe_key(*t, id));
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Apply retention to `topic` (by count, bytes and, with `now`, age). Returns
+    /// (new first seq, messages removed, bytes removed) when something went, having staged
+    /// the record removals and the topic's new state.
+    pub fn trim(&self, topic: &TopicState, now: u64) -> Result<Option<(u64, u64, u64)>> {
+        let lim = topic.limits;
+        if lim.max_msgs == 0 && lim.max_bytes == 0 && lim.max_age_ms == 0 {
+            return Ok(None);
+        }
+        let mut msgs = topic.msgs;
+        let mut bytes = topic.bytes;
+        let mut first = topic.first_seq;
+        let mut removed_msgs = 0;
+        let mut removed_bytes = 0;
+        let mut batch = sled::Batch::default();
+        let start = self
+            .db
+            .range(..=msg_key(topic.id, first))
+            .next_back()
+            .transpose()?
+            .filter(|(k, _)| k.starts_with(&prefix(P_MSG, topic.id)))
+            .map(|(k, _)| k);
+        let from_key = start.map(|k| k.to_vec()).unwrap_or_else(|| msg_key(topic.id, first).to_vec());
+        'records: for kv in self.db.range(from_key..msg_key(topic.id, u64::MAX).to_vec()) {
+            let (k, v) = kv?;
+            let Some(rec_first) = seq_of_key(&k) else {
+                break;
+            };
+            let rec = record::decode(&v).map_err(|e| corrupt(&k, e))?;
+            let aged = lim.max_age_ms > 0 && now.saturating_sub(rec.time) >= lim.max_age_ms;
+            let n = rec.msgs.len() as u64;
+            for (i, m) in rec.msgs.iter().enumerate() {
+                let seq = rec_first + i as u64;
+                if seq < first {
+                    continue;
+                }
+                let over = (lim.max_msgs > 0 && msgs > lim.max_msgs)
+                    || (lim.max_bytes > 0 && bytes > lim.max_bytes);
+                if !(over || aged) || msgs == 0 {
+                    // A record partly below `first` stays until all of it has gone.
+                    break 'records;
+                }
+                let size = m.size();
+                msgs -= 1;
+                bytes = bytes.saturating_sub(size);
+                removed_msgs += 1;
+                removed_bytes += size;
+                first = seq + 1;
+            }
+            if first >= rec_first + n {
+                batch.remove(k);
+            }
+        }
+        if removed_msgs == 0 {
+            return Ok(None);
+        }
+        let mut t = topic.clone();
+        t.record_trim(first, removed_msgs, removed_bytes);
+        batch.insert(&topic_key(t.id)[..], encode_topic(&t));
+        self.db.apply_batch(batch)?;
+        Ok(Some((first, removed_msgs, removed_bytes)))
+    }
+
+    /// Read messages of `topic` from `from` up to `to` (inclusive), stopping after about
+    /// `max_bytes` of payload. Batches come out in seq order; a message whose checksum does
+    /// not match is logged, counted and skipped.
+    pub fn read(
+        &self,
+        topic: u32,
+        name: &str,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<ReadBatch> {
+        let mut out = ReadBatch {
+            next_seq: from,
+            ..ReadBatch::default()
+        };
+        if from > to {
+            return Ok(out);
+        }
+        let pfx = prefix(P_MSG, topic);
+        let start = self
+            .db
+            .range(..=msg_key(topic, from))
+            .next_back()
+            .transpose()?
+            .filter(|(k, _)| k.starts_with(&pfx))
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or_else(|| msg_key(topic, from).to_vec());
+        let name: Arc<str> = Arc::from(name);
+        let mut bytes = 0usize;
+        for kv in self.db.range(start..=msg_key(topic, to).to_vec()) {
+            let (k, v) = kv?;
+            let Some(rec_first) = seq_of_key(&k) else {
+                break;
+            };
+            let rec = record::decode(&v).map_err(|e| corrupt(&k, e))?;
+            let mut cur: Option<Batch> = None;
+            for (i, m) in rec.msgs.into_iter().enumerate() {
+                let seq = rec_first + i as u64;
+                if seq < from {
+                    continue;
+                }
+                if seq > to {
+                    break;
+                }
+                out.next_seq = seq + 1;
+                if !m.checksum_ok() {
+                    tracing::error!(topic = &*name, seq, "checksum mismatch; message skipped");
+                    out.corrupt += 1;
+                    out.batches.extend(cur.take());
+                    continue;
+                }
+                bytes += m.payload.len();
+                let b = cur.get_or_insert_with(|| Batch {
+                    topic: name.clone(),
+                    first_seq: seq,
+                    time: rec.time,
+                    sender: rec.sender.clone(),
+                    msgs: Vec::new(),
+                });
+                b.msgs.push(NewMsg {
+                    headers: m.headers,
+                    msg_id: m.msg_id,
+                    payload: m.payload,
+                });
+            }
+            out.batches.extend(cur.take());
+            if bytes >= max_bytes {
+                return Ok(out);
+            }
+        }
+        out.next_seq = to.saturating_add(1);
+        Ok(out)
+    }
+
+    /// The first seq of `topic` whose time is >= `time` (the seq after the last one when
+    /// none is). Scans record headers from the oldest.
+    pub fn seq_at_time(&self, topic: &TopicState, time: u64) -> Result<u64> {
+        for kv in self.db.scan_prefix(prefix(P_MSG, topic.id)) {
+            let (k, v) = kv?;
+            let Some(rec_first) = seq_of_key(&k) else {
+                break;
+            };
+            if record::time_of(&v).is_some_and(|t| t >= time) {
+                return Ok(rec_first.max(topic.first_seq));
+            }
+        }
+        Ok(topic.last_seq + 1)
+    }
+
+    /// Reserve the next global client id (persisted with the next flush).
+    pub fn next_client_id(&self) -> Result<u64> {
+        let v = self.db.update_and_fetch(meta_key("next_client_id"), |old| {
+            let n = old.and_then(be_u64).unwrap_or(1) + 1;
+            Some(n.to_be_bytes().to_vec())
+        })?;
+        Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
+    }
+
+    /// Make everything staged so far durable (sled writes its log and fsyncs).
+    pub fn flush(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Bytes the data directory holds on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+}
+
+fn encode_topic(t: &TopicState) -> Vec<u8> {
+    rmp_serde::to_vec(t).expect("a TopicState always encodes")
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A random id for a new data dir, from the standard library's per-process random keys.
+fn new_server_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// The sender recorded for messages the broker publishes itself.
+pub fn broker_sender() -> Sender {
+    Sender {
+        user: "$broker".into(),
+        client: 0,
+        name: "momd".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

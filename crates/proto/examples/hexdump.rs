@@ -1,0 +1,264 @@
+//! Prints one example of every frame as hex, prefix included, for docs/protocol.md.
+//!
+//! Run with `cargo run -p mom-proto --example hexdump`. The examples form one small session:
+//! frames 1-8 are the walk-through of the protocol document (hello, welcome, publish,
+//! publish_ok, watch, watch_ok, deliver, notice), the rest show the other frames.
+
+use bytes::{Bytes, BytesMut};
+use mom_proto::*;
+use serde::Serialize;
+
+/// A fixed time for the examples: 2023-11-14T22:13:20Z, in ms since the epoch.
+const T: u64 = 1_700_000_000_000;
+
+fn dump<F: Serialize>(name: &str, frame: &F) {
+    let mut buf = BytesMut::new();
+    encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).expect("example frames encode");
+    println!("== {name} ({} bytes: 4 prefix + {} body)", buf.len(), buf.len() - 4);
+    for line in buf.chunks(16) {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        println!("{}", hex.join(" "));
+    }
+    println!();
+}
+
+fn topic_info() -> TopicInfo {
+    TopicInfo {
+        name: "a.b".into(),
+        messages: 1,
+        bytes: 2,
+        first_seq: 1,
+        last_seq: 1,
+        last_time: T,
+        created: T,
+        limits: Limits {
+            max_msgs: 1000,
+            max_bytes: 0,
+            max_age_ms: 0,
+        },
+        watchers: 1,
+        queues: 0,
+        in_rate: 0.5,
+        out_rate: 0.0,
+    }
+}
+
+fn main() {
+    // The walk-through.
+    dump(
+        "hello",
+        &ClientFrame::Hello(Hello {
+            id: 1,
+            version: PROTOCOL_VERSION,
+            client: "py".into(),
+            ..Hello::default()
+        }),
+    );
+    dump(
+        "welcome",
+        &ServerFrame::Welcome(Welcome {
+            id: 1,
+            version: PROTOCOL_VERSION,
+            server_version: "0.1.0".into(),
+            server_id: "s1".into(),
+            client_id: 7,
+            user: "anonymous".into(),
+            max_frame: DEFAULT_MAX_FRAME as u64,
+            max_payload: DEFAULT_MAX_PAYLOAD as u64,
+            max_inflight: 1024,
+        }),
+    );
+    dump(
+        "publish",
+        &ClientFrame::Publish(Publish {
+            id: 2,
+            topic: "a.b".into(),
+            msgs: vec![PubMsg {
+                payload: Bytes::from_static(b"hi"),
+                ..PubMsg::default()
+            }],
+            no_ack: false,
+        }),
+    );
+    dump(
+        "publish_ok",
+        &ServerFrame::PublishOk(PublishOk {
+            id: 2,
+            topic: "a.b".into(),
+            seqs: vec![1],
+            duplicates: 0,
+            watchers: 0,
+            queues: 0,
+        }),
+    );
+    dump(
+        "watch",
+        &ClientFrame::Watch(Watch {
+            id: 3,
+            patterns: vec!["a.>".into()],
+            from: From::All,
+            at: 0,
+        }),
+    );
+    dump("watch_ok", &ServerFrame::WatchOk(WatchOk { id: 3, watch: 1 }));
+    dump(
+        "deliver",
+        &ServerFrame::Deliver(Deliver {
+            watch: 1,
+            msgs: vec![Message {
+                topic: "a.b".into(),
+                seq: 1,
+                time: T,
+                headers: Headers::new(),
+                sender: Sender {
+                    user: "anonymous".into(),
+                    client: 7,
+                    name: "py".into(),
+                },
+                msg_id: None,
+                payload: Bytes::from_static(b"hi"),
+            }],
+        }),
+    );
+    dump(
+        "notice (live)",
+        &ServerFrame::Notice(Notice {
+            watch: 1,
+            kind: NoticeKind::Live,
+            skipped: 0,
+            message: String::new(),
+        }),
+    );
+
+    // The other frames.
+    dump(
+        "hello (reconnect, with client_id)",
+        &ClientFrame::Hello(Hello {
+            id: 1,
+            version: PROTOCOL_VERSION,
+            client: "py".into(),
+            client_id: Some(7),
+            ..Hello::default()
+        }),
+    );
+    dump(
+        "publish (headers, msg_id, no_ack)",
+        &ClientFrame::Publish(Publish {
+            id: 4,
+            topic: "a.b".into(),
+            msgs: vec![PubMsg {
+                payload: Bytes::from_static(b"yo"),
+                headers: [("k".to_string(), "v".to_string())].into(),
+                msg_id: Some("m1".into()),
+            }],
+            no_ack: true,
+        }),
+    );
+    dump(
+        "watch (from seq)",
+        &ClientFrame::Watch(Watch {
+            id: 5,
+            patterns: vec!["a.*".into(), "c".into()],
+            from: From::Seq,
+            at: 10,
+        }),
+    );
+    dump(
+        "notice (slow_consumer)",
+        &ServerFrame::Notice(Notice {
+            watch: 1,
+            kind: NoticeKind::SlowConsumer,
+            skipped: 12,
+            message: String::new(),
+        }),
+    );
+    dump("unwatch", &ClientFrame::Unwatch(Unwatch { id: 6, watch: 1 }));
+    dump("ok", &ServerFrame::Ok(Req { id: 6 }));
+    dump("ping", &ClientFrame::Ping(Req { id: 7 }));
+    dump("pong", &ServerFrame::Pong(Pong { id: 7, time: T }));
+    dump("topic_list (request)", &ClientFrame::TopicList(Req { id: 8 }));
+    dump(
+        "topic_list (reply)",
+        &ServerFrame::TopicList(TopicList {
+            id: 8,
+            topics: vec![topic_info()],
+        }),
+    );
+    dump(
+        "topic_info (request)",
+        &ClientFrame::TopicInfo(TopicReq {
+            id: 9,
+            topic: "a.b".into(),
+        }),
+    );
+    dump(
+        "topic_info (reply)",
+        &ServerFrame::TopicInfo(TopicInfoReply {
+            id: 9,
+            topic: topic_info(),
+        }),
+    );
+    dump(
+        "topic_set",
+        &ClientFrame::TopicSet(TopicSet {
+            id: 10,
+            topic: "a.b".into(),
+            max_msgs: Some(1000),
+            max_bytes: None,
+            max_age_ms: None,
+        }),
+    );
+    dump(
+        "topic_rm",
+        &ClientFrame::TopicRm(TopicReq {
+            id: 11,
+            topic: "a.b".into(),
+        }),
+    );
+    dump("stats (request)", &ClientFrame::Stats(Req { id: 12 }));
+    dump(
+        "stats (reply)",
+        &ServerFrame::Stats(Stats {
+            id: 12,
+            server_id: "s1".into(),
+            server_version: "0.1.0".into(),
+            uptime_ms: 60_000,
+            time: T,
+            fsync: "always".into(),
+            totals: Totals {
+                topics: 0,
+                messages: 0,
+                bytes: 0,
+                published: 0,
+                delivered: 0,
+                duplicates: 0,
+                slow_consumer_skipped: 0,
+                connections: 1,
+                watches: 0,
+                in_rate: 0.0,
+                out_rate: 0.0,
+            },
+            topics: vec![],
+            clients: vec![ClientInfo {
+                client_id: 7,
+                name: "py".into(),
+                user: "anonymous".into(),
+                addr: "127.0.0.1:50000".into(),
+                since: T,
+                msgs_in: 0,
+                msgs_out: 0,
+                watches: 0,
+            }],
+            rss_bytes: 0,
+            disk_bytes: 0,
+        }),
+    );
+    dump(
+        "error (reply to a request)",
+        &ServerFrame::error(Some(13), ErrorCode::NotFound, "no topic x"),
+    );
+    dump(
+        "error (connection-level, id nil)",
+        &ServerFrame::error(None, ErrorCode::Unavailable, "server shutting down"),
+    );
+}

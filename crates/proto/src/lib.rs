@@ -1,0 +1,23 @@
+//! mom's wire protocol: a 4-byte big-endian length, then a MessagePack map whose `type` field
+//! names the frame. `docs/protocol.md` is the contract; this crate follows it.
+//!
+//! Start with [`message`] (every frame), then [`frame`] (the codec) and [`topic`] (names and
+//! patterns).
+
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod topic;
+
+pub use error::{ErrorCode, FrameError};
+pub use frame::{decode_body, encode_body, encode_frame, split_frame, Codec, RawCodec};
+pub use message::*;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default largest frame, prefix excluded.
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+/// Default largest payload of one message.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Default port of momd.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7878";

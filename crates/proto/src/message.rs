@@ -1,0 +1,419 @@
+//! Every frame of the protocol, as Rust types. docs/protocol.md is the contract; these
+//! types follow it field for field. Each frame is a MessagePack map whose `type` field names
+//! it; unknown fields are ignored so the protocol can grow.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+
+/// Headers of a message: string keys to string values.
+pub type Headers = BTreeMap<String, String>;
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Hello(Hello),
+    Publish(Publish),
+    Watch(Watch),
+    Unwatch(Unwatch),
+    TopicList(Req),
+    TopicInfo(TopicReq),
+    TopicRm(TopicReq),
+    TopicSet(TopicSet),
+    Stats(Req),
+    Ping(Req),
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome(Welcome),
+    PublishOk(PublishOk),
+    WatchOk(WatchOk),
+    Deliver(Deliver),
+    Notice(Notice),
+    Ok(Req),
+    Pong(Pong),
+    TopicList(TopicList),
+    TopicInfo(TopicInfoReply),
+    Stats(Stats),
+    Error(ErrorFrame),
+}
+
+/// The first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Hello {
+    pub id: u64,
+    /// Protocol version the client speaks.
+    pub version: u32,
+    /// Free-form client name, shown in stats and as part of the sender of its messages.
+    #[serde(default)]
+    pub client: String,
+    /// A global client id this client was given before; the server keeps it if it is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The answer to `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub id: u64,
+    pub version: u32,
+    pub server_version: String,
+    pub server_id: String,
+    pub client_id: u64,
+    pub user: String,
+    pub max_frame: u64,
+    pub max_payload: u64,
+    pub max_inflight: u64,
+}
+
+/// A request that carries only its id.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Req {
+    pub id: u64,
+}
+
+/// A request naming one topic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicReq {
+    pub id: u64,
+    pub topic: String,
+}
+
+/// A batch of messages to one topic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Publish {
+    pub id: u64,
+    pub topic: String,
+    pub msgs: Vec<PubMsg>,
+    /// Fire and forget: no `publish_ok` is sent (errors still are). The client then does not
+    /// learn whether the batch was stored.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_ack: bool,
+}
+
+/// One message of a publish batch.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PubMsg {
+    pub payload: Bytes,
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+    /// Publisher-chosen id; a repeat within the dedupe window is not stored twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+}
+
+/// The acknowledgement of a publish batch: every message is durable.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PublishOk {
+    pub id: u64,
+    pub topic: String,
+    /// The seq of each message, in batch order. A duplicate gets its original seq.
+    pub seqs: Vec<u64>,
+    /// How many messages of the batch were duplicates (not stored again).
+    pub duplicates: u64,
+    /// Live watches that matched the topic.
+    pub watchers: u64,
+    /// Queues that matched the topic.
+    pub queues: u64,
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum From {
+    /// Only messages published after the watch was set up.
+    #[default]
+    New,
+    /// Every stored message, then live.
+    All,
+    /// From seq `at` of each matching topic, then live.
+    Seq,
+    /// From the first message with time >= `at` (ms since the epoch), then live.
+    Time,
+}
+
+/// Start a live subscription (a watch) to one or more patterns.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Watch {
+    pub id: u64,
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub from: From,
+    /// The seq or the time for `from: seq` / `from: time`.
+    #[serde(default)]
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct WatchOk {
+    pub id: u64,
+    /// The id carried by this watch's `deliver` and `notice` frames.
+    pub watch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Unwatch {
+    pub id: u64,
+    pub watch: u64,
+}
+
+/// Who published a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Sender {
+    pub user: String,
+    pub client: u64,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A stored message as delivered.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Message {
+    pub topic: String,
+    pub seq: u64,
+    /// Broker time of the publish, ms since the Unix epoch.
+    pub time: u64,
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+    pub sender: Sender,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<String>,
+    pub payload: Bytes,
+}
+
+/// Messages for a watch, in order per topic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Deliver {
+    pub watch: u64,
+    pub msgs: Vec<Message>,
+}
+
+/// Something the server tells a watch outside the message stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub watch: u64,
+    pub kind: NoticeKind,
+    /// For `slow_consumer`: messages skipped since the last notice.
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// The watch could not keep up; `skipped` messages were not sent to it.
+    SlowConsumer,
+    /// The replayed part of the watch is over; what follows is live.
+    Live,
+    /// The server ended the watch (the topic was removed, or the server is stopping).
+    Ended,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Pong {
+    pub id: u64,
+    /// Server time, ms since the epoch.
+    pub time: u64,
+}
+
+/// Retention limits of a topic. 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default)]
+    pub max_msgs: u64,
+    #[serde(default)]
+    pub max_bytes: u64,
+    #[serde(default)]
+    pub max_age_ms: u64,
+}
+
+/// Change the retention limits of a topic (creating it if needed). A missing field keeps
+/// its current value; 0 means unlimited.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicSet {
+    pub id: u64,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msgs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+}
+
+/// What the broker holds for one topic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    /// Messages currently stored.
+    pub messages: u64,
+    /// Payload and header bytes currently stored.
+    pub bytes: u64,
+    /// Seq of the oldest stored message (last_seq + 1 when empty).
+    pub first_seq: u64,
+    /// Seq of the newest message ever stored (0 if none).
+    pub last_seq: u64,
+    /// Time of the newest message, ms since the epoch (0 if none).
+    pub last_time: u64,
+    pub created: u64,
+    pub limits: Limits,
+    /// Live watches matching this topic now.
+    pub watchers: u64,
+    /// Queues bound to this topic now.
+    pub queues: u64,
+    /// Messages published per second, averaged over the last few seconds.
+    pub in_rate: f64,
+    /// Messages delivered per second to watches and queues, averaged likewise.
+    pub out_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicList {
+    pub id: u64,
+    pub topics: Vec<TopicInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicInfoReply {
+    pub id: u64,
+    pub topic: TopicInfo,
+}
+
+/// A client as seen in stats.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub client_id: u64,
+    pub name: String,
+    pub user: String,
+    pub addr: String,
+    /// Connected since, ms since the epoch.
+    pub since: u64,
+    pub msgs_in: u64,
+    pub msgs_out: u64,
+    pub watches: u64,
+}
+
+/// Totals over the whole broker.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub topics: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub slow_consumer_skipped: u64,
+    pub connections: u64,
+    pub watches: u64,
+    pub in_rate: f64,
+    pub out_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub id: u64,
+    pub server_id: String,
+    pub server_version: String,
+    pub uptime_ms: u64,
+    pub time: u64,
+    pub fsync: String,
+    pub totals: Totals,
+    pub topics: Vec<TopicInfo>,
+    pub clients: Vec<ClientInfo>,
+    /// Resident memory of the broker process in bytes (0 where unknown).
+    pub rss_bytes: u64,
+    /// Size of the data directory on disk in bytes.
+    pub disk_bytes: u64,
+}
+
+/// A failed request, or (with `id` nil) a connection-level error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    #[serde(default)]
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ClientFrame {
+    /// The request id of this frame.
+    pub fn id(&self) -> u64 {
+        match self {
+            ClientFrame::Hello(r) => r.id,
+            ClientFrame::Publish(r) => r.id,
+            ClientFrame::Watch(r) => r.id,
+            ClientFrame::Unwatch(r) => r.id,
+            ClientFrame::TopicList(r) | ClientFrame::Stats(r) | ClientFrame::Ping(r) => r.id,
+            ClientFrame::TopicInfo(r) | ClientFrame::TopicRm(r) => r.id,
+            ClientFrame::TopicSet(r) => r.id,
+        }
+    }
+}
+
+impl ServerFrame {
+    /// The request id this frame answers, if it is a reply.
+    pub fn reply_id(&self) -> Option<u64> {
+        match self {
+            ServerFrame::Welcome(r) => Some(r.id),
+            ServerFrame::PublishOk(r) => Some(r.id),
+            ServerFrame::WatchOk(r) => Some(r.id),
+            ServerFrame::Ok(r) => Some(r.id),
+            ServerFrame::Pong(r) => Some(r.id),
+            ServerFrame::TopicList(r) => Some(r.id),
+            ServerFrame::TopicInfo(r) => Some(r.id),
+            ServerFrame::Stats(r) => Some(r.id),
+            ServerFrame::Error(r) => r.id,
+            ServerFrame::Deliver(_) | ServerFrame::Notice(_) => None,
+        }
+    }
+
+    pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error(ErrorFrame {
+            id,
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+/// Just the `id` of a frame: used to answer a frame that otherwise failed to decode.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct IdOnly {
+    pub id: u64,
+}
+
+/// A borrowed view of a [`Message`] that serializes to exactly the same map, so a server can
+/// write deliveries without copying payloads.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRef<'a> {
+    pub topic: &'a str,
+    pub seq: u64,
+    pub time: u64,
+    #[serde(skip_serializing_if = "Headers::is_empty")]
+    pub headers: &'a Headers,
+    pub sender: &'a Sender,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<&'a str>,
+    pub payload: &'a Bytes,
+}

@@ -1,0 +1,232 @@
+//! Codec properties: every frame round-trips, and no byte string makes the decoder panic.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use mom_proto::*;
+use proptest::prelude::*;
+use tokio_util::codec::Decoder;
+
+fn server_codec() -> Codec<ClientFrame, ServerFrame> {
+    Codec::new(DEFAULT_MAX_FRAME)
+}
+
+fn arb_headers() -> impl Strategy<Value = Headers> {
+    proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..4)
+}
+
+fn arb_pubmsg() -> impl Strategy<Value = PubMsg> {
+    (
+        proptest::collection::vec(any::<u8>(), 0..64),
+        arb_headers(),
+        proptest::option::of("[a-z0-9-]{1,12}"),
+    )
+        .prop_map(|(p, headers, msg_id)| PubMsg {
+            payload: Bytes::from(p),
+            headers,
+            msg_id,
+        })
+}
+
+fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
+    prop_oneof![
+        (any::<u64>(), any::<u32>(), ".{0,10}", proptest::option::of(any::<u64>())).prop_map(
+            |(id, version, client, client_id)| ClientFrame::Hello(Hello {
+                id,
+                version,
+                client,
+                client_id,
+                ..Hello::default()
+            })
+        ),
+        (
+            any::<u64>(),
+            "[a-z.]{1,20}",
+            proptest::collection::vec(arb_pubmsg(), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(id, topic, msgs, no_ack)| ClientFrame::Publish(Publish {
+                id,
+                topic,
+                msgs,
+                no_ack
+            })),
+        (
+            any::<u64>(),
+            proptest::collection::vec("[a-z.*>]{1,10}", 1..4),
+            prop_oneof![Just(From::New), Just(From::All), Just(From::Seq), Just(From::Time)],
+            any::<u64>()
+        )
+            .prop_map(|(id, patterns, from, at)| ClientFrame::Watch(Watch {
+                id,
+                patterns,
+                from,
+                at
+            })),
+        (any::<u64>(), any::<u64>()).prop_map(|(id, watch)| ClientFrame::Unwatch(Unwatch { id, watch })),
+        any::<u64>().prop_map(|id| ClientFrame::Ping(Req { id })),
+        any::<u64>().prop_map(|id| ClientFrame::Stats(Req { id })),
+        (any::<u64>(), "[a-z]{1,9}").prop_map(|(id, topic)| ClientFrame::TopicInfo(TopicReq { id, topic })),
+        (any::<u64>(), "[a-z]{1,9}", proptest::option::of(any::<u64>()))
+            .prop_map(|(id, topic, max_msgs)| ClientFrame::TopicSet(TopicSet {
+                id,
+                topic,
+                max_msgs,
+                ..TopicSet::default()
+            })),
+    ]
+}
+
+fn encode(frame: &ClientFrame) -> BytesMut {
+    let mut buf = BytesMut::new();
+    encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+    buf
+}
+
+proptest! {
+    #[test]
+    fn client_frames_round_trip(frame in arb_client_frame()) {
+        let mut buf = encode(&frame);
+        let got = server_codec().decode(&mut buf).unwrap();
+        prop_assert_eq!(got, Some(frame));
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn split_stream_decodes_the_same(frames in proptest::collection::vec(arb_client_frame(), 1..6), cut in any::<prop::sample::Index>()) {
+        let mut all = BytesMut::new();
+        for f in &frames {
+            all.extend_from_slice(&encode(f));
+        }
+        let cut = cut.index(all.len() + 1);
+        let mut codec = server_codec();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        buf.extend_from_slice(&all[..cut]);
+        while let Some(f) = codec.decode(&mut buf).unwrap() { got.push(f); }
+        buf.extend_from_slice(&all[cut..]);
+        while let Some(f) = codec.decode(&mut buf).unwrap() { got.push(f); }
+        prop_assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut codec = server_codec();
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Ok(None), Ok(Some) or Err: any is fine, a panic is not.
+        for _ in 0..8 {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) | Err(FrameError::Malformed(_)) => continue,
+                _ => break,
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(&body);
+        let _ = server_codec().decode(&mut buf);
+        let _ = decode_body::<ServerFrame>(&body);
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_allocating() {
+    let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..]);
+    let before = buf.capacity();
+    match server_codec().decode(&mut buf) {
+        Err(FrameError::FrameTooLarge { len, max }) => {
+            assert_eq!(len, u32::MAX as u64);
+            assert_eq!(max, DEFAULT_MAX_FRAME);
+        }
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    assert_eq!(buf.capacity(), before, "no room was reserved for the claimed body");
+}
+
+#[test]
+fn array_header_claiming_4g_items_is_an_error() {
+    // {"type": "publish", "id": 1, "topic": "t", "msgs": array32 of 0xffffffff items}
+    let mut body = Vec::new();
+    body.push(0x84);
+    body.extend_from_slice(b"\xa4type\xa7publish\xa2id\x01\xa5topic\xa1t\xa4msgs");
+    body.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+    let mut buf = BytesMut::new();
+    buf.put_u32(body.len() as u32);
+    buf.extend_from_slice(&body);
+    assert!(matches!(
+        server_codec().decode(&mut buf),
+        Err(FrameError::Malformed(_))
+    ));
+}
+
+#[test]
+fn deeply_nested_body_is_an_error_not_a_stack_overflow() {
+    let body = vec![0x91u8; 200_000];
+    // Run on a small stack, like a runtime worker thread.
+    let handle = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || decode_body::<ClientFrame>(&body).is_err())
+        .unwrap();
+    assert!(handle.join().unwrap());
+}
+
+#[test]
+fn unknown_fields_are_ignored_and_unknown_types_refused() {
+    let mut body = Vec::new();
+    body.push(0x83);
+    body.extend_from_slice(b"\xa4type\xa4ping\xa2id\x07\xa5extra\xc3");
+    assert_eq!(
+        decode_body::<ClientFrame>(&body).unwrap(),
+        ClientFrame::Ping(Req { id: 7 })
+    );
+    let mut body = Vec::new();
+    body.push(0x82);
+    body.extend_from_slice(b"\xa4type\xa4nope\xa2id\x07");
+    assert!(decode_body::<ClientFrame>(&body).is_err());
+}
+
+#[test]
+fn server_frames_round_trip() {
+    let frames = vec![
+        ServerFrame::PublishOk(PublishOk {
+            id: 3,
+            topic: "a.b".into(),
+            seqs: vec![1, 2, 3],
+            duplicates: 0,
+            watchers: 1,
+            queues: 0,
+        }),
+        ServerFrame::Deliver(Deliver {
+            watch: 1,
+            msgs: vec![Message {
+                topic: "a".into(),
+                seq: 9,
+                time: 1_700_000_000_000,
+                headers: [("k".to_string(), "v".to_string())].into(),
+                sender: Sender {
+                    user: "anonymous".into(),
+                    client: 4,
+                    name: "momctl".into(),
+                },
+                msg_id: Some("x".into()),
+                payload: Bytes::from_static(b"\x00\xffhi"),
+            }],
+        }),
+        ServerFrame::Notice(Notice {
+            watch: 1,
+            kind: NoticeKind::SlowConsumer,
+            skipped: 12,
+            message: String::new(),
+        }),
+        ServerFrame::error(None, ErrorCode::TooLarge, "too big"),
+    ];
+    for f in frames {
+        let mut buf = BytesMut::new();
+        encode_frame(&f, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+        let got = Codec::<ServerFrame, ClientFrame>::new(DEFAULT_MAX_FRAME)
+            .decode(&mut buf)
+            .unwrap();
+        assert_eq!(got, Some(f));
+    }
+}
