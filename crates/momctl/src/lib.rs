@@ -1,1 +1,13 @@
+//! momctl's client library: connect to momd, publish with pipelining, watch patterns, and
+//! run admin requests. momctl, momtui and the benchmarks use it; a Rust program can too.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), momctl::client::ClientError> {
+//! use momctl::client::{Client, ConnectOptions};
+//! let client = Client::connect(&ConnectOptions::new("127.0.0.1:7878", "example")).await?;
+//! let ack = client.publish("orders.eu", vec![b"hello".to_vec().into()]).await?;
+//! println!("stored at seq {:?}", ack.seqs);
+//! # Ok(()) }
+//! ```
 
+pub mod client;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mom_proto::{
-    topic, ClientFrame, ClientInfo, ErrorCode, From, Hello, Limits, Notice, NoticeKind,
+    topic, ClientFrame, ClientInfo, ErrorCode, StartAt, Hello, Limits, Notice, NoticeKind,
     PubMsg, PublishOk, Req, Sender, ServerFrame, Stats, TopicInfo, TopicInfoReply,
     TopicList, Totals, Watch, WatchOk, Welcome,
 };
@@ -726,7 +726,7 @@ impl Broker {
         s.watches.push(wid);
         s.client.watches += 1;
         let cancel = CancellationToken::new();
-        let mode = if w.from == From::New {
+        let mode = if w.from == StartAt::New {
             Mode::Live
         } else {
             Mode::Replaying {
@@ -748,7 +748,7 @@ impl Broker {
         );
         // The reply is queued before any delivery of this watch.
         self.reply(session, ServerFrame::WatchOk(WatchOk { id: w.id, watch: wid }));
-        if w.from == From::New {
+        if w.from == StartAt::New {
             return;
         }
         let mut ranges = Vec::new();
@@ -760,9 +760,9 @@ impl Broker {
             let upto = self.delivered_upto.get(&t.id).copied().unwrap_or(t.last_seq);
             covered.insert(t.id, upto);
             let from = match w.from {
-                From::All | From::New => t.first_seq,
-                From::Seq => w.at.max(t.first_seq),
-                From::Time => match self.store.seq_at_time(t, w.at) {
+                StartAt::All | StartAt::New => t.first_seq,
+                StartAt::Seq => w.at.max(t.first_seq),
+                StartAt::Time => match self.store.seq_at_time(t, w.at) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!("replay by time: {e}");
@@ -968,7 +968,9 @@ fn send_slow_notice(watch: WatchId, ws: &mut WatchState) {
 pub fn core_error(e: CoreError) -> (ErrorCode, String) {
     let code = match &e {
         CoreError::BadName(topic::NameError::Reserved(_)) | CoreError::Reserved(_) => ErrorCode::Forbidden,
-        CoreError::BadName(_) | CoreError::EmptyHeaderName => ErrorCode::BadRequest,
+        CoreError::BadName(_) | CoreError::EmptyHeaderName | CoreError::EmptyBatch => {
+            ErrorCode::BadRequest
+        }
         CoreError::PayloadTooLarge { .. } => ErrorCode::TooLarge,
         CoreError::TopicNotFound(_) => ErrorCode::NotFound,
     };

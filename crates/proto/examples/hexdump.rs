@@ -96,7 +96,7 @@ fn main() {
         &ClientFrame::Watch(Watch {
             id: 3,
             patterns: vec!["a.>".into()],
-            from: From::All,
+            from: StartAt::All,
             at: 0,
         }),
     );
@@ -159,7 +159,7 @@ fn main() {
         &ClientFrame::Watch(Watch {
             id: 5,
             patterns: vec!["a.*".into(), "c".into()],
-            from: From::Seq,
+            from: StartAt::Seq,
             at: 10,
         }),
     );

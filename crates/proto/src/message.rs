@@ -133,7 +133,7 @@ pub struct PublishOk {
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum From {
+pub enum StartAt {
     /// Only messages published after the watch was set up.
     #[default]
     New,
@@ -151,7 +151,7 @@ pub struct Watch {
     pub id: u64,
     pub patterns: Vec<String>,
     #[serde(default)]
-    pub from: From,
+    pub from: StartAt,
     /// The seq or the time for `from: seq` / `from: time`.
     #[serde(default)]
     pub at: u64,

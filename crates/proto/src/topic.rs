@@ -12,7 +12,7 @@ pub enum NameError {
     TooLong(usize),
     #[error("topic name {0:?} has an empty token (two dots, or a dot at an end)")]
     EmptyToken(String),
-    #[error("topic name {0:?} contains whitespace")]
+    #[error("topic name {0:?} contains whitespace or a control character")]
     Whitespace(String),
     #[error("topic name {0:?} contains a wildcard ('*' or '>'); wildcards belong in patterns")]
     Wildcard(String),
@@ -29,7 +29,7 @@ fn check_common(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_TOPIC_LEN {
         return Err(NameError::TooLong(name.len()));
     }
-    if name.chars().any(char::is_whitespace) {
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(NameError::Whitespace(name.to_string()));
     }
     if name.split('.').any(str::is_empty) {

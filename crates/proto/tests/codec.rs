@@ -52,7 +52,7 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
         (
             any::<u64>(),
             proptest::collection::vec("[a-z.*>]{1,10}", 1..4),
-            prop_oneof![Just(From::New), Just(From::All), Just(From::Seq), Just(From::Time)],
+            prop_oneof![Just(StartAt::New), Just(StartAt::All), Just(StartAt::Seq), Just(StartAt::Time)],
             any::<u64>()
         )
             .prop_map(|(id, patterns, from, at)| ClientFrame::Watch(Watch {

@@ -29,6 +29,8 @@ pub enum CoreError {
     Reserved(String),
     #[error("header name must be non-empty")]
     EmptyHeaderName,
+    #[error("a publish needs at least one message")]
+    EmptyBatch,
 }
 
 /// Settings the core needs; set once at start.
@@ -152,6 +154,9 @@ impl Core {
         now: u64,
     ) -> Result<PublishPlan, CoreError> {
         topic::validate_topic(name)?;
+        if msgs.is_empty() {
+            return Err(CoreError::EmptyBatch);
+        }
         for (index, m) in msgs.iter().enumerate() {
             if m.payload.len() > self.config.max_payload {
                 return Err(CoreError::PayloadTooLarge {

@@ -1,0 +1,206 @@
+//! Every flag of momctl, defined once with its doc (the `--help` text).
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "momctl",
+    version,
+    about = "Publish, subscribe and manage the mom broker from the shell",
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 timed out before enough messages, \
+4 cannot connect, 5 unauthorized/forbidden, 6 not found, 7 conflict.\n\n\
+Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl topic ls"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Broker address.
+    #[arg(short, long, global = true, env = "MOM_SERVER", default_value = mom_proto::DEFAULT_ADDR)]
+    pub server: String,
+
+    /// Output JSON: one object per line (per message, per topic).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// User name (for brokers with users).
+    #[arg(long, global = true, env = "MOM_USER")]
+    pub user: Option<String>,
+
+    /// Password (for brokers with users).
+    #[arg(long, global = true, env = "MOM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish messages: each MSG, or stdin one message per line.
+    #[command(
+        visible_alias = "pub",
+        after_help = "Examples:\n  momctl publish orders.eu '{\"id\": 42}' -H trace=abc --id order-42\n  seq 1 1000000 | momctl publish metrics.cpu\n  printf 'a\\0b\\0' | momctl publish blobs -0\n  momctl publish images.raw --whole < photo.jpg\n\n\
+Exits 0 only when every message was acknowledged (stored durably). A stdin line over the \
+payload limit is refused with its line number and exit 1; the lines before it stay acknowledged."
+    )]
+    Publish(PublishArgs),
+
+    /// Stream messages matching PATTERNs to stdout as they arrive.
+    #[command(
+        visible_alias = "sub",
+        after_help = "Examples:\n  momctl subscribe 'orders.*' --json\n  momctl subscribe 'metrics.>' --from all -n 1000000 > back.txt\n  momctl subscribe logs --from 10m --timeout 5s\n\n\
+Patterns: '*' matches one token, a final '>' one or more. With -n, exits 0 after N \
+messages, or 3 if --timeout passes first."
+    )]
+    Subscribe(SubscribeArgs),
+
+    /// Manage topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+
+    /// Show what the broker holds: totals, topics, clients.
+    #[command(after_help = "Examples:\n  momctl stats\n  momctl stats --watch\n  momctl stats --json | jq .totals")]
+    Stats {
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+
+    /// Check that the broker answers, and how fast.
+    #[command(after_help = "Examples:\n  momctl ping\n  momctl ping -c 5")]
+    Ping {
+        /// Number of round trips.
+        #[arg(short, long, default_value_t = 1)]
+        count: u32,
+    },
+
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:\n  momctl completions bash > /etc/bash_completion.d/momctl\n  momctl completions zsh > ~/.zfunc/_momctl")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Topic to publish to (created on first publish).
+    pub topic: String,
+
+    /// Messages; with none, read stdin.
+    pub msgs: Vec<String>,
+
+    /// Stdin messages are NUL-separated instead of one per line.
+    #[arg(short = '0', long = "null", conflicts_with = "whole")]
+    pub null: bool,
+
+    /// All of stdin is one message.
+    #[arg(long)]
+    pub whole: bool,
+
+    /// Header KEY=VALUE (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+
+    /// Message id for dedupe: a repeat within the broker's window is not stored twice.
+    /// With several messages, the n-th gets ID-n, so re-running a pipeline is safe.
+    #[arg(long = "id", value_name = "ID")]
+    pub msg_id: Option<String>,
+
+    /// Do not warn when a message reached no watcher and no queue.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Messages per batch (from stdin).
+    #[arg(long, default_value_t = 4096, hide_short_help = true)]
+    pub batch: usize,
+
+    /// Batches in flight before waiting for acks.
+    #[arg(long, default_value_t = 16, hide_short_help = true)]
+    pub window: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// Patterns to watch ('*' one token, final '>' one or more).
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+
+    /// Where to start: new (default), all, a seq number, a time (RFC 3339) or an age
+    /// (e.g. 10m: from ten minutes ago).
+    #[arg(long, default_value = "new")]
+    pub from: String,
+
+    /// Exit after N messages.
+    #[arg(short = 'n', long = "count", value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Give up after this long (e.g. 5s, 2m); with -n, exit 3 if fewer came.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// NUL-terminate payloads instead of newline.
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// List topics.
+    #[command(after_help = "Examples:\n  momctl topic ls\n  momctl topic ls --json")]
+    Ls,
+    /// Show one topic.
+    #[command(after_help = "Examples:\n  momctl topic info metrics.cpu")]
+    Info { topic: String },
+    /// Delete a topic and all its messages.
+    #[command(after_help = "Examples:\n  momctl topic rm metrics.cpu")]
+    Rm { topic: String },
+    /// Set a topic's retention limits (0 = unlimited); creates the topic if missing.
+    #[command(after_help = "Examples:\n  momctl topic set metrics.cpu --max-msgs 100000 --max-age 7d\n  momctl topic set logs --max-bytes 1GiB")]
+    Set {
+        topic: String,
+        /// Keep at most this many messages.
+        #[arg(long)]
+        max_msgs: Option<u64>,
+        /// Keep at most this many bytes (accepts KiB, MiB, GiB, KB, MB, GB).
+        #[arg(long, value_parser = parse_size)]
+        max_bytes: Option<u64>,
+        /// Drop messages older than this (e.g. 1h, 7d; 0 = unlimited).
+        #[arg(long, value_parser = parse_age)]
+        max_age: Option<u64>,
+    },
+}
+
+/// A byte size: a number with an optional unit.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        u => return Err(format!("unknown size unit {u:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// An age in ms; "0" means unlimited.
+pub fn parse_age(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_millis() as u64)
+        .map_err(|e| e.to_string())
+}
+

@@ -1,0 +1,432 @@
+//! An async client of the mom protocol (docs/protocol.md).
+//!
+//! One task reads the connection and routes each frame: replies to the request that waits
+//! for them (by id), deliveries and notices to their watch. Requests are written by a
+//! writer task, so many can be in flight at once (pipelining).
+
+mod publisher;
+mod watch;
+
+pub use publisher::Publisher;
+pub use watch::{WatchEvent, WatchStream};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use mom_proto::{
+    ClientFrame, Codec, ErrorCode, ErrorFrame, StartAt, Headers, Hello, PubMsg, Publish,
+    PublishOk, Req, ServerFrame, Stats, TopicInfo, TopicReq, TopicSet, Watch, Welcome,
+    PROTOCOL_VERSION,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{code}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("connection to the broker was lost{0}")]
+    Closed(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The momctl exit code for this error (DESIGN.md, momctl).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Connect { .. } => 4,
+            ClientError::Timeout(_) => 3,
+            ClientError::Server { code, .. } => match code {
+                ErrorCode::Unauthorized | ErrorCode::Forbidden => 5,
+                ErrorCode::NotFound => 6,
+                ErrorCode::Conflict => 7,
+                _ => 1,
+            },
+            ClientError::Closed(_) | ClientError::Protocol(_) => 1,
+        }
+    }
+
+    fn from_frame(e: ErrorFrame) -> Self {
+        ClientError::Server {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub addr: String,
+    pub name: String,
+    pub client_id: Option<u64>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    pub fn new(addr: impl Into<String>, name: impl Into<String>) -> Self {
+        ConnectOptions {
+            addr: addr.into(),
+            name: name.into(),
+            client_id: None,
+            user: None,
+            password: None,
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
+type Watches = Arc<Mutex<HashMap<u64, mpsc::Sender<WatchEvent>>>>;
+
+struct Shared {
+    waiters: Waiters,
+    watches: Watches,
+    /// Set once the reader ends; says why.
+    closed: Mutex<Option<String>>,
+}
+
+/// A connection to momd. Cheap to clone; all clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    out: mpsc::Sender<ClientFrame>,
+    shared: Arc<Shared>,
+    next_id: Arc<AtomicU64>,
+    welcome: Arc<Welcome>,
+}
+
+impl Client {
+    /// Connect and say hello.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Client> {
+        let connect_err = |reason: String| ClientError::Connect {
+            addr: opts.addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&opts.addr))
+            .await
+            .map_err(|_| connect_err(format!("no answer in {:?}", opts.connect_timeout)))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        // Frames from the server may exceed max_frame by one payload (docs/protocol.md).
+        let max_in = mom_proto::DEFAULT_MAX_FRAME * 2 + mom_proto::DEFAULT_MAX_PAYLOAD;
+        let mut reader =
+            FramedRead::with_capacity(rd, Codec::<ServerFrame, ClientFrame>::new(max_in), 256 * 1024);
+        let mut writer = FramedWrite::new(wr, Codec::<ServerFrame, ClientFrame>::new(usize::MAX));
+
+        writer
+            .send(ClientFrame::Hello(Hello {
+                id: 0,
+                version: PROTOCOL_VERSION,
+                client: opts.name.clone(),
+                client_id: opts.client_id,
+                user: opts.user.clone(),
+                password: opts.password.clone(),
+                token: opts.token.clone(),
+            }))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let welcome = match tokio::time::timeout(opts.connect_timeout, reader.next()).await {
+            Err(_) => return Err(connect_err("no welcome from the server".into())),
+            Ok(None) => return Err(connect_err("the server closed the connection".into())),
+            Ok(Some(Err(e))) => return Err(connect_err(format!("not a mom server? {e}"))),
+            Ok(Some(Ok(ServerFrame::Welcome(w)))) => w,
+            Ok(Some(Ok(ServerFrame::Error(e)))) => return Err(ClientError::from_frame(e)),
+            Ok(Some(Ok(other))) => {
+                return Err(ClientError::Protocol(format!("expected welcome, got {other:?}")))
+            }
+        };
+        writer
+            .encoder_mut()
+            .set_max_frame(welcome.max_frame as usize);
+
+        let shared = Arc::new(Shared {
+            waiters: Waiters::default(),
+            watches: Watches::default(),
+            closed: Mutex::new(None),
+        });
+        let (out_tx, mut out_rx) = mpsc::channel::<ClientFrame>(1024);
+        tokio::spawn(async move {
+            while let Some(f) = out_rx.recv().await {
+                if writer.feed(f).await.is_err() {
+                    break;
+                }
+                // Write what is queued in one go.
+                while let Ok(f) = out_rx.try_recv() {
+                    if writer.feed(f).await.is_err() {
+                        return;
+                    }
+                }
+                if writer.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                match reader.next().await {
+                    None => break String::new(),
+                    Some(Err(e)) => break format!(": {e}"),
+                    Some(Ok(frame)) => {
+                        if let Some(why) = route(&sh, frame).await {
+                            break why;
+                        }
+                    }
+                }
+            };
+            *sh.closed.lock().expect("lock poisoned") = Some(why);
+            // Dropping the senders wakes every waiter with an error.
+            sh.waiters.lock().expect("lock poisoned").clear();
+            sh.watches.lock().expect("lock poisoned").clear();
+        });
+        Ok(Client {
+            out: out_tx,
+            shared,
+            next_id: Arc::new(AtomicU64::new(1)),
+            welcome: Arc::new(welcome),
+        })
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    fn closed_error(&self) -> ClientError {
+        let why = self.shared.closed.lock().expect("lock poisoned").clone();
+        ClientError::Closed(why.unwrap_or_default())
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Send a request and return a receiver of its reply (for pipelining).
+    pub async fn send(&self, make: impl FnOnce(u64) -> ClientFrame) -> Result<PendingReply> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        {
+            if self.shared.closed.lock().expect("lock poisoned").is_some() {
+                return Err(self.closed_error());
+            }
+            self.shared
+                .waiters
+                .lock()
+                .expect("lock poisoned")
+                .insert(id, tx);
+        }
+        if self.out.send(make(id)).await.is_err() {
+            return Err(self.closed_error());
+        }
+        Ok(PendingReply {
+            rx,
+            client: self.clone(),
+        })
+    }
+
+    /// Send a request without waiting for a reply slot (fire-and-forget publish).
+    pub async fn send_no_reply(&self, make: impl FnOnce(u64) -> ClientFrame) -> Result<()> {
+        let id = self.next_id();
+        self.out
+            .send(make(id))
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Send a request and wait for its reply; an `error` reply becomes `Err`.
+    pub async fn request(&self, make: impl FnOnce(u64) -> ClientFrame) -> Result<ServerFrame> {
+        self.send(make).await?.await_reply().await
+    }
+
+    /// Publish a batch to one topic and wait until it is durable.
+    pub async fn publish(&self, topic: &str, msgs: Vec<PubMsg>) -> Result<PublishOk> {
+        let topic = topic.to_string();
+        match self
+            .request(|id| {
+                ClientFrame::Publish(Publish {
+                    id,
+                    topic,
+                    msgs,
+                    no_ack: false,
+                })
+            })
+            .await?
+        {
+            ServerFrame::PublishOk(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A pipelining publisher to one topic with up to `window` batches in flight.
+    pub fn publisher(&self, topic: &str, window: usize) -> Publisher {
+        Publisher::new(self.clone(), topic, window)
+    }
+
+    /// Start a watch of `patterns`.
+    pub async fn watch(&self, patterns: Vec<String>, from: StartAt, at: u64) -> Result<WatchStream> {
+        // Register the route before the request so no delivery can arrive unrouted.
+        let (tx, rx) = mpsc::channel(64);
+        let pending = self
+            .send(|id| ClientFrame::Watch(Watch { id, patterns, from, at }))
+            .await?;
+        // The watch id is known only from the reply; deliveries for it cannot precede the
+        // reply on the wire, and the reader routes frames in order.
+        let reply = pending.rx_raw().await.map_err(|_| self.closed_error())?;
+        match reply {
+            ServerFrame::WatchOk(ok) => {
+                self.shared
+                    .watches
+                    .lock()
+                    .expect("lock poisoned")
+                    .insert(ok.watch, tx);
+                Ok(WatchStream::new(ok.watch, rx, self.clone()))
+            }
+            ServerFrame::Error(e) => Err(ClientError::from_frame(e)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn topic_list(&self) -> Result<Vec<TopicInfo>> {
+        match self.request(|id| ClientFrame::TopicList(Req { id })).await? {
+            ServerFrame::TopicList(l) => Ok(l.topics),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn topic_info(&self, topic: &str) -> Result<TopicInfo> {
+        let topic = topic.to_string();
+        match self.request(|id| ClientFrame::TopicInfo(TopicReq { id, topic })).await? {
+            ServerFrame::TopicInfo(t) => Ok(t.topic),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn topic_rm(&self, topic: &str) -> Result<()> {
+        let topic = topic.to_string();
+        match self.request(|id| ClientFrame::TopicRm(TopicReq { id, topic })).await? {
+            ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn topic_set(&self, mut set: TopicSet) -> Result<TopicInfo> {
+        match self
+            .request(|id| {
+                set.id = id;
+                ClientFrame::TopicSet(set)
+            })
+            .await?
+        {
+            ServerFrame::TopicInfo(t) => Ok(t.topic),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        match self.request(|id| ClientFrame::Stats(Req { id })).await? {
+            ServerFrame::Stats(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Round trip; returns the server's time.
+    pub async fn ping(&self) -> Result<u64> {
+        match self.request(|id| ClientFrame::Ping(Req { id })).await? {
+            ServerFrame::Pong(p) => Ok(p.time),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) fn forget_watch(&self, watch: u64) {
+        self.shared
+            .watches
+            .lock()
+            .expect("lock poisoned")
+            .remove(&watch);
+    }
+}
+
+/// Build a message.
+pub fn message(payload: impl Into<Bytes>, headers: Headers, msg_id: Option<String>) -> PubMsg {
+    PubMsg {
+        payload: payload.into(),
+        headers,
+        msg_id,
+    }
+}
+
+fn unexpected(f: ServerFrame) -> ClientError {
+    match f {
+        ServerFrame::Error(e) => ClientError::from_frame(e),
+        other => ClientError::Protocol(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// A reply not yet received.
+pub struct PendingReply {
+    rx: oneshot::Receiver<ServerFrame>,
+    client: Client,
+}
+
+impl PendingReply {
+    /// Wait for the reply; an `error` reply becomes `Err`.
+    pub async fn await_reply(self) -> Result<ServerFrame> {
+        match self.rx.await {
+            Ok(ServerFrame::Error(e)) => Err(ClientError::from_frame(e)),
+            Ok(f) => Ok(f),
+            Err(_) => Err(self.client.closed_error()),
+        }
+    }
+
+    async fn rx_raw(self) -> std::result::Result<ServerFrame, oneshot::error::RecvError> {
+        self.rx.await
+    }
+}
+
+/// Route one frame; `Some(reason)` ends the connection.
+async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
+    match frame {
+        ServerFrame::Deliver(d) => {
+            let tx = sh.watches.lock().expect("lock poisoned").get(&d.watch).cloned();
+            if let Some(tx) = tx {
+                // Waiting here is the backpressure that lets the server see a slow reader.
+                let _ = tx.send(WatchEvent::Messages(d.msgs)).await;
+            }
+            None
+        }
+        ServerFrame::Notice(n) => {
+            let tx = sh.watches.lock().expect("lock poisoned").get(&n.watch).cloned();
+            if let Some(tx) = tx {
+                let _ = tx.send(WatchEvent::Notice(n)).await;
+            }
+            None
+        }
+        ServerFrame::Error(e) if e.id.is_none() => Some(format!(": {}: {}", e.code, e.message)),
+        other => {
+            if let Some(id) = other.reply_id() {
+                let w = sh.waiters.lock().expect("lock poisoned").remove(&id);
+                if let Some(w) = w {
+                    let _ = w.send(other);
+                }
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A watch as a stream of events.
+
+use mom_proto::{ClientFrame, Message, Notice, NoticeKind, Unwatch};
+use tokio::sync::mpsc;
+
+use super::{Client, ClientError, Result};
+
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    Messages(Vec<Message>),
+    Notice(Notice),
+}
+
+pub struct WatchStream {
+    id: u64,
+    rx: mpsc::Receiver<WatchEvent>,
+    client: Client,
+}
+
+impl WatchStream {
+    pub(super) fn new(id: u64, rx: mpsc::Receiver<WatchEvent>, client: Client) -> Self {
+        WatchStream { id, rx, client }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next event; `Err` when the connection is gone or the server ended the watch.
+    pub async fn next(&mut self) -> Result<WatchEvent> {
+        match self.rx.recv().await {
+            Some(WatchEvent::Notice(n)) if n.kind == NoticeKind::Ended => {
+                Err(ClientError::Closed(format!(": the server ended the watch: {}", n.message)))
+            }
+            Some(ev) => Ok(ev),
+            None => Err(self.client.closed_error()),
+        }
+    }
+
+    /// End the watch on the server.
+    pub async fn unwatch(self) -> Result<()> {
+        self.client.forget_watch(self.id);
+        let watch = self.id;
+        self.client
+            .request(|id| ClientFrame::Unwatch(Unwatch { id, watch }))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.client.forget_watch(self.id);
+    }
+}

@@ -1,0 +1,77 @@
+//! `momctl stats`: what the broker holds, once or refreshed every second.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use mom_proto::Stats;
+use momctl::client::{Client, ConnectOptions};
+
+use super::CmdResult;
+use crate::output::{self, human_bytes, human_time};
+
+pub async fn run(opts: &ConnectOptions, watch: bool, json: bool) -> CmdResult {
+    let client = Client::connect(opts).await?;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let s = client.stats().await?;
+        if json {
+            output::print_json(&s)?;
+        } else {
+            if watch && tty {
+                // Clear the screen and home the cursor.
+                print!("\x1b[2J\x1b[H");
+            }
+            print_stats(&s, &opts.addr);
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn print_stats(s: &Stats, addr: &str) {
+    let t = &s.totals;
+    println!(
+        "momd {} at {addr} (server id {}), up {}, fsync {}",
+        s.server_version,
+        s.server_id,
+        humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)),
+        s.fsync
+    );
+    println!(
+        "{} topics, {} messages, {} stored; {} on disk; memory {}",
+        t.topics,
+        t.messages,
+        human_bytes(t.bytes),
+        human_bytes(s.disk_bytes),
+        human_bytes(s.rss_bytes)
+    );
+    println!(
+        "since start: {} published, {} delivered, {} duplicates, {} skipped for slow consumers",
+        t.published, t.delivered, t.duplicates, t.slow_consumer_skipped
+    );
+    println!(
+        "now: {:.1} msgs/s in, {:.1} msgs/s out, {} connections, {} watches",
+        t.in_rate, t.out_rate, t.connections, t.watches
+    );
+    println!();
+    super::topic::print_table(&s.topics);
+    println!();
+    println!(
+        "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",
+        "CLIENT", "NAME", "USER", "ADDRESS", "SINCE", "IN", "OUT"
+    );
+    for c in &s.clients {
+        println!(
+            "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",
+            c.client_id,
+            c.name,
+            c.user,
+            c.addr,
+            human_time(c.since),
+            c.msgs_in,
+            c.msgs_out
+        );
+    }
+}

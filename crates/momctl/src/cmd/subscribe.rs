@@ -1,0 +1,139 @@
+//! `momctl subscribe`: a watch streamed to stdout.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mom_proto::{topic, NoticeKind, StartAt};
+use momctl::client::{Client, ConnectOptions, WatchEvent};
+
+use super::{is_broken_pipe, CmdResult, Failure};
+use crate::cli::SubscribeArgs;
+use crate::output::{self, Format};
+
+/// Parse `--from`: new, all, a seq, an RFC 3339 time, or an age such as `10m`.
+pub fn parse_from(s: &str) -> Result<(StartAt, u64), String> {
+    match s {
+        "new" => return Ok((StartAt::New, 0)),
+        "all" => return Ok((StartAt::All, 0)),
+        _ => {}
+    }
+    if let Ok(seq) = s.parse::<u64>() {
+        return Ok((StartAt::Seq, seq));
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        let ms = t.duration_since(UNIX_EPOCH).map_err(|_| "time before 1970")?.as_millis();
+        return Ok((StartAt::Time, ms as u64));
+    }
+    if let Ok(age) = humantime::parse_duration(s) {
+        let t = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+        let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        return Ok((StartAt::Time, ms as u64));
+    }
+    Err(format!(
+        "--from {s:?}: expected new, all, a seq number, a time (2026-01-02T15:04:05Z) or an age (10m)"
+    ))
+}
+
+pub async fn run(opts: &ConnectOptions, args: SubscribeArgs, json: bool) -> CmdResult {
+    for p in &args.patterns {
+        topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?;
+    }
+    let (from, at) = parse_from(&args.from).map_err(|e| Failure::new(2, e))?;
+    let format = if json {
+        Format::Json
+    } else if args.null {
+        Format::Null
+    } else {
+        Format::Lines
+    };
+    if args.count == Some(0) {
+        return Ok(());
+    }
+    let deadline = args.timeout.map(|d| tokio::time::Instant::now() + d);
+    let client = Client::connect(opts).await?;
+    let mut watch = client.watch(args.patterns.clone(), from, at).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut got: u64 = 0;
+    let want = args.count.unwrap_or(u64::MAX);
+    loop {
+        let ev = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, watch.next()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    flush_quietly(&mut out)?;
+                    return match args.count {
+                        Some(n) => Err(Failure::new(
+                            3,
+                            format!("timed out after {:?} with {got} of {n} messages", args.timeout.unwrap_or(Duration::ZERO)),
+                        )),
+                        None => Ok(()),
+                    };
+                }
+            },
+            None => watch.next().await,
+        };
+        match ev {
+            Ok(WatchEvent::Messages(msgs)) => {
+                for m in &msgs {
+                    if let Err(e) = output::write_message(&mut out, m, format) {
+                        return quiet_on_pipe(e);
+                    }
+                    got += 1;
+                    if got >= want {
+                        return flush_quietly(&mut out);
+                    }
+                }
+                if let Err(e) = out.flush() {
+                    return quiet_on_pipe(e);
+                }
+            }
+            Ok(WatchEvent::Notice(n)) => match n.kind {
+                NoticeKind::SlowConsumer => {
+                    eprintln!("momctl: warning: {} messages were skipped: this subscriber did not keep up", n.skipped)
+                }
+                NoticeKind::Live | NoticeKind::Ended | NoticeKind::Unknown => {}
+            },
+            Err(e) => {
+                flush_quietly(&mut out)?;
+                return Err(Failure::new(e.exit_code(), format!("{e} (after {got} messages)")));
+            }
+        }
+    }
+}
+
+fn quiet_on_pipe(e: std::io::Error) -> CmdResult {
+    if is_broken_pipe(&e) {
+        Ok(())
+    } else {
+        Err(Failure::new(1, format!("writing stdout: {e}")))
+    }
+}
+
+fn flush_quietly(out: &mut impl Write) -> CmdResult {
+    match out.flush() {
+        Ok(()) => Ok(()),
+        Err(e) => quiet_on_pipe(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_values() {
+        assert_eq!(parse_from("new"), Ok((StartAt::New, 0)));
+        assert_eq!(parse_from("all"), Ok((StartAt::All, 0)));
+        assert_eq!(parse_from("42"), Ok((StartAt::Seq, 42)));
+        assert_eq!(
+            parse_from("2026-01-02T03:04:05Z"),
+            Ok((StartAt::Time, 1_767_323_045_000))
+        );
+        let (k, t) = parse_from("10m").unwrap();
+        assert_eq!(k, StartAt::Time);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(now - t >= 600_000 && now - t < 660_000);
+        assert!(parse_from("yesterday-ish").is_err());
+    }
+}

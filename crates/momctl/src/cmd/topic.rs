@@ -1,0 +1,108 @@
+//! `momctl topic ls|info|rm|set`.
+
+use mom_proto::{topic, TopicInfo, TopicSet};
+use momctl::client::{Client, ConnectOptions};
+
+use super::{CmdResult, Failure};
+use crate::cli::TopicCmd;
+use crate::output::{self, human_bytes, human_time};
+
+pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult {
+    let name_ok = |t: &str| topic::validate_topic(t).map_err(|e| Failure::new(2, e.to_string()));
+    match &cmd {
+        TopicCmd::Info { topic } | TopicCmd::Rm { topic } | TopicCmd::Set { topic, .. } => name_ok(topic)?,
+        TopicCmd::Ls => {}
+    }
+    let client = Client::connect(opts).await?;
+    match cmd {
+        TopicCmd::Ls => {
+            let topics = client.topic_list().await?;
+            if json {
+                for t in &topics {
+                    output::print_json(t)?;
+                }
+            } else {
+                print_table(&topics);
+            }
+        }
+        TopicCmd::Info { topic } => {
+            let t = client.topic_info(&topic).await?;
+            print_info(&t, json)?;
+        }
+        TopicCmd::Rm { topic } => {
+            client.topic_rm(&topic).await?;
+            if !json {
+                eprintln!("momctl: removed topic {topic}");
+            }
+        }
+        TopicCmd::Set {
+            topic,
+            max_msgs,
+            max_bytes,
+            max_age,
+        } => {
+            if max_msgs.is_none() && max_bytes.is_none() && max_age.is_none() {
+                return Err(Failure::new(2, "nothing to set: give --max-msgs, --max-bytes or --max-age"));
+            }
+            let t = client
+                .topic_set(TopicSet {
+                    id: 0,
+                    topic,
+                    max_msgs,
+                    max_bytes,
+                    max_age_ms: max_age,
+                })
+                .await?;
+            print_info(&t, json)?;
+        }
+    }
+    Ok(())
+}
+
+fn limit(v: u64, f: impl Fn(u64) -> String) -> String {
+    if v == 0 {
+        "unlimited".into()
+    } else {
+        f(v)
+    }
+}
+
+fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
+    if json {
+        output::print_json(t)?;
+        return Ok(());
+    }
+    println!("topic:      {}", t.name);
+    println!("messages:   {}", t.messages);
+    println!("bytes:      {}", human_bytes(t.bytes));
+    println!("seq:        {}..{}", t.first_seq, t.last_seq);
+    println!("last:       {}", human_time(t.last_time));
+    println!("created:    {}", human_time(t.created));
+    println!("watchers:   {}", t.watchers);
+    println!("queues:     {}", t.queues);
+    println!("rate:       {:.1} msgs/s in, {:.1} msgs/s out", t.in_rate, t.out_rate);
+    println!("max msgs:   {}", limit(t.limits.max_msgs, |v| v.to_string()));
+    println!("max bytes:  {}", limit(t.limits.max_bytes, human_bytes));
+    println!(
+        "max age:    {}",
+        limit(t.limits.max_age_ms, |v| humantime::format_duration(std::time::Duration::from_millis(v)).to_string())
+    );
+    Ok(())
+}
+
+pub fn print_table(topics: &[TopicInfo]) {
+    let w = topics.iter().map(|t| t.name.len()).max().unwrap_or(5).max(5);
+    println!("{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}", "TOPIC", "MESSAGES", "BYTES", "FIRST", "LAST", "WATCHERS", "IN/S");
+    for t in topics {
+        println!(
+            "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9.1}",
+            t.name,
+            t.messages,
+            human_bytes(t.bytes),
+            t.first_seq,
+            t.last_seq,
+            t.watchers,
+            t.in_rate
+        );
+    }
+}
