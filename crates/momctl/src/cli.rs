@@ -62,7 +62,9 @@ messages, or 3 if --timeout passes first."
     Topic(TopicCmd),
 
     /// Show what the broker holds: totals, topics, clients.
-    #[command(after_help = "Examples:\n  momctl stats\n  momctl stats --watch\n  momctl stats --json | jq .totals")]
+    #[command(
+        after_help = "Examples:\n  momctl stats\n  momctl stats --watch\n  momctl stats --json | jq .totals"
+    )]
     Stats {
         /// Refresh every second until interrupted.
         #[arg(long)]
@@ -78,10 +80,10 @@ messages, or 3 if --timeout passes first."
     },
 
     /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  momctl completions bash > /etc/bash_completion.d/momctl\n  momctl completions zsh > ~/.zfunc/_momctl")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    #[command(
+        after_help = "Examples:\n  momctl completions bash > /etc/bash_completion.d/momctl\n  momctl completions zsh > ~/.zfunc/_momctl"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Args)]
@@ -158,7 +160,9 @@ pub enum TopicCmd {
     #[command(after_help = "Examples:\n  momctl topic rm metrics.cpu")]
     Rm { topic: String },
     /// Set a topic's retention limits (0 = unlimited); creates the topic if missing.
-    #[command(after_help = "Examples:\n  momctl topic set metrics.cpu --max-msgs 100000 --max-age 7d\n  momctl topic set logs --max-bytes 1GiB")]
+    #[command(
+        after_help = "Examples:\n  momctl topic set metrics.cpu --max-msgs 100000 --max-age 7d\n  momctl topic set logs --max-bytes 1GiB"
+    )]
     Set {
         topic: String,
         /// Keep at most this many messages.
@@ -191,7 +195,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "tib" => 1 << 40,
         u => return Err(format!("unknown size unit {u:?}")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// An age in ms; "0" means unlimited.
@@ -203,4 +208,3 @@ pub fn parse_age(s: &str) -> Result<u64, String> {
         .map(|d| d.as_millis() as u64)
         .map_err(|e| e.to_string())
 }
-

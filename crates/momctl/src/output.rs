@@ -44,7 +44,9 @@ pub fn write_message(out: &mut impl Write, m: &Message, format: Format) -> io::R
             let (payload, encoding) = match std::str::from_utf8(&m.payload) {
                 Ok(s) => (std::borrow::Cow::Borrowed(s), "utf8"),
                 Err(_) => (
-                    std::borrow::Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&m.payload)),
+                    std::borrow::Cow::Owned(
+                        base64::engine::general_purpose::STANDARD.encode(&m.payload),
+                    ),
                     "base64",
                 ),
             };

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mom_proto::{
-    topic, ClientFrame, ClientInfo, ErrorCode, StartAt, Hello, Limits, Notice, NoticeKind,
-    PubMsg, PublishOk, Req, Sender, ServerFrame, Stats, TopicInfo, TopicInfoReply,
-    TopicList, Totals, Watch, WatchOk, Welcome,
+    topic, ClientFrame, ClientInfo, ErrorCode, Hello, Limits, Notice, NoticeKind, PubMsg,
+    PublishOk, Req, Sender, ServerFrame, StartAt, Stats, TopicInfo, TopicInfoReply, TopicList,
+    Totals, Watch, WatchOk, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -43,7 +43,7 @@ pub enum Cmd {
     Hello {
         info: SessionInfo,
         hello: Hello,
-        reply: oneshot::Sender<Result<Welcome, ServerFrame>>,
+        reply: oneshot::Sender<Result<Welcome, Box<ServerFrame>>>,
     },
     Request {
         session: u64,
@@ -170,7 +170,12 @@ pub struct Broker {
 pub const SYS_EVENTS: &str = "$sys.events";
 
 impl Broker {
-    pub fn new(core: Core, store: Store, server_id: String, cfg: BrokerConfig) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
+    pub fn new(
+        core: Core,
+        store: Store,
+        server_id: String,
+        cfg: BrokerConfig,
+    ) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
         let (tx, rx) = mpsc::channel(4096);
         let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
         let b = Broker {
@@ -283,7 +288,9 @@ impl Broker {
                 for p in done {
                     let (session, id) = match &p {
                         Pending::Publish { session, id, .. } => (*session, *id),
-                        Pending::Reply { session, frame } => (*session, frame.reply_id().unwrap_or(0)),
+                        Pending::Reply { session, frame } => {
+                            (*session, frame.reply_id().unwrap_or(0))
+                        }
                     };
                     self.reply(
                         session,
@@ -427,9 +434,13 @@ impl Broker {
         None
     }
 
-    fn hello(&mut self, info: SessionInfo, hello: Hello) -> Result<Welcome, ServerFrame> {
+    fn hello(&mut self, info: SessionInfo, hello: Hello) -> Result<Welcome, Box<ServerFrame>> {
         let next = self.store.next_client_id().map_err(|e| {
-            ServerFrame::error(Some(hello.id), ErrorCode::Unavailable, format!("cannot assign a client id: {e}"))
+            Box::new(ServerFrame::error(
+                Some(hello.id),
+                ErrorCode::Unavailable,
+                format!("cannot assign a client id: {e}"),
+            ))
         })?;
         // A client id given before is kept, so identity survives reconnects.
         let client_id = match hello.client_id {
@@ -540,19 +551,40 @@ impl Broker {
                     self.drop_watch(u.watch);
                     self.reply(session, ServerFrame::Ok(Req { id: u.id }));
                 } else {
-                    self.error(session, u.id, ErrorCode::NotFound, format!("no watch {} on this connection", u.watch));
+                    self.error(
+                        session,
+                        u.id,
+                        ErrorCode::NotFound,
+                        format!("no watch {} on this connection", u.watch),
+                    );
                 }
             }
             ClientFrame::TopicList(r) => {
-                let topics = self.core.topics.iter().map(|t| self.topic_info(t)).collect();
-                self.reply(session, ServerFrame::TopicList(TopicList { id: r.id, topics }));
+                let topics = self
+                    .core
+                    .topics
+                    .iter()
+                    .map(|t| self.topic_info(t))
+                    .collect();
+                self.reply(
+                    session,
+                    ServerFrame::TopicList(TopicList { id: r.id, topics }),
+                );
             }
             ClientFrame::TopicInfo(r) => match self.core.topics.get(&r.topic) {
                 Some(t) => {
                     let topic = self.topic_info(t);
-                    self.reply(session, ServerFrame::TopicInfo(TopicInfoReply { id: r.id, topic }));
+                    self.reply(
+                        session,
+                        ServerFrame::TopicInfo(TopicInfoReply { id: r.id, topic }),
+                    );
                 }
-                None => self.error(session, r.id, ErrorCode::NotFound, format!("topic {:?} not found", r.topic)),
+                None => self.error(
+                    session,
+                    r.id,
+                    ErrorCode::NotFound,
+                    format!("topic {:?} not found", r.topic),
+                ),
             },
             ClientFrame::TopicRm(r) => match self.core.remove_topic(&r.topic) {
                 Ok(t) => {
@@ -562,7 +594,10 @@ impl Broker {
                         self.error(session, r.id, ErrorCode::Unavailable, e.to_string());
                         return;
                     }
-                    self.sys_event(format!(r#"{{"event":"topic_removed","topic":{}}}"#, json_str(&r.topic)));
+                    self.sys_event(format!(
+                        r#"{{"event":"topic_removed","topic":{}}}"#,
+                        json_str(&r.topic)
+                    ));
                     self.after_flush(Pending::Reply {
                         session,
                         frame: ServerFrame::Ok(Req { id: r.id }),
@@ -586,10 +621,15 @@ impl Broker {
                         }
                         if created {
                             self.delivered_upto.insert(t.id, 0);
-                            self.sys_event(format!(r#"{{"event":"topic_created","topic":{}}}"#, json_str(&t.name)));
+                            self.sys_event(format!(
+                                r#"{{"event":"topic_created","topic":{}}}"#,
+                                json_str(&t.name)
+                            ));
                         }
                         self.trim(t.id, now);
-                        let Some(t) = self.core.topics.by_id(t.id) else { return };
+                        let Some(t) = self.core.topics.by_id(t.id) else {
+                            return;
+                        };
                         let topic = self.topic_info(t);
                         self.after_flush(Pending::Reply {
                             session,
@@ -608,9 +648,17 @@ impl Broker {
             }
             ClientFrame::Ping(r) => self.reply(
                 session,
-                ServerFrame::Pong(mom_proto::Pong { id: r.id, time: now }),
+                ServerFrame::Pong(mom_proto::Pong {
+                    id: r.id,
+                    time: now,
+                }),
             ),
-            ClientFrame::Hello(h) => self.error(session, h.id, ErrorCode::BadRequest, "hello was already sent on this connection"),
+            ClientFrame::Hello(h) => self.error(
+                session,
+                h.id,
+                ErrorCode::BadRequest,
+                "hello was already sent on this connection",
+            ),
         }
     }
 
@@ -645,7 +693,10 @@ impl Broker {
         if plan.created {
             self.delivered_upto.insert(topic_id, 0);
             if !name.starts_with('$') {
-                self.sys_event(format!(r#"{{"event":"topic_created","topic":{}}}"#, json_str(name)));
+                self.sys_event(format!(
+                    r#"{{"event":"topic_created","topic":{}}}"#,
+                    json_str(name)
+                ));
             }
         }
         self.trim(topic_id, now);
@@ -692,7 +743,9 @@ impl Broker {
             ..PubMsg::default()
         }];
         if self.core.topics.get(SYS_EVENTS).is_none() {
-            let _ = self.core.set_limits(SYS_EVENTS, Some(10_000), None, None, now_ms());
+            let _ = self
+                .core
+                .set_limits(SYS_EVENTS, Some(10_000), None, None, now_ms());
         }
         match self.publish(SYS_EVENTS, msgs, store::broker_sender(), now_ms(), true) {
             Ok((topic_id, seqs, duplicates, batch)) => self.after_flush(Pending::Publish {
@@ -711,7 +764,12 @@ impl Broker {
 
     fn watch(&mut self, session: u64, w: Watch) {
         if w.patterns.is_empty() {
-            return self.error(session, w.id, ErrorCode::BadRequest, "a watch needs at least one pattern");
+            return self.error(
+                session,
+                w.id,
+                ErrorCode::BadRequest,
+                "a watch needs at least one pattern",
+            );
         }
         for p in &w.patterns {
             if let Err(e) = topic::validate_pattern(p) {
@@ -747,7 +805,13 @@ impl Broker {
             },
         );
         // The reply is queued before any delivery of this watch.
-        self.reply(session, ServerFrame::WatchOk(WatchOk { id: w.id, watch: wid }));
+        self.reply(
+            session,
+            ServerFrame::WatchOk(WatchOk {
+                id: w.id,
+                watch: wid,
+            }),
+        );
         if w.from == StartAt::New {
             return;
         }
@@ -757,7 +821,11 @@ impl Broker {
             if !w.patterns.iter().any(|p| topic::matches(p, &t.name)) {
                 continue;
             }
-            let upto = self.delivered_upto.get(&t.id).copied().unwrap_or(t.last_seq);
+            let upto = self
+                .delivered_upto
+                .get(&t.id)
+                .copied()
+                .unwrap_or(t.last_seq);
             covered.insert(t.id, upto);
             let from = match w.from {
                 StartAt::All | StartAt::New => t.first_seq,
@@ -784,7 +852,14 @@ impl Broker {
                 *c = covered;
             }
         }
-        tokio::spawn(replay::run(self.store.clone(), wid, outbox, ranges, self.tx.clone(), cancel));
+        tokio::spawn(replay::run(
+            self.store.clone(),
+            wid,
+            outbox,
+            ranges,
+            self.tx.clone(),
+            cancel,
+        ));
     }
 
     fn replay_done(&mut self, wid: WatchId) {
@@ -829,8 +904,15 @@ impl Broker {
             if !patterns.iter().any(|p| topic::matches(p, &t.name)) {
                 continue;
             }
-            let upto = self.delivered_upto.get(&t.id).copied().unwrap_or(t.last_seq);
-            let from = covered.get(&t.id).map_or(t.first_seq, |c| c + 1).max(t.first_seq);
+            let upto = self
+                .delivered_upto
+                .get(&t.id)
+                .copied()
+                .unwrap_or(t.last_seq);
+            let from = covered
+                .get(&t.id)
+                .map_or(t.first_seq, |c| c + 1)
+                .max(t.first_seq);
             covered.insert(t.id, upto);
             if from <= upto {
                 ranges.push(Range {
@@ -845,7 +927,14 @@ impl Broker {
         buffer.clear();
         let outbox = ws.outbox.clone();
         let cancel = ws.cancel.clone();
-        tokio::spawn(replay::run(self.store.clone(), wid, outbox, ranges, self.tx.clone(), cancel));
+        tokio::spawn(replay::run(
+            self.store.clone(),
+            wid,
+            outbox,
+            ranges,
+            self.tx.clone(),
+            cancel,
+        ));
     }
 
     fn on_tick(&mut self) {
@@ -882,7 +971,10 @@ impl Broker {
             }
         }
         for (w, session, skipped) in noticed {
-            let client = self.sessions.get(&session).map_or(0, |s| s.client.client_id);
+            let client = self
+                .sessions
+                .get(&session)
+                .map_or(0, |s| s.client.client_id);
             self.sys_event(format!(
                 r#"{{"event":"slow_consumer","client_id":{client},"watch":{w},"skipped":{skipped}}}"#
             ));
@@ -911,14 +1003,27 @@ impl Broker {
     }
 
     fn stats(&self, id: u64, now: u64) -> Stats {
-        let topics: Vec<TopicInfo> = self.core.topics.iter().map(|t| self.topic_info(t)).collect();
+        let topics: Vec<TopicInfo> = self
+            .core
+            .topics
+            .iter()
+            .map(|t| self.topic_info(t))
+            .collect();
         let clients: Vec<ClientInfo> = self
             .sessions
             .values()
             .map(|s| {
                 let mut c = s.client.clone();
-                c.msgs_in = s.outbox.counters.msgs_in.load(std::sync::atomic::Ordering::Relaxed);
-                c.msgs_out = s.outbox.counters.msgs_out.load(std::sync::atomic::Ordering::Relaxed);
+                c.msgs_in = s
+                    .outbox
+                    .counters
+                    .msgs_in
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                c.msgs_out = s
+                    .outbox
+                    .counters
+                    .msgs_out
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 c.watches = s.watches.len() as u64;
                 c
             })
@@ -957,7 +1062,10 @@ fn send_slow_notice(watch: WatchId, ws: &mut WatchState) {
             watch,
             kind: NoticeKind::SlowConsumer,
             skipped: ws.skipped,
-            message: format!("{} messages were skipped: the client did not read fast enough", ws.skipped),
+            message: format!(
+                "{} messages were skipped: the client did not read fast enough",
+                ws.skipped
+            ),
         }),
         false,
     );
@@ -967,7 +1075,9 @@ fn send_slow_notice(watch: WatchId, ws: &mut WatchState) {
 /// Map a core refusal to a protocol error (the one place this mapping lives).
 pub fn core_error(e: CoreError) -> (ErrorCode, String) {
     let code = match &e {
-        CoreError::BadName(topic::NameError::Reserved(_)) | CoreError::Reserved(_) => ErrorCode::Forbidden,
+        CoreError::BadName(topic::NameError::Reserved(_)) | CoreError::Reserved(_) => {
+            ErrorCode::Forbidden
+        }
         CoreError::BadName(_) | CoreError::EmptyHeaderName | CoreError::EmptyBatch => {
             ErrorCode::BadRequest
         }

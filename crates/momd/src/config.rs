@@ -131,8 +131,9 @@ impl Args {
         if let Some(d) = &self.data {
             return Ok(d.clone());
         }
-        let dirs = directories::ProjectDirs::from("", "", "mom")
-            .ok_or_else(|| anyhow::anyhow!("no home directory to put the default data dir in; pass --data DIR"))?;
+        let dirs = directories::ProjectDirs::from("", "", "mom").ok_or_else(|| {
+            anyhow::anyhow!("no home directory to put the default data dir in; pass --data DIR")
+        })?;
         Ok(dirs.data_dir().to_path_buf())
     }
 }
@@ -151,6 +152,9 @@ mod tests {
         );
         assert!("batch=0".parse::<FsyncMode>().is_err());
         assert!("sometimes".parse::<FsyncMode>().is_err());
-        assert_eq!(FsyncMode::Batch(Duration::from_millis(5)).to_string(), "batch=5");
+        assert_eq!(
+            FsyncMode::Batch(Duration::from_millis(5)).to_string(),
+            "batch=5"
+        );
     }
 }

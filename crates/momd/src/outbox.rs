@@ -103,7 +103,15 @@ impl Outbox {
     fn push_deliver(&self, watch: u64, batch: Arc<Batch>, bytes: usize) -> bool {
         self.budget.queued.fetch_add(bytes, Ordering::AcqRel);
         let n = batch.msgs.len() as u64;
-        if self.tx.send(Out::Deliver { watch, batch, bytes }).is_err() {
+        if self
+            .tx
+            .send(Out::Deliver {
+                watch,
+                batch,
+                bytes,
+            })
+            .is_err()
+        {
             self.budget.queued.fetch_sub(bytes, Ordering::AcqRel);
             return false;
         }
@@ -126,7 +134,6 @@ impl Outbox {
             notified.await;
         }
     }
-
 }
 
 impl OutboxRx {

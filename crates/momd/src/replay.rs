@@ -43,7 +43,9 @@ pub async fn run(
             let st = store.clone();
             let name = r.name.clone();
             let (topic, to) = (r.topic_id, r.to);
-            let res = tokio::task::spawn_blocking(move || st.read(topic, &name, from, to, READ_CHUNK)).await;
+            let res =
+                tokio::task::spawn_blocking(move || st.read(topic, &name, from, to, READ_CHUNK))
+                    .await;
             let batches: Vec<Batch> = match res {
                 Ok(Ok(read)) => {
                     from = read.next_seq.max(from + 1);

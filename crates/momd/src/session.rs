@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use mom_proto::{
-    decode_body, encode_frame, ClientFrame, ErrorCode, FrameError, IdOnly, MessageRef,
-    RawCodec, ServerFrame, PROTOCOL_VERSION,
+    decode_body, encode_frame, ClientFrame, ErrorCode, FrameError, IdOnly, MessageRef, RawCodec,
+    ServerFrame, PROTOCOL_VERSION,
 };
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -64,7 +64,11 @@ pub async fn run(
     };
     let hello = match first {
         Err(_) => {
-            outbox.close(ServerFrame::error(None, ErrorCode::BadRequest, "no hello within 10 s"));
+            outbox.close(ServerFrame::error(
+                None,
+                ErrorCode::BadRequest,
+                "no hello within 10 s",
+            ));
             None
         }
         Ok(None) | Ok(Some(Err(FrameError::Io(_)))) => None,
@@ -95,7 +99,11 @@ pub async fn run(
             }
             Err(e) => {
                 let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                outbox.close(ServerFrame::error(id, ErrorCode::Unauthorized, format!("send hello first ({e})")));
+                outbox.close(ServerFrame::error(
+                    id,
+                    ErrorCode::Unauthorized,
+                    format!("send hello first ({e})"),
+                ));
                 None
             }
         },
@@ -111,7 +119,14 @@ pub async fn run(
         addr: addr.to_string(),
         outbox: outbox.clone(),
     };
-    if !broker.send(Cmd::Hello { info, hello, reply: tx }).await {
+    if !broker
+        .send(Cmd::Hello {
+            info,
+            hello,
+            reply: tx,
+        })
+        .await
+    {
         return;
     }
     match rx.await {
@@ -120,7 +135,7 @@ pub async fn run(
             outbox.reply(ServerFrame::Welcome(welcome), false);
         }
         Ok(Err(frame)) => {
-            outbox.close(frame);
+            outbox.close(*frame);
             drop(outbox);
             let _ = writer.await;
             return;
@@ -147,7 +162,10 @@ pub async fn run(
             Ok(f) => f,
             Err(e) => {
                 let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                outbox.reply(ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()), false);
+                outbox.reply(
+                    ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()),
+                    false,
+                );
                 continue;
             }
         };
@@ -170,7 +188,11 @@ pub async fn run(
         // Finish the requests in flight, then say why the connection ends.
         let all = u32::try_from(cfg.max_inflight).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
-        outbox.close(ServerFrame::error(None, ErrorCode::Unavailable, "server shutting down"));
+        outbox.close(ServerFrame::error(
+            None,
+            ErrorCode::Unavailable,
+            "server shutting down",
+        ));
     }
     broker.send(Cmd::Disconnect { session }).await;
     drop(outbox);
@@ -179,9 +201,11 @@ pub async fn run(
 
 fn frame_error(e: &FrameError) -> ServerFrame {
     match e {
-        FrameError::FrameTooLarge { .. } => {
-            ServerFrame::error(None, ErrorCode::TooLarge, format!("{e}; closing the connection"))
-        }
+        FrameError::FrameTooLarge { .. } => ServerFrame::error(
+            None,
+            ErrorCode::TooLarge,
+            format!("{e}; closing the connection"),
+        ),
         _ => ServerFrame::error(None, ErrorCode::BadRequest, e.to_string()),
     }
 }
@@ -271,7 +295,11 @@ async fn write_loop(
                     released += 1;
                     Ok(())
                 }
-                Out::Deliver { watch, batch, bytes } => {
+                Out::Deliver {
+                    watch,
+                    batch,
+                    bytes,
+                } => {
                     sent_bytes += bytes;
                     encode_deliver(watch, &batch, &mut buf, max_frame)
                 }

@@ -14,7 +14,11 @@ const T: u64 = 1_700_000_000_000;
 fn dump<F: Serialize>(name: &str, frame: &F) {
     let mut buf = BytesMut::new();
     encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).expect("example frames encode");
-    println!("== {name} ({} bytes: 4 prefix + {} body)", buf.len(), buf.len() - 4);
+    println!(
+        "== {name} ({} bytes: 4 prefix + {} body)",
+        buf.len(),
+        buf.len() - 4
+    );
     for line in buf.chunks(16) {
         let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
         println!("{}", hex.join(" "));
@@ -100,7 +104,10 @@ fn main() {
             at: 0,
         }),
     );
-    dump("watch_ok", &ServerFrame::WatchOk(WatchOk { id: 3, watch: 1 }));
+    dump(
+        "watch_ok",
+        &ServerFrame::WatchOk(WatchOk { id: 3, watch: 1 }),
+    );
     dump(
         "deliver",
         &ServerFrame::Deliver(Deliver {
@@ -172,11 +179,17 @@ fn main() {
             message: String::new(),
         }),
     );
-    dump("unwatch", &ClientFrame::Unwatch(Unwatch { id: 6, watch: 1 }));
+    dump(
+        "unwatch",
+        &ClientFrame::Unwatch(Unwatch { id: 6, watch: 1 }),
+    );
     dump("ok", &ServerFrame::Ok(Req { id: 6 }));
     dump("ping", &ClientFrame::Ping(Req { id: 7 }));
     dump("pong", &ServerFrame::Pong(Pong { id: 7, time: T }));
-    dump("topic_list (request)", &ClientFrame::TopicList(Req { id: 8 }));
+    dump(
+        "topic_list (request)",
+        &ClientFrame::TopicList(Req { id: 8 }),
+    );
     dump(
         "topic_list (reply)",
         &ServerFrame::TopicList(TopicList {

@@ -114,13 +114,28 @@ mod tests {
         assert!(validate_topic("orders.eu.created").is_ok());
         assert!(validate_topic("ünïcode.ok").is_ok());
         assert_eq!(validate_topic(""), Err(NameError::Empty));
-        assert!(matches!(validate_topic("a..b"), Err(NameError::EmptyToken(_))));
-        assert!(matches!(validate_topic(".a"), Err(NameError::EmptyToken(_))));
-        assert!(matches!(validate_topic("a b"), Err(NameError::Whitespace(_))));
+        assert!(matches!(
+            validate_topic("a..b"),
+            Err(NameError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            validate_topic(".a"),
+            Err(NameError::EmptyToken(_))
+        ));
+        assert!(matches!(
+            validate_topic("a b"),
+            Err(NameError::Whitespace(_))
+        ));
         assert!(matches!(validate_topic("a.*"), Err(NameError::Wildcard(_))));
-        assert!(matches!(validate_topic(&"a".repeat(256)), Err(NameError::TooLong(256))));
+        assert!(matches!(
+            validate_topic(&"a".repeat(256)),
+            Err(NameError::TooLong(256))
+        ));
         assert!(validate_topic(&"a".repeat(255)).is_ok());
-        assert!(matches!(validate_publish_topic("$sys.x"), Err(NameError::Reserved(_))));
+        assert!(matches!(
+            validate_publish_topic("$sys.x"),
+            Err(NameError::Reserved(_))
+        ));
     }
 
     #[test]

@@ -28,15 +28,21 @@ fn arb_pubmsg() -> impl Strategy<Value = PubMsg> {
 
 fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
-        (any::<u64>(), any::<u32>(), ".{0,10}", proptest::option::of(any::<u64>())).prop_map(
-            |(id, version, client, client_id)| ClientFrame::Hello(Hello {
-                id,
-                version,
-                client,
-                client_id,
-                ..Hello::default()
-            })
-        ),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            ".{0,10}",
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(
+                |(id, version, client, client_id)| ClientFrame::Hello(Hello {
+                    id,
+                    version,
+                    client,
+                    client_id,
+                    ..Hello::default()
+                })
+            ),
         (
             any::<u64>(),
             "[a-z.]{1,20}",
@@ -52,7 +58,12 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
         (
             any::<u64>(),
             proptest::collection::vec("[a-z.*>]{1,10}", 1..4),
-            prop_oneof![Just(StartAt::New), Just(StartAt::All), Just(StartAt::Seq), Just(StartAt::Time)],
+            prop_oneof![
+                Just(StartAt::New),
+                Just(StartAt::All),
+                Just(StartAt::Seq),
+                Just(StartAt::Time)
+            ],
             any::<u64>()
         )
             .prop_map(|(id, patterns, from, at)| ClientFrame::Watch(Watch {
@@ -61,11 +72,17 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
                 from,
                 at
             })),
-        (any::<u64>(), any::<u64>()).prop_map(|(id, watch)| ClientFrame::Unwatch(Unwatch { id, watch })),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(id, watch)| ClientFrame::Unwatch(Unwatch { id, watch })),
         any::<u64>().prop_map(|id| ClientFrame::Ping(Req { id })),
         any::<u64>().prop_map(|id| ClientFrame::Stats(Req { id })),
-        (any::<u64>(), "[a-z]{1,9}").prop_map(|(id, topic)| ClientFrame::TopicInfo(TopicReq { id, topic })),
-        (any::<u64>(), "[a-z]{1,9}", proptest::option::of(any::<u64>()))
+        (any::<u64>(), "[a-z]{1,9}")
+            .prop_map(|(id, topic)| ClientFrame::TopicInfo(TopicReq { id, topic })),
+        (
+            any::<u64>(),
+            "[a-z]{1,9}",
+            proptest::option::of(any::<u64>())
+        )
             .prop_map(|(id, topic, max_msgs)| ClientFrame::TopicSet(TopicSet {
                 id,
                 topic,
@@ -141,7 +158,11 @@ fn oversized_length_is_refused_before_allocating() {
         }
         other => panic!("expected FrameTooLarge, got {other:?}"),
     }
-    assert_eq!(buf.capacity(), before, "no room was reserved for the claimed body");
+    assert_eq!(
+        buf.capacity(),
+        before,
+        "no room was reserved for the claimed body"
+    );
 }
 
 #[test]

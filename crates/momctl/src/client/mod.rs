@@ -18,9 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mom_proto::{
-    ClientFrame, Codec, ErrorCode, ErrorFrame, StartAt, Headers, Hello, PubMsg, Publish,
-    PublishOk, Req, ServerFrame, Stats, TopicInfo, TopicReq, TopicSet, Watch, Welcome,
-    PROTOCOL_VERSION,
+    ClientFrame, Codec, ErrorCode, ErrorFrame, Headers, Hello, PubMsg, Publish, PublishOk, Req,
+    ServerFrame, StartAt, Stats, TopicInfo, TopicReq, TopicSet, Watch, Welcome, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -127,8 +126,11 @@ impl Client {
         let (rd, wr) = stream.into_split();
         // Frames from the server may exceed max_frame by one payload (docs/protocol.md).
         let max_in = mom_proto::DEFAULT_MAX_FRAME * 2 + mom_proto::DEFAULT_MAX_PAYLOAD;
-        let mut reader =
-            FramedRead::with_capacity(rd, Codec::<ServerFrame, ClientFrame>::new(max_in), 256 * 1024);
+        let mut reader = FramedRead::with_capacity(
+            rd,
+            Codec::<ServerFrame, ClientFrame>::new(max_in),
+            256 * 1024,
+        );
         let mut writer = FramedWrite::new(wr, Codec::<ServerFrame, ClientFrame>::new(usize::MAX));
 
         writer
@@ -150,7 +152,9 @@ impl Client {
             Ok(Some(Ok(ServerFrame::Welcome(w)))) => w,
             Ok(Some(Ok(ServerFrame::Error(e)))) => return Err(ClientError::from_frame(e)),
             Ok(Some(Ok(other))) => {
-                return Err(ClientError::Protocol(format!("expected welcome, got {other:?}")))
+                return Err(ClientError::Protocol(format!(
+                    "expected welcome, got {other:?}"
+                )))
             }
         };
         writer
@@ -280,11 +284,23 @@ impl Client {
     }
 
     /// Start a watch of `patterns`.
-    pub async fn watch(&self, patterns: Vec<String>, from: StartAt, at: u64) -> Result<WatchStream> {
+    pub async fn watch(
+        &self,
+        patterns: Vec<String>,
+        from: StartAt,
+        at: u64,
+    ) -> Result<WatchStream> {
         // Register the route before the request so no delivery can arrive unrouted.
         let (tx, rx) = mpsc::channel(64);
         let pending = self
-            .send(|id| ClientFrame::Watch(Watch { id, patterns, from, at }))
+            .send(|id| {
+                ClientFrame::Watch(Watch {
+                    id,
+                    patterns,
+                    from,
+                    at,
+                })
+            })
             .await?;
         // The watch id is known only from the reply; deliveries for it cannot precede the
         // reply on the wire, and the reader routes frames in order.
@@ -304,7 +320,10 @@ impl Client {
     }
 
     pub async fn topic_list(&self) -> Result<Vec<TopicInfo>> {
-        match self.request(|id| ClientFrame::TopicList(Req { id })).await? {
+        match self
+            .request(|id| ClientFrame::TopicList(Req { id }))
+            .await?
+        {
             ServerFrame::TopicList(l) => Ok(l.topics),
             other => Err(unexpected(other)),
         }
@@ -312,7 +331,10 @@ impl Client {
 
     pub async fn topic_info(&self, topic: &str) -> Result<TopicInfo> {
         let topic = topic.to_string();
-        match self.request(|id| ClientFrame::TopicInfo(TopicReq { id, topic })).await? {
+        match self
+            .request(|id| ClientFrame::TopicInfo(TopicReq { id, topic }))
+            .await?
+        {
             ServerFrame::TopicInfo(t) => Ok(t.topic),
             other => Err(unexpected(other)),
         }
@@ -320,7 +342,10 @@ impl Client {
 
     pub async fn topic_rm(&self, topic: &str) -> Result<()> {
         let topic = topic.to_string();
-        match self.request(|id| ClientFrame::TopicRm(TopicReq { id, topic })).await? {
+        match self
+            .request(|id| ClientFrame::TopicRm(TopicReq { id, topic }))
+            .await?
+        {
             ServerFrame::Ok(_) => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -404,7 +429,12 @@ impl PendingReply {
 async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
     match frame {
         ServerFrame::Deliver(d) => {
-            let tx = sh.watches.lock().expect("lock poisoned").get(&d.watch).cloned();
+            let tx = sh
+                .watches
+                .lock()
+                .expect("lock poisoned")
+                .get(&d.watch)
+                .cloned();
             if let Some(tx) = tx {
                 // Waiting here is the backpressure that lets the server see a slow reader.
                 let _ = tx.send(WatchEvent::Messages(d.msgs)).await;
@@ -412,7 +442,12 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
             None
         }
         ServerFrame::Notice(n) => {
-            let tx = sh.watches.lock().expect("lock poisoned").get(&n.watch).cloned();
+            let tx = sh
+                .watches
+                .lock()
+                .expect("lock poisoned")
+                .get(&n.watch)
+                .cloned();
             if let Some(tx) = tx {
                 let _ = tx.send(WatchEvent::Notice(n)).await;
             }

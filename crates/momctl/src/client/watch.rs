@@ -29,9 +29,9 @@ impl WatchStream {
     /// The next event; `Err` when the connection is gone or the server ended the watch.
     pub async fn next(&mut self) -> Result<WatchEvent> {
         match self.rx.recv().await {
-            Some(WatchEvent::Notice(n)) if n.kind == NoticeKind::Ended => {
-                Err(ClientError::Closed(format!(": the server ended the watch: {}", n.message)))
-            }
+            Some(WatchEvent::Notice(n)) if n.kind == NoticeKind::Ended => Err(ClientError::Closed(
+                format!(": the server ended the watch: {}", n.message),
+            )),
             Some(ev) => Ok(ev),
             None => Err(self.client.closed_error()),
         }

@@ -16,7 +16,9 @@ const BATCH_BYTES: usize = 1024 * 1024;
 enum Input {
     Batch(Vec<PubMsg>),
     /// Line `line` (1-based) is longer than the payload limit; nothing of it was sent.
-    TooLong { line: u64 },
+    TooLong {
+        line: u64,
+    },
     Failed(std::io::Error),
 }
 
@@ -27,7 +29,12 @@ pub fn parse_headers(raw: &[String]) -> Result<Headers, Failure> {
             Some((k, v)) if !k.is_empty() => {
                 h.insert(k.to_string(), v.to_string());
             }
-            _ => return Err(Failure::new(2, format!("header {kv:?}: expected KEY=VALUE"))),
+            _ => {
+                return Err(Failure::new(
+                    2,
+                    format!("header {kv:?}: expected KEY=VALUE"),
+                ))
+            }
         }
     }
     Ok(h)
@@ -37,7 +44,10 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs) -> CmdResult {
     topic::validate_publish_topic(&args.topic).map_err(|e| Failure::new(2, e.to_string()))?;
     let headers = parse_headers(&args.headers)?;
     if args.whole && !args.msgs.is_empty() {
-        return Err(Failure::new(2, "--whole reads stdin; do not give messages as arguments"));
+        return Err(Failure::new(
+            2,
+            "--whole reads stdin; do not give messages as arguments",
+        ));
     }
     let client = Client::connect(opts).await?;
     let max_payload = client.welcome().max_payload as usize;
@@ -67,7 +77,11 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs) -> CmdResult {
             if m.len() > max_payload {
                 return Err(Failure::new(
                     1,
-                    format!("message {} is {} bytes; the broker's payload limit is {max_payload}", i + 1, m.len()),
+                    format!(
+                        "message {} is {} bytes; the broker's payload limit is {max_payload}",
+                        i + 1,
+                        m.len()
+                    ),
                 ));
             }
             batch.push(PubMsg {
@@ -133,7 +147,10 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs) -> CmdResult {
         None => Ok(()),
         Some(mut f) => {
             if tally.sent > 0 && !f.message.contains("acknowledged") {
-                f.message = format!("{} ({} messages before it were acknowledged)", f.message, tally.acked);
+                f.message = format!(
+                    "{} ({} messages before it were acknowledged)",
+                    f.message, tally.acked
+                );
             }
             Err(f)
         }
@@ -142,7 +159,13 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs) -> CmdResult {
 
 /// The msg id of the n-th message: the id itself for a single message, `ID-n` otherwise.
 fn id_for(id: &Option<String>, n: u64, single: bool) -> Option<String> {
-    id.as_ref().map(|id| if single { id.clone() } else { format!("{id}-{n}") })
+    id.as_ref().map(|id| {
+        if single {
+            id.clone()
+        } else {
+            format!("{id}-{n}")
+        }
+    })
 }
 
 #[derive(Default)]
@@ -216,7 +239,9 @@ impl StdinReader {
             let _ = self.tx.blocking_send(Input::TooLong { line: 1 });
             return Ok(());
         }
-        let _ = self.tx.blocking_send(Input::Batch(vec![self.msg(all, 1, true)]));
+        let _ = self
+            .tx
+            .blocking_send(Input::Batch(vec![self.msg(all, 1, true)]));
         Ok(())
     }
 
@@ -283,8 +308,15 @@ impl StdinReader {
                 // Send when the batch is full, or when stdin has nothing more buffered (the
                 // next read may block: a live pipe must not wait for a full batch).
                 let idle = rd.buffer().is_empty() && held.is_none();
-                if batch.len() >= self.batch || batch_bytes >= BATCH_BYTES || (idle && !batch.is_empty()) {
-                    if self.tx.blocking_send(Input::Batch(std::mem::take(&mut batch))).is_err() {
+                if batch.len() >= self.batch
+                    || batch_bytes >= BATCH_BYTES
+                    || (idle && !batch.is_empty())
+                {
+                    if self
+                        .tx
+                        .blocking_send(Input::Batch(std::mem::take(&mut batch)))
+                        .is_err()
+                    {
                         return Ok(());
                     }
                     batch_bytes = 0;

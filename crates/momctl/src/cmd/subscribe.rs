@@ -21,7 +21,10 @@ pub fn parse_from(s: &str) -> Result<(StartAt, u64), String> {
         return Ok((StartAt::Seq, seq));
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        let ms = t.duration_since(UNIX_EPOCH).map_err(|_| "time before 1970")?.as_millis();
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| "time before 1970")?
+            .as_millis();
         return Ok((StartAt::Time, ms as u64));
     }
     if let Ok(age) = humantime::parse_duration(s) {
@@ -65,7 +68,10 @@ pub async fn run(opts: &ConnectOptions, args: SubscribeArgs, json: bool) -> CmdR
                     return match args.count {
                         Some(n) => Err(Failure::new(
                             3,
-                            format!("timed out after {:?} with {got} of {n} messages", args.timeout.unwrap_or(Duration::ZERO)),
+                            format!(
+                                "timed out after {:?} with {got} of {n} messages",
+                                args.timeout.unwrap_or(Duration::ZERO)
+                            ),
                         )),
                         None => Ok(()),
                     };
@@ -96,7 +102,10 @@ pub async fn run(opts: &ConnectOptions, args: SubscribeArgs, json: bool) -> CmdR
             },
             Err(e) => {
                 flush_quietly(&mut out)?;
-                return Err(Failure::new(e.exit_code(), format!("{e} (after {got} messages)")));
+                return Err(Failure::new(
+                    e.exit_code(),
+                    format!("{e} (after {got} messages)"),
+                ));
             }
         }
     }
@@ -132,7 +141,10 @@ mod tests {
         );
         let (k, t) = parse_from("10m").unwrap();
         assert_eq!(k, StartAt::Time);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         assert!(now - t >= 600_000 && now - t < 660_000);
         assert!(parse_from("yesterday-ish").is_err());
     }

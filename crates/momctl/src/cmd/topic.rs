@@ -10,7 +10,9 @@ use crate::output::{self, human_bytes, human_time};
 pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult {
     let name_ok = |t: &str| topic::validate_topic(t).map_err(|e| Failure::new(2, e.to_string()));
     match &cmd {
-        TopicCmd::Info { topic } | TopicCmd::Rm { topic } | TopicCmd::Set { topic, .. } => name_ok(topic)?,
+        TopicCmd::Info { topic } | TopicCmd::Rm { topic } | TopicCmd::Set { topic, .. } => {
+            name_ok(topic)?
+        }
         TopicCmd::Ls => {}
     }
     let client = Client::connect(opts).await?;
@@ -42,7 +44,10 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
             max_age,
         } => {
             if max_msgs.is_none() && max_bytes.is_none() && max_age.is_none() {
-                return Err(Failure::new(2, "nothing to set: give --max-msgs, --max-bytes or --max-age"));
+                return Err(Failure::new(
+                    2,
+                    "nothing to set: give --max-msgs, --max-bytes or --max-age",
+                ));
             }
             let t = client
                 .topic_set(TopicSet {
@@ -80,19 +85,36 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
     println!("created:    {}", human_time(t.created));
     println!("watchers:   {}", t.watchers);
     println!("queues:     {}", t.queues);
-    println!("rate:       {:.1} msgs/s in, {:.1} msgs/s out", t.in_rate, t.out_rate);
-    println!("max msgs:   {}", limit(t.limits.max_msgs, |v| v.to_string()));
+    println!(
+        "rate:       {:.1} msgs/s in, {:.1} msgs/s out",
+        t.in_rate, t.out_rate
+    );
+    println!(
+        "max msgs:   {}",
+        limit(t.limits.max_msgs, |v| v.to_string())
+    );
     println!("max bytes:  {}", limit(t.limits.max_bytes, human_bytes));
     println!(
         "max age:    {}",
-        limit(t.limits.max_age_ms, |v| humantime::format_duration(std::time::Duration::from_millis(v)).to_string())
+        limit(t.limits.max_age_ms, |v| humantime::format_duration(
+            std::time::Duration::from_millis(v)
+        )
+        .to_string())
     );
     Ok(())
 }
 
 pub fn print_table(topics: &[TopicInfo]) {
-    let w = topics.iter().map(|t| t.name.len()).max().unwrap_or(5).max(5);
-    println!("{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}", "TOPIC", "MESSAGES", "BYTES", "FIRST", "LAST", "WATCHERS", "IN/S");
+    let w = topics
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
+        "TOPIC", "MESSAGES", "BYTES", "FIRST", "LAST", "WATCHERS", "IN/S"
+    );
     for t in topics {
         println!(
             "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9.1}",

@@ -71,6 +71,4 @@ impl Dedupe {
         }
         self.order.retain(|(_, t, _)| *t != topic);
     }
-
-
 }

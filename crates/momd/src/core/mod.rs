@@ -22,7 +22,11 @@ pub enum CoreError {
     #[error("{0}")]
     BadName(#[from] topic::NameError),
     #[error("message {index} of the batch has a {len}-byte payload; the limit is {max}")]
-    PayloadTooLarge { index: usize, len: usize, max: usize },
+    PayloadTooLarge {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("topic {0:?} not found")]
     TopicNotFound(String),
     #[error("topic {0:?} is reserved for the broker")]
@@ -197,7 +201,10 @@ impl Core {
             stored.push(nm);
             next += 1;
         }
-        let t = self.topics.by_id_mut(topic_id).expect("topic was just looked up");
+        let t = self
+            .topics
+            .by_id_mut(topic_id)
+            .expect("topic was just looked up");
         t.record_append(stored.len() as u64, bytes, now);
         self.published_total += stored.len() as u64;
         self.duplicates_total += duplicates;

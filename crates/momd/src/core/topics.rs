@@ -101,7 +101,12 @@ impl Topics {
         self.by_id.get_mut(&id)
     }
 
-    pub fn get_or_create(&mut self, name: &str, now: u64, limits: Limits) -> (&mut TopicState, bool) {
+    pub fn get_or_create(
+        &mut self,
+        name: &str,
+        now: u64,
+        limits: Limits,
+    ) -> (&mut TopicState, bool) {
         let mut created = false;
         let id = match self.by_name.get(name) {
             Some(id) => *id,
@@ -109,7 +114,8 @@ impl Topics {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.by_name.insert(name.to_string(), id);
-                self.by_id.insert(id, TopicState::new(id, name, now, limits));
+                self.by_id
+                    .insert(id, TopicState::new(id, name, now, limits));
                 created = true;
                 id
             }
@@ -134,5 +140,4 @@ impl Topics {
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
-
 }

@@ -43,6 +43,4 @@ impl Watches {
             .filter(|ps| ps.iter().any(|p| topic::matches(p, name)))
             .count() as u64
     }
-
-
 }

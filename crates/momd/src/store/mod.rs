@@ -57,6 +57,12 @@ pub struct ReadBatch {
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    /// sled's log file. sled's own flush ends in `sync_file_range`, which neither flushes
+    /// the device's write cache nor the file's size; an `fdatasync` of this file after it
+    /// is what makes an ack survive a power cut, not just a crash of momd.
+    log: Arc<std::fs::File>,
+    /// When blob files (values too large for the log) were last synced.
+    blobs_synced: Arc<std::sync::Mutex<std::time::SystemTime>>,
 }
 
 const P_MSG: u8 = b'M';
@@ -127,9 +133,13 @@ impl Store {
             .flush_every_ms(Some(1000))
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let log = std::fs::File::open(dir.join("db").join("db"))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Store {
             db,
             dir: dir.to_path_buf(),
+            log: Arc::new(log),
+            blobs_synced: Arc::new(std::sync::Mutex::new(std::time::UNIX_EPOCH)),
         })
     }
 
@@ -206,7 +216,10 @@ impl Store {
         }
         batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
         if plan.created {
-            batch.insert(meta_key("next_topic_id"), &u64::from(next_topic_id).to_be_bytes()[..]);
+            batch.insert(
+                meta_key("next_topic_id"),
+                &u64::from(next_topic_id).to_be_bytes()[..],
+            );
         }
         self.db.apply_batch(batch)?;
         Ok(())
@@ -216,7 +229,10 @@ impl Store {
     pub fn put_topic(&self, topic: &TopicState, next_topic_id: u32) -> Result<()> {
         let mut batch = sled::Batch::default();
         batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
-        batch.insert(meta_key("next_topic_id"), &u64::from(next_topic_id).to_be_bytes()[..]);
+        batch.insert(
+            meta_key("next_topic_id"),
+            &u64::from(next_topic_id).to_be_bytes()[..],
+        );
         self.db.apply_batch(batch)?;
         Ok(())
     }
@@ -271,8 +287,13 @@ impl Store {
             .transpose()?
             .filter(|(k, _)| k.starts_with(&prefix(P_MSG, topic.id)))
             .map(|(k, _)| k);
-        let from_key = start.map(|k| k.to_vec()).unwrap_or_else(|| msg_key(topic.id, first).to_vec());
-        'records: for kv in self.db.range(from_key..msg_key(topic.id, u64::MAX).to_vec()) {
+        let from_key = start
+            .map(|k| k.to_vec())
+            .unwrap_or_else(|| msg_key(topic.id, first).to_vec());
+        'records: for kv in self
+            .db
+            .range(from_key..msg_key(topic.id, u64::MAX).to_vec())
+        {
             let (k, v) = kv?;
             let Some(rec_first) = seq_of_key(&k) else {
                 break;
@@ -403,16 +424,50 @@ impl Store {
 
     /// Reserve the next global client id (persisted with the next flush).
     pub fn next_client_id(&self) -> Result<u64> {
-        let v = self.db.update_and_fetch(meta_key("next_client_id"), |old| {
-            let n = old.and_then(be_u64).unwrap_or(1) + 1;
-            Some(n.to_be_bytes().to_vec())
-        })?;
+        let v = self
+            .db
+            .update_and_fetch(meta_key("next_client_id"), |old| {
+                let n = old.and_then(be_u64).unwrap_or(1) + 1;
+                Some(n.to_be_bytes().to_vec())
+            })?;
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
     }
 
-    /// Make everything staged so far durable (sled writes its log and fsyncs).
+    /// Make everything staged so far durable: sled writes its log, then the log file (and
+    /// any new blob file) is fdatasynced.
     pub fn flush(&self) -> Result<usize> {
-        Ok(self.db.flush()?)
+        let n = self.db.flush()?;
+        let io = |e| StoreError::Sled(sled::Error::Io(e));
+        self.log.sync_data().map_err(io)?;
+        self.sync_blobs().map_err(io)?;
+        Ok(n)
+    }
+
+    /// sled writes values too large for its log as separate blob files without syncing
+    /// them; sync those written since the last flush.
+    fn sync_blobs(&self) -> std::io::Result<()> {
+        let dir = self.dir.join("db").join("blobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut last = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
+        let started = std::time::SystemTime::now();
+        let mut any = false;
+        for e in entries.flatten() {
+            let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(started);
+            if modified >= *last {
+                std::fs::File::open(e.path())?.sync_data()?;
+                any = true;
+            }
+        }
+        if any {
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+        // Back off a second: mtime granularity must not let a blob slip through.
+        *last = started
+            .checked_sub(std::time::Duration::from_secs(1))
+            .unwrap_or(started);
+        Ok(())
     }
 
     /// Bytes the data directory holds on disk.

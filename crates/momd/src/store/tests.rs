@@ -1,0 +1,282 @@
+use bytes::Bytes;
+use mom_proto::{Limits, PubMsg, Sender};
+
+use super::*;
+use crate::core::{Core, CoreConfig, Dedupe, Topics};
+
+fn sender() -> Sender {
+    Sender {
+        user: "u".into(),
+        client: 7,
+        name: "n".into(),
+    }
+}
+
+fn publish(
+    core: &mut Core,
+    store: &Store,
+    topic: &str,
+    payloads: &[&str],
+    ids: bool,
+    now: u64,
+) -> Vec<u64> {
+    let msgs = payloads
+        .iter()
+        .map(|p| PubMsg {
+            payload: Bytes::copy_from_slice(p.as_bytes()),
+            headers: [("h".to_string(), "v".to_string())].into(),
+            msg_id: ids.then(|| format!("id-{p}")),
+        })
+        .collect();
+    let plan = core.publish(topic, msgs, sender(), now).unwrap();
+    let t = core.topics.by_id(plan.topic_id).unwrap();
+    store.append(&plan, t, core.topics.next_id()).unwrap();
+    plan.seqs
+}
+
+fn read_all(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
+    let t = core.topics.get(topic).unwrap();
+    let r = store
+        .read(t.id, topic, t.first_seq, t.last_seq, usize::MAX)
+        .unwrap();
+    r.batches
+        .iter()
+        .flat_map(|b| {
+            b.msgs.iter().enumerate().map(move |(i, m)| {
+                (
+                    b.first_seq + i as u64,
+                    String::from_utf8_lossy(&m.payload).into_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn open(dir: &std::path::Path) -> (Store, Core) {
+    // sled's background thread may hold the previous handle for a moment after drop.
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(dir, 8 << 20) {
+            Ok(s) => break s,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot reopen: {e}"),
+        }
+    };
+    let loaded = store.load(1_000, 120_000).unwrap();
+    let mut dedupe = Dedupe::default();
+    for (t, id, seq, time) in loaded.dedupe {
+        dedupe.insert(t, id, seq, time);
+    }
+    let core = Core::new(
+        CoreConfig::default(),
+        Topics::from_stored(loaded.topics, loaded.next_topic_id),
+        dedupe,
+    );
+    (store, core)
+}
+
+#[test]
+fn appended_messages_read_back_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_id;
+    {
+        let (store, mut core) = open(dir.path());
+        server_id = store.load(1_000, 120_000).unwrap().server_id;
+        publish(&mut core, &store, "a", &["1", "2", "3"], true, 1_000);
+        publish(&mut core, &store, "b", &["x"], false, 1_000);
+        publish(&mut core, &store, "a", &["4"], true, 1_000);
+        store.flush().unwrap();
+        assert_eq!(read_all(&store, &core, "a").len(), 4);
+    }
+    let (store, mut core) = open(dir.path());
+    assert_eq!(store.load(1_000, 120_000).unwrap().server_id, server_id);
+    let a = core.topics.get("a").unwrap().clone();
+    assert_eq!((a.msgs, a.last_seq, a.first_seq), (4, 4, 1));
+    assert_eq!(
+        read_all(&store, &core, "a"),
+        vec![
+            (1, "1".into()),
+            (2, "2".into()),
+            (3, "3".into()),
+            (4, "4".into())
+        ]
+    );
+    // Dedupe entries came back too: a repeat gets its original seq.
+    assert_eq!(
+        publish(&mut core, &store, "a", &["2"], true, 1_500),
+        vec![2]
+    );
+    // Reading from the middle of a record starts at the asked seq.
+    let r = store.read(a.id, "a", 3, 4, usize::MAX).unwrap();
+    assert_eq!(
+        r.batches.iter().map(|b| b.first_seq).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(r.next_seq, 5);
+    let m = &r.batches[0].msgs[0];
+    assert_eq!(m.headers.get("h").map(String::as_str), Some("v"));
+    assert_eq!(r.batches[0].sender, sender());
+}
+
+#[test]
+fn big_publishes_are_cut_into_records_and_read_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    let payloads: Vec<String> = (0..20_000)
+        .map(|i| format!("message number {i:06}"))
+        .collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    publish(&mut core, &store, "big", &refs, false, 1);
+    let t = core.topics.get("big").unwrap().clone();
+    let mut from = 1;
+    let mut got = Vec::new();
+    while from <= t.last_seq {
+        let r = store
+            .read(t.id, "big", from, t.last_seq, 64 * 1024)
+            .unwrap();
+        assert!(r.next_seq > from);
+        from = r.next_seq;
+        for b in r.batches {
+            for (i, m) in b.msgs.iter().enumerate() {
+                got.push((b.first_seq + i as u64, m.payload.clone()));
+            }
+        }
+    }
+    assert_eq!(got.len(), 20_000);
+    for (i, (seq, p)) in got.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        assert_eq!(p.as_ref(), payloads[i].as_bytes());
+    }
+}
+
+#[test]
+fn trim_by_count_bytes_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    for i in 0..5 {
+        let ps: Vec<String> = (0..4).map(|j| format!("{}", i * 4 + j + 1)).collect();
+        let refs: Vec<&str> = ps.iter().map(String::as_str).collect();
+        publish(&mut core, &store, "t", &refs, false, 1_000 + i);
+    }
+    let id = core.topics.get("t").unwrap().id;
+    let set = |core: &mut Core, l: Limits| {
+        let t = core.topics.by_id_mut(id).unwrap();
+        t.limits = l;
+    };
+    let trim = |core: &mut Core, now| {
+        let t = core.topics.by_id(id).unwrap().clone();
+        if let Some((first, n, b)) = store.trim(&t, now).unwrap() {
+            core.topics.by_id_mut(id).unwrap().record_trim(first, n, b);
+        }
+    };
+    set(
+        &mut core,
+        Limits {
+            max_msgs: 7,
+            ..Limits::default()
+        },
+    );
+    trim(&mut core, 2_000);
+    let t = core.topics.by_id(id).unwrap().clone();
+    assert_eq!((t.msgs, t.first_seq), (7, 14));
+    assert_eq!(read_all(&store, &core, "t").first().map(|x| x.0), Some(14));
+    // Bytes: every message is its payload plus "h"+"v".
+    let per = |s: u64| s.to_string().len() as u64 + 2;
+    assert_eq!(t.bytes, (14..=20).map(per).sum::<u64>());
+    set(
+        &mut core,
+        Limits {
+            max_bytes: 3 * 4,
+            ..Limits::default()
+        },
+    );
+    trim(&mut core, 2_000);
+    let t = core.topics.by_id(id).unwrap().clone();
+    assert_eq!((t.msgs, t.first_seq), (3, 18));
+    // Age: the records were published at 1000..=1004, the last one (seqs 17..=20) at 1004.
+    // At 1103 with a 100 ms max age it is still young, so nothing goes; at 1104 it all does.
+    set(
+        &mut core,
+        Limits {
+            max_age_ms: 100,
+            ..Limits::default()
+        },
+    );
+    trim(&mut core, 1_103);
+    let t = core.topics.by_id(id).unwrap().clone();
+    assert_eq!((t.msgs, t.first_seq), (3, 18));
+    trim(&mut core, 1_104);
+    let t = core.topics.by_id(id).unwrap().clone();
+    assert_eq!((t.msgs, t.first_seq, t.last_seq), (0, 21, 20));
+    assert!(read_all(&store, &core, "t").is_empty());
+}
+
+#[test]
+fn removed_topics_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "gone", &["a", "b"], true, 1);
+        publish(&mut core, &store, "kept", &["c"], true, 1);
+        let t = core.remove_topic("gone").unwrap();
+        store.remove_topic(t.id).unwrap();
+        store.flush().unwrap();
+    }
+    let (store, core) = open(dir.path());
+    assert!(core.topics.get("gone").is_none());
+    assert_eq!(read_all(&store, &core, "kept").len(), 1);
+    assert_eq!(store.db.scan_prefix([P_MSG]).count(), 1);
+    assert_eq!(store.db.scan_prefix([P_DEDUPE]).count(), 1);
+}
+
+#[test]
+fn a_corrupt_message_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    publish(&mut core, &store, "c", &["good", "evil", "fine"], false, 1);
+    let t = core.topics.get("c").unwrap().clone();
+    // Flip one byte of the payload "evil" inside the stored record.
+    let key = msg_key(t.id, 1);
+    let mut v = store.db.get(key).unwrap().unwrap().to_vec();
+    let pos = v.windows(4).position(|w| w == b"evil").unwrap();
+    v[pos] = b'E';
+    store.db.insert(key, v).unwrap();
+    let r = store.read(t.id, "c", 1, 3, usize::MAX).unwrap();
+    assert_eq!(r.corrupt, 1);
+    let seqs: Vec<u64> = r
+        .batches
+        .iter()
+        .flat_map(|b| (0..b.msgs.len() as u64).map(move |i| b.first_seq + i))
+        .collect();
+    assert_eq!(seqs, vec![1, 3]);
+}
+
+#[test]
+fn seq_at_time_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    publish(&mut core, &store, "t", &["a", "b"], false, 100);
+    publish(&mut core, &store, "t", &["c"], false, 200);
+    let t = core.topics.get("t").unwrap().clone();
+    assert_eq!(store.seq_at_time(&t, 0).unwrap(), 1);
+    assert_eq!(store.seq_at_time(&t, 150).unwrap(), 3);
+    assert_eq!(store.seq_at_time(&t, 201).unwrap(), 4);
+}
+
+#[test]
+fn client_ids_are_unique_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let a;
+    {
+        let (store, _) = open(dir.path());
+        a = store.next_client_id().unwrap();
+        assert_eq!(store.next_client_id().unwrap(), a + 1);
+        store.flush().unwrap();
+    }
+    let (store, _) = open(dir.path());
+    assert_eq!(store.next_client_id().unwrap(), a + 2);
+}
