@@ -43,7 +43,8 @@ pub enum Command {
     #[command(
         visible_alias = "pub",
         after_help = "Examples:\n  momctl publish orders.eu '{\"id\": 42}' -H trace=abc --id order-42\n  seq 1 1000000 | momctl publish metrics.cpu\n  printf 'a\\0b\\0' | momctl publish blobs -0\n  momctl publish images.raw --whole < photo.jpg\n\n\
-Exits 0 only when every message was acknowledged (stored durably). A stdin line over the \
+Exits 0 only when every message was acknowledged (stored durably). With --json, each \
+acknowledged batch is printed as {\"topic\", \"seqs\", \"duplicates\", \"watchers\", \"queues\"}. A stdin line over the \
 payload limit is refused with its line number and exit 1; the lines before it stay acknowledged."
     )]
     Publish(PublishArgs),

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let json = cli.global.json;
     let res = rt.block_on(async move {
         match cli.cmd {
-            Command::Publish(a) => cmd::publish::run(&opts, a).await,
+            Command::Publish(a) => cmd::publish::run(&opts, a, json).await,
             Command::Subscribe(a) => cmd::subscribe::run(&opts, a, json).await,
             Command::Topic(t) => cmd::topic::run(&opts, t, json).await,
             Command::Stats { watch } => cmd::stats::run(&opts, watch, json).await,

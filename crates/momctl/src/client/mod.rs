@@ -98,6 +98,10 @@ type Watches = Arc<Mutex<HashMap<u64, mpsc::Sender<WatchEvent>>>>;
 struct Shared {
     waiters: Waiters,
     watches: Watches,
+    /// Routes of watches whose `watch_ok` has not come yet, by request id. The reader moves
+    /// a route to `watches` when it sees the `watch_ok`, before it reads the next frame, so
+    /// no delivery can arrive unrouted.
+    pending_watches: Watches,
     /// Set once the reader ends; says why.
     closed: Mutex<Option<String>>,
 }
@@ -164,6 +168,7 @@ impl Client {
         let shared = Arc::new(Shared {
             waiters: Waiters::default(),
             watches: Watches::default(),
+            pending_watches: Watches::default(),
             closed: Mutex::new(None),
         });
         let (out_tx, mut out_rx) = mpsc::channel::<ClientFrame>(1024);
@@ -224,7 +229,10 @@ impl Client {
 
     /// Send a request and return a receiver of its reply (for pipelining).
     pub async fn send(&self, make: impl FnOnce(u64) -> ClientFrame) -> Result<PendingReply> {
-        let id = self.next_id();
+        self.send_id(self.next_id(), make).await
+    }
+
+    async fn send_id(&self, id: u64, make: impl FnOnce(u64) -> ClientFrame) -> Result<PendingReply> {
         let (tx, rx) = oneshot::channel();
         {
             if self.shared.closed.lock().expect("lock poisoned").is_some() {
@@ -292,29 +300,30 @@ impl Client {
     ) -> Result<WatchStream> {
         // Register the route before the request so no delivery can arrive unrouted.
         let (tx, rx) = mpsc::channel(64);
-        let pending = self
-            .send(|id| {
-                ClientFrame::Watch(Watch {
-                    id,
-                    patterns,
-                    from,
-                    at,
-                })
-            })
-            .await?;
-        // The watch id is known only from the reply; deliveries for it cannot precede the
-        // reply on the wire, and the reader routes frames in order.
-        let reply = pending.rx_raw().await.map_err(|_| self.closed_error())?;
-        match reply {
-            ServerFrame::WatchOk(ok) => {
-                self.shared
-                    .watches
-                    .lock()
-                    .expect("lock poisoned")
-                    .insert(ok.watch, tx);
-                Ok(WatchStream::new(ok.watch, rx, self.clone()))
-            }
-            ServerFrame::Error(e) => Err(ClientError::from_frame(e)),
+        let id = self.next_id();
+        self.shared
+            .pending_watches
+            .lock()
+            .expect("lock poisoned")
+            .insert(id, tx);
+        let watch = Watch {
+            id,
+            patterns,
+            from,
+            at,
+        };
+        let res = self.send_id(id, |_| ClientFrame::Watch(watch)).await;
+        let reply = match res {
+            Ok(pending) => pending.await_reply().await,
+            Err(e) => Err(e),
+        };
+        self.shared
+            .pending_watches
+            .lock()
+            .expect("lock poisoned")
+            .remove(&id);
+        match reply? {
+            ServerFrame::WatchOk(ok) => Ok(WatchStream::new(ok.watch, rx, self.clone())),
             other => Err(unexpected(other)),
         }
     }
@@ -420,9 +429,6 @@ impl PendingReply {
         }
     }
 
-    async fn rx_raw(self) -> std::result::Result<ServerFrame, oneshot::error::RecvError> {
-        self.rx.await
-    }
 }
 
 /// Route one frame; `Some(reason)` ends the connection.
@@ -455,6 +461,12 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
         }
         ServerFrame::Error(e) if e.id.is_none() => Some(format!(": {}: {}", e.code, e.message)),
         other => {
+            if let ServerFrame::WatchOk(ok) = &other {
+                let route = sh.pending_watches.lock().expect("lock poisoned").remove(&ok.id);
+                if let Some(tx) = route {
+                    sh.watches.lock().expect("lock poisoned").insert(ok.watch, tx);
+                }
+            }
             if let Some(id) = other.reply_id() {
                 let w = sh.waiters.lock().expect("lock poisoned").remove(&id);
                 if let Some(w) = w {

@@ -40,7 +40,7 @@ pub fn parse_headers(raw: &[String]) -> Result<Headers, Failure> {
     Ok(h)
 }
 
-pub async fn run(opts: &ConnectOptions, args: PublishArgs) -> CmdResult {
+pub async fn run(opts: &ConnectOptions, args: PublishArgs, json: bool) -> CmdResult {
     topic::validate_publish_topic(&args.topic).map_err(|e| Failure::new(2, e.to_string()))?;
     let headers = parse_headers(&args.headers)?;
     if args.whole && !args.msgs.is_empty() {
@@ -95,7 +95,10 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs) -> CmdResult {
     }
 
     let mut publisher = client.publisher(&args.topic, args.window);
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        json,
+        ..Tally::default()
+    };
     let mut failure: Option<Failure> = None;
     while let Some(input) = rx.recv().await {
         match input {
@@ -170,6 +173,8 @@ fn id_for(id: &Option<String>, n: u64, single: bool) -> Option<String> {
 
 #[derive(Default)]
 struct Tally {
+    /// Print each ack as a JSON line on stdout.
+    json: bool,
     sent: u64,
     acked: u64,
     unrouted: u64,
@@ -178,6 +183,15 @@ struct Tally {
 impl Tally {
     fn acked(&mut self, n: usize, ok: &mom_proto::PublishOk) {
         self.acked += n as u64;
+        if self.json {
+            let _ = crate::output::print_json(&serde_json::json!({
+                "topic": ok.topic,
+                "seqs": ok.seqs,
+                "duplicates": ok.duplicates,
+                "watchers": ok.watchers,
+                "queues": ok.queues,
+            }));
+        }
         if ok.watchers == 0 && ok.queues == 0 {
             self.unrouted += n as u64;
         }

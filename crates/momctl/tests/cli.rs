@@ -1,0 +1,76 @@
+//! momctl's command line, run as a real process, in situations that need no broker. (This
+//! file also makes `cargo test --workspace` build `target/debug/momctl`, which the
+//! end-to-end tests in /tests use.)
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run momctl with `args` and no stdin, killing it if it runs longer than 20 s.
+fn momctl(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_momctl"))
+        .args(args)
+        .env_remove("MOM_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn momctl");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("momctl {args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("momctl output")
+}
+
+/// 127.0.0.1 port 1 (tcpmux) has no listener on any sane test machine.
+const NOBODY: &str = "127.0.0.1:1";
+
+#[test]
+fn ping_without_broker_exits_4_with_one_line() {
+    let out = momctl(&["ping", "-s", NOBODY]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr is not one line: {err:?}");
+    assert!(err.contains(NOBODY), "stderr does not name the address: {err:?}");
+}
+
+#[test]
+fn invalid_topic_exits_2_without_connecting() {
+    // Exit 2, not 4: the name is refused before any connection is tried.
+    let out = momctl(&["publish", "bad topic", "x", "-s", NOBODY]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad topic"), "{err}");
+}
+
+#[test]
+fn unknown_flag_exits_2() {
+    let out = momctl(&["publish", "t", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn completions_bash_prints_a_script() {
+    let out = momctl(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("complete"), "{script}");
+    assert!(script.contains("momctl"), "{script}");
+    assert!(script.contains("subscribe"), "{script}");
+}
+
+#[test]
+fn help_lists_exit_codes() {
+    let out = momctl(&["--help"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Exit codes"), "{text}");
+    for cmd in ["publish", "subscribe", "topic", "stats", "ping"] {
+        assert!(text.contains(cmd), "momctl --help does not list {cmd}");
+    }
+}
