@@ -1081,7 +1081,7 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         CoreError::BadName(_) | CoreError::EmptyHeaderName | CoreError::EmptyBatch => {
             ErrorCode::BadRequest
         }
-        CoreError::PayloadTooLarge { .. } => ErrorCode::TooLarge,
+        CoreError::PayloadTooLarge { .. } | CoreError::HeadersTooLarge { .. } => ErrorCode::TooLarge,
         CoreError::TopicNotFound(_) => ErrorCode::NotFound,
     };
     (code, e.to_string())

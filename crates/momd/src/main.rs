@@ -58,6 +58,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // A delivery frame must hold one whole message: payload, headers and envelope.
+    if args.max_payload + 2 * core::MAX_HEADER_BYTES > args.max_frame {
+        anyhow::bail!(
+            "--max-payload ({}) must be at least 128 KiB below --max-frame ({})",
+            args.max_payload,
+            args.max_frame
+        );
+    }
     let data = args.data_dir()?;
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;

@@ -57,27 +57,32 @@ pub async fn run(
     ));
     let mut frames = FramedRead::with_capacity(rd, RawCodec::new(cfg.max_frame), 64 * 1024);
 
-    // AwaitingHello.
-    let first = tokio::select! {
-        f = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => f,
-        _ = shutdown.cancelled() => Ok(None),
-    };
-    let hello = match first {
-        Err(_) => {
-            outbox.close(ServerFrame::error(
-                None,
-                ErrorCode::BadRequest,
-                "no hello within 10 s",
-            ));
-            None
-        }
-        Ok(None) | Ok(Some(Err(FrameError::Io(_)))) => None,
-        Ok(Some(Err(e))) => {
-            outbox.close(frame_error(&e));
-            None
-        }
-        Ok(Some(Ok(body))) => match decode_body::<ClientFrame>(&body) {
-            Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => Some(h),
+    // AwaitingHello: one deadline for the whole phase; a malformed frame is answered and
+    // the connection keeps waiting (docs/protocol.md, 2.1).
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let hello = loop {
+        let next = tokio::select! {
+            f = tokio::time::timeout_at(deadline, frames.next()) => f,
+            _ = shutdown.cancelled() => Ok(None),
+        };
+        let body = match next {
+            Err(_) => {
+                outbox.close(ServerFrame::error(
+                    None,
+                    ErrorCode::BadRequest,
+                    "no hello within 10 s",
+                ));
+                break None;
+            }
+            Ok(None) | Ok(Some(Err(FrameError::Io(_)))) => break None,
+            Ok(Some(Err(e))) => {
+                outbox.close(frame_error(&e));
+                break None;
+            }
+            Ok(Some(Ok(body))) => body,
+        };
+        match decode_body::<ClientFrame>(&body) {
+            Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => break Some(h),
             Ok(ClientFrame::Hello(h)) => {
                 outbox.close(ServerFrame::error(
                     Some(h.id),
@@ -87,7 +92,7 @@ pub async fn run(
                         h.version
                     ),
                 ));
-                None
+                break None;
             }
             Ok(other) => {
                 outbox.close(ServerFrame::error(
@@ -95,18 +100,13 @@ pub async fn run(
                     ErrorCode::Unauthorized,
                     "send hello first",
                 ));
-                None
+                break None;
             }
             Err(e) => {
                 let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                outbox.close(ServerFrame::error(
-                    id,
-                    ErrorCode::Unauthorized,
-                    format!("send hello first ({e})"),
-                ));
-                None
+                outbox.reply(ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()), false);
             }
-        },
+        }
     };
     let Some(hello) = hello else {
         drop(outbox);
@@ -254,6 +254,8 @@ fn encode_deliver(
                 payload: &m.payload,
             })
             .collect();
+        // momd refuses to start with max_payload too close to max_frame, so even a frame
+        // of a single message fits.
         encode_frame(
             &DeliverRef {
                 kind: "deliver",
@@ -261,13 +263,28 @@ fn encode_deliver(
                 msgs,
             },
             buf,
-            // One message bigger than the frame limit cannot be split further; the client
-            // accepts frames up to max_frame plus the payload limit.
-            max_frame * 2,
+            max_frame,
         )?;
         start = end;
     }
     Ok(())
+}
+
+/// Encode a reply; one that would exceed the frame limit (a listing of very many topics)
+/// becomes an `internal` error for its request instead.
+fn encode_reply(frame: &ServerFrame, buf: &mut BytesMut, max_frame: usize) -> Result<(), FrameError> {
+    match encode_frame(frame, buf, max_frame) {
+        Err(FrameError::FrameTooLarge { len, max }) => encode_frame(
+            &ServerFrame::error(
+                frame.reply_id(),
+                ErrorCode::Internal,
+                format!("the reply is {len} bytes, over the frame limit of {max}"),
+            ),
+            buf,
+            max_frame,
+        ),
+        other => other,
+    }
 }
 
 async fn write_loop(
@@ -289,7 +306,7 @@ async fn write_loop(
                     if permit {
                         released += 1;
                     }
-                    encode_frame(&frame, &mut buf, max_frame * 2)
+                    encode_reply(&frame, &mut buf, max_frame)
                 }
                 Out::Release => {
                     released += 1;
@@ -305,7 +322,7 @@ async fn write_loop(
                 }
                 Out::Close(frame) => {
                     close = true;
-                    encode_frame(&frame, &mut buf, max_frame * 2)
+                    encode_reply(&frame, &mut buf, max_frame)
                 }
             };
             if let Err(e) = res {

@@ -35,7 +35,12 @@ pub enum CoreError {
     EmptyHeaderName,
     #[error("a publish needs at least one message")]
     EmptyBatch,
+    #[error("message {index} has {len} bytes of headers; the limit is {max}")]
+    HeadersTooLarge { index: usize, len: usize, max: usize },
 }
+
+/// Most bytes of header names and values one message may carry.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Settings the core needs; set once at start.
 #[derive(Debug, Clone)]
@@ -171,6 +176,14 @@ impl Core {
             }
             if m.headers.keys().any(String::is_empty) {
                 return Err(CoreError::EmptyHeaderName);
+            }
+            let len: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if len > MAX_HEADER_BYTES {
+                return Err(CoreError::HeadersTooLarge {
+                    index,
+                    len,
+                    max: MAX_HEADER_BYTES,
+                });
             }
         }
         let default_limits = self.config.default_limits;
