@@ -14,7 +14,11 @@ use crate::core::Batch;
 
 pub enum Out {
     /// A reply; `permit` says it answers a request that holds an in-flight permit.
-    Reply { frame: ServerFrame, permit: bool },
+    Reply {
+        frame: ServerFrame,
+        permit: bool,
+        bytes: usize,
+    },
     /// Messages for a watch. `bytes` were charged to the budget.
     Deliver {
         watch: u64,
@@ -71,8 +75,17 @@ pub fn outbox(limit: usize) -> (Outbox, OutboxRx) {
 
 impl Outbox {
     /// Queue a reply. False when the session is gone.
+    /// Queue a reply. Its estimated size is charged to the budget too, so a client that
+    /// sends requests with big answers but never reads them stops being read (the session
+    /// waits for [`Outbox::room`] before each request). False when the session is gone.
     pub fn reply(&self, frame: ServerFrame, permit: bool) -> bool {
-        self.tx.send(Out::Reply { frame, permit }).is_ok()
+        let bytes = estimate(&frame);
+        self.budget.queued.fetch_add(bytes, Ordering::AcqRel);
+        if self.tx.send(Out::Reply { frame, permit, bytes }).is_err() {
+            self.budget.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     pub fn release(&self) {
@@ -143,5 +156,22 @@ impl OutboxRx {
         if prev.saturating_sub(bytes) <= self.budget.limit / 2 {
             self.budget.room.notify_waiters();
         }
+    }
+}
+
+/// About how many bytes a reply takes on the wire (errs high).
+fn estimate(frame: &ServerFrame) -> usize {
+    const TOPIC: usize = 320;
+    match frame {
+        ServerFrame::TopicList(l) => 64 + l.topics.iter().map(|t| TOPIC + t.name.len()).sum::<usize>(),
+        ServerFrame::Stats(s) => {
+            1024 + s.topics.iter().map(|t| TOPIC + t.name.len()).sum::<usize>()
+                + s.clients.iter().map(|c| 256 + c.name.len() + c.user.len() + c.addr.len()).sum::<usize>()
+        }
+        ServerFrame::PublishOk(p) => 96 + p.topic.len() + 9 * p.seqs.len(),
+        ServerFrame::Error(e) => 96 + e.message.len(),
+        ServerFrame::Notice(n) => 96 + n.message.len(),
+        ServerFrame::TopicInfo(t) => 64 + TOPIC + t.topic.name.len(),
+        _ => 256,
     }
 }

@@ -169,7 +169,13 @@ pub async fn run(
                 continue;
             }
         };
-        // One permit per request; none left means the client must read its replies first.
+        // A client that does not read what it is sent stops being read: first room in its
+        // queue, then one permit per request.
+        tokio::select! {
+            _ = outbox.room() => {}
+            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
+        }
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p,
             _ = shutdown.cancelled() => break,
@@ -302,10 +308,15 @@ async fn write_loop(
         let mut sent_bytes = 0;
         while let Some(o) = item.take() {
             let res = match o {
-                Out::Reply { frame, permit } => {
+                Out::Reply {
+                    frame,
+                    permit,
+                    bytes,
+                } => {
                     if permit {
                         released += 1;
                     }
+                    sent_bytes += bytes;
                     encode_reply(&frame, &mut buf, max_frame)
                 }
                 Out::Release => {
