@@ -121,9 +121,28 @@ pub struct Args {
     #[arg(long, env = "MOMD_DEDUPE_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
     pub dedupe_window: Duration,
 
+    /// Retention of new topics: most messages kept (0 = unlimited).
+    #[arg(long, env = "MOMD_MAX_MSGS", default_value_t = 0)]
+    pub max_msgs: u64,
+
+    /// Retention of new topics: most bytes kept (0 = unlimited).
+    #[arg(long, env = "MOMD_MAX_BYTES", default_value_t = 0)]
+    pub max_bytes: u64,
+
+    /// Retention of new topics: oldest age kept, e.g. 7d (0 = unlimited).
+    #[arg(long, env = "MOMD_MAX_AGE", default_value = "0", value_parser = parse_age)]
+    pub max_age: Duration,
+
     /// Memory for the store's page cache, in MiB.
     #[arg(long, env = "MOMD_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
+}
+
+fn parse_age(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl Args {

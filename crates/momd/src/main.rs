@@ -95,7 +95,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         CoreConfig {
             max_payload: args.max_payload,
             dedupe_window_ms: window_ms,
-            ..CoreConfig::default()
+            default_limits: mom_proto::Limits {
+                max_msgs: args.max_msgs,
+                max_bytes: args.max_bytes,
+                max_age_ms: args.max_age.as_millis() as u64,
+            },
         },
         topics,
         dedupe,

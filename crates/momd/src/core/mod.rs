@@ -189,6 +189,9 @@ impl Core {
         let default_limits = self.config.default_limits;
         let (t, created) = self.topics.get_or_create(name, now, default_limits);
         let topic_id = t.id;
+        // A topic's times never go backwards, even if the clock does: replay by time and
+        // retention by age rely on it.
+        let now = now.max(t.last_time);
         let first_seq = t.last_seq + 1;
         let mut next = first_seq;
         let mut seqs = Vec::with_capacity(msgs.len());

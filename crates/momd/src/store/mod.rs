@@ -407,19 +407,31 @@ impl Store {
         Ok(out)
     }
 
-    /// The first seq of `topic` whose time is >= `time` (the seq after the last one when
-    /// none is). Scans record headers from the oldest.
+    /// The first seq of `topic` whose time is >= `time` (`last_seq + 1` when none is). A
+    /// binary search over records: a topic's times never decrease (core, `publish`).
     pub fn seq_at_time(&self, topic: &TopicState, time: u64) -> Result<u64> {
-        for kv in self.db.scan_prefix(prefix(P_MSG, topic.id)) {
-            let (k, v) = kv?;
-            let Some(rec_first) = seq_of_key(&k) else {
-                break;
+        let pfx = prefix(P_MSG, topic.id);
+        // The record holding `seq`: its first seq and its time.
+        let record_at = |seq: u64| -> Result<Option<(u64, u64)>> {
+            let Some((k, v)) = self.db.range(..=msg_key(topic.id, seq)).next_back().transpose()? else {
+                return Ok(None);
             };
-            if record::time_of(&v).is_some_and(|t| t >= time) {
-                return Ok(rec_first.max(topic.first_seq));
+            if !k.starts_with(&pfx) {
+                return Ok(None);
+            }
+            let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
+            let t = record::time_of(&v).ok_or_else(|| corrupt(&k, "no time"))?;
+            Ok(Some((first, t)))
+        };
+        let (mut lo, mut hi) = (topic.first_seq, topic.last_seq + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match record_at(mid)? {
+                Some((first, t)) if t >= time => hi = first.max(lo).min(mid),
+                _ => lo = mid + 1,
             }
         }
-        Ok(topic.last_seq + 1)
+        Ok(lo)
     }
 
     /// Reserve the next global client id (persisted with the next flush).

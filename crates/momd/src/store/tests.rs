@@ -265,6 +265,22 @@ fn seq_at_time_finds_the_first_record_at_or_after() {
     assert_eq!(store.seq_at_time(&t, 0).unwrap(), 1);
     assert_eq!(store.seq_at_time(&t, 150).unwrap(), 3);
     assert_eq!(store.seq_at_time(&t, 201).unwrap(), 4);
+    assert_eq!(store.seq_at_time(&t, 100).unwrap(), 1);
+    assert_eq!(store.seq_at_time(&t, 101).unwrap(), 3);
+}
+
+#[test]
+fn seq_at_time_over_many_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    for i in 0..300u64 {
+        let p = format!("{i}");
+        publish(&mut core, &store, "t", &[&p, &p, &p], false, 1_000 + i * 10);
+    }
+    let t = core.topics.get("t").unwrap().clone();
+    for (time, want) in [(0, 1), (1_000, 1), (1_001, 4), (1_010, 4), (2_000, 301), (3_990, 898), (3_991, 901), (9_999, 901)] {
+        assert_eq!(store.seq_at_time(&t, time).unwrap(), want, "time {time}");
+    }
 }
 
 #[test]
