@@ -150,7 +150,13 @@ pub struct Broker {
     started: Instant,
     sessions: HashMap<u64, Session>,
     watches: HashMap<WatchId, WatchState>,
-    /// Staged, waiting for a flush to start.
+    /// Publishes sequenced but not yet written to the store (see `commit`).
+    staged: store::Staged,
+    staged_pending: Vec<Pending>,
+    staged_undo: Vec<crate::core::Undo>,
+    /// Topics written since the last commit, to apply retention to.
+    to_trim: std::collections::BTreeSet<u32>,
+    /// Written, waiting for a flush to start.
     pending: Vec<Pending>,
     /// Covered by the flush in progress.
     flushing: Vec<Pending>,
@@ -169,6 +175,9 @@ pub struct Broker {
 
 pub const SYS_EVENTS: &str = "$sys.events";
 
+/// Staged record bytes that make the broker write them out before the drain ends.
+const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 impl Broker {
     pub fn new(
         core: Core,
@@ -186,6 +195,10 @@ impl Broker {
             started: Instant::now(),
             sessions: HashMap::new(),
             watches: HashMap::new(),
+            staged: store::Staged::default(),
+            staged_pending: Vec::new(),
+            staged_undo: Vec::new(),
+            to_trim: Default::default(),
             pending: Vec::new(),
             flushing: Vec::new(),
             flush_rx: None,
@@ -245,6 +258,7 @@ impl Broker {
                     }
                 }
             }
+            self.commit();
             if self.flush_rx.is_none() && !self.pending.is_empty() {
                 self.start_flush();
             }
@@ -506,6 +520,10 @@ impl Broker {
 
     fn request(&mut self, session: u64, frame: ClientFrame) {
         let now = now_ms();
+        if !matches!(frame, ClientFrame::Publish(_)) {
+            // Keep the store in the order the broker applied things.
+            self.commit();
+        }
         match frame {
             ClientFrame::Publish(p) => {
                 let sender = match self.sessions.get(&session) {
@@ -522,18 +540,9 @@ impl Broker {
                         .msgs_in
                         .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
-                match self.publish(&p.topic, p.msgs, sender, now, false) {
-                    Ok((topic_id, seqs, duplicates, batch)) => self.after_flush(Pending::Publish {
-                        session,
-                        id: p.id,
-                        no_ack: p.no_ack,
-                        topic_id,
-                        topic: p.topic,
-                        seqs,
-                        duplicates,
-                        batch,
-                    }),
-                    Err((code, msg)) => self.error(session, p.id, code, msg),
+                let req = (session, p.id, p.no_ack);
+                if let Err((code, msg)) = self.publish(req, &p.topic, p.msgs, sender, now, false) {
+                    self.error(session, p.id, code, msg);
                 }
             }
             ClientFrame::Watch(w) => self.watch(session, w),
@@ -662,16 +671,17 @@ impl Broker {
         }
     }
 
-    /// Sequence, stage and (if limits ask) trim one publish. Returns what the ack needs.
-    #[allow(clippy::type_complexity)]
+    /// Sequence one publish and stage it; its ack waits for [`Broker::commit`] and then
+    /// the flush. `req` is (session, request id, no_ack); session 0 is the broker itself.
     fn publish(
         &mut self,
+        req: (u64, u64, bool),
         name: &str,
         msgs: Vec<PubMsg>,
         sender: Sender,
         now: u64,
         reserved_ok: bool,
-    ) -> Result<(u32, Vec<u64>, u64, Option<Arc<Batch>>), (ErrorCode, String)> {
+    ) -> Result<(), (ErrorCode, String)> {
         let before: Option<TopicState> = self.core.topics.get(name).cloned();
         let res = if reserved_ok {
             self.core.publish_any(name, msgs, sender, now)
@@ -684,11 +694,10 @@ impl Broker {
             let Some(t) = self.core.topics.by_id(topic_id) else {
                 return Err((ErrorCode::Internal, "topic vanished".into()));
             };
-            if let Err(e) = self.store.append(&plan, t, self.core.topics.next_id()) {
-                tracing::error!(topic = name, "cannot stage publish: {e}");
-                self.core.undo_publish(&plan, before);
-                return Err((ErrorCode::Unavailable, format!("not stored: {e}")));
-            }
+            self.store
+                .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id());
+            self.staged_undo.push(Core::undo_of(&plan, before));
+            self.to_trim.insert(topic_id);
         }
         if plan.created {
             self.delivered_upto.insert(topic_id, 0);
@@ -699,7 +708,6 @@ impl Broker {
                 ));
             }
         }
-        self.trim(topic_id, now);
         let batch = if plan.stored.is_empty() {
             None
         } else {
@@ -711,7 +719,67 @@ impl Broker {
                 msgs: plan.stored,
             }))
         };
-        Ok((topic_id, plan.seqs, plan.duplicates, batch))
+        let (session, id, no_ack) = req;
+        self.staged_pending.push(Pending::Publish {
+            session,
+            id,
+            no_ack,
+            topic_id,
+            topic: name.to_string(),
+            seqs: plan.seqs,
+            duplicates: plan.duplicates,
+            batch,
+        });
+        if self.staged.bytes >= STAGED_MAX_BYTES {
+            self.commit();
+        }
+        Ok(())
+    }
+
+    /// Write every staged publish in one atomic batch, then let their acks wait for the
+    /// flush (or go, without `--fsync always`) and apply retention to the topics touched.
+    /// Called before anything else touches the store, so the store sees operations in the
+    /// order the broker applied them.
+    fn commit(&mut self) {
+        if self.staged_pending.is_empty() && self.staged.count == 0 {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let pending = std::mem::take(&mut self.staged_pending);
+        let undos = std::mem::take(&mut self.staged_undo);
+        match self.store.apply(staged) {
+            Ok(()) => {
+                for p in pending {
+                    self.after_flush(p);
+                }
+                let now = now_ms();
+                for t in std::mem::take(&mut self.to_trim) {
+                    self.trim(t, now);
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot write publishes: {e}");
+                for u in undos.into_iter().rev() {
+                    self.core.undo(u);
+                }
+                self.to_trim.clear();
+                let topics = &self.core.topics;
+                self.delivered_upto
+                    .retain(|id, _| topics.by_id(*id).is_some());
+                for p in pending {
+                    if let Pending::Publish { session, id, .. } = p {
+                        if session != 0 {
+                            self.error(
+                                session,
+                                id,
+                                ErrorCode::Unavailable,
+                                format!("not stored: {e}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Apply the topic's retention limits.
@@ -747,18 +815,16 @@ impl Broker {
                 .core
                 .set_limits(SYS_EVENTS, Some(10_000), None, None, now_ms());
         }
-        match self.publish(SYS_EVENTS, msgs, store::broker_sender(), now_ms(), true) {
-            Ok((topic_id, seqs, duplicates, batch)) => self.after_flush(Pending::Publish {
-                session: 0,
-                id: 0,
-                no_ack: true,
-                topic_id,
-                topic: SYS_EVENTS.to_string(),
-                seqs,
-                duplicates,
-                batch,
-            }),
-            Err((_, e)) => tracing::warn!("cannot record event: {e}"),
+        let req = (0, 0, true);
+        if let Err((_, e)) = self.publish(
+            req,
+            SYS_EVENTS,
+            msgs,
+            store::broker_sender(),
+            now_ms(),
+            true,
+        ) {
+            tracing::warn!("cannot record event: {e}");
         }
     }
 
@@ -938,6 +1004,7 @@ impl Broker {
     }
 
     fn on_tick(&mut self) {
+        self.commit();
         let now = now_ms();
         let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
@@ -1081,7 +1148,9 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         CoreError::BadName(_) | CoreError::EmptyHeaderName | CoreError::EmptyBatch => {
             ErrorCode::BadRequest
         }
-        CoreError::PayloadTooLarge { .. } | CoreError::HeadersTooLarge { .. } => ErrorCode::TooLarge,
+        CoreError::PayloadTooLarge { .. } | CoreError::HeadersTooLarge { .. } => {
+            ErrorCode::TooLarge
+        }
         CoreError::TopicNotFound(_) => ErrorCode::NotFound,
     };
     (code, e.to_string())

@@ -81,7 +81,15 @@ impl Outbox {
     pub fn reply(&self, frame: ServerFrame, permit: bool) -> bool {
         let bytes = estimate(&frame);
         self.budget.queued.fetch_add(bytes, Ordering::AcqRel);
-        if self.tx.send(Out::Reply { frame, permit, bytes }).is_err() {
+        if self
+            .tx
+            .send(Out::Reply {
+                frame,
+                permit,
+                bytes,
+            })
+            .is_err()
+        {
             self.budget.queued.fetch_sub(bytes, Ordering::AcqRel);
             return false;
         }
@@ -163,10 +171,15 @@ impl OutboxRx {
 fn estimate(frame: &ServerFrame) -> usize {
     const TOPIC: usize = 320;
     match frame {
-        ServerFrame::TopicList(l) => 64 + l.topics.iter().map(|t| TOPIC + t.name.len()).sum::<usize>(),
+        ServerFrame::TopicList(l) => {
+            64 + l.topics.iter().map(|t| TOPIC + t.name.len()).sum::<usize>()
+        }
         ServerFrame::Stats(s) => {
             1024 + s.topics.iter().map(|t| TOPIC + t.name.len()).sum::<usize>()
-                + s.clients.iter().map(|c| 256 + c.name.len() + c.user.len() + c.addr.len()).sum::<usize>()
+                + s.clients
+                    .iter()
+                    .map(|c| 256 + c.name.len() + c.user.len() + c.addr.len())
+                    .sum::<usize>()
         }
         ServerFrame::PublishOk(p) => 96 + p.topic.len() + 9 * p.seqs.len(),
         ServerFrame::Error(e) => 96 + e.message.len(),

@@ -104,7 +104,10 @@ pub async fn run(
             }
             Err(e) => {
                 let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                outbox.reply(ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()), false);
+                outbox.reply(
+                    ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()),
+                    false,
+                );
             }
         }
     };
@@ -278,7 +281,11 @@ fn encode_deliver(
 
 /// Encode a reply; one that would exceed the frame limit (a listing of very many topics)
 /// becomes an `internal` error for its request instead.
-fn encode_reply(frame: &ServerFrame, buf: &mut BytesMut, max_frame: usize) -> Result<(), FrameError> {
+fn encode_reply(
+    frame: &ServerFrame,
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), FrameError> {
     match encode_frame(frame, buf, max_frame) {
         Err(FrameError::FrameTooLarge { len, max }) => encode_frame(
             &ServerFrame::error(

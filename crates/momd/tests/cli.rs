@@ -30,8 +30,17 @@ fn help_exits_0_and_documents_fsync() {
     let out = momd(&["--help"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--fsync", "--listen", "--data", "--max-payload", "--watch-buffer"] {
-        assert!(text.contains(flag), "momd --help does not mention {flag}:\n{text}");
+    for flag in [
+        "--fsync",
+        "--listen",
+        "--data",
+        "--max-payload",
+        "--watch-buffer",
+    ] {
+        assert!(
+            text.contains(flag),
+            "momd --help does not mention {flag}:\n{text}"
+        );
     }
 }
 
@@ -56,6 +65,12 @@ fn bad_fsync_value_is_a_usage_error() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sometimes"), "stderr does not name the bad value: {err}");
-    assert!(!data.exists(), "momd created its data dir despite a usage error");
+    assert!(
+        err.contains("sometimes"),
+        "stderr does not name the bad value: {err}"
+    );
+    assert!(
+        !data.exists(),
+        "momd created its data dir despite a usage error"
+    );
 }

@@ -36,7 +36,11 @@ pub enum CoreError {
     #[error("a publish needs at least one message")]
     EmptyBatch,
     #[error("message {index} has {len} bytes of headers; the limit is {max}")]
-    HeadersTooLarge { index: usize, len: usize, max: usize },
+    HeadersTooLarge {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// Most bytes of header names and values one message may carry.
@@ -100,6 +104,16 @@ impl Batch {
     pub fn last_seq(&self) -> u64 {
         self.first_seq + self.msgs.len() as u64 - 1
     }
+}
+
+/// How to take back a publish (see [`Core::undo`]).
+#[derive(Debug, Clone)]
+pub struct Undo {
+    pub topic_id: u32,
+    pub before: Option<TopicState>,
+    pub msg_ids: Vec<String>,
+    pub stored: u64,
+    pub duplicates: u64,
 }
 
 /// What a publish command decided: what to store and whom to tell.
@@ -236,24 +250,39 @@ impl Core {
         })
     }
 
-    /// Undo a publish the store could not stage: the topic goes back to `before` (or away,
-    /// if the publish created it) and the batch's dedupe entries are forgotten.
-    pub fn undo_publish(&mut self, plan: &PublishPlan, before: Option<TopicState>) {
-        for m in &plan.stored {
-            if let Some(id) = &m.msg_id {
-                self.dedupe.remove(plan.topic_id, id);
-            }
+    /// What it takes to undo `plan` if the store cannot write it; `before` is the topic's
+    /// state before the publish (None if the publish created it).
+    pub fn undo_of(plan: &PublishPlan, before: Option<TopicState>) -> Undo {
+        Undo {
+            topic_id: plan.topic_id,
+            before,
+            msg_ids: plan
+                .stored
+                .iter()
+                .filter_map(|m| m.msg_id.clone())
+                .collect(),
+            stored: plan.stored.len() as u64,
+            duplicates: plan.duplicates,
         }
-        self.published_total -= plan.stored.len() as u64;
-        self.duplicates_total -= plan.duplicates;
-        match before {
+    }
+
+    /// Undo a publish the store could not write: the topic goes back to its state before
+    /// (or away, if the publish created it) and the batch's dedupe entries are forgotten.
+    /// Several undos are applied newest first.
+    pub fn undo(&mut self, u: Undo) {
+        for id in &u.msg_ids {
+            self.dedupe.remove(u.topic_id, id);
+        }
+        self.published_total -= u.stored;
+        self.duplicates_total -= u.duplicates;
+        match u.before {
             Some(b) => {
-                if let Some(t) = self.topics.by_id_mut(plan.topic_id) {
+                if let Some(t) = self.topics.by_id_mut(u.topic_id) {
                     *t = b;
                 }
             }
             None => {
-                let name = self.topics.by_id(plan.topic_id).map(|t| t.name.clone());
+                let name = self.topics.by_id(u.topic_id).map(|t| t.name.clone());
                 if let Some(name) = name {
                     self.topics.remove(&name);
                 }

@@ -116,11 +116,11 @@ fn undo_restores_the_topic_and_forgets_ids() {
     let p = c
         .publish("t", vec![msg("b", Some("i"))], sender(), 1)
         .unwrap();
-    c.undo_publish(&p, before.clone());
+    c.undo(Core::undo_of(&p, before.clone()));
     assert_eq!(c.topics.get("t").cloned(), before);
     assert_eq!(c.dedupe.check(p.topic_id, "i"), None);
     let p = c.publish("new", vec![msg("b", None)], sender(), 1).unwrap();
-    c.undo_publish(&p, None);
+    c.undo(Core::undo_of(&p, None));
     assert!(c.topics.get("new").is_none());
 }
 

@@ -53,6 +53,16 @@ pub struct ReadBatch {
     pub corrupt: u64,
 }
 
+/// Publishes gathered for one atomic write.
+#[derive(Default)]
+pub struct Staged {
+    batch: sled::Batch,
+    /// Bytes of records staged.
+    pub bytes: usize,
+    /// Publishes staged.
+    pub count: usize,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -196,13 +206,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Stage a publish: its records, the topic's new state and its dedupe entries, in one
-    /// atomic batch. Not durable until [`Store::flush`].
-    pub fn append(&self, plan: &PublishPlan, topic: &TopicState, next_topic_id: u32) -> Result<()> {
-        let mut batch = sled::Batch::default();
+    /// Add a publish to `staged`: its records, the topic's new state and its dedupe
+    /// entries. Nothing is written until [`Store::apply`].
+    pub fn stage_publish(
+        &self,
+        staged: &mut Staged,
+        plan: &PublishPlan,
+        topic: &TopicState,
+        next_topic_id: u32,
+    ) {
+        let batch = &mut staged.batch;
         let mut seq = plan.first_seq;
         for chunk in record::chunks(&plan.stored) {
             let value = record::encode(plan.time, &plan.sender, chunk);
+            staged.bytes += value.len();
             batch.insert(&msg_key(plan.topic_id, seq)[..], value);
             seq += chunk.len() as u64;
         }
@@ -215,14 +232,28 @@ impl Store {
             }
         }
         batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
-        if plan.created {
-            batch.insert(
-                meta_key("next_topic_id"),
-                &u64::from(next_topic_id).to_be_bytes()[..],
-            );
+        batch.insert(
+            meta_key("next_topic_id"),
+            &u64::from(next_topic_id).to_be_bytes()[..],
+        );
+        staged.count += 1;
+    }
+
+    /// Write what was staged, atomically. sled pays a log write per `apply_batch`, so the
+    /// broker gathers every publish waiting for the same flush into one.
+    pub fn apply(&self, staged: Staged) -> Result<()> {
+        if staged.count > 0 {
+            self.db.apply_batch(staged.batch)?;
         }
-        self.db.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Stage and write one publish.
+    #[cfg(test)]
+    pub fn append(&self, plan: &PublishPlan, topic: &TopicState, next_topic_id: u32) -> Result<()> {
+        let mut staged = Staged::default();
+        self.stage_publish(&mut staged, plan, topic, next_topic_id);
+        self.apply(staged)
     }
 
     /// Stage a topic's state (limits changed, or created empty).
@@ -413,7 +444,12 @@ impl Store {
         let pfx = prefix(P_MSG, topic.id);
         // The record holding `seq`: its first seq and its time.
         let record_at = |seq: u64| -> Result<Option<(u64, u64)>> {
-            let Some((k, v)) = self.db.range(..=msg_key(topic.id, seq)).next_back().transpose()? else {
+            let Some((k, v)) = self
+                .db
+                .range(..=msg_key(topic.id, seq))
+                .next_back()
+                .transpose()?
+            else {
                 return Ok(None);
             };
             if !k.starts_with(&pfx) {

@@ -278,7 +278,16 @@ fn seq_at_time_over_many_records() {
         publish(&mut core, &store, "t", &[&p, &p, &p], false, 1_000 + i * 10);
     }
     let t = core.topics.get("t").unwrap().clone();
-    for (time, want) in [(0, 1), (1_000, 1), (1_001, 4), (1_010, 4), (2_000, 301), (3_990, 898), (3_991, 901), (9_999, 901)] {
+    for (time, want) in [
+        (0, 1),
+        (1_000, 1),
+        (1_001, 4),
+        (1_010, 4),
+        (2_000, 301),
+        (3_990, 898),
+        (3_991, 901),
+        (9_999, 901),
+    ] {
         assert_eq!(store.seq_at_time(&t, time).unwrap(), want, "time {time}");
     }
 }
