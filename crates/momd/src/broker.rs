@@ -1094,7 +1094,9 @@ impl Broker {
                 c.watches = s.watches.len() as u64;
                 c
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut clients = clients;
+        clients.sort_by_key(|c| c.client_id);
         Stats {
             id,
             server_id: self.server_id.clone(),
