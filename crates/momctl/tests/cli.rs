@@ -35,8 +35,15 @@ fn ping_without_broker_exits_4_with_one_line() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "stderr is not one line: {err:?}");
-    assert!(err.contains(NOBODY), "stderr does not name the address: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "stderr is not one line: {err:?}"
+    );
+    assert!(
+        err.contains(NOBODY),
+        "stderr does not name the address: {err:?}"
+    );
 }
 
 #[test]
