@@ -694,9 +694,19 @@ impl Broker {
             let Some(t) = self.core.topics.by_id(topic_id) else {
                 return Err((ErrorCode::Internal, "topic vanished".into()));
             };
-            self.store
-                .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id());
-            self.staged_undo.push(Core::undo_of(&plan, before));
+            let undo = Core::undo_of(&plan, before);
+            if let Err(e) =
+                self.store
+                    .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id())
+            {
+                tracing::error!(topic = name, "cannot write publish: {e}");
+                self.core.undo(undo);
+                if plan.created {
+                    self.delivered_upto.remove(&topic_id);
+                }
+                return Err((ErrorCode::Unavailable, format!("not stored: {e}")));
+            }
+            self.staged_undo.push(undo);
             self.to_trim.insert(topic_id);
         }
         if plan.created {

@@ -232,7 +232,11 @@ impl Client {
         self.send_id(self.next_id(), make).await
     }
 
-    async fn send_id(&self, id: u64, make: impl FnOnce(u64) -> ClientFrame) -> Result<PendingReply> {
+    async fn send_id(
+        &self,
+        id: u64,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<PendingReply> {
         let (tx, rx) = oneshot::channel();
         {
             if self.shared.closed.lock().expect("lock poisoned").is_some() {
@@ -428,7 +432,6 @@ impl PendingReply {
             Err(_) => Err(self.client.closed_error()),
         }
     }
-
 }
 
 /// Route one frame; `Some(reason)` ends the connection.
@@ -462,9 +465,16 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
         ServerFrame::Error(e) if e.id.is_none() => Some(format!(": {}: {}", e.code, e.message)),
         other => {
             if let ServerFrame::WatchOk(ok) = &other {
-                let route = sh.pending_watches.lock().expect("lock poisoned").remove(&ok.id);
+                let route = sh
+                    .pending_watches
+                    .lock()
+                    .expect("lock poisoned")
+                    .remove(&ok.id);
                 if let Some(tx) = route {
-                    sh.watches.lock().expect("lock poisoned").insert(ok.watch, tx);
+                    sh.watches
+                        .lock()
+                        .expect("lock poisoned")
+                        .insert(ok.watch, tx);
                 }
             }
             if let Some(id) = other.reply_id() {

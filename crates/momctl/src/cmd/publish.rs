@@ -43,7 +43,11 @@ pub fn parse_headers(raw: &[String]) -> Result<Headers, Failure> {
 pub async fn run(opts: &ConnectOptions, args: PublishArgs, json: bool) -> CmdResult {
     topic::validate_publish_topic(&args.topic).map_err(|e| {
         // A reserved name is a valid name the user may not publish to: forbidden, not usage.
-        let code = if matches!(e, topic::NameError::Reserved(_)) { 5 } else { 2 };
+        let code = if matches!(e, topic::NameError::Reserved(_)) {
+            5
+        } else {
+            2
+        };
         Failure::new(code, e.to_string())
     })?;
     let headers = parse_headers(&args.headers)?;

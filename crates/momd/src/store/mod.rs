@@ -1,18 +1,22 @@
-//! The sled adapter: everything momd keeps on disk, in one sled tree with key prefixes so a
-//! publish (its message records, its topic's counters and its dedupe entries) is written by
-//! one atomic `apply_batch` (DESIGN.md, Storage and durability).
+//! The store: everything momd keeps on disk. Message records live in append-only segment
+//! files, one directory per topic ([`segments`]); sled holds the index and everything small,
+//! in one tree with key prefixes, so a publish (its index entries, its topic's counters and
+//! its dedupe entries) is one atomic `apply_batch` (DESIGN.md, Storage and durability).
 //!
-//! Keys:
-//! - `M` topic_id(u32 BE) first_seq(u64 BE) → a record: consecutive messages of one publish
-//!   (see [`record`]). Records are ordered by seq, so the record holding seq N is the last
-//!   key ≤ (topic, N): sled's ordered keys are the seq index.
+//! sled keys:
+//! - `M` topic_id(u32 BE) first_seq(u64 BE) → where a record is and what it holds (see
+//!   [`IndexEntry`]). Ordered by seq, so the record holding seq N is the last key ≤ (topic,
+//!   N): sled's ordered keys are the seq index.
 //! - `T` topic_id → the topic's state (name, limits, first/last seq, counters).
 //! - `D` topic_id msg_id → (seq, time) of a dedupe entry.
-//! - `S` name → server meta (server id, next client id).
+//! - `S` name → server meta (server id, next topic and client ids).
 //!
-//! Durability is [`Store::flush`]: sled writes its log and fsyncs. Callers ack only after it.
+//! Durability is [`Store::flush`]: segment files fdatasynced first, then sled's log. Callers
+//! ack only after it. At start, each topic's newest record is checked against its index and
+//! a torn tail (written, never acknowledged) is cut off.
 
 pub mod record;
+pub mod segments;
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +25,14 @@ use std::sync::Arc;
 use mom_proto::Sender;
 
 use crate::core::{Batch, NewMsg, PublishPlan, TopicState};
+use segments::{Loc, Segments};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("segment file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("corrupt record {key}: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -67,12 +74,52 @@ pub struct Staged {
 pub struct Store {
     db: sled::Db,
     dir: PathBuf,
+    segs: Arc<Segments>,
     /// sled's log file. sled's own flush ends in `sync_file_range`, which neither flushes
     /// the device's write cache nor the file's size; an `fdatasync` of this file after it
     /// is what makes an ack survive a power cut, not just a crash of momd.
     log: Arc<std::fs::File>,
-    /// When blob files (values too large for the log) were last synced.
-    blobs_synced: Arc<std::sync::Mutex<std::time::SystemTime>>,
+}
+
+/// An index entry: where a record is, and enough about it for retention and replay by time
+/// without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub loc: Loc,
+    pub count: u32,
+    pub time: u64,
+    /// Payload and header bytes of its messages.
+    pub bytes: u64,
+}
+
+impl IndexEntry {
+    const LEN: usize = 40;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut v = [0u8; Self::LEN];
+        v[0..8].copy_from_slice(&self.loc.segment.to_be_bytes());
+        v[8..16].copy_from_slice(&self.loc.offset.to_be_bytes());
+        v[16..20].copy_from_slice(&self.loc.len.to_be_bytes());
+        v[20..24].copy_from_slice(&self.count.to_be_bytes());
+        v[24..32].copy_from_slice(&self.time.to_be_bytes());
+        v[32..40].copy_from_slice(&self.bytes.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<IndexEntry> {
+        let u64_at = |i: usize| Some(u64::from_be_bytes(v.get(i..i + 8)?.try_into().ok()?));
+        let u32_at = |i: usize| Some(u32::from_be_bytes(v.get(i..i + 4)?.try_into().ok()?));
+        Some(IndexEntry {
+            loc: Loc {
+                segment: u64_at(0)?,
+                offset: u64_at(8)?,
+                len: u32_at(16)?,
+            },
+            count: u32_at(20)?,
+            time: u64_at(24)?,
+            bytes: u64_at(32)?,
+        })
+    }
 }
 
 const P_MSG: u8 = b'M';
@@ -132,35 +179,36 @@ fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    /// Open (or create) the database in `dir`. The caller holds the directory lock.
+    /// Open (or create) the store in `dir`. The caller holds the directory lock.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cache_bytes)
-            // Large segments keep batch records inline in the log instead of as blob files.
-            .segment_size(8 * 1024 * 1024)
             // momd decides when to flush (group commit); sled's timer is only a backstop.
             .flush_every_ms(Some(1000))
-            .mode(sled::Mode::HighThroughput)
             .open()?;
-        let log = std::fs::File::open(dir.join("db").join("db"))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        let log = std::fs::File::open(dir.join("db").join("db"))?;
+        let segs = Segments::open(&dir.join("topics"))?;
         Ok(Store {
             db,
             dir: dir.to_path_buf(),
+            segs: Arc::new(segs),
             log: Arc::new(log),
-            blobs_synced: Arc::new(std::sync::Mutex::new(std::time::UNIX_EPOCH)),
         })
     }
 
-    /// Read what is needed at start: topic states, dedupe entries, server meta. Its cost
-    /// grows with the number of topics and live dedupe entries, not with stored messages.
+    /// Read what is needed at start: topic states, dedupe entries, server meta, and check
+    /// each topic's newest record. Its cost grows with the number of topics and live dedupe
+    /// entries, not with stored messages.
     pub fn load(&self, now: u64, dedupe_window_ms: u64) -> Result<Loaded> {
         let mut out = Loaded::default();
         for kv in self.db.scan_prefix([P_TOPIC]) {
             let (k, v) = kv?;
             let t: TopicState = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             out.topics.push(t);
+        }
+        for t in &mut out.topics {
+            self.recover_tail(t)?;
         }
         let mut expired = sled::Batch::default();
         for kv in self.db.scan_prefix([P_DEDUPE]) {
@@ -206,21 +254,77 @@ impl Store {
         Ok(out)
     }
 
-    /// Add a publish to `staged`: its records, the topic's new state and its dedupe
-    /// entries. Nothing is written until [`Store::apply`].
+    /// Check the newest records of a topic against its index. A record the index names but
+    /// the segment does not hold whole (a power cut after sled wrote its index entry but
+    /// before the segment reached the disk: never acknowledged) is forgotten, newest first;
+    /// then the segment is cut after the last good record, so appends go on from there.
+    fn recover_tail(&self, t: &mut TopicState) -> Result<()> {
+        let mut removed = sled::Batch::default();
+        let mut changed = false;
+        let mut last_good = None;
+        let mut reader = self.segs.reader(t.id);
+        for kv in self.db.scan_prefix(prefix(P_MSG, t.id)).rev() {
+            let (k, v) = kv?;
+            let (Some(first), Some(e)) = (seq_of_key(&k), IndexEntry::decode(&v)) else {
+                removed.remove(k);
+                changed = true;
+                continue;
+            };
+            if reader.read(first, e.loc).is_ok() {
+                last_good = Some(e.loc);
+                break;
+            }
+            tracing::warn!(
+                topic = %t.name,
+                seq = first,
+                "record lost in a crash before it was acknowledged; dropping it"
+            );
+            removed.remove(k);
+            changed = true;
+            let last = first + u64::from(e.count) - 1;
+            if last == t.last_seq {
+                t.last_seq = first - 1;
+            }
+            t.msgs = t.msgs.saturating_sub(u64::from(e.count));
+            t.bytes = t.bytes.saturating_sub(e.bytes);
+        }
+        if last_good.is_none() {
+            t.msgs = 0;
+            t.bytes = 0;
+            t.first_seq = t.last_seq + 1;
+        }
+        self.segs.truncate_after(t.id, last_good)?;
+        if changed {
+            removed.insert(&topic_key(t.id)[..], encode_topic(t));
+            self.db.apply_batch(removed)?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Add a publish to `staged`: its records go to the topic's segment file now, its index
+    /// entries, the topic's new state and its dedupe entries into the batch that
+    /// [`Store::apply`] writes.
     pub fn stage_publish(
         &self,
         staged: &mut Staged,
         plan: &PublishPlan,
         topic: &TopicState,
         next_topic_id: u32,
-    ) {
+    ) -> Result<()> {
         let batch = &mut staged.batch;
         let mut seq = plan.first_seq;
         for chunk in record::chunks(&plan.stored) {
-            let value = record::encode(plan.time, &plan.sender, chunk);
-            staged.bytes += value.len();
-            batch.insert(&msg_key(plan.topic_id, seq)[..], value);
+            let body = record::encode(plan.time, &plan.sender, chunk);
+            let loc = self.segs.append(plan.topic_id, seq, &body)?;
+            staged.bytes += body.len();
+            let entry = IndexEntry {
+                loc,
+                count: chunk.len() as u32,
+                time: plan.time,
+                bytes: chunk.iter().map(NewMsg::size).sum(),
+            };
+            batch.insert(&msg_key(plan.topic_id, seq)[..], &entry.encode()[..]);
             seq += chunk.len() as u64;
         }
         for (i, m) in plan.stored.iter().enumerate() {
@@ -237,6 +341,7 @@ impl Store {
             &u64::from(next_topic_id).to_be_bytes()[..],
         );
         staged.count += 1;
+        Ok(())
     }
 
     /// Write what was staged, atomically. sled pays a log write per `apply_batch`, so the
@@ -252,7 +357,7 @@ impl Store {
     #[cfg(test)]
     pub fn append(&self, plan: &PublishPlan, topic: &TopicState, next_topic_id: u32) -> Result<()> {
         let mut staged = Staged::default();
-        self.stage_publish(&mut staged, plan, topic, next_topic_id);
+        self.stage_publish(&mut staged, plan, topic, next_topic_id)?;
         self.apply(staged)
     }
 
@@ -268,8 +373,8 @@ impl Store {
         Ok(())
     }
 
-    /// Remove a topic: its state first (so a crash midway leaves no visible topic), then
-    /// its records and dedupe entries.
+    /// Remove a topic: its state first (so a crash midway leaves no visible topic), then its
+    /// index and dedupe entries, then its segment files.
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
         self.db.remove(topic_key(topic))?;
         for p in [P_MSG, P_DEDUPE] {
@@ -285,6 +390,7 @@ impl Store {
             }
             self.db.apply_batch(batch)?;
         }
+        self.segs.remove_topic(topic)?;
         Ok(())
     }
 
@@ -297,51 +403,85 @@ impl Store {
         Ok(())
     }
 
+    /// The index entries of `topic` from the one holding `from` on.
+    fn entries_from(
+        &self,
+        topic: u32,
+        from: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, IndexEntry, sled::IVec)>>> {
+        let pfx = prefix(P_MSG, topic);
+        let start = self
+            .db
+            .range(..=msg_key(topic, from))
+            .next_back()
+            .transpose()?
+            .filter(|(k, _)| k.starts_with(&pfx))
+            .map(|(k, _)| k.to_vec())
+            .unwrap_or_else(|| msg_key(topic, from).to_vec());
+        let end = msg_key(topic, u64::MAX).to_vec();
+        Ok(self.db.range(start..=end).map(|kv| {
+            let (k, v) = kv?;
+            let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
+            let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
+            Ok((first, e, k))
+        }))
+    }
+
     /// Apply retention to `topic` (by count, bytes and, with `now`, age). Returns
-    /// (new first seq, messages removed, bytes removed) when something went, having staged
-    /// the record removals and the topic's new state.
+    /// (new first seq, messages removed, bytes removed) when something went, having written
+    /// the index removals and the topic's new state and deleted segment files no longer
+    /// needed. Works from the index; a record is read only when the cut falls inside it.
     pub fn trim(&self, topic: &TopicState, now: u64) -> Result<Option<(u64, u64, u64)>> {
         let lim = topic.limits;
         if lim.max_msgs == 0 && lim.max_bytes == 0 && lim.max_age_ms == 0 {
             return Ok(None);
         }
+        let over = |msgs: u64, bytes: u64| {
+            (lim.max_msgs > 0 && msgs > lim.max_msgs)
+                || (lim.max_bytes > 0 && bytes > lim.max_bytes)
+        };
         let mut msgs = topic.msgs;
         let mut bytes = topic.bytes;
         let mut first = topic.first_seq;
         let mut removed_msgs = 0;
         let mut removed_bytes = 0;
         let mut batch = sled::Batch::default();
-        let start = self
-            .db
-            .range(..=msg_key(topic.id, first))
-            .next_back()
-            .transpose()?
-            .filter(|(k, _)| k.starts_with(&prefix(P_MSG, topic.id)))
-            .map(|(k, _)| k);
-        let from_key = start
-            .map(|k| k.to_vec())
-            .unwrap_or_else(|| msg_key(topic.id, first).to_vec());
-        'records: for kv in self
-            .db
-            .range(from_key..msg_key(topic.id, u64::MAX).to_vec())
-        {
-            let (k, v) = kv?;
-            let Some(rec_first) = seq_of_key(&k) else {
+        let mut reader = self.segs.reader(topic.id);
+        for item in self.entries_from(topic.id, first)? {
+            let (rec_first, e, key) = item?;
+            let rec_next = rec_first + u64::from(e.count);
+            if rec_next <= first {
+                batch.remove(key);
+                continue;
+            }
+            let aged = lim.max_age_ms > 0 && now.saturating_sub(e.time) >= lim.max_age_ms;
+            if msgs == 0 || !(aged || over(msgs, bytes)) {
                 break;
-            };
-            let rec = record::decode(&v).map_err(|e| corrupt(&k, e))?;
-            let aged = lim.max_age_ms > 0 && now.saturating_sub(rec.time) >= lim.max_age_ms;
-            let n = rec.msgs.len() as u64;
+            }
+            let rest = rec_next - first.max(rec_first);
+            // The whole record goes if it is old, or if the limits still hold without it.
+            let whole = aged
+                || (first <= rec_first
+                    && over(msgs - rest.min(msgs), bytes.saturating_sub(e.bytes)));
+            if whole && first <= rec_first {
+                msgs -= rest.min(msgs);
+                bytes = bytes.saturating_sub(e.bytes);
+                removed_msgs += rest;
+                removed_bytes += e.bytes;
+                first = rec_next;
+                batch.remove(key);
+                continue;
+            }
+            // The cut falls inside this record: go message by message.
+            let body = reader.read(rec_first, e.loc)?;
+            let rec = record::decode(&body).map_err(|err| corrupt(&key, err))?;
             for (i, m) in rec.msgs.iter().enumerate() {
                 let seq = rec_first + i as u64;
                 if seq < first {
                     continue;
                 }
-                let over = (lim.max_msgs > 0 && msgs > lim.max_msgs)
-                    || (lim.max_bytes > 0 && bytes > lim.max_bytes);
-                if !(over || aged) || msgs == 0 {
-                    // A record partly below `first` stays until all of it has gone.
-                    break 'records;
+                if msgs == 0 || !(aged || over(msgs, bytes)) {
+                    break;
                 }
                 let size = m.size();
                 msgs -= 1;
@@ -350,9 +490,11 @@ impl Store {
                 removed_bytes += size;
                 first = seq + 1;
             }
-            if first >= rec_first + n {
-                batch.remove(k);
+            if first >= rec_next {
+                batch.remove(key);
+                continue;
             }
+            break;
         }
         if removed_msgs == 0 {
             return Ok(None);
@@ -361,12 +503,14 @@ impl Store {
         t.record_trim(first, removed_msgs, removed_bytes);
         batch.insert(&topic_key(t.id)[..], encode_topic(&t));
         self.db.apply_batch(batch)?;
+        self.segs.remove_below(t.id, first)?;
         Ok(Some((first, removed_msgs, removed_bytes)))
     }
 
     /// Read messages of `topic` from `from` up to `to` (inclusive), stopping after about
     /// `max_bytes` of payload. Batches come out in seq order; a message whose checksum does
-    /// not match is logged, counted and skipped.
+    /// not match is logged, counted and skipped, and so is a record whose segment data does
+    /// not match its index.
     pub fn read(
         &self,
         topic: u32,
@@ -382,23 +526,35 @@ impl Store {
         if from > to {
             return Ok(out);
         }
-        let pfx = prefix(P_MSG, topic);
-        let start = self
-            .db
-            .range(..=msg_key(topic, from))
-            .next_back()
-            .transpose()?
-            .filter(|(k, _)| k.starts_with(&pfx))
-            .map(|(k, _)| k.to_vec())
-            .unwrap_or_else(|| msg_key(topic, from).to_vec());
         let name: Arc<str> = Arc::from(name);
         let mut bytes = 0usize;
-        for kv in self.db.range(start..=msg_key(topic, to).to_vec()) {
-            let (k, v) = kv?;
-            let Some(rec_first) = seq_of_key(&k) else {
+        let mut reader = self.segs.reader(topic);
+        for item in self.entries_from(topic, from)? {
+            let (rec_first, e, key) = item?;
+            if rec_first > to {
                 break;
+            }
+            let rec_next = rec_first + u64::from(e.count);
+            if rec_next <= from {
+                continue;
+            }
+            let rec = match reader
+                .read(rec_first, e.loc)
+                .map_err(StoreError::from)
+                .and_then(|b| record::decode(&b).map_err(|err| corrupt(&key, err)))
+            {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!(
+                        topic = &*name,
+                        seq = rec_first,
+                        "unreadable record skipped: {err}"
+                    );
+                    out.corrupt += u64::from(e.count);
+                    out.next_seq = rec_next.min(to + 1);
+                    continue;
+                }
             };
-            let rec = record::decode(&v).map_err(|e| corrupt(&k, e))?;
             let mut cur: Option<Batch> = None;
             for (i, m) in rec.msgs.into_iter().enumerate() {
                 let seq = rec_first + i as u64;
@@ -439,7 +595,7 @@ impl Store {
     }
 
     /// The first seq of `topic` whose time is >= `time` (`last_seq + 1` when none is). A
-    /// binary search over records: a topic's times never decrease (core, `publish`).
+    /// binary search over the index: a topic's times never decrease (core, `publish`).
     pub fn seq_at_time(&self, topic: &TopicState, time: u64) -> Result<u64> {
         let pfx = prefix(P_MSG, topic.id);
         // The record holding `seq`: its first seq and its time.
@@ -456,8 +612,8 @@ impl Store {
                 return Ok(None);
             }
             let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
-            let t = record::time_of(&v).ok_or_else(|| corrupt(&k, "no time"))?;
-            Ok(Some((first, t)))
+            let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
+            Ok(Some((first, e.time)))
         };
         let (mut lo, mut hi) = (topic.first_seq, topic.last_seq + 1);
         while lo < hi {
@@ -481,41 +637,13 @@ impl Store {
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
     }
 
-    /// Make everything staged so far durable: sled writes its log, then the log file (and
-    /// any new blob file) is fdatasynced.
+    /// Make everything written so far durable: the segment files first, then sled's index,
+    /// whose log file is fdatasynced after sled's own flush.
     pub fn flush(&self) -> Result<usize> {
+        self.segs.sync()?;
         let n = self.db.flush()?;
-        let io = |e| StoreError::Sled(sled::Error::Io(e));
-        self.log.sync_data().map_err(io)?;
-        self.sync_blobs().map_err(io)?;
+        self.log.sync_data()?;
         Ok(n)
-    }
-
-    /// sled writes values too large for its log as separate blob files without syncing
-    /// them; sync those written since the last flush.
-    fn sync_blobs(&self) -> std::io::Result<()> {
-        let dir = self.dir.join("db").join("blobs");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        let mut last = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
-        let started = std::time::SystemTime::now();
-        let mut any = false;
-        for e in entries.flatten() {
-            let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(started);
-            if modified >= *last {
-                std::fs::File::open(e.path())?.sync_data()?;
-                any = true;
-            }
-        }
-        if any {
-            std::fs::File::open(&dir)?.sync_all()?;
-        }
-        // Back off a second: mtime granularity must not let a blob slip through.
-        *last = started
-            .checked_sub(std::time::Duration::from_secs(1))
-            .unwrap_or(started);
-        Ok(())
     }
 
     /// Bytes the data directory holds on disk.

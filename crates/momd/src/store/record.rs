@@ -116,14 +116,3 @@ pub fn encode(time: u64, sender: &Sender, msgs: &[NewMsg]) -> Vec<u8> {
 pub fn decode(v: &[u8]) -> Result<Record, rmp_serde::decode::Error> {
     rmp_serde::from_slice(v)
 }
-
-/// The time of a record, read from its first fields without decoding its messages.
-pub fn time_of(v: &[u8]) -> Option<u64> {
-    let mut rd = v;
-    let len = rmp::decode::read_array_len(&mut rd).ok()?;
-    if len < 2 {
-        return None;
-    }
-    let _version: u8 = rmp::decode::read_int(&mut rd).ok()?;
-    rmp::decode::read_int(&mut rd).ok()
-}

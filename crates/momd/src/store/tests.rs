@@ -233,26 +233,92 @@ fn removed_topics_leave_nothing_behind() {
     assert_eq!(store.db.scan_prefix([P_DEDUPE]).count(), 1);
 }
 
+fn segment_files(dir: &std::path::Path, topic: u32) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("topics").join(topic.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn a_corrupt_message_is_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut core) = open(dir.path());
     publish(&mut core, &store, "c", &["good", "evil", "fine"], false, 1);
+    publish(&mut core, &store, "c", &["next"], false, 2);
     let t = core.topics.get("c").unwrap().clone();
-    // Flip one byte of the payload "evil" inside the stored record.
-    let key = msg_key(t.id, 1);
-    let mut v = store.db.get(key).unwrap().unwrap().to_vec();
+    // Flip one byte of the payload "evil" inside the segment file: the record's CRC no
+    // longer matches, so the whole record is skipped, and the next one still reads.
+    let seg = &segment_files(dir.path(), t.id)[0];
+    let mut v = std::fs::read(seg).unwrap();
     let pos = v.windows(4).position(|w| w == b"evil").unwrap();
     v[pos] = b'E';
-    store.db.insert(key, v).unwrap();
-    let r = store.read(t.id, "c", 1, 3, usize::MAX).unwrap();
-    assert_eq!(r.corrupt, 1);
+    std::fs::write(seg, v).unwrap();
+    let r = store.read(t.id, "c", 1, 4, usize::MAX).unwrap();
+    assert_eq!(r.corrupt, 3);
     let seqs: Vec<u64> = r
         .batches
         .iter()
         .flat_map(|b| (0..b.msgs.len() as u64).map(move |i| b.first_seq + i))
         .collect();
-    assert_eq!(seqs, vec![1, 3]);
+    assert_eq!(seqs, vec![4]);
+    assert_eq!(r.next_seq, 5);
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_restart_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "t", &["one", "two"], false, 1);
+        publish(&mut core, &store, "t", &["three"], false, 2);
+        store.flush().unwrap();
+        id = core.topics.get("t").unwrap().id;
+    }
+    // A power cut: the index (in sled) survived, the last record's bytes did not all.
+    let seg = &segment_files(dir.path(), id)[0];
+    let len = std::fs::metadata(seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+    f.set_len(len - 3).unwrap();
+    drop(f);
+    let (store, mut core) = open(dir.path());
+    let t = core.topics.get("t").unwrap().clone();
+    assert_eq!((t.last_seq, t.msgs, t.first_seq), (2, 2, 1));
+    assert_eq!(
+        publish(&mut core, &store, "t", &["three again"], false, 3),
+        vec![3]
+    );
+    assert_eq!(
+        read_all(&store, &core, "t"),
+        vec![
+            (1, "one".into()),
+            (2, "two".into()),
+            (3, "three again".into())
+        ]
+    );
+}
+
+#[test]
+fn retention_deletes_whole_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    // 70 records of ~1 MiB fill more than one 64 MiB segment.
+    let big = "x".repeat(1024 * 1024 - 64);
+    for _ in 0..70 {
+        publish(&mut core, &store, "big", &[big.as_str()], false, 1);
+    }
+    let id = core.topics.get("big").unwrap().id;
+    assert_eq!(segment_files(dir.path(), id).len(), 2);
+    core.topics.by_id_mut(id).unwrap().limits.max_msgs = 5;
+    let t = core.topics.by_id(id).unwrap().clone();
+    let (first, n, _) = store.trim(&t, 1).unwrap().unwrap();
+    assert_eq!((first, n), (66, 65));
+    assert_eq!(segment_files(dir.path(), id).len(), 1);
+    core.topics.by_id_mut(id).unwrap().record_trim(first, n, 0);
+    assert_eq!(read_all(&store, &core, "big").len(), 5);
 }
 
 #[test]

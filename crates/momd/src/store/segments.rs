@@ -1,0 +1,289 @@
+//! Message records in append-only segment files, one directory per topic:
+//! `topics/<topic id>/<first seq, 20 digits>.seg`. sled holds only the index that says where
+//! each record is (see `mod.rs`), so the store's memory does not grow with what it holds,
+//! removing a topic deletes a directory, and retention deletes whole files.
+//!
+//! A record on disk: a 20-byte header — `b"MR"`, version 1, a zero byte, the record's first
+//! seq (u64 BE), the body length (u32 BE) and the body's CRC-32 (u32 BE) — then the body
+//! (`record.rs`). Appends go to the page cache at once; [`Segments::sync`] fdatasyncs every
+//! file (and directory) written since the last sync, before the index that points at them
+//! is flushed. A record is acknowledged only after both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub const HEADER_LEN: u64 = 20;
+const MAGIC: [u8; 2] = *b"MR";
+const VERSION: u8 = 1;
+/// A segment file is closed and a new one started past this size.
+pub const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
+
+/// Where a record is: the segment (named by its first seq), the offset of the record's
+/// header, and the length of its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+struct Active {
+    segment: u64,
+    file: Arc<File>,
+    len: u64,
+}
+
+#[derive(Default)]
+struct Dirty {
+    files: HashMap<(u32, u64), Arc<File>>,
+    dirs: Vec<PathBuf>,
+}
+
+pub struct Segments {
+    root: PathBuf,
+    active: Mutex<HashMap<u32, Active>>,
+    dirty: Mutex<Dirty>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding these locks leaves plain data behind; go on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl Segments {
+    pub fn open(root: &Path) -> io::Result<Segments> {
+        fs::create_dir_all(root)?;
+        Ok(Segments {
+            root: root.to_path_buf(),
+            active: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Dirty::default()),
+        })
+    }
+
+    fn topic_dir(&self, topic: u32) -> PathBuf {
+        self.root.join(topic.to_string())
+    }
+
+    fn seg_path(&self, topic: u32, segment: u64) -> PathBuf {
+        self.topic_dir(topic).join(format!("{segment:020}.seg"))
+    }
+
+    /// The segment files of a topic, by first seq.
+    pub fn list(&self, topic: u32) -> io::Result<BTreeMap<u64, PathBuf>> {
+        let mut out = BTreeMap::new();
+        let rd = match fs::read_dir(self.topic_dir(topic)) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            let e = e?;
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+                continue;
+            };
+            if let Ok(seq) = stem.parse::<u64>() {
+                out.insert(seq, e.path());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Append a record whose first message has seq `first_seq`. Written to the page cache;
+    /// durable after the next [`Segments::sync`].
+    pub fn append(&self, topic: u32, first_seq: u64, body: &[u8]) -> io::Result<Loc> {
+        let len = u32::try_from(body.len()).map_err(|_| bad("record over 4 GiB"))?;
+        let mut active = lock(&self.active);
+        let need_new = match active.get(&topic) {
+            None => true,
+            Some(a) => a.len >= SEGMENT_MAX,
+        };
+        if need_new {
+            let reopened = if active.contains_key(&topic) {
+                None
+            } else {
+                self.reopen_last(topic)?
+            };
+            let a = match reopened {
+                Some(a) => a,
+                None => {
+                    let dir = self.topic_dir(topic);
+                    let new_dir = !dir.exists();
+                    fs::create_dir_all(&dir)?;
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .read(true)
+                        .open(self.seg_path(topic, first_seq))?;
+                    let mut d = lock(&self.dirty);
+                    d.dirs.push(dir);
+                    if new_dir {
+                        d.dirs.push(self.root.clone());
+                    }
+                    Active {
+                        segment: first_seq,
+                        len: file.metadata()?.len(),
+                        file: Arc::new(file),
+                    }
+                }
+            };
+            active.insert(topic, a);
+        }
+        let a = active
+            .get_mut(&topic)
+            .expect("an active segment was just put in place");
+        let mut buf = Vec::with_capacity(HEADER_LEN as usize + body.len());
+        buf.extend_from_slice(&MAGIC);
+        buf.push(VERSION);
+        buf.push(0);
+        buf.extend_from_slice(&first_seq.to_be_bytes());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+        buf.extend_from_slice(body);
+        let offset = a.len;
+        (&*a.file).write_all(&buf)?;
+        a.len += buf.len() as u64;
+        lock(&self.dirty)
+            .files
+            .insert((topic, a.segment), a.file.clone());
+        Ok(Loc {
+            segment: a.segment,
+            offset,
+            len,
+        })
+    }
+
+    /// After a restart, go on appending to the newest segment of the topic if it has room.
+    fn reopen_last(&self, topic: u32) -> io::Result<Option<Active>> {
+        let list = self.list(topic)?;
+        let Some((&segment, path)) = list.iter().next_back() else {
+            return Ok(None);
+        };
+        let file = OpenOptions::new().append(true).read(true).open(path)?;
+        let len = file.metadata()?.len();
+        if len >= SEGMENT_MAX {
+            return Ok(None);
+        }
+        Ok(Some(Active {
+            segment,
+            file: Arc::new(file),
+            len,
+        }))
+    }
+
+    /// A reader that keeps the last segment file open across reads.
+    pub fn reader(&self, topic: u32) -> Reader<'_> {
+        Reader {
+            segs: self,
+            topic,
+            open: None,
+        }
+    }
+
+    /// fdatasync every file and directory written since the last sync.
+    pub fn sync(&self) -> io::Result<()> {
+        let d = std::mem::take(&mut *lock(&self.dirty));
+        for f in d.files.values() {
+            f.sync_data()?;
+        }
+        for dir in d.dirs {
+            if let Ok(f) = File::open(&dir) {
+                f.sync_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the segment files all of whose records are below `seq`. The newest segment
+    /// always stays: appends go on in it.
+    pub fn remove_below(&self, topic: u32, seq: u64) -> io::Result<()> {
+        let list: Vec<u64> = self.list(topic)?.keys().copied().collect();
+        for pair in list.windows(2) {
+            // A segment's records end where the next segment begins.
+            if let [this, next] = pair {
+                if *next <= seq {
+                    lock(&self.dirty).files.remove(&(topic, *this));
+                    fs::remove_file(self.seg_path(topic, *this))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete a topic's files.
+    pub fn remove_topic(&self, topic: u32) -> io::Result<()> {
+        lock(&self.active).remove(&topic);
+        lock(&self.dirty).files.retain(|(t, _), _| *t != topic);
+        match fs::remove_dir_all(self.topic_dir(topic)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Recovery: cut the topic's log right after `end` (the last record the index knows), or
+    /// remove it all when `end` is None. What is cut was never acknowledged.
+    pub fn truncate_after(&self, topic: u32, end: Option<Loc>) -> io::Result<()> {
+        lock(&self.active).remove(&topic);
+        for (seg, path) in self.list(topic)? {
+            match end {
+                Some(l) if seg < l.segment => {}
+                Some(l) if seg == l.segment => {
+                    let f = OpenOptions::new().write(true).open(&path)?;
+                    let keep = l.offset + HEADER_LEN + u64::from(l.len);
+                    if f.metadata()?.len() > keep {
+                        f.set_len(keep)?;
+                        f.sync_all()?;
+                    }
+                }
+                _ => fs::remove_file(&path)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_at(file: &File, first_seq: u64, loc: Loc) -> io::Result<Vec<u8>> {
+    let mut h = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut h, loc.offset)?;
+    let seq = u64::from_be_bytes([h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]]);
+    let len = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+    let crc = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+    if h[..2] != MAGIC || h[2] != VERSION || seq != first_seq || len != loc.len {
+        return Err(bad(format!(
+            "record header at offset {} does not match its index (seq {first_seq})",
+            loc.offset
+        )));
+    }
+    let mut body = vec![0u8; len as usize];
+    file.read_exact_at(&mut body, loc.offset + HEADER_LEN)?;
+    if crc32fast::hash(&body) != crc {
+        return Err(bad(format!("record of seq {first_seq}: checksum mismatch")));
+    }
+    Ok(body)
+}
+
+/// Reads records of one topic, keeping one segment file open.
+pub struct Reader<'a> {
+    segs: &'a Segments,
+    topic: u32,
+    open: Option<(u64, File)>,
+}
+
+impl Reader<'_> {
+    pub fn read(&mut self, first_seq: u64, loc: Loc) -> io::Result<Vec<u8>> {
+        if self.open.as_ref().map(|(s, _)| *s) != Some(loc.segment) {
+            let f = File::open(self.segs.seg_path(self.topic, loc.segment))?;
+            self.open = Some((loc.segment, f));
+        }
+        let (_, f) = self.open.as_ref().expect("opened above");
+        read_at(f, first_seq, loc)
+    }
+}
