@@ -58,6 +58,31 @@ messages, or 3 if --timeout passes first."
     )]
     Subscribe(SubscribeArgs),
 
+    /// Pull messages from a queue (a durable subscription); each is acked after it reached
+    /// stdout.
+    #[command(
+        after_help = "Examples:\n  momctl recv billing\n  momctl recv billing -n 100 --timeout 5s --json\n  momctl recv billing --follow | while read -r job; do ...; done\n  momctl recv billing --no-ack            # peek: it is delivered again later\n  momctl recv jobs --bind 'jobs.*'         # create the queue if missing\n\n\
+Without --timeout, waits for the first message. Exits 6 if the queue does not exist, 3 if \
+--timeout passes before enough messages came. A closed stdout leaves the unwritten message \
+unacked: it is delivered again."
+    )]
+    Recv(RecvArgs),
+
+    /// Remove bindings of a durable subscription (all of them with no PATTERN).
+    #[command(
+        after_help = "Examples:\n  momctl unsubscribe billing 'refunds.>'\n  momctl unsubscribe billing"
+    )]
+    Unsubscribe {
+        /// The durable subscription (queue).
+        name: String,
+        /// Patterns to remove.
+        patterns: Vec<String>,
+    },
+
+    /// Manage queues (durable subscriptions).
+    #[command(subcommand)]
+    Queue(QueueCmd),
+
     /// Manage topics.
     #[command(subcommand)]
     Topic(TopicCmd),
@@ -147,6 +172,93 @@ pub struct SubscribeArgs {
     /// NUL-terminate payloads instead of newline.
     #[arg(short = '0', long = "null")]
     pub null: bool,
+
+    /// Bind durable subscription NAME to the patterns (creating it) and stream from it with
+    /// acks: what is published while the subscriber is away waits for its return.
+    #[arg(long, value_name = "NAME")]
+    pub durable: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecvArgs {
+    /// The queue (durable subscription).
+    pub name: String,
+
+    /// How many messages to receive.
+    #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 1)]
+    pub count: u64,
+
+    /// Give up after this long (e.g. 5s); exit 3 if fewer than N messages came.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Keep receiving until interrupted.
+    #[arg(short, long, conflicts_with = "count")]
+    pub follow: bool,
+
+    /// Do not ack: the messages are delivered again (to anyone) once this command ends or
+    /// their ack deadline passes.
+    #[arg(long)]
+    pub no_ack: bool,
+
+    /// NUL-terminate payloads instead of newline.
+    #[arg(short = '0', long = "null")]
+    pub null: bool,
+
+    /// Create the queue bound to PATTERN if it is missing (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub bind: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Create a queue bound to patterns.
+    #[command(
+        after_help = "Examples:\n  momctl queue create jobs --bind 'jobs.*' --from all --max-deliver 5 --ack-wait 30s"
+    )]
+    Create {
+        name: String,
+        /// Pattern to bind (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        bind: Vec<String>,
+        /// Where to start in the topics that exist now: new (default), all, a seq, a time
+        /// or an age.
+        #[arg(long, default_value = "new")]
+        from: String,
+        /// Deliveries before a message moves to $dlq.NAME (0 = never).
+        #[arg(long)]
+        max_deliver: Option<u32>,
+        /// Time a consumer has to ack before the message is delivered again.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ack_wait: Option<std::time::Duration>,
+    },
+    /// List queues.
+    #[command(after_help = "Examples:\n  momctl queue ls\n  momctl queue ls --json")]
+    Ls,
+    /// Show one queue.
+    #[command(after_help = "Examples:\n  momctl queue info jobs")]
+    Info { name: String },
+    /// Delete a queue; refused (exit 7) while messages wait in it, unless --force.
+    #[command(after_help = "Examples:\n  momctl queue rm jobs\n  momctl queue rm jobs --force")]
+    Rm {
+        name: String,
+        /// Delete it even though messages wait in it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Drop every message waiting in a queue.
+    #[command(after_help = "Examples:\n  momctl queue purge jobs")]
+    Purge { name: String },
+    /// Add patterns to a queue.
+    #[command(after_help = "Examples:\n  momctl queue bind jobs 'batch.>'")]
+    Bind {
+        name: String,
+        #[arg(required = true)]
+        patterns: Vec<String>,
+    },
+    /// Remove patterns from a queue (all with none).
+    #[command(after_help = "Examples:\n  momctl queue unbind jobs 'batch.>'")]
+    Unbind { name: String, patterns: Vec<String> },
 }
 
 #[derive(Debug, Subcommand)]

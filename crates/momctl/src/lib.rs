@@ -5,7 +5,8 @@
 //! # async fn demo() -> Result<(), momctl::client::ClientError> {
 //! use momctl::client::{Client, ConnectOptions};
 //! let client = Client::connect(&ConnectOptions::new("127.0.0.1:7878", "example")).await?;
-//! let ack = client.publish("orders.eu", vec![b"hello".to_vec().into()]).await?;
+//! let msg = momctl::client::message(b"hello".to_vec(), Default::default(), None);
+//! let ack = client.publish("orders.eu", vec![msg]).await?;
 //! println!("stored at seq {:?}", ack.seqs);
 //! # Ok(()) }
 //! ```

@@ -36,6 +36,11 @@ fn main() -> ExitCode {
             Command::Publish(a) => cmd::publish::run(&opts, a, json).await,
             Command::Subscribe(a) => cmd::subscribe::run(&opts, a, json).await,
             Command::Topic(t) => cmd::topic::run(&opts, t, json).await,
+            Command::Recv(a) => cmd::recv::run(&opts, a, json).await,
+            Command::Queue(q) => cmd::queue::run(&opts, q, json).await,
+            Command::Unsubscribe { name, patterns } => {
+                cmd::queue::unsubscribe(&opts, name, patterns, json).await
+            }
             Command::Stats { watch } => cmd::stats::run(&opts, watch, json).await,
             Command::Ping { count } => cmd::ping::run(&opts, count, json).await,
             Command::Completions { .. } => Ok(()),

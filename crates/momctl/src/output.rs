@@ -27,6 +27,9 @@ struct JsonMsg<'a> {
     /// says so).
     payload: std::borrow::Cow<'a, str>,
     encoding: &'static str,
+    /// For a message from a queue: its delivery count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<u32>,
 }
 
 /// Write one message in `format`.
@@ -59,6 +62,7 @@ pub fn write_message(out: &mut impl Write, m: &Message, format: Format) -> io::R
                 msg_id: m.msg_id.as_deref(),
                 payload,
                 encoding,
+                delivery: m.delivery,
             };
             serde_json::to_writer(&mut *out, &j).map_err(io::Error::from)?;
             out.write_all(b"\n")

@@ -171,7 +171,15 @@ pub struct Broker {
     skipped_total: u64,
     last_tick: Instant,
     tx: mpsc::Sender<Cmd>,
+    queues: std::collections::BTreeMap<String, crate::core::queues::Queue>,
+    /// Queues whose state changed since the last commit.
+    dirty_queues: std::collections::BTreeSet<String>,
+    consumers: HashMap<crate::core::queues::ConsumerId, queue_ops::Consumer>,
+    next_consumer: u64,
+    fetches: Vec<queue_ops::FetchWaiter>,
 }
+
+mod queue_ops;
 
 pub const SYS_EVENTS: &str = "$sys.events";
 
@@ -184,9 +192,20 @@ impl Broker {
         store: Store,
         server_id: String,
         cfg: BrokerConfig,
+        queues: Vec<crate::core::queues::QueueRecord>,
     ) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
         let (tx, rx) = mpsc::channel(4096);
         let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
+        let now = now_ms();
+        let queues = queues
+            .into_iter()
+            .map(|r| {
+                (
+                    r.def.name.clone(),
+                    crate::core::queues::Queue::from_record(r, now),
+                )
+            })
+            .collect();
         let b = Broker {
             core,
             store,
@@ -210,6 +229,11 @@ impl Broker {
             skipped_total: 0,
             last_tick: Instant::now(),
             tx: tx.clone(),
+            queues,
+            dirty_queues: Default::default(),
+            consumers: HashMap::new(),
+            next_consumer: 0,
+            fetches: Vec::new(),
         };
         (b, BrokerHandle { tx }, rx)
     }
@@ -223,6 +247,22 @@ impl Broker {
             _ => None,
         };
         let mut shutdown: Option<oneshot::Sender<()>> = None;
+        // Messages out of deliveries when momd last stopped go to their dead letter topics.
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for n in names {
+            let dead = self
+                .queues
+                .get_mut(&n)
+                .map(|q| q.drain_dead())
+                .unwrap_or_default();
+            if !dead.is_empty() {
+                self.dead_letter(&n, dead);
+                self.dirty_queues.insert(n);
+            }
+        }
+        // Ack deadlines and fetch timeouts.
+        let mut queue_tick = tokio::time::interval(Duration::from_millis(100));
+        queue_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 biased;
@@ -252,6 +292,11 @@ impl Broker {
                     }
                 }
                 _ = tick.tick() => self.on_tick(),
+                _ = queue_tick.tick() => {
+                    if !self.queues.is_empty() || !self.fetches.is_empty() {
+                        self.expire_queues(now_ms());
+                    }
+                }
                 _ = async { batch_flush.as_mut().expect("guarded").tick().await }, if batch_flush.is_some() => {
                     if self.dirty && self.flush_rx.is_none() {
                         self.start_flush();
@@ -343,6 +388,7 @@ impl Broker {
                 batch,
             } => {
                 let mut watchers = 0;
+                let queues = self.queues_bound(topic_id);
                 if let Some(batch) = batch {
                     let n = batch.msgs.len() as u64;
                     self.delivered_upto.insert(topic_id, batch.last_seq());
@@ -352,6 +398,9 @@ impl Broker {
                     for w in self.core.watches.matching(&batch.topic) {
                         watchers += 1;
                         self.route(w, topic_id, batch.clone());
+                    }
+                    if queues > 0 {
+                        self.pump_topic(topic_id, now_ms());
                     }
                 } else {
                     watchers = self.core.watches.count_matching(&topic);
@@ -370,7 +419,7 @@ impl Broker {
                                 seqs,
                                 duplicates,
                                 watchers,
-                                queues: 0,
+                                queues,
                             }),
                         );
                     }
@@ -504,6 +553,7 @@ impl Broker {
         for w in &s.watches {
             self.drop_watch(*w);
         }
+        self.session_gone_for_queues(session);
         self.sys_event(format!(
             r#"{{"event":"client_disconnected","client_id":{},"name":{}}}"#,
             s.client.client_id,
@@ -523,6 +573,23 @@ impl Broker {
         if !matches!(frame, ClientFrame::Publish(_)) {
             // Keep the store in the order the broker applied things.
             self.commit();
+        }
+        if matches!(
+            frame,
+            ClientFrame::QueueCreate(_)
+                | ClientFrame::QueueBind(_)
+                | ClientFrame::QueueUnbind(_)
+                | ClientFrame::QueueDelete(_)
+                | ClientFrame::QueuePurge(_)
+                | ClientFrame::QueueInfo(_)
+                | ClientFrame::QueueList(_)
+                | ClientFrame::Consume(_)
+                | ClientFrame::Cancel(_)
+                | ClientFrame::Ack(_)
+                | ClientFrame::Nack(_)
+                | ClientFrame::Fetch(_)
+        ) {
+            return self.queue_request(session, frame);
         }
         match frame {
             ClientFrame::Publish(p) => {
@@ -599,6 +666,7 @@ impl Broker {
                 Ok(t) => {
                     self.delivered_upto.remove(&t.id);
                     self.rates.remove(&t.id);
+                    self.topic_removed_for_queues(t.id);
                     if let Err(e) = self.store.remove_topic(t.id) {
                         self.error(session, r.id, ErrorCode::Unavailable, e.to_string());
                         return;
@@ -629,6 +697,7 @@ impl Broker {
                             return;
                         }
                         if created {
+                            self.topic_created_for_queues(t.id, &t.name);
                             self.delivered_upto.insert(t.id, 0);
                             self.sys_event(format!(
                                 r#"{{"event":"topic_created","topic":{}}}"#,
@@ -662,6 +731,18 @@ impl Broker {
                     time: now,
                 }),
             ),
+            ClientFrame::QueueCreate(_)
+            | ClientFrame::QueueBind(_)
+            | ClientFrame::QueueUnbind(_)
+            | ClientFrame::QueueDelete(_)
+            | ClientFrame::QueuePurge(_)
+            | ClientFrame::QueueInfo(_)
+            | ClientFrame::QueueList(_)
+            | ClientFrame::Consume(_)
+            | ClientFrame::Cancel(_)
+            | ClientFrame::Ack(_)
+            | ClientFrame::Nack(_)
+            | ClientFrame::Fetch(_) => unreachable!("queue requests are routed above"),
             ClientFrame::Hello(h) => self.error(
                 session,
                 h.id,
@@ -711,6 +792,7 @@ impl Broker {
         }
         if plan.created {
             self.delivered_upto.insert(topic_id, 0);
+            self.topic_created_for_queues(topic_id, name);
             if !name.starts_with('$') {
                 self.sys_event(format!(
                     r#"{{"event":"topic_created","topic":{}}}"#,
@@ -751,6 +833,7 @@ impl Broker {
     /// Called before anything else touches the store, so the store sees operations in the
     /// order the broker applied them.
     fn commit(&mut self) {
+        self.stage_queues();
         if self.staged_pending.is_empty() && self.staged.count == 0 {
             return;
         }
@@ -802,7 +885,8 @@ impl Broker {
         if !(t.over_size_limits() || aged) {
             return;
         }
-        match self.store.trim(t, now) {
+        let keep_from = self.queue_floor(topic_id);
+        match self.store.trim(t, now, keep_from) {
             Ok(Some((first, n, bytes))) => {
                 if let Some(t) = self.core.topics.by_id_mut(topic_id) {
                     t.record_trim(first, n, bytes);
@@ -1073,7 +1157,7 @@ impl Broker {
             created: t.created,
             limits: Limits { ..t.limits },
             watchers: self.core.watches.count_matching(&t.name),
-            queues: 0,
+            queues: self.queues_bound(t.id),
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,
         }
@@ -1129,6 +1213,7 @@ impl Broker {
             },
             topics,
             clients,
+            queues: self.queues.values().map(|q| self.queue_info(q)).collect(),
             rss_bytes: rss_bytes(),
             disk_bytes: self.store.disk_bytes(),
         }

@@ -112,7 +112,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watch_budget: args.watch_buffer.max(64 * 1024),
     };
     tracing::info!("{}", args.fsync.explain());
-    let (broker, handle, rx) = Broker::new(core, store, loaded.server_id.clone(), cfg.clone());
+    let (broker, handle, rx) = Broker::new(
+        core,
+        store,
+        loaded.server_id.clone(),
+        cfg.clone(),
+        loaded.queues,
+    );
     let broker_task = tokio::spawn(broker.run(rx));
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -185,6 +185,20 @@ fn estimate(frame: &ServerFrame) -> usize {
         ServerFrame::Error(e) => 96 + e.message.len(),
         ServerFrame::Notice(n) => 96 + n.message.len(),
         ServerFrame::TopicInfo(t) => 64 + TOPIC + t.topic.name.len(),
+        ServerFrame::QueueDeliver(d) => 64 + messages(&d.msgs),
+        ServerFrame::FetchOk(f) => 64 + messages(&f.msgs),
+        ServerFrame::QueueList(l) => {
+            64 + l.queues.iter().map(|q| 512 + q.name.len()).sum::<usize>()
+        }
         _ => 256,
     }
+}
+
+fn messages(msgs: &[mom_proto::Message]) -> usize {
+    msgs.iter()
+        .map(|m| {
+            let h: usize = m.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+            96 + m.topic.len() + m.payload.len() + h + m.sender.user.len() + m.sender.name.len()
+        })
+        .sum()
 }

@@ -261,6 +261,7 @@ fn encode_deliver(
                 sender: &batch.sender,
                 msg_id: m.msg_id.as_deref(),
                 payload: &m.payload,
+                delivery: None,
             })
             .collect();
         // momd refuses to start with max_payload too close to max_frame, so even a frame

@@ -124,6 +124,7 @@ fn main() {
                 },
                 msg_id: None,
                 payload: Bytes::from_static(b"hi"),
+                delivery: None,
             }],
         }),
     );
@@ -238,6 +239,7 @@ fn main() {
             uptime_ms: 60_000,
             time: T,
             fsync: "always".into(),
+            queues: Vec::new(),
             totals: Totals {
                 topics: 0,
                 messages: 0,

@@ -26,6 +26,18 @@ pub enum ClientFrame {
     TopicSet(TopicSet),
     Stats(Req),
     Ping(Req),
+    QueueCreate(QueueCreate),
+    QueueBind(QueueBind),
+    QueueUnbind(QueueBind),
+    QueueDelete(QueueDelete),
+    QueuePurge(QueueReq),
+    QueueInfo(QueueReq),
+    QueueList(Req),
+    Consume(Consume),
+    Cancel(Cancel),
+    Ack(Ack),
+    Nack(Nack),
+    Fetch(Fetch),
 }
 
 /// Frames the server sends.
@@ -43,6 +55,11 @@ pub enum ServerFrame {
     TopicInfo(TopicInfoReply),
     Stats(Stats),
     Error(ErrorFrame),
+    QueueInfo(QueueInfoReply),
+    QueueList(QueueList),
+    ConsumeOk(ConsumeOk),
+    QueueDeliver(QueueDeliver),
+    FetchOk(FetchOk),
 }
 
 /// The first frame of every connection.
@@ -126,7 +143,7 @@ pub struct PublishOk {
     pub duplicates: u64,
     /// Live watches that matched the topic.
     pub watchers: u64,
-    /// Queues that matched the topic.
+    /// Queues bound to the topic.
     pub queues: u64,
 }
 
@@ -192,6 +209,9 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<String>,
     pub payload: Bytes,
+    /// For a message from a queue: how many times it has been delivered (1 the first time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<u32>,
 }
 
 /// Messages for a watch, in order per topic.
@@ -337,6 +357,9 @@ pub struct Stats {
     pub totals: Totals,
     pub topics: Vec<TopicInfo>,
     pub clients: Vec<ClientInfo>,
+    /// Queues, by name.
+    #[serde(default)]
+    pub queues: Vec<QueueInfo>,
     /// Resident memory of the broker process in bytes (0 where unknown).
     pub rss_bytes: u64,
     /// Size of the data directory on disk in bytes.
@@ -356,6 +379,159 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A request naming one queue.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueReq {
+    pub id: u64,
+    pub queue: String,
+}
+
+/// Create a queue (a durable subscription) bound to patterns.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueCreate {
+    pub id: u64,
+    pub queue: String,
+    #[serde(default)]
+    pub bindings: Vec<String>,
+    /// Where the queue starts in topics that exist now: `new` (default), `all`, `seq`, `time`.
+    #[serde(default)]
+    pub from: StartAt,
+    #[serde(default)]
+    pub at: u64,
+    /// Deliveries before a message is dead-lettered (default 5; 0 = never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliver: Option<u32>,
+    /// Time a consumer has to ack a delivery before it is redelivered (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_wait_ms: Option<u64>,
+    /// Succeed if the queue exists already (its bindings are then added to).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exist_ok: bool,
+}
+
+/// Add (`queue_bind`) or remove (`queue_unbind`) patterns; unbind with none removes all.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueBind {
+    pub id: u64,
+    pub queue: String,
+    #[serde(default)]
+    pub patterns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueDelete {
+    pub id: u64,
+    pub queue: String,
+    /// Delete even though messages wait in it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
+}
+
+/// Start pushing a queue's messages to this connection, at most `credit` unacked at once.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Consume {
+    pub id: u64,
+    pub queue: String,
+    pub credit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConsumeOk {
+    pub id: u64,
+    /// The id carried by this consumer's `queue_deliver` frames.
+    pub consumer: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Cancel {
+    pub id: u64,
+    pub consumer: u64,
+}
+
+/// A message of a queue, named by its topic and seq.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct MsgKey {
+    pub topic: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Ack {
+    pub id: u64,
+    pub queue: String,
+    pub msgs: Vec<MsgKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Nack {
+    pub id: u64,
+    pub queue: String,
+    pub msgs: Vec<MsgKey>,
+    /// Deliver again no sooner than this.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+/// Pull up to `max` messages, waiting up to `timeout_ms` for the first.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Fetch {
+    pub id: u64,
+    pub queue: String,
+    pub max: u32,
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FetchOk {
+    pub id: u64,
+    pub queue: String,
+    pub msgs: Vec<Message>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueDeliver {
+    pub consumer: u64,
+    pub queue: String,
+    pub msgs: Vec<Message>,
+}
+
+/// What the broker holds for one queue.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueInfo {
+    pub name: String,
+    pub owner: String,
+    pub created: u64,
+    pub bindings: Vec<String>,
+    pub max_deliver: u32,
+    pub ack_wait_ms: u64,
+    pub consumers: u64,
+    /// Messages waiting to be delivered.
+    pub ready: u64,
+    /// Delivered, not yet acknowledged.
+    pub unacked: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    /// Removed by a topic's retention or removal before this queue delivered them.
+    pub dropped: u64,
+    pub in_rate: f64,
+    pub out_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueInfoReply {
+    pub id: u64,
+    pub queue: QueueInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueList {
+    pub id: u64,
+    pub queues: Vec<QueueInfo>,
+}
+
 impl ClientFrame {
     /// The request id of this frame.
     pub fn id(&self) -> u64 {
@@ -367,6 +543,16 @@ impl ClientFrame {
             ClientFrame::TopicList(r) | ClientFrame::Stats(r) | ClientFrame::Ping(r) => r.id,
             ClientFrame::TopicInfo(r) | ClientFrame::TopicRm(r) => r.id,
             ClientFrame::TopicSet(r) => r.id,
+            ClientFrame::QueueCreate(r) => r.id,
+            ClientFrame::QueueBind(r) | ClientFrame::QueueUnbind(r) => r.id,
+            ClientFrame::QueueDelete(r) => r.id,
+            ClientFrame::QueuePurge(r) | ClientFrame::QueueInfo(r) => r.id,
+            ClientFrame::QueueList(r) => r.id,
+            ClientFrame::Consume(r) => r.id,
+            ClientFrame::Cancel(r) => r.id,
+            ClientFrame::Ack(r) => r.id,
+            ClientFrame::Nack(r) => r.id,
+            ClientFrame::Fetch(r) => r.id,
         }
     }
 }
@@ -384,7 +570,11 @@ impl ServerFrame {
             ServerFrame::TopicInfo(r) => Some(r.id),
             ServerFrame::Stats(r) => Some(r.id),
             ServerFrame::Error(r) => r.id,
-            ServerFrame::Deliver(_) | ServerFrame::Notice(_) => None,
+            ServerFrame::QueueInfo(r) => Some(r.id),
+            ServerFrame::QueueList(r) => Some(r.id),
+            ServerFrame::ConsumeOk(r) => Some(r.id),
+            ServerFrame::FetchOk(r) => Some(r.id),
+            ServerFrame::Deliver(_) | ServerFrame::Notice(_) | ServerFrame::QueueDeliver(_) => None,
         }
     }
 
@@ -416,4 +606,6 @@ pub struct MessageRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<&'a str>,
     pub payload: &'a Bytes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<u32>,
 }

@@ -232,6 +232,7 @@ fn server_frames_round_trip() {
                 },
                 msg_id: Some("x".into()),
                 payload: Bytes::from_static(b"\x00\xffhi"),
+                delivery: Some(2),
             }],
         }),
         ServerFrame::Notice(Notice {

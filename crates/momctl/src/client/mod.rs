@@ -8,7 +8,7 @@ mod publisher;
 mod watch;
 
 pub use publisher::Publisher;
-pub use watch::{WatchEvent, WatchStream};
+pub use watch::{ConsumerStream, WatchEvent, WatchStream};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mom_proto::{
-    ClientFrame, Codec, ErrorCode, ErrorFrame, Headers, Hello, PubMsg, Publish, PublishOk, Req,
-    ServerFrame, StartAt, Stats, TopicInfo, TopicReq, TopicSet, Watch, Welcome, PROTOCOL_VERSION,
+    Ack, ClientFrame, Codec, Consume, ErrorCode, ErrorFrame, Fetch, Headers, Hello, Message,
+    MsgKey, Nack, PubMsg, Publish, PublishOk, QueueBind, QueueCreate, QueueDelete, QueueInfo,
+    QueueReq, Req, ServerFrame, StartAt, Stats, TopicInfo, TopicReq, TopicSet, Watch, Welcome,
+    PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -93,6 +95,9 @@ impl ConnectOptions {
 }
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
+
+/// Consumers share the routing table of watches, their ids marked with this bit.
+const CONSUMER_BIT: u64 = 1 << 63;
 type Watches = Arc<Mutex<HashMap<u64, mpsc::Sender<WatchEvent>>>>;
 
 struct Shared {
@@ -392,6 +397,190 @@ impl Client {
         }
     }
 
+    /// Create a queue (with `exist_ok`, add the bindings to an existing one).
+    pub async fn queue_create(&self, mut c: QueueCreate) -> Result<QueueInfo> {
+        match self
+            .request(|id| {
+                c.id = id;
+                ClientFrame::QueueCreate(c)
+            })
+            .await?
+        {
+            ServerFrame::QueueInfo(q) => Ok(q.queue),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn queue_bind(&self, queue: &str, patterns: Vec<String>) -> Result<QueueInfo> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| {
+                ClientFrame::QueueBind(QueueBind {
+                    id,
+                    queue,
+                    patterns,
+                })
+            })
+            .await?
+        {
+            ServerFrame::QueueInfo(q) => Ok(q.queue),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Remove bindings; with no pattern, all of them.
+    pub async fn queue_unbind(&self, queue: &str, patterns: Vec<String>) -> Result<QueueInfo> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| {
+                ClientFrame::QueueUnbind(QueueBind {
+                    id,
+                    queue,
+                    patterns,
+                })
+            })
+            .await?
+        {
+            ServerFrame::QueueInfo(q) => Ok(q.queue),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn queue_delete(&self, queue: &str, force: bool) -> Result<()> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::QueueDelete(QueueDelete { id, queue, force }))
+            .await?
+        {
+            ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn queue_purge(&self, queue: &str) -> Result<QueueInfo> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::QueuePurge(QueueReq { id, queue }))
+            .await?
+        {
+            ServerFrame::QueueInfo(q) => Ok(q.queue),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn queue_info(&self, queue: &str) -> Result<QueueInfo> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::QueueInfo(QueueReq { id, queue }))
+            .await?
+        {
+            ServerFrame::QueueInfo(q) => Ok(q.queue),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
+        match self
+            .request(|id| ClientFrame::QueueList(Req { id }))
+            .await?
+        {
+            ServerFrame::QueueList(l) => Ok(l.queues),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pull up to `max` messages of a queue, waiting up to `timeout` for the first. Each
+    /// must be acked (or nacked) before its ack deadline, or it is delivered again.
+    pub async fn fetch(&self, queue: &str, max: u32, timeout: Duration) -> Result<Vec<Message>> {
+        let queue = queue.to_string();
+        let timeout_ms = timeout.as_millis() as u64;
+        match self
+            .request(|id| {
+                ClientFrame::Fetch(Fetch {
+                    id,
+                    queue,
+                    max,
+                    timeout_ms,
+                })
+            })
+            .await?
+        {
+            ServerFrame::FetchOk(f) => Ok(f.msgs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Acknowledge messages of a queue; returns once the ack is on disk.
+    pub async fn ack(&self, queue: &str, msgs: Vec<MsgKey>) -> Result<()> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::Ack(Ack { id, queue, msgs }))
+            .await?
+        {
+            ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Give messages back to be delivered again after `delay`.
+    pub async fn nack(&self, queue: &str, msgs: Vec<MsgKey>, delay: Duration) -> Result<()> {
+        let queue = queue.to_string();
+        let delay_ms = delay.as_millis() as u64;
+        match self
+            .request(|id| {
+                ClientFrame::Nack(Nack {
+                    id,
+                    queue,
+                    msgs,
+                    delay_ms,
+                })
+            })
+            .await?
+        {
+            ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Start a consumer of a queue: messages are pushed, at most `credit` unacked at once.
+    pub async fn consume(&self, queue: &str, credit: u32) -> Result<ConsumerStream> {
+        let (tx, rx) = mpsc::channel(16);
+        let id = self.next_id();
+        self.shared
+            .pending_watches
+            .lock()
+            .expect("lock poisoned")
+            .insert(id, tx);
+        let c = Consume {
+            id,
+            queue: queue.to_string(),
+            credit,
+        };
+        let res = self.send_id(id, |_| ClientFrame::Consume(c)).await;
+        let reply = match res {
+            Ok(pending) => pending.await_reply().await,
+            Err(e) => Err(e),
+        };
+        self.shared
+            .pending_watches
+            .lock()
+            .expect("lock poisoned")
+            .remove(&id);
+        match reply? {
+            ServerFrame::ConsumeOk(ok) => Ok(ConsumerStream::new(
+                queue.to_string(),
+                ok.consumer,
+                rx,
+                self.clone(),
+            )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) fn forget_consumer(&self, consumer: u64) {
+        self.forget_watch(CONSUMER_BIT | consumer);
+    }
+
     pub(crate) fn forget_watch(&self, watch: u64) {
         self.shared
             .watches
@@ -450,6 +639,18 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
             }
             None
         }
+        ServerFrame::QueueDeliver(d) => {
+            let tx = sh
+                .watches
+                .lock()
+                .expect("lock poisoned")
+                .get(&(CONSUMER_BIT | d.consumer))
+                .cloned();
+            if let Some(tx) = tx {
+                let _ = tx.send(WatchEvent::Messages(d.msgs)).await;
+            }
+            None
+        }
         ServerFrame::Notice(n) => {
             let tx = sh
                 .watches
@@ -475,6 +676,19 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
                         .lock()
                         .expect("lock poisoned")
                         .insert(ok.watch, tx);
+                }
+            }
+            if let ServerFrame::ConsumeOk(ok) = &other {
+                let route = sh
+                    .pending_watches
+                    .lock()
+                    .expect("lock poisoned")
+                    .remove(&ok.id);
+                if let Some(tx) = route {
+                    sh.watches
+                        .lock()
+                        .expect("lock poisoned")
+                        .insert(CONSUMER_BIT | ok.consumer, tx);
                 }
             }
             if let Some(id) = other.reply_id() {

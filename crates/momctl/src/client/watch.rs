@@ -1,6 +1,6 @@
 //! A watch as a stream of events.
 
-use mom_proto::{ClientFrame, Message, Notice, NoticeKind, Unwatch};
+use mom_proto::{ClientFrame, Message, MsgKey, Notice, NoticeKind, Unwatch};
 use tokio::sync::mpsc;
 
 use super::{Client, ClientError, Result};
@@ -51,5 +51,69 @@ impl WatchStream {
 impl Drop for WatchStream {
     fn drop(&mut self) {
         self.client.forget_watch(self.id);
+    }
+}
+
+/// A queue consumer as a stream of deliveries; ack each message (or nack it) through
+/// [`ConsumerStream::ack`] so the server sends more.
+pub struct ConsumerStream {
+    queue: String,
+    id: u64,
+    rx: mpsc::Receiver<WatchEvent>,
+    client: Client,
+}
+
+impl ConsumerStream {
+    pub(super) fn new(
+        queue: String,
+        id: u64,
+        rx: mpsc::Receiver<WatchEvent>,
+        client: Client,
+    ) -> Self {
+        ConsumerStream {
+            queue,
+            id,
+            rx,
+            client,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next batch of messages.
+    pub async fn next(&mut self) -> Result<Vec<Message>> {
+        loop {
+            match self.rx.recv().await {
+                Some(WatchEvent::Messages(m)) => return Ok(m),
+                Some(WatchEvent::Notice(n)) if n.kind == NoticeKind::Ended => {
+                    return Err(ClientError::Closed(format!(
+                        ": the server ended the consumer: {}",
+                        n.message
+                    )))
+                }
+                Some(WatchEvent::Notice(_)) => continue,
+                None => return Err(self.client.closed_error()),
+            }
+        }
+    }
+
+    /// Acknowledge messages this consumer received.
+    pub async fn ack(&self, msgs: &[Message]) -> Result<()> {
+        let keys = msgs
+            .iter()
+            .map(|m| MsgKey {
+                topic: m.topic.clone(),
+                seq: m.seq,
+            })
+            .collect();
+        self.client.ack(&self.queue, keys).await
+    }
+}
+
+impl Drop for ConsumerStream {
+    fn drop(&mut self) {
+        self.client.forget_consumer(self.id);
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod ping;
 pub mod publish;
+pub mod queue;
+pub mod recv;
 pub mod stats;
 pub mod subscribe;
 pub mod topic;
@@ -55,4 +57,10 @@ pub fn finish(res: CmdResult) -> ExitCode {
 /// Is this write error a closed stdout (`| head`)? Then the command ends quietly.
 pub fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// A queue name is checked before anything is sent: topic rules, not reserved.
+pub fn queue_name_ok(name: &str) -> CmdResult {
+    mom_proto::topic::validate_publish_topic(name)
+        .map_err(|e| Failure::new(2, e.to_string().replace("topic name", "queue name")))
 }

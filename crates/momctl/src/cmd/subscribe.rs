@@ -52,6 +52,11 @@ pub async fn run(opts: &ConnectOptions, args: SubscribeArgs, json: bool) -> CmdR
     if args.count == Some(0) {
         return Ok(());
     }
+    if let Some(name) = args.durable {
+        super::queue_name_ok(&name)?;
+        return super::recv::durable(opts, name, args.patterns, args.count, args.timeout, format)
+            .await;
+    }
     let deadline = args.timeout.map(|d| tokio::time::Instant::now() + d);
     let client = Client::connect(opts).await?;
     let mut watch = client.watch(args.patterns.clone(), from, at).await?;

@@ -4,6 +4,7 @@
 //! property tests drive it alone and a replicated log could later drive it the same way.
 
 mod dedupe;
+pub mod queues;
 mod topics;
 mod watches;
 

@@ -211,3 +211,163 @@ proptest! {
         }
     }
 }
+
+mod queue_props {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use crate::core::queues::{MsgRef, Queue, QueueDef};
+
+    #[derive(Debug, Clone)]
+    enum QOp {
+        Publish(u8, u8),
+        Take(u8, u8),
+        Ack(u8),
+        Nack(u8, u8),
+        Tick(u16),
+        Gone(u8),
+        Restart,
+    }
+
+    fn qop() -> impl Strategy<Value = QOp> {
+        prop_oneof![
+            4 => (0u8..3, 1u8..5).prop_map(|(t, n)| QOp::Publish(t, n)),
+            4 => (0u8..3, 1u8..6).prop_map(|(c, n)| QOp::Take(c, n)),
+            4 => any::<u8>().prop_map(QOp::Ack),
+            2 => (any::<u8>(), 0u8..3).prop_map(|(i, d)| QOp::Nack(i, d)),
+            2 => (0u16..200).prop_map(QOp::Tick),
+            1 => (0u8..3).prop_map(QOp::Gone),
+            1 => Just(QOp::Restart),
+        ]
+    }
+
+    fn def() -> QueueDef {
+        QueueDef {
+            name: "q".into(),
+            owner: "u".into(),
+            created: 0,
+            bindings: vec![">".into()],
+            max_deliver: 3,
+            ack_wait_ms: 100,
+        }
+    }
+
+    proptest! {
+        /// Every message published to a bound topic is, in the end, acked exactly once or
+        /// dead-lettered (never both), and nothing is delivered after its ack — across
+        /// acks, nacks, ack timeouts, consumers going away and restarts.
+        #[test]
+        fn every_message_acked_once_or_dead_lettered(ops in proptest::collection::vec(qop(), 1..120)) {
+            let mut q = Queue::new(def());
+            for t in 0..3u32 {
+                q.bind_topic(t, 1);
+            }
+            let mut upto: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut now = 0u64;
+            let mut acked: BTreeSet<MsgRef> = BTreeSet::new();
+            let mut dead: BTreeSet<MsgRef> = BTreeSet::new();
+            let mut delivered: Vec<MsgRef> = Vec::new();
+            for op in ops {
+                let view = |t: u32| upto.get(&t).map(|u| (1, *u));
+                match op {
+                    QOp::Publish(t, n) => {
+                        *upto.entry(t as u32).or_insert(0) += n as u64;
+                    }
+                    QOp::Take(c, n) => {
+                        for (m, d) in q.take(&view, n as usize, c as u64, now) {
+                            prop_assert!(!acked.contains(&m), "{m:?} delivered after its ack");
+                            prop_assert!(!dead.contains(&m), "{m:?} delivered after dead-lettering");
+                            prop_assert!((1..=3).contains(&d));
+                            delivered.push(m);
+                        }
+                    }
+                    QOp::Ack(i) => {
+                        if !delivered.is_empty() {
+                            let m = delivered[i as usize % delivered.len()];
+                            if q.ack(m).is_some() {
+                                prop_assert!(acked.insert(m), "{m:?} acked twice");
+                            }
+                        }
+                    }
+                    QOp::Nack(i, d) => {
+                        if !delivered.is_empty() {
+                            let m = delivered[i as usize % delivered.len()];
+                            if let Some((_, Some(dl))) = q.nack(m, d as u64 * 10, now, "nack") {
+                                prop_assert!(dead.insert(dl.msg));
+                            }
+                        }
+                    }
+                    QOp::Tick(dt) => {
+                        now += dt as u64;
+                        for dl in q.expire(now).1 {
+                            prop_assert!(dead.insert(dl.msg));
+                        }
+                    }
+                    QOp::Gone(c) => {
+                        for dl in q.consumer_gone(c as u64, now) {
+                            prop_assert!(dead.insert(dl.msg));
+                        }
+                    }
+                    QOp::Restart => {
+                        q = Queue::from_record(q.record(), now);
+                        for dl in q.drain_dead() {
+                            prop_assert!(dead.insert(dl.msg));
+                        }
+                    }
+                }
+            }
+            // Drain: a well-behaved consumer takes and acks everything left.
+            let view = |t: u32| upto.get(&t).map(|u| (1, *u));
+            for _ in 0..1000 {
+                now += 1000;
+                for dl in q.expire(now).1 {
+                    prop_assert!(dead.insert(dl.msg));
+                }
+                let got = q.take(&view, 64, 99, now);
+                if got.is_empty() && q.unacked.is_empty() && q.retry.is_empty() {
+                    break;
+                }
+                for (m, _) in got {
+                    prop_assert!(!acked.contains(&m) && !dead.contains(&m));
+                    prop_assert!(q.ack(m).is_some());
+                    acked.insert(m);
+                }
+            }
+            prop_assert_eq!(q.ready(&view), 0);
+            let all: BTreeSet<MsgRef> = upto.iter().flat_map(|(t, u)| (1..=*u).map(move |s| (*t, s))).collect();
+            prop_assert!(acked.is_disjoint(&dead));
+            let done: BTreeSet<MsgRef> = acked.union(&dead).copied().collect();
+            prop_assert_eq!(done, all);
+        }
+    }
+
+    #[test]
+    fn per_topic_order_and_dead_letter_after_max_deliver() {
+        let mut q = Queue::new(def());
+        q.bind_topic(7, 1);
+        let view = |t: u32| (t == 7).then_some((1, 5));
+        let got: Vec<u64> = q.take(&view, 10, 1, 0).iter().map(|(m, _)| m.1).collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5]);
+        for round in 1..=3u32 {
+            let (consumers, dead) = q.expire(100 * round as u64 + 1000);
+            assert_eq!(consumers.len(), if round == 1 { 5 } else { 1 });
+            if round < 3 {
+                assert!(dead.is_empty());
+                // Ack all but seq 3; it comes back with a growing delivery count.
+                for (m, d) in q.take(&view, 10, 1, 100 * round as u64 + 1000) {
+                    assert_eq!(d, round + 1);
+                    if m.1 != 3 {
+                        q.ack(m);
+                    }
+                }
+            } else {
+                assert_eq!(dead.len(), 1);
+                assert_eq!(dead[0].msg, (7, 3));
+                assert_eq!(dead[0].deliveries, 3);
+            }
+        }
+        assert_eq!(q.counters.dead_lettered, 1);
+        assert_eq!(q.ready(&view), 0);
+    }
+}

@@ -9,6 +9,7 @@
 //!   N): sled's ordered keys are the seq index.
 //! - `T` topic_id → the topic's state (name, limits, first/last seq, counters).
 //! - `D` topic_id msg_id → (seq, time) of a dedupe entry.
+//! - `Q` queue name → the queue's definition, cursors and outstanding deliveries.
 //! - `S` name → server meta (server id, next topic and client ids).
 //!
 //! Durability is [`Store::flush`]: segment files fdatasynced first, then sled's log. Callers
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use mom_proto::Sender;
 
+use crate::core::queues::QueueRecord;
 use crate::core::{Batch, NewMsg, PublishPlan, TopicState};
 use segments::{Loc, Segments};
 
@@ -48,6 +50,7 @@ pub struct Loaded {
     pub dedupe: Vec<(u32, String, u64, u64)>,
     pub server_id: String,
     pub next_client_id: u64,
+    pub queues: Vec<QueueRecord>,
 }
 
 /// Messages of one topic read back for a replay.
@@ -126,6 +129,13 @@ const P_MSG: u8 = b'M';
 const P_TOPIC: u8 = b'T';
 const P_DEDUPE: u8 = b'D';
 const P_META: u8 = b'S';
+const P_QUEUE: u8 = b'Q';
+
+fn queue_key(name: &str) -> Vec<u8> {
+    let mut k = vec![P_QUEUE];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
 
 fn msg_key(topic: u32, seq: u64) -> [u8; 13] {
     let mut k = [0u8; 13];
@@ -209,6 +219,11 @@ impl Store {
         }
         for t in &mut out.topics {
             self.recover_tail(t)?;
+        }
+        for kv in self.db.scan_prefix([P_QUEUE]) {
+            let (k, v) = kv?;
+            let q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            out.queues.push(q);
         }
         let mut expired = sled::Batch::default();
         for kv in self.db.scan_prefix([P_DEDUPE]) {
@@ -344,6 +359,20 @@ impl Store {
         Ok(())
     }
 
+    /// Add a queue's state to `staged`.
+    pub fn stage_queue(&self, staged: &mut Staged, q: &QueueRecord) {
+        let v = rmp_serde::to_vec(q).expect("a queue record always encodes");
+        staged.bytes += v.len();
+        staged.batch.insert(queue_key(&q.def.name), v);
+        staged.count += 1;
+    }
+
+    /// Remove a queue's state (written with the next flush).
+    pub fn remove_queue(&self, name: &str) -> Result<()> {
+        self.db.remove(queue_key(name))?;
+        Ok(())
+    }
+
     /// Write what was staged, atomically. sled pays a log write per `apply_batch`, so the
     /// broker gathers every publish waiting for the same flush into one.
     pub fn apply(&self, staged: Staged) -> Result<()> {
@@ -427,11 +456,17 @@ impl Store {
         }))
     }
 
-    /// Apply retention to `topic` (by count, bytes and, with `now`, age). Returns
+    /// Apply retention to `topic` (by count, bytes and, with `now`, age), never removing
+    /// seq `keep_from` or later (a queue still holds it). Returns
     /// (new first seq, messages removed, bytes removed) when something went, having written
     /// the index removals and the topic's new state and deleted segment files no longer
     /// needed. Works from the index; a record is read only when the cut falls inside it.
-    pub fn trim(&self, topic: &TopicState, now: u64) -> Result<Option<(u64, u64, u64)>> {
+    pub fn trim(
+        &self,
+        topic: &TopicState,
+        now: u64,
+        keep_from: u64,
+    ) -> Result<Option<(u64, u64, u64)>> {
         let lim = topic.limits;
         if lim.max_msgs == 0 && lim.max_bytes == 0 && lim.max_age_ms == 0 {
             return Ok(None);
@@ -455,7 +490,7 @@ impl Store {
                 continue;
             }
             let aged = lim.max_age_ms > 0 && now.saturating_sub(e.time) >= lim.max_age_ms;
-            if msgs == 0 || !(aged || over(msgs, bytes)) {
+            if msgs == 0 || first >= keep_from || !(aged || over(msgs, bytes)) {
                 break;
             }
             let rest = rec_next - first.max(rec_first);
@@ -463,7 +498,7 @@ impl Store {
             let whole = aged
                 || (first <= rec_first
                     && over(msgs - rest.min(msgs), bytes.saturating_sub(e.bytes)));
-            if whole && first <= rec_first {
+            if whole && first <= rec_first && rec_next <= keep_from {
                 msgs -= rest.min(msgs);
                 bytes = bytes.saturating_sub(e.bytes);
                 removed_msgs += rest;
@@ -480,7 +515,7 @@ impl Store {
                 if seq < first {
                     continue;
                 }
-                if msgs == 0 || !(aged || over(msgs, bytes)) {
+                if msgs == 0 || seq >= keep_from || !(aged || over(msgs, bytes)) {
                     break;
                 }
                 let size = m.size();

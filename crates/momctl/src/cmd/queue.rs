@@ -1,0 +1,136 @@
+//! `momctl queue …` and `momctl unsubscribe`.
+
+use mom_proto::{topic, QueueCreate, QueueInfo};
+use momctl::client::{Client, ConnectOptions};
+
+use super::{CmdResult, Failure};
+use crate::cli::QueueCmd;
+use crate::output::{self, human_time};
+
+pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult {
+    let patterns_ok = |ps: &[String]| {
+        ps.iter().try_for_each(|p| {
+            topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))
+        })
+    };
+    match &cmd {
+        QueueCmd::Create { bind, .. } => patterns_ok(bind)?,
+        QueueCmd::Bind { patterns, .. } | QueueCmd::Unbind { patterns, .. } => {
+            patterns_ok(patterns)?
+        }
+        _ => {}
+    }
+    let client = Client::connect(opts).await?;
+    match cmd {
+        QueueCmd::Create {
+            name,
+            bind,
+            from,
+            max_deliver,
+            ack_wait,
+        } => {
+            let (from, at) = super::subscribe::parse_from(&from).map_err(|e| Failure::new(2, e))?;
+            let q = client
+                .queue_create(QueueCreate {
+                    queue: name,
+                    bindings: bind,
+                    from,
+                    at,
+                    max_deliver,
+                    ack_wait_ms: ack_wait.map(|d| d.as_millis() as u64),
+                    ..QueueCreate::default()
+                })
+                .await?;
+            print_info(&q, json)?;
+        }
+        QueueCmd::Ls => {
+            let qs = client.queue_list().await?;
+            if json {
+                for q in &qs {
+                    output::print_json(q)?;
+                }
+            } else {
+                print_table(&qs);
+            }
+        }
+        QueueCmd::Info { name } => print_info(&client.queue_info(&name).await?, json)?,
+        QueueCmd::Rm { name, force } => {
+            client.queue_delete(&name, force).await?;
+            if !json {
+                eprintln!("momctl: removed queue {name}");
+            }
+        }
+        QueueCmd::Purge { name } => print_info(&client.queue_purge(&name).await?, json)?,
+        QueueCmd::Bind { name, patterns } => {
+            print_info(&client.queue_bind(&name, patterns).await?, json)?
+        }
+        QueueCmd::Unbind { name, patterns } => {
+            print_info(&client.queue_unbind(&name, patterns).await?, json)?
+        }
+    }
+    Ok(())
+}
+
+/// `momctl unsubscribe NAME [PATTERN...]`.
+pub async fn unsubscribe(
+    opts: &ConnectOptions,
+    name: String,
+    patterns: Vec<String>,
+    json: bool,
+) -> CmdResult {
+    for p in &patterns {
+        topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?;
+    }
+    let client = Client::connect(opts).await?;
+    let q = client.queue_unbind(&name, patterns).await?;
+    if json {
+        output::print_json(&q)?;
+    }
+    Ok(())
+}
+
+fn print_info(q: &QueueInfo, json: bool) -> CmdResult {
+    if json {
+        output::print_json(q)?;
+        return Ok(());
+    }
+    println!("queue:         {}", q.name);
+    println!("owner:         {}", q.owner);
+    println!("created:       {}", human_time(q.created));
+    println!("bindings:      {}", q.bindings.join(" "));
+    println!("consumers:     {}", q.consumers);
+    println!("ready:         {}", q.ready);
+    println!("unacked:       {}", q.unacked);
+    println!("delivered:     {}", q.delivered);
+    println!("acked:         {}", q.acked);
+    println!("redelivered:   {}", q.redelivered);
+    println!("dead-lettered: {} (in $dlq.{})", q.dead_lettered, q.name);
+    println!("dropped:       {}", q.dropped);
+    println!("max deliver:   {}", q.max_deliver);
+    println!(
+        "ack wait:      {}",
+        humantime::format_duration(std::time::Duration::from_millis(q.ack_wait_ms))
+    );
+    Ok(())
+}
+
+pub fn print_table(qs: &[QueueInfo]) {
+    let w = qs.iter().map(|q| q.name.len()).max().unwrap_or(5).max(5);
+    println!(
+        "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  BINDINGS",
+        "QUEUE", "READY", "UNACKED", "CONSUMERS", "REDELIVERED", "DLQ", "DROPPED"
+    );
+    for q in qs {
+        println!(
+            "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  {}",
+            q.name,
+            q.ready,
+            q.unacked,
+            q.consumers,
+            q.redelivered,
+            q.dead_lettered,
+            q.dropped,
+            q.bindings.join(" ")
+        );
+    }
+}

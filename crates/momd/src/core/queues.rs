@@ -1,0 +1,366 @@
+//! Queues (durable subscriptions, DESIGN.md "Queue"). A queue does not copy messages: for
+//! each topic it is bound to it keeps a cursor (the next seq it has never delivered) into
+//! the topic's log, plus the messages delivered and not yet acknowledged and those waiting
+//! to be delivered again. Fan-out to N queues therefore costs nothing at publish time.
+//!
+//! Pure state: time comes in as `now`, and what the topics hold comes in as a view
+//! ([`TopicView`]), so the same code runs under property tests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A message of a topic: (topic id, seq).
+pub type MsgRef = (u32, u64);
+pub type ConsumerId = u64;
+
+/// What a queue may deliver from one topic: seqs `first..=upto` (upto = the newest durable
+/// seq).
+pub trait TopicView {
+    fn range(&self, topic: u32) -> Option<(u64, u64)>;
+}
+
+impl<F: Fn(u32) -> Option<(u64, u64)>> TopicView for F {
+    fn range(&self, topic: u32) -> Option<(u64, u64)> {
+        self(topic)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDef {
+    pub name: String,
+    pub owner: String,
+    pub created: u64,
+    pub bindings: Vec<String>,
+    pub max_deliver: u32,
+    pub ack_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounters {
+    pub delivered: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+}
+
+/// A delivery waiting for its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub consumer: ConsumerId,
+    pub deadline: u64,
+    pub deliveries: u32,
+}
+
+/// A message to deliver again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub due: u64,
+    pub deliveries: u32,
+}
+
+/// A message that used up its deliveries: the broker moves it to `$dlq.<queue>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub msg: MsgRef,
+    pub deliveries: u32,
+    pub reason: &'static str,
+}
+
+/// What is stored of a queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub def: QueueDef,
+    pub cursors: BTreeMap<u32, u64>,
+    /// Delivered and not acked, or waiting for redelivery: (topic, seq, deliveries).
+    pub outstanding: Vec<(u32, u64, u32)>,
+    pub counters: QueueCounters,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub def: QueueDef,
+    /// Per bound topic: the next seq never delivered.
+    pub cursors: BTreeMap<u32, u64>,
+    pub unacked: BTreeMap<MsgRef, Lease>,
+    pub retry: BTreeMap<MsgRef, Retry>,
+    pub counters: QueueCounters,
+    /// Round-robin position over the cursors, so one busy topic does not starve the others.
+    rr: u32,
+    /// Dead letters found outside a call that could return them (at restart).
+    dead: Vec<DeadLetter>,
+}
+
+impl Queue {
+    pub fn new(def: QueueDef) -> Self {
+        Queue {
+            def,
+            cursors: BTreeMap::new(),
+            unacked: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            counters: QueueCounters::default(),
+            rr: 0,
+            dead: Vec::new(),
+        }
+    }
+
+    /// Rebuild from its record: what was outstanding is delivered again (DESIGN.md: an
+    /// unacked message is always redelivered after a restart).
+    pub fn from_record(r: QueueRecord, now: u64) -> Self {
+        let mut q = Queue::new(r.def);
+        q.cursors = r.cursors;
+        q.counters = r.counters;
+        for (t, s, d) in r.outstanding {
+            if let Some(dl) = q.requeue((t, s), d, now, "ack_timeout") {
+                q.dead.push(dl);
+            }
+        }
+        q
+    }
+
+    pub fn record(&self) -> QueueRecord {
+        let mut outstanding: Vec<(u32, u64, u32)> = self
+            .unacked
+            .iter()
+            .map(|(r, l)| (r.0, r.1, l.deliveries))
+            .chain(self.retry.iter().map(|(r, x)| (r.0, r.1, x.deliveries)))
+            .collect();
+        outstanding.sort_unstable();
+        QueueRecord {
+            def: self.def.clone(),
+            cursors: self.cursors.clone(),
+            outstanding,
+            counters: self.counters,
+        }
+    }
+
+    /// Bind a topic, starting at `start` (ignored if already bound).
+    pub fn bind_topic(&mut self, topic: u32, start: u64) {
+        self.cursors.entry(topic).or_insert(start);
+    }
+
+    /// Forget a topic (unbound or removed): what it still had waiting is counted dropped.
+    pub fn unbind_topic(&mut self, topic: u32, view: &impl TopicView) {
+        if let Some(c) = self.cursors.remove(&topic) {
+            if let Some((_, upto)) = view.range(topic) {
+                self.counters.dropped += (upto + 1).saturating_sub(c);
+            }
+        }
+        let before = self.unacked.len() + self.retry.len();
+        self.unacked.retain(|r, _| r.0 != topic);
+        self.retry.retain(|r, _| r.0 != topic);
+        self.counters.dropped += (before - self.unacked.len() - self.retry.len()) as u64;
+    }
+
+    /// Messages waiting to be delivered (not counting those delivered and unacked).
+    pub fn ready(&self, view: &impl TopicView) -> u64 {
+        let fresh: u64 = self
+            .cursors
+            .iter()
+            .map(|(t, c)| match view.range(*t) {
+                Some((first, upto)) => (upto + 1).saturating_sub((*c).max(first)),
+                None => 0,
+            })
+            .sum();
+        fresh + self.retry.len() as u64
+    }
+
+    /// Hand up to `max` messages to `consumer`: due redeliveries first, then new messages,
+    /// round robin over the bound topics (order is publish order within one topic).
+    pub fn take(
+        &mut self,
+        view: &impl TopicView,
+        max: usize,
+        consumer: ConsumerId,
+        now: u64,
+    ) -> Vec<(MsgRef, u32)> {
+        let mut out = Vec::new();
+        let due: Vec<MsgRef> = self
+            .retry
+            .iter()
+            .filter(|(_, r)| r.due <= now)
+            .map(|(m, _)| *m)
+            .take(max)
+            .collect();
+        for m in due {
+            let Some(r) = self.retry.remove(&m) else {
+                continue;
+            };
+            // A message retention removed meanwhile cannot be delivered again.
+            match view.range(m.0) {
+                Some((first, _)) if m.1 >= first => {}
+                _ => {
+                    self.counters.dropped += 1;
+                    continue;
+                }
+            }
+            let deliveries = r.deliveries + 1;
+            self.counters.redelivered += 1;
+            self.lease(m, consumer, deliveries, now);
+            out.push((m, deliveries));
+        }
+        let topics: Vec<u32> = self.cursors.keys().copied().collect();
+        if topics.is_empty() {
+            return out;
+        }
+        let mut idle = 0;
+        while out.len() < max && idle < topics.len() {
+            let i = (self.rr as usize) % topics.len();
+            self.rr = self.rr.wrapping_add(1);
+            let t = topics[i];
+            let Some((first, upto)) = view.range(t) else {
+                idle += 1;
+                continue;
+            };
+            let c = self.cursors.entry(t).or_insert(first);
+            if *c < first {
+                // Retention removed messages this queue had not delivered yet.
+                self.counters.dropped += first - *c;
+                *c = first;
+            }
+            if *c > upto {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            let m = (t, *c);
+            *c += 1;
+            self.lease(m, consumer, 1, now);
+            out.push((m, 1));
+        }
+        out
+    }
+
+    fn lease(&mut self, m: MsgRef, consumer: ConsumerId, deliveries: u32, now: u64) {
+        self.counters.delivered += 1;
+        self.unacked.insert(
+            m,
+            Lease {
+                consumer,
+                deadline: now + self.def.ack_wait_ms,
+                deliveries,
+            },
+        );
+    }
+
+    /// Dead letters found at restart (a message out of deliveries when momd stopped).
+    pub fn drain_dead(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// Acknowledge a message. False if the queue did not hold it as delivered.
+    pub fn ack(&mut self, m: MsgRef) -> Option<ConsumerId> {
+        let lease = self.unacked.remove(&m)?;
+        self.counters.acked += 1;
+        Some(lease.consumer)
+    }
+
+    /// Give a delivered message back, to be delivered again after `delay_ms` — or dead
+    /// letter it if it used up its deliveries.
+    pub fn nack(
+        &mut self,
+        m: MsgRef,
+        delay_ms: u64,
+        now: u64,
+        reason: &'static str,
+    ) -> Option<(ConsumerId, Option<DeadLetter>)> {
+        let lease = self.unacked.remove(&m)?;
+        Some((
+            lease.consumer,
+            self.requeue(m, lease.deliveries, now + delay_ms, reason),
+        ))
+    }
+
+    fn requeue(
+        &mut self,
+        m: MsgRef,
+        deliveries: u32,
+        due: u64,
+        reason: &'static str,
+    ) -> Option<DeadLetter> {
+        if self.def.max_deliver > 0 && deliveries >= self.def.max_deliver {
+            self.counters.dead_lettered += 1;
+            return Some(DeadLetter {
+                msg: m,
+                deliveries,
+                reason,
+            });
+        }
+        self.retry.insert(m, Retry { due, deliveries });
+        None
+    }
+
+    /// Deliveries whose ack deadline passed come back. Returns the consumers whose leases
+    /// ended and the messages to dead letter.
+    pub fn expire(&mut self, now: u64) -> (Vec<ConsumerId>, Vec<DeadLetter>) {
+        let late: Vec<(MsgRef, Lease)> = self
+            .unacked
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(m, l)| (*m, *l))
+            .collect();
+        let mut consumers = Vec::new();
+        let mut dead = Vec::new();
+        for (m, l) in late {
+            self.unacked.remove(&m);
+            consumers.push(l.consumer);
+            dead.extend(self.requeue(m, l.deliveries, now, "ack_timeout"));
+        }
+        (consumers, dead)
+    }
+
+    /// A consumer went away: its deliveries come back at once.
+    pub fn consumer_gone(&mut self, consumer: ConsumerId, now: u64) -> Vec<DeadLetter> {
+        let gone: Vec<(MsgRef, Lease)> = self
+            .unacked
+            .iter()
+            .filter(|(_, l)| l.consumer == consumer)
+            .map(|(m, l)| (*m, *l))
+            .collect();
+        let mut dead = Vec::new();
+        for (m, l) in gone {
+            self.unacked.remove(&m);
+            dead.extend(self.requeue(m, l.deliveries, now, "consumer_gone"));
+        }
+        dead
+    }
+
+    /// Drop every message waiting (not those delivered and unacked). Returns how many.
+    pub fn purge(&mut self, view: &impl TopicView) -> u64 {
+        let n = self.ready(view);
+        for (t, c) in self.cursors.iter_mut() {
+            if let Some((_, upto)) = view.range(*t) {
+                *c = (*c).max(upto + 1);
+            }
+        }
+        self.retry.clear();
+        n
+    }
+
+    /// The oldest seq of `topic` this queue still needs (retention keeps it).
+    pub fn floor(&self, topic: u32) -> Option<u64> {
+        let out = self
+            .unacked
+            .keys()
+            .chain(self.retry.keys())
+            .filter(|m| m.0 == topic)
+            .map(|m| m.1)
+            .min();
+        match (self.cursors.get(&topic), out) {
+            (Some(c), Some(o)) => Some((*c).min(o)),
+            (Some(c), None) => Some(*c),
+            (None, o) => o,
+        }
+    }
+
+    /// The next time something is due (an ack deadline or a delayed redelivery).
+    pub fn next_due(&self) -> Option<u64> {
+        let a = self.unacked.values().map(|l| l.deadline).min();
+        let b = self.retry.values().map(|r| r.due).min();
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
