@@ -83,6 +83,39 @@ unacked: it is delivered again."
     #[command(subcommand)]
     Queue(QueueCmd),
 
+    /// Send a request and print the reply.
+    #[command(
+        after_help = "Examples:\n  momctl request svc.time now --timeout 2s\n  echo '{\"q\": 1}' | momctl request svc.search\n\n\
+The request carries the headers reply-to (a topic of its own under $inbox) and \
+correlation-id. Exits 3 if no reply comes in time; if nothing watches or queues the topic, \
+fails at once with exit 6 (no responders)."
+    )]
+    Request {
+        topic: String,
+        /// The request; with none, all of stdin.
+        msg: Option<String>,
+        /// How long to wait for the reply.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Header KEY=VALUE (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
+        headers: Vec<String>,
+    },
+
+    /// Answer requests on PATTERN by running a command: the request on its stdin, its stdout
+    /// as the reply.
+    #[command(
+        after_help = "Examples:\n  momctl reply svc.time -- date\n  momctl reply 'svc.upper' -- tr a-z A-Z\n\n\
+The reply carries the request's correlation-id and a status header with the command's exit \
+code. Runs until interrupted."
+    )]
+    Reply {
+        pattern: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+
     /// Manage topics.
     #[command(subcommand)]
     Topic(TopicCmd),

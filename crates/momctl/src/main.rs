@@ -38,6 +38,15 @@ fn main() -> ExitCode {
             Command::Topic(t) => cmd::topic::run(&opts, t, json).await,
             Command::Recv(a) => cmd::recv::run(&opts, a, json).await,
             Command::Queue(q) => cmd::queue::run(&opts, q, json).await,
+            Command::Request {
+                topic,
+                msg,
+                timeout,
+                headers,
+            } => cmd::request::request(&opts, topic, msg, timeout, headers).await,
+            Command::Reply { pattern, command } => {
+                cmd::request::reply(&opts, pattern, command).await
+            }
             Command::Unsubscribe { name, patterns } => {
                 cmd::queue::unsubscribe(&opts, name, patterns, json).await
             }

@@ -183,6 +183,10 @@ mod queue_ops;
 
 pub const SYS_EVENTS: &str = "$sys.events";
 
+/// Reply inboxes: `$inbox.<client id>.<nonce>`, kept a minute after their last message.
+pub const INBOX_PREFIX: &str = "$inbox.";
+const INBOX_TTL_MS: u64 = 60_000;
+
 /// Staged record bytes that make the broker write them out before the drain ends.
 const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
 
@@ -608,7 +612,10 @@ impl Broker {
                         .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 let req = (session, p.id, p.no_ack);
-                if let Err((code, msg)) = self.publish(req, &p.topic, p.msgs, sender, now, false) {
+                // Replies go to the requester's reply inbox, a reserved topic anyone may
+                // publish to.
+                let inbox = p.topic.starts_with(INBOX_PREFIX);
+                if let Err((code, msg)) = self.publish(req, &p.topic, p.msgs, sender, now, inbox) {
                     self.error(session, p.id, code, msg);
                 }
             }
@@ -793,6 +800,12 @@ impl Broker {
         if plan.created {
             self.delivered_upto.insert(topic_id, 0);
             self.topic_created_for_queues(topic_id, name);
+            if name.starts_with(INBOX_PREFIX) {
+                if let Some(t) = self.core.topics.by_id_mut(topic_id) {
+                    t.limits.max_msgs = 100;
+                    t.limits.max_age_ms = INBOX_TTL_MS;
+                }
+            }
             if !name.starts_with('$') {
                 self.sys_event(format!(
                     r#"{{"event":"topic_created","topic":{}}}"#,
@@ -1113,6 +1126,21 @@ impl Broker {
             }
             self.dirty = true;
         }
+        // Reply inboxes nobody watches and nothing was sent to for a while go away.
+        let stale: Vec<u32> = self
+            .core
+            .topics
+            .iter()
+            .filter(|t| {
+                t.name.starts_with(INBOX_PREFIX)
+                    && now.saturating_sub(t.last_time.max(t.created)) > INBOX_TTL_MS
+                    && self.core.watches.count_matching(&t.name) == 0
+            })
+            .map(|t| t.id)
+            .collect();
+        for id in stale {
+            self.drop_topic(id);
+        }
         let aged: Vec<u32> = self
             .core
             .topics
@@ -1143,6 +1171,22 @@ impl Broker {
         if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
             self.start_flush();
         }
+    }
+
+    /// Forget a topic the broker itself removes (reply inboxes).
+    fn drop_topic(&mut self, id: u32) {
+        let Some(name) = self.core.topics.by_id(id).map(|t| t.name.clone()) else {
+            return;
+        };
+        self.core.topics.remove(&name);
+        self.core.dedupe.forget_topic(id);
+        self.delivered_upto.remove(&id);
+        self.rates.remove(&id);
+        self.topic_removed_for_queues(id);
+        if let Err(e) = self.store.remove_topic(id) {
+            tracing::warn!(topic = %name, "cannot remove: {e}");
+        }
+        self.dirty = true;
     }
 
     fn topic_info(&self, t: &TopicState) -> TopicInfo {

@@ -4,6 +4,7 @@ pub mod ping;
 pub mod publish;
 pub mod queue;
 pub mod recv;
+pub mod request;
 pub mod stats;
 pub mod subscribe;
 pub mod topic;

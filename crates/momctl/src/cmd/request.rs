@@ -1,0 +1,150 @@
+//! `momctl request` and `momctl reply`: request-reply over topics. A request carries a
+//! `reply-to` topic of its own (under `$inbox`) and a `correlation-id`; a replier answers on
+//! that topic with the same `correlation-id`.
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use mom_proto::{topic, Headers, StartAt};
+use momctl::client::{message, Client, ConnectOptions, WatchEvent};
+use tokio::io::AsyncWriteExt;
+
+use super::publish::parse_headers;
+use super::{is_broken_pipe, CmdResult, Failure};
+
+pub const REPLY_TO: &str = "reply-to";
+pub const CORRELATION_ID: &str = "correlation-id";
+
+pub async fn request(
+    opts: &ConnectOptions,
+    topic_name: String,
+    msg: Option<String>,
+    timeout: Duration,
+    headers: Vec<String>,
+) -> CmdResult {
+    topic::validate_publish_topic(&topic_name).map_err(|e| Failure::new(2, e.to_string()))?;
+    let mut headers: Headers = parse_headers(&headers)?;
+    let payload = match msg {
+        Some(m) => m.into_bytes(),
+        None => {
+            let mut v = Vec::new();
+            std::io::stdin().read_to_end(&mut v)?;
+            v
+        }
+    };
+    let client = Client::connect(opts).await?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let correlation = format!("{}-{nonce:x}", client.welcome().client_id);
+    let inbox = format!("$inbox.{}.{nonce:x}", client.welcome().client_id);
+    // Watch the inbox before asking, so the reply cannot come too early.
+    let mut replies = client.watch(vec![inbox.clone()], StartAt::New, 0).await?;
+    headers.insert(REPLY_TO.into(), inbox);
+    headers.insert(CORRELATION_ID.into(), correlation.clone());
+    let ack = client
+        .publish(&topic_name, vec![message(payload, headers, None)])
+        .await?;
+    if ack.watchers == 0 && ack.queues == 0 {
+        return Err(Failure::new(
+            6,
+            format!("no responders: nothing watches or queues {topic_name}"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, replies.next())
+            .await
+            .map_err(|_| {
+                Failure::new(3, format!("no reply on {topic_name} within {timeout:?}"))
+            })??;
+        let WatchEvent::Messages(msgs) = ev else {
+            continue;
+        };
+        for m in msgs {
+            if m.headers.get(CORRELATION_ID) != Some(&correlation) {
+                continue;
+            }
+            let mut out = std::io::stdout().lock();
+            let res = out
+                .write_all(&m.payload)
+                .and_then(|_| {
+                    if m.payload.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .and_then(|_| out.flush());
+            return match res {
+                Err(e) if !is_broken_pipe(&e) => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+pub async fn reply(opts: &ConnectOptions, pattern: String, command: Vec<String>) -> CmdResult {
+    topic::validate_pattern(&pattern).map_err(|e| Failure::new(2, e.to_string()))?;
+    let Some((program, args)) = command.split_first() else {
+        return Err(Failure::new(2, "reply needs a command after --"));
+    };
+    let client = Client::connect(opts).await?;
+    let mut requests = client.watch(vec![pattern.clone()], StartAt::New, 0).await?;
+    eprintln!(
+        "momctl: answering requests on {pattern} with `{}`",
+        command.join(" ")
+    );
+    loop {
+        let WatchEvent::Messages(msgs) = requests.next().await? else {
+            continue;
+        };
+        for m in msgs {
+            let (status, output) = run_command(program, args, &m.payload).await;
+            let Some(to) = m.headers.get(REPLY_TO) else {
+                // Not a request: the command ran, nobody waits for its output.
+                continue;
+            };
+            let mut headers = Headers::new();
+            if let Some(c) = m.headers.get(CORRELATION_ID) {
+                headers.insert(CORRELATION_ID.into(), c.clone());
+            }
+            headers.insert("status".into(), status.to_string());
+            if let Err(e) = client
+                .publish(to, vec![message(output, headers, None)])
+                .await
+            {
+                eprintln!("momctl: cannot reply to {to}: {e}");
+            }
+        }
+    }
+}
+
+/// Run the command with `input` on stdin; (exit status, stdout). A command that cannot be
+/// started answers status 127 with the reason.
+async fn run_command(program: &str, args: &[String], input: &[u8]) -> (i32, Vec<u8>) {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("momctl: cannot run {program}: {e}");
+            return (127, format!("cannot run {program}: {e}").into_bytes());
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin is fine.
+        let _ = stdin.write_all(input).await;
+    }
+    match child.wait_with_output().await {
+        Ok(out) => (out.status.code().unwrap_or(-1), out.stdout),
+        Err(e) => (127, format!("{program} failed: {e}").into_bytes()),
+    }
+}
