@@ -708,3 +708,85 @@ impl Raw {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Queues and background momctl processes
+
+impl Momd {
+    /// `momctl queue info NAME --json`, parsed.
+    pub fn queue_info(&self, name: &str) -> serde_json::Value {
+        let out = self.ctl_ok(&["queue", "info", name, "--json"], None);
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("queue info --json: {e}: {}", String::from_utf8_lossy(&out)))
+    }
+}
+
+/// A background momctl (from `Momd::spawn_ctl`) whose stdout lines are collected by a thread
+/// as they come. Dropping it kills the process (SIGKILL, by its own PID) and reaps it.
+pub struct Collector {
+    pub child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Collector {
+    pub fn new(mut child: Child) -> Collector {
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let out = child.stdout.take().expect("piped stdout");
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => sink.lock().expect("lock").push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        let stderr = child.stderr.take().map(drain);
+        Collector {
+            child,
+            lines,
+            reader: Some(reader),
+            stderr,
+        }
+    }
+
+    /// How many lines came so far.
+    pub fn count(&self) -> usize {
+        self.lines.lock().expect("lock").len()
+    }
+
+    /// A copy of the lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Has the process exited (and how)?
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// SIGKILL the process, reap it, and return every line it wrote and its stderr.
+    pub fn kill(mut self) -> (Vec<String>, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let err = self
+            .stderr
+            .take()
+            .map(|h| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned())
+            .unwrap_or_default();
+        (self.lines(), err)
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -177,11 +177,19 @@ pub struct Broker {
     consumers: HashMap<crate::core::queues::ConsumerId, queue_ops::Consumer>,
     next_consumer: u64,
     fetches: Vec<queue_ops::FetchWaiter>,
+    /// Queue state was written and should be flushed soon.
+    queue_flush_wanted: bool,
 }
 
 mod queue_ops;
 
 pub const SYS_EVENTS: &str = "$sys.events";
+
+/// Longest client name in `hello`.
+const MAX_CLIENT_NAME: usize = 256;
+/// Most watches one connection may hold, and most patterns in one watch.
+const MAX_WATCHES: usize = 1024;
+const MAX_PATTERNS: usize = 256;
 
 /// Reply inboxes: `$inbox.<client id>.<nonce>`, kept a minute after their last message.
 pub const INBOX_PREFIX: &str = "$inbox.";
@@ -238,6 +246,7 @@ impl Broker {
             consumers: HashMap::new(),
             next_consumer: 0,
             fetches: Vec::new(),
+            queue_flush_wanted: false,
         };
         (b, BrokerHandle { tx }, rx)
     }
@@ -308,7 +317,9 @@ impl Broker {
                 }
             }
             self.commit();
-            if self.flush_rx.is_none() && !self.pending.is_empty() {
+            let queue_flush = self.queue_flush_wanted && self.cfg.fsync == FsyncMode::Always;
+            if self.flush_rx.is_none() && (!self.pending.is_empty() || queue_flush) {
+                self.queue_flush_wanted = false;
                 self.start_flush();
             }
             if let Some(done) = shutdown.take() {
@@ -511,9 +522,25 @@ impl Broker {
         })?;
         // A client id given before is kept, so identity survives reconnects.
         let client_id = match hello.client_id {
-            Some(c) if c > 0 && c < next => c,
+            Some(c)
+                if c > 0
+                    && c < next
+                    && !self.sessions.values().any(|s| s.client.client_id == c) =>
+            {
+                c
+            }
             _ => next,
         };
+        if hello.client.len() > MAX_CLIENT_NAME {
+            return Err(Box::new(ServerFrame::error(
+                Some(hello.id),
+                ErrorCode::BadRequest,
+                format!(
+                    "client name is {} bytes long; the limit is {MAX_CLIENT_NAME}",
+                    hello.client.len()
+                ),
+            )));
+        }
         self.dirty = true;
         let user = "anonymous".to_string();
         let now = now_ms();
@@ -569,6 +596,7 @@ impl Broker {
         self.core.watches.remove(w);
         if let Some(ws) = self.watches.remove(&w) {
             ws.cancel.cancel();
+            ws.outbox.end_watch(w);
         }
     }
 
@@ -671,9 +699,9 @@ impl Broker {
             },
             ClientFrame::TopicRm(r) => match self.core.remove_topic(&r.topic) {
                 Ok(t) => {
-                    self.delivered_upto.remove(&t.id);
+                    let upto = self.delivered_upto.remove(&t.id).unwrap_or(t.last_seq);
                     self.rates.remove(&t.id);
-                    self.topic_removed_for_queues(t.id);
+                    self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));
                     if let Err(e) = self.store.remove_topic(t.id) {
                         self.error(session, r.id, ErrorCode::Unavailable, e.to_string());
                         return;
@@ -873,15 +901,15 @@ impl Broker {
                 self.delivered_upto
                     .retain(|id, _| topics.by_id(*id).is_some());
                 for p in pending {
-                    if let Pending::Publish { session, id, .. } = p {
-                        if session != 0 {
-                            self.error(
-                                session,
-                                id,
-                                ErrorCode::Unavailable,
-                                format!("not stored: {e}"),
-                            );
+                    let (session, id) = match &p {
+                        Pending::Publish { session, id, .. } => (*session, *id),
+                        Pending::Reply { session, frame } => {
+                            (*session, frame.reply_id().unwrap_or(0))
                         }
+                    };
+                    if session != 0 {
+                        let msg = format!("not stored: {e}");
+                        self.error(session, id, ErrorCode::Unavailable, msg);
                     }
                 }
             }
@@ -917,25 +945,45 @@ impl Broker {
             payload: json.into_bytes().into(),
             ..PubMsg::default()
         }];
-        if self.core.topics.get(SYS_EVENTS).is_none() {
-            let _ = self
-                .core
-                .set_limits(SYS_EVENTS, Some(10_000), None, None, now_ms());
-        }
+        let created = self.core.topics.get(SYS_EVENTS).is_none();
         let req = (0, 0, true);
-        if let Err((_, e)) = self.publish(
+        let res = self.publish(
             req,
             SYS_EVENTS,
             msgs,
             store::broker_sender(),
             now_ms(),
             true,
-        ) {
+        );
+        if let Err((_, e)) = res {
             tracing::warn!("cannot record event: {e}");
+            return;
+        }
+        if created {
+            // The broker's own log keeps the newest events only.
+            if let Some(t) = self.core.topics.get(SYS_EVENTS).map(|t| t.id) {
+                if let Some(t) = self.core.topics.by_id_mut(t) {
+                    if t.limits == Limits::default() {
+                        t.limits.max_msgs = 10_000;
+                    }
+                }
+            }
         }
     }
 
     fn watch(&mut self, session: u64, w: Watch) {
+        if w.patterns.len() > MAX_PATTERNS {
+            let msg = format!("a watch may have at most {MAX_PATTERNS} patterns");
+            return self.error(session, w.id, ErrorCode::TooLarge, msg);
+        }
+        if self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.watches.len() >= MAX_WATCHES)
+        {
+            let msg = format!("a connection may hold at most {MAX_WATCHES} watches");
+            return self.error(session, w.id, ErrorCode::TooLarge, msg);
+        }
         if w.patterns.is_empty() {
             return self.error(
                 session,
@@ -1180,9 +1228,9 @@ impl Broker {
         };
         self.core.topics.remove(&name);
         self.core.dedupe.forget_topic(id);
-        self.delivered_upto.remove(&id);
+        let upto = self.delivered_upto.remove(&id);
         self.rates.remove(&id);
-        self.topic_removed_for_queues(id);
+        self.topic_removed_for_queues(id, upto.map(|u| (1, u)));
         if let Err(e) = self.store.remove_topic(id) {
             tracing::warn!(topic = %name, "cannot remove: {e}");
         }
@@ -1286,9 +1334,10 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         CoreError::BadName(topic::NameError::Reserved(_)) | CoreError::Reserved(_) => {
             ErrorCode::Forbidden
         }
-        CoreError::BadName(_) | CoreError::EmptyHeaderName | CoreError::EmptyBatch => {
-            ErrorCode::BadRequest
-        }
+        CoreError::BadName(_)
+        | CoreError::EmptyHeaderName
+        | CoreError::EmptyBatch
+        | CoreError::MsgIdTooLong { .. } => ErrorCode::BadRequest,
         CoreError::PayloadTooLarge { .. } | CoreError::HeadersTooLarge { .. } => {
             ErrorCode::TooLarge
         }

@@ -59,7 +59,11 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     // A delivery frame must hold one whole message: payload, headers and envelope.
-    if args.max_payload + 2 * core::MAX_HEADER_BYTES > args.max_frame {
+    if args
+        .max_payload
+        .checked_add(2 * core::MAX_HEADER_BYTES)
+        .is_none_or(|n| n > args.max_frame)
+    {
         anyhow::bail!(
             "--max-payload ({}) must be at least 128 KiB below --max-frame ({})",
             args.max_payload,

@@ -49,11 +49,13 @@ pub struct Outbox {
     tx: mpsc::UnboundedSender<Out>,
     budget: Arc<Budget>,
     pub counters: Arc<Counters>,
+    ended: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 pub struct OutboxRx {
     pub rx: mpsc::UnboundedReceiver<Out>,
     budget: Arc<Budget>,
+    ended: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 pub fn outbox(limit: usize) -> (Outbox, OutboxRx) {
@@ -63,13 +65,15 @@ pub fn outbox(limit: usize) -> (Outbox, OutboxRx) {
         limit,
         room: Notify::new(),
     });
+    let ended = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     (
         Outbox {
             tx,
             budget: budget.clone(),
             counters: Arc::default(),
+            ended: ended.clone(),
         },
-        OutboxRx { rx, budget },
+        OutboxRx { rx, budget, ended },
     )
 }
 
@@ -94,6 +98,14 @@ impl Outbox {
             return false;
         }
         true
+    }
+
+    /// The watch ended: deliveries still queued for it are not sent.
+    pub fn end_watch(&self, watch: u64) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(watch);
     }
 
     pub fn release(&self) {
@@ -158,6 +170,13 @@ impl Outbox {
 }
 
 impl OutboxRx {
+    pub fn ended(&self, watch: u64) -> bool {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&watch)
+    }
+
     /// The writer wrote a delivery of `bytes`.
     pub fn sent(&self, bytes: usize) {
         let prev = self.budget.queued.fetch_sub(bytes, Ordering::AcqRel);

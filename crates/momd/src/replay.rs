@@ -58,7 +58,7 @@ pub async fn run(
                 Err(_) => return,
             };
             for b in batches {
-                if !outbox.force_deliver(watch, Arc::new(b)) {
+                if cancel.is_cancelled() || !outbox.force_deliver(watch, Arc::new(b)) {
                     return;
                 }
             }

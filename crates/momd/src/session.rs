@@ -148,6 +148,13 @@ pub async fn run(
 
     // Ready.
     loop {
+        // A client that does not read what it is sent stops being read (replies to
+        // malformed frames included): first room in its queue, then one permit per request.
+        tokio::select! {
+            _ = outbox.room() => {}
+            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
+        }
         let next = tokio::select! {
             f = frames.next() => f,
             _ = shutdown.cancelled() => break,
@@ -172,13 +179,6 @@ pub async fn run(
                 continue;
             }
         };
-        // A client that does not read what it is sent stops being read: first room in its
-        // queue, then one permit per request.
-        tokio::select! {
-            _ = outbox.room() => {}
-            _ = shutdown.cancelled() => break,
-            _ = closed.cancelled() => break,
-        }
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p,
             _ = shutdown.cancelled() => break,
@@ -205,7 +205,14 @@ pub async fn run(
     }
     broker.send(Cmd::Disconnect { session }).await;
     drop(outbox);
-    let _ = writer.await;
+    // A peer that does not read must not hold up shutdown: give the writer a moment.
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 fn frame_error(e: &FrameError) -> ServerFrame {
@@ -337,7 +344,12 @@ async fn write_loop(
                     bytes,
                 } => {
                     sent_bytes += bytes;
-                    encode_deliver(watch, &batch, &mut buf, max_frame)
+                    // Nothing of a watch is sent after the `ok` to its unwatch.
+                    if out.ended(watch) {
+                        Ok(())
+                    } else {
+                        encode_deliver(watch, &batch, &mut buf, max_frame)
+                    }
                 }
                 Out::Close(frame) => {
                     close = true;

@@ -2,7 +2,8 @@
 //!
 //! Run with `cargo run -p mom-proto --example hexdump`. The examples form one small session:
 //! frames 1-8 are the walk-through of the protocol document (hello, welcome, publish,
-//! publish_ok, watch, watch_ok, deliver, notice), the rest show the other frames.
+//! publish_ok, watch, watch_ok, deliver, notice), then the other frames, then the queue
+//! frames (request ids 14 on).
 
 use bytes::{Bytes, BytesMut};
 use mom_proto::*;
@@ -43,6 +44,59 @@ fn topic_info() -> TopicInfo {
         watchers: 1,
         queues: 0,
         in_rate: 0.5,
+        out_rate: 0.0,
+    }
+}
+
+fn sender() -> Sender {
+    Sender {
+        user: "anonymous".into(),
+        client: 7,
+        name: "py".into(),
+    }
+}
+
+/// A message of topic `a.b` as a queue delivers it: seq 1 is the `hi` of the walk-through,
+/// seq 2 the `yo` published with a header and a msg_id.
+fn queued(seq: u64, delivery: u32) -> Message {
+    let (headers, msg_id, payload) = if seq == 1 {
+        (Headers::new(), None, Bytes::from_static(b"hi"))
+    } else {
+        (
+            [("k".to_string(), "v".to_string())].into(),
+            Some("m1".to_string()),
+            Bytes::from_static(b"yo"),
+        )
+    };
+    Message {
+        topic: "a.b".into(),
+        seq,
+        time: T,
+        headers,
+        sender: sender(),
+        msg_id,
+        payload,
+        delivery: Some(delivery),
+    }
+}
+
+fn queue_info(bindings: &[&str], consumers: u64, ready: u64, unacked: u64) -> QueueInfo {
+    QueueInfo {
+        name: "work".into(),
+        owner: "anonymous".into(),
+        created: T,
+        bindings: bindings.iter().map(|b| b.to_string()).collect(),
+        max_deliver: 5,
+        ack_wait_ms: 30_000,
+        consumers,
+        ready,
+        unacked,
+        delivered: 0,
+        acked: 0,
+        redelivered: 0,
+        dead_lettered: 0,
+        dropped: 0,
+        in_rate: 0.0,
         out_rate: 0.0,
     }
 }
@@ -275,5 +329,183 @@ fn main() {
     dump(
         "error (connection-level, id nil)",
         &ServerFrame::error(None, ErrorCode::Unavailable, "server shutting down"),
+    );
+
+    // Queues.
+    dump(
+        "queue_create",
+        &ClientFrame::QueueCreate(QueueCreate {
+            id: 14,
+            queue: "work".into(),
+            bindings: vec!["a.>".into()],
+            from: StartAt::All,
+            at: 0,
+            max_deliver: None,
+            ack_wait_ms: None,
+            exist_ok: false,
+        }),
+    );
+    dump(
+        "queue_info (reply to queue_create)",
+        &ServerFrame::QueueInfo(QueueInfoReply {
+            id: 14,
+            queue: queue_info(&["a.>"], 0, 2, 0),
+        }),
+    );
+    dump(
+        "queue_create (exist_ok, max_deliver, ack_wait_ms)",
+        &ClientFrame::QueueCreate(QueueCreate {
+            id: 15,
+            queue: "work".into(),
+            bindings: vec!["a.>".into()],
+            from: StartAt::New,
+            at: 0,
+            max_deliver: Some(3),
+            ack_wait_ms: Some(10_000),
+            exist_ok: true,
+        }),
+    );
+    dump(
+        "queue_bind",
+        &ClientFrame::QueueBind(QueueBind {
+            id: 16,
+            queue: "work".into(),
+            patterns: vec!["c".into()],
+        }),
+    );
+    dump(
+        "queue_unbind",
+        &ClientFrame::QueueUnbind(QueueBind {
+            id: 17,
+            queue: "work".into(),
+            patterns: vec!["c".into()],
+        }),
+    );
+    dump(
+        "queue_info (request)",
+        &ClientFrame::QueueInfo(QueueReq {
+            id: 18,
+            queue: "work".into(),
+        }),
+    );
+    dump(
+        "queue_list (request)",
+        &ClientFrame::QueueList(Req { id: 19 }),
+    );
+    dump(
+        "queue_list (reply)",
+        &ServerFrame::QueueList(QueueList {
+            id: 19,
+            queues: vec![queue_info(&["a.>"], 0, 2, 0)],
+        }),
+    );
+    dump(
+        "consume",
+        &ClientFrame::Consume(Consume {
+            id: 20,
+            queue: "work".into(),
+            credit: 10,
+        }),
+    );
+    dump(
+        "consume_ok",
+        &ServerFrame::ConsumeOk(ConsumeOk {
+            id: 20,
+            consumer: 1,
+        }),
+    );
+    dump(
+        "queue_deliver",
+        &ServerFrame::QueueDeliver(QueueDeliver {
+            consumer: 1,
+            queue: "work".into(),
+            msgs: vec![queued(1, 1), queued(2, 1)],
+        }),
+    );
+    dump(
+        "ack",
+        &ClientFrame::Ack(Ack {
+            id: 21,
+            queue: "work".into(),
+            msgs: vec![MsgKey {
+                topic: "a.b".into(),
+                seq: 1,
+            }],
+        }),
+    );
+    dump(
+        "nack",
+        &ClientFrame::Nack(Nack {
+            id: 22,
+            queue: "work".into(),
+            msgs: vec![MsgKey {
+                topic: "a.b".into(),
+                seq: 2,
+            }],
+            delay_ms: 5000,
+        }),
+    );
+    dump(
+        "cancel",
+        &ClientFrame::Cancel(Cancel {
+            id: 23,
+            consumer: 1,
+        }),
+    );
+    dump(
+        "fetch",
+        &ClientFrame::Fetch(Fetch {
+            id: 24,
+            queue: "work".into(),
+            max: 10,
+            timeout_ms: 30_000,
+        }),
+    );
+    dump(
+        "fetch_ok",
+        &ServerFrame::FetchOk(FetchOk {
+            id: 24,
+            queue: "work".into(),
+            msgs: vec![queued(2, 2)],
+        }),
+    );
+    dump(
+        "fetch_ok (timed out, empty)",
+        &ServerFrame::FetchOk(FetchOk {
+            id: 25,
+            queue: "work".into(),
+            msgs: vec![],
+        }),
+    );
+    dump(
+        "queue_purge",
+        &ClientFrame::QueuePurge(QueueReq {
+            id: 26,
+            queue: "work".into(),
+        }),
+    );
+    dump(
+        "queue_delete",
+        &ClientFrame::QueueDelete(QueueDelete {
+            id: 27,
+            queue: "work".into(),
+            force: false,
+        }),
+    );
+    dump(
+        "error (queue_delete refused)",
+        &ServerFrame::error(
+            Some(27),
+            ErrorCode::Conflict,
+            "queue \"work\" still holds 1 messages; delete it with force to lose them",
+        ),
+    );
+    dump(
+        "queue_delete (force)",
+        &ClientFrame::QueueDelete(QueueDelete {
+            id: 28,
+            queue: "work".into(),
+            force: true,
+        }),
     );
 }

@@ -1,5 +1,14 @@
 //! One module per subcommand.
 
+/// `println!` that returns the write error instead of panicking, so a closed stdout ends a
+/// command quietly (see [`Failure`]'s `From<io::Error>`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 pub mod ping;
 pub mod publish;
 pub mod queue;
@@ -37,6 +46,10 @@ impl From<ClientError> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
+        if is_broken_pipe(&e) {
+            // stdout was closed (`| head`): not a failure, and nothing to say.
+            return Failure::new(0, "");
+        }
         Failure::new(1, e.to_string())
     }
 }
@@ -46,6 +59,7 @@ pub type CmdResult = Result<(), Failure>;
 pub fn finish(res: CmdResult) -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.code == 0 => ExitCode::SUCCESS,
         Err(f) => {
             if !f.message.is_empty() {
                 eprintln!("momctl: {}", f.message);

@@ -26,7 +26,7 @@ pub async fn run(opts: &ConnectOptions, count: u32, json: bool) -> CmdResult {
                 "connect_us": connect.as_micros() as u64,
             }))?;
         } else {
-            println!(
+            outln!(
                 "pong from {} (momd {}, server id {}) in {:.2} ms",
                 opts.addr,
                 w.server_version,

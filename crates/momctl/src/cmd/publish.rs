@@ -246,6 +246,16 @@ impl StdinReader {
         }
     }
 
+    /// Bytes a message takes in a frame besides its payload: headers, id, framing.
+    fn overhead(&self) -> usize {
+        let h: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum();
+        h + self.msg_id.as_ref().map_or(0, |i| i.len() + 24) + 32
+    }
+
     fn msg(&self, payload: Vec<u8>, n: u64, single: bool) -> PubMsg {
         PubMsg {
             payload: payload.into(),
@@ -303,7 +313,8 @@ impl StdinReader {
             }
             if cur.len() > self.max_payload + usize::from(delim == b'\n') {
                 // Flush what came before so those lines are acknowledged, then stop.
-                self.emit(&mut batch, &mut batch_bytes, held.take(), n);
+                // Line n + 1 exists, so a held first line is not the only one.
+                self.emit(&mut batch, &mut batch_bytes, held.take(), n + 1);
                 let _ = self.tx.blocking_send(Input::TooLong { line: n + 1 });
                 return Ok(());
             }
@@ -314,7 +325,7 @@ impl StdinReader {
                     line.pop();
                 }
                 if line.len() > self.max_payload {
-                    self.emit(&mut batch, &mut batch_bytes, held.take(), n - 1);
+                    self.emit(&mut batch, &mut batch_bytes, held.take(), n);
                     let _ = self.tx.blocking_send(Input::TooLong { line: n });
                     return Ok(());
                 }
@@ -324,7 +335,7 @@ impl StdinReader {
                     if let Some(first) = held.take() {
                         batch.push(self.msg(first, 1, false));
                     }
-                    batch_bytes += line.len();
+                    batch_bytes += line.len() + self.overhead();
                     batch.push(self.msg(line, n, false));
                 }
                 // Send when the batch is full, or when stdin has nothing more buffered (the

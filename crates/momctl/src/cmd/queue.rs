@@ -13,6 +13,18 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
             topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))
         })
     };
+    let name = match &cmd {
+        QueueCmd::Ls => None,
+        QueueCmd::Create { name, .. }
+        | QueueCmd::Info { name }
+        | QueueCmd::Rm { name, .. }
+        | QueueCmd::Purge { name }
+        | QueueCmd::Bind { name, .. }
+        | QueueCmd::Unbind { name, .. } => Some(name),
+    };
+    if let Some(n) = name {
+        super::queue_name_ok(n)?;
+    }
     match &cmd {
         QueueCmd::Create { bind, .. } => patterns_ok(bind)?,
         QueueCmd::Bind { patterns, .. } | QueueCmd::Unbind { patterns, .. } => {
@@ -50,7 +62,7 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
                     output::print_json(q)?;
                 }
             } else {
-                print_table(&qs);
+                print_table(&qs)?;
             }
         }
         QueueCmd::Info { name } => print_info(&client.queue_info(&name).await?, json)?,
@@ -78,6 +90,7 @@ pub async fn unsubscribe(
     patterns: Vec<String>,
     json: bool,
 ) -> CmdResult {
+    super::queue_name_ok(&name)?;
     for p in &patterns {
         topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?;
     }
@@ -94,34 +107,40 @@ fn print_info(q: &QueueInfo, json: bool) -> CmdResult {
         output::print_json(q)?;
         return Ok(());
     }
-    println!("queue:         {}", q.name);
-    println!("owner:         {}", q.owner);
-    println!("created:       {}", human_time(q.created));
-    println!("bindings:      {}", q.bindings.join(" "));
-    println!("consumers:     {}", q.consumers);
-    println!("ready:         {}", q.ready);
-    println!("unacked:       {}", q.unacked);
-    println!("delivered:     {}", q.delivered);
-    println!("acked:         {}", q.acked);
-    println!("redelivered:   {}", q.redelivered);
-    println!("dead-lettered: {} (in $dlq.{})", q.dead_lettered, q.name);
-    println!("dropped:       {}", q.dropped);
-    println!("max deliver:   {}", q.max_deliver);
-    println!(
+    outln!("queue:         {}", q.name);
+    outln!("owner:         {}", q.owner);
+    outln!("created:       {}", human_time(q.created));
+    outln!("bindings:      {}", q.bindings.join(" "));
+    outln!("consumers:     {}", q.consumers);
+    outln!("ready:         {}", q.ready);
+    outln!("unacked:       {}", q.unacked);
+    outln!("delivered:     {}", q.delivered);
+    outln!("acked:         {}", q.acked);
+    outln!("redelivered:   {}", q.redelivered);
+    outln!("dead-lettered: {} (in $dlq.{})", q.dead_lettered, q.name);
+    outln!("dropped:       {}", q.dropped);
+    outln!("max deliver:   {}", q.max_deliver);
+    outln!(
         "ack wait:      {}",
         humantime::format_duration(std::time::Duration::from_millis(q.ack_wait_ms))
     );
     Ok(())
 }
 
-pub fn print_table(qs: &[QueueInfo]) {
+pub fn print_table(qs: &[QueueInfo]) -> CmdResult {
     let w = qs.iter().map(|q| q.name.len()).max().unwrap_or(5).max(5);
-    println!(
+    outln!(
         "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  BINDINGS",
-        "QUEUE", "READY", "UNACKED", "CONSUMERS", "REDELIVERED", "DLQ", "DROPPED"
+        "QUEUE",
+        "READY",
+        "UNACKED",
+        "CONSUMERS",
+        "REDELIVERED",
+        "DLQ",
+        "DROPPED"
     );
     for q in qs {
-        println!(
+        outln!(
             "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  {}",
             q.name,
             q.ready,
@@ -133,4 +152,5 @@ pub fn print_table(qs: &[QueueInfo]) {
             q.bindings.join(" ")
         );
     }
+    Ok(())
 }

@@ -25,6 +25,7 @@ pub struct Receive {
 }
 
 pub async fn run(opts: &ConnectOptions, args: RecvArgs, json: bool) -> CmdResult {
+    super::queue_name_ok(&args.name)?;
     for p in &args.bind {
         topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?;
     }

@@ -19,9 +19,9 @@ pub async fn run(opts: &ConnectOptions, watch: bool, json: bool) -> CmdResult {
         } else {
             if watch && tty {
                 // Clear the screen and home the cursor.
-                print!("\x1b[2J\x1b[H");
+                outln!("\x1b[2J\x1b[H");
             }
-            print_stats(&s, &opts.addr);
+            print_stats(&s, &opts.addr)?;
         }
         if !watch {
             return Ok(());
@@ -30,16 +30,16 @@ pub async fn run(opts: &ConnectOptions, watch: bool, json: bool) -> CmdResult {
     }
 }
 
-fn print_stats(s: &Stats, addr: &str) {
+fn print_stats(s: &Stats, addr: &str) -> CmdResult {
     let t = &s.totals;
-    println!(
+    outln!(
         "momd {} at {addr} (server id {}), up {}, fsync {}",
         s.server_version,
         s.server_id,
         humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000)),
         s.fsync
     );
-    println!(
+    outln!(
         "{} topics, {} messages, {} stored; {} on disk; memory {}",
         t.topics,
         t.messages,
@@ -47,23 +47,35 @@ fn print_stats(s: &Stats, addr: &str) {
         human_bytes(s.disk_bytes),
         human_bytes(s.rss_bytes)
     );
-    println!(
+    outln!(
         "since start: {} published, {} delivered, {} duplicates, {} skipped for slow consumers",
-        t.published, t.delivered, t.duplicates, t.slow_consumer_skipped
+        t.published,
+        t.delivered,
+        t.duplicates,
+        t.slow_consumer_skipped
     );
-    println!(
+    outln!(
         "now: {:.1} msgs/s in, {:.1} msgs/s out, {} connections, {} watches",
-        t.in_rate, t.out_rate, t.connections, t.watches
+        t.in_rate,
+        t.out_rate,
+        t.connections,
+        t.watches
     );
-    println!();
-    super::topic::print_table(&s.topics);
-    println!();
-    println!(
+    outln!();
+    super::topic::print_table(&s.topics)?;
+    outln!();
+    outln!(
         "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",
-        "CLIENT", "NAME", "USER", "ADDRESS", "SINCE", "IN", "OUT"
+        "CLIENT",
+        "NAME",
+        "USER",
+        "ADDRESS",
+        "SINCE",
+        "IN",
+        "OUT"
     );
     for c in &s.clients {
-        println!(
+        outln!(
             "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",
             c.client_id,
             c.name,
@@ -74,4 +86,5 @@ fn print_stats(s: &Stats, addr: &str) {
             c.msgs_out
         );
     }
+    Ok(())
 }

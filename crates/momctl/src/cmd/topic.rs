@@ -24,7 +24,7 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
                     output::print_json(t)?;
                 }
             } else {
-                print_table(&topics);
+                print_table(&topics)?;
             }
         }
         TopicCmd::Info { topic } => {
@@ -77,24 +77,25 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
         output::print_json(t)?;
         return Ok(());
     }
-    println!("topic:      {}", t.name);
-    println!("messages:   {}", t.messages);
-    println!("bytes:      {}", human_bytes(t.bytes));
-    println!("seq:        {}..{}", t.first_seq, t.last_seq);
-    println!("last:       {}", human_time(t.last_time));
-    println!("created:    {}", human_time(t.created));
-    println!("watchers:   {}", t.watchers);
-    println!("queues:     {}", t.queues);
-    println!(
+    outln!("topic:      {}", t.name);
+    outln!("messages:   {}", t.messages);
+    outln!("bytes:      {}", human_bytes(t.bytes));
+    outln!("seq:        {}..{}", t.first_seq, t.last_seq);
+    outln!("last:       {}", human_time(t.last_time));
+    outln!("created:    {}", human_time(t.created));
+    outln!("watchers:   {}", t.watchers);
+    outln!("queues:     {}", t.queues);
+    outln!(
         "rate:       {:.1} msgs/s in, {:.1} msgs/s out",
-        t.in_rate, t.out_rate
+        t.in_rate,
+        t.out_rate
     );
-    println!(
+    outln!(
         "max msgs:   {}",
         limit(t.limits.max_msgs, |v| v.to_string())
     );
-    println!("max bytes:  {}", limit(t.limits.max_bytes, human_bytes));
-    println!(
+    outln!("max bytes:  {}", limit(t.limits.max_bytes, human_bytes));
+    outln!(
         "max age:    {}",
         limit(t.limits.max_age_ms, |v| humantime::format_duration(
             std::time::Duration::from_millis(v)
@@ -104,19 +105,25 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
     Ok(())
 }
 
-pub fn print_table(topics: &[TopicInfo]) {
+pub fn print_table(topics: &[TopicInfo]) -> CmdResult {
     let w = topics
         .iter()
         .map(|t| t.name.len())
         .max()
         .unwrap_or(5)
         .max(5);
-    println!(
+    outln!(
         "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
-        "TOPIC", "MESSAGES", "BYTES", "FIRST", "LAST", "WATCHERS", "IN/S"
+        "TOPIC",
+        "MESSAGES",
+        "BYTES",
+        "FIRST",
+        "LAST",
+        "WATCHERS",
+        "IN/S"
     );
     for t in topics {
-        println!(
+        outln!(
             "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9.1}",
             t.name,
             t.messages,
@@ -127,4 +134,5 @@ pub fn print_table(topics: &[TopicInfo]) {
             t.in_rate
         );
     }
+    Ok(())
 }

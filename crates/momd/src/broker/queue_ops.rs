@@ -35,8 +35,17 @@ pub struct FetchWaiter {
     pub deadline: u64,
 }
 
+/// Longest queue name: `$dlq.<name>` must still be a topic name.
+pub const MAX_QUEUE_NAME: usize = 200;
+
 /// Queue names follow topic names, without wildcards and not reserved.
 pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_QUEUE_NAME {
+        return Err(format!(
+            "queue name is {} bytes long; the limit is {MAX_QUEUE_NAME}",
+            name.len()
+        ));
+    }
     topic::validate_publish_topic(name)
         .map_err(|e| e.to_string().replace("topic name", "queue name"))
 }
@@ -105,13 +114,25 @@ impl Broker {
         }
     }
 
-    /// A topic was removed: queues forget it.
-    pub(super) fn topic_removed_for_queues(&mut self, topic: u32) {
-        let view = |_t: u32| None;
+    /// A topic is being removed (`range`: its first seq and newest durable seq): queues
+    /// forget it and count what they had not delivered as dropped.
+    pub(super) fn topic_removed_for_queues(&mut self, topic: u32, range: Option<(u64, u64)>) {
+        let view = |_t: u32| range;
+        let mut freed = Vec::new();
         for q in self.queues.values_mut() {
-            if q.cursors.contains_key(&topic) {
-                q.unbind_topic(topic, &view);
+            if q.cursors.contains_key(&topic) || q.floor(topic).is_some() {
+                freed.extend(q.unbind_topic(topic, &view));
                 self.dirty_queues.insert(q.def.name.clone());
+            }
+        }
+        self.free_credit(&freed);
+    }
+
+    /// Consumers whose deliveries ended without an ack get their credit back.
+    fn free_credit(&mut self, consumers: &[ConsumerId]) {
+        for c in consumers {
+            if let Some(cs) = self.consumers.get_mut(c) {
+                cs.in_flight = cs.in_flight.saturating_sub(1);
             }
         }
     }
@@ -165,6 +186,21 @@ impl Broker {
 
     pub(super) fn queue_request(&mut self, session: u64, frame: ClientFrame) {
         let now = now_ms();
+        let named = match &frame {
+            ClientFrame::QueueBind(b) | ClientFrame::QueueUnbind(b) => Some((b.id, &b.queue)),
+            ClientFrame::QueueDelete(d) => Some((d.id, &d.queue)),
+            ClientFrame::QueuePurge(r) | ClientFrame::QueueInfo(r) => Some((r.id, &r.queue)),
+            ClientFrame::Consume(c) => Some((c.id, &c.queue)),
+            ClientFrame::Ack(a) => Some((a.id, &a.queue)),
+            ClientFrame::Nack(n) => Some((n.id, &n.queue)),
+            ClientFrame::Fetch(f) => Some((f.id, &f.queue)),
+            _ => None,
+        };
+        if let Some((id, name)) = named {
+            if let Err(e) = validate_queue_name(name) {
+                return self.error(session, id, ErrorCode::BadRequest, e);
+            }
+        }
         match frame {
             ClientFrame::QueueCreate(c) => self.queue_create(session, c, now),
             ClientFrame::QueueBind(b) => {
@@ -224,13 +260,15 @@ impl Broker {
                 // Topics no pattern matches any more leave the queue; what they still had
                 // waiting for it is counted as dropped.
                 let view = |t: u32| view_snapshot.get(&t).copied();
+                let mut freed = Vec::new();
                 for (id, name) in &topics {
                     if q.cursors.contains_key(id)
                         && !q.def.bindings.iter().any(|p| topic::matches(p, name))
                     {
-                        q.unbind_topic(*id, &view);
+                        freed.extend(q.unbind_topic(*id, &view));
                     }
                 }
+                self.free_credit(&freed);
                 self.dirty_queues.insert(b.queue.clone());
                 self.reply_queue_info(session, b.id, &b.queue, true);
             }
@@ -252,6 +290,9 @@ impl Broker {
                     );
                     return self.error(session, d.id, ErrorCode::Conflict, msg);
                 }
+                if let Err(e) = self.store.remove_queue(&d.queue) {
+                    return self.error(session, d.id, ErrorCode::Unavailable, e.to_string());
+                }
                 self.queues.remove(&d.queue);
                 self.dirty_queues.remove(&d.queue);
                 let gone: Vec<ConsumerId> = self
@@ -263,9 +304,14 @@ impl Broker {
                 for c in gone {
                     self.consumers.remove(&c);
                 }
-                self.fetches.retain(|f| f.queue != d.queue);
-                if let Err(e) = self.store.remove_queue(&d.queue) {
-                    return self.error(session, d.id, ErrorCode::Unavailable, e.to_string());
+                let (gone, keep): (Vec<FetchWaiter>, Vec<FetchWaiter>) =
+                    std::mem::take(&mut self.fetches)
+                        .into_iter()
+                        .partition(|f| f.queue == d.queue);
+                self.fetches = keep;
+                for f in gone {
+                    let msg = format!("queue {:?} was deleted", d.queue);
+                    self.error(f.session, f.id, ErrorCode::NotFound, msg);
                 }
                 self.sys_event(format!(
                     r#"{{"event":"queue_deleted","queue":{}}}"#,
@@ -571,6 +617,12 @@ impl Broker {
                 return;
             }
             let f = self.fetches.remove(i);
+            if let Some(s) = self.sessions.get(&f.session) {
+                s.outbox
+                    .counters
+                    .msgs_out
+                    .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             self.reply(
                 f.session,
                 ServerFrame::FetchOk(FetchOk {
@@ -695,6 +747,39 @@ impl Broker {
             }
             i = j;
         }
+        // Keep the frame under the limit: what does not fit goes back, not counted.
+        let budget = self.cfg.max_frame / 2;
+        let mut size = 0;
+        let mut fit = out.len();
+        for (k, m) in out.iter().enumerate() {
+            size += m.payload.len()
+                + m.topic.len()
+                + 128
+                + m.headers
+                    .iter()
+                    .map(|(a, b)| a.len() + b.len() + 8)
+                    .sum::<usize>()
+                + m.msg_id.as_ref().map_or(0, String::len);
+            if k > 0 && size > budget {
+                fit = k;
+                break;
+            }
+        }
+        if fit < out.len() {
+            let back: Vec<MsgRef> = out[fit..]
+                .iter()
+                .filter_map(|m| self.core.topics.get(&m.topic).map(|t| (t.id, m.seq)))
+                .collect();
+            out.truncate(fit);
+            if let Some(q) = self.queues.get_mut(name) {
+                for m in back {
+                    q.unlease(m, now);
+                }
+            }
+        }
+        let n = out.len() as u64;
+        self.delivered_total += n;
+        self.total_rate.out_count += n;
         if !missing.is_empty() {
             if let Some(q) = self.queues.get_mut(name) {
                 for m in missing {
@@ -758,6 +843,9 @@ impl Broker {
         for name in std::mem::take(&mut self.dirty_queues) {
             if let Some(q) = self.queues.get(&name) {
                 self.store.stage_queue(&mut self.staged, &q.record());
+                // Deliveries and acks reach the disk with the next group commit, without
+                // waiting for a publish to start one.
+                self.queue_flush_wanted = true;
             }
         }
     }

@@ -36,6 +36,12 @@ pub enum CoreError {
     EmptyHeaderName,
     #[error("a publish needs at least one message")]
     EmptyBatch,
+    #[error("message {index} has a {len}-byte msg_id; the limit is {max}")]
+    MsgIdTooLong {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("message {index} has {len} bytes of headers; the limit is {max}")]
     HeadersTooLarge {
         index: usize,
@@ -43,6 +49,9 @@ pub enum CoreError {
         max: usize,
     },
 }
+
+/// Longest `msg_id`.
+pub const MAX_MSG_ID: usize = 1024;
 
 /// Most bytes of header names and values one message may carry.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -77,7 +86,7 @@ impl NewMsg {
     /// Bytes this message counts against retention: payload plus headers.
     pub fn size(&self) -> u64 {
         let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.payload.len() + h) as u64
+        (self.payload.len() + h + self.msg_id.as_ref().map_or(0, String::len)) as u64
     }
 }
 
@@ -191,6 +200,15 @@ impl Core {
             }
             if m.headers.keys().any(String::is_empty) {
                 return Err(CoreError::EmptyHeaderName);
+            }
+            if let Some(id) = &m.msg_id {
+                if id.len() > MAX_MSG_ID {
+                    return Err(CoreError::MsgIdTooLong {
+                        index,
+                        len: id.len(),
+                        max: MAX_MSG_ID,
+                    });
+                }
             }
             let len: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
             if len > MAX_HEADER_BYTES {

@@ -141,16 +141,24 @@ impl Queue {
     }
 
     /// Forget a topic (unbound or removed): what it still had waiting is counted dropped.
-    pub fn unbind_topic(&mut self, topic: u32, view: &impl TopicView) {
+    /// Returns the consumers whose deliveries of it ended (their credit comes back).
+    pub fn unbind_topic(&mut self, topic: u32, view: &impl TopicView) -> Vec<ConsumerId> {
         if let Some(c) = self.cursors.remove(&topic) {
-            if let Some((_, upto)) = view.range(topic) {
-                self.counters.dropped += (upto + 1).saturating_sub(c);
+            if let Some((first, upto)) = view.range(topic) {
+                self.counters.dropped += (upto + 1).saturating_sub(c.max(first));
             }
         }
+        let mut consumers = Vec::new();
         let before = self.unacked.len() + self.retry.len();
-        self.unacked.retain(|r, _| r.0 != topic);
+        self.unacked.retain(|r, l| {
+            if r.0 == topic {
+                consumers.push(l.consumer);
+            }
+            r.0 != topic
+        });
         self.retry.retain(|r, _| r.0 != topic);
         self.counters.dropped += (before - self.unacked.len() - self.retry.len()) as u64;
+        consumers
     }
 
     /// Messages waiting to be delivered (not counting those delivered and unacked).
@@ -196,7 +204,9 @@ impl Queue {
                 }
             }
             let deliveries = r.deliveries + 1;
-            self.counters.redelivered += 1;
+            if r.deliveries > 0 {
+                self.counters.redelivered += 1;
+            }
             self.lease(m, consumer, deliveries, now);
             out.push((m, deliveries));
         }
@@ -247,6 +257,24 @@ impl Queue {
     /// Dead letters found at restart (a message out of deliveries when momd stopped).
     pub fn drain_dead(&mut self) -> Vec<DeadLetter> {
         std::mem::take(&mut self.dead)
+    }
+
+    /// Take back a delivery that could not be sent (it would not fit the frame): it is
+    /// delivered again at once, and this attempt does not count.
+    pub fn unlease(&mut self, m: MsgRef, now: u64) {
+        if let Some(l) = self.unacked.remove(&m) {
+            self.counters.delivered -= 1;
+            if l.deliveries > 1 {
+                self.counters.redelivered -= 1;
+            }
+            self.retry.insert(
+                m,
+                Retry {
+                    due: now,
+                    deliveries: l.deliveries - 1,
+                },
+            );
+        }
     }
 
     /// Acknowledge a message. False if the queue did not hold it as delivered.

@@ -77,7 +77,7 @@ impl Topics {
             ..Topics::default()
         };
         for s in states {
-            t.next_id = t.next_id.max(s.id + 1);
+            t.next_id = t.next_id.max(s.id.saturating_add(1));
             t.by_name.insert(s.name.clone(), s.id);
             t.by_id.insert(s.id, s);
         }

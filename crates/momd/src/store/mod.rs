@@ -131,6 +131,10 @@ const P_DEDUPE: u8 = b'D';
 const P_META: u8 = b'S';
 const P_QUEUE: u8 = b'Q';
 
+/// How far back recovery checks a topic's newest records for a torn write.
+const TAIL_CHECK_RECORDS: usize = 4096;
+const TAIL_CHECK_BYTES: u64 = 128 * 1024 * 1024;
+
 fn queue_key(name: &str) -> Vec<u8> {
     let mut k = vec![P_QUEUE];
     k.extend_from_slice(name.as_bytes());
@@ -252,11 +256,18 @@ impl Store {
             .get(meta_key("next_topic_id"))?
             .and_then(|v| be_u64(&v))
             .unwrap_or(1) as u32;
-        out.next_client_id = self
+        // Ids handed out in the second before a crash may not have been flushed: skip ahead so
+        // none is given twice.
+        let stored = self
             .db
             .get(meta_key("next_client_id"))?
             .and_then(|v| be_u64(&v))
             .unwrap_or(1);
+        out.next_client_id = stored.saturating_add(1000);
+        self.db.insert(
+            meta_key("next_client_id"),
+            &out.next_client_id.to_be_bytes()[..],
+        )?;
         out.server_id = match self.db.get(meta_key("server_id"))? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
@@ -274,46 +285,82 @@ impl Store {
     /// before the segment reached the disk: never acknowledged) is forgotten, newest first;
     /// then the segment is cut after the last good record, so appends go on from there.
     fn recover_tail(&self, t: &mut TopicState) -> Result<()> {
-        let mut removed = sled::Batch::default();
-        let mut changed = false;
-        let mut last_good = None;
-        let mut reader = self.segs.reader(t.id);
+        // The newest records, newest first. A power cut can tear anything written since the
+        // last fdatasync, which is at most one group commit: check a generous window.
+        let mut entries: Vec<(sled::IVec, Option<(u64, IndexEntry)>)> = Vec::new();
+        let mut window = 0u64;
         for kv in self.db.scan_prefix(prefix(P_MSG, t.id)).rev() {
             let (k, v) = kv?;
-            let (Some(first), Some(e)) = (seq_of_key(&k), IndexEntry::decode(&v)) else {
-                removed.remove(k);
-                changed = true;
-                continue;
-            };
-            if reader.read(first, e.loc).is_ok() {
-                last_good = Some(e.loc);
+            let parsed = seq_of_key(&k).zip(IndexEntry::decode(&v));
+            window += parsed.map_or(0, |(_, e)| u64::from(e.loc.len));
+            entries.push((k, parsed));
+            if entries.len() >= TAIL_CHECK_RECORDS || window >= TAIL_CHECK_BYTES {
                 break;
             }
-            tracing::warn!(
-                topic = %t.name,
-                seq = first,
-                "record lost in a crash before it was acknowledged; dropping it"
-            );
-            removed.remove(k);
-            changed = true;
-            let last = first + u64::from(e.count) - 1;
-            if last == t.last_seq {
-                t.last_seq = first - 1;
-            }
-            t.msgs = t.msgs.saturating_sub(u64::from(e.count));
-            t.bytes = t.bytes.saturating_sub(e.bytes);
         }
-        if last_good.is_none() {
-            t.msgs = 0;
-            t.bytes = 0;
-            t.first_seq = t.last_seq + 1;
+        let mut reader = self.segs.reader(t.id);
+        // The oldest bad record in the window: it and everything after it were never
+        // acknowledged (an ack waits for an fdatasync that covers all of them).
+        let cut = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| match p {
+                Some((first, e)) => reader.read(*first, e.loc).is_err(),
+                None => true,
+            })
+            .map(|(i, _)| i)
+            .last();
+        let Some(cut) = cut else {
+            // All good: cut what was written after the newest record (never indexed).
+            let newest = entries.first().and_then(|(_, p)| p.map(|(_, e)| e.loc));
+            self.segs.truncate_after(t.id, newest)?;
+            return Ok(());
+        };
+        let mut removed = sled::Batch::default();
+        let mut new_last = t.last_seq;
+        for (k, p) in &entries[..=cut] {
+            removed.remove(k.clone());
+            if let Some((first, e)) = p {
+                tracing::warn!(
+                    topic = %t.name,
+                    seq = first,
+                    "record torn by a crash before it was acknowledged; dropping it"
+                );
+                new_last = new_last.min(first.saturating_sub(1));
+                t.msgs = t.msgs.saturating_sub(u64::from(e.count));
+                t.bytes = t.bytes.saturating_sub(e.bytes);
+            }
+        }
+        t.last_seq = new_last;
+        t.first_seq = t.first_seq.min(new_last.saturating_add(1));
+        if t.msgs == 0 {
+            t.first_seq = new_last.saturating_add(1);
+        }
+        // The good record just before the cut, if any, is where the log now ends.
+        let last_good = match entries.get(cut + 1) {
+            Some((_, p)) => p.map(|(_, e)| e.loc),
+            None => {
+                let below = msg_key(t.id, new_last.saturating_add(1));
+                self.db
+                    .range(..below)
+                    .next_back()
+                    .transpose()?
+                    .filter(|(k, _)| k.starts_with(&prefix(P_MSG, t.id)))
+                    .and_then(|(_, v)| IndexEntry::decode(&v))
+                    .map(|e| e.loc)
+            }
+        };
+        // Dedupe entries of messages that are gone would ack a retry that stores nothing.
+        for kv in self.db.scan_prefix(prefix(P_DEDUPE, t.id)) {
+            let (k, v) = kv?;
+            if be_u64(&v).is_none_or(|seq| seq > new_last) {
+                removed.remove(k);
+            }
         }
         self.segs.truncate_after(t.id, last_good)?;
-        if changed {
-            removed.insert(&topic_key(t.id)[..], encode_topic(t));
-            self.db.apply_batch(removed)?;
-            self.db.flush()?;
-        }
+        removed.insert(&topic_key(t.id)[..], encode_topic(t));
+        self.db.apply_batch(removed)?;
+        self.db.flush()?;
         Ok(())
     }
 

@@ -67,7 +67,7 @@ impl RecMsg {
 
     pub fn size(&self) -> u64 {
         let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.payload.len() + h) as u64
+        (self.payload.len() + h + self.msg_id.as_ref().map_or(0, String::len)) as u64
     }
 }
 

@@ -21,6 +21,8 @@ const MAGIC: [u8; 2] = *b"MR";
 const VERSION: u8 = 1;
 /// A segment file is closed and a new one started past this size.
 pub const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
+/// Segment files kept open for appending; past this, they are closed and reopened as needed.
+const MAX_OPEN: usize = 256;
 
 /// Where a record is: the segment (named by its first seq), the offset of the record's
 /// header, and the length of its body.
@@ -135,6 +137,10 @@ impl Segments {
                     }
                 }
             };
+            if active.len() >= MAX_OPEN {
+                // Many topics written: close the others' files; they reopen when written.
+                active.clear();
+            }
             active.insert(topic, a);
         }
         let a = active
@@ -191,15 +197,24 @@ impl Segments {
     /// fdatasync every file and directory written since the last sync.
     pub fn sync(&self) -> io::Result<()> {
         let d = std::mem::take(&mut *lock(&self.dirty));
-        for f in d.files.values() {
-            f.sync_data()?;
-        }
-        for dir in d.dirs {
-            if let Ok(f) = File::open(&dir) {
-                f.sync_all()?;
+        let res = (|| {
+            for f in d.files.values() {
+                f.sync_data()?;
             }
+            for dir in &d.dirs {
+                if let Ok(f) = File::open(dir) {
+                    f.sync_all()?;
+                }
+            }
+            Ok(())
+        })();
+        if res.is_err() {
+            // Not synced: the next flush must try these again.
+            let mut cur = lock(&self.dirty);
+            cur.files.extend(d.files);
+            cur.dirs.extend(d.dirs);
         }
-        Ok(())
+        res
     }
 
     /// Delete the segment files all of whose records are below `seq`. The newest segment
