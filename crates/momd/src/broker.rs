@@ -54,6 +54,8 @@ pub enum Cmd {
     },
     ReplayDone {
         watch: WatchId,
+        /// Messages of the replay that could not be read.
+        lost: u64,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -102,6 +104,8 @@ struct WatchState {
     outbox: Outbox,
     mode: Mode,
     skipped: u64,
+    /// Replayed messages that could not be read.
+    lost: u64,
     cancel: CancellationToken,
 }
 
@@ -423,7 +427,7 @@ impl Broker {
                 if session != 0 {
                     if no_ack {
                         if let Some(s) = self.sessions.get(&session) {
-                            s.outbox.release();
+                            s.outbox.release(id);
                         }
                     } else {
                         self.reply(
@@ -506,7 +510,7 @@ impl Broker {
             }
             Cmd::Request { session, frame } => self.request(session, frame),
             Cmd::Disconnect { session } => self.disconnect(session),
-            Cmd::ReplayDone { watch } => self.replay_done(watch),
+            Cmd::ReplayDone { watch, lost } => self.replay_done(watch, lost),
             Cmd::Shutdown { done } => return Some(done),
         }
         None
@@ -1022,6 +1026,7 @@ impl Broker {
                 outbox: outbox.clone(),
                 mode,
                 skipped: 0,
+                lost: 0,
                 cancel: cancel.clone(),
             },
         );
@@ -1083,13 +1088,14 @@ impl Broker {
         ));
     }
 
-    fn replay_done(&mut self, wid: WatchId) {
+    fn replay_done(&mut self, wid: WatchId, lost: u64) {
         let Some(patterns) = self.core.watches.get(wid).map(<[String]>::to_vec) else {
             return;
         };
         let Some(ws) = self.watches.get_mut(&wid) else {
             return;
         };
+        ws.lost += lost;
         let Mode::Replaying {
             buffer,
             overflowed,
@@ -1105,12 +1111,20 @@ impl Broker {
                 n += b.msgs.len() as u64;
                 ws.outbox.force_deliver(wid, b);
             }
+            let message = if ws.lost == 0 {
+                "replay done; live from here".to_string()
+            } else {
+                format!(
+                    "replay done; live from here. {} stored messages could not be read (damaged on disk) and were skipped",
+                    ws.lost
+                )
+            };
             ws.outbox.reply(
                 ServerFrame::Notice(Notice {
                     watch: wid,
                     kind: NoticeKind::Live,
-                    skipped: 0,
-                    message: "replay done; live from here".into(),
+                    skipped: ws.lost,
+                    message,
                 }),
                 false,
             );

@@ -26,7 +26,7 @@ pub enum Out {
         bytes: usize,
     },
     /// A request that needs no reply (fire-and-forget publish) is done: return its permit.
-    Release,
+    Release(u64),
     /// Send this frame, then close the connection.
     Close(ServerFrame),
 }
@@ -108,8 +108,8 @@ impl Outbox {
             .insert(watch);
     }
 
-    pub fn release(&self) {
-        let _ = self.tx.send(Out::Release);
+    pub fn release(&self, id: u64) {
+        let _ = self.tx.send(Out::Release(id));
     }
 
     pub fn close(&self, frame: ServerFrame) {

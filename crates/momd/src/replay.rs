@@ -33,6 +33,8 @@ pub async fn run(
     broker: mpsc::Sender<Cmd>,
     cancel: CancellationToken,
 ) {
+    // Messages that could not be read (corrupt, or the read failed): reported, not hidden.
+    let mut lost = 0u64;
     for r in ranges {
         let mut from = r.from;
         while from <= r.to {
@@ -49,10 +51,12 @@ pub async fn run(
             let batches: Vec<Batch> = match res {
                 Ok(Ok(read)) => {
                     from = read.next_seq.max(from + 1);
+                    lost += read.corrupt;
                     read.batches
                 }
                 Ok(Err(e)) => {
                     tracing::error!(watch, topic = &*r.name, "replay read failed: {e}");
+                    lost += r.to + 1 - from;
                     break;
                 }
                 Err(_) => return,
@@ -65,6 +69,6 @@ pub async fn run(
         }
     }
     if !cancel.is_cancelled() {
-        let _ = broker.send(Cmd::ReplayDone { watch }).await;
+        let _ = broker.send(Cmd::ReplayDone { watch, lost }).await;
     }
 }

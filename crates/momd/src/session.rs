@@ -7,9 +7,10 @@
 //! limit is answered with `too_large` and the connection is closed (docs/protocol.md, "Bad
 //! input").
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -47,11 +48,19 @@ pub async fn run(
     let (rd, wr) = stream.into_split();
     let (outbox, out_rx) = outbox::outbox(cfg.watch_budget);
     let permits = Arc::new(Semaphore::new(cfg.max_inflight));
+    // Requests in flight are bounded in bytes too (KiB units): a few frames' worth.
+    let inflight_kib = (INFLIGHT_FRAMES * cfg.max_frame / 1024).max(1);
+    let bytes = Arc::new(InFlightBytes {
+        sem: Semaphore::new(inflight_kib),
+        cap: inflight_kib,
+        by_id: Mutex::new(HashMap::new()),
+    });
     let closed = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         wr,
         out_rx,
         permits.clone(),
+        bytes.clone(),
         cfg.max_frame,
         closed.clone(),
     ));
@@ -188,6 +197,17 @@ pub async fn run(
             Ok(p) => p.forget(),
             Err(_) => break,
         }
+        let weight = (body.len() / 1024 + 1).min(bytes.cap);
+        let held = tokio::select! {
+            p = bytes.sem.acquire_many(weight as u32) => p,
+            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
+        };
+        match held {
+            Ok(p) => p.forget(),
+            Err(_) => break,
+        }
+        bytes.hold(frame.id(), weight);
         if !broker.send(Cmd::Request { session, frame }).await {
             break;
         }
@@ -212,6 +232,40 @@ pub async fn run(
         .is_err()
     {
         writer.abort();
+    }
+}
+
+/// Frames' worth of request bytes a connection may have in flight.
+const INFLIGHT_FRAMES: usize = 4;
+
+/// Bytes of requests read and not yet answered, by request id.
+struct InFlightBytes {
+    sem: Semaphore,
+    cap: usize,
+    by_id: Mutex<HashMap<u64, Vec<usize>>>,
+}
+
+impl InFlightBytes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<usize>>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, id: u64, weight: usize) {
+        self.lock().entry(id).or_default().push(weight);
+    }
+
+    /// The request `id` was answered: its bytes are free again.
+    fn release(&self, id: Option<u64>) {
+        let w = id.and_then(|id| {
+            let mut m = self.lock();
+            let v = m.get_mut(&id)?;
+            let w = v.pop();
+            if v.is_empty() {
+                m.remove(&id);
+            }
+            w
+        });
+        self.sem.add_permits(w.unwrap_or(0));
     }
 }
 
@@ -312,6 +366,7 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut out: OutboxRx,
     permits: Arc<Semaphore>,
+    inflight: Arc<InFlightBytes>,
     max_frame: usize,
     closed: CancellationToken,
 ) {
@@ -330,12 +385,14 @@ async fn write_loop(
                 } => {
                     if permit {
                         released += 1;
+                        inflight.release(frame.reply_id());
                     }
                     sent_bytes += bytes;
                     encode_reply(&frame, &mut buf, max_frame)
                 }
-                Out::Release => {
+                Out::Release(id) => {
                     released += 1;
+                    inflight.release(Some(id));
                     Ok(())
                 }
                 Out::Deliver {

@@ -103,6 +103,9 @@ pub async fn run(opts: &ConnectOptions, args: SubscribeArgs, json: bool) -> CmdR
                 NoticeKind::SlowConsumer => {
                     eprintln!("momctl: warning: {} messages were skipped: this subscriber did not keep up", n.skipped)
                 }
+                NoticeKind::Live if n.skipped > 0 => {
+                    eprintln!("momctl: warning: {}", n.message)
+                }
                 NoticeKind::Live | NoticeKind::Ended | NoticeKind::Unknown => {}
             },
             Err(e) => {

@@ -466,6 +466,8 @@ impl Store {
             }
             self.db.apply_batch(batch)?;
         }
+        // The index must be gone on disk before the files it points to are.
+        self.db.flush()?;
         self.segs.remove_topic(topic)?;
         Ok(())
     }
