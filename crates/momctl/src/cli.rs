@@ -320,6 +320,13 @@ pub enum TopicCmd {
         /// Drop messages older than this (e.g. 1h, 7d; 0 = unlimited).
         #[arg(long, value_parser = parse_age)]
         max_age: Option<u64>,
+        /// Hard byte limit: applies even to messages queues still hold (they count them as
+        /// dropped). The limits above never remove those.
+        #[arg(long, value_parser = parse_size)]
+        hard_max_bytes: Option<u64>,
+        /// Hard age limit: applies even to messages queues still hold.
+        #[arg(long, value_parser = parse_age)]
+        hard_max_age: Option<u64>,
     },
 }
 

@@ -181,6 +181,7 @@ pub struct Broker {
     consumers: HashMap<crate::core::queues::ConsumerId, queue_ops::Consumer>,
     next_consumer: u64,
     fetches: Vec<queue_ops::FetchWaiter>,
+    queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
     queue_flush_wanted: bool,
 }
@@ -250,6 +251,7 @@ impl Broker {
             consumers: HashMap::new(),
             next_consumer: 0,
             fetches: Vec::new(),
+            queue_rates: HashMap::new(),
             queue_flush_wanted: false,
         };
         (b, BrokerHandle { tx }, rx)
@@ -419,7 +421,7 @@ impl Broker {
                         self.route(w, topic_id, batch.clone());
                     }
                     if queues > 0 {
-                        self.pump_topic(topic_id, now_ms());
+                        self.pump_topic(topic_id, n, now_ms());
                     }
                 } else {
                     watchers = self.core.watches.count_matching(&topic);
@@ -727,7 +729,7 @@ impl Broker {
             ClientFrame::TopicSet(s) => {
                 let res = self
                     .core
-                    .set_limits(&s.topic, s.max_msgs, s.max_bytes, s.max_age_ms, now)
+                    .set_limits(&s, now)
                     .map(|(t, created)| (t.clone(), created));
                 match res {
                     Ok((t, created)) => {
@@ -926,20 +928,37 @@ impl Broker {
             return;
         };
         let lim = t.limits;
-        let aged = lim.max_age_ms > 0 && t.msgs > 0;
+        let aged = t.has_age_limit() && t.msgs > 0;
         if !(t.over_size_limits() || aged) {
             return;
         }
+        // Soft limits stop at what a queue still holds; hard limits do not (the queues then
+        // count what they lose as dropped).
+        let soft = Limits {
+            hard_max_bytes: 0,
+            hard_max_age_ms: 0,
+            ..lim
+        };
+        let hard = Limits {
+            max_bytes: lim.hard_max_bytes,
+            max_age_ms: lim.hard_max_age_ms,
+            ..Limits::default()
+        };
         let keep_from = self.queue_floor(topic_id);
-        match self.store.trim(t, now, keep_from) {
-            Ok(Some((first, n, bytes))) => {
-                if let Some(t) = self.core.topics.by_id_mut(topic_id) {
-                    t.record_trim(first, n, bytes);
+        for (lim, keep_from) in [(soft, keep_from), (hard, u64::MAX)] {
+            let Some(t) = self.core.topics.by_id(topic_id) else {
+                return;
+            };
+            match self.store.trim(t, lim, now, keep_from) {
+                Ok(Some((first, n, bytes))) => {
+                    if let Some(t) = self.core.topics.by_id_mut(topic_id) {
+                        t.record_trim(first, n, bytes);
+                    }
+                    self.dirty = true;
                 }
-                self.dirty = true;
+                Ok(None) => {}
+                Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),
         }
     }
 
@@ -1180,6 +1199,11 @@ impl Broker {
         for r in self.rates.values_mut() {
             r.roll(dt);
         }
+        let queues = &self.queues;
+        self.queue_rates.retain(|name, _| queues.contains_key(name));
+        for r in self.queue_rates.values_mut() {
+            r.roll(dt);
+        }
         self.total_rate.roll(dt);
         let expired = self.core.tick(now);
         if !expired.is_empty() {
@@ -1207,7 +1231,7 @@ impl Broker {
             .core
             .topics
             .iter()
-            .filter(|t| t.limits.max_age_ms > 0 && t.msgs > 0)
+            .filter(|t| t.has_age_limit() && t.msgs > 0)
             .map(|t| t.id)
             .collect();
         for id in aged {

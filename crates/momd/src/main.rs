@@ -103,6 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 max_msgs: args.max_msgs,
                 max_bytes: args.max_bytes,
                 max_age_ms: args.max_age.as_millis() as u64,
+                ..mom_proto::Limits::default()
             },
         },
         topics,

@@ -40,6 +40,8 @@ fn topic_info() -> TopicInfo {
             max_msgs: 1000,
             max_bytes: 0,
             max_age_ms: 0,
+            hard_max_bytes: 0,
+            hard_max_age_ms: 0,
         },
         watchers: 1,
         queues: 0,
@@ -91,6 +93,7 @@ fn queue_info(bindings: &[&str], consumers: u64, ready: u64, unacked: u64) -> Qu
         consumers,
         ready,
         unacked,
+        lag: ready + unacked,
         delivered: 0,
         acked: 0,
         redelivered: 0,
@@ -274,6 +277,8 @@ fn main() {
             max_msgs: Some(1000),
             max_bytes: None,
             max_age_ms: None,
+            hard_max_bytes: None,
+            hard_max_age_ms: None,
         }),
     );
     dump(

@@ -262,6 +262,12 @@ pub struct Limits {
     pub max_bytes: u64,
     #[serde(default)]
     pub max_age_ms: u64,
+    /// Hard limits: applied even to messages a queue still holds (the queue then counts
+    /// them as dropped). The limits above never remove those.
+    #[serde(default)]
+    pub hard_max_bytes: u64,
+    #[serde(default)]
+    pub hard_max_age_ms: u64,
 }
 
 /// Change the retention limits of a topic (creating it if needed). A missing field keeps
@@ -276,6 +282,10 @@ pub struct TopicSet {
     pub max_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_max_age_ms: Option<u64>,
 }
 
 /// What the broker holds for one topic.
@@ -510,6 +520,9 @@ pub struct QueueInfo {
     pub ready: u64,
     /// Delivered, not yet acknowledged.
     pub unacked: u64,
+    /// Messages published to its topics and not yet acknowledged: ready + unacked.
+    #[serde(default)]
+    pub lag: u64,
     pub delivered: u64,
     pub acked: u64,
     pub redelivered: u64,

@@ -114,6 +114,12 @@ fn print_info(q: &QueueInfo, json: bool) -> CmdResult {
     outln!("consumers:     {}", q.consumers);
     outln!("ready:         {}", q.ready);
     outln!("unacked:       {}", q.unacked);
+    outln!("lag:           {}", q.lag);
+    outln!(
+        "rate:          {:.1} msgs/s in, {:.1} msgs/s out",
+        q.in_rate,
+        q.out_rate
+    );
     outln!("delivered:     {}", q.delivered);
     outln!("acked:         {}", q.acked);
     outln!("redelivered:   {}", q.redelivered);

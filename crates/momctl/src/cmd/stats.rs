@@ -63,6 +63,10 @@ fn print_stats(s: &Stats, addr: &str) -> CmdResult {
     );
     outln!();
     super::topic::print_table(&s.topics)?;
+    if !s.queues.is_empty() {
+        outln!();
+        super::queue::print_table(&s.queues)?;
+    }
     outln!();
     outln!(
         "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",

@@ -42,26 +42,38 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
             max_msgs,
             max_bytes,
             max_age,
+            hard_max_bytes,
+            hard_max_age,
         } => {
-            if max_msgs.is_none() && max_bytes.is_none() && max_age.is_none() {
+            let set = TopicSet {
+                id: 0,
+                topic,
+                max_msgs,
+                max_bytes,
+                max_age_ms: max_age,
+                hard_max_bytes,
+                hard_max_age_ms: hard_max_age,
+            };
+            let nothing = TopicSet {
+                id: 0,
+                topic: set.topic.clone(),
+                ..TopicSet::default()
+            };
+            if set == nothing {
                 return Err(Failure::new(
                     2,
-                    "nothing to set: give --max-msgs, --max-bytes or --max-age",
+                    "nothing to set: give --max-msgs, --max-bytes, --max-age or a --hard-max-* limit",
                 ));
             }
-            let t = client
-                .topic_set(TopicSet {
-                    id: 0,
-                    topic,
-                    max_msgs,
-                    max_bytes,
-                    max_age_ms: max_age,
-                })
-                .await?;
+            let t = client.topic_set(set).await?;
             print_info(&t, json)?;
         }
     }
     Ok(())
+}
+
+fn age(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
 }
 
 fn limit(v: u64, f: impl Fn(u64) -> String) -> String {
@@ -95,12 +107,11 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
         limit(t.limits.max_msgs, |v| v.to_string())
     );
     outln!("max bytes:  {}", limit(t.limits.max_bytes, human_bytes));
+    outln!("max age:    {}", limit(t.limits.max_age_ms, age));
     outln!(
-        "max age:    {}",
-        limit(t.limits.max_age_ms, |v| humantime::format_duration(
-            std::time::Duration::from_millis(v)
-        )
-        .to_string())
+        "hard limits: {} bytes, {} age (also drop what queues still hold)",
+        limit(t.limits.hard_max_bytes, human_bytes),
+        limit(t.limits.hard_max_age_ms, age)
     );
     Ok(())
 }

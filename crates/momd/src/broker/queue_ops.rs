@@ -67,6 +67,12 @@ impl Broker {
             .values()
             .filter(|c| c.queue == q.def.name)
             .count() as u64;
+        let rate = self
+            .queue_rates
+            .get(&q.def.name)
+            .copied()
+            .unwrap_or_default();
+        let ready = q.ready(&view);
         QueueInfo {
             name: q.def.name.clone(),
             owner: q.def.owner.clone(),
@@ -75,15 +81,16 @@ impl Broker {
             max_deliver: q.def.max_deliver,
             ack_wait_ms: q.def.ack_wait_ms,
             consumers,
-            ready: q.ready(&view),
+            ready,
             unacked: q.unacked.len() as u64,
+            lag: ready + q.unacked.len() as u64,
             delivered: q.counters.delivered,
             acked: q.counters.acked,
             redelivered: q.counters.redelivered,
             dead_lettered: q.counters.dead_lettered,
             dropped: q.counters.dropped,
-            in_rate: 0.0,
-            out_rate: 0.0,
+            in_rate: rate.in_rate,
+            out_rate: rate.out_rate,
         }
     }
 
@@ -586,7 +593,12 @@ impl Broker {
     }
 
     /// Queues with new messages in `topic` may now serve their fetchers and consumers.
-    pub(super) fn pump_topic(&mut self, topic: u32, now: u64) {
+    pub(super) fn pump_topic(&mut self, topic: u32, count: u64, now: u64) {
+        for (name, q) in &self.queues {
+            if q.cursors.contains_key(&topic) {
+                self.queue_rates.entry(name.clone()).or_default().in_count += count;
+            }
+        }
         if self.fetches.is_empty() && self.consumers.is_empty() {
             return;
         }
@@ -780,6 +792,10 @@ impl Broker {
         let n = out.len() as u64;
         self.delivered_total += n;
         self.total_rate.out_count += n;
+        self.queue_rates
+            .entry(name.to_string())
+            .or_default()
+            .out_count += n;
         if !missing.is_empty() {
             if let Some(q) = self.queues.get_mut(name) {
                 for m in missing {

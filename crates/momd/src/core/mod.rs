@@ -312,23 +312,23 @@ impl Core {
     /// Set limits (creating the topic if needed).
     pub fn set_limits(
         &mut self,
-        name: &str,
-        max_msgs: Option<u64>,
-        max_bytes: Option<u64>,
-        max_age_ms: Option<u64>,
+        set: &mom_proto::TopicSet,
         now: u64,
     ) -> Result<(&TopicState, bool), CoreError> {
-        topic::validate_publish_topic(name)?;
+        topic::validate_publish_topic(&set.topic)?;
         let default_limits = self.config.default_limits;
-        let (t, created) = self.topics.get_or_create(name, now, default_limits);
-        if let Some(v) = max_msgs {
-            t.limits.max_msgs = v;
-        }
-        if let Some(v) = max_bytes {
-            t.limits.max_bytes = v;
-        }
-        if let Some(v) = max_age_ms {
-            t.limits.max_age_ms = v;
+        let (t, created) = self.topics.get_or_create(&set.topic, now, default_limits);
+        let l = &mut t.limits;
+        for (field, v) in [
+            (&mut l.max_msgs, set.max_msgs),
+            (&mut l.max_bytes, set.max_bytes),
+            (&mut l.max_age_ms, set.max_age_ms),
+            (&mut l.hard_max_bytes, set.hard_max_bytes),
+            (&mut l.hard_max_age_ms, set.hard_max_age_ms),
+        ] {
+            if let Some(v) = v {
+                *field = v;
+            }
         }
         Ok((t, created))
     }

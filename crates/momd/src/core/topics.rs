@@ -58,6 +58,12 @@ impl TopicState {
     pub fn over_size_limits(&self) -> bool {
         (self.limits.max_msgs > 0 && self.msgs > self.limits.max_msgs)
             || (self.limits.max_bytes > 0 && self.bytes > self.limits.max_bytes)
+            || (self.limits.hard_max_bytes > 0 && self.bytes > self.limits.hard_max_bytes)
+    }
+
+    /// Is there an age limit at all?
+    pub fn has_age_limit(&self) -> bool {
+        self.limits.max_age_ms > 0 || self.limits.hard_max_age_ms > 0
     }
 }
 

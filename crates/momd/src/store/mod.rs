@@ -513,10 +513,10 @@ impl Store {
     pub fn trim(
         &self,
         topic: &TopicState,
+        lim: mom_proto::Limits,
         now: u64,
         keep_from: u64,
     ) -> Result<Option<(u64, u64, u64)>> {
-        let lim = topic.limits;
         if lim.max_msgs == 0 && lim.max_bytes == 0 && lim.max_age_ms == 0 {
             return Ok(None);
         }

@@ -169,7 +169,7 @@ fn trim_by_count_bytes_and_age() {
     };
     let trim = |core: &mut Core, now| {
         let t = core.topics.by_id(id).unwrap().clone();
-        if let Some((first, n, b)) = store.trim(&t, now, u64::MAX).unwrap() {
+        if let Some((first, n, b)) = store.trim(&t, t.limits, now, u64::MAX).unwrap() {
             core.topics.by_id_mut(id).unwrap().record_trim(first, n, b);
         }
     };
@@ -335,7 +335,7 @@ fn retention_never_removes_what_a_queue_still_holds() {
     core.topics.by_id_mut(id).unwrap().limits.max_msgs = 2;
     let t = core.topics.by_id(id).unwrap().clone();
     // A queue still needs seq 4 and later.
-    let (first, n, _) = store.trim(&t, 1, 4).unwrap().unwrap();
+    let (first, n, _) = store.trim(&t, t.limits, 1, 4).unwrap().unwrap();
     assert_eq!((first, n), (4, 3));
 }
 
@@ -352,7 +352,7 @@ fn retention_deletes_whole_segment_files() {
     assert_eq!(segment_files(dir.path(), id).len(), 2);
     core.topics.by_id_mut(id).unwrap().limits.max_msgs = 5;
     let t = core.topics.by_id(id).unwrap().clone();
-    let (first, n, _) = store.trim(&t, 1, u64::MAX).unwrap().unwrap();
+    let (first, n, _) = store.trim(&t, t.limits, 1, u64::MAX).unwrap().unwrap();
     assert_eq!((first, n), (66, 65));
     assert_eq!(segment_files(dir.path(), id).len(), 1);
     core.topics.by_id_mut(id).unwrap().record_trim(first, n, 0);
