@@ -69,8 +69,9 @@ fn build_bins(profile_dir: &Path) {
         return;
     };
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(manifest)
-        .args(["build", "--quiet", "-p", "momd", "-p", "momctl"]);
+    cmd.current_dir(manifest).args([
+        "build", "--quiet", "-p", "momd", "-p", "momctl", "-p", "momtui",
+    ]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -88,6 +89,12 @@ pub fn momd_bin() -> &'static Path {
 
 pub fn momctl_bin() -> &'static Path {
     &bins().1
+}
+
+pub fn momtui_bin() -> PathBuf {
+    let b = momd_bin().with_file_name("momtui");
+    assert!(b.is_file(), "{} is missing", b.display());
+    b
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,9 +1,133 @@
-//! momtui, the mom dashboard. Not built yet: it has its own issue, and this binary says so.
+//! momtui, mom's live dashboard. State and its updates are in `app.rs` (pure), drawing in
+//! `ui/` (pure), the network in `net.rs` (a tokio task the UI never waits for), and the
+//! terminal's setup and restore here.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "momtui: the dashboard is not built yet. Meanwhile `momctl stats` and \
-         `momctl subscribe '>'` show what the broker holds."
-    );
-    std::process::ExitCode::from(1)
+mod app;
+mod net;
+mod ui;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
+use crossterm::execute;
+use futures_util::StreamExt;
+use momctl::client::ConnectOptions;
+use tokio::sync::mpsc;
+
+use crate::app::{App, Event};
+
+/// momtui: watch what a mom broker holds, live.
+#[derive(Debug, Parser)]
+#[command(
+    name = "momtui",
+    version,
+    about = "Live dashboard of a mom broker: topics, subscriptions, clients and messages",
+    after_help = "Examples:\n  momtui\n  momtui -s 10.0.0.5:7878 --buffer 5000\n  NO_COLOR=1 momtui\n\nPress ? inside for every key."
+)]
+struct Args {
+    /// Broker address.
+    #[arg(short, long, env = "MOM_SERVER", default_value = mom_proto::DEFAULT_ADDR)]
+    server: String,
+
+    /// Messages of the live stream kept for display (older ones scroll away).
+    #[arg(long, default_value_t = 1000)]
+    buffer: usize,
+
+    /// User name (for brokers with users).
+    #[arg(long, env = "MOM_USER")]
+    user: Option<String>,
+
+    /// Password (for brokers with users).
+    #[arg(long, env = "MOM_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if !std::io::stdout().is_terminal() {
+        eprintln!("momtui: stdout is not a terminal; use `momctl stats` in scripts");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("momtui: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(run(args));
+    rt.shutdown_background();
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("momtui: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Puts the terminal back however the program ends (return, error, panic unwinding).
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = execute!(std::io::stdout(), DisableMouseCapture);
+        ratatui::restore();
+        let _ = execute!(std::io::stdout(), crossterm::cursor::Show);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut opts = ConnectOptions::new(args.server.clone(), "momtui");
+    opts.user = args.user.clone();
+    opts.password = args.password.clone();
+
+    // ratatui::init also installs a panic hook that restores the terminal first.
+    let mut terminal = ratatui::init();
+    let _restore = Restore;
+    execute!(std::io::stdout(), EnableMouseCapture)?;
+
+    let (net_tx, mut net_rx) = mpsc::channel(64);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let net = tokio::spawn(net::run(opts, net_tx, cmd_rx));
+
+    let mut app = App::new(&args.server, args.buffer, color);
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    while !app.quit {
+        terminal.draw(|f| ui::draw(f, &mut app))?;
+        let ev = tokio::select! {
+            k = keys.next() => match k {
+                Some(Ok(TermEvent::Key(k))) => Event::Key(k),
+                Some(Ok(TermEvent::Mouse(m))) => Event::Mouse(m),
+                Some(Ok(_)) => Event::Tick,
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+            n = net_rx.recv() => match n {
+                Some(n) => Event::Net(n),
+                None => break,
+            },
+            _ = tick.tick() => Event::Tick,
+            _ = term.recv() => break,
+            _ = hup.recv() => break,
+        };
+        for c in app.update(ev) {
+            if cmd_tx.try_send(c).is_err() {
+                app.status = "error: busy; try again".into();
+            }
+        }
+    }
+    net.abort();
+    Ok(())
 }

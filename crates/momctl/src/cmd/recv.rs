@@ -109,8 +109,9 @@ pub async fn receive(client: &Client, r: Receive) -> CmdResult {
             _ => Ok(()),
         }
     };
-    // Many messages: a pushing consumer with credit. A few: pulls.
-    if r.follow || want > 256 {
+    // Following: a pushing consumer with credit. A bounded count: pulls of at most what is
+    // still wanted, so nothing beyond N is ever delivered to this command.
+    if r.follow {
         let mut consumer = client
             .consume(&r.queue, CREDIT.min(want.min(u64::from(u32::MAX)) as u32))
             .await?;

@@ -1,0 +1,191 @@
+//! The network side: one tokio task that keeps a connection (reconnecting with backoff),
+//! polls `stats` every second, runs the stream's watch, and carries out commands. The UI
+//! never waits for it: events go out over a bounded channel, and at high rates the stream
+//! is sampled for display while every message is still counted.
+
+use std::time::Duration;
+
+use mom_proto::{QueueCreate, StartAt};
+use momctl::client::{message, Client, ConnectOptions, WatchEvent, WatchStream};
+use tokio::sync::mpsc;
+
+use crate::app::{Command, NetEvent};
+
+/// Most messages handed to the UI per flush; the rest are counted only.
+const SAMPLE: usize = 200;
+const FLUSH: Duration = Duration::from_millis(100);
+
+pub async fn run(
+    opts: ConnectOptions,
+    tx: mpsc::Sender<NetEvent>,
+    mut cmds: mpsc::Receiver<Command>,
+) {
+    let mut pattern = ">".to_string();
+    let mut attempt = 0u32;
+    loop {
+        let reason = match session(&opts, &tx, &mut cmds, &mut pattern).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        attempt += 1;
+        if tx
+            .send(NetEvent::Disconnected {
+                attempt,
+                reason: reason.clone(),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // Backoff: 0.5 s doubling to 5 s; commands meanwhile are refused, not queued.
+        let wait =
+            Duration::from_millis(500 * (1u64 << attempt.min(4))).min(Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                c = cmds.recv() => match c {
+                    None => return,
+                    Some(Command::Watch { pattern: p, .. }) => pattern = p,
+                    Some(_) => {
+                        let _ = tx.try_send(NetEvent::Done(Err(format!("not connected: {reason}"))));
+                    }
+                },
+            }
+        }
+        if attempt > 0 && tx.is_closed() {
+            return;
+        }
+    }
+}
+
+/// One connection's life. Ok(()) when the UI is gone; Err(reason) when the connection is.
+async fn session(
+    opts: &ConnectOptions,
+    tx: &mpsc::Sender<NetEvent>,
+    cmds: &mut mpsc::Receiver<Command>,
+    pattern: &mut String,
+) -> Result<(), String> {
+    let client = Client::connect(opts).await.map_err(|e| e.to_string())?;
+    if tx
+        .send(NetEvent::Connected(Box::new(client.welcome().clone())))
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut watch = start_watch(&client, tx, pattern, StartAt::New, 0).await?;
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut flush_tick = tokio::time::interval(FLUSH);
+    let mut sample = Vec::new();
+    let mut total = 0u64;
+    loop {
+        tokio::select! {
+            _ = stats_tick.tick() => {
+                let s = client.stats().await.map_err(|e| e.to_string())?;
+                if tx.send(NetEvent::Stats(Box::new(s))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            _ = flush_tick.tick() => {
+                if total > 0 {
+                    let ev = NetEvent::Messages { sample: std::mem::take(&mut sample), total };
+                    total = 0;
+                    // A busy UI misses a sample; the counts it gets next time are smaller.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(ev) {
+                        return Ok(());
+                    }
+                }
+            }
+            ev = watch.next() => match ev.map_err(|e| e.to_string())? {
+                WatchEvent::Messages(msgs) => {
+                    total += msgs.len() as u64;
+                    let room = SAMPLE.saturating_sub(sample.len());
+                    // Keep the newest: drop the oldest of this batch beyond the room.
+                    let skip = msgs.len().saturating_sub(room);
+                    sample.extend(msgs.into_iter().skip(skip));
+                }
+                WatchEvent::Notice(_) => {}
+            },
+            c = cmds.recv() => {
+                let Some(c) = c else { return Ok(()) };
+                match c {
+                    Command::Watch { pattern: p, from, at } => {
+                        let new = start_watch(&client, tx, &p, from, at).await;
+                        match new {
+                            Ok(w) => {
+                                watch = w;
+                                *pattern = p;
+                                sample.clear();
+                                total = 0;
+                            }
+                            Err(e) => {
+                                let _ = tx.try_send(NetEvent::Done(Err(e)));
+                            }
+                        }
+                    }
+                    other => {
+                        let res = run_command(&client, other).await;
+                        let _ = tx.try_send(NetEvent::Done(res));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn start_watch(
+    client: &Client,
+    tx: &mpsc::Sender<NetEvent>,
+    pattern: &str,
+    from: StartAt,
+    at: u64,
+) -> Result<WatchStream, String> {
+    let w = client
+        .watch(vec![pattern.to_string()], from, at)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tx.send(NetEvent::Watching(pattern.to_string())).await;
+    Ok(w)
+}
+
+async fn run_command(client: &Client, c: Command) -> Result<String, String> {
+    match c {
+        Command::Publish {
+            topic,
+            headers,
+            payload,
+        } => {
+            let ack = client
+                .publish(&topic, vec![message(payload.into_bytes(), headers, None)])
+                .await
+                .map_err(|e| e.to_string())?;
+            let seq = ack.seqs.first().copied().unwrap_or(0);
+            Ok(format!("published to {topic} at seq {seq}"))
+        }
+        Command::CreateQueue { name, binding } => {
+            client
+                .queue_create(QueueCreate {
+                    queue: name.clone(),
+                    bindings: vec![binding.clone()],
+                    ..QueueCreate::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("created queue {name} bound to {binding}"))
+        }
+        Command::PurgeQueue(name) => {
+            let q = client.queue_purge(&name).await.map_err(|e| e.to_string())?;
+            Ok(format!("purged queue {name}; {} unacked remain", q.unacked))
+        }
+        Command::DeleteQueue { name, force } => {
+            client
+                .queue_delete(&name, force)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("deleted queue {name}"))
+        }
+        Command::Watch { .. } => Ok(String::new()),
+    }
+}
