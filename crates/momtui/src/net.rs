@@ -54,7 +54,7 @@ pub async fn run(
                 },
             }
         }
-        if attempt > 0 && tx.is_closed() {
+        if tx.is_closed() {
             return;
         }
     }
@@ -76,18 +76,17 @@ async fn session(
         return Ok(());
     }
     let mut watch = start_watch(&client, tx, pattern, StartAt::New, 0).await?;
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+    // Requests run in tasks of their own: this loop must keep draining the watch, or the
+    // connection's reader stalls and their replies could never arrive.
+    let (lost_tx, mut lost) = mpsc::channel::<String>(1);
+    let stats = tokio::spawn(poll_stats(client.clone(), tx.clone(), lost_tx.clone()));
+    let _stop_stats = AbortOnDrop(stats);
     let mut flush_tick = tokio::time::interval(FLUSH);
     let mut sample = Vec::new();
     let mut total = 0u64;
     loop {
         tokio::select! {
-            _ = stats_tick.tick() => {
-                let s = client.stats().await.map_err(|e| e.to_string())?;
-                if tx.send(NetEvent::Stats(Box::new(s))).await.is_err() {
-                    return Ok(());
-                }
-            }
+            why = lost.recv() => return Err(why.unwrap_or_default()),
             _ = flush_tick.tick() => {
                 if total > 0 {
                     let ev = NetEvent::Messages { sample: std::mem::take(&mut sample), total };
@@ -126,10 +125,40 @@ async fn session(
                         }
                     }
                     other => {
-                        let res = run_command(&client, other).await;
-                        let _ = tx.try_send(NetEvent::Done(res));
+                        let (client, tx) = (client.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let res = run_command(&client, other).await;
+                            let _ = tx.send(NetEvent::Done(res)).await;
+                        });
                     }
                 }
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Stats every second until the connection fails (said on `lost`) or the UI is gone.
+async fn poll_stats(client: Client, tx: mpsc::Sender<NetEvent>, lost: mpsc::Sender<String>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match client.stats().await {
+            Ok(s) => {
+                if tx.send(NetEvent::Stats(Box::new(s))).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = lost.send(e.to_string()).await;
+                return;
             }
         }
     }

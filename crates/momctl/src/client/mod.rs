@@ -308,7 +308,7 @@ impl Client {
         at: u64,
     ) -> Result<WatchStream> {
         // Register the route before the request so no delivery can arrive unrouted.
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(8);
         let id = self.next_id();
         self.shared
             .pending_watches

@@ -31,7 +31,14 @@ pub fn preview(payload: &[u8], max: usize) -> String {
 
 pub fn stream(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let focused = app.pane == Pane::Stream;
-    let width = area.width.saturating_sub(40) as usize;
+    let topic_width = app
+        .stream
+        .iter()
+        .map(|m| m.topic.chars().count())
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 32) as u16;
+    let width = area.width.saturating_sub(36 + topic_width) as usize;
     let rows: Vec<Row> = app
         .stream_rows()
         .into_iter()
@@ -56,7 +63,7 @@ pub fn stream(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         rows,
         [
             Constraint::Length(12),
-            Constraint::Min(8),
+            Constraint::Length(topic_width),
             Constraint::Length(8),
             Constraint::Length(12),
             Constraint::Min(10),

@@ -160,6 +160,7 @@ pub fn clients(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 since(c.since),
                 c.msgs_in.to_string(),
                 c.msgs_out.to_string(),
+                c.watches.to_string(),
             ])
         })
         .collect();
@@ -172,7 +173,9 @@ pub fn clients(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         area,
         Spec {
             title,
-            header: vec!["ID", "NAME", "USER", "ADDRESS", "SINCE", "IN", "OUT"],
+            header: vec![
+                "ID", "NAME", "USER", "ADDRESS", "SINCE", "IN", "OUT", "WATCHES",
+            ],
             widths: vec![
                 Constraint::Length(6),
                 Constraint::Min(10),
@@ -181,6 +184,7 @@ pub fn clients(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 Constraint::Length(9),
                 Constraint::Length(9),
                 Constraint::Length(9),
+                Constraint::Length(7),
             ],
             rows,
         },
