@@ -805,6 +805,16 @@ impl Broker {
         reserved_ok: bool,
     ) -> Result<(), (ErrorCode, String)> {
         let before: Option<TopicState> = self.core.topics.get(name).cloned();
+        let existed = before.is_some();
+        if !existed && name.starts_with(INBOX_PREFIX) {
+            // A reply inbox is born with its short retention, so it is stored with it.
+            let limits = Limits {
+                max_msgs: 100,
+                max_age_ms: INBOX_TTL_MS,
+                ..Limits::default()
+            };
+            self.core.topics.get_or_create(name, now, limits);
+        }
         let res = if reserved_ok {
             self.core.publish_any(name, msgs, sender, now)
         } else {
@@ -831,15 +841,9 @@ impl Broker {
             self.staged_undo.push(undo);
             self.to_trim.insert(topic_id);
         }
-        if plan.created {
+        if plan.created || !existed {
             self.delivered_upto.insert(topic_id, 0);
             self.topic_created_for_queues(topic_id, name);
-            if name.starts_with(INBOX_PREFIX) {
-                if let Some(t) = self.core.topics.by_id_mut(topic_id) {
-                    t.limits.max_msgs = 100;
-                    t.limits.max_age_ms = INBOX_TTL_MS;
-                }
-            }
             if !name.starts_with('$') {
                 self.sys_event(format!(
                     r#"{{"event":"topic_created","topic":{}}}"#,

@@ -815,16 +815,25 @@ impl Broker {
     pub(super) fn dead_letter(&mut self, queue: &str, dead: Vec<DeadLetter>) {
         for d in dead {
             let (t, seq) = d.msg;
-            let Some(tname) = self.core.topics.by_id(t).map(|x| x.name.clone()) else {
-                continue;
-            };
-            let Ok(r) = self.store.read(t, &tname, seq, seq, usize::MAX) else {
-                continue;
-            };
-            let Some(b) = r.batches.into_iter().next() else {
-                continue;
-            };
-            let Some(m) = b.msgs.into_iter().next() else {
+            let found = self
+                .core
+                .topics
+                .by_id(t)
+                .map(|x| x.name.clone())
+                .and_then(|tname| {
+                    let r = self.store.read(t, &tname, seq, seq, usize::MAX).ok()?;
+                    let b = r.batches.into_iter().next()?;
+                    let sender = b.sender;
+                    let m = b.msgs.into_iter().next()?;
+                    Some((tname, sender, m))
+                });
+            let Some((tname, sender, m)) = found else {
+                // Gone from its topic (a hard limit, or removed): nothing to move; the queue
+                // lost it.
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.counters.dead_lettered = q.counters.dead_lettered.saturating_sub(1);
+                    q.counters.dropped += 1;
+                }
                 continue;
             };
             let mut headers = m.headers;
@@ -839,8 +848,7 @@ impl Broker {
                 headers,
                 msg_id: None,
             };
-            if let Err((_, e)) =
-                self.publish((0, 0, true), &dlq, vec![msg], b.sender, now_ms(), true)
+            if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now_ms(), true)
             {
                 tracing::error!(queue, "cannot dead-letter {tname}#{seq}: {e}");
                 continue;
