@@ -117,10 +117,12 @@ pub enum NetEvent {
         reason: String,
     },
     Stats(Box<Stats>),
-    /// A sample of the stream's messages and how many arrived in all since the last one.
+    /// A sample of the stream's messages, how many arrived in all since the last one, and
+    /// how many the broker skipped for this dashboard because it could not keep up.
     Messages {
         sample: Vec<Message>,
         total: u64,
+        skipped: u64,
     },
     /// The stream now watches this pattern.
     Watching(String),
@@ -189,6 +191,7 @@ pub struct App {
     /// Messages the stream received in all, and those shown (a sample at high rates).
     pub stream_total: u64,
     pub stream_shown: u64,
+    pub stream_skipped: u64,
     pub paused: bool,
     pub mode: Mode,
     pub status: String,
@@ -212,6 +215,7 @@ impl App {
             stream_pattern: ">".into(),
             stream_total: 0,
             stream_shown: 0,
+            stream_skipped: 0,
             paused: false,
             mode: Mode::Normal,
             status: String::new(),
@@ -349,9 +353,14 @@ impl App {
                 self.history.retain(|k, _| names.contains(k.as_str()));
                 self.stats = Some(*s);
             }
-            NetEvent::Messages { sample, total } => {
+            NetEvent::Messages {
+                sample,
+                total,
+                skipped,
+            } => {
                 // Counters keep moving while paused; only the list stands still.
                 self.stream_total += total;
+                self.stream_skipped += skipped;
                 if !self.paused {
                     self.stream_shown += sample.len() as u64;
                     for m in sample {
@@ -367,6 +376,7 @@ impl App {
                 self.stream.clear();
                 self.stream_total = 0;
                 self.stream_shown = 0;
+                self.stream_skipped = 0;
                 self.selected[Pane::Stream.index()] = 0;
             }
             NetEvent::Done(Ok(s)) => self.status = s,

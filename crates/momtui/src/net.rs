@@ -84,13 +84,19 @@ async fn session(
     let mut flush_tick = tokio::time::interval(FLUSH);
     let mut sample = Vec::new();
     let mut total = 0u64;
+    let mut skipped = 0u64;
     loop {
         tokio::select! {
             why = lost.recv() => return Err(why.unwrap_or_default()),
             _ = flush_tick.tick() => {
-                if total > 0 {
-                    let ev = NetEvent::Messages { sample: std::mem::take(&mut sample), total };
+                if total > 0 || skipped > 0 {
+                    let ev = NetEvent::Messages {
+                        sample: std::mem::take(&mut sample),
+                        total,
+                        skipped,
+                    };
                     total = 0;
+                    skipped = 0;
                     // A busy UI misses a sample; the counts it gets next time are smaller.
                     if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(ev) {
                         return Ok(());
@@ -105,7 +111,11 @@ async fn session(
                     let skip = msgs.len().saturating_sub(room);
                     sample.extend(msgs.into_iter().skip(skip));
                 }
-                WatchEvent::Notice(_) => {}
+                WatchEvent::Notice(n) => {
+                    if n.kind == mom_proto::NoticeKind::SlowConsumer {
+                        skipped += n.skipped;
+                    }
+                }
             },
             c = cmds.recv() => {
                 let Some(c) = c else { return Ok(()) };

@@ -137,6 +137,7 @@ fn stream_is_bounded_and_pause_keeps_counting() {
     a.update(Event::Net(NetEvent::Messages {
         sample,
         total: 1000,
+        skipped: 0,
     }));
     assert_eq!(a.stream.len(), 5, "bounded by the buffer");
     assert_eq!(a.stream.back().map(|m| m.seq), Some(8));
@@ -146,7 +147,9 @@ fn stream_is_bounded_and_pause_keeps_counting() {
     a.update(Event::Net(NetEvent::Messages {
         sample: vec![msg("t", 9, "y")],
         total: 50,
+        skipped: 7,
     }));
+    assert_eq!(a.stream_skipped, 7);
     assert_eq!(a.stream_total, 1050, "counters keep moving while paused");
     assert_eq!(
         a.stream.back().map(|m| m.seq),
@@ -163,6 +166,7 @@ fn detail_opens_on_enter_in_the_stream() {
     a.update(Event::Net(NetEvent::Messages {
         sample: vec![msg("t", 1, "{\"a\":1}")],
         total: 1,
+        skipped: 0,
     }));
     a.update(ch('4'));
     a.update(key(KeyCode::Enter));

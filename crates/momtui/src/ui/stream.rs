@@ -53,8 +53,13 @@ pub fn stream(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         })
         .collect();
     let state_note = if app.paused { " PAUSED" } else { "" };
+    let skipped = if app.stream_skipped > 0 {
+        format!(", {} skipped (too fast to show all)", app.stream_skipped)
+    } else {
+        String::new()
+    };
     let title = format!(
-        " Stream {} — {} received, {} shown{} ",
+        " Stream {} — {} received, {} shown{skipped}{} ",
         app.stream_pattern, app.stream_total, app.stream_shown, state_note
     );
     let n = rows.len();

@@ -86,6 +86,7 @@ fn app() -> App {
     a.update(Event::Net(NetEvent::Messages {
         sample: msgs,
         total: 12,
+        skipped: 0,
     }));
     a
 }
