@@ -78,21 +78,7 @@ pub fn print_json(v: &impl Serialize) -> io::Result<()> {
     out.flush()
 }
 
-/// Bytes in a human unit.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use momctl::human::bytes as human_bytes;
 
 /// A time in ms since the epoch as RFC 3339 (UTC, seconds), or "-" for 0.
 pub fn human_time(ms: u64) -> String {

@@ -612,23 +612,6 @@ impl Broker {
             // Keep the store in the order the broker applied things.
             self.commit();
         }
-        if matches!(
-            frame,
-            ClientFrame::QueueCreate(_)
-                | ClientFrame::QueueBind(_)
-                | ClientFrame::QueueUnbind(_)
-                | ClientFrame::QueueDelete(_)
-                | ClientFrame::QueuePurge(_)
-                | ClientFrame::QueueInfo(_)
-                | ClientFrame::QueueList(_)
-                | ClientFrame::Consume(_)
-                | ClientFrame::Cancel(_)
-                | ClientFrame::Ack(_)
-                | ClientFrame::Nack(_)
-                | ClientFrame::Fetch(_)
-        ) {
-            return self.queue_request(session, frame);
-        }
         match frame {
             ClientFrame::Publish(p) => {
                 let sender = match self.sessions.get(&session) {
@@ -772,7 +755,7 @@ impl Broker {
                     time: now,
                 }),
             ),
-            ClientFrame::QueueCreate(_)
+            f @ (ClientFrame::QueueCreate(_)
             | ClientFrame::QueueBind(_)
             | ClientFrame::QueueUnbind(_)
             | ClientFrame::QueueDelete(_)
@@ -783,7 +766,7 @@ impl Broker {
             | ClientFrame::Cancel(_)
             | ClientFrame::Ack(_)
             | ClientFrame::Nack(_)
-            | ClientFrame::Fetch(_) => unreachable!("queue requests are routed above"),
+            | ClientFrame::Fetch(_)) => self.queue_request(session, f),
             ClientFrame::Hello(h) => self.error(
                 session,
                 h.id,
@@ -1066,20 +1049,12 @@ impl Broker {
         }
         let mut ranges = Vec::new();
         let mut covered = HashMap::new();
-        for t in self.core.topics.iter() {
-            if !w.patterns.iter().any(|p| topic::matches(p, &t.name)) {
-                continue;
-            }
-            let upto = self
-                .delivered_upto
-                .get(&t.id)
-                .copied()
-                .unwrap_or(t.last_seq);
+        for (t, upto) in self.matching_topics(&w.patterns) {
             covered.insert(t.id, upto);
             let from = match w.from {
                 StartAt::All | StartAt::New => t.first_seq,
                 StartAt::Seq => w.at.max(t.first_seq),
-                StartAt::Time => match self.store.seq_at_time(t, w.at) {
+                StartAt::Time => match self.store.seq_at_time(&t, w.at) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!("replay by time: {e}");
@@ -1115,6 +1090,7 @@ impl Broker {
         let Some(patterns) = self.core.watches.get(wid).map(<[String]>::to_vec) else {
             return;
         };
+        let topics = self.matching_topics(&patterns);
         let Some(ws) = self.watches.get_mut(&wid) else {
             return;
         };
@@ -1158,15 +1134,7 @@ impl Broker {
         // Live messages overflowed the buffer during the replay: read them from the store
         // too, and buffer afresh from here.
         let mut ranges = Vec::new();
-        for t in self.core.topics.iter() {
-            if !patterns.iter().any(|p| topic::matches(p, &t.name)) {
-                continue;
-            }
-            let upto = self
-                .delivered_upto
-                .get(&t.id)
-                .copied()
-                .unwrap_or(t.last_seq);
+        for (t, upto) in topics {
             let from = covered
                 .get(&t.id)
                 .map_or(t.first_seq, |c| c + 1)
@@ -1261,6 +1229,24 @@ impl Broker {
         if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
             self.start_flush();
         }
+    }
+
+    /// The topics some pattern matches, each with the newest seq whose deliveries were
+    /// released (what a replay or a new queue may read up to).
+    fn matching_topics(&self, patterns: &[String]) -> Vec<(TopicState, u64)> {
+        self.core
+            .topics
+            .iter()
+            .filter(|t| patterns.iter().any(|p| topic::matches(p, &t.name)))
+            .map(|t| {
+                let upto = self
+                    .delivered_upto
+                    .get(&t.id)
+                    .copied()
+                    .unwrap_or(t.last_seq);
+                (t.clone(), upto)
+            })
+            .collect()
     }
 
     /// Forget a topic the broker itself removes (reply inboxes).

@@ -167,20 +167,12 @@ impl Broker {
     /// Bind `patterns` to queue `name` for the topics that exist now, starting at `from`.
     fn bind_existing(&mut self, name: &str, patterns: &[String], from: StartAt, at: u64) {
         let mut starts = Vec::new();
-        for t in self.core.topics.iter() {
-            if !patterns.iter().any(|p| topic::matches(p, &t.name)) {
-                continue;
-            }
-            let upto = self
-                .delivered_upto
-                .get(&t.id)
-                .copied()
-                .unwrap_or(t.last_seq);
+        for (t, upto) in self.matching_topics(patterns) {
             let start = match from {
                 StartAt::New => upto + 1,
                 StartAt::All => t.first_seq,
                 StartAt::Seq => at.max(t.first_seq),
-                StartAt::Time => self.store.seq_at_time(t, at).unwrap_or(upto + 1),
+                StartAt::Time => self.store.seq_at_time(&t, at).unwrap_or(upto + 1),
             };
             starts.push((t.id, start));
         }

@@ -162,20 +162,7 @@ pub fn block(title: String, focused: bool, theme: &Theme) -> Block<'static> {
     }
 }
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use momctl::human::bytes;
 
 /// An uptime in its two largest units: 3d4h, 1h2m, 5m3s, 42s.
 pub fn uptime(ms: u64) -> String {
