@@ -180,3 +180,32 @@ fn reconnecting_is_shown_in_the_header() {
     let screen = render(&mut a, 120, 40);
     assert!(screen.contains("reconnecting (attempt 3): connection refused"));
 }
+
+#[test]
+fn a_click_selects_the_row_under_it_and_the_wheel_scrolls() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut a = app();
+    render(&mut a, 80, 24);
+    // Header 2 lines, tabs 1, border 1, column heads 1: the second topic is on row 6.
+    let click = |row| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: 10,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    a.update(Event::Mouse(click(6)));
+    assert_eq!(a.selected_topic().as_deref(), Some("orders.eu"));
+    a.update(Event::Mouse(MouseEvent {
+        kind: MouseEventKind::ScrollUp,
+        ..click(6)
+    }));
+    assert_eq!(a.selected_topic().as_deref(), Some("metrics.cpu"));
+    // A click in another pane's table (wide screen: the stream on the right) moves there.
+    render(&mut a, 200, 60);
+    a.update(Event::Mouse(MouseEvent {
+        column: 150,
+        ..click(7)
+    }));
+    assert_eq!(a.pane, crate::app::Pane::Stream);
+    assert_eq!(a.selected(crate::app::Pane::Stream), 2);
+}
