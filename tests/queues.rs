@@ -9,7 +9,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{json_lines, lines, numbered_lines, wait_for, Collector, Momd};
+use common::{json_lines, lines, numbered_lines, wait_for, wait_timeout, Collector, CtlOut, Momd};
 use mom_proto::{Ack, ClientFrame, Message, MsgKey};
 use tokio::task::block_in_place;
 
@@ -849,4 +849,106 @@ fn queue_state_survives_a_clean_restart() {
     let mut got = lines(&out.stdout);
     got.sort();
     assert_eq!(got, ["b", "o"]);
+}
+
+/// Wait until a request on `topic` is answered (the replier watches), returning its output.
+fn first_answer(m: &Momd, topic: &str) -> CtlOut {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = m.ctl(&["request", topic, "ping", "--timeout", "2s"], None);
+        if out.code != 6 {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no responder on {topic}: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn big_requests_and_failing_repliers() {
+    let m = Momd::start();
+    let cat = Collector::new(m.spawn_ctl(&["reply", "svc.cat", "--", "cat"]));
+    let fail =
+        Collector::new(m.spawn_ctl(&["reply", "svc.fail", "--", "sh", "-c", "echo oops; exit 3"]));
+    assert_eq!(first_answer(&m, "svc.cat").code, 0);
+    // A request bigger than a pipe's buffer goes through a command that echoes it.
+    let big = vec![b'a'; 300_000];
+    let out = m.ctl(&["request", "svc.cat", "--timeout", "10s"], Some(&big));
+    assert_eq!(out.code, 0, "{:?}", out.stderr);
+    assert_eq!(out.stdout.len(), big.len() + 1, "the payload and a newline");
+    // ...and the replier still answers afterwards.
+    let out = m.ctl(&["request", "svc.cat", "small", "--timeout", "5s"], None);
+    assert_eq!(out.stdout_str().trim(), "small");
+    // A replier whose command fails makes the request fail, after showing its output.
+    let out = first_answer(&m, "svc.fail");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stdout_str().trim(), "oops");
+    assert!(out.stderr.contains("status 3"), "{out:?}");
+    cat.kill();
+    fail.kill();
+}
+
+#[test]
+fn a_worker_ends_when_its_queue_is_deleted() {
+    let m = Momd::start();
+    m.ctl_ok(&["queue", "create", "gone", "--bind", "gone.>"], None);
+    let mut worker = m.spawn_ctl(&["recv", "gone", "--follow"]);
+    wait_for(Duration::from_secs(10), "the worker to attach", || {
+        (m.queue_info("gone")["consumers"] == 1).then_some(())
+    });
+    m.ctl_ok(&["queue", "rm", "gone"], None);
+    let status = wait_timeout(&mut worker, Duration::from_secs(10)).expect("the worker ends");
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "exit 6: the queue is not found any more"
+    );
+}
+
+#[test]
+fn a_late_ack_still_settles_the_message() {
+    let m = Momd::start();
+    m.ctl_ok(
+        &[
+            "queue",
+            "create",
+            "slow",
+            "--bind",
+            "slow.t",
+            "--ack-wait",
+            "300ms",
+        ],
+        None,
+    );
+    m.ctl_ok(&["publish", "slow.t", "job", "-q"], None);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let c = m.client("late-acker").await;
+        let got = c
+            .fetch("slow", 1, Duration::from_secs(5))
+            .await
+            .expect("fetch");
+        assert_eq!(got.len(), 1);
+        // Past the deadline: the message waits to be delivered again...
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let keys = vec![mom_proto::MsgKey {
+            topic: "slow.t".into(),
+            seq: got[0].seq,
+        }];
+        // ...but the ack settles it: it is never delivered again.
+        c.ack("slow", keys).await.expect("ack");
+        let again = c
+            .fetch("slow", 1, Duration::from_millis(500))
+            .await
+            .expect("fetch");
+        assert!(again.is_empty(), "delivered after its ack: {again:?}");
+    });
+    let q = m.queue_info("slow");
+    assert_eq!(
+        (q["acked"].as_u64(), q["ready"].as_u64()),
+        (Some(1), Some(0))
+    );
 }

@@ -88,7 +88,8 @@ unacked: it is delivered again."
         after_help = "Examples:\n  momctl request svc.time now --timeout 2s\n  echo '{\"q\": 1}' | momctl request svc.search\n\n\
 The request carries the headers reply-to (a topic of its own under $inbox) and \
 correlation-id. Exits 3 if no reply comes in time; if nothing watches or queues the topic, \
-fails at once with exit 6 (no responders)."
+fails at once with exit 6 (no responders). A reply whose status header is not 0 (the \
+replier's command failed) is printed and the exit is 1."
     )]
     Request {
         topic: String,

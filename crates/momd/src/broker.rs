@@ -1124,6 +1124,7 @@ impl Broker {
                     kind: NoticeKind::Live,
                     skipped: ws.lost,
                     message,
+                    consumer: None,
                 }),
                 false,
             );
@@ -1350,6 +1351,7 @@ fn send_slow_notice(watch: WatchId, ws: &mut WatchState) {
                 "{} messages were skipped: the client did not read fast enough",
                 ws.skipped
             ),
+            consumer: None,
         }),
         false,
     );

@@ -192,6 +192,7 @@ fn main() {
             kind: NoticeKind::Live,
             skipped: 0,
             message: String::new(),
+            consumer: None,
         }),
     );
 
@@ -235,6 +236,7 @@ fn main() {
             kind: NoticeKind::SlowConsumer,
             skipped: 12,
             message: String::new(),
+            consumer: None,
         }),
     );
     dump(

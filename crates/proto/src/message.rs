@@ -231,6 +231,9 @@ pub struct Notice {
     pub skipped: u64,
     #[serde(default)]
     pub message: String,
+    /// Set when the notice is for a queue consumer (then `watch` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,7 +243,7 @@ pub enum NoticeKind {
     SlowConsumer,
     /// The replayed part of the watch is over; what follows is live.
     Live,
-    /// The server ended the watch (the topic was removed, or the server is stopping).
+    /// The server ended the watch or the consumer (its queue was deleted).
     Ended,
     #[serde(other)]
     Unknown,

@@ -240,6 +240,7 @@ fn server_frames_round_trip() {
             kind: NoticeKind::SlowConsumer,
             skipped: 12,
             message: String::new(),
+            consumer: None,
         }),
         ServerFrame::error(None, ErrorCode::TooLarge, "too big"),
     ];

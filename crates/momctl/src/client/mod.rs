@@ -652,12 +652,11 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
             None
         }
         ServerFrame::Notice(n) => {
-            let tx = sh
-                .watches
-                .lock()
-                .expect("lock poisoned")
-                .get(&n.watch)
-                .cloned();
+            let key = match n.consumer {
+                Some(c) => CONSUMER_BIT | c,
+                None => n.watch,
+            };
+            let tx = sh.watches.lock().expect("lock poisoned").get(&key).cloned();
             if let Some(tx) = tx {
                 let _ = tx.send(WatchEvent::Notice(n)).await;
             }

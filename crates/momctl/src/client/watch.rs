@@ -88,10 +88,10 @@ impl ConsumerStream {
             match self.rx.recv().await {
                 Some(WatchEvent::Messages(m)) => return Ok(m),
                 Some(WatchEvent::Notice(n)) if n.kind == NoticeKind::Ended => {
-                    return Err(ClientError::Closed(format!(
-                        ": the server ended the consumer: {}",
-                        n.message
-                    )))
+                    return Err(ClientError::Server {
+                        code: mom_proto::ErrorCode::NotFound,
+                        message: n.message,
+                    })
                 }
                 Some(WatchEvent::Notice(_)) => continue,
                 None => return Err(self.client.closed_error()),

@@ -67,6 +67,13 @@ pub async fn request(
             if m.headers.get(CORRELATION_ID) != Some(&correlation) {
                 continue;
             }
+            // A replier that reports a failure (a non-zero status) fails the request too,
+            // after its output is shown.
+            let failed = m
+                .headers
+                .get("status")
+                .filter(|s| s.as_str() != "0")
+                .cloned();
             let mut out = std::io::stdout().lock();
             let res = out
                 .write_all(&m.payload)
@@ -78,8 +85,12 @@ pub async fn request(
                     }
                 })
                 .and_then(|_| out.flush());
-            return match res {
-                Err(e) if !is_broken_pipe(&e) => Err(e.into()),
+            return match (res, failed) {
+                (Err(e), _) if !is_broken_pipe(&e) => Err(e.into()),
+                (_, Some(status)) => Err(Failure::new(
+                    1,
+                    format!("the replier on {topic_name} failed (status {status})"),
+                )),
                 _ => Ok(()),
             };
         }
@@ -139,11 +150,19 @@ async fn run_command(program: &str, args: &[String], input: &[u8]) -> (i32, Vec<
             return (127, format!("cannot run {program}: {e}").into_bytes());
         }
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        // A command that does not read its stdin is fine.
-        let _ = stdin.write_all(input).await;
+    // Feed stdin while stdout is read: a command that echoes a big request (`cat`) must
+    // not block on a full pipe. A command that does not read its stdin is fine.
+    let feed = child.stdin.take().map(|mut stdin| {
+        let input = input.to_vec();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        })
+    });
+    let out = child.wait_with_output().await;
+    if let Some(f) = feed {
+        f.abort();
     }
-    match child.wait_with_output().await {
+    match out {
         Ok(out) => (out.status.code().unwrap_or(-1), out.stdout),
         Err(e) => (127, format!("{program} failed: {e}").into_bytes()),
     }

@@ -17,6 +17,9 @@ use crate::core::queues::{ConsumerId, DeadLetter, MsgRef, Queue, QueueDef};
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
 /// Default time to ack a delivery.
 pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
+/// Most unacked messages one consumer may hold, and consumers one connection may hold.
+const MAX_CREDIT: u32 = 4096;
+const MAX_CONSUMERS: usize = 256;
 /// Most messages in one fetch or one push frame.
 const MAX_BATCH: usize = 256;
 
@@ -301,7 +304,22 @@ impl Broker {
                     .map(|(id, _)| *id)
                     .collect();
                 for c in gone {
-                    self.consumers.remove(&c);
+                    let Some(cs) = self.consumers.remove(&c) else {
+                        continue;
+                    };
+                    // Tell the consumer, so a worker loop ends instead of waiting forever.
+                    if let Some(s) = self.sessions.get(&cs.session) {
+                        s.outbox.reply(
+                            ServerFrame::Notice(mom_proto::Notice {
+                                watch: 0,
+                                kind: mom_proto::NoticeKind::Ended,
+                                skipped: 0,
+                                message: format!("queue {:?} was deleted", d.queue),
+                                consumer: Some(c),
+                            }),
+                            false,
+                        );
+                    }
                 }
                 let (gone, keep): (Vec<FetchWaiter>, Vec<FetchWaiter>) =
                     std::mem::take(&mut self.fetches)
@@ -366,6 +384,15 @@ impl Broker {
                         "credit must be at least 1",
                     );
                 }
+                let held = self
+                    .consumers
+                    .values()
+                    .filter(|x| x.session == session)
+                    .count();
+                if held >= MAX_CONSUMERS {
+                    let msg = format!("a connection may hold at most {MAX_CONSUMERS} consumers");
+                    return self.error(session, c.id, ErrorCode::TooLarge, msg);
+                }
                 self.next_consumer += 1;
                 let cid = self.next_consumer;
                 self.consumers.insert(
@@ -373,7 +400,8 @@ impl Broker {
                     Consumer {
                         session,
                         queue: c.queue.clone(),
-                        credit: c.credit,
+                        // More credit than this would only hold memory in the broker.
+                        credit: c.credit.min(MAX_CREDIT),
                         in_flight: 0,
                     },
                 );
@@ -405,7 +433,7 @@ impl Broker {
                 };
                 if let Some(q) = self.queues.get_mut(&a.queue) {
                     for m in refs {
-                        if let Some(c) = q.ack(m) {
+                        if let Some(Some(c)) = q.ack(m) {
                             if let Some(cs) = self.consumers.get_mut(&c) {
                                 cs.in_flight = cs.in_flight.saturating_sub(1);
                             }
@@ -458,7 +486,7 @@ impl Broker {
                     id: f.id,
                     queue: f.queue.clone(),
                     max: (f.max as usize).clamp(1, MAX_BATCH),
-                    deadline: now + f.timeout_ms,
+                    deadline: now.saturating_add(f.timeout_ms),
                 });
                 self.pump(&f.queue, now);
                 self.expire_fetches(now);
@@ -554,13 +582,26 @@ impl Broker {
                 continue;
             };
             let (consumers, dead) = q.expire(now);
-            for c in consumers {
-                if let Some(cs) = self.consumers.get_mut(&c) {
-                    cs.in_flight = cs.in_flight.saturating_sub(1);
-                }
+            // Only a real change is written: a redelivery that merely waits for a reader
+            // must not cost an fsync every tick.
+            if !consumers.is_empty() || !dead.is_empty() {
+                self.dirty_queues.insert(name.clone());
             }
+            self.free_credit(&consumers);
             self.dead_letter(&name, dead);
-            self.dirty_queues.insert(name.clone());
+        }
+        // Serve what waits: due redeliveries, consumers whose connection has room again,
+        // fetches whose messages could not be read a moment ago.
+        let mut waiting: Vec<String> = self
+            .consumers
+            .values()
+            .filter(|c| c.in_flight < c.credit)
+            .map(|c| c.queue.clone())
+            .chain(self.fetches.iter().map(|f| f.queue.clone()))
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        for name in waiting {
             self.pump(&name, now);
         }
         self.expire_fetches(now);
@@ -647,6 +688,15 @@ impl Broker {
             let Some(c) = self.consumers.get(&cid) else {
                 continue;
             };
+            // A connection that does not read what it is sent gets no more for now; the
+            // queue tick tries again.
+            if !self
+                .sessions
+                .get(&c.session)
+                .is_some_and(|s| s.outbox.has_room())
+            {
+                continue;
+            }
             let room = (c.credit - c.in_flight) as usize;
             let session = c.session;
             let msgs = self.take_messages(name, room.min(MAX_BATCH), cid, now);
@@ -789,12 +839,25 @@ impl Broker {
             .or_default()
             .out_count += n;
         if !missing.is_empty() {
+            let firsts: HashMap<u32, u64> = missing
+                .iter()
+                .filter_map(|(t, _)| self.core.topics.by_id(*t).map(|ts| (*t, ts.first_seq)))
+                .collect();
+            // These never counted against the consumer's credit (only what is sent does).
             if let Some(q) = self.queues.get_mut(name) {
                 for m in missing {
-                    // Gone from the topic (retention or removal): nothing to deliver.
-                    if q.ack(m).is_some() {
-                        q.counters.acked -= 1;
-                        q.counters.dropped += 1;
+                    if firsts.get(&m.0).is_some_and(|first| m.1 >= *first) {
+                        // Still in its topic: the read failed; deliver it again later.
+                        tracing::warn!(
+                            queue = name,
+                            topic = m.0,
+                            seq = m.1,
+                            "cannot read a message; it will be retried"
+                        );
+                        q.unlease(m, now);
+                    } else {
+                        // Gone from its topic (retention or removal): nothing to deliver.
+                        q.lost(m);
                     }
                 }
             }

@@ -248,7 +248,7 @@ impl Queue {
             m,
             Lease {
                 consumer,
-                deadline: now + self.def.ack_wait_ms,
+                deadline: now.saturating_add(self.def.ack_wait_ms),
                 deliveries,
             },
         );
@@ -278,9 +278,25 @@ impl Queue {
     }
 
     /// Acknowledge a message. False if the queue did not hold it as delivered.
-    pub fn ack(&mut self, m: MsgRef) -> Option<ConsumerId> {
-        let lease = self.unacked.remove(&m)?;
+    /// Acknowledge a message: it is settled and never delivered again. An ack that comes
+    /// after the deadline still settles the message if it is waiting to be delivered again
+    /// (the consumer did the work). Returns None when the queue does not hold the message;
+    /// otherwise the consumer whose credit it frees, if it was out on a delivery.
+    pub fn ack(&mut self, m: MsgRef) -> Option<Option<ConsumerId>> {
+        if let Some(lease) = self.unacked.remove(&m) {
+            self.counters.acked += 1;
+            return Some(Some(lease.consumer));
+        }
+        self.retry.remove(&m)?;
         self.counters.acked += 1;
+        Some(None)
+    }
+
+    /// Forget a delivery whose message is gone from its topic (retention, removal): the
+    /// queue counts it as dropped. Returns the consumer it was out with.
+    pub fn lost(&mut self, m: MsgRef) -> Option<ConsumerId> {
+        let lease = self.unacked.remove(&m)?;
+        self.counters.dropped += 1;
         Some(lease.consumer)
     }
 
@@ -296,7 +312,7 @@ impl Queue {
         let lease = self.unacked.remove(&m)?;
         Some((
             lease.consumer,
-            self.requeue(m, lease.deliveries, now + delay_ms, reason),
+            self.requeue(m, lease.deliveries, now.saturating_add(delay_ms), reason),
         ))
     }
 

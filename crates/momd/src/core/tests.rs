@@ -358,7 +358,7 @@ mod queue_props {
                 for (m, d) in q.take(&view, 10, 1, 100 * round as u64 + 1000) {
                     assert_eq!(d, round + 1);
                     if m.1 != 3 {
-                        q.ack(m);
+                        q.ack(m).expect("it was just delivered");
                     }
                 }
             } else {
@@ -369,5 +369,57 @@ mod queue_props {
         }
         assert_eq!(q.counters.dead_lettered, 1);
         assert_eq!(q.ready(&view), 0);
+    }
+}
+
+mod queue_edges {
+    use crate::core::queues::{Queue, QueueDef};
+
+    fn q(ack_wait_ms: u64) -> Queue {
+        let mut q = Queue::new(QueueDef {
+            name: "q".into(),
+            owner: "u".into(),
+            created: 0,
+            bindings: vec!["t".into()],
+            max_deliver: 3,
+            ack_wait_ms,
+        });
+        q.bind_topic(1, 1);
+        q
+    }
+
+    #[test]
+    fn a_late_ack_settles_a_message_waiting_for_redelivery() {
+        let mut q = q(100);
+        let view = |_t: u32| Some((1, 1));
+        let got = q.take(&view, 1, 7, 0);
+        assert_eq!(got.len(), 1);
+        q.expire(1_000);
+        assert_eq!(q.retry.len(), 1);
+        assert_eq!(
+            q.ack((1, 1)),
+            Some(None),
+            "settled, no consumer credit to free"
+        );
+        assert!(
+            q.take(&view, 1, 7, 2_000).is_empty(),
+            "never delivered again"
+        );
+        assert_eq!(q.counters.acked, 1);
+        assert_eq!(q.ack((1, 1)), None, "a second ack finds nothing");
+    }
+
+    #[test]
+    fn huge_durations_saturate_instead_of_wrapping() {
+        let mut q = q(u64::MAX);
+        let view = |_t: u32| Some((1, 2));
+        q.take(&view, 1, 7, 1_000);
+        let (late, dead) = q.expire(u64::MAX - 1);
+        assert!(
+            late.is_empty() && dead.is_empty(),
+            "the deadline is at the end of time"
+        );
+        q.nack((1, 1), u64::MAX, 1_000, "nack");
+        assert!(q.take(&view, 2, 7, 5_000).iter().all(|(m, _)| m.1 != 1));
     }
 }
