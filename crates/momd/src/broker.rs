@@ -1307,6 +1307,12 @@ impl Broker {
                     .msgs_out
                     .load(std::sync::atomic::Ordering::Relaxed);
                 c.watches = s.watches.len() as u64;
+                c.watch_patterns = s
+                    .watches
+                    .iter()
+                    .filter_map(|w| self.core.watches.get(*w))
+                    .map(|ps| ps.join(" "))
+                    .collect();
                 c
             })
             .collect::<Vec<_>>();

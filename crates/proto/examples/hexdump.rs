@@ -324,6 +324,7 @@ fn main() {
                 msgs_in: 0,
                 msgs_out: 0,
                 watches: 0,
+                watch_patterns: Vec::new(),
             }],
             rss_bytes: 0,
             disk_bytes: 0,

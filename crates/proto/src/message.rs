@@ -341,6 +341,9 @@ pub struct ClientInfo {
     pub msgs_in: u64,
     pub msgs_out: u64,
     pub watches: u64,
+    /// The patterns of its live watches, one entry per watch (patterns joined by spaces).
+    #[serde(default)]
+    pub watch_patterns: Vec<String>,
 }
 
 /// Totals over the whole broker.

@@ -96,6 +96,47 @@ pub fn topics(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
 }
 
 pub fn subscriptions(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
+    // Queues on top, the live watches of every client under them.
+    let watches: Vec<Row> = app
+        .stats
+        .as_ref()
+        .map(|s| {
+            s.clients
+                .iter()
+                .flat_map(|c| {
+                    c.watch_patterns.iter().map(move |p| {
+                        Row::new(vec![
+                            c.client_id.to_string(),
+                            c.name.clone(),
+                            c.addr.clone(),
+                            p.clone(),
+                        ])
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let watch_height = (watches.len() as u16 + 3).clamp(4, area.height / 3 + 1);
+    let [top, bottom] =
+        ratatui::layout::Layout::vertical([Constraint::Min(5), Constraint::Length(watch_height)])
+            .areas(area);
+    let n = watches.len();
+    let table = Table::new(
+        watches,
+        [
+            Constraint::Length(6),
+            Constraint::Length(12),
+            Constraint::Length(21),
+            Constraint::Min(10),
+        ],
+    )
+    .header(Row::new(vec!["CLIENT", "NAME", "ADDRESS", "PATTERNS"]).style(theme.bold()))
+    .block(block(format!(" Live watches ({n}) "), false, theme));
+    f.render_widget(table, bottom);
+    queues(f, app, theme, top);
+}
+
+fn queues(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     let rows: Vec<Row> = app
         .queues()
         .into_iter()
@@ -113,13 +154,7 @@ pub fn subscriptions(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
             ])
         })
         .collect();
-    let watches = app.stats.as_ref().map_or(0, |s| s.totals.watches);
-    let title = format!(
-        " Subscriptions: {} queues, {} live watches {}",
-        rows.len(),
-        watches,
-        filter_note(app)
-    );
+    let title = format!(" Subscriptions: {} queues {}", rows.len(), filter_note(app));
     render(
         f,
         app,

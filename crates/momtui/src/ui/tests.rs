@@ -41,6 +41,7 @@ fn app() -> App {
             msgs_in: 1000,
             msgs_out: 0,
             watches: 0,
+            watch_patterns: Vec::new(),
         },
         ClientInfo {
             client_id: 7,
@@ -51,6 +52,7 @@ fn app() -> App {
             msgs_in: 0,
             msgs_out: 12,
             watches: 1,
+            watch_patterns: vec![">".into()],
         },
     ];
     for i in 0..12 {
