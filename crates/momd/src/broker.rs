@@ -58,7 +58,8 @@ pub enum Cmd {
         lost: u64,
     },
     Shutdown {
-        done: oneshot::Sender<()>,
+        /// Answered with whether the final flush worked.
+        done: oneshot::Sender<bool>,
     },
 }
 
@@ -265,7 +266,7 @@ impl Broker {
             FsyncMode::Batch(d) => Some(tokio::time::interval(d)),
             _ => None,
         };
-        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        let mut shutdown: Option<oneshot::Sender<bool>> = None;
         // Messages out of deliveries when momd last stopped go to their dead letter topics.
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for n in names {
@@ -330,10 +331,14 @@ impl Broker {
             }
             if let Some(done) = shutdown.take() {
                 if self.flush_rx.is_none() && self.pending.is_empty() {
-                    if let Err(e) = self.store.flush() {
-                        tracing::error!("final flush failed: {e}");
-                    }
-                    let _ = done.send(());
+                    let flushed = match self.store.flush() {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!("final flush failed: {e}");
+                            false
+                        }
+                    };
+                    let _ = done.send(flushed);
                     return;
                 }
                 shutdown = Some(done);
@@ -505,7 +510,7 @@ impl Broker {
     }
 
     /// Handle one command; returns the shutdown signal when asked to stop.
-    fn handle(&mut self, cmd: Cmd) -> Option<oneshot::Sender<()>> {
+    fn handle(&mut self, cmd: Cmd) -> Option<oneshot::Sender<bool>> {
         match cmd {
             Cmd::Hello { info, hello, reply } => {
                 let _ = reply.send(self.hello(info, hello));

@@ -155,7 +155,12 @@ impl Segments {
         buf.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
         buf.extend_from_slice(body);
         let offset = a.len;
-        (&*a.file).write_all(&buf)?;
+        if let Err(e) = (&*a.file).write_all(&buf) {
+            // A full disk can leave part of the record behind: cut it off, so the next
+            // record starts where its index entry will say.
+            let _ = a.file.set_len(offset);
+            return Err(e);
+        }
         a.len += buf.len() as u64;
         lock(&self.dirty)
             .files
