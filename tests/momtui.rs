@@ -185,3 +185,53 @@ fn momtui_shows_reconnecting_when_the_broker_is_gone() {
         (t.format("#{pane_dead}") == "1").then_some(())
     });
 }
+
+#[test]
+fn momtui_restores_the_terminal_on_sigterm() {
+    assert!(
+        has_tmux(),
+        "tmux is needed for this test (.ci/run installs it)"
+    );
+    let m = Momd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status_file = dir.path().join("status");
+    let log = dir.path().join("terminal.log");
+    let cmd = format!(
+        "{} -s {}; echo \"exit=$?\" > {}",
+        momtui_bin().display(),
+        m.addr(),
+        shell_path(&status_file)
+    );
+    let t = Tmux::start(&cmd, Some(&log));
+    t.wait_for("connected");
+    // The pane runs a shell; momtui is its child.
+    let shell = t.format("#{pane_pid}");
+    let pid = wait_for(Duration::from_secs(5), "momtui's pid", || {
+        let out = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", &shell])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = wait_for(Duration::from_secs(10), "momtui to exit", || {
+        std::fs::read_to_string(&status_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(status.trim(), "exit=0", "SIGTERM ends momtui cleanly");
+    wait_for(Duration::from_secs(5), "the main screen", || {
+        (t.format("#{alternate_on}") == "0").then_some(())
+    });
+    let out = String::from_utf8_lossy(&std::fs::read(&log).expect("the terminal log")).into_owned();
+    let entered = out.rfind("\x1b[?1049h").expect("alternate screen used");
+    assert!(out.rfind("\x1b[?1049l").is_some_and(|l| l > entered));
+    assert!(out.rfind("\x1b[?25h").is_some_and(|l| l > entered));
+}
