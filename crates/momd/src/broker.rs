@@ -323,7 +323,12 @@ impl Broker {
                     }
                 }
             }
-            self.commit();
+            // With acks waiting for fsync anyway, publishes are written to the store only when
+            // the next flush can start: one sled batch per flush, however many publishes
+            // arrived meanwhile (sled pays two log writes per batch).
+            if self.cfg.fsync != FsyncMode::Always || self.flush_rx.is_none() {
+                self.commit();
+            }
             let queue_flush = self.queue_flush_wanted && self.cfg.fsync == FsyncMode::Always;
             if self.flush_rx.is_none() && (!self.pending.is_empty() || queue_flush) {
                 self.queue_flush_wanted = false;
