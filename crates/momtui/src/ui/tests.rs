@@ -170,6 +170,21 @@ fn publish_dialog() {
         key(&mut a, KeyCode::Char(c));
     }
     insta::assert_snapshot!("publish_80x24", render(&mut a, 80, 24));
+    insta::assert_snapshot!("publish_120x40", render(&mut a, 120, 40));
+}
+
+#[test]
+fn queue_dialogs() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('c'));
+    for c in "jobs".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!("create_queue_80x24", render(&mut a, 80, 24));
+    key(&mut a, KeyCode::Esc);
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Char('d'));
+    insta::assert_snapshot!("delete_queue_120x40", render(&mut a, 120, 40));
 }
 
 #[test]
