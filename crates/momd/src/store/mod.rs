@@ -721,13 +721,25 @@ impl Store {
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
     }
 
-    /// Make everything written so far durable: the segment files first, then sled's index,
-    /// whose log file is fdatasynced after sled's own flush.
+    /// Make everything written so far durable: the segment files, and sled's index (whose
+    /// log file is fdatasynced after sled's own flush, which only ends in sync_file_range).
     pub fn flush(&self) -> Result<usize> {
-        self.segs.sync()?;
-        let n = self.db.flush()?;
-        self.log.sync_data()?;
-        Ok(n)
+        // The two syncs run side by side: an ack waits for both, and an index entry that
+        // reaches the disk before its record does was never acknowledged — recovery drops
+        // it (`recover_tail`).
+        std::thread::scope(|scope| {
+            let segments = scope.spawn(|| self.segs.sync());
+            let index = (|| -> Result<usize> {
+                let n = self.db.flush()?;
+                self.log.sync_data()?;
+                Ok(n)
+            })();
+            let segments = segments
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("segment sync thread panicked")));
+            segments?;
+            index
+        })
     }
 
     /// Bytes the data directory holds on disk.
