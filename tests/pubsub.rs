@@ -413,3 +413,20 @@ fn publish_warns_when_no_one_is_watching() {
         common::wait_timeout(&mut sub, Duration::from_secs(10)).expect("subscriber did not exit");
     assert!(st.success(), "{st}");
 }
+
+#[test]
+fn a_replay_across_topics_comes_in_publish_order() {
+    let m = Momd::start();
+    // Alternate between two topics, one message per publish, a little apart in time.
+    for i in 1..=6 {
+        let topic = if i % 2 == 1 { "mix.a" } else { "mix.b" };
+        m.ctl_ok(&["publish", topic, &format!("m{i}"), "-q"], None);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = m.ctl_ok(&["subscribe", "mix.>", "--from", "all", "-n", "6"], None);
+    assert_eq!(
+        common::lines(&out),
+        vec!["m1", "m2", "m3", "m4", "m5", "m6"],
+        "merged by time, not topic by topic"
+    );
+}
