@@ -1086,6 +1086,16 @@ impl Broker {
                 *c = covered;
             }
         }
+        self.spawn_replay(wid, outbox, ranges, cancel);
+    }
+
+    fn spawn_replay(
+        &self,
+        wid: WatchId,
+        outbox: Outbox,
+        ranges: Vec<Range>,
+        cancel: CancellationToken,
+    ) {
         tokio::spawn(replay::run(
             self.store.clone(),
             wid,
@@ -1164,14 +1174,7 @@ impl Broker {
         buffer.clear();
         let outbox = ws.outbox.clone();
         let cancel = ws.cancel.clone();
-        tokio::spawn(replay::run(
-            self.store.clone(),
-            wid,
-            outbox,
-            ranges,
-            self.tx.clone(),
-            cancel,
-        ));
+        self.spawn_replay(wid, outbox, ranges, cancel);
     }
 
     fn on_tick(&mut self) {

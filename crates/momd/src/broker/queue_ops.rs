@@ -138,7 +138,18 @@ impl Broker {
         self.free_credit(&freed);
     }
 
-    /// Consumers whose deliveries ended without an ack get their credit back.
+    /// An ack or nack changed the queue: confirm it once the new state is on disk, and hand
+    /// out what the freed credit allows.
+    fn settled(&mut self, session: u64, id: u64, queue: &str, now: u64) {
+        self.dirty_queues.insert(queue.to_string());
+        self.staged_pending.push(Pending::Reply {
+            session,
+            frame: ServerFrame::Ok(Req { id }),
+        });
+        self.pump(queue, now);
+    }
+
+    /// Consumers whose deliveries ended get their credit back.
     fn free_credit(&mut self, consumers: &[ConsumerId]) {
         for c in consumers {
             if let Some(cs) = self.consumers.get_mut(c) {
@@ -431,46 +442,30 @@ impl Broker {
                     Ok(r) => r,
                     Err((code, msg)) => return self.error(session, a.id, code, msg),
                 };
+                let mut freed = Vec::new();
                 if let Some(q) = self.queues.get_mut(&a.queue) {
-                    for m in refs {
-                        if let Some(Some(c)) = q.ack(m) {
-                            if let Some(cs) = self.consumers.get_mut(&c) {
-                                cs.in_flight = cs.in_flight.saturating_sub(1);
-                            }
-                        }
-                    }
+                    freed.extend(refs.into_iter().filter_map(|m| q.ack(m).flatten()));
                 }
-                self.dirty_queues.insert(a.queue.clone());
-                // Confirmed only once the queue's new state is on disk.
-                self.staged_pending.push(Pending::Reply {
-                    session,
-                    frame: ServerFrame::Ok(Req { id: a.id }),
-                });
-                self.pump(&a.queue, now);
+                self.free_credit(&freed);
+                self.settled(session, a.id, &a.queue, now);
             }
             ClientFrame::Nack(n) => {
                 let refs = match self.refs(&n.queue, &n.msgs) {
                     Ok(r) => r,
                     Err((code, msg)) => return self.error(session, n.id, code, msg),
                 };
-                let mut dead = Vec::new();
+                let (mut dead, mut freed) = (Vec::new(), Vec::new());
                 if let Some(q) = self.queues.get_mut(&n.queue) {
                     for m in refs {
                         if let Some((c, dl)) = q.nack(m, n.delay_ms, now, "nack") {
                             dead.extend(dl);
-                            if let Some(cs) = self.consumers.get_mut(&c) {
-                                cs.in_flight = cs.in_flight.saturating_sub(1);
-                            }
+                            freed.push(c);
                         }
                     }
                 }
+                self.free_credit(&freed);
                 self.dead_letter(&n.queue, dead);
-                self.dirty_queues.insert(n.queue.clone());
-                self.staged_pending.push(Pending::Reply {
-                    session,
-                    frame: ServerFrame::Ok(Req { id: n.id }),
-                });
-                self.pump(&n.queue, now);
+                self.settled(session, n.id, &n.queue, now);
             }
             ClientFrame::Fetch(f) => {
                 if !self.queues.contains_key(&f.queue) {

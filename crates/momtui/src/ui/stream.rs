@@ -3,12 +3,12 @@
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Color;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Cell, Row, Table, TableState};
+use ratatui::widgets::{Cell, Row};
 use ratatui::Frame;
 
-use super::tables::clock;
-use super::{block, Theme};
-use crate::app::{App, Pane, TableArea};
+use super::tables::{clock, render, Spec};
+use super::Theme;
+use crate::app::{App, Pane};
 
 /// One line of a payload: text as is (control characters shown as ·), or hex.
 pub fn preview(payload: &[u8], max: usize) -> String {
@@ -30,7 +30,6 @@ pub fn preview(payload: &[u8], max: usize) -> String {
 }
 
 pub fn stream(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
-    let focused = app.pane == Pane::Stream;
     let topic_width = app
         .stream
         .iter()
@@ -62,34 +61,25 @@ pub fn stream(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         " Stream {} — {} received, {} shown{skipped}{} ",
         app.stream_pattern, app.stream_total, app.stream_shown, state_note
     );
-    let n = rows.len();
-    let selected = app.selected(Pane::Stream);
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(12),
-            Constraint::Length(topic_width),
-            Constraint::Length(8),
-            Constraint::Length(12),
-            Constraint::Min(10),
-        ],
-    )
-    .header(Row::new(vec!["TIME", "TOPIC", "SEQ", "SENDER", "PAYLOAD"]).style(theme.bold()))
-    .block(block(title, focused, theme))
-    .row_highlight_style(if focused {
-        theme.selected()
-    } else {
-        theme.bold()
-    });
-    let mut state = TableState::default().with_selected(if n == 0 { None } else { Some(selected) });
-    f.render_stateful_widget(table, area, &mut state);
-    app.areas[Pane::Stream.index()] = TableArea {
-        top: area.y + 2,
-        bottom: area.y + area.height.saturating_sub(1),
-        left: area.x,
-        right: area.x + area.width,
-        offset: state.offset(),
-    };
+    render(
+        f,
+        app,
+        theme,
+        Pane::Stream,
+        area,
+        Spec {
+            title,
+            header: vec!["TIME", "TOPIC", "SEQ", "SENDER", "PAYLOAD"],
+            widths: vec![
+                Constraint::Length(12),
+                Constraint::Length(topic_width),
+                Constraint::Length(8),
+                Constraint::Length(12),
+                Constraint::Min(10),
+            ],
+            rows,
+        },
+    );
 }
 
 /// The lines of a message's detail: who, when, headers, then the payload as text, pretty

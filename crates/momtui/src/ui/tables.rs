@@ -9,14 +9,21 @@ use super::{block, bytes, rate, sparkline, Theme};
 use crate::app::{App, Pane, TableArea};
 
 /// One table to draw: its title, column heads and widths, and rows.
-struct Spec {
-    title: String,
-    header: Vec<&'static str>,
-    widths: Vec<Constraint>,
-    rows: Vec<Row<'static>>,
+pub(super) struct Spec {
+    pub title: String,
+    pub header: Vec<&'static str>,
+    pub widths: Vec<Constraint>,
+    pub rows: Vec<Row<'static>>,
 }
 
-fn render(f: &mut Frame, app: &mut App, theme: &Theme, pane: Pane, area: Rect, spec: Spec) {
+pub(super) fn render(
+    f: &mut Frame,
+    app: &mut App,
+    theme: &Theme,
+    pane: Pane,
+    area: Rect,
+    spec: Spec,
+) {
     let Spec {
         title,
         header,
