@@ -150,6 +150,7 @@ fn main() {
             duplicates: 0,
             watchers: 0,
             queues: 0,
+            duplicate_indexes: vec![],
         }),
     );
     dump(
@@ -159,11 +160,16 @@ fn main() {
             patterns: vec!["a.>".into()],
             from: StartAt::All,
             at: 0,
+            ..Watch::default()
         }),
     );
     dump(
         "watch_ok",
-        &ServerFrame::WatchOk(WatchOk { id: 3, watch: 1 }),
+        &ServerFrame::WatchOk(WatchOk {
+            id: 3,
+            watch: 1,
+            time: 1_767_323_045_000,
+        }),
     );
     dump(
         "deliver",
@@ -227,6 +233,7 @@ fn main() {
             patterns: vec!["a.*".into(), "c".into()],
             from: StartAt::Seq,
             at: 10,
+            ..Watch::default()
         }),
     );
     dump(
@@ -269,6 +276,7 @@ fn main() {
         &ServerFrame::TopicInfo(TopicInfoReply {
             id: 9,
             topic: topic_info(),
+            purged: None,
         }),
     );
     dump(
@@ -285,9 +293,10 @@ fn main() {
     );
     dump(
         "topic_rm",
-        &ClientFrame::TopicRm(TopicReq {
+        &ClientFrame::TopicRm(TopicRm {
             id: 11,
             topic: "a.b".into(),
+            force: false,
         }),
     );
     dump("stats (request)", &ClientFrame::Stats(Req { id: 12 }));
@@ -358,6 +367,7 @@ fn main() {
         &ServerFrame::QueueInfo(QueueInfoReply {
             id: 14,
             queue: queue_info(&["a.>"], 0, 2, 0),
+            ..QueueInfoReply::default()
         }),
     );
     dump(
@@ -467,6 +477,7 @@ fn main() {
             queue: "work".into(),
             max: 10,
             timeout_ms: 30_000,
+            detached: false,
         }),
     );
     dump(

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod parse;
 pub mod topic;
 
 pub use error::{ErrorCode, FrameError};

@@ -22,7 +22,8 @@ pub enum ClientFrame {
     Unwatch(Unwatch),
     TopicList(Req),
     TopicInfo(TopicReq),
-    TopicRm(TopicReq),
+    TopicRm(TopicRm),
+    TopicPurge(TopicRm),
     TopicSet(TopicSet),
     Stats(Req),
     Ping(Req),
@@ -37,7 +38,11 @@ pub enum ClientFrame {
     Cancel(Cancel),
     Ack(Ack),
     Nack(Nack),
+    Extend(Ack),
     Fetch(Fetch),
+    QueueSet(QueueSet),
+    QueuePeek(QueuePeek),
+    QueueRedrive(QueueRedrive),
 }
 
 /// Frames the server sends.
@@ -145,6 +150,9 @@ pub struct PublishOk {
     pub watchers: u64,
     /// Queues bound to the topic.
     pub queues: u64,
+    /// Indexes (0-based, in batch order) of the messages that were duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_indexes: Vec<u32>,
 }
 
 /// Where a watch starts.
@@ -160,6 +168,8 @@ pub enum StartAt {
     Seq,
     /// From the first message with time >= `at` (ms since the epoch), then live.
     Time,
+    /// The last `at` messages of each matching topic (at least 1), then live.
+    Last,
 }
 
 /// Start a live subscription (a watch) to one or more patterns.
@@ -169,9 +179,21 @@ pub struct Watch {
     pub patterns: Vec<String>,
     #[serde(default)]
     pub from: StartAt,
-    /// The seq or the time for `from: seq` / `from: time`.
+    /// The seq, the time or the count for `from: seq` / `from: time` / `from: last`.
     #[serde(default)]
     pub at: u64,
+    /// Only looking: the watch gets every message but does not count as a watcher or a
+    /// responder (the `watchers` of `publish_ok` and `topic_info`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub passive: bool,
+    /// Watches with the same group and the same patterns share the messages: each message
+    /// goes to one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Resume: per topic, the last seq this client already has. Those topics replay from
+    /// the next seq, whatever `from` says.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub after: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -179,6 +201,10 @@ pub struct WatchOk {
     pub id: u64,
     /// The id carried by this watch's `deliver` and `notice` frames.
     pub watch: u64,
+    /// Server time when the watch started, ms since the epoch: a client that reconnects
+    /// resumes from it (`from: time`) for topics it has seen nothing of.
+    #[serde(default)]
+    pub time: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -327,6 +353,19 @@ pub struct TopicList {
 pub struct TopicInfoReply {
     pub id: u64,
     pub topic: TopicInfo,
+    /// For `topic_purge`: how many messages it removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<u64>,
+}
+
+/// Remove a topic (`topic_rm`) or every message of it (`topic_purge`). Refused with
+/// `conflict` while a queue still holds some of its messages, unless `force`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicRm {
+    pub id: u64,
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub force: bool,
 }
 
 /// A client as seen in stats.
@@ -496,6 +535,38 @@ pub struct Fetch {
     pub max: u32,
     #[serde(default)]
     pub timeout_ms: u64,
+    /// The deliveries outlive this connection: they wait for an `ack` or `nack` from any
+    /// connection until their ack deadline. One that is neither acked nor nacked in time is
+    /// delivered again without counting as a failed delivery.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub detached: bool,
+}
+
+/// Change a queue's settings; a missing field keeps its value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueSet {
+    pub id: u64,
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliver: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_wait_ms: Option<u64>,
+}
+
+/// Read up to `max` of the messages a queue would deliver next, without delivering them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueuePeek {
+    pub id: u64,
+    pub queue: String,
+    pub max: u32,
+}
+
+/// Move the messages of `$dlq.<queue>` back into the queue, to be delivered again with
+/// fresh attempts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QueueRedrive {
+    pub id: u64,
+    pub queue: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -543,6 +614,12 @@ pub struct QueueInfo {
 pub struct QueueInfoReply {
     pub id: u64,
     pub queue: QueueInfo,
+    /// For `queue_purge`: how many messages it dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<u64>,
+    /// For `queue_redrive`: how many dead letters went back into the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -560,7 +637,8 @@ impl ClientFrame {
             ClientFrame::Watch(r) => r.id,
             ClientFrame::Unwatch(r) => r.id,
             ClientFrame::TopicList(r) | ClientFrame::Stats(r) | ClientFrame::Ping(r) => r.id,
-            ClientFrame::TopicInfo(r) | ClientFrame::TopicRm(r) => r.id,
+            ClientFrame::TopicInfo(r) => r.id,
+            ClientFrame::TopicRm(r) | ClientFrame::TopicPurge(r) => r.id,
             ClientFrame::TopicSet(r) => r.id,
             ClientFrame::QueueCreate(r) => r.id,
             ClientFrame::QueueBind(r) | ClientFrame::QueueUnbind(r) => r.id,
@@ -571,7 +649,11 @@ impl ClientFrame {
             ClientFrame::Cancel(r) => r.id,
             ClientFrame::Ack(r) => r.id,
             ClientFrame::Nack(r) => r.id,
+            ClientFrame::Extend(r) => r.id,
             ClientFrame::Fetch(r) => r.id,
+            ClientFrame::QueueSet(r) => r.id,
+            ClientFrame::QueuePeek(r) => r.id,
+            ClientFrame::QueueRedrive(r) => r.id,
         }
     }
 }

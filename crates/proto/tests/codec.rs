@@ -62,16 +62,25 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
                 Just(StartAt::New),
                 Just(StartAt::All),
                 Just(StartAt::Seq),
-                Just(StartAt::Time)
+                Just(StartAt::Time),
+                Just(StartAt::Last)
             ],
-            any::<u64>()
+            any::<u64>(),
+            any::<bool>(),
+            proptest::option::of("[a-z]{1,8}"),
+            proptest::collection::btree_map("[a-z.]{1,10}", any::<u64>(), 0..3),
         )
-            .prop_map(|(id, patterns, from, at)| ClientFrame::Watch(Watch {
-                id,
-                patterns,
-                from,
-                at
-            })),
+            .prop_map(
+                |(id, patterns, from, at, passive, group, after)| ClientFrame::Watch(Watch {
+                    id,
+                    patterns,
+                    from,
+                    at,
+                    passive,
+                    group,
+                    after,
+                })
+            ),
         (any::<u64>(), any::<u64>())
             .prop_map(|(id, watch)| ClientFrame::Unwatch(Unwatch { id, watch })),
         any::<u64>().prop_map(|id| ClientFrame::Ping(Req { id })),
@@ -217,6 +226,7 @@ fn server_frames_round_trip() {
             duplicates: 0,
             watchers: 1,
             queues: 0,
+            duplicate_indexes: vec![2],
         }),
         ServerFrame::Deliver(Deliver {
             watch: 1,

@@ -1,17 +1,17 @@
-//! The broker's side of queues: requests (create, bind, consume, ack, fetch …), handing
-//! messages to consumers and fetchers as credit allows, ack deadlines, and dead letters.
-//! The queue state itself is `core::queues`; this file reads the messages from the store and
-//! talks to sessions.
+//! The broker's side of queue requests: bind, unbind, delete, purge, info, consume, cancel,
+//! ack, nack and fetch. Creating and changing queues, peek and redrive are in
+//! `queue_admin.rs`; handing messages out in `queue_delivery.rs`. The queue state itself is
+//! `core::queues`.
 
 use std::collections::HashMap;
 
 use mom_proto::{
-    topic, ClientFrame, ConsumeOk, ErrorCode, FetchOk, Message, MsgKey, PubMsg, QueueCreate,
-    QueueDeliver, QueueInfo, QueueInfoReply, QueueList, Req, ServerFrame, StartAt,
+    topic, ClientFrame, ConsumeOk, ErrorCode, MsgKey, QueueInfo, QueueInfoReply, QueueList, Req,
+    ServerFrame, StartAt,
 };
 
 use super::{json_str, now_ms, Broker, Pending};
-use crate::core::queues::{ConsumerId, DeadLetter, MsgRef, Queue, QueueDef};
+use crate::core::queues::{ConsumerId, MsgRef, Queue};
 
 /// Default deliveries before a message is dead-lettered.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
@@ -20,8 +20,8 @@ pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
 /// Most unacked messages one consumer may hold, and consumers one connection may hold.
 const MAX_CREDIT: u32 = 4096;
 const MAX_CONSUMERS: usize = 256;
-/// Most messages in one fetch or one push frame.
-const MAX_BATCH: usize = 256;
+/// Most messages in one fetch, peek or push frame.
+pub(super) const MAX_BATCH: usize = 256;
 
 pub struct Consumer {
     pub session: u64,
@@ -36,6 +36,8 @@ pub struct FetchWaiter {
     pub queue: String,
     pub max: usize,
     pub deadline: u64,
+    /// Its deliveries belong to no session (`fetch.detached`).
+    pub detached: bool,
 }
 
 /// Longest queue name: `$dlq.<name>` must still be a topic name.
@@ -55,7 +57,7 @@ pub fn validate_queue_name(name: &str) -> Result<(), String> {
 
 impl Broker {
     /// (first seq, newest durable seq) of a topic: what queues may deliver.
-    fn view(&self) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
+    pub(super) fn view(&self) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
         move |t| {
             let ts = self.core.topics.by_id(t)?;
             let upto = self.delivered_upto.get(&t).copied().unwrap_or(0);
@@ -140,7 +142,7 @@ impl Broker {
 
     /// An ack or nack changed the queue: confirm it once the new state is on disk, and hand
     /// out what the freed credit allows.
-    fn settled(&mut self, session: u64, id: u64, queue: &str, now: u64) {
+    pub(super) fn settled(&mut self, session: u64, id: u64, queue: &str, now: u64) {
         self.dirty_queues.insert(queue.to_string());
         self.staged_pending.push(Pending::Reply {
             session,
@@ -150,7 +152,7 @@ impl Broker {
     }
 
     /// Consumers whose deliveries ended get their credit back.
-    fn free_credit(&mut self, consumers: &[ConsumerId]) {
+    pub(super) fn free_credit(&mut self, consumers: &[ConsumerId]) {
         for c in consumers {
             if let Some(cs) = self.consumers.get_mut(c) {
                 cs.in_flight = cs.in_flight.saturating_sub(1);
@@ -158,7 +160,20 @@ impl Broker {
         }
     }
 
-    fn reply_queue_info(&mut self, session: u64, id: u64, name: &str, wait_flush: bool) {
+    pub(super) fn reply_queue_info(&mut self, session: u64, id: u64, name: &str, wait_flush: bool) {
+        self.reply_queue_counted(session, id, name, wait_flush, None, None);
+    }
+
+    /// Reply `queue_info`, with what a purge or a redrive moved.
+    pub(super) fn reply_queue_counted(
+        &mut self,
+        session: u64,
+        id: u64,
+        name: &str,
+        wait_flush: bool,
+        purged: Option<u64>,
+        redriven: Option<u64>,
+    ) {
         let Some(q) = self.queues.get(name) else {
             return self.error(
                 session,
@@ -170,6 +185,8 @@ impl Broker {
         let frame = ServerFrame::QueueInfo(QueueInfoReply {
             id,
             queue: self.queue_info(q),
+            purged,
+            redriven,
         });
         if wait_flush {
             self.staged_pending.push(Pending::Reply { session, frame });
@@ -179,7 +196,13 @@ impl Broker {
     }
 
     /// Bind `patterns` to queue `name` for the topics that exist now, starting at `from`.
-    fn bind_existing(&mut self, name: &str, patterns: &[String], from: StartAt, at: u64) {
+    pub(super) fn bind_existing(
+        &mut self,
+        name: &str,
+        patterns: &[String],
+        from: StartAt,
+        at: u64,
+    ) {
         let mut starts = Vec::new();
         for (t, upto) in self.matching_topics(patterns) {
             let start = match from {
@@ -187,6 +210,7 @@ impl Broker {
                 StartAt::All => t.first_seq,
                 StartAt::Seq => at.max(t.first_seq),
                 StartAt::Time => self.store.seq_at_time(&t, at).unwrap_or(upto + 1),
+                StartAt::Last => (upto + 1).saturating_sub(at.max(1)).max(t.first_seq),
             };
             starts.push((t.id, start));
         }
@@ -207,6 +231,10 @@ impl Broker {
             ClientFrame::Ack(a) => Some((a.id, &a.queue)),
             ClientFrame::Nack(n) => Some((n.id, &n.queue)),
             ClientFrame::Fetch(f) => Some((f.id, &f.queue)),
+            ClientFrame::Extend(a) => Some((a.id, &a.queue)),
+            ClientFrame::QueueSet(s) => Some((s.id, &s.queue)),
+            ClientFrame::QueuePeek(p) => Some((p.id, &p.queue)),
+            ClientFrame::QueueRedrive(r) => Some((r.id, &r.queue)),
             _ => None,
         };
         if let Some((id, name)) = named {
@@ -366,9 +394,9 @@ impl Broker {
                         format!("queue {:?} not found", r.queue),
                     );
                 };
-                q.purge(&|t: u32| snapshot.get(&t).copied());
+                let purged = q.purge(&|t: u32| snapshot.get(&t).copied());
                 self.dirty_queues.insert(r.queue.clone());
-                self.reply_queue_info(session, r.id, &r.queue, true);
+                self.reply_queue_counted(session, r.id, &r.queue, true, Some(purged), None);
             }
             ClientFrame::QueueInfo(r) => self.reply_queue_info(session, r.id, &r.queue, false),
             ClientFrame::QueueList(r) => {
@@ -482,60 +510,27 @@ impl Broker {
                     queue: f.queue.clone(),
                     max: (f.max as usize).clamp(1, MAX_BATCH),
                     deadline: now.saturating_add(f.timeout_ms),
+                    detached: f.detached,
                 });
                 self.pump(&f.queue, now);
                 self.expire_fetches(now);
             }
-            _ => {}
+            ClientFrame::Extend(a) => self.extend(session, a, now),
+            ClientFrame::QueueSet(s) => self.queue_set(session, s),
+            ClientFrame::QueuePeek(p) => self.queue_peek(session, p, now),
+            ClientFrame::QueueRedrive(r) => self.queue_redrive(session, r, now),
+            ClientFrame::Hello(_)
+            | ClientFrame::Publish(_)
+            | ClientFrame::Watch(_)
+            | ClientFrame::Unwatch(_)
+            | ClientFrame::TopicList(_)
+            | ClientFrame::TopicInfo(_)
+            | ClientFrame::TopicRm(_)
+            | ClientFrame::TopicPurge(_)
+            | ClientFrame::TopicSet(_)
+            | ClientFrame::Stats(_)
+            | ClientFrame::Ping(_) => {}
         }
-    }
-
-    fn queue_create(&mut self, session: u64, c: QueueCreate, now: u64) {
-        if let Err(e) = validate_queue_name(&c.queue) {
-            return self.error(session, c.id, ErrorCode::BadRequest, e);
-        }
-        for p in &c.bindings {
-            if let Err(e) = topic::validate_pattern(p) {
-                return self.error(session, c.id, ErrorCode::BadRequest, e.to_string());
-            }
-        }
-        if let Some(q) = self.queues.get_mut(&c.queue) {
-            if !c.exist_ok {
-                let msg = format!("queue {:?} exists already", c.queue);
-                return self.error(session, c.id, ErrorCode::Conflict, msg);
-            }
-            let new: Vec<String> = c
-                .bindings
-                .iter()
-                .filter(|p| !q.def.bindings.contains(p))
-                .cloned()
-                .collect();
-            q.def.bindings.extend(new.iter().cloned());
-            self.bind_existing(&c.queue, &new, c.from, c.at);
-            self.dirty_queues.insert(c.queue.clone());
-            return self.reply_queue_info(session, c.id, &c.queue, true);
-        }
-        let owner = self
-            .sessions
-            .get(&session)
-            .map(|s| s.client.user.clone())
-            .unwrap_or_default();
-        let def = QueueDef {
-            name: c.queue.clone(),
-            owner,
-            created: now,
-            bindings: c.bindings.clone(),
-            max_deliver: c.max_deliver.unwrap_or(DEFAULT_MAX_DELIVER),
-            ack_wait_ms: c.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS).max(1),
-        };
-        self.queues.insert(c.queue.clone(), Queue::new(def));
-        self.bind_existing(&c.queue, &c.bindings, c.from, c.at);
-        self.dirty_queues.insert(c.queue.clone());
-        self.sys_event(format!(
-            r#"{{"event":"queue_created","queue":{}}}"#,
-            json_str(&c.queue)
-        ));
-        self.reply_queue_info(session, c.id, &c.queue, true);
     }
 
     /// Topic names and seqs to message refs of a queue.
@@ -549,413 +544,4 @@ impl Broker {
             .filter_map(|m| self.core.topics.get(&m.topic).map(|t| (t.id, m.seq)))
             .collect())
     }
-
-    /// A consumer ended (cancelled, or its connection closed): what it held comes back.
-    pub(super) fn consumer_gone(&mut self, consumer: ConsumerId, now: u64) {
-        let Some(c) = self.consumers.remove(&consumer) else {
-            return;
-        };
-        let dead = match self.queues.get_mut(&c.queue) {
-            Some(q) => q.consumer_gone(consumer, now),
-            None => return,
-        };
-        self.dead_letter(&c.queue, dead);
-        self.dirty_queues.insert(c.queue.clone());
-        self.pump(&c.queue, now);
-    }
-
-    /// Ack deadlines: late deliveries come back (or go to the dead letter topic).
-    pub(super) fn expire_queues(&mut self, now: u64) {
-        let names: Vec<String> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| q.next_due().is_some_and(|d| d <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            let Some(q) = self.queues.get_mut(&name) else {
-                continue;
-            };
-            let (consumers, dead) = q.expire(now);
-            // Only a real change is written: a redelivery that merely waits for a reader
-            // must not cost an fsync every tick.
-            if !consumers.is_empty() || !dead.is_empty() {
-                self.dirty_queues.insert(name.clone());
-            }
-            self.free_credit(&consumers);
-            self.dead_letter(&name, dead);
-        }
-        // Serve what waits: due redeliveries, consumers whose connection has room again,
-        // fetches whose messages could not be read a moment ago.
-        let mut waiting: Vec<String> = self
-            .consumers
-            .values()
-            .filter(|c| c.in_flight < c.credit)
-            .map(|c| c.queue.clone())
-            .chain(self.fetches.iter().map(|f| f.queue.clone()))
-            .collect();
-        waiting.sort_unstable();
-        waiting.dedup();
-        for name in waiting {
-            self.pump(&name, now);
-        }
-        self.expire_fetches(now);
-    }
-
-    /// Answer fetches whose time is up with what they have: nothing.
-    pub(super) fn expire_fetches(&mut self, now: u64) {
-        let (late, keep): (Vec<FetchWaiter>, Vec<FetchWaiter>) = std::mem::take(&mut self.fetches)
-            .into_iter()
-            .partition(|f| f.deadline <= now);
-        self.fetches = keep;
-        for f in late {
-            self.reply(
-                f.session,
-                ServerFrame::FetchOk(FetchOk {
-                    id: f.id,
-                    queue: f.queue,
-                    msgs: Vec::new(),
-                }),
-            );
-        }
-    }
-
-    /// Queues with new messages in `topic` may now serve their fetchers and consumers.
-    pub(super) fn pump_topic(&mut self, topic: u32, count: u64, now: u64) {
-        for (name, q) in &self.queues {
-            if q.cursors.contains_key(&topic) {
-                self.queue_rates.entry(name.clone()).or_default().in_count += count;
-            }
-        }
-        if self.fetches.is_empty() && self.consumers.is_empty() {
-            return;
-        }
-        let names: Vec<String> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| q.cursors.contains_key(&topic))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in names {
-            self.pump(&n, now);
-        }
-    }
-
-    /// Hand what queue `name` has ready to its waiting fetches first, then to its consumers
-    /// as their credit allows.
-    pub(super) fn pump(&mut self, name: &str, now: u64) {
-        // Fetches, oldest first.
-        let mut i = 0;
-        while i < self.fetches.len() {
-            if self.fetches[i].queue != name {
-                i += 1;
-                continue;
-            }
-            let (max, session) = (self.fetches[i].max, self.fetches[i].session);
-            let msgs = self.take_messages(name, max, session_consumer_id(session), now);
-            if msgs.is_empty() {
-                return;
-            }
-            let f = self.fetches.remove(i);
-            if let Some(s) = self.sessions.get(&f.session) {
-                s.outbox
-                    .counters
-                    .msgs_out
-                    .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-            self.reply(
-                f.session,
-                ServerFrame::FetchOk(FetchOk {
-                    id: f.id,
-                    queue: f.queue,
-                    msgs,
-                }),
-            );
-        }
-        // Consumers, each up to its credit.
-        let ids: Vec<ConsumerId> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| c.queue == name && c.in_flight < c.credit)
-            .map(|(id, _)| *id)
-            .collect();
-        for cid in ids {
-            let Some(c) = self.consumers.get(&cid) else {
-                continue;
-            };
-            // A connection that does not read what it is sent gets no more for now; the
-            // queue tick tries again.
-            if !self
-                .sessions
-                .get(&c.session)
-                .is_some_and(|s| s.outbox.has_room())
-            {
-                continue;
-            }
-            let room = (c.credit - c.in_flight) as usize;
-            let session = c.session;
-            let msgs = self.take_messages(name, room.min(MAX_BATCH), cid, now);
-            if msgs.is_empty() {
-                return;
-            }
-            if let Some(c) = self.consumers.get_mut(&cid) {
-                c.in_flight += msgs.len() as u32;
-            }
-            if let Some(s) = self.sessions.get(&session) {
-                s.outbox
-                    .counters
-                    .msgs_out
-                    .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                s.outbox.reply(
-                    ServerFrame::QueueDeliver(QueueDeliver {
-                        consumer: cid,
-                        queue: name.to_string(),
-                        msgs,
-                    }),
-                    false,
-                );
-            }
-        }
-    }
-
-    /// Lease up to `max` messages of queue `name` to `consumer` and read them from the store.
-    fn take_messages(
-        &mut self,
-        name: &str,
-        max: usize,
-        consumer: ConsumerId,
-        now: u64,
-    ) -> Vec<Message> {
-        let snapshot: HashMap<u32, (u64, u64)> = match self.queues.get(name) {
-            Some(q) => q
-                .cursors
-                .keys()
-                .filter_map(|t| self.view()(*t).map(|v| (*t, v)))
-                .collect(),
-            None => return Vec::new(),
-        };
-        let mut refs = {
-            let Some(q) = self.queues.get_mut(name) else {
-                return Vec::new();
-            };
-            let view = |t: u32| snapshot.get(&t).copied();
-            q.take(&view, max, consumer, now)
-        };
-        if refs.is_empty() {
-            return Vec::new();
-        }
-        self.dirty_queues.insert(name.to_string());
-        refs.sort_unstable_by_key(|(m, _)| *m);
-        let mut out = Vec::with_capacity(refs.len());
-        let mut missing = Vec::new();
-        let mut i = 0;
-        while i < refs.len() {
-            // A run of consecutive seqs of one topic is one read.
-            let ((t, from), _) = refs[i];
-            let mut j = i + 1;
-            while j < refs.len() && refs[j].0 .0 == t && refs[j].0 .1 == refs[j - 1].0 .1 + 1 {
-                j += 1;
-            }
-            let to = refs[j - 1].0 .1;
-            let tname = self
-                .core
-                .topics
-                .by_id(t)
-                .map(|x| x.name.clone())
-                .unwrap_or_default();
-            let read = self.store.read(t, &tname, from, to, usize::MAX);
-            let mut got: HashMap<u64, Message> = HashMap::new();
-            if let Ok(r) = read {
-                for b in r.batches {
-                    for (k, m) in b.msgs.into_iter().enumerate() {
-                        let seq = b.first_seq + k as u64;
-                        got.insert(
-                            seq,
-                            Message {
-                                topic: tname.clone(),
-                                seq,
-                                time: b.time,
-                                headers: m.headers,
-                                sender: b.sender.clone(),
-                                msg_id: m.msg_id,
-                                payload: m.payload,
-                                delivery: None,
-                            },
-                        );
-                    }
-                }
-            }
-            for ((tt, seq), d) in &refs[i..j] {
-                match got.remove(seq) {
-                    Some(mut m) => {
-                        m.delivery = Some(*d);
-                        out.push(m);
-                    }
-                    None => missing.push((*tt, *seq)),
-                }
-            }
-            i = j;
-        }
-        // Keep the frame under the limit: what does not fit goes back, not counted.
-        let budget = self.cfg.max_frame / 2;
-        let mut size = 0;
-        let mut fit = out.len();
-        for (k, m) in out.iter().enumerate() {
-            size += m.payload.len()
-                + m.topic.len()
-                + 128
-                + m.headers
-                    .iter()
-                    .map(|(a, b)| a.len() + b.len() + 8)
-                    .sum::<usize>()
-                + m.msg_id.as_ref().map_or(0, String::len);
-            if k > 0 && size > budget {
-                fit = k;
-                break;
-            }
-        }
-        if fit < out.len() {
-            let back: Vec<MsgRef> = out[fit..]
-                .iter()
-                .filter_map(|m| self.core.topics.get(&m.topic).map(|t| (t.id, m.seq)))
-                .collect();
-            out.truncate(fit);
-            if let Some(q) = self.queues.get_mut(name) {
-                for m in back {
-                    q.unlease(m, now);
-                }
-            }
-        }
-        let n = out.len() as u64;
-        self.delivered_total += n;
-        self.total_rate.out_count += n;
-        self.queue_rates
-            .entry(name.to_string())
-            .or_default()
-            .out_count += n;
-        if !missing.is_empty() {
-            let firsts: HashMap<u32, u64> = missing
-                .iter()
-                .filter_map(|(t, _)| self.core.topics.by_id(*t).map(|ts| (*t, ts.first_seq)))
-                .collect();
-            // These never counted against the consumer's credit (only what is sent does).
-            if let Some(q) = self.queues.get_mut(name) {
-                for m in missing {
-                    if firsts.get(&m.0).is_some_and(|first| m.1 >= *first) {
-                        // Still in its topic: the read failed; deliver it again later.
-                        tracing::warn!(
-                            queue = name,
-                            topic = m.0,
-                            seq = m.1,
-                            "cannot read a message; it will be retried"
-                        );
-                        q.unlease(m, now);
-                    } else {
-                        // Gone from its topic (retention or removal): nothing to deliver.
-                        q.lost(m);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Move messages that used up their deliveries to `$dlq.<queue>`, with headers saying
-    /// why and from where.
-    pub(super) fn dead_letter(&mut self, queue: &str, dead: Vec<DeadLetter>) {
-        for d in dead {
-            let (t, seq) = d.msg;
-            let found = self
-                .core
-                .topics
-                .by_id(t)
-                .map(|x| x.name.clone())
-                .and_then(|tname| {
-                    let r = self.store.read(t, &tname, seq, seq, usize::MAX).ok()?;
-                    let b = r.batches.into_iter().next()?;
-                    let sender = b.sender;
-                    let m = b.msgs.into_iter().next()?;
-                    Some((tname, sender, m))
-                });
-            let Some((tname, sender, m)) = found else {
-                // Gone from its topic (a hard limit, or removed): nothing to move; the queue
-                // lost it.
-                if let Some(q) = self.queues.get_mut(queue) {
-                    q.counters.dead_lettered = q.counters.dead_lettered.saturating_sub(1);
-                    q.counters.dropped += 1;
-                }
-                continue;
-            };
-            let mut headers = m.headers;
-            headers.insert("dlq-queue".into(), queue.to_string());
-            headers.insert("dlq-reason".into(), d.reason.to_string());
-            headers.insert("dlq-topic".into(), tname.clone());
-            headers.insert("dlq-seq".into(), seq.to_string());
-            headers.insert("dlq-deliveries".into(), d.deliveries.to_string());
-            let dlq = format!("$dlq.{queue}");
-            let msg = PubMsg {
-                payload: m.payload,
-                headers,
-                msg_id: None,
-            };
-            if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now_ms(), true)
-            {
-                tracing::error!(queue, "cannot dead-letter {tname}#{seq}: {e}");
-                continue;
-            }
-            self.sys_event(format!(
-                r#"{{"event":"dead_lettered","queue":{},"topic":{},"seq":{seq},"deliveries":{}}}"#,
-                json_str(queue),
-                json_str(&tname),
-                d.deliveries
-            ));
-        }
-    }
-
-    /// Write the state of queues that changed (called by `commit`).
-    pub(super) fn stage_queues(&mut self) {
-        for name in std::mem::take(&mut self.dirty_queues) {
-            if let Some(q) = self.queues.get(&name) {
-                self.store.stage_queue(&mut self.staged, &q.record());
-                // Deliveries and acks reach the disk with the next group commit, without
-                // waiting for a publish to start one.
-                self.queue_flush_wanted = true;
-            }
-        }
-    }
-
-    /// A session ended: its consumers go, its fetches are forgotten.
-    pub(super) fn session_gone_for_queues(&mut self, session: u64) {
-        let now = now_ms();
-        let gone: Vec<ConsumerId> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| c.session == session)
-            .map(|(id, _)| *id)
-            .collect();
-        for c in gone {
-            self.consumer_gone(c, now);
-        }
-        // Deliveries made to a fetch of this session come back too.
-        let cid = session_consumer_id(session);
-        let names: Vec<String> = self.queues.keys().cloned().collect();
-        for n in names {
-            let dead = match self.queues.get_mut(&n) {
-                Some(q) if q.unacked.values().any(|l| l.consumer == cid) => {
-                    q.consumer_gone(cid, now)
-                }
-                _ => continue,
-            };
-            self.dead_letter(&n, dead);
-            self.dirty_queues.insert(n.clone());
-            self.pump(&n, now);
-        }
-        self.fetches.retain(|f| f.session != session);
-    }
-}
-
-/// Fetches lease messages to their session: a consumer id of its own, far from the ids of
-/// push consumers, so a closed connection gives its fetched, unacked messages back.
-fn session_consumer_id(session: u64) -> ConsumerId {
-    (1 << 63) | session
 }

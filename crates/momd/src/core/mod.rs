@@ -10,7 +10,7 @@ mod watches;
 
 pub use dedupe::Dedupe;
 pub use topics::{TopicState, Topics};
-pub use watches::{WatchId, Watches};
+pub use watches::{GroupId, WatchId, Watches};
 
 use std::sync::Arc;
 
@@ -141,6 +141,8 @@ pub struct PublishPlan {
     /// The seq of every message of the request, in request order.
     pub seqs: Vec<u64>,
     pub duplicates: u64,
+    /// Indexes in the request of the messages that were duplicates.
+    pub duplicate_indexes: Vec<u32>,
 }
 
 /// The state machine.
@@ -230,12 +232,14 @@ impl Core {
         let mut seqs = Vec::with_capacity(msgs.len());
         let mut stored = Vec::with_capacity(msgs.len());
         let mut duplicates = 0;
+        let mut duplicate_indexes = Vec::new();
         let mut bytes = 0;
-        for m in msgs {
+        for (index, m) in msgs.into_iter().enumerate() {
             if let Some(id) = &m.msg_id {
                 if let Some(orig) = self.dedupe.check(topic_id, id) {
                     seqs.push(orig);
                     duplicates += 1;
+                    duplicate_indexes.push(index as u32);
                     continue;
                 }
                 self.dedupe.insert(topic_id, id.clone(), next, now);
@@ -266,6 +270,7 @@ impl Core {
             stored,
             seqs,
             duplicates,
+            duplicate_indexes,
         })
     }
 
@@ -353,5 +358,7 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;

@@ -68,6 +68,25 @@ pub struct DeadLetter {
     pub reason: &'static str,
 }
 
+/// What [`Queue::take`] would do, worked out by [`Queue::select`].
+#[derive(Debug, Default)]
+struct Selection {
+    /// Due redeliveries in order, with their deliveries so far; None for a message its
+    /// topic no longer stores (dropped when taken).
+    retries: Vec<(MsgRef, Option<u32>)>,
+    /// New messages, in the order they are handed out.
+    fresh: Vec<MsgRef>,
+    /// Cursors that moved: (topic, new cursor, messages skipped because retention removed
+    /// them).
+    cursors: Vec<(u32, u64, u64)>,
+    rr: u32,
+}
+
+/// The consumer of deliveries made to a detached fetch: no session owns it, so a closed
+/// connection does not give them back; they wait for an ack or nack from anyone until their
+/// deadline, and one that passes uncounted (see [`Queue::expire`]).
+pub const DETACHED: ConsumerId = u64::MAX;
+
 /// What is stored of a queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueRecord {
@@ -76,6 +95,10 @@ pub struct QueueRecord {
     /// Delivered and not acked, or waiting for redelivery: (topic, seq, deliveries).
     pub outstanding: Vec<(u32, u64, u32)>,
     pub counters: QueueCounters,
+    /// The newest seq of `$dlq.<queue>` a redrive took back (see [`Queue::dlq_redriven`]).
+    /// Last, with a default, so records written before it existed still load.
+    #[serde(default)]
+    pub dlq_redriven: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +109,11 @@ pub struct Queue {
     pub unacked: BTreeMap<MsgRef, Lease>,
     pub retry: BTreeMap<MsgRef, Retry>,
     pub counters: QueueCounters,
+    /// The newest seq of `$dlq.<queue>` already taken back by a redrive. The dead letter
+    /// topic is an append-only log whose oldest messages alone can be removed, so dead
+    /// letters a redrive moved may stay in it (behind one requeued as itself); this keeps a
+    /// second redrive from taking them back twice.
+    pub dlq_redriven: u64,
     /// Round-robin position over the cursors, so one busy topic does not starve the others.
     rr: u32,
     /// Dead letters found outside a call that could return them (at restart).
@@ -100,6 +128,7 @@ impl Queue {
             unacked: BTreeMap::new(),
             retry: BTreeMap::new(),
             counters: QueueCounters::default(),
+            dlq_redriven: 0,
             rr: 0,
             dead: Vec::new(),
         }
@@ -111,6 +140,7 @@ impl Queue {
         let mut q = Queue::new(r.def);
         q.cursors = r.cursors;
         q.counters = r.counters;
+        q.dlq_redriven = r.dlq_redriven;
         for (t, s, d) in r.outstanding {
             if let Some(dl) = q.requeue((t, s), d, now, "ack_timeout") {
                 q.dead.push(dl);
@@ -120,10 +150,22 @@ impl Queue {
     }
 
     pub fn record(&self) -> QueueRecord {
+        let mut counters = self.counters;
+        // A detached delivery still out at a restart comes back uncounted, as it would at
+        // its deadline (`expire`).
         let mut outstanding: Vec<(u32, u64, u32)> = self
             .unacked
             .iter()
-            .map(|(r, l)| (r.0, r.1, l.deliveries))
+            .map(|(r, l)| {
+                if l.consumer != DETACHED {
+                    return (r.0, r.1, l.deliveries);
+                }
+                counters.delivered = counters.delivered.saturating_sub(1);
+                if l.deliveries > 1 {
+                    counters.redelivered = counters.redelivered.saturating_sub(1);
+                }
+                (r.0, r.1, l.deliveries.saturating_sub(1))
+            })
             .chain(self.retry.iter().map(|(r, x)| (r.0, r.1, x.deliveries)))
             .collect();
         outstanding.sort_unstable();
@@ -131,7 +173,8 @@ impl Queue {
             def: self.def.clone(),
             cursors: self.cursors.clone(),
             outstanding,
-            counters: self.counters,
+            counters,
+            dlq_redriven: self.dlq_redriven,
         }
     }
 
@@ -183,63 +226,94 @@ impl Queue {
         consumer: ConsumerId,
         now: u64,
     ) -> Vec<(MsgRef, u32)> {
-        let mut out = Vec::new();
-        let due: Vec<MsgRef> = self
-            .retry
-            .iter()
-            .filter(|(_, r)| r.due <= now)
-            .map(|(m, _)| *m)
-            .take(max)
-            .collect();
-        for m in due {
-            let Some(r) = self.retry.remove(&m) else {
+        let sel = self.select(view, max, now);
+        let mut out = Vec::with_capacity(sel.retries.len() + sel.fresh.len());
+        for (m, before) in sel.retries {
+            if self.retry.remove(&m).is_none() {
+                continue;
+            }
+            let Some(before) = before else {
+                // A message retention removed meanwhile cannot be delivered again.
+                self.counters.dropped += 1;
                 continue;
             };
-            // A message retention removed meanwhile cannot be delivered again.
-            match view.range(m.0) {
-                Some((first, _)) if m.1 >= first => {}
-                _ => {
-                    self.counters.dropped += 1;
-                    continue;
-                }
-            }
-            let deliveries = r.deliveries + 1;
-            if r.deliveries > 0 {
+            if before > 0 {
                 self.counters.redelivered += 1;
             }
-            self.lease(m, consumer, deliveries, now);
-            out.push((m, deliveries));
+            self.lease(m, consumer, before + 1, now);
+            out.push((m, before + 1));
         }
-        let topics: Vec<u32> = self.cursors.keys().copied().collect();
-        if topics.is_empty() {
-            return out;
+        for (t, c, skipped) in sel.cursors {
+            // Retention removed messages this queue had not delivered yet.
+            self.counters.dropped += skipped;
+            self.cursors.insert(t, c);
         }
-        let mut idle = 0;
-        while out.len() < max && idle < topics.len() {
-            let i = (self.rr as usize) % topics.len();
-            self.rr = self.rr.wrapping_add(1);
-            let t = topics[i];
-            let Some((first, upto)) = view.range(t) else {
-                idle += 1;
-                continue;
-            };
-            let c = self.cursors.entry(t).or_insert(first);
-            if *c < first {
-                // Retention removed messages this queue had not delivered yet.
-                self.counters.dropped += first - *c;
-                *c = first;
-            }
-            if *c > upto {
-                idle += 1;
-                continue;
-            }
-            idle = 0;
-            let m = (t, *c);
-            *c += 1;
+        self.rr = sel.rr;
+        for m in sel.fresh {
             self.lease(m, consumer, 1, now);
             out.push((m, 1));
         }
         out
+    }
+
+    /// The messages [`Queue::take`] would hand out now, each with how many times it was
+    /// delivered before (0 for a message never delivered), changing nothing.
+    pub fn peek(&self, view: &impl TopicView, max: usize, now: u64) -> Vec<(MsgRef, u32)> {
+        let sel = self.select(view, max, now);
+        sel.retries
+            .into_iter()
+            .filter_map(|(m, before)| Some((m, before?)))
+            .chain(sel.fresh.into_iter().map(|m| (m, 0)))
+            .collect()
+    }
+
+    /// What `take` picks, worked out without changing anything, so `peek` shows exactly
+    /// what the next `take` delivers.
+    fn select(&self, view: &impl TopicView, max: usize, now: u64) -> Selection {
+        let mut sel = Selection {
+            rr: self.rr,
+            ..Selection::default()
+        };
+        for (m, r) in self.retry.iter().filter(|(_, r)| r.due <= now).take(max) {
+            let stored = matches!(view.range(m.0), Some((first, _)) if m.1 >= first);
+            sel.retries.push((*m, stored.then_some(r.deliveries)));
+        }
+        let mut taken = sel.retries.iter().filter(|(_, d)| d.is_some()).count();
+        let topics: Vec<u32> = self.cursors.keys().copied().collect();
+        if topics.is_empty() {
+            return sel;
+        }
+        // Cursors as they move during this selection: (cursor, skipped by retention).
+        let mut moved: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        let mut idle = 0;
+        while taken < max && idle < topics.len() {
+            let i = (sel.rr as usize) % topics.len();
+            sel.rr = sel.rr.wrapping_add(1);
+            let Some(&t) = topics.get(i) else {
+                break;
+            };
+            let Some((first, upto)) = view.range(t) else {
+                idle += 1;
+                continue;
+            };
+            let c = moved
+                .entry(t)
+                .or_insert_with(|| (self.cursors.get(&t).copied().unwrap_or(first), 0));
+            if c.0 < first {
+                c.1 += first - c.0;
+                c.0 = first;
+            }
+            if c.0 > upto {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            sel.fresh.push((t, c.0));
+            c.0 += 1;
+            taken += 1;
+        }
+        sel.cursors = moved.into_iter().map(|(t, (c, s))| (t, c, s)).collect();
+        sel
     }
 
     fn lease(&mut self, m: MsgRef, consumer: ConsumerId, deliveries: u32, now: u64) {
@@ -336,7 +410,9 @@ impl Queue {
     }
 
     /// Deliveries whose ack deadline passed come back. Returns the consumers whose leases
-    /// ended and the messages to dead letter.
+    /// ended and the messages to dead letter. A detached delivery (a peek with `momctl recv
+    /// --no-ack`) that nobody settled comes back as if it had not been made: its attempt is
+    /// not counted, so looking never dead-letters a message.
     pub fn expire(&mut self, now: u64) -> (Vec<ConsumerId>, Vec<DeadLetter>) {
         let late: Vec<(MsgRef, Lease)> = self
             .unacked
@@ -347,11 +423,98 @@ impl Queue {
         let mut consumers = Vec::new();
         let mut dead = Vec::new();
         for (m, l) in late {
+            if l.consumer == DETACHED {
+                self.unlease(m, now);
+                continue;
+            }
             self.unacked.remove(&m);
             consumers.push(l.consumer);
             dead.extend(self.requeue(m, l.deliveries, now, "ack_timeout"));
         }
         (consumers, dead)
+    }
+
+    /// A consumer still working on a delivery pushes its deadline to `now` + the queue's
+    /// ack wait. False if the message is not delivered and unacked (it may have been
+    /// redelivered to someone else).
+    pub fn extend(&mut self, m: MsgRef, now: u64) -> bool {
+        let wait = self.def.ack_wait_ms;
+        match self.unacked.get_mut(&m) {
+            Some(l) => {
+                l.deadline = now.saturating_add(wait);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Does the queue hold `m` as delivered or waiting for redelivery, or will its cursor
+    /// still deliver it?
+    pub fn holds(&self, m: MsgRef) -> bool {
+        self.unacked.contains_key(&m)
+            || self.retry.contains_key(&m)
+            || self.cursors.get(&m.0).is_some_and(|c| *c <= m.1)
+    }
+
+    /// Take a dead letter back (a redrive): `m` is delivered again as soon as possible,
+    /// with a fresh count (its next delivery is number 1). False if the queue holds it
+    /// already.
+    pub fn redrive(&mut self, m: MsgRef, now: u64) -> bool {
+        if self.holds(m) {
+            return false;
+        }
+        self.retry.insert(
+            m,
+            Retry {
+                due: now,
+                deliveries: 0,
+            },
+        );
+        true
+    }
+
+    /// How many messages of `topic` the queue still holds: not delivered yet (from its
+    /// cursor), delivered and unacked, or waiting for redelivery.
+    pub fn held_in(&self, topic: u32, view: &impl TopicView) -> u64 {
+        let fresh = match (self.cursors.get(&topic), view.range(topic)) {
+            (Some(c), Some((first, upto))) => (upto + 1).saturating_sub((*c).max(first)),
+            _ => 0,
+        };
+        let out = self
+            .unacked
+            .keys()
+            .chain(self.retry.keys())
+            .filter(|m| m.0 == topic)
+            .count() as u64;
+        fresh + out
+    }
+
+    /// `topic` lost every message below `first` (a purge, a hard limit): what the queue had
+    /// not delivered or was to deliver again of them is counted as dropped now. Returns how
+    /// many. Deliveries out with consumers stay until they are acked or come back.
+    pub fn skip_to(&mut self, topic: u32, first: u64) -> u64 {
+        let mut n = 0;
+        if let Some(c) = self.cursors.get_mut(&topic) {
+            if *c < first {
+                n += first - *c;
+                *c = first;
+            }
+        }
+        let before = self.retry.len();
+        self.retry.retain(|m, _| m.0 != topic || m.1 >= first);
+        n += (before - self.retry.len()) as u64;
+        self.counters.dropped += n;
+        n
+    }
+
+    /// Every topic the queue refers to: bound ones and those of its outstanding messages
+    /// (a redriven dead letter may come from a topic the queue is not bound to).
+    pub fn topics(&self) -> std::collections::BTreeSet<u32> {
+        self.cursors
+            .keys()
+            .copied()
+            .chain(self.unacked.keys().chain(self.retry.keys()).map(|m| m.0))
+            .collect()
     }
 
     /// A consumer went away: its deliveries come back at once.

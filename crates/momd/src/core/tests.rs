@@ -89,11 +89,13 @@ fn dedupe_acks_a_repeat_with_the_original_seq() {
         .unwrap();
     assert_eq!(p.seqs, vec![1, 1, 2]);
     assert_eq!(p.duplicates, 1);
+    assert_eq!(p.duplicate_indexes, vec![1]);
     assert_eq!(p.stored.len(), 2);
     let p = c
         .publish("o", vec![msg("again", Some("y"))], sender(), 1000)
         .unwrap();
     assert_eq!((p.seqs, p.duplicates, p.stored.len()), (vec![2], 1, 0));
+    assert_eq!(p.duplicate_indexes, vec![0]);
     // Another topic has its own ids.
     let p = c
         .publish("other", vec![msg("z", Some("y"))], sender(), 1000)
@@ -127,8 +129,10 @@ fn undo_restores_the_topic_and_forgets_ids() {
 #[test]
 fn watches_match_patterns() {
     let mut c = core();
-    let w1 = c.watches.add(vec!["orders.*".into()]);
-    let w2 = c.watches.add(vec!["orders.>".into(), "x".into()]);
+    let w1 = c.watches.add(vec!["orders.*".into()], false, None);
+    let w2 = c
+        .watches
+        .add(vec!["orders.>".into(), "x".into()], false, None);
     assert_eq!(c.watches.matching("orders.eu"), vec![w1, w2]);
     assert_eq!(c.watches.matching("orders.eu.x"), vec![w2]);
     assert_eq!(c.watches.matching("x"), vec![w2]);

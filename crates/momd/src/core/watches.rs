@@ -1,46 +1,312 @@
-//! Live watches: which watch ids want which patterns.
+//! Live watches: which watch ids want which patterns, which of them only look (passive),
+//! and which share their messages in a group.
+//!
+//! A group is keyed by its name and its pattern set (sorted, duplicates removed: the order
+//! a client lists patterns in does not change what they match). Each message of a grouped
+//! watch goes to one member, round robin; [`Watches::pick`] makes that choice so it can be
+//! tested without sockets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mom_proto::topic;
 
 pub type WatchId = u64;
+pub type GroupId = u64;
+
+#[derive(Debug, Clone)]
+struct WatchEntry {
+    patterns: Vec<String>,
+    passive: bool,
+    group: Option<GroupId>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    key: (String, Vec<String>),
+    /// Members in the order they joined.
+    members: Vec<WatchId>,
+    /// Index into `members` of the next one to try.
+    next: usize,
+}
+
+impl Group {
+    fn patterns(&self) -> &[String] {
+        &self.key.1
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.patterns().iter().any(|p| topic::matches(p, name))
+    }
+}
+
+/// Who a message of one topic goes to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// Watches outside any group: each gets every message.
+    pub solo: Vec<WatchId>,
+    /// Groups: each message goes to one member (see [`Watches::pick`]).
+    pub groups: Vec<GroupId>,
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Watches {
-    patterns: BTreeMap<WatchId, Vec<String>>,
+    watches: BTreeMap<WatchId, WatchEntry>,
+    groups: BTreeMap<GroupId, Group>,
+    group_ids: HashMap<(String, Vec<String>), GroupId>,
     next_id: WatchId,
+    next_group: GroupId,
+}
+
+/// The key of a group: its name and its patterns as a set.
+fn group_key(name: &str, patterns: &[String]) -> (String, Vec<String>) {
+    let mut ps = patterns.to_vec();
+    ps.sort_unstable();
+    ps.dedup();
+    (name.to_string(), ps)
 }
 
 impl Watches {
-    /// Register a watch; patterns must already be validated.
-    pub fn add(&mut self, patterns: Vec<String>) -> WatchId {
+    /// Register a watch; patterns must already be validated. A watch with a `group` joins
+    /// the group of that name and pattern set (created if needed).
+    pub fn add(&mut self, patterns: Vec<String>, passive: bool, group: Option<&str>) -> WatchId {
         self.next_id += 1;
-        self.patterns.insert(self.next_id, patterns);
-        self.next_id
+        let id = self.next_id;
+        let group = group.map(|name| {
+            let key = group_key(name, &patterns);
+            let gid = match self.group_ids.get(&key) {
+                Some(g) => *g,
+                None => {
+                    self.next_group += 1;
+                    let g = self.next_group;
+                    self.group_ids.insert(key.clone(), g);
+                    self.groups.insert(
+                        g,
+                        Group {
+                            key,
+                            members: Vec::new(),
+                            next: 0,
+                        },
+                    );
+                    g
+                }
+            };
+            if let Some(g) = self.groups.get_mut(&gid) {
+                g.members.push(id);
+            }
+            gid
+        });
+        self.watches.insert(
+            id,
+            WatchEntry {
+                patterns,
+                passive,
+                group,
+            },
+        );
+        id
     }
 
     pub fn remove(&mut self, id: WatchId) -> bool {
-        self.patterns.remove(&id).is_some()
+        let Some(w) = self.watches.remove(&id) else {
+            return false;
+        };
+        if let Some(gid) = w.group {
+            let empty = match self.groups.get_mut(&gid) {
+                Some(g) => {
+                    if let Some(i) = g.members.iter().position(|m| *m == id) {
+                        g.members.remove(i);
+                        // Keep the rotation where it was for the members that remain.
+                        if i < g.next {
+                            g.next -= 1;
+                        }
+                    }
+                    if g.next >= g.members.len() {
+                        g.next = 0;
+                    }
+                    g.members.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                if let Some(g) = self.groups.remove(&gid) {
+                    self.group_ids.remove(&g.key);
+                }
+            }
+        }
+        true
     }
 
     pub fn get(&self, id: WatchId) -> Option<&[String]> {
-        self.patterns.get(&id).map(Vec::as_slice)
+        self.watches.get(&id).map(|w| w.patterns.as_slice())
     }
 
-    /// Watches with at least one pattern matching `name`.
+    /// Every watch whose patterns match `name`, grouped or not: who is looking.
     pub fn matching(&self, name: &str) -> Vec<WatchId> {
-        self.patterns
+        self.watches
             .iter()
-            .filter(|(_, ps)| ps.iter().any(|p| topic::matches(p, name)))
+            .filter(|(_, w)| w.patterns.iter().any(|p| topic::matches(p, name)))
             .map(|(id, _)| *id)
             .collect()
     }
 
+    /// Where a message of topic `name` goes: the ungrouped watches and the groups.
+    pub fn targets(&self, name: &str) -> Targets {
+        let solo = self
+            .watches
+            .iter()
+            .filter(|(_, w)| w.group.is_none())
+            .filter(|(_, w)| w.patterns.iter().any(|p| topic::matches(p, name)))
+            .map(|(id, _)| *id)
+            .collect();
+        let groups = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.matches(name))
+            .map(|(id, _)| *id)
+            .collect();
+        Targets { solo, groups }
+    }
+
+    /// Every watch matching `name`, passive ones included: is anyone waiting on it at all
+    /// (a reply inbox stays while its requester watches it, however it watches).
     pub fn count_matching(&self, name: &str) -> u64 {
-        self.patterns
+        self.matching(name).len() as u64
+    }
+
+    /// Watchers of `name` as `publish_ok` and `topic_info` report them (and as momctl's
+    /// "no responders" reads them): passive watches do not count, and a group counts once
+    /// (it gets each message once) if any of its members is not passive.
+    pub fn count_active(&self, name: &str) -> u64 {
+        let solo = self
+            .watches
             .values()
-            .filter(|ps| ps.iter().any(|p| topic::matches(p, name)))
-            .count() as u64
+            .filter(|w| w.group.is_none() && !w.passive)
+            .filter(|w| w.patterns.iter().any(|p| topic::matches(p, name)))
+            .count();
+        let groups = self
+            .groups
+            .values()
+            .filter(|g| g.matches(name))
+            .filter(|g| {
+                g.members
+                    .iter()
+                    .any(|m| self.watches.get(m).is_some_and(|w| !w.passive))
+            })
+            .count();
+        (solo + groups) as u64
+    }
+
+    /// Choose the member of group `gid` that gets the next message: members are tried in
+    /// turn from where the rotation stands, and the first that `accept`s it (a member whose
+    /// connection has room takes the message) gets it, and the rotation moves past it.
+    /// When none accepts, the message goes to no one and the member whose turn it was is
+    /// returned with `false` (it counts the skipped message); the rotation moves on.
+    pub fn pick(
+        &mut self,
+        gid: GroupId,
+        mut accept: impl FnMut(WatchId) -> bool,
+    ) -> Option<(WatchId, bool)> {
+        let g = self.groups.get_mut(&gid)?;
+        let n = g.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = g.next % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let w = *g.members.get(i)?;
+            if accept(w) {
+                g.next = (i + 1) % n;
+                return Some((w, true));
+            }
+        }
+        let w = *g.members.get(start)?;
+        g.next = (start + 1) % n;
+        Some((w, false))
+    }
+
+    /// The group a watch belongs to.
+    #[cfg(test)]
+    pub fn group_of(&self, id: WatchId) -> Option<GroupId> {
+        self.watches.get(&id)?.group
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ps(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_group_is_its_name_and_its_pattern_set() {
+        let mut w = Watches::default();
+        let a = w.add(ps(&["x", "y"]), false, Some("g"));
+        let b = w.add(ps(&["y", "x", "x"]), false, Some("g"));
+        let c = w.add(ps(&["x"]), false, Some("g"));
+        let d = w.add(ps(&["x", "y"]), false, Some("h"));
+        assert_eq!(w.group_of(a), w.group_of(b));
+        assert_ne!(w.group_of(a), w.group_of(c));
+        assert_ne!(w.group_of(a), w.group_of(d));
+        let t = w.targets("x");
+        assert!(t.solo.is_empty());
+        assert_eq!(t.groups.len(), 3);
+        assert_eq!(w.matching("x").len(), 4);
+    }
+
+    #[test]
+    fn group_members_take_turns_and_a_full_one_is_passed_over() {
+        let mut w = Watches::default();
+        let a = w.add(ps(&["t"]), false, Some("g"));
+        let b = w.add(ps(&["t"]), false, Some("g"));
+        let c = w.add(ps(&["t"]), false, Some("g"));
+        let g = w.group_of(a).unwrap();
+        let turns: Vec<WatchId> = (0..6).map(|_| w.pick(g, |_| true).unwrap().0).collect();
+        assert_eq!(turns, vec![a, b, c, a, b, c]);
+        // b is slow: its turns go to the next member.
+        let turns: Vec<WatchId> = (0..4).map(|_| w.pick(g, |m| m != b).unwrap().0).collect();
+        assert_eq!(turns, vec![a, c, a, c]);
+        // Nobody has room: the member whose turn it was counts the skip.
+        assert_eq!(w.pick(g, |_| false), Some((a, false)));
+        assert_eq!(w.pick(g, |_| false), Some((b, false)));
+        assert_eq!(w.pick(g, |_| true), Some((c, true)));
+    }
+
+    #[test]
+    fn leaving_keeps_the_rotation_and_the_last_member_ends_the_group() {
+        let mut w = Watches::default();
+        let a = w.add(ps(&["t"]), false, Some("g"));
+        let b = w.add(ps(&["t"]), false, Some("g"));
+        let c = w.add(ps(&["t"]), false, Some("g"));
+        let g = w.group_of(a).unwrap();
+        assert_eq!(w.pick(g, |_| true), Some((a, true)));
+        assert!(w.remove(a));
+        assert_eq!(w.pick(g, |_| true), Some((b, true)));
+        assert!(w.remove(c));
+        assert_eq!(w.pick(g, |_| true), Some((b, true)));
+        assert!(w.remove(b));
+        assert_eq!(w.pick(g, |_| true), None);
+        assert!(w.targets("t").groups.is_empty());
+        // The same key later is a new, empty group.
+        let d = w.add(ps(&["t"]), false, Some("g"));
+        assert_eq!(w.pick(w.group_of(d).unwrap(), |_| true), Some((d, true)));
+    }
+
+    #[test]
+    fn passive_watches_and_groups_count_as_watchers_only_when_active() {
+        let mut w = Watches::default();
+        w.add(ps(&["t"]), true, None);
+        assert_eq!((w.count_active("t"), w.count_matching("t")), (0, 1));
+        w.add(ps(&["t"]), false, None);
+        assert_eq!(w.count_active("t"), 1);
+        w.add(ps(&["t"]), true, Some("g"));
+        assert_eq!(w.count_active("t"), 1, "a passive group is no watcher");
+        w.add(ps(&["t"]), false, Some("g"));
+        w.add(ps(&["t"]), false, Some("g"));
+        assert_eq!(w.count_active("t"), 2, "a group counts once");
+        assert_eq!(w.count_matching("t"), 5);
+        assert_eq!(w.count_active("u"), 0);
     }
 }

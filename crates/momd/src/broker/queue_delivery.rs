@@ -1,0 +1,437 @@
+//! Handing queue messages out: to waiting fetches and to consumers as their credit allows,
+//! reading them from the store; ack deadlines; dead letters; and what a closed connection
+//! gives back.
+
+use std::collections::HashMap;
+
+use mom_proto::{FetchOk, Message, PubMsg, QueueDeliver, ServerFrame};
+
+use super::queue_ops::{FetchWaiter, MAX_BATCH};
+use super::{json_str, now_ms, Broker};
+use crate::core::queues::{ConsumerId, DeadLetter, MsgRef, DETACHED};
+
+impl Broker {
+    /// A consumer ended (cancelled, or its connection closed): what it held comes back.
+    pub(super) fn consumer_gone(&mut self, consumer: ConsumerId, now: u64) {
+        let Some(c) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        let dead = match self.queues.get_mut(&c.queue) {
+            Some(q) => q.consumer_gone(consumer, now),
+            None => return,
+        };
+        self.dead_letter(&c.queue, dead);
+        self.dirty_queues.insert(c.queue.clone());
+        self.pump(&c.queue, now);
+    }
+
+    /// Ack deadlines: late deliveries come back (or go to the dead letter topic).
+    pub(super) fn expire_queues(&mut self, now: u64) {
+        let names: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.next_due().is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(q) = self.queues.get_mut(&name) else {
+                continue;
+            };
+            let (consumers, dead) = q.expire(now);
+            // Only a real change is written: a redelivery that merely waits for a reader
+            // must not cost an fsync every tick.
+            if !consumers.is_empty() || !dead.is_empty() {
+                self.dirty_queues.insert(name.clone());
+            }
+            self.free_credit(&consumers);
+            self.dead_letter(&name, dead);
+        }
+        // Serve what waits: due redeliveries, consumers whose connection has room again,
+        // fetches whose messages could not be read a moment ago.
+        let mut waiting: Vec<String> = self
+            .consumers
+            .values()
+            .filter(|c| c.in_flight < c.credit)
+            .map(|c| c.queue.clone())
+            .chain(self.fetches.iter().map(|f| f.queue.clone()))
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        for name in waiting {
+            self.pump(&name, now);
+        }
+        self.expire_fetches(now);
+    }
+
+    /// Answer fetches whose time is up with what they have: nothing.
+    pub(super) fn expire_fetches(&mut self, now: u64) {
+        let (late, keep): (Vec<FetchWaiter>, Vec<FetchWaiter>) = std::mem::take(&mut self.fetches)
+            .into_iter()
+            .partition(|f| f.deadline <= now);
+        self.fetches = keep;
+        for f in late {
+            self.reply(
+                f.session,
+                ServerFrame::FetchOk(FetchOk {
+                    id: f.id,
+                    queue: f.queue,
+                    msgs: Vec::new(),
+                }),
+            );
+        }
+    }
+
+    /// Queues with new messages in `topic` may now serve their fetchers and consumers.
+    pub(super) fn pump_topic(&mut self, topic: u32, count: u64, now: u64) {
+        for (name, q) in &self.queues {
+            if q.cursors.contains_key(&topic) {
+                self.queue_rates.entry(name.clone()).or_default().in_count += count;
+            }
+        }
+        if self.fetches.is_empty() && self.consumers.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.cursors.contains_key(&topic))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in names {
+            self.pump(&n, now);
+        }
+    }
+
+    /// Hand what queue `name` has ready to its waiting fetches first, then to its consumers
+    /// as their credit allows.
+    pub(super) fn pump(&mut self, name: &str, now: u64) {
+        // Fetches, oldest first.
+        let mut i = 0;
+        while i < self.fetches.len() {
+            if self.fetches[i].queue != name {
+                i += 1;
+                continue;
+            }
+            let f = &self.fetches[i];
+            let consumer = if f.detached {
+                DETACHED
+            } else {
+                session_consumer_id(f.session)
+            };
+            let msgs = self.take_messages(name, f.max, consumer, now);
+            if msgs.is_empty() {
+                return;
+            }
+            let f = self.fetches.remove(i);
+            if let Some(s) = self.sessions.get(&f.session) {
+                s.outbox
+                    .counters
+                    .msgs_out
+                    .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.reply(
+                f.session,
+                ServerFrame::FetchOk(FetchOk {
+                    id: f.id,
+                    queue: f.queue,
+                    msgs,
+                }),
+            );
+        }
+        // Consumers, each up to its credit.
+        let ids: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.queue == name && c.in_flight < c.credit)
+            .map(|(id, _)| *id)
+            .collect();
+        for cid in ids {
+            let Some(c) = self.consumers.get(&cid) else {
+                continue;
+            };
+            // A connection that does not read what it is sent gets no more for now; the
+            // queue tick tries again.
+            if !self
+                .sessions
+                .get(&c.session)
+                .is_some_and(|s| s.outbox.has_room())
+            {
+                continue;
+            }
+            let room = (c.credit - c.in_flight) as usize;
+            let session = c.session;
+            let msgs = self.take_messages(name, room.min(MAX_BATCH), cid, now);
+            if msgs.is_empty() {
+                return;
+            }
+            if let Some(c) = self.consumers.get_mut(&cid) {
+                c.in_flight += msgs.len() as u32;
+            }
+            if let Some(s) = self.sessions.get(&session) {
+                s.outbox
+                    .counters
+                    .msgs_out
+                    .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                s.outbox.reply(
+                    ServerFrame::QueueDeliver(QueueDeliver {
+                        consumer: cid,
+                        queue: name.to_string(),
+                        msgs,
+                    }),
+                    false,
+                );
+            }
+        }
+    }
+
+    /// Lease up to `max` messages of queue `name` to `consumer` and read them from the store.
+    fn take_messages(
+        &mut self,
+        name: &str,
+        max: usize,
+        consumer: ConsumerId,
+        now: u64,
+    ) -> Vec<Message> {
+        let Some(snapshot) = self.queue_snapshot(name) else {
+            return Vec::new();
+        };
+        let refs = {
+            let Some(q) = self.queues.get_mut(name) else {
+                return Vec::new();
+            };
+            let view = |t: u32| snapshot.get(&t).copied();
+            q.take(&view, max, consumer, now)
+        };
+        if refs.is_empty() {
+            return Vec::new();
+        }
+        self.dirty_queues.insert(name.to_string());
+        let (mut out, missing) = self.read_messages(refs);
+        // Keep the frame under the limit: what does not fit goes back, not counted.
+        let fit = self.fit_frame(&out);
+        if fit < out.len() {
+            let back: Vec<MsgRef> = out[fit..]
+                .iter()
+                .filter_map(|m| self.core.topics.get(&m.topic).map(|t| (t.id, m.seq)))
+                .collect();
+            out.truncate(fit);
+            if let Some(q) = self.queues.get_mut(name) {
+                for m in back {
+                    q.unlease(m, now);
+                }
+            }
+        }
+        let n = out.len() as u64;
+        self.delivered_total += n;
+        self.total_rate.out_count += n;
+        self.queue_rates
+            .entry(name.to_string())
+            .or_default()
+            .out_count += n;
+        if !missing.is_empty() {
+            let firsts: HashMap<u32, u64> = missing
+                .iter()
+                .filter_map(|(t, _)| self.core.topics.by_id(*t).map(|ts| (*t, ts.first_seq)))
+                .collect();
+            // These never counted against the consumer's credit (only what is sent does).
+            if let Some(q) = self.queues.get_mut(name) {
+                for m in missing {
+                    if firsts.get(&m.0).is_some_and(|first| m.1 >= *first) {
+                        // Still in its topic: the read failed; deliver it again later.
+                        tracing::warn!(
+                            queue = name,
+                            topic = m.0,
+                            seq = m.1,
+                            "cannot read a message; it will be retried"
+                        );
+                        q.unlease(m, now);
+                    } else {
+                        // Gone from its topic (retention or removal): nothing to deliver.
+                        q.lost(m);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Read the messages `refs` name, each with its `delivery` field set to the count given
+    /// with it; returns them in (topic, seq) order, and the refs that could not be read.
+    pub(super) fn read_messages(
+        &self,
+        mut refs: Vec<(MsgRef, u32)>,
+    ) -> (Vec<Message>, Vec<MsgRef>) {
+        refs.sort_unstable_by_key(|(m, _)| *m);
+        let mut out = Vec::with_capacity(refs.len());
+        let mut missing = Vec::new();
+        // A run of consecutive seqs of one topic is one read.
+        for run in refs.chunk_by(|a, b| a.0 .0 == b.0 .0 && b.0 .1 == a.0 .1 + 1) {
+            let (Some(((t, from), _)), Some(((_, to), _))) = (run.first(), run.last()) else {
+                continue;
+            };
+            let tname = self
+                .core
+                .topics
+                .by_id(*t)
+                .map(|x| x.name.clone())
+                .unwrap_or_default();
+            let mut got: HashMap<u64, Message> = HashMap::new();
+            if let Ok(r) = self.store.read(*t, &tname, *from, *to, usize::MAX) {
+                for b in r.batches {
+                    for (k, m) in b.msgs.into_iter().enumerate() {
+                        let seq = b.first_seq + k as u64;
+                        got.insert(
+                            seq,
+                            Message {
+                                topic: tname.clone(),
+                                seq,
+                                time: b.time,
+                                headers: m.headers,
+                                sender: b.sender.clone(),
+                                msg_id: m.msg_id,
+                                payload: m.payload,
+                                delivery: None,
+                            },
+                        );
+                    }
+                }
+            }
+            for ((tt, seq), d) in run {
+                match got.remove(seq) {
+                    Some(mut m) => {
+                        m.delivery = Some(*d);
+                        out.push(m);
+                    }
+                    None => missing.push((*tt, *seq)),
+                }
+            }
+        }
+        (out, missing)
+    }
+
+    /// How many of `msgs` (at least one) fit in one frame with room to spare.
+    pub(super) fn fit_frame(&self, msgs: &[Message]) -> usize {
+        let budget = self.cfg.max_frame / 2;
+        let mut size = 0;
+        for (k, m) in msgs.iter().enumerate() {
+            size += m.payload.len()
+                + m.topic.len()
+                + 128
+                + m.headers
+                    .iter()
+                    .map(|(a, b)| a.len() + b.len() + 8)
+                    .sum::<usize>()
+                + m.msg_id.as_ref().map_or(0, String::len);
+            if k > 0 && size > budget {
+                return k;
+            }
+        }
+        msgs.len()
+    }
+
+    /// Move messages that used up their deliveries to `$dlq.<queue>`, with headers saying
+    /// why and from where.
+    pub(super) fn dead_letter(&mut self, queue: &str, dead: Vec<DeadLetter>) {
+        for d in dead {
+            let (t, seq) = d.msg;
+            let found = self
+                .core
+                .topics
+                .by_id(t)
+                .map(|x| x.name.clone())
+                .and_then(|tname| {
+                    let r = self.store.read(t, &tname, seq, seq, usize::MAX).ok()?;
+                    let b = r.batches.into_iter().next()?;
+                    let sender = b.sender;
+                    let m = b.msgs.into_iter().next()?;
+                    Some((tname, sender, m))
+                });
+            let Some((tname, sender, m)) = found else {
+                // Gone from its topic (a hard limit, or removed): nothing to move; the queue
+                // lost it.
+                if let Some(q) = self.queues.get_mut(queue) {
+                    q.counters.dead_lettered = q.counters.dead_lettered.saturating_sub(1);
+                    q.counters.dropped += 1;
+                }
+                continue;
+            };
+            let mut headers = m.headers;
+            headers.insert("dlq-queue".into(), queue.to_string());
+            headers.insert("dlq-reason".into(), d.reason.to_string());
+            // A redriven dead letter that fails again keeps naming where it first came
+            // from.
+            let again = tname.starts_with("$dlq.")
+                && headers.contains_key("dlq-topic")
+                && headers.contains_key("dlq-seq");
+            if !again {
+                headers.insert("dlq-topic".into(), tname.clone());
+                headers.insert("dlq-seq".into(), seq.to_string());
+            }
+            headers.insert("dlq-deliveries".into(), d.deliveries.to_string());
+            let dlq = format!("$dlq.{queue}");
+            let msg = PubMsg {
+                payload: m.payload,
+                headers,
+                msg_id: None,
+            };
+            if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now_ms(), true)
+            {
+                tracing::error!(queue, "cannot dead-letter {tname}#{seq}: {e}");
+                continue;
+            }
+            self.sys_event(format!(
+                r#"{{"event":"dead_lettered","queue":{},"topic":{},"seq":{seq},"deliveries":{}}}"#,
+                json_str(queue),
+                json_str(&tname),
+                d.deliveries
+            ));
+        }
+    }
+
+    /// Write the state of queues that changed (called by `commit`).
+    pub(super) fn stage_queues(&mut self) {
+        for name in std::mem::take(&mut self.dirty_queues) {
+            if let Some(q) = self.queues.get(&name) {
+                self.store.stage_queue(&mut self.staged, &q.record());
+                // Deliveries and acks reach the disk with the next group commit, without
+                // waiting for a publish to start one.
+                self.queue_flush_wanted = true;
+            }
+        }
+    }
+
+    /// A session ended: its consumers go, its fetches are forgotten.
+    pub(super) fn session_gone_for_queues(&mut self, session: u64) {
+        let now = now_ms();
+        let gone: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in gone {
+            self.consumer_gone(c, now);
+        }
+        // Deliveries made to a fetch of this session come back too.
+        let cid = session_consumer_id(session);
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for n in names {
+            let dead = match self.queues.get_mut(&n) {
+                Some(q) if q.unacked.values().any(|l| l.consumer == cid) => {
+                    q.consumer_gone(cid, now)
+                }
+                _ => continue,
+            };
+            self.dead_letter(&n, dead);
+            self.dirty_queues.insert(n.clone());
+            self.pump(&n, now);
+        }
+        self.fetches.retain(|f| f.session != session);
+    }
+}
+
+/// Fetches lease messages to their session: a consumer id of its own, far from the ids of
+/// push consumers, so a closed connection gives its fetched, unacked messages back.
+fn session_consumer_id(session: u64) -> ConsumerId {
+    (1 << 63) | session
+}

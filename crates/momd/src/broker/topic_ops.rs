@@ -1,0 +1,205 @@
+//! Topic requests: list, info, set (limits), rm and purge. Removing a topic or its messages
+//! is refused while a queue still holds some of them, unless forced (DESIGN.md: a queue
+//! never silently loses what it holds).
+
+use mom_proto::{ClientFrame, ErrorCode, Req, ServerFrame, TopicInfoReply, TopicList, TopicRm};
+
+use super::{core_error, json_str, Broker, Pending};
+use crate::core::{CoreError, TopicState};
+
+/// Reserved topics a client may purge: dead letters are the users' to clean up.
+const PURGEABLE_RESERVED: &str = "$dlq.";
+
+impl Broker {
+    pub(super) fn topic_request(&mut self, session: u64, frame: ClientFrame, now: u64) {
+        match frame {
+            ClientFrame::TopicList(r) => {
+                let topics = self
+                    .core
+                    .topics
+                    .iter()
+                    .map(|t| self.topic_info(t))
+                    .collect();
+                self.reply(
+                    session,
+                    ServerFrame::TopicList(TopicList { id: r.id, topics }),
+                );
+            }
+            ClientFrame::TopicInfo(r) => match self.core.topics.get(&r.topic) {
+                Some(t) => {
+                    let topic = self.topic_info(t);
+                    self.reply(
+                        session,
+                        ServerFrame::TopicInfo(TopicInfoReply {
+                            id: r.id,
+                            topic,
+                            purged: None,
+                        }),
+                    );
+                }
+                None => self.error(
+                    session,
+                    r.id,
+                    ErrorCode::NotFound,
+                    format!("topic {:?} not found", r.topic),
+                ),
+            },
+            ClientFrame::TopicRm(r) => self.topic_rm(session, r),
+            ClientFrame::TopicPurge(r) => self.topic_purge(session, r),
+            ClientFrame::TopicSet(s) => {
+                let res = self
+                    .core
+                    .set_limits(&s, now)
+                    .map(|(t, created)| (t.clone(), created));
+                match res {
+                    Ok((t, created)) => {
+                        if let Err(e) = self.store.put_topic(&t, self.core.topics.next_id()) {
+                            self.error(session, s.id, ErrorCode::Unavailable, e.to_string());
+                            return;
+                        }
+                        if created {
+                            self.topic_created_for_queues(t.id, &t.name);
+                            self.delivered_upto.insert(t.id, 0);
+                            self.sys_event(format!(
+                                r#"{{"event":"topic_created","topic":{}}}"#,
+                                json_str(&t.name)
+                            ));
+                        }
+                        self.trim(t.id, now);
+                        let Some(t) = self.core.topics.by_id(t.id) else {
+                            return;
+                        };
+                        let topic = self.topic_info(t);
+                        self.after_flush(Pending::Reply {
+                            session,
+                            frame: ServerFrame::TopicInfo(TopicInfoReply {
+                                id: s.id,
+                                topic,
+                                purged: None,
+                            }),
+                        });
+                    }
+                    Err(e) => {
+                        let (code, msg) = core_error(e);
+                        self.error(session, s.id, code, msg)
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Why `t` may not lose its messages: the queues that still hold some (not delivered
+    /// yet, delivered and unacked, or waiting for redelivery), as a `conflict` message.
+    /// Messages stored but not yet released by a flush count too: they are the queues'.
+    fn held_by_queues(&self, t: &TopicState, fix: &str) -> Option<String> {
+        let view = |_: u32| Some((t.first_seq, t.last_seq));
+        let held: Vec<(&str, u64)> = self
+            .queues
+            .values()
+            .map(|q| (q.def.name.as_str(), q.held_in(t.id, &view)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        let total: u64 = held.iter().map(|(_, n)| n).sum();
+        let each: Vec<String> = held.iter().map(|(q, n)| format!("{q}: {n}")).collect();
+        Some(format!(
+            "topic {:?} has {total} messages queues still hold ({}); {fix} with force to drop them",
+            t.name,
+            each.join(", ")
+        ))
+    }
+
+    fn topic_rm(&mut self, session: u64, r: TopicRm) {
+        if r.topic.starts_with('$') {
+            let (code, msg) = core_error(CoreError::Reserved(r.topic));
+            return self.error(session, r.id, code, msg);
+        }
+        let Some(t) = self.core.topics.get(&r.topic).cloned() else {
+            let (code, msg) = core_error(CoreError::TopicNotFound(r.topic));
+            return self.error(session, r.id, code, msg);
+        };
+        if !r.force {
+            if let Some(msg) = self.held_by_queues(&t, "remove it") {
+                return self.error(session, r.id, ErrorCode::Conflict, msg);
+            }
+        }
+        match self.core.remove_topic(&r.topic) {
+            Ok(t) => {
+                let upto = self.delivered_upto.remove(&t.id).unwrap_or(t.last_seq);
+                self.rates.remove(&t.id);
+                self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));
+                if let Err(e) = self.store.remove_topic(t.id) {
+                    self.error(session, r.id, ErrorCode::Unavailable, e.to_string());
+                    return;
+                }
+                self.sys_event(format!(
+                    r#"{{"event":"topic_removed","topic":{}}}"#,
+                    json_str(&r.topic)
+                ));
+                self.after_flush(Pending::Reply {
+                    session,
+                    frame: ServerFrame::Ok(Req { id: r.id }),
+                });
+            }
+            Err(e) => {
+                let (code, msg) = core_error(e);
+                self.error(session, r.id, code, msg)
+            }
+        }
+    }
+
+    /// Remove every stored message of a topic; its seqs go on from where they were (first
+    /// seq becomes last seq + 1), so no seq is ever used twice. With force, queues count
+    /// what they held of it as dropped, as after a hard retention limit.
+    fn topic_purge(&mut self, session: u64, r: TopicRm) {
+        if r.topic.starts_with('$') && !r.topic.starts_with(PURGEABLE_RESERVED) {
+            let (code, msg) = core_error(CoreError::Reserved(r.topic));
+            return self.error(session, r.id, code, msg);
+        }
+        let Some(t) = self.core.topics.get(&r.topic).cloned() else {
+            let (code, msg) = core_error(CoreError::TopicNotFound(r.topic));
+            return self.error(session, r.id, code, msg);
+        };
+        if !r.force {
+            if let Some(msg) = self.held_by_queues(&t, "purge it") {
+                return self.error(session, r.id, ErrorCode::Conflict, msg);
+            }
+        }
+        let purged = match self.remove_oldest(t.id, u64::MAX) {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("purge of {:?} failed: {e}", r.topic);
+                return self.error(session, r.id, ErrorCode::Unavailable, msg);
+            }
+        };
+        let Some(t) = self.core.topics.by_id(t.id).cloned() else {
+            return;
+        };
+        let mut touched = Vec::new();
+        for q in self.queues.values_mut() {
+            if q.skip_to(t.id, t.first_seq) > 0 {
+                touched.push(q.def.name.clone());
+            }
+        }
+        self.dirty_queues.extend(touched);
+        if purged > 0 {
+            self.sys_event(format!(
+                r#"{{"event":"topic_purged","topic":{},"messages":{purged}}}"#,
+                json_str(&t.name)
+            ));
+        }
+        let topic = self.topic_info(&t);
+        // After the flush, with the queues' new state: a purge acknowledged is durable.
+        self.staged_pending.push(Pending::Reply {
+            session,
+            frame: ServerFrame::TopicInfo(TopicInfoReply {
+                id: r.id,
+                topic,
+                purged: Some(purged),
+            }),
+        });
+    }
+}
