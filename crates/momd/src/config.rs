@@ -1,6 +1,6 @@
 //! momd's settings: command-line flags (each also from a `MOMD_*` environment variable).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -79,11 +79,12 @@ impl FromStr for FsyncMode {
     name = "momd",
     version,
     about = "The mom message broker: persistent topics, live watches, one TCP protocol",
-    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  RUST_LOG=debug momd                   # per-request logs"
+    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  RUST_LOG=debug momd                   # per-request logs"
 )]
 pub struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "MOMD_LISTEN", default_value = mom_proto::DEFAULT_ADDR)]
+    /// Address to listen on: HOST, HOST:PORT, IP, IP:PORT or [IPV6]:PORT (the port
+    /// defaults to 7878; a host name listens on its first address).
+    #[arg(long, env = "MOMD_LISTEN", default_value = mom_proto::DEFAULT_ADDR, value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Data directory (created if missing). Default: the platform data dir
@@ -96,12 +97,12 @@ pub struct Args {
     #[arg(long, env = "MOMD_FSYNC", default_value = "always")]
     pub fsync: FsyncMode,
 
-    /// Largest frame a client may send, in bytes.
-    #[arg(long, env = "MOMD_MAX_FRAME", default_value_t = mom_proto::DEFAULT_MAX_FRAME)]
+    /// Largest frame a client may send: bytes, or a size such as 16MiB.
+    #[arg(long, env = "MOMD_MAX_FRAME", default_value_t = mom_proto::DEFAULT_MAX_FRAME, value_parser = parse_size_usize)]
     pub max_frame: usize,
 
-    /// Largest payload of one message, in bytes.
-    #[arg(long, env = "MOMD_MAX_PAYLOAD", default_value_t = mom_proto::DEFAULT_MAX_PAYLOAD)]
+    /// Largest payload of one message: bytes, or a size such as 4MiB.
+    #[arg(long, env = "MOMD_MAX_PAYLOAD", default_value_t = mom_proto::DEFAULT_MAX_PAYLOAD, value_parser = parse_size_usize)]
     pub max_payload: usize,
 
     /// Requests a connection may have unanswered before momd stops reading it.
@@ -113,8 +114,8 @@ pub struct Args {
     pub max_connections: usize,
 
     /// Bytes of deliveries queued per connection before live messages are skipped for a
-    /// slow consumer.
-    #[arg(long, env = "MOMD_WATCH_BUFFER", default_value_t = 8 * 1024 * 1024)]
+    /// slow consumer (a size such as 8MiB).
+    #[arg(long, env = "MOMD_WATCH_BUFFER", default_value_t = 8 * 1024 * 1024, value_parser = parse_size_usize)]
     pub watch_buffer: usize,
 
     /// Dedupe window for message ids.
@@ -125,8 +126,8 @@ pub struct Args {
     #[arg(long, env = "MOMD_MAX_MSGS", default_value_t = 0)]
     pub max_msgs: u64,
 
-    /// Retention of new topics: most bytes kept (0 = unlimited).
-    #[arg(long, env = "MOMD_MAX_BYTES", default_value_t = 0)]
+    /// Retention of new topics: most bytes kept, e.g. 1GiB (0 = unlimited).
+    #[arg(long, env = "MOMD_MAX_BYTES", default_value_t = 0, value_parser = mom_proto::parse::size)]
     pub max_bytes: u64,
 
     /// Retention of new topics: oldest age kept, e.g. 7d (0 = unlimited).
@@ -136,6 +137,20 @@ pub struct Args {
     /// Memory for the store's page cache, in MiB.
     #[arg(long, env = "MOMD_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
+}
+
+/// `--listen`: what `momctl -s` accepts, resolved to the first address it names.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr = mom_proto::parse::addr(s)?;
+    addr.to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
+}
+
+fn parse_size_usize(s: &str) -> Result<usize, String> {
+    let n = mom_proto::parse::size(s)?;
+    usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
 }
 
 fn parse_age(s: &str) -> Result<Duration, String> {
@@ -175,5 +190,50 @@ mod tests {
             FsyncMode::Batch(Duration::from_millis(5)).to_string(),
             "batch=5"
         );
+    }
+
+    #[test]
+    fn listen_takes_what_momctl_takes() {
+        let parse = |s: &str| parse_listen(s).map(|a| a.to_string());
+        assert_eq!(parse("127.0.0.1:7000").as_deref(), Ok("127.0.0.1:7000"));
+        assert_eq!(parse("127.0.0.1:0").as_deref(), Ok("127.0.0.1:0"));
+        assert_eq!(parse("127.0.0.1").as_deref(), Ok("127.0.0.1:7878"));
+        assert_eq!(parse("[::1]:7000").as_deref(), Ok("[::1]:7000"));
+        assert_eq!(parse("::1").as_deref(), Ok("[::1]:7878"));
+        let local = parse_listen("localhost:7000").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 7000, "{local}");
+        assert!(parse_listen("127.0.0.1:port").is_err());
+        assert!(parse_listen("").is_err());
+    }
+
+    #[test]
+    fn sizes_take_units_and_plain_numbers() {
+        let args = |extra: &[&str]| {
+            let mut v = vec!["momd"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v)
+        };
+        let a = args(&[
+            "--max-bytes",
+            "1GiB",
+            "--max-frame",
+            "16MiB",
+            "--max-payload",
+            "2097152",
+            "--watch-buffer",
+            "512KiB",
+            "--listen",
+            "localhost",
+        ])
+        .expect("valid flags");
+        assert_eq!(a.max_bytes, 1 << 30);
+        assert_eq!(a.max_frame, 16 << 20);
+        assert_eq!(a.max_payload, 2 << 20);
+        assert_eq!(a.watch_buffer, 512 << 10);
+        assert_eq!(a.listen.port(), 7878);
+        let d = args(&[]).expect("defaults");
+        assert_eq!(d.listen.to_string(), mom_proto::DEFAULT_ADDR);
+        assert_eq!(d.max_frame, mom_proto::DEFAULT_MAX_FRAME);
+        assert!(args(&["--max-bytes", "1 lightyear"]).is_err());
     }
 }
