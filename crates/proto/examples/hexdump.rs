@@ -3,7 +3,9 @@
 //! Run with `cargo run -p mom-proto --example hexdump`. The examples form one small session:
 //! frames 1-8 are the walk-through of the protocol document (hello, welcome, publish,
 //! publish_ok, watch, watch_ok, deliver, notice), then the other frames, then the queue
-//! frames (request ids 14 on).
+//! frames (request ids 14 on), then the frames and keys added since (request ids 29 on:
+//! watch groups, passive watches and resume, duplicate indexes, forced topic_rm,
+//! topic_purge, queue_set, queue_peek, queue_redrive, extend, detached fetch).
 
 use bytes::{Bytes, BytesMut};
 use mom_proto::*;
@@ -525,6 +527,169 @@ fn main() {
             id: 28,
             queue: "work".into(),
             force: true,
+        }),
+    );
+
+    // Added since: request ids 29 on.
+    dump(
+        "watch (group)",
+        &ClientFrame::Watch(Watch {
+            id: 29,
+            patterns: vec!["jobs.>".into()],
+            group: Some("workers".into()),
+            ..Watch::default()
+        }),
+    );
+    dump(
+        "watch (passive, resume)",
+        &ClientFrame::Watch(Watch {
+            id: 30,
+            patterns: vec!["a.>".into()],
+            passive: true,
+            after: [("a.b".to_string(), 2)].into(),
+            ..Watch::default()
+        }),
+    );
+    dump(
+        "watch (from last)",
+        &ClientFrame::Watch(Watch {
+            id: 31,
+            patterns: vec!["a.>".into()],
+            from: StartAt::Last,
+            at: 10,
+            ..Watch::default()
+        }),
+    );
+    dump(
+        "publish_ok (a duplicate)",
+        &ServerFrame::PublishOk(PublishOk {
+            id: 32,
+            topic: "a.b".into(),
+            seqs: vec![2, 3],
+            duplicates: 1,
+            watchers: 1,
+            queues: 0,
+            duplicate_indexes: vec![0],
+        }),
+    );
+    dump(
+        "topic_rm (force)",
+        &ClientFrame::TopicRm(TopicRm {
+            id: 33,
+            topic: "jobs.a".into(),
+            force: true,
+        }),
+    );
+    dump(
+        "topic_purge",
+        &ClientFrame::TopicPurge(TopicRm {
+            id: 34,
+            topic: "jobs.b".into(),
+            force: false,
+        }),
+    );
+    dump(
+        "error (topic_purge refused)",
+        &ServerFrame::error(
+            Some(34),
+            ErrorCode::Conflict,
+            "topic \"jobs.b\" has 3 messages queues still hold (jobs: 3); purge it with force to drop them",
+        ),
+    );
+    dump(
+        "topic_purge (force)",
+        &ClientFrame::TopicPurge(TopicRm {
+            id: 35,
+            topic: "jobs.b".into(),
+            force: true,
+        }),
+    );
+    dump(
+        "topic_info (reply to topic_purge)",
+        &ServerFrame::TopicInfo(TopicInfoReply {
+            id: 35,
+            topic: TopicInfo {
+                name: "jobs.b".into(),
+                messages: 0,
+                bytes: 0,
+                first_seq: 4,
+                last_seq: 3,
+                last_time: T,
+                created: T,
+                limits: Limits::default(),
+                watchers: 0,
+                queues: 1,
+                in_rate: 0.0,
+                out_rate: 0.0,
+            },
+            purged: Some(3),
+        }),
+    );
+    dump(
+        "queue_set",
+        &ClientFrame::QueueSet(QueueSet {
+            id: 36,
+            queue: "jobs".into(),
+            max_deliver: Some(10),
+            ack_wait_ms: Some(60_000),
+        }),
+    );
+    dump(
+        "queue_peek",
+        &ClientFrame::QueuePeek(QueuePeek {
+            id: 37,
+            queue: "work".into(),
+            max: 5,
+        }),
+    );
+    dump(
+        "fetch_ok (reply to queue_peek)",
+        &ServerFrame::FetchOk(FetchOk {
+            id: 37,
+            queue: "work".into(),
+            msgs: vec![queued(1, 0)],
+        }),
+    );
+    dump(
+        "queue_redrive",
+        &ClientFrame::QueueRedrive(QueueRedrive {
+            id: 38,
+            queue: "work".into(),
+        }),
+    );
+    dump(
+        "queue_info (reply to queue_redrive)",
+        &ServerFrame::QueueInfo(QueueInfoReply {
+            id: 38,
+            queue: QueueInfo {
+                delivered: 5,
+                redelivered: 4,
+                dead_lettered: 1,
+                ..queue_info(&["a.>"], 0, 1, 0)
+            },
+            purged: None,
+            redriven: Some(1),
+        }),
+    );
+    dump(
+        "extend",
+        &ClientFrame::Extend(Ack {
+            id: 39,
+            queue: "work".into(),
+            msgs: vec![MsgKey {
+                topic: "a.b".into(),
+                seq: 1,
+            }],
+        }),
+    );
+    dump(
+        "fetch (detached)",
+        &ClientFrame::Fetch(Fetch {
+            id: 40,
+            queue: "work".into(),
+            max: 1,
+            timeout_ms: 0,
+            detached: true,
         }),
     );
 }
