@@ -3,20 +3,23 @@
 //! one flush (fsync) is in progress, new publishes are staged and wait for the next one,
 //! so concurrent publishers and pipelined batches share flushes. Acks and deliveries of a
 //! publish are released only after the flush that covers it (DESIGN.md, Storage).
+//!
+//! This file holds the task, its state and group commit; the requests are in `broker/`:
+//! `publish`, `watch_ops`, `topic_ops`, `queue_ops` / `queue_admin` / `queue_delivery`,
+//! `sessions`, `stats` and `tick`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mom_proto::{
-    topic, ClientFrame, ClientInfo, ErrorCode, Hello, Limits, PubMsg, PublishOk, Req, Sender,
-    ServerFrame, Welcome,
+    topic, ClientFrame, ClientInfo, ErrorCode, Hello, PublishOk, Req, Sender, ServerFrame, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FsyncMode;
-use crate::core::{Batch, Core, CoreError, PublishPlan, TopicState, WatchId};
+use crate::core::{Batch, Core, CoreError, WatchId};
 use crate::outbox::Outbox;
 use crate::store::{self, Store, StoreError};
 use watch_ops::send_slow_notice;
@@ -187,10 +190,13 @@ pub struct Broker {
     queue_flush_wanted: bool,
 }
 
+mod publish;
 mod queue_admin;
 mod queue_delivery;
 mod queue_ops;
+mod sessions;
 mod stats;
+mod tick;
 mod topic_ops;
 mod watch_ops;
 
@@ -492,86 +498,6 @@ impl Broker {
         None
     }
 
-    fn hello(&mut self, info: SessionInfo, hello: Hello) -> Result<Welcome, Box<ServerFrame>> {
-        let next = self.store.next_client_id().map_err(|e| {
-            Box::new(ServerFrame::error(
-                Some(hello.id),
-                ErrorCode::Unavailable,
-                format!("cannot assign a client id: {e}"),
-            ))
-        })?;
-        // A client id given before is kept, so identity survives reconnects.
-        let client_id = match hello.client_id {
-            Some(c)
-                if c > 0
-                    && c < next
-                    && !self.sessions.values().any(|s| s.client.client_id == c) =>
-            {
-                c
-            }
-            _ => next,
-        };
-        if hello.client.len() > MAX_CLIENT_NAME {
-            return Err(Box::new(ServerFrame::error(
-                Some(hello.id),
-                ErrorCode::BadRequest,
-                format!(
-                    "client name is {} bytes long; the limit is {MAX_CLIENT_NAME}",
-                    hello.client.len()
-                ),
-            )));
-        }
-        self.dirty = true;
-        let user = "anonymous".to_string();
-        let now = now_ms();
-        self.sessions.insert(
-            info.session,
-            Session {
-                outbox: info.outbox,
-                client: ClientInfo {
-                    client_id,
-                    name: hello.client.clone(),
-                    user: user.clone(),
-                    addr: info.addr.clone(),
-                    since: now,
-                    ..ClientInfo::default()
-                },
-                watches: Vec::new(),
-            },
-        );
-        self.sys_event(format!(
-            r#"{{"event":"client_connected","client_id":{client_id},"name":{},"addr":{}}}"#,
-            json_str(&hello.client),
-            json_str(&info.addr)
-        ));
-        Ok(Welcome {
-            id: hello.id,
-            version: mom_proto::PROTOCOL_VERSION,
-            server_version: env!("CARGO_PKG_VERSION").to_string(),
-            server_id: self.server_id.clone(),
-            client_id,
-            user,
-            max_frame: self.cfg.max_frame as u64,
-            max_payload: self.cfg.max_payload as u64,
-            max_inflight: self.cfg.max_inflight as u64,
-        })
-    }
-
-    fn disconnect(&mut self, session: u64) {
-        let Some(s) = self.sessions.remove(&session) else {
-            return;
-        };
-        for w in &s.watches {
-            self.drop_watch(*w);
-        }
-        self.session_gone_for_queues(session);
-        self.sys_event(format!(
-            r#"{{"event":"client_disconnected","client_id":{},"name":{}}}"#,
-            s.client.client_id,
-            json_str(&s.client.name)
-        ));
-    }
-
     fn request(&mut self, session: u64, frame: ClientFrame) {
         let now = now_ms();
         if !matches!(frame, ClientFrame::Publish(_)) {
@@ -664,314 +590,6 @@ impl Broker {
                 "hello was already sent on this connection",
             ),
         }
-    }
-
-    /// Sequence one publish and stage it; its ack waits for [`Broker::commit`] and then
-    /// the flush. `req` is (session, request id, no_ack); session 0 is the broker itself.
-    fn publish(
-        &mut self,
-        req: (u64, u64, bool),
-        name: &str,
-        msgs: Vec<PubMsg>,
-        sender: Sender,
-        now: u64,
-        reserved_ok: bool,
-    ) -> Result<(), (ErrorCode, String)> {
-        let before: Option<TopicState> = self.core.topics.get(name).cloned();
-        let existed = before.is_some();
-        if !existed && name.starts_with(INBOX_PREFIX) {
-            // A reply inbox is born with its short retention, so it is stored with it.
-            let limits = Limits {
-                max_msgs: 100,
-                max_age_ms: INBOX_TTL_MS,
-                ..Limits::default()
-            };
-            self.core.topics.get_or_create(name, now, limits);
-        }
-        let res = if reserved_ok {
-            self.core.publish_any(name, msgs, sender, now)
-        } else {
-            self.core.publish(name, msgs, sender, now)
-        };
-        let plan: PublishPlan = res.map_err(core_error)?;
-        let topic_id = plan.topic_id;
-        if !plan.stored.is_empty() || plan.created {
-            let Some(t) = self.core.topics.by_id(topic_id) else {
-                return Err((ErrorCode::Internal, "topic vanished".into()));
-            };
-            let undo = Core::undo_of(&plan, before);
-            if let Err(e) =
-                self.store
-                    .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id())
-            {
-                tracing::error!(topic = name, "cannot write publish: {e}");
-                self.core.undo(undo);
-                if plan.created {
-                    self.delivered_upto.remove(&topic_id);
-                }
-                return Err((ErrorCode::Unavailable, format!("not stored: {e}")));
-            }
-            self.staged_undo.push(undo);
-            self.to_trim.insert(topic_id);
-        }
-        if plan.created || !existed {
-            self.delivered_upto.insert(topic_id, 0);
-            self.topic_created_for_queues(topic_id, name);
-            if !name.starts_with('$') {
-                self.sys_event(format!(
-                    r#"{{"event":"topic_created","topic":{}}}"#,
-                    json_str(name)
-                ));
-            }
-        }
-        let batch = if plan.stored.is_empty() {
-            None
-        } else {
-            Some(Arc::new(Batch {
-                topic: Arc::from(name),
-                first_seq: plan.first_seq,
-                time: plan.time,
-                sender: plan.sender,
-                msgs: plan.stored,
-            }))
-        };
-        let (session, id, no_ack) = req;
-        self.staged_pending.push(Pending::Publish {
-            session,
-            id,
-            no_ack,
-            topic_id,
-            topic: name.to_string(),
-            seqs: plan.seqs,
-            duplicates: plan.duplicates,
-            duplicate_indexes: plan.duplicate_indexes,
-            batch,
-        });
-        if self.staged.bytes >= STAGED_MAX_BYTES {
-            self.commit();
-        }
-        Ok(())
-    }
-
-    /// Write every staged publish in one atomic batch, then let their acks wait for the
-    /// flush (or go, without `--fsync always`) and apply retention to the topics touched.
-    /// Called before anything else touches the store, so the store sees operations in the
-    /// order the broker applied them.
-    fn commit(&mut self) {
-        self.stage_queues();
-        if self.staged_pending.is_empty() && self.staged.count == 0 {
-            return;
-        }
-        let staged = std::mem::take(&mut self.staged);
-        let pending = std::mem::take(&mut self.staged_pending);
-        let undos = std::mem::take(&mut self.staged_undo);
-        match self.store.apply(staged) {
-            Ok(()) => {
-                for p in pending {
-                    self.after_flush(p);
-                }
-                let now = now_ms();
-                for t in std::mem::take(&mut self.to_trim) {
-                    self.trim(t, now);
-                }
-            }
-            Err(e) => {
-                tracing::error!("cannot write publishes: {e}");
-                for u in undos.into_iter().rev() {
-                    self.core.undo(u);
-                }
-                self.to_trim.clear();
-                let topics = &self.core.topics;
-                self.delivered_upto
-                    .retain(|id, _| topics.by_id(*id).is_some());
-                for p in pending {
-                    let (session, id) = match &p {
-                        Pending::Publish { session, id, .. } => (*session, *id),
-                        Pending::Reply { session, frame } => {
-                            (*session, frame.reply_id().unwrap_or(0))
-                        }
-                    };
-                    if session != 0 {
-                        let msg = format!("not stored: {e}");
-                        self.error(session, id, ErrorCode::Unavailable, msg);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Apply the topic's retention limits.
-    fn trim(&mut self, topic_id: u32, now: u64) {
-        let Some(t) = self.core.topics.by_id(topic_id) else {
-            return;
-        };
-        let lim = t.limits;
-        let aged = t.has_age_limit() && t.msgs > 0;
-        if !(t.over_size_limits() || aged) {
-            return;
-        }
-        // Soft limits stop at what a queue still holds; hard limits do not (the queues then
-        // count what they lose as dropped).
-        let soft = Limits {
-            hard_max_bytes: 0,
-            hard_max_age_ms: 0,
-            ..lim
-        };
-        let hard = Limits {
-            max_bytes: lim.hard_max_bytes,
-            max_age_ms: lim.hard_max_age_ms,
-            ..Limits::default()
-        };
-        let keep_from = self.queue_floor(topic_id);
-        for (lim, keep_from) in [(soft, keep_from), (hard, u64::MAX)] {
-            let Some(t) = self.core.topics.by_id(topic_id) else {
-                return;
-            };
-            match self.store.trim(t, lim, now, keep_from) {
-                Ok(Some((first, n, bytes))) => {
-                    if let Some(t) = self.core.topics.by_id_mut(topic_id) {
-                        t.record_trim(first, n, bytes);
-                    }
-                    self.dirty = true;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),
-            }
-        }
-    }
-
-    /// The broker's own events, as JSON messages on `$sys.events`.
-    fn sys_event(&mut self, json: String) {
-        let msgs = vec![PubMsg {
-            payload: json.into_bytes().into(),
-            ..PubMsg::default()
-        }];
-        let created = self.core.topics.get(SYS_EVENTS).is_none();
-        let req = (0, 0, true);
-        let res = self.publish(
-            req,
-            SYS_EVENTS,
-            msgs,
-            store::broker_sender(),
-            now_ms(),
-            true,
-        );
-        if let Err((_, e)) = res {
-            tracing::warn!("cannot record event: {e}");
-            return;
-        }
-        if created {
-            // The broker's own log keeps the newest events only.
-            if let Some(t) = self.core.topics.get(SYS_EVENTS).map(|t| t.id) {
-                if let Some(t) = self.core.topics.by_id_mut(t) {
-                    if t.limits == Limits::default() {
-                        t.limits.max_msgs = 10_000;
-                    }
-                }
-            }
-        }
-    }
-
-    fn on_tick(&mut self) {
-        self.commit();
-        let now = now_ms();
-        let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
-        self.last_tick = Instant::now();
-        for r in self.rates.values_mut() {
-            r.roll(dt);
-        }
-        let queues = &self.queues;
-        self.queue_rates.retain(|name, _| queues.contains_key(name));
-        for r in self.queue_rates.values_mut() {
-            r.roll(dt);
-        }
-        self.total_rate.roll(dt);
-        let expired = self.core.tick(now);
-        if !expired.is_empty() {
-            if let Err(e) = self.store.remove_dedupe(&expired) {
-                tracing::warn!("cannot remove expired dedupe entries: {e}");
-            }
-            self.dirty = true;
-        }
-        // Reply inboxes nobody watches and nothing was sent to for a while go away.
-        let stale: Vec<u32> = self
-            .core
-            .topics
-            .iter()
-            .filter(|t| {
-                t.name.starts_with(INBOX_PREFIX)
-                    && now.saturating_sub(t.last_time.max(t.created)) > INBOX_TTL_MS
-                    && self.core.watches.count_matching(&t.name) == 0
-            })
-            .map(|t| t.id)
-            .collect();
-        for id in stale {
-            self.drop_topic(id);
-        }
-        let aged: Vec<u32> = self
-            .core
-            .topics
-            .iter()
-            .filter(|t| t.has_age_limit() && t.msgs > 0)
-            .map(|t| t.id)
-            .collect();
-        for id in aged {
-            self.trim(id, now);
-        }
-        // Tell slow consumers that caught up how much they missed.
-        let mut noticed = Vec::new();
-        for (w, ws) in &mut self.watches {
-            if ws.skipped > 0 && ws.outbox.has_room() {
-                noticed.push((*w, ws.session, ws.skipped));
-                send_slow_notice(*w, ws);
-            }
-        }
-        for (w, session, skipped) in noticed {
-            let client = self
-                .sessions
-                .get(&session)
-                .map_or(0, |s| s.client.client_id);
-            self.sys_event(format!(
-                r#"{{"event":"slow_consumer","client_id":{client},"watch":{w},"skipped":{skipped}}}"#
-            ));
-        }
-        if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
-            self.start_flush();
-        }
-    }
-
-    /// The topics some pattern matches, each with the newest seq whose deliveries were
-    /// released (what a replay or a new queue may read up to).
-    fn matching_topics(&self, patterns: &[String]) -> Vec<(TopicState, u64)> {
-        self.core
-            .topics
-            .iter()
-            .filter(|t| patterns.iter().any(|p| topic::matches(p, &t.name)))
-            .map(|t| {
-                let upto = self
-                    .delivered_upto
-                    .get(&t.id)
-                    .copied()
-                    .unwrap_or(t.last_seq);
-                (t.clone(), upto)
-            })
-            .collect()
-    }
-
-    /// Forget a topic the broker itself removes (reply inboxes).
-    fn drop_topic(&mut self, id: u32) {
-        let Some(name) = self.core.topics.by_id(id).map(|t| t.name.clone()) else {
-            return;
-        };
-        self.core.topics.remove(&name);
-        self.core.dedupe.forget_topic(id);
-        let upto = self.delivered_upto.remove(&id);
-        self.rates.remove(&id);
-        self.topic_removed_for_queues(id, upto.map(|u| (1, u)));
-        if let Err(e) = self.store.remove_topic(id) {
-            tracing::warn!(topic = %name, "cannot remove: {e}");
-        }
-        self.dirty = true;
     }
 }
 

@@ -1,8 +1,10 @@
-//! Topic requests: list, info, set (limits), rm and purge. Removing a topic or its messages
-//! is refused while a queue still holds some of them, unless forced (DESIGN.md: a queue
-//! never silently loses what it holds).
+//! Topic requests: list, info, set (limits), rm and purge, and which topics patterns match.
+//! Removing a topic or its messages is refused while a queue still holds some of them,
+//! unless forced (DESIGN.md: a queue never silently loses what it holds).
 
-use mom_proto::{ClientFrame, ErrorCode, Req, ServerFrame, TopicInfoReply, TopicList, TopicRm};
+use mom_proto::{
+    topic, ClientFrame, ErrorCode, Req, ServerFrame, TopicInfoReply, TopicList, TopicRm,
+};
 
 use super::{core_error, json_str, Broker, Pending};
 use crate::core::{CoreError, TopicState};
@@ -87,6 +89,24 @@ impl Broker {
             }
             _ => {}
         }
+    }
+
+    /// The topics some pattern matches, each with the newest seq whose deliveries were
+    /// released (what a replay or a new queue may read up to).
+    pub(super) fn matching_topics(&self, patterns: &[String]) -> Vec<(TopicState, u64)> {
+        self.core
+            .topics
+            .iter()
+            .filter(|t| patterns.iter().any(|p| topic::matches(p, &t.name)))
+            .map(|t| {
+                let upto = self
+                    .delivered_upto
+                    .get(&t.id)
+                    .copied()
+                    .unwrap_or(t.last_seq);
+                (t.clone(), upto)
+            })
+            .collect()
     }
 
     /// Why `t` may not lose its messages: the queues that still hold some (not delivered

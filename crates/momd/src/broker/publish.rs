@@ -1,0 +1,221 @@
+//! Publishing: sequencing a batch in the core, staging it for the store, group commit
+//! (one store write per flush), retention after a write, and the broker's own events.
+
+use std::sync::Arc;
+
+use mom_proto::{ErrorCode, Limits, PubMsg, Sender};
+
+use super::{
+    core_error, json_str, now_ms, Broker, Pending, INBOX_PREFIX, INBOX_TTL_MS, STAGED_MAX_BYTES,
+    SYS_EVENTS,
+};
+use crate::core::{Batch, Core, PublishPlan, TopicState};
+use crate::store;
+
+impl Broker {
+    /// Sequence one publish and stage it; its ack waits for [`Broker::commit`] and then
+    /// the flush. `req` is (session, request id, no_ack); session 0 is the broker itself.
+    pub(super) fn publish(
+        &mut self,
+        req: (u64, u64, bool),
+        name: &str,
+        msgs: Vec<PubMsg>,
+        sender: Sender,
+        now: u64,
+        reserved_ok: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let before: Option<TopicState> = self.core.topics.get(name).cloned();
+        let existed = before.is_some();
+        if !existed && name.starts_with(INBOX_PREFIX) {
+            // A reply inbox is born with its short retention, so it is stored with it.
+            let limits = Limits {
+                max_msgs: 100,
+                max_age_ms: INBOX_TTL_MS,
+                ..Limits::default()
+            };
+            self.core.topics.get_or_create(name, now, limits);
+        }
+        let res = if reserved_ok {
+            self.core.publish_any(name, msgs, sender, now)
+        } else {
+            self.core.publish(name, msgs, sender, now)
+        };
+        let plan: PublishPlan = res.map_err(core_error)?;
+        let topic_id = plan.topic_id;
+        if !plan.stored.is_empty() || plan.created {
+            let Some(t) = self.core.topics.by_id(topic_id) else {
+                return Err((ErrorCode::Internal, "topic vanished".into()));
+            };
+            let undo = Core::undo_of(&plan, before);
+            if let Err(e) =
+                self.store
+                    .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id())
+            {
+                tracing::error!(topic = name, "cannot write publish: {e}");
+                self.core.undo(undo);
+                if plan.created {
+                    self.delivered_upto.remove(&topic_id);
+                }
+                return Err((ErrorCode::Unavailable, format!("not stored: {e}")));
+            }
+            self.staged_undo.push(undo);
+            self.to_trim.insert(topic_id);
+        }
+        if plan.created || !existed {
+            self.delivered_upto.insert(topic_id, 0);
+            self.topic_created_for_queues(topic_id, name);
+            if !name.starts_with('$') {
+                self.sys_event(format!(
+                    r#"{{"event":"topic_created","topic":{}}}"#,
+                    json_str(name)
+                ));
+            }
+        }
+        let batch = if plan.stored.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Batch {
+                topic: Arc::from(name),
+                first_seq: plan.first_seq,
+                time: plan.time,
+                sender: plan.sender,
+                msgs: plan.stored,
+            }))
+        };
+        let (session, id, no_ack) = req;
+        self.staged_pending.push(Pending::Publish {
+            session,
+            id,
+            no_ack,
+            topic_id,
+            topic: name.to_string(),
+            seqs: plan.seqs,
+            duplicates: plan.duplicates,
+            duplicate_indexes: plan.duplicate_indexes,
+            batch,
+        });
+        if self.staged.bytes >= STAGED_MAX_BYTES {
+            self.commit();
+        }
+        Ok(())
+    }
+
+    /// Write every staged publish in one atomic batch, then let their acks wait for the
+    /// flush (or go, without `--fsync always`) and apply retention to the topics touched.
+    /// Called before anything else touches the store, so the store sees operations in the
+    /// order the broker applied them.
+    pub(super) fn commit(&mut self) {
+        self.stage_queues();
+        if self.staged_pending.is_empty() && self.staged.count == 0 {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let pending = std::mem::take(&mut self.staged_pending);
+        let undos = std::mem::take(&mut self.staged_undo);
+        match self.store.apply(staged) {
+            Ok(()) => {
+                for p in pending {
+                    self.after_flush(p);
+                }
+                let now = now_ms();
+                for t in std::mem::take(&mut self.to_trim) {
+                    self.trim(t, now);
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot write publishes: {e}");
+                for u in undos.into_iter().rev() {
+                    self.core.undo(u);
+                }
+                self.to_trim.clear();
+                let topics = &self.core.topics;
+                self.delivered_upto
+                    .retain(|id, _| topics.by_id(*id).is_some());
+                for p in pending {
+                    let (session, id) = match &p {
+                        Pending::Publish { session, id, .. } => (*session, *id),
+                        Pending::Reply { session, frame } => {
+                            (*session, frame.reply_id().unwrap_or(0))
+                        }
+                    };
+                    if session != 0 {
+                        let msg = format!("not stored: {e}");
+                        self.error(session, id, ErrorCode::Unavailable, msg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Apply the topic's retention limits.
+    pub(super) fn trim(&mut self, topic_id: u32, now: u64) {
+        let Some(t) = self.core.topics.by_id(topic_id) else {
+            return;
+        };
+        let lim = t.limits;
+        let aged = t.has_age_limit() && t.msgs > 0;
+        if !(t.over_size_limits() || aged) {
+            return;
+        }
+        // Soft limits stop at what a queue still holds; hard limits do not (the queues then
+        // count what they lose as dropped).
+        let soft = Limits {
+            hard_max_bytes: 0,
+            hard_max_age_ms: 0,
+            ..lim
+        };
+        let hard = Limits {
+            max_bytes: lim.hard_max_bytes,
+            max_age_ms: lim.hard_max_age_ms,
+            ..Limits::default()
+        };
+        let keep_from = self.queue_floor(topic_id);
+        for (lim, keep_from) in [(soft, keep_from), (hard, u64::MAX)] {
+            let Some(t) = self.core.topics.by_id(topic_id) else {
+                return;
+            };
+            match self.store.trim(t, lim, now, keep_from) {
+                Ok(Some((first, n, bytes))) => {
+                    if let Some(t) = self.core.topics.by_id_mut(topic_id) {
+                        t.record_trim(first, n, bytes);
+                    }
+                    self.dirty = true;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),
+            }
+        }
+    }
+
+    /// The broker's own events, as JSON messages on `$sys.events`.
+    pub(super) fn sys_event(&mut self, json: String) {
+        let msgs = vec![PubMsg {
+            payload: json.into_bytes().into(),
+            ..PubMsg::default()
+        }];
+        let created = self.core.topics.get(SYS_EVENTS).is_none();
+        let req = (0, 0, true);
+        let res = self.publish(
+            req,
+            SYS_EVENTS,
+            msgs,
+            store::broker_sender(),
+            now_ms(),
+            true,
+        );
+        if let Err((_, e)) = res {
+            tracing::warn!("cannot record event: {e}");
+            return;
+        }
+        if created {
+            // The broker's own log keeps the newest events only.
+            if let Some(t) = self.core.topics.get(SYS_EVENTS).map(|t| t.id) {
+                if let Some(t) = self.core.topics.by_id_mut(t) {
+                    if t.limits == Limits::default() {
+                        t.limits.max_msgs = 10_000;
+                    }
+                }
+            }
+        }
+    }
+}

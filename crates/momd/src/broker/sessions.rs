@@ -1,0 +1,92 @@
+//! Connections as the broker sees them: `hello` (the client's identity) and the end of a
+//! session (its watches, consumers and fetches go).
+
+use mom_proto::{ClientInfo, ErrorCode, Hello, ServerFrame, Welcome};
+
+use super::{json_str, now_ms, Broker, Session, SessionInfo, MAX_CLIENT_NAME};
+
+impl Broker {
+    pub(super) fn hello(
+        &mut self,
+        info: SessionInfo,
+        hello: Hello,
+    ) -> Result<Welcome, Box<ServerFrame>> {
+        let next = self.store.next_client_id().map_err(|e| {
+            Box::new(ServerFrame::error(
+                Some(hello.id),
+                ErrorCode::Unavailable,
+                format!("cannot assign a client id: {e}"),
+            ))
+        })?;
+        // A client id given before is kept, so identity survives reconnects.
+        let client_id = match hello.client_id {
+            Some(c)
+                if c > 0
+                    && c < next
+                    && !self.sessions.values().any(|s| s.client.client_id == c) =>
+            {
+                c
+            }
+            _ => next,
+        };
+        if hello.client.len() > MAX_CLIENT_NAME {
+            return Err(Box::new(ServerFrame::error(
+                Some(hello.id),
+                ErrorCode::BadRequest,
+                format!(
+                    "client name is {} bytes long; the limit is {MAX_CLIENT_NAME}",
+                    hello.client.len()
+                ),
+            )));
+        }
+        self.dirty = true;
+        let user = "anonymous".to_string();
+        let now = now_ms();
+        self.sessions.insert(
+            info.session,
+            Session {
+                outbox: info.outbox,
+                client: ClientInfo {
+                    client_id,
+                    name: hello.client.clone(),
+                    user: user.clone(),
+                    addr: info.addr.clone(),
+                    since: now,
+                    ..ClientInfo::default()
+                },
+                watches: Vec::new(),
+            },
+        );
+        self.sys_event(format!(
+            r#"{{"event":"client_connected","client_id":{client_id},"name":{},"addr":{}}}"#,
+            json_str(&hello.client),
+            json_str(&info.addr)
+        ));
+        Ok(Welcome {
+            id: hello.id,
+            version: mom_proto::PROTOCOL_VERSION,
+            server_version: env!("CARGO_PKG_VERSION").to_string(),
+            server_id: self.server_id.clone(),
+            client_id,
+            user,
+            max_frame: self.cfg.max_frame as u64,
+            max_payload: self.cfg.max_payload as u64,
+            max_inflight: self.cfg.max_inflight as u64,
+        })
+    }
+
+    pub(super) fn disconnect(&mut self, session: u64) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        for w in &s.watches {
+            self.drop_watch(*w);
+        }
+        self.session_gone_for_queues(session);
+        self.sys_event(format!(
+            r#"{{"event":"client_disconnected","client_id":{},"name":{}}}"#,
+            s.client.client_id,
+            json_str(&s.client.name)
+        ));
+    }
+}

@@ -1,0 +1,93 @@
+//! The broker's once-a-second work: rates, dedupe expiry, stale reply inboxes, age
+//! retention, slow-consumer notices, and a flush when something is waiting for one.
+
+use std::time::Instant;
+
+use super::{now_ms, send_slow_notice, Broker, INBOX_PREFIX, INBOX_TTL_MS};
+use crate::config::FsyncMode;
+
+impl Broker {
+    pub(super) fn on_tick(&mut self) {
+        self.commit();
+        let now = now_ms();
+        let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
+        self.last_tick = Instant::now();
+        for r in self.rates.values_mut() {
+            r.roll(dt);
+        }
+        let queues = &self.queues;
+        self.queue_rates.retain(|name, _| queues.contains_key(name));
+        for r in self.queue_rates.values_mut() {
+            r.roll(dt);
+        }
+        self.total_rate.roll(dt);
+        let expired = self.core.tick(now);
+        if !expired.is_empty() {
+            if let Err(e) = self.store.remove_dedupe(&expired) {
+                tracing::warn!("cannot remove expired dedupe entries: {e}");
+            }
+            self.dirty = true;
+        }
+        // Reply inboxes nobody watches and nothing was sent to for a while go away.
+        let stale: Vec<u32> = self
+            .core
+            .topics
+            .iter()
+            .filter(|t| {
+                t.name.starts_with(INBOX_PREFIX)
+                    && now.saturating_sub(t.last_time.max(t.created)) > INBOX_TTL_MS
+                    && self.core.watches.count_matching(&t.name) == 0
+            })
+            .map(|t| t.id)
+            .collect();
+        for id in stale {
+            self.drop_topic(id);
+        }
+        let aged: Vec<u32> = self
+            .core
+            .topics
+            .iter()
+            .filter(|t| t.has_age_limit() && t.msgs > 0)
+            .map(|t| t.id)
+            .collect();
+        for id in aged {
+            self.trim(id, now);
+        }
+        // Tell slow consumers that caught up how much they missed.
+        let mut noticed = Vec::new();
+        for (w, ws) in &mut self.watches {
+            if ws.skipped > 0 && ws.outbox.has_room() {
+                noticed.push((*w, ws.session, ws.skipped));
+                send_slow_notice(*w, ws);
+            }
+        }
+        for (w, session, skipped) in noticed {
+            let client = self
+                .sessions
+                .get(&session)
+                .map_or(0, |s| s.client.client_id);
+            self.sys_event(format!(
+                r#"{{"event":"slow_consumer","client_id":{client},"watch":{w},"skipped":{skipped}}}"#
+            ));
+        }
+        if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
+            self.start_flush();
+        }
+    }
+
+    /// Forget a topic the broker itself removes (reply inboxes).
+    pub(super) fn drop_topic(&mut self, id: u32) {
+        let Some(name) = self.core.topics.by_id(id).map(|t| t.name.clone()) else {
+            return;
+        };
+        self.core.topics.remove(&name);
+        self.core.dedupe.forget_topic(id);
+        let upto = self.delivered_upto.remove(&id);
+        self.rates.remove(&id);
+        self.topic_removed_for_queues(id, upto.map(|u| (1, u)));
+        if let Err(e) = self.store.remove_topic(id) {
+            tracing::warn!(topic = %name, "cannot remove: {e}");
+        }
+        self.dirty = true;
+    }
+}
