@@ -28,7 +28,9 @@ impl Broker {
             }
             self.dirty = true;
         }
-        // Reply inboxes nobody watches and nothing was sent to for a while go away.
+        // Reply inboxes nobody watches and nothing was sent to for a while go away. Every
+        // watch counts here, passive ones and group members too: whoever watches an inbox
+        // is a requester still waiting for its reply, however it chose to watch.
         let stale: Vec<u32> = self
             .core
             .topics
