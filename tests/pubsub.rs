@@ -318,7 +318,7 @@ fn subscribe_json_has_every_field_and_base64_for_binary() {
     );
     assert_eq!(text["sender"]["user"], "anonymous");
     assert!(text["sender"]["client"].as_u64().is_some(), "{text}");
-    assert_eq!(text["sender"]["name"], "momctl");
+    assert_eq!(text["sender"]["name"], "momctl publish j.text");
     assert_eq!(text["msg_id"], "m-1");
     assert_eq!(text["payload"], "hello wörld");
     assert_eq!(text["encoding"], "utf8");

@@ -272,8 +272,8 @@ async fn after_max_deliver_the_message_is_in_the_dead_letter_topic_with_headers(
         );
     });
 
-    // A: three peeks with `recv --no-ack`; each ends its connection, so the message comes
-    // back at once, until the third delivery used up max_deliver.
+    // A: three deliveries taken with `recv --no-ack` and failed with `momctl nack`; the
+    // third used up max_deliver.
     for d in 1..=3 {
         let out = block_in_place(|| {
             m.ctl(
@@ -286,6 +286,11 @@ async fn after_max_deliver_the_message_is_in_the_dead_letter_topic_with_headers(
         assert_eq!(got.len(), 1, "{out:?}");
         assert_eq!(got[0]["payload"], "bad-1");
         assert_eq!(got[0]["delivery"], d, "{}", got[0]);
+        let id = got[0]["delivery_id"]
+            .as_str()
+            .expect("delivery_id")
+            .to_string();
+        block_in_place(|| m.ctl_ok(&["nack", "poison", &id], None));
     }
     let dlq = |n: &str| {
         let out = block_in_place(|| {
@@ -673,13 +678,13 @@ fn fan_out_each_of_three_queues_gets_every_message_stored_once() {
     let n = 500u64;
     let input = numbered_lines("f-", 1, n);
     let acks = json_lines(&m.ctl_ok(&["publish", "fan.x", "-q", "--json"], Some(&input)));
-    assert!(!acks.is_empty());
-    let mut seqs = 0;
-    for a in &acks {
+    // One ack object per message.
+    assert_eq!(acks.len() as u64, n);
+    for (i, a) in acks.iter().enumerate() {
         assert_eq!(a["queues"], 3, "publish ack: {a}");
-        seqs += a["seqs"].as_array().expect("seqs").len();
+        assert_eq!(a["seq"], i as u64 + 1, "publish ack: {a}");
+        assert_eq!(a["line"], i as u64 + 1, "publish ack: {a}");
     }
-    assert_eq!(seqs as u64, n);
     // Stored once: the topic holds N messages, as many bytes as the same lines in a topic
     // that no queue is bound to.
     m.ctl_ok(&["publish", "plain.x", "-q"], Some(&input));

@@ -42,6 +42,7 @@ async fn workload(m: &Momd, subscriber: bool, stuck: bool) -> Run {
             patterns: vec!["big".into()],
             from: StartAt::New,
             at: 0,
+            ..mom_proto::Watch::default()
         }));
         match raw.expect_frame(Duration::from_secs(10)) {
             ServerFrame::WatchOk(ok) => (raw, ok.watch),

@@ -1,5 +1,7 @@
 //! Every flag of momctl, defined once with its doc (the `--help` text).
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -8,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Publish, subscribe and manage the mom broker from the shell",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 timed out before enough messages, \
-4 cannot connect, 5 unauthorized/forbidden, 6 not found, 7 conflict.\n\n\
-Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl topic ls"
+4 cannot connect, 5 unauthorized/forbidden, 6 not found, 7 conflict, 8 connection lost.\n\n\
+Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl recv jobs --exec -- ./build.sh\n  momctl topic ls"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -20,21 +22,42 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Broker address.
-    #[arg(short, long, global = true, env = "MOM_SERVER", default_value = mom_proto::DEFAULT_ADDR)]
+    /// Broker address: HOST or HOST:PORT (the port defaults to 7878).
+    #[arg(short, long, global = true, env = "MOM_SERVER", default_value = mom_proto::DEFAULT_ADDR,
+          value_parser = mom_proto::parse::addr)]
     pub server: String,
 
-    /// Output JSON: one object per line (per message, per topic).
+    /// Output JSON: one object per line (per message, per topic, per acknowledgement).
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// User name (for brokers with users).
-    #[arg(long, global = true, env = "MOM_USER")]
+    /// User name. This broker has no users yet: the flag is refused rather than ignored.
+    #[arg(long, global = true, env = "MOM_USER", hide = true)]
     pub user: Option<String>,
 
-    /// Password (for brokers with users).
-    #[arg(long, global = true, env = "MOM_PASSWORD", hide_env_values = true)]
+    /// Password. Refused like --user.
+    #[arg(
+        long,
+        global = true,
+        env = "MOM_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
     pub password: Option<String>,
+
+    /// Reconnect when the connection is lost (the default for subscribe, recv --follow,
+    /// recv --exec and reply; publish needs it asked for).
+    #[arg(long, global = true, conflicts_with = "no_reconnect")]
+    pub reconnect: bool,
+
+    /// Exit with code 8 when the connection is lost instead of reconnecting.
+    #[arg(long, global = true)]
+    pub no_reconnect: bool,
+
+    /// Give up reconnecting after this long (exit 8); 0 tries forever.
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration_or_zero,
+          hide_short_help = true)]
+    pub reconnect_for: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,31 +65,78 @@ pub enum Command {
     /// Publish messages: each MSG, or stdin one message per line.
     #[command(
         visible_alias = "pub",
-        after_help = "Examples:\n  momctl publish orders.eu '{\"id\": 42}' -H trace=abc --id order-42\n  seq 1 1000000 | momctl publish metrics.cpu\n  printf 'a\\0b\\0' | momctl publish blobs -0\n  momctl publish images.raw --whole < photo.jpg\n\n\
+        after_help = "Examples:\n  momctl publish orders.eu '{\"id\": 42}' -H trace=abc --id order-42\n  seq 1 1000000 | momctl publish metrics.cpu\n  printf 'a\\0b\\0' | momctl publish blobs -0\n  momctl publish images.raw --whole < photo.jpg\n  tail -F app.log | momctl publish logs.app --id-from sha256 --reconnect\n  momctl subscribe 'a.>' --json | momctl publish b --json-input\n\n\
 Exits 0 only when every message was acknowledged (stored durably). With --json, each \
-acknowledged batch is printed as {\"topic\", \"seqs\", \"duplicates\", \"watchers\", \"queues\"}. A stdin line over the \
-payload limit is refused with its line number and exit 1; the lines before it stay acknowledged."
+message's acknowledgement is printed as it comes: {\"topic\", \"seq\", \"duplicate\", \"line\", \
+\"watchers\", \"queues\"}. A duplicate (its id was seen within the broker's dedupe window) is \
+reported on stderr and not stored again. A stdin line over the payload limit is refused with \
+its line number and exit 1; the lines before it stay acknowledged. If the connection is lost, \
+the exit is 8 and stderr says which lines were acknowledged and which are unknown; with \
+--reconnect, the unknown ones are sent again after reconnecting and the broker drops what it \
+already stored (they carry ids: --id, --id-from, or one made for this run).\n\n\
+Ids: --id ID numbers stdin messages ID-1, ID-2, … (a re-run of the same input is deduplicated, \
+but a restarted `tail -f` numbers from 1 again and its new lines would be taken for \
+duplicates); --id-from sha256 names each message by its content (identical lines are one \
+message within the window); --id-from header:NAME takes a header's value."
     )]
     Publish(PublishArgs),
 
     /// Stream messages matching PATTERNs to stdout as they arrive.
     #[command(
         visible_alias = "sub",
-        after_help = "Examples:\n  momctl subscribe 'orders.*' --json\n  momctl subscribe 'metrics.>' --from all -n 1000000 > back.txt\n  momctl subscribe logs --from 10m --timeout 5s\n\n\
+        after_help = "Examples:\n  momctl subscribe 'orders.*' --json\n  momctl subscribe 'metrics.>' --from all -n 1000000 > back.txt\n  momctl subscribe logs --from 10m --timeout 5s\n  momctl subscribe 'orders.>' -v\n  momctl subscribe 'orders.>' --format '%t %s %T %h{trace} %p\\n'\n  momctl subscribe logs.app --last 20 --until-end\n\n\
 Patterns: '*' matches one token, a final '>' one or more. With -n, exits 0 after N \
-messages, or 3 if --timeout passes first."
+messages, or 3 if --timeout passes first. When the broker restarts, the watch reconnects and \
+resumes after the last message it printed: nothing twice, nothing skipped (--no-reconnect \
+exits 8 instead).\n\n\
+--format fields: %t topic, %s seq, %T time (RFC 3339), %e time (ms since the epoch), %h \
+headers (k=v,k=v), %h{NAME} one header, %i msg id, %u sender (user/client id/name), %p \
+payload, %S payload size, %d delivery count (queues), %D delivery id (queues), %% a percent \
+sign; \\n \\t \\0 \\\\ escapes."
     )]
     Subscribe(SubscribeArgs),
 
-    /// Pull messages from a queue (a durable subscription); each is acked after it reached
-    /// stdout.
+    /// Take messages from a queue (a durable subscription): print them, or run a command
+    /// for each.
     #[command(
-        after_help = "Examples:\n  momctl recv billing\n  momctl recv billing -n 100 --timeout 5s --json\n  momctl recv billing --follow | while read -r job; do ...; done\n  momctl recv billing --no-ack            # peek: it is delivered again later\n  momctl recv jobs --bind 'jobs.*'         # create the queue if missing\n\n\
-Without --timeout, waits for the first message. Exits 6 if the queue does not exist, 3 if \
---timeout passes before enough messages came. A closed stdout leaves the unwritten message \
-unacked: it is delivered again."
+        after_help = "Examples:\n  momctl recv billing\n  momctl recv billing -n 100 --timeout 5s --json\n  momctl recv jobs --exec -- ./build.sh              # the safe worker\n  momctl recv jobs --exec --concurrency 4 -- sh -c 'convert - out-$MOM_SEQ.png'\n  momctl recv jobs --follow --prefetch 1 | while read -r job; do ...; done\n  momctl recv jobs --no-ack --json                   # settle later: momctl ack jobs ID\n  momctl recv jobs --bind 'jobs.*'                   # create the queue if missing\n\n\
+Printed messages are acknowledged once written (to a pipe: once the reader took them out of \
+it); what could not be written is delivered again. --exec runs the command once per message \
+with the payload on stdin and MOM_TOPIC, MOM_SEQ, MOM_DELIVERY (the delivery count), \
+MOM_DELIVERY_ID, MOM_MSG_ID, MOM_TIME and MOM_H_<HEADER> in its environment, and acks on exit \
+0, nacks otherwise; a killed worker loses nothing (its job is delivered again). Exits 6 if the \
+queue does not exist, 3 if --timeout passes before enough messages came."
     )]
     Recv(RecvArgs),
+
+    /// Acknowledge deliveries taken with `recv --no-ack`.
+    #[command(
+        after_help = "Examples:\n  momctl ack jobs jobs.build:17 jobs.build:18\n  momctl recv jobs --no-ack --json | jq -r .delivery_id | momctl ack jobs\n\n\
+A DELIVERY is TOPIC:SEQ, as printed in delivery_id (--json) or %D (--format). With none \
+given, they are read from stdin, one per line."
+    )]
+    Ack {
+        /// The queue.
+        name: String,
+        /// Deliveries (TOPIC:SEQ); none: read stdin.
+        deliveries: Vec<String>,
+    },
+
+    /// Give deliveries back to be delivered again (after --delay).
+    #[command(
+        after_help = "Examples:\n  momctl nack jobs jobs.build:17 --delay 10s\n\n\
+A nack counts as a failed delivery: after the queue's max deliveries the message moves to \
+$dlq.NAME."
+    )]
+    Nack {
+        /// The queue.
+        name: String,
+        /// Deliveries (TOPIC:SEQ); none: read stdin.
+        deliveries: Vec<String>,
+        /// Deliver again no sooner than this.
+        #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
+        delay: Duration,
+    },
 
     /// Remove bindings of a durable subscription (all of them with no PATTERN).
     #[command(
@@ -85,33 +155,42 @@ unacked: it is delivered again."
 
     /// Send a request and print the reply.
     #[command(
-        after_help = "Examples:\n  momctl request svc.time now --timeout 2s\n  echo '{\"q\": 1}' | momctl request svc.search\n\n\
+        after_help = "Examples:\n  momctl request svc.time now --timeout 2s\n  echo '{\"q\": 1}' | momctl request svc.search\n  momctl request svc.health ping --replies 3 --timeout 1s --json\n\n\
 The request carries the headers reply-to (a topic of its own under $inbox) and \
-correlation-id. Exits 3 if no reply comes in time; if nothing watches or queues the topic, \
-fails at once with exit 6 (no responders). A reply whose status header is not 0 (the \
-replier's command failed) is printed and the exit is 1."
+correlation-id. Exits 3 if fewer than --replies replies come in time; if nothing watches or \
+queues the topic, fails at once with exit 6 (no responders; passive watchers do not count). \
+A reply whose status header is not 0 (the replier's command failed) is printed and the exit \
+is 1."
     )]
     Request {
         topic: String,
         /// The request; with none, all of stdin.
         msg: Option<String>,
-        /// How long to wait for the reply.
+        /// How long to wait for the replies.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
+        timeout: Duration,
         /// Header KEY=VALUE (repeatable).
         #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
         headers: Vec<String>,
+        /// Wait for this many replies (from several repliers started with `reply --all`).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        replies: u32,
     },
 
     /// Answer requests on PATTERN by running a command: the request on its stdin, its stdout
     /// as the reply.
     #[command(
-        after_help = "Examples:\n  momctl reply svc.time -- date\n  momctl reply 'svc.upper' -- tr a-z A-Z\n\n\
-The reply carries the request's correlation-id and a status header with the command's exit \
-code. Runs until interrupted."
+        after_help = "Examples:\n  momctl reply svc.time -- date\n  momctl reply 'svc.upper' -- tr a-z A-Z\n  momctl reply svc.resize -- convert - -resize 50% -\n\n\
+Several repliers on one pattern share the requests (each request to one of them), like NATS \
+queue groups; --all makes every replier answer every request. The reply carries the \
+request's correlation-id and a status header with the command's exit code. Runs until \
+interrupted, reconnecting when the broker restarts."
     )]
     Reply {
         pattern: String,
+        /// Every replier answers every request (instead of sharing them).
+        #[arg(long)]
+        all: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -155,21 +234,31 @@ pub struct PublishArgs {
     pub msgs: Vec<String>,
 
     /// Stdin messages are NUL-separated instead of one per line.
-    #[arg(short = '0', long = "null", conflicts_with = "whole")]
+    #[arg(short = '0', long = "null", conflicts_with_all = ["whole", "json_input"])]
     pub null: bool,
 
     /// All of stdin is one message.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json_input")]
     pub whole: bool,
+
+    /// Each stdin line is a JSON object as `subscribe --json` prints it: payload (with
+    /// encoding), headers and msg_id are taken, other fields ignored.
+    #[arg(short = 'J', long)]
+    pub json_input: bool,
 
     /// Header KEY=VALUE (repeatable).
     #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
 
     /// Message id for dedupe: a repeat within the broker's window is not stored twice.
-    /// With several messages, the n-th gets ID-n, so re-running a pipeline is safe.
-    #[arg(long = "id", value_name = "ID")]
+    /// Stdin messages get ID-1, ID-2, … (the n-th message ID-n).
+    #[arg(long = "id", value_name = "ID", conflicts_with = "id_from")]
     pub msg_id: Option<String>,
+
+    /// Make each message's id from its content (`sha256`) or a header (`header:NAME`):
+    /// ids that survive a restart of the publisher.
+    #[arg(long, value_name = "sha256|header:NAME", value_parser = parse_id_from)]
+    pub id_from: Option<IdFrom>,
 
     /// Do not warn when a message reached no watcher and no queue.
     #[arg(short, long)]
@@ -184,16 +273,62 @@ pub struct PublishArgs {
     pub window: usize,
 }
 
+/// Where a message's id comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdFrom {
+    Sha256,
+    Header(String),
+}
+
+fn parse_id_from(s: &str) -> Result<IdFrom, String> {
+    if s == "sha256" {
+        return Ok(IdFrom::Sha256);
+    }
+    match s.strip_prefix("header:") {
+        Some(h) if !h.is_empty() => Ok(IdFrom::Header(h.to_string())),
+        _ => Err(format!("{s:?}: expected sha256 or header:NAME")),
+    }
+}
+
+/// How messages are written to stdout (subscribe, recv, queue peek, request).
+#[derive(Debug, Args, Clone)]
+pub struct OutputArgs {
+    /// NUL-terminate payloads instead of newline.
+    #[arg(short = '0', long = "null", conflicts_with_all = ["raw", "format", "headers_only", "verbose"])]
+    pub null: bool,
+
+    /// Payloads as they are, with nothing after them (a `--whole` publish round-trips byte
+    /// for byte).
+    #[arg(long, conflicts_with_all = ["format", "headers_only", "verbose"])]
+    pub raw: bool,
+
+    /// Print the topic before each payload: `TOPIC PAYLOAD`.
+    #[arg(short, long, conflicts_with_all = ["format", "headers_only"])]
+    pub verbose: bool,
+
+    /// Print each message with a template, e.g. '%t %s %T %h{trace} %p\n' (see below).
+    #[arg(long, value_name = "FMT", conflicts_with = "headers_only")]
+    pub format: Option<String>,
+
+    /// Print only the headers, `k=v` separated by spaces, one line per message.
+    #[arg(long)]
+    pub headers_only: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
     /// Patterns to watch ('*' one token, final '>' one or more).
     #[arg(required = true)]
     pub patterns: Vec<String>,
 
-    /// Where to start: new (default), all, a seq number, a time (RFC 3339) or an age
+    /// Where to start: new (default), all, last, a seq number, a time (RFC 3339) or an age
     /// (e.g. 10m: from ten minutes ago).
     #[arg(long, default_value = "new")]
     pub from: String,
+
+    /// Start with the last N messages of each matching topic.
+    #[arg(long, value_name = "N", conflicts_with = "from")]
+    pub last: Option<u64>,
 
     /// Exit after N messages.
     #[arg(short = 'n', long = "count", value_name = "N")]
@@ -201,16 +336,25 @@ pub struct SubscribeArgs {
 
     /// Give up after this long (e.g. 5s, 2m); with -n, exit 3 if fewer came.
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub timeout: Option<std::time::Duration>,
+    pub timeout: Option<Duration>,
 
-    /// NUL-terminate payloads instead of newline.
-    #[arg(short = '0', long = "null")]
-    pub null: bool,
+    /// Exit once what was stored when it started has been printed (with --from or --last).
+    #[arg(long)]
+    pub until_end: bool,
 
-    /// Bind durable subscription NAME to the patterns (creating it) and stream from it with
-    /// acks: what is published while the subscriber is away waits for its return.
-    #[arg(long, value_name = "NAME")]
+    /// Only look: this watch does not count as a watcher or a responder (it does not turn
+    /// "no responders" into a timeout, nor silence publish's "reached no watcher").
+    #[arg(long)]
+    pub passive: bool,
+
+    /// Bind durable subscription NAME to the patterns (creating it; --from says where a new
+    /// binding starts) and stream from it with acks: what is published while the subscriber
+    /// is away waits for its return.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["passive", "until_end", "last"])]
     pub durable: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -218,37 +362,62 @@ pub struct RecvArgs {
     /// The queue (durable subscription).
     pub name: String,
 
-    /// How many messages to receive.
-    #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 1)]
-    pub count: u64,
+    /// How many messages to take (with --exec: jobs to run; default for --exec: until
+    /// interrupted).
+    #[arg(short = 'n', long = "count", value_name = "N")]
+    pub count: Option<u64>,
 
     /// Give up after this long (e.g. 5s); exit 3 if fewer than N messages came.
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub timeout: Option<std::time::Duration>,
+    pub timeout: Option<Duration>,
 
     /// Keep receiving until interrupted.
     #[arg(short, long, conflicts_with = "count")]
     pub follow: bool,
 
-    /// Do not ack: the messages are delivered again (to anyone) once this command ends or
-    /// their ack deadline passes.
-    #[arg(long)]
+    /// With --follow into a pipe: messages written to the pipe and not yet read from it
+    /// (each is acknowledged once the reader took it, so a pipe cannot swallow a queue).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub prefetch: u32,
+
+    /// Do not ack: print each message with its delivery id (delivery_id in --json, %D in
+    /// --format) and settle it later with `momctl ack|nack`. Unsettled by the ack deadline,
+    /// it is delivered again without counting as a failed delivery.
+    #[arg(long, conflicts_with = "exec")]
     pub no_ack: bool,
 
-    /// NUL-terminate payloads instead of newline.
-    #[arg(short = '0', long = "null")]
-    pub null: bool,
+    /// Run the command after `--` once per message (payload on stdin); ack on exit 0, nack
+    /// otherwise.
+    #[arg(long, requires = "command")]
+    pub exec: bool,
+
+    /// With --exec: commands running at once (messages in flight).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "exec")]
+    pub concurrency: u32,
+
+    /// With --exec: a failed job is delivered again no sooner than this.
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration_or_zero,
+          requires = "exec")]
+    pub nack_delay: Duration,
 
     /// Create the queue bound to PATTERN if it is missing (repeatable).
     #[arg(long, value_name = "PATTERN")]
     pub bind: Vec<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// The command for --exec and its arguments.
+    #[arg(last = true, requires = "exec")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCmd {
-    /// Create a queue bound to patterns.
+    /// Create a queue bound to patterns; succeeds if it exists with the same settings.
     #[command(
-        after_help = "Examples:\n  momctl queue create jobs --bind 'jobs.*' --from all --max-deliver 5 --ack-wait 30s"
+        after_help = "Examples:\n  momctl queue create jobs --bind 'jobs.*' --from all --max-deliver 5 --ack-wait 30s\n\n\
+Exits 7 if the queue exists with other settings (change them with `queue set`)."
     )]
     Create {
         name: String,
@@ -264,7 +433,18 @@ pub enum QueueCmd {
         max_deliver: Option<u32>,
         /// Time a consumer has to ack before the message is delivered again.
         #[arg(long, value_parser = humantime::parse_duration)]
-        ack_wait: Option<std::time::Duration>,
+        ack_wait: Option<Duration>,
+    },
+    /// Change a queue's settings.
+    #[command(after_help = "Examples:\n  momctl queue set jobs --max-deliver 10 --ack-wait 5m")]
+    Set {
+        name: String,
+        /// Deliveries before a message moves to $dlq.NAME (0 = never).
+        #[arg(long)]
+        max_deliver: Option<u32>,
+        /// Time a consumer has to ack before the message is delivered again.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ack_wait: Option<Duration>,
     },
     /// List queues.
     #[command(after_help = "Examples:\n  momctl queue ls\n  momctl queue ls --json")]
@@ -272,6 +452,23 @@ pub enum QueueCmd {
     /// Show one queue.
     #[command(after_help = "Examples:\n  momctl queue info jobs")]
     Info { name: String },
+    /// Show the next messages a queue would deliver, without delivering them.
+    #[command(
+        after_help = "Examples:\n  momctl queue peek jobs -n 5\n  momctl queue peek jobs --json | jq .payload\n\n\
+Peeking changes nothing: no delivery is counted, no ack deadline starts. In --json, \
+`delivery` is how often the message was delivered before (0: never)."
+    )]
+    Peek {
+        name: String,
+        /// How many messages.
+        #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 10)]
+        count: u32,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Move the dead letters of $dlq.NAME back into the queue, with fresh delivery counts.
+    #[command(after_help = "Examples:\n  momctl queue redrive jobs")]
+    Redrive { name: String },
     /// Delete a queue; refused (exit 7) while messages wait in it, unless --force.
     #[command(after_help = "Examples:\n  momctl queue rm jobs\n  momctl queue rm jobs --force")]
     Rm {
@@ -280,7 +477,7 @@ pub enum QueueCmd {
         #[arg(long)]
         force: bool,
     },
-    /// Drop every message waiting in a queue.
+    /// Drop every message waiting in a queue; says how many.
     #[command(after_help = "Examples:\n  momctl queue purge jobs")]
     Purge { name: String },
     /// Add patterns to a queue.
@@ -297,15 +494,42 @@ pub enum QueueCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCmd {
-    /// List topics.
-    #[command(after_help = "Examples:\n  momctl topic ls\n  momctl topic ls --json")]
-    Ls,
+    /// List topics (those matching PATTERN); reply inboxes ($inbox.*) only with --all.
+    #[command(
+        after_help = "Examples:\n  momctl topic ls\n  momctl topic ls 'orders.>'\n  momctl topic ls --all --json"
+    )]
+    Ls {
+        /// Only topics matching this pattern.
+        pattern: Option<String>,
+        /// Show reply inboxes too.
+        #[arg(short, long)]
+        all: bool,
+    },
     /// Show one topic.
     #[command(after_help = "Examples:\n  momctl topic info metrics.cpu")]
     Info { topic: String },
-    /// Delete a topic and all its messages.
-    #[command(after_help = "Examples:\n  momctl topic rm metrics.cpu")]
-    Rm { topic: String },
+    /// Delete a topic and all its messages; refused (exit 7) while queues hold some of
+    /// them, unless --force.
+    #[command(
+        after_help = "Examples:\n  momctl topic rm metrics.cpu\n  momctl topic rm jobs.build --force"
+    )]
+    Rm {
+        topic: String,
+        /// Delete it even though queues still hold some of its messages.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove every message of a topic (it stays, and its seqs go on); refused (exit 7)
+    /// while queues hold some of them, unless --force.
+    #[command(
+        after_help = "Examples:\n  momctl topic purge metrics.cpu\n  momctl topic purge '$dlq.jobs'"
+    )]
+    Purge {
+        topic: String,
+        /// Purge even what queues still hold (they count it as dropped).
+        #[arg(long)]
+        force: bool,
+    },
     /// Set a topic's retention limits (0 = unlimited); creates the topic if missing.
     #[command(
         after_help = "Examples:\n  momctl topic set metrics.cpu --max-msgs 100000 --max-age 7d\n  momctl topic set logs --max-bytes 1GiB"
@@ -316,41 +540,19 @@ pub enum TopicCmd {
         #[arg(long)]
         max_msgs: Option<u64>,
         /// Keep at most this many bytes (accepts KiB, MiB, GiB, KB, MB, GB).
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = mom_proto::parse::size)]
         max_bytes: Option<u64>,
         /// Drop messages older than this (e.g. 1h, 7d; 0 = unlimited).
         #[arg(long, value_parser = parse_age)]
         max_age: Option<u64>,
         /// Hard byte limit: applies even to messages queues still hold (they count them as
         /// dropped). The limits above never remove those.
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = mom_proto::parse::size)]
         hard_max_bytes: Option<u64>,
         /// Hard age limit: applies even to messages queues still hold.
         #[arg(long, value_parser = parse_age)]
         hard_max_age: Option<u64>,
     },
-}
-
-/// A byte size: a number with an optional unit.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        u => return Err(format!("unknown size unit {u:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// An age in ms; "0" means unlimited.
@@ -361,4 +563,41 @@ pub fn parse_age(s: &str) -> Result<u64, String> {
     humantime::parse_duration(s)
         .map(|d| d.as_millis() as u64)
         .map_err(|e| e.to_string())
+}
+
+/// A duration where a bare "0" is allowed.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_without_port_gets_the_default() {
+        let c = Cli::try_parse_from(["momctl", "-s", "127.0.0.1", "ping"]).unwrap();
+        assert_eq!(c.global.server, "127.0.0.1:7878");
+        assert!(Cli::try_parse_from(["momctl", "-s", "127.0.0.1:x", "ping"]).is_err());
+    }
+
+    #[test]
+    fn id_from_values() {
+        assert_eq!(parse_id_from("sha256"), Ok(IdFrom::Sha256));
+        assert_eq!(
+            parse_id_from("header:trace"),
+            Ok(IdFrom::Header("trace".into()))
+        );
+        assert!(parse_id_from("header:").is_err());
+        assert!(parse_id_from("md5").is_err());
+    }
 }

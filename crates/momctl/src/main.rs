@@ -27,26 +27,50 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return cmd::finish(Err(Failure::new(1, format!("cannot start: {e}")))),
     };
-    let mut opts = ConnectOptions::new(cli.global.server.clone(), "momctl");
-    opts.user = cli.global.user.clone();
-    opts.password = cli.global.password.clone();
+    if cli.global.user.is_some() || cli.global.password.is_some() {
+        // Accepting them and connecting anonymously would let a script believe it is
+        // someone it is not.
+        return cmd::finish(Err(Failure::new(
+            2,
+            "this broker has no users yet: --user/--password (and MOM_USER/MOM_PASSWORD) are not supported",
+        )));
+    }
+    let opts = ConnectOptions::new(cli.global.server.clone(), client_name(&cli.cmd));
     let json = cli.global.json;
+    // Long-running commands reconnect unless told not to; publish only when asked (its
+    // resends need ids, see `publish --help`).
+    let reconnect = |default: bool| cmd::Reconnect {
+        enabled: !cli.global.no_reconnect && (cli.global.reconnect || default),
+        give_up_after: cli.global.reconnect_for,
+    };
     let res = rt.block_on(async move {
         match cli.cmd {
-            Command::Publish(a) => cmd::publish::run(&opts, a, json).await,
-            Command::Subscribe(a) => cmd::subscribe::run(&opts, a, json).await,
+            Command::Publish(a) => cmd::publish::run(&opts, a, json, reconnect(false)).await,
+            Command::Subscribe(a) => cmd::subscribe::run(&opts, a, json, reconnect(true)).await,
             Command::Topic(t) => cmd::topic::run(&opts, t, json).await,
-            Command::Recv(a) => cmd::recv::run(&opts, a, json).await,
+            Command::Recv(a) => {
+                let long = a.follow || a.exec;
+                cmd::recv::run(&opts, a, json, reconnect(long)).await
+            }
+            Command::Ack { name, deliveries } => cmd::ack::run(&opts, name, deliveries, None).await,
+            Command::Nack {
+                name,
+                deliveries,
+                delay,
+            } => cmd::ack::run(&opts, name, deliveries, Some(delay)).await,
             Command::Queue(q) => cmd::queue::run(&opts, q, json).await,
             Command::Request {
                 topic,
                 msg,
                 timeout,
                 headers,
-            } => cmd::request::request(&opts, topic, msg, timeout, headers).await,
-            Command::Reply { pattern, command } => {
-                cmd::request::reply(&opts, pattern, command).await
-            }
+                replies,
+            } => cmd::request::request(&opts, topic, msg, timeout, headers, replies, json).await,
+            Command::Reply {
+                pattern,
+                all,
+                command,
+            } => cmd::request::reply(&opts, pattern, all, command, reconnect(true)).await,
             Command::Unsubscribe { name, patterns } => {
                 cmd::queue::unsubscribe(&opts, name, patterns, json).await
             }
@@ -59,4 +83,38 @@ fn main() -> ExitCode {
     // Do not wait for the stdin reader thread or idle connections.
     rt.shutdown_background();
     code
+}
+
+/// The name this connection gives the broker: the command and what it works on
+/// (`momctl recv jobs`), so `stats` and momtui tell clients apart.
+fn client_name(cmd: &Command) -> String {
+    let (verb, obj): (&str, Option<&str>) = match cmd {
+        Command::Publish(a) => ("publish", Some(&a.topic)),
+        Command::Subscribe(a) => ("subscribe", a.patterns.first().map(String::as_str)),
+        Command::Recv(a) => ("recv", Some(&a.name)),
+        Command::Ack { name, .. } => ("ack", Some(name)),
+        Command::Nack { name, .. } => ("nack", Some(name)),
+        Command::Unsubscribe { name, .. } => ("unsubscribe", Some(name)),
+        Command::Queue(_) => ("queue", None),
+        Command::Request { topic, .. } => ("request", Some(topic)),
+        Command::Reply { pattern, .. } => ("reply", Some(pattern)),
+        Command::Topic(_) => ("topic", None),
+        Command::Stats { .. } => ("stats", None),
+        Command::Ping { .. } => ("ping", None),
+        Command::Completions { .. } => ("completions", None),
+    };
+    let mut name = format!("momctl {verb}");
+    if let Some(o) = obj {
+        name.push(' ');
+        name.push_str(o);
+    }
+    // The broker's limit on client names is 256 bytes.
+    if name.len() > 200 {
+        let mut cut = 200;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    name
 }

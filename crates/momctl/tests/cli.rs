@@ -5,7 +5,8 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Run momctl with `args` and no stdin, killing it if it runs longer than 20 s.
+/// Run momctl with `args` and no stdin, killing it if it runs longer than 20 s. Its output
+/// is read while it runs (a completion script is bigger than a pipe's buffer).
 fn momctl(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_momctl"))
         .args(args)
@@ -15,15 +16,31 @@ fn momctl(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn momctl");
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("try_wait").is_none() {
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("momctl {args:?} did not exit within 20 s");
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
     }
-    child.wait_with_output().expect("momctl output")
 }
 
 /// 127.0.0.1 port 1 (tcpmux) has no listener on any sane test machine.

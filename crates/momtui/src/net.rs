@@ -75,7 +75,7 @@ async fn session(
     {
         return Ok(());
     }
-    let mut watch = start_watch(&client, tx, pattern, StartAt::New, 0).await?;
+    let mut watch = Some(start_watch(&client, tx, pattern, StartAt::New, 0).await?);
     // Requests run in tasks of their own: this loop must keep draining the watch, or the
     // connection's reader stalls and their replies could never arrive.
     let (lost_tx, mut lost) = mpsc::channel::<String>(1);
@@ -103,7 +103,7 @@ async fn session(
                     }
                 }
             }
-            ev = watch.next() => match ev.map_err(|e| e.to_string())? {
+            ev = async { watch.as_mut().expect("guarded: watching").next().await }, if watch.is_some() => match ev.map_err(|e| e.to_string())? {
                 WatchEvent::Messages(msgs) => {
                     total += msgs.len() as u64;
                     let room = SAMPLE.saturating_sub(sample.len());
@@ -121,10 +121,23 @@ async fn session(
                 let Some(c) = c else { return Ok(()) };
                 match c {
                     Command::Watch { pattern: p, from, at } => {
+                        // One watch per stream: the old one goes first (dropping it frees
+                        // the connection's reader if it waits on it), then the broker is
+                        // told, without waiting for its answer here.
+                        if let Some(old) = watch.take() {
+                            let c = client.clone();
+                            let id = old.id();
+                            drop(old);
+                            tokio::spawn(async move {
+                                let _ = c
+                                    .request(|rid| mom_proto::ClientFrame::Unwatch(mom_proto::Unwatch { id: rid, watch: id }))
+                                    .await;
+                            });
+                        }
                         let new = start_watch(&client, tx, &p, from, at).await;
                         match new {
                             Ok(w) => {
-                                watch = w;
+                                watch = Some(w);
                                 *pattern = p;
                                 sample.clear();
                                 total = 0;
@@ -181,8 +194,15 @@ async fn start_watch(
     from: StartAt,
     at: u64,
 ) -> Result<WatchStream, String> {
+    // Only looking: momtui must not count as a watcher or a responder for anyone.
     let w = client
-        .watch(vec![pattern.to_string()], from, at)
+        .watch_with(mom_proto::Watch {
+            patterns: vec![pattern.to_string()],
+            from,
+            at,
+            passive: true,
+            ..mom_proto::Watch::default()
+        })
         .await
         .map_err(|e| e.to_string())?;
     let _ = tx.send(NetEvent::Watching(pattern.to_string())).await;
@@ -216,7 +236,10 @@ async fn run_command(client: &Client, c: Command) -> Result<String, String> {
         }
         Command::PurgeQueue(name) => {
             let q = client.queue_purge(&name).await.map_err(|e| e.to_string())?;
-            Ok(format!("purged queue {name}; {} unacked remain", q.unacked))
+            Ok(format!(
+                "purged {} messages from queue {name}; {} unacked remain",
+                q.1, q.0.unacked
+            ))
         }
         Command::DeleteQueue { name, force } => {
             client

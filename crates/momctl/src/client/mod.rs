@@ -1,14 +1,20 @@
 //! An async client of the mom protocol (docs/protocol.md).
 //!
 //! One task reads the connection and routes each frame: replies to the request that waits
-//! for them (by id), deliveries and notices to their watch. Requests are written by a
-//! writer task, so many can be in flight at once (pipelining).
+//! for them (by id), deliveries and notices to their watch or consumer. Requests are written
+//! by a writer task, so many can be in flight at once (pipelining).
+//!
+//! The reader never waits on a consumer: a consumer's deliveries are bounded by its credit,
+//! so its channel needs no bound, and a consumer that waits for the reply to its own ack
+//! cannot stall the reader that would route that reply. A watch's channel is bounded (that
+//! is how the broker learns of a slow watcher), so a program that reads a watch must not
+//! wait for replies on the same connection while the watch is unread.
 
 mod publisher;
 mod watch;
 
 pub use publisher::Publisher;
-pub use watch::{ConsumerStream, WatchEvent, WatchStream};
+pub use watch::{key, keys, ConsumerStream, WatchEvent, WatchStream};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +26,13 @@ use futures_util::{SinkExt, StreamExt};
 use mom_proto::{
     Ack, ClientFrame, Codec, Consume, ErrorCode, ErrorFrame, Fetch, Headers, Hello, Message,
     MsgKey, Nack, PubMsg, Publish, PublishOk, QueueBind, QueueCreate, QueueDelete, QueueInfo,
-    QueueReq, Req, ServerFrame, StartAt, Stats, TopicInfo, TopicReq, TopicSet, Watch, Welcome,
-    PROTOCOL_VERSION,
+    QueuePeek, QueueRedrive, QueueReq, QueueSet, Req, ServerFrame, StartAt, Stats, TopicInfo,
+    TopicReq, TopicRm, TopicSet, Watch, Welcome, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
 
 /// Why a client call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,8 +61,15 @@ impl ClientError {
                 ErrorCode::Conflict => 7,
                 _ => 1,
             },
-            ClientError::Closed(_) | ClientError::Protocol(_) => 1,
+            ClientError::Closed(_) => EXIT_CONNECTION_LOST,
+            ClientError::Protocol(_) => 1,
         }
+    }
+
+    /// The connection is gone (the broker stopped or the network failed): worth
+    /// reconnecting.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, ClientError::Closed(_))
     }
 
     fn from_frame(e: ErrorFrame) -> Self {
@@ -67,6 +81,10 @@ impl ClientError {
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// momctl's exit code when the connection to the broker was lost (and reconnecting was off
+/// or gave up).
+pub const EXIT_CONNECTION_LOST: u8 = 8;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -98,7 +116,30 @@ type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ServerFrame>>>>;
 
 /// Consumers share the routing table of watches, their ids marked with this bit.
 const CONSUMER_BIT: u64 = 1 << 63;
-type Watches = Arc<Mutex<HashMap<u64, mpsc::Sender<WatchEvent>>>>;
+type Watches = Arc<Mutex<HashMap<u64, Route>>>;
+
+/// Where the reader hands a watch's or a consumer's frames.
+#[derive(Clone)]
+enum Route {
+    /// A watch: bounded, so a slow reader pushes back on the connection.
+    Watch(mpsc::Sender<WatchEvent>),
+    /// A consumer: its credit bounds what can arrive.
+    Consumer(mpsc::UnboundedSender<WatchEvent>),
+}
+
+impl Route {
+    async fn send(&self, ev: WatchEvent) {
+        match self {
+            Route::Watch(tx) => {
+                // Waiting here is the backpressure that lets the server see a slow reader.
+                let _ = tx.send(ev).await;
+            }
+            Route::Consumer(tx) => {
+                let _ = tx.send(ev);
+            }
+        }
+    }
+}
 
 struct Shared {
     waiters: Waiters,
@@ -109,6 +150,8 @@ struct Shared {
     pending_watches: Watches,
     /// Set once the reader ends; says why.
     closed: Mutex<Option<String>>,
+    /// Cancelled when the reader ends, so a caller can notice a lost connection at once.
+    gone: CancellationToken,
 }
 
 /// A connection to momd. Cheap to clone; all clones share the connection.
@@ -175,6 +218,7 @@ impl Client {
             watches: Watches::default(),
             pending_watches: Watches::default(),
             closed: Mutex::new(None),
+            gone: CancellationToken::new(),
         });
         let (out_tx, mut out_rx) = mpsc::channel::<ClientFrame>(1024);
         tokio::spawn(async move {
@@ -210,6 +254,8 @@ impl Client {
             // Dropping the senders wakes every waiter with an error.
             sh.waiters.lock().expect("lock poisoned").clear();
             sh.watches.lock().expect("lock poisoned").clear();
+            sh.pending_watches.lock().expect("lock poisoned").clear();
+            sh.gone.cancel();
         });
         Ok(Client {
             out: out_tx,
@@ -221,6 +267,15 @@ impl Client {
 
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// Resolves when the connection is gone (the broker stopped, the network failed).
+    pub async fn closed(&self) {
+        self.shared.gone.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.gone.is_cancelled()
     }
 
     fn closed_error(&self) -> ClientError {
@@ -307,6 +362,18 @@ impl Client {
         from: StartAt,
         at: u64,
     ) -> Result<WatchStream> {
+        self.watch_with(Watch {
+            patterns,
+            from,
+            at,
+            ..Watch::default()
+        })
+        .await
+    }
+
+    /// Start a watch with every option of the protocol (passive, group, resume); its `id`
+    /// is set here.
+    pub async fn watch_with(&self, mut watch: Watch) -> Result<WatchStream> {
         // Register the route before the request so no delivery can arrive unrouted.
         let (tx, rx) = mpsc::channel(8);
         let id = self.next_id();
@@ -314,13 +381,8 @@ impl Client {
             .pending_watches
             .lock()
             .expect("lock poisoned")
-            .insert(id, tx);
-        let watch = Watch {
-            id,
-            patterns,
-            from,
-            at,
-        };
+            .insert(id, Route::Watch(tx));
+        watch.id = id;
         let res = self.send_id(id, |_| ClientFrame::Watch(watch)).await;
         let reply = match res {
             Ok(pending) => pending.await_reply().await,
@@ -332,7 +394,7 @@ impl Client {
             .expect("lock poisoned")
             .remove(&id);
         match reply? {
-            ServerFrame::WatchOk(ok) => Ok(WatchStream::new(ok.watch, rx, self.clone())),
+            ServerFrame::WatchOk(ok) => Ok(WatchStream::new(ok.watch, ok.time, rx, self.clone())),
             other => Err(unexpected(other)),
         }
     }
@@ -358,13 +420,27 @@ impl Client {
         }
     }
 
-    pub async fn topic_rm(&self, topic: &str) -> Result<()> {
+    /// Remove a topic; refused (conflict) while queues hold some of its messages, unless
+    /// `force`.
+    pub async fn topic_rm(&self, topic: &str, force: bool) -> Result<()> {
         let topic = topic.to_string();
         match self
-            .request(|id| ClientFrame::TopicRm(TopicReq { id, topic }))
+            .request(|id| ClientFrame::TopicRm(TopicRm { id, topic, force }))
             .await?
         {
             ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Remove every message of a topic; returns the topic and how many were removed.
+    pub async fn topic_purge(&self, topic: &str, force: bool) -> Result<(TopicInfo, u64)> {
+        let topic = topic.to_string();
+        match self
+            .request(|id| ClientFrame::TopicPurge(TopicRm { id, topic, force }))
+            .await?
+        {
+            ServerFrame::TopicInfo(t) => Ok((t.topic, t.purged.unwrap_or(0))),
             other => Err(unexpected(other)),
         }
     }
@@ -457,13 +533,64 @@ impl Client {
         }
     }
 
-    pub async fn queue_purge(&self, queue: &str) -> Result<QueueInfo> {
+    /// Drop what waits in a queue; returns the queue and how many were dropped.
+    pub async fn queue_purge(&self, queue: &str) -> Result<(QueueInfo, u64)> {
         let queue = queue.to_string();
         match self
             .request(|id| ClientFrame::QueuePurge(QueueReq { id, queue }))
             .await?
         {
+            ServerFrame::QueueInfo(q) => Ok((q.queue, q.purged.unwrap_or(0))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Change a queue's max deliveries and ack wait (None keeps a value).
+    pub async fn queue_set(
+        &self,
+        queue: &str,
+        max_deliver: Option<u32>,
+        ack_wait: Option<Duration>,
+    ) -> Result<QueueInfo> {
+        let queue = queue.to_string();
+        let ack_wait_ms = ack_wait.map(|d| d.as_millis() as u64);
+        match self
+            .request(|id| {
+                ClientFrame::QueueSet(QueueSet {
+                    id,
+                    queue,
+                    max_deliver,
+                    ack_wait_ms,
+                })
+            })
+            .await?
+        {
             ServerFrame::QueueInfo(q) => Ok(q.queue),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The next `max` messages the queue would deliver, without delivering them.
+    pub async fn queue_peek(&self, queue: &str, max: u32) -> Result<Vec<Message>> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::QueuePeek(QueuePeek { id, queue, max }))
+            .await?
+        {
+            ServerFrame::FetchOk(f) => Ok(f.msgs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Move the dead letters of `$dlq.<queue>` back into the queue; returns the queue and
+    /// how many moved.
+    pub async fn queue_redrive(&self, queue: &str) -> Result<(QueueInfo, u64)> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::QueueRedrive(QueueRedrive { id, queue }))
+            .await?
+        {
+            ServerFrame::QueueInfo(q) => Ok((q.queue, q.redriven.unwrap_or(0))),
             other => Err(unexpected(other)),
         }
     }
@@ -492,6 +619,18 @@ impl Client {
     /// Pull up to `max` messages of a queue, waiting up to `timeout` for the first. Each
     /// must be acked (or nacked) before its ack deadline, or it is delivered again.
     pub async fn fetch(&self, queue: &str, max: u32, timeout: Duration) -> Result<Vec<Message>> {
+        self.fetch_with(queue, max, timeout, false).await
+    }
+
+    /// Like [`Client::fetch`]; `detached` deliveries outlive this connection and wait for an
+    /// ack or nack from anyone until their deadline.
+    pub async fn fetch_with(
+        &self,
+        queue: &str,
+        max: u32,
+        timeout: Duration,
+        detached: bool,
+    ) -> Result<Vec<Message>> {
         let queue = queue.to_string();
         let timeout_ms = timeout.as_millis() as u64;
         match self
@@ -501,6 +640,7 @@ impl Client {
                     queue,
                     max,
                     timeout_ms,
+                    detached,
                 })
             })
             .await?
@@ -515,6 +655,18 @@ impl Client {
         let queue = queue.to_string();
         match self
             .request(|id| ClientFrame::Ack(Ack { id, queue, msgs }))
+            .await?
+        {
+            ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Push the ack deadline of deliveries still being worked on.
+    pub async fn extend(&self, queue: &str, msgs: Vec<MsgKey>) -> Result<()> {
+        let queue = queue.to_string();
+        match self
+            .request(|id| ClientFrame::Extend(Ack { id, queue, msgs }))
             .await?
         {
             ServerFrame::Ok(_) => Ok(()),
@@ -544,13 +696,13 @@ impl Client {
 
     /// Start a consumer of a queue: messages are pushed, at most `credit` unacked at once.
     pub async fn consume(&self, queue: &str, credit: u32) -> Result<ConsumerStream> {
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::unbounded_channel();
         let id = self.next_id();
         self.shared
             .pending_watches
             .lock()
             .expect("lock poisoned")
-            .insert(id, tx);
+            .insert(id, Route::Consumer(tx));
         let c = Consume {
             id,
             queue: queue.to_string(),
@@ -613,9 +765,24 @@ pub struct PendingReply {
 }
 
 impl PendingReply {
+    /// A reply that will never come: waiting for it says the connection is lost.
+    pub fn closed(client: &Client) -> PendingReply {
+        let (_, rx) = oneshot::channel();
+        PendingReply {
+            rx,
+            client: client.clone(),
+        }
+    }
+
     /// Wait for the reply; an `error` reply becomes `Err`.
-    pub async fn await_reply(self) -> Result<ServerFrame> {
-        match self.rx.await {
+    pub async fn await_reply(mut self) -> Result<ServerFrame> {
+        self.wait().await
+    }
+
+    /// Wait for the reply without giving the handle up, so the wait can be one branch of a
+    /// `select!`. Call it until it returns; not again after that.
+    pub async fn wait(&mut self) -> Result<ServerFrame> {
+        match (&mut self.rx).await {
             Ok(ServerFrame::Error(e)) => Err(ClientError::from_frame(e)),
             Ok(f) => Ok(f),
             Err(_) => Err(self.client.closed_error()),
@@ -634,8 +801,7 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
                 .get(&d.watch)
                 .cloned();
             if let Some(tx) = tx {
-                // Waiting here is the backpressure that lets the server see a slow reader.
-                let _ = tx.send(WatchEvent::Messages(d.msgs)).await;
+                tx.send(WatchEvent::Messages(d.msgs)).await;
             }
             None
         }
@@ -647,7 +813,7 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
                 .get(&(CONSUMER_BIT | d.consumer))
                 .cloned();
             if let Some(tx) = tx {
-                let _ = tx.send(WatchEvent::Messages(d.msgs)).await;
+                tx.send(WatchEvent::Messages(d.msgs)).await;
             }
             None
         }
@@ -658,7 +824,7 @@ async fn route(sh: &Shared, frame: ServerFrame) -> Option<String> {
             };
             let tx = sh.watches.lock().expect("lock poisoned").get(&key).cloned();
             if let Some(tx) = tx {
-                let _ = tx.send(WatchEvent::Notice(n)).await;
+                tx.send(WatchEvent::Notice(n)).await;
             }
             None
         }

@@ -13,17 +13,29 @@ pub enum WatchEvent {
 
 pub struct WatchStream {
     id: u64,
+    time: u64,
     rx: mpsc::Receiver<WatchEvent>,
     client: Client,
 }
 
 impl WatchStream {
-    pub(super) fn new(id: u64, rx: mpsc::Receiver<WatchEvent>, client: Client) -> Self {
-        WatchStream { id, rx, client }
+    pub(super) fn new(id: u64, time: u64, rx: mpsc::Receiver<WatchEvent>, client: Client) -> Self {
+        WatchStream {
+            id,
+            time,
+            rx,
+            client,
+        }
     }
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The broker's time when the watch started (ms since the epoch; 0 from an older
+    /// broker).
+    pub fn started(&self) -> u64 {
+        self.time
     }
 
     /// The next event; `Err` when the connection is gone or the server ended the watch.
@@ -59,7 +71,7 @@ impl Drop for WatchStream {
 pub struct ConsumerStream {
     queue: String,
     id: u64,
-    rx: mpsc::Receiver<WatchEvent>,
+    rx: mpsc::UnboundedReceiver<WatchEvent>,
     client: Client,
 }
 
@@ -67,7 +79,7 @@ impl ConsumerStream {
     pub(super) fn new(
         queue: String,
         id: u64,
-        rx: mpsc::Receiver<WatchEvent>,
+        rx: mpsc::UnboundedReceiver<WatchEvent>,
         client: Client,
     ) -> Self {
         ConsumerStream {
@@ -101,14 +113,27 @@ impl ConsumerStream {
 
     /// Acknowledge messages this consumer received.
     pub async fn ack(&self, msgs: &[Message]) -> Result<()> {
-        let keys = msgs
-            .iter()
-            .map(|m| MsgKey {
-                topic: m.topic.clone(),
-                seq: m.seq,
-            })
-            .collect();
-        self.client.ack(&self.queue, keys).await
+        self.client.ack(&self.queue, keys(msgs)).await
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+}
+
+/// The keys that name messages in an ack, nack or extend.
+pub fn keys(msgs: &[Message]) -> Vec<MsgKey> {
+    msgs.iter().map(key).collect()
+}
+
+pub fn key(m: &Message) -> MsgKey {
+    MsgKey {
+        topic: m.topic.clone(),
+        seq: m.seq,
     }
 }
 

@@ -9,7 +9,10 @@ macro_rules! outln {
     }};
 }
 
+pub mod ack;
+pub mod exec;
 pub mod ping;
+pub mod pipe;
 pub mod publish;
 pub mod queue;
 pub mod recv;
@@ -19,8 +22,9 @@ pub mod subscribe;
 pub mod topic;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use momctl::client::ClientError;
+use momctl::client::{Client, ClientError, ConnectOptions, EXIT_CONNECTION_LOST};
 
 /// How a command ends: an exit code and, for failures, the one-line reason.
 #[derive(Debug)]
@@ -78,4 +82,70 @@ pub fn is_broken_pipe(e: &std::io::Error) -> bool {
 pub fn queue_name_ok(name: &str) -> CmdResult {
     mom_proto::topic::validate_publish_topic(name)
         .map_err(|e| Failure::new(2, e.to_string().replace("topic name", "queue name")))
+}
+
+/// What a long-running command does when its connection is lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub enabled: bool,
+    /// Give up after this long without a connection; zero: never.
+    pub give_up_after: Duration,
+}
+
+impl Reconnect {
+    /// Connect again after `lost`, with backoff (0.1 s doubling to 2 s). Without
+    /// reconnecting, or once it gives up, the failure says the connection was lost (exit 8)
+    /// and `what` (e.g. how many messages were handled).
+    pub async fn again(
+        &self,
+        opts: &ConnectOptions,
+        lost: &ClientError,
+        what: &str,
+    ) -> Result<Client, Failure> {
+        let fail = |extra: &str| {
+            let mut msg = lost.to_string();
+            if !what.is_empty() {
+                msg = format!("{msg}; {what}");
+            }
+            Failure::new(EXIT_CONNECTION_LOST, format!("{msg}{extra}"))
+        };
+        if !self.enabled {
+            return Err(fail(""));
+        }
+        eprintln!("momctl: {lost}; reconnecting to {}", opts.addr);
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(wait).await;
+            match Client::connect(opts).await {
+                Ok(c) => {
+                    eprintln!("momctl: reconnected to {}", opts.addr);
+                    return Ok(c);
+                }
+                Err(e) => {
+                    if !self.give_up_after.is_zero() && started.elapsed() >= self.give_up_after {
+                        return Err(fail(&format!(
+                            "; gave up reconnecting after {} ({e})",
+                            humantime::format_duration(self.give_up_after)
+                        )));
+                    }
+                }
+            }
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Parse a delivery id `TOPIC:SEQ` (the seq after the last colon).
+pub fn parse_delivery(s: &str) -> Result<mom_proto::MsgKey, Failure> {
+    let bad = || Failure::new(2, format!("{s:?} is not a delivery id: expected TOPIC:SEQ"));
+    let (topic, seq) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+    let seq = seq.parse::<u64>().map_err(|_| bad())?;
+    if topic.is_empty() {
+        return Err(bad());
+    }
+    Ok(mom_proto::MsgKey {
+        topic: topic.to_string(),
+        seq,
+    })
 }

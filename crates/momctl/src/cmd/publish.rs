@@ -1,26 +1,26 @@
 //! `momctl publish`: messages from arguments or stdin, pipelined, each acknowledged only
 //! once durable. Exit 0 means every message was acknowledged.
+//!
+//! Acks are read as they come, whatever stdin does, so `--json` prints each one at once, a
+//! lost connection is noticed at once, and the counts said after it are exact: what was
+//! acknowledged, what was sent without an answer (unknown), what was never sent. With
+//! `--reconnect` the unknown batches are sent again on a new connection; every message then
+//! carries an id, so the broker drops what it had already stored.
 
-use std::io::{BufRead, BufReader, Read};
+mod input;
 
-use mom_proto::{topic, Headers, PubMsg};
-use momctl::client::{Client, ClientError, ConnectOptions};
+use std::collections::VecDeque;
+
+use mom_proto::{topic, ClientFrame, Headers, PubMsg, Publish, PublishOk, ServerFrame};
+use momctl::client::{Client, ClientError, ConnectOptions, PendingReply};
 use tokio::sync::mpsc;
 
-use super::{CmdResult, Failure};
+use super::{CmdResult, Failure, Reconnect};
 use crate::cli::PublishArgs;
+use input::{Ids, Input, Split, StdinReader};
 
-/// Payload bytes per batch from stdin, so a batch frame stays far below the frame limit.
-const BATCH_BYTES: usize = 1024 * 1024;
-
-enum Input {
-    Batch(Vec<PubMsg>),
-    /// Line `line` (1-based) is longer than the payload limit; nothing of it was sent.
-    TooLong {
-        line: u64,
-    },
-    Failed(std::io::Error),
-}
+/// Duplicates named one by one on stderr before they are only counted.
+const DUPLICATES_SHOWN: u64 = 10;
 
 pub fn parse_headers(raw: &[String]) -> Result<Headers, Failure> {
     let mut h = Headers::new();
@@ -40,7 +40,12 @@ pub fn parse_headers(raw: &[String]) -> Result<Headers, Failure> {
     Ok(h)
 }
 
-pub async fn run(opts: &ConnectOptions, args: PublishArgs, json: bool) -> CmdResult {
+pub async fn run(
+    opts: &ConnectOptions,
+    args: PublishArgs,
+    json: bool,
+    reconnect: Reconnect,
+) -> CmdResult {
     topic::validate_publish_topic(&args.topic).map_err(|e| {
         // A reserved name is a valid name the user may not publish to: forbidden, not usage.
         let code = if matches!(e, topic::NameError::Reserved(_)) {
@@ -51,19 +56,31 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs, json: bool) -> CmdRes
         Failure::new(code, e.to_string())
     })?;
     let headers = parse_headers(&args.headers)?;
-    if args.whole && !args.msgs.is_empty() {
+    if (args.whole || args.json_input) && !args.msgs.is_empty() {
         return Err(Failure::new(
             2,
-            "--whole reads stdin; do not give messages as arguments",
+            "--whole and --json-input read stdin; do not give messages as arguments",
         ));
     }
+    if let Some(crate::cli::IdFrom::Header(h)) = &args.id_from {
+        if !args.json_input && args.msgs.len() != 1 && !args.whole {
+            return Err(Failure::new(
+                2,
+                format!("--id-from header:{h} needs a header per message: use --json-input (or publish one message)"),
+            ));
+        }
+    }
+    let ids = Ids::new(args.msg_id.clone(), args.id_from.clone(), reconnect.enabled);
     let client = Client::connect(opts).await?;
     let max_payload = client.welcome().max_payload as usize;
 
-    let (tx, mut rx) = mpsc::channel::<Input>(args.window.max(1) * 2);
+    let (tx, rx) = mpsc::channel::<Input>(args.window.max(1) * 2);
+    let lines = args.msgs.is_empty() && !args.whole;
     if args.msgs.is_empty() {
         let mode = if args.whole {
             Split::Whole
+        } else if args.json_input {
+            Split::Json
         } else if args.null {
             Split::Delim(0)
         } else {
@@ -74,7 +91,7 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs, json: bool) -> CmdRes
             max_payload,
             batch: args.batch.max(1),
             headers: headers.clone(),
-            msg_id: args.msg_id.clone(),
+            ids,
             tx,
         };
         std::thread::spawn(move || reader.run(std::io::stdin().lock()));
@@ -92,285 +109,324 @@ pub async fn run(opts: &ConnectOptions, args: PublishArgs, json: bool) -> CmdRes
                     ),
                 ));
             }
+            let payload: bytes::Bytes = m.clone().into_bytes().into();
+            let msg_id = ids
+                .id(i as u64 + 1, n == 1, &payload, &headers)
+                .map_err(|e| Failure::new(1, e))?;
             batch.push(PubMsg {
-                payload: m.clone().into_bytes().into(),
+                payload,
                 headers: headers.clone(),
-                msg_id: id_for(&args.msg_id, i as u64 + 1, n == 1),
+                msg_id,
             });
         }
-        let _ = tx.send(Input::Batch(batch)).await;
+        let _ = tx
+            .send(Input::Batch {
+                first: 1,
+                msgs: batch,
+            })
+            .await;
         drop(tx);
     }
 
-    let mut publisher = client.publisher(&args.topic, args.window);
-    let mut tally = Tally {
+    let mut p = Publishing {
+        opts,
+        client,
+        topic: args.topic.clone(),
+        window: args.window.max(1),
+        reconnect,
         json,
-        ..Tally::default()
+        unit: if lines { "lines" } else { "messages" },
+        in_flight: VecDeque::new(),
+        tally: Tally::default(),
     };
-    let mut failure: Option<Failure> = None;
-    while let Some(input) = rx.recv().await {
-        match input {
-            Input::Batch(msgs) => {
-                tally.sent += msgs.len() as u64;
-                match publisher.send(msgs).await {
-                    Ok(Some((n, ok))) => tally.acked(n, &ok),
-                    Ok(None) => {}
-                    Err(e) => {
-                        failure = Some(tally.failed(e));
-                        break;
-                    }
-                }
-            }
-            Input::TooLong { line } => {
-                failure = Some(Failure::new(
-                    1,
-                    format!("line {line} is longer than the broker's payload limit of {max_payload} bytes; it was not sent"),
-                ));
-                break;
-            }
-            Input::Failed(e) => {
-                failure = Some(Failure::new(1, format!("reading stdin: {e}")));
-                break;
-            }
-        }
+    let failure = p.run(rx).await;
+    let t = &p.tally;
+    if t.duplicates > DUPLICATES_SHOWN {
+        eprintln!(
+            "momctl: {} messages in all were duplicates (their id was seen already): not stored again",
+            t.duplicates
+        );
     }
-    // Collect the acks of everything already sent, even when stopping on an error, so the
-    // count reported is exact.
-    loop {
-        match publisher.next_ack().await {
-            Ok(Some((n, ok))) => tally.acked(n, &ok),
-            Ok(None) => break,
-            Err(e) => {
-                if failure.is_none() {
-                    failure = Some(tally.failed(e));
-                }
-                break;
-            }
-        }
+    if t.resent > 0 {
+        eprintln!(
+            "momctl: {} messages were sent again after reconnecting; {} of them had been stored already and were not stored twice",
+            t.resent, t.already_stored
+        );
     }
-    if tally.unrouted > 0 && !args.quiet {
+    if t.unrouted > 0 && !args.quiet {
         eprintln!(
             "momctl: warning: {} of {} messages reached no watcher and no queue (they are stored in {}; replay with `momctl subscribe {} --from all`)",
-            tally.unrouted, tally.acked, args.topic, args.topic
+            t.unrouted, t.acked, args.topic, args.topic
         );
     }
     match failure {
         None => Ok(()),
-        Some(mut f) => {
-            if tally.sent > 0 && !f.message.contains("acknowledged") {
-                f.message = format!(
-                    "{} ({} messages before it were acknowledged)",
-                    f.message, tally.acked
-                );
-            }
-            Err(f)
-        }
+        Some(f) => Err(f),
     }
 }
 
-/// The msg id of the n-th message: the id itself for a single message, `ID-n` otherwise.
-fn id_for(id: &Option<String>, n: u64, single: bool) -> Option<String> {
-    id.as_ref().map(|id| {
-        if single {
-            id.clone()
-        } else {
-            format!("{id}-{n}")
-        }
-    })
+/// A batch sent and not yet acknowledged.
+struct InFlight {
+    /// Number of its first message (1-based: the stdin line or the argument).
+    first: u64,
+    ids: Vec<Option<String>>,
+    /// Kept to send again after a reconnect.
+    msgs: Option<Vec<PubMsg>>,
+    reply: PendingReply,
+    /// Sent again after a reconnect: its duplicates were stored before the connection went.
+    resent: bool,
 }
 
 #[derive(Default)]
 struct Tally {
-    /// Print each ack as a JSON line on stdout.
-    json: bool,
-    sent: u64,
+    /// Messages handed to the connection (the last one's number).
+    sent_upto: u64,
     acked: u64,
+    duplicates: u64,
     unrouted: u64,
+    resent: u64,
+    already_stored: u64,
 }
 
-impl Tally {
-    fn acked(&mut self, n: usize, ok: &mom_proto::PublishOk) {
-        self.acked += n as u64;
-        if self.json {
-            let _ = crate::output::print_json(&serde_json::json!({
-                "topic": ok.topic,
-                "seqs": ok.seqs,
-                "duplicates": ok.duplicates,
-                "watchers": ok.watchers,
-                "queues": ok.queues,
-            }));
-        }
-        if ok.watchers == 0 && ok.queues == 0 {
-            self.unrouted += n as u64;
-        }
-    }
-
-    fn failed(&self, e: ClientError) -> Failure {
-        let code = e.exit_code();
-        let msg = match &e {
-            ClientError::Closed(_) => format!(
-                "{e}; {} of {} messages sent were acknowledged",
-                self.acked, self.sent
-            ),
-            _ => e.to_string(),
-        };
-        Failure::new(code, msg)
-    }
+struct Publishing<'a> {
+    opts: &'a ConnectOptions,
+    client: Client,
+    topic: String,
+    window: usize,
+    reconnect: Reconnect,
+    json: bool,
+    unit: &'static str,
+    in_flight: VecDeque<InFlight>,
+    tally: Tally,
 }
 
-#[derive(Clone, Copy)]
-enum Split {
-    Delim(u8),
-    Whole,
-}
-
-/// Reads stdin on its own thread and hands batches to the publisher.
-struct StdinReader {
-    mode: Split,
-    max_payload: usize,
-    batch: usize,
-    headers: Headers,
-    msg_id: Option<String>,
-    tx: mpsc::Sender<Input>,
-}
-
-impl StdinReader {
-    fn run(self, stdin: impl Read) {
-        let mut rd = BufReader::with_capacity(256 * 1024, stdin);
-        let res = match self.mode {
-            Split::Whole => self.whole(&mut rd),
-            Split::Delim(d) => self.split(&mut rd, d),
-        };
-        if let Err(e) = res {
-            let _ = self.tx.blocking_send(Input::Failed(e));
-        }
-    }
-
-    /// Bytes a message takes in a frame besides its payload: headers, id, framing.
-    fn overhead(&self) -> usize {
-        let h: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 10)
-            .sum();
-        h + self.msg_id.as_ref().map_or(0, |i| i.len() + 24) + 32
-    }
-
-    fn msg(&self, payload: Vec<u8>, n: u64, single: bool) -> PubMsg {
-        PubMsg {
-            payload: payload.into(),
-            headers: self.headers.clone(),
-            msg_id: id_for(&self.msg_id, n, single),
-        }
-    }
-
-    fn whole(&self, rd: &mut impl BufRead) -> std::io::Result<()> {
-        let mut all = Vec::new();
-        rd.take(self.max_payload as u64 + 1).read_to_end(&mut all)?;
-        if all.len() > self.max_payload {
-            let _ = self.tx.blocking_send(Input::TooLong { line: 1 });
-            return Ok(());
-        }
-        let _ = self
-            .tx
-            .blocking_send(Input::Batch(vec![self.msg(all, 1, true)]));
-        Ok(())
-    }
-
-    fn split<R: Read>(&self, rd: &mut BufReader<R>, delim: u8) -> std::io::Result<()> {
-        let mut batch: Vec<PubMsg> = Vec::new();
-        let mut batch_bytes = 0;
-        let mut cur: Vec<u8> = Vec::new();
-        let mut n: u64 = 0;
-        // With an id, the first message waits to learn whether it is the only one.
-        let mut held: Option<Vec<u8>> = None;
+impl Publishing<'_> {
+    /// Send what comes in and collect acks until the input ends and every ack came; the
+    /// failure that stopped it, if any.
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> Option<Failure> {
+        let mut input_done = false;
         loop {
-            let buf = match rd.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let eof = buf.is_empty();
-            let mut line_done = false;
-            if eof {
-                if cur.is_empty() {
+            if input_done && self.in_flight.is_empty() {
+                return None;
+            }
+            let room = self.in_flight.len() < self.window && !input_done;
+            let busy = !self.in_flight.is_empty();
+            let client = self.client.clone();
+            tokio::select! {
+                biased;
+                res = async { self.in_flight.front_mut().expect("guarded: in flight").reply.wait().await }, if busy => {
+                    let Some(b) = self.in_flight.pop_front() else { continue };
+                    match res {
+                        Ok(ServerFrame::PublishOk(ok)) => self.acked(&b, &ok),
+                        Ok(other) => {
+                            return Some(self.stop(&b, ClientError::Protocol(format!("unexpected reply {other:?}"))).await)
+                        }
+                        Err(e) if e.is_connection_lost() => {
+                            self.in_flight.push_front(b);
+                            if let Err(f) = self.reconnect_and_resend(&e).await {
+                                return Some(f);
+                            }
+                        }
+                        Err(e) => return Some(self.stop(&b, e).await),
+                    }
+                }
+                input = rx.recv(), if room => match input {
+                    None => input_done = true,
+                    Some(Input::Batch { first, msgs }) => {
+                        if let Err(e) = self.send(first, msgs, false).await {
+                            if let Err(f) = self.reconnect_and_resend(&e).await {
+                                return Some(f);
+                            }
+                        }
+                    }
+                    Some(Input::Stop { message }) => {
+                        let f = self.finish_in_flight(Failure::new(1, message)).await;
+                        return Some(f);
+                    }
+                },
+                // Nothing in flight and stdin quiet: a lost connection is still noticed now.
+                _ = client.closed(), if !busy && !input_done => {
+                    let e = ClientError::Closed(String::new());
+                    if let Err(f) = self.reconnect_and_resend(&e).await {
+                        return Some(f);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        first: u64,
+        msgs: Vec<PubMsg>,
+        resent: bool,
+    ) -> Result<(), ClientError> {
+        let n = msgs.len() as u64;
+        let ids: Vec<Option<String>> = msgs.iter().map(|m| m.msg_id.clone()).collect();
+        let keep = self.reconnect.enabled.then(|| msgs.clone());
+        let topic = self.topic.clone();
+        let sent = self
+            .client
+            .send(|id| {
+                ClientFrame::Publish(Publish {
+                    id,
+                    topic,
+                    msgs,
+                    no_ack: false,
+                })
+            })
+            .await;
+        match sent {
+            Ok(reply) => {
+                self.tally.sent_upto = self.tally.sent_upto.max(first + n - 1);
+                self.in_flight.push_back(InFlight {
+                    first,
+                    ids,
+                    msgs: keep,
+                    reply,
+                    resent,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // Not sent: kept as unknown so a reconnect sends it; without one it counts
+                // as sent without an answer, which is what the user must assume anyway.
+                self.tally.sent_upto = self.tally.sent_upto.max(first + n - 1);
+                self.in_flight.push_back(InFlight {
+                    first,
+                    ids,
+                    msgs: keep,
+                    reply: PendingReply::closed(&self.client),
+                    resent,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn acked(&mut self, b: &InFlight, ok: &PublishOk) {
+        let n = ok.seqs.len() as u64;
+        self.tally.acked += n;
+        let dups: std::collections::BTreeSet<u32> = ok.duplicate_indexes.iter().copied().collect();
+        if b.resent {
+            self.tally.resent += n;
+            self.tally.already_stored += ok.duplicates;
+        } else {
+            for i in &dups {
+                self.tally.duplicates += 1;
+                if self.tally.duplicates <= DUPLICATES_SHOWN {
+                    let i = *i as usize;
+                    let id = b.ids.get(i).cloned().flatten().unwrap_or_default();
+                    let seq = ok.seqs.get(i).copied().unwrap_or(0);
+                    let what = if self.unit == "lines" {
+                        "line"
+                    } else {
+                        "message"
+                    };
+                    eprintln!(
+                        "momctl: {what} {} is a duplicate (id {id:?} is seq {seq} already): not stored again",
+                        b.first + i as u64
+                    );
+                }
+            }
+        }
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            for (i, seq) in ok.seqs.iter().enumerate() {
+                let v = serde_json::json!({
+                    "topic": ok.topic,
+                    "seq": seq,
+                    "duplicate": dups.contains(&(i as u32)),
+                    "line": b.first + i as u64,
+                    "watchers": ok.watchers,
+                    "queues": ok.queues,
+                });
+                if write_json_line(&mut out, &v).is_err() {
                     break;
                 }
-                line_done = true;
-            } else {
-                let take = match buf.iter().position(|b| *b == delim) {
-                    Some(i) => {
-                        line_done = true;
-                        cur.extend_from_slice(&buf[..i]);
-                        i + 1
-                    }
-                    None => {
-                        cur.extend_from_slice(buf);
-                        buf.len()
-                    }
-                };
-                rd.consume(take);
-            }
-            if cur.len() > self.max_payload + usize::from(delim == b'\n') {
-                // Flush what came before so those lines are acknowledged, then stop.
-                // Line n + 1 exists, so a held first line is not the only one.
-                self.emit(&mut batch, &mut batch_bytes, held.take(), n + 1);
-                let _ = self.tx.blocking_send(Input::TooLong { line: n + 1 });
-                return Ok(());
-            }
-            if line_done {
-                n += 1;
-                let mut line = std::mem::take(&mut cur);
-                if delim == b'\n' && line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.len() > self.max_payload {
-                    self.emit(&mut batch, &mut batch_bytes, held.take(), n);
-                    let _ = self.tx.blocking_send(Input::TooLong { line: n });
-                    return Ok(());
-                }
-                if n == 1 && self.msg_id.is_some() {
-                    held = Some(line);
-                } else {
-                    if let Some(first) = held.take() {
-                        batch.push(self.msg(first, 1, false));
-                    }
-                    batch_bytes += line.len() + self.overhead();
-                    batch.push(self.msg(line, n, false));
-                }
-                // Send when the batch is full, or when stdin has nothing more buffered (the
-                // next read may block: a live pipe must not wait for a full batch).
-                let idle = rd.buffer().is_empty() && held.is_none();
-                if batch.len() >= self.batch
-                    || batch_bytes >= BATCH_BYTES
-                    || (idle && !batch.is_empty())
-                {
-                    if self
-                        .tx
-                        .blocking_send(Input::Batch(std::mem::take(&mut batch)))
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                    batch_bytes = 0;
-                }
-            }
-            if eof {
-                break;
             }
         }
-        self.emit(&mut batch, &mut batch_bytes, held.take(), n);
-        Ok(())
+        if ok.watchers == 0 && ok.queues == 0 {
+            self.tally.unrouted += n - ok.duplicates.min(n);
+        }
     }
 
-    /// Send what is batched; `held` is the first message, single if `n` is 1.
-    fn emit(&self, batch: &mut Vec<PubMsg>, bytes: &mut usize, held: Option<Vec<u8>>, n: u64) {
-        if let Some(first) = held {
-            batch.insert(0, self.msg(first, 1, n == 1));
-        }
-        if !batch.is_empty() {
-            let _ = self.tx.blocking_send(Input::Batch(std::mem::take(batch)));
-        }
-        *bytes = 0;
+    /// After a refused batch: collect the acks of what is still in flight, so the count said
+    /// is exact, and explain.
+    async fn stop(&mut self, b: &InFlight, e: ClientError) -> Failure {
+        let last = b.first + b.ids.len().max(1) as u64 - 1;
+        let msg = format!("{} {}-{}: {e}", self.unit, b.first, last);
+        self.finish_in_flight(Failure::new(e.exit_code(), msg))
+            .await
     }
+
+    async fn finish_in_flight(&mut self, mut f: Failure) -> Failure {
+        while let Some(mut b) = self.in_flight.pop_front() {
+            match b.reply.wait().await {
+                Ok(ServerFrame::PublishOk(ok)) => self.acked(&b, &ok),
+                Ok(_) | Err(_) => {
+                    self.in_flight.push_front(b);
+                    let unknown = self.unknown_range();
+                    f.message = format!("{}; {}", f.message, unknown);
+                    self.in_flight.clear();
+                    break;
+                }
+            }
+        }
+        f.message = format!("{} ({} messages acknowledged)", f.message, self.tally.acked);
+        f
+    }
+
+    /// "N sent without an answer (a-b)": what is in flight now.
+    fn unknown_range(&self) -> String {
+        let n: u64 = self
+            .in_flight
+            .iter()
+            .map(|b| b.msgs.as_ref().map_or(b.ids.len(), Vec::len) as u64)
+            .sum();
+        match (self.in_flight.front(), self.tally.sent_upto) {
+            (Some(b), upto) if n > 0 => format!(
+                "{n} {} sent without an answer ({}-{upto}): they may or may not be stored",
+                self.unit, b.first
+            ),
+            _ => "nothing is waiting for an answer".into(),
+        }
+    }
+
+    /// The connection is gone: reconnect and send again what had no answer, or fail with
+    /// exact counts.
+    async fn reconnect_and_resend(&mut self, lost: &ClientError) -> Result<(), Failure> {
+        let what = format!(
+            "{} of {} {} acknowledged; {}; nothing after {} {} was sent",
+            self.tally.acked,
+            self.tally.sent_upto,
+            self.unit,
+            self.unknown_range(),
+            if self.unit == "lines" {
+                "line"
+            } else {
+                "message"
+            },
+            self.tally.sent_upto
+        );
+        let client = self.reconnect.again(self.opts, lost, &what).await?;
+        self.client = client;
+        let again: Vec<InFlight> = self.in_flight.drain(..).collect();
+        for b in again {
+            let msgs = b.msgs.unwrap_or_default();
+            if msgs.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.send(b.first, msgs, true).await {
+                return Box::pin(self.reconnect_and_resend(&e)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_json_line(out: &mut impl std::io::Write, v: &serde_json::Value) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }

@@ -16,6 +16,9 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
     let name = match &cmd {
         QueueCmd::Ls => None,
         QueueCmd::Create { name, .. }
+        | QueueCmd::Set { name, .. }
+        | QueueCmd::Peek { name, .. }
+        | QueueCmd::Redrive { name }
         | QueueCmd::Info { name }
         | QueueCmd::Rm { name, .. }
         | QueueCmd::Purge { name }
@@ -72,7 +75,44 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
                 eprintln!("momctl: removed queue {name}");
             }
         }
-        QueueCmd::Purge { name } => print_info(&client.queue_purge(&name).await?, json)?,
+        QueueCmd::Purge { name } => {
+            let (q, n) = client.queue_purge(&name).await?;
+            eprintln!("momctl: purged {n} messages from queue {name}");
+            print_info(&q, json)?
+        }
+        QueueCmd::Set {
+            name,
+            max_deliver,
+            ack_wait,
+        } => {
+            if max_deliver.is_none() && ack_wait.is_none() {
+                return Err(Failure::new(
+                    2,
+                    "nothing to set: give --max-deliver or --ack-wait",
+                ));
+            }
+            print_info(&client.queue_set(&name, max_deliver, ack_wait).await?, json)?
+        }
+        QueueCmd::Peek {
+            name,
+            count,
+            output: o,
+        } => {
+            let format = output::Format::from_args(json, &o)?;
+            let msgs = client.queue_peek(&name, count.max(1)).await?;
+            let mut out = std::io::stdout().lock();
+            for m in &msgs {
+                output::write_message(&mut out, m, &format)?;
+            }
+            std::io::Write::flush(&mut out)?;
+        }
+        QueueCmd::Redrive { name } => {
+            let (q, n) = client.queue_redrive(&name).await?;
+            eprintln!("momctl: moved {n} dead letters from $dlq.{name} back into queue {name}");
+            if json {
+                print_info(&q, json)?;
+            }
+        }
         QueueCmd::Bind { name, patterns } => {
             print_info(&client.queue_bind(&name, patterns).await?, json)?
         }

@@ -1,18 +1,27 @@
-//! `momctl recv` and `momctl subscribe --durable`: messages of a queue to stdout, each acked
-//! only after it was written and flushed, so a closed pipe leaves it to be delivered again.
+//! `momctl recv` and `momctl subscribe --durable`: messages of a queue to stdout. Each is
+//! acknowledged once it was written — and when stdout is a pipe, once the reader took it
+//! out of the pipe (see `pipe.rs`) — so a closed pipe or a dead worker leaves it to be
+//! delivered again, and `--prefetch` bounds what one pipe holds.
+//!
+//! Across a reconnect nothing is printed twice: a message already written is recognised
+//! when the queue delivers it again, and acknowledged instead of printed.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::time::Duration;
 
-use mom_proto::{topic, Message, MsgKey, QueueCreate, StartAt};
-use momctl::client::{Client, ClientError, ConnectOptions};
+use mom_proto::{topic, MsgKey, QueueCreate, StartAt};
+use momctl::client::{key, Client, ClientError, ConnectOptions};
 
-use super::{is_broken_pipe, CmdResult, Failure};
+use super::pipe::Pipe;
+use super::{is_broken_pipe, CmdResult, Failure, Reconnect};
 use crate::cli::RecvArgs;
 use crate::output::{self, Format};
 
-/// Unacked messages a following consumer may hold.
+/// Unacked messages a following consumer may hold when stdout is not a pipe.
 const CREDIT: u32 = 1024;
+/// How often to look whether the pipe's reader took what was written.
+const PIPE_POLL: Duration = Duration::from_millis(5);
 
 /// What to do with a queue's messages.
 pub struct Receive {
@@ -21,14 +30,25 @@ pub struct Receive {
     pub timeout: Option<Duration>,
     pub follow: bool,
     pub ack: bool,
+    pub prefetch: u32,
     pub format: Format,
+    pub reconnect: Reconnect,
 }
 
-pub async fn run(opts: &ConnectOptions, args: RecvArgs, json: bool) -> CmdResult {
+pub async fn run(
+    opts: &ConnectOptions,
+    args: RecvArgs,
+    json: bool,
+    reconnect: Reconnect,
+) -> CmdResult {
     super::queue_name_ok(&args.name)?;
     for p in &args.bind {
         topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?;
     }
+    if args.prefetch == 0 {
+        return Err(Failure::new(2, "--prefetch must be at least 1"));
+    }
+    let format = Format::from_args(json, &args.output)?;
     let client = Client::connect(opts).await?;
     if !args.bind.is_empty() {
         client
@@ -40,42 +60,45 @@ pub async fn run(opts: &ConnectOptions, args: RecvArgs, json: bool) -> CmdResult
             })
             .await?;
     }
+    if args.exec {
+        return super::exec::run(opts, client, &args, reconnect).await;
+    }
     let r = Receive {
         queue: args.name,
-        count: if args.follow { None } else { Some(args.count) },
+        count: if args.follow {
+            None
+        } else {
+            Some(args.count.unwrap_or(1))
+        },
         timeout: args.timeout,
         follow: args.follow,
         ack: !args.no_ack,
-        format: format(json, args.null),
+        prefetch: args.prefetch,
+        format,
+        reconnect,
     };
-    receive(&client, r).await
-}
-
-pub fn format(json: bool, null: bool) -> Format {
-    if json {
-        Format::Json
-    } else if null {
-        Format::Null
-    } else {
-        Format::Lines
-    }
+    receive(opts, client, r).await
 }
 
 /// `subscribe --durable NAME PATTERN...`: bind (creating the queue), then stream with acks.
+#[allow(clippy::too_many_arguments)]
 pub async fn durable(
     opts: &ConnectOptions,
     name: String,
     patterns: Vec<String>,
+    (from, at): (StartAt, u64),
     count: Option<u64>,
     timeout: Option<Duration>,
     format: Format,
+    reconnect: Reconnect,
 ) -> CmdResult {
     let client = Client::connect(opts).await?;
     client
         .queue_create(QueueCreate {
             queue: name.clone(),
             bindings: patterns,
-            from: StartAt::New,
+            from,
+            at,
             exist_ok: true,
             ..QueueCreate::default()
         })
@@ -86,17 +109,93 @@ pub async fn durable(
         timeout,
         follow: count.is_none(),
         ack: true,
+        prefetch: 1,
         format,
+        reconnect,
     };
-    receive(&client, r).await
+    receive(opts, client, r).await
 }
 
-pub async fn receive(client: &Client, r: Receive) -> CmdResult {
+/// Messages written to stdout whose reader has not taken them yet.
+struct Written {
+    pipe: Option<Pipe>,
+    /// Bytes written to stdout so far.
+    bytes: u64,
+    /// Written, not yet taken by the reader: key and the byte count at its end.
+    unread: VecDeque<(MsgKey, u64)>,
+    /// Taken by the reader; their ack has not reached the broker.
+    to_ack: Vec<MsgKey>,
+    /// Everything written and not yet acknowledged (so a redelivery is not printed again).
+    seen: HashSet<MsgKey>,
+}
+
+impl Written {
+    /// Move what the reader took from `unread` to `to_ack`. False when the reader is gone.
+    fn taken(&mut self) -> bool {
+        match &self.pipe {
+            None => {
+                self.to_ack.extend(self.unread.drain(..).map(|(k, _)| k));
+                true
+            }
+            Some(p) => {
+                let Some(left) = p.unread() else {
+                    return !p.reader_gone();
+                };
+                let read_upto = self.bytes.saturating_sub(left as u64);
+                while self
+                    .unread
+                    .front()
+                    .is_some_and(|(_, end)| *end <= read_upto)
+                {
+                    if let Some((k, _)) = self.unread.pop_front() {
+                        self.to_ack.push(k);
+                    }
+                }
+                !(self.unread.front().is_some() && p.reader_gone())
+            }
+        }
+    }
+}
+
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> CmdResult {
     let deadline = r.timeout.map(|d| tokio::time::Instant::now() + d);
     let want = r.count.unwrap_or(u64::MAX);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let pipe = Pipe::stdout();
+    let credit = match (&pipe, r.follow) {
+        (Some(_), _) => r.prefetch,
+        (None, true) => CREDIT,
+        (None, false) => r.prefetch.max(256),
+    };
+    let mut w = Written {
+        pipe,
+        bytes: 0,
+        unread: VecDeque::new(),
+        to_ack: Vec::new(),
+        seen: HashSet::new(),
+    };
     let mut got: u64 = 0;
+    let ack_wait = match client.queue_info(&r.queue).await {
+        Ok(q) => Duration::from_millis(q.ack_wait_ms.max(1)),
+        Err(e) => return Err(e.into()),
+    };
     let timed_out = |got: u64| -> CmdResult {
         match r.count {
             Some(n) if got < n => Err(Failure::new(
@@ -109,75 +208,153 @@ pub async fn receive(client: &Client, r: Receive) -> CmdResult {
             _ => Ok(()),
         }
     };
-    // Following: a pushing consumer with credit. A bounded count: pulls of at most what is
-    // still wanted, so nothing beyond N is ever delivered to this command.
-    if r.follow {
-        let mut consumer = client
-            .consume(&r.queue, CREDIT.min(want.min(u64::from(u32::MAX)) as u32))
-            .await?;
-        loop {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, consumer.next()).await {
-                    Ok(n) => n,
-                    Err(_) => return timed_out(got),
-                },
-                None => consumer.next().await,
-            };
-            let mut msgs = next.map_err(|e| fail(e, got))?;
-            msgs.truncate((want - got).min(msgs.len() as u64) as usize);
-            if !write_all(&mut out, &msgs, r.format)? {
-                return Ok(());
-            }
-            got += msgs.len() as u64;
-            if r.ack {
-                consumer.ack(&msgs).await.map_err(|e| fail(e, got))?;
-            }
-            if got >= want {
-                return Ok(());
-            }
-        }
-    }
-    while got < want {
-        let wait = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    return timed_out(got);
-                }
-                left
-            }
-            // No deadline: wait as long as it takes, one long pull after another.
-            None => Duration::from_secs(3600),
-        };
-        let max = (want - got).min(256) as u32;
-        let msgs = client
-            .fetch(&r.queue, max, wait)
-            .await
-            .map_err(|e| fail(e, got))?;
-        if msgs.is_empty() {
+    'connection: loop {
+        // Taken before the connection went: their acks go first.
+        if let Err(e) = settle(&client, &r, &mut w).await {
+            client = r.reconnect.again(opts, &e, &said(got)).await?;
             continue;
         }
-        if !write_all(&mut out, &msgs, r.format)? {
-            return Ok(());
-        }
-        got += msgs.len() as u64;
-        if r.ack {
-            client
-                .ack(&r.queue, keys(&msgs))
-                .await
-                .map_err(|e| fail(e, got))?;
+        let mut consumer = if r.follow && r.ack {
+            match client.consume(&r.queue, credit).await {
+                Ok(c) => Some(c),
+                Err(e) if e.is_connection_lost() => {
+                    client = r.reconnect.again(opts, &e, &said(got)).await?;
+                    continue;
+                }
+                Err(e) => return Err(fail(e, got)),
+            }
+        } else {
+            None
+        };
+        let mut poll = tokio::time::interval(PIPE_POLL);
+        let mut extend = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
+        extend.reset();
+        loop {
+            if got >= want && w.unread.is_empty() && w.to_ack.is_empty() {
+                flush_quietly(&mut out)?;
+                return Ok(());
+            }
+            let waiting_reader = !w.unread.is_empty();
+            // Take more only while the pipe holds fewer than --prefetch unread messages.
+            let room = got < want && (w.pipe.is_none() || w.unread.len() < r.prefetch as usize);
+            let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) && room {
+                flush_quietly(&mut out)?;
+                return timed_out(got);
+            }
+            let until = deadline.unwrap_or_else(|| {
+                tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365)
+            });
+            let batch = tokio::select! {
+                _ = tokio::time::sleep_until(until), if room && deadline.is_some() => {
+                    flush_quietly(&mut out)?;
+                    return timed_out(got);
+                }
+                _ = poll.tick(), if waiting_reader => None,
+                _ = extend.tick(), if waiting_reader && r.ack => {
+                    let keys: Vec<MsgKey> = w.unread.iter().map(|(k, _)| k.clone()).collect();
+                    if let Err(e) = client.extend(&r.queue, keys).await {
+                        if e.is_connection_lost() {
+                            client = r.reconnect.again(opts, &e, &said(got)).await?;
+                            continue 'connection;
+                        }
+                    }
+                    None
+                }
+                msgs = async {
+                    match consumer.as_mut() {
+                        Some(c) => c.next().await,
+                        None => {
+                            let max = (want - got).min(256) as u32;
+                            let wait = left.unwrap_or(Duration::from_secs(3600));
+                            client.fetch_with(&r.queue, max, wait, !r.ack).await
+                        }
+                    }
+                }, if room => Some(msgs),
+                else => None,
+            };
+            if let Some(msgs) = batch {
+                let msgs = match msgs {
+                    Ok(m) => m,
+                    Err(e) if e.is_connection_lost() => {
+                        client = r.reconnect.again(opts, &e, &said(got)).await?;
+                        continue 'connection;
+                    }
+                    Err(e) => return Err(fail(e, got)),
+                };
+                let mut fresh = Vec::with_capacity(msgs.len());
+                for m in msgs {
+                    let k = key(&m);
+                    if w.seen.contains(&k) {
+                        // Delivered again after a reconnect: written already. Still in the
+                        // pipe, it is acked once taken; taken already, it is acked now.
+                        if !w.unread.iter().any(|(u, _)| *u == k) && !w.to_ack.contains(&k) {
+                            w.to_ack.push(k);
+                        }
+                        continue;
+                    }
+                    fresh.push(m);
+                }
+                fresh.truncate((want - got).min(fresh.len() as u64) as usize);
+                let mut cw = CountingWriter {
+                    inner: &mut out,
+                    n: w.bytes,
+                };
+                for m in &fresh {
+                    let res = output::write_message(&mut cw, m, &r.format).and_then(|_| cw.flush());
+                    match res {
+                        Ok(()) => {
+                            let k = key(m);
+                            if r.ack {
+                                w.seen.insert(k.clone());
+                                w.unread.push_back((k, cw.n));
+                            }
+                            got += 1;
+                        }
+                        // stdout closed: what was not written is not acked.
+                        Err(e) if is_broken_pipe(&e) => return Ok(()),
+                        Err(e) => return Err(Failure::new(1, format!("writing stdout: {e}"))),
+                    }
+                }
+                w.bytes = cw.n;
+            }
+            if !w.taken() {
+                // The reader is gone: what it did not read is delivered again.
+                return Ok(());
+            }
+            if let Err(e) = settle(&client, &r, &mut w).await {
+                client = r.reconnect.again(opts, &e, &said(got)).await?;
+                continue 'connection;
+            }
         }
     }
-    Ok(())
 }
 
-fn keys(msgs: &[Message]) -> Vec<MsgKey> {
-    msgs.iter()
-        .map(|m| MsgKey {
-            topic: m.topic.clone(),
-            seq: m.seq,
-        })
-        .collect()
+/// Ack what the reader took; a lost connection keeps them for after the reconnect.
+async fn settle(client: &Client, r: &Receive, w: &mut Written) -> Result<(), ClientError> {
+    if w.to_ack.is_empty() || !r.ack {
+        w.to_ack.clear();
+        return Ok(());
+    }
+    let keys = w.to_ack.clone();
+    match client.ack(&r.queue, keys).await {
+        Ok(()) => {
+            for k in w.to_ack.drain(..) {
+                w.seen.remove(&k);
+            }
+            Ok(())
+        }
+        Err(e) if e.is_connection_lost() => Err(e),
+        Err(e) => {
+            w.to_ack.clear();
+            eprintln!("momctl: cannot ack: {e}");
+            Ok(())
+        }
+    }
+}
+
+fn said(got: u64) -> String {
+    format!("{got} messages received")
 }
 
 fn fail(e: ClientError, got: u64) -> Failure {
@@ -187,15 +364,10 @@ fn fail(e: ClientError, got: u64) -> Failure {
     Failure::new(e.exit_code(), format!("{e} (after {got} messages)"))
 }
 
-/// Write and flush; false when stdout was closed (nothing of this batch is acked then).
-fn write_all(out: &mut impl Write, msgs: &[Message], format: Format) -> Result<bool, Failure> {
-    let res = msgs
-        .iter()
-        .try_for_each(|m| output::write_message(out, m, format))
-        .and_then(|_| out.flush());
-    match res {
-        Ok(()) => Ok(true),
-        Err(e) if is_broken_pipe(&e) => Ok(false),
+fn flush_quietly(out: &mut impl Write) -> CmdResult {
+    match out.flush() {
+        Ok(()) => Ok(()),
+        Err(e) if is_broken_pipe(&e) => Ok(()),
         Err(e) => Err(Failure::new(1, format!("writing stdout: {e}"))),
     }
 }

@@ -6,24 +6,34 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-use mom_proto::{topic, Headers, StartAt};
+use mom_proto::{topic, Headers, StartAt, Watch};
 use momctl::client::{message, Client, ConnectOptions, WatchEvent};
 use tokio::io::AsyncWriteExt;
 
 use super::publish::parse_headers;
-use super::{is_broken_pipe, CmdResult, Failure};
+use super::{is_broken_pipe, CmdResult, Failure, Reconnect};
+use crate::output::{self, Format};
 
 pub const REPLY_TO: &str = "reply-to";
 pub const CORRELATION_ID: &str = "correlation-id";
 
+/// The group repliers share requests in (NATS calls it a queue group).
+const REPLY_GROUP: &str = "momctl-reply";
+
+#[allow(clippy::too_many_arguments)]
 pub async fn request(
     opts: &ConnectOptions,
     topic_name: String,
     msg: Option<String>,
     timeout: Duration,
     headers: Vec<String>,
+    replies: u32,
+    json: bool,
 ) -> CmdResult {
     topic::validate_publish_topic(&topic_name).map_err(|e| Failure::new(2, e.to_string()))?;
+    if replies == 0 {
+        return Err(Failure::new(2, "--replies must be at least 1"));
+    }
     let mut headers: Headers = parse_headers(&headers)?;
     let payload = match msg {
         Some(m) => m.into_bytes(),
@@ -41,7 +51,7 @@ pub async fn request(
     let correlation = format!("{}-{nonce:x}", client.welcome().client_id);
     let inbox = format!("$inbox.{}.{nonce:x}", client.welcome().client_id);
     // Watch the inbox before asking, so the reply cannot come too early.
-    let mut replies = client.watch(vec![inbox.clone()], StartAt::New, 0).await?;
+    let mut inbox_watch = client.watch(vec![inbox.clone()], StartAt::New, 0).await?;
     headers.insert(REPLY_TO.into(), inbox);
     headers.insert(CORRELATION_ID.into(), correlation.clone());
     let ack = client
@@ -54,80 +64,143 @@ pub async fn request(
         ));
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let ev = tokio::time::timeout_at(deadline, replies.next())
-            .await
-            .map_err(|_| {
-                Failure::new(3, format!("no reply on {topic_name} within {timeout:?}"))
-            })??;
+    let format = if json { Format::Json } else { Format::Lines };
+    let mut got = 0;
+    let mut failed: Option<String> = None;
+    while got < replies {
+        let ev = match tokio::time::timeout_at(deadline, inbox_watch.next()).await {
+            Ok(ev) => ev?,
+            Err(_) => {
+                let msg = if replies == 1 {
+                    format!("no reply on {topic_name} within {timeout:?}")
+                } else {
+                    format!("{got} of {replies} replies on {topic_name} within {timeout:?}")
+                };
+                return Err(Failure::new(3, msg));
+            }
+        };
         let WatchEvent::Messages(msgs) = ev else {
             continue;
         };
         for m in msgs {
-            if m.headers.get(CORRELATION_ID) != Some(&correlation) {
+            if m.headers.get(CORRELATION_ID) != Some(&correlation) || got >= replies {
                 continue;
             }
+            got += 1;
             // A replier that reports a failure (a non-zero status) fails the request too,
             // after its output is shown.
-            let failed = m
-                .headers
-                .get("status")
-                .filter(|s| s.as_str() != "0")
-                .cloned();
+            if let Some(s) = m.headers.get("status").filter(|s| s.as_str() != "0") {
+                failed = Some(s.clone());
+            }
             let mut out = std::io::stdout().lock();
-            let res = out
-                .write_all(&m.payload)
-                .and_then(|_| {
+            let res = match format {
+                Format::Json => output::write_message(&mut out, &m, &format),
+                _ => out.write_all(&m.payload).and_then(|_| {
                     if m.payload.ends_with(b"\n") {
                         Ok(())
                     } else {
                         out.write_all(b"\n")
                     }
-                })
-                .and_then(|_| out.flush());
-            return match (res, failed) {
-                (Err(e), _) if !is_broken_pipe(&e) => Err(e.into()),
-                (_, Some(status)) => Err(Failure::new(
-                    1,
-                    format!("the replier on {topic_name} failed (status {status})"),
-                )),
-                _ => Ok(()),
-            };
+                }),
+            }
+            .and_then(|_| out.flush());
+            match res {
+                Err(e) if is_broken_pipe(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(()) => {}
+            }
         }
+    }
+    match failed {
+        Some(status) => Err(Failure::new(
+            1,
+            format!("the replier on {topic_name} failed (status {status})"),
+        )),
+        None => Ok(()),
     }
 }
 
-pub async fn reply(opts: &ConnectOptions, pattern: String, command: Vec<String>) -> CmdResult {
+pub async fn reply(
+    opts: &ConnectOptions,
+    pattern: String,
+    all: bool,
+    command: Vec<String>,
+    reconnect: Reconnect,
+) -> CmdResult {
     topic::validate_pattern(&pattern).map_err(|e| Failure::new(2, e.to_string()))?;
     let Some((program, args)) = command.split_first() else {
         return Err(Failure::new(2, "reply needs a command after --"));
     };
-    let client = Client::connect(opts).await?;
-    let mut requests = client.watch(vec![pattern.clone()], StartAt::New, 0).await?;
+    let mut client = Client::connect(opts).await?;
     eprintln!(
-        "momctl: answering requests on {pattern} with `{}`",
-        command.join(" ")
+        "momctl: answering requests on {pattern} with `{}`{}",
+        command.join(" "),
+        if all {
+            ""
+        } else {
+            " (sharing them with other repliers)"
+        }
     );
-    loop {
-        let WatchEvent::Messages(msgs) = requests.next().await? else {
-            continue;
-        };
-        for m in msgs {
-            let (status, output) = run_command(program, args, &m.payload).await;
-            let Some(to) = m.headers.get(REPLY_TO) else {
-                // Not a request: the command ran, nobody waits for its output.
-                continue;
-            };
-            let mut headers = Headers::new();
-            if let Some(c) = m.headers.get(CORRELATION_ID) {
-                headers.insert(CORRELATION_ID.into(), c.clone());
-            }
-            headers.insert("status".into(), status.to_string());
-            if let Err(e) = client
-                .publish(to, vec![message(output, headers, None)])
-                .await
+    let mut answered = 0u64;
+    'connection: loop {
+        // Replies go out on a connection of their own: this one's reader must never wait
+        // behind a request nobody has read yet while a reply waits for its ack.
+        let (requests, publisher) = match async {
+            let w = client
+                .watch_with(Watch {
+                    patterns: vec![pattern.clone()],
+                    group: (!all).then(|| REPLY_GROUP.to_string()),
+                    ..Watch::default()
+                })
+                .await?;
+            let p = Client::connect(opts).await?;
+            Ok::<_, momctl::client::ClientError>((w, p))
+        }
+        .await
+        {
+            Ok(x) => x,
+            Err(e)
+                if e.is_connection_lost()
+                    || matches!(e, momctl::client::ClientError::Connect { .. }) =>
             {
-                eprintln!("momctl: cannot reply to {to}: {e}");
+                client = reconnect
+                    .again(opts, &e, &format!("{answered} requests answered"))
+                    .await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut requests = requests;
+        loop {
+            let msgs = match requests.next().await {
+                Ok(WatchEvent::Messages(m)) => m,
+                Ok(WatchEvent::Notice(_)) => continue,
+                Err(e) if e.is_connection_lost() => {
+                    client = reconnect
+                        .again(opts, &e, &format!("{answered} requests answered"))
+                        .await?;
+                    continue 'connection;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for m in msgs {
+                let (status, output) = run_command(program, args, &m.payload).await;
+                let Some(to) = m.headers.get(REPLY_TO) else {
+                    // Not a request: the command ran, nobody waits for its output.
+                    continue;
+                };
+                let mut headers = Headers::new();
+                if let Some(c) = m.headers.get(CORRELATION_ID) {
+                    headers.insert(CORRELATION_ID.into(), c.clone());
+                }
+                headers.insert("status".into(), status.to_string());
+                match publisher
+                    .publish(to, vec![message(output, headers, None)])
+                    .await
+                {
+                    Ok(_) => answered += 1,
+                    Err(e) => eprintln!("momctl: cannot reply to {to}: {e}"),
+                }
             }
         }
     }

@@ -1,12 +1,15 @@
-//! `momctl subscribe`: a watch streamed to stdout.
+//! `momctl subscribe`: a watch streamed to stdout. When the connection is lost it reconnects
+//! and resumes after the last seq it printed of each topic (topics it printed nothing of
+//! resume from the time the watch first started): nothing printed twice, nothing skipped.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mom_proto::{topic, NoticeKind, StartAt};
+use mom_proto::{topic, NoticeKind, StartAt, Watch};
 use momctl::client::{Client, ConnectOptions, WatchEvent};
 
-use super::{is_broken_pipe, CmdResult, Failure};
+use super::{is_broken_pipe, CmdResult, Failure, Reconnect};
 use crate::cli::SubscribeArgs;
 use crate::output::{self, Format};
 
@@ -15,6 +18,7 @@ pub fn parse_from(s: &str) -> Result<(StartAt, u64), String> {
     match s {
         "new" => return Ok((StartAt::New, 0)),
         "all" => return Ok((StartAt::All, 0)),
+        "last" => return Ok((StartAt::Last, 1)),
         _ => {}
     }
     if let Ok(seq) = s.parse::<u64>() {
@@ -33,87 +37,158 @@ pub fn parse_from(s: &str) -> Result<(StartAt, u64), String> {
         return Ok((StartAt::Time, ms as u64));
     }
     Err(format!(
-        "--from {s:?}: expected new, all, a seq number, a time (2026-01-02T15:04:05Z) or an age (10m)"
+        "--from {s:?}: expected new, all, last, a seq number, a time (2026-01-02T15:04:05Z) or an age (10m)"
     ))
 }
 
-pub async fn run(opts: &ConnectOptions, args: SubscribeArgs, json: bool) -> CmdResult {
+pub async fn run(
+    opts: &ConnectOptions,
+    args: SubscribeArgs,
+    json: bool,
+    reconnect: Reconnect,
+) -> CmdResult {
     for p in &args.patterns {
         topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?;
     }
-    let (from, at) = parse_from(&args.from).map_err(|e| Failure::new(2, e))?;
-    let format = if json {
-        Format::Json
-    } else if args.null {
-        Format::Null
-    } else {
-        Format::Lines
+    let (from, at) = match args.last {
+        Some(0) => return Err(Failure::new(2, "--last must be at least 1")),
+        Some(n) => (StartAt::Last, n),
+        None => parse_from(&args.from).map_err(|e| Failure::new(2, e))?,
     };
+    let format = Format::from_args(json, &args.output)?;
     if args.count == Some(0) {
         return Ok(());
     }
     if let Some(name) = args.durable {
         super::queue_name_ok(&name)?;
-        return super::recv::durable(opts, name, args.patterns, args.count, args.timeout, format)
-            .await;
+        if from == StartAt::Last {
+            return Err(Failure::new(
+                2,
+                "--durable starts at new, all, a seq or a time",
+            ));
+        }
+        return super::recv::durable(
+            opts,
+            name,
+            args.patterns,
+            (from, at),
+            args.count,
+            args.timeout,
+            format,
+            reconnect,
+        )
+        .await;
     }
     let deadline = args.timeout.map(|d| tokio::time::Instant::now() + d);
-    let client = Client::connect(opts).await?;
-    let mut watch = client.watch(args.patterns.clone(), from, at).await?;
+    let mut client = Client::connect(opts).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut got: u64 = 0;
     let want = args.count.unwrap_or(u64::MAX);
-    loop {
-        let ev = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, watch.next()).await {
-                Ok(ev) => ev,
-                Err(_) => {
-                    flush_quietly(&mut out)?;
-                    return match args.count {
-                        Some(n) => Err(Failure::new(
-                            3,
-                            format!(
-                                "timed out after {:?} with {got} of {n} messages",
-                                args.timeout.unwrap_or(Duration::ZERO)
-                            ),
-                        )),
-                        None => Ok(()),
-                    };
-                }
-            },
-            None => watch.next().await,
+    // Per topic, the last seq printed: a resumed watch starts after it.
+    let mut printed: BTreeMap<String, u64> = BTreeMap::new();
+    // Where topics this watch has printed nothing of resume: `from` as asked, or for a
+    // watch of what is new, the broker's time when it first started.
+    let mut resume_from: Option<(StartAt, u64)> = None;
+    'connection: loop {
+        let (f, a) = resume_from.unwrap_or((from, at));
+        let w = Watch {
+            patterns: args.patterns.clone(),
+            from: f,
+            at: a,
+            passive: args.passive,
+            after: printed.clone(),
+            ..Watch::default()
         };
-        match ev {
-            Ok(WatchEvent::Messages(msgs)) => {
-                for m in &msgs {
-                    if let Err(e) = output::write_message(&mut out, m, format) {
+        let mut watch = match client.watch_with(w).await {
+            Ok(w) => w,
+            Err(e) if e.is_connection_lost() => {
+                flush_quietly(&mut out)?;
+                client = reconnect
+                    .again(opts, &e, &format!("{got} messages printed"))
+                    .await?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if resume_from.is_none() {
+            resume_from = Some(match from {
+                StartAt::New | StartAt::Last => (StartAt::Time, watch.started()),
+                other => (other, at),
+            });
+        }
+        // A watch of what is new has nothing stored to catch up with.
+        if args.until_end && from == StartAt::New && printed.is_empty() {
+            return flush_quietly(&mut out);
+        }
+        loop {
+            let ev = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, watch.next()).await {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        flush_quietly(&mut out)?;
+                        return match args.count {
+                            Some(n) => Err(Failure::new(
+                                3,
+                                format!(
+                                    "timed out after {:?} with {got} of {n} messages",
+                                    args.timeout.unwrap_or(Duration::ZERO)
+                                ),
+                            )),
+                            None => Ok(()),
+                        };
+                    }
+                },
+                None => watch.next().await,
+            };
+            match ev {
+                Ok(WatchEvent::Messages(msgs)) => {
+                    for m in &msgs {
+                        // Safety net for a resume: per topic, never the same seq twice.
+                        if printed.get(&m.topic).is_some_and(|s| m.seq <= *s) {
+                            continue;
+                        }
+                        if let Err(e) = output::write_message(&mut out, m, &format) {
+                            return quiet_on_pipe(e);
+                        }
+                        printed.insert(m.topic.clone(), m.seq);
+                        got += 1;
+                        if got >= want {
+                            return flush_quietly(&mut out);
+                        }
+                    }
+                    if let Err(e) = out.flush() {
                         return quiet_on_pipe(e);
                     }
-                    got += 1;
-                    if got >= want {
-                        return flush_quietly(&mut out);
+                }
+                Ok(WatchEvent::Notice(n)) => match n.kind {
+                    NoticeKind::SlowConsumer => {
+                        eprintln!("momctl: warning: {} messages were skipped: this subscriber did not keep up", n.skipped)
                     }
+                    NoticeKind::Live => {
+                        if n.skipped > 0 {
+                            eprintln!("momctl: warning: {}", n.message)
+                        }
+                        if args.until_end {
+                            return flush_quietly(&mut out);
+                        }
+                    }
+                    NoticeKind::Ended | NoticeKind::Unknown => {}
+                },
+                Err(e) if e.is_connection_lost() => {
+                    flush_quietly(&mut out)?;
+                    client = reconnect
+                        .again(opts, &e, &format!("{got} messages printed"))
+                        .await?;
+                    continue 'connection;
                 }
-                if let Err(e) = out.flush() {
-                    return quiet_on_pipe(e);
+                Err(e) => {
+                    flush_quietly(&mut out)?;
+                    return Err(Failure::new(
+                        e.exit_code(),
+                        format!("{e} (after {got} messages)"),
+                    ));
                 }
-            }
-            Ok(WatchEvent::Notice(n)) => match n.kind {
-                NoticeKind::SlowConsumer => {
-                    eprintln!("momctl: warning: {} messages were skipped: this subscriber did not keep up", n.skipped)
-                }
-                NoticeKind::Live if n.skipped > 0 => {
-                    eprintln!("momctl: warning: {}", n.message)
-                }
-                NoticeKind::Live | NoticeKind::Ended | NoticeKind::Unknown => {}
-            },
-            Err(e) => {
-                flush_quietly(&mut out)?;
-                return Err(Failure::new(
-                    e.exit_code(),
-                    format!("{e} (after {got} messages)"),
-                ));
             }
         }
     }

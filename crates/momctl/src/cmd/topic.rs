@@ -1,4 +1,4 @@
-//! `momctl topic ls|info|rm|set`.
+//! `momctl topic ls|info|rm|purge|set`.
 
 use mom_proto::{topic, TopicInfo, TopicSet};
 use momctl::client::{Client, ConnectOptions};
@@ -10,15 +10,28 @@ use crate::output::{self, human_bytes, human_time};
 pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult {
     let name_ok = |t: &str| topic::validate_topic(t).map_err(|e| Failure::new(2, e.to_string()));
     match &cmd {
-        TopicCmd::Info { topic } | TopicCmd::Rm { topic } | TopicCmd::Set { topic, .. } => {
-            name_ok(topic)?
-        }
-        TopicCmd::Ls => {}
+        TopicCmd::Info { topic }
+        | TopicCmd::Rm { topic, .. }
+        | TopicCmd::Purge { topic, .. }
+        | TopicCmd::Set { topic, .. } => name_ok(topic)?,
+        TopicCmd::Ls {
+            pattern: Some(p), ..
+        } => topic::validate_pattern(p).map_err(|e| Failure::new(2, e.to_string()))?,
+        TopicCmd::Ls { .. } => {}
     }
     let client = Client::connect(opts).await?;
     match cmd {
-        TopicCmd::Ls => {
-            let topics = client.topic_list().await?;
+        TopicCmd::Ls { pattern, all } => {
+            let mut topics = client.topic_list().await?;
+            // Reply inboxes come and go with every request: shown when asked for, by --all
+            // or by a pattern that names them.
+            let inboxes = all || pattern.as_deref().is_some_and(|p| p.starts_with("$inbox"));
+            topics.retain(|t| {
+                (inboxes || !t.name.starts_with("$inbox."))
+                    && pattern
+                        .as_deref()
+                        .is_none_or(|p| topic::matches(p, &t.name))
+            });
             if json {
                 for t in &topics {
                     output::print_json(t)?;
@@ -31,10 +44,17 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
             let t = client.topic_info(&topic).await?;
             print_info(&t, json)?;
         }
-        TopicCmd::Rm { topic } => {
-            client.topic_rm(&topic).await?;
+        TopicCmd::Rm { topic, force } => {
+            client.topic_rm(&topic, force).await?;
             if !json {
                 eprintln!("momctl: removed topic {topic}");
+            }
+        }
+        TopicCmd::Purge { topic, force } => {
+            let (t, n) = client.topic_purge(&topic, force).await?;
+            eprintln!("momctl: purged {n} messages from {topic}");
+            if json {
+                print_info(&t, json)?;
             }
         }
         TopicCmd::Set {
