@@ -374,3 +374,51 @@ fn durable_subscribe_from_all_delivers_what_was_published_before() {
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+#[test]
+fn shell_completion_offers_topic_and_queue_names_from_the_broker() {
+    let m = Momd::start();
+    m.ctl_ok(&["publish", "orders.eu", "x", "-q"], None);
+    m.ctl_ok(&["publish", "orders.us", "x", "-q"], None);
+    m.ctl_ok(&["publish", "other", "x", "-q"], None);
+    m.ctl_ok(&["queue", "create", "jobs", "--bind", "j.>"], None);
+    // What bash's completion function asks: complete word INDEX of the words after `--`.
+    let complete = |index: &str, words: &[&str]| {
+        let out = Command::new(momctl_bin())
+            .arg("--")
+            .args(words)
+            .env("COMPLETE", "bash")
+            .env("MOM_SERVER", m.addr())
+            .env("_CLAP_COMPLETE_INDEX", index)
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .env("_CLAP_COMPLETE_SPACE", "true")
+            .env("_CLAP_IFS", "\n")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run momctl");
+        assert!(out.status.success(), "{out:?}");
+        let mut names: Vec<String> = lines(&out.stdout)
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        complete("3", &["momctl", "topic", "info", "ord"]),
+        vec!["orders.eu", "orders.us"]
+    );
+    assert_eq!(complete("2", &["momctl", "recv", "j"]), vec!["jobs"]);
+    // An empty word: flags and the queues, not the topics.
+    let any: Vec<String> = complete("3", &["momctl", "queue", "rm", ""])
+        .into_iter()
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    assert_eq!(any, vec!["jobs"]);
+    // The registration script itself comes without a broker.
+    let script = Command::new(momctl_bin())
+        .env("COMPLETE", "bash")
+        .output()
+        .expect("run momctl");
+    assert!(String::from_utf8_lossy(&script.stdout).contains("complete "));
+}

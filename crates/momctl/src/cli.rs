@@ -117,6 +117,7 @@ given, they are read from stdin, one per line."
     )]
     Ack {
         /// The queue.
+        #[arg(add = crate::complete::queues())]
         name: String,
         /// Deliveries (TOPIC:SEQ); none: read stdin.
         deliveries: Vec<String>,
@@ -130,6 +131,7 @@ $dlq.NAME."
     )]
     Nack {
         /// The queue.
+        #[arg(add = crate::complete::queues())]
         name: String,
         /// Deliveries (TOPIC:SEQ); none: read stdin.
         deliveries: Vec<String>,
@@ -144,6 +146,7 @@ $dlq.NAME."
     )]
     Unsubscribe {
         /// The durable subscription (queue).
+        #[arg(add = crate::complete::queues())]
         name: String,
         /// Patterns to remove.
         patterns: Vec<String>,
@@ -163,6 +166,7 @@ A reply whose status header is not 0 (the replier's command failed) is printed a
 is 1."
     )]
     Request {
+        #[arg(add = crate::complete::topics())]
         topic: String,
         /// The request; with none, all of stdin.
         msg: Option<String>,
@@ -218,9 +222,13 @@ interrupted, reconnecting when the broker restarts."
         count: u32,
     },
 
-    /// Print a shell completion script.
+    /// Print a shell completion script (commands and flags).
     #[command(
-        after_help = "Examples:\n  momctl completions bash > /etc/bash_completion.d/momctl\n  momctl completions zsh > ~/.zfunc/_momctl"
+        after_help = "Examples:\n  momctl completions bash > /etc/bash_completion.d/momctl\n  momctl completions zsh > ~/.zfunc/_momctl\n  source <(COMPLETE=bash momctl)       # also offers topic and queue names, asked of the broker\n  COMPLETE=fish momctl | source\n\n\
+The scripts printed here complete commands and flags. For topic and queue names, have the shell \
+ask momctl itself as you type: `source <(COMPLETE=bash momctl)` in ~/.bashrc (zsh: \
+`source <(COMPLETE=zsh momctl)`; fish: `COMPLETE=fish momctl | source`). The names come from \
+the broker in MOM_SERVER."
     )]
     Completions { shell: clap_complete::Shell },
 }
@@ -228,6 +236,7 @@ interrupted, reconnecting when the broker restarts."
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// Topic to publish to (created on first publish).
+    #[arg(add = crate::complete::topics())]
     pub topic: String,
 
     /// Messages; with none, read stdin.
@@ -318,7 +327,7 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct SubscribeArgs {
     /// Patterns to watch ('*' one token, final '>' one or more).
-    #[arg(required = true)]
+    #[arg(required = true, add = crate::complete::topics())]
     pub patterns: Vec<String>,
 
     /// Where to start: new (default), all, last, a seq number, a time (RFC 3339) or an age
@@ -360,6 +369,7 @@ pub struct SubscribeArgs {
 #[derive(Debug, Args)]
 pub struct RecvArgs {
     /// The queue (durable subscription).
+    #[arg(add = crate::complete::queues())]
     pub name: String,
 
     /// How many messages to take (with --exec: jobs to run; default for --exec: until
@@ -438,6 +448,7 @@ Exits 7 if the queue exists with other settings (change them with `queue set`)."
     /// Change a queue's settings.
     #[command(after_help = "Examples:\n  momctl queue set jobs --max-deliver 10 --ack-wait 5m")]
     Set {
+        #[arg(add = crate::complete::queues())]
         name: String,
         /// Deliveries before a message moves to $dlq.NAME (0 = never).
         #[arg(long)]
@@ -451,7 +462,10 @@ Exits 7 if the queue exists with other settings (change them with `queue set`)."
     Ls,
     /// Show one queue.
     #[command(after_help = "Examples:\n  momctl queue info jobs")]
-    Info { name: String },
+    Info {
+        #[arg(add = crate::complete::queues())]
+        name: String,
+    },
     /// Show the next messages a queue would deliver, without delivering them.
     #[command(
         after_help = "Examples:\n  momctl queue peek jobs -n 5\n  momctl queue peek jobs --json | jq .payload\n\n\
@@ -459,6 +473,7 @@ Peeking changes nothing: no delivery is counted, no ack deadline starts. In --js
 `delivery` is how often the message was delivered before (0: never)."
     )]
     Peek {
+        #[arg(add = crate::complete::queues())]
         name: String,
         /// How many messages.
         #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 10)]
@@ -468,10 +483,14 @@ Peeking changes nothing: no delivery is counted, no ack deadline starts. In --js
     },
     /// Move the dead letters of $dlq.NAME back into the queue, with fresh delivery counts.
     #[command(after_help = "Examples:\n  momctl queue redrive jobs")]
-    Redrive { name: String },
+    Redrive {
+        #[arg(add = crate::complete::queues())]
+        name: String,
+    },
     /// Delete a queue; refused (exit 7) while messages wait in it, unless --force.
     #[command(after_help = "Examples:\n  momctl queue rm jobs\n  momctl queue rm jobs --force")]
     Rm {
+        #[arg(add = crate::complete::queues())]
         name: String,
         /// Delete it even though messages wait in it.
         #[arg(long)]
@@ -479,17 +498,25 @@ Peeking changes nothing: no delivery is counted, no ack deadline starts. In --js
     },
     /// Drop every message waiting in a queue; says how many.
     #[command(after_help = "Examples:\n  momctl queue purge jobs")]
-    Purge { name: String },
+    Purge {
+        #[arg(add = crate::complete::queues())]
+        name: String,
+    },
     /// Add patterns to a queue.
     #[command(after_help = "Examples:\n  momctl queue bind jobs 'batch.>'")]
     Bind {
+        #[arg(add = crate::complete::queues())]
         name: String,
         #[arg(required = true)]
         patterns: Vec<String>,
     },
     /// Remove patterns from a queue (all with none).
     #[command(after_help = "Examples:\n  momctl queue unbind jobs 'batch.>'")]
-    Unbind { name: String, patterns: Vec<String> },
+    Unbind {
+        #[arg(add = crate::complete::queues())]
+        name: String,
+        patterns: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,13 +534,17 @@ pub enum TopicCmd {
     },
     /// Show one topic.
     #[command(after_help = "Examples:\n  momctl topic info metrics.cpu")]
-    Info { topic: String },
+    Info {
+        #[arg(add = crate::complete::topics())]
+        topic: String,
+    },
     /// Delete a topic and all its messages; refused (exit 7) while queues hold some of
     /// them, unless --force.
     #[command(
         after_help = "Examples:\n  momctl topic rm metrics.cpu\n  momctl topic rm jobs.build --force"
     )]
     Rm {
+        #[arg(add = crate::complete::topics())]
         topic: String,
         /// Delete it even though queues still hold some of its messages.
         #[arg(long)]
@@ -525,6 +556,7 @@ pub enum TopicCmd {
         after_help = "Examples:\n  momctl topic purge metrics.cpu\n  momctl topic purge '$dlq.jobs'"
     )]
     Purge {
+        #[arg(add = crate::complete::topics())]
         topic: String,
         /// Purge even what queues still hold (they count it as dropped).
         #[arg(long)]
@@ -535,6 +567,7 @@ pub enum TopicCmd {
         after_help = "Examples:\n  momctl topic set metrics.cpu --max-msgs 100000 --max-age 7d\n  momctl topic set logs --max-bytes 1GiB"
     )]
     Set {
+        #[arg(add = crate::complete::topics())]
         topic: String,
         /// Keep at most this many messages.
         #[arg(long)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod complete;
 mod output;
 
 use std::process::ExitCode;
@@ -14,6 +15,8 @@ use crate::cli::{Cli, Command};
 use crate::cmd::Failure;
 
 fn main() -> ExitCode {
+    // `COMPLETE=bash momctl …`: the shell asks for completions (topic and queue names too).
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.cmd {
         clap_complete::generate(shell, &mut Cli::command(), "momctl", &mut std::io::stdout());
