@@ -44,8 +44,9 @@ pub async fn run(
         Some(delay) => client.nack(&queue, keys, delay).await?,
     }
     eprintln!(
-        "momctl: {} {n} deliveries of {queue}",
-        if nack.is_some() { "nacked" } else { "acked" }
+        "momctl: {} {} of {queue}",
+        if nack.is_some() { "nacked" } else { "acked" },
+        super::count(n as u64, "delivery", "deliveries")
     );
     Ok(())
 }

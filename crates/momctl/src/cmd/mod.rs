@@ -136,6 +136,15 @@ impl Reconnect {
     }
 }
 
+/// `1 message`, `2 messages`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// Parse a delivery id `TOPIC:SEQ` (the seq after the last colon).
 pub fn parse_delivery(s: &str) -> Result<mom_proto::MsgKey, Failure> {
     let bad = || Failure::new(2, format!("{s:?} is not a delivery id: expected TOPIC:SEQ"));

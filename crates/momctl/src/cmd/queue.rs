@@ -77,7 +77,10 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
         }
         QueueCmd::Purge { name } => {
             let (q, n) = client.queue_purge(&name).await?;
-            eprintln!("momctl: purged {n} messages from queue {name}");
+            eprintln!(
+                "momctl: purged {} from queue {name}",
+                super::count(n, "message", "messages")
+            );
             print_info(&q, json)?
         }
         QueueCmd::Set {
@@ -108,7 +111,10 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
         }
         QueueCmd::Redrive { name } => {
             let (q, n) = client.queue_redrive(&name).await?;
-            eprintln!("momctl: moved {n} dead letters from $dlq.{name} back into queue {name}");
+            eprintln!(
+                "momctl: moved {} from $dlq.{name} back into queue {name}",
+                super::count(n, "dead letter", "dead letters")
+            );
             if json {
                 print_info(&q, json)?;
             }

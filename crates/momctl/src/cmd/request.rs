@@ -153,7 +153,9 @@ pub async fn reply(
                     ..Watch::default()
                 })
                 .await?;
-            let p = Client::connect(opts).await?;
+            let mut o = opts.clone();
+            o.name = format!("{} (replies)", o.name);
+            let p = Client::connect(&o).await?;
             Ok::<_, momctl::client::ClientError>((w, p))
         }
         .await

@@ -52,7 +52,10 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
         }
         TopicCmd::Purge { topic, force } => {
             let (t, n) = client.topic_purge(&topic, force).await?;
-            eprintln!("momctl: purged {n} messages from {topic}");
+            eprintln!(
+                "momctl: purged {} from {topic}",
+                super::count(n, "message", "messages")
+            );
             if json {
                 print_info(&t, json)?;
             }
