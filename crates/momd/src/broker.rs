@@ -6,7 +6,7 @@
 //!
 //! This file holds the task, its state and group commit; the requests are in `broker/`:
 //! `publish`, `watch_ops`, `topic_ops`, `queue_ops` / `queue_admin` / `queue_delivery`,
-//! `sessions`, `stats` and `tick`.
+//! `sessions`, `client_close`, `stats` and `tick`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,6 +190,7 @@ pub struct Broker {
     queue_flush_wanted: bool,
 }
 
+mod client_close;
 mod publish;
 mod queue_admin;
 mod queue_delivery;
@@ -499,6 +500,10 @@ impl Broker {
     }
 
     fn request(&mut self, session: u64, frame: ClientFrame) {
+        // A session closed by `client_close` may still have requests on their way.
+        if !self.sessions.contains_key(&session) {
+            return;
+        }
         let now = now_ms();
         if !matches!(frame, ClientFrame::Publish(_)) {
             // Keep the store in the order the broker applied things.
@@ -583,6 +588,7 @@ impl Broker {
             | ClientFrame::QueueSet(_)
             | ClientFrame::QueuePeek(_)
             | ClientFrame::QueueRedrive(_)) => self.queue_request(session, f),
+            ClientFrame::ClientClose(c) => self.client_close(session, c),
             ClientFrame::Hello(h) => self.error(
                 session,
                 h.id,

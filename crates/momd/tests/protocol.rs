@@ -648,3 +648,109 @@ fn a_dead_letter_whose_original_is_gone_is_redriven_as_itself() {
         "settled, it goes at the next redrive"
     );
 }
+
+#[test]
+fn client_close_ends_the_connection_and_gives_its_deliveries_back() {
+    let m = momd();
+    let mut admin = Conn::open(&m);
+    admin.queue_info(|id| {
+        ClientFrame::QueueCreate(QueueCreate {
+            id,
+            queue: "cq".into(),
+            bindings: vec!["c.t".into()],
+            ..QueueCreate::default()
+        })
+    });
+    admin.publish("c.t", &["one", "two"]);
+
+    // The client to close: it holds a watch and an unacked delivery.
+    let stream = TcpStream::connect(&m.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut victim = Conn {
+        stream,
+        next_id: 1,
+        seen: Vec::new(),
+    };
+    victim.send(ClientFrame::Hello(Hello {
+        id: 0,
+        version: mom_proto::PROTOCOL_VERSION,
+        client: "victim".into(),
+        ..Hello::default()
+    }));
+    let ServerFrame::Welcome(w) = victim.read() else {
+        panic!("no welcome");
+    };
+    victim.watch(Watch {
+        patterns: vec!["c.>".into()],
+        ..Watch::default()
+    });
+    let got = victim.fetch_ok(|id| {
+        ClientFrame::Fetch(Fetch {
+            id,
+            queue: "cq".into(),
+            max: 1,
+            timeout_ms: 1_000,
+            detached: false,
+        })
+    });
+    assert_eq!(got.len(), 1);
+    let unacked = |c: &mut Conn| {
+        c.queue_info(|id| {
+            ClientFrame::QueueInfo(QueueReq {
+                id,
+                queue: "cq".into(),
+            })
+        })
+        .queue
+    };
+    assert_eq!(unacked(&mut admin).unacked, 1);
+
+    match admin.call(|id| {
+        ClientFrame::ClientClose(mom_proto::ClientClose {
+            id,
+            client_id: w.client_id,
+        })
+    }) {
+        ServerFrame::Ok(_) => {}
+        other => panic!("client_close: {other:?}"),
+    }
+    // Given back by the time the `ok` is read.
+    let q = unacked(&mut admin);
+    assert_eq!((q.unacked, q.ready), (0, 2));
+
+    // The closed client reads a last connection-level error, then the end of the stream.
+    let last = loop {
+        match victim.read() {
+            ServerFrame::Error(e) => break e,
+            ServerFrame::Deliver(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!((last.id, last.code), (None, ErrorCode::Unavailable));
+    assert!(
+        last.message.contains("closed by client"),
+        "{}",
+        last.message
+    );
+    let mut rest = Vec::new();
+    victim
+        .stream
+        .read_to_end(&mut rest)
+        .expect("the socket is closed, not left hanging");
+
+    let stats = match admin.call(|id| ClientFrame::Stats(mom_proto::Req { id })) {
+        ServerFrame::Stats(s) => s,
+        other => panic!("stats: {other:?}"),
+    };
+    assert!(stats.clients.iter().all(|c| c.client_id != w.client_id));
+    assert_eq!(stats.totals.watches, 0);
+    let (code, _) = admin.error(|id| {
+        ClientFrame::ClientClose(mom_proto::ClientClose {
+            id,
+            client_id: w.client_id,
+        })
+    });
+    assert_eq!(code, ErrorCode::NotFound);
+}

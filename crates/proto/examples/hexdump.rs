@@ -5,7 +5,7 @@
 //! publish_ok, watch, watch_ok, deliver, notice), then the other frames, then the queue
 //! frames (request ids 14 on), then the frames and keys added since (request ids 29 on:
 //! watch groups, passive watches and resume, duplicate indexes, forced topic_rm,
-//! topic_purge, queue_set, queue_peek, queue_redrive, extend, detached fetch).
+//! topic_purge, queue_set, queue_peek, queue_redrive, extend, detached fetch, client_close).
 
 use bytes::{Bytes, BytesMut};
 use mom_proto::*;
@@ -691,5 +691,16 @@ fn main() {
             timeout_ms: 0,
             detached: true,
         }),
+    );
+    dump(
+        "client_close",
+        &ClientFrame::ClientClose(ClientClose {
+            id: 41,
+            client_id: 9,
+        }),
+    );
+    dump(
+        "ok (reply to client_close)",
+        &ServerFrame::Ok(Req { id: 41 }),
     );
 }

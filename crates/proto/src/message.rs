@@ -43,6 +43,7 @@ pub enum ClientFrame {
     QueueSet(QueueSet),
     QueuePeek(QueuePeek),
     QueueRedrive(QueueRedrive),
+    ClientClose(ClientClose),
 }
 
 /// Frames the server sends.
@@ -569,6 +570,14 @@ pub struct QueueRedrive {
     pub queue: String,
 }
 
+/// Close another client's connection (by its global client id), as if it had closed its
+/// socket: its watches and consumers end and its unacked deliveries go back to their queues.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClientClose {
+    pub id: u64,
+    pub client_id: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct FetchOk {
     pub id: u64,
@@ -654,6 +663,7 @@ impl ClientFrame {
             ClientFrame::QueueSet(r) => r.id,
             ClientFrame::QueuePeek(r) => r.id,
             ClientFrame::QueueRedrive(r) => r.id,
+            ClientFrame::ClientClose(r) => r.id,
         }
     }
 }

@@ -98,6 +98,8 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
                 max_msgs,
                 ..TopicSet::default()
             })),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(id, client_id)| ClientFrame::ClientClose(ClientClose { id, client_id })),
     ]
 }
 

@@ -595,6 +595,18 @@ impl Client {
         }
     }
 
+    /// Close another client's connection, by its global client id: its watches and
+    /// consumers end and its unacked deliveries go back to their queues.
+    pub async fn client_close(&self, client_id: u64) -> Result<()> {
+        match self
+            .request(|id| ClientFrame::ClientClose(mom_proto::ClientClose { id, client_id }))
+            .await?
+        {
+            ServerFrame::Ok(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn queue_info(&self, queue: &str) -> Result<QueueInfo> {
         let queue = queue.to_string();
         match self

@@ -520,6 +520,7 @@ impl Broker {
             ClientFrame::QueuePeek(p) => self.queue_peek(session, p, now),
             ClientFrame::QueueRedrive(r) => self.queue_redrive(session, r, now),
             ClientFrame::Hello(_)
+            | ClientFrame::ClientClose(_)
             | ClientFrame::Publish(_)
             | ClientFrame::Watch(_)
             | ClientFrame::Unwatch(_)
