@@ -57,7 +57,7 @@ pub async fn run(
                 continue 'connection;
             }
         }
-        let mut pull: Option<Pull> = None;
+        let mut pull: Option<super::Pull> = None;
         let mut extend = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
         extend.reset();
         loop {
@@ -147,10 +147,6 @@ pub async fn run(
         }
     }
 }
-
-/// A pull in progress.
-type Pull =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Message>, ClientError>> + Send>>;
 
 /// How long one pull waits for a message: short, so a stopping worker is not held by it.
 const PULL_WAIT: Duration = Duration::from_secs(1);

@@ -84,6 +84,12 @@ pub fn queue_name_ok(name: &str) -> CmdResult {
         .map_err(|e| Failure::new(2, e.to_string().replace("topic name", "queue name")))
 }
 
+/// A pull (`fetch`) in flight, kept across the turns of a `select!` loop: a fetch is not
+/// cancel-safe (what the broker hands it would stay leased to nobody).
+pub type Pull = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<mom_proto::Message>, ClientError>> + Send>,
+>;
+
 /// What a long-running command does when its connection is lost.
 #[derive(Debug, Clone, Copy)]
 pub struct Reconnect {

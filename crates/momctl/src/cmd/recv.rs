@@ -21,7 +21,12 @@ use crate::output::{self, Format};
 /// Unacked messages a following consumer may hold when stdout is not a pipe.
 const CREDIT: u32 = 1024;
 /// How often to look whether the pipe's reader took what was written.
-const PIPE_POLL: Duration = Duration::from_millis(5);
+const PIPE_POLL: Duration = Duration::from_millis(1);
+/// How often an idle `recv` looks whether its pipe's reader went away (`| head -5`).
+const READER_CHECK: Duration = Duration::from_millis(100);
+/// Quick looks at the pipe right after a write: a reader that keeps up takes a message in
+/// microseconds, long before the next timer tick.
+const SPIN: usize = 200;
 
 /// What to do with a queue's messages.
 pub struct Receive {
@@ -226,7 +231,11 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
         } else {
             None
         };
+        // A pull in flight is kept across turns of the loop: dropping it would leave what
+        // the broker hands it leased to nobody.
+        let mut pull: Option<super::Pull> = None;
         let mut poll = tokio::time::interval(PIPE_POLL);
+        let mut reader_check = tokio::time::interval(READER_CHECK);
         let mut extend = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
         extend.reset();
         loop {
@@ -242,15 +251,29 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 flush_quietly(&mut out)?;
                 return timed_out(got);
             }
+            if consumer.is_none() && room && pull.is_none() {
+                let max = (want - got).min(256) as u32;
+                let wait = left.unwrap_or(Duration::from_secs(3600));
+                let (c, q, detached) = (client.clone(), r.queue.clone(), !r.ack);
+                pull = Some(Box::pin(async move {
+                    c.fetch_with(&q, max, wait, detached).await
+                }));
+            }
             let until = deadline.unwrap_or_else(|| {
                 tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365)
             });
             let batch = tokio::select! {
-                _ = tokio::time::sleep_until(until), if room && deadline.is_some() => {
+                _ = tokio::time::sleep_until(until), if room && deadline.is_some() && pull.is_none() => {
                     flush_quietly(&mut out)?;
                     return timed_out(got);
                 }
                 _ = poll.tick(), if waiting_reader => None,
+                _ = reader_check.tick(), if !waiting_reader && w.pipe.is_some() => {
+                    if w.pipe.as_ref().is_some_and(Pipe::reader_gone) {
+                        return flush_quietly(&mut out);
+                    }
+                    None
+                }
                 _ = extend.tick(), if waiting_reader && r.ack => {
                     let keys: Vec<MsgKey> = w.unread.iter().map(|(k, _)| k.clone()).collect();
                     if let Err(e) = client.extend(&r.queue, keys).await {
@@ -261,16 +284,11 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                     }
                     None
                 }
-                msgs = async {
-                    match consumer.as_mut() {
-                        Some(c) => c.next().await,
-                        None => {
-                            let max = (want - got).min(256) as u32;
-                            let wait = left.unwrap_or(Duration::from_secs(3600));
-                            client.fetch_with(&r.queue, max, wait, !r.ack).await
-                        }
-                    }
-                }, if room => Some(msgs),
+                msgs = async { consumer.as_mut().expect("guarded: consuming").next().await }, if room && consumer.is_some() => Some(msgs),
+                msgs = async { pull.as_mut().expect("guarded: pulling").await }, if pull.is_some() => {
+                    pull = None;
+                    Some(msgs)
+                }
                 else => None,
             };
             if let Some(msgs) = batch {
@@ -317,6 +335,14 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                     }
                 }
                 w.bytes = cw.n;
+                if let Some(p) = &w.pipe {
+                    for _ in 0..SPIN {
+                        if p.unread().is_none_or(|n| n == 0) {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
             }
             if !w.taken() {
                 // The reader is gone: what it did not read is delivered again.
