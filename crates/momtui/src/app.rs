@@ -1,11 +1,26 @@
-//! The dashboard's state and how events change it. Pure: no terminal, no network. Events
-//! come in (keys, mouse, ticks, what the network task saw); commands for the network task
-//! come out. Drawing (`ui/`) only reads this state.
+//! The dashboard's state and how events change it. Pure: no terminal, no network, no
+//! clock (ticks bring the time). Events come in (keys, mouse, ticks, what the network task
+//! saw); commands for the network task come out. Drawing (`ui/`) only reads this state.
+//!
+//! `table` holds what each table shows (filter, sort, selection), `stream` the live
+//! stream, `keys` the keys of the panes, `input` the dialogs and prompts, `command_line`
+//! the `:` commands.
+
+mod command_line;
+mod input;
+mod keys;
+mod stream;
+mod table;
 
 use std::collections::{HashMap, VecDeque};
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyEvent, MouseEvent};
 use mom_proto::{Headers, Message, StartAt, Stats, Welcome};
+
+pub use command_line::COMMANDS;
+pub use input::{Mode, PayloadView, PromptKind, PublishForm};
+pub use stream::{Sampler, StreamState};
+pub use table::{msg_key, Sort, View};
 
 /// The panes, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,68 +60,34 @@ pub enum Conn {
     Reconnecting { attempt: u32, reason: String },
 }
 
-/// A text field being edited.
+/// A queue's detail: its figures come from stats; its next messages from a peek.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Input {
-    pub text: String,
+pub struct QueueDrill {
+    pub name: String,
+    /// The messages it would deliver next (none asked yet: `None`).
+    pub peek: Option<Vec<Message>>,
+    pub sel: usize,
+    /// The selected peeked message, so the cursor stays on it when the peek is renewed.
+    pub sel_key: Option<String>,
+    pub error: Option<String>,
 }
 
-impl Input {
-    pub fn with(text: &str) -> Self {
-        Input {
-            text: text.to_string(),
-        }
-    }
-
-    /// Apply an editing key; true if the key was used.
-    fn edit(&mut self, key: &KeyEvent) -> bool {
-        match key.code {
-            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.text.push(c);
-                true
-            }
-            KeyCode::Backspace => {
-                self.text.pop();
-                true
-            }
-            _ => false,
-        }
-    }
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientDrill {
+    pub id: u64,
+    /// The selected watch.
+    pub sel: usize,
 }
 
+/// A drill-down view over the pane (Esc goes back).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PublishForm {
-    pub topic: Input,
-    pub headers: Input,
-    pub payload: Input,
-    /// 0 topic, 1 headers, 2 payload.
-    pub field: usize,
+pub enum Drill {
+    Queue(QueueDrill),
+    Client(ClientDrill),
 }
 
-/// What a confirmation is for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Confirm {
-    PurgeQueue(String),
-    DeleteQueue { name: String, force: bool },
-}
-
-/// What the screen is doing besides showing the panes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Mode {
-    Normal,
-    Filter(Input),
-    WatchPattern(Input),
-    ReplayFrom(Input),
-    Publish(PublishForm),
-    CreateQueue {
-        name: Input,
-        binding: Input,
-        field: usize,
-    },
-    Confirm(Confirm),
-    Detail(Box<Message>),
-    Help,
-}
+/// Messages a queue's detail peeks at.
+pub const PEEK: u32 = 20;
 
 /// What the network task reports.
 #[derive(Debug, Clone)]
@@ -117,15 +98,21 @@ pub enum NetEvent {
         reason: String,
     },
     Stats(Box<Stats>),
-    /// A sample of the stream's messages, how many arrived in all since the last one, and
-    /// how many the broker skipped for this dashboard because it could not keep up.
+    /// A sample of the stream's messages (the newest), how many arrived in all since the
+    /// last one, and how many the broker skipped for this dashboard because it could not
+    /// keep up.
     Messages {
         sample: Vec<Message>,
         total: u64,
         skipped: u64,
     },
-    /// The stream now watches this pattern.
+    /// The stream now watches this pattern (its previous watch is gone).
     Watching(String),
+    Peeked {
+        queue: String,
+        result: Result<Vec<Message>, String>,
+    },
+    Published(Result<String, String>),
     /// The outcome of a command, for the status line.
     Done(Result<String, String>),
 }
@@ -142,6 +129,7 @@ pub enum Command {
         topic: String,
         headers: Headers,
         payload: String,
+        msg_id: Option<String>,
     },
     CreateQueue {
         name: String,
@@ -152,13 +140,27 @@ pub enum Command {
         name: String,
         force: bool,
     },
+    RedriveQueue(String),
+    PeekQueue(String),
+    PurgeTopic(String),
+    DeleteTopic {
+        name: String,
+        force: bool,
+    },
+    CloseClient(u64),
+    /// Write these lines to a file.
+    Save {
+        path: String,
+        lines: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub enum Event {
     Key(KeyEvent),
     Mouse(MouseEvent),
-    Tick,
+    /// The time now, ms since the epoch.
+    Tick(u64),
     Net(NetEvent),
 }
 
@@ -173,6 +175,27 @@ pub struct TableArea {
     pub offset: usize,
 }
 
+/// A line for the footer, until `until` (ms since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+    pub until: u64,
+}
+
+const STATUS_MS: u64 = 5_000;
+const ERROR_MS: u64 = 10_000;
+
+/// A client's message rates, from the change of its counters between two stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClientRate {
+    pub in_rate: f64,
+    pub out_rate: f64,
+    msgs_in: u64,
+    msgs_out: u64,
+    at: u64,
+}
+
 pub const SPARK_LEN: usize = 30;
 
 #[derive(Debug)]
@@ -180,21 +203,25 @@ pub struct App {
     pub server: String,
     pub conn: Conn,
     pub stats: Option<Stats>,
+    /// When the last stats arrived (ms since the epoch, by this machine's clock).
+    pub stats_at: u64,
+    /// The time of the last tick.
+    pub now: u64,
     /// Per topic, messages in per second, oldest first (for the sparkline).
     pub history: HashMap<String, VecDeque<u64>>,
+    pub client_rates: HashMap<u64, ClientRate>,
     pub pane: Pane,
-    pub selected: [usize; 4],
-    pub filter: String,
-    pub stream: VecDeque<Message>,
-    pub stream_cap: usize,
-    pub stream_pattern: String,
-    /// Messages the stream received in all, and those shown (a sample at high rates).
-    pub stream_total: u64,
-    pub stream_shown: u64,
-    pub stream_skipped: u64,
-    pub paused: bool,
+    pub views: [View; 4],
+    pub drill: Option<Drill>,
+    pub stream: StreamState,
     pub mode: Mode,
-    pub status: String,
+    pub status: Option<Status>,
+    /// The publish dialog's fields as last used (topic, headers, msg id).
+    pub publish_memory: PublishForm,
+    /// The publish on its way, reopened with its text if the broker refuses it.
+    pending_publish: Option<PublishForm>,
+    /// Text to put on the terminal's clipboard (taken by main, sent as OSC 52).
+    pub clipboard: Option<String>,
     pub quit: bool,
     pub color: bool,
     pub areas: [TableArea; 4],
@@ -206,113 +233,49 @@ impl App {
             server: server.to_string(),
             conn: Conn::Connecting,
             stats: None,
+            stats_at: 0,
+            now: 0,
             history: HashMap::new(),
+            client_rates: HashMap::new(),
             pane: Pane::Topics,
-            selected: [0; 4],
-            filter: String::new(),
-            stream: VecDeque::new(),
-            stream_cap: stream_cap.max(1),
-            stream_pattern: ">".into(),
-            stream_total: 0,
-            stream_shown: 0,
-            stream_skipped: 0,
-            paused: false,
+            views: Default::default(),
+            drill: None,
+            stream: StreamState::new(stream_cap),
             mode: Mode::Normal,
-            status: String::new(),
+            status: None,
+            publish_memory: PublishForm::default(),
+            pending_publish: None,
+            clipboard: None,
             quit: false,
             color,
             areas: [TableArea::default(); 4],
         }
     }
 
-    /// Names shown in a pane after the filter, in order.
-    pub fn topics(&self) -> Vec<&mom_proto::TopicInfo> {
-        self.stats
-            .as_ref()
-            .map(|s| s.topics.iter().filter(|t| self.matches(&t.name)).collect())
-            .unwrap_or_default()
+    pub fn connected(&self) -> bool {
+        matches!(self.conn, Conn::Connected { .. })
     }
 
-    pub fn queues(&self) -> Vec<&mom_proto::QueueInfo> {
-        self.stats
-            .as_ref()
-            .map(|s| {
-                s.queues
-                    .iter()
-                    .filter(|q| self.matches(&q.name) || q.bindings.iter().any(|b| self.matches(b)))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The figures on screen are old: the connection is down (or stats stopped coming).
+    pub fn stale(&self) -> bool {
+        self.stats.is_some()
+            && (!self.connected() || self.now.saturating_sub(self.stats_at) > 5_000)
     }
 
-    pub fn clients(&self) -> Vec<&mom_proto::ClientInfo> {
-        self.stats
-            .as_ref()
-            .map(|s| {
-                s.clients
-                    .iter()
-                    .filter(|c| {
-                        self.matches(&c.name)
-                            || self.matches(&c.addr)
-                            || self.matches(&c.client_id.to_string())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn set_status(&mut self, s: impl Into<String>) {
+        self.status = Some(Status {
+            text: s.into(),
+            error: false,
+            until: self.now + STATUS_MS,
+        });
     }
 
-    pub fn stream_rows(&self) -> Vec<&Message> {
-        self.stream
-            .iter()
-            .rev()
-            .filter(|m| {
-                self.pane != Pane::Stream
-                    || self.filter.is_empty()
-                    || m.topic.contains(&self.filter)
-                    || String::from_utf8_lossy(&m.payload).contains(&self.filter)
-            })
-            .collect()
-    }
-
-    fn matches(&self, s: &str) -> bool {
-        self.filter.is_empty() || s.contains(&self.filter)
-    }
-
-    fn rows(&self, pane: Pane) -> usize {
-        match pane {
-            Pane::Topics => self.topics().len(),
-            Pane::Subscriptions => self.queues().len(),
-            Pane::Clients => self.clients().len(),
-            Pane::Stream => self.stream_rows().len(),
-        }
-    }
-
-    pub fn selected(&self, pane: Pane) -> usize {
-        let n = self.rows(pane);
-        self.selected[pane.index()].min(n.saturating_sub(1))
-    }
-
-    fn select(&mut self, pane: Pane, i: usize) {
-        let n = self.rows(pane);
-        self.selected[pane.index()] = i.min(n.saturating_sub(1));
-    }
-
-    fn move_by(&mut self, delta: isize) {
-        let cur = self.selected(self.pane) as isize;
-        let next = (cur + delta).max(0) as usize;
-        self.select(self.pane, next);
-    }
-
-    pub fn selected_topic(&self) -> Option<String> {
-        self.topics()
-            .get(self.selected(Pane::Topics))
-            .map(|t| t.name.clone())
-    }
-
-    pub fn selected_queue(&self) -> Option<String> {
-        self.queues()
-            .get(self.selected(Pane::Subscriptions))
-            .map(|q| q.name.clone())
+    pub fn set_error(&mut self, s: impl Into<String>) {
+        self.status = Some(Status {
+            text: format!("error: {}", s.into()),
+            error: true,
+            until: self.now + ERROR_MS,
+        });
     }
 
     /// Apply one event; return what the network task should do.
@@ -323,349 +286,111 @@ impl App {
                 self.mouse(m);
                 Vec::new()
             }
-            Event::Tick => Vec::new(),
-            Event::Net(n) => {
-                self.net(n);
+            Event::Tick(now) => {
+                self.now = now;
+                if self.status.as_ref().is_some_and(|s| now >= s.until) {
+                    self.status = None;
+                }
                 Vec::new()
             }
+            Event::Net(n) => self.net(n),
         }
     }
 
-    fn net(&mut self, n: NetEvent) {
+    fn net(&mut self, n: NetEvent) -> Vec<Command> {
         match n {
             NetEvent::Connected(w) => {
-                self.status = format!("connected to {} (server {})", self.server, w.server_id);
+                self.set_status(format!(
+                    "connected to {} (server {})",
+                    self.server, w.server_id
+                ));
                 self.conn = Conn::Connected { welcome: w };
             }
             NetEvent::Disconnected { attempt, reason } => {
                 self.conn = Conn::Reconnecting { attempt, reason };
             }
-            NetEvent::Stats(s) => {
-                for t in &s.topics {
-                    let h = self.history.entry(t.name.clone()).or_default();
-                    h.push_back(t.in_rate.round() as u64);
-                    while h.len() > SPARK_LEN {
-                        h.pop_front();
-                    }
-                }
-                let names: std::collections::HashSet<&str> =
-                    s.topics.iter().map(|t| t.name.as_str()).collect();
-                self.history.retain(|k, _| names.contains(k.as_str()));
-                self.stats = Some(*s);
-            }
+            NetEvent::Stats(s) => return self.stats(*s),
             NetEvent::Messages {
                 sample,
                 total,
                 skipped,
-            } => {
-                // Counters keep moving while paused; only the list stands still.
-                self.stream_total += total;
-                self.stream_skipped += skipped;
-                if !self.paused {
-                    self.stream_shown += sample.len() as u64;
-                    for m in sample {
-                        self.stream.push_back(m);
-                    }
-                    while self.stream.len() > self.stream_cap {
-                        self.stream.pop_front();
-                    }
-                }
-            }
+            } => self.stream.add(sample, total, skipped),
             NetEvent::Watching(p) => {
-                self.stream_pattern = p;
-                self.stream.clear();
-                self.stream_total = 0;
-                self.stream_shown = 0;
-                self.stream_skipped = 0;
-                self.selected[Pane::Stream.index()] = 0;
+                self.stream.restart(p);
+                self.views[Pane::Stream.index()].key = None;
+                self.views[Pane::Stream.index()].index = 0;
             }
-            NetEvent::Done(Ok(s)) => self.status = s,
-            NetEvent::Done(Err(s)) => self.status = format!("error: {s}"),
-        }
-    }
-
-    fn key(&mut self, k: KeyEvent) -> Vec<Command> {
-        if k.kind == crossterm::event::KeyEventKind::Release {
-            return Vec::new();
-        }
-        if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
-            self.quit = true;
-            return Vec::new();
-        }
-        let mode = std::mem::replace(&mut self.mode, Mode::Normal);
-        match mode {
-            Mode::Normal => self.key_normal(k),
-            Mode::Help | Mode::Detail(_) => {
-                // Any of these closes the overlay; other keys leave it open.
-                if !matches!(
-                    k.code,
-                    KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') | KeyCode::Char('?')
-                ) {
-                    self.mode = mode;
-                }
-                Vec::new()
-            }
-            Mode::Filter(mut input) => {
-                match k.code {
-                    KeyCode::Esc => self.filter.clear(),
-                    KeyCode::Enter => {}
-                    _ => {
-                        input.edit(&k);
-                        self.filter = input.text.clone();
-                        self.mode = Mode::Filter(input);
-                    }
-                }
-                Vec::new()
-            }
-            Mode::WatchPattern(mut input) => match k.code {
-                KeyCode::Esc => Vec::new(),
-                KeyCode::Enter if !input.text.is_empty() => {
-                    self.pane = Pane::Stream;
-                    vec![Command::Watch {
-                        pattern: input.text,
-                        from: StartAt::New,
-                        at: 0,
-                    }]
-                }
-                _ => {
-                    input.edit(&k);
-                    self.mode = Mode::WatchPattern(input);
-                    Vec::new()
-                }
-            },
-            Mode::ReplayFrom(mut input) => match k.code {
-                KeyCode::Esc => Vec::new(),
-                KeyCode::Enter => {
-                    let Some(topic) = self.selected_topic() else {
-                        return Vec::new();
-                    };
-                    match input.text.trim().parse::<u64>() {
-                        Ok(seq) => {
-                            self.pane = Pane::Stream;
-                            vec![Command::Watch {
-                                pattern: topic,
-                                from: StartAt::Seq,
-                                at: seq,
-                            }]
-                        }
-                        Err(_) => {
-                            self.status = format!("error: {:?} is not a seq number", input.text);
-                            Vec::new()
+            NetEvent::Peeked { queue, result } => {
+                if let Some(Drill::Queue(q)) = &mut self.drill {
+                    if q.name == queue {
+                        match result {
+                            Ok(msgs) => {
+                                q.sel = q
+                                    .sel_key
+                                    .as_ref()
+                                    .and_then(|k| msgs.iter().position(|m| msg_key(m) == *k))
+                                    .unwrap_or(q.sel)
+                                    .min(msgs.len().saturating_sub(1));
+                                q.peek = Some(msgs);
+                                q.error = None;
+                            }
+                            Err(e) => q.error = Some(e),
                         }
                     }
                 }
-                _ => {
-                    input.edit(&k);
-                    self.mode = Mode::ReplayFrom(input);
-                    Vec::new()
-                }
-            },
-            Mode::Publish(mut form) => match k.code {
-                KeyCode::Esc => Vec::new(),
-                KeyCode::Tab | KeyCode::Down => {
-                    form.field = (form.field + 1) % 3;
+            }
+            NetEvent::Published(Ok(s)) => {
+                self.pending_publish = None;
+                self.set_status(s);
+            }
+            NetEvent::Published(Err(e)) => {
+                // Refused: the dialog comes back with what was typed and the reason.
+                let mut form = self.pending_publish.take().unwrap_or_default();
+                form.error = Some(e.clone());
+                if self.mode == Mode::Normal {
                     self.mode = Mode::Publish(form);
-                    Vec::new()
                 }
-                KeyCode::BackTab | KeyCode::Up => {
-                    form.field = (form.field + 2) % 3;
-                    self.mode = Mode::Publish(form);
-                    Vec::new()
-                }
-                KeyCode::Enter => match parse_headers(&form.headers.text) {
-                    Ok(headers) if !form.topic.text.is_empty() => vec![Command::Publish {
-                        topic: form.topic.text,
-                        headers,
-                        payload: form.payload.text,
-                    }],
-                    Ok(_) => {
-                        self.status = "error: the topic is empty".into();
-                        self.mode = Mode::Publish(form);
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        self.status = format!("error: {e}");
-                        self.mode = Mode::Publish(form);
-                        Vec::new()
-                    }
-                },
-                _ => {
-                    let f = match form.field {
-                        0 => &mut form.topic,
-                        1 => &mut form.headers,
-                        _ => &mut form.payload,
-                    };
-                    f.edit(&k);
-                    self.mode = Mode::Publish(form);
-                    Vec::new()
-                }
-            },
-            Mode::CreateQueue {
-                mut name,
-                mut binding,
-                field,
-            } => match k.code {
-                KeyCode::Esc => Vec::new(),
-                KeyCode::Tab | KeyCode::BackTab | KeyCode::Down | KeyCode::Up => {
-                    self.mode = Mode::CreateQueue {
-                        name,
-                        binding,
-                        field: 1 - field,
-                    };
-                    Vec::new()
-                }
-                KeyCode::Enter if !name.text.is_empty() && !binding.text.is_empty() => {
-                    vec![Command::CreateQueue {
-                        name: name.text,
-                        binding: binding.text,
-                    }]
-                }
-                _ => {
-                    if field == 0 {
-                        name.edit(&k);
-                    } else {
-                        binding.edit(&k);
-                    }
-                    self.mode = Mode::CreateQueue {
-                        name,
-                        binding,
-                        field,
-                    };
-                    Vec::new()
-                }
-            },
-            Mode::Confirm(c) => match k.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => match c {
-                    Confirm::PurgeQueue(q) => vec![Command::PurgeQueue(q)],
-                    Confirm::DeleteQueue { name, force } => {
-                        vec![Command::DeleteQueue { name, force }]
-                    }
-                },
-                _ => {
-                    self.status = "cancelled".into();
-                    Vec::new()
-                }
-            },
-        }
-    }
-
-    fn key_normal(&mut self, k: KeyEvent) -> Vec<Command> {
-        match k.code {
-            KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('?') => self.mode = Mode::Help,
-            KeyCode::Tab => self.pane = Pane::ALL[(self.pane.index() + 1) % 4],
-            KeyCode::BackTab => self.pane = Pane::ALL[(self.pane.index() + 3) % 4],
-            KeyCode::Char(c @ '1'..='4') => self.pane = Pane::ALL[(c as usize) - ('1' as usize)],
-            KeyCode::Char('j') | KeyCode::Down => self.move_by(1),
-            KeyCode::Char('k') | KeyCode::Up => self.move_by(-1),
-            KeyCode::PageDown => self.move_by(10),
-            KeyCode::PageUp => self.move_by(-10),
-            KeyCode::Char('g') | KeyCode::Home => self.select(self.pane, 0),
-            KeyCode::Char('G') | KeyCode::End => self.select(self.pane, usize::MAX),
-            KeyCode::Char('/') => self.mode = Mode::Filter(Input::with(&self.filter)),
-            KeyCode::Esc => self.filter.clear(),
-            KeyCode::Char(' ') => {
-                self.paused = !self.paused;
-                self.status = if self.paused {
-                    "stream paused"
-                } else {
-                    "stream resumed"
-                }
-                .into();
+                self.set_error(e);
             }
-            KeyCode::Char('w') => self.mode = Mode::WatchPattern(Input::with(&self.stream_pattern)),
-            KeyCode::Char('p') => {
-                self.mode = Mode::Publish(PublishForm {
-                    topic: Input::with(&self.selected_topic().unwrap_or_default()),
-                    headers: Input::default(),
-                    payload: Input::default(),
-                    field: 2,
-                })
-            }
-            KeyCode::Char('c') => {
-                self.mode = Mode::CreateQueue {
-                    name: Input::default(),
-                    binding: Input::with(&self.selected_topic().unwrap_or_default()),
-                    field: 0,
+            NetEvent::Done(Ok(s)) => {
+                self.set_status(s);
+                if let Some(Drill::Queue(q)) = &self.drill {
+                    return vec![Command::PeekQueue(q.name.clone())];
                 }
             }
-            KeyCode::Enter => match self.pane {
-                Pane::Topics => {
-                    if let Some(t) = self.selected_topic() {
-                        self.pane = Pane::Stream;
-                        return vec![Command::Watch {
-                            pattern: t,
-                            from: StartAt::New,
-                            at: 0,
-                        }];
-                    }
-                }
-                Pane::Stream => {
-                    let i = self.selected(Pane::Stream);
-                    if let Some(m) = self.stream_rows().get(i) {
-                        self.mode = Mode::Detail(Box::new((*m).clone()));
-                    }
-                }
-                Pane::Subscriptions | Pane::Clients => {}
-            },
-            KeyCode::Char('r') => {
-                if let Some(t) = self.selected_topic() {
-                    self.pane = Pane::Stream;
-                    return vec![Command::Watch {
-                        pattern: t,
-                        from: StartAt::All,
-                        at: 0,
-                    }];
-                }
-                self.status = "select a topic to replay (pane 1)".into();
-            }
-            KeyCode::Char('R') => {
-                if self.selected_topic().is_some() {
-                    self.mode = Mode::ReplayFrom(Input::default());
-                } else {
-                    self.status = "select a topic to replay (pane 1)".into();
-                }
-            }
-            KeyCode::Char('P') => match self.selected_queue() {
-                Some(q) if self.pane == Pane::Subscriptions => {
-                    self.mode = Mode::Confirm(Confirm::PurgeQueue(q))
-                }
-                _ => self.status = "select a queue to purge (pane 2)".into(),
-            },
-            KeyCode::Char('d') | KeyCode::Char('D') => match self.selected_queue() {
-                Some(name) if self.pane == Pane::Subscriptions => {
-                    self.mode = Mode::Confirm(Confirm::DeleteQueue {
-                        name,
-                        force: k.code == KeyCode::Char('D'),
-                    })
-                }
-                _ => self.status = "select a queue to delete (pane 2)".into(),
-            },
-            _ => {}
+            NetEvent::Done(Err(s)) => self.set_error(s),
         }
         Vec::new()
     }
 
-    fn mouse(&mut self, m: MouseEvent) {
-        match m.kind {
-            MouseEventKind::ScrollDown => self.move_by(3),
-            MouseEventKind::ScrollUp => self.move_by(-3),
-            MouseEventKind::Down(MouseButton::Left) => {
-                for p in Pane::ALL {
-                    let a = self.areas[p.index()];
-                    if a.bottom > a.top
-                        && m.row >= a.top
-                        && m.row < a.bottom
-                        && m.column >= a.left
-                        && m.column < a.right
-                    {
-                        self.pane = p;
-                        let row = a.offset + (m.row - a.top) as usize;
-                        self.select(p, row);
-                    }
-                }
+    fn stats(&mut self, s: Stats) -> Vec<Command> {
+        for t in &s.topics {
+            let h = self.history.entry(t.name.clone()).or_default();
+            h.push_back(t.in_rate.round() as u64);
+            while h.len() > SPARK_LEN {
+                h.pop_front();
             }
-            _ => {}
+        }
+        let names: std::collections::HashSet<&str> =
+            s.topics.iter().map(|t| t.name.as_str()).collect();
+        self.history.retain(|k, _| names.contains(k.as_str()));
+        for c in &s.clients {
+            let r = self.client_rates.entry(c.client_id).or_default();
+            if r.at > 0 && s.time > r.at {
+                let dt = (s.time - r.at) as f64 / 1000.0;
+                r.in_rate = c.msgs_in.saturating_sub(r.msgs_in) as f64 / dt;
+                r.out_rate = c.msgs_out.saturating_sub(r.msgs_out) as f64 / dt;
+            }
+            (r.msgs_in, r.msgs_out, r.at) = (c.msgs_in, c.msgs_out, s.time);
+        }
+        let ids: std::collections::HashSet<u64> = s.clients.iter().map(|c| c.client_id).collect();
+        self.client_rates.retain(|k, _| ids.contains(k));
+        self.stats = Some(s);
+        self.stats_at = self.now;
+        // A queue's detail keeps its peek fresh with the figures.
+        match &self.drill {
+            Some(Drill::Queue(q)) => vec![Command::PeekQueue(q.name.clone())],
+            _ => Vec::new(),
         }
     }
 }

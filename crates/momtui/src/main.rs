@@ -100,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let net = tokio::spawn(net::run(opts, net_tx, cmd_rx));
 
     let mut app = App::new(&args.server, args.buffer, color);
+    app.update(Event::Tick(now_ms()));
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -110,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             k = keys.next() => match k {
                 Some(Ok(TermEvent::Key(k))) => Event::Key(k),
                 Some(Ok(TermEvent::Mouse(m))) => Event::Mouse(m),
-                Some(Ok(_)) => Event::Tick,
+                Some(Ok(_)) => Event::Tick(now_ms()),
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
             },
@@ -118,16 +119,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Some(n) => Event::Net(n),
                 None => break,
             },
-            _ = tick.tick() => Event::Tick,
+            _ = tick.tick() => Event::Tick(now_ms()),
             _ = term.recv() => break,
             _ = hup.recv() => break,
         };
         for c in app.update(ev) {
             if cmd_tx.try_send(c).is_err() {
-                app.status = "error: busy; try again".into();
+                app.set_error("busy; try again");
             }
+        }
+        if let Some(text) = app.clipboard.take() {
+            copy_osc52(&text);
         }
     }
     net.abort();
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Put text on the clipboard of the terminal (and of the machine in front of it, over ssh
+/// and in tmux with `set-clipboard on`): OSC 52.
+fn copy_osc52(text: &str) {
+    use base64::Engine;
+    use std::io::Write;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    let mut out = std::io::stdout();
+    let _ = write!(out, "\x1b]52;c;{b64}\x07");
+    let _ = out.flush();
 }

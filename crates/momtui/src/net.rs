@@ -9,7 +9,7 @@ use mom_proto::{QueueCreate, StartAt};
 use momctl::client::{message, Client, ConnectOptions, WatchEvent, WatchStream};
 use tokio::sync::mpsc;
 
-use crate::app::{Command, NetEvent};
+use crate::app::{Command, NetEvent, Sampler, PEEK};
 
 /// Most messages handed to the UI per flush; the rest are counted only.
 const SAMPLE: usize = 200;
@@ -48,6 +48,12 @@ pub async fn run(
                 c = cmds.recv() => match c {
                     None => return,
                     Some(Command::Watch { pattern: p, .. }) => pattern = p,
+                    Some(Command::Save { path, lines }) => {
+                        let _ = tx.try_send(save(path, lines).await);
+                    }
+                    Some(Command::Publish { .. }) => {
+                        let _ = tx.try_send(NetEvent::Published(Err(format!("not connected: {reason}"))));
+                    }
                     Some(_) => {
                         let _ = tx.try_send(NetEvent::Done(Err(format!("not connected: {reason}"))));
                     }
@@ -82,21 +88,18 @@ async fn session(
     let stats = tokio::spawn(poll_stats(client.clone(), tx.clone(), lost_tx.clone()));
     let _stop_stats = AbortOnDrop(stats);
     let mut flush_tick = tokio::time::interval(FLUSH);
-    let mut sample = Vec::new();
-    let mut total = 0u64;
-    let mut skipped = 0u64;
+    let mut sampler = Sampler::new(SAMPLE);
     loop {
         tokio::select! {
             why = lost.recv() => return Err(why.unwrap_or_default()),
             _ = flush_tick.tick() => {
-                if total > 0 || skipped > 0 {
+                if !sampler.is_empty() {
+                    let (sample, total, skipped) = sampler.take();
                     let ev = NetEvent::Messages {
-                        sample: std::mem::take(&mut sample),
+                        sample,
                         total,
                         skipped,
                     };
-                    total = 0;
-                    skipped = 0;
                     // A busy UI misses a sample; the counts it gets next time are smaller.
                     if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(ev) {
                         return Ok(());
@@ -104,16 +107,11 @@ async fn session(
                 }
             }
             ev = async { watch.as_mut().expect("guarded: watching").next().await }, if watch.is_some() => match ev.map_err(|e| e.to_string())? {
-                WatchEvent::Messages(msgs) => {
-                    total += msgs.len() as u64;
-                    let room = SAMPLE.saturating_sub(sample.len());
-                    // Keep the newest: drop the oldest of this batch beyond the room.
-                    let skip = msgs.len().saturating_sub(room);
-                    sample.extend(msgs.into_iter().skip(skip));
-                }
+                // The sample keeps the newest messages of the interval, counting all.
+                WatchEvent::Messages(msgs) => sampler.add(msgs),
                 WatchEvent::Notice(n) => {
                     if n.kind == mom_proto::NoticeKind::SlowConsumer {
-                        skipped += n.skipped;
+                        sampler.skipped += n.skipped;
                     }
                 }
             },
@@ -121,26 +119,20 @@ async fn session(
                 let Some(c) = c else { return Ok(()) };
                 match c {
                     Command::Watch { pattern: p, from, at } => {
-                        // One watch per stream: the old one goes first (dropping it frees
-                        // the connection's reader if it waits on it), then the broker is
-                        // told, without waiting for its answer here.
+                        // One watch per stream: the old one ends before the new one starts,
+                        // so the broker never holds two for this dashboard. Nothing waits
+                        // on the old stream meanwhile (unwatch consumes it), so the
+                        // connection's reader is free to bring the answer.
                         if let Some(old) = watch.take() {
-                            let c = client.clone();
-                            let id = old.id();
-                            drop(old);
-                            tokio::spawn(async move {
-                                let _ = c
-                                    .request(|rid| mom_proto::ClientFrame::Unwatch(mom_proto::Unwatch { id: rid, watch: id }))
-                                    .await;
-                            });
+                            old.unwatch().await.map_err(|e| e.to_string())?;
                         }
+                        sampler.clear();
                         let new = start_watch(&client, tx, &p, from, at).await;
                         match new {
                             Ok(w) => {
                                 watch = Some(w);
                                 *pattern = p;
-                                sample.clear();
-                                total = 0;
+                                sampler.clear();
                             }
                             Err(e) => {
                                 let _ = tx.try_send(NetEvent::Done(Err(e)));
@@ -150,8 +142,8 @@ async fn session(
                     other => {
                         let (client, tx) = (client.clone(), tx.clone());
                         tokio::spawn(async move {
-                            let res = run_command(&client, other).await;
-                            let _ = tx.send(NetEvent::Done(res)).await;
+                            let ev = run_command(&client, other).await;
+                            let _ = tx.send(ev).await;
                         });
                     }
                 }
@@ -209,21 +201,32 @@ async fn start_watch(
     Ok(w)
 }
 
-async fn run_command(client: &Client, c: Command) -> Result<String, String> {
+async fn run_command(client: &Client, c: Command) -> NetEvent {
+    let done = |r: Result<String, momctl::client::ClientError>| {
+        NetEvent::Done(r.map_err(|e| e.to_string()))
+    };
     match c {
         Command::Publish {
             topic,
             headers,
             payload,
+            msg_id,
         } => {
-            let ack = client
-                .publish(&topic, vec![message(payload.into_bytes(), headers, None)])
+            let res = client
+                .publish(&topic, vec![message(payload.into_bytes(), headers, msg_id)])
                 .await
-                .map_err(|e| e.to_string())?;
-            let seq = ack.seqs.first().copied().unwrap_or(0);
-            Ok(format!("published to {topic} at seq {seq}"))
+                .map_err(|e| e.to_string())
+                .map(|ack| {
+                    let seq = ack.seqs.first().copied().unwrap_or(0);
+                    if ack.duplicates > 0 {
+                        format!("{topic}: a duplicate of seq {seq} (same msg id); not stored again")
+                    } else {
+                        format!("published to {topic} at seq {seq}")
+                    }
+                });
+            NetEvent::Published(res)
         }
-        Command::CreateQueue { name, binding } => {
+        Command::CreateQueue { name, binding } => done(
             client
                 .queue_create(QueueCreate {
                     queue: name.clone(),
@@ -231,23 +234,67 @@ async fn run_command(client: &Client, c: Command) -> Result<String, String> {
                     ..QueueCreate::default()
                 })
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok(format!("created queue {name} bound to {binding}"))
-        }
-        Command::PurgeQueue(name) => {
-            let q = client.queue_purge(&name).await.map_err(|e| e.to_string())?;
-            Ok(format!(
+                .map(|_| format!("created queue {name} bound to {binding}")),
+        ),
+        Command::PurgeQueue(name) => done(client.queue_purge(&name).await.map(|q| {
+            format!(
                 "purged {} messages from queue {name}; {} unacked remain",
                 q.1, q.0.unacked
-            ))
-        }
-        Command::DeleteQueue { name, force } => {
+            )
+        })),
+        Command::DeleteQueue { name, force } => done(
             client
                 .queue_delete(&name, force)
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok(format!("deleted queue {name}"))
+                .map(|_| format!("deleted queue {name}")),
+        ),
+        Command::RedriveQueue(name) => done(
+            client
+                .queue_redrive(&name)
+                .await
+                .map(|(_, n)| format!("{n} dead letters went back into queue {name}")),
+        ),
+        Command::PeekQueue(queue) => {
+            let result = client
+                .queue_peek(&queue, PEEK)
+                .await
+                .map_err(|e| e.to_string());
+            NetEvent::Peeked { queue, result }
         }
-        Command::Watch { .. } => Ok(String::new()),
+        Command::PurgeTopic(topic) => done(
+            client
+                .topic_purge(&topic, false)
+                .await
+                .map(|(_, n)| format!("purged {n} messages from topic {topic}")),
+        ),
+        Command::DeleteTopic { name, force } => done(
+            client
+                .topic_rm(&name, force)
+                .await
+                .map(|_| format!("deleted topic {name}")),
+        ),
+        Command::CloseClient(id) => done(
+            client
+                .client_close(id)
+                .await
+                .map(|_| format!("closed the connection of client {id}")),
+        ),
+        Command::Save { path, lines } => save(path, lines).await,
+        Command::Watch { .. } => NetEvent::Done(Ok(String::new())),
     }
+}
+
+/// Write the saved stream, one JSON object per line.
+async fn save(path: String, lines: Vec<String>) -> NetEvent {
+    let n = lines.len();
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let res = tokio::task::spawn_blocking(move || {
+        std::fs::write(&path, text)
+            .map(|_| format!("saved {n} messages to {path}"))
+            .map_err(|e| format!("cannot write {path}: {e}"))
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("cannot save: {e}")));
+    NetEvent::Done(res)
 }

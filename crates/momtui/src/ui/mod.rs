@@ -1,7 +1,9 @@
 //! Drawing: a pure function of the app state (plus the table areas it records for mouse
-//! clicks). One file per pane; this one lays them out with the header, tabs, footer and
-//! overlays.
+//! clicks, and the scroll of overlays it clamps). One file per pane; `columns` draws any
+//! table; this one lays them out with the header, tabs, footer and overlays.
 
+mod columns;
+mod drill;
 mod overlays;
 mod stream;
 mod tables;
@@ -14,7 +16,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Tabs};
 use ratatui::Frame;
 
-use crate::app::{App, Conn, Mode, Pane};
+use crate::app::{App, Conn, Drill, Mode, Pane, PromptKind};
 
 /// Colours, or none under NO_COLOR.
 pub struct Theme {
@@ -58,19 +60,28 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     draw_header(f, app, &theme, header);
     draw_tabs(f, app, &theme, tabs);
     app.areas = Default::default();
-    // Wide screens show the stream beside the selected table.
-    if body.width >= 150 && app.pane != Pane::Stream {
+    // Wide screens show the stream beside the selected table or detail.
+    if body.width >= 150 && (app.pane != Pane::Stream || app.drill.is_some()) {
         let [left, right] = Layout::default()
             .direction(Direction::Horizontal)
             .constraints([Constraint::Percentage(58), Constraint::Percentage(42)])
             .areas(body);
-        draw_pane(f, app, &theme, app.pane, left);
+        draw_main(f, app, &theme, left);
         draw_pane(f, app, &theme, Pane::Stream, right);
     } else {
-        draw_pane(f, app, &theme, app.pane, body);
+        draw_main(f, app, &theme, body);
     }
     draw_footer(f, app, &theme, footer);
     overlays::draw(f, app, &theme, area);
+}
+
+/// The selected pane, or the detail drilled into from it.
+fn draw_main(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
+    match app.drill.clone() {
+        Some(Drill::Queue(q)) => drill::queue(f, app, theme, area, &q),
+        Some(Drill::Client(c)) => drill::client(f, app, theme, area, &c),
+        None => draw_pane(f, app, theme, app.pane, area),
+    }
 }
 
 fn draw_pane(f: &mut Frame, app: &mut App, theme: &Theme, pane: Pane, area: Rect) {
@@ -86,8 +97,8 @@ fn draw_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let (state, state_style) = match &app.conn {
         Conn::Connecting => ("connecting…".to_string(), theme.fg(Color::Yellow)),
         Conn::Connected { .. } => ("connected".to_string(), theme.fg(Color::Green)),
-        Conn::Reconnecting { attempt, reason } => (
-            format!("reconnecting (attempt {attempt}): {reason}"),
+        Conn::Reconnecting { attempt, .. } => (
+            format!("reconnecting (attempt {attempt})"),
             theme.fg(Color::Red),
         ),
     };
@@ -97,29 +108,49 @@ fn draw_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         Span::raw("  "),
         Span::styled(state, state_style),
     ];
-    if let Conn::Connected { welcome } = &app.conn {
-        first.push(Span::raw(format!(
+    if app.stale() {
+        let age = app.now.saturating_sub(app.stats_at) / 1000;
+        first.push(Span::styled(
+            format!("  figures from {} ago", uptime(age * 1000)),
+            theme.fg(Color::Yellow),
+        ));
+    }
+    match &app.conn {
+        Conn::Connected { welcome } => first.push(Span::raw(format!(
             "  server {}  momd {}",
             welcome.server_id, welcome.server_version
-        )));
+        ))),
+        Conn::Reconnecting { reason, .. } => {
+            first.push(Span::styled(format!(" — {reason}"), theme.fg(Color::Red)))
+        }
+        Conn::Connecting => {}
     }
     let second = match &app.stats {
         Some(s) => {
             let t = &s.totals;
-            Line::from(format!(
-                "up {}  {} topics  {} msgs  {}  {} queues  {} clients  {}/s in  {}/s out",
+            let (rin, rout) = if app.stale() {
+                ("–".to_string(), "–".to_string())
+            } else {
+                (rate(t.in_rate), rate(t.out_rate))
+            };
+            let line = Line::from(format!(
+                "up {}  {} topics  {} msgs  {}  {} queues  {} clients  {rin}/s in  {rout}/s out",
                 uptime(s.uptime_ms),
                 t.topics,
                 t.messages,
                 bytes(t.bytes),
                 s.queues.len(),
                 t.connections,
-                rate(t.in_rate),
-                rate(t.out_rate)
-            ))
+            ));
+            if app.stale() {
+                line.style(Style::default().add_modifier(Modifier::DIM))
+            } else {
+                line
+            }
         }
         None => Line::from("waiting for the first stats…"),
     };
+    let first = fit_spans(first, area.width);
     f.render_widget(Paragraph::new(vec![Line::from(first), second]), area);
 }
 
@@ -137,19 +168,84 @@ fn draw_tabs(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 }
 
 fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
-    let hint = match &app.mode {
-        Mode::Filter(i) => format!("filter: {}▏ (Enter keep, Esc clear)", i.text),
-        Mode::WatchPattern(i) => format!("watch pattern: {}▏ (Enter watch, Esc cancel)", i.text),
-        Mode::ReplayFrom(i) => format!("replay from seq: {}▏ (Enter replay, Esc cancel)", i.text),
-        _ if !app.status.is_empty() => app.status.clone(),
-        _ => "q quit ? help Tab panes j/k move / filter Enter open p publish space pause".into(),
+    let prompt = |label: &str, text: &str, help: &str| format!("{label}{text}▏ {help}");
+    let (text, style) = match &app.mode {
+        Mode::Prompt { kind, input } => {
+            let t = &input.text;
+            let line = match kind {
+                PromptKind::Filter { pane, regex } => {
+                    let what = if *regex { "regex" } else { "filter" };
+                    let err = app
+                        .view(*pane)
+                        .filter
+                        .error
+                        .as_ref()
+                        .map(|e| format!(" [{e}]"))
+                        .unwrap_or_default();
+                    prompt(
+                        &format!("{} {what}: ", pane.title()),
+                        t,
+                        &format!("{err}(Enter keep, Esc clear, Ctrl-R regex)"),
+                    )
+                }
+                PromptKind::Watch => prompt("watch pattern: ", t, "(Enter watch, Esc cancel)"),
+                PromptKind::ReplayFrom(topic) => prompt(
+                    &format!("replay {topic} from seq: "),
+                    t,
+                    "(Enter replay, Esc cancel)",
+                ),
+                PromptKind::Command => prompt(":", t, "(Enter run, Esc cancel, :help lists)"),
+                PromptKind::Save => prompt("save to: ", t, "(Enter save, Esc cancel)"),
+            };
+            (line, theme.fg(Color::Yellow))
+        }
+        _ => match &app.status {
+            Some(s) if s.error => (s.text.clone(), theme.fg(Color::Red)),
+            Some(s) => (s.text.clone(), Style::default()),
+            None => (hints(app).into(), theme.fg(Color::DarkGray)),
+        },
     };
-    let style = if app.status.starts_with("error") {
-        theme.fg(Color::Red)
-    } else {
-        Style::default()
-    };
-    f.render_widget(Paragraph::new(Line::styled(hint, style)), area);
+    let text = columns::fit(&text, area.width);
+    f.render_widget(Paragraph::new(Line::styled(text, style)), area);
+}
+
+/// The key hints for what has the focus.
+fn hints(app: &App) -> &'static str {
+    match (&app.drill, app.pane) {
+        (Some(Drill::Queue(_)), _) => {
+            "Esc back  j/k move  Enter message  v peek  P purge  r redrive  d delete  y copy  ? help"
+        }
+        (Some(Drill::Client(_)), _) => "Esc back  j/k move  Enter stream watch  x close connection  ? help",
+        (None, Pane::Stream) => {
+            "q quit  ? help  j/k move (pauses)  g newest  Enter detail  space pause  / filter  w watch  y copy  : cmd"
+        }
+        (None, Pane::Topics) => {
+            "q quit  ? help  Enter stream  r replay  s/S sort  / filter  p publish  P purge  d delete  : cmd"
+        }
+        (None, Pane::Subscriptions) => {
+            "q quit  ? help  Enter detail  s/S sort  / filter  c create  P purge  d delete  : cmd"
+        }
+        (None, Pane::Clients) => "q quit  ? help  Enter detail  x close  s/S sort  / filter  : cmd",
+    }
+}
+
+/// Spans cut to `w` columns in all, the cut one ending in `…`.
+fn fit_spans(spans: Vec<Span<'static>>, w: u16) -> Vec<Span<'static>> {
+    let mut left = w as usize;
+    let mut out = Vec::new();
+    for s in spans {
+        let n = s.content.chars().count();
+        if n <= left {
+            left -= n;
+            out.push(s);
+            continue;
+        }
+        if left > 0 {
+            out.push(Span::styled(columns::fit(&s.content, left as u16), s.style));
+        }
+        break;
+    }
+    out
 }
 
 /// A bordered block with a title.

@@ -1,110 +1,85 @@
 //! The Topics, Subscriptions and Clients tables.
 
-use ratatui::layout::{Constraint, Rect};
-use ratatui::style::Color;
-use ratatui::widgets::{Cell, Row, Table, TableState};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
 use ratatui::Frame;
 
-use super::{block, bytes, rate, sparkline, Theme};
-use crate::app::{App, Pane, TableArea};
+use super::columns::{col, draw_pane_table, draw_table, grow, Rows, Spec};
+use super::{bytes, rate, sparkline, Theme};
+use crate::app::{App, Pane};
 
-/// One table to draw: its title, column heads and widths, and rows.
-pub(super) struct Spec {
-    pub title: String,
-    pub header: Vec<&'static str>,
-    pub widths: Vec<Constraint>,
-    pub rows: Vec<Row<'static>>,
+fn plain(s: impl Into<String>) -> (String, Style) {
+    (s.into(), Style::default())
 }
 
-pub(super) fn render(
-    f: &mut Frame,
-    app: &mut App,
-    theme: &Theme,
-    pane: Pane,
-    area: Rect,
-    spec: Spec,
-) {
-    let Spec {
-        title,
-        header,
-        widths,
-        rows,
-    } = spec;
-    let focused = app.pane == pane;
-    let selected = app.selected(pane);
-    let n = rows.len();
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(theme.bold()))
-        .block(block(title, focused, theme))
-        .row_highlight_style(if focused {
-            theme.selected()
-        } else {
-            theme.bold()
-        });
-    let mut state = TableState::default().with_selected(if n == 0 { None } else { Some(selected) });
-    f.render_stateful_widget(table, area, &mut state);
-    // Rows start under the border and the header line.
-    app.areas[pane.index()] = TableArea {
-        top: area.y + 2,
-        bottom: area.y + area.height.saturating_sub(1),
-        left: area.x,
-        right: area.x + area.width,
-        offset: state.offset(),
-    };
+/// A rate, or a dash when the figures are stale (an old rate would look live).
+fn live_rate(app: &App, r: f64) -> (String, Style) {
+    plain(if app.stale() { "–".into() } else { rate(r) })
 }
 
 pub fn topics(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
-    let rows: Vec<Row> = app
+    let rows: Vec<Vec<(String, Style)>> = app
         .topics()
         .into_iter()
         .map(|t| {
-            let spark = app
-                .history
-                .get(&t.name)
-                .map(|h| sparkline(h.iter().copied()))
-                .unwrap_or_default();
-            Row::new(vec![
-                Cell::from(t.name.clone()),
-                Cell::from(t.messages.to_string()),
-                Cell::from(bytes(t.bytes)),
-                Cell::from(format!("{}..{}", t.first_seq, t.last_seq)),
-                Cell::from(rate(t.in_rate)),
-                Cell::from(spark).style(theme.fg(Color::Green)),
-                Cell::from(t.watchers.to_string()),
-                Cell::from(t.queues.to_string()),
-            ])
+            let spark = if app.stale() {
+                String::new()
+            } else {
+                app.history
+                    .get(&t.name)
+                    .map(|h| sparkline(h.iter().copied()))
+                    .unwrap_or_default()
+            };
+            vec![
+                plain(t.name.clone()),
+                plain(t.messages.to_string()),
+                plain(bytes(t.bytes)),
+                plain(format!("{}..{}", t.first_seq, t.last_seq)),
+                live_rate(app, t.in_rate),
+                (spark, theme.fg(Color::Green)),
+                plain(t.watchers.to_string()),
+                plain(t.queues.to_string()),
+            ]
         })
         .collect();
-    let title = format!(" Topics ({}) {}", rows.len(), filter_note(app));
-    render(
+    let title = format!(
+        " Topics ({}) {}",
+        rows.len(),
+        app.view(Pane::Topics).filter.note()
+    );
+    // A seq range is never cut: it would read as another range.
+    let seq_w = rows
+        .iter()
+        .map(|r| r[3].0.chars().count() as u16)
+        .max()
+        .unwrap_or(3);
+    let cols = vec![
+        grow("TOPIC", 8),
+        col("MSGS", 4),
+        col("BYTES", 5),
+        col("SEQ", seq_w),
+        col("IN/S", 4),
+        col("RATE", 5),
+        col("WATCH", 5),
+        col("QUEUES", 6),
+    ];
+    draw_pane_table(
         f,
         app,
         theme,
         Pane::Topics,
         area,
-        Spec {
-            title,
-            header: vec![
-                "TOPIC", "MSGS", "BYTES", "SEQ", "IN/S", "RATE", "WATCH", "QUEUES",
-            ],
-            widths: vec![
-                Constraint::Min(14),
-                Constraint::Length(9),
-                Constraint::Length(10),
-                Constraint::Length(13),
-                Constraint::Length(7),
-                Constraint::Length(12),
-                Constraint::Length(5),
-                Constraint::Length(6),
-            ],
-            rows,
-        },
+        Rows { title, cols, rows },
     );
 }
 
 pub fn subscriptions(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     // Queues on top, the live watches of every client under them.
-    let watches: Vec<Row> = app
+    let me = match &app.conn {
+        crate::app::Conn::Connected { welcome } => Some(welcome.client_id),
+        _ => None,
+    };
+    let watches: Vec<Vec<(String, Style)>> = app
         .stats
         .as_ref()
         .map(|s| {
@@ -112,12 +87,17 @@ pub fn subscriptions(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 .iter()
                 .flat_map(|c| {
                     c.watch_patterns.iter().map(move |p| {
-                        Row::new(vec![
-                            c.client_id.to_string(),
-                            c.name.clone(),
-                            c.addr.clone(),
-                            p.clone(),
-                        ])
+                        let name = if Some(c.client_id) == me {
+                            format!("{} (this dashboard)", c.name)
+                        } else {
+                            c.name.clone()
+                        };
+                        vec![
+                            plain(c.client_id.to_string()),
+                            plain(name),
+                            plain(c.addr.clone()),
+                            plain(p.clone()),
+                        ]
                     })
                 })
                 .collect()
@@ -125,120 +105,127 @@ pub fn subscriptions(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         .unwrap_or_default();
     let watch_height = (watches.len() as u16 + 3).clamp(4, area.height / 3 + 1);
     let [top, bottom] =
-        ratatui::layout::Layout::vertical([Constraint::Min(5), Constraint::Length(watch_height)])
-            .areas(area);
+        Layout::vertical([Constraint::Min(5), Constraint::Length(watch_height)]).areas(area);
     let n = watches.len();
-    let table = Table::new(
-        watches,
-        [
-            Constraint::Length(6),
-            Constraint::Length(12),
-            Constraint::Length(21),
-            Constraint::Min(10),
-        ],
-    )
-    .header(Row::new(vec!["CLIENT", "NAME", "ADDRESS", "PATTERNS"]).style(theme.bold()))
-    .block(block(format!(" Live watches ({n}) "), false, theme));
-    f.render_widget(table, bottom);
+    draw_table(
+        f,
+        theme,
+        bottom,
+        Spec {
+            title: format!(" Live watches ({n}) "),
+            cols: vec![
+                col("CLIENT", 6),
+                col("NAME", 6),
+                col("ADDRESS", 9),
+                grow("PATTERNS", 8),
+            ],
+            rows: watches,
+            sort: None,
+            focused: false,
+            selected: None,
+            stale: app.stale(),
+        },
+    );
     queues(f, app, theme, top);
 }
 
 fn queues(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
-    let rows: Vec<Row> = app
+    let rows: Vec<Vec<(String, Style)>> = app
         .queues()
         .into_iter()
         .map(|q| {
-            Row::new(vec![
-                q.name.clone(),
-                q.bindings.join(" "),
-                q.consumers.to_string(),
-                q.ready.to_string(),
-                q.unacked.to_string(),
-                q.redelivered.to_string(),
-                q.dead_lettered.to_string(),
-                q.lag.to_string(),
-                q.owner.clone(),
-            ])
+            vec![
+                plain(q.name.clone()),
+                plain(q.bindings.join(" ")),
+                plain(q.consumers.to_string()),
+                plain(q.ready.to_string()),
+                plain(q.unacked.to_string()),
+                plain(q.redelivered.to_string()),
+                if q.dead_lettered > 0 {
+                    (q.dead_lettered.to_string(), theme.fg(Color::Red))
+                } else {
+                    plain("0")
+                },
+                plain(q.lag.to_string()),
+                plain(q.owner.clone()),
+            ]
         })
         .collect();
-    let title = format!(" Subscriptions: {} queues {}", rows.len(), filter_note(app));
-    render(
+    let title = format!(
+        " Subscriptions: {} queues {}",
+        rows.len(),
+        app.view(Pane::Subscriptions).filter.note()
+    );
+    let cols = vec![
+        grow("QUEUE", 6),
+        grow("BINDINGS", 8),
+        col("CONS", 4),
+        col("READY", 5),
+        col("UNACK", 5),
+        col("REDELIV", 7),
+        col("DLQ", 3),
+        col("LAG", 3),
+        col("OWNER", 5),
+    ];
+    draw_pane_table(
         f,
         app,
         theme,
         Pane::Subscriptions,
         area,
-        Spec {
-            title,
-            header: vec![
-                "QUEUE", "BINDINGS", "CONS", "READY", "UNACK", "REDELIV", "DLQ", "LAG", "OWNER",
-            ],
-            widths: vec![
-                Constraint::Min(10),
-                Constraint::Min(12),
-                Constraint::Length(4),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(7),
-                Constraint::Length(5),
-                Constraint::Length(7),
-                Constraint::Length(10),
-            ],
-            rows,
-        },
+        Rows { title, cols, rows },
     );
 }
 
 pub fn clients(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
-    let rows: Vec<Row> = app
+    let rows: Vec<Vec<(String, Style)>> = app
         .clients()
         .into_iter()
         .map(|c| {
-            Row::new(vec![
-                c.client_id.to_string(),
-                c.name.clone(),
-                c.user.clone(),
-                c.addr.clone(),
-                since(c.since),
-                c.msgs_in.to_string(),
-                c.msgs_out.to_string(),
-                c.watches.to_string(),
-            ])
+            let r = app
+                .client_rates
+                .get(&c.client_id)
+                .copied()
+                .unwrap_or_default();
+            vec![
+                plain(c.client_id.to_string()),
+                plain(c.name.clone()),
+                plain(c.user.clone()),
+                plain(c.addr.clone()),
+                plain(since(c.since)),
+                plain(c.msgs_in.to_string()),
+                plain(c.msgs_out.to_string()),
+                live_rate(app, r.in_rate),
+                live_rate(app, r.out_rate),
+                plain(c.watches.to_string()),
+            ]
         })
         .collect();
-    let title = format!(" Clients ({}) {}", rows.len(), filter_note(app));
-    render(
+    let title = format!(
+        " Clients ({}) {}",
+        rows.len(),
+        app.view(Pane::Clients).filter.note()
+    );
+    let cols = vec![
+        col("ID", 2),
+        grow("NAME", 6),
+        col("USER", 4),
+        col("ADDRESS", 9),
+        col("SINCE", 8),
+        col("IN", 2),
+        col("OUT", 3),
+        col("IN/S", 4),
+        col("OUT/S", 5),
+        col("WATCHES", 7),
+    ];
+    draw_pane_table(
         f,
         app,
         theme,
         Pane::Clients,
         area,
-        Spec {
-            title,
-            header: vec![
-                "ID", "NAME", "USER", "ADDRESS", "SINCE", "IN", "OUT", "WATCHES",
-            ],
-            widths: vec![
-                Constraint::Length(6),
-                Constraint::Min(10),
-                Constraint::Length(10),
-                Constraint::Length(21),
-                Constraint::Length(9),
-                Constraint::Length(9),
-                Constraint::Length(9),
-                Constraint::Length(7),
-            ],
-            rows,
-        },
+        Rows { title, cols, rows },
     );
-}
-
-fn filter_note(app: &App) -> String {
-    if app.filter.is_empty() {
-        String::new()
-    } else {
-        format!("[filter: {}] ", app.filter)
-    }
 }
 
 /// Clock time of a ms timestamp (UTC).

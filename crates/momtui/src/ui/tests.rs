@@ -2,6 +2,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mom_proto::{ClientInfo, Message, Sender, Welcome};
+
+use crate::app::tests::msg;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -24,8 +26,12 @@ fn app() -> App {
         }),
     };
     let mut s = sample_stats();
+    // A range as wide as real ones: it must never be shown cut.
+    s.topics[0].first_seq = 900_001;
+    s.topics[0].last_seq = 1_000_000;
+    s.topics[0].messages = 100_000;
     s.uptime_ms = 3_723_000;
-    s.totals.topics = 2;
+    s.totals.topics = 3;
     s.totals.messages = 1042;
     s.totals.bytes = 10_420;
     s.totals.connections = 2;
@@ -97,6 +103,12 @@ fn key(a: &mut App, c: KeyCode) {
     a.update(Event::Key(KeyEvent::new(c, KeyModifiers::NONE)));
 }
 
+fn typed(a: &mut App, s: &str) {
+    for c in s.chars() {
+        key(a, KeyCode::Char(c));
+    }
+}
+
 fn render(a: &mut App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("a test backend always opens");
     t.draw(|f| super::draw(f, a))
@@ -104,98 +116,203 @@ fn render(a: &mut App, w: u16, h: u16) -> String {
     t.backend().to_string()
 }
 
-#[test]
-fn topics_screen() {
-    let mut a = app();
-    insta::assert_snapshot!("topics_80x24", render(&mut a, 80, 24));
-    insta::assert_snapshot!("topics_120x40", render(&mut a, 120, 40));
+/// Snapshots of the screen at 80x24 and 200x60.
+fn both(name: &str, a: &mut App) {
+    insta::assert_snapshot!(format!("{name}_80x24"), render(a, 80, 24));
+    insta::assert_snapshot!(format!("{name}_200x60"), render(a, 200, 60));
 }
 
 #[test]
-fn wide_screen_shows_the_stream_beside() {
+fn topics_screen() {
     let mut a = app();
-    insta::assert_snapshot!("topics_200x60", render(&mut a, 200, 60));
+    both("topics", &mut a);
+}
+
+#[test]
+fn a_long_seq_range_is_never_cut_and_cut_cells_end_in_an_ellipsis() {
+    let mut a = app();
+    let screen = render(&mut a, 80, 24);
+    assert!(screen.contains("900001..1000000"), "{screen}");
+    let mut a = app();
+    key(&mut a, KeyCode::Char('4'));
+    let screen = render(&mut a, 60, 24);
+    assert!(screen.contains('…'), "{screen}");
+}
+
+#[test]
+fn topics_sorted_and_filtered() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('I'));
+    key(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "S.");
+    both("topics_sorted_filtered", &mut a);
 }
 
 #[test]
 fn subscriptions_screen() {
     let mut a = app();
     key(&mut a, KeyCode::Char('2'));
-    insta::assert_snapshot!("subscriptions_80x24", render(&mut a, 80, 24));
-    insta::assert_snapshot!("subscriptions_120x40", render(&mut a, 120, 40));
+    both("subscriptions", &mut a);
 }
 
 #[test]
 fn clients_screen() {
     let mut a = app();
     key(&mut a, KeyCode::Char('3'));
-    insta::assert_snapshot!("clients_80x24", render(&mut a, 80, 24));
-    insta::assert_snapshot!("clients_120x40", render(&mut a, 120, 40));
+    both("clients", &mut a);
 }
 
 #[test]
 fn stream_screen() {
     let mut a = app();
     key(&mut a, KeyCode::Char('4'));
-    insta::assert_snapshot!("stream_80x24", render(&mut a, 80, 24));
-    insta::assert_snapshot!("stream_120x40", render(&mut a, 120, 40));
+    both("stream", &mut a);
 }
 
 #[test]
-fn detail_pretty_prints_json() {
+fn stream_paused_with_a_mark_and_a_filter() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('4'));
+    key(&mut a, KeyCode::Char('j'));
+    key(&mut a, KeyCode::Char('m'));
+    key(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "cpu");
+    key(&mut a, KeyCode::Enter);
+    a.update(Event::Net(NetEvent::Messages {
+        sample: vec![msg("metrics.cpu", 13, "cpu=91")],
+        total: 1,
+        skipped: 0,
+    }));
+    both("stream_paused", &mut a);
+}
+
+#[test]
+fn detail_pretty_prints_json_in_key_order() {
     let mut a = app();
     key(&mut a, KeyCode::Char('4'));
     key(&mut a, KeyCode::Enter);
-    insta::assert_snapshot!("detail_80x24", render(&mut a, 80, 24));
-    insta::assert_snapshot!("detail_120x40", render(&mut a, 120, 40));
+    let screen = render(&mut a, 80, 24);
+    let (id, items) = (
+        screen.find("\"id\"").expect("id shown"),
+        screen.find("\"items\"").expect("items shown"),
+    );
+    assert!(id < items, "keys keep their order");
+    both("detail", &mut a);
 }
 
 #[test]
-fn help_lists_every_key() {
+fn detail_of_a_binary_payload_scrolls_to_its_end() {
+    let mut a = app();
+    let mut m = msg("blobs", 1, "");
+    m.payload = (0..3072u32)
+        .map(|i| (i % 251) as u8 | 0x80)
+        .collect::<Vec<u8>>()
+        .into();
+    a.open_detail(m);
+    key(&mut a, KeyCode::End);
+    let screen = render(&mut a, 80, 24);
+    assert!(screen.contains("00000bf0"), "the last hex line: {screen}");
+    both("detail_hex_end", &mut a);
+}
+
+#[test]
+fn help_lists_every_key_and_scrolls() {
     let mut a = app();
     key(&mut a, KeyCode::Char('?'));
-    let screen = render(&mut a, 80, 24);
+    let screen = render(&mut a, 200, 60);
     for (k, _) in super::overlays::KEYS {
         assert!(screen.contains(k), "help is missing {k}");
     }
-    insta::assert_snapshot!("help_80x24", screen);
-    insta::assert_snapshot!("help_120x40", render(&mut a, 120, 40));
+    both("help", &mut a);
+    key(&mut a, KeyCode::Char('G'));
+    insta::assert_snapshot!("help_scrolled_80x24", render(&mut a, 80, 24));
 }
 
 #[test]
 fn publish_dialog() {
     let mut a = app();
     key(&mut a, KeyCode::Char('p'));
-    for c in "{\"id\": 1}".chars() {
-        key(&mut a, KeyCode::Char(c));
-    }
-    insta::assert_snapshot!("publish_80x24", render(&mut a, 80, 24));
-    insta::assert_snapshot!("publish_120x40", render(&mut a, 120, 40));
+    typed(&mut a, "{\"id\": 1}");
+    both("publish", &mut a);
+    key(&mut a, KeyCode::Enter);
+    a.update(Event::Net(NetEvent::Published(Err(
+        "forbidden: topic \"$sys.x\" is reserved for the broker".into(),
+    ))));
+    both("publish_refused", &mut a);
 }
 
 #[test]
 fn queue_dialogs() {
     let mut a = app();
     key(&mut a, KeyCode::Char('c'));
-    for c in "jobs".chars() {
-        key(&mut a, KeyCode::Char(c));
-    }
-    insta::assert_snapshot!("create_queue_80x24", render(&mut a, 80, 24));
+    typed(&mut a, "jobs");
+    both("create_queue", &mut a);
     key(&mut a, KeyCode::Esc);
     key(&mut a, KeyCode::Char('2'));
     key(&mut a, KeyCode::Char('d'));
-    insta::assert_snapshot!("delete_queue_120x40", render(&mut a, 120, 40));
+    both("delete_queue", &mut a);
 }
 
 #[test]
-fn reconnecting_is_shown_in_the_header() {
+fn queue_detail() {
     let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Enter);
+    let mut peek: Vec<Message> = (1..=3).map(|i| msg("orders.eu", i, "{\"n\": 1}")).collect();
+    for (i, m) in peek.iter_mut().enumerate() {
+        m.delivery = Some(i as u32);
+    }
+    a.update(Event::Net(NetEvent::Peeked {
+        queue: "audit-log".into(),
+        result: Ok(peek),
+    }));
+    both("queue_detail", &mut a);
+    key(&mut a, KeyCode::Char('r'));
+    both("redrive_confirm", &mut a);
+}
+
+#[test]
+fn client_detail() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('3'));
+    key(&mut a, KeyCode::Char('j'));
+    key(&mut a, KeyCode::Enter);
+    both("client_detail", &mut a);
+    key(&mut a, KeyCode::Char('x'));
+    both("close_client_confirm", &mut a);
+}
+
+#[test]
+fn command_line_and_filter_prompt() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char(':'));
+    typed(&mut a, "queue billing");
+    insta::assert_snapshot!("command_line_80x24", render(&mut a, 80, 24));
+    key(&mut a, KeyCode::Esc);
+    key(&mut a, KeyCode::Char('/'));
+    a.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('r'),
+        KeyModifiers::CONTROL,
+    )));
+    typed(&mut a, "^met");
+    insta::assert_snapshot!("regex_filter_80x24", render(&mut a, 80, 24));
+}
+
+#[test]
+fn an_outage_dims_and_blanks_the_figures() {
+    let mut a = app();
+    a.update(Event::Tick(1_795_596_700_000));
+    a.update(Event::Net(NetEvent::Stats(Box::new(sample_stats()))));
     a.update(Event::Net(NetEvent::Disconnected {
         attempt: 3,
         reason: "connection refused".into(),
     }));
+    a.update(Event::Tick(1_795_596_742_000));
     let screen = render(&mut a, 120, 40);
-    assert!(screen.contains("reconnecting (attempt 3): connection refused"));
+    assert!(screen.contains("reconnecting (attempt 3)"), "{screen}");
+    assert!(screen.contains("connection refused"), "{screen}");
+    assert!(screen.contains("figures from 42s ago"), "{screen}");
+    both("outage", &mut a);
 }
 
 #[test]
@@ -211,12 +328,12 @@ fn a_click_selects_the_row_under_it_and_the_wheel_scrolls() {
         modifiers: KeyModifiers::NONE,
     };
     a.update(Event::Mouse(click(6)));
-    assert_eq!(a.selected_topic().as_deref(), Some("orders.eu"));
+    assert_eq!(a.selected_topic().as_deref(), Some("metrics.cpu"));
     a.update(Event::Mouse(MouseEvent {
         kind: MouseEventKind::ScrollUp,
         ..click(6)
     }));
-    assert_eq!(a.selected_topic().as_deref(), Some("metrics.cpu"));
+    assert_eq!(a.selected_topic().as_deref(), Some("audit"));
     // A click in another pane's table (wide screen: the stream on the right) moves there.
     render(&mut a, 200, 60);
     a.update(Event::Mouse(MouseEvent {
