@@ -66,16 +66,22 @@ impl Tmux {
             .to_string()
     }
 
-    /// Wait until the pane shows `text`.
+    /// Wait until the pane shows `text`; on a timeout, say what it showed.
     fn wait_for(&self, text: &str) -> String {
-        wait_for(
-            Duration::from_secs(15),
-            &format!("{text:?} on screen"),
-            || {
-                let screen = self.capture();
-                screen.contains(text).then_some(screen)
-            },
-        )
+        let last = std::cell::RefCell::new(String::new());
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(
+                Duration::from_secs(15),
+                &format!("{text:?} on screen"),
+                || {
+                    let screen = self.capture();
+                    let hit = screen.contains(text);
+                    *last.borrow_mut() = screen.clone();
+                    hit.then_some(screen)
+                },
+            )
+        }));
+        found.unwrap_or_else(|_| panic!("{text:?} never appeared; the screen:\n{}", last.borrow()))
     }
 }
 
@@ -234,4 +240,140 @@ fn momtui_restores_the_terminal_on_sigterm() {
     let entered = out.rfind("\x1b[?1049h").expect("alternate screen used");
     assert!(out.rfind("\x1b[?1049l").is_some_and(|l| l > entered));
     assert!(out.rfind("\x1b[?25h").is_some_and(|l| l > entered));
+}
+
+/// Start momtui against `m` in tmux; the file it writes its exit status to.
+fn start_momtui(m: &Momd, dir: &Path) -> (Tmux, std::path::PathBuf) {
+    let status_file = dir.join("status");
+    let cmd = format!(
+        "{} -s {}; echo \"exit=$?\" > {}",
+        momtui_bin().display(),
+        m.addr(),
+        shell_path(&status_file)
+    );
+    (Tmux::start(&cmd, None), status_file)
+}
+
+fn quits_with_0(t: &Tmux, status_file: &Path) {
+    t.keys(&["q"]);
+    let status = wait_for(Duration::from_secs(10), "momtui to exit", || {
+        std::fs::read_to_string(status_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    assert_eq!(status.trim(), "exit=0");
+    wait_for(Duration::from_secs(5), "the main screen", || {
+        (t.format("#{alternate_on}") == "0").then_some(())
+    });
+}
+
+#[test]
+fn momtui_sorts_drills_into_a_queue_and_peeks_without_delivering() {
+    assert!(
+        has_tmux(),
+        "tmux is needed for this test (.ci/run installs it)"
+    );
+    let m = Momd::start();
+    m.ctl_ok(&["queue", "create", "jobs", "--bind", "b.hot"], None);
+    m.ctl_ok(&["publish", "a.idle", "x", "-q"], None);
+    m.ctl_ok(&["publish", "b.hot", "job-1", "job-2", "job-3", "-q"], None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (t, status_file) = start_momtui(&m, dir.path());
+
+    // By name first; Shift-M sorts by MSGS, most first.
+    let screen = t.wait_for("b.hot");
+    assert!(screen.find("a.idle") < screen.find("b.hot"), "{screen}");
+    t.keys(&["M"]);
+    let screen = t.wait_for("MSGS▼");
+    let (hot, idle) = (screen.find("b.hot"), screen.find("a.idle"));
+    assert!(hot.is_some() && hot < idle, "{screen}");
+
+    // Pane 2, Enter: the queue's detail, and a peek at what it would deliver next.
+    t.keys(&["2"]);
+    t.wait_for("jobs");
+    t.keys(&["Enter"]);
+    t.wait_for("Queue jobs");
+    let screen = t.wait_for("Next messages: 3");
+    for p in ["job-1", "job-2", "job-3"] {
+        assert!(screen.contains(p), "{screen}");
+    }
+    t.keys(&["j", "Enter"]);
+    let screen = t.wait_for("b.hot#2");
+    assert!(screen.contains("job-2"), "{screen}");
+    t.keys(&["Escape"]);
+    t.wait_for("Next messages: 3");
+    t.keys(&["v"]);
+    t.wait_for("Next messages: 3");
+    // Peeking delivered nothing.
+    let info: serde_json::Value =
+        serde_json::from_slice(&m.ctl_ok(&["queue", "info", "jobs", "--json"], None))
+            .expect("queue info --json");
+    assert_eq!(info["unacked"], 0, "{info}");
+    assert_eq!(info["delivered"], 0, "{info}");
+    t.keys(&["Escape"]);
+    t.wait_for("Subscriptions: 1 queues");
+    quits_with_0(&t, &status_file);
+}
+
+#[test]
+fn momtui_holds_one_passive_watch_however_often_the_stream_changes() {
+    assert!(
+        has_tmux(),
+        "tmux is needed for this test (.ci/run installs it)"
+    );
+    let m = Momd::start();
+    m.ctl_ok(&["publish", "b.hot", "one", "-q"], None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (t, status_file) = start_momtui(&m, dir.path());
+    t.wait_for("b.hot");
+    // Enter streams the topic, r replays it, w and :watch take any pattern.
+    t.keys(&["/"]);
+    t.keys(&["-l", "hot"]);
+    t.keys(&["Enter"]);
+    t.wait_for("[filter: hot]");
+    t.keys(&["Enter"]);
+    t.wait_for("Stream b.hot");
+    t.keys(&["1", "r"]);
+    t.wait_for("Stream b.hot");
+    for p in ["a.>", "b.*", "c.>"] {
+        t.keys(&["w", "C-u"]);
+        t.keys(&["-l", p]);
+        t.keys(&["Enter"]);
+        t.wait_for(&format!("Stream {p}"));
+    }
+    t.keys(&[":"]);
+    t.keys(&["-l", "watch b.>"]);
+    t.keys(&["Enter"]);
+    t.wait_for("Stream b.>");
+    let momtui = |s: &serde_json::Value| -> Vec<serde_json::Value> {
+        s["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .filter(|c| c["name"] == "momtui")
+            .cloned()
+            .collect()
+    };
+    let stats = wait_for(Duration::from_secs(20), "momtui's one watch", || {
+        let s = m.stats();
+        let c = momtui(&s);
+        (c.len() == 1 && c[0]["watch_patterns"] == serde_json::json!(["b.>"])).then_some(s)
+    });
+    let c = &momtui(&stats)[0];
+    assert_eq!(c["watches"], 1, "{c}");
+    // Passive: a publish to what it streams reached no watcher, says momctl.
+    let out = m.ctl(&["publish", "b.hot", "two"], None);
+    assert!(out.stderr.contains("reached no watcher"), "{}", out.stderr);
+    // Its own watch is not counted in the WATCH column either.
+    t.keys(&["1"]);
+    let screen = t.wait_for("WATCH");
+    let row = screen
+        .lines()
+        .find(|l| l.contains("b.hot"))
+        .expect("the b.hot row");
+    assert!(
+        row.split_whitespace().rev().nth(2) == Some("0"),
+        "WATCH 0 expected: {row}"
+    );
+    quits_with_0(&t, &status_file);
 }

@@ -175,7 +175,7 @@ impl App {
                 2 => a.bytes.cmp(&b.bytes),
                 3 => a.last_seq.cmp(&b.last_seq),
                 4 | 5 => cmp_f(a.in_rate, b.in_rate),
-                6 => a.watchers.cmp(&b.watchers),
+                6 => self.watchers(a).cmp(&self.watchers(b)),
                 7 => a.queues.cmp(&b.queues),
                 _ => Ordering::Equal,
             };
@@ -248,6 +248,13 @@ impl App {
             by.then_with(|| a.client_id.cmp(&b.client_id))
         });
         rows
+    }
+
+    /// Watches of a topic other than this dashboard's own: the broker counts every watch,
+    /// passive ones included, and a dashboard should not show itself as a watcher.
+    pub fn watchers(&self, t: &TopicInfo) -> u64 {
+        let own = self.connected() && mom_proto::topic::matches(&self.stream.pattern, &t.name);
+        t.watchers.saturating_sub(u64::from(own))
     }
 
     /// The key of each row of a pane, in the order shown.

@@ -96,7 +96,7 @@ pub fn stream(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
 
 fn field(name: &str, value: String, theme: &Theme) -> Line<'static> {
     Line::from(vec![
-        Span::styled(format!("{name:<8}"), theme.bold()),
+        Span::styled(format!("{name:<9}"), theme.bold()),
         Span::raw(value),
     ])
 }

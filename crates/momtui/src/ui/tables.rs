@@ -37,7 +37,7 @@ pub fn topics(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
                 plain(format!("{}..{}", t.first_seq, t.last_seq)),
                 live_rate(app, t.in_rate),
                 (spark, theme.fg(Color::Green)),
-                plain(t.watchers.to_string()),
+                plain(app.watchers(t).to_string()),
                 plain(t.queues.to_string()),
             ]
         })
