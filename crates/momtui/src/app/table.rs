@@ -251,9 +251,10 @@ impl App {
     }
 
     /// Watches of a topic other than this dashboard's own: the broker counts every watch,
-    /// passive ones included, and a dashboard should not show itself as a watcher.
+    /// passive ones included, and a dashboard should not show itself as a watcher. (Stats
+    /// kept through an outage were taken while it watched, so it is left out then too.)
     pub fn watchers(&self, t: &TopicInfo) -> u64 {
-        let own = self.connected() && mom_proto::topic::matches(&self.stream.pattern, &t.name);
+        let own = mom_proto::topic::matches(&self.stream.pattern, &t.name);
         t.watchers.saturating_sub(u64::from(own))
     }
 
