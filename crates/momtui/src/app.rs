@@ -142,6 +142,12 @@ pub enum Command {
     },
     RedriveQueue(String),
     PeekQueue(String),
+    /// Change a queue's settings; `None` keeps one.
+    SetQueue {
+        name: String,
+        max_deliver: Option<u32>,
+        ack_wait_ms: Option<u64>,
+    },
     PurgeTopic(String),
     DeleteTopic {
         name: String,

@@ -254,6 +254,21 @@ async fn run_command(client: &Client, c: Command) -> NetEvent {
                 .await
                 .map(|(_, n)| format!("{n} dead letters went back into queue {name}")),
         ),
+        Command::SetQueue {
+            name,
+            max_deliver,
+            ack_wait_ms,
+        } => done(
+            client
+                .queue_set(&name, max_deliver, ack_wait_ms.map(Duration::from_millis))
+                .await
+                .map(|q| {
+                    format!(
+                        "queue {name}: ack wait {} ms, max deliver {}",
+                        q.ack_wait_ms, q.max_deliver
+                    )
+                }),
+        ),
         Command::PeekQueue(queue) => {
             let result = client
                 .queue_peek(&queue, PEEK)

@@ -24,6 +24,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":filter TEXT, :regex RE", "filter the pane (empty clears)"),
     (":sort COLUMN [asc|desc]", "sort the pane by a column"),
     (":save [FILE]", "save the stream (or the marked messages)"),
+    (
+        ":set ack_wait 10s, :set max_deliver 3",
+        "change the settings of the queue shown",
+    ),
     (":help, :q", "this help; quit"),
 ];
 
@@ -98,6 +102,7 @@ impl App {
                     }
                 }
             }
+            ("set", args) => return self.set_queue(args),
             ("save" | "w!", "") => self.open_save(),
             ("save" | "w!", file) => return self.save(file),
             _ => {
@@ -106,6 +111,39 @@ impl App {
             }
         }
         Vec::new()
+    }
+
+    /// `:set ack_wait 10s` or `:set max_deliver 3` in a queue's detail.
+    fn set_queue(&mut self, args: &str) -> Vec<Command> {
+        let Some(Drill::Queue(q)) = &self.drill else {
+            self.set_error(":set changes a queue's settings: open the queue first (:queue NAME)");
+            return Vec::new();
+        };
+        let name = q.name.clone();
+        let mut it = args.split_whitespace();
+        let (key, value) = (it.next().unwrap_or_default(), it.next().unwrap_or_default());
+        let cmd = match key.replace('-', "_").as_str() {
+            "ack_wait" => parse_ms(value).map(|ms| Command::SetQueue {
+                name,
+                max_deliver: None,
+                ack_wait_ms: Some(ms),
+            }),
+            "max_deliver" => value.parse::<u32>().ok().map(|n| Command::SetQueue {
+                name,
+                max_deliver: Some(n),
+                ack_wait_ms: None,
+            }),
+            _ => None,
+        };
+        match cmd {
+            Some(c) => vec![c],
+            None => {
+                self.set_error(
+                    "usage: :set ack_wait 30s (or 500ms, 2m) | :set max_deliver N (0: never)",
+                );
+                Vec::new()
+            }
+        }
     }
 
     /// Stream `pattern` (replacing the stream's watch) and show the Stream pane.
@@ -178,4 +216,21 @@ impl App {
             lines,
         }]
     }
+}
+
+/// `500ms`, `30s`, `2m`, or plain seconds.
+fn parse_ms(v: &str) -> Option<u64> {
+    let (num, mult) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (v, 1000)
+    };
+    num.parse::<u64>()
+        .ok()?
+        .checked_mul(mult)
+        .filter(|ms| *ms > 0)
 }

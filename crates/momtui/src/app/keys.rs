@@ -254,6 +254,13 @@ impl App {
             (KeyCode::Char('v'), Some(q), _, _) if self.drill.is_some() => {
                 return vec![Command::PeekQueue(q)];
             }
+            (KeyCode::Char('e'), Some(_), _, _) if self.drill.is_some() => {
+                self.mode = Mode::Prompt {
+                    kind: PromptKind::Command,
+                    input: Input::with("set ack_wait "),
+                };
+                return Vec::new();
+            }
             (KeyCode::Char('x'), _, _, Some(id)) => Confirm::CloseClient {
                 id,
                 name: self.client_name(id),

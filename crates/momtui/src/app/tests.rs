@@ -576,3 +576,21 @@ fn quit_on_q_and_ctrl_c() {
     a.update(ctrl('c'));
     assert!(a.quit);
 }
+
+#[test]
+fn a_queue_detail_changes_settings_from_the_command_line() {
+    let mut a = app();
+    a.update(ch('2'));
+    a.update(key(KeyCode::Enter));
+    a.update(ch('e'));
+    typed(&mut a, "10s");
+    let cmds = a.update(key(KeyCode::Enter));
+    assert_eq!(
+        cmds,
+        vec![Command::SetQueue {
+            name: "audit-log".into(),
+            max_deliver: None,
+            ack_wait_ms: Some(10_000)
+        }]
+    );
+}

@@ -147,7 +147,11 @@ pub fn draw_table(f: &mut Frame, theme: &Theme, area: Rect, spec: Spec) -> Table
     let mut table = Table::new(rows, w.iter().map(|x| Constraint::Length(*x)))
         .column_spacing(1)
         .header(header)
-        .block(block(spec.title, spec.focused, theme))
+        .block(block(
+            fit(&spec.title, area.width.saturating_sub(2)),
+            spec.focused,
+            theme,
+        ))
         .row_highlight_style(if spec.focused {
             theme.selected()
         } else {

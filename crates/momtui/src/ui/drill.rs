@@ -35,7 +35,11 @@ fn info_block(
 ) {
     let mut p = Paragraph::new(lines)
         .wrap(ratatui::widgets::Wrap { trim: false })
-        .block(block(title, true, theme));
+        .block(block(
+            fit(&title, area.width.saturating_sub(2)),
+            true,
+            theme,
+        ));
     if app.stale() {
         p = p.style(Style::default().add_modifier(Modifier::DIM));
     }
@@ -57,7 +61,7 @@ pub fn queue(f: &mut Frame, app: &App, theme: &Theme, area: Rect, d: &QueueDrill
         .and_then(|s| s.queues.iter().find(|q| q.name == d.name));
     let [top, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Min(3)]).areas(area);
     let title = format!(
-        " Queue {} — Esc back · v peek · P purge · r redrive · d/D delete ",
+        " Queue {} — Esc back · v peek · e settings · P purge · r redrive · d/D delete ",
         d.name
     );
     let width = top.width.saturating_sub(2);

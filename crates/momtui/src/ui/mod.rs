@@ -213,7 +213,7 @@ fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 fn hints(app: &App) -> &'static str {
     match (&app.drill, app.pane) {
         (Some(Drill::Queue(_)), _) => {
-            "Esc back  j/k move  Enter message  v peek  P purge  r redrive  d delete  y copy  ? help"
+            "Esc back  j/k move  Enter message  v peek  e settings  P purge  r redrive  d delete  y copy  ? help"
         }
         (Some(Drill::Client(_)), _) => "Esc back  j/k move  Enter stream watch  x close connection  ? help",
         (None, Pane::Stream) => {

@@ -58,6 +58,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "v, r (queue detail)",
         "peek again; redrive its dead letters (asks)",
     ),
+    (
+        "e (queue detail)",
+        "change its settings (:set ack_wait 10s, :set max_deliver 3)",
+    ),
     ("x (client)", "close the client's connection (asks first)"),
     (
         "v, y (message detail)",
