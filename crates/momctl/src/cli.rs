@@ -386,7 +386,8 @@ pub struct RecvArgs {
     pub follow: bool,
 
     /// With --follow into a pipe: messages written to the pipe and not yet read from it
-    /// (each is acknowledged once the reader took it, so a pipe cannot swallow a queue).
+    /// (each is acknowledged once the reader took it, so a pipe cannot swallow a queue). 1
+    /// takes about a thousand messages a second; more is faster and shares less evenly.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub prefetch: u32,
 

@@ -17,7 +17,8 @@ impl Broker {
             last_time: t.last_time,
             created: t.created,
             limits: Limits { ..t.limits },
-            watchers: self.core.watches.count_matching(&t.name),
+            // Observers (passive watches: momtui, `subscribe --passive`) are not watchers.
+            watchers: self.core.watches.count_active(&t.name),
             queues: self.queues_bound(t.id),
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,

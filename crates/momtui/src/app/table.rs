@@ -250,12 +250,10 @@ impl App {
         rows
     }
 
-    /// Watches of a topic other than this dashboard's own: the broker counts every watch,
-    /// passive ones included, and a dashboard should not show itself as a watcher. (Stats
-    /// kept through an outage were taken while it watched, so it is left out then too.)
+    /// Watchers of a topic: the broker counts only those that are not passive, so this
+    /// dashboard's own watch is never among them.
     pub fn watchers(&self, t: &TopicInfo) -> u64 {
-        let own = mom_proto::topic::matches(&self.stream.pattern, &t.name);
-        t.watchers.saturating_sub(u64::from(own))
+        t.watchers
     }
 
     /// The key of each row of a pane, in the order shown.
