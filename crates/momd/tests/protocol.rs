@@ -527,6 +527,7 @@ fn peek_detached_fetch_extend_and_redrive() {
             queue: "q".into(),
             msgs: vec![one.clone()],
             delay_ms: 0,
+            release: false,
         })),
         ServerFrame::Ok(_)
     ));
@@ -596,6 +597,7 @@ fn a_dead_letter_whose_original_is_gone_is_redriven_as_itself() {
             queue: "q".into(),
             msgs: vec![key(&got[0])],
             delay_ms: 0,
+            release: false,
         })
     });
     assert!(matches!(

@@ -463,6 +463,7 @@ fn main() {
                 seq: 2,
             }],
             delay_ms: 5000,
+            release: false,
         }),
     );
     dump(

@@ -526,6 +526,10 @@ pub struct Nack {
     /// Deliver again no sooner than this.
     #[serde(default)]
     pub delay_ms: u64,
+    /// The messages were not worked on at all (taken, then given back unopened): they go
+    /// back as if never delivered, and the attempt does not count towards `max_deliver`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub release: bool,
 }
 
 /// Pull up to `max` messages, waiting up to `timeout_ms` for the first.

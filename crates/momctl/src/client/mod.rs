@@ -457,8 +457,23 @@ impl Client {
         }
     }
 
-    /// Give messages back to be delivered again after `delay`.
+    /// Give messages back to be delivered again after `delay` (a failed delivery).
     pub async fn nack(&self, queue: &str, msgs: Vec<MsgKey>, delay: Duration) -> Result<()> {
+        self.give_back(queue, msgs, delay, false).await
+    }
+
+    /// Give back messages never worked on: delivered again at once, the attempt not counted.
+    pub async fn release(&self, queue: &str, msgs: Vec<MsgKey>) -> Result<()> {
+        self.give_back(queue, msgs, Duration::ZERO, true).await
+    }
+
+    async fn give_back(
+        &self,
+        queue: &str,
+        msgs: Vec<MsgKey>,
+        delay: Duration,
+        release: bool,
+    ) -> Result<()> {
         let queue = queue.to_string();
         let delay_ms = delay.as_millis() as u64;
         match self
@@ -468,6 +483,7 @@ impl Client {
                     queue,
                     msgs,
                     delay_ms,
+                    release,
                 })
             })
             .await?

@@ -208,15 +208,7 @@ impl Broker {
         if missing.is_empty() {
             return self.reply(session, ServerFrame::Ok(Req { id: a.id }));
         }
-        let mut named = missing
-            .iter()
-            .take(MAX_NAMED)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        if missing.len() > MAX_NAMED {
-            named.push_str(&format!(" and {} more", missing.len() - MAX_NAMED));
-        }
+        let named = name_keys(&missing);
         let msg = format!(
             "queue {:?} has no unacked delivery of {named} (acked, or its deadline passed and it \
              may be redelivered); the others were extended",
@@ -337,4 +329,18 @@ impl Broker {
         self.dirty = true;
         Ok(n)
     }
+}
+
+/// `a#1, a#2 and 8 more`: the keys a reply names (at most a few of them).
+pub(super) fn name_keys(keys: &[String]) -> String {
+    let mut named = keys
+        .iter()
+        .take(MAX_NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > MAX_NAMED {
+        named.push_str(&format!(" and {} more", keys.len() - MAX_NAMED));
+    }
+    named
 }

@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 
 use mom_proto::{
-    topic, ClientFrame, ConsumeOk, ErrorCode, MsgKey, QueueInfo, QueueInfoReply, QueueList, Req,
+    topic, ClientFrame, ConsumeOk, ErrorCode, QueueInfo, QueueInfoReply, QueueList, Req,
     ServerFrame, StartAt,
 };
 
 use super::{json_str, now_ms, Broker, Pending};
-use crate::core::queues::{ConsumerId, MsgRef, Queue};
+use crate::core::queues::{ConsumerId, Queue};
 
 /// Default deliveries before a message is dead-lettered.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
@@ -142,6 +142,32 @@ impl Broker {
 
     /// An ack or nack changed the queue: confirm it once the new state is on disk, and hand
     /// out what the freed credit allows.
+    /// Like [`Broker::settled`], but the reply names the deliveries the queue did not hold
+    /// (already settled, or never delivered): `not_found`, the others settled all the same.
+    pub(super) fn settled_but(
+        &mut self,
+        session: u64,
+        id: u64,
+        queue: &str,
+        now: u64,
+        missing: &[String],
+        what: &str,
+    ) {
+        if missing.is_empty() {
+            return self.settled(session, id, queue, now);
+        }
+        self.dirty_queues.insert(queue.to_string());
+        let msg = format!(
+            "queue {queue:?} holds no delivery of {} (already settled, or never delivered); the others were {what}",
+            super::queue_admin::name_keys(missing)
+        );
+        self.staged_pending.push(Pending::Reply {
+            session,
+            frame: ServerFrame::error(Some(id), ErrorCode::NotFound, msg),
+        });
+        self.pump(queue, now);
+    }
+
     pub(super) fn settled(&mut self, session: u64, id: u64, queue: &str, now: u64) {
         self.dirty_queues.insert(queue.to_string());
         self.staged_pending.push(Pending::Reply {
@@ -466,34 +492,55 @@ impl Broker {
                 ),
             },
             ClientFrame::Ack(a) => {
-                let refs = match self.refs(&a.queue, &a.msgs) {
-                    Ok(r) => r,
-                    Err((code, msg)) => return self.error(session, a.id, code, msg),
-                };
+                if !self.queues.contains_key(&a.queue) {
+                    let msg = format!("queue {:?} not found", a.queue);
+                    return self.error(session, a.id, ErrorCode::NotFound, msg);
+                }
                 let mut freed = Vec::new();
-                if let Some(q) = self.queues.get_mut(&a.queue) {
-                    freed.extend(refs.into_iter().filter_map(|m| q.ack(m).flatten()));
+                let mut missing = Vec::new();
+                for k in &a.msgs {
+                    let t = self.core.topics.get(&k.topic).map(|t| t.id);
+                    let held = match (t, self.queues.get_mut(&a.queue)) {
+                        (Some(t), Some(q)) => q.ack((t, k.seq)),
+                        _ => None,
+                    };
+                    match held {
+                        Some(c) => freed.extend(c),
+                        None => missing.push(format!("{}#{}", k.topic, k.seq)),
+                    }
                 }
                 self.free_credit(&freed);
-                self.settled(session, a.id, &a.queue, now);
+                self.settled_but(session, a.id, &a.queue, now, &missing, "acked");
             }
             ClientFrame::Nack(n) => {
-                let refs = match self.refs(&n.queue, &n.msgs) {
-                    Ok(r) => r,
-                    Err((code, msg)) => return self.error(session, n.id, code, msg),
-                };
-                let (mut dead, mut freed) = (Vec::new(), Vec::new());
-                if let Some(q) = self.queues.get_mut(&n.queue) {
-                    for m in refs {
-                        if let Some((c, dl)) = q.nack(m, n.delay_ms, now, "nack") {
+                if !self.queues.contains_key(&n.queue) {
+                    let msg = format!("queue {:?} not found", n.queue);
+                    return self.error(session, n.id, ErrorCode::NotFound, msg);
+                }
+                let (mut dead, mut freed, mut missing) = (Vec::new(), Vec::new(), Vec::new());
+                for k in &n.msgs {
+                    let t = self.core.topics.get(&k.topic).map(|t| t.id);
+                    let Some(q) = self.queues.get_mut(&n.queue) else {
+                        break;
+                    };
+                    let done = match t {
+                        // Given back unopened: as if it had never been delivered.
+                        Some(t) if n.release => q.release((t, k.seq), now).map(|c| {
+                            freed.push(c);
+                        }),
+                        Some(t) => q.nack((t, k.seq), n.delay_ms, now, "nack").map(|(c, dl)| {
                             dead.extend(dl);
                             freed.push(c);
-                        }
+                        }),
+                        None => None,
+                    };
+                    if done.is_none() {
+                        missing.push(format!("{}#{}", k.topic, k.seq));
                     }
                 }
                 self.free_credit(&freed);
                 self.dead_letter(&n.queue, dead);
-                self.settled(session, n.id, &n.queue, now);
+                self.settled_but(session, n.id, &n.queue, now, &missing, "nacked");
             }
             ClientFrame::Fetch(f) => {
                 if !self.queues.contains_key(&f.queue) {
@@ -532,17 +579,5 @@ impl Broker {
             | ClientFrame::Stats(_)
             | ClientFrame::Ping(_) => {}
         }
-    }
-
-    /// Topic names and seqs to message refs of a queue.
-    fn refs(&self, queue: &str, msgs: &[MsgKey]) -> Result<Vec<MsgRef>, (ErrorCode, String)> {
-        if !self.queues.contains_key(queue) {
-            return Err((ErrorCode::NotFound, format!("queue {queue:?} not found")));
-        }
-        // A message of a topic removed since is simply no longer held: skip it.
-        Ok(msgs
-            .iter()
-            .filter_map(|m| self.core.topics.get(&m.topic).map(|t| (t.id, m.seq)))
-            .collect())
     }
 }

@@ -260,3 +260,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_released_delivery_comes_back_without_using_an_attempt() {
+    // max_deliver 1: a counted failure would dead-letter it at once.
+    let mut q = queue(1, 100);
+    q.bind_topic(1, 1);
+    let view = |_t: u32| Some((1, 1));
+    for round in 0..3 {
+        let got = q.take(&view, 1, 9, round);
+        assert_eq!(got, vec![((1, 1), 1)], "round {round}");
+        assert_eq!(q.release((1, 1), round), Some(9));
+        assert!(q.drain_dead().is_empty());
+    }
+    assert_eq!(q.counters.delivered, 0);
+    assert_eq!(q.counters.dead_lettered, 0);
+    // Releasing what is not out on a delivery changes nothing.
+    assert_eq!(q.release((1, 1), 5), None);
+    // A real nack counts.
+    let got = q.take(&view, 1, 9, 5);
+    assert_eq!(got, vec![((1, 1), 1)]);
+    let (_, dead) = q.nack((1, 1), 0, 5, "nack").expect("it was out");
+    assert!(dead.is_some(), "the one counted failure used max_deliver 1");
+}

@@ -351,7 +351,15 @@ impl Queue {
         }
     }
 
-    /// Acknowledge a message. False if the queue did not hold it as delivered.
+    /// Take back a delivery its consumer never worked on (a `nack` with `release`): it
+    /// waits to be delivered again at once, and the attempt does not count. Returns the
+    /// consumer whose credit it frees; None if the message was not out on a delivery.
+    pub fn release(&mut self, m: MsgRef, now: u64) -> Option<ConsumerId> {
+        let consumer = self.unacked.get(&m)?.consumer;
+        self.unlease(m, now);
+        Some(consumer)
+    }
+
     /// Acknowledge a message: it is settled and never delivered again. An ack that comes
     /// after the deadline still settles the message if it is waiting to be delivered again
     /// (the consumer did the work). Returns None when the queue does not hold the message;
