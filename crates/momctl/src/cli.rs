@@ -44,18 +44,22 @@ pub struct Global {
         hide = true
     )]
     pub password: Option<String>,
+}
 
+/// What a long-running command does when the connection to the broker is lost.
+#[derive(Debug, Args, Clone)]
+pub struct ReconnectArgs {
     /// Reconnect when the connection is lost (the default for subscribe, recv --follow,
     /// recv --exec and reply; publish needs it asked for).
-    #[arg(long, global = true, conflicts_with = "no_reconnect")]
+    #[arg(long, conflicts_with = "no_reconnect")]
     pub reconnect: bool,
 
     /// Exit with code 8 when the connection is lost instead of reconnecting.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_reconnect: bool,
 
     /// Give up reconnecting after this long (exit 8); 0 tries forever.
-    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration_or_zero,
+    #[arg(long, default_value = "5m", value_parser = parse_duration_or_zero,
           hide_short_help = true)]
     pub reconnect_for: Duration,
 }
@@ -195,6 +199,8 @@ interrupted, reconnecting when the broker restarts."
         /// Every replier answers every request (instead of sharing them).
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        reconnect: ReconnectArgs,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -280,6 +286,9 @@ pub struct PublishArgs {
     /// Batches in flight before waiting for acks.
     #[arg(long, default_value_t = 16, hide_short_help = true)]
     pub window: usize,
+
+    #[command(flatten)]
+    pub reconnect: ReconnectArgs,
 }
 
 /// Where a message's id comes from.
@@ -364,6 +373,9 @@ pub struct SubscribeArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub reconnect: ReconnectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -417,6 +429,9 @@ pub struct RecvArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub reconnect: ReconnectArgs,
 
     /// The command for --exec and its arguments.
     #[arg(last = true, requires = "exec")]

@@ -42,18 +42,26 @@ fn main() -> ExitCode {
     let json = cli.global.json;
     // Long-running commands reconnect unless told not to; publish only when asked (its
     // resends need ids, see `publish --help`).
-    let reconnect = |default: bool| cmd::Reconnect {
-        enabled: !cli.global.no_reconnect && (cli.global.reconnect || default),
-        give_up_after: cli.global.reconnect_for,
+    let reconnect = |r: &cli::ReconnectArgs, default: bool| cmd::Reconnect {
+        enabled: !r.no_reconnect && (r.reconnect || default),
+        give_up_after: r.reconnect_for,
+        deadline: None,
+        stop: None,
     };
     let res = rt.block_on(async move {
         match cli.cmd {
-            Command::Publish(a) => cmd::publish::run(&opts, a, json, reconnect(false)).await,
-            Command::Subscribe(a) => cmd::subscribe::run(&opts, a, json, reconnect(true)).await,
+            Command::Publish(a) => {
+                let r = reconnect(&a.reconnect, false);
+                cmd::publish::run(&opts, a, json, r).await
+            }
+            Command::Subscribe(a) => {
+                let r = reconnect(&a.reconnect, true);
+                cmd::subscribe::run(&opts, a, json, r).await
+            }
             Command::Topic(t) => cmd::topic::run(&opts, t, json).await,
             Command::Recv(a) => {
-                let long = a.follow || a.exec;
-                cmd::recv::run(&opts, a, json, reconnect(long)).await
+                let r = reconnect(&a.reconnect, a.follow || a.exec);
+                cmd::recv::run(&opts, a, json, r).await
             }
             Command::Ack { name, deliveries } => cmd::ack::run(&opts, name, deliveries, None).await,
             Command::Nack {
@@ -72,8 +80,9 @@ fn main() -> ExitCode {
             Command::Reply {
                 pattern,
                 all,
+                reconnect: r,
                 command,
-            } => cmd::request::reply(&opts, pattern, all, command, reconnect(true)).await,
+            } => cmd::request::reply(&opts, pattern, all, command, reconnect(&r, true)).await,
             Command::Unsubscribe { name, patterns } => {
                 cmd::queue::unsubscribe(&opts, name, patterns, json).await
             }

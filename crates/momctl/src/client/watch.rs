@@ -111,6 +111,26 @@ impl ConsumerStream {
         }
     }
 
+    /// The next batch if one has come already; None if none is waiting.
+    pub fn try_next(&mut self) -> Option<Result<Vec<Message>>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(WatchEvent::Messages(m)) => return Some(Ok(m)),
+                Ok(WatchEvent::Notice(n)) if n.kind == NoticeKind::Ended => {
+                    return Some(Err(ClientError::Server {
+                        code: mom_proto::ErrorCode::NotFound,
+                        message: n.message,
+                    }))
+                }
+                Ok(WatchEvent::Notice(_)) => continue,
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Some(Err(self.client.closed_error()))
+                }
+            }
+        }
+    }
+
     /// Acknowledge messages this consumer received.
     pub async fn ack(&self, msgs: &[Message]) -> Result<()> {
         self.client.ack(&self.queue, keys(msgs)).await

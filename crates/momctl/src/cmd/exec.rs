@@ -4,14 +4,16 @@
 //! fairly; a killed worker's message is delivered again. While a job runs its ack deadline
 //! is pushed forward, so a long job is not handed to a second worker.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
 use mom_proto::{Message, MsgKey};
 use momctl::client::{key, Client, ClientError, ConnectOptions};
 use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{CmdResult, Failure, Reconnect};
 use crate::cli::RecvArgs;
@@ -20,7 +22,18 @@ use crate::output::delivery_id;
 /// How a job ended.
 struct Done {
     key: MsgKey,
-    ok: bool,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Exit 0: ack.
+    Ok,
+    /// Any other end: nack (a failed delivery).
+    Failed,
+    /// The command could not be started: the message goes back unopened and the worker
+    /// stops, rather than burn every message's attempts on a typo.
+    NotRun,
 }
 
 pub async fn run(
@@ -35,24 +48,31 @@ pub async fn run(
     if args.concurrency == 0 {
         return Err(Failure::new(2, "--concurrency must be at least 1"));
     }
+    // A command that cannot run is found before any message is taken.
+    runnable(program)?;
     let queue = args.name.clone();
     let want = args.count.unwrap_or(u64::MAX);
     let deadline = args.timeout.map(|d| tokio::time::Instant::now() + d);
     let ack_wait = Duration::from_millis(client.queue_info(&queue).await?.ack_wait_ms.max(1));
+    let stop = stop_on_signals()?;
+    let mut reconnect = reconnect.until(deadline);
+    reconnect.stop = Some(stop.clone());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut running: HashSet<MsgKey> = HashSet::new();
-    // Finished while the connection was down: settled after the reconnect.
+    // Jobs that ran while a connection was lost: their messages went back to the queue and
+    // may come to this worker again; they are settled, not run twice.
+    let mut in_doubt: HashMap<MsgKey, Option<Outcome>> = HashMap::new();
+    // Ended while the connection was down: settled after the reconnect.
     let mut unsettled: Vec<Done> = Vec::new();
     let (mut started, mut succeeded, mut failed) = (0u64, 0u64, 0u64);
-    let mut stopping = false;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Failure::new(1, format!("cannot watch for SIGTERM: {e}")))?;
+    let mut broken: Option<String> = None;
     // Pulls, not a pushing consumer: the worker asks for exactly as many messages as it has
     // free slots, so nothing waits leased in a worker that is busy or stopping.
     'connection: loop {
         for d in std::mem::take(&mut unsettled) {
             if let Err(e) = settle(&client, &queue, &d, args.nack_delay).await {
                 unsettled.push(d);
+                in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
                 client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
                 continue 'connection;
             }
@@ -61,8 +81,16 @@ pub async fn run(
         let mut extend = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
         extend.reset();
         loop {
+            let stopping = stop.is_cancelled() || broken.is_some();
             if (stopping || started >= want) && running.is_empty() && pull.is_none() {
-                if let (Some(n), false) = (args.count, started >= want) {
+                if let Some(why) = broken {
+                    return Err(Failure::new(
+                        1,
+                        format!("{why}; {}", tally(succeeded, failed)),
+                    ));
+                }
+                if let (Some(n), false, false) = (args.count, started >= want, stop.is_cancelled())
+                {
                     return Err(Failure::new(
                         3,
                         format!(
@@ -88,9 +116,19 @@ pub async fn run(
                 d = done_rx.recv() => {
                     let Some(d) = d else { continue };
                     running.remove(&d.key);
-                    if d.ok { succeeded += 1 } else { failed += 1 }
+                    if let Some(o) = in_doubt.get_mut(&d.key) {
+                        *o = Some(d.outcome);
+                    }
+                    match d.outcome {
+                        Outcome::Ok => succeeded += 1,
+                        Outcome::Failed => failed += 1,
+                        Outcome::NotRun => {
+                            broken.get_or_insert_with(|| format!("cannot run {program}"));
+                        }
+                    }
                     if let Err(e) = settle(&client, &queue, &d, args.nack_delay).await {
                         unsettled.push(d);
+                        in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
                         client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
                         continue 'connection;
                     }
@@ -100,31 +138,67 @@ pub async fn run(
                     let msgs = match msgs {
                         Ok(m) => m,
                         Err(e) if e.is_connection_lost() => {
+                            in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
                             client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
                             continue 'connection;
                         }
                         Err(e) => return Err(e.into()),
                     };
+                    let mut give_back = Vec::new();
+                    let mut done_before = Vec::new();
                     for m in msgs {
                         let k = key(&m);
-                        // Delivered again after a reconnect while its job still runs here:
-                        // that job's end settles it.
-                        if !running.insert(k) {
+                        if running.contains(&k) {
+                            // Delivered again after a reconnect while its job still runs
+                            // here: that job's end settles it.
                             continue;
                         }
+                        if let Some(Some(outcome)) = in_doubt.get(&k).copied() {
+                            // Its job ran here already and ended while the connection was
+                            // down: settled as it ended, not run twice.
+                            in_doubt.remove(&k);
+                            done_before.push(Done { key: k, outcome });
+                            continue;
+                        }
+                        if stop.is_cancelled() || broken.is_some() {
+                            // Taken as the worker stops: back unopened, not counted.
+                            give_back.push(k);
+                            continue;
+                        }
+                        running.insert(k);
                         started += 1;
                         let tx = done_tx.clone();
                         let (program, cmd_args) = (program.clone(), cmd_args.to_vec());
                         tokio::spawn(async move {
-                            let ok = run_job(&program, &cmd_args, &m).await;
-                            let _ = tx.send(Done { key: key(&m), ok });
+                            let outcome = run_job(&program, &cmd_args, &m).await;
+                            let _ = tx.send(Done { key: key(&m), outcome });
                         });
+                    }
+                    let res = async {
+                        if !give_back.is_empty() {
+                            client.release(&queue, give_back).await?;
+                        }
+                        for d in &done_before {
+                            settle(&client, &queue, d, args.nack_delay).await?;
+                        }
+                        Ok::<(), ClientError>(())
+                    }
+                    .await;
+                    match res {
+                        Err(e) if e.is_connection_lost() => {
+                            in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
+                            client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
+                            continue 'connection;
+                        }
+                        Err(e) => eprintln!("momctl: {e}"),
+                        Ok(()) => {}
                     }
                 }
                 _ = extend.tick(), if !running.is_empty() => {
                     let keys: Vec<MsgKey> = running.iter().cloned().collect();
                     match client.extend(&queue, keys).await {
                         Err(e) if e.is_connection_lost() => {
+                            in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
                             client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
                             continue 'connection;
                         }
@@ -133,18 +207,63 @@ pub async fn run(
                     }
                 }
                 _ = tokio::time::sleep_until(until), if deadline.is_some() && !stopping => {
-                    stopping = true;
+                    stop.cancel();
                 }
-                _ = tokio::signal::ctrl_c(), if !stopping => {
-                    eprintln!("momctl: interrupted; finishing {} running jobs", running.len());
-                    stopping = true;
-                }
-                _ = sigterm.recv(), if !stopping => {
-                    eprintln!("momctl: terminated; finishing {} running jobs", running.len());
-                    stopping = true;
-                }
+                _ = stop.cancelled(), if !stopping => {}
             }
         }
+    }
+}
+
+/// Cancelled at the first SIGTERM or Ctrl-C: stop taking jobs, finish the running ones. A
+/// second one ends the worker at once (its running jobs are then delivered again).
+fn stop_on_signals() -> Result<CancellationToken, Failure> {
+    let stop = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::new(1, format!("cannot watch for SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::new(1, format!("cannot watch for SIGINT: {e}")))?;
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            seen += 1;
+            if seen == 1 {
+                eprintln!("momctl: stopping: finishing the running jobs (again to stop at once)");
+                s.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(stop)
+}
+
+/// Can `program` be started? A path must be an executable file; a bare name must be one
+/// in `PATH`.
+fn runnable(program: &str) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        executable(std::path::Path::new(program))
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            2,
+            format!("--exec: {program}: no such executable (nothing was taken from the queue)"),
+        ))
     }
 }
 
@@ -161,17 +280,21 @@ async fn settle(
     d: &Done,
     nack_delay: Duration,
 ) -> Result<(), ClientError> {
-    let res = if d.ok {
-        client.ack(queue, vec![d.key.clone()]).await
-    } else {
-        client.nack(queue, vec![d.key.clone()], nack_delay).await
+    let res = match d.outcome {
+        Outcome::Ok => client.ack(queue, vec![d.key.clone()]).await,
+        Outcome::Failed => client.nack(queue, vec![d.key.clone()], nack_delay).await,
+        Outcome::NotRun => client.release(queue, vec![d.key.clone()]).await,
     };
     match res {
         Err(e) if e.is_connection_lost() => Err(e),
         Err(e) => {
             eprintln!(
                 "momctl: cannot {} {}:{}: {e}",
-                if d.ok { "ack" } else { "nack" },
+                match d.outcome {
+                    Outcome::Ok => "ack",
+                    Outcome::Failed => "nack",
+                    Outcome::NotRun => "give back",
+                },
                 d.key.topic,
                 d.key.seq
             );
@@ -181,8 +304,8 @@ async fn settle(
     }
 }
 
-/// Run the command for one message; true when it exited 0.
-async fn run_job(program: &str, args: &[String], m: &Message) -> bool {
+/// Run the command for one message.
+async fn run_job(program: &str, args: &[String], m: &Message) -> Outcome {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(Stdio::piped())
@@ -201,8 +324,8 @@ async fn run_job(program: &str, args: &[String], m: &Message) -> bool {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("momctl: cannot run {program} for {id}: {e}; nacked");
-            return false;
+            eprintln!("momctl: cannot run {program} for {id}: {e}; given back, stopping");
+            return Outcome::NotRun;
         }
     };
     // Feed stdin while the command runs; one that does not read it is fine.
@@ -213,7 +336,7 @@ async fn run_job(program: &str, args: &[String], m: &Message) -> bool {
         });
     }
     match child.wait().await {
-        Ok(s) if s.success() => true,
+        Ok(s) if s.success() => Outcome::Ok,
         Ok(s) => {
             let how = match s.code() {
                 Some(c) => format!("exit {c}"),
@@ -223,11 +346,11 @@ async fn run_job(program: &str, args: &[String], m: &Message) -> bool {
                 "momctl: job {id} failed ({how}, delivery {}); nacked",
                 m.delivery.unwrap_or(1)
             );
-            false
+            Outcome::Failed
         }
         Err(e) => {
             eprintln!("momctl: job {id}: {e}; nacked");
-            false
+            Outcome::Failed
         }
     }
 }

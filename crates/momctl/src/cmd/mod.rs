@@ -91,38 +91,58 @@ pub type Pull = std::pin::Pin<
 >;
 
 /// What a long-running command does when its connection is lost.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Reconnect {
     pub enabled: bool,
     /// Give up after this long without a connection; zero: never.
     pub give_up_after: Duration,
+    /// The command's own `--timeout`: reconnecting stops there too (exit 3).
+    pub deadline: Option<tokio::time::Instant>,
+    /// Cancelled when the command is asked to stop (a worker's SIGTERM or Ctrl-C).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl Reconnect {
+    pub fn until(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
     /// Connect again after `lost`, with backoff (0.1 s doubling to 2 s). Without
     /// reconnecting, or once it gives up, the failure says the connection was lost (exit 8)
-    /// and `what` (e.g. how many messages were handled).
+    /// and `what` (e.g. how many messages were handled); past the command's deadline it is a
+    /// timeout (exit 3).
     pub async fn again(
         &self,
         opts: &ConnectOptions,
         lost: &ClientError,
         what: &str,
     ) -> Result<Client, Failure> {
-        let fail = |extra: &str| {
+        let fail = |code: u8, extra: &str| {
             let mut msg = lost.to_string();
             if !what.is_empty() {
                 msg = format!("{msg}; {what}");
             }
-            Failure::new(EXIT_CONNECTION_LOST, format!("{msg}{extra}"))
+            Failure::new(code, format!("{msg}{extra}"))
         };
         if !self.enabled {
-            return Err(fail(""));
+            return Err(fail(EXIT_CONNECTION_LOST, ""));
         }
         eprintln!("momctl: {lost}; reconnecting to {}", opts.addr);
         let started = tokio::time::Instant::now();
+        let never = started + Duration::from_secs(3600 * 24 * 365);
+        let stop = self.stop.clone().unwrap_or_default();
         let mut wait = Duration::from_millis(100);
         loop {
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(self.deadline.unwrap_or(never)), if self.deadline.is_some() => {
+                    return Err(fail(3, "; timed out while reconnecting"));
+                }
+                _ = stop.cancelled(), if self.stop.is_some() => {
+                    return Err(fail(EXIT_CONNECTION_LOST, "; stopped while reconnecting"));
+                }
+            }
             match Client::connect(opts).await {
                 Ok(c) => {
                     eprintln!("momctl: reconnected to {}", opts.addr);
@@ -130,10 +150,13 @@ impl Reconnect {
                 }
                 Err(e) => {
                     if !self.give_up_after.is_zero() && started.elapsed() >= self.give_up_after {
-                        return Err(fail(&format!(
-                            "; gave up reconnecting after {} ({e})",
-                            humantime::format_duration(self.give_up_after)
-                        )));
+                        return Err(fail(
+                            EXIT_CONNECTION_LOST,
+                            &format!(
+                                "; gave up reconnecting after {} ({e})",
+                                humantime::format_duration(self.give_up_after)
+                            ),
+                        ));
                     }
                 }
             }

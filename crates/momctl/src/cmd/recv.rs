@@ -10,8 +10,8 @@ use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::time::Duration;
 
-use mom_proto::{topic, MsgKey, QueueCreate, StartAt};
-use momctl::client::{key, Client, ClientError, ConnectOptions};
+use mom_proto::{topic, Ack, ClientFrame, MsgKey, QueueCreate, StartAt};
+use momctl::client::{key, Client, ClientError, ConnectOptions, PendingReply};
 
 use super::pipe::Pipe;
 use super::{is_broken_pipe, CmdResult, Failure, Reconnect};
@@ -27,6 +27,10 @@ const READER_CHECK: Duration = Duration::from_millis(100);
 /// Quick looks at the pipe right after a write: a reader that keeps up takes a message in
 /// microseconds, long before the next timer tick.
 const SPIN: usize = 200;
+/// Most messages taken from a consumer at once (one write, one ack).
+const DRAIN: usize = 4096;
+/// Acks sent and not yet answered before `recv` waits for the oldest.
+const ACKS_IN_FLIGHT: usize = 32;
 
 /// What to do with a queue's messages.
 pub struct Receive {
@@ -180,6 +184,7 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 
 pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> CmdResult {
     let deadline = r.timeout.map(|d| tokio::time::Instant::now() + d);
+    let reconnect = r.reconnect.clone().until(deadline);
     let want = r.count.unwrap_or(u64::MAX);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
@@ -213,17 +218,25 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
             _ => Ok(()),
         }
     };
+    // Acks sent and not yet answered: reading goes on meanwhile, so one durable ack per
+    // batch does not pace the stream.
+    let mut acking: VecDeque<(Vec<MsgKey>, PendingReply)> = VecDeque::new();
     'connection: loop {
+        // Acks whose answer the lost connection took with it are sent again (acking twice
+        // is harmless).
+        for (keys, _) in acking.drain(..) {
+            w.to_ack.extend(keys);
+        }
         // Taken before the connection went: their acks go first.
         if let Err(e) = settle(&client, &r, &mut w).await {
-            client = r.reconnect.again(opts, &e, &said(got)).await?;
+            client = reconnect.again(opts, &e, &said(got)).await?;
             continue;
         }
         let mut consumer = if r.follow && r.ack {
             match client.consume(&r.queue, credit).await {
                 Ok(c) => Some(c),
                 Err(e) if e.is_connection_lost() => {
-                    client = r.reconnect.again(opts, &e, &said(got)).await?;
+                    client = reconnect.again(opts, &e, &said(got)).await?;
                     continue;
                 }
                 Err(e) => return Err(fail(e, got)),
@@ -239,7 +252,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
         let mut extend = tokio::time::interval((ack_wait / 2).max(Duration::from_millis(10)));
         extend.reset();
         loop {
-            if got >= want && w.unread.is_empty() && w.to_ack.is_empty() {
+            if got >= want && w.unread.is_empty() && w.to_ack.is_empty() && acking.is_empty() {
                 flush_quietly(&mut out)?;
                 return Ok(());
             }
@@ -270,7 +283,24 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 _ = poll.tick(), if waiting_reader => None,
                 _ = reader_check.tick(), if !waiting_reader && w.pipe.is_some() => {
                     if w.pipe.as_ref().is_some_and(Pipe::reader_gone) {
+                        give_back(&client, &r, &mut w).await;
                         return flush_quietly(&mut out);
+                    }
+                    None
+                }
+                res = async { acking.front_mut().expect("guarded: acking").1.wait().await }, if !acking.is_empty() => {
+                    let Some((keys, _)) = acking.pop_front() else { continue };
+                    match res {
+                        Err(e) if e.is_connection_lost() => {
+                            w.to_ack.extend(keys);
+                            client = reconnect.again(opts, &e, &said(got)).await?;
+                            continue 'connection;
+                        }
+                        Err(e) => eprintln!("momctl: warning: {e}"),
+                        Ok(_) => {}
+                    }
+                    for k in keys {
+                        w.seen.remove(&k);
                     }
                     None
                 }
@@ -278,13 +308,24 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                     let keys: Vec<MsgKey> = w.unread.iter().map(|(k, _)| k.clone()).collect();
                     if let Err(e) = client.extend(&r.queue, keys).await {
                         if e.is_connection_lost() {
-                            client = r.reconnect.again(opts, &e, &said(got)).await?;
+                            client = reconnect.again(opts, &e, &said(got)).await?;
                             continue 'connection;
                         }
                     }
                     None
                 }
-                msgs = async { consumer.as_mut().expect("guarded: consuming").next().await }, if room && consumer.is_some() => Some(msgs),
+                msgs = async {
+                    let c = consumer.as_mut().expect("guarded: consuming");
+                    let mut msgs = c.next().await?;
+                    // Take what else has come in one go: one write, one ack.
+                    while msgs.len() < DRAIN {
+                        match c.try_next() {
+                            Some(more) => msgs.extend(more?),
+                            None => break,
+                        }
+                    }
+                    Ok(msgs)
+                }, if room && consumer.is_some() => Some(msgs),
                 msgs = async { pull.as_mut().expect("guarded: pulling").await }, if pull.is_some() => {
                     pull = None;
                     Some(msgs)
@@ -295,7 +336,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 let msgs = match msgs {
                     Ok(m) => m,
                     Err(e) if e.is_connection_lost() => {
-                        client = r.reconnect.again(opts, &e, &said(got)).await?;
+                        client = reconnect.again(opts, &e, &said(got)).await?;
                         continue 'connection;
                     }
                     Err(e) => return Err(fail(e, got)),
@@ -329,8 +370,19 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                             }
                             got += 1;
                         }
-                        // stdout closed: what was not written is not acked.
-                        Err(e) if is_broken_pipe(&e) => return Ok(()),
+                        // stdout closed: what was not written or not read goes back unopened.
+                        Err(e) if is_broken_pipe(&e) => {
+                            if r.ack {
+                                let rest: Vec<MsgKey> = fresh
+                                    .iter()
+                                    .map(key)
+                                    .filter(|k| !w.seen.contains(k))
+                                    .collect();
+                                w.unread.extend(rest.into_iter().map(|k| (k, u64::MAX)));
+                                give_back(&client, &r, &mut w).await;
+                            }
+                            return Ok(());
+                        }
                         Err(e) => return Err(Failure::new(1, format!("writing stdout: {e}"))),
                     }
                 }
@@ -345,14 +397,63 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 }
             }
             if !w.taken() {
-                // The reader is gone: what it did not read is delivered again.
+                // The reader is gone: what it did not read goes back unopened.
+                give_back(&client, &r, &mut w).await;
                 return Ok(());
             }
-            if let Err(e) = settle(&client, &r, &mut w).await {
-                client = r.reconnect.again(opts, &e, &said(got)).await?;
-                continue 'connection;
+            if !w.to_ack.is_empty() {
+                if !r.ack {
+                    w.to_ack.clear();
+                } else {
+                    if acking.len() >= ACKS_IN_FLIGHT {
+                        let Some((keys, mut reply)) = acking.pop_front() else {
+                            continue;
+                        };
+                        match reply.wait().await {
+                            Err(e) if e.is_connection_lost() => {
+                                w.to_ack.extend(keys);
+                                client = reconnect.again(opts, &e, &said(got)).await?;
+                                continue 'connection;
+                            }
+                            Err(e) => eprintln!("momctl: warning: {e}"),
+                            Ok(_) => {}
+                        }
+                        for k in keys {
+                            w.seen.remove(&k);
+                        }
+                    }
+                    let keys = std::mem::take(&mut w.to_ack);
+                    let (q, ks) = (r.queue.clone(), keys.clone());
+                    match client
+                        .send(|id| {
+                            ClientFrame::Ack(Ack {
+                                id,
+                                queue: q,
+                                msgs: ks,
+                            })
+                        })
+                        .await
+                    {
+                        Ok(reply) => acking.push_back((keys, reply)),
+                        Err(e) => {
+                            w.to_ack.extend(keys);
+                            client = reconnect.again(opts, &e, &said(got)).await?;
+                            continue 'connection;
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// Give back, unopened, what was written to a reader that went away before reading it: it
+/// is delivered again and the attempt does not count.
+async fn give_back(client: &Client, r: &Receive, w: &mut Written) {
+    let keys: Vec<MsgKey> = w.unread.drain(..).map(|(k, _)| k).collect();
+    if r.ack && !keys.is_empty() {
+        // Best effort: if this fails, closing the connection gives them back anyway.
+        let _ = client.release(&r.queue, keys).await;
     }
 }
 

@@ -10,6 +10,9 @@ use mom_proto::{topic, NoticeKind, StartAt, Watch};
 use momctl::client::{Client, ConnectOptions, WatchEvent};
 
 use super::{is_broken_pipe, CmdResult, Failure, Reconnect};
+
+/// How often an idle subscriber looks whether its pipe's reader went away.
+const READER_CHECK: Duration = Duration::from_millis(100);
 use crate::cli::SubscribeArgs;
 use crate::output::{self, Format};
 
@@ -80,24 +83,53 @@ pub async fn run(
         .await;
     }
     let deadline = args.timeout.map(|d| tokio::time::Instant::now() + d);
+    let reconnect = reconnect.until(deadline);
     let mut client = Client::connect(opts).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut got: u64 = 0;
     let want = args.count.unwrap_or(u64::MAX);
-    // Per topic, the last seq printed: a resumed watch starts after it.
-    let mut printed: BTreeMap<String, u64> = BTreeMap::new();
+    // Per topic, the last seq printed and its time: a resumed watch starts after it.
+    let mut printed: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let pipe = super::pipe::Pipe::stdout();
+    let mut connected_before = false;
     // Where topics this watch has printed nothing of resume: `from` as asked, or for a
     // watch of what is new, the broker's time when it first started.
     let mut resume_from: Option<(StartAt, u64)> = None;
     'connection: loop {
         let (f, a) = resume_from.unwrap_or((from, at));
+        if connected_before {
+            // A topic removed and created again while we were away starts its seqs anew:
+            // resuming it after the old seq would skip its first messages.
+            match client.topic_list().await {
+                Ok(topics) => {
+                    let created: BTreeMap<&str, u64> = topics
+                        .iter()
+                        .map(|t| (t.name.as_str(), t.created))
+                        .collect();
+                    printed
+                        .retain(|t, (_, time)| created.get(t.as_str()).is_none_or(|c| c <= time));
+                }
+                Err(e) if e.is_connection_lost() => {
+                    client = reconnect
+                        .again(opts, &e, &format!("{got} messages printed"))
+                        .await?;
+                    continue;
+                }
+                // Without the list (too big for one reply), resume by seq as it is.
+                Err(e) => eprintln!("momctl: warning: cannot list topics to resume by ({e})"),
+            }
+        }
+        connected_before = true;
         let w = Watch {
             patterns: args.patterns.clone(),
             from: f,
             at: a,
             passive: args.passive,
-            after: printed.clone(),
+            after: printed
+                .iter()
+                .map(|(t, (seq, _))| (t.clone(), *seq))
+                .collect(),
             ..Watch::default()
         };
         let mut watch = match client.watch_with(w).await {
@@ -122,36 +154,53 @@ pub async fn run(
             return flush_quietly(&mut out);
         }
         loop {
-            let ev = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, watch.next()).await {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        flush_quietly(&mut out)?;
-                        return match args.count {
-                            Some(n) => Err(Failure::new(
-                                3,
-                                format!(
-                                    "timed out after {:?} with {got} of {n} messages",
-                                    args.timeout.unwrap_or(Duration::ZERO)
-                                ),
-                            )),
-                            None => Ok(()),
-                        };
+            let never = tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365);
+            let next = async {
+                // An idle watch into a pipe whose reader went away (`| head -1`) ends too.
+                let mut reader_check = tokio::time::interval(READER_CHECK);
+                loop {
+                    tokio::select! {
+                        ev = watch.next() => return Some(ev),
+                        _ = reader_check.tick(), if pipe.is_some() => {
+                            if pipe.as_ref().is_some_and(super::pipe::Pipe::reader_gone) {
+                                return None;
+                            }
+                        }
                     }
-                },
-                None => watch.next().await,
+                }
+            };
+            let ev = match tokio::time::timeout_at(deadline.unwrap_or(never), next).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return flush_quietly(&mut out),
+                Err(_) => {
+                    flush_quietly(&mut out)?;
+                    return match args.count {
+                        Some(n) => Err(Failure::new(
+                            3,
+                            format!(
+                                "timed out after {:?} with {got} of {n} messages",
+                                args.timeout.unwrap_or(Duration::ZERO)
+                            ),
+                        )),
+                        None => Ok(()),
+                    };
+                }
             };
             match ev {
                 Ok(WatchEvent::Messages(msgs)) => {
                     for m in &msgs {
                         // Safety net for a resume: per topic, never the same seq twice.
-                        if printed.get(&m.topic).is_some_and(|s| m.seq <= *s) {
+                        // (A topic removed and created again restarts its seqs, later.)
+                        if printed
+                            .get(&m.topic)
+                            .is_some_and(|(s, t)| m.seq <= *s && m.time <= *t)
+                        {
                             continue;
                         }
                         if let Err(e) = output::write_message(&mut out, m, &format) {
                             return quiet_on_pipe(e);
                         }
-                        printed.insert(m.topic.clone(), m.seq);
+                        printed.insert(m.topic.clone(), (m.seq, m.time));
                         got += 1;
                         if got >= want {
                             return flush_quietly(&mut out);
