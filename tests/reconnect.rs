@@ -489,3 +489,70 @@ fn reconnect_for_gives_up_with_exit_8_when_the_broker_stays_down() {
     );
     assert!(err.contains("gave up"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Found in review: reconnecting must not outlive what the user asked for.
+
+#[test]
+fn timeout_bounds_reconnecting_and_a_worker_stops_on_sigterm_while_reconnecting() {
+    let mut m = Momd::start();
+    m.ctl_ok(&["queue", "create", "tk", "--bind", "tk.*"], None);
+    let mut sub = m.spawn_ctl(&["subscribe", "hx.*", "-n", "5", "--timeout", "3s"]);
+    let mut worker = m.spawn_ctl(&["recv", "tk", "--exec", "--", "cat"]);
+    wait_for(Duration::from_secs(10), "both to connect", || {
+        (clients_named(&m, "momctl recv tk") == 1
+            && watching_clients(&m, "momctl subscribe hx.*") == 1)
+            .then_some(())
+    });
+    m.kill9();
+    let st = wait_exit(&mut sub, Duration::from_secs(15), "subscribe --timeout 3s");
+    assert_eq!(st.code(), Some(3), "timed out while reconnecting: exit 3");
+    let pid = worker.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let st = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(st.success());
+    let st = wait_exit(
+        &mut worker,
+        Duration::from_secs(10),
+        "recv --exec after SIGTERM",
+    );
+    assert_eq!(
+        st.code(),
+        Some(8),
+        "stopped while reconnecting: connection lost"
+    );
+}
+
+#[test]
+fn subscribe_prints_a_topic_removed_and_created_again_from_its_start() {
+    let mut m = Momd::start();
+    let sub = Collector::new(m.spawn_ctl(&["subscribe", "u.*", "-v"]));
+    wait_for(Duration::from_secs(10), "the watch", || {
+        (watching_clients(&m, "momctl subscribe u.*") == 1).then_some(())
+    });
+    m.ctl_ok(&["publish", "u.x", "x1", "x2", "x3", "-q"], None);
+    m.ctl_ok(&["topic", "rm", "u.x"], None);
+    m.ctl_ok(&["publish", "u.x", "y1", "y2", "y3", "y4", "-q"], None);
+    wait_for(Duration::from_secs(10), "7 lines", || {
+        (sub.count() >= 7).then_some(())
+    });
+    // And across a restart: removed and created again while the subscriber was away.
+    m.kill9();
+    m.restart();
+    m.ctl_ok(&["topic", "rm", "u.x"], None);
+    m.ctl_ok(&["publish", "u.x", "z1", "z2", "-q"], None);
+    wait_for(Duration::from_secs(20), "9 lines", || {
+        (sub.count() >= 9).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (got, err) = sub.kill();
+    let want: Vec<String> = ["x1", "x2", "x3", "y1", "y2", "y3", "y4", "z1", "z2"]
+        .iter()
+        .map(|p| format!("u.x {p}"))
+        .collect();
+    assert_eq!(got, want, "stderr: {err}");
+}

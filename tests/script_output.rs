@@ -567,3 +567,24 @@ fn passive_subscriber_sees_messages_but_counts_as_no_watcher_or_responder() {
         "normal saw {nl:?}"
     );
 }
+
+#[test]
+fn subscribe_into_head_ends_when_head_goes_even_if_nothing_more_comes() {
+    let m = Momd::start();
+    m.ctl_ok(&["publish", "hd.a", "1", "2", "3", "-q"], None);
+    let started = Instant::now();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 20 {} -s {} subscribe 'hd.*' --from all | head -1",
+            common::momctl_bin().display(),
+            m.addr()
+        ))
+        .output()
+        .expect("run the pipeline");
+    assert_eq!(lines(&out.stdout), vec!["1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "subscribe kept running after head exited"
+    );
+}

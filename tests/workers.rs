@@ -762,3 +762,163 @@ fn reply_all_makes_every_replier_answer_and_request_gathers_replies() {
     drop(r1);
     drop(r2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Found in review: what a worker must not do.
+
+#[test]
+fn exec_with_a_command_that_cannot_run_takes_nothing_and_exits_2() {
+    let m = Momd::start();
+    queue_create(&m, &["typo", "--bind", "typo.*"]);
+    m.ctl_ok(
+        &["publish", "typo.a", "-q"],
+        Some(&numbered_lines("j", 1, 20)),
+    );
+    let out = m.ctl(
+        &[
+            "recv",
+            "typo",
+            "--exec",
+            "--timeout",
+            "3s",
+            "--",
+            "./no-such-script.sh",
+        ],
+        None,
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no-such-script.sh"), "{out:?}");
+    let q = m.queue_info("typo");
+    assert_eq!(q["ready"], 20, "nothing taken: {q}");
+    assert_eq!(q["delivered"], 0, "{q}");
+    assert_eq!(q["dead_lettered"], 0, "{q}");
+}
+
+#[test]
+fn exec_worker_stopped_by_sigterm_runs_no_new_job() {
+    let m = Momd::start();
+    queue_create(&m, &["stq", "--bind", "stq.*"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let script = format!(
+        "cat >> {}; echo >> {}; sleep 2",
+        out.display(),
+        out.display()
+    );
+    let mut w = m.spawn_ctl(&["recv", "stq", "--exec", "--", "sh", "-c", &script]);
+    wait_for(Duration::from_secs(10), "the worker to pull", || {
+        m.stats()["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .any(|c| c["name"] == "momctl recv stq")
+            .then_some(())
+    });
+    m.ctl_ok(&["publish", "stq.a", "job1", "-q"], None);
+    wait_for(Duration::from_secs(10), "job1 to start", || {
+        std::fs::read_to_string(&out)
+            .ok()
+            .filter(|s| s.contains("job1"))
+    });
+    sigterm(w.id());
+    // While it finishes job1, a new job comes: it must not run here.
+    m.ctl_ok(&["publish", "stq.a", "job2", "-q"], None);
+    let st = wait_timeout(&mut w, Duration::from_secs(15)).expect("the worker stops");
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "SIGTERM: finish the running job, exit 0"
+    );
+    let ran = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        ran.contains("job1") && !ran.contains("job2"),
+        "ran: {ran:?}"
+    );
+    let q = m.queue_info("stq");
+    assert_eq!(q["acked"], 1, "job1 acked: {q}");
+    assert_eq!(q["ready"], 1, "job2 waits for another worker: {q}");
+    // Given back unopened: its first delivery is still delivery 1.
+    let got = json_lines(&m.ctl_ok(&["recv", "stq", "--json", "--timeout", "5s"], None));
+    assert_eq!(got[0]["payload"], "job2");
+    assert_eq!(got[0]["delivery"], 1, "{got:?}");
+}
+
+#[test]
+fn a_pipe_reader_that_goes_away_gives_its_unread_messages_back_uncounted() {
+    let m = Momd::start();
+    queue_create(&m, &["gone", "--bind", "gone.*", "--max-deliver", "1"]);
+    m.ctl_ok(
+        &["publish", "gone.a", "-q"],
+        Some(&numbered_lines("m", 1, 5)),
+    );
+    // `recv … | head -1`: head reads one line and goes.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -s {} recv gone --follow --prefetch 3 | head -1",
+            common::momctl_bin().display(),
+            m.addr()
+        ))
+        .output()
+        .expect("run the pipeline");
+    assert_eq!(lines(&out.stdout), vec!["m1"], "{out:?}");
+    let q = m.queue_info("gone");
+    assert_eq!(
+        q["dead_lettered"], 0,
+        "max-deliver 1 and nothing counted: {q}"
+    );
+    // head may have read more than the line it printed out of the pipe (those are acked:
+    // the reader took them); what it never read is ready again, as a first delivery.
+    let acked = q["acked"].as_u64().expect("acked");
+    let ready = q["ready"].as_u64().expect("ready");
+    assert!((1..=3).contains(&acked), "{q}");
+    assert_eq!(acked + ready, 5, "nothing lost, nothing still out: {q}");
+    let n = ready.to_string();
+    let got = json_lines(&m.ctl_ok(
+        &["recv", "gone", "-n", &n, "--timeout", "5s", "--json"],
+        None,
+    ));
+    assert_eq!(got.len() as u64, ready);
+    assert!(got.iter().all(|v| v["delivery"] == 1), "{got:?}");
+}
+
+#[test]
+fn recv_n_into_a_pipe_prints_and_acks_exactly_n() {
+    let m = Momd::start();
+    queue_create(&m, &["p5", "--bind", "p5.*"]);
+    m.ctl_ok(&["publish", "p5.a", "-q"], Some(&numbered_lines("", 1, 6)));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -s {} recv p5 -n 5 --timeout 5s | cat",
+            common::momctl_bin().display(),
+            m.addr()
+        ))
+        .output()
+        .expect("run the pipeline");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(lines(&out.stdout), vec!["1", "2", "3", "4", "5"]);
+    let q = m.queue_info("p5");
+    assert_eq!(q["acked"], 5, "{q}");
+    assert_eq!(q["ready"], 1, "{q}");
+    assert_eq!(q["unacked"], 0, "{q}");
+}
+
+#[test]
+fn ack_of_a_delivery_the_queue_does_not_hold_exits_6() {
+    let m = Momd::start();
+    queue_create(&m, &["q3", "--bind", "q3.*"]);
+    m.ctl_ok(&["publish", "q3.a", "x", "-q"], None);
+    let out = m.ctl(&["ack", "q3", "q3.a:99"], None);
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stderr.contains("q3.a#99"), "{out:?}");
+    // A real one, then the same again.
+    let got = json_lines(&m.ctl_ok(&["recv", "q3", "--no-ack", "--json"], None));
+    let id = got[0]["delivery_id"]
+        .as_str()
+        .expect("delivery_id")
+        .to_string();
+    m.ctl_ok(&["ack", "q3", &id], None);
+    assert_eq!(m.ctl(&["ack", "q3", &id], None).code, 6);
+    assert_eq!(m.ctl(&["nack", "q3", &id], None).code, 6);
+}

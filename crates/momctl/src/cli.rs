@@ -90,7 +90,8 @@ message within the window); --id-from header:NAME takes a header's value."
         visible_alias = "sub",
         after_help = "Examples:\n  momctl subscribe 'orders.*' --json\n  momctl subscribe 'metrics.>' --from all -n 1000000 > back.txt\n  momctl subscribe logs --from 10m --timeout 5s\n  momctl subscribe 'orders.>' -v\n  momctl subscribe 'orders.>' --format '%t %s %T %h{trace} %p\\n'\n  momctl subscribe logs.app --last 20 --until-end\n\n\
 Patterns: '*' matches one token, a final '>' one or more. With -n, exits 0 after N \
-messages, or 3 if --timeout passes first. When the broker restarts, the watch reconnects and \
+messages, or 3 if --timeout passes first. In --json, payload_json holds the payload itself \
+when it is a JSON object or array (a bare number or string stays text). When the broker restarts, the watch reconnects and \
 resumes after the last message it printed: nothing twice, nothing skipped (--no-reconnect \
 exits 8 instead).\n\n\
 --format fields: %t topic, %s seq, %T time (RFC 3339), %e time (ms since the epoch), %h \
@@ -491,8 +492,9 @@ Peeking changes nothing: no delivery is counted, no ack deadline starts. In --js
     Peek {
         #[arg(add = crate::complete::queues())]
         name: String,
-        /// How many messages.
-        #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 10)]
+        /// How many messages (1 to 256).
+        #[arg(short = 'n', long = "count", value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(1..=256))]
         count: u32,
         #[command(flatten)]
         output: OutputArgs,

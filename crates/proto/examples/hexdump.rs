@@ -471,6 +471,7 @@ fn main() {
         &ClientFrame::Cancel(Cancel {
             id: 23,
             consumer: 1,
+            release: false,
         }),
     );
     dump(

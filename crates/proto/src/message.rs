@@ -502,6 +502,10 @@ pub struct ConsumeOk {
 pub struct Cancel {
     pub id: u64,
     pub consumer: u64,
+    /// What the consumer still holds was never worked on: it goes back as if never
+    /// delivered (the attempts do not count), as with `nack`'s `release`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub release: bool,
 }
 
 /// A message of a queue, named by its topic and seq.

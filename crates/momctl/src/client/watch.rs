@@ -136,6 +136,22 @@ impl ConsumerStream {
         self.client.ack(&self.queue, keys(msgs)).await
     }
 
+    /// Stop this consumer. With `release`, what it still holds goes back as if never
+    /// delivered (it was never worked on); otherwise as after a failed delivery.
+    pub async fn cancel(self, release: bool) -> Result<()> {
+        let consumer = self.id;
+        self.client
+            .request(|id| {
+                ClientFrame::Cancel(mom_proto::Cancel {
+                    id,
+                    consumer,
+                    release,
+                })
+            })
+            .await
+            .map(|_| ())
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

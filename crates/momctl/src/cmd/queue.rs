@@ -81,7 +81,7 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
                 "momctl: purged {} from queue {name}",
                 super::count(n, "message", "messages")
             );
-            print_info(&q, json)?
+            print_counted(&q, json, "purged", n)?
         }
         QueueCmd::Set {
             name,
@@ -116,7 +116,7 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
                 super::count(n, "dead letter", "dead letters")
             );
             if json {
-                print_info(&q, json)?;
+                print_counted(&q, json, "redriven", n)?;
             }
         }
         QueueCmd::Bind { name, patterns } => {
@@ -145,6 +145,19 @@ pub async fn unsubscribe(
     if json {
         output::print_json(&q)?;
     }
+    Ok(())
+}
+
+/// The queue, and in `--json` how many messages the request moved or dropped.
+fn print_counted(q: &QueueInfo, json: bool, what: &str, n: u64) -> CmdResult {
+    if !json {
+        return print_info(q, json);
+    }
+    let mut v = serde_json::to_value(q).map_err(|e| Failure::new(1, e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert(what.to_string(), n.into());
+    }
+    output::print_json(&v)?;
     Ok(())
 }
 

@@ -58,6 +58,17 @@ pub async fn run(
         return Err(Failure::new(2, "--prefetch must be at least 1"));
     }
     let format = Format::from_args(json, &args.output)?;
+    let shows_id = match &format {
+        Format::Json => true,
+        Format::Template(p) => p.contains(&crate::output::Piece::DeliveryId),
+        _ => false,
+    };
+    if args.no_ack && !shows_id {
+        return Err(Failure::new(
+            2,
+            "--no-ack needs --json or a --format with %D: the delivery ids are what `momctl ack` settles (to look without taking, use `momctl queue peek`)",
+        ));
+    }
     let client = Client::connect(opts).await?;
     if !args.bind.is_empty() {
         client
@@ -283,7 +294,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 _ = poll.tick(), if waiting_reader => None,
                 _ = reader_check.tick(), if !waiting_reader && w.pipe.is_some() => {
                     if w.pipe.as_ref().is_some_and(Pipe::reader_gone) {
-                        give_back(&client, &r, &mut w).await;
+                        give_back(&client, &r, &mut w, consumer.take()).await;
                         return flush_quietly(&mut out);
                     }
                     None
@@ -379,7 +390,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                                     .filter(|k| !w.seen.contains(k))
                                     .collect();
                                 w.unread.extend(rest.into_iter().map(|k| (k, u64::MAX)));
-                                give_back(&client, &r, &mut w).await;
+                                give_back(&client, &r, &mut w, consumer.take()).await;
                             }
                             return Ok(());
                         }
@@ -398,7 +409,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
             }
             if !w.taken() {
                 // The reader is gone: what it did not read goes back unopened.
-                give_back(&client, &r, &mut w).await;
+                give_back(&client, &r, &mut w, consumer.take()).await;
                 return Ok(());
             }
             if !w.to_ack.is_empty() {
@@ -448,12 +459,32 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
 }
 
 /// Give back, unopened, what was written to a reader that went away before reading it: it
-/// is delivered again and the attempt does not count.
-async fn give_back(client: &Client, r: &Receive, w: &mut Written) {
+/// is delivered again and the attempt does not count. What the reader took is acked first.
+/// A consumer is cancelled (else the broker would push it more at once); a pull's
+/// deliveries are released one by one.
+async fn give_back(
+    client: &Client,
+    r: &Receive,
+    w: &mut Written,
+    consumer: Option<momctl::client::ConsumerStream>,
+) {
+    if !r.ack {
+        return;
+    }
     let keys: Vec<MsgKey> = w.unread.drain(..).map(|(k, _)| k).collect();
-    if r.ack && !keys.is_empty() {
-        // Best effort: if this fails, closing the connection gives them back anyway.
-        let _ = client.release(&r.queue, keys).await;
+    // Best effort throughout: if this fails, closing the connection gives them back anyway
+    // (as failed deliveries).
+    if !w.to_ack.is_empty() {
+        let _ = client.ack(&r.queue, std::mem::take(&mut w.to_ack)).await;
+    }
+    match consumer {
+        Some(c) => {
+            let _ = c.cancel(true).await;
+        }
+        None if !keys.is_empty() => {
+            let _ = client.release(&r.queue, keys).await;
+        }
+        None => {}
     }
 }
 

@@ -68,8 +68,23 @@ fn print_stats(s: &Stats, addr: &str) -> CmdResult {
         super::queue::print_table(&s.queues)?;
     }
     outln!();
+    // Names are as long as their commands (`momctl recv jobs`): the column fits them.
+    let nw = s
+        .clients
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let uw = s
+        .clients
+        .iter()
+        .map(|c| c.user.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     outln!(
-        "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",
+        "{:>6}  {:<nw$}  {:<uw$}  {:<21}  {:<20}  {:>10}  {:>10}",
         "CLIENT",
         "NAME",
         "USER",
@@ -80,7 +95,7 @@ fn print_stats(s: &Stats, addr: &str) -> CmdResult {
     );
     for c in &s.clients {
         outln!(
-            "{:>6}  {:<16}  {:<12}  {:<21}  {:<20}  {:>10}  {:>10}",
+            "{:>6}  {:<nw$}  {:<uw$}  {:<21}  {:<20}  {:>10}  {:>10}",
             c.client_id,
             c.name,
             c.user,

@@ -57,7 +57,11 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
                 super::count(n, "message", "messages")
             );
             if json {
-                print_info(&t, json)?;
+                let mut v = serde_json::to_value(&t).map_err(|e| Failure::new(1, e.to_string()))?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("purged".into(), n.into());
+                }
+                output::print_json(&v)?;
             }
         }
         TopicCmd::Set {

@@ -481,6 +481,13 @@ impl Broker {
             }
             ClientFrame::Cancel(c) => match self.consumers.get(&c.consumer) {
                 Some(cs) if cs.session == session => {
+                    if c.release {
+                        let queue = cs.queue.clone();
+                        if let Some(q) = self.queues.get_mut(&queue) {
+                            q.release_consumer(c.consumer, now);
+                        }
+                        self.dirty_queues.insert(queue);
+                    }
                     self.consumer_gone(c.consumer, now);
                     self.reply(session, ServerFrame::Ok(Req { id: c.id }));
                 }

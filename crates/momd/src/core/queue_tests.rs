@@ -283,3 +283,21 @@ fn a_released_delivery_comes_back_without_using_an_attempt() {
     let (_, dead) = q.nack((1, 1), 0, 5, "nack").expect("it was out");
     assert!(dead.is_some(), "the one counted failure used max_deliver 1");
 }
+
+#[test]
+fn a_consumer_that_releases_what_it_holds_uses_no_attempts() {
+    let mut q = queue(1, 100);
+    q.bind_topic(1, 1);
+    let view = |_t: u32| Some((1, 3));
+    let got = q.take(&view, 3, 7, 0);
+    assert_eq!(got.len(), 3);
+    q.ack((1, 1));
+    assert_eq!(q.release_consumer(7, 1), 2);
+    assert!(
+        q.consumer_gone(7, 1).is_empty(),
+        "nothing left to dead-letter"
+    );
+    assert_eq!(q.counters.dead_lettered, 0);
+    // They come back as first deliveries.
+    assert_eq!(q.take(&view, 3, 8, 2), vec![((1, 2), 1), ((1, 3), 1)]);
+}

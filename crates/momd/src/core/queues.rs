@@ -541,6 +541,21 @@ impl Queue {
         dead
     }
 
+    /// A consumer went away saying it never worked on what it held: all of it comes back
+    /// at once, the attempts not counted. Returns how many.
+    pub fn release_consumer(&mut self, consumer: ConsumerId, now: u64) -> usize {
+        let held: Vec<MsgRef> = self
+            .unacked
+            .iter()
+            .filter(|(_, l)| l.consumer == consumer)
+            .map(|(m, _)| *m)
+            .collect();
+        for m in &held {
+            self.unlease(*m, now);
+        }
+        held.len()
+    }
+
     /// Drop every message waiting (not those delivered and unacked). Returns how many.
     pub fn purge(&mut self, view: &impl TopicView) -> u64 {
         let n = self.ready(view);
