@@ -514,7 +514,8 @@ Peeking changes nothing: no delivery is counted, no ack deadline starts. In --js
         #[arg(long)]
         force: bool,
     },
-    /// Drop every message waiting in a queue; says how many.
+    /// Drop every message waiting in a queue (not those delivered and not yet
+    /// acknowledged); says how many.
     #[command(after_help = "Examples:\n  momctl queue purge jobs")]
     Purge {
         #[arg(add = crate::complete::queues())]
