@@ -1,18 +1,20 @@
 //! mom's wire protocol: a 4-byte big-endian length, then a MessagePack map whose `type` field
 //! names the frame. `docs/protocol.md` is the contract; this crate follows it.
 //!
-//! Start with [`message`] (every frame), then [`frame`] (the codec) and [`topic`] (names and
+//! Start with [`message`] (every frame; queue frames in [`queue`]), then [`frame`] (the codec) and [`topic`] (names and
 //! patterns).
 
 pub mod error;
 pub mod frame;
 pub mod message;
 pub mod parse;
+pub mod queue;
 pub mod topic;
 
 pub use error::{ErrorCode, FrameError};
 pub use frame::{decode_body, encode_body, encode_frame, split_frame, Codec, RawCodec};
 pub use message::*;
+pub use queue::*;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
