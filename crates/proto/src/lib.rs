@@ -1,8 +1,8 @@
 //! mom's wire protocol: a 4-byte big-endian length, then a MessagePack map whose `type` field
 //! names the frame. `docs/protocol.md` is the contract; this crate follows it.
 //!
-//! Start with [`message`] (every frame; queue frames in [`queue`]), then [`frame`] (the codec) and [`topic`] (names and
-//! patterns).
+//! Start with [`message`] (every frame; the queue frames are in [`queue`]), then [`frame`]
+//! (the codec) and [`topic`] (names and patterns).
 
 pub mod error;
 pub mod frame;
