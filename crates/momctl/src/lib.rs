@@ -13,3 +13,4 @@
 
 pub mod client;
 pub mod human;
+pub mod json;

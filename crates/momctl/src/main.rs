@@ -19,8 +19,11 @@ fn main() -> ExitCode {
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.cmd {
-        clap_complete::generate(shell, &mut Cli::command(), "momctl", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+        // Into a buffer first: the generator panics on a closed stdout (`| head`).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "momctl", &mut script);
+        let res = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return cmd::finish(res.map_err(Failure::from));
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

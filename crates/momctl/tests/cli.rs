@@ -98,3 +98,18 @@ fn help_lists_exit_codes() {
         assert!(text.contains(cmd), "momctl --help does not list {cmd}");
     }
 }
+
+#[test]
+fn completions_into_head_end_quietly() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} completions bash | head -1 > /dev/null",
+            env!("CARGO_BIN_EXE_momctl")
+        ))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

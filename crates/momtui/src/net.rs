@@ -238,8 +238,9 @@ async fn run_command(client: &Client, c: Command) -> NetEvent {
         ),
         Command::PurgeQueue(name) => done(client.queue_purge(&name).await.map(|q| {
             format!(
-                "purged {} messages from queue {name}; {} unacked remain",
-                q.1, q.0.unacked
+                "purged {} from queue {name}; {} unacked remain",
+                messages(q.1),
+                q.0.unacked
             )
         })),
         Command::DeleteQueue { name, force } => done(
@@ -280,7 +281,7 @@ async fn run_command(client: &Client, c: Command) -> NetEvent {
             client
                 .topic_purge(&topic, false)
                 .await
-                .map(|(_, n)| format!("purged {n} messages from topic {topic}")),
+                .map(|(_, n)| format!("purged {} from topic {topic}", messages(n))),
         ),
         Command::DeleteTopic { name, force } => done(
             client
@@ -306,10 +307,19 @@ async fn save(path: String, lines: Vec<String>) -> NetEvent {
     text.push('\n');
     let res = tokio::task::spawn_blocking(move || {
         std::fs::write(&path, text)
-            .map(|_| format!("saved {n} messages to {path}"))
+            .map(|_| format!("saved {} to {path}", messages(n as u64)))
             .map_err(|e| format!("cannot write {path}: {e}"))
     })
     .await
     .unwrap_or_else(|e| Err(format!("cannot save: {e}")));
     NetEvent::Done(res)
+}
+
+/// `1 message`, `2 messages`.
+fn messages(n: u64) -> String {
+    if n == 1 {
+        "1 message".into()
+    } else {
+        format!("{n} messages")
+    }
 }

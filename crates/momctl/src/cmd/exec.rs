@@ -258,13 +258,19 @@ fn runnable(program: &str) -> Result<(), Failure> {
             .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
     };
     if found {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            2,
-            format!("--exec: {program}: no such executable (nothing was taken from the queue)"),
-        ))
+        return Ok(());
     }
+    let why = if program.contains('/') && std::path::Path::new(program).is_file() {
+        "not executable (chmod +x it, or run it with `sh FILE`)"
+    } else if program.contains('/') {
+        "no such file"
+    } else {
+        "not found in PATH"
+    };
+    Err(Failure::new(
+        2,
+        format!("--exec: {program}: {why}; nothing was taken from the queue"),
+    ))
 }
 
 /// How long one pull waits for a message: short, so a stopping worker is not held by it.

@@ -512,7 +512,7 @@ async fn settle(client: &Client, r: &Receive, w: &mut Written) -> Result<(), Cli
 }
 
 fn said(got: u64) -> String {
-    format!("{got} messages received")
+    format!("{} received", super::count(got, "message", "messages"))
 }
 
 fn fail(e: ClientError, got: u64) -> Failure {

@@ -112,7 +112,11 @@ pub async fn run(
                 }
                 Err(e) if e.is_connection_lost() => {
                     client = reconnect
-                        .again(opts, &e, &format!("{got} messages printed"))
+                        .again(
+                            opts,
+                            &e,
+                            &format!("{} printed", super::count(got, "message", "messages")),
+                        )
                         .await?;
                     continue;
                 }
@@ -137,7 +141,11 @@ pub async fn run(
             Err(e) if e.is_connection_lost() => {
                 flush_quietly(&mut out)?;
                 client = reconnect
-                    .again(opts, &e, &format!("{got} messages printed"))
+                    .again(
+                        opts,
+                        &e,
+                        &format!("{} printed", super::count(got, "message", "messages")),
+                    )
                     .await?;
                 continue;
             }
@@ -227,7 +235,11 @@ pub async fn run(
                 Err(e) if e.is_connection_lost() => {
                     flush_quietly(&mut out)?;
                     client = reconnect
-                        .again(opts, &e, &format!("{got} messages printed"))
+                        .again(
+                            opts,
+                            &e,
+                            &format!("{} printed", super::count(got, "message", "messages")),
+                        )
                         .await?;
                     continue 'connection;
                 }

@@ -119,7 +119,11 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
     outln!("topic:      {}", t.name);
     outln!("messages:   {}", t.messages);
     outln!("bytes:      {}", human_bytes(t.bytes));
-    outln!("seq:        {}..{}", t.first_seq, t.last_seq);
+    if t.messages == 0 {
+        outln!("seq:        none stored (the next is {})", t.last_seq + 1);
+    } else {
+        outln!("seq:        {}..{}", t.first_seq, t.last_seq);
+    }
     outln!("last:       {}", human_time(t.last_time));
     outln!("created:    {}", human_time(t.created));
     outln!("watchers:   {}", t.watchers);

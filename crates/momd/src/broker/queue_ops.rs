@@ -151,14 +151,19 @@ impl Broker {
         queue: &str,
         now: u64,
         missing: &[String],
-        what: &str,
+        (what, total): (&str, usize),
     ) {
         if missing.is_empty() {
             return self.settled(session, id, queue, now);
         }
         self.dirty_queues.insert(queue.to_string());
+        let others = if missing.len() < total {
+            format!("; the others were {what}")
+        } else {
+            String::new()
+        };
         let msg = format!(
-            "queue {queue:?} holds no delivery of {} (already settled, or never delivered); the others were {what}",
+            "queue {queue:?} holds no delivery of {} (already settled, or never delivered){others}",
             super::queue_admin::name_keys(missing)
         );
         self.staged_pending.push(Pending::Reply {
@@ -352,8 +357,9 @@ impl Broker {
                 };
                 if held > 0 && !d.force {
                     let msg = format!(
-                        "queue {:?} still holds {held} messages; delete it with force to lose them",
-                        d.queue
+                        "queue {:?} still holds {held} message{}; delete it with force to lose them",
+                        d.queue,
+                        if held == 1 { "" } else { "s" }
                     );
                     return self.error(session, d.id, ErrorCode::Conflict, msg);
                 }
@@ -517,7 +523,14 @@ impl Broker {
                     }
                 }
                 self.free_credit(&freed);
-                self.settled_but(session, a.id, &a.queue, now, &missing, "acked");
+                self.settled_but(
+                    session,
+                    a.id,
+                    &a.queue,
+                    now,
+                    &missing,
+                    ("acked", a.msgs.len()),
+                );
             }
             ClientFrame::Nack(n) => {
                 if !self.queues.contains_key(&n.queue) {
@@ -547,7 +560,14 @@ impl Broker {
                 }
                 self.free_credit(&freed);
                 self.dead_letter(&n.queue, dead);
-                self.settled_but(session, n.id, &n.queue, now, &missing, "nacked");
+                self.settled_but(
+                    session,
+                    n.id,
+                    &n.queue,
+                    now,
+                    &missing,
+                    ("nacked", n.msgs.len()),
+                );
             }
             ClientFrame::Fetch(f) => {
                 if !self.queues.contains_key(&f.queue) {

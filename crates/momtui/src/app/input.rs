@@ -12,18 +12,37 @@ use super::{App, Command, Pane};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Input {
     pub text: String,
+    /// The text was put there for the user (the current filter, the last topic): like
+    /// selected text, the first character typed replaces it; any other edit keeps it.
+    pub offered: bool,
 }
 
 impl Input {
     pub fn with(text: &str) -> Self {
         Input {
             text: text.to_string(),
+            offered: !text.is_empty(),
+        }
+    }
+
+    /// Text the user goes on typing after (a command's start), not one offered to replace.
+    pub fn continuing(text: &str) -> Self {
+        Input {
+            text: text.to_string(),
+            offered: false,
         }
     }
 
     /// Apply an editing key; true if the key was used.
     pub fn edit(&mut self, key: &KeyEvent) -> bool {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if std::mem::take(&mut self.offered) {
+            if let KeyCode::Char(_) = key.code {
+                if !ctrl {
+                    self.text.clear();
+                }
+            }
+        }
         match key.code {
             KeyCode::Char('u') if ctrl => self.text.clear(),
             KeyCode::Char('w') if ctrl => {

@@ -257,7 +257,7 @@ impl App {
             (KeyCode::Char('e'), Some(_), _, _) if self.drill.is_some() => {
                 self.mode = Mode::Prompt {
                     kind: PromptKind::Command,
-                    input: Input::with("set ack_wait "),
+                    input: Input::continuing("set ack_wait "),
                 };
                 return Vec::new();
             }

@@ -160,7 +160,10 @@ impl App {
 
     pub fn toggle_pause(&mut self) {
         if self.stream.paused {
+            // Resuming follows the newest again: a stream that counts on under a frozen
+            // view would look resumed and not be.
             self.stream.resume();
+            self.follow_stream();
             self.set_status("stream resumed");
         } else {
             self.stream.paused = true;
@@ -202,25 +205,5 @@ impl App {
 
 /// A message as one JSON object (the fields of `momctl sub --json`).
 pub fn json_line(m: &Message) -> String {
-    use base64::Engine;
-    let (payload, encoding) = match std::str::from_utf8(&m.payload) {
-        Ok(s) => (s.to_string(), "utf8"),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(&m.payload),
-            "base64",
-        ),
-    };
-    let mut v = serde_json::json!({
-        "topic": m.topic,
-        "seq": m.seq,
-        "time": m.time,
-        "headers": m.headers,
-        "sender": { "user": m.sender.user, "client": m.sender.client, "name": m.sender.name },
-        "payload": payload,
-        "encoding": encoding,
-    });
-    if let (Some(id), Some(o)) = (&m.msg_id, v.as_object_mut()) {
-        o.insert("msg_id".into(), serde_json::Value::String(id.clone()));
-    }
-    v.to_string()
+    momctl::json::message_line(m)
 }

@@ -179,12 +179,16 @@ fn the_selection_stays_on_its_message_while_new_ones_arrive() {
     assert_eq!(selected_seq(&a), Some(8), "still the same message");
     assert_eq!(a.stream.held.len(), 10);
     assert!(a.stream.note().contains("10 new"));
-    // Resuming shows what was held; the cursor stays on its message.
+    // Resuming shows what was held and follows the newest again.
     a.update(ch(' '));
     assert!(!a.stream.paused);
     assert_eq!(a.stream_rows()[0].seq, 20);
-    assert_eq!(selected_seq(&a), Some(8));
+    assert_eq!(selected_seq(&a), Some(20));
     // Enter opens the message under the cursor, whatever arrived since.
+    for _ in 0..12 {
+        a.update(ch('j'));
+    }
+    assert_eq!(selected_seq(&a), Some(8));
     stream(&mut a, msgs(21..=30));
     a.update(key(KeyCode::Enter));
     assert!(matches!(&a.mode, Mode::Detail { msg, .. } if msg.seq == 8));
@@ -593,4 +597,31 @@ fn a_queue_detail_changes_settings_from_the_command_line() {
             ack_wait_ms: Some(10_000)
         }]
     );
+}
+
+#[test]
+fn a_prompt_offers_the_current_value_and_typing_replaces_it() {
+    let mut a = app();
+    // The stream watches `>`; `w` offers it, and typing a pattern replaces it.
+    a.update(ch('w'));
+    typed(&mut a, "orders.>");
+    let cmds = a.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&cmds[..], [Command::Watch { pattern, .. }] if pattern == "orders.>"),
+        "{cmds:?}"
+    );
+    // An edit key first keeps it: Backspace takes one character off the filter.
+    a.update(ch('/'));
+    typed(&mut a, "audit");
+    a.update(key(KeyCode::Enter));
+    assert_eq!(a.view(a.pane).filter.text, "audit");
+    a.update(ch('/'));
+    a.update(key(KeyCode::Backspace));
+    a.update(key(KeyCode::Enter));
+    assert_eq!(a.view(a.pane).filter.text, "audi");
+    // And typing replaces it.
+    a.update(ch('/'));
+    typed(&mut a, "metrics");
+    a.update(key(KeyCode::Enter));
+    assert_eq!(a.view(a.pane).filter.text, "metrics");
 }
