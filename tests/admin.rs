@@ -324,6 +324,14 @@ fn each_connection_is_named_after_its_command_in_stats() {
         names.contains("momctl stats"),
         "stats names itself too: {names:?}"
     );
+    // And says which queue a client consumes.
+    let s = m.stats();
+    let worker = s["clients"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "momctl recv jobs"))
+        .cloned()
+        .expect("the worker");
+    assert_eq!(worker["consumers"], serde_json::json!(["jobs"]), "{worker}");
     let _ = publisher.kill();
     let _ = publisher.wait();
     drop(sub);

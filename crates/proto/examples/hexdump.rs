@@ -336,6 +336,7 @@ fn main() {
                 msgs_out: 0,
                 watches: 0,
                 watch_patterns: Vec::new(),
+                consumers: Vec::new(),
             }],
             rss_bytes: 0,
             disk_bytes: 0,

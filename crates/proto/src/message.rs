@@ -385,6 +385,10 @@ pub struct ClientInfo {
     /// The patterns of its live watches, one entry per watch (patterns joined by spaces).
     #[serde(default)]
     pub watch_patterns: Vec<String>,
+    /// The queues it takes messages from: one entry per consumer (`consume`), and one per
+    /// waiting pull (`fetch`) marked ` (pull)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<String>,
 }
 
 /// Totals over the whole broker.

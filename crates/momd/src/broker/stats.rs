@@ -34,9 +34,23 @@ impl Broker {
             .collect();
         let clients: Vec<ClientInfo> = self
             .sessions
-            .values()
-            .map(|s| {
+            .iter()
+            .map(|(session, s)| {
                 let mut c = s.client.clone();
+                let mut consumers: Vec<(u64, String)> = self
+                    .consumers
+                    .iter()
+                    .filter(|(_, k)| k.session == *session)
+                    .map(|(id, k)| (*id, k.queue.clone()))
+                    .collect();
+                consumers.sort_unstable();
+                c.consumers = consumers.into_iter().map(|(_, q)| q).collect();
+                c.consumers.extend(
+                    self.fetches
+                        .iter()
+                        .filter(|f| f.session == *session)
+                        .map(|f| format!("{} (pull)", f.queue)),
+                );
                 c.msgs_in = s
                     .outbox
                     .counters

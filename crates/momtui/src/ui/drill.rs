@@ -236,10 +236,17 @@ pub fn client(f: &mut Frame, app: &App, theme: &Theme, area: Rect, d: &ClientDri
             theme,
         ),
         pairs(&[("watches", c.watches.to_string())], theme),
-        Line::from(Span::styled(
-            "consumers: counted per queue (pane 2, CONS); stats do not say whose",
-            theme.fg(Color::DarkGray),
-        )),
+        pairs(
+            &[(
+                "consumes",
+                if c.consumers.is_empty() {
+                    "no queue".to_string()
+                } else {
+                    c.consumers.join(", ")
+                },
+            )],
+            theme,
+        ),
     ];
     info_block(
         f,

@@ -40,7 +40,7 @@ fn app() -> App {
     s.clients = vec![
         ClientInfo {
             client_id: 4,
-            name: "momctl".into(),
+            name: "momctl recv jobs".into(),
             user: "anonymous".into(),
             addr: "127.0.0.1:50432".into(),
             since: 1_795_596_651_000,
@@ -48,6 +48,7 @@ fn app() -> App {
             msgs_out: 0,
             watches: 0,
             watch_patterns: Vec::new(),
+            consumers: vec!["jobs".into()],
         },
         ClientInfo {
             client_id: 7,
@@ -59,6 +60,7 @@ fn app() -> App {
             msgs_out: 12,
             watches: 1,
             watch_patterns: vec![">".into()],
+            consumers: Vec::new(),
         },
     ];
     for i in 0..12 {
@@ -275,6 +277,10 @@ fn queue_detail() {
 fn client_detail() {
     let mut a = app();
     key(&mut a, KeyCode::Char('3'));
+    key(&mut a, KeyCode::Enter);
+    // The worker: the queue it consumes.
+    both("client_detail_worker", &mut a);
+    key(&mut a, KeyCode::Esc);
     key(&mut a, KeyCode::Char('j'));
     key(&mut a, KeyCode::Enter);
     both("client_detail", &mut a);
