@@ -385,7 +385,7 @@ pub struct RecvArgs {
     #[arg(add = crate::complete::queues())]
     pub name: String,
 
-    /// How many messages to take (with --exec: jobs to run; default for --exec: until
+    /// How many messages to take (default 1; with --exec: jobs to run, by default until
     /// interrupted).
     #[arg(short = 'n', long = "count", value_name = "N")]
     pub count: Option<u64>,
