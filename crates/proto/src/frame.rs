@@ -1,7 +1,9 @@
 //! The frame codec: a 4-byte big-endian length, then that many bytes of MessagePack.
 //!
 //! The length is checked against the limit before a byte of the body is buffered, so a
-//! hostile prefix (say 4 GiB) costs nothing. A body that does not decode is reported as
+//! hostile prefix (say 4 GiB) costs nothing, and nothing is reserved for the announced
+//! length either: the buffer grows only as the body's bytes arrive, so a peer that announces
+//! a max-size frame and stalls holds only what it sent. A body that does not decode is reported as
 //! [`FrameError::Malformed`] after the whole frame was consumed, so the stream stays in step.
 
 use std::marker::PhantomData;
@@ -72,7 +74,7 @@ pub fn split_frame(src: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, F
         });
     }
     if src.len() < LEN_PREFIX + len {
-        src.reserve(LEN_PREFIX + len - src.len());
+        // No `reserve` for the rest: the reader grows the buffer as bytes come in.
         return Ok(None);
     }
     src.advance(LEN_PREFIX);
@@ -134,6 +136,15 @@ pub struct RawCodec {
 impl RawCodec {
     pub fn new(max_frame: usize) -> Self {
         RawCodec { max_frame }
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Change the limit for the frames still to come (a server raises it after `hello`).
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.max_frame = max;
     }
 }
 

@@ -177,6 +177,40 @@ fn oversized_length_is_refused_before_allocating() {
 }
 
 #[test]
+fn announced_max_size_frame_reserves_nothing_until_its_bytes_arrive() {
+    // A peer announcing an 8 MiB body and sending 3 bytes of it must not make the reader
+    // hold 8 MiB: the buffer grows with the bytes that came, not with the announced length.
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(DEFAULT_MAX_FRAME as u32);
+    buf.put_slice(&[0x81, 0xa4, 0x74]);
+    let before = buf.capacity();
+    let mut codec = RawCodec::new(DEFAULT_MAX_FRAME);
+    assert!(matches!(codec.decode(&mut buf), Ok(None)));
+    assert_eq!(buf.capacity(), before, "nothing reserved for the announced body");
+    assert_eq!(buf.len(), 7, "the partial frame stays in the buffer");
+    // Once the whole body is there, it is split off as usual.
+    let mut whole = BytesMut::new();
+    whole.put_u32(3);
+    whole.put_slice(&[1, 2, 3]);
+    assert_eq!(codec.decode(&mut whole).ok().flatten().as_deref(), Some(&[1u8, 2, 3][..]));
+}
+
+#[test]
+fn raw_codec_limit_can_be_raised_after_hello() {
+    // A server reads pre-hello frames with a small limit, then the full one.
+    let mut codec = RawCodec::new(64 * 1024);
+    let mut buf = BytesMut::new();
+    buf.put_u32(64 * 1024 + 1);
+    assert!(matches!(
+        codec.decode(&mut buf.clone()),
+        Err(FrameError::FrameTooLarge { max, .. }) if max == 64 * 1024
+    ));
+    codec.set_max_frame(DEFAULT_MAX_FRAME);
+    assert_eq!(codec.max_frame(), DEFAULT_MAX_FRAME);
+    assert!(matches!(codec.decode(&mut buf), Ok(None)));
+}
+
+#[test]
 fn array_header_claiming_4g_items_is_an_error() {
     // {"type": "publish", "id": 1, "topic": "t", "msgs": array32 of 0xffffffff items}
     let mut body = Vec::new();

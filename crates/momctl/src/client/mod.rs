@@ -278,7 +278,8 @@ impl Client {
         self.shared.gone.is_cancelled()
     }
 
-    fn closed_error(&self) -> ClientError {
+    /// The error that says why the connection is gone (what the reader saw last).
+    pub fn closed_error(&self) -> ClientError {
         let why = self.shared.closed.lock().expect("lock poisoned").clone();
         ClientError::Closed(why.unwrap_or_default())
     }

@@ -246,7 +246,7 @@ impl Publishing<'_> {
                 },
                 // Nothing in flight and stdin quiet: a lost connection is still noticed now.
                 _ = client.closed(), if !busy && !input_done => {
-                    let e = ClientError::Closed(String::new());
+                    let e = client.closed_error();
                     if let Err(f) = self.reconnect_and_resend(&e).await {
                         return Some(f);
                     }
