@@ -79,9 +79,12 @@ impl FromStr for FsyncMode {
     name = "momd",
     version,
     about = "The mom message broker: persistent topics, live watches, one TCP protocol",
-    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  RUST_LOG=debug momd                   # per-request logs"
+    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on: HOST, HOST:PORT, IP, IP:PORT or [IPV6]:PORT (the port
     /// defaults to 7878; a host name listens on its first address).
     #[arg(long, env = "MOMD_LISTEN", default_value = mom_proto::DEFAULT_ADDR, value_parser = parse_listen)]
@@ -139,6 +142,37 @@ pub struct Args {
     pub cache_mb: u64,
 }
 
+/// Offline tools: each needs the data dir to itself (stop momd first).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check every stored record against its checksum and the index; print one line per
+    /// damaged range and a summary. Exit 0 when clean, 1 when damage is found, 3 when the
+    /// check cannot run (e.g. a momd holds the data dir).
+    #[command(
+        after_help = "Example:\n  momd verify --data /var/lib/mom   # one line per damaged range, then a summary"
+    )]
+    Verify {
+        /// Data directory to check. Default: momd's --data / MOMD_DATA, else the platform
+        /// data dir.
+        #[arg(long, env = "MOMD_DATA")]
+        data: Option<PathBuf>,
+    },
+    /// Move damaged records aside into DATA/damaged/ (their bytes, and a line each in
+    /// DATA/damaged/NOTES naming topic, seqs, segment file and offset). Every intact record
+    /// stays readable at its seq; the seqs of what was moved are never given again. Exit 0
+    /// when done, 3 when it cannot run.
+    #[command(
+        after_help = "Example:\n  momd verify --data /var/lib/mom   # exit 1: damage found\n  \
+        momd repair --data /var/lib/mom\n  momd verify --data /var/lib/mom   # exit 0"
+    )]
+    Repair {
+        /// Data directory to repair. Default: momd's --data / MOMD_DATA, else the platform
+        /// data dir.
+        #[arg(long, env = "MOMD_DATA")]
+        data: Option<PathBuf>,
+    },
+}
+
 /// `--listen`: what `momctl -s` accepts, resolved to the first address it names.
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let addr = mom_proto::parse::addr(s)?;
@@ -162,7 +196,11 @@ fn parse_age(s: &str) -> Result<Duration, String> {
 
 impl Args {
     pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(d) = &self.data {
+        let sub = match &self.command {
+            Some(Command::Verify { data } | Command::Repair { data }) => data.as_ref(),
+            None => None,
+        };
+        if let Some(d) = sub.or(self.data.as_ref()) {
             return Ok(d.clone());
         }
         let dirs = directories::ProjectDirs::from("", "", "mom").ok_or_else(|| {

@@ -11,6 +11,7 @@ mod replay;
 mod server;
 mod session;
 mod store;
+mod verify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +39,19 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if args.command.is_some() {
+        let data = match args.data_dir() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("momd: {e:#}");
+                return ExitCode::from(verify::EXIT_CANNOT_CHECK);
+            }
+        };
+        return match args.command {
+            Some(config::Command::Repair { .. }) => verify::repair(&data),
+            _ => verify::verify(&data),
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +100,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (topic, id, seq, time) in loaded.dedupe {
         dedupe.insert(topic, id, seq, time);
     }
+    let damage = loaded.damage;
     let topics = Topics::from_stored(loaded.topics, loaded.next_topic_id);
     let stored: u64 = topics.iter().map(|t| t.msgs).sum();
     tracing::info!(
@@ -124,6 +139,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cfg.clone(),
         loaded.queues,
     );
+    let mut broker = broker;
+    broker.report_damage(&damage);
     let broker_task = tokio::spawn(broker.run(rx));
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -187,6 +187,21 @@ impl Broker {
         }
     }
 
+    /// Damage found at start (store/check.rs): one `record_damaged` event per range.
+    pub fn report_damage(&mut self, damage: &[store::check::Damage]) {
+        for d in damage {
+            self.sys_event(format!(
+                r#"{{"event":"record_damaged","topic":{},"first_seq":{},"last_seq":{},"segment":{},"offset":{},"reason":{}}}"#,
+                json_str(&d.topic),
+                d.first_seq,
+                d.last_seq,
+                json_str(&d.segment),
+                d.offset,
+                json_str(&d.reason)
+            ));
+        }
+    }
+
     /// The broker's own events, as JSON messages on `$sys.events`.
     pub(super) fn sys_event(&mut self, json: String) {
         let msgs = vec![PubMsg {

@@ -16,6 +16,7 @@
 //! ack only after it. At start, each topic's newest record is checked against its index and
 //! a torn tail (written, never acknowledged) is cut off.
 
+pub mod check;
 pub mod record;
 pub mod segments;
 
@@ -51,6 +52,8 @@ pub struct Loaded {
     pub server_id: String,
     pub next_client_id: u64,
     pub queues: Vec<QueueRecord>,
+    /// Damaged records found among each topic's newest (kept, not cut; see `recover_tail`).
+    pub damage: Vec<check::Damage>,
 }
 
 /// Messages of one topic read back for a replay.
@@ -222,7 +225,8 @@ impl Store {
             out.topics.push(t);
         }
         for t in &mut out.topics {
-            self.recover_tail(t)?;
+            let damage = self.recover_tail(t)?;
+            out.damage.extend(damage);
         }
         for kv in self.db.scan_prefix([P_QUEUE]) {
             let (k, v) = kv?;
@@ -280,11 +284,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Check the newest records of a topic against its index. A record the index names but
-    /// the segment does not hold whole (a power cut after sled wrote its index entry but
-    /// before the segment reached the disk: never acknowledged) is forgotten, newest first;
-    /// then the segment is cut after the last good record, so appends go on from there.
-    fn recover_tail(&self, t: &mut TopicState) -> Result<()> {
+    /// Check the newest records of a topic against its index. Records the index names that
+    /// did not all reach the disk — a power cut after sled wrote their index entries but
+    /// before their segment did: never acknowledged — are forgotten, if they are the end of
+    /// the topic's log in its newest segment; then the segment is cut after the last record
+    /// kept, so appends go on from there. Any other record that does not read back is
+    /// damage: kept, reported (returned, and logged), its seqs never given again.
+    fn recover_tail(&self, t: &mut TopicState) -> Result<Vec<check::Damage>> {
         // The newest records, newest first. A power cut can tear anything written since the
         // last fdatasync, which is at most one group commit: check a generous window.
         let mut entries: Vec<(sled::IVec, Option<(u64, IndexEntry)>)> = Vec::new();
@@ -299,26 +305,68 @@ impl Store {
             }
         }
         let mut reader = self.segs.reader(t.id);
-        // The oldest bad record in the window: it and everything after it were never
-        // acknowledged (an ack waits for an fdatasync that covers all of them).
+        let checked: Vec<Option<segments::Bad>> = entries
+            .iter()
+            .map(|(_, p)| match p {
+                Some((first, e)) => check::check_record(&mut reader, *first, e).err(),
+                None => Some(segments::Bad::Damaged(
+                    "its index entry does not decode".into(),
+                )),
+            })
+            .collect();
+        // The torn end: the newest records, all incomplete, all in the newest segment. An
+        // ack waits for an fdatasync that covers every record before it, so a record that did
+        // not reach the disk has only unacknowledged records after it.
+        let newest_segment = entries
+            .first()
+            .and_then(|(_, p)| p.map(|(_, e)| e.loc.segment));
         let cut = entries
             .iter()
-            .enumerate()
-            .filter(|(_, (_, p))| match p {
-                Some((first, e)) => reader.read(*first, e.loc).is_err(),
-                None => true,
+            .zip(&checked)
+            .take_while(|((_, p), bad)| {
+                matches!(bad, Some(segments::Bad::Incomplete(_)))
+                    && p.map(|(_, e)| e.loc.segment) == newest_segment
             })
-            .map(|(i, _)| i)
-            .last();
-        let Some(cut) = cut else {
-            // All good: cut what was written after the newest record (never indexed).
-            let newest = entries.first().and_then(|(_, p)| p.map(|(_, e)| e.loc));
-            self.segs.truncate_after(t.id, newest)?;
-            return Ok(());
-        };
+            .count();
+        // Everything else that does not read back is damage, oldest first.
+        let mut bad: Vec<check::BadRecord> = entries
+            .iter()
+            .zip(checked)
+            .skip(cut)
+            .filter_map(|((k, p), bad)| {
+                bad.map(|bad| check::BadRecord {
+                    key: k.clone(),
+                    entry: *p,
+                    bad,
+                })
+            })
+            .collect();
+        bad.reverse();
+        let damage = check::ranges(self, t, &bad);
+        for d in &damage {
+            tracing::error!(
+                topic = %d.topic,
+                seqs = %format!("{}-{}", d.first_seq, d.last_seq),
+                segment = %d.segment,
+                offset = d.offset,
+                "damaged record kept, not cut: {}; reads of these seqs fail, other records \
+                 and topics are served, no seq is given twice; `momd verify` lists all \
+                 damage, `momd repair` moves it aside",
+                d.reason
+            );
+        }
+        if cut == 0 {
+            // Cut what was written after the newest record (never indexed). With no index
+            // entry readable, nothing says where the log ends: cut nothing.
+            let newest = entries.iter().find_map(|(_, p)| p.map(|(_, e)| e.loc));
+            if newest.is_some() || entries.is_empty() {
+                self.segs.truncate_after(t.id, newest)?;
+            }
+            return Ok(damage);
+        }
         let mut removed = sled::Batch::default();
         let mut new_last = t.last_seq;
-        for (k, p) in &entries[..=cut] {
+        for (k, p) in &entries[..cut] {
             removed.remove(k.clone());
             if let Some((first, e)) = p {
                 tracing::warn!(
@@ -336,8 +384,8 @@ impl Store {
         if t.msgs == 0 {
             t.first_seq = new_last.saturating_add(1);
         }
-        // The good record just before the cut, if any, is where the log now ends.
-        let last_good = match entries.get(cut + 1) {
+        // The record just before the cut, if any, is where the log now ends.
+        let last_kept = match entries.get(cut) {
             Some((_, p)) => p.map(|(_, e)| e.loc),
             None => {
                 let below = msg_key(t.id, new_last.saturating_add(1));
@@ -357,11 +405,11 @@ impl Store {
                 removed.remove(k);
             }
         }
-        self.segs.truncate_after(t.id, last_good)?;
+        self.segs.truncate_after(t.id, last_kept)?;
         removed.insert(&topic_key(t.id)[..], encode_topic(t));
         self.db.apply_batch(removed)?;
         self.db.flush()?;
-        Ok(())
+        Ok(damage)
     }
 
     /// Add a publish to `staged`: its records go to the topic's segment file now, its index
@@ -631,8 +679,9 @@ impl Store {
                 Err(err) => {
                     tracing::error!(
                         topic = &*name,
-                        seq = rec_first,
-                        "unreadable record skipped: {err}"
+                        seqs = %format!("{rec_first}-{}", rec_next.saturating_sub(1)),
+                        "damaged record skipped: {err}; `momd verify` lists all damage, \
+                         `momd repair` moves it aside"
                     );
                     out.corrupt += u64::from(e.count);
                     out.next_seq = rec_next.min(to + 1);

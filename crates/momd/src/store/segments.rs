@@ -78,6 +78,11 @@ impl Segments {
         self.topic_dir(topic).join(format!("{segment:020}.seg"))
     }
 
+    /// A segment file's path as a user finds it under the data dir.
+    pub fn display_path(&self, topic: u32, segment: u64) -> String {
+        format!("topics/{topic}/{segment:020}.seg")
+    }
+
     /// The segment files of a topic, by first seq.
     pub fn list(&self, topic: u32) -> io::Result<BTreeMap<u64, PathBuf>> {
         let mut out = BTreeMap::new();
@@ -270,22 +275,80 @@ impl Segments {
     }
 }
 
-fn read_at(file: &File, first_seq: u64, loc: Loc) -> io::Result<Vec<u8>> {
+/// Why a record does not read back whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// Not all of it reached the disk: the file ends inside it, or it reads as zeros where
+    /// it was never written. What a crash or power cut leaves of a write that was never
+    /// acknowledged — but only when it is the end of a topic's log (see `recover_tail`).
+    Incomplete(String),
+    /// It is all there but wrong (a flipped bit, an overwritten header, an I/O error):
+    /// damage, never to be cut silently.
+    Damaged(String),
+}
+
+impl Bad {
+    pub fn reason(&self) -> &str {
+        match self {
+            Bad::Incomplete(r) | Bad::Damaged(r) => r,
+        }
+    }
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// Bytes at the end of a body that, all zero, mark it as never written: a valid body ends
+/// with its last message's CRC, never with a run of zeros this long.
+const ZERO_TAIL: usize = 512;
+
+fn check_at(file: &File, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
+    let io_err = |e: io::Error| Bad::Damaged(format!("read error: {e}"));
+    let end = loc
+        .offset
+        .saturating_add(HEADER_LEN)
+        .saturating_add(u64::from(loc.len));
+    let file_len = file.metadata().map_err(io_err)?.len();
+    if file_len < end {
+        return Err(Bad::Incomplete(format!(
+            "the file ends at byte {file_len}, inside the record (bytes {}..{end})",
+            loc.offset
+        )));
+    }
     let mut h = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut h, loc.offset)?;
+    file.read_exact_at(&mut h, loc.offset).map_err(io_err)?;
+    if h.iter().all(|b| *b == 0) {
+        return Err(Bad::Incomplete(
+            "its header reads as zeros (never written)".into(),
+        ));
+    }
     let seq = u64::from_be_bytes([h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]]);
     let len = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
     let crc = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
     if h[..2] != MAGIC || h[2] != VERSION || seq != first_seq || len != loc.len {
-        return Err(bad(format!(
-            "record header at offset {} does not match its index (seq {first_seq})",
-            loc.offset
+        return Err(Bad::Damaged(format!(
+            "its header does not match the index (header: seq {seq}, length {len}; \
+             index: seq {first_seq}, length {})",
+            loc.len
         )));
     }
-    let mut body = vec![0u8; len as usize];
-    file.read_exact_at(&mut body, loc.offset + HEADER_LEN)?;
+    let mut body = vec![0u8; loc.len as usize];
+    file.read_exact_at(&mut body, loc.offset + HEADER_LEN)
+        .map_err(io_err)?;
     if crc32fast::hash(&body) != crc {
-        return Err(bad(format!("record of seq {first_seq}: checksum mismatch")));
+        let tail = body
+            .get(body.len().saturating_sub(ZERO_TAIL)..)
+            .unwrap_or_default();
+        if !tail.is_empty() && tail.iter().all(|b| *b == 0) {
+            return Err(Bad::Incomplete(format!(
+                "checksum mismatch; its last {} bytes read as zeros (never written)",
+                tail.len()
+            )));
+        }
+        return Err(Bad::Damaged("checksum mismatch".into()));
     }
     Ok(body)
 }
@@ -299,11 +362,44 @@ pub struct Reader<'a> {
 
 impl Reader<'_> {
     pub fn read(&mut self, first_seq: u64, loc: Loc) -> io::Result<Vec<u8>> {
+        self.check(first_seq, loc).map_err(|b| {
+            bad(format!(
+                "record of seq {first_seq} at offset {} of {}: {b}",
+                loc.offset,
+                self.segs.display_path(self.topic, loc.segment)
+            ))
+        })
+    }
+
+    /// Read a record, saying why when it does not read back whole.
+    pub fn check(&mut self, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
         if self.open.as_ref().map(|(s, _)| *s) != Some(loc.segment) {
-            let f = File::open(self.segs.seg_path(self.topic, loc.segment))?;
-            self.open = Some((loc.segment, f));
+            self.open = None;
+            match File::open(self.segs.seg_path(self.topic, loc.segment)) {
+                Ok(f) => self.open = Some((loc.segment, f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Bad::Incomplete("its segment file is missing".into()))
+                }
+                Err(e) => return Err(Bad::Damaged(format!("cannot open its segment file: {e}"))),
+            }
         }
-        let (_, f) = self.open.as_ref().expect("opened above");
-        read_at(f, first_seq, loc)
+        let Some((_, f)) = self.open.as_ref() else {
+            return Err(Bad::Damaged("its segment file is not open".into()));
+        };
+        check_at(f, first_seq, loc)
+    }
+
+    /// The bytes a record takes in its segment file, as far as the file holds them.
+    pub fn raw(&self, loc: Loc) -> io::Result<Vec<u8>> {
+        let f = File::open(self.segs.seg_path(self.topic, loc.segment))?;
+        let file_len = f.metadata()?.len();
+        let end = loc
+            .offset
+            .saturating_add(HEADER_LEN)
+            .saturating_add(u64::from(loc.len))
+            .min(file_len);
+        let mut v = vec![0u8; end.saturating_sub(loc.offset) as usize];
+        f.read_exact_at(&mut v, loc.offset)?;
+        Ok(v)
     }
 }

@@ -300,28 +300,204 @@ fn a_torn_tail_is_cut_at_restart_and_appends_go_on() {
     );
 }
 
-#[test]
-fn a_torn_record_below_good_ones_cuts_the_log_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let id;
-    {
-        let (store, mut core) = open(dir.path());
-        for p in ["a", "b", "c", "d"] {
-            publish(&mut core, &store, "t", &[p], false, 1);
-        }
-        store.flush().unwrap();
-        id = core.topics.get("t").unwrap().id;
+/// Publish one message per record ("a", "b", …) to topic "t", flush, and return its id.
+fn four_records(dir: &std::path::Path, payloads: &[&str]) -> u32 {
+    let (store, mut core) = open(dir);
+    for p in payloads {
+        publish(&mut core, &store, "t", &[p], false, 1);
     }
-    // Writeback out of order: the record of seq 2 is damaged, 3 and 4 are whole.
+    store.flush().unwrap();
+    core.topics.get("t").unwrap().id
+}
+
+/// Flip one bit of the last occurrence of `needle` in the topic's first segment file.
+fn flip(dir: &std::path::Path, id: u32, needle: &[u8]) {
+    let seg = &segment_files(dir, id)[0];
+    let mut v = std::fs::read(seg).unwrap();
+    let pos = v.windows(needle.len()).rposition(|w| w == needle).unwrap();
+    v[pos] ^= 0x20;
+    std::fs::write(seg, v).unwrap();
+}
+
+fn seqs_read(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
+    read_all(store, core, topic)
+}
+
+#[test]
+fn a_flipped_byte_below_good_ones_is_kept_and_reported_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = four_records(dir.path(), &["aaaa", "bbbb", "cccc", "dddd"]);
+    flip(dir.path(), id, b"bbbb");
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let loaded = store.load(1_000, 120_000).unwrap();
+    assert_eq!(loaded.damage.len(), 1, "{:?}", loaded.damage);
+    let d = &loaded.damage[0];
+    assert_eq!((d.topic.as_str(), d.first_seq, d.last_seq), ("t", 2, 2));
+    assert_eq!(d.segment, format!("topics/{id}/00000000000000000001.seg"));
+    assert_eq!(d.reason, "checksum mismatch");
+    drop(loaded);
+    drop(store);
+    let (store, mut core) = open(dir.path());
+    let t = core.topics.get("t").unwrap().clone();
+    // Nothing acknowledged was dropped and no seq goes back.
+    assert_eq!((t.first_seq, t.last_seq, t.msgs), (1, 4, 4));
+    assert_eq!(
+        seqs_read(&store, &core, "t"),
+        vec![(1, "aaaa".into()), (3, "cccc".into()), (4, "dddd".into())]
+    );
+    let r = store.read(t.id, "t", 1, 4, usize::MAX).unwrap();
+    assert_eq!(r.corrupt, 1);
+    assert_eq!(
+        publish(&mut core, &store, "t", &["eeee"], false, 2),
+        vec![5]
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_the_newest_record_is_damage_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = four_records(dir.path(), &["aaaa", "bbbb", "cccc", "dddd"]);
+    flip(dir.path(), id, b"dddd");
+    let (store, mut core) = open(dir.path());
+    let t = core.topics.get("t").unwrap().clone();
+    assert_eq!((t.last_seq, t.msgs), (4, 4));
+    assert_eq!(
+        publish(&mut core, &store, "t", &["eeee"], false, 2),
+        vec![5]
+    );
+    assert_eq!(
+        seqs_read(&store, &core, "t"),
+        vec![
+            (1, "aaaa".into()),
+            (2, "bbbb".into()),
+            (3, "cccc".into()),
+            (5, "eeee".into())
+        ]
+    );
+    let sum = store.check_all().unwrap();
+    assert_eq!(sum.damage.len(), 1);
+    assert_eq!((sum.damage[0].first_seq, sum.damage[0].last_seq), (4, 4));
+}
+
+#[test]
+fn a_damaged_header_length_in_the_middle_is_kept_and_later_records_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = four_records(dir.path(), &["aaaa", "bbbb", "cccc", "dddd"]);
+    // The second record's header: its length field (bytes 12..16) made huge.
     let seg = &segment_files(dir.path(), id)[0];
     let mut v = std::fs::read(seg).unwrap();
-    let pos = v.iter().rposition(|b| *b == b'b').unwrap();
-    v[pos] = b'B';
+    let second = v
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| *w == b"MR")
+        .nth(1)
+        .unwrap()
+        .0;
+    v[second + 12] = 0xff;
     std::fs::write(seg, v).unwrap();
     let (store, core) = open(dir.path());
     let t = core.topics.get("t").unwrap().clone();
+    assert_eq!((t.last_seq, t.msgs), (4, 4));
+    assert_eq!(
+        seqs_read(&store, &core, "t"),
+        vec![(1, "aaaa".into()), (3, "cccc".into()), (4, "dddd".into())]
+    );
+    let sum = store.check_all().unwrap();
+    assert_eq!(sum.damage.len(), 1);
+    assert!(
+        sum.damage[0].reason.contains("header does not match"),
+        "{}",
+        sum.damage[0]
+    );
+}
+
+#[test]
+fn a_never_written_tail_of_zeros_is_cut_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "x".repeat(2000);
+    let id = four_records(dir.path(), &["aaaa", &big]);
+    // A power cut: the file's size reached the disk, the last record's data did not.
+    let seg = &segment_files(dir.path(), id)[0];
+    let mut v = std::fs::read(seg).unwrap();
+    let n = v.len();
+    v[n - 1500..].fill(0);
+    std::fs::write(seg, v).unwrap();
+    let (store, mut core) = open(dir.path());
+    let t = core.topics.get("t").unwrap().clone();
     assert_eq!((t.last_seq, t.msgs), (1, 1));
-    assert_eq!(read_all(&store, &core, "t"), vec![(1, "a".into())]);
+    assert_eq!(
+        publish(&mut core, &store, "t", &["bbbb"], false, 2),
+        vec![2]
+    );
+    assert_eq!(
+        seqs_read(&store, &core, "t"),
+        vec![(1, "aaaa".into()), (2, "bbbb".into())]
+    );
+    assert!(store.check_all().unwrap().damage.is_empty());
+}
+
+#[test]
+fn repair_moves_damage_aside_and_keeps_every_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = four_records(dir.path(), &["aaaa", "bbbb", "cccc", "dddd"]);
+    flip(dir.path(), id, b"aaaa");
+    flip(dir.path(), id, b"cccc");
+    {
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let sum = store.check_all().unwrap();
+        assert_eq!(sum.damage.len(), 2, "{:?}", sum.damage);
+        assert_eq!((sum.records, sum.messages), (2, 2));
+        let mut again = check::Checked::default();
+        let moved = store.repair(&mut again).unwrap();
+        assert_eq!(moved, sum.damage);
+        assert!(store.check_all().unwrap().damage.is_empty());
+        store.flush().unwrap();
+    }
+    let notes = std::fs::read_to_string(dir.path().join("damaged/NOTES")).unwrap();
+    assert!(
+        notes.contains("seqs 1-1") && notes.contains("seqs 3-3"),
+        "{notes}"
+    );
+    let aside = std::fs::read(dir.path().join(format!("damaged/{id}-3.rec"))).unwrap();
+    assert!(aside.starts_with(b"MR"));
+    let (store, mut core) = open(dir.path());
+    let t = core.topics.get("t").unwrap().clone();
+    // The head moved past the damage; the last seq stayed.
+    assert_eq!((t.first_seq, t.last_seq, t.msgs), (2, 4, 2));
+    assert_eq!(
+        seqs_read(&store, &core, "t"),
+        vec![(2, "bbbb".into()), (4, "dddd".into())]
+    );
+    assert_eq!(
+        publish(&mut core, &store, "t", &["eeee"], false, 2),
+        vec![5]
+    );
+    assert!(store.check_all().unwrap().damage.is_empty());
+}
+
+#[test]
+fn repair_of_the_newest_record_never_reuses_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = four_records(dir.path(), &["aaaa", "bbbb"]);
+    flip(dir.path(), id, b"bbbb");
+    {
+        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        store.repair(&mut check::Checked::default()).unwrap();
+    }
+    let (store, mut core) = open(dir.path());
+    assert_eq!(core.topics.get("t").unwrap().last_seq, 2);
+    assert_eq!(
+        publish(&mut core, &store, "t", &["cccc"], false, 2),
+        vec![3]
+    );
+    store.flush().unwrap();
+    drop((store, core));
+    let (store, core) = open(dir.path());
+    assert_eq!(
+        seqs_read(&store, &core, "t"),
+        vec![(1, "aaaa".into()), (3, "cccc".into())]
+    );
+    assert!(store.check_all().unwrap().damage.is_empty());
 }
 
 #[test]
