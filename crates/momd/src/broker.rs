@@ -32,6 +32,10 @@ pub struct BrokerConfig {
     pub max_payload: usize,
     pub max_inflight: usize,
     pub watch_budget: usize,
+    /// How long a partial frame may go without a new byte before its connection is closed.
+    pub frame_timeout: std::time::Duration,
+    /// Bytes of large frames (over 64 KiB) being read at once, all connections together.
+    pub frame_budget: usize,
 }
 
 /// A new connection, as the broker learns of it at `hello`.

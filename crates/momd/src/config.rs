@@ -112,6 +112,17 @@ pub struct Args {
     #[arg(long, env = "MOMD_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight: usize,
 
+    /// How long a partial frame may go without a new byte before momd closes the
+    /// connection (a duration such as 30s or 500ms).
+    #[arg(long, env = "MOMD_FRAME_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub frame_timeout: Duration,
+
+    /// Bytes of large frames (over 64 KiB) momd reads at once, all connections together
+    /// (a size such as 256MiB). A connection whose next frame does not fit waits, unread,
+    /// until others' frames are done; smaller frames never wait.
+    #[arg(long, env = "MOMD_FRAME_BUDGET", default_value_t = 256 * 1024 * 1024, value_parser = parse_size_usize)]
+    pub frame_budget: usize,
+
     /// Most connections served at once; more wait to be accepted.
     #[arg(long, env = "MOMD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

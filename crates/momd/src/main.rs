@@ -7,6 +7,7 @@ mod config;
 mod core;
 mod lock;
 mod outbox;
+mod reader;
 mod replay;
 mod server;
 mod session;
@@ -130,6 +131,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_payload: args.max_payload,
         max_inflight: args.max_inflight.max(1),
         watch_budget: args.watch_buffer.max(64 * 1024),
+        frame_timeout: args.frame_timeout.max(std::time::Duration::from_millis(10)),
+        frame_budget: args.frame_budget,
     };
     tracing::info!("{}", args.fsync.explain());
     let (broker, handle, rx) = Broker::new(

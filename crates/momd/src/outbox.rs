@@ -1,8 +1,10 @@
 //! What a session sends: replies and deliveries queued for its writer task.
 //!
-//! Replies are bounded by the session's in-flight permits; deliveries by a byte budget
-//! shared by all watches of the session. A live delivery that would exceed the budget is
-//! skipped and counted (slow consumer); a replay waits for room instead.
+//! Everything queued here is charged to one byte budget per session (`--watch-buffer`):
+//! replies by an estimate of their size, deliveries by their wire size. A live delivery that
+//! would exceed the budget is skipped and counted (slow consumer); a replay waits for room;
+//! a reply is never dropped: instead the session reads no request while the queue is over
+//! half the budget, so a client that does not read its replies stops being read.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -197,8 +199,15 @@ fn estimate(frame: &ServerFrame) -> usize {
             1024 + s.topics.iter().map(|t| TOPIC + t.name.len()).sum::<usize>()
                 + s.clients
                     .iter()
-                    .map(|c| 256 + c.name.len() + c.user.len() + c.addr.len())
+                    .map(|c| {
+                        256 + c.name.len()
+                            + c.user.len()
+                            + c.addr.len()
+                            + strings(&c.watch_patterns)
+                            + strings(&c.consumers)
+                    })
                     .sum::<usize>()
+                + s.queues.iter().map(queue).sum::<usize>()
         }
         ServerFrame::PublishOk(p) => 96 + p.topic.len() + 9 * p.seqs.len(),
         ServerFrame::Error(e) => 96 + e.message.len(),
@@ -206,11 +215,18 @@ fn estimate(frame: &ServerFrame) -> usize {
         ServerFrame::TopicInfo(t) => 64 + TOPIC + t.topic.name.len(),
         ServerFrame::QueueDeliver(d) => 64 + messages(&d.msgs),
         ServerFrame::FetchOk(f) => 64 + messages(&f.msgs),
-        ServerFrame::QueueList(l) => {
-            64 + l.queues.iter().map(|q| 512 + q.name.len()).sum::<usize>()
-        }
+        ServerFrame::QueueList(l) => 64 + l.queues.iter().map(queue).sum::<usize>(),
         _ => 256,
     }
+}
+
+/// Each string with its MessagePack header (errs high).
+fn strings(v: &[String]) -> usize {
+    v.iter().map(|p| p.len() + 8).sum()
+}
+
+fn queue(q: &mom_proto::QueueInfo) -> usize {
+    512 + q.name.len() + q.owner.len() + strings(&q.bindings)
 }
 
 fn messages(msgs: &[mom_proto::Message]) -> usize {

@@ -3,9 +3,17 @@
 //!
 //! The reader holds an in-flight permit per unanswered request; with all `max_inflight`
 //! permits taken it stops reading, which is the connection's backpressure. A body that does
-//! not decode is answered with `bad_request` and the connection goes on; a length over the
-//! limit is answered with `too_large` and the connection is closed (docs/protocol.md, "Bad
-//! input").
+//! not decode is answered with `bad_request` and the connection goes on (before `hello`, or
+//! after [`MAX_MALFORMED_IN_A_ROW`] of them, it is closed); a length over the limit is
+//! answered with `too_large` and the connection is closed; so is a partial frame that gets
+//! no byte for `frame_timeout` (docs/protocol.md, 2.1, 2.4 and 9).
+//!
+//! Memory a hostile client can hold here: the read buffer (see `reader.rs`: at most 64 KiB
+//! plus one large frame taken from the global frame budget, and a stalled partial frame is
+//! closed), the outbox (its budget, checked before
+//! each request is read), and the replies of requests in flight, whose size depends on the
+//! broker's state (`stats`, lists, `queue_peek`): at most [`LARGE_REPLIES_IN_FLIGHT`] of those
+//! per connection until their reply is taken by the writer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,9 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use mom_proto::{
-    decode_body, encode_frame, ClientFrame, ErrorCode, FrameError, IdOnly, MessageRef, RawCodec,
+    decode_body, encode_frame, ClientFrame, ErrorCode, FrameError, Hello, IdOnly, MessageRef,
     ServerFrame, PROTOCOL_VERSION,
 };
 use serde::Serialize;
@@ -24,15 +31,28 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
 use crate::core::Batch;
 use crate::outbox::{self, Out, OutboxRx};
+use crate::reader::{self, read_frame, stalled_error, Read};
 
 /// How long a new connection may take to send `hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest frame read before `welcome`: a `hello` is small, and an unauthenticated peer
+/// must not make the server buffer `max_frame` (research/scale-and-budgets.md, 3.2).
+/// No pre-hello frame needs the global frame budget.
+pub const PRE_HELLO_MAX_FRAME: usize = reader::FREE_FRAME;
+
+/// Malformed frames in a row a Ready connection may send before it is closed.
+pub const MAX_MALFORMED_IN_A_ROW: u32 = 100;
+
+/// Requests whose reply grows with the broker's state that a connection may have in
+/// flight (read, and their reply not yet taken by the writer). One, as Kafka mutes a
+/// connection per request: the next waits, so unread `stats` replies cannot pile up.
+const LARGE_REPLIES_IN_FLIGHT: usize = 1;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -41,6 +61,7 @@ pub async fn run(
     addr: SocketAddr,
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
+    frame_budget: reader::FrameBudget,
     shutdown: CancellationToken,
 ) {
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
@@ -53,6 +74,7 @@ pub async fn run(
     let bytes = Arc::new(InFlightBytes {
         sem: Semaphore::new(inflight_kib),
         cap: inflight_kib,
+        large: Semaphore::new(LARGE_REPLIES_IN_FLIGHT),
         by_id: Mutex::new(HashMap::new()),
     });
     let closed = CancellationToken::new();
@@ -64,62 +86,10 @@ pub async fn run(
         cfg.max_frame,
         closed.clone(),
     ));
-    let mut frames = FramedRead::with_capacity(rd, RawCodec::new(cfg.max_frame), 64 * 1024);
+    let pre_hello_max = PRE_HELLO_MAX_FRAME.min(cfg.max_frame);
+    let mut frames = reader::frames(rd, pre_hello_max);
 
-    // AwaitingHello: one deadline for the whole phase; a malformed frame is answered and
-    // the connection keeps waiting (docs/protocol.md, 2.1).
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
-    let hello = loop {
-        let next = tokio::select! {
-            f = tokio::time::timeout_at(deadline, frames.next()) => f,
-            _ = shutdown.cancelled() => Ok(None),
-        };
-        let body = match next {
-            Err(_) => {
-                outbox.close(ServerFrame::error(
-                    None,
-                    ErrorCode::BadRequest,
-                    "no hello within 10 s",
-                ));
-                break None;
-            }
-            Ok(None) | Ok(Some(Err(FrameError::Io(_)))) => break None,
-            Ok(Some(Err(e))) => {
-                outbox.close(frame_error(&e));
-                break None;
-            }
-            Ok(Some(Ok(body))) => body,
-        };
-        match decode_body::<ClientFrame>(&body) {
-            Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => break Some(h),
-            Ok(ClientFrame::Hello(h)) => {
-                outbox.close(ServerFrame::error(
-                    Some(h.id),
-                    ErrorCode::BadRequest,
-                    format!(
-                        "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
-                        h.version
-                    ),
-                ));
-                break None;
-            }
-            Ok(other) => {
-                outbox.close(ServerFrame::error(
-                    Some(other.id()),
-                    ErrorCode::Unauthorized,
-                    "send hello first",
-                ));
-                break None;
-            }
-            Err(e) => {
-                let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                outbox.reply(
-                    ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()),
-                    false,
-                );
-            }
-        }
-    };
+    let hello = await_hello(&mut frames, &frame_budget, &cfg, &outbox, &shutdown).await;
     let Some(hello) = hello else {
         drop(outbox);
         let _ = writer.await;
@@ -156,6 +126,7 @@ pub async fn run(
     }
 
     // Ready.
+    let mut malformed_in_a_row = 0u32;
     loop {
         // A client that does not read what it is sent stops being read (replies to
         // malformed frames included): first room in its queue, then one permit per request.
@@ -165,22 +136,41 @@ pub async fn run(
             _ = closed.cancelled() => break,
         }
         let next = tokio::select! {
-            f = frames.next() => f,
+            f = read_frame(&mut frames, &frame_budget, cfg.frame_timeout) => f,
             _ = shutdown.cancelled() => break,
             _ = closed.cancelled() => break,
         };
         let body = match next {
-            None | Some(Err(FrameError::Io(_))) => break,
-            Some(Err(e)) => {
+            Read::End => break,
+            Read::Stalled => {
+                outbox.close(stalled_error(cfg.frame_timeout));
+                break;
+            }
+            Read::Bad(e) => {
                 outbox.close(frame_error(&e));
                 break;
             }
-            Some(Ok(body)) => body,
+            Read::Frame(body) => body,
         };
         let frame = match decode_body::<ClientFrame>(&body) {
-            Ok(f) => f,
+            Ok(f) => {
+                malformed_in_a_row = 0;
+                f
+            }
             Err(e) => {
                 let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
+                malformed_in_a_row += 1;
+                if malformed_in_a_row > MAX_MALFORMED_IN_A_ROW {
+                    outbox.close(ServerFrame::error(
+                        id,
+                        ErrorCode::BadRequest,
+                        format!(
+                            "{e}; more than {MAX_MALFORMED_IN_A_ROW} malformed frames in a row; \
+                             closing the connection"
+                        ),
+                    ));
+                    break;
+                }
                 outbox.reply(
                     ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()),
                     false,
@@ -207,7 +197,21 @@ pub async fn run(
             Ok(p) => p.forget(),
             Err(_) => break,
         }
-        bytes.hold(frame.id(), weight);
+        // Its reply is built from the broker's state and charged to the outbox only once
+        // built: wait until the previous one was taken by the writer.
+        let large = has_large_reply(&frame);
+        if large {
+            let held = tokio::select! {
+                p = bytes.large.acquire() => p,
+                _ = shutdown.cancelled() => break,
+                _ = closed.cancelled() => break,
+            };
+            match held {
+                Ok(p) => p.forget(),
+                Err(_) => break,
+            }
+        }
+        bytes.hold(frame.id(), Held { kib: weight, large });
         if !broker.send(Cmd::Request { session, frame }).await {
             break;
         }
@@ -235,6 +239,78 @@ pub async fn run(
     }
 }
 
+/// AwaitingHello: the first frame must be a good `hello`, within [`HELLO_TIMEOUT`]. Anything
+/// else gets one error and the connection is closed (docs/protocol.md, 2.1), so nothing an
+/// unauthenticated peer sends can queue up.
+async fn await_hello(
+    frames: &mut reader::Frames,
+    frame_budget: &reader::FrameBudget,
+    cfg: &BrokerConfig,
+    outbox: &outbox::Outbox,
+    shutdown: &CancellationToken,
+) -> Option<Hello> {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let next = tokio::select! {
+        f = tokio::time::timeout_at(deadline, read_frame(frames, frame_budget, cfg.frame_timeout)) => f,
+        _ = shutdown.cancelled() => Ok(Read::End),
+    };
+    let body = match next {
+        Err(_) => {
+            outbox.close(ServerFrame::error(
+                None,
+                ErrorCode::BadRequest,
+                "no hello within 10 s",
+            ));
+            return None;
+        }
+        Ok(Read::End) => return None,
+        Ok(Read::Stalled) => {
+            outbox.close(stalled_error(cfg.frame_timeout));
+            return None;
+        }
+        Ok(Read::Bad(e)) => {
+            outbox.close(frame_error(&e));
+            return None;
+        }
+        Ok(Read::Frame(body)) => body,
+    };
+    match decode_body::<ClientFrame>(&body) {
+        Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => {
+            // Frames pipelined after the hello are read with the full limit.
+            frames.decoder_mut().set_max_frame(cfg.max_frame);
+            Some(h)
+        }
+        Ok(ClientFrame::Hello(h)) => {
+            outbox.close(ServerFrame::error(
+                Some(h.id),
+                ErrorCode::BadRequest,
+                format!(
+                    "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
+                    h.version
+                ),
+            ));
+            None
+        }
+        Ok(other) => {
+            outbox.close(ServerFrame::error(
+                Some(other.id()),
+                ErrorCode::Unauthorized,
+                "send hello first",
+            ));
+            None
+        }
+        Err(e) => {
+            let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
+            outbox.close(ServerFrame::error(
+                id,
+                ErrorCode::BadRequest,
+                format!("{e}; send a valid hello first; closing the connection"),
+            ));
+            None
+        }
+    }
+}
+
 /// Frames' worth of request bytes a connection may have in flight.
 const INFLIGHT_FRAMES: usize = 4;
 
@@ -242,31 +318,57 @@ const INFLIGHT_FRAMES: usize = 4;
 struct InFlightBytes {
     sem: Semaphore,
     cap: usize,
-    by_id: Mutex<HashMap<u64, Vec<usize>>>,
+    /// Requests with a large reply in flight ([`LARGE_REPLIES_IN_FLIGHT`]).
+    large: Semaphore,
+    by_id: Mutex<HashMap<u64, Vec<Held>>>,
+}
+
+/// What one request in flight holds until its reply is taken by the writer.
+struct Held {
+    kib: usize,
+    large: bool,
 }
 
 impl InFlightBytes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<usize>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Held>>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn hold(&self, id: u64, weight: usize) {
-        self.lock().entry(id).or_default().push(weight);
+    fn hold(&self, id: u64, held: Held) {
+        self.lock().entry(id).or_default().push(held);
     }
 
-    /// The request `id` was answered: its bytes are free again.
+    /// The request `id` was answered: its bytes are free again. (Ids are the client's; if
+    /// it reuses one, another request's share may be freed first, but each reply frees one
+    /// share, so the totals still hold.)
     fn release(&self, id: Option<u64>) {
-        let w = id.and_then(|id| {
+        let held = id.and_then(|id| {
             let mut m = self.lock();
             let v = m.get_mut(&id)?;
-            let w = v.pop();
+            let h = v.pop();
             if v.is_empty() {
                 m.remove(&id);
             }
-            w
+            h
         });
-        self.sem.add_permits(w.unwrap_or(0));
+        if let Some(h) = held {
+            self.sem.add_permits(h.kib);
+            if h.large {
+                self.large.add_permits(1);
+            }
+        }
     }
+}
+
+/// Requests whose reply grows with the broker's state rather than with the request.
+fn has_large_reply(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Stats(_)
+            | ClientFrame::TopicList(_)
+            | ClientFrame::QueueList(_)
+            | ClientFrame::QueuePeek(_)
+    )
 }
 
 fn frame_error(e: &FrameError) -> ServerFrame {

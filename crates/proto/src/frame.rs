@@ -3,8 +3,9 @@
 //! The length is checked against the limit before a byte of the body is buffered, so a
 //! hostile prefix (say 4 GiB) costs nothing, and nothing is reserved for the announced
 //! length either: the buffer grows only as the body's bytes arrive, so a peer that announces
-//! a max-size frame and stalls holds only what it sent. A body that does not decode is reported as
-//! [`FrameError::Malformed`] after the whole frame was consumed, so the stream stays in step.
+//! a max-size frame and stalls holds only what it sent. A body that does not decode is
+//! reported as [`FrameError::Malformed`] after the whole frame was consumed, so the stream
+//! stays in step.
 
 use std::marker::PhantomData;
 

@@ -186,13 +186,20 @@ fn announced_max_size_frame_reserves_nothing_until_its_bytes_arrive() {
     let before = buf.capacity();
     let mut codec = RawCodec::new(DEFAULT_MAX_FRAME);
     assert!(matches!(codec.decode(&mut buf), Ok(None)));
-    assert_eq!(buf.capacity(), before, "nothing reserved for the announced body");
+    assert_eq!(
+        buf.capacity(),
+        before,
+        "nothing reserved for the announced body"
+    );
     assert_eq!(buf.len(), 7, "the partial frame stays in the buffer");
     // Once the whole body is there, it is split off as usual.
     let mut whole = BytesMut::new();
     whole.put_u32(3);
     whole.put_slice(&[1, 2, 3]);
-    assert_eq!(codec.decode(&mut whole).ok().flatten().as_deref(), Some(&[1u8, 2, 3][..]));
+    assert_eq!(
+        codec.decode(&mut whole).ok().flatten().as_deref(),
+        Some(&[1u8, 2, 3][..])
+    );
 }
 
 #[test]
