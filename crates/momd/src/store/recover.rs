@@ -1,0 +1,205 @@
+//! Start-up: what the store reads to rebuild the broker (topic states, dedupe entries,
+//! server meta), and the check of each topic's newest records — where a torn tail (written,
+//! never acknowledged) is cut and any other damage is kept and reported (see `check`).
+
+use super::*;
+
+impl Store {
+    /// Read what is needed at start: topic states, dedupe entries, server meta, and check
+    /// each topic's newest record. Its cost grows with the number of topics and live dedupe
+    /// entries, not with stored messages.
+    pub fn load(&self, now: u64, dedupe_window_ms: u64) -> Result<Loaded> {
+        let mut out = Loaded::default();
+        for kv in self.db.scan_prefix([P_TOPIC]) {
+            let (k, v) = kv?;
+            let t: TopicState = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            out.topics.push(t);
+        }
+        for t in &mut out.topics {
+            let damage = self.recover_tail(t)?;
+            out.damage.extend(damage);
+        }
+        for kv in self.db.scan_prefix([P_QUEUE]) {
+            let (k, v) = kv?;
+            let q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            out.queues.push(q);
+        }
+        let mut expired = sled::Batch::default();
+        for kv in self.db.scan_prefix([P_DEDUPE]) {
+            let (k, v) = kv?;
+            let (Some(topic), Some(seq), Some(time)) = (
+                k.get(1..5)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+                be_u64(&v),
+                v.get(8..).and_then(be_u64),
+            ) else {
+                expired.remove(k);
+                continue;
+            };
+            if now.saturating_sub(time) >= dedupe_window_ms {
+                expired.remove(k);
+                continue;
+            }
+            let id = String::from_utf8_lossy(k.get(5..).unwrap_or_default()).into_owned();
+            out.dedupe.push((topic, id, seq, time));
+        }
+        self.db.apply_batch(expired)?;
+        out.dedupe.sort_by_key(|d| d.3);
+        out.next_topic_id = self
+            .db
+            .get(meta_key("next_topic_id"))?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(1) as u32;
+        // Ids handed out in the second before a crash may not have been flushed: skip ahead so
+        // none is given twice.
+        let stored = self
+            .db
+            .get(meta_key("next_client_id"))?
+            .and_then(|v| be_u64(&v))
+            .unwrap_or(1);
+        out.next_client_id = stored.saturating_add(1000);
+        self.db.insert(
+            meta_key("next_client_id"),
+            &out.next_client_id.to_be_bytes()[..],
+        )?;
+        out.server_id = match self.db.get(meta_key("server_id"))? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = new_server_id();
+                self.db.insert(meta_key("server_id"), id.as_bytes())?;
+                self.db.flush()?;
+                id
+            }
+        };
+        Ok(out)
+    }
+
+    /// Check the newest records of a topic against its index. Records the index names that
+    /// did not all reach the disk — a power cut after sled wrote their index entries but
+    /// before their segment did: never acknowledged — are forgotten, if they are the end of
+    /// the topic's log in its newest segment; then the segment is cut after the last record
+    /// kept, so appends go on from there. Any other record that does not read back is
+    /// damage: kept, reported (returned, and logged), its seqs never given again.
+    fn recover_tail(&self, t: &mut TopicState) -> Result<Vec<check::Damage>> {
+        // The newest records, newest first. A power cut can tear anything written since the
+        // last fdatasync, which is at most one group commit: check a generous window.
+        let mut entries: Vec<(sled::IVec, Option<(u64, IndexEntry)>)> = Vec::new();
+        let mut window = 0u64;
+        for kv in self.db.scan_prefix(prefix(P_MSG, t.id)).rev() {
+            let (k, v) = kv?;
+            let parsed = seq_of_key(&k).zip(IndexEntry::decode(&v));
+            window += parsed.map_or(0, |(_, e)| u64::from(e.loc.len));
+            entries.push((k, parsed));
+            if entries.len() >= TAIL_CHECK_RECORDS || window >= TAIL_CHECK_BYTES {
+                break;
+            }
+        }
+        let mut reader = self.segs.reader(t.id);
+        let checked: Vec<Option<segments::Bad>> = entries
+            .iter()
+            .map(|(_, p)| match p {
+                Some((first, e)) => check::check_record(&mut reader, *first, e).err(),
+                None => Some(segments::Bad::Damaged(
+                    "its index entry does not decode".into(),
+                )),
+            })
+            .collect();
+        // The torn end: the newest records, all incomplete, all in the newest segment. An
+        // ack waits for an fdatasync that covers every record before it, so a record that did
+        // not reach the disk has only unacknowledged records after it.
+        let newest_segment = entries
+            .first()
+            .and_then(|(_, p)| p.map(|(_, e)| e.loc.segment));
+        let cut = entries
+            .iter()
+            .zip(&checked)
+            .take_while(|((_, p), bad)| {
+                matches!(bad, Some(segments::Bad::Incomplete(_)))
+                    && p.map(|(_, e)| e.loc.segment) == newest_segment
+            })
+            .count();
+        // Everything else that does not read back is damage, oldest first.
+        let mut bad: Vec<check::BadRecord> = entries
+            .iter()
+            .zip(checked)
+            .skip(cut)
+            .filter_map(|((k, p), bad)| {
+                bad.map(|bad| check::BadRecord {
+                    key: k.clone(),
+                    entry: *p,
+                    bad,
+                })
+            })
+            .collect();
+        bad.reverse();
+        let damage = check::ranges(self, t, &bad);
+        for d in &damage {
+            tracing::error!(
+                topic = %d.topic,
+                seqs = %format!("{}-{}", d.first_seq, d.last_seq),
+                segment = %d.segment,
+                offset = d.offset,
+                "damaged record kept, not cut: {}; reads of these seqs fail, other records \
+                 and topics are served, no seq is given twice; `momd verify` lists all \
+                 damage, `momd repair` moves it aside",
+                d.reason
+            );
+        }
+        if cut == 0 {
+            // Cut what was written after the newest record (never indexed). With no index
+            // entry readable, nothing says where the log ends: cut nothing.
+            let newest = entries.iter().find_map(|(_, p)| p.map(|(_, e)| e.loc));
+            if newest.is_some() || entries.is_empty() {
+                self.segs.truncate_after(t.id, newest)?;
+            }
+            return Ok(damage);
+        }
+        let mut removed = sled::Batch::default();
+        let mut new_last = t.last_seq;
+        for (k, p) in &entries[..cut] {
+            removed.remove(k.clone());
+            if let Some((first, e)) = p {
+                tracing::warn!(
+                    topic = %t.name,
+                    seq = first,
+                    "record torn by a crash before it was acknowledged; dropping it"
+                );
+                new_last = new_last.min(first.saturating_sub(1));
+                t.msgs = t.msgs.saturating_sub(u64::from(e.count));
+                t.bytes = t.bytes.saturating_sub(e.bytes);
+            }
+        }
+        t.last_seq = new_last;
+        t.first_seq = t.first_seq.min(new_last.saturating_add(1));
+        if t.msgs == 0 {
+            t.first_seq = new_last.saturating_add(1);
+        }
+        // The record just before the cut, if any, is where the log now ends.
+        let last_kept = match entries.get(cut) {
+            Some((_, p)) => p.map(|(_, e)| e.loc),
+            None => {
+                let below = msg_key(t.id, new_last.saturating_add(1));
+                self.db
+                    .range(..below)
+                    .next_back()
+                    .transpose()?
+                    .filter(|(k, _)| k.starts_with(&prefix(P_MSG, t.id)))
+                    .and_then(|(_, v)| IndexEntry::decode(&v))
+                    .map(|e| e.loc)
+            }
+        };
+        // Dedupe entries of messages that are gone would ack a retry that stores nothing.
+        for kv in self.db.scan_prefix(prefix(P_DEDUPE, t.id)) {
+            let (k, v) = kv?;
+            if be_u64(&v).is_none_or(|seq| seq > new_last) {
+                removed.remove(k);
+            }
+        }
+        self.segs.truncate_after(t.id, last_kept)?;
+        removed.insert(&topic_key(t.id)[..], encode_topic(t));
+        self.db.apply_batch(removed)?;
+        self.db.flush()?;
+        Ok(damage)
+    }
+}
