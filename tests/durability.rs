@@ -331,3 +331,48 @@ fn second_momd_on_same_dir_is_refused() {
         .iter()
         .all(|t| t["name"].is_string()));
 }
+
+/// A delivery's count is on disk before the delivery leaves (DESIGN.md, Queue): a crash
+/// right after it can never hand the message out again as a lower delivery, so
+/// `max_deliver` holds across kill -9.
+#[test]
+fn delivery_counts_survive_kill_9_and_max_deliver_holds() {
+    let mut m = Momd::start();
+    m.ctl_ok(
+        &[
+            "queue",
+            "create",
+            "dc",
+            "--bind",
+            "dc.*",
+            "--max-deliver",
+            "3",
+        ],
+        None,
+    );
+    m.ctl_ok(&["publish", "dc.a", "poison", "-q"], None);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for expected in 1..=3u32 {
+        let got = rt.block_on(async {
+            let c = m.client("dc-test").await;
+            c.fetch("dc", 1, Duration::from_secs(5))
+                .await
+                .expect("fetch")
+        });
+        assert_eq!(got.len(), 1, "delivery {expected}");
+        assert_eq!(got[0].delivery, Some(expected), "{:?}", got[0]);
+        // Killed the moment the delivery arrived: nothing more was flushed after it.
+        m.kill9();
+        m.restart();
+    }
+    // Three deliveries used up max_deliver 3: the message is a dead letter now.
+    let again = rt.block_on(async {
+        let c = m.client("dc-test").await;
+        c.fetch("dc", 1, Duration::from_millis(500))
+            .await
+            .expect("fetch")
+    });
+    assert!(again.is_empty(), "delivered a 4th time: {again:?}");
+    let dlq = m.topic_info("$dlq.dc");
+    assert_eq!(dlq["messages"], 1, "{dlq}");
+}

@@ -133,6 +133,24 @@ enum Pending {
         session: u64,
         frame: ServerFrame,
     },
+    /// A queue delivery: sent once the queue state that counts it is durable, so a crash
+    /// can never hand the same message out again with a lower delivery count.
+    Push {
+        session: u64,
+        frame: ServerFrame,
+    },
+}
+
+impl Pending {
+    /// Who must hear that this could not be made durable (session, request id); None for a
+    /// delivery, which is simply not sent (its lease runs out and it comes back).
+    fn requester(&self) -> Option<(u64, u64)> {
+        match self {
+            Pending::Publish { session, id, .. } => Some((*session, *id)),
+            Pending::Reply { session, frame } => Some((*session, frame.reply_id().unwrap_or(0))),
+            Pending::Push { .. } => None,
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -392,11 +410,8 @@ impl Broker {
             Err(e) => {
                 tracing::error!("flush failed: {e}");
                 for p in done {
-                    let (session, id) = match &p {
-                        Pending::Publish { session, id, .. } => (*session, *id),
-                        Pending::Reply { session, frame } => {
-                            (*session, frame.reply_id().unwrap_or(0))
-                        }
+                    let Some((session, id)) = p.requester() else {
+                        continue;
                     };
                     self.reply(
                         session,
@@ -424,6 +439,11 @@ impl Broker {
     fn release(&mut self, p: Pending) {
         match p {
             Pending::Reply { session, frame } => self.reply(session, frame),
+            Pending::Push { session, frame } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    s.outbox.reply(frame, false);
+                }
+            }
             Pending::Publish {
                 session,
                 id,

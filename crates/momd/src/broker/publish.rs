@@ -132,11 +132,8 @@ impl Broker {
                 self.delivered_upto
                     .retain(|id, _| topics.by_id(*id).is_some());
                 for p in pending {
-                    let (session, id) = match &p {
-                        Pending::Publish { session, id, .. } => (*session, *id),
-                        Pending::Reply { session, frame } => {
-                            (*session, frame.reply_id().unwrap_or(0))
-                        }
+                    let Some((session, id)) = p.requester() else {
+                        continue;
                     };
                     if session != 0 {
                         let msg = format!("not stored: {e}");

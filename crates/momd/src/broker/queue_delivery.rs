@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use mom_proto::{FetchOk, Message, PubMsg, QueueDeliver, ServerFrame};
 
 use super::queue_ops::{FetchWaiter, MAX_BATCH};
-use super::{json_str, now_ms, Broker};
+use super::{json_str, now_ms, Broker, Pending};
 use crate::core::queues::{ConsumerId, DeadLetter, MsgRef, DETACHED};
 
 impl Broker {
@@ -129,14 +129,15 @@ impl Broker {
                     .msgs_out
                     .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
-            self.reply(
-                f.session,
-                ServerFrame::FetchOk(FetchOk {
+            // Sent once the delivery counts it carries are durable (see `Pending::Push`).
+            self.staged_pending.push(Pending::Reply {
+                session: f.session,
+                frame: ServerFrame::FetchOk(FetchOk {
                     id: f.id,
                     queue: f.queue,
                     msgs,
                 }),
-            );
+            });
         }
         // Consumers, each up to its credit.
         let ids: Vec<ConsumerId> = self
@@ -172,15 +173,15 @@ impl Broker {
                     .counters
                     .msgs_out
                     .fetch_add(msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                s.outbox.reply(
-                    ServerFrame::QueueDeliver(QueueDeliver {
-                        consumer: cid,
-                        queue: name.to_string(),
-                        msgs,
-                    }),
-                    false,
-                );
             }
+            self.staged_pending.push(Pending::Push {
+                session,
+                frame: ServerFrame::QueueDeliver(QueueDeliver {
+                    consumer: cid,
+                    queue: name.to_string(),
+                    msgs,
+                }),
+            });
         }
     }
 
