@@ -150,6 +150,27 @@ struct Written {
 }
 
 impl Written {
+    /// An ack's answer came: its messages are settled (a refusal is only reported). A lost
+    /// connection gives them back to `to_ack` for after the reconnect, and is returned.
+    fn ack_answered(
+        &mut self,
+        keys: Vec<MsgKey>,
+        res: Result<mom_proto::ServerFrame, ClientError>,
+    ) -> Result<(), ClientError> {
+        match res {
+            Err(e) if e.is_connection_lost() => {
+                self.to_ack.extend(keys);
+                return Err(e);
+            }
+            Err(e) => eprintln!("momctl: warning: {e}"),
+            Ok(_) => {}
+        }
+        for k in keys {
+            self.seen.remove(&k);
+        }
+        Ok(())
+    }
+
     /// Move what the reader took from `unread` to `to_ack`. False when the reader is gone.
     fn taken(&mut self) -> bool {
         match &self.pipe {
@@ -301,17 +322,9 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 }
                 res = async { acking.front_mut().expect("guarded: acking").1.wait().await }, if !acking.is_empty() => {
                     let Some((keys, _)) = acking.pop_front() else { continue };
-                    match res {
-                        Err(e) if e.is_connection_lost() => {
-                            w.to_ack.extend(keys);
-                            client = reconnect.again(opts, &e, &said(got)).await?;
-                            continue 'connection;
-                        }
-                        Err(e) => eprintln!("momctl: warning: {e}"),
-                        Ok(_) => {}
-                    }
-                    for k in keys {
-                        w.seen.remove(&k);
+                    if let Err(e) = w.ack_answered(keys, res) {
+                        client = reconnect.again(opts, &e, &said(got)).await?;
+                        continue 'connection;
                     }
                     None
                 }
@@ -420,17 +433,10 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                         let Some((keys, mut reply)) = acking.pop_front() else {
                             continue;
                         };
-                        match reply.wait().await {
-                            Err(e) if e.is_connection_lost() => {
-                                w.to_ack.extend(keys);
-                                client = reconnect.again(opts, &e, &said(got)).await?;
-                                continue 'connection;
-                            }
-                            Err(e) => eprintln!("momctl: warning: {e}"),
-                            Ok(_) => {}
-                        }
-                        for k in keys {
-                            w.seen.remove(&k);
+                        let res = reply.wait().await;
+                        if let Err(e) = w.ack_answered(keys, res) {
+                            client = reconnect.again(opts, &e, &said(got)).await?;
+                            continue 'connection;
                         }
                     }
                     let keys = std::mem::take(&mut w.to_ack);

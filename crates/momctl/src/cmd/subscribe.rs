@@ -111,13 +111,7 @@ pub async fn run(
                         .retain(|t, (_, time)| created.get(t.as_str()).is_none_or(|c| c <= time));
                 }
                 Err(e) if e.is_connection_lost() => {
-                    client = reconnect
-                        .again(
-                            opts,
-                            &e,
-                            &format!("{} printed", super::count(got, "message", "messages")),
-                        )
-                        .await?;
+                    client = reconnect.again(opts, &e, &printed_count(got)).await?;
                     continue;
                 }
                 // Without the list (too big for one reply), resume by seq as it is.
@@ -140,13 +134,7 @@ pub async fn run(
             Ok(w) => w,
             Err(e) if e.is_connection_lost() => {
                 flush_quietly(&mut out)?;
-                client = reconnect
-                    .again(
-                        opts,
-                        &e,
-                        &format!("{} printed", super::count(got, "message", "messages")),
-                    )
-                    .await?;
+                client = reconnect.again(opts, &e, &printed_count(got)).await?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -234,13 +222,7 @@ pub async fn run(
                 },
                 Err(e) if e.is_connection_lost() => {
                     flush_quietly(&mut out)?;
-                    client = reconnect
-                        .again(
-                            opts,
-                            &e,
-                            &format!("{} printed", super::count(got, "message", "messages")),
-                        )
-                        .await?;
+                    client = reconnect.again(opts, &e, &printed_count(got)).await?;
                     continue 'connection;
                 }
                 Err(e) => {
@@ -253,6 +235,11 @@ pub async fn run(
             }
         }
     }
+}
+
+/// What a lost connection's message says was done.
+fn printed_count(got: u64) -> String {
+    format!("{} printed", super::count(got, "message", "messages"))
 }
 
 fn quiet_on_pipe(e: std::io::Error) -> CmdResult {
