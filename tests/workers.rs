@@ -868,10 +868,12 @@ fn a_pipe_reader_that_goes_away_gives_its_unread_messages_back_uncounted() {
         "max-deliver 1 and nothing counted: {q}"
     );
     // head may have read more than the line it printed out of the pipe (those are acked:
-    // the reader took them); what it never read is ready again, as a first delivery.
+    // the reader took them). When head is gone before momctl saw the pipe drain, momctl
+    // cannot tell read from unread and gives everything back (at least once, never lost).
+    // What it gave back is ready again, as a first delivery.
     let acked = q["acked"].as_u64().expect("acked");
     let ready = q["ready"].as_u64().expect("ready");
-    assert!((1..=3).contains(&acked), "{q}");
+    assert!(acked <= 3, "{q}");
     assert_eq!(acked + ready, 5, "nothing lost, nothing still out: {q}");
     let n = ready.to_string();
     let got = json_lines(&m.ctl_ok(
