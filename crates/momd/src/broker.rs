@@ -82,11 +82,22 @@ impl BrokerHandle {
     }
 }
 
+/// Wall-clock milliseconds: the one clock momd reads. `MOMD_FAULT_CLOCK_OFFSET_MS` (signed,
+/// read once) shifts it, so a fault-injection run (`momcheck --faults clock`) can restart
+/// momd with its clock jumped backwards or forwards.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("MOMD_FAULT_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    real.saturating_add(offset).max(0) as u64
 }
 
 struct Session {
