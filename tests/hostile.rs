@@ -281,11 +281,18 @@ fn unread_stats_and_list_replies_stop_reading_the_client_not_grow_the_broker() {
     let n = 900u64;
     let requests: Vec<ClientFrame> = (1..=n)
         .map(|i| {
-            let r = Req { id: 1000 + i };
+            // First pages, as a client written before paging asks: 1000 queues fit one.
+            let r = mom_proto::ListReq {
+                id: 1000 + i,
+                ..Default::default()
+            };
             match i % 6 {
                 0 => ClientFrame::TopicList(r),
                 1 => ClientFrame::QueueList(r),
-                _ => ClientFrame::Stats(r),
+                _ => ClientFrame::Stats(mom_proto::StatsReq {
+                    id: r.id,
+                    ..Default::default()
+                }),
             }
         })
         .collect();

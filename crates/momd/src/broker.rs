@@ -224,6 +224,7 @@ pub struct Broker {
 }
 
 mod client_close;
+mod listing;
 mod publish;
 mod queue_admin;
 mod queue_delivery;
@@ -596,10 +597,7 @@ impl Broker {
             | ClientFrame::TopicRm(_)
             | ClientFrame::TopicPurge(_)
             | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now),
-            ClientFrame::Stats(r) => {
-                let stats = self.stats(r.id, now);
-                self.reply(session, ServerFrame::Stats(stats));
-            }
+            ClientFrame::Stats(r) => self.stats_request(session, r, now),
             ClientFrame::Ping(r) => self.reply(
                 session,
                 ServerFrame::Pong(mom_proto::Pong {

@@ -102,7 +102,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dedupe.insert(topic, id, seq, time);
     }
     let damage = loaded.damage;
-    let topics = Topics::from_stored(loaded.topics, loaded.next_topic_id);
+    let mut topics = Topics::from_stored(loaded.topics, loaded.next_topic_id);
+    // Counted in stats (each topic's `damaged`) as well as reported on $sys.events.
+    for d in &damage {
+        topics.note_damage(d.topic_id, d.first_seq, d.last_seq);
+    }
     let stored: u64 = topics.iter().map(|t| t.msgs).sum();
     tracing::info!(
         data = %data.display(),

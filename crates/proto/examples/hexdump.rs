@@ -5,7 +5,8 @@
 //! publish_ok, watch, watch_ok, deliver, notice), then the other frames, then the queue
 //! frames (request ids 14 on), then the frames and keys added since (request ids 29 on:
 //! watch groups, passive watches and resume, duplicate indexes, forced topic_rm,
-//! topic_purge, queue_set, queue_peek, queue_redrive, extend, detached fetch, client_close).
+//! topic_purge, queue_set, queue_peek, queue_redrive, extend, detached fetch, client_close),
+//! then paged listings (request ids 42 on).
 
 use bytes::{Bytes, BytesMut};
 use mom_proto::*;
@@ -49,6 +50,7 @@ fn topic_info() -> TopicInfo {
         queues: 0,
         in_rate: 0.5,
         out_rate: 0.0,
+        damaged: 0,
     }
 }
 
@@ -103,6 +105,7 @@ fn queue_info(bindings: &[&str], consumers: u64, ready: u64, unacked: u64) -> Qu
         dropped: 0,
         in_rate: 0.0,
         out_rate: 0.0,
+        omitted: 0,
     }
 }
 
@@ -257,13 +260,18 @@ fn main() {
     dump("pong", &ServerFrame::Pong(Pong { id: 7, time: T }));
     dump(
         "topic_list (request)",
-        &ClientFrame::TopicList(Req { id: 8 }),
+        &ClientFrame::TopicList(ListReq {
+            id: 8,
+            ..ListReq::default()
+        }),
     );
     dump(
         "topic_list (reply)",
         &ServerFrame::TopicList(TopicList {
             id: 8,
             topics: vec![topic_info()],
+            next: None,
+            total: 1,
         }),
     );
     dump(
@@ -301,7 +309,13 @@ fn main() {
             force: false,
         }),
     );
-    dump("stats (request)", &ClientFrame::Stats(Req { id: 12 }));
+    dump(
+        "stats (request)",
+        &ClientFrame::Stats(StatsReq {
+            id: 12,
+            ..StatsReq::default()
+        }),
+    );
     dump(
         "stats (reply)",
         &ServerFrame::Stats(Stats {
@@ -324,6 +338,8 @@ fn main() {
                 watches: 0,
                 in_rate: 0.0,
                 out_rate: 0.0,
+                queues: 0,
+                damaged: 0,
             },
             topics: vec![],
             clients: vec![ClientInfo {
@@ -337,7 +353,11 @@ fn main() {
                 watches: 0,
                 watch_patterns: Vec::new(),
                 consumers: Vec::new(),
+                omitted: 0,
             }],
+            topics_next: None,
+            queues_next: None,
+            clients_next: None,
             rss_bytes: 0,
             disk_bytes: 0,
         }),
@@ -411,13 +431,18 @@ fn main() {
     );
     dump(
         "queue_list (request)",
-        &ClientFrame::QueueList(Req { id: 19 }),
+        &ClientFrame::QueueList(ListReq {
+            id: 19,
+            ..ListReq::default()
+        }),
     );
     dump(
         "queue_list (reply)",
         &ServerFrame::QueueList(QueueList {
             id: 19,
             queues: vec![queue_info(&["a.>"], 0, 2, 0)],
+            next: None,
+            total: 1,
         }),
     );
     dump(
@@ -624,6 +649,7 @@ fn main() {
                 queues: 1,
                 in_rate: 0.0,
                 out_rate: 0.0,
+                damaged: 0,
             },
             purged: Some(3),
         }),
@@ -705,5 +731,48 @@ fn main() {
     dump(
         "ok (reply to client_close)",
         &ServerFrame::Ok(Req { id: 41 }),
+    );
+    // Paged listings (request ids 42 on).
+    dump(
+        "topic_list (request, a page)",
+        &ClientFrame::TopicList(ListReq {
+            id: 42,
+            after: Some("a.b".into()),
+            limit: Some(1),
+            prefix: None,
+            pattern: Some("a.>".into()),
+        }),
+    );
+    dump(
+        "topic_list (reply, more to come)",
+        &ServerFrame::TopicList(TopicList {
+            id: 42,
+            topics: vec![TopicInfo {
+                name: "a.c".into(),
+                damaged: 2,
+                ..topic_info()
+            }],
+            next: Some("a.c".into()),
+            total: 3,
+        }),
+    );
+    dump(
+        "stats (request, paged sections)",
+        &ClientFrame::Stats(StatsReq {
+            id: 43,
+            topics: Some(Page {
+                after: Some("a.b".into()),
+                limit: Some(100),
+                ..Page::default()
+            }),
+            queues: Some(Page {
+                limit: Some(0),
+                ..Page::default()
+            }),
+            clients: Some(Page {
+                after: Some("7".into()),
+                ..Page::default()
+            }),
+        }),
     );
 }

@@ -31,6 +31,27 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Bytes `value` takes as a MessagePack body, counted without keeping them (`usize::MAX`
+/// for a value that cannot be encoded). A server sizes the items of a page with it.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(b.len());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let mut ser = rmp_serde::Serializer::new(&mut count).with_struct_map();
+    match value.serialize(&mut ser) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Encode a whole frame (prefix and body) into `dst`.
 pub fn encode_frame<T: Serialize>(
     value: &T,

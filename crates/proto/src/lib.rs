@@ -1,19 +1,25 @@
 //! mom's wire protocol: a 4-byte big-endian length, then a MessagePack map whose `type` field
 //! names the frame. `docs/protocol.md` is the contract; this crate follows it.
 //!
-//! Start with [`message`] (every frame; the queue frames are in [`queue`]), then [`frame`]
-//! (the codec) and [`topic`] (names and patterns).
+//! Start with [`message`] (every frame; the queue frames are in [`queue`], paging of the
+//! listings in [`page`]), then [`frame`] (the codec) and [`topic`] (names and patterns).
 
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod page;
 pub mod parse;
 pub mod queue;
 pub mod topic;
 
 pub use error::{ErrorCode, FrameError};
-pub use frame::{decode_body, encode_body, encode_frame, split_frame, Codec, RawCodec};
+pub use frame::{
+    decode_body, encode_body, encode_frame, encoded_len, split_frame, Codec, RawCodec,
+};
 pub use message::*;
+pub use page::{
+    ListReq, Listed, Page, StatsReq, DEFAULT_PAGE_LIMIT, MAX_PAGE_BYTES, MAX_PAGE_LIMIT,
+};
 pub use queue::*;
 
 /// The protocol version this crate speaks.

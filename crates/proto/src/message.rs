@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::page::{ListReq, StatsReq};
 use crate::queue::*;
 
 /// Headers of a message: string keys to string values.
@@ -21,12 +22,12 @@ pub enum ClientFrame {
     Publish(Publish),
     Watch(Watch),
     Unwatch(Unwatch),
-    TopicList(Req),
+    TopicList(ListReq),
     TopicInfo(TopicReq),
     TopicRm(TopicRm),
     TopicPurge(TopicRm),
     TopicSet(TopicSet),
-    Stats(Req),
+    Stats(StatsReq),
     Ping(Req),
     QueueCreate(QueueCreate),
     QueueBind(QueueBind),
@@ -34,7 +35,7 @@ pub enum ClientFrame {
     QueueDelete(QueueDelete),
     QueuePurge(QueueReq),
     QueueInfo(QueueReq),
-    QueueList(Req),
+    QueueList(ListReq),
     Consume(Consume),
     Cancel(Cancel),
     Ack(Ack),
@@ -343,12 +344,23 @@ pub struct TopicInfo {
     pub in_rate: f64,
     /// Messages delivered per second to watches and queues, averaged likewise.
     pub out_rate: f64,
+    /// Stored messages found damaged on disk (they cannot be read; `momd verify` lists
+    /// them, `momd repair` moves them aside). Sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub damaged: u64,
 }
 
+/// One page of topics, by name.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TopicList {
     pub id: u64,
     pub topics: Vec<TopicInfo>,
+    /// The cursor of the next page (its request's `after`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Topics the broker holds in all, whatever the page's filters.
+    #[serde(default)]
+    pub total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -389,6 +401,10 @@ pub struct ClientInfo {
     /// waiting pull (`fetch`) marked ` (pull)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<String>,
+    /// Entries left out of `watch_patterns` and `consumers` so that this entry stays within
+    /// its share of a page (`watches` still counts every watch). Sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u64,
 }
 
 /// Totals over the whole broker.
@@ -405,6 +421,12 @@ pub struct Totals {
     pub watches: u64,
     pub in_rate: f64,
     pub out_rate: f64,
+    /// Queues the broker holds.
+    #[serde(default)]
+    pub queues: u64,
+    /// Stored messages found damaged on disk, all topics together (see `TopicInfo`).
+    #[serde(default)]
+    pub damaged: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -416,11 +438,20 @@ pub struct Stats {
     pub time: u64,
     pub fsync: String,
     pub totals: Totals,
+    /// A page of topics, by name (the request's `topics`).
     pub topics: Vec<TopicInfo>,
+    /// A page of connections, by client id (the request's `clients`).
     pub clients: Vec<ClientInfo>,
-    /// Queues, by name.
+    /// A page of queues, by name (the request's `queues`).
     #[serde(default)]
     pub queues: Vec<QueueInfo>,
+    /// Cursors of the sections' next pages; each absent when its section is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics_next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues_next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients_next: Option<String>,
     /// Resident memory of the broker process in bytes (0 where unknown).
     pub rss_bytes: u64,
     /// Size of the data directory on disk in bytes.
@@ -440,6 +471,10 @@ pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Close another client's connection (by its global client id), as if it had closed its
 /// socket: its watches and consumers end and its unacked deliveries go back to their queues.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -456,7 +491,9 @@ impl ClientFrame {
             ClientFrame::Publish(r) => r.id,
             ClientFrame::Watch(r) => r.id,
             ClientFrame::Unwatch(r) => r.id,
-            ClientFrame::TopicList(r) | ClientFrame::Stats(r) | ClientFrame::Ping(r) => r.id,
+            ClientFrame::TopicList(r) | ClientFrame::QueueList(r) => r.id,
+            ClientFrame::Stats(r) => r.id,
+            ClientFrame::Ping(r) => r.id,
             ClientFrame::TopicInfo(r) => r.id,
             ClientFrame::TopicRm(r) | ClientFrame::TopicPurge(r) => r.id,
             ClientFrame::TopicSet(r) => r.id,
@@ -464,7 +501,6 @@ impl ClientFrame {
             ClientFrame::QueueBind(r) | ClientFrame::QueueUnbind(r) => r.id,
             ClientFrame::QueueDelete(r) => r.id,
             ClientFrame::QueuePurge(r) | ClientFrame::QueueInfo(r) => r.id,
-            ClientFrame::QueueList(r) => r.id,
             ClientFrame::Consume(r) => r.id,
             ClientFrame::Cancel(r) => r.id,
             ClientFrame::Ack(r) => r.id,

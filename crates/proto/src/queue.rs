@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{is_false, Message, StartAt};
+use crate::message::{is_false, is_zero, Message, StartAt};
 
 /// A request naming one queue.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -188,6 +188,11 @@ pub struct QueueInfo {
     pub dropped: u64,
     pub in_rate: f64,
     pub out_rate: f64,
+    /// Bindings left out of `bindings` in a listing (`queue_list`, `stats`) so that this
+    /// entry stays within its share of a page; `queue_info` lists them all. Sent only when
+    /// not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -202,8 +207,15 @@ pub struct QueueInfoReply {
     pub redriven: Option<u64>,
 }
 
+/// One page of queues, by name.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct QueueList {
     pub id: u64,
     pub queues: Vec<QueueInfo>,
+    /// The cursor of the next page (its request's `after`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Queues the broker holds in all, whatever the page's filters.
+    #[serde(default)]
+    pub total: u64,
 }

@@ -26,6 +26,21 @@ fn arb_pubmsg() -> impl Strategy<Value = PubMsg> {
         })
 }
 
+fn arb_page() -> impl Strategy<Value = Page> {
+    (
+        proptest::option::of("[a-z.$]{0,12}"),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of("[a-z.]{0,8}"),
+        proptest::option::of("[a-z*>.]{1,10}"),
+    )
+        .prop_map(|(after, limit, prefix, pattern)| Page {
+            after,
+            limit,
+            prefix,
+            pattern,
+        })
+}
+
 fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         (
@@ -84,7 +99,28 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
         (any::<u64>(), any::<u64>())
             .prop_map(|(id, watch)| ClientFrame::Unwatch(Unwatch { id, watch })),
         any::<u64>().prop_map(|id| ClientFrame::Ping(Req { id })),
-        any::<u64>().prop_map(|id| ClientFrame::Stats(Req { id })),
+        (
+            any::<u64>(),
+            proptest::option::of(arb_page()),
+            proptest::option::of(arb_page()),
+            proptest::option::of(arb_page())
+        )
+            .prop_map(
+                |(id, topics, queues, clients)| ClientFrame::Stats(StatsReq {
+                    id,
+                    topics,
+                    queues,
+                    clients
+                })
+            ),
+        (any::<u64>(), arb_page(), any::<bool>()).prop_map(|(id, page, queues)| {
+            let r = ListReq::new(id, page);
+            if queues {
+                ClientFrame::QueueList(r)
+            } else {
+                ClientFrame::TopicList(r)
+            }
+        }),
         (any::<u64>(), "[a-z]{1,9}")
             .prop_map(|(id, topic)| ClientFrame::TopicInfo(TopicReq { id, topic })),
         (
@@ -103,6 +139,106 @@ fn arb_client_frame() -> impl Strategy<Value = ClientFrame> {
     ]
 }
 
+fn arb_topic_info() -> impl Strategy<Value = TopicInfo> {
+    ("[a-z.$]{1,16}", any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(name, messages, last_seq, damaged)| TopicInfo {
+            name,
+            messages,
+            last_seq,
+            damaged,
+            ..TopicInfo::default()
+        },
+    )
+}
+
+fn arb_client_info() -> impl Strategy<Value = ClientInfo> {
+    (
+        any::<u64>(),
+        ".{0,10}",
+        proptest::collection::vec("[a-z.*> ]{1,12}", 0..3),
+        any::<u64>(),
+    )
+        .prop_map(|(client_id, name, watch_patterns, omitted)| ClientInfo {
+            client_id,
+            name,
+            watches: watch_patterns.len() as u64,
+            watch_patterns,
+            omitted,
+            ..ClientInfo::default()
+        })
+}
+
+fn arb_server_page_frame() -> impl Strategy<Value = ServerFrame> {
+    let next = || proptest::option::of("[a-z.0-9]{1,12}");
+    prop_oneof![
+        (
+            any::<u64>(),
+            proptest::collection::vec(arb_topic_info(), 0..4),
+            next(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(id, topics, next, total)| ServerFrame::TopicList(TopicList {
+                    id,
+                    topics,
+                    next,
+                    total
+                })
+            ),
+        (
+            any::<u64>(),
+            proptest::collection::vec(("[a-z.]{1,12}", any::<u64>()), 0..4),
+            next(),
+            any::<u64>()
+        )
+            .prop_map(|(id, qs, next, total)| ServerFrame::QueueList(QueueList {
+                id,
+                queues: qs
+                    .into_iter()
+                    .map(|(name, omitted)| QueueInfo {
+                        name,
+                        omitted,
+                        ..QueueInfo::default()
+                    })
+                    .collect(),
+                next,
+                total
+            })),
+        (
+            any::<u64>(),
+            proptest::collection::vec(arb_topic_info(), 0..3),
+            proptest::collection::vec(arb_client_info(), 0..3),
+            (next(), next(), next()),
+            (any::<u64>(), any::<u64>())
+        )
+            .prop_map(
+                |(
+                    id,
+                    topics,
+                    clients,
+                    (topics_next, queues_next, clients_next),
+                    (queues, damaged),
+                )| {
+                    ServerFrame::Stats(Stats {
+                        id,
+                        totals: Totals {
+                            topics: topics.len() as u64,
+                            queues,
+                            damaged,
+                            ..Totals::default()
+                        },
+                        topics,
+                        clients,
+                        topics_next,
+                        queues_next,
+                        clients_next,
+                        ..Stats::default()
+                    })
+                }
+            ),
+    ]
+}
+
 fn encode(frame: &ClientFrame) -> BytesMut {
     let mut buf = BytesMut::new();
     encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).unwrap();
@@ -116,6 +252,15 @@ proptest! {
         let got = server_codec().decode(&mut buf).unwrap();
         prop_assert_eq!(got, Some(frame));
         prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn paged_server_frames_round_trip(frame in arb_server_page_frame()) {
+        let mut buf = BytesMut::new();
+        encode_frame(&frame, &mut buf, DEFAULT_MAX_FRAME).unwrap();
+        prop_assert_eq!(buf.len() - 4, encoded_len(&frame), "encoded_len counts the body");
+        let got = Codec::<ServerFrame, ClientFrame>::new(DEFAULT_MAX_FRAME).decode(&mut buf).unwrap();
+        prop_assert_eq!(got, Some(frame));
     }
 
     #[test]
@@ -305,4 +450,83 @@ fn server_frames_round_trip() {
             .unwrap();
         assert_eq!(got, Some(f));
     }
+}
+
+/// A MessagePack map from (key, value) pairs already encoded.
+fn map(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = vec![0x80 | pairs.len() as u8];
+    for (k, v) in pairs {
+        body.push(0xa0 | k.len() as u8);
+        body.extend_from_slice(k.as_bytes());
+        body.extend_from_slice(v);
+    }
+    body
+}
+
+fn str_val(s: &str) -> Vec<u8> {
+    let mut v = vec![0xa0 | s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+#[test]
+fn list_and_stats_requests_without_paging_keys_still_decode() {
+    // What a client written before paging sends: the first page, default limit.
+    for kind in ["topic_list", "queue_list"] {
+        let body = map(&[("type", &str_val(kind)), ("id", &[0x08])]);
+        let want = ListReq {
+            id: 8,
+            ..ListReq::default()
+        };
+        let got = decode_body::<ClientFrame>(&body).unwrap();
+        match got {
+            ClientFrame::TopicList(r) | ClientFrame::QueueList(r) => assert_eq!(r, want),
+            other => panic!("{kind}: got {other:?}"),
+        }
+    }
+    let body = map(&[("type", &str_val("stats")), ("id", &[0x0c])]);
+    assert_eq!(
+        decode_body::<ClientFrame>(&body).unwrap(),
+        ClientFrame::Stats(StatsReq {
+            id: 12,
+            ..StatsReq::default()
+        })
+    );
+}
+
+#[test]
+fn replies_without_paging_keys_still_decode() {
+    // What a broker written before paging answers: no next, no total, no new totals.
+    let body = map(&[
+        ("type", &str_val("topic_list")),
+        ("id", &[0x08]),
+        ("topics", &[0x90]),
+    ]);
+    assert_eq!(
+        decode_body::<ServerFrame>(&body).unwrap(),
+        ServerFrame::TopicList(TopicList {
+            id: 8,
+            ..TopicList::default()
+        })
+    );
+}
+
+#[test]
+fn a_page_request_round_trips_every_key() {
+    let f = ClientFrame::Stats(StatsReq {
+        id: 3,
+        topics: Some(Page {
+            after: Some("a.b".into()),
+            limit: Some(0),
+            prefix: Some("a.".into()),
+            pattern: Some("a.*".into()),
+        }),
+        queues: None,
+        clients: Some(Page {
+            after: Some("17".into()),
+            ..Page::default()
+        }),
+    });
+    let mut buf = encode(&f);
+    assert_eq!(server_codec().decode(&mut buf).unwrap(), Some(f));
 }

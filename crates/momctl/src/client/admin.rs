@@ -1,25 +1,16 @@
-//! Requests that manage what the broker holds: topics, queues, clients, stats.
+//! Requests that manage what the broker holds: topics, queues, clients. Listings and stats
+//! (paged) are in `listing`.
 
 use std::time::Duration;
 
 use mom_proto::{
     ClientFrame, Message, QueueBind, QueueCreate, QueueDelete, QueueInfo, QueuePeek, QueueRedrive,
-    QueueReq, QueueSet, Req, ServerFrame, Stats, TopicInfo, TopicReq, TopicRm, TopicSet,
+    QueueReq, QueueSet, Req, ServerFrame, TopicInfo, TopicReq, TopicRm, TopicSet,
 };
 
 use super::{unexpected, Client, Result};
 
 impl Client {
-    pub async fn topic_list(&self) -> Result<Vec<TopicInfo>> {
-        match self
-            .request(|id| ClientFrame::TopicList(Req { id }))
-            .await?
-        {
-            ServerFrame::TopicList(l) => Ok(l.topics),
-            other => Err(unexpected(other)),
-        }
-    }
-
     pub async fn topic_info(&self, topic: &str) -> Result<TopicInfo> {
         let topic = topic.to_string();
         match self
@@ -65,13 +56,6 @@ impl Client {
             .await?
         {
             ServerFrame::TopicInfo(t) => Ok(t.topic),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    pub async fn stats(&self) -> Result<Stats> {
-        match self.request(|id| ClientFrame::Stats(Req { id })).await? {
-            ServerFrame::Stats(s) => Ok(s),
             other => Err(unexpected(other)),
         }
     }
@@ -225,16 +209,6 @@ impl Client {
             .await?
         {
             ServerFrame::QueueInfo(q) => Ok(q.queue),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    pub async fn queue_list(&self) -> Result<Vec<QueueInfo>> {
-        match self
-            .request(|id| ClientFrame::QueueList(Req { id }))
-            .await?
-        {
-            ServerFrame::QueueList(l) => Ok(l.queues),
             other => Err(unexpected(other)),
         }
     }

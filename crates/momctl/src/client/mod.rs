@@ -11,9 +11,11 @@
 //! wait for replies on the same connection while the watch is unread.
 
 mod admin;
+mod listing;
 mod publisher;
 mod watch;
 
+pub use listing::{PageOf, Pager, Section};
 pub use publisher::Publisher;
 pub use watch::{key, keys, ConsumerStream, WatchEvent, WatchStream};
 

@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 
 use mom_proto::{
-    topic, ClientFrame, ConsumeOk, ErrorCode, QueueInfo, QueueInfoReply, QueueList, Req,
-    ServerFrame, StartAt,
+    topic, ClientFrame, ConsumeOk, ErrorCode, QueueInfo, QueueInfoReply, Req, ServerFrame, StartAt,
 };
 
 use super::{json_str, now_ms, Broker, Pending};
@@ -96,6 +95,7 @@ impl Broker {
             dropped: q.counters.dropped,
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,
+            omitted: 0,
         }
     }
 
@@ -431,13 +431,7 @@ impl Broker {
                 self.reply_queue_counted(session, r.id, &r.queue, true, Some(purged), None);
             }
             ClientFrame::QueueInfo(r) => self.reply_queue_info(session, r.id, &r.queue, false),
-            ClientFrame::QueueList(r) => {
-                let queues = self.queues.values().map(|q| self.queue_info(q)).collect();
-                self.reply(
-                    session,
-                    ServerFrame::QueueList(QueueList { id: r.id, queues }),
-                );
-            }
+            ClientFrame::QueueList(r) => self.queue_list(session, r),
             ClientFrame::Consume(c) => {
                 if !self.queues.contains_key(&c.queue) {
                     return self.error(

@@ -1,6 +1,7 @@
-//! What the broker reports about itself: topic info and the `stats` reply.
+//! What the broker reports about itself: topic info and the `stats` reply (a summary and
+//! one page of each section; the pages are in `listing`).
 
-use mom_proto::{ClientInfo, Limits, Stats, TopicInfo, Totals};
+use mom_proto::{ErrorCode, Limits, Page, ServerFrame, Stats, StatsReq, TopicInfo, Totals};
 
 use super::Broker;
 use crate::core::TopicState;
@@ -22,68 +23,43 @@ impl Broker {
             queues: self.queues_bound(t.id),
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,
+            damaged: self.core.topics.damaged(t.id),
         }
     }
 
-    pub(super) fn stats(&self, id: u64, now: u64) -> Stats {
-        let topics: Vec<TopicInfo> = self
-            .core
-            .topics
-            .iter()
-            .map(|t| self.topic_info(t))
-            .collect();
-        let clients: Vec<ClientInfo> = self
-            .sessions
-            .iter()
-            .map(|(session, s)| {
-                let mut c = s.client.clone();
-                let mut consumers: Vec<(u64, String)> = self
-                    .consumers
-                    .iter()
-                    .filter(|(_, k)| k.session == *session)
-                    .map(|(id, k)| (*id, k.queue.clone()))
-                    .collect();
-                consumers.sort_unstable();
-                c.consumers = consumers.into_iter().map(|(_, q)| q).collect();
-                c.consumers.extend(
-                    self.fetches
-                        .iter()
-                        .filter(|f| f.session == *session)
-                        .map(|f| format!("{} (pull)", f.queue)),
-                );
-                c.msgs_in = s
-                    .outbox
-                    .counters
-                    .msgs_in
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                c.msgs_out = s
-                    .outbox
-                    .counters
-                    .msgs_out
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                c.watches = s.watches.len() as u64;
-                c.watch_patterns = s
-                    .watches
-                    .iter()
-                    .filter_map(|w| self.core.watches.get(*w))
-                    .map(|ps| ps.join(" "))
-                    .collect();
-                c
-            })
-            .collect::<Vec<_>>();
-        let mut clients = clients;
-        clients.sort_by_key(|c| c.client_id);
-        Stats {
-            id,
+    /// `stats`: the summary, and one page of each section as the request asks.
+    pub(super) fn stats_request(&self, session: u64, r: StatsReq, now: u64) {
+        match self.stats(&r, now) {
+            Ok(stats) => self.reply(session, ServerFrame::Stats(stats)),
+            Err(e) => self.error(session, r.id, ErrorCode::BadRequest, e),
+        }
+    }
+
+    /// The summary (totals over the whole broker: fixed size) and the requested page of
+    /// topics, queues and clients; a section the request leaves out gets its first page.
+    pub(super) fn stats(&self, r: &StatsReq, now: u64) -> Result<Stats, String> {
+        let section = |p: &Option<Page>| p.clone().unwrap_or_default();
+        let topics = self
+            .topic_page(&section(&r.topics))
+            .map_err(|e| format!("topics: {e}"))?;
+        let queues = self
+            .queue_page(&section(&r.queues))
+            .map_err(|e| format!("queues: {e}"))?;
+        let clients = self
+            .client_page(&section(&r.clients))
+            .map_err(|e| format!("clients: {e}"))?;
+        let (messages, bytes) = self.core.topics.stored();
+        Ok(Stats {
+            id: r.id,
             server_id: self.server_id.clone(),
             server_version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             time: now,
             fsync: self.cfg.fsync.to_string(),
             totals: Totals {
-                topics: topics.len() as u64,
-                messages: topics.iter().map(|t| t.messages).sum(),
-                bytes: topics.iter().map(|t| t.bytes).sum(),
+                topics: self.core.topics.len() as u64,
+                messages,
+                bytes,
                 published: self.core.published_total,
                 delivered: self.delivered_total,
                 duplicates: self.core.duplicates_total,
@@ -92,13 +68,18 @@ impl Broker {
                 watches: self.watches.len() as u64,
                 in_rate: self.total_rate.in_rate,
                 out_rate: self.total_rate.out_rate,
+                queues: self.queues.len() as u64,
+                damaged: self.core.topics.damaged_total(),
             },
-            topics,
-            clients,
-            queues: self.queues.values().map(|q| self.queue_info(q)).collect(),
+            topics: topics.items,
+            topics_next: topics.next,
+            clients: clients.items,
+            clients_next: clients.next,
+            queues: queues.items,
+            queues_next: queues.next,
             rss_bytes: rss_bytes(),
             disk_bytes: self.store.disk_bytes(),
-        }
+        })
     }
 }
 

@@ -1,10 +1,9 @@
-//! Topic requests: list, info, set (limits), rm and purge, and which topics patterns match.
+//! Topic requests: list (a page: `listing`), info, set (limits), rm and purge, and which
+//! topics patterns match.
 //! Removing a topic or its messages is refused while a queue still holds some of them,
 //! unless forced (DESIGN.md: a queue never silently loses what it holds).
 
-use mom_proto::{
-    topic, ClientFrame, ErrorCode, Req, ServerFrame, TopicInfoReply, TopicList, TopicRm,
-};
+use mom_proto::{topic, ClientFrame, ErrorCode, Req, ServerFrame, TopicInfoReply, TopicRm};
 
 use super::{core_error, json_str, Broker, Pending};
 use crate::core::{CoreError, TopicState};
@@ -15,18 +14,7 @@ const PURGEABLE_RESERVED: &str = "$dlq.";
 impl Broker {
     pub(super) fn topic_request(&mut self, session: u64, frame: ClientFrame, now: u64) {
         match frame {
-            ClientFrame::TopicList(r) => {
-                let topics = self
-                    .core
-                    .topics
-                    .iter()
-                    .map(|t| self.topic_info(t))
-                    .collect();
-                self.reply(
-                    session,
-                    ServerFrame::TopicList(TopicList { id: r.id, topics }),
-                );
-            }
+            ClientFrame::TopicList(r) => self.topic_list(session, r),
             ClientFrame::TopicInfo(r) => match self.core.topics.get(&r.topic) {
                 Some(t) => {
                     let topic = self.topic_info(t);

@@ -1,6 +1,7 @@
-//! Topics: name → id, seq counters, sizes and limits.
+//! Topics: name → id, seq counters, sizes and limits, and what is known to be damaged.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use mom_proto::Limits;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,9 @@ pub struct Topics {
     by_name: BTreeMap<String, u32>,
     by_id: HashMap<u32, TopicState>,
     next_id: u32,
+    /// Per topic, the seq ranges (first → last) of stored messages found damaged on disk.
+    /// Kept as ranges so damage found twice (at each start, by each read) counts once.
+    damaged: HashMap<u32, BTreeMap<u64, u64>>,
 }
 
 impl Topics {
@@ -135,6 +139,7 @@ impl Topics {
 
     pub fn remove(&mut self, name: &str) -> Option<TopicState> {
         let id = self.by_name.remove(name)?;
+        self.damaged.remove(&id);
         self.by_id.remove(&id)
     }
 
@@ -143,7 +148,117 @@ impl Topics {
         self.by_name.values().filter_map(|id| self.by_id.get(id))
     }
 
+    /// Topics in name order from `start` on: what a page of a listing walks, costing the
+    /// page, not the number of topics.
+    pub fn range_from<'a>(
+        &'a self,
+        start: Bound<&'a str>,
+    ) -> impl Iterator<Item = &'a TopicState> + 'a {
+        self.by_name
+            .range::<str, _>((start, Bound::Unbounded))
+            .filter_map(|(_, id)| self.by_id.get(id))
+    }
+
+    /// Messages and bytes stored, all topics together.
+    pub fn stored(&self) -> (u64, u64) {
+        self.by_id
+            .values()
+            .fold((0, 0), |(m, b), t| (m + t.msgs, b + t.bytes))
+    }
+
+    /// Seqs `first..=last` of topic `id` were found damaged on disk.
+    pub fn note_damage(&mut self, id: u32, first: u64, last: u64) {
+        if !self.by_id.contains_key(&id) || last < first {
+            return;
+        }
+        let ranges = self.damaged.entry(id).or_default();
+        // Merge with every range it touches, so each seq counts once.
+        let (mut lo, mut hi) = (first, last);
+        let touching: Vec<(u64, u64)> = ranges
+            .range(..=hi.saturating_add(1))
+            .filter(|(_, l)| l.saturating_add(1) >= lo)
+            .map(|(f, l)| (*f, *l))
+            .collect();
+        for (f, l) in touching {
+            ranges.remove(&f);
+            lo = lo.min(f);
+            hi = hi.max(l);
+        }
+        ranges.insert(lo, hi);
+    }
+
+    /// Stored messages of topic `id` known to be damaged (those below its first seq, gone
+    /// by retention or purge, no longer count).
+    pub fn damaged(&self, id: u32) -> u64 {
+        let (Some(ranges), Some(t)) = (self.damaged.get(&id), self.by_id.get(&id)) else {
+            return 0;
+        };
+        ranges
+            .iter()
+            .map(|(f, l)| {
+                let f = (*f).max(t.first_seq);
+                let l = (*l).min(t.last_seq);
+                if l >= f {
+                    l - f + 1
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// Damaged messages, all topics together.
+    pub fn damaged_total(&self) -> u64 {
+        self.damaged.keys().map(|id| self.damaged(*id)).sum()
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Topics {
+        let mut t = Topics::default();
+        for n in names {
+            let (s, _) = t.get_or_create(n, 0, Limits::default());
+            s.record_append(10, 100, 0);
+        }
+        t
+    }
+
+    #[test]
+    fn range_from_walks_names_in_order_from_a_bound() {
+        let t = topics(&["b", "a.x", "a", "c"]);
+        let names = |b: Bound<&str>| t.range_from(b).map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(Bound::Unbounded), ["a", "a.x", "b", "c"]);
+        assert_eq!(names(Bound::Excluded("a.x")), ["b", "c"]);
+        assert_eq!(names(Bound::Included("a.x")), ["a.x", "b", "c"]);
+        assert_eq!(names(Bound::Excluded("zzz")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn damage_counts_each_seq_once_and_only_while_stored() {
+        let mut t = topics(&["a", "b"]);
+        let a = t.get("a").map(|s| s.id).unwrap();
+        t.note_damage(a, 3, 4);
+        t.note_damage(a, 4, 6);
+        t.note_damage(a, 3, 3);
+        t.note_damage(a, 9, 9);
+        assert_eq!(t.damaged(a), 5);
+        t.note_damage(a, 7, 8);
+        assert_eq!(t.damaged(a), 7, "adjacent ranges merge");
+        assert_eq!(t.damaged_total(), 7);
+        // Retention took seqs 1-5: their damage is gone with them.
+        t.by_id_mut(a).unwrap().record_trim(6, 5, 50);
+        assert_eq!(t.damaged(a), 4);
+        // Damage of an unknown topic is not kept.
+        t.note_damage(999, 1, 1);
+        assert_eq!(t.damaged_total(), 4);
+        t.remove("a");
+        assert_eq!(t.damaged_total(), 0);
     }
 }

@@ -49,6 +49,7 @@ fn app() -> App {
             watches: 0,
             watch_patterns: Vec::new(),
             consumers: vec!["jobs".into()],
+            omitted: 0,
         },
         ClientInfo {
             client_id: 7,
@@ -61,6 +62,7 @@ fn app() -> App {
             watches: 1,
             watch_patterns: vec![">".into()],
             consumers: Vec::new(),
+            omitted: 0,
         },
     ];
     for i in 0..12 {
