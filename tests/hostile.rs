@@ -353,3 +353,146 @@ fn unread_stats_and_list_replies_stop_reading_the_client_not_grow_the_broker() {
         other => panic!("expected pong, got {other:?}"),
     }
 }
+
+/// Issue 10: two connections asking for 524,288 watch patterns grew momd until the OOM
+/// killer ended it, and every publish scanned every pattern. Patterns are now counted per
+/// connection and in all, refused with `rate_limited` past the limit, and matched through
+/// an index, so another client's publish stays fast while the patterns are held.
+#[test]
+fn watch_patterns_are_limited_and_matching_stays_fast() {
+    let m = Momd::start();
+    m.assert_serves();
+    let before = m.rss_bytes();
+    let mut raw = Raw::connect(&m);
+    raw.hello();
+    let mut refused = None;
+    let mut first = None;
+    for i in 0..50u64 {
+        let patterns = (0..256)
+            .map(|k| format!("dev.d{i}x{k}.*.telemetry"))
+            .collect();
+        raw.send(&ClientFrame::Watch(mom_proto::Watch {
+            id: 10 + i,
+            patterns,
+            ..Default::default()
+        }));
+        match raw.expect_frame(T) {
+            ServerFrame::WatchOk(ok) => {
+                first.get_or_insert(ok.watch);
+            }
+            ServerFrame::Error(e) => {
+                assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}");
+                assert!(e.message.contains("10000"), "{e:?}");
+                refused = Some(i);
+                break;
+            }
+            other => panic!("expected watch_ok or an error, got {other:?}"),
+        }
+    }
+    // 39 watches of 256 patterns fit in 10,000; the 40th does not.
+    assert_eq!(refused, Some(39), "the per-connection pattern limit");
+    let held = m.rss_bytes();
+    eprintln!(
+        "9984 patterns held: RSS {} -> {} KiB",
+        before / 1024,
+        held / 1024
+    );
+    assert!(held.saturating_sub(before) < 64 * MIB, "{before} -> {held}");
+    // The connection is still served, and another client's publishes are quick.
+    raw.send(&ClientFrame::Ping(Req { id: 99 }));
+    assert!(matches!(raw.expect_frame(T), ServerFrame::Pong(_)));
+    let start = Instant::now();
+    let lines = common::numbered_lines("", 1, 200);
+    m.ctl_ok(
+        &["publish", "dev.d1x1.a.telemetry", "--batch", "1", "-q"],
+        Some(&lines),
+    );
+    let took = start.elapsed();
+    eprintln!("200 single-message publishes while the patterns are held: {took:?}");
+    // An unwatch gives its share back: a new watch fits again.
+    let watch = first.expect("a first watch");
+    raw.send(&ClientFrame::Unwatch(mom_proto::Unwatch { id: 200, watch }));
+    // The 200 messages published above come first: this connection watches their topic.
+    let mut delivered = 0;
+    loop {
+        match raw.expect_frame(T) {
+            ServerFrame::Deliver(_) => delivered += 1,
+            ServerFrame::Ok(ok) => {
+                assert_eq!(ok.id, 200);
+                break;
+            }
+            other => panic!("expected deliveries then ok, got {other:?}"),
+        }
+    }
+    assert_eq!(delivered, 200, "each message once, through the pattern index");
+    raw.send(&ClientFrame::Watch(mom_proto::Watch {
+        id: 201,
+        patterns: (0..200).map(|k| format!("again.{k}")).collect(),
+        ..Default::default()
+    }));
+    assert!(matches!(raw.expect_frame(T), ServerFrame::WatchOk(_)));
+}
+
+/// Issue 10: 64 connections publishing 1 MiB messages faster than the disk grew momd to
+/// 2.5 GB, and another client's small publish waited 40 s for its ack. Requests read and not
+/// yet durable are now bounded in all (`--inflight-budget`), and small requests have a lane
+/// of their own: every big publish is still acknowledged, momd's memory stays near its
+/// budget, and a small publish goes through while the big ones wait.
+#[test]
+fn publishers_faster_than_the_disk_are_bounded_and_a_small_one_is_not_starved() {
+    let m = Momd::start_with(&["--inflight-budget", "4MiB"]);
+    m.assert_serves();
+    let before = m.rss_bytes();
+    let line = {
+        let mut l = vec![b'x'; 1024 * 1024 - 1];
+        l.push(b'\n');
+        l
+    };
+    const PUBS: usize = 8;
+    const EACH: usize = 24;
+    let mut pubs = Vec::new();
+    for i in 0..PUBS {
+        let topic = format!("flood.{i}");
+        let mut child = m.spawn_ctl(&["publish", &topic, "--window", "16", "-q"]);
+        let mut stdin = child.stdin.take().expect("stdin");
+        let line = line.clone();
+        let feeder = std::thread::spawn(move || {
+            for _ in 0..EACH {
+                if stdin.write_all(&line).is_err() {
+                    break;
+                }
+            }
+        });
+        pubs.push((child, feeder));
+    }
+    // While they push, a small publisher's messages are acknowledged.
+    let start = Instant::now();
+    let small = common::numbered_lines("s", 1, 20);
+    m.ctl_ok(&["publish", "small", "--batch", "1", "-q"], Some(&small));
+    eprintln!(
+        "20 single small publishes while {PUBS} connections flood 1 MiB messages: {:?}",
+        start.elapsed()
+    );
+    let mut peak = 0;
+    for (mut child, feeder) in pubs {
+        while common::wait_timeout(&mut child, Duration::from_millis(20)).is_none() {
+            peak = peak.max(m.rss_bytes());
+        }
+        feeder.join().expect("feeder");
+        let out = child.wait_with_output().expect("momctl output");
+        assert!(out.status.success(), "{out:?}");
+    }
+    for i in 0..PUBS {
+        let info = m.topic_info(&format!("flood.{i}"));
+        assert_eq!(info["messages"], EACH as u64, "{info}");
+    }
+    assert_eq!(m.topic_info("small")["messages"], 20);
+    eprintln!(
+        "{PUBS} x {EACH} x 1 MiB publishes with --inflight-budget 4MiB: RSS {} -> peak {} KiB",
+        before / 1024,
+        peak / 1024
+    );
+    // Budget + one frame per waiting connection's read grant; far under the 8 x 16 MiB the
+    // publishers have in flight.
+    assert!(peak.saturating_sub(before) < 96 * MIB, "{before} -> {peak}");
+}

@@ -18,6 +18,7 @@ use mom_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Ticket;
 use crate::config::FsyncMode;
 use crate::core::{Batch, Core, CoreError, WatchId};
 use crate::outbox::Outbox;
@@ -36,6 +37,9 @@ pub struct BrokerConfig {
     pub frame_timeout: std::time::Duration,
     /// Bytes of large frames (over 64 KiB) being read at once, all connections together.
     pub frame_budget: usize,
+    /// Bytes of requests admitted and not yet done with, all connections together
+    /// (`admission.rs`).
+    pub inflight_budget: usize,
 }
 
 /// A new connection, as the broker learns of it at `hello`.
@@ -54,6 +58,8 @@ pub enum Cmd {
     Request {
         session: u64,
         frame: ClientFrame,
+        /// Its share of the admission budget: a publish keeps it until it is durable.
+        ticket: Ticket,
     },
     Disconnect {
         session: u64,
@@ -221,9 +227,16 @@ pub struct Broker {
     queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
     queue_flush_wanted: bool,
+    /// Admission tickets of publishes: staged, waiting for the next flush, in the flush.
+    staged_tickets: Vec<Ticket>,
+    pending_tickets: Vec<Ticket>,
+    flushing_tickets: Vec<Ticket>,
+    /// Free space under the data dir; publishes are refused while it is short.
+    disk: Option<crate::disk::Disk>,
 }
 
 mod client_close;
+mod disk_guard;
 mod listing;
 mod publish;
 mod queue_admin;
@@ -300,6 +313,10 @@ impl Broker {
             fetches: Vec::new(),
             queue_rates: HashMap::new(),
             queue_flush_wanted: false,
+            disk: None,
+            staged_tickets: Vec::new(),
+            pending_tickets: Vec::new(),
+            flushing_tickets: Vec::new(),
         };
         (b, BrokerHandle { tx }, rx)
     }
@@ -402,6 +419,7 @@ impl Broker {
 
     fn start_flush(&mut self) {
         self.flushing = std::mem::take(&mut self.pending);
+        self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
         self.dirty = false;
         let store = self.store.clone();
         let (tx, rx) = oneshot::channel();
@@ -413,6 +431,8 @@ impl Broker {
 
     fn flush_done(&mut self, res: Result<usize, StoreError>) {
         let done = std::mem::take(&mut self.flushing);
+        // Durable (or failed): their bytes are admitted for others again.
+        self.flushing_tickets.clear();
         match res {
             Ok(_) => {
                 for p in done {
@@ -421,6 +441,7 @@ impl Broker {
             }
             Err(e) => {
                 tracing::error!("flush failed: {e}");
+                self.disk_write_failed(&e);
                 for p in done {
                     let Some((session, id)) = p.requester() else {
                         continue;
@@ -527,7 +548,11 @@ impl Broker {
             Cmd::Hello { info, hello, reply } => {
                 let _ = reply.send(self.hello(info, hello));
             }
-            Cmd::Request { session, frame } => self.request(session, frame),
+            Cmd::Request {
+                session,
+                frame,
+                ticket,
+            } => self.request(session, frame, ticket),
             Cmd::Disconnect { session } => self.disconnect(session),
             Cmd::ReplayDone { watch, lost } => self.replay_done(watch, lost),
             Cmd::Shutdown { done } => return Some(done),
@@ -535,7 +560,7 @@ impl Broker {
         None
     }
 
-    fn request(&mut self, session: u64, frame: ClientFrame) {
+    fn request(&mut self, session: u64, frame: ClientFrame, ticket: Ticket) {
         // A session closed by `client_close` may still have requests on their way.
         if !self.sessions.contains_key(&session) {
             return;
@@ -565,8 +590,9 @@ impl Broker {
                 // Replies go to the requester's reply inbox, a reserved topic anyone may
                 // publish to.
                 let inbox = p.topic.starts_with(INBOX_PREFIX);
-                if let Err((code, msg)) = self.publish(req, &p.topic, p.msgs, sender, now, inbox) {
-                    self.error(session, p.id, code, msg);
+                match self.publish(req, &p.topic, p.msgs, sender, now, inbox) {
+                    Ok(()) => self.staged_tickets.push(ticket),
+                    Err((code, msg)) => self.error(session, p.id, code, msg),
                 }
             }
             ClientFrame::Watch(w) => self.watch(session, w),

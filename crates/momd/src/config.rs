@@ -123,6 +123,13 @@ pub struct Args {
     #[arg(long, env = "MOMD_FRAME_BUDGET", default_value_t = 256 * 1024 * 1024, value_parser = parse_size_usize)]
     pub frame_budget: usize,
 
+    /// Bytes of requests momd holds at once, all connections together: a publish counts
+    /// until it is durable and answered (a size such as 16MiB). Past it, connections are
+    /// not read until there is room, each in turn, so a small publisher waits about one
+    /// flush round of the others, not for their backlog.
+    #[arg(long, env = "MOMD_INFLIGHT_BUDGET", default_value_t = 16 * 1024 * 1024, value_parser = parse_size_usize)]
+    pub inflight_budget: usize,
+
     /// Most connections served at once; more wait to be accepted.
     #[arg(long, env = "MOMD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -151,6 +158,12 @@ pub struct Args {
     /// Memory for the store's page cache, in MiB.
     #[arg(long, env = "MOMD_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
+
+    /// Free disk space below which publishes are refused (`unavailable`) while reads,
+    /// acks and admin go on; they are taken again once the disk has room (a size such as
+    /// 64MiB). A quarter of it is kept as a reserve file in the data dir.
+    #[arg(long, env = "MOMD_MIN_FREE_DISK", default_value_t = 64 * 1024 * 1024, value_parser = mom_proto::parse::size)]
+    pub min_free_disk: u64,
 }
 
 /// Offline tools: each needs the data dir to itself (stop momd first).

@@ -2,9 +2,11 @@
 //! group commit), then `core/` (the deterministic state machine), `store/` (sled) and
 //! `session.rs` (one connection).
 
+mod admission;
 mod broker;
 mod config;
 mod core;
+mod disk;
 mod lock;
 mod outbox;
 mod reader;
@@ -91,6 +93,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _lock = lock::lock(&data)?;
 
     let t0 = Instant::now();
+    let disk = disk::Disk::open(&data, args.min_free_disk);
+    if disk.full() {
+        tracing::warn!(
+            "the disk holding {} is full ({} bytes free, under --min-free-disk {}): \
+             starting read-only; publishes are refused until it has room",
+            data.display(),
+            disk.free(),
+            disk.floor()
+        );
+    }
     let store = Store::open(&data, args.cache_mb * 1024 * 1024)
         .with_context(|| format!("opening the store in {}", data.display()))?;
     let window_ms = args.dedupe_window.as_millis() as u64;
@@ -137,6 +149,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watch_budget: args.watch_buffer.max(64 * 1024),
         frame_timeout: args.frame_timeout.max(std::time::Duration::from_millis(10)),
         frame_budget: args.frame_budget,
+        inflight_budget: args.inflight_budget.max(64 * 1024),
     };
     tracing::info!("{}", args.fsync.explain());
     let (broker, handle, rx) = Broker::new(
@@ -148,6 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut broker = broker;
     broker.report_damage(&damage);
+    broker.set_disk(disk);
     let broker_task = tokio::spawn(broker.run(rx));
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -160,7 +160,9 @@ impl Decoder for SessionCodec {
 
 /// What reading the next frame gave.
 pub enum Read {
-    Frame(BytesMut),
+    /// A frame, with the frame-budget grant its body was read under (for a large one):
+    /// keep it while the body or what it decodes to is held.
+    Frame(BytesMut, Option<OwnedSemaphorePermit>),
     /// A frame-level error after which the stream cannot go on (a length over the limit).
     Bad(FrameError),
     /// The peer closed the connection, or it broke.
@@ -180,7 +182,7 @@ pub async fn read_frame(frames: &mut Frames, budget: &FrameBudget, stall: Durati
     // Held until this frame is returned (its body is decoded right after). A grant from a
     // call that was cancelled is gone with it, so ask again.
     frames.decoder_mut().granted = false;
-    let mut _grant = None;
+    let mut grant = None;
     loop {
         // `FramedRead::next` is cancel-safe: bytes read stay in its buffer.
         match tokio::time::timeout(tick, frames.next()).await {
@@ -190,11 +192,11 @@ pub async fn read_frame(frames: &mut Frames, budget: &FrameBudget, stall: Durati
                 if buf.is_empty() && buf.capacity() > KEEP_READ_BUFFER {
                     *buf = BytesMut::new();
                 }
-                return Read::Frame(body);
+                return Read::Frame(body, grant);
             }
             Ok(Some(Ok(Decoded::NeedBudget(len)))) => {
                 match budget.reserve(len).await {
-                    Some(g) => _grant = Some(g),
+                    Some(g) => grant = Some(g),
                     None => return Read::End,
                 }
                 frames.decoder_mut().granted = true;

@@ -21,6 +21,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(max_connections));
     let frame_budget = crate::reader::FrameBudget::new(cfg.frame_budget);
+    let admission = crate::admission::Admission::new(cfg.inflight_budget);
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -33,9 +34,9 @@ pub async fn serve(
         match accepted {
             Ok((stream, addr)) => {
                 let (broker, cfg, shutdown) = (broker.clone(), cfg.clone(), shutdown.clone());
-                let frame_budget = frame_budget.clone();
+                let budgets = (frame_budget.clone(), admission.clone());
                 tracker.spawn(async move {
-                    session::run(stream, addr, broker, cfg, frame_budget, shutdown).await;
+                    session::run(stream, addr, broker, cfg, budgets, shutdown).await;
                     drop(permit);
                 });
             }

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
 use crate::core::Batch;
 use crate::outbox::{self, Out, OutboxRx};
@@ -61,7 +62,7 @@ pub async fn run(
     addr: SocketAddr,
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
-    frame_budget: reader::FrameBudget,
+    (frame_budget, admission): (reader::FrameBudget, Admission),
     shutdown: CancellationToken,
 ) {
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +141,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = closed.cancelled() => break,
         };
-        let body = match next {
+        let (body, grant) = match next {
             Read::End => break,
             Read::Stalled => {
                 outbox.close(stalled_error(cfg.frame_timeout));
@@ -150,7 +151,7 @@ pub async fn run(
                 outbox.close(frame_error(&e));
                 break;
             }
-            Read::Frame(body) => body,
+            Read::Frame(body, grant) => (body, grant),
         };
         let frame = match decode_body::<ClientFrame>(&body) {
             Ok(f) => {
@@ -212,7 +213,23 @@ pub async fn run(
             }
         }
         bytes.hold(frame.id(), Held { kib: weight, large });
-        if !broker.send(Cmd::Request { session, frame }).await {
+        // The global admission last: a frame waiting for it keeps its frame-budget grant,
+        // so frames read and not yet admitted are bounded too.
+        let ticket = tokio::select! {
+            t = admission.admit(body.len()) => t,
+            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
+        };
+        drop(grant);
+        drop(body);
+        if !broker
+            .send(Cmd::Request {
+                session,
+                frame,
+                ticket,
+            })
+            .await
+        {
             break;
         }
     }
@@ -272,7 +289,7 @@ async fn await_hello(
             outbox.close(frame_error(&e));
             return None;
         }
-        Ok(Read::Frame(body)) => body,
+        Ok(Read::Frame(body, _grant)) => body,
     };
     match decode_body::<ClientFrame>(&body) {
         Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => {

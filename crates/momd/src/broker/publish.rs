@@ -24,6 +24,11 @@ impl Broker {
         now: u64,
         reserved_ok: bool,
     ) -> Result<(), (ErrorCode, String)> {
+        if req.0 != 0 {
+            if let Some(refused) = self.disk_refuses() {
+                return Err(refused);
+            }
+        }
         let before: Option<TopicState> = self.core.topics.get(name).cloned();
         let existed = before.is_some();
         if !existed && name.starts_with(INBOX_PREFIX) {
@@ -47,11 +52,13 @@ impl Broker {
                 return Err((ErrorCode::Internal, "topic vanished".into()));
             };
             let undo = Core::undo_of(&plan, before);
+            let staged_before = self.staged.bytes;
             if let Err(e) =
                 self.store
                     .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id())
             {
                 tracing::error!(topic = name, "cannot write publish: {e}");
+                self.disk_write_failed(&e);
                 self.core.undo(undo);
                 if plan.created {
                     self.delivered_upto.remove(&topic_id);
@@ -60,6 +67,8 @@ impl Broker {
             }
             self.staged_undo.push(undo);
             self.to_trim.insert(topic_id);
+            let written = self.staged.bytes.saturating_sub(staged_before);
+            self.disk_charge(written as u64);
         }
         if plan.created || !existed {
             self.delivered_upto.insert(topic_id, 0);
@@ -111,11 +120,16 @@ impl Broker {
         }
         let staged = std::mem::take(&mut self.staged);
         let pending = std::mem::take(&mut self.staged_pending);
+        let tickets = std::mem::take(&mut self.staged_tickets);
         let undos = std::mem::take(&mut self.staged_undo);
         match self.store.apply(staged) {
             Ok(()) => {
                 for p in pending {
                     self.after_flush(p);
+                }
+                // With acks after fsync, the bytes stay admitted until the flush.
+                if self.cfg.fsync == crate::config::FsyncMode::Always {
+                    self.pending_tickets.extend(tickets);
                 }
                 let now = now_ms();
                 for t in std::mem::take(&mut self.to_trim) {
@@ -124,6 +138,7 @@ impl Broker {
             }
             Err(e) => {
                 tracing::error!("cannot write publishes: {e}");
+                self.disk_write_failed(&e);
                 for u in undos.into_iter().rev() {
                     self.core.undo(u);
                 }

@@ -9,6 +9,7 @@ use crate::config::FsyncMode;
 impl Broker {
     pub(super) fn on_tick(&mut self) {
         self.commit();
+        self.disk_check();
         let now = now_ms();
         let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();

@@ -10,6 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{now_ms, Broker, Mode, WatchState, MAX_PATTERNS, MAX_WATCHES};
 
+/// Most patterns one connection may hold in all its watches.
+pub const MAX_CONN_PATTERNS: usize = 10_000;
+/// Most patterns all watches together may hold (each pattern costs its bytes plus ~40).
+pub const MAX_PATTERNS_HELD: usize = 200_000;
+/// Most token positions in the broker's pattern indexes (~170 bytes each, ~85 MB in all).
+pub const MAX_INDEX_NODES: usize = 500_000;
+
 /// Longest watch group name.
 const MAX_GROUP_NAME: usize = 256;
 use crate::core::{Batch, GroupId, WatchId};
@@ -58,14 +65,26 @@ impl Broker {
                 return self.error(session, w.id, ErrorCode::BadRequest, msg);
             }
         }
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        let outbox = s.outbox.clone();
+        if let Err(msg) = self.patterns_fit(session, w.patterns.len()) {
+            return self.error(session, w.id, ErrorCode::RateLimited, msg);
+        }
         let wid = self
             .core
             .watches
             .add(w.patterns.clone(), w.passive, w.group.as_deref());
+        if self.core.watches.index_nodes() > MAX_INDEX_NODES {
+            self.core.watches.remove(wid);
+            let msg = format!(
+                "the broker's pattern index is full ({MAX_INDEX_NODES} token positions in \
+                 all watches); watch fewer or shorter distinct patterns"
+            );
+            return self.error(session, w.id, ErrorCode::RateLimited, msg);
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            self.core.watches.remove(wid);
+            return;
+        };
+        let outbox = s.outbox.clone();
         s.watches.push(wid);
         s.client.watches += 1;
         let cancel = CancellationToken::new();
@@ -135,6 +154,32 @@ impl Broker {
             }
         }
         self.spawn_replay(wid, outbox, ranges, cancel);
+    }
+
+    /// Would `more` patterns keep this connection and the broker within their pattern
+    /// limits? The error says which limit is reached.
+    fn patterns_fit(&self, session: u64, more: usize) -> Result<(), String> {
+        let held: usize = self.sessions.get(&session).map_or(0, |s| {
+            s.watches
+                .iter()
+                .filter_map(|id| self.core.watches.get(*id))
+                .map(<[String]>::len)
+                .sum()
+        });
+        if held + more > MAX_CONN_PATTERNS {
+            return Err(format!(
+                "this connection's watches hold {held} patterns; at most {MAX_CONN_PATTERNS} \
+                 in all its watches"
+            ));
+        }
+        let all = self.core.watches.patterns_held();
+        if all + more > MAX_PATTERNS_HELD {
+            return Err(format!(
+                "the broker holds {all} watch patterns; at most {MAX_PATTERNS_HELD} in all \
+                 connections"
+            ));
+        }
+        Ok(())
     }
 
     fn spawn_replay(

@@ -6,6 +6,7 @@
 mod dedupe;
 pub mod queues;
 mod topics;
+mod trie;
 mod watches;
 
 pub use dedupe::Dedupe;

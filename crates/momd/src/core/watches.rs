@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mom_proto::topic;
+use super::trie::PatternIndex;
 
 pub type WatchId = u64;
 pub type GroupId = u64;
@@ -33,10 +33,6 @@ impl Group {
     fn patterns(&self) -> &[String] {
         &self.key.1
     }
-
-    fn matches(&self, name: &str) -> bool {
-        self.patterns().iter().any(|p| topic::matches(p, name))
-    }
 }
 
 /// Who a message of one topic goes to.
@@ -53,8 +49,22 @@ pub struct Watches {
     watches: BTreeMap<WatchId, WatchEntry>,
     groups: BTreeMap<GroupId, Group>,
     group_ids: HashMap<(String, Vec<String>), GroupId>,
+    /// The patterns of watches outside any group, by watch id.
+    solo_index: PatternIndex,
+    /// The patterns of groups, by group id.
+    group_index: PatternIndex,
+    /// Patterns held by all watches together, as they were asked for.
+    patterns_held: usize,
     next_id: WatchId,
     next_group: GroupId,
+}
+
+/// A pattern list as a set: what a watch is indexed under.
+fn pattern_set(patterns: &[String]) -> Vec<&str> {
+    let mut ps: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    ps.sort_unstable();
+    ps.dedup();
+    ps
 }
 
 /// The key of a group: its name and its patterns as a set.
@@ -78,6 +88,9 @@ impl Watches {
                 None => {
                     self.next_group += 1;
                     let g = self.next_group;
+                    for p in &key.1 {
+                        self.group_index.insert(p, g);
+                    }
                     self.group_ids.insert(key.clone(), g);
                     self.groups.insert(
                         g,
@@ -95,6 +108,12 @@ impl Watches {
             }
             gid
         });
+        if group.is_none() {
+            for p in pattern_set(&patterns) {
+                self.solo_index.insert(p, id);
+            }
+        }
+        self.patterns_held += patterns.len();
         self.watches.insert(
             id,
             WatchEntry {
@@ -110,6 +129,12 @@ impl Watches {
         let Some(w) = self.watches.remove(&id) else {
             return false;
         };
+        self.patterns_held -= w.patterns.len();
+        if w.group.is_none() {
+            for p in pattern_set(&w.patterns) {
+                self.solo_index.remove(p, id);
+            }
+        }
         if let Some(gid) = w.group {
             let empty = match self.groups.get_mut(&gid) {
                 Some(g) => {
@@ -129,6 +154,9 @@ impl Watches {
             };
             if empty {
                 if let Some(g) = self.groups.remove(&gid) {
+                    for p in g.patterns() {
+                        self.group_index.remove(p, gid);
+                    }
                     self.group_ids.remove(&g.key);
                 }
             }
@@ -140,31 +168,36 @@ impl Watches {
         self.watches.get(&id).map(|w| w.patterns.as_slice())
     }
 
-    /// Every watch whose patterns match `name`, grouped or not: who is looking.
+    /// Patterns held by all watches together (each watch's list as it was asked for).
+    pub fn patterns_held(&self) -> usize {
+        self.patterns_held
+    }
+
+    /// Nodes of the pattern indexes: what matching costs in memory (~170 bytes each).
+    pub fn index_nodes(&self) -> usize {
+        self.solo_index.nodes() + self.group_index.nodes()
+    }
+
+    /// Every watch whose patterns match `name`, grouped or not: who is looking. Ascending.
     pub fn matching(&self, name: &str) -> Vec<WatchId> {
-        self.watches
-            .iter()
-            .filter(|(_, w)| w.patterns.iter().any(|p| topic::matches(p, name)))
-            .map(|(id, _)| *id)
-            .collect()
+        let mut out = Vec::new();
+        self.solo_index.matches(name, &mut out);
+        for gid in self.group_index.matching(name) {
+            if let Some(g) = self.groups.get(&gid) {
+                out.extend_from_slice(&g.members);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Where a message of topic `name` goes: the ungrouped watches and the groups.
     pub fn targets(&self, name: &str) -> Targets {
-        let solo = self
-            .watches
-            .iter()
-            .filter(|(_, w)| w.group.is_none())
-            .filter(|(_, w)| w.patterns.iter().any(|p| topic::matches(p, name)))
-            .map(|(id, _)| *id)
-            .collect();
-        let groups = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.matches(name))
-            .map(|(id, _)| *id)
-            .collect();
-        Targets { solo, groups }
+        Targets {
+            solo: self.solo_index.matching(name),
+            groups: self.group_index.matching(name),
+        }
     }
 
     /// Every watch matching `name`, passive ones included: is anyone waiting on it at all
@@ -177,21 +210,19 @@ impl Watches {
     /// "no responders" reads them): passive watches do not count, and a group counts once
     /// (it gets each message once) if any of its members is not passive.
     pub fn count_active(&self, name: &str) -> u64 {
+        let active = |id: &WatchId| self.watches.get(id).is_some_and(|w| !w.passive);
         let solo = self
-            .watches
-            .values()
-            .filter(|w| w.group.is_none() && !w.passive)
-            .filter(|w| w.patterns.iter().any(|p| topic::matches(p, name)))
+            .solo_index
+            .matching(name)
+            .iter()
+            .filter(|id| active(id))
             .count();
         let groups = self
-            .groups
-            .values()
-            .filter(|g| g.matches(name))
-            .filter(|g| {
-                g.members
-                    .iter()
-                    .any(|m| self.watches.get(m).is_some_and(|w| !w.passive))
-            })
+            .group_index
+            .matching(name)
+            .iter()
+            .filter_map(|gid| self.groups.get(gid))
+            .filter(|g| g.members.iter().any(active))
             .count();
         (solo + groups) as u64
     }

@@ -43,6 +43,17 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// Did this fail for lack of disk space?
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io(e) => crate::disk::is_disk_full(e),
+            StoreError::Sled(sled::Error::Io(e)) => crate::disk::is_disk_full(e),
+            _ => false,
+        }
+    }
+}
+
 /// What was on disk at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -199,6 +210,7 @@ fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> StoreError {
 impl Store {
     /// Open (or create) the store in `dir`. The caller holds the directory lock.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+        remove_unfinished_snapshots(&dir.join("db"))?;
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cache_bytes)
@@ -615,6 +627,28 @@ fn dir_size(p: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// sled writes a snapshot as `snap.<lsn>.generating` and renames it once it is complete
+/// and synced; a start interrupted in between (a full disk, a kill) leaves the partial file,
+/// which sled would then read as the newest snapshot and refuse as corrupt. It never holds
+/// anything the log does not, so it goes.
+fn remove_unfinished_snapshots(db_dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(db_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!("removing {name}, a snapshot sled did not finish writing");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// A random id for a new data dir, from the standard library's per-process random keys.
