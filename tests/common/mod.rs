@@ -117,6 +117,8 @@ pub struct Momd {
     port: u16,
     extra: Vec<String>,
     starts: u32,
+    /// The data dir, when not `data` in the temp dir (e.g. on a small filesystem).
+    data: Option<PathBuf>,
 }
 
 impl Momd {
@@ -127,6 +129,11 @@ impl Momd {
 
     /// Start momd with extra arguments (e.g. `["--fsync", "never"]`).
     pub fn start_with(extra: &[&str]) -> Momd {
+        Momd::start_in(None, extra)
+    }
+
+    /// Start momd on the data dir `data` (default: `data` in a fresh temp dir).
+    pub fn start_in(data: Option<PathBuf>, extra: &[&str]) -> Momd {
         let root = tempfile::Builder::new()
             .prefix("mom-e2e-")
             .tempdir()
@@ -137,6 +144,7 @@ impl Momd {
             port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
+            data,
         };
         m.launch(None);
         m
@@ -151,7 +159,9 @@ impl Momd {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.root.path().join("data"))
     }
 
     pub fn pid(&self) -> u32 {

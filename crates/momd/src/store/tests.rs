@@ -586,3 +586,28 @@ fn client_ids_are_unique_and_persist() {
     // After a restart ids skip ahead, so one handed out but never flushed is not reused.
     assert!(store.next_client_id().unwrap() >= a + 1000);
 }
+
+/// Issue 10: a start interrupted while sled wrote a snapshot (a full disk) left a partial
+/// `snap.*.generating` file that made the store unopenable ("Read corrupted data") until it
+/// was deleted by hand. It never holds anything the log does not; the store opens without it.
+#[test]
+fn a_snapshot_sled_did_not_finish_does_not_make_the_store_unopenable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "a", &["1", "2"], false, 1_000);
+        store.flush().unwrap();
+    }
+    // A partial snapshot with a higher LSN than any finished one: sled would pick it.
+    let partial = dir
+        .path()
+        .join("db")
+        .join("snap.7FFFFFFFFFFFFFFF.generating");
+    std::fs::write(&partial, b"half a snapshot").unwrap();
+    let (store, core) = open(dir.path());
+    assert!(!partial.exists());
+    assert_eq!(
+        read_all(&store, &core, "a"),
+        vec![(1, "1".into()), (2, "2".into())]
+    );
+}
