@@ -112,6 +112,12 @@ fn a_flipped_byte_mid_segment_keeps_every_intact_acked_message_and_its_seqs() {
     // record's (one batch here) is missing.
     let now = stored(&m, "orders");
     assert_eq!(now.len() as u64, (BATCHES - 1) * PER_BATCH);
+    // The damage is counted where operators look: the topic's and the broker's stats.
+    assert_eq!(m.topic_info("orders")["damaged"], PER_BATCH);
+    assert_eq!(m.stats()["totals"]["damaged"], PER_BATCH);
+    let info = text(&m.ctl_ok(&["topic", "info", "orders"], None));
+    let line = format!("damaged:    {PER_BATCH} messages on disk cannot be read");
+    assert!(info.contains(&line), "{info}");
     let mut it = acked.iter();
     for l in &now {
         assert!(it.any(|a| a == l), "{l} out of order or never published");
@@ -161,6 +167,11 @@ fn a_flipped_byte_mid_segment_keeps_every_intact_acked_message_and_its_seqs() {
     let mut want = now.clone();
     want.push("after-damage".into());
     assert_eq!(stored(&m, "orders"), want);
+    assert!(
+        m.topic_info("orders").get("damaged").is_none(),
+        "moved aside: none left"
+    );
+    assert_eq!(m.stats()["totals"]["damaged"], 0);
     assert_eq!(stored(&m, "other"), vec!["kept"]);
     m.ctl_ok(&["publish", "orders", "-q"], Some(b"after-repair\n"));
     assert_eq!(m.topic_info("orders")["last_seq"], BATCHES * PER_BATCH + 2);

@@ -211,14 +211,25 @@ interrupted, reconnecting when the broker restarts."
     #[command(subcommand)]
     Topic(TopicCmd),
 
-    /// Show what the broker holds: totals, topics, clients.
+    /// See the connections to the broker.
+    #[command(subcommand)]
+    Client(ClientCmd),
+
+    /// Show what the broker holds: totals, then every topic, queue and client.
     #[command(
-        after_help = "Examples:\n  momctl stats\n  momctl stats --watch\n  momctl stats --json | jq .totals"
+        after_help = "Examples:\n  momctl stats\n  momctl stats --limit 0             # the totals only\n  momctl stats --limit 20 --watch\n  momctl stats --json | jq .totals\n\n\
+The broker sends its listings a page at a time; momctl follows the pages, so every topic, \
+queue and client is shown (with --limit, the first N of each, and stderr says when more \
+exist). Messages found damaged on disk are counted (`damaged` in --json; a line of its own \
+when there are any)."
     )]
     Stats {
         /// Refresh every second until interrupted.
         #[arg(long)]
         watch: bool,
+        /// Show at most N topics, N queues and N clients (0: the totals only).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
     },
 
     /// Check that the broker answers, and how fast.
@@ -474,9 +485,19 @@ Exits 7 if the queue exists with other settings (change them with `queue set`)."
         #[arg(long, value_parser = humantime::parse_duration)]
         ack_wait: Option<Duration>,
     },
-    /// List queues.
-    #[command(after_help = "Examples:\n  momctl queue ls\n  momctl queue ls --json")]
-    Ls,
+    /// List queues (those whose name matches PATTERN), by name.
+    #[command(
+        after_help = "Examples:\n  momctl queue ls\n  momctl queue ls 'billing.*' --limit 20\n  momctl queue ls --json\n\n\
+Queues come from the broker a page at a time, filtered there; all are shown unless --limit \
+says otherwise (stderr then says when more exist)."
+    )]
+    Ls {
+        /// Only queues whose name matches this pattern (as if it were a topic).
+        pattern: Option<String>,
+        /// Show at most N queues.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
     /// Show one queue.
     #[command(after_help = "Examples:\n  momctl queue info jobs")]
     Info {
@@ -540,13 +561,22 @@ Peeking changes nothing: no delivery is counted, no ack deadline starts. In --js
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCmd {
-    /// List topics (those matching PATTERN); reply inboxes ($inbox.*) only with --all.
+    /// List topics (those matching PATTERN), by name; reply inboxes ($inbox.*) only with
+    /// --all.
     #[command(
-        after_help = "Examples:\n  momctl topic ls\n  momctl topic ls 'orders.>'\n  momctl topic ls --all --json"
+        after_help = "Examples:\n  momctl topic ls\n  momctl topic ls 'orders.>'\n  momctl topic ls 'devices.*.telemetry' --prefix devices.d12 --limit 50\n  momctl topic ls --all --json\n\n\
+Topics come from the broker a page at a time, filtered there, and are printed as they come: \
+all of them unless --limit says otherwise (stderr then says when more exist)."
     )]
     Ls {
         /// Only topics matching this pattern.
         pattern: Option<String>,
+        /// Only topics whose name starts with this text.
+        #[arg(long, value_name = "TEXT")]
+        prefix: Option<String>,
+        /// Show at most N topics.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         /// Show reply inboxes too.
         #[arg(short, long)]
         all: bool,
@@ -604,6 +634,21 @@ pub enum TopicCmd {
         /// Hard age limit: applies even to messages queues still hold.
         #[arg(long, value_parser = parse_age)]
         hard_max_age: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCmd {
+    /// List the connections, by client id: name, user, address, messages in and out.
+    #[command(
+        after_help = "Examples:\n  momctl client ls\n  momctl client ls --limit 100\n  momctl client ls --json | jq -r .name\n\n\
+All are shown unless --limit says otherwise (stderr then says when more exist); this \
+momctl's own connection is among them."
+    )]
+    Ls {
+        /// Show at most N clients.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
     },
 }
 

@@ -37,22 +37,24 @@ fn names(cur: &OsStr, kind: Kind) -> Vec<CompletionCandidate> {
     else {
         return Vec::new();
     };
+    let page = mom_proto::Page::first(None, (!cur.is_empty()).then(|| cur.to_string()), None);
     let listed = rt.block_on(async {
         let mut opts = ConnectOptions::new(addr, "momctl completion");
         opts.connect_timeout = Duration::from_secs(1);
         tokio::time::timeout(Duration::from_secs(2), async {
             let c = Client::connect(&opts).await.ok()?;
             match kind {
+                // One page of the names that start with what was typed: enough for a shell.
                 Kind::Topics => c
-                    .topic_list()
+                    .topic_page(page)
                     .await
                     .ok()
-                    .map(|ts| ts.into_iter().map(|t| t.name).collect::<Vec<_>>()),
+                    .map(|p| p.items.into_iter().map(|t| t.name).collect::<Vec<_>>()),
                 Kind::Queues => c
-                    .queue_list()
+                    .queue_page(page)
                     .await
                     .ok()
-                    .map(|qs| qs.into_iter().map(|q| q.name).collect()),
+                    .map(|p| p.items.into_iter().map(|q| q.name).collect()),
             }
         })
         .await

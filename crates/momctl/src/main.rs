@@ -89,7 +89,8 @@ fn main() -> ExitCode {
             Command::Unsubscribe { name, patterns } => {
                 cmd::queue::unsubscribe(&opts, name, patterns, json).await
             }
-            Command::Stats { watch } => cmd::stats::run(&opts, watch, json).await,
+            Command::Client(c) => cmd::client::run(&opts, c, json).await,
+            Command::Stats { watch, limit } => cmd::stats::run(&opts, watch, limit, json).await,
             Command::Ping { count } => cmd::ping::run(&opts, count, json).await,
             Command::Completions { .. } => Ok(()),
         }
@@ -114,6 +115,7 @@ fn client_name(cmd: &Command) -> String {
         Command::Request { topic, .. } => ("request", Some(topic)),
         Command::Reply { pattern, .. } => ("reply", Some(pattern)),
         Command::Topic(_) => ("topic", None),
+        Command::Client(_) => ("client", None),
         Command::Stats { .. } => ("stats", None),
         Command::Ping { .. } => ("ping", None),
         Command::Completions { .. } => ("completions", None),

@@ -10,7 +10,9 @@ macro_rules! outln {
 }
 
 pub mod ack;
+pub mod client;
 pub mod exec;
+pub mod listing;
 pub mod ping;
 pub mod pipe;
 pub mod publish;

@@ -1,8 +1,9 @@
 //! `momctl queue …` and `momctl unsubscribe`.
 
-use mom_proto::{topic, QueueCreate, QueueInfo};
+use mom_proto::{topic, Page, QueueCreate, QueueInfo};
 use momctl::client::{Client, ConnectOptions};
 
+use super::listing::{print_pages, Table, Widths};
 use super::{CmdResult, Failure};
 use crate::cli::QueueCmd;
 use crate::output::{self, human_time};
@@ -14,7 +15,7 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
         })
     };
     let name = match &cmd {
-        QueueCmd::Ls => None,
+        QueueCmd::Ls { .. } => None,
         QueueCmd::Create { name, .. }
         | QueueCmd::Set { name, .. }
         | QueueCmd::Peek { name, .. }
@@ -33,6 +34,9 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
         QueueCmd::Bind { patterns, .. } | QueueCmd::Unbind { patterns, .. } => {
             patterns_ok(patterns)?
         }
+        QueueCmd::Ls {
+            pattern: Some(p), ..
+        } => patterns_ok(std::slice::from_ref(p))?,
         _ => {}
     }
     let client = Client::connect(opts).await?;
@@ -58,15 +62,10 @@ pub async fn run(opts: &ConnectOptions, cmd: QueueCmd, json: bool) -> CmdResult 
                 .await?;
             print_info(&q, json)?;
         }
-        QueueCmd::Ls => {
-            let qs = client.queue_list().await?;
-            if json {
-                for q in &qs {
-                    output::print_json(q)?;
-                }
-            } else {
-                print_table(&qs)?;
-            }
+        QueueCmd::Ls { pattern, limit } => {
+            let page = Page::first(None, None, pattern);
+            let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            print_pages(&client, page, limit, |_: &QueueInfo| true, json).await?;
         }
         QueueCmd::Info { name } => print_info(&client.queue_info(&name).await?, json)?,
         QueueCmd::Rm { name, force } => {
@@ -192,30 +191,47 @@ fn print_info(q: &QueueInfo, json: bool) -> CmdResult {
     Ok(())
 }
 
-pub fn print_table(qs: &[QueueInfo]) -> CmdResult {
-    let w = qs.iter().map(|q| q.name.len()).max().unwrap_or(5).max(5);
-    outln!(
-        "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  BINDINGS",
-        "QUEUE",
-        "READY",
-        "UNACKED",
-        "CONSUMERS",
-        "REDELIVERED",
-        "DLQ",
-        "DROPPED"
-    );
-    for q in qs {
-        outln!(
-            "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  {}",
-            q.name,
-            q.ready,
-            q.unacked,
-            q.consumers,
-            q.redelivered,
-            q.dead_lettered,
-            q.dropped,
-            q.bindings.join(" ")
-        );
+impl Table for QueueInfo {
+    const NAMES: (&'static str, &'static str) = ("queue", "queues");
+
+    fn widths(rows: &[Self]) -> Widths {
+        let w = rows.iter().map(|q| q.name.len()).max().unwrap_or(5);
+        Widths([w.max(5), 0])
     }
-    Ok(())
+
+    fn header(w: Widths) -> CmdResult {
+        let [w, _] = w.0;
+        outln!(
+            "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  BINDINGS",
+            "QUEUE",
+            "READY",
+            "UNACKED",
+            "CONSUMERS",
+            "REDELIVERED",
+            "DLQ",
+            "DROPPED"
+        );
+        Ok(())
+    }
+
+    fn row(&self, w: Widths) -> CmdResult {
+        let [w, _] = w.0;
+        // A listing may leave some bindings out (a queue bound to very many patterns).
+        let more = match self.omitted {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
+        outln!(
+            "{:<w$}  {:>9}  {:>8}  {:>9}  {:>11}  {:>5}  {:>7}  {}{more}",
+            self.name,
+            self.ready,
+            self.unacked,
+            self.consumers,
+            self.redelivered,
+            self.dead_lettered,
+            self.dropped,
+            self.bindings.join(" ")
+        );
+        Ok(())
+    }
 }

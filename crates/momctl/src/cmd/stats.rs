@@ -1,4 +1,6 @@
-//! `momctl stats`: what the broker holds, once or refreshed every second.
+//! `momctl stats`: what the broker holds, once or refreshed every second. The totals come
+//! in one reply; topics, queues and clients a page at a time, followed to the end (or to
+//! `--limit`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -6,14 +8,20 @@ use std::time::Duration;
 use mom_proto::Stats;
 use momctl::client::{Client, ConnectOptions};
 
+use super::listing::print_table;
 use super::CmdResult;
-use crate::output::{self, human_bytes, human_time};
+use crate::output::{self, human_bytes};
 
-pub async fn run(opts: &ConnectOptions, watch: bool, json: bool) -> CmdResult {
+pub async fn run(
+    opts: &ConnectOptions,
+    watch: bool,
+    limit: Option<usize>,
+    json: bool,
+) -> CmdResult {
     let client = Client::connect(opts).await?;
     let tty = std::io::stdout().is_terminal();
     loop {
-        let s = client.stats().await?;
+        let s = client.stats_limited(limit).await?;
         if json {
             output::print_json(&s)?;
         } else {
@@ -21,8 +29,9 @@ pub async fn run(opts: &ConnectOptions, watch: bool, json: bool) -> CmdResult {
                 // Clear the screen and home the cursor.
                 outln!("\x1b[2J\x1b[H");
             }
-            print_stats(&s, &opts.addr)?;
+            print_stats(&s, &opts.addr, limit != Some(0))?;
         }
+        cut_short(&s, limit);
         if !watch {
             return Ok(());
         }
@@ -30,7 +39,30 @@ pub async fn run(opts: &ConnectOptions, watch: bool, json: bool) -> CmdResult {
     }
 }
 
-fn print_stats(s: &Stats, addr: &str) -> CmdResult {
+/// Say on stderr which sections `--limit` cut short (not when it asked for the totals only).
+fn cut_short(s: &Stats, limit: Option<usize>) {
+    let Some(n) = limit.filter(|n| *n > 0) else {
+        return;
+    };
+    let t = &s.totals;
+    let cut: Vec<String> = [
+        (s.topics_next.is_some(), t.topics, "topics"),
+        (s.queues_next.is_some(), t.queues, "queues"),
+        (s.clients_next.is_some(), t.connections, "clients"),
+    ]
+    .iter()
+    .filter(|(more, ..)| *more)
+    .map(|(_, total, what)| format!("{n} of {total} {what}"))
+    .collect();
+    if !cut.is_empty() {
+        eprintln!(
+            "momctl: showing the first {}; a larger --limit shows more, none shows all",
+            cut.join(", ")
+        );
+    }
+}
+
+fn print_stats(s: &Stats, addr: &str, sections: bool) -> CmdResult {
     let t = &s.totals;
     outln!(
         "momd {} at {addr} (server id {}), up {}, fsync {}",
@@ -61,49 +93,38 @@ fn print_stats(s: &Stats, addr: &str) -> CmdResult {
         t.connections,
         t.watches
     );
-    outln!();
-    super::topic::print_table(&s.topics)?;
-    if !s.queues.is_empty() {
-        outln!();
-        super::queue::print_table(&s.queues)?;
-    }
-    outln!();
-    // Names are as long as their commands (`momctl recv jobs`): the column fits them.
-    let nw = s
-        .clients
-        .iter()
-        .map(|c| c.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let uw = s
-        .clients
-        .iter()
-        .map(|c| c.user.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    outln!(
-        "{:>6}  {:<nw$}  {:<uw$}  {:<21}  {:<20}  {:>10}  {:>10}",
-        "CLIENT",
-        "NAME",
-        "USER",
-        "ADDRESS",
-        "SINCE",
-        "IN",
-        "OUT"
-    );
-    for c in &s.clients {
+    if t.damaged > 0 {
+        // Name the first few topics it is in (those of the topics shown).
+        const NAMED: usize = 5;
+        let damaged: Vec<String> = s
+            .topics
+            .iter()
+            .filter(|t| t.damaged > 0)
+            .map(|t| format!("{} {}", t.name, t.damaged))
+            .collect();
+        let which = match damaged.len() {
+            0 => String::new(),
+            n if n <= NAMED => format!(" ({})", damaged.join(", ")),
+            n => format!(
+                " ({}, and {} more topics)",
+                damaged[..NAMED].join(", "),
+                n - NAMED
+            ),
+        };
         outln!(
-            "{:>6}  {:<nw$}  {:<uw$}  {:<21}  {:<20}  {:>10}  {:>10}",
-            c.client_id,
-            c.name,
-            c.user,
-            c.addr,
-            human_time(c.since),
-            c.msgs_in,
-            c.msgs_out
+            "damaged on disk: {}{which}; `momd verify` lists them, `momd repair` moves them aside",
+            super::count(t.damaged, "message", "messages")
         );
     }
-    Ok(())
+    if !sections {
+        return Ok(());
+    }
+    outln!();
+    print_table(&s.topics)?;
+    if !s.queues.is_empty() {
+        outln!();
+        print_table(&s.queues)?;
+    }
+    outln!();
+    print_table(&s.clients)
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mom_proto::{topic, NoticeKind, StartAt, Watch};
-use momctl::client::{Client, ConnectOptions, WatchEvent};
+use momctl::client::{Client, ConnectOptions, Pager, WatchEvent};
 
 use super::{is_broken_pipe, CmdResult, Failure, Reconnect};
 
@@ -101,7 +101,7 @@ pub async fn run(
         if connected_before {
             // A topic removed and created again while we were away starts its seqs anew:
             // resuming it after the old seq would skip its first messages.
-            match client.topic_list().await {
+            match topics_of(&client, &args.patterns).await {
                 Ok(topics) => {
                     let created: BTreeMap<&str, u64> = topics
                         .iter()
@@ -114,7 +114,7 @@ pub async fn run(
                     client = reconnect.again(opts, &e, &printed_count(got)).await?;
                     continue;
                 }
-                // Without the list (too big for one reply), resume by seq as it is.
+                // Without the list, resume by seq as it is.
                 Err(e) => eprintln!("momctl: warning: cannot list topics to resume by ({e})"),
             }
         }
@@ -255,6 +255,19 @@ fn flush_quietly(out: &mut impl Write) -> CmdResult {
         Ok(()) => Ok(()),
         Err(e) => quiet_on_pipe(e),
     }
+}
+
+/// The topics some pattern matches, filtered on the broker (a page at a time).
+async fn topics_of(
+    client: &Client,
+    patterns: &[String],
+) -> momctl::client::Result<Vec<mom_proto::TopicInfo>> {
+    let mut all = Vec::new();
+    for p in patterns {
+        let page = mom_proto::Page::first(None, None, Some(p.clone()));
+        all.extend(Pager::new(page, None).collect(client, |_| true).await?);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

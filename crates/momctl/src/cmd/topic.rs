@@ -1,8 +1,9 @@
 //! `momctl topic ls|info|rm|purge|set`.
 
-use mom_proto::{topic, TopicInfo, TopicSet};
+use mom_proto::{topic, Page, TopicInfo, TopicSet};
 use momctl::client::{Client, ConnectOptions};
 
+use super::listing::{print_pages, Table, Widths};
 use super::{CmdResult, Failure};
 use crate::cli::TopicCmd;
 use crate::output::{self, human_bytes, human_time};
@@ -21,24 +22,21 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
     }
     let client = Client::connect(opts).await?;
     match cmd {
-        TopicCmd::Ls { pattern, all } => {
-            let mut topics = client.topic_list().await?;
+        TopicCmd::Ls {
+            pattern,
+            prefix,
+            limit,
+            all,
+        } => {
             // Reply inboxes come and go with every request: shown when asked for, by --all
-            // or by a pattern that names them.
-            let inboxes = all || pattern.as_deref().is_some_and(|p| p.starts_with("$inbox"));
-            topics.retain(|t| {
-                (inboxes || !t.name.starts_with("$inbox."))
-                    && pattern
-                        .as_deref()
-                        .is_none_or(|p| topic::matches(p, &t.name))
-            });
-            if json {
-                for t in &topics {
-                    output::print_json(t)?;
-                }
-            } else {
-                print_table(&topics)?;
-            }
+            // or by a filter that names them.
+            let names_inboxes =
+                |f: &Option<String>| f.as_deref().is_some_and(|p| p.starts_with("$inbox"));
+            let inboxes = all || names_inboxes(&pattern) || names_inboxes(&prefix);
+            let page = Page::first(None, prefix, pattern);
+            let keep = |t: &TopicInfo| inboxes || !t.name.starts_with("$inbox.");
+            let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            print_pages(&client, page, limit, keep, json).await?;
         }
         TopicCmd::Info { topic } => {
             let t = client.topic_info(&topic).await?;
@@ -126,6 +124,12 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
     }
     outln!("last:       {}", human_time(t.last_time));
     outln!("created:    {}", human_time(t.created));
+    if t.damaged > 0 {
+        outln!(
+            "damaged:    {} on disk cannot be read (`momd verify` lists them)",
+            super::count(t.damaged, "message", "messages")
+        );
+    }
     outln!("watchers:   {}", t.watchers);
     outln!("queues:     {}", t.queues);
     outln!(
@@ -147,34 +151,41 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
     Ok(())
 }
 
-pub fn print_table(topics: &[TopicInfo]) -> CmdResult {
-    let w = topics
-        .iter()
-        .map(|t| t.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    outln!(
-        "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
-        "TOPIC",
-        "MESSAGES",
-        "BYTES",
-        "FIRST",
-        "LAST",
-        "WATCHERS",
-        "IN/S"
-    );
-    for t in topics {
+impl Table for TopicInfo {
+    const NAMES: (&'static str, &'static str) = ("topic", "topics");
+
+    fn widths(rows: &[Self]) -> Widths {
+        let w = rows.iter().map(|t| t.name.len()).max().unwrap_or(5);
+        Widths([w.max(5), 0])
+    }
+
+    fn header(w: Widths) -> CmdResult {
+        let [w, _] = w.0;
+        outln!(
+            "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
+            "TOPIC",
+            "MESSAGES",
+            "BYTES",
+            "FIRST",
+            "LAST",
+            "WATCHERS",
+            "IN/S"
+        );
+        Ok(())
+    }
+
+    fn row(&self, w: Widths) -> CmdResult {
+        let [w, _] = w.0;
         outln!(
             "{:<w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9.1}",
-            t.name,
-            t.messages,
-            human_bytes(t.bytes),
-            t.first_seq,
-            t.last_seq,
-            t.watchers,
-            t.in_rate
+            self.name,
+            self.messages,
+            human_bytes(self.bytes),
+            self.first_seq,
+            self.last_seq,
+            self.watchers,
+            self.in_rate
         );
+        Ok(())
     }
-    Ok(())
 }
