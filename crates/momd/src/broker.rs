@@ -227,6 +227,11 @@ pub struct Broker {
     queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
     queue_flush_wanted: bool,
+    /// Segment files retention freed, (topic, first seq kept): deleted once the index
+    /// without them is durable — after the flush that starts next, or (fsync never) a tick
+    /// later than sled's own flush.
+    trimmed: Vec<(u32, u64)>,
+    trimmed_flushing: Vec<(u32, u64)>,
     /// Admission tickets of publishes: staged, waiting for the next flush, in the flush.
     staged_tickets: Vec<Ticket>,
     pending_tickets: Vec<Ticket>,
@@ -314,6 +319,8 @@ impl Broker {
             queue_rates: HashMap::new(),
             queue_flush_wanted: false,
             disk: None,
+            trimmed: Vec::new(),
+            trimmed_flushing: Vec::new(),
             staged_tickets: Vec::new(),
             pending_tickets: Vec::new(),
             flushing_tickets: Vec::new(),
@@ -420,6 +427,7 @@ impl Broker {
     fn start_flush(&mut self) {
         self.flushing = std::mem::take(&mut self.pending);
         self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
+        self.trimmed_flushing.append(&mut self.trimmed);
         self.dirty = false;
         let store = self.store.clone();
         let (tx, rx) = oneshot::channel();
@@ -435,6 +443,7 @@ impl Broker {
         self.flushing_tickets.clear();
         match res {
             Ok(_) => {
+                self.remove_trimmed_segments();
                 for p in done {
                     self.release(p);
                 }
@@ -455,6 +464,15 @@ impl Broker {
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    /// Delete the segment files whose removal from the index is now durable.
+    pub(super) fn remove_trimmed_segments(&mut self) {
+        for (topic, first) in std::mem::take(&mut self.trimmed_flushing) {
+            if let Err(e) = self.store.remove_segments_below(topic, first) {
+                tracing::warn!(topic, "cannot delete segment files retention freed: {e}");
             }
         }
     }

@@ -10,6 +10,12 @@ impl Broker {
     pub(super) fn on_tick(&mut self) {
         self.commit();
         self.disk_check();
+        if self.cfg.fsync == crate::config::FsyncMode::Never {
+            // No flush of momd's own: what retention freed a tick ago has been through
+            // sled's own (every second) by now.
+            self.remove_trimmed_segments();
+            self.trimmed_flushing.append(&mut self.trimmed);
+        }
         let now = now_ms();
         let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();

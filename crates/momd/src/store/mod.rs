@@ -450,7 +450,7 @@ impl Store {
         t.record_trim(first, removed_msgs, removed_bytes);
         batch.insert(&topic_key(t.id)[..], encode_topic(&t));
         self.db.apply_batch(batch)?;
-        self.segs.remove_below(t.id, first)?;
+        // The files go only once this is durable: see [`Store::remove_segments_below`].
         Ok(Some((first, removed_msgs, removed_bytes)))
     }
 
@@ -604,6 +604,14 @@ impl Store {
             segments?;
             index
         })
+    }
+
+    /// Delete a topic's segment files whose records are all below `seq`. Called only once
+    /// the index without them is durable (after the flush that follows [`Store::trim`]):
+    /// a crash before then finds the index still naming records that must still be there.
+    pub fn remove_segments_below(&self, topic: u32, seq: u64) -> Result<()> {
+        self.segs.remove_below(topic, seq)?;
+        Ok(())
     }
 
     /// Bytes the data directory holds on disk.
