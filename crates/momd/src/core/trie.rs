@@ -196,7 +196,7 @@ fn walk(node: &Node, tokens: &[&str], reserved: bool, out: &mut Vec<u64>) {
             walk(star, rest, false, out);
         }
     }
-    if let Some(child) = node.children.get(*tok) {
+    if let Some(child) = node.children.get(tok) {
         walk(child, rest, false, out);
     }
 }
@@ -219,7 +219,7 @@ fn remove_in(node: &mut Node, tokens: &[&str], id: u64, nodes: &mut usize) -> bo
         }
         removed
     } else {
-        let Some(child) = node.children.get_mut(*tok) else {
+        let Some(child) = node.children.get_mut(tok) else {
             return false;
         };
         let removed = remove_in(child, rest, id, nodes);
