@@ -285,3 +285,56 @@ async fn broker_memory_stays_bounded_while_publishing() {
         max_rss / MIB
     );
 }
+
+/// A client that stops reading while messages wait for it is closed once it has taken no
+/// byte for `--write-timeout`, so what is queued for it is not held for ever; a client that
+/// keeps reading is not.
+#[test]
+fn a_client_that_reads_nothing_is_closed_at_the_write_timeout() {
+    let m = Momd::start_with(&["--write-timeout", "1s"]);
+    let mut stuck = Raw::connect(&m);
+    stuck.hello();
+    stuck.send(&ClientFrame::Watch(mom_proto::Watch {
+        id: 2,
+        patterns: vec!["w".into()],
+        ..mom_proto::Watch::default()
+    }));
+    assert!(matches!(
+        stuck.expect_frame(Duration::from_secs(10)),
+        ServerFrame::WatchOk(_)
+    ));
+    // Far more than the socket buffers hold.
+    let line = format!("{}\n", "w".repeat(64 * 1024));
+    m.ctl_ok(&["publish", "w", "-q"], Some(line.repeat(400).as_bytes()));
+    std::thread::sleep(Duration::from_secs(3));
+    // It reads now: what was written before the close (the last frame may be cut), then
+    // the end of the connection.
+    use std::io::Read;
+    stuck
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        assert!(Instant::now() < deadline, "still open after {got} bytes");
+        match stuck.stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("neither closed nor sending after {got} bytes: {e}"),
+        }
+    }
+    assert!(
+        got < 400 * 64 * 1024,
+        "closed before all 400 messages were sent: {got} bytes"
+    );
+    assert!(
+        m.stderr().contains("slow consumer"),
+        "momd says why: {}",
+        m.stderr()
+    );
+    // Everyone else is served.
+    m.assert_serves();
+}

@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     /// Bytes of requests admitted and not yet done with, all connections together
     /// (`admission.rs`).
     pub inflight_budget: usize,
+    /// How long a connection with bytes to send may take none of them before it is closed.
+    pub write_timeout: std::time::Duration,
 }
 
 /// A new connection, as the broker learns of it at `hello`.

@@ -130,6 +130,11 @@ pub struct Args {
     #[arg(long, env = "MOMD_INFLIGHT_BUDGET", default_value_t = 16 * 1024 * 1024, value_parser = parse_size_usize)]
     pub inflight_budget: usize,
 
+    /// How long a client with replies or messages waiting may read none of them before
+    /// momd closes its connection as a slow consumer (a duration such as 30s).
+    #[arg(long, env = "MOMD_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
     /// Most connections served at once; more wait to be accepted.
     #[arg(long, env = "MOMD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -150,6 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         frame_timeout: args.frame_timeout.max(std::time::Duration::from_millis(10)),
         frame_budget: args.frame_budget,
         inflight_budget: args.inflight_budget.max(64 * 1024),
+        write_timeout: args.write_timeout.max(Duration::from_millis(10)),
     };
     tracing::info!("{}", args.fsync.explain());
     let (broker, handle, rx) = Broker::new(

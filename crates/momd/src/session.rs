@@ -84,7 +84,7 @@ pub async fn run(
         out_rx,
         permits.clone(),
         bytes.clone(),
-        cfg.max_frame,
+        (cfg.max_frame, cfg.write_timeout),
         closed.clone(),
     ));
     let pre_hello_max = PRE_HELLO_MAX_FRAME.min(cfg.max_frame);
@@ -481,12 +481,33 @@ fn encode_reply(
     }
 }
 
+/// Write all of `buf`; false when the connection broke, or when the peer took no byte for
+/// `timeout` (it stopped reading: a slow consumer, closed as NATS closes one at its write
+/// deadline, so what is queued for it is not held for ever).
+async fn write_with_progress(wr: &mut OwnedWriteHalf, buf: &[u8], timeout: Duration) -> bool {
+    let mut pos = 0;
+    while pos < buf.len() {
+        match tokio::time::timeout(timeout, wr.write(&buf[pos..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(n)) => pos += n,
+            Err(_) => {
+                tracing::info!(
+                    "closing a connection that read nothing for {} s (slow consumer)",
+                    timeout.as_secs_f64()
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut out: OutboxRx,
     permits: Arc<Semaphore>,
     inflight: Arc<InFlightBytes>,
-    max_frame: usize,
+    (max_frame, write_timeout): (usize, Duration),
     closed: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -540,7 +561,7 @@ async fn write_loop(
             }
             item = out.rx.try_recv().ok();
         }
-        if wr.write_all(&buf).await.is_err() {
+        if !write_with_progress(&mut wr, &buf, write_timeout).await {
             break 'outer;
         }
         buf.clear();
