@@ -11,6 +11,7 @@ mod input;
 mod keys;
 mod stream;
 mod table;
+mod window;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,6 +22,7 @@ pub use command_line::COMMANDS;
 pub use input::{Mode, PayloadView, PromptKind, PublishForm};
 pub use stream::{Sampler, StreamState};
 pub use table::{msg_key, Sort, View};
+pub use window::{Window, Windows, WINDOW};
 
 /// The panes, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +156,8 @@ pub enum Command {
         force: bool,
     },
     CloseClient(u64),
+    /// Show these windows of the broker's listings from now on.
+    Windows(Windows),
     /// Write these lines to a file.
     Save {
         path: String,
@@ -208,7 +212,10 @@ pub const SPARK_LEN: usize = 30;
 pub struct App {
     pub server: String,
     pub conn: Conn,
+    /// The summary and the windows of the listings last received.
     pub stats: Option<Stats>,
+    /// Which part of each listing the tables show.
+    pub windows: Windows,
     /// When the last stats arrived (ms since the epoch, by this machine's clock).
     pub stats_at: u64,
     /// The time of the last tick.
@@ -239,6 +246,7 @@ impl App {
             server: server.to_string(),
             conn: Conn::Connecting,
             stats: None,
+            windows: Windows::default(),
             stats_at: 0,
             now: 0,
             history: HashMap::new(),

@@ -1,15 +1,16 @@
 //! The network side: one tokio task that keeps a connection (reconnecting with backoff),
-//! polls `stats` every second, runs the stream's watch, and carries out commands. The UI
-//! never waits for it: events go out over a bounded channel, and at high rates the stream
-//! is sampled for display while every message is still counted.
+//! polls `stats` every second (the summary and the tables' windows, section 2.5 of
+//! docs/protocol.md), runs the stream's watch, and carries out commands. The UI never waits
+//! for it: events go out over a bounded channel, and at high rates the stream is sampled
+//! for display while every message is still counted.
 
 use std::time::Duration;
 
-use mom_proto::{QueueCreate, StartAt};
-use momctl::client::{message, Client, ConnectOptions, WatchEvent, WatchStream};
-use tokio::sync::mpsc;
+use mom_proto::{Page, QueueCreate, StartAt, Stats, StatsReq};
+use momctl::client::{message, Client, ConnectOptions, Pager, Section, WatchEvent, WatchStream};
+use tokio::sync::{mpsc, watch};
 
-use crate::app::{Command, NetEvent, Sampler, PEEK};
+use crate::app::{Command, NetEvent, Sampler, Window, Windows, PEEK, WINDOW};
 
 /// Most messages handed to the UI per flush; the rest are counted only.
 const SAMPLE: usize = 200;
@@ -21,9 +22,10 @@ pub async fn run(
     mut cmds: mpsc::Receiver<Command>,
 ) {
     let mut pattern = ">".to_string();
+    let mut windows = Windows::default();
     let mut attempt = 0u32;
     loop {
-        let reason = match session(&opts, &tx, &mut cmds, &mut pattern).await {
+        let reason = match session(&opts, &tx, &mut cmds, &mut pattern, &mut windows).await {
             Ok(()) => return,
             Err(e) => e,
         };
@@ -48,6 +50,7 @@ pub async fn run(
                 c = cmds.recv() => match c {
                     None => return,
                     Some(Command::Watch { pattern: p, .. }) => pattern = p,
+                    Some(Command::Windows(w)) => windows = w,
                     Some(Command::Save { path, lines }) => {
                         let _ = tx.try_send(save(path, lines).await);
                     }
@@ -72,6 +75,7 @@ async fn session(
     tx: &mpsc::Sender<NetEvent>,
     cmds: &mut mpsc::Receiver<Command>,
     pattern: &mut String,
+    windows: &mut Windows,
 ) -> Result<(), String> {
     let client = Client::connect(opts).await.map_err(|e| e.to_string())?;
     if tx
@@ -85,7 +89,13 @@ async fn session(
     // Requests run in tasks of their own: this loop must keep draining the watch, or the
     // connection's reader stalls and their replies could never arrive.
     let (lost_tx, mut lost) = mpsc::channel::<String>(1);
-    let stats = tokio::spawn(poll_stats(client.clone(), tx.clone(), lost_tx.clone()));
+    let (windows_tx, windows_rx) = watch::channel(windows.clone());
+    let stats = tokio::spawn(poll_stats(
+        client.clone(),
+        tx.clone(),
+        lost_tx.clone(),
+        windows_rx,
+    ));
     let _stop_stats = AbortOnDrop(stats);
     let mut flush_tick = tokio::time::interval(FLUSH);
     let mut sampler = Sampler::new(SAMPLE);
@@ -118,6 +128,11 @@ async fn session(
             c = cmds.recv() => {
                 let Some(c) = c else { return Ok(()) };
                 match c {
+                    Command::Windows(w) => {
+                        // The poller asks for them at once.
+                        *windows = w.clone();
+                        windows_tx.send_replace(w);
+                    }
                     Command::Watch { pattern: p, from, at } => {
                         // One watch per stream: the old one ends before the new one starts,
                         // so the broker never holds two for this dashboard. Nothing waits
@@ -160,12 +175,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Stats every second until the connection fails (said on `lost`) or the UI is gone.
-async fn poll_stats(client: Client, tx: mpsc::Sender<NetEvent>, lost: mpsc::Sender<String>) {
+/// Stats every second, and at once when the UI moves a window, until the connection fails
+/// (said on `lost`) or the UI is gone.
+async fn poll_stats(
+    client: Client,
+    tx: mpsc::Sender<NetEvent>,
+    lost: mpsc::Sender<String>,
+    mut windows: watch::Receiver<Windows>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tick.tick().await;
-        match client.stats().await {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = windows.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tick.reset();
+            }
+        }
+        let w = windows.borrow_and_update().clone();
+        match stats_of(&client, &w).await {
             Ok(s) => {
                 if tx.send(NetEvent::Stats(Box::new(s))).await.is_err() {
                     return;
@@ -177,6 +207,48 @@ async fn poll_stats(client: Client, tx: mpsc::Sender<NetEvent>, lost: mpsc::Send
             }
         }
     }
+}
+
+/// The summary and each table's window: one `stats` whose sections start at the windows,
+/// then, for a section the broker cut short of `WINDOW` rows (its byte cap), the pages
+/// after it. Each section's `*_next` is where the listing goes on after the window.
+async fn stats_of(client: &Client, w: &Windows) -> momctl::client::Result<Stats> {
+    let mut s = client
+        .stats_page(StatsReq {
+            id: 0,
+            topics: Some(w.topics.page()),
+            queues: Some(w.queues.page()),
+            clients: Some(w.clients.page()),
+        })
+        .await?;
+    s.topics_next = fill(client, &mut s.topics, s.topics_next.take(), &w.topics).await?;
+    s.queues_next = fill(client, &mut s.queues, s.queues_next.take(), &w.queues).await?;
+    s.clients_next = fill(client, &mut s.clients, s.clients_next.take(), &w.clients).await?;
+    Ok(s)
+}
+
+/// Follow a section's pages from `next` until the window holds `WINDOW` rows; returns the
+/// cursor after the window (none when the listing ended in it).
+async fn fill<T: Section>(
+    client: &Client,
+    rows: &mut Vec<T>,
+    next: Option<String>,
+    w: &Window,
+) -> momctl::client::Result<Option<String>> {
+    let Some(after) = next else {
+        return Ok(None);
+    };
+    if rows.len() >= WINDOW {
+        return Ok(Some(after));
+    }
+    let page = Page {
+        after: Some(after),
+        pattern: w.pattern.clone(),
+        ..Page::default()
+    };
+    let mut pager = Pager::<T>::new(page, Some(WINDOW - rows.len()));
+    rows.extend(pager.collect(client, |_| true).await?);
+    Ok(pager.cursor().map(str::to_string))
 }
 
 async fn start_watch(
@@ -296,7 +368,8 @@ async fn run_command(client: &Client, c: Command) -> NetEvent {
                 .map(|_| format!("closed the connection of client {id}")),
         ),
         Command::Save { path, lines } => save(path, lines).await,
-        Command::Watch { .. } => NetEvent::Done(Ok(String::new())),
+        // Handled by the connection's loop.
+        Command::Watch { .. } | Command::Windows(_) => NetEvent::Done(Ok(String::new())),
     }
 }
 

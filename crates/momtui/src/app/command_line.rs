@@ -22,6 +22,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (":publish [TOPIC]", "open the publish dialog"),
     (":filter TEXT, :regex RE", "filter the pane (empty clears)"),
+    (
+        ":match PATTERN",
+        "topics (queues) matching it, asked of the broker (empty: all)",
+    ),
     (":sort COLUMN [asc|desc]", "sort the pane by a column"),
     (":save [FILE]", "save the stream (or the marked messages)"),
     (
@@ -77,6 +81,7 @@ impl App {
                 self.open_publish((!t.is_empty()).then(|| t.to_string()))
             }
             ("filter" | "f", text) => self.set_filter(self.pane, Filter::new(text, false)),
+            ("match", p) => return self.set_match(p),
             ("regex" | "re", text) => {
                 let f = Filter::new(text, true);
                 if let Some(e) = &f.error {

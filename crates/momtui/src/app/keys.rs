@@ -145,6 +145,12 @@ impl App {
                 }
             }
             KeyCode::Char('m') if self.pane == Pane::Stream => self.toggle_mark(),
+            KeyCode::Char(']') if self.drill.is_none() && self.window(self.pane).is_some() => {
+                return self.next_window()
+            }
+            KeyCode::Char('[') if self.drill.is_none() && self.window(self.pane).is_some() => {
+                return self.prev_window()
+            }
             KeyCode::Enter => return self.enter(),
             _ => return self.key_action(k),
         }

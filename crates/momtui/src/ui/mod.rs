@@ -133,15 +133,23 @@ fn draw_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
             } else {
                 (rate(t.in_rate), rate(t.out_rate))
             };
-            let line = Line::from(format!(
+            let mut spans = vec![Span::raw(format!(
                 "up {}  {} topics  {} msgs  {}  {} queues  {} clients  {rin}/s in  {rout}/s out",
                 uptime(s.uptime_ms),
                 t.topics,
                 t.messages,
                 bytes(t.bytes),
-                s.queues.len(),
+                // A broker from before paging counts no queues in its totals.
+                t.queues.max(s.queues.len() as u64),
                 t.connections,
-            ));
+            ))];
+            if t.damaged > 0 {
+                spans.push(Span::styled(
+                    format!("  {} damaged on disk", t.damaged),
+                    theme.fg(Color::Red),
+                ));
+            }
+            let line = Line::from(spans);
             if app.stale() {
                 line.style(Style::default().add_modifier(Modifier::DIM))
             } else {

@@ -22,6 +22,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("mouse", "click a row, scroll"),
     ("/", "filter this pane (Ctrl-R regex; Esc clears)"),
+    (
+        "] / [",
+        "next / previous page of a table (the broker holds more)",
+    ),
     ("s / S", "sort by the next column / reverse the order"),
     (
         "Shift+letter",

@@ -43,8 +43,9 @@ pub fn topics(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         })
         .collect();
     let title = format!(
-        " Topics ({}) {}",
-        rows.len(),
+        " Topics ({}) {}{}",
+        app.count_note(Pane::Topics, rows.len()),
+        app.window_note(Pane::Topics),
         app.view(Pane::Topics).filter.note()
     );
     // A seq range is never cut: it would read as another range.
@@ -152,8 +153,9 @@ fn queues(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         })
         .collect();
     let title = format!(
-        " Subscriptions: {} queues {}",
-        rows.len(),
+        " Subscriptions: {} queues {}{}",
+        app.count_note(Pane::Subscriptions, rows.len()),
+        app.window_note(Pane::Subscriptions),
         app.view(Pane::Subscriptions).filter.note()
     );
     let cols = vec![
@@ -202,8 +204,9 @@ pub fn clients(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
         })
         .collect();
     let title = format!(
-        " Clients ({}) {}",
-        rows.len(),
+        " Clients ({}) {}{}",
+        app.count_note(Pane::Clients, rows.len()),
+        app.window_note(Pane::Clients),
         app.view(Pane::Clients).filter.note()
     );
     let cols = vec![

@@ -351,3 +351,17 @@ fn a_click_selects_the_row_under_it_and_the_wheel_scrolls() {
     assert_eq!(a.pane, crate::app::Pane::Stream);
     assert_eq!(a.selected(crate::app::Pane::Stream), 2);
 }
+
+#[test]
+fn a_table_the_broker_holds_more_of_says_which_page() {
+    let mut a = app();
+    let mut s = sample_stats();
+    s.totals.topics = 100_000;
+    s.topics_next = Some("orders.eu".into());
+    a.update(Event::Net(NetEvent::Stats(Box::new(s.clone()))));
+    key(&mut a, KeyCode::Char(']'));
+    a.update(Event::Net(NetEvent::Stats(Box::new(s))));
+    let screen = render(&mut a, 80, 24);
+    assert!(screen.contains("3 of 100000"), "{screen}");
+    insta::assert_snapshot!("topics_second_page_80x24", screen);
+}
