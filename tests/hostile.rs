@@ -496,3 +496,29 @@ fn publishers_faster_than_the_disk_are_bounded_and_a_small_one_is_not_starved() 
     // publishers have in flight.
     assert!(peak.saturating_sub(before) < 96 * MIB, "{before} -> {peak}");
 }
+
+/// Issue 10: a frame nesting a million arrays overflowed the stack of the task decoding it,
+/// and a stack overflow aborts the whole broker. It is now malformed: `bad_request`, and the
+/// connection and the broker go on.
+#[test]
+fn deeply_nested_messagepack_is_refused_and_the_broker_lives() {
+    let m = Momd::start();
+    let mut raw = Raw::connect(&m);
+    raw.hello();
+    let mut body = vec![0x83, 0xa4];
+    body.extend_from_slice(b"type");
+    body.push(0xa7);
+    body.extend_from_slice(b"publish");
+    body.extend_from_slice(&[0xa2, b'i', b'd', 0x07, 0xa4, b'm', b's', b'g', b's']);
+    body.extend(std::iter::repeat_n(0x91u8, 1_000_000));
+    body.push(0xc0);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    raw.send_bytes(&frame);
+    let e = expect_error(raw.expect_frame(T));
+    assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+    assert!(e.message.contains("nested"), "{e:?}");
+    raw.send(&ClientFrame::Ping(Req { id: 8 }));
+    assert!(matches!(raw.expect_frame(T), ServerFrame::Pong(_)));
+    m.assert_serves();
+}

@@ -26,8 +26,15 @@ pub fn encode_body<T: Serialize>(value: &T, dst: &mut Vec<u8>) -> Result<(), Fra
         .map_err(|e| FrameError::Encode(e.to_string()))
 }
 
-/// Decode one MessagePack body. Never panics, whatever the bytes.
+/// Decode one MessagePack body. Never panics, whatever the bytes, and never recurses
+/// deeper than [`crate::depth::MAX_DEPTH`] levels of nesting.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    if crate::depth::too_deep(body, crate::depth::MAX_DEPTH) {
+        return Err(FrameError::Malformed(format!(
+            "arrays and maps nested deeper than {} levels",
+            crate::depth::MAX_DEPTH
+        )));
+    }
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 

@@ -4,6 +4,7 @@
 //! Start with [`message`] (every frame; the queue frames are in [`queue`], paging of the
 //! listings in [`page`]), then [`frame`] (the codec) and [`topic`] (names and patterns).
 
+pub mod depth;
 pub mod error;
 pub mod frame;
 pub mod message;

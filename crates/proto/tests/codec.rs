@@ -530,3 +530,38 @@ fn a_page_request_round_trips_every_key() {
     let mut buf = encode(&f);
     assert_eq!(server_codec().decode(&mut buf).unwrap(), Some(f));
 }
+
+/// Deeply nested MessagePack (issue 10): a field of a frame holding a million nested arrays
+/// or maps is refused as malformed, on a thread with a tokio worker's 2 MiB stack, instead of
+/// overflowing the stack.
+#[test]
+fn deeply_nested_messagepack_is_malformed_not_a_stack_overflow() {
+    for nest in [0x91u8, 0x81] {
+        let body = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                // { "type": "publish", "id": 1, "topic": "a", "msgs": <nested> }
+                let mut b = vec![0x84];
+                for (k, v) in [("type", "publish"), ("topic", "a")] {
+                    b.push(0xa0 | k.len() as u8);
+                    b.extend_from_slice(k.as_bytes());
+                    b.push(0xa0 | v.len() as u8);
+                    b.extend_from_slice(v.as_bytes());
+                }
+                b.extend_from_slice(&[0xa2, b'i', b'd', 0x01]);
+                b.extend_from_slice(&[0xa4, b'm', b's', b'g', b's']);
+                for _ in 0..1_000_000 {
+                    b.push(nest);
+                    if nest == 0x81 {
+                        b.extend_from_slice(&[0xa1, b'k']);
+                    }
+                }
+                b.push(0xc0);
+                mom_proto::decode_body::<ClientFrame>(&b).is_err()
+            })
+            .expect("spawn")
+            .join()
+            .expect("the decoder must not overflow its stack");
+        assert!(body, "nested 0x{nest:02x} must be malformed");
+    }
+}
