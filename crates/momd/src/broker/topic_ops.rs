@@ -134,15 +134,17 @@ impl Broker {
                 return self.error(session, r.id, ErrorCode::Conflict, msg);
             }
         }
+        // The store first: when it cannot remove the topic (a failing disk), the topic stays
+        // as it was, visible and whole, and the client is told.
+        if let Err(e) = self.store.remove_topic(t.id) {
+            let msg = format!("the topic could not be removed: {e}");
+            return self.error(session, r.id, ErrorCode::Unavailable, msg);
+        }
         match self.core.remove_topic(&r.topic) {
             Ok(t) => {
                 let upto = self.delivered_upto.remove(&t.id).unwrap_or(t.last_seq);
                 self.rates.remove(&t.id);
                 self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));
-                if let Err(e) = self.store.remove_topic(t.id) {
-                    self.error(session, r.id, ErrorCode::Unavailable, e.to_string());
-                    return;
-                }
                 self.sys_event(format!(
                     r#"{{"event":"topic_removed","topic":{}}}"#,
                     json_str(&r.topic)

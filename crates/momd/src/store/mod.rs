@@ -315,7 +315,9 @@ impl Store {
     /// Remove a topic: its state first (so a crash midway leaves no visible topic), then its
     /// index and dedupe entries, then its segment files.
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
-        self.db.remove(topic_key(topic))?;
+        // Its index entries first, its record last: until the record goes, a start finds
+        // the topic (with fewer index entries, a range it reports), never index entries of
+        // a topic it does not know.
         for p in [P_MSG, P_DEDUPE] {
             let mut batch = sled::Batch::default();
             let mut n = 0;
@@ -329,6 +331,7 @@ impl Store {
             }
             self.db.apply_batch(batch)?;
         }
+        self.db.remove(topic_key(topic))?;
         // The index must be gone on disk before the files it points to are.
         self.db.flush()?;
         self.segs.remove_topic(topic)?;
