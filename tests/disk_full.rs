@@ -112,7 +112,9 @@ fn a_full_disk_refuses_publishes_keeps_reads_and_recovers_by_itself() {
     assert_eq!(got.len() as u64, stored);
     assert!(got.iter().all(|l| l.len() == 200_000));
     let stats = m.stats();
-    assert!(stats.is_object(), "{stats}");
+    assert_eq!(stats["disk_full"], true, "{stats}");
+    let human = String::from_utf8_lossy(&m.ctl_ok(&["stats"], None)).into_owned();
+    assert!(human.contains("disk full:"), "{human}");
     let events = m.read_all_lines("$sys.events");
     assert!(
         events.iter().any(|e| e.contains("\"disk_full\"")),

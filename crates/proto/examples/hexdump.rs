@@ -360,6 +360,9 @@ fn main() {
             clients_next: None,
             rss_bytes: 0,
             disk_bytes: 0,
+            disk_free_bytes: 0,
+            disk_full: false,
+            watch_patterns: 0,
         }),
     );
     dump(

@@ -456,6 +456,15 @@ pub struct Stats {
     pub rss_bytes: u64,
     /// Size of the data directory on disk in bytes.
     pub disk_bytes: u64,
+    /// Free space under the data directory in bytes (0 where unknown).
+    #[serde(default)]
+    pub disk_free_bytes: u64,
+    /// Publishes are refused: the free space is under the server's floor.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disk_full: bool,
+    /// Watch patterns held by all connections together.
+    #[serde(default)]
+    pub watch_patterns: u64,
 }
 
 /// A failed request, or (with `id` nil) a connection-level error.

@@ -93,6 +93,13 @@ fn print_stats(s: &Stats, addr: &str, sections: bool) -> CmdResult {
         t.connections,
         t.watches
     );
+    if s.disk_full {
+        outln!(
+            "disk full: {} free under the data dir; publishes are refused until there is room \
+             (reads and acks go on)",
+            human_bytes(s.disk_free_bytes)
+        );
+    }
     if t.damaged > 0 {
         // Name the first few topics it is in (those of the topics shown).
         const NAMED: usize = 5;
