@@ -196,6 +196,9 @@ async fn poll_stats(
         }
         let w = windows.borrow_and_update().clone();
         match stats_of(&client, &w).await {
+            // The UI moved a window while these were fetched: they would show the old rows
+            // under the new title; the new ones are asked for next.
+            Ok(_) if windows.has_changed().unwrap_or(false) => {}
             Ok(s) => {
                 if tx.send(NetEvent::Stats(Box::new(s))).await.is_err() {
                     return;

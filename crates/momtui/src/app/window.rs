@@ -170,11 +170,21 @@ impl App {
         self.windows_changed(pane)
     }
 
-    /// A window moved: the selection starts over, and the network task asks for it.
+    /// A window moved: the selection starts over, the rows of the old window go (rather
+    /// than show under the new one's title until the broker answers), and the network task
+    /// asks for it.
     fn windows_changed(&mut self, pane: Pane) -> Vec<Command> {
         let v = &mut self.views[pane.index()];
         v.key = None;
         v.index = 0;
+        if let Some(s) = &mut self.stats {
+            match pane {
+                Pane::Topics => (s.topics.clear(), s.topics_next = None),
+                Pane::Subscriptions => (s.queues.clear(), s.queues_next = None),
+                Pane::Clients => (s.clients.clear(), s.clients_next = None),
+                Pane::Stream => ((), ()),
+            };
+        }
         vec![Command::Windows(self.windows.clone())]
     }
 }
@@ -226,6 +236,10 @@ mod tests {
         assert_eq!(w.topics.starts, vec!["orders.eu".to_string()]);
         assert_eq!(w.topics.page().after.as_deref(), Some("orders.eu"));
         assert_eq!(a.view(Pane::Topics).index, 0, "the selection starts over");
+        assert!(
+            a.topics().is_empty(),
+            "the old page's rows are gone until the new come"
+        );
         // The broker's answer for that window: the last page.
         let mut s = sample_stats();
         s.totals.topics = 100_000;
@@ -252,6 +266,11 @@ mod tests {
         let mut a = big();
         let w = windows(&command(&mut a, "match orders.>")).clone();
         assert_eq!(w.topics.pattern.as_deref(), Some("orders.>"));
+        assert_eq!(a.window_note(Pane::Topics), "[match: orders.>] ");
+        // The broker's answer: a first page of matching topics, more after it.
+        let mut s = sample_stats();
+        s.topics_next = Some("orders.eu".into());
+        a.update(Event::Net(NetEvent::Stats(Box::new(s))));
         assert_eq!(
             a.window_note(Pane::Topics),
             "[match: orders.>] [page 1: ] next] "
