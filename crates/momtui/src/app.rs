@@ -22,7 +22,7 @@ pub use command_line::COMMANDS;
 pub use input::{Mode, PayloadView, PromptKind, PublishForm};
 pub use stream::{Sampler, StreamState};
 pub use table::{msg_key, Sort, View};
-pub use window::{Window, Windows, WINDOW};
+pub use window::{Windows, WINDOW};
 
 /// The panes, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use mom_proto::{Page, QueueCreate, StartAt, Stats, StatsReq};
-use momctl::client::{message, Client, ConnectOptions, Pager, Section, WatchEvent, WatchStream};
+use mom_proto::{QueueCreate, StartAt, Stats};
+use momctl::client::{message, Client, ConnectOptions, WatchEvent, WatchStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{Command, NetEvent, Sampler, Window, Windows, PEEK, WINDOW};
+use crate::app::{Command, NetEvent, Sampler, Windows, PEEK, WINDOW};
 
 /// Most messages handed to the UI per flush; the rest are counted only.
 const SAMPLE: usize = 200;
@@ -212,46 +212,11 @@ async fn poll_stats(
     }
 }
 
-/// The summary and each table's window: one `stats` whose sections start at the windows,
-/// then, for a section the broker cut short of `WINDOW` rows (its byte cap), the pages
-/// after it. Each section's `*_next` is where the listing goes on after the window.
+/// The summary and each table's window (at most `WINDOW` rows from its cursor, under its
+/// pattern); each section's `*_next` is where the listing goes on after the window.
 async fn stats_of(client: &Client, w: &Windows) -> momctl::client::Result<Stats> {
-    let mut s = client
-        .stats_page(StatsReq {
-            id: 0,
-            topics: Some(w.topics.page()),
-            queues: Some(w.queues.page()),
-            clients: Some(w.clients.page()),
-        })
-        .await?;
-    s.topics_next = fill(client, &mut s.topics, s.topics_next.take(), &w.topics).await?;
-    s.queues_next = fill(client, &mut s.queues, s.queues_next.take(), &w.queues).await?;
-    s.clients_next = fill(client, &mut s.clients, s.clients_next.take(), &w.clients).await?;
-    Ok(s)
-}
-
-/// Follow a section's pages from `next` until the window holds `WINDOW` rows; returns the
-/// cursor after the window (none when the listing ended in it).
-async fn fill<T: Section>(
-    client: &Client,
-    rows: &mut Vec<T>,
-    next: Option<String>,
-    w: &Window,
-) -> momctl::client::Result<Option<String>> {
-    let Some(after) = next else {
-        return Ok(None);
-    };
-    if rows.len() >= WINDOW {
-        return Ok(Some(after));
-    }
-    let page = Page {
-        after: Some(after),
-        pattern: w.pattern.clone(),
-        ..Page::default()
-    };
-    let mut pager = Pager::<T>::new(page, Some(WINDOW - rows.len()));
-    rows.extend(pager.collect(client, |_| true).await?);
-    Ok(pager.cursor().map(str::to_string))
+    let pages = [w.topics.page(), w.queues.page(), w.clients.page()];
+    client.stats_sections(pages, Some(WINDOW)).await
 }
 
 async fn start_watch(

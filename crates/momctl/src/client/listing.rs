@@ -224,16 +224,63 @@ impl Client {
     /// The summary and at most `max` items of each section. A section cut short keeps its
     /// cursor in `topics_next` / `queues_next` / `clients_next`.
     pub async fn stats_limited(&self, max: Option<usize>) -> Result<Stats> {
-        let mut s = self.stats_page(StatsReq::summary(0)).await?;
-        let mut topics = Pager::<TopicInfo>::new(Page::default(), max);
-        s.topics = topics.collect(self, |_| true).await?;
-        s.topics_next = topics.cursor().map(str::to_string);
-        let mut queues = Pager::<QueueInfo>::new(Page::default(), max);
-        s.queues = queues.collect(self, |_| true).await?;
-        s.queues_next = queues.cursor().map(str::to_string);
-        let mut clients = Pager::<ClientInfo>::new(Page::default(), max);
-        s.clients = clients.collect(self, |_| true).await?;
-        s.clients_next = clients.cursor().map(str::to_string);
+        let all = Page::default();
+        self.stats_sections([all.clone(), all.clone(), all], max)
+            .await
+    }
+
+    /// The summary and, for each section (topics, queues, clients), what its page asks for
+    /// (a cursor, filters), at most `max` items (all with `None`): one `stats` request,
+    /// then the following pages of a section only when the broker cut it short (its byte
+    /// cap). Each `*_next` is where the section goes on after the items taken.
+    pub async fn stats_sections(&self, pages: [Page; 3], max: Option<usize>) -> Result<Stats> {
+        let first = |p: &Page| Page {
+            limit: Some(max.unwrap_or(usize::MAX).min(MAX_PAGE_LIMIT as usize) as u32),
+            ..p.clone()
+        };
+        let [topics, queues, clients] = pages;
+        let mut s = self
+            .stats_page(StatsReq {
+                id: 0,
+                topics: Some(first(&topics)),
+                queues: Some(first(&queues)),
+                clients: Some(first(&clients)),
+            })
+            .await?;
+        s.topics_next = self
+            .follow(&mut s.topics, s.topics_next.take(), topics, max)
+            .await?;
+        s.queues_next = self
+            .follow(&mut s.queues, s.queues_next.take(), queues, max)
+            .await?;
+        s.clients_next = self
+            .follow(&mut s.clients, s.clients_next.take(), clients, max)
+            .await?;
         Ok(s)
+    }
+
+    /// Take the pages after `next` until `rows` holds `max` items or the listing ends;
+    /// returns the cursor after what was taken (none when the listing ended).
+    async fn follow<T: Section>(
+        &self,
+        rows: &mut Vec<T>,
+        next: Option<String>,
+        page: Page,
+        max: Option<usize>,
+    ) -> Result<Option<String>> {
+        let Some(after) = next else {
+            return Ok(None);
+        };
+        let left = max.map(|m| m.saturating_sub(rows.len()));
+        if left == Some(0) {
+            return Ok(Some(after));
+        }
+        let page = Page {
+            after: Some(after),
+            ..page
+        };
+        let mut pager = Pager::<T>::new(page, left);
+        rows.extend(pager.collect(self, |_| true).await?);
+        Ok(pager.cursor().map(str::to_string))
     }
 }
