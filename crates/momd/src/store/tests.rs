@@ -516,7 +516,7 @@ fn retention_never_removes_what_a_queue_still_holds() {
 }
 
 #[test]
-fn retention_deletes_whole_segment_files() {
+fn retention_deletes_whole_segment_files_once_the_index_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut core) = open(dir.path());
     // 70 records of ~1 MiB fill more than one 64 MiB segment.
@@ -530,6 +530,11 @@ fn retention_deletes_whole_segment_files() {
     let t = core.topics.by_id(id).unwrap().clone();
     let (first, n, _) = store.trim(&t, t.limits, 1, u64::MAX).unwrap().unwrap();
     assert_eq!((first, n), (66, 65));
+    // The files stay until the index without them is durable (the broker removes them
+    // after the next flush): a crash in between must find every record the index names.
+    assert_eq!(segment_files(dir.path(), id).len(), 2);
+    store.flush().unwrap();
+    store.remove_segments_below(id, first).unwrap();
     assert_eq!(segment_files(dir.path(), id).len(), 1);
     core.topics.by_id_mut(id).unwrap().record_trim(first, n, 0);
     assert_eq!(read_all(&store, &core, "big").len(), 5);
