@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Ticket;
+use crate::auth::{Auth, Identity};
 use crate::config::FsyncMode;
 use crate::core::{Batch, Core, CoreError, WatchId};
 use crate::outbox::Outbox;
@@ -49,6 +50,8 @@ pub struct SessionInfo {
     pub session: u64,
     pub addr: String,
     pub outbox: Outbox,
+    /// Who the connection authenticated as.
+    pub identity: Identity,
 }
 
 pub enum Cmd {
@@ -65,6 +68,16 @@ pub enum Cmd {
     },
     Disconnect {
         session: u64,
+    },
+    /// A client failed to authenticate (told on `$sys.events`).
+    AuthFailed {
+        addr: String,
+        user: String,
+        reason: String,
+    },
+    /// A user was removed: its connections end.
+    UserRemoved {
+        user: String,
     },
     ReplayDone {
         watch: WatchId,
@@ -112,6 +125,7 @@ struct Session {
     outbox: Outbox,
     client: ClientInfo,
     watches: Vec<WatchId>,
+    identity: Identity,
 }
 
 enum Mode {
@@ -194,6 +208,8 @@ impl Rate {
 pub struct Broker {
     core: Core,
     store: Store,
+    /// Users and what they may do (shared with the connections, which authenticate).
+    auth: Arc<Auth>,
     cfg: BrokerConfig,
     server_id: String,
     started: Instant,
@@ -242,6 +258,7 @@ pub struct Broker {
     disk: Option<crate::disk::Disk>,
 }
 
+mod authz;
 mod client_close;
 mod disk_guard;
 mod listing;
@@ -277,6 +294,7 @@ impl Broker {
         server_id: String,
         cfg: BrokerConfig,
         queues: Vec<crate::core::queues::QueueRecord>,
+        auth: Arc<Auth>,
     ) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
         let (tx, rx) = mpsc::channel(4096);
         let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
@@ -293,6 +311,7 @@ impl Broker {
         let b = Broker {
             core,
             store,
+            auth,
             cfg,
             server_id,
             started: Instant::now(),
@@ -574,6 +593,13 @@ impl Broker {
                 ticket,
             } => self.request(session, frame, ticket),
             Cmd::Disconnect { session } => self.disconnect(session),
+            Cmd::AuthFailed { addr, user, reason } => self.sys_event(format!(
+                r#"{{"event":"auth_failed","addr":{},"user":{},"reason":{}}}"#,
+                json_str(&addr),
+                json_str(&user),
+                json_str(&reason)
+            )),
+            Cmd::UserRemoved { user } => self.close_user_sessions(&user),
             Cmd::ReplayDone { watch, lost } => self.replay_done(watch, lost),
             Cmd::Shutdown { done } => return Some(done),
         }
@@ -586,6 +612,9 @@ impl Broker {
             return;
         }
         let now = now_ms();
+        if let Err((code, msg)) = self.authorize(session, &frame) {
+            return self.error(session, frame.id(), code, msg);
+        }
         if !matches!(frame, ClientFrame::Publish(_)) {
             // Keep the store in the order the broker applied things.
             self.commit();
@@ -674,6 +703,19 @@ impl Broker {
                 ErrorCode::BadRequest,
                 "hello was already sent on this connection",
             ),
+            // Users and tokens are handled by the connection's task (`session/auth.rs`):
+            // checking a password is slow, and the broker's task must not wait for it.
+            f @ (ClientFrame::TokenCreate(_)
+            | ClientFrame::TokenRevoke(_)
+            | ClientFrame::UserAdd(_)
+            | ClientFrame::UserRm(_)
+            | ClientFrame::UserInfo(_)
+            | ClientFrame::UserList(_)
+            | ClientFrame::UserPasswd(_)
+            | ClientFrame::UserGrant(_)
+            | ClientFrame::UserRevoke(_)) => {
+                self.error(session, f.id(), ErrorCode::Internal, "not a broker request")
+            }
         }
     }
 }

@@ -135,6 +135,20 @@ pub struct Args {
     #[arg(long, env = "MOMD_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
+    /// Take clients without a user from any address, as admin, while no user is defined
+    /// (without it, only loopback clients are taken, and momd refuses to listen on another
+    /// address until a user exists). Warned about at every start.
+    #[arg(long, env = "MOMD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Lifetime of the tokens `momctl login` gets (a duration such as 1h).
+    #[arg(long, env = "MOMD_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Most connections one user may hold at once.
+    #[arg(long, env = "MOMD_MAX_CONNECTIONS_PER_USER", default_value_t = 1000)]
+    pub max_connections_per_user: usize,
+
     /// Most connections served at once; more wait to be accepted.
     #[arg(long, env = "MOMD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -200,6 +214,54 @@ pub enum Command {
         #[arg(long, env = "MOMD_DATA")]
         data: Option<PathBuf>,
     },
+    /// Manage users offline, on a stopped momd's data dir (the first admin, or a lost
+    /// password). While momd runs, use `momctl user` instead.
+    #[command(
+        after_help = "Examples:\n  momd user add root --admin --password-stdin --data /var/lib/mom < root.pw\n  \
+        momd user add alice --publish 'orders.>' --subscribe 'orders.>' --data /var/lib/mom\n  \
+        momd user ls --data /var/lib/mom\n  momd user passwd alice --data /var/lib/mom\n  \
+        momd user rm alice --data /var/lib/mom"
+    )]
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        /// Data directory. Default: momd's --data / MOMD_DATA, else the platform data dir.
+        #[arg(long, env = "MOMD_DATA", global = true)]
+        data: Option<PathBuf>,
+    },
+}
+
+/// `momd user …`: the password comes from a prompt without echo, from `--password-stdin`
+/// (one line), or from MOM_PASSWORD; never from the command line.
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        name: String,
+        /// The user may do everything, users included.
+        #[arg(long)]
+        admin: bool,
+        /// Topic pattern the user may publish to (repeat for more).
+        #[arg(long = "publish", value_name = "PATTERN")]
+        publish: Vec<String>,
+        /// Topic pattern the user may watch and consume (repeat for more).
+        #[arg(long = "subscribe", value_name = "PATTERN")]
+        subscribe: Vec<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Rm { name: String },
+    /// List users (never their passwords).
+    Ls,
+    /// Set a user's password.
+    Passwd {
+        name: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 /// `--listen`: what `momctl -s` accepts, resolved to the first address it names.
@@ -226,7 +288,9 @@ fn parse_age(s: &str) -> Result<Duration, String> {
 impl Args {
     pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
         let sub = match &self.command {
-            Some(Command::Verify { data } | Command::Repair { data }) => data.as_ref(),
+            Some(
+                Command::Verify { data } | Command::Repair { data } | Command::User { data, .. },
+            ) => data.as_ref(),
             None => None,
         };
         if let Some(d) = sub.or(self.data.as_ref()) {

@@ -3,6 +3,7 @@
 //! `session.rs` (one connection).
 
 mod admission;
+mod auth;
 mod broker;
 mod config;
 mod core;
@@ -14,6 +15,7 @@ mod replay;
 mod server;
 mod session;
 mod store;
+mod user_cmd;
 mod verify;
 
 use std::process::ExitCode;
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         };
         return match args.command {
             Some(config::Command::Repair { .. }) => verify::repair(&data),
+            Some(config::Command::User { cmd, .. }) => user_cmd::run(&data, cmd),
             _ => verify::verify(&data),
         };
     }
@@ -105,6 +108,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = Store::open(&data, args.cache_mb * 1024 * 1024)
         .with_context(|| format!("opening the store in {}", data.display()))?;
+    let auth = Arc::new(
+        auth::Auth::open(
+            store.db(),
+            &data,
+            auth::AuthConfig {
+                allow_anonymous: args.allow_anonymous,
+                token_ttl: args.token_ttl.max(Duration::from_secs(1)),
+                max_connections_per_user: args.max_connections_per_user.max(1),
+            },
+        )
+        .context("opening the users")?,
+    );
+    if !auth.has_users() && !args.listen.ip().is_loopback() {
+        if args.allow_anonymous {
+            tracing::warn!(
+                "no users and --allow-anonymous: anyone who reaches {} is an admin",
+                args.listen
+            );
+        } else {
+            anyhow::bail!(
+                "refusing to listen on {} with no users: anyone could connect as admin. Add \
+                 one first (`momd user add NAME --admin --data {}`), or listen on loopback, or \
+                 give --allow-anonymous",
+                args.listen,
+                data.display()
+            );
+        }
+    }
     let window_ms = args.dedupe_window.as_millis() as u64;
     let loaded = store
         .load(broker::now_ms(), window_ms)
@@ -159,6 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         loaded.server_id.clone(),
         cfg.clone(),
         loaded.queues,
+        auth.clone(),
     );
     let mut broker = broker;
     broker.report_damage(&damage);
@@ -178,6 +210,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         handle.clone(),
         Arc::new(cfg),
         args.max_connections.max(1),
+        auth,
         shutdown.clone(),
     )
     .await;

@@ -16,6 +16,7 @@ pub async fn serve(
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
     max_connections: usize,
+    auth: Arc<crate::auth::Auth>,
     shutdown: CancellationToken,
 ) -> TaskTracker {
     let tracker = TaskTracker::new();
@@ -34,9 +35,13 @@ pub async fn serve(
         match accepted {
             Ok((stream, addr)) => {
                 let (broker, cfg, shutdown) = (broker.clone(), cfg.clone(), shutdown.clone());
-                let budgets = (frame_budget.clone(), admission.clone());
+                let ctx = session::Ctx {
+                    frame_budget: frame_budget.clone(),
+                    admission: admission.clone(),
+                    auth: auth.clone(),
+                };
                 tracker.spawn(async move {
-                    session::run(stream, addr, broker, cfg, budgets, shutdown).await;
+                    session::run(stream, addr, broker, cfg, ctx, shutdown).await;
                     drop(permit);
                 });
             }

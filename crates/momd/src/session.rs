@@ -34,10 +34,19 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::auth;
 use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
 use crate::core::Batch;
 use crate::outbox::{self, Out, OutboxRx};
 use crate::reader::{self, read_frame, stalled_error, Read};
+
+/// What every connection shares: the read and admission budgets, and the users.
+#[derive(Clone)]
+pub struct Ctx {
+    pub frame_budget: reader::FrameBudget,
+    pub admission: Admission,
+    pub auth: Arc<crate::auth::Auth>,
+}
 
 /// How long a new connection may take to send `hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,9 +71,14 @@ pub async fn run(
     addr: SocketAddr,
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
-    (frame_budget, admission): (reader::FrameBudget, Admission),
+    ctx: Ctx,
     shutdown: CancellationToken,
 ) {
+    let Ctx {
+        frame_budget,
+        admission,
+        auth,
+    } = ctx;
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
@@ -96,11 +110,28 @@ pub async fn run(
         let _ = writer.await;
         return;
     };
+    let identity = match auth.authenticate(addr, &hello).await {
+        Ok(i) => i,
+        Err((code, msg)) => {
+            broker
+                .send(Cmd::AuthFailed {
+                    addr: addr.to_string(),
+                    user: hello.user.clone().unwrap_or_default(),
+                    reason: msg.clone(),
+                })
+                .await;
+            outbox.close(ServerFrame::error(Some(hello.id), code, msg));
+            drop(outbox);
+            let _ = writer.await;
+            return;
+        }
+    };
     let (tx, rx) = oneshot::channel();
     let info = SessionInfo {
         session,
         addr: addr.to_string(),
         outbox: outbox.clone(),
+        identity: identity.clone(),
     };
     if !broker
         .send(Cmd::Hello {
@@ -213,6 +244,12 @@ pub async fn run(
             }
         }
         bytes.hold(frame.id(), Held { kib: weight, large });
+        // Users and tokens are answered here: a password is not checked in the broker.
+        if auth::frames::is_auth_frame(&frame) {
+            let reply = auth::frames::handle(&auth, &identity, frame, &broker).await;
+            outbox.reply(reply, true);
+            continue;
+        }
         // The global admission last: a frame waiting for it keeps its frame-budget grant,
         // so frames read and not yet admitted are bounded too.
         let ticket = tokio::select! {

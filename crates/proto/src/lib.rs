@@ -4,6 +4,7 @@
 //! Start with [`message`] (every frame; the queue frames are in [`queue`], paging of the
 //! listings in [`page`]), then [`frame`] (the codec) and [`topic`] (names and patterns).
 
+pub mod auth;
 pub mod depth;
 pub mod error;
 pub mod frame;
@@ -13,6 +14,7 @@ pub mod parse;
 pub mod queue;
 pub mod topic;
 
+pub use auth::*;
 pub use error::{ErrorCode, FrameError};
 pub use frame::{
     decode_body, encode_body, encode_frame, encoded_len, split_frame, Codec, RawCodec,

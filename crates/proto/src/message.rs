@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::*;
 use crate::error::ErrorCode;
 use crate::page::{ListReq, StatsReq};
 use crate::queue::*;
@@ -46,6 +47,15 @@ pub enum ClientFrame {
     QueuePeek(QueuePeek),
     QueueRedrive(QueueRedrive),
     ClientClose(ClientClose),
+    TokenCreate(TokenCreate),
+    TokenRevoke(TokenRevoke),
+    UserAdd(UserAdd),
+    UserRm(UserReq),
+    UserInfo(UserReq),
+    UserList(Req),
+    UserPasswd(UserPasswd),
+    UserGrant(UserGrant),
+    UserRevoke(UserGrant),
 }
 
 /// Frames the server sends.
@@ -68,6 +78,9 @@ pub enum ServerFrame {
     ConsumeOk(ConsumeOk),
     QueueDeliver(QueueDeliver),
     FetchOk(FetchOk),
+    Token(Token),
+    UserInfo(UserInfoReply),
+    UserList(UserList),
 }
 
 /// The first frame of every connection.
@@ -520,6 +533,13 @@ impl ClientFrame {
             ClientFrame::QueuePeek(r) => r.id,
             ClientFrame::QueueRedrive(r) => r.id,
             ClientFrame::ClientClose(r) => r.id,
+            ClientFrame::TokenCreate(r) => r.id,
+            ClientFrame::TokenRevoke(r) => r.id,
+            ClientFrame::UserAdd(r) => r.id,
+            ClientFrame::UserRm(r) | ClientFrame::UserInfo(r) => r.id,
+            ClientFrame::UserList(r) => r.id,
+            ClientFrame::UserPasswd(r) => r.id,
+            ClientFrame::UserGrant(r) | ClientFrame::UserRevoke(r) => r.id,
         }
     }
 }
@@ -541,6 +561,9 @@ impl ServerFrame {
             ServerFrame::QueueList(r) => Some(r.id),
             ServerFrame::ConsumeOk(r) => Some(r.id),
             ServerFrame::FetchOk(r) => Some(r.id),
+            ServerFrame::Token(r) => Some(r.id),
+            ServerFrame::UserInfo(r) => Some(r.id),
+            ServerFrame::UserList(r) => Some(r.id),
             ServerFrame::Deliver(_) | ServerFrame::Notice(_) | ServerFrame::QueueDeliver(_) => None,
         }
     }

@@ -100,6 +100,35 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     }
 }
 
+/// Does pattern `inner` match only topics that pattern `outer` matches too (both assumed
+/// valid)? A user allowed `outer` may then watch `inner`. Topic names are patterns too.
+pub fn pattern_within(inner: &str, outer: &str) -> bool {
+    let mut it = inner.split('.');
+    let mut ot = outer.split('.');
+    let mut first = true;
+    loop {
+        match (it.next(), ot.next()) {
+            (None, None) => return true,
+            // `>` covers one or more tokens: whatever remains of `inner`, which is at least
+            // this one (a `>` of `inner` included), but no reserved topic from the start.
+            (Some(i), Some(">")) => return !(first && i.starts_with('$')),
+            (Some(">"), Some(_)) => return false,
+            (Some(i), Some("*")) => {
+                if first && i.starts_with('$') {
+                    return false;
+                }
+            }
+            (Some(i), Some(o)) => {
+                if i != o {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
 /// Is `pattern` a plain topic name (no wildcard)?
 pub fn is_literal(pattern: &str) -> bool {
     !pattern.split('.').any(|t| t == "*" || t == ">")
@@ -108,6 +137,24 @@ pub fn is_literal(pattern: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_within_patterns() {
+        assert!(pattern_within("orders.eu", "orders.>"));
+        assert!(pattern_within("orders.*", "orders.>"));
+        assert!(pattern_within("orders.>", "orders.>"));
+        assert!(pattern_within("orders.eu.>", "orders.*.>"));
+        assert!(!pattern_within("orders.>", "orders.*"));
+        assert!(!pattern_within("orders", "orders.>"));
+        assert!(!pattern_within(">", "orders.>"));
+        assert!(pattern_within("a.b", "*.b"));
+        assert!(!pattern_within("*.b", "a.b"));
+        assert!(pattern_within("x", ">"));
+        assert!(!pattern_within("$sys.events", ">"));
+        assert!(!pattern_within("$sys.events", "*.events"));
+        assert!(pattern_within("$sys.events", "$sys.>"));
+        assert!(pattern_within("$inbox.7.x", "$inbox.>"));
+    }
 
     #[test]
     fn names() {

@@ -9,7 +9,11 @@ use super::{json_str, Broker};
 
 impl Broker {
     pub(super) fn client_close(&mut self, session: u64, c: ClientClose) {
-        let Some(user) = self.sessions.get(&session).map(|s| s.client.user.clone()) else {
+        let Some((user, admin)) = self
+            .sessions
+            .get(&session)
+            .map(|s| (s.client.user.clone(), s.identity.admin))
+        else {
             return;
         };
         let Some((&target, t)) = self
@@ -24,13 +28,13 @@ impl Broker {
                 format!("no connected client {}", c.client_id),
             );
         };
-        if t.client.user != user {
+        if t.client.user != user && !admin {
             return self.error(
                 session,
                 c.id,
                 ErrorCode::Forbidden,
                 format!(
-                    "client {} belongs to user {:?}; only its own user may close it",
+                    "client {} belongs to user {:?}; only its own user or an admin may close it",
                     c.client_id, t.client.user
                 ),
             );
@@ -58,5 +62,25 @@ impl Broker {
         // Now, not when its reader notices: what it held is given back before the `ok` is
         // read, and requests it still has in flight are ignored.
         self.disconnect(target);
+    }
+
+    /// A user was removed: its connections end, as if closed by `client_close`.
+    pub(super) fn close_user_sessions(&mut self, user: &str) {
+        let targets: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.identity.user == user)
+            .map(|(id, _)| *id)
+            .collect();
+        for t in targets {
+            if let Some(s) = self.sessions.get(&t) {
+                s.outbox.close(ServerFrame::error(
+                    None,
+                    ErrorCode::Unauthorized,
+                    format!("user {user:?} was removed"),
+                ));
+            }
+            self.disconnect(t);
+        }
     }
 }

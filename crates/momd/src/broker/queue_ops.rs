@@ -598,7 +598,16 @@ impl Broker {
             | ClientFrame::TopicPurge(_)
             | ClientFrame::TopicSet(_)
             | ClientFrame::Stats(_)
-            | ClientFrame::Ping(_) => {}
+            | ClientFrame::Ping(_)
+            | ClientFrame::TokenCreate(_)
+            | ClientFrame::TokenRevoke(_)
+            | ClientFrame::UserAdd(_)
+            | ClientFrame::UserRm(_)
+            | ClientFrame::UserInfo(_)
+            | ClientFrame::UserList(_)
+            | ClientFrame::UserPasswd(_)
+            | ClientFrame::UserGrant(_)
+            | ClientFrame::UserRevoke(_) => {}
         }
     }
 }

@@ -39,8 +39,22 @@ impl Broker {
                 ),
             )));
         }
+        let user = info.identity.user.clone();
+        let max = self.auth.cfg.max_connections_per_user;
+        if self
+            .sessions
+            .values()
+            .filter(|s| s.identity.user == user)
+            .count()
+            >= max
+        {
+            return Err(Box::new(ServerFrame::error(
+                Some(hello.id),
+                ErrorCode::RateLimited,
+                format!("user {user:?} already has {max} connections, the limit per user"),
+            )));
+        }
         self.dirty = true;
-        let user = "anonymous".to_string();
         let now = now_ms();
         self.sessions.insert(
             info.session,
@@ -55,6 +69,7 @@ impl Broker {
                     ..ClientInfo::default()
                 },
                 watches: Vec::new(),
+                identity: info.identity,
             },
         );
         self.sys_event(format!(

@@ -28,6 +28,7 @@ impl Broker {
             r.roll(dt);
         }
         self.total_rate.roll(dt);
+        self.auth.purge_revoked(now);
         let expired = self.core.tick(now);
         if !expired.is_empty() {
             if let Err(e) = self.store.remove_dedupe(&expired) {

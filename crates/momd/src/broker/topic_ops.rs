@@ -37,9 +37,14 @@ impl Broker {
             ClientFrame::TopicRm(r) => self.topic_rm(session, r),
             ClientFrame::TopicPurge(r) => self.topic_purge(session, r),
             ClientFrame::TopicSet(s) => {
+                let owner = self
+                    .sessions
+                    .get(&session)
+                    .map(|x| x.identity.user.clone())
+                    .unwrap_or_default();
                 let res = self
                     .core
-                    .set_limits(&s, now)
+                    .set_limits(&s, now, &owner)
                     .map(|(t, created)| (t.clone(), created));
                 match res {
                     Ok((t, created)) => {

@@ -224,6 +224,9 @@ impl Core {
         }
         let default_limits = self.config.default_limits;
         let (t, created) = self.topics.get_or_create(name, now, default_limits);
+        if created {
+            t.owner.clone_from(&sender.user);
+        }
         let topic_id = t.id;
         // A topic's times never go backwards, even if the clock does: replay by time and
         // retention by age rely on it.
@@ -320,10 +323,14 @@ impl Core {
         &mut self,
         set: &mom_proto::TopicSet,
         now: u64,
+        owner: &str,
     ) -> Result<(&TopicState, bool), CoreError> {
         topic::validate_publish_topic(&set.topic)?;
         let default_limits = self.config.default_limits;
         let (t, created) = self.topics.get_or_create(&set.topic, now, default_limits);
+        if created {
+            t.owner = owner.to_string();
+        }
         let l = &mut t.limits;
         for (field, v) in [
             (&mut l.max_msgs, set.max_msgs),

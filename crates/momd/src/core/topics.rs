@@ -22,6 +22,9 @@ pub struct TopicState {
     /// Bytes stored now (payload + headers).
     pub bytes: u64,
     pub last_time: u64,
+    /// The user who created it (empty for topics made before owners were recorded).
+    #[serde(default)]
+    pub owner: String,
 }
 
 impl TopicState {
@@ -36,6 +39,7 @@ impl TopicState {
             msgs: 0,
             bytes: 0,
             last_time: 0,
+            owner: String::new(),
         }
     }
 

@@ -588,6 +588,11 @@ impl Store {
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
     }
 
+    /// The index store itself, for the users and tokens kept beside the topics.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Make everything written so far durable: the segment files, and sled's index (whose
     /// log file is fdatasynced after sled's own flush, which only ends in sync_file_range).
     pub fn flush(&self) -> Result<usize> {

@@ -1,0 +1,348 @@
+//! Users, passwords, tokens and what each user may do (DESIGN.md, Security).
+//!
+//! Users live in the data dir's index store (tree `users`): a name, an argon2id hash of the
+//! password (never the password), a role, and the topic patterns the user may publish to and
+//! subscribe to. Tokens are JWTs (HS256) signed with a key made at first start and kept in
+//! the data dir (`auth.key`, mode 0600); a revoked token's id is kept until it would have
+//! expired. With no user defined, clients from loopback connect as the admin `anonymous`
+//! (and from anywhere with `--allow-anonymous`); once a user exists, every client
+//! authenticates.
+//!
+//! Password checks are slow on purpose (argon2id): they run on the blocking pool, from the
+//! connection's task, never in the broker's.
+
+mod failures;
+pub mod frames;
+mod tokens;
+mod users;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use mom_proto::{topic, ErrorCode, Hello, UserInfo};
+use serde::{Deserialize, Serialize};
+
+pub use failures::Failures;
+pub use tokens::Keys;
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub admin: bool,
+    /// The id of the token it authenticated with, if it did.
+    pub token_id: Option<String>,
+}
+
+/// Hash a password (argon2id, fresh salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    users::check_password(password).map_err(|(_, m)| m)?;
+    users::hash(password)
+}
+
+/// Is `name` a valid user name?
+pub fn users_check_name(name: &str) -> Result<(), Refusal> {
+    users::check_name(name)
+}
+
+/// `n` bytes from the kernel's random source (for salts, keys and token ids).
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// The user of a server with no users.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    /// argon2id, in PHC string form (salt and parameters included).
+    pub hash: String,
+    pub admin: bool,
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    pub created: u64,
+}
+
+impl UserRecord {
+    pub fn info(&self) -> UserInfo {
+        UserInfo {
+            name: self.name.clone(),
+            admin: self.admin,
+            publish: self.publish.clone(),
+            subscribe: self.subscribe.clone(),
+            created: self.created,
+        }
+    }
+}
+
+/// A refusal: the code and the one-line reason the client gets.
+pub type Refusal = (ErrorCode, String);
+
+pub struct AuthConfig {
+    pub allow_anonymous: bool,
+    pub token_ttl: Duration,
+    pub max_connections_per_user: usize,
+}
+
+pub struct Auth {
+    users_tree: sled::Tree,
+    revoked_tree: sled::Tree,
+    users: RwLock<BTreeMap<String, UserRecord>>,
+    /// Revoked token ids, with when the token expires (ms since the epoch).
+    revoked: RwLock<BTreeMap<String, u64>>,
+    keys: Keys,
+    pub cfg: AuthConfig,
+    pub failures: Failures,
+}
+
+fn unauthorized(msg: impl Into<String>) -> Refusal {
+    (ErrorCode::Unauthorized, msg.into())
+}
+
+fn forbidden(msg: impl Into<String>) -> Refusal {
+    (ErrorCode::Forbidden, msg.into())
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+impl Auth {
+    /// Open the users and token key of the data dir `dir` (made at first start).
+    pub fn open(db: &sled::Db, dir: &Path, cfg: AuthConfig) -> anyhow::Result<Auth> {
+        let users_tree = db.open_tree("users")?;
+        let revoked_tree = db.open_tree("revoked_tokens")?;
+        let mut users = BTreeMap::new();
+        for kv in users_tree.iter() {
+            let (_, v) = kv?;
+            match rmp_serde::from_slice::<UserRecord>(&v) {
+                Ok(u) => {
+                    users.insert(u.name.clone(), u);
+                }
+                Err(e) => anyhow::bail!("a user record in the data dir does not read back: {e}"),
+            }
+        }
+        let mut revoked = BTreeMap::new();
+        for kv in revoked_tree.iter() {
+            let (k, v) = kv?;
+            let exp = v
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(u64::MAX, u64::from_be_bytes);
+            revoked.insert(String::from_utf8_lossy(&k).into_owned(), exp);
+        }
+        Ok(Auth {
+            users_tree,
+            revoked_tree,
+            users: RwLock::new(users),
+            revoked: RwLock::new(revoked),
+            keys: Keys::open(dir)?,
+            cfg,
+            failures: Failures::default(),
+        })
+    }
+
+    fn users(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, UserRecord>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn has_users(&self) -> bool {
+        !self.users().is_empty()
+    }
+
+    pub fn user(&self, name: &str) -> Option<UserRecord> {
+        self.users().get(name).cloned()
+    }
+
+    /// Who the client of `hello`, from `peer`, is; or why it may not connect.
+    pub async fn authenticate(&self, peer: SocketAddr, hello: &Hello) -> Result<Identity, Refusal> {
+        if !self.has_users() {
+            if is_loopback(peer.ip()) || self.cfg.allow_anonymous {
+                return Ok(Identity {
+                    user: ANONYMOUS.into(),
+                    admin: true,
+                    token_id: None,
+                });
+            }
+            return Err(unauthorized(
+                "this server has no users: it takes anonymous clients from loopback only",
+            ));
+        }
+        let res = if let Some(token) = &hello.token {
+            self.check_token(token)
+        } else if let (Some(user), Some(password)) = (&hello.user, &hello.password) {
+            self.check_password(user, password).await
+        } else {
+            // Not a failed guess: no delay, and nothing to count.
+            return Err(unauthorized(
+                "authentication required: run `momctl login` (with MOM_USER set), or give \
+                 a user and password or a token",
+            ));
+        };
+        match res {
+            Ok(id) => {
+                self.failures.succeeded(peer.ip());
+                Ok(id)
+            }
+            Err(e) => {
+                // Each failure from an address waits longer before it is answered.
+                let delay = self.failures.failed(peer.ip());
+                tokio::time::sleep(delay).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn check_password(&self, user: &str, password: &str) -> Result<Identity, Refusal> {
+        let rec = self.user(user);
+        let hash = rec.as_ref().map(|r| r.hash.clone());
+        let password = password.to_string();
+        // An unknown user costs a hash check too, so timing does not tell who exists.
+        let ok = tokio::task::spawn_blocking(move || match hash {
+            Some(h) => users::verify(&password, &h),
+            None => {
+                users::verify(&password, users::dummy_hash());
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
+        match rec {
+            Some(r) if ok => Ok(Identity {
+                user: r.name,
+                admin: r.admin,
+                token_id: None,
+            }),
+            _ => Err(unauthorized("wrong user or password")),
+        }
+    }
+
+    fn check_token(&self, token: &str) -> Result<Identity, Refusal> {
+        let claims = self.keys.verify(token)?;
+        if self
+            .revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&claims.jti)
+        {
+            return Err(unauthorized("token revoked: run momctl login"));
+        }
+        let Some(rec) = self.user(&claims.sub) else {
+            return Err(unauthorized(format!(
+                "token of user {:?}, who no longer exists",
+                claims.sub
+            )));
+        };
+        Ok(Identity {
+            user: rec.name,
+            admin: rec.admin,
+            token_id: Some(claims.jti),
+        })
+    }
+
+    /// A token for `who`, valid for `ttl_ms` (0: the default; never more than the default).
+    pub fn create_token(
+        &self,
+        who: &Identity,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<(String, u64), Refusal> {
+        let max = self.cfg.token_ttl.as_millis() as u64;
+        let ttl = if ttl_ms == 0 { max } else { ttl_ms.min(max) };
+        self.keys.sign(&who.user, now_ms, ttl)
+    }
+
+    /// Revoke a token (kept until it would have expired, across restarts). A user revokes
+    /// its own tokens; an admin any.
+    pub fn revoke_token(&self, who: &Identity, token: Option<&str>) -> Result<(), Refusal> {
+        let (jti, exp) = match token {
+            Some(t) => {
+                let c = self.keys.verify_ignoring_expiry(t)?;
+                if c.sub != who.user && !who.admin {
+                    return Err(forbidden(
+                        "a token of another user; only an admin may revoke it",
+                    ));
+                }
+                (c.jti, c.exp.saturating_mul(1000))
+            }
+            None => match &who.token_id {
+                Some(j) => (j.clone(), u64::MAX),
+                None => return Err((
+                    ErrorCode::BadRequest,
+                    "this connection did not authenticate with a token; name the token to revoke"
+                        .into(),
+                )),
+            },
+        };
+        self.revoked_tree
+            .insert(jti.as_bytes(), &exp.to_be_bytes()[..])
+            .and_then(|_| self.revoked_tree.flush())
+            .map_err(|e| {
+                (
+                    ErrorCode::Unavailable,
+                    format!("cannot record the revocation: {e}"),
+                )
+            })?;
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti, exp);
+        Ok(())
+    }
+
+    /// Forget revocations of tokens that have expired anyway.
+    pub fn purge_revoked(&self, now_ms: u64) {
+        let expired: Vec<String> = self
+            .revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, exp)| **exp < now_ms)
+            .map(|(j, _)| j.clone())
+            .collect();
+        for j in expired {
+            let _ = self.revoked_tree.remove(j.as_bytes());
+            self.revoked
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&j);
+        }
+    }
+
+    /// May `who` publish to `topic`?
+    pub fn may_publish(&self, who: &Identity, topic: &str) -> bool {
+        who.admin
+            || self
+                .user(&who.user)
+                .is_some_and(|u| u.publish.iter().any(|p| topic::matches(p, topic)))
+    }
+
+    /// May `who` watch `pattern` (or bind or consume a queue on it)?
+    pub fn may_subscribe(&self, who: &Identity, pattern: &str) -> bool {
+        if who.admin {
+            return true;
+        }
+        // The broker's own topics are for admins only, whatever was granted.
+        if pattern == "$sys" || pattern.starts_with("$sys.") {
+            return false;
+        }
+        self.user(&who.user).is_some_and(|u| {
+            u.subscribe
+                .iter()
+                .any(|p| topic::pattern_within(pattern, p))
+        })
+    }
+}
