@@ -57,7 +57,7 @@ fn bins() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-/// Make sure momd and momctl are built from the current sources.
+/// Make sure momd, momctl, momtui and momcheck are built from the current sources.
 fn build_bins(profile_dir: &Path) {
     if std::env::var_os("MOM_E2E_NO_BUILD").is_some() {
         return;
@@ -70,7 +70,7 @@ fn build_bins(profile_dir: &Path) {
     };
     let mut cmd = Command::new(cargo);
     cmd.current_dir(manifest).args([
-        "build", "--quiet", "-p", "momd", "-p", "momctl", "-p", "momtui",
+        "build", "--quiet", "-p", "momd", "-p", "momctl", "-p", "momtui", "-p", "momcheck",
     ]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");

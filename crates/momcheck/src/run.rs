@@ -300,6 +300,7 @@ impl Run {
     /// read back and check.
     async fn finish(&mut self, t: Tasks) -> anyhow::Result<(Counts, Details)> {
         self.ctx.set_phase("final");
+        let t_final = Instant::now();
         t.stop_publishing.cancel();
         if !join_all(&t.publishers, Duration::from_secs(120)).await {
             eprintln!("momcheck: publishers still re-sending after 120 s; giving up on them");
@@ -308,8 +309,12 @@ impl Run {
         }
         t.stop_others.cancel();
         join_all(&t.others, Duration::from_secs(30)).await;
+        eprintln!(
+            "momcheck: final: clients stopped in {:.1?}",
+            t_final.elapsed()
+        );
         let c = Client::connect(&ConnectOptions::new(self.ctx.addr(), "momcheck final")).await?;
-        // Drained: nothing ready or unacked. Stuck: the same for 15 s while consumers wait.
+        // Drained: nothing ready or unacked. Stuck: the same for 10 s while consumers wait.
         let t0 = Instant::now();
         let mut last = (u64::MAX, Instant::now());
         loop {
@@ -324,7 +329,7 @@ impl Run {
             if q.lag != last.0 {
                 last = (q.lag, Instant::now());
             }
-            if last.1.elapsed() > Duration::from_secs(15) || t0.elapsed() > Duration::from_secs(180)
+            if last.1.elapsed() > Duration::from_secs(10) || t0.elapsed() > Duration::from_secs(180)
             {
                 eprintln!(
                     "momcheck: the queue does not drain: {} ready, {} unacked, {} dropped after {:.0?} \
@@ -340,7 +345,10 @@ impl Run {
         }
         t.stop_consumers.cancel();
         join_all(&t.consumers, Duration::from_secs(30)).await;
+        eprintln!("momcheck: final: queue drained in {:.1?}", t0.elapsed());
+        let t1 = Instant::now();
         let rb = readback::read_all(&self.ctx, &c).await?;
+        eprintln!("momcheck: final: read back in {:.1?}", t1.elapsed());
         drop(c);
         let l = self.ctx.ledger();
         let (counts, details) = verdict::check(

@@ -3,12 +3,12 @@
 //! (and sometimes nack) what they get, and watchers that resume where they were. Each
 //! writes down what it saw in the ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mom_proto::{ErrorCode, Message, PubMsg, StartAt, Watch};
-use momctl::client::{keys, Client, ClientError, ConnectOptions, WatchEvent};
+use mom_proto::{Ack, ClientFrame, ErrorCode, Message, Nack, PubMsg, StartAt, Watch};
+use momctl::client::{keys, Client, ClientError, ConnectOptions, PendingReply, WatchEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::{id_string, parse_id, payload, Conflict, Ctx, Id, Sent};
@@ -222,7 +222,8 @@ fn record_deliveries(ctx: &Ctx, msgs: &[Message]) {
 }
 
 /// A consumer of the queue: acks what it gets, nacks about one in fifty (delivered again,
-/// with a higher delivery count). Reconnects after a lost connection.
+/// with a higher delivery count). Acks are pipelined (up to 16 unanswered), so the consumer
+/// is not paced by one flush per batch. Reconnects after a lost connection.
 pub async fn consumer(ctx: Ctx, c: u32, mut rng: Rng, stop: CancellationToken) {
     let name = format!("momcheck consumer {c}");
     'outer: loop {
@@ -231,7 +232,7 @@ pub async fn consumer(ctx: Ctx, c: u32, mut rng: Rng, stop: CancellationToken) {
         };
         let mut stream = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(REQUEST_TIMEOUT, client.consume(QUEUE, 64)) => match r {
+            r = tokio::time::timeout(REQUEST_TIMEOUT, client.consume(QUEUE, 256)) => match r {
                 Ok(Ok(s)) => s,
                 _ => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -239,6 +240,7 @@ pub async fn consumer(ctx: Ctx, c: u32, mut rng: Rng, stop: CancellationToken) {
                 }
             },
         };
+        let mut replies: VecDeque<PendingReply> = VecDeque::new();
         loop {
             let msgs = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -250,16 +252,45 @@ pub async fn consumer(ctx: Ctx, c: u32, mut rng: Rng, stop: CancellationToken) {
             record_deliveries(&ctx, &msgs);
             let (nack, ack): (Vec<Message>, Vec<Message>) =
                 msgs.into_iter().partition(|_| rng.chance(0.02));
+            let queue = QUEUE.to_string();
+            let mut sends = Vec::new();
             if !ack.is_empty() {
-                match tokio::time::timeout(REQUEST_TIMEOUT, stream.ack(&ack)).await {
-                    Ok(Ok(())) => {}
-                    _ => continue 'outer,
-                }
+                let (queue, msgs) = (queue.clone(), keys(&ack));
+                sends.push(
+                    client
+                        .send(|id| ClientFrame::Ack(Ack { id, queue, msgs }))
+                        .await,
+                );
             }
             if !nack.is_empty() {
-                let delay = Duration::from_millis(rng.below(20));
-                let r = client.nack(QUEUE, keys(&nack), delay);
-                if !matches!(tokio::time::timeout(REQUEST_TIMEOUT, r).await, Ok(Ok(()))) {
+                let delay_ms = rng.below(20);
+                let msgs = keys(&nack);
+                sends.push(
+                    client
+                        .send(|id| {
+                            ClientFrame::Nack(Nack {
+                                id,
+                                queue,
+                                msgs,
+                                delay_ms,
+                                release: false,
+                            })
+                        })
+                        .await,
+                );
+            }
+            for s in sends {
+                match s {
+                    Ok(p) => replies.push_back(p),
+                    Err(_) => continue 'outer,
+                }
+            }
+            while replies.len() > 16 {
+                let Some(p) = replies.pop_front() else { break };
+                if !matches!(
+                    tokio::time::timeout(REQUEST_TIMEOUT, p.await_reply()).await,
+                    Ok(Ok(_))
+                ) {
                     continue 'outer;
                 }
             }

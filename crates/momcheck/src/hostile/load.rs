@@ -183,8 +183,8 @@ fn said(what: &str, ok: u64, err: u64, first: Option<String>) -> String {
 /// Many topics (one message each) and many queues, each bound to one of them; then a
 /// `stats`, a `topic_list` and a `queue_list` of it all; then everything removed again.
 pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyhow::Result<String> {
-    let topics = scale.pick(100_000, 2_000);
-    let queues = scale.pick(10_000, 200);
+    let topics = scale.pick(100_000, 1_000);
+    let queues = scale.pick(10_000, 100);
     let tag = rng.below(1_000_000);
     let c = Client::connect(&ConnectOptions::new(addr, "momcheck many")).await?;
     let t0 = Instant::now();

@@ -25,7 +25,7 @@ pub enum Case {
     HugeHeaders,
     /// Watches with hundreds of thousands of patterns.
     WatchPatterns,
-    /// Many topics and many queues (100k and 10k; 2,000 and 200 with --small).
+    /// Many topics and many queues (100k and 10k; 1,000 and 100 with --small).
     ManyTopicsQueues,
     /// Many idle connections (10k; 500 with --small).
     IdleConnections,

@@ -1,0 +1,210 @@
+//! The short run of momcheck, the fault-injection checker (issue 10): a few cycles of each
+//! fault against the real momd, judged by momcheck's own verdict. The long run is
+//! described in the README (## Testing).
+//!
+//! Left out until momd holds up under them (each is reproduced by the long run):
+//! `clock` (a forward jump of momd's clock across a kill -9 forgets the dedupe entries, so
+//! a publisher's retry is stored twice), `--corrupt truncate` (a segment file cut short by
+//! acknowledged records is taken for a torn write; the queue then retries the vanished seqs
+//! forever) and `diskfull` (after the disk has space again, publishes and new connections
+//! can stay refused until momd restarts).
+
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn momcheck_bin() -> PathBuf {
+    let b = common::momd_bin().with_file_name("momcheck");
+    assert!(b.is_file(), "{} is missing", b.display());
+    b
+}
+
+/// Run momcheck; returns its exit code, its verdict line (stdout) and its stderr. A run
+/// longer than `limit` is killed and fails the test.
+fn momcheck(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = Command::new(momcheck_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning momcheck");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = common::wait_timeout(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let Some(status) = status else {
+        panic!("momcheck {args:?} did not finish within {limit:?}; stderr:\n{err}");
+    };
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// The verdict passes: exit 0, every violation counted 0, each fault run `at_least` times.
+fn assert_passes(args: &[&str], faults: &[&str], at_least: u32) {
+    let t0 = Instant::now();
+    let (code, verdict, stderr) = momcheck(args, Duration::from_secs(240));
+    eprintln!("{verdict}(in {:.0?})", t0.elapsed());
+    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+    let tail: String = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+    let why = format!("momcheck {args:?}\nverdict: {verdict}\nstderr (end):\n{tail}");
+    assert_eq!(code, 0, "{why}");
+    assert!(verdict.starts_with("momcheck seed "), "{why}");
+    assert!(verdict.trim_end().ends_with(" PASS"), "{why}");
+    let words: Vec<&str> = verdict.split_whitespace().collect();
+    for kind in [
+        "lost",
+        "duplicated",
+        "reordered",
+        "seq-reuse",
+        "queue-never-delivered",
+        "delivery-count-regressions",
+        "corrupted-served",
+        "phantom",
+        "crashes",
+        "stalls",
+        "errors",
+        "admin-lost",
+        "store-failures",
+        "rss-over",
+    ] {
+        let i = words
+            .iter()
+            .position(|w| *w == kind)
+            .unwrap_or_else(|| panic!("no {kind} in the verdict; {why}"));
+        assert_eq!(words.get(i + 1), Some(&"0"), "{kind}; {why}");
+    }
+    let acked: u64 = words
+        .iter()
+        .position(|w| *w == "acked")
+        .and_then(|i| words.get(i + 1)?.parse().ok())
+        .unwrap_or(0);
+    assert!(acked > 1000, "only {acked} messages acknowledged; {why}");
+    for f in faults {
+        let n: u32 = words
+            .iter()
+            .find_map(|w| w.strip_prefix(&format!("{f}="))?.parse().ok())
+            .unwrap_or(0);
+        assert!(n >= at_least, "{f} ran {n} times, not {at_least}; {why}");
+    }
+}
+
+#[test]
+fn kill_9_and_pauses_lose_duplicate_and_reorder_nothing() {
+    assert_passes(
+        &[
+            "--cycles",
+            "8",
+            "--faults",
+            "kill9,pause",
+            "--checkpoint-every",
+            "4",
+            "--small",
+        ],
+        &["kill9", "pause"],
+        4,
+    );
+}
+
+#[test]
+fn every_hostile_client_leaves_momd_serving_within_its_memory_bound() {
+    assert_passes(
+        &[
+            "--cycles",
+            "11",
+            "--faults",
+            "hostile",
+            "--hostile-time",
+            "1s",
+            "--small",
+        ],
+        &["hostile"],
+        11,
+    );
+}
+
+// The faults below expose momd bugs that are not fixed yet (issue 10); each test turns on
+// once they are: `cargo test --test momcheck -- --ignored`.
+
+#[test]
+#[ignore = "momd bug: a flipped bit in a record the queue has not delivered yet stalls the whole queue"]
+fn flipped_bits_are_reported_and_nothing_else_is_lost() {
+    assert_passes(
+        &[
+            "--cycles",
+            "4",
+            "--faults",
+            "corrupt",
+            "--corrupt",
+            "flip",
+            "--small",
+        ],
+        &["corrupt"],
+        4,
+    );
+}
+
+#[test]
+#[ignore = "momd bug: acknowledged records cut off a segment file are dropped as a torn write"]
+fn truncated_segment_files_are_reported_and_nothing_else_is_lost() {
+    assert_passes(
+        &[
+            "--cycles",
+            "4",
+            "--faults",
+            "corrupt",
+            "--corrupt",
+            "truncate",
+            "--small",
+        ],
+        &["corrupt"],
+        4,
+    );
+}
+
+#[test]
+#[ignore = "momd bug: after a full disk has space again, publishes can stay refused until a restart"]
+fn a_full_disk_refuses_publishes_then_they_resume_on_their_own() {
+    assert_passes(
+        &[
+            "--cycles",
+            "4",
+            "--faults",
+            "diskfull",
+            "--small",
+            "--disk-size",
+            "256MiB",
+        ],
+        &["diskfull"],
+        4,
+    );
+}
+
+#[test]
+#[ignore = "momd bug: a forward clock jump across a kill -9 stores a retried publish twice"]
+fn clock_jumps_lose_and_duplicate_nothing() {
+    assert_passes(
+        &["--cycles", "6", "--faults", "clock", "--small"],
+        &["clock"],
+        6,
+    );
+}
