@@ -14,3 +14,4 @@
 pub mod client;
 pub mod human;
 pub mod json;
+pub mod profile;

@@ -8,8 +8,8 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
-use momctl::client::ConnectOptions;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 use crate::cmd::Failure;
@@ -17,7 +17,24 @@ use crate::cmd::Failure;
 fn main() -> ExitCode {
     // `COMPLETE=bash momctl …`: the shell asks for completions (topic and queue names too).
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let given = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    if matches.value_source("password") == Some(ValueSource::CommandLine) {
+        eprintln!(
+            "momctl: warning: a password on the command line shows in `ps`; use MOM_PASSWORD, \
+             --password-stdin or `momctl login`"
+        );
+    }
+    let server_given = given("server");
     if let Command::Completions { shell } = cli.cmd {
         // Into a buffer first: the generator panics on a closed stdout (`| head`).
         let mut script = Vec::new();
@@ -33,15 +50,35 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return cmd::finish(Err(Failure::new(1, format!("cannot start: {e}")))),
     };
-    if cli.global.user.is_some() || cli.global.password.is_some() {
-        // Accepting them and connecting anonymously would let a script believe it is
-        // someone it is not.
-        return cmd::finish(Err(Failure::new(
-            2,
-            "this broker has no users yet: --user/--password (and MOM_USER/MOM_PASSWORD) are not supported",
-        )));
+    let g = &cli.global;
+    let inputs = momctl::profile::Inputs {
+        server: server_given.then(|| g.server.clone()),
+        default_server: mom_proto::DEFAULT_ADDR.to_string(),
+        user: g.user.clone(),
+        password: g.password.clone(),
+        token: g.token.clone(),
+        context: g.context.clone(),
+        tls_ca: g.tls_ca.clone(),
+        tls_insecure: g.tls_insecure,
+        use_saved_token: true,
+    };
+    let now = now_ms();
+    if let Command::Context(c) = cli.cmd {
+        let given = cmd::context::Given {
+            server: g.server.clone(),
+            user: g.user.clone(),
+            tls_ca: g.tls_ca.clone(),
+            tls_insecure: g.tls_insecure,
+        };
+        return cmd::finish(cmd::context::run(c, given, cli.global.json));
     }
-    let opts = ConnectOptions::new(cli.global.server.clone(), client_name(&cli.cmd));
+    // `login` asks for a new token: an old saved one (even expired) plays no part.
+    let mut inputs = inputs;
+    inputs.use_saved_token = !matches!(cli.cmd, Command::Login(_));
+    let opts = match momctl::profile::resolve(inputs, client_name(&cli.cmd), now) {
+        Ok(o) => o,
+        Err(e) => return cmd::finish(Err(Failure::new(5, e))),
+    };
     let json = cli.global.json;
     // Long-running commands reconnect unless told not to; publish only when asked (its
     // resends need ids, see `publish --help`).
@@ -92,6 +129,11 @@ fn main() -> ExitCode {
             Command::Client(c) => cmd::client::run(&opts, c, json).await,
             Command::Stats { watch, limit } => cmd::stats::run(&opts, watch, limit, json).await,
             Command::Ping { count } => cmd::ping::run(&opts, count, json).await,
+            Command::Login(a) => cmd::auth::login(&opts, a, json, now).await,
+            Command::Logout => cmd::auth::logout(&opts, now).await,
+            Command::Whoami => cmd::auth::whoami(&opts, json).await,
+            Command::User(u) => cmd::auth::user(&opts, u, json).await,
+            Command::Context(_) => Ok(()),
             Command::Completions { .. } => Ok(()),
         }
     });
@@ -118,6 +160,11 @@ fn client_name(cmd: &Command) -> String {
         Command::Client(_) => ("client", None),
         Command::Stats { .. } => ("stats", None),
         Command::Ping { .. } => ("ping", None),
+        Command::Login(_) => ("login", None),
+        Command::Logout => ("logout", None),
+        Command::Whoami => ("whoami", None),
+        Command::User(_) => ("user", None),
+        Command::Context(_) => ("context", None),
         Command::Completions { .. } => ("completions", None),
     };
     let mut name = format!("momctl {verb}");
@@ -134,4 +181,10 @@ fn client_name(cmd: &Command) -> String {
         name.truncate(cut);
     }
     name
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

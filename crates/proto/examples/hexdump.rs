@@ -51,6 +51,7 @@ fn topic_info() -> TopicInfo {
         in_rate: 0.5,
         out_rate: 0.0,
         damaged: 0,
+        owner: String::new(),
     }
 }
 
@@ -653,6 +654,7 @@ fn main() {
                 in_rate: 0.0,
                 out_rate: 0.0,
                 damaged: 0,
+                owner: String::new(),
             },
             purged: Some(3),
         }),

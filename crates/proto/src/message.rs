@@ -361,6 +361,10 @@ pub struct TopicInfo {
     /// them, `momd repair` moves them aside). Sent only when not 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub damaged: u64,
+    /// The user who created it; only it or an admin may remove, purge or change it. Absent
+    /// for topics made before owners were recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 /// One page of topics, by name.

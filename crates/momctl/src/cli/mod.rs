@@ -2,8 +2,10 @@
 //! that manage queues, topics and clients are in `admin`.
 
 mod admin;
+mod security;
 
 pub use admin::{ClientCmd, QueueCmd, TopicCmd};
+pub use security::{ContextCmd, LoginArgs, UserCmd};
 
 use std::time::Duration;
 
@@ -36,19 +38,30 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// User name. This broker has no users yet: the flag is refused rather than ignored.
-    #[arg(long, global = true, env = "MOM_USER", hide = true)]
+    /// User to authenticate as (with MOM_PASSWORD, or the token `momctl login` saved).
+    #[arg(long, global = true, env = "MOM_USER")]
     pub user: Option<String>,
 
-    /// Password. Refused like --user.
-    #[arg(
-        long,
-        global = true,
-        env = "MOM_PASSWORD",
-        hide_env_values = true,
-        hide = true
-    )]
+    /// Password. Prefer MOM_PASSWORD or `momctl login`: a password on the command line
+    /// shows in `ps` (momctl warns).
+    #[arg(long, global = true, env = "MOM_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+
+    /// A token from `momctl login` to authenticate with.
+    #[arg(long, global = true, env = "MOM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Use a saved context (server, user, TLS settings): see `momctl context`.
+    #[arg(long, global = true, env = "MOM_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, global = true, env = "MOM_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Speak TLS without checking the server's certificate (for testing only).
+    #[arg(long, global = true, env = "MOM_TLS_INSECURE")]
+    pub tls_insecure: bool,
 }
 
 /// What a long-running command does when the connection to the broker is lost.
@@ -165,6 +178,30 @@ $dlq.NAME."
     /// Manage queues (durable subscriptions).
     #[command(subcommand)]
     Queue(QueueCmd),
+
+    /// Log in: exchange a user and password for a token, saved for this server.
+    #[command(
+        after_help = "Examples:\n  MOM_USER=alice momctl login -s broker:7878      # asks for the password\n  \
+momctl login --user alice --password-stdin < alice.pw\n\n\
+The token (valid for the server's --token-ttl, 1 h by default) is saved in momctl's config \
+dir (MOM_CONFIG_DIR, else ~/.config/mom), readable by you only; later commands and momtui \
+use it."
+    )]
+    Login(LoginArgs),
+
+    /// Log out: revoke the saved token on the server and forget it.
+    Logout,
+
+    /// Show who this connection is: server, user, and the saved token's expiry.
+    Whoami,
+
+    /// Manage users (admins; a user may see itself and set its own password).
+    #[command(subcommand)]
+    User(UserCmd),
+
+    /// Save and pick connection settings by name, like `nats context`.
+    #[command(subcommand)]
+    Context(ContextCmd),
 
     /// Send a request and print the reply.
     #[command(

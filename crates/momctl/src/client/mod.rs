@@ -13,10 +13,12 @@
 mod admin;
 mod listing;
 mod publisher;
+mod users;
 mod watch;
 
 pub use listing::{PageOf, Pager, Section};
 pub use publisher::Publisher;
+pub use users::Grants;
 pub use watch::{key, keys, ConsumerStream, WatchEvent, WatchStream};
 
 use std::collections::HashMap;
@@ -97,6 +99,10 @@ pub struct ConnectOptions {
     pub user: Option<String>,
     pub password: Option<String>,
     pub token: Option<String>,
+    /// Speak TLS, trusting these CA certificates (PEM); see also `tls_insecure`.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Speak TLS without checking the server's certificate.
+    pub tls_insecure: bool,
     pub connect_timeout: Duration,
 }
 
@@ -109,6 +115,8 @@ impl ConnectOptions {
             user: None,
             password: None,
             token: None,
+            tls_ca: None,
+            tls_insecure: false,
             connect_timeout: Duration::from_secs(5),
         }
     }

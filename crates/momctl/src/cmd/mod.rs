@@ -10,7 +10,9 @@ macro_rules! outln {
 }
 
 pub mod ack;
+pub mod auth;
 pub mod client;
+pub mod context;
 pub mod exec;
 pub mod listing;
 pub mod ping;

@@ -124,6 +124,9 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
     }
     outln!("last:       {}", human_time(t.last_time));
     outln!("created:    {}", human_time(t.created));
+    if !t.owner.is_empty() {
+        outln!("owner:      {}", t.owner);
+    }
     if t.damaged > 0 {
         outln!(
             "damaged:    {} on disk cannot be read (`momd verify` lists them)",

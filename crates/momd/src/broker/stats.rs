@@ -24,6 +24,7 @@ impl Broker {
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,
             damaged: self.core.topics.damaged(t.id),
+            owner: t.owner.clone(),
         }
     }
 

@@ -1,0 +1,179 @@
+//! What momctl and momtui keep between runs, in the user's config dir (`~/.config/mom` on
+//! Linux, or `MOM_CONFIG_DIR`): saved contexts (`contexts.json`: a server, a user and TLS
+//! settings under a name, like `nats context`) and the tokens `momctl login` got
+//! (`tokens.json`, one per server, readable by the user only). And how a connection's
+//! credentials are chosen from flags, environment, context and saved token.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::ConnectOptions;
+
+const CONTEXTS: &str = "contexts.json";
+const TOKENS: &str = "tokens.json";
+
+/// Where momctl keeps its files.
+pub fn config_dir() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("MOM_CONFIG_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    directories::ProjectDirs::from("", "", "mom")
+        .map(|d| d.config_dir().to_path_buf())
+        .ok_or_else(|| "no home directory for momctl's config: set MOM_CONFIG_DIR".to_string())
+}
+
+/// A named set of connection settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_insecure: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Contexts {
+    /// The context used when none is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    #[serde(default)]
+    pub contexts: BTreeMap<String, Context>,
+}
+
+/// A token `momctl login` got, kept per server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedToken {
+    pub user: String,
+    pub token: String,
+    /// When it expires, ms since the epoch.
+    pub expires: u64,
+}
+
+fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| format!("{} does not read back: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Write `value` to `name` in the config dir, readable by the user only, whole or not at all.
+fn write_json<T: Serialize>(name: &str, value: &T) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = config_dir()?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let body = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
+    let res = (|| -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    res.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+pub fn load_contexts() -> Result<Contexts, String> {
+    read_json(&config_dir()?.join(CONTEXTS))
+}
+
+pub fn save_contexts(c: &Contexts) -> Result<(), String> {
+    write_json(CONTEXTS, c)
+}
+
+pub fn load_tokens() -> Result<BTreeMap<String, SavedToken>, String> {
+    read_json(&config_dir()?.join(TOKENS))
+}
+
+pub fn save_tokens(t: &BTreeMap<String, SavedToken>) -> Result<(), String> {
+    write_json(TOKENS, t)
+}
+
+/// What the command line and the environment said about the connection.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// The server, when given by a flag or MOM_SERVER (else the context's, else the default).
+    pub server: Option<String>,
+    pub default_server: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub context: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_insecure: bool,
+    /// Use the token `momctl login` saved for the server (not when logging in again).
+    pub use_saved_token: bool,
+}
+
+/// The connection options: flags and environment first, then the context (named, or the
+/// current one), then the default server. Credentials: a token given, else a user with a
+/// password, else the token saved for that server by `momctl login` (for that user, if one
+/// is named), else none (a server without users).
+pub fn resolve(
+    inputs: Inputs,
+    name: impl Into<String>,
+    now_ms: u64,
+) -> Result<ConnectOptions, String> {
+    let contexts = load_contexts()?;
+    let ctx_name = inputs.context.clone().or(contexts.current.clone());
+    let ctx = match &ctx_name {
+        Some(n) => Some(
+            contexts
+                .contexts
+                .get(n)
+                .cloned()
+                .ok_or_else(|| format!("no context {n:?} (see `momctl context ls`)"))?,
+        ),
+        None => None,
+    };
+    let server = match (&inputs.server, &ctx) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => c.server.clone(),
+        (None, None) => inputs.default_server.clone(),
+    };
+    let server = mom_proto::parse::addr(&server).map_err(|e| format!("server {server:?}: {e}"))?;
+    let mut opts = ConnectOptions::new(server.clone(), name);
+    opts.user = inputs.user.or(ctx.as_ref().and_then(|c| c.user.clone()));
+    opts.tls_ca = inputs
+        .tls_ca
+        .or(ctx.as_ref().and_then(|c| c.tls_ca.clone()));
+    opts.tls_insecure = inputs.tls_insecure || ctx.as_ref().is_some_and(|c| c.tls_insecure);
+    if let Some(t) = inputs.token {
+        opts.token = Some(t);
+    } else if let (Some(_), Some(p)) = (&opts.user, inputs.password.clone()) {
+        opts.password = Some(p);
+    } else if let Some(saved) = load_tokens()?
+        .get(&server)
+        .filter(|_| inputs.use_saved_token)
+    {
+        let same_user = opts.user.as_ref().is_none_or(|u| *u == saved.user);
+        if same_user {
+            if saved.expires <= now_ms {
+                return Err(format!(
+                    "the token saved for {server} (user {}) has expired: run momctl login",
+                    saved.user
+                ));
+            }
+            opts.user = Some(saved.user.clone());
+            opts.token = Some(saved.token.clone());
+        }
+    }
+    Ok(opts)
+}
