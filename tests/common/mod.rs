@@ -348,6 +348,8 @@ impl Momd {
             .arg(self.addr())
             .args(args)
             .env("NO_COLOR", "1")
+            .env("MOM_CONFIG_DIR", empty_config_dir())
+            .env_remove("MOM_CONTEXT")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -501,10 +503,46 @@ fn drain<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
 /// Run momctl with `args` (no `-s` added), optional stdin, a time limit; a run that exceeds
 /// it is killed and fails the test.
 pub fn momctl(args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> CtlOut {
-    let mut child = Command::new(momctl_bin())
-        .args(args)
+    momctl_env(args, stdin, timeout, &[])
+}
+
+/// An empty config dir for momctl runs that do not name their own: no saved context or
+/// token of the machine's user plays a part in a test.
+fn empty_config_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("mom-e2e-config-")
+            .tempdir()
+            .expect("temp dir")
+    })
+    .path()
+}
+
+/// Run momctl with extra environment variables (`MOM_USER`, `MOM_CONFIG_DIR`…).
+pub fn momctl_env(
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+    envs: &[(&str, &str)],
+) -> CtlOut {
+    let mut cmd = Command::new(momctl_bin());
+    cmd.args(args)
         .env("NO_COLOR", "1")
-        .env_remove("MOM_SERVER")
+        .env("MOM_CONFIG_DIR", empty_config_dir());
+    for v in [
+        "MOM_SERVER",
+        "MOM_USER",
+        "MOM_PASSWORD",
+        "MOM_TOKEN",
+        "MOM_CONTEXT",
+        "MOM_TLS_CA",
+        "MOM_TLS_INSECURE",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.envs(envs.iter().copied());
+    let mut child = cmd
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

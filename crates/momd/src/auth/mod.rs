@@ -111,11 +111,15 @@ fn forbidden(msg: impl Into<String>) -> Refusal {
     (ErrorCode::Forbidden, msg.into())
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
+/// Is `ip` the machine itself as a local client reaches it: 127.0.0.1 or ::1. Other
+/// 127.x.y.z addresses count as remote: they serve containers and network namespaces, and
+/// they let the anonymous rule be tested on one machine.
+pub fn is_local(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
         IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
         }
     }
 }
@@ -170,7 +174,7 @@ impl Auth {
     /// Who the client of `hello`, from `peer`, is; or why it may not connect.
     pub async fn authenticate(&self, peer: SocketAddr, hello: &Hello) -> Result<Identity, Refusal> {
         if !self.has_users() {
-            if is_loopback(peer.ip()) || self.cfg.allow_anonymous {
+            if is_local(peer.ip()) || self.cfg.allow_anonymous {
                 return Ok(Identity {
                     user: ANONYMOUS.into(),
                     admin: true,
@@ -178,7 +182,7 @@ impl Auth {
                 });
             }
             return Err(unauthorized(
-                "this server has no users: it takes anonymous clients from loopback only",
+                "this server has no users: it takes anonymous clients from 127.0.0.1 and ::1 only",
             ));
         }
         let res = if let Some(token) = &hello.token {
