@@ -126,7 +126,7 @@ fn users_permissions_ownership_and_tokens() {
     let saved = std::fs::read_to_string(&tokens).expect("tokens");
     assert!(!saved.contains(ALICE_PW));
     let token: serde_json::Value = serde_json::from_str(&saved).expect("json");
-    let token = token[m.addr()]["token"]
+    let token = token[m.addr()]["users"]["alice"]["token"]
         .as_str()
         .expect("a token")
         .to_string();
@@ -245,7 +245,13 @@ fn users_permissions_ownership_and_tokens() {
         &["topic", "rm", "orders.eu", "--force"],
         None,
     ));
-    ok(ctl(&m, cfg, &root, &["topic", "rm", "orders.root", "--force"], None));
+    ok(ctl(
+        &m,
+        cfg,
+        &root,
+        &["topic", "rm", "orders.root", "--force"],
+        None,
+    ));
 
     // Users are for admins; a user may see itself.
     refused(ctl(&m, cfg, &[], &["user", "ls"], None), 5, "not an admin");

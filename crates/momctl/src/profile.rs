@@ -46,7 +46,7 @@ pub struct Contexts {
     pub contexts: BTreeMap<String, Context>,
 }
 
-/// A token `momctl login` got, kept per server.
+/// A token `momctl login` got, kept per server and user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedToken {
     pub user: String,
@@ -54,6 +54,26 @@ pub struct SavedToken {
     /// When it expires, ms since the epoch.
     pub expires: u64,
 }
+
+/// The tokens saved for one server: one per user, and who logged in last (used when no
+/// user is named).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTokens {
+    #[serde(default)]
+    pub last: String,
+    #[serde(default)]
+    pub users: BTreeMap<String, SavedToken>,
+}
+
+impl ServerTokens {
+    /// The token of `user`, or of the user who logged in last.
+    pub fn pick(&self, user: Option<&str>) -> Option<&SavedToken> {
+        self.users.get(user.unwrap_or(&self.last))
+    }
+}
+
+/// Saved tokens by server address.
+pub type Tokens = BTreeMap<String, ServerTokens>;
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, String> {
     match std::fs::read(path) {
@@ -98,11 +118,11 @@ pub fn save_contexts(c: &Contexts) -> Result<(), String> {
     write_json(CONTEXTS, c)
 }
 
-pub fn load_tokens() -> Result<BTreeMap<String, SavedToken>, String> {
+pub fn load_tokens() -> Result<Tokens, String> {
     read_json(&config_dir()?.join(TOKENS))
 }
 
-pub fn save_tokens(t: &BTreeMap<String, SavedToken>) -> Result<(), String> {
+pub fn save_tokens(t: &Tokens) -> Result<(), String> {
     write_json(TOKENS, t)
 }
 
@@ -159,12 +179,12 @@ pub fn resolve(
         opts.token = Some(t);
     } else if let (Some(_), Some(p)) = (&opts.user, inputs.password.clone()) {
         opts.password = Some(p);
-    } else if let Some(saved) = load_tokens()?
-        .get(&server)
-        .filter(|_| inputs.use_saved_token)
-    {
-        let same_user = opts.user.as_ref().is_none_or(|u| *u == saved.user);
-        if same_user {
+    } else if inputs.use_saved_token {
+        let tokens = load_tokens()?;
+        if let Some(saved) = tokens
+            .get(&server)
+            .and_then(|t| t.pick(opts.user.as_deref()))
+        {
             if saved.expires <= now_ms {
                 return Err(format!(
                     "the token saved for {server} (user {}) has expired: run momctl login",

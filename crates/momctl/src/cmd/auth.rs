@@ -68,8 +68,10 @@ pub async fn login(opts: &ConnectOptions, a: LoginArgs, json: bool, now_ms: u64)
     let ttl = a.ttl.map_or(0, |d| d.as_millis() as u64);
     let t = client.token_create(ttl).await?;
     let mut tokens = profile::load_tokens().map_err(|e| Failure::new(1, e))?;
-    tokens.insert(
-        opts.addr.clone(),
+    let server = tokens.entry(opts.addr.clone()).or_default();
+    server.last = t.user.clone();
+    server.users.insert(
+        t.user.clone(),
         SavedToken {
             user: t.user.clone(),
             token: t.token,
@@ -97,7 +99,11 @@ pub async fn login(opts: &ConnectOptions, a: LoginArgs, json: bool, now_ms: u64)
 
 pub async fn logout(opts: &ConnectOptions, now_ms: u64) -> CmdResult {
     let mut tokens = profile::load_tokens().map_err(|e| Failure::new(1, e))?;
-    let Some(saved) = tokens.get(&opts.addr).cloned() else {
+    let Some(saved) = tokens
+        .get(&opts.addr)
+        .and_then(|t| t.pick(opts.user.as_deref()))
+        .cloned()
+    else {
         return Err(Failure::new(1, format!("not logged in to {}", opts.addr)));
     };
     // An expired token needs no revoking: the server refuses it anyway.
@@ -109,7 +115,15 @@ pub async fn logout(opts: &ConnectOptions, now_ms: u64) -> CmdResult {
         let client = Client::connect(&o).await?;
         client.token_revoke(None).await?;
     }
-    tokens.remove(&opts.addr);
+    if let Some(server) = tokens.get_mut(&opts.addr) {
+        server.users.remove(&saved.user);
+        if server.last == saved.user {
+            server.last = server.users.keys().next().cloned().unwrap_or_default();
+        }
+        if server.users.is_empty() {
+            tokens.remove(&opts.addr);
+        }
+    }
     profile::save_tokens(&tokens).map_err(|e| Failure::new(1, e))?;
     outln!(
         "logged out of {} (user {}); the token is revoked",
@@ -124,7 +138,7 @@ pub async fn whoami(opts: &ConnectOptions, json: bool) -> CmdResult {
     let w = client.welcome();
     let saved = profile::load_tokens()
         .ok()
-        .and_then(|t| t.get(&opts.addr).cloned())
+        .and_then(|t| t.get(&opts.addr)?.pick(opts.user.as_deref()).cloned())
         .filter(|s| opts.token.as_deref() == Some(s.token.as_str()));
     if json {
         output::print_json(&serde_json::json!({
