@@ -245,6 +245,10 @@ pub struct Broker {
     queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
     queue_flush_wanted: bool,
+    /// Bytes of the data dir, measured off the broker's task every few seconds (walking a
+    /// data dir of many topics takes a while): what `stats` reports.
+    disk_bytes: Arc<std::sync::atomic::AtomicU64>,
+    disk_bytes_measuring: Arc<std::sync::atomic::AtomicBool>,
     /// Segment files retention freed, (topic, first seq kept): deleted once the index
     /// without them is durable — after the flush that starts next, or (fsync never) a tick
     /// later than sled's own flush.
@@ -298,6 +302,7 @@ impl Broker {
     ) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
         let (tx, rx) = mpsc::channel(4096);
         let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
+        let disk_bytes = store.disk_bytes();
         let now = now_ms();
         let queues = queues
             .into_iter()
@@ -342,6 +347,8 @@ impl Broker {
             disk: None,
             trimmed: Vec::new(),
             trimmed_flushing: Vec::new(),
+            disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
+            disk_bytes_measuring: Default::default(),
             staged_tickets: Vec::new(),
             pending_tickets: Vec::new(),
             flushing_tickets: Vec::new(),

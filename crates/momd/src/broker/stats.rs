@@ -79,7 +79,7 @@ impl Broker {
             queues: queues.items,
             queues_next: queues.next,
             rss_bytes: rss_bytes(),
-            disk_bytes: self.store.disk_bytes(),
+            disk_bytes: self.disk_bytes.load(std::sync::atomic::Ordering::Relaxed),
             disk_free_bytes: self.disk.as_ref().map_or(0, |d| d.free()),
             disk_full: self.disk.as_ref().is_some_and(|d| d.full()),
             watch_patterns: self.core.watches.patterns_held() as u64,

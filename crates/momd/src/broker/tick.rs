@@ -10,6 +10,7 @@ impl Broker {
     pub(super) fn on_tick(&mut self) {
         self.commit();
         self.disk_check();
+        self.measure_disk_bytes();
         if self.cfg.fsync == crate::config::FsyncMode::Never {
             // No flush of momd's own: what retention freed a tick ago has been through
             // sled's own (every second) by now.
@@ -83,6 +84,23 @@ impl Broker {
         if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
             self.start_flush();
         }
+    }
+
+    /// Measure the data dir's size on the blocking pool, one walk at a time.
+    fn measure_disk_bytes(&self) {
+        use std::sync::atomic::Ordering;
+        if self.disk_bytes_measuring.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, bytes, busy) = (
+            self.store.clone(),
+            self.disk_bytes.clone(),
+            self.disk_bytes_measuring.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            bytes.store(store.disk_bytes(), Ordering::Relaxed);
+            busy.store(false, Ordering::Release);
+        });
     }
 
     /// Forget a topic the broker itself removes (reply inboxes).
