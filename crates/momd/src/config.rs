@@ -79,7 +79,7 @@ impl FromStr for FsyncMode {
     name = "momd",
     version,
     about = "The mom message broker: persistent topics, live watches, one TCP protocol",
-    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
+    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -89,6 +89,21 @@ pub struct Args {
     /// defaults to 7878; a host name listens on its first address).
     #[arg(long, env = "MOMD_LISTEN", default_value = mom_proto::DEFAULT_ADDR, value_parser = parse_listen)]
     pub listen: SocketAddr,
+
+    /// Speak TLS on --listen with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. Clients then need `momctl --tls-ca CA.pem` (or --tls-insecure to test).
+    #[arg(long, env = "MOMD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "MOMD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also listen in plaintext on this address, beside the TLS --listen (meant for
+    /// loopback: local tools without certificates; momd warns about any other address).
+    #[arg(long, env = "MOMD_LISTEN_PLAIN", value_name = "ADDR", value_parser = parse_listen,
+          requires = "tls_cert")]
+    pub listen_plain: Option<SocketAddr>,
 
     /// Data directory (created if missing). Default: the platform data dir
     /// (e.g. ~/.local/share/mom on Linux).

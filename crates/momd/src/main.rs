@@ -15,6 +15,7 @@ mod replay;
 mod server;
 mod session;
 mod store;
+mod tls;
 mod user_cmd;
 mod verify;
 
@@ -197,16 +198,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     broker.set_disk(disk);
     let broker_task = tokio::spawn(broker.run(rx));
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let local = listener.local_addr()?;
-    tracing::info!(server_id = %loaded.server_id, "momd {} listening on {local}", env!("CARGO_PKG_VERSION"));
+    let listeners = listen(&args, auth.has_users()).await?;
+    for l in &listeners {
+        let local = l.tcp.local_addr()?;
+        let how = if l.tls.is_some() { " (TLS)" } else { "" };
+        tracing::info!(server_id = %loaded.server_id, "momd {} listening on {local}{how}", env!("CARGO_PKG_VERSION"));
+    }
 
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
     let tracker = server::serve(
-        listener,
+        listeners,
         handle.clone(),
         Arc::new(cfg),
         args.max_connections.max(1),
@@ -235,6 +237,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("stopped; the last flush failed (nothing unacknowledged is promised)");
     }
     Ok(())
+}
+
+/// Bind `--listen` (TLS with `--tls-cert`) and `--listen-plain`.
+async fn listen(args: &Args, has_users: bool) -> anyhow::Result<Vec<server::Listener>> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    if let Some(addr) = args.listen_plain {
+        if !addr.ip().is_loopback() {
+            if !has_users && !args.allow_anonymous {
+                anyhow::bail!(
+                    "refusing --listen-plain {addr} with no users: anyone could connect as \
+                     admin. Add a user first, or use 127.0.0.1, or give --allow-anonymous"
+                );
+            }
+            tracing::warn!(
+                "--listen-plain {addr} is not a loopback address: what its clients send, \
+                 passwords and tokens included, crosses the network unencrypted"
+            );
+        }
+    }
+    let plain = args.listen_plain.map(|addr| (addr, None));
+    let mut listeners = Vec::new();
+    for (addr, tls) in std::iter::once((args.listen, tls)).chain(plain) {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        listeners.push(server::Listener { tcp, tls });
+    }
+    Ok(listeners)
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

@@ -135,8 +135,11 @@ impl Broker {
             .topics
             .range_from(start(page.after.as_deref(), &lead))
             .map(|t| (t.name.as_str(), t));
+        // How many queues hold each topic, counted once for the page (not a scan of every
+        // queue for each topic shown).
+        let bound = self.queues_bound_all();
         Ok(take_page(entries, page, &lead, self.page_budget(), |t| {
-            self.topic_info(t)
+            self.topic_info_with(t, bound.get(&t.id).copied().unwrap_or(0))
         }))
     }
 

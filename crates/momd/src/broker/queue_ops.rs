@@ -99,6 +99,17 @@ impl Broker {
         }
     }
 
+    /// How many queues hold cursors on each topic, by topic id.
+    pub(super) fn queues_bound_all(&self) -> std::collections::HashMap<u32, u64> {
+        let mut m = std::collections::HashMap::new();
+        for q in self.queues.values() {
+            for t in q.cursors.keys() {
+                *m.entry(*t).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
     /// How many queues hold cursors on a topic.
     pub(super) fn queues_bound(&self, topic: u32) -> u64 {
         self.queues

@@ -8,6 +8,11 @@ use crate::core::TopicState;
 
 impl Broker {
     pub(super) fn topic_info(&self, t: &TopicState) -> TopicInfo {
+        self.topic_info_with(t, self.queues_bound(t.id))
+    }
+
+    /// Topic info, given how many queues are bound to it.
+    pub(super) fn topic_info_with(&self, t: &TopicState, queues: u64) -> TopicInfo {
         let rate = self.rates.get(&t.id).copied().unwrap_or_default();
         TopicInfo {
             name: t.name.clone(),
@@ -20,7 +25,7 @@ impl Broker {
             limits: Limits { ..t.limits },
             // Observers (passive watches: momtui, `subscribe --passive`) are not watchers.
             watchers: self.core.watches.count_active(&t.name),
-            queues: self.queues_bound(t.id),
+            queues,
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,
             damaged: self.core.topics.damaged(t.id),
