@@ -16,9 +16,10 @@ use futures_util::StreamExt;
 use mom_proto::frame::LEN_PREFIX;
 use mom_proto::{ErrorCode, FrameError, RawCodec, ServerFrame};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Decoder, FramedRead};
+
+use crate::tls::ConnRead;
 
 /// Frames up to this size are read without the [`FrameBudget`]: each connection may hold one
 /// in its buffer (it is also the limit before `hello`).
@@ -58,7 +59,7 @@ impl FrameBudget {
 /// A connection's frames, read through [`Limited`] with [`SessionCodec`].
 pub type Frames = FramedRead<Limited, SessionCodec>;
 
-pub fn frames(rd: OwnedReadHalf, max_frame: usize) -> Frames {
+pub fn frames(rd: ConnRead, max_frame: usize) -> Frames {
     let allowed = Arc::new(AtomicUsize::new(FREE_FRAME + LEN_PREFIX));
     FramedRead::with_capacity(
         Limited {
@@ -77,7 +78,7 @@ pub fn frames(rd: OwnedReadHalf, max_frame: usize) -> Frames {
 /// The socket, read at most `allowed` bytes at a time: set by [`SessionCodec`] before each
 /// read, so no read goes past the end of the frame in progress.
 pub struct Limited {
-    rd: OwnedReadHalf,
+    rd: ConnRead,
     allowed: Arc<AtomicUsize>,
 }
 

@@ -1,49 +1,80 @@
-//! The listener: accepts connections (at most `max_connections` at once) and runs one
-//! session task per connection until shutdown.
+//! The listeners: each accepts connections (at most `max_connections` at once, all
+//! listeners together) and runs one session task per connection until shutdown. A TLS
+//! listener's handshake runs in the connection's task, so a slow or silent client never
+//! holds up the accept loop.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{BrokerConfig, BrokerHandle};
 use crate::session;
+use crate::tls::{self, ConnRead, ConnWrite};
+
+/// A bound listener; TLS when it has an acceptor.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// What every connection of every listener shares.
+struct Shared {
+    broker: BrokerHandle,
+    cfg: Arc<BrokerConfig>,
+    ctx: session::Ctx,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
 
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
     max_connections: usize,
     auth: Arc<crate::auth::Auth>,
     shutdown: CancellationToken,
 ) -> TaskTracker {
-    let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(max_connections));
-    let frame_budget = crate::reader::FrameBudget::new(cfg.frame_budget);
-    let admission = crate::admission::Admission::new(cfg.inflight_budget);
+    let shared = Arc::new(Shared {
+        ctx: session::Ctx {
+            frame_budget: crate::reader::FrameBudget::new(cfg.frame_budget),
+            admission: crate::admission::Admission::new(cfg.inflight_budget),
+            auth,
+        },
+        broker,
+        cfg,
+        limit: Arc::new(Semaphore::new(max_connections)),
+        tracker: TaskTracker::new(),
+        shutdown,
+    });
+    futures_util::future::join_all(listeners.into_iter().map(|l| accept_loop(l, &shared))).await;
+    shared.tracker.close();
+    shared.tracker.clone()
+}
+
+async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
+    let shutdown = &shared.shutdown;
     loop {
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = shared.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.cancelled() => break,
         };
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = listener.tcp.accept() => a,
             _ = shutdown.cancelled() => break,
         };
         match accepted {
             Ok((stream, addr)) => {
-                let (broker, cfg, shutdown) = (broker.clone(), cfg.clone(), shutdown.clone());
-                let ctx = session::Ctx {
-                    frame_budget: frame_budget.clone(),
-                    admission: admission.clone(),
-                    auth: auth.clone(),
-                };
-                tracker.spawn(async move {
-                    session::run(stream, addr, broker, cfg, ctx, shutdown).await;
-                    drop(permit);
-                });
+                let (shared, tls) = (shared.clone(), listener.tls.clone());
+                shared
+                    .tracker
+                    .clone()
+                    .spawn(connection(stream, addr, tls, shared, permit));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -52,6 +83,46 @@ pub async fn serve(
             }
         }
     }
-    tracker.close();
-    tracker
+}
+
+/// One connection's task: the TLS handshake if the listener has one, then the session.
+async fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr): (ConnRead, ConnWrite) = match tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                h = tls::accept(&acceptor, stream) => h,
+                _ = shared.shutdown.cancelled() => return,
+            };
+            match handshake {
+                Ok(halves) => halves,
+                Err(why) => {
+                    // A port probe or a plaintext client: its business, not an error of ours.
+                    tracing::debug!(%addr, "{why}");
+                    return;
+                }
+            }
+        }
+    };
+    session::run(
+        rd,
+        wr,
+        addr,
+        shared.broker.clone(),
+        shared.cfg.clone(),
+        shared.ctx.clone(),
+        shared.shutdown.clone(),
+    )
+    .await;
+    drop(permit);
 }

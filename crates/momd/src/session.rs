@@ -28,8 +28,6 @@ use mom_proto::{
 };
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +37,7 @@ use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
 use crate::core::Batch;
 use crate::outbox::{self, Out, OutboxRx};
 use crate::reader::{self, read_frame, stalled_error, Read};
+use crate::tls::{ConnRead, ConnWrite};
 
 /// What every connection shares: the read and admission budgets, and the users.
 #[derive(Clone)]
@@ -66,8 +65,10 @@ const LARGE_REPLIES_IN_FLIGHT: usize = 1;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// Serve one connection, its halves plaintext or TLS (after the handshake: `server.rs`).
 pub async fn run(
-    stream: TcpStream,
+    rd: ConnRead,
+    wr: ConnWrite,
     addr: SocketAddr,
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
@@ -80,8 +81,6 @@ pub async fn run(
         auth,
     } = ctx;
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
     let (outbox, out_rx) = outbox::outbox(cfg.watch_budget);
     let permits = Arc::new(Semaphore::new(cfg.max_inflight));
     // Requests in flight are bounded in bytes too (KiB units): a few frames' worth.
@@ -520,27 +519,33 @@ fn encode_reply(
 
 /// Write all of `buf`; false when the connection broke, or when the peer took no byte for
 /// `timeout` (it stopped reading: a slow consumer, closed as NATS closes one at its write
-/// deadline, so what is queued for it is not held for ever).
-async fn write_with_progress(wr: &mut OwnedWriteHalf, buf: &[u8], timeout: Duration) -> bool {
+/// deadline, so what is queued for it is not held for ever). Then flush: TLS keeps what
+/// it was given until then (on plaintext TCP it is a no-op).
+async fn write_with_progress(wr: &mut ConnWrite, buf: &[u8], timeout: Duration) -> bool {
+    let slow = || {
+        tracing::info!(
+            "closing a connection that read nothing for {} s (slow consumer)",
+            timeout.as_secs_f64()
+        );
+        false
+    };
     let mut pos = 0;
     while pos < buf.len() {
         match tokio::time::timeout(timeout, wr.write(&buf[pos..])).await {
             Ok(Ok(0)) | Ok(Err(_)) => return false,
             Ok(Ok(n)) => pos += n,
-            Err(_) => {
-                tracing::info!(
-                    "closing a connection that read nothing for {} s (slow consumer)",
-                    timeout.as_secs_f64()
-                );
-                return false;
-            }
+            Err(_) => return slow(),
         }
     }
-    true
+    match tokio::time::timeout(timeout, wr.flush()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => slow(),
+    }
 }
 
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: ConnWrite,
     mut out: OutboxRx,
     permits: Arc<Semaphore>,
     inflight: Arc<InFlightBytes>,

@@ -14,7 +14,6 @@ use clap::Parser;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event as TermEvent, EventStream};
 use crossterm::execute;
 use futures_util::StreamExt;
-use momctl::client::ConnectOptions;
 use tokio::sync::mpsc;
 
 use crate::app::{App, Event};
@@ -25,12 +24,12 @@ use crate::app::{App, Event};
     name = "momtui",
     version,
     about = "Live dashboard of a mom broker: topics, subscriptions, clients and messages",
-    after_help = "Examples:\n  momtui\n  momtui -s 10.0.0.5:7878 --buffer 5000\n  NO_COLOR=1 momtui\n\nPress ? inside for every key."
+    after_help = "Examples:\n  momtui\n  momtui -s 10.0.0.5:7878 --buffer 5000\n  momtui -s broker:7878 --tls-ca ca.pem\n  momtui --context prod      # a context saved by `momctl context add`\n  NO_COLOR=1 momtui\n\nPress ? inside for every key."
 )]
 struct Args {
-    /// Broker address.
-    #[arg(short, long, env = "MOM_SERVER", default_value = mom_proto::DEFAULT_ADDR)]
-    server: String,
+    /// Broker address: HOST or HOST:PORT (default: the context's, else 127.0.0.1:7878).
+    #[arg(short, long, env = "MOM_SERVER")]
+    server: Option<String>,
 
     /// Messages of the live stream kept for display (older ones scroll away).
     #[arg(long, default_value_t = 1000)]
@@ -43,6 +42,18 @@ struct Args {
     /// Password (for brokers with users).
     #[arg(long, env = "MOM_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+
+    /// Use a saved context (server, user, TLS settings): see `momctl context`.
+    #[arg(long, env = "MOM_CONTEXT")]
+    context: Option<String>,
+
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, env = "MOM_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// Speak TLS without checking the server's certificate (for testing only).
+    #[arg(long, env = "MOM_TLS_INSECURE")]
+    tls_insecure: bool,
 }
 
 fn main() -> ExitCode {
@@ -86,9 +97,22 @@ impl Drop for Restore {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let mut opts = ConnectOptions::new(args.server.clone(), "momtui");
-    opts.user = args.user.clone();
-    opts.password = args.password.clone();
+    let inputs = momctl::profile::Inputs {
+        server: args.server.clone(),
+        default_server: mom_proto::DEFAULT_ADDR.to_string(),
+        user: args.user.clone(),
+        password: args.password.clone(),
+        token: None,
+        context: args.context.clone(),
+        tls_ca: args.tls_ca.clone(),
+        tls_insecure: args.tls_insecure,
+        use_saved_token: true,
+    };
+    let opts = momctl::profile::resolve(inputs, "momtui", now_ms()).map_err(anyhow::Error::msg)?;
+    if opts.tls_insecure {
+        // Now, while stderr is still the terminal's: not over the dashboard.
+        momctl::client::tls::warn_insecure();
+    }
 
     // ratatui::init also installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::init();
@@ -97,9 +121,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let (net_tx, mut net_rx) = mpsc::channel(64);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let server = opts.addr.clone();
     let net = tokio::spawn(net::run(opts, net_tx, cmd_rx));
 
-    let mut app = App::new(&args.server, args.buffer, color);
+    let mut app = App::new(&server, args.buffer, color);
     app.update(Event::Tick(now_ms()));
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
