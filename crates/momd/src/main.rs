@@ -91,6 +91,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.max_frame
         );
     }
+    // Before the store is opened: a bad certificate should not wait for recovery.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let data = args.data_dir()?;
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
@@ -198,7 +203,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     broker.set_disk(disk);
     let broker_task = tokio::spawn(broker.run(rx));
 
-    let listeners = listen(&args, auth.has_users()).await?;
+    let listeners = listen(&args, tls, auth.has_users()).await?;
     for l in &listeners {
         let local = l.tcp.local_addr()?;
         let how = if l.tls.is_some() { " (TLS)" } else { "" };
@@ -239,12 +244,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bind `--listen` (TLS with `--tls-cert`) and `--listen-plain`.
-async fn listen(args: &Args, has_users: bool) -> anyhow::Result<Vec<server::Listener>> {
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
-    };
+/// Bind `--listen` (TLS when `tls` is given) and `--listen-plain`.
+async fn listen(
+    args: &Args,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    has_users: bool,
+) -> anyhow::Result<Vec<server::Listener>> {
     if let Some(addr) = args.listen_plain {
         if !addr.ip().is_loopback() {
             if !has_users && !args.allow_anonymous {

@@ -120,12 +120,7 @@ fn handshake_error(e: &std::io::Error) -> String {
                                        handshake with something else): drop --tls-ca and \
                                        --tls-insecure, or check the port"
             .into(),
-        Some(E::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
-            "the server's certificate is not signed by a CA in --tls-ca".into()
-        }
-        Some(E::InvalidCertificate(c)) => {
-            format!("the server's certificate is not trusted: {c} (check --tls-ca)")
-        }
+        Some(E::InvalidCertificate(c)) => certificate_error(c),
         Some(other) => format!("TLS handshake failed: {other}"),
         None if matches!(
             e.kind(),
@@ -137,6 +132,23 @@ fn handshake_error(e: &std::io::Error) -> String {
                 .into()
         }
         None => format!("TLS handshake failed: {e}"),
+    }
+}
+
+fn certificate_error(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::UnknownIssuer => "the server's certificate is not signed by a CA in --tls-ca".into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("the server's certificate is not for the address given to -s: {c}")
+        }
+        // webpki's error type is not ours to name; its name is stable enough to say why.
+        C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            "the server's certificate is a CA certificate (self-signed?): momd needs one \
+             signed by a CA, and momctl --tls-ca that CA"
+                .into()
+        }
+        _ => format!("the server's certificate is not trusted: {c}"),
     }
 }
 
