@@ -201,12 +201,13 @@ fn garbage_after_the_last_record_is_cut_quietly_after_kill_9() {
 }
 
 #[test]
-fn a_last_record_cut_short_is_a_torn_tail_and_cut_quietly() {
+fn a_last_record_cut_short_is_damage_kept_and_its_seqs_never_given_again() {
     let mut m = Momd::start();
     let acked = publish_batches(&m);
     m.kill9();
-    // What a power cut leaves of a write that never reached the disk: the newest record
-    // cut short. It was never acknowledged in that world, so it goes, and nothing else.
+    // The newest record cut short after the index named it. momd syncs a record before
+    // its index entry, so a crash cannot do this: the file was damaged (truncated), and
+    // acknowledged messages are in that record. They are reported, not cut quietly.
     let seg = orders_segment(&m.data_dir());
     let len = std::fs::metadata(&seg).expect("stat").len();
     let f = std::fs::OpenOptions::new()
@@ -217,11 +218,40 @@ fn a_last_record_cut_short_is_a_torn_tail_and_cut_quietly() {
     drop(f);
     m.restart();
     let log = m.stderr();
-    assert!(!log.contains("damaged"), "{log}");
-    assert!(log.contains("torn by a crash"), "{log}");
+    assert!(log.contains("damaged record kept, not cut"), "{log}");
+    let total = BATCHES * PER_BATCH;
+    let info = m.topic_info("orders");
+    assert_eq!(info["last_seq"], total, "{info}");
+    assert_eq!(info["damaged"], PER_BATCH, "{info}");
     let kept = (BATCHES - 1) * PER_BATCH;
-    assert_eq!(m.topic_info("orders")["last_seq"], kept);
     assert_eq!(stored(&m, "orders"), acked[..kept as usize].to_vec());
+    // New messages get new seqs, in a new segment file.
+    m.ctl_ok(&["publish", "orders", "-q"], Some(b"next\n"));
+    assert_eq!(m.topic_info("orders")["last_seq"], total + 1);
+    m.sigterm(Duration::from_secs(20));
+    let v = momd(&["verify"], &m.data_dir());
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v.stdout));
+}
+
+#[test]
+fn bytes_after_the_newest_indexed_record_are_a_torn_write_cut_quietly() {
+    let mut m = Momd::start();
+    let acked = publish_batches(&m);
+    m.kill9();
+    // A crash while a record was being appended, before its index entry: never
+    // acknowledged, so it goes, and nothing else.
+    let seg = orders_segment(&m.data_dir());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open segment");
+    std::io::Write::write_all(&mut f, &[0x4d; 700]).expect("append");
+    drop(f);
+    m.restart();
+    let log = m.stderr();
+    assert!(!log.contains("damaged"), "{log}");
+    assert_eq!(m.topic_info("orders")["last_seq"], BATCHES * PER_BATCH);
+    assert_eq!(stored(&m, "orders"), acked);
     m.sigterm(Duration::from_secs(20));
     let v = momd(&["verify"], &m.data_dir());
     assert_eq!(v.status.code(), Some(0), "{}", text(&v.stdout));

@@ -250,8 +250,7 @@ pub struct Broker {
     disk_bytes: Arc<std::sync::atomic::AtomicU64>,
     disk_bytes_measuring: Arc<std::sync::atomic::AtomicBool>,
     /// Segment files retention freed, (topic, first seq kept): deleted once the index
-    /// without them is durable — after the flush that starts next, or (fsync never) a tick
-    /// later than sled's own flush.
+    /// without them is durable: after the flush that starts next.
     trimmed: Vec<(u32, u64)>,
     trimmed_flushing: Vec<(u32, u64)>,
     /// Admission tickets of publishes: staged, waiting for the next flush, in the flush.

@@ -14,7 +14,7 @@ pub enum FsyncMode {
     Always,
     /// Ack at once; fsync every interval. A crash loses up to one interval of acked data.
     Batch(Duration),
-    /// Ack at once; no fsync of momd's own (the store writes about every second).
+    /// Ack at once; the store is written out about once a second.
     Never,
 }
 
@@ -31,9 +31,9 @@ impl FsyncMode {
                 d.as_millis(),
                 d.as_millis()
             ),
-            FsyncMode::Never => "fsync never: publishes are acknowledged before they reach the disk \
-                                 and momd never fsyncs on its own; a crash can lose about a second of \
-                                 acknowledged messages, a power loss more"
+            FsyncMode::Never => "fsync never: publishes are acknowledged before they reach the disk, \
+                                 which momd writes out about once a second; a crash or power loss can \
+                                 lose about a second of acknowledged messages"
                 .into(),
         }
     }
@@ -151,8 +151,8 @@ pub struct Args {
     pub write_timeout: Duration,
 
     /// Take clients without a user from any address, as admin, while no user is defined
-    /// (without it, only loopback clients are taken, and momd refuses to listen on another
-    /// address until a user exists). Warned about at every start.
+    /// (without it, only clients from 127.0.0.1 and ::1 are taken, and momd refuses to
+    /// listen on another address until a user exists). Warned about at every start.
     #[arg(long, env = "MOMD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
 

@@ -126,7 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .context("opening the users")?,
     );
-    if !auth.has_users() && !args.listen.ip().is_loopback() {
+    if !auth.has_users() && !auth::is_local(args.listen.ip()) {
         if args.allow_anonymous {
             tracing::warn!(
                 "no users and --allow-anonymous: anyone who reaches {} is an admin",
@@ -135,7 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             anyhow::bail!(
                 "refusing to listen on {} with no users: anyone could connect as admin. Add \
-                 one first (`momd user add NAME --admin --data {}`), or listen on loopback, or \
+                 one first (`momd user add NAME --admin --data {}`), or listen on 127.0.0.1, or \
                  give --allow-anonymous",
                 args.listen,
                 data.display()

@@ -232,12 +232,23 @@ impl Broker {
         if !missing.is_empty() {
             let firsts: HashMap<u32, u64> = missing
                 .iter()
-                .filter_map(|(t, _)| self.core.topics.by_id(*t).map(|ts| (*t, ts.first_seq)))
+                .filter_map(|((t, _), _)| self.core.topics.by_id(*t).map(|ts| (*t, ts.first_seq)))
                 .collect();
             // These never counted against the consumer's credit (only what is sent does).
             if let Some(q) = self.queues.get_mut(name) {
-                for m in missing {
-                    if firsts.get(&m.0).is_some_and(|first| m.1 >= *first) {
+                for (m, for_good) in missing {
+                    if for_good {
+                        // Damaged on disk, or cut at recovery: it will never read back.
+                        // Waiting for it would stall the queue; it is counted as dropped.
+                        tracing::error!(
+                            queue = name,
+                            topic = m.0,
+                            seq = m.1,
+                            "message cannot be read (damaged on disk, or cut at recovery); \
+                             counted as dropped"
+                        );
+                        q.lost(m);
+                    } else if firsts.get(&m.0).is_some_and(|first| m.1 >= *first) {
                         // Still in its topic: the read failed; deliver it again later.
                         tracing::warn!(
                             queue = name,
@@ -257,11 +268,13 @@ impl Broker {
     }
 
     /// Read the messages `refs` name, each with its `delivery` field set to the count given
-    /// with it; returns them in (topic, seq) order, and the refs that could not be read.
+    /// with it; returns them in (topic, seq) order, and the refs that could not be read,
+    /// each with whether that is for good (the store answered, without it: a damaged
+    /// record, or one cut at recovery) rather than a read that failed and may work later.
     pub(super) fn read_messages(
         &self,
         mut refs: Vec<(MsgRef, u32)>,
-    ) -> (Vec<Message>, Vec<MsgRef>) {
+    ) -> (Vec<Message>, Vec<(MsgRef, bool)>) {
         refs.sort_unstable_by_key(|(m, _)| *m);
         let mut out = Vec::with_capacity(refs.len());
         let mut missing = Vec::new();
@@ -277,7 +290,9 @@ impl Broker {
                 .map(|x| x.name.clone())
                 .unwrap_or_default();
             let mut got: HashMap<u64, Message> = HashMap::new();
-            if let Ok(r) = self.store.read(*t, &tname, *from, *to, usize::MAX) {
+            let read = self.store.read(*t, &tname, *from, *to, usize::MAX);
+            let for_good = read.is_ok();
+            if let Ok(r) = read {
                 for b in r.batches {
                     for (k, m) in b.msgs.into_iter().enumerate() {
                         let seq = b.first_seq + k as u64;
@@ -303,7 +318,7 @@ impl Broker {
                         m.delivery = Some(*d);
                         out.push(m);
                     }
-                    None => missing.push((*tt, *seq)),
+                    None => missing.push(((*tt, *seq), for_good)),
                 }
             }
         }

@@ -4,19 +4,12 @@
 use std::time::Instant;
 
 use super::{now_ms, send_slow_notice, Broker, INBOX_PREFIX, INBOX_TTL_MS};
-use crate::config::FsyncMode;
 
 impl Broker {
     pub(super) fn on_tick(&mut self) {
         self.commit();
         self.disk_check();
         self.measure_disk_bytes();
-        if self.cfg.fsync == crate::config::FsyncMode::Never {
-            // No flush of momd's own: what retention freed a tick ago has been through
-            // sled's own (every second) by now.
-            self.remove_trimmed_segments();
-            self.trimmed_flushing.append(&mut self.trimmed);
-        }
         let now = now_ms();
         let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
@@ -81,7 +74,9 @@ impl Broker {
                 r#"{{"event":"slow_consumer","client_id":{client},"watch":{w},"skipped":{skipped}}}"#
             ));
         }
-        if self.dirty && self.flush_rx.is_none() && self.cfg.fsync != FsyncMode::Never {
+        // Acks do not wait for it with --fsync never, but the store is still written out
+        // every second.
+        if self.dirty && self.flush_rx.is_none() {
             self.start_flush();
         }
     }

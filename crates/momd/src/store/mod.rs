@@ -214,8 +214,11 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(cache_bytes)
-            // momd decides when to flush (group commit); sled's timer is only a backstop.
-            .flush_every_ms(Some(1000))
+            // Only momd flushes the index, and only after the segment files it points into
+            // are synced (`flush`): an index entry on disk then always names a record that
+            // reached the disk whole, so one that does not read back is damage, never a
+            // write torn by a crash.
+            .flush_every_ms(None)
             .open()?;
         let log = std::fs::File::open(dir.join("db").join("db"))?;
         let segs = Segments::open(&dir.join("topics"))?;
@@ -593,25 +596,16 @@ impl Store {
         &self.db
     }
 
-    /// Make everything written so far durable: the segment files, and sled's index (whose
-    /// log file is fdatasynced after sled's own flush, which only ends in sync_file_range).
+    /// Make everything written so far durable: the segment files first, then sled's index
+    /// (whose log file is fdatasynced after sled's own flush, which only ends in
+    /// sync_file_range). In that order, an index entry reaches the disk only after its
+    /// record did: recovery never has to guess whether a record that does not read back
+    /// was torn by a crash (never acknowledged) or damaged later (`recover_tail`).
     pub fn flush(&self) -> Result<usize> {
-        // The two syncs run side by side: an ack waits for both, and an index entry that
-        // reaches the disk before its record does was never acknowledged — recovery drops
-        // it (`recover_tail`).
-        std::thread::scope(|scope| {
-            let segments = scope.spawn(|| self.segs.sync());
-            let index = (|| -> Result<usize> {
-                let n = self.db.flush()?;
-                self.log.sync_data()?;
-                Ok(n)
-            })();
-            let segments = segments
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("segment sync thread panicked")));
-            segments?;
-            index
-        })
+        self.segs.sync()?;
+        let n = self.db.flush()?;
+        self.log.sync_data()?;
+        Ok(n)
     }
 
     /// Delete a topic's segment files whose records are all below `seq`. Called only once

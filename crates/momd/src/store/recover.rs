@@ -105,20 +105,12 @@ impl Store {
                 )),
             })
             .collect();
-        // The torn end: the newest records, all incomplete, all in the newest segment. An
-        // ack waits for an fdatasync that covers every record before it, so a record that did
-        // not reach the disk has only unacknowledged records after it.
-        let newest_segment = entries
-            .first()
-            .and_then(|(_, p)| p.map(|(_, e)| e.loc.segment));
-        let cut = entries
-            .iter()
-            .zip(&checked)
-            .take_while(|((_, p), bad)| {
-                matches!(bad, Some(segments::Bad::Incomplete(_)))
-                    && p.map(|(_, e)| e.loc.segment) == newest_segment
-            })
-            .count();
+        // Records the index names reached the disk whole before their index entries did
+        // (`Store::flush` syncs segments first): one that does not read back was damaged
+        // after it was written — a flipped bit, a truncated file — and is never cut here.
+        // Only bytes after the newest indexed record (written, never indexed, so never
+        // acknowledged) are torn writes.
+        let cut = 0;
         // Everything else that does not read back is damage, oldest first.
         let mut bad: Vec<check::BadRecord> = entries
             .iter()
@@ -152,6 +144,15 @@ impl Store {
             let newest = entries.iter().find_map(|(_, p)| p.map(|(_, e)| e.loc));
             if newest.is_some() || entries.is_empty() {
                 self.segs.truncate_after(t.id, newest)?;
+            }
+            // New records go to a new segment file, after every seq the index knows: never
+            // into a file whose end is damaged, where they would overlap what it names.
+            let damaged_end = newest.is_some_and(|l| {
+                let file = self.segs.display_path(t.id, l.segment);
+                damage.iter().any(|d| d.segment == file)
+            });
+            if damaged_end {
+                self.segs.seal(t.id);
             }
             return Ok(damage);
         }

@@ -49,6 +49,9 @@ pub struct Segments {
     root: PathBuf,
     active: Mutex<HashMap<u32, Active>>,
     dirty: Mutex<Dirty>,
+    /// Topics whose newest segment file must not be appended to (its end is damaged):
+    /// their next record starts a new one.
+    sealed: Mutex<std::collections::HashSet<u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,7 +70,14 @@ impl Segments {
             root: root.to_path_buf(),
             active: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
+            sealed: Mutex::new(Default::default()),
         })
+    }
+
+    /// Start the topic's next record in a new segment file.
+    pub fn seal(&self, topic: u32) {
+        lock(&self.active).remove(&topic);
+        lock(&self.sealed).insert(topic);
     }
 
     fn topic_dir(&self, topic: u32) -> PathBuf {
@@ -114,7 +124,8 @@ impl Segments {
             Some(a) => a.len >= SEGMENT_MAX,
         };
         if need_new {
-            let reopened = if active.contains_key(&topic) {
+            let sealed = lock(&self.sealed).remove(&topic);
+            let reopened = if active.contains_key(&topic) || sealed {
                 None
             } else {
                 self.reopen_last(topic)?

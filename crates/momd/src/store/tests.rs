@@ -268,7 +268,7 @@ fn a_corrupt_message_is_skipped_and_counted() {
 }
 
 #[test]
-fn a_torn_tail_is_cut_at_restart_and_appends_go_on() {
+fn an_indexed_record_cut_short_is_damage_kept_and_its_seq_never_given_again() {
     let dir = tempfile::tempdir().unwrap();
     let id;
     {
@@ -278,7 +278,8 @@ fn a_torn_tail_is_cut_at_restart_and_appends_go_on() {
         store.flush().unwrap();
         id = core.topics.get("t").unwrap().id;
     }
-    // A power cut: the index (in sled) survived, the last record's bytes did not all.
+    // The file lost its last bytes after the index said the record was there. A crash
+    // cannot do that (segments are synced before the index): it is damage.
     let seg = &segment_files(dir.path(), id)[0];
     let len = std::fs::metadata(seg).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
@@ -286,41 +287,57 @@ fn a_torn_tail_is_cut_at_restart_and_appends_go_on() {
     drop(f);
     let (store, mut core) = open(dir.path());
     let t = core.topics.get("t").unwrap().clone();
-    assert_eq!((t.last_seq, t.msgs, t.first_seq), (2, 2, 1));
-    // The lost message's dedupe entry went with it: its retry is stored, not called a
-    // duplicate, and gets the seq again (never given to anything acknowledged).
+    assert_eq!(
+        (t.last_seq, t.first_seq),
+        (3, 1),
+        "nothing cut, no seq given again"
+    );
+    assert_eq!(store.check_all().unwrap().damage.len(), 1);
+    // Its msg_id is still known: a retry is the duplicate of seq 3, not a new message.
     assert_eq!(
         publish(&mut core, &store, "t", &["three"], true, 3),
         vec![3]
     );
-    assert_eq!(publish(&mut core, &store, "t", &["two"], true, 3), vec![2]);
+    assert_eq!(publish(&mut core, &store, "t", &["four"], true, 3), vec![4]);
+    // The new record went to a new segment file, not after the damaged end.
+    assert_eq!(segment_files(dir.path(), id).len(), 2);
+    assert_eq!(
+        read_all(&store, &core, "t"),
+        vec![(1, "one".into()), (2, "two".into()), (4, "four".into())]
+    );
+}
+
+#[test]
+fn bytes_written_after_the_newest_indexed_record_are_a_torn_write_and_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "t", &["one", "two"], true, 1);
+        store.flush().unwrap();
+        id = core.topics.get("t").unwrap().id;
+    }
+    // A crash while a record was being appended, before the index named it.
+    let seg = &segment_files(dir.path(), id)[0];
+    let len = std::fs::metadata(seg).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(seg).unwrap();
+    std::io::Write::write_all(&mut f, b"MOMS half a record").unwrap();
+    drop(f);
+    let (store, mut core) = open(dir.path());
+    assert_eq!(
+        std::fs::metadata(seg).unwrap().len(),
+        len,
+        "the torn bytes are cut"
+    );
+    assert!(store.check_all().unwrap().damage.is_empty());
+    assert_eq!(
+        publish(&mut core, &store, "t", &["three"], true, 2),
+        vec![3]
+    );
     assert_eq!(
         read_all(&store, &core, "t"),
         vec![(1, "one".into()), (2, "two".into()), (3, "three".into())]
     );
-}
-
-/// Publish one message per record ("a", "b", …) to topic "t", flush, and return its id.
-fn four_records(dir: &std::path::Path, payloads: &[&str]) -> u32 {
-    let (store, mut core) = open(dir);
-    for p in payloads {
-        publish(&mut core, &store, "t", &[p], false, 1);
-    }
-    store.flush().unwrap();
-    core.topics.get("t").unwrap().id
-}
-
-/// Flip one bit of the last occurrence of `needle` in the topic's first segment file.
-fn flip(dir: &std::path::Path, id: u32, needle: &[u8]) {
-    let seg = &segment_files(dir, id)[0];
-    let mut v = std::fs::read(seg).unwrap();
-    let pos = v.windows(needle.len()).rposition(|w| w == needle).unwrap();
-    v[pos] ^= 0x20;
-    std::fs::write(seg, v).unwrap();
-}
-
-fn seqs_read(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
-    read_all(store, core, topic)
 }
 
 #[test]
@@ -411,12 +428,36 @@ fn a_damaged_header_length_in_the_middle_is_kept_and_later_records_read() {
     );
 }
 
+/// Publish one message per record ("a", "b", …) to topic "t", flush, and return its id.
+fn four_records(dir: &std::path::Path, payloads: &[&str]) -> u32 {
+    let (store, mut core) = open(dir);
+    for p in payloads {
+        publish(&mut core, &store, "t", &[p], false, 1);
+    }
+    store.flush().unwrap();
+    core.topics.get("t").unwrap().id
+}
+
+/// Flip one bit of the last occurrence of `needle` in the topic's first segment file.
+fn flip(dir: &std::path::Path, id: u32, needle: &[u8]) {
+    let seg = &segment_files(dir, id)[0];
+    let mut v = std::fs::read(seg).unwrap();
+    let pos = v.windows(needle.len()).rposition(|w| w == needle).unwrap();
+    v[pos] ^= 0x20;
+    std::fs::write(seg, v).unwrap();
+}
+
+fn seqs_read(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
+    read_all(store, core, topic)
+}
+
 #[test]
-fn a_never_written_tail_of_zeros_is_cut_at_restart() {
+fn an_indexed_record_whose_data_never_reached_the_disk_is_damage_not_cut() {
     let dir = tempfile::tempdir().unwrap();
     let big = "x".repeat(2000);
     let id = four_records(dir.path(), &["aaaa", &big]);
-    // A power cut: the file's size reached the disk, the last record's data did not.
+    // The file's size reached the disk, the last record's data did not: not something a
+    // crash does to an indexed record any more (segments are synced first), so damage.
     let seg = &segment_files(dir.path(), id)[0];
     let mut v = std::fs::read(seg).unwrap();
     let n = v.len();
@@ -424,16 +465,16 @@ fn a_never_written_tail_of_zeros_is_cut_at_restart() {
     std::fs::write(seg, v).unwrap();
     let (store, mut core) = open(dir.path());
     let t = core.topics.get("t").unwrap().clone();
-    assert_eq!((t.last_seq, t.msgs), (1, 1));
+    assert_eq!(t.last_seq, 2);
+    assert_eq!(store.check_all().unwrap().damage.len(), 1);
     assert_eq!(
         publish(&mut core, &store, "t", &["bbbb"], false, 2),
-        vec![2]
+        vec![3]
     );
     assert_eq!(
         seqs_read(&store, &core, "t"),
-        vec![(1, "aaaa".into()), (2, "bbbb".into())]
+        vec![(1, "aaaa".into()), (3, "bbbb".into())]
     );
-    assert!(store.check_all().unwrap().damage.is_empty());
 }
 
 #[test]
