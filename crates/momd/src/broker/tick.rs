@@ -23,6 +23,7 @@ impl Broker {
         }
         self.total_rate.roll(dt);
         self.auth.purge_revoked(now);
+        self.store.set_alive(now);
         let expired = self.core.tick(now);
         if !expired.is_empty() {
             if let Err(e) = self.store.remove_dedupe(&expired) {

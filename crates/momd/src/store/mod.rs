@@ -591,6 +591,14 @@ impl Store {
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
     }
 
+    /// Note that momd is alive at `now` (written with the next flush): at start, the time
+    /// since then is downtime, which the dedupe window does not count.
+    pub fn set_alive(&self, now: u64) {
+        if let Err(e) = self.db.insert(meta_key("alive"), &now.to_be_bytes()[..]) {
+            tracing::debug!("cannot note the time: {e}");
+        }
+    }
+
     /// The index store itself, for the users and tokens kept beside the topics.
     pub fn db(&self) -> &sled::Db {
         &self.db

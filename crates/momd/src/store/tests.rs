@@ -657,3 +657,36 @@ fn a_snapshot_sled_did_not_finish_does_not_make_the_store_unopenable() {
         vec![(1, "1".into()), (2, "2".into())]
     );
 }
+
+/// Issue 10: a forward clock jump (or a long downtime) across a crash made every dedupe
+/// entry look expired at start, so a publisher's retry was stored twice. The window counts
+/// the time momd runs: entries are shifted by the time since momd was last alive.
+#[test]
+fn the_dedupe_window_does_not_count_downtime_or_a_clock_jump() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "t", &["a"], true, 1_000);
+        store.set_alive(1_000);
+        store.flush().unwrap();
+    }
+    let ten_hours = 10 * 3_600_000;
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let loaded = store.load(1_000 + ten_hours, 120_000).unwrap();
+    assert_eq!(loaded.dedupe.len(), 1, "still within the window");
+    assert_eq!(loaded.dedupe[0].3, 1_000 + ten_hours);
+    store.flush().unwrap();
+    drop(store);
+    // Another restart right after, a minute of downtime later: the entry is a minute
+    // older than at the last start, not ten hours more.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let store = loop {
+        if let Ok(s) = Store::open(dir.path(), 8 << 20) {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let again = store.load(1_000 + ten_hours + 60_000, 120_000).unwrap();
+    assert_eq!(again.dedupe.len(), 1);
+    assert_eq!(again.dedupe[0].3, 1_000 + ten_hours + 60_000);
+}
