@@ -43,6 +43,10 @@ struct Args {
     #[arg(long, env = "MOM_PASSWORD", hide_env_values = true)]
     password: Option<String>,
 
+    /// A token from `momctl login` (by default the one it saved for the server is used).
+    #[arg(long, env = "MOM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// Use a saved context (server, user, TLS settings): see `momctl context`.
     #[arg(long, env = "MOM_CONTEXT")]
     context: Option<String>,
@@ -102,13 +106,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         default_server: mom_proto::DEFAULT_ADDR.to_string(),
         user: args.user.clone(),
         password: args.password.clone(),
-        token: None,
+        token: args.token.clone(),
         context: args.context.clone(),
         tls_ca: args.tls_ca.clone(),
         tls_insecure: args.tls_insecure,
         use_saved_token: true,
     };
-    let opts = momctl::profile::resolve(inputs, "momtui", now_ms()).map_err(anyhow::Error::msg)?;
+    let mut opts =
+        momctl::profile::resolve(inputs, "momtui", now_ms()).map_err(anyhow::Error::msg)?;
+    if let (Some(user), None, None) = (&opts.user, &opts.token, &opts.password) {
+        // A user named, nothing saved for it: ask, as `momctl login` does, before the
+        // screen is taken.
+        let pw = rpassword::prompt_password(format!("password for {user}: ")).map_err(|e| {
+            anyhow::anyhow!("no terminal to ask for the password ({e}): run `momctl login` first")
+        })?;
+        opts.password = Some(pw);
+    }
     if opts.tls_insecure {
         // Now, while stderr is still the terminal's: not over the dashboard.
         momctl::client::tls::warn_insecure();
