@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Publish, subscribe and manage the mom broker from the shell",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 timed out before enough messages, \
 4 cannot connect, 5 unauthorized/forbidden, 6 not found, 7 conflict, 8 connection lost.\n\n\
-Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl recv jobs --exec -- ./build.sh\n  momctl topic ls"
+Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl recv jobs --exec -- ./build.sh\n  momctl topic ls\n  momctl -s broker:7443 --tls-ca ca.pem topic ls   # a momd with --tls-cert"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -55,11 +55,14 @@ pub struct Global {
     #[arg(long, global = true, env = "MOM_CONTEXT")]
     pub context: Option<String>,
 
-    /// Speak TLS, trusting the CA certificate(s) in this PEM file.
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file (the server's certificate
+    /// must name the host given to -s). The system's CA store is not read: for a public CA,
+    /// give its bundle (e.g. /etc/ssl/certs/ca-certificates.crt).
     #[arg(long, global = true, env = "MOM_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
 
-    /// Speak TLS without checking the server's certificate (for testing only).
+    /// Speak TLS without checking the server's certificate (for testing only: anyone on
+    /// the way can read and change the connection; warned about on stderr).
     #[arg(long, global = true, env = "MOM_TLS_INSECURE")]
     pub tls_insecure: bool,
 }

@@ -69,16 +69,20 @@ pub(crate) fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, S
         if let Some(path) = &opts.tls_ca {
             let shown = path.display();
             let pem = std::fs::read(path).map_err(|e| format!("--tls-ca {shown}: {e}"))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("--tls-ca {shown}: not PEM: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("--tls-ca {shown}: a certificate in it is bad: {e}"))?;
-            }
-            if roots.is_empty() {
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--tls-ca {shown}: not PEM: {e}"))?;
+            if certs.is_empty() {
                 return Err(format!(
                     "--tls-ca {shown}: no certificate in it (a PEM \"BEGIN CERTIFICATE\" block \
                      is expected)"
+                ));
+            }
+            // A system bundle may hold a few odd ones: those are skipped, as curl does.
+            let (_, ignored) = roots.add_parsable_certificates(certs);
+            if roots.is_empty() {
+                return Err(format!(
+                    "--tls-ca {shown}: none of its {ignored} certificates can be used"
                 ));
             }
         }
