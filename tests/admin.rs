@@ -271,10 +271,12 @@ fn server_address_errors_and_refused_credentials_have_their_exit_codes() {
     let out = momctl(&["-s", "127.0.0.1:notaport", "ping"], None, t);
     assert_eq!(out.code, 2, "{out:?}");
 
+    // A server without users: asking to be someone is refused, not ignored.
     let m = Momd::start();
     let out = m.ctl(&["--user", "alice", "ping"], None);
-    assert_eq!(out.code, 2, "--user: {out:?}");
-    assert!(out.stderr.contains("user"), "{out:?}");
+    assert_eq!(out.code, 5, "--user: {out:?}");
+    assert!(out.stderr.contains("no users"), "{out:?}");
+    // A password without a user: usage, and never echoed.
     let out = m.ctl(&["--password", "secret", "ping"], None);
     assert_eq!(out.code, 2, "--password: {out:?}");
     assert!(
@@ -282,7 +284,7 @@ fn server_address_errors_and_refused_credentials_have_their_exit_codes() {
         "the password is echoed: {out:?}"
     );
     // The same from the environment.
-    for (k, v) in [("MOM_USER", "alice"), ("MOM_PASSWORD", "secret")] {
+    for (k, v, code) in [("MOM_USER", "alice", 5), ("MOM_PASSWORD", "secret", 2)] {
         let mut child = Command::new(momctl_bin())
             .args(["-s", &m.addr(), "ping"])
             .env(k, v)
@@ -292,7 +294,7 @@ fn server_address_errors_and_refused_credentials_have_their_exit_codes() {
             .spawn()
             .expect("spawn momctl");
         let st = wait_timeout(&mut child, t).expect("momctl exits");
-        assert_eq!(st.code(), Some(2), "{k} set: {st}");
+        assert_eq!(st.code(), Some(code), "{k} set: {st}");
     }
     // And the broker is fine: a plain ping works.
     m.assert_serves();

@@ -77,7 +77,13 @@ fn main() -> ExitCode {
     inputs.use_saved_token = !matches!(cli.cmd, Command::Login(_));
     let opts = match momctl::profile::resolve(inputs, client_name(&cli.cmd), now) {
         Ok(o) => o,
-        Err(e) => return cmd::finish(Err(Failure::new(5, e))),
+        Err(e) => {
+            let f = match momctl::profile::is_usage(&e) {
+                Some(m) => Failure::new(2, m),
+                None => Failure::new(5, e),
+            };
+            return cmd::finish(Err(f));
+        }
     };
     let json = cli.global.json;
     // Long-running commands reconnect unless told not to; publish only when asked (its

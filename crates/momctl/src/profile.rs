@@ -142,6 +142,15 @@ pub struct Inputs {
     pub use_saved_token: bool,
 }
 
+/// Marks an error of [`resolve`] that is a usage error (bad flags) rather than a refusal;
+/// see [`is_usage`].
+const USAGE: &str = "\u{0}";
+
+/// Is this error of [`resolve`] a usage error? (Its message is then the rest.)
+pub fn is_usage(e: &str) -> Option<&str> {
+    e.strip_prefix(USAGE)
+}
+
 /// The connection options: flags and environment first, then the context (named, or the
 /// current one), then the default server. Credentials: a token given, else a user with a
 /// password, else the token saved for that server by `momctl login` (for that user, if one
@@ -175,6 +184,11 @@ pub fn resolve(
         .tls_ca
         .or(ctx.as_ref().and_then(|c| c.tls_ca.clone()));
     opts.tls_insecure = inputs.tls_insecure || ctx.as_ref().is_some_and(|c| c.tls_insecure);
+    if inputs.password.is_some() && opts.user.is_none() && inputs.token.is_none() {
+        return Err(format!(
+            "{USAGE}a password needs a user: --user NAME or MOM_USER"
+        ));
+    }
     if let Some(t) = inputs.token {
         opts.token = Some(t);
     } else if let (Some(_), Some(p)) = (&opts.user, inputs.password.clone()) {

@@ -112,8 +112,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls_insecure: args.tls_insecure,
         use_saved_token: true,
     };
-    let mut opts =
-        momctl::profile::resolve(inputs, "momtui", now_ms()).map_err(anyhow::Error::msg)?;
+    let mut opts = momctl::profile::resolve(inputs, "momtui", now_ms())
+        .map_err(|e| anyhow::Error::msg(momctl::profile::is_usage(&e).unwrap_or(&e).to_string()))?;
     if let (Some(user), None, None) = (&opts.user, &opts.token, &opts.password) {
         // A user named, nothing saved for it: ask, as `momctl login` does, before the
         // screen is taken.

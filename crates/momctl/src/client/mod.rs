@@ -240,6 +240,18 @@ impl Client {
                 )))
             }
         };
+        // A server without users takes everyone as `anonymous`: a client that asked to be
+        // someone must not go on believing it is.
+        if let Some(u) = opts.user.as_ref().filter(|u| **u != welcome.user) {
+            return Err(ClientError::Server {
+                code: ErrorCode::Unauthorized,
+                message: format!(
+                    "this server has no users: connected as {:?}, not {u:?} (drop --user and \
+                     MOM_USER, or add the user with `momctl user add`)",
+                    welcome.user
+                ),
+            });
+        }
         writer
             .encoder_mut()
             .set_max_frame(welcome.max_frame as usize);

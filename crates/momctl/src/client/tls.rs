@@ -2,14 +2,16 @@
 //! is set: the same frames inside TLS 1.2/1.3 (docs/protocol.md, 1.1). Also the errors that
 //! say which side speaks what, when a plaintext client meets a TLS port or the reverse.
 
+use std::pin::Pin;
 use std::sync::{Arc, Once};
+use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -109,9 +111,29 @@ pub(crate) async fn handshake(
     match connector.connect(name, stream).await {
         Ok(tls) => {
             let (rd, wr) = tokio::io::split(tls);
-            Ok((Box::new(rd), Box::new(wr)))
+            Ok((Box::new(EndWithoutCloseNotify(rd)), Box::new(wr)))
         }
         Err(e) => Err(handshake_error(&e)),
+    }
+}
+
+/// Reads a server that went away without TLS's close_notify (killed, or a network that
+/// broke) as the end of the stream, as on plaintext TCP, rather than as an error with a URL
+/// in it. A truncation cannot pass for data: a cut frame is still an incomplete frame.
+struct EndWithoutCloseNotify<R>(R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for EndWithoutCloseNotify<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
