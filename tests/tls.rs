@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{lines, momctl, numbered_lines, Momd};
+use common::{lines, momctl, numbered_lines, wait_for, Collector, Momd};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// Longest a refused client may take: the refusal must come at once, not at a timeout.
@@ -111,6 +111,31 @@ fn publish_and_subscribe_over_tls_with_the_ca() {
         None,
     );
     assert!(got == big, "1 MiB back byte for byte ({} bytes)", got.len());
+}
+
+#[test]
+fn subscribe_over_tls_reconnects_after_the_broker_is_killed() {
+    let pki = Pki::new("mom test CA", &["127.0.0.1"]);
+    let mut m = start_tls(&pki, &[]);
+    let ca = pki.path("ca.pem");
+    let sub = Collector::new(m.spawn_ctl(&["--tls-ca", &ca, "subscribe", "t"]));
+    // The watch is set up once a publish reaches it.
+    wait_for(Duration::from_secs(15), "the subscriber", || {
+        m.ctl_ok(&["--tls-ca", &ca, "publish", "t", "before"], None);
+        (sub.count() > 0).then_some(())
+    });
+    m.kill9();
+    m.restart();
+    wait_for(
+        Duration::from_secs(30),
+        "the message after the restart",
+        || {
+            m.ctl_ok(&["--tls-ca", &ca, "publish", "t", "after"], None);
+            sub.lines().contains(&"after".to_string()).then_some(())
+        },
+    );
+    let (_, err) = sub.kill();
+    assert!(!err.contains("close_notify"), "{err}");
 }
 
 #[test]
