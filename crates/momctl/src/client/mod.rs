@@ -34,7 +34,6 @@ use mom_proto::{
     MsgKey, Nack, PubMsg, Publish, PublishOk, ServerFrame, StartAt, Watch, Welcome,
     PROTOCOL_VERSION,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -181,26 +180,7 @@ impl Client {
             addr: opts.addr.clone(),
             reason,
         };
-        let tls = tls::connector(opts).map_err(connect_err)?;
-        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&opts.addr))
-            .await
-            .map_err(|_| connect_err(format!("no answer in {:?}", opts.connect_timeout)))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (rd, wr): (tls::ConnRead, tls::ConnWrite) = match &tls {
-            None => {
-                let (rd, wr) = stream.into_split();
-                (Box::new(rd), Box::new(wr))
-            }
-            Some(connector) => {
-                let name = tls::server_name(&opts.addr).map_err(connect_err)?;
-                let handshake = tls::handshake(connector, name, stream);
-                tokio::time::timeout(opts.connect_timeout, handshake)
-                    .await
-                    .map_err(|_| connect_err("no TLS handshake from the server".into()))?
-                    .map_err(connect_err)?
-            }
-        };
+        let (rd, wr, over_tls) = tls::open(opts).await.map_err(connect_err)?;
         // Frames from the server may exceed max_frame by one payload (docs/protocol.md).
         let max_in = mom_proto::DEFAULT_MAX_FRAME * 2 + mom_proto::DEFAULT_MAX_PAYLOAD;
         let mut reader = FramedRead::with_capacity(
@@ -223,8 +203,7 @@ impl Client {
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         // A TLS server answers a plaintext hello with an alert: say so, not "frame too large".
-        let speaks_tls =
-            |r: &FramedRead<_, _>| tls.is_none() && tls::looks_like_tls(r.read_buffer());
+        let speaks_tls = |r: &FramedRead<_, _>| !over_tls && tls::looks_like_tls(r.read_buffer());
         let welcome = match tokio::time::timeout(opts.connect_timeout, reader.next()).await {
             Err(_) => return Err(connect_err("no welcome from the server".into())),
             Ok(None | Some(Err(_))) if speaks_tls(&reader) => {

@@ -52,8 +52,29 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Open the connection `opts` asks for: TCP, then TLS if `tls_ca` or `tls_insecure` is set
+/// (true in the result then), each step within `connect_timeout`.
+pub(crate) async fn open(opts: &ConnectOptions) -> Result<(ConnRead, ConnWrite, bool), String> {
+    let tls = connector(opts)?;
+    let limit = opts.connect_timeout;
+    let stream = tokio::time::timeout(limit, TcpStream::connect(&opts.addr))
+        .await
+        .map_err(|_| format!("no answer in {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let Some(connector) = tls else {
+        let (rd, wr) = stream.into_split();
+        return Ok((Box::new(rd), Box::new(wr), false));
+    };
+    let name = server_name(&opts.addr)?;
+    let (rd, wr) = tokio::time::timeout(limit, handshake(&connector, name, stream))
+        .await
+        .map_err(|_| "no TLS handshake from the server".to_string())??;
+    Ok((rd, wr, true))
+}
+
 /// The connector for `opts`, or `None` for plaintext.
-pub(crate) fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
+fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
     if opts.tls_ca.is_none() && !opts.tls_insecure {
         return Ok(None);
     }
@@ -95,7 +116,7 @@ pub(crate) fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, S
 
 /// The name the server's certificate must carry: the host part of `addr` (HOST:PORT or
 /// [IPV6]:PORT); an IP address is matched against the certificate's IP addresses.
-pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
+fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string())
@@ -103,7 +124,7 @@ pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
 }
 
 /// The client side of the handshake, split for the reader and writer tasks.
-pub(crate) async fn handshake(
+async fn handshake(
     connector: &TlsConnector,
     name: ServerName<'static>,
     stream: TcpStream,
