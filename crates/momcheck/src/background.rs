@@ -125,7 +125,7 @@ pub async fn probe(ctx: Ctx, stop: CancellationToken) {
                 }
             }
         }
-        ctx.latency(&[&phase0, &ctx.phase()], start.elapsed());
+        ctx.latency(&phase0, &ctx.phase(), start.elapsed());
         if n % 10 == 9 {
             let t0 = Instant::now();
             let phase0 = ctx.phase();
@@ -134,7 +134,7 @@ pub async fn probe(ctx: Ctx, stop: CancellationToken) {
                 c.ping().await.ok()
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, fresh).await {
-                Ok(_) => ctx.latency(&[&phase0, &ctx.phase()], t0.elapsed()),
+                Ok(_) => ctx.latency(&phase0, &ctx.phase(), t0.elapsed()),
                 Err(_) => ctx.ledger().probe_stalls.push(format!(
                     "probe: no pong on a fresh connection within {REQUEST_TIMEOUT:?} (phase {})",
                     ctx.phase()

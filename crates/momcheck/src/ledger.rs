@@ -236,20 +236,15 @@ impl Shared {
         self.topics.iter().position(|t| t == name).map(|i| i as u16)
     }
 
-    /// Note a latency of the well-behaved client under the phases it spanned (not under
-    /// `steady` when it also spanned a fault: the fault made it).
-    pub fn latency(&self, phases: &[&str], d: Duration) {
+    /// Note a latency of the well-behaved client: under the phase it started in, or if
+    /// that was `steady`, the one it ended in (the fault that made it).
+    pub fn latency(&self, start: &str, end: &str, d: Duration) {
         let Ok(mut l) = self.latencies.lock() else {
             return;
         };
-        let faulty = phases.iter().any(|p| *p != "steady");
-        for p in phases {
-            if faulty && *p == "steady" {
-                continue;
-            }
-            let w = l.worst.entry((*p).to_string()).or_default();
-            *w = (*w).max(d);
-        }
+        let p = if start == "steady" { end } else { start };
+        let w = l.worst.entry(p.to_string()).or_default();
+        *w = (*w).max(d);
     }
 }
 

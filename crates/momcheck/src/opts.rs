@@ -142,6 +142,13 @@ pub struct Opts {
     #[arg(long)]
     pub small: bool,
 
+    /// Hostile cases to run, comma-separated, taken in turn in a seeded order (default:
+    /// all): malformed-pre-hello, malformed-post-hello, stalled-frames, nested-msgpack,
+    /// huge-headers, watch-patterns, many-topics-queues, idle-connections, unread-watcher,
+    /// fast-publisher, unread-replies.
+    #[arg(long, value_delimiter = ',')]
+    pub hostile_cases: Vec<crate::hostile::Case>,
+
     /// How long each hostile case runs.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub hostile_time: Duration,

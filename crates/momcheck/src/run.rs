@@ -125,7 +125,13 @@ impl Run {
             acked: AtomicU64::new(0),
             admin_burst: AtomicBool::new(false),
         });
-        let mut hostile_order = ALL_CASES.to_vec();
+        let mut hostile_order = if opts.hostile_cases.is_empty() {
+            ALL_CASES.to_vec()
+        } else {
+            let mut v = opts.hostile_cases.clone();
+            v.dedup();
+            v
+        };
         rng.shuffle(&mut hostile_order);
         let scale = Scale {
             small: opts.small,

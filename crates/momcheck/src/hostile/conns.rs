@@ -237,35 +237,45 @@ pub async fn nested(addr: &str, scale: Scale) -> anyhow::Result<String> {
     ))
 }
 
-/// Connections that say hello and then nothing, as many as the fd limit allows.
+/// Connections that say hello and then nothing, as many as the fd limit allows: opened
+/// 200 at a time (for at most a minute), then held.
 pub async fn idle(addr: &str, scale: Scale) -> anyhow::Result<String> {
     let want = scale.pick(10_000, 500);
     let n = want.min(scale.fd_limit.saturating_sub(1000) / 2);
-    let deadline = Instant::now() + scale.time;
+    let t0 = Instant::now();
+    let opening = t0 + Duration::from_secs(60);
     let gate = Arc::new(tokio::sync::Semaphore::new(200));
     let mut tasks = JoinSet::new();
     for _ in 0..n {
         let (addr, gate) = (addr.to_string(), gate.clone());
         tasks.spawn(async move {
-            let permit = gate.acquire_owned().await.ok()?;
-            let mut raw = Raw::connect(&addr).await.ok()?;
-            let r = tokio::time::timeout_at(deadline, raw.hello("momcheck idle")).await;
-            drop(permit);
-            matches!(r, Ok(Ok(_))).then_some(raw)
+            let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            let mut raw = match tokio::time::timeout_at(opening, Raw::connect(&addr)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(format!("connect: {e}")),
+                Err(_) => return Err("connect: no answer within a minute".into()),
+            };
+            match tokio::time::timeout_at(opening, raw.hello("momcheck idle")).await {
+                Ok(Ok(_)) => Ok(raw),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("hello: no welcome within a minute".into()),
+            }
         });
     }
     let mut held = Vec::new();
     let mut failed = 0u64;
+    let mut first_err = None;
     while let Some(r) = tasks.join_next().await {
         match r? {
-            Some(raw) => held.push(raw),
-            None => failed += 1,
+            Ok(raw) => held.push(raw),
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
         }
     }
-    let ready_in = scale
-        .time
-        .saturating_sub(deadline.saturating_duration_since(Instant::now()));
-    tokio::time::sleep_until(deadline).await;
+    let opened_in = t0.elapsed();
+    tokio::time::sleep(scale.time).await;
     let opened = held.len();
     drop(held);
     let capped = if n < want {
@@ -273,9 +283,10 @@ pub async fn idle(addr: &str, scale: Scale) -> anyhow::Result<String> {
     } else {
         String::new()
     };
+    let why = first_err.map_or(String::new(), |e| format!(" (first: {e})"));
     Ok(format!(
-        "{opened} idle connections said hello in {ready_in:.1?}{capped}, {failed} could not \
-         within {:?}",
+        "{opened} idle connections said hello in {opened_in:.1?}{capped}, {failed} could \
+         not{why}; held {:?}",
         scale.time
     ))
 }

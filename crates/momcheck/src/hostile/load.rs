@@ -139,56 +139,94 @@ pub async fn watch_patterns(addr: &str, scale: Scale) -> anyhow::Result<String> 
     ))
 }
 
-/// Send requests with up to `window` in flight; returns (ok, errors, first error).
+/// What a pipelined run of requests got.
+struct Piped {
+    sent: u64,
+    ok: u64,
+    err: u64,
+    first_err: Option<String>,
+    secs: f64,
+}
+
+impl Piped {
+    fn say(&self, what: &str, of: u64) -> String {
+        let mut s = format!("{what}: {} of {of} sent in {:.1}s", self.sent, self.secs);
+        if self.sent < of {
+            s.push_str(" (stopped at the time limit)");
+        }
+        s.push_str(&format!(", {} ok", self.ok));
+        if let Some(e) = &self.first_err {
+            s.push_str(&format!(", {} failed (first: {e})", self.err));
+        }
+        s
+    }
+}
+
+/// Send up to `n` requests with up to `window` in flight, none after `limit`.
 async fn pipelined(
     c: &Client,
     n: u64,
     window: usize,
+    limit: Duration,
     make: impl Fn(u64, u64) -> ClientFrame,
-) -> anyhow::Result<(u64, u64, Option<String>)> {
+) -> anyhow::Result<Piped> {
+    let t0 = Instant::now();
     let mut q: VecDeque<PendingReply> = VecDeque::new();
-    let (mut ok, mut err, mut first) = (0u64, 0u64, None);
-    let mut settle = |r: Result<Result<ServerFrame, momctl::client::ClientError>, _>| match r {
-        Ok(Ok(_)) => ok += 1,
-        Ok(Err(e)) => {
-            err += 1;
-            first.get_or_insert_with(|| e.to_string());
-        }
-        Err(_) => {
-            err += 1;
-            first.get_or_insert_with(|| format!("no reply within {REPLY_TIMEOUT:?}"));
-        }
+    let mut p = Piped {
+        sent: 0,
+        ok: 0,
+        err: 0,
+        first_err: None,
+        secs: 0.0,
     };
+    let settle =
+        |p: &mut Piped, r: Result<Result<ServerFrame, momctl::client::ClientError>, _>| match r {
+            Ok(Ok(_)) => p.ok += 1,
+            Ok(Err(e)) => {
+                p.err += 1;
+                p.first_err.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                p.err += 1;
+                p.first_err
+                    .get_or_insert_with(|| format!("no reply within {REPLY_TIMEOUT:?}"));
+            }
+        };
     for i in 0..n {
+        if t0.elapsed() > limit {
+            break;
+        }
         if q.len() >= window {
-            if let Some(p) = q.pop_front() {
-                settle(tokio::time::timeout(REPLY_TIMEOUT, p.await_reply()).await);
+            if let Some(r) = q.pop_front() {
+                settle(
+                    &mut p,
+                    tokio::time::timeout(REPLY_TIMEOUT, r.await_reply()).await,
+                );
             }
         }
         q.push_back(c.send(|id| make(id, i)).await?);
+        p.sent += 1;
     }
-    while let Some(p) = q.pop_front() {
-        settle(tokio::time::timeout(REPLY_TIMEOUT, p.await_reply()).await);
+    while let Some(r) = q.pop_front() {
+        settle(
+            &mut p,
+            tokio::time::timeout(REPLY_TIMEOUT, r.await_reply()).await,
+        );
     }
-    Ok((ok, err, first))
-}
-
-fn said(what: &str, ok: u64, err: u64, first: Option<String>) -> String {
-    match first {
-        None => format!("{what}: {ok} ok"),
-        Some(e) => format!("{what}: {ok} ok, {err} failed (first: {e})"),
-    }
+    p.secs = t0.elapsed().as_secs_f64();
+    Ok(p)
 }
 
 /// Many topics (one message each) and many queues, each bound to one of them; then a
 /// `stats`, a `topic_list` and a `queue_list` of it all; then everything removed again.
+/// Each step stops sending after two minutes (one with --small) and says how far it got.
 pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyhow::Result<String> {
     let topics = scale.pick(100_000, 1_000);
     let queues = scale.pick(10_000, 100);
+    let limit = Duration::from_secs(scale.pick(120, 60));
     let tag = rng.below(1_000_000);
     let c = Client::connect(&ConnectOptions::new(addr, "momcheck many")).await?;
-    let t0 = Instant::now();
-    let (ok, err, first) = pipelined(&c, topics, 512, |id, i| {
+    let made = pipelined(&c, topics, 512, limit, |id, i| {
         ClientFrame::Publish(Publish {
             id,
             topic: format!("mc.h.{tag}.t{i}"),
@@ -200,14 +238,8 @@ pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyh
         })
     })
     .await?;
-    let mut parts = vec![said(
-        &format!("{topics} topics created in {:.1?}", t0.elapsed()),
-        ok,
-        err,
-        first,
-    )];
-    let t1 = Instant::now();
-    let (ok, err, first) = pipelined(&c, queues, 512, |id, i| {
+    let mut parts = vec![made.say("topics", topics)];
+    let bound = pipelined(&c, queues.min(made.sent), 512, limit, |id, i| {
         ClientFrame::QueueCreate(QueueCreate {
             id,
             queue: format!("mc.h.{tag}.q{i}"),
@@ -217,12 +249,7 @@ pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyh
         })
     })
     .await?;
-    parts.push(said(
-        &format!("{queues} queues in {:.1?}", t1.elapsed()),
-        ok,
-        err,
-        first,
-    ));
+    parts.push(bound.say("queues", queues));
     let held = Instant::now();
     let t = Instant::now();
     parts.push(match tokio::time::timeout(REPLY_TIMEOUT, c.stats()).await {
@@ -252,8 +279,7 @@ pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyh
         },
     );
     tokio::time::sleep_until(held + scale.time).await;
-    let t2 = Instant::now();
-    let (ok, err, first) = pipelined(&c, queues, 512, |id, i| {
+    let gone = pipelined(&c, bound.sent, 512, limit * 2, |id, i| {
         ClientFrame::QueueDelete(QueueDelete {
             id,
             queue: format!("mc.h.{tag}.q{i}"),
@@ -261,7 +287,8 @@ pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyh
         })
     })
     .await?;
-    let (ok2, err2, first2) = pipelined(&c, topics, 512, |id, i| {
+    parts.push(gone.say("queues removed", bound.sent));
+    let gone = pipelined(&c, made.sent, 512, limit * 2, |id, i| {
         ClientFrame::TopicRm(TopicRm {
             id,
             topic: format!("mc.h.{tag}.t{i}"),
@@ -269,12 +296,7 @@ pub async fn many_topics_queues(addr: &str, scale: Scale, rng: &mut Rng) -> anyh
         })
     })
     .await?;
-    parts.push(said(
-        &format!("removed again in {:.1?}", t2.elapsed()),
-        ok + ok2,
-        err + err2,
-        first.or(first2),
-    ));
+    parts.push(gone.say("topics removed", made.sent));
     Ok(parts.join("; "))
 }
 
