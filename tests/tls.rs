@@ -295,3 +295,52 @@ fn momd_names_a_missing_or_bad_certificate_file_at_start() {
         "{err}"
     );
 }
+
+/// `--tls` trusts the system's CA certificates (here SSL_CERT_FILE names the test CA, as it
+/// names a system bundle elsewhere); a context can carry it.
+#[test]
+fn tls_with_the_system_roots_and_from_a_context() {
+    let pki = Pki::new("mom test CA", &["127.0.0.1"]);
+    let m = start_tls(&pki, &[]);
+    let addr = m.addr();
+    let ca = pki.path("ca.pem");
+    let cfg = tempfile::tempdir().expect("config dir");
+    let cfg = cfg.path().to_string_lossy().into_owned();
+    let env = [
+        ("SSL_CERT_FILE", ca.as_str()),
+        ("MOM_CONFIG_DIR", cfg.as_str()),
+    ];
+    let out = common::momctl_env(
+        &["-s", &addr, "--tls", "publish", "t", "one"],
+        None,
+        common::CTL_TIMEOUT,
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = common::momctl_env(
+        &["-s", &addr, "--tls", "context", "add", "secure", "--use"],
+        None,
+        common::CTL_TIMEOUT,
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = common::momctl_env(
+        &["subscribe", "t", "--from", "all", "--count", "1"],
+        None,
+        common::CTL_TIMEOUT,
+        &env,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(lines(&out.stdout), ["one"]);
+    // Without the CA in the system roots, the certificate is refused.
+    let out = common::momctl_env(
+        &["-s", &addr, "--tls", "topic", "ls"],
+        None,
+        common::CTL_TIMEOUT,
+        &[
+            ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+            ("MOM_CONFIG_DIR", cfg.as_str()),
+        ],
+    );
+    assert_eq!(out.code, 4, "{out:?}");
+}

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         context: g.context.clone(),
         tls_ca: g.tls_ca.clone(),
         tls_insecure: g.tls_insecure,
+        tls: g.tls,
         use_saved_token: true,
     };
     let now = now_ms();
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
             user: g.user.clone(),
             tls_ca: g.tls_ca.clone(),
             tls_insecure: g.tls_insecure,
+            tls: g.tls,
         };
         return cmd::finish(cmd::context::run(c, given, cli.global.json));
     }

@@ -35,6 +35,9 @@ pub struct Context {
     pub tls_ca: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tls_insecure: bool,
+    /// TLS with the system's CA certificates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -138,6 +141,7 @@ pub struct Inputs {
     pub context: Option<String>,
     pub tls_ca: Option<PathBuf>,
     pub tls_insecure: bool,
+    pub tls: bool,
     /// Use the token `momctl login` saved for the server (not when logging in again).
     pub use_saved_token: bool,
 }
@@ -178,12 +182,16 @@ pub fn resolve(
         (None, None) => inputs.default_server.clone(),
     };
     let server = mom_proto::parse::addr(&server).map_err(|e| format!("server {server:?}: {e}"))?;
+    // A server named on the command line or in MOM_SERVER that is not the context's is
+    // another server: the context's user and TLS settings are not its own.
+    let ctx = ctx.filter(|c| mom_proto::parse::addr(&c.server).is_ok_and(|cs| cs == server));
     let mut opts = ConnectOptions::new(server.clone(), name);
     opts.user = inputs.user.or(ctx.as_ref().and_then(|c| c.user.clone()));
     opts.tls_ca = inputs
         .tls_ca
         .or(ctx.as_ref().and_then(|c| c.tls_ca.clone()));
     opts.tls_insecure = inputs.tls_insecure || ctx.as_ref().is_some_and(|c| c.tls_insecure);
+    opts.tls = inputs.tls || ctx.as_ref().is_some_and(|c| c.tls);
     if inputs.password.is_some() && opts.user.is_none() && inputs.token.is_none() {
         return Err(format!(
             "{USAGE}a password needs a user: --user NAME or MOM_USER"

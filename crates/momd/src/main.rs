@@ -251,7 +251,7 @@ async fn listen(
     has_users: bool,
 ) -> anyhow::Result<Vec<server::Listener>> {
     if let Some(addr) = args.listen_plain {
-        if !addr.ip().is_loopback() {
+        if !auth::is_local(addr.ip()) {
             if !has_users && !args.allow_anonymous {
                 anyhow::bail!(
                     "refusing --listen-plain {addr} with no users: anyone could connect as \

@@ -58,6 +58,10 @@ struct Args {
     /// Speak TLS without checking the server's certificate (for testing only).
     #[arg(long, env = "MOM_TLS_INSECURE")]
     tls_insecure: bool,
+
+    /// Speak TLS, trusting the system's CA certificates.
+    #[arg(long, env = "MOM_TLS")]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         context: args.context.clone(),
         tls_ca: args.tls_ca.clone(),
         tls_insecure: args.tls_insecure,
+        tls: args.tls,
         use_saved_token: true,
     };
     let mut opts = momctl::profile::resolve(inputs, "momtui", now_ms())

@@ -65,6 +65,11 @@ pub struct Global {
     /// the way can read and change the connection; warned about on stderr).
     #[arg(long, global = true, env = "MOM_TLS_INSECURE")]
     pub tls_insecure: bool,
+
+    /// Speak TLS, trusting the system's CA certificates (SSL_CERT_FILE, else the system
+    /// bundle); --tls-ca trusts a CA of your own instead.
+    #[arg(long, global = true, env = "MOM_TLS")]
+    pub tls: bool,
 }
 
 /// What a long-running command does when the connection to the broker is lost.

@@ -69,7 +69,7 @@ pub enum ContextCmd {
     )]
     Add {
         name: String,
-        /// Make it the current context too.
+        /// Make it the current context too (used when no --context is given).
         #[arg(long = "use")]
         use_it: bool,
     },

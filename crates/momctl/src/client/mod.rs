@@ -103,6 +103,8 @@ pub struct ConnectOptions {
     pub tls_ca: Option<std::path::PathBuf>,
     /// Speak TLS without checking the server's certificate.
     pub tls_insecure: bool,
+    /// Speak TLS, trusting the system's CA certificates (when `tls_ca` is not given).
+    pub tls: bool,
     pub connect_timeout: Duration,
 }
 
@@ -117,6 +119,7 @@ impl ConnectOptions {
             token: None,
             tls_ca: None,
             tls_insecure: false,
+            tls: false,
             connect_timeout: Duration::from_secs(5),
         }
     }

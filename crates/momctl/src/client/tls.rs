@@ -75,7 +75,7 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<(ConnRead, ConnWrite, 
 
 /// The connector for `opts`, or `None` for plaintext.
 fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
-    if opts.tls_ca.is_none() && !opts.tls_insecure {
+    if opts.tls_ca.is_none() && !opts.tls_insecure && !opts.tls {
         return Ok(None);
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -89,7 +89,12 @@ fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
             .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = &opts.tls_ca {
+        let system = if opts.tls_ca.is_none() {
+            Some(system_bundle()?)
+        } else {
+            None
+        };
+        if let Some(path) = opts.tls_ca.as_ref().or(system.as_ref()) {
             let shown = path.display();
             let pem = std::fs::read(path).map_err(|e| format!("--tls-ca {shown}: {e}"))?;
             let certs = CertificateDer::pem_slice_iter(&pem)
@@ -112,6 +117,27 @@ fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(Some(TlsConnector::from(Arc::new(config))))
+}
+
+/// The system's CA certificates: `SSL_CERT_FILE`, else the first bundle found where Linux
+/// distributions and BSDs keep it (the places OpenSSL and curl look).
+fn system_bundle() -> Result<std::path::PathBuf, String> {
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+        return Ok(f.into());
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/pki/tls/cacert.pem",
+        "/etc/ssl/cert.pem",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        "--tls: no system CA bundle found (set SSL_CERT_FILE, or give --tls-ca FILE)".to_string()
+    })
 }
 
 /// The name the server's certificate must carry: the host part of `addr` (HOST:PORT or

@@ -12,6 +12,7 @@ pub struct Given {
     pub user: Option<String>,
     pub tls_ca: Option<std::path::PathBuf>,
     pub tls_insecure: bool,
+    pub tls: bool,
 }
 
 fn fail(e: String) -> Failure {
@@ -37,9 +38,10 @@ pub fn run(cmd: ContextCmd, given: Given, json: bool) -> CmdResult {
                     user: given.user,
                     tls_ca,
                     tls_insecure: given.tls_insecure,
+                    tls: given.tls,
                 },
             );
-            if use_it || all.current.is_none() {
+            if use_it {
                 all.current = Some(name.clone());
             }
             profile::save_contexts(&all).map_err(fail)?;
@@ -59,7 +61,7 @@ pub fn run(cmd: ContextCmd, given: Given, json: bool) -> CmdResult {
                 if json {
                     output::print_json(&serde_json::json!({
                         "name": name, "current": current, "server": c.server,
-                        "user": c.user, "tls_ca": c.tls_ca, "tls_insecure": c.tls_insecure,
+                        "user": c.user, "tls_ca": c.tls_ca, "tls_insecure": c.tls_insecure, "tls": c.tls,
                     }))?;
                 } else {
                     let mark = if current { "*" } else { " " };
@@ -96,6 +98,9 @@ pub fn run(cmd: ContextCmd, given: Given, json: bool) -> CmdResult {
                 outln!("user:     {}", c.user.as_deref().unwrap_or("-"));
                 if let Some(ca) = &c.tls_ca {
                     outln!("tls ca:   {}", ca.display());
+                }
+                if c.tls {
+                    outln!("tls:      with the system's CA certificates");
                 }
                 if c.tls_insecure {
                     outln!("tls:      insecure (the certificate is not checked)");
