@@ -328,9 +328,11 @@ impl Auth {
 
     /// May `who` publish to `topic`?
     pub fn may_publish(&self, who: &Identity, topic: &str) -> bool {
+        // Looked at in place: this runs for every publish.
         who.admin
             || self
-                .user(&who.user)
+                .users()
+                .get(&who.user)
                 .is_some_and(|u| u.publish.iter().any(|p| topic::matches(p, topic)))
     }
 
@@ -343,7 +345,8 @@ impl Auth {
         if pattern == "$sys" || pattern.starts_with("$sys.") {
             return false;
         }
-        self.user(&who.user).is_some_and(|u| {
+        // Looked at in place: this runs for every watch, and a user's record is not small.
+        self.users().get(&who.user).is_some_and(|u| {
             u.subscribe
                 .iter()
                 .any(|p| topic::pattern_within(pattern, p))
