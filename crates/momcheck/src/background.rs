@@ -49,7 +49,7 @@ pub async fn probe(ctx: Ctx, stop: CancellationToken) {
         });
         let id = id_string(p, p, n);
         let start = Instant::now();
-        let phase0 = ctx.phase();
+        let mark = ctx.phase_mark();
         let mut acked = false;
         loop {
             if stop.is_cancelled() {
@@ -125,16 +125,16 @@ pub async fn probe(ctx: Ctx, stop: CancellationToken) {
                 }
             }
         }
-        ctx.latency(&phase0, &ctx.phase(), start.elapsed());
+        ctx.latency(mark, start.elapsed());
         if n % 10 == 9 {
             let t0 = Instant::now();
-            let phase0 = ctx.phase();
+            let mark = ctx.phase_mark();
             let fresh = async {
                 let c = connect(&ctx, "momcheck probe ping", &stop).await?;
                 c.ping().await.ok()
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, fresh).await {
-                Ok(_) => ctx.latency(&phase0, &ctx.phase(), t0.elapsed()),
+                Ok(_) => ctx.latency(mark, t0.elapsed()),
                 Err(_) => ctx.ledger().probe_stalls.push(format!(
                     "probe: no pong on a fresh connection within {REQUEST_TIMEOUT:?} (phase {})",
                     ctx.phase()

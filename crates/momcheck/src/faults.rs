@@ -25,7 +25,10 @@ impl Run {
         self.ctx.set_phase("steady");
         tokio::time::sleep(Duration::from_millis(steady)).await;
         self.check_alive("steady").await?;
-        self.ctx.set_phase(fault.name());
+        if fault != Fault::Hostile {
+            // (A hostile cycle names its case.)
+            self.ctx.set_phase(fault.name());
+        }
         match fault {
             Fault::Kill9 => self.kill9().await?,
             Fault::Pause => self.pause().await?,

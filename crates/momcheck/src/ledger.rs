@@ -201,8 +201,9 @@ pub struct Shared {
     pub addr: crate::momd::Addr,
     /// momd's start number, for acks.
     pub epoch: AtomicU32,
-    /// The current phase (`steady`, `kill9`, `hostile:<case>`), for latencies.
-    pub phase: Mutex<String>,
+    /// Every phase the run went through (`steady`, `kill9`, `hostile:<case>`), the current
+    /// one last, for latencies.
+    pub phases: Mutex<Vec<String>>,
     pub latencies: Mutex<Latencies>,
     /// Published messages acknowledged so far (all publishers).
     pub acked: AtomicU64,
@@ -221,13 +222,28 @@ impl Shared {
         crate::momd::addr_of(&self.addr)
     }
 
+    /// The current phase.
     pub fn phase(&self) -> String {
-        self.phase.lock().map(|p| p.clone()).unwrap_or_default()
+        self.phases
+            .lock()
+            .ok()
+            .and_then(|p| p.last().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Where the run is in its phases, for [`Shared::latency`].
+    pub fn phase_mark(&self) -> usize {
+        self.phases
+            .lock()
+            .map(|p| p.len().saturating_sub(1))
+            .unwrap_or(0)
     }
 
     pub fn set_phase(&self, p: &str) {
-        if let Ok(mut g) = self.phase.lock() {
-            *g = p.to_string();
+        if let Ok(mut g) = self.phases.lock() {
+            if g.last().is_none_or(|l| l != p) {
+                g.push(p.to_string());
+            }
         }
     }
 
@@ -236,14 +252,24 @@ impl Shared {
         self.topics.iter().position(|t| t == name).map(|i| i as u16)
     }
 
-    /// Note a latency of the well-behaved client: under the phase it started in, or if
-    /// that was `steady`, the one it ended in (the fault that made it).
-    pub fn latency(&self, start: &str, end: &str, d: Duration) {
+    /// Note a latency of the well-behaved client, which started at phase `mark`: under the
+    /// first fault it spanned (the one that made it), else under `steady`.
+    pub fn latency(&self, mark: usize, d: Duration) {
+        let phase = match self.phases.lock() {
+            Ok(p) => p
+                .get(mark..)
+                .unwrap_or_default()
+                .iter()
+                .find(|p| *p != "steady")
+                .or(p.last())
+                .cloned()
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
         let Ok(mut l) = self.latencies.lock() else {
             return;
         };
-        let p = if start == "steady" { end } else { start };
-        let w = l.worst.entry(p.to_string()).or_default();
+        let w = l.worst.entry(phase).or_default();
         *w = (*w).max(d);
     }
 }

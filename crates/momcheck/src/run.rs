@@ -120,7 +120,7 @@ impl Run {
             probe: opts.publishers,
             addr: momd.addr.clone(),
             epoch: AtomicU32::new(0),
-            phase: Mutex::new("start".into()),
+            phases: Mutex::new(vec!["start".into()]),
             latencies: Mutex::new(Latencies::default()),
             acked: AtomicU64::new(0),
             admin_burst: AtomicBool::new(false),
