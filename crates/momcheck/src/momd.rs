@@ -3,6 +3,7 @@
 //! its logs, and poll its memory.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -144,6 +145,8 @@ impl Momd {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).context("momd log file")?;
         let child = Command::new(&self.bin)
+            // Its own process group: a Ctrl-C meant for momcheck does not stop momd too.
+            .process_group(0)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data")
