@@ -245,6 +245,8 @@ pub struct Broker {
     queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
     queue_flush_wanted: bool,
+    /// Ticks since start (some chores run every few).
+    ticks: u64,
     /// Bytes of the data dir, measured off the broker's task every few seconds (walking a
     /// data dir of many topics takes a while): what `stats` reports.
     disk_bytes: Arc<std::sync::atomic::AtomicU64>,
@@ -348,6 +350,7 @@ impl Broker {
             trimmed_flushing: Vec::new(),
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
             disk_bytes_measuring: Default::default(),
+            ticks: 0,
             staged_tickets: Vec::new(),
             pending_tickets: Vec::new(),
             flushing_tickets: Vec::new(),

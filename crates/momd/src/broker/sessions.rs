@@ -41,12 +41,15 @@ impl Broker {
         }
         let user = info.identity.user.clone();
         let max = self.auth.cfg.max_connections_per_user;
-        if self
-            .sessions
-            .values()
-            .filter(|s| s.identity.user == user)
-            .count()
-            >= max
+        // `anonymous` is every client of a server without users, not one user: it is held
+        // to --max-connections only.
+        if user != crate::auth::ANONYMOUS
+            && self
+                .sessions
+                .values()
+                .filter(|s| s.identity.user == user)
+                .count()
+                >= max
         {
             return Err(Box::new(ServerFrame::error(
                 Some(hello.id),

@@ -10,6 +10,10 @@ impl Broker {
         self.commit();
         self.disk_check();
         self.measure_disk_bytes();
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(10) {
+            give_back_freed_memory();
+        }
         let now = now_ms();
         let dt = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
@@ -113,5 +117,16 @@ impl Broker {
             tracing::warn!(topic = %name, "cannot remove: {e}");
         }
         self.dirty = true;
+    }
+}
+
+/// Hand memory that was freed back to the system: after a burst (large frames, a hostile
+/// client) the allocator keeps it for reuse otherwise, and momd's RSS would not come back
+/// down when the clients go.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only returns unused heap pages.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
