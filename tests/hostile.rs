@@ -424,7 +424,10 @@ fn watch_patterns_are_limited_and_matching_stays_fast() {
             other => panic!("expected deliveries then ok, got {other:?}"),
         }
     }
-    assert_eq!(delivered, 200, "each message once, through the pattern index");
+    assert_eq!(
+        delivered, 200,
+        "each message once, through the pattern index"
+    );
     raw.send(&ClientFrame::Watch(mom_proto::Watch {
         id: 201,
         patterns: (0..200).map(|k| format!("again.{k}")).collect(),

@@ -274,7 +274,10 @@ fn a_walk_sees_each_topic_once_while_topics_come_and_go() {
         removed.insert(t);
     });
     let set = once_in_order(&seen);
-    assert!(pages >= 5, "300 topics in pages of 50: {pages} pages followed");
+    assert!(
+        pages >= 5,
+        "300 topics in pages of 50: {pages} pages followed"
+    );
     assert!(set.iter().all(|t| !t.starts_with("page.a")), "{set:?}");
     for n in 1..=pages {
         assert!(set.contains(&format!("page.z{n}")), "page.z{n} not seen");

@@ -742,7 +742,12 @@ fn client_close_ends_the_connection_and_gives_its_deliveries_back() {
         .read_to_end(&mut rest)
         .expect("the socket is closed, not left hanging");
 
-    let stats = match admin.call(|id| ClientFrame::Stats(mom_proto::StatsReq { id, ..Default::default() })) {
+    let stats = match admin.call(|id| {
+        ClientFrame::Stats(mom_proto::StatsReq {
+            id,
+            ..Default::default()
+        })
+    }) {
         ServerFrame::Stats(s) => s,
         other => panic!("stats: {other:?}"),
     };
