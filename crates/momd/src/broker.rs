@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mom_proto::{
-    topic, ClientFrame, ClientInfo, ErrorCode, Hello, PublishOk, Req, Sender, ServerFrame, Welcome,
+    topic, ClientFrame, ClientInfo, ErrorCode, Hello, PublishOk, ServerFrame, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -266,6 +266,7 @@ pub struct Broker {
 mod authz;
 mod client_close;
 mod disk_guard;
+mod dispatch;
 mod listing;
 mod publish;
 mod queue_admin;
@@ -588,144 +589,6 @@ impl Broker {
 
     fn error(&self, session: u64, id: u64, code: ErrorCode, msg: impl Into<String>) {
         self.reply(session, ServerFrame::error(Some(id), code, msg));
-    }
-
-    /// Handle one command; returns the shutdown signal when asked to stop.
-    fn handle(&mut self, cmd: Cmd) -> Option<oneshot::Sender<bool>> {
-        match cmd {
-            Cmd::Hello { info, hello, reply } => {
-                let _ = reply.send(self.hello(info, hello));
-            }
-            Cmd::Request {
-                session,
-                frame,
-                ticket,
-            } => self.request(session, frame, ticket),
-            Cmd::Disconnect { session } => self.disconnect(session),
-            Cmd::AuthFailed { addr, user, reason } => self.sys_event(format!(
-                r#"{{"event":"auth_failed","addr":{},"user":{},"reason":{}}}"#,
-                json_str(&addr),
-                json_str(&user),
-                json_str(&reason)
-            )),
-            Cmd::UserRemoved { user } => self.close_user_sessions(&user),
-            Cmd::ReplayDone { watch, lost } => self.replay_done(watch, lost),
-            Cmd::Shutdown { done } => return Some(done),
-        }
-        None
-    }
-
-    fn request(&mut self, session: u64, frame: ClientFrame, ticket: Ticket) {
-        // A session closed by `client_close` may still have requests on their way.
-        if !self.sessions.contains_key(&session) {
-            return;
-        }
-        let now = now_ms();
-        if let Err((code, msg)) = self.authorize(session, &frame) {
-            return self.error(session, frame.id(), code, msg);
-        }
-        if !matches!(frame, ClientFrame::Publish(_)) {
-            // Keep the store in the order the broker applied things.
-            self.commit();
-        }
-        match frame {
-            ClientFrame::Publish(p) => {
-                let sender = match self.sessions.get(&session) {
-                    Some(s) => Sender {
-                        user: s.client.user.clone(),
-                        client: s.client.client_id,
-                        name: s.client.name.clone(),
-                    },
-                    None => return,
-                };
-                if let Some(s) = self.sessions.get(&session) {
-                    s.outbox
-                        .counters
-                        .msgs_in
-                        .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                let req = (session, p.id, p.no_ack);
-                // Replies go to the requester's reply inbox, a reserved topic anyone may
-                // publish to.
-                let inbox = p.topic.starts_with(INBOX_PREFIX);
-                match self.publish(req, &p.topic, p.msgs, sender, now, inbox) {
-                    Ok(()) => self.staged_tickets.push(ticket),
-                    Err((code, msg)) => self.error(session, p.id, code, msg),
-                }
-            }
-            ClientFrame::Watch(w) => self.watch(session, w),
-            ClientFrame::Unwatch(u) => {
-                let owned = self
-                    .sessions
-                    .get_mut(&session)
-                    .map(|s| {
-                        let before = s.watches.len();
-                        s.watches.retain(|x| *x != u.watch);
-                        before != s.watches.len()
-                    })
-                    .unwrap_or(false);
-                if owned {
-                    self.drop_watch(u.watch);
-                    self.reply(session, ServerFrame::Ok(Req { id: u.id }));
-                } else {
-                    self.error(
-                        session,
-                        u.id,
-                        ErrorCode::NotFound,
-                        format!("no watch {} on this connection", u.watch),
-                    );
-                }
-            }
-            f @ (ClientFrame::TopicList(_)
-            | ClientFrame::TopicInfo(_)
-            | ClientFrame::TopicRm(_)
-            | ClientFrame::TopicPurge(_)
-            | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now),
-            ClientFrame::Stats(r) => self.stats_request(session, r, now),
-            ClientFrame::Ping(r) => self.reply(
-                session,
-                ServerFrame::Pong(mom_proto::Pong {
-                    id: r.id,
-                    time: now,
-                }),
-            ),
-            f @ (ClientFrame::QueueCreate(_)
-            | ClientFrame::QueueBind(_)
-            | ClientFrame::QueueUnbind(_)
-            | ClientFrame::QueueDelete(_)
-            | ClientFrame::QueuePurge(_)
-            | ClientFrame::QueueInfo(_)
-            | ClientFrame::QueueList(_)
-            | ClientFrame::Consume(_)
-            | ClientFrame::Cancel(_)
-            | ClientFrame::Ack(_)
-            | ClientFrame::Nack(_)
-            | ClientFrame::Extend(_)
-            | ClientFrame::Fetch(_)
-            | ClientFrame::QueueSet(_)
-            | ClientFrame::QueuePeek(_)
-            | ClientFrame::QueueRedrive(_)) => self.queue_request(session, f),
-            ClientFrame::ClientClose(c) => self.client_close(session, c),
-            ClientFrame::Hello(h) => self.error(
-                session,
-                h.id,
-                ErrorCode::BadRequest,
-                "hello was already sent on this connection",
-            ),
-            // Users and tokens are handled by the connection's task (`session/auth.rs`):
-            // checking a password is slow, and the broker's task must not wait for it.
-            f @ (ClientFrame::TokenCreate(_)
-            | ClientFrame::TokenRevoke(_)
-            | ClientFrame::UserAdd(_)
-            | ClientFrame::UserRm(_)
-            | ClientFrame::UserInfo(_)
-            | ClientFrame::UserList(_)
-            | ClientFrame::UserPasswd(_)
-            | ClientFrame::UserGrant(_)
-            | ClientFrame::UserRevoke(_)) => {
-                self.error(session, f.id(), ErrorCode::Internal, "not a broker request")
-            }
-        }
     }
 }
 
