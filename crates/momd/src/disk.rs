@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-const RESERVE_FILE: &str = "reserve";
+pub const RESERVE_FILE: &str = "reserve";
 
 /// Free bytes for unprivileged writes on the filesystem holding `dir`.
 pub fn free_bytes(dir: &Path) -> io::Result<u64> {

@@ -624,9 +624,12 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the data directory holds on disk.
+    /// Bytes the data directory holds on disk, not counting the reserve file momd keeps
+    /// against a full disk (`disk.rs`): that is room kept free, not data.
     pub fn disk_bytes(&self) -> u64 {
-        dir_size(&self.dir)
+        let reserve =
+            std::fs::metadata(self.dir.join(crate::disk::RESERVE_FILE)).map_or(0, |m| m.len());
+        dir_size(&self.dir).saturating_sub(reserve)
     }
 }
 
