@@ -87,10 +87,23 @@ impl Broker {
     /// The topics some pattern matches, each with the newest seq whose deliveries were
     /// released (what a replay or a new queue may read up to).
     pub(super) fn matching_topics(&self, patterns: &[String]) -> Vec<(TopicState, u64)> {
-        self.core
-            .topics
-            .iter()
-            .filter(|t| patterns.iter().any(|p| topic::matches(p, &t.name)))
+        // Each pattern looks only at the names that start with its literal lead (`a.b.` of
+        // `a.b.*`), in name order: a queue bound to `devices.d7.>` does not scan 100k topics.
+        let mut found = std::collections::BTreeSet::new();
+        for p in patterns {
+            let lead = mom_proto::page::literal_lead(p);
+            found.extend(
+                self.core
+                    .topics
+                    .range_from(std::ops::Bound::Included(lead.as_str()))
+                    .take_while(|t| t.name.starts_with(lead.as_str()))
+                    .filter(|t| topic::matches(p, &t.name))
+                    .map(|t| t.id),
+            );
+        }
+        found
+            .into_iter()
+            .filter_map(|id| self.core.topics.by_id(id))
             .map(|t| {
                 let upto = self
                     .delivered_upto
