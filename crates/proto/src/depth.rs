@@ -82,8 +82,12 @@ fn classify(m: u8) -> Option<Next> {
     })
 }
 
-fn be(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0, |n, b| (n << 8) | u64::from(*b))
+/// The big-endian length of `n` bytes at `pos`, and the position after it; None when the
+/// body ends first.
+fn length_at(body: &[u8], pos: usize, n: usize) -> Option<(u64, usize)> {
+    let end = pos.saturating_add(n);
+    let bytes = body.get(pos..end)?;
+    Some((bytes.iter().fold(0, |v, b| (v << 8) | u64::from(*b)), end))
 }
 
 /// Does `body` nest arrays and maps deeper than `max`? Truncated or invalid bodies are left
@@ -105,14 +109,11 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
                 0
             }
             Some(Next::Len { len_bytes, extra }) => {
-                let Some(l) = body.get(pos..pos.saturating_add(len_bytes)) else {
+                let Some((len, after)) = length_at(body, pos, len_bytes) else {
                     return false;
                 };
-                let len = usize::try_from(be(l)).unwrap_or(usize::MAX);
-                pos = pos
-                    .saturating_add(len_bytes)
-                    .saturating_add(extra)
-                    .saturating_add(len);
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                pos = after.saturating_add(extra).saturating_add(len);
                 0
             }
             Some(Next::Items(n)) => n,
@@ -120,11 +121,11 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
                 len_bytes,
                 per_item,
             }) => {
-                let Some(l) = body.get(pos..pos.saturating_add(len_bytes)) else {
+                let Some((count, after)) = length_at(body, pos, len_bytes) else {
                     return false;
                 };
-                pos += len_bytes;
-                be(l).saturating_mul(per_item)
+                pos = after;
+                count.saturating_mul(per_item)
             }
         };
         if items > 0 {
