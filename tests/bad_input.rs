@@ -247,3 +247,70 @@ fn publish_to_reserved_topic_is_forbidden_on_the_wire() {
     raw.send(&ping(3));
     expect_pong(&mut raw, 3);
 }
+
+#[test]
+fn invalid_topic_names_are_bad_requests_in_topic_info_rm_and_purge() {
+    // docs/protocol.md 3.1: an invalid topic name in any request gets bad_request, also in
+    // requests that only look a topic up (it could never name one: not not_found).
+    let m = Momd::start();
+    let mut raw = Raw::connect(&m);
+    raw.hello();
+    let mut id = 10;
+    for bad in ["a..b", "a b", "a.*", "a.>", ".a", "$x..y"] {
+        let frames = [
+            ClientFrame::TopicInfo(mom_proto::TopicReq {
+                id,
+                topic: bad.into(),
+            }),
+            ClientFrame::TopicRm(mom_proto::TopicRm {
+                id: id + 1,
+                topic: bad.into(),
+                force: false,
+            }),
+            ClientFrame::TopicPurge(mom_proto::TopicRm {
+                id: id + 2,
+                topic: bad.into(),
+                force: true,
+            }),
+        ];
+        for f in &frames {
+            raw.send(f);
+            let e = expect_error(raw.expect_frame(T));
+            assert_eq!(e.code, ErrorCode::BadRequest, "{bad:?}: {e:?}");
+            assert_eq!(e.id, Some(f.id()), "{e:?}");
+        }
+        id += 3;
+    }
+    // A valid name of a missing topic is still not_found.
+    raw.send(&ClientFrame::TopicInfo(mom_proto::TopicReq {
+        id: 99,
+        topic: "no.such.topic".into(),
+    }));
+    assert_eq!(expect_error(raw.expect_frame(T)).code, ErrorCode::NotFound);
+}
+
+#[test]
+fn a_str_payload_is_a_bad_request_and_nothing_is_stored() {
+    // docs/protocol.md 4.2 and 9: a payload is a bin; a str is a value of the wrong type.
+    let m = Momd::start();
+    let mut raw = Raw::connect(&m);
+    raw.hello();
+    let frame = serde_json::json!({
+        "type": "publish", "id": 2, "topic": "a.b", "msgs": [{"payload": "hi"}]
+    });
+    let mut body = Vec::new();
+    mom_proto::encode_body(&frame, &mut body).unwrap();
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(&body);
+    raw.send_bytes(&f);
+    let e = expect_error(raw.expect_frame(T));
+    assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+    assert_eq!(e.id, Some(2), "{e:?}");
+    raw.send(&ping(3));
+    expect_pong(&mut raw, 3);
+    raw.send(&ClientFrame::TopicInfo(mom_proto::TopicReq {
+        id: 4,
+        topic: "a.b".into(),
+    }));
+    assert_eq!(expect_error(raw.expect_frame(T)).code, ErrorCode::NotFound);
+}

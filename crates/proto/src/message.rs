@@ -145,12 +145,35 @@ pub struct Publish {
 /// One message of a publish batch.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PubMsg {
+    /// MessagePack `bin` only: a `str` or an array is a value of the wrong type
+    /// (docs/protocol.md §4.2, §9), refused like any malformed frame.
+    #[serde(deserialize_with = "bin_only")]
     pub payload: Bytes,
     #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
     /// Publisher-chosen id; a repeat within the dedupe window is not stored twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<String>,
+}
+
+/// A payload as the protocol has it, a `bin`. `Bytes`' own deserializer also takes a `str`
+/// (its UTF-8 bytes) and an array of numbers, which would let a client that sends text by
+/// mistake believe it speaks the protocol.
+fn bin_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    struct Bin;
+    impl<'de> serde::de::Visitor<'de> for Bin {
+        type Value = Bytes;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a payload of type bin")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+    }
+    d.deserialize_bytes(Bin)
 }
 
 /// The acknowledgement of a publish batch: every message is durable.

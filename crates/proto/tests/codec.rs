@@ -565,3 +565,27 @@ fn deeply_nested_messagepack_is_malformed_not_a_stack_overflow() {
         assert!(body, "nested 0x{nest:02x} must be malformed");
     }
 }
+
+#[test]
+fn a_publish_payload_must_be_bin_not_str_or_array() {
+    let publish = |payload: &[u8]| {
+        let mut msg = vec![0x81, 0xa7];
+        msg.extend_from_slice(b"payload");
+        msg.extend_from_slice(payload);
+        let mut msgs = vec![0x91];
+        msgs.extend_from_slice(&msg);
+        map(&[
+            ("type", &str_val("publish")),
+            ("id", &[0x05]),
+            ("topic", &str_val("a.b")),
+            ("msgs", &msgs),
+        ])
+    };
+    match decode_body::<ClientFrame>(&publish(b"\xc4\x02hi")).unwrap() {
+        ClientFrame::Publish(p) => assert_eq!(p.msgs[0].payload, Bytes::from_static(b"hi")),
+        other => panic!("expected a publish, got {other:?}"),
+    }
+    // The same two bytes as a str, and as an array of numbers: a value of the wrong type.
+    assert!(decode_body::<ClientFrame>(&publish(b"\xa2hi")).is_err());
+    assert!(decode_body::<ClientFrame>(&publish(b"\x92\x68\x69")).is_err());
+}

@@ -15,6 +15,7 @@ impl Broker {
     pub(super) fn topic_request(&mut self, session: u64, frame: ClientFrame, now: u64) {
         match frame {
             ClientFrame::TopicList(r) => self.topic_list(session, r),
+            ClientFrame::TopicInfo(r) if self.bad_name(session, r.id, &r.topic) => {}
             ClientFrame::TopicInfo(r) => match self.core.topics.get(&r.topic) {
                 Some(t) => {
                     let topic = self.topic_info(t);
@@ -138,7 +139,22 @@ impl Broker {
         ))
     }
 
+    /// An invalid name is a bad request, not a missing topic (docs/protocol.md §3.1): it
+    /// could never name a topic. True when the request was answered so.
+    fn bad_name(&mut self, session: u64, id: u64, name: &str) -> bool {
+        match topic::validate_topic(name) {
+            Ok(()) => false,
+            Err(e) => {
+                self.error(session, id, ErrorCode::BadRequest, e.to_string());
+                true
+            }
+        }
+    }
+
     fn topic_rm(&mut self, session: u64, r: TopicRm) {
+        if self.bad_name(session, r.id, &r.topic) {
+            return;
+        }
         if r.topic.starts_with('$') {
             let (code, msg) = core_error(CoreError::Reserved(r.topic));
             return self.error(session, r.id, code, msg);
@@ -183,6 +199,9 @@ impl Broker {
     /// seq becomes last seq + 1), so no seq is ever used twice. With force, queues count
     /// what they held of it as dropped, as after a hard retention limit.
     fn topic_purge(&mut self, session: u64, r: TopicRm) {
+        if self.bad_name(session, r.id, &r.topic) {
+            return;
+        }
         if r.topic.starts_with('$') && !r.topic.starts_with(PURGEABLE_RESERVED) {
             let (code, msg) = core_error(CoreError::Reserved(r.topic));
             return self.error(session, r.id, code, msg);
