@@ -342,6 +342,14 @@ class Client:
         return self.welcome.client_id if self.welcome else 0
 
     @property
+    def connection_error(self) -> Optional[MomError]:
+        """The last `error` the server sent without an `id`: about the connection as a whole
+        (an unreadable frame, shutdown, a frame too large). Some close the connection, some
+        do not (protocol.md §5.11)."""
+        f = self._last_conn_error
+        return None if f is None else errors.from_code(f.get("code", "internal"), f.get("message", ""))
+
+    @property
     def closed(self) -> bool:
         return self._closed_exc is not None
 
