@@ -69,6 +69,10 @@ pub struct Segment {
     pub path: PathBuf,
     pub topic: u16,
     pub records: Vec<SegRecord>,
+    /// The last seq the file may hold beyond its readable records, when reading stopped at
+    /// a record that does not read back (damaged earlier): the next file's first seq − 1,
+    /// or the last seq acknowledged in the topic. A cut loses those too.
+    pub unread_up_to: Option<u64>,
 }
 
 /// Which topic of the run a record belongs to, from its msg ids and what the ledger says
@@ -105,23 +109,47 @@ pub fn segments(ctx: &Ctx, data: &Path) -> anyhow::Result<Vec<Segment>> {
         let mut parsed = Vec::new();
         for f in files {
             let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-            parsed.push((f, parse_segment(&bytes)));
+            let records = parse_segment(&bytes);
+            let end = records.last().map_or(0, |r| r.offset + r.len);
+            parsed.push((f, records, end == bytes.len() as u64));
         }
-        let all: Vec<SegRecord> = parsed.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+        let all: Vec<SegRecord> = parsed
+            .iter()
+            .flat_map(|(_, r, _)| r.iter().cloned())
+            .collect();
         let Some(topic) = topic_of(ctx, &all) else {
             continue;
         };
         if topic == probe_topic {
             continue;
         }
-        for (path, records) in parsed {
-            if !records.is_empty() {
-                out.push(Segment {
-                    path,
-                    topic,
-                    records,
-                });
+        let last_acked = ctx
+            .ledger()
+            .sent
+            .iter()
+            .flatten()
+            .filter(|s| s.topic == topic)
+            .map(|s| s.seq)
+            .max()
+            .unwrap_or(0);
+        let firsts: Vec<Option<u64>> = parsed
+            .iter()
+            .map(|(p, _, _)| p.file_stem()?.to_str()?.parse().ok())
+            .collect();
+        for (i, (path, records, complete)) in parsed.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
             }
+            let unread_up_to = (!complete).then(|| match firsts.get(i + 1).copied().flatten() {
+                Some(next) => next.saturating_sub(1),
+                None => last_acked,
+            });
+            out.push(Segment {
+                path,
+                topic,
+                records,
+                unread_up_to,
+            });
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -191,7 +219,8 @@ pub fn damage(
             .with_context(|| format!("opening {}", seg.path.display()))?;
         f.set_len(cut).context("truncating a segment file")?;
         f.sync_all()?;
-        let range = range_of(seg, i, seg.records.len() - 1);
+        let mut range = range_of(seg, i, seg.records.len() - 1);
+        range.last = range.last.max(seg.unread_up_to.unwrap_or(0));
         out.push(Damage {
             what: format!(
                 "cut {file} ({topic}) at byte {cut} of {end}: seqs {}-{} gone",
@@ -303,8 +332,8 @@ mod tests {
         assert_eq!(parse_quoted("mc"), None);
     }
 
-    #[test]
-    fn a_segment_of_two_records_parses() {
+    /// A segment file of records `(first seq, msg ids)`, as momd writes them.
+    fn segment_file(records: &[(u64, Vec<&str>)]) -> Vec<u8> {
         let body = |ids: &[&str]| {
             type Msg = (
                 std::collections::BTreeMap<String, String>,
@@ -326,14 +355,20 @@ mod tests {
             rmp_serde::to_vec(&(1u8, 5u64, ("u", 1u64, "n"), msgs)).unwrap()
         };
         let mut file = Vec::new();
-        for (seq, ids) in [(1u64, vec!["p0.0", "p0.1"]), (3, vec!["p0.2"])] {
-            let b = body(&ids);
+        for (seq, ids) in records {
+            let b = body(ids);
             file.extend_from_slice(b"MR\x01\x00");
             file.extend_from_slice(&seq.to_be_bytes());
             file.extend_from_slice(&(b.len() as u32).to_be_bytes());
             file.extend_from_slice(&0u32.to_be_bytes());
             file.extend_from_slice(&b);
         }
+        file
+    }
+
+    #[test]
+    fn a_segment_of_two_records_parses() {
+        let file = segment_file(&[(1, vec!["p0.0", "p0.1"]), (3, vec!["p0.2"])]);
         let recs = parse_segment(&file);
         assert_eq!(recs.len(), 2);
         assert_eq!((recs[0].first_seq, recs[0].count), (1, 2));
@@ -341,6 +376,40 @@ mod tests {
         assert_eq!(recs[1].first_id.as_deref(), Some("p0.2"));
         assert_eq!(recs[1].offset, recs[0].len);
         assert_eq!(parse_segment(&file[..file.len() - 1]).len(), 1);
+    }
+
+    /// A cut in a file whose reading stopped at an earlier damaged record loses the records
+    /// past that one too: the damage must name them, or the checker calls them lost.
+    #[test]
+    fn a_cut_past_an_unreadable_record_names_every_seq_it_removes() {
+        let mut file = segment_file(&[
+            (1, vec!["p0.0", "p0.1"]),
+            (3, vec!["p0.2"]),
+            (4, vec!["p0.3", "p0.4"]),
+            (6, vec!["p0.5"]),
+        ]);
+        let third = parse_segment(&file)[2].offset as usize;
+        file[third] = b'X';
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topics/1/00000000000000000001.seg");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &file).unwrap();
+        let records = parse_segment(&file);
+        assert_eq!(records.len(), 2);
+        let seg = Segment {
+            path: path.clone(),
+            topic: 0,
+            records,
+            unread_up_to: Some(6),
+        };
+        let topics = vec!["mc.t.0".to_string()];
+        for seed in 0..20 {
+            std::fs::write(&path, &file).unwrap();
+            let d = damage(&seg, &mut Rng::new(seed), &topics, false, true).unwrap();
+            assert_eq!(d.len(), 1);
+            assert!(d[0].truncated);
+            assert_eq!(d[0].range.last, 6, "{}", d[0].what);
+        }
     }
 
     mod serde_bytes_like {
