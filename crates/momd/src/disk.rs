@@ -7,7 +7,8 @@
 //! A reserve file (`reserve` in the data dir, a quarter of the floor) is momd's own space:
 //! when something else fills the disk anyway, or momd starts on a full disk, momd deletes it,
 //! so the index store has room to open and to record acks, and makes it again when the disk
-//! has room.
+//! has room. The index store also keeps as much room allocated past the end of its log
+//! file (`Store::keep_index_room`): blocks no other process can take.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -79,7 +80,8 @@ impl Disk {
         self.full
     }
 
-    fn reserve_size(&self) -> u64 {
+    /// Bytes of the reserve file, and of the room kept allocated for the index store.
+    pub fn reserve_size(&self) -> u64 {
         self.floor / 4
     }
 

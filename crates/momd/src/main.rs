@@ -113,7 +113,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let store = Store::open(&data, args.cache_mb * 1024 * 1024)
-        .with_context(|| format!("opening the store in {}", data.display()))?;
+        .with_context(|| format!("opening the store in {}", data.display()))?
+        .with_index_room(disk.reserve_size());
     let auth = Arc::new(
         auth::Auth::open(
             store.db(),

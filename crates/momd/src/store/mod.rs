@@ -97,6 +97,8 @@ pub struct Store {
     /// the device's write cache nor the file's size; an `fdatasync` of this file after it
     /// is what makes an ack survive a power cut, not just a crash of momd.
     log: Arc<std::fs::File>,
+    /// Bytes kept allocated past the end of sled's log file ([`Store::keep_index_room`]).
+    index_room: u64,
 }
 
 /// An index entry: where a record is, and enough about it for retention and replay by time
@@ -220,14 +222,64 @@ impl Store {
             // write torn by a crash.
             .flush_every_ms(None)
             .open()?;
-        let log = std::fs::File::open(dir.join("db").join("db"))?;
+        // Opened for writing only so that room can be allocated past its end.
+        let log = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("db").join("db"))?;
         let segs = Segments::open(&dir.join("topics"))?;
         Ok(Store {
             db,
             dir: dir.to_path_buf(),
             segs: Arc::new(segs),
             log: Arc::new(log),
+            index_room: 0,
         })
+    }
+
+    /// Keep `room` bytes allocated past the end of sled's log file from now on (see
+    /// [`Store::keep_index_room`]).
+    pub fn with_index_room(mut self, room: u64) -> Store {
+        self.index_room = room;
+        self.keep_index_room();
+        self
+    }
+
+    /// Allocate the room past the end of sled's log file that its next writes will take
+    /// (`fallocate` keeping the file's size). The blocks are then sled's: another process
+    /// filling the disk cannot take them. sled refuses every write after one fails until it
+    /// is reopened, so a disk filled by someone else must not make one of its writes fail;
+    /// momd's own writes stop at `--min-free-disk` long before this room is used up.
+    /// Called after each flush, since sled grows the file and sometimes cuts it shorter.
+    pub fn keep_index_room(&self) {
+        if self.index_room == 0 {
+            return;
+        }
+        let Ok(meta) = self.log.metadata() else {
+            return;
+        };
+        let (Ok(off), Ok(len)) = (
+            libc::off_t::try_from(meta.len()),
+            libc::off_t::try_from(self.index_room),
+        ) else {
+            return;
+        };
+        // SAFETY: fallocate on a descriptor this value owns; KEEP_SIZE only allocates
+        // blocks, it neither moves the file's end nor touches its bytes.
+        let r = unsafe {
+            libc::fallocate(
+                std::os::unix::io::AsRawFd::as_raw_fd(&*self.log),
+                libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                len,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(
+                "cannot keep room for the index store: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 
     /// Add a publish to `staged`: its records go to the topic's segment file now, its index
@@ -613,6 +665,7 @@ impl Store {
         self.segs.sync()?;
         let n = self.db.flush()?;
         self.log.sync_data()?;
+        self.keep_index_room();
         Ok(n)
     }
 

@@ -690,3 +690,26 @@ fn the_dedupe_window_does_not_count_downtime_or_a_clock_jump() {
     assert_eq!(again.dedupe.len(), 1);
     assert_eq!(again.dedupe[0].3, 1_000 + ten_hours + 60_000);
 }
+
+/// Another process filling the disk must not make a write of sled's fail (sled refuses
+/// every write after one fails): the room past the end of its log file stays allocated,
+/// after each flush too.
+#[test]
+fn room_past_the_end_of_the_index_log_stays_allocated() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let room = 4 << 20;
+    let store = Store::open(dir.path(), 1 << 20).unwrap().with_index_room(room);
+    let allocated_past_end = || {
+        let m = std::fs::metadata(dir.path().join("db").join("db")).unwrap();
+        (m.blocks() * 512).saturating_sub(m.len())
+    };
+    assert!(allocated_past_end() >= room, "{}", allocated_past_end());
+    let mut core = Core::new(CoreConfig::default(), Topics::default(), Dedupe::default());
+    for i in 0..200 {
+        let p = format!("{i:0>900}");
+        publish(&mut core, &store, "a.b", &[p.as_str()], true, 1);
+    }
+    store.flush().unwrap();
+    assert!(allocated_past_end() >= room, "{}", allocated_past_end());
+}
