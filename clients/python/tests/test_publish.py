@@ -96,3 +96,21 @@ def test_an_identity_comes_back_with_its_client_id(momd: Momd) -> None:
             time.sleep(0.02)
     with momd.connect(name="again", client_id=cid) as c:
         assert c.client_id == cid
+
+
+def test_the_dedupe_window_lasts_at_least_its_length_and_about_a_second_more(momd_factory) -> None:  # type: ignore[no-untyped-def]
+    m = momd_factory("--dedupe-window", "1s")
+    with m.connect() as c:
+        t0 = time.monotonic()  # before the store: the window is counted from it
+        first = c.publish("dd.x", b"1", msg_id="same")
+        while True:
+            ack = c.publish("dd.x", b"again", msg_id="same")
+            if not ack.duplicate:
+                break
+            assert ack.seq == first.seq
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+    assert ack.seq == first.seq + 1
+    # At least the window (from when the first was stored), and forgotten by the sweep
+    # that runs about once a second (protocol.md §3.4); the upper bound leaves CI room.
+    assert 1.0 <= elapsed < 5.0, elapsed

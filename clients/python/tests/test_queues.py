@@ -108,3 +108,17 @@ def test_queue_lifecycle_bind_unbind_purge_delete(client: momclient.Client, uniq
         raise AssertionError("deleted")
     except momclient.NotFound:
         pass
+
+
+def test_credit_over_4096_is_taken_as_4096(client: momclient.Client, uniq: str) -> None:
+    topic = f"qcr.{uniq}"
+    client.queue_create(uniq, [topic])
+    client.publish_many(topic, [b"x"] * 4200)
+    cons = client.consume(uniq, credit=100_000)
+    n = 0
+    while cons.next_message(timeout=0.5) is not None:
+        n += 1
+    assert n == 4096
+    assert client.queue_info(uniq).unacked == 4096
+    cons.cancel(release=True)
+    client.queue_delete(uniq, force=True)

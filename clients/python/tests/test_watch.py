@@ -21,7 +21,7 @@ def test_watch_from_all_replays_every_topic_then_goes_live(client: momclient.Cli
         seqs = [m.seq for m in got if m.topic == t]
         assert seqs == sorted(seqs), "per topic in seq order"
     assert w.live and [n.kind for n in w.notices] == ["live"]
-    assert w.notices[0].skipped == 0
+    assert w.notices[0].skipped == 0 and w.notices[0].message, "the live notice says so in text"
     client.publish(f"w.{uniq}.c", b"new topic")
     m = w.next_message(timeout=10)
     assert m is not None and (m.topic, m.seq) == (f"w.{uniq}.c", 1)
