@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, List, Optional
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 #: max_frame until `welcome` says otherwise (protocol.md §8).
 DEFAULT_MAX_FRAME = 8 * 1024 * 1024
@@ -20,7 +20,7 @@ class FrameError(Exception):
 
 def encode_frame(frame: Frame) -> bytes:
     """One whole frame, length prefix included. `bytes` values become `bin`, `str` `str`."""
-    body = msgpack.packb(frame, use_bin_type=True)
+    body: bytes = msgpack.packb(frame, use_bin_type=True)
     return struct.pack(">I", len(body)) + body
 
 

@@ -45,6 +45,8 @@ _END = object()  # put in a watch's or consumer's buffer when it ends
 def parse_address(addr: str) -> Tuple[str, int]:
     """`HOST`, `HOST:PORT`, `IP:PORT` or `[IPV6]:PORT`, as momctl's `-s`; port 7878 if none."""
     addr = addr.strip()
+    if addr.count(":") > 1 and not addr.startswith("["):  # a bare IPv6 address
+        return addr, DEFAULT_PORT
     if addr.startswith("["):
         host, _, rest = addr[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -282,7 +284,7 @@ class Client:
         self._id_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()  # pending, streams, closed state
-        self._pending: Dict[int, Tuple[Future, str]] = {}
+        self._pending: Dict[int, Tuple["Future[Frame]", str]] = {}
         self._watches: Dict[int, Watch] = {}
         self._consumers: Dict[int, Consumer] = {}
         self._closed_exc: Optional[ConnectionLost] = None
@@ -306,7 +308,8 @@ class Client:
                 sock = ctx.wrap_socket(raw, server_hostname=host)
             except (ssl.SSLError, OSError) as e:
                 raw.close()
-                raise ConnectionLost(f"TLS handshake with {address} failed: {e}") from e
+                hint = " (does the server speak TLS on this port?)" if "WRONG_VERSION" in str(e).upper() else ""
+                raise ConnectionLost(f"TLS handshake with {address} failed{hint}: {e}") from e
         sock.settimeout(None)
         self._sock = sock
         self._thread = threading.Thread(target=self._read_loop, name=f"momclient {address}", daemon=True)
