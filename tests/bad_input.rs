@@ -314,3 +314,33 @@ fn a_str_payload_is_a_bad_request_and_nothing_is_stored() {
     }));
     assert_eq!(expect_error(raw.expect_frame(T)).code, ErrorCode::NotFound);
 }
+
+/// A publish whose message has 100,000 headers is refused with `too_large` and its id, as
+/// soon as the decoder passes the limit; the connection goes on.
+#[test]
+fn a_100k_key_header_map_is_too_large_and_the_connection_goes_on() {
+    let m = Momd::start();
+    let mut raw = Raw::connect(&m);
+    raw.hello();
+    for (n, value) in [(100_000, "v"), (3, &*"x".repeat(40_000))] {
+        let headers: mom_proto::Headers = (0..n)
+            .map(|i| (format!("k{i:06}"), value.to_string()))
+            .collect();
+        raw.send(&ClientFrame::Publish(mom_proto::Publish {
+            id: 7,
+            topic: "a.b".into(),
+            msgs: vec![mom_proto::PubMsg {
+                payload: bytes::Bytes::from_static(b"x"),
+                headers,
+                msg_id: None,
+            }],
+            ..Default::default()
+        }));
+        let e = expect_error(raw.expect_frame(T));
+        assert_eq!((e.code, e.id), (ErrorCode::TooLarge, Some(7)), "{e:?}");
+        assert!(e.message.contains("headers"), "{e:?}");
+        raw.send(&ping(8));
+        expect_pong(&mut raw, 8);
+    }
+    m.assert_serves();
+}

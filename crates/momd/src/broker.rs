@@ -602,9 +602,9 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         | CoreError::EmptyHeaderName
         | CoreError::EmptyBatch
         | CoreError::MsgIdTooLong { .. } => ErrorCode::BadRequest,
-        CoreError::PayloadTooLarge { .. } | CoreError::HeadersTooLarge { .. } => {
-            ErrorCode::TooLarge
-        }
+        CoreError::PayloadTooLarge { .. }
+        | CoreError::HeadersTooLarge { .. }
+        | CoreError::TooManyHeaders { .. } => ErrorCode::TooLarge,
         CoreError::TopicNotFound(_) => ErrorCode::NotFound,
     };
     (code, e.to_string())

@@ -188,6 +188,12 @@ pub async fn run(
                 malformed_in_a_row = 0;
                 f
             }
+            Err(FrameError::TooLarge(e)) => {
+                // Well formed, over a limit (refused part-way through decoding).
+                let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
+                outbox.reply(ServerFrame::error(id, ErrorCode::TooLarge, e), false);
+                continue;
+            }
             Err(e) => {
                 let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
                 malformed_in_a_row += 1;

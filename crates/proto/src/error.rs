@@ -13,6 +13,10 @@ pub enum FrameError {
     /// framing is intact, so the connection may go on.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// The frame is well formed but holds more than a limit allows (for example a message
+    /// with more headers than [`crate::MAX_HEADERS`]); the connection may go on.
+    #[error("{0}")]
+    TooLarge(String),
     /// A message could not be encoded (only possible for values MessagePack cannot hold).
     #[error("cannot encode frame: {0}")]
     Encode(String),

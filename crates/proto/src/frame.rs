@@ -35,7 +35,13 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
             crate::depth::MAX_DEPTH
         )));
     }
-    rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+    rmp_serde::from_slice(body).map_err(|e| {
+        let text = e.to_string();
+        match text.find(crate::message::TOO_LARGE) {
+            Some(i) => FrameError::TooLarge(text[i + crate::message::TOO_LARGE.len()..].into()),
+            None => FrameError::Malformed(text),
+        }
+    })
 }
 
 /// Bytes `value` takes as a MessagePack body, counted without keeping them (`usize::MAX`

@@ -15,6 +15,16 @@ use crate::queue::*;
 /// Headers of a message: string keys to string values.
 pub type Headers = BTreeMap<String, String>;
 
+/// Bytes of the header keys and values of one published message, at most.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Headers of one published message, at most.
+pub const MAX_HEADERS: usize = 1024;
+
+/// Starts the text of a decoding error that is a size limit, not malformed input
+/// ([`crate::decode_body`] turns it into [`crate::FrameError::TooLarge`]).
+pub(crate) const TOO_LARGE: &str = "too large: ";
+
 /// Frames a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -149,7 +159,11 @@ pub struct PubMsg {
     /// (docs/protocol.md §4.2, §9), refused like any malformed frame.
     #[serde(deserialize_with = "bin_only")]
     pub payload: Bytes,
-    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Headers::is_empty",
+        deserialize_with = "headers_within_limits"
+    )]
     pub headers: Headers,
     /// Publisher-chosen id; a repeat within the dedupe window is not stored twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +188,42 @@ fn bin_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         }
     }
     d.deserialize_bytes(Bin)
+}
+
+/// The headers of a published message, refused as soon as they pass [`MAX_HEADERS`] or
+/// [`MAX_HEADER_BYTES`]: a frame holding a 100,000-key map costs no more to refuse than
+/// its first thousand keys.
+fn headers_within_limits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Headers, D::Error> {
+    struct Within;
+    impl<'de> serde::de::Visitor<'de> for Within {
+        type Value = Headers;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of str to str")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+            use serde::de::Error;
+            let mut out = Headers::new();
+            let (mut n, mut bytes) = (0usize, 0usize);
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                n += 1;
+                bytes += k.len() + v.len();
+                if n > MAX_HEADERS {
+                    return Err(A::Error::custom(format!(
+                        "{TOO_LARGE}a message has more than {MAX_HEADERS} headers"
+                    )));
+                }
+                if bytes > MAX_HEADER_BYTES {
+                    return Err(A::Error::custom(format!(
+                        "{TOO_LARGE}a message's headers are over {MAX_HEADER_BYTES} bytes \
+                         (keys and values)"
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Within)
 }
 
 /// The acknowledgement of a publish batch: every message is durable.

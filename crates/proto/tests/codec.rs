@@ -589,3 +589,38 @@ fn a_publish_payload_must_be_bin_not_str_or_array() {
     assert!(decode_body::<ClientFrame>(&publish(b"\xa2hi")).is_err());
     assert!(decode_body::<ClientFrame>(&publish(b"\x92\x68\x69")).is_err());
 }
+
+/// A publish whose one message carries `n` headers of `value_len`-byte values.
+fn publish_with_headers(n: usize, value_len: usize) -> Vec<u8> {
+    let headers: Headers = (0..n)
+        .map(|i| (format!("k{i:06}"), "v".repeat(value_len)))
+        .collect();
+    let f = ClientFrame::Publish(Publish {
+        id: 9,
+        topic: "a.b".into(),
+        msgs: vec![PubMsg {
+            payload: Bytes::from_static(b"x"),
+            headers,
+            msg_id: None,
+        }],
+        ..Default::default()
+    });
+    let mut buf = BytesMut::new();
+    encode_frame(&f, &mut buf, usize::MAX).unwrap();
+    buf[4..].to_vec()
+}
+
+#[test]
+fn headers_over_a_limit_are_too_large_not_malformed() {
+    assert!(decode_body::<ClientFrame>(&publish_with_headers(MAX_HEADERS, 1)).is_ok());
+    for body in [
+        publish_with_headers(MAX_HEADERS + 1, 1),
+        publish_with_headers(100_000, 1),
+        publish_with_headers(10, MAX_HEADER_BYTES / 8),
+    ] {
+        match decode_body::<ClientFrame>(&body) {
+            Err(FrameError::TooLarge(e)) => assert!(e.contains("headers"), "{e}"),
+            other => panic!("expected too large, got {other:?}"),
+        }
+    }
+}

@@ -43,6 +43,12 @@ pub enum CoreError {
         len: usize,
         max: usize,
     },
+    #[error("message {index} has {len} headers; the limit is {max}")]
+    TooManyHeaders {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
     #[error("message {index} has {len} bytes of headers; the limit is {max}")]
     HeadersTooLarge {
         index: usize,
@@ -54,8 +60,10 @@ pub enum CoreError {
 /// Longest `msg_id`.
 pub const MAX_MSG_ID: usize = 1024;
 
+/// Most headers one message may carry.
+pub use mom_proto::MAX_HEADERS;
 /// Most bytes of header names and values one message may carry.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub use mom_proto::MAX_HEADER_BYTES;
 
 /// Settings the core needs; set once at start.
 #[derive(Debug, Clone)]
@@ -212,6 +220,13 @@ impl Core {
                         max: MAX_MSG_ID,
                     });
                 }
+            }
+            if m.headers.len() > MAX_HEADERS {
+                return Err(CoreError::TooManyHeaders {
+                    index,
+                    len: m.headers.len(),
+                    max: MAX_HEADERS,
+                });
             }
             let len: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
             if len > MAX_HEADER_BYTES {
