@@ -7,10 +7,10 @@
         msg, topic = c.recv(timeout=5)                                # the next (message, topic)
         c.destroy()                                                   # remove the identity
 
-Start reading at `client.Client`.
+Start reading at `client.Client`; `momclient.aio` is the asyncio flavour, on the same codec.
 """
 
-from . import errors
+from . import aio, errors
 from .client import Client, Consumer, Watch, connect, parse_address
 from .errors import (
     BadRequest,
@@ -55,6 +55,7 @@ __all__ = [
     "Unavailable",
     "Watch",
     "Welcome",
+    "aio",
     "connect",
     "errors",
     "parse_address",

@@ -13,6 +13,7 @@ import threading
 import time as _time
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import (
     Any,
     Callable,
@@ -391,12 +392,10 @@ class Client:
     def _wait(self, fut: "Future[Frame]", timeout: Optional[float]) -> Frame:
         try:
             return fut.result(timeout=timeout)
-        except TimeoutError:  # concurrent.futures.TimeoutError is TimeoutError from 3.11
-            raise errors.Timeout(f"no reply within {timeout} s") from None
-        except Exception as e:
-            if type(e).__name__ == "TimeoutError" and not isinstance(e, MomError):
-                raise errors.Timeout(f"no reply within {timeout} s") from None
+        except MomError:
             raise
+        except (FutureTimeout, TimeoutError):  # one class from Python 3.11, two before
+            raise errors.Timeout(f"no reply within {timeout} s") from None
 
     def _call(self, frame: Frame, timeout: Optional[float] = None) -> Frame:
         return self._wait(self._submit(frame), timeout)

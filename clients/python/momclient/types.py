@@ -64,7 +64,10 @@ class Message:
 
     def _queue_client(self) -> "Client":
         if self.queue is None or self._client is None:
-            raise ValueError("only a message taken from a queue (fetch, consume, recv) can be settled")
+            raise ValueError(
+                "only a message taken from a queue (fetch, consume, recv) by momclient.Client can "
+                "settle itself; with momclient.aio, await client.ack(queue, [msg])"
+            )
         return self._client
 
     def ack(self) -> None:
