@@ -255,6 +255,60 @@ class Consumer(_Stream):
         self.cancel()
 
 
+class _TlsIO:
+    """TLS over a socket through memory buffers. OpenSSL does not allow one connection
+    object to be used by two threads at once, which an `ssl.SSLSocket` read by the reader
+    thread while others write would do; here only the (fast, non-blocking) encryption is
+    done under a lock, and the socket is read and written outside it."""
+
+    def __init__(self, raw: socket.socket, ctx: ssl.SSLContext, host: str) -> None:
+        self.raw = raw
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=host)
+        self.lock = threading.Lock()  # the SSL object
+        self.wlock = threading.Lock()  # the order of TLS records on the wire
+        while True:  # the handshake, before any other thread uses the connection
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.raw.sendall(self.out.read())
+                data = self.raw.recv(65536)
+                if not data:
+                    raise ConnectionError("the server closed the connection during the TLS handshake")
+                self.inc.write(data)
+        self.raw.sendall(self.out.read())
+
+    def sendall(self, data: bytes) -> None:
+        with self.wlock:
+            with self.lock:
+                self.obj.write(data)
+                out = self.out.read()
+            self.raw.sendall(out)
+
+    def recv(self, n: int) -> bytes:
+        while True:
+            with self.lock:
+                try:
+                    return self.obj.read(n)
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:  # close_notify
+                    return b""
+                pending = self.out.pending
+            if pending:  # post-handshake messages (key updates) to answer
+                with self.wlock:
+                    with self.lock:
+                        out = self.out.read()
+                    self.raw.sendall(out)
+            data = self.raw.recv(65536)
+            if not data:  # gone without close_notify (killed): the end, as on TCP
+                return b""
+            with self.lock:
+                self.inc.write(data)
+
+
 class Client:
     """A connection to momd. Thread-safe: requests may be sent from several threads; replies
     are matched by id (§2.2). Use `connect()` to make one."""
@@ -299,20 +353,20 @@ class Client:
         except OSError as e:
             raise ConnectionLost(f"cannot connect to {address}: {e}") from e
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock: socket.socket = raw
+        self._sock = raw
+        self._io: Union[socket.socket, _TlsIO] = raw
         if tls or tls_ca or tls_insecure:
             ctx = ssl.create_default_context(cafile=tls_ca) if tls_ca else ssl.create_default_context()
             if tls_insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             try:
-                sock = ctx.wrap_socket(raw, server_hostname=host)
+                self._io = _TlsIO(raw, ctx, host)
             except (ssl.SSLError, OSError) as e:
                 raw.close()
                 hint = " (does the server speak TLS on this port?)" if "WRONG_VERSION" in str(e).upper() else ""
                 raise ConnectionLost(f"TLS handshake with {address} failed{hint}: {e}") from e
-        sock.settimeout(None)
-        self._sock = sock
+        raw.settimeout(None)
         self._thread = threading.Thread(target=self._read_loop, name=f"momclient {address}", daemon=True)
         self._thread.start()
 
@@ -367,7 +421,7 @@ class Client:
             raise errors.TooLarge(f"frame of {len(data) - 4} bytes is over max_frame {self.welcome.max_frame}")
         with self._send_lock:
             try:
-                self._sock.sendall(data)
+                self._io.sendall(data)
             except OSError as e:
                 self._fail(f"connection to {self.address} lost while sending: {e}")
                 raise self._closed_exc or ConnectionLost(str(e)) from e
@@ -408,7 +462,7 @@ class Client:
         why = "the server closed the connection"
         try:
             while True:
-                data = self._sock.recv(256 * 1024)
+                data = self._io.recv(256 * 1024)
                 if not data:
                     break
                 for f in self._reader.feed(data):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,25 @@ def test_tls_with_a_ca_file_and_insecure_and_the_wrong_side(momd_factory: Any, t
     with pytest.raises(momclient.ConnectionLost) as info3:
         plain.connect(tls_ca=str(tmp_path / "ca.pem"))
     assert "TLS" in str(info3.value)
+
+
+def test_one_tls_connection_shared_by_threads_that_publish_and_a_watch(momd_factory: Any, tmp_path: Path) -> None:
+    make_certs(tmp_path)
+    m = momd_factory("--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"))
+    with m.connect(tls_ca=str(tmp_path / "ca.pem")) as c:
+        w = c.watch("tt.>")
+
+        def publish(i: int) -> None:
+            for k in range(20):
+                c.publish_many(f"tt.{i}", [f"{i}-{k}-{j}".encode() for j in range(100)], batch=10, window=4)
+
+        ts = [threading.Thread(target=publish, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        got = [w.next_message(timeout=30) for _ in range(8000)]
+        for t in ts:
+            t.join()
+        assert all(g is not None for g in got)
+        for i in range(4):
+            seqs = [g.seq for g in got if g is not None and g.topic == f"tt.{i}"]
+            assert seqs == list(range(1, 2001))
