@@ -618,7 +618,8 @@ class Client:
         would pass max_frame), with up to `window` batches awaiting their ack. Returns the sum
         of the acks: `seqs[i]` is the seq of the i-th message. With `no_ack`, the server sends
         no ack (fire and forget, §4.2) and the result holds no seqs; a `ping` at the end makes
-        sure the server has read everything."""
+        sure the server has read everything, and an error the server sent for a batch by then
+        is raised."""
         assert self.welcome is not None
         budget = self.welcome.max_frame - 1024
         inflight: Deque[Tuple[int, "Future[Frame]"]] = deque()
@@ -626,6 +627,7 @@ class Client:
         dups: List[int] = []
         duplicates = watchers = queues = 0
         the_topic = topic
+        noack: List["Future[Frame]"] = []
 
         def settle(offset: int, fut: "Future[Frame]") -> None:
             nonlocal duplicates, watchers, queues, the_topic
@@ -638,9 +640,9 @@ class Client:
         def send(chunk: List[Dict[str, Any]], offset: int) -> None:
             frame: Frame = {"type": "publish", "topic": topic, "msgs": chunk}
             if no_ack:
+                # No reply unless it fails: its future is only looked at at the end.
                 frame["no_ack"] = True
-                frame["id"] = self._next_id()
-                self._send(frame)
+                noack.append(self._submit(frame))
                 return
             inflight.append((offset, self._submit(frame)))
             while len(inflight) > window:
@@ -667,6 +669,12 @@ class Client:
             settle(*inflight.popleft())
         if no_ack:
             self.ping()
+            with self._lock:  # forget those that did not fail: they get no reply
+                for rid in [r for r, (f, _) in self._pending.items() if f in noack]:
+                    del self._pending[rid]
+            for f in noack:
+                if f.done() and f.exception() is not None:
+                    raise f.exception()  # type: ignore[misc]
         return PublishAck(
             topic=the_topic,
             seqs=seqs,

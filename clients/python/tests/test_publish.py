@@ -114,3 +114,14 @@ def test_the_dedupe_window_lasts_at_least_its_length_and_about_a_second_more(mom
     # At least the window (from when the first was stored), and forgotten by the sweep
     # that runs about once a second (protocol.md §3.4); the upper bound leaves CI room.
     assert 1.0 <= elapsed < 5.0, elapsed
+
+
+def test_publish_many_without_ack_still_reports_a_refused_batch(client: momclient.Client, uniq: str) -> None:
+    assert client.welcome is not None
+    over = b"x" * (client.welcome.max_payload + 1)
+    try:
+        client.publish_many(f"noack2.{uniq}", [b"fine", over], batch=1, no_ack=True)
+        raise AssertionError("the second batch is too large")
+    except momclient.TooLarge as e:
+        assert e.code == "too_large"
+    assert client.topic_info(f"noack2.{uniq}").messages == 1
