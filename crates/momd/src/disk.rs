@@ -4,11 +4,12 @@
 //! meeting a full disk of momd's own making; sled, once a write of its log fails, refuses
 //! every later write until it is reopened.
 //!
-//! A reserve file (`reserve` in the data dir, a quarter of the floor) is momd's own space:
-//! when something else fills the disk anyway, or momd starts on a full disk, momd deletes it,
-//! so the index store has room to open and to record acks, and makes it again when the disk
-//! has room. The index store also keeps as much room allocated past the end of its log
-//! file (`Store::keep_index_room`): blocks no other process can take.
+//! When something else fills the disk anyway, the index store writes into room it keeps
+//! allocated past the end of its log file (`Store::keep_index_room`, a quarter of the
+//! floor): blocks no other process can take. A reserve file (`reserve` in the data dir, as
+//! large) is for starting on a full disk: momd deletes it then, so the index store has room
+//! to open, and makes it again once the disk has room. It is never given away while momd
+//! runs, or a disk filled then would leave nothing for the next start.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -63,8 +64,28 @@ impl Disk {
             free: u64::MAX,
             full: false,
         };
+        match free_bytes(dir) {
+            Ok(free) if free < floor / 2 => d.give_back_reserve(free),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the free space of {}: {e}", dir.display()),
+        }
         d.check();
         d
+    }
+
+    /// Starting short of space: delete the reserve so the index store can open.
+    fn give_back_reserve(&mut self, free: u64) {
+        let reserve = self.reserve_path();
+        if !reserve.exists() {
+            return;
+        }
+        match std::fs::remove_file(&reserve) {
+            Ok(()) => tracing::warn!(
+                free,
+                "starting on an almost full disk: gave back the reserve file"
+            ),
+            Err(e) => tracing::warn!("cannot remove {}: {e}", reserve.display()),
+        }
     }
 
     pub fn floor(&self) -> u64 {
@@ -98,7 +119,7 @@ impl Disk {
         }
     }
 
-    /// A write failed for lack of space: refuse publishes and give the reserve back.
+    /// A write failed for lack of space: refuse publishes.
     pub fn write_failed(&mut self) -> Option<Change> {
         self.free = 0;
         self.check_with(0)
@@ -118,16 +139,6 @@ impl Disk {
     fn check_with(&mut self, mut free: u64) -> Option<Change> {
         let was = self.full;
         let reserve = self.reserve_path();
-        if free < self.floor / 2 && reserve.exists() {
-            // Short of space: the reserve is for the index store.
-            match std::fs::remove_file(&reserve) {
-                Ok(()) => {
-                    tracing::warn!("disk almost full: gave back the reserve file");
-                    free = free.saturating_add(self.reserve_size());
-                }
-                Err(e) => tracing::warn!("cannot remove {}: {e}", reserve.display()),
-            }
-        }
         // A little above the floor before publishes are taken again, so a disk at the
         // floor does not flap.
         let room = free >= self.floor + self.floor / 8;
@@ -201,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reserve_is_made_with_room_and_given_back_when_short() {
+    fn the_reserve_is_made_with_room_kept_while_running_and_given_back_at_a_short_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let floor = 4 << 20;
         let mut d = Disk {
@@ -217,8 +228,14 @@ mod tests {
             Some(floor / 4)
         );
         d.check_with(floor / 4);
-        assert!(!reserve.exists(), "given back when short of space");
         assert!(d.full());
+        d.write_failed();
+        assert!(
+            reserve.exists(),
+            "kept while running: a disk filled now must leave room for the next start"
+        );
+        d.give_back_reserve(0);
+        assert!(!reserve.exists(), "given back to start on a full disk");
     }
 
     #[test]

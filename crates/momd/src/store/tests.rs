@@ -699,7 +699,9 @@ fn room_past_the_end_of_the_index_log_stays_allocated() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let room = 4 << 20;
-    let store = Store::open(dir.path(), 1 << 20).unwrap().with_index_room(room);
+    let store = Store::open(dir.path(), 1 << 20)
+        .unwrap()
+        .with_index_room(room);
     let allocated_past_end = || {
         let m = std::fs::metadata(dir.path().join("db").join("db")).unwrap();
         (m.blocks() * 512).saturating_sub(m.len())
