@@ -2,9 +2,11 @@
 //! that manage queues, topics and clients are in `admin`.
 
 mod admin;
+mod bench;
 mod security;
 
 pub use admin::{ClientCmd, QueueCmd, TopicCmd};
+pub use bench::{BenchArgs, BenchCmd};
 pub use security::{ContextCmd, LoginArgs, UserCmd};
 
 use std::time::Duration;
@@ -289,6 +291,11 @@ when there are any)."
         #[arg(short, long, default_value_t = 1)]
         count: u32,
     },
+
+    /// Measure the broker: publish, subscribe, queue and request/reply loads with
+    /// msgs/s and latency percentiles (`--json`: one object on the last line).
+    #[command(subcommand)]
+    Bench(BenchCmd),
 
     /// Print a shell completion script (commands and flags).
     #[command(

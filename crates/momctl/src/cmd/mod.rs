@@ -11,6 +11,7 @@ macro_rules! outln {
 
 pub mod ack;
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod context;
 pub mod exec;

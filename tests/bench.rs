@@ -1,0 +1,139 @@
+//! `momctl bench` against the real momd: each load runs to the end, counts exactly what it
+//! was asked to, and reports it on its last line with `--json`; bad settings are usage
+//! errors. (Figures come from release builds, not from these tests.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{momctl, Momd};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(120);
+
+fn bench(m: &Momd, args: &[&str]) -> Value {
+    let addr = m.addr();
+    let mut all = vec!["-s", &addr, "--json", "bench"];
+    all.extend_from_slice(args);
+    let out = momctl(&all, None, T);
+    assert_eq!(out.code, 0, "{args:?}: {out:?}");
+    let text = out.stdout_str();
+    let last = text.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}"));
+    for key in ["msgs", "seconds", "msgs_per_sec", "mb_per_sec"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    for q in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            v["latency_us"][q].as_u64().is_some_and(|x| x > 0),
+            "{q}: {v}"
+        );
+    }
+    v
+}
+
+fn stored(m: &Momd, topic: &str) -> u64 {
+    let addr = m.addr();
+    let out = momctl(&["-s", &addr, "--json", "topic", "info", topic], None, T);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: Value = serde_json::from_str(out.stdout_str().trim()).expect("topic info json");
+    v["messages"].as_u64().expect("messages")
+}
+
+#[test]
+fn pub_then_sub_from_the_start_count_exactly() {
+    let m = Momd::start();
+    let v = bench(
+        &m,
+        &[
+            "pub", "b.x", "--msgs", "300", "--pubs", "3", "--window", "16",
+        ],
+    );
+    assert_eq!(v["msgs"], 300);
+    assert_eq!(v["clients"], 3);
+    assert_eq!(
+        stored(&m, "b.x"),
+        300,
+        "every acknowledged message is stored"
+    );
+    let v = bench(
+        &m,
+        &[
+            "pub", "b.x", "--msgs", "50", "--batch", "10", "--size", "64",
+        ],
+    );
+    assert_eq!(v["msgs"], 50);
+    assert_eq!(stored(&m, "b.x"), 350);
+    let v = bench(
+        &m,
+        &["sub", "b.x", "--msgs", "350", "--from-start", "--subs", "2"],
+    );
+    assert_eq!(v["msgs"], 700, "each watcher reads every message");
+}
+
+#[test]
+fn pubsub_queue_and_request_deliver_everything() {
+    let m = Momd::start();
+    let v = bench(
+        &m,
+        &[
+            "pubsub", "b.ps", "--msgs", "200", "--subs", "3", "--pubs", "2",
+        ],
+    );
+    assert_eq!(v["msgs"], 600, "every watcher gets every message");
+    assert_eq!(v["publish"]["msgs"], 200);
+
+    let v = bench(&m, &["queue", "b.q", "--msgs", "300", "--subs", "3"]);
+    assert!(v["msgs"].as_u64().is_some_and(|n| n >= 300), "{v}");
+    // The queue is removed at the end.
+    let addr = m.addr();
+    let out = momctl(&["-s", &addr, "--json", "queue", "ls"], None, T);
+    assert!(!out.stdout_str().contains("bench-"), "{out:?}");
+
+    let v = bench(
+        &m,
+        &[
+            "request", "svc.b", "--msgs", "100", "--subs", "2", "--window", "4",
+        ],
+    );
+    assert_eq!(v["msgs"], 100);
+}
+
+#[test]
+fn bad_settings_are_usage_errors() {
+    let m = Momd::start();
+    let addr = m.addr();
+    for args in [
+        vec!["pub", "b.x", "--size", "4"],
+        vec!["pub", "b.x", "--msgs", "0"],
+        vec!["pub", "b.x", "--window", "0"],
+        vec!["pub", "b.*", "--msgs", "1"],
+        vec!["pub", "b.x", "--from-start"],
+    ] {
+        let mut all = vec!["-s", &addr, "bench"];
+        all.extend_from_slice(&args);
+        let out = momctl(&all, None, T);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(
+            !out.stderr.trim().is_empty(),
+            "{args:?}: a reason on stderr"
+        );
+    }
+    let out = momctl(
+        &[
+            "-s",
+            &addr,
+            "bench",
+            "request",
+            "nobody.home",
+            "--msgs",
+            "1",
+            "--subs",
+            "1",
+        ],
+        None,
+        T,
+    );
+    // A responder is started by the bench itself: one request is answered.
+    assert_eq!(out.code, 0, "{out:?}");
+}
