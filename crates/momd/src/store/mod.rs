@@ -99,6 +99,9 @@ pub struct Store {
     log: Arc<std::fs::File>,
     /// Bytes kept allocated past the end of sled's log file ([`Store::keep_index_room`]).
     index_room: u64,
+    /// Milliseconds momd was down in all, as of this start: a dedupe entry's time is kept
+    /// less this, so the window counts only the time momd runs (see `recover.rs`).
+    downtime: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An index entry: where a record is, and enough about it for retention and replay by time
@@ -234,6 +237,7 @@ impl Store {
             segs: Arc::new(segs),
             log: Arc::new(log),
             index_room: 0,
+            downtime: Arc::default(),
         })
     }
 
@@ -311,7 +315,7 @@ impl Store {
             if let Some(id) = &m.msg_id {
                 let mut v = Vec::with_capacity(16);
                 v.extend_from_slice(&(plan.first_seq + i as u64).to_be_bytes());
-                v.extend_from_slice(&plan.time.to_be_bytes());
+                v.extend_from_slice(&plan.time.saturating_sub(self.downtime()).to_be_bytes());
                 batch.insert(dedupe_key(plan.topic_id, id), v);
             }
         }
@@ -641,6 +645,11 @@ impl Store {
                 Some(n.to_be_bytes().to_vec())
             })?;
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
+    }
+
+    /// Milliseconds momd was down in all, as of this start.
+    fn downtime(&self) -> u64 {
+        self.downtime.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Note that momd is alive at `now` (written with the next flush): at start, the time

@@ -26,13 +26,18 @@ impl Store {
         }
         // The dedupe window counts the time momd runs, not the time it was down (nor a
         // clock that jumped meanwhile): a publisher retrying after a restart is still
-        // recognised. Entries are shifted by the downtime, from the last time momd said it
-        // was alive.
-        let downtime = self
-            .db
-            .get(meta_key("alive"))?
-            .and_then(|v| be_u64(&v))
-            .map_or(0, |alive| now.saturating_sub(alive));
+        // recognised. The downtime since the last time momd said it was alive is added to
+        // the total, and an entry's time is kept less the total at the time it was written;
+        // so no entry is written again at a start, however many there are.
+        let meta_u64 = |name: &str| -> Result<Option<u64>> {
+            Ok(self.db.get(meta_key(name))?.and_then(|v| be_u64(&v)))
+        };
+        let since_alive = meta_u64("alive")?.map_or(0, |alive| now.saturating_sub(alive));
+        let downtime = meta_u64("downtime")?
+            .unwrap_or(0)
+            .saturating_add(since_alive);
+        self.downtime
+            .store(downtime, std::sync::atomic::Ordering::Relaxed);
         let mut expired = sled::Batch::default();
         for kv in self.db.scan_prefix([P_DEDUPE]) {
             let (k, v) = kv?;
@@ -51,18 +56,12 @@ impl Store {
                 expired.remove(k);
                 continue;
             }
-            if downtime > 0 {
-                // Kept shifted, so a second restart does not count this downtime again.
-                let mut v2 = Vec::with_capacity(16);
-                v2.extend_from_slice(&seq.to_be_bytes());
-                v2.extend_from_slice(&time.to_be_bytes());
-                expired.insert(k.clone(), v2);
-            }
             let id = String::from_utf8_lossy(k.get(5..).unwrap_or_default()).into_owned();
             out.dedupe.push((topic, id, seq, time));
         }
         // From now on, the time since this start is what counts.
         expired.insert(meta_key("alive"), &now.to_be_bytes()[..]);
+        expired.insert(meta_key("downtime"), &downtime.to_be_bytes()[..]);
         self.db.apply_batch(expired)?;
         out.dedupe.sort_by_key(|d| d.3);
         out.next_topic_id = self

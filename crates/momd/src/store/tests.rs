@@ -689,6 +689,38 @@ fn the_dedupe_window_does_not_count_downtime_or_a_clock_jump() {
     let again = store.load(1_000 + ten_hours + 60_000, 120_000).unwrap();
     assert_eq!(again.dedupe.len(), 1);
     assert_eq!(again.dedupe[0].3, 1_000 + ten_hours + 60_000);
+    // An entry written in this run, after all that downtime, is as old after the next
+    // restart as the time momd ran since it was written.
+    let mut core = Core::new(
+        CoreConfig::default(),
+        Topics::from_stored(again.topics, again.next_topic_id),
+        Dedupe::default(),
+    );
+    let t2 = 1_000 + ten_hours + 65_000;
+    publish(&mut core, &store, "t", &["b"], true, t2);
+    store.set_alive(t2 + 1_000);
+    store.flush().unwrap();
+    drop(store);
+    let store = loop {
+        if let Ok(s) = Store::open(dir.path(), 8 << 20) {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let half_an_hour = 1_800_000;
+    let third = store.load(t2 + 1_000 + half_an_hour, 120_000).unwrap();
+    let mut times: Vec<(String, u64)> = third.dedupe.iter().map(|d| (d.1.clone(), d.3)).collect();
+    times.sort();
+    assert_eq!(
+        times,
+        vec![
+            (
+                "id-a".to_string(),
+                1_000 + ten_hours + 60_000 + half_an_hour
+            ),
+            ("id-b".to_string(), t2 + half_an_hour),
+        ]
+    );
 }
 
 /// Another process filling the disk must not make a write of sled's fail (sled refuses
