@@ -69,6 +69,23 @@ fn pub_then_sub_from_the_start_count_exactly() {
         &["sub", "b.x", "--msgs", "350", "--from-start", "--subs", "2"],
     );
     assert_eq!(v["msgs"], 700, "each watcher reads every message");
+    // Tasks publishing one message each through the batching producer.
+    let v = bench(
+        &m,
+        &[
+            "pub",
+            "b.c",
+            "--msgs",
+            "400",
+            "--coalesce",
+            "--window",
+            "32",
+            "--pubs",
+            "2",
+        ],
+    );
+    assert_eq!(v["msgs"], 400);
+    assert_eq!(stored(&m, "b.c"), 400);
 }
 
 #[test]
@@ -109,6 +126,8 @@ fn bad_settings_are_usage_errors() {
         vec!["pub", "b.x", "--window", "0"],
         vec!["pub", "b.*", "--msgs", "1"],
         vec!["pub", "b.x", "--from-start"],
+        vec!["pub", "b.x", "--coalesce", "--batch", "2"],
+        vec!["sub", "b.x", "--coalesce"],
     ] {
         let mut all = vec!["-s", &addr, "bench"];
         all.extend_from_slice(&args);

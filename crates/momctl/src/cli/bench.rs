@@ -60,6 +60,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub batch: u32,
 
+    /// pub: each publisher runs --window tasks that each publish one message at a time,
+    /// awaiting its ack, through the client library's batching producer (which sends what
+    /// is waiting as batch frames), as a service with many concurrent requests would.
+    #[arg(long)]
+    pub coalesce: bool,
+
     /// sub: read the topic from its first stored message instead of waiting for new ones.
     #[arg(long)]
     pub from_start: bool,

@@ -12,12 +12,14 @@
 
 mod admin;
 mod listing;
+mod producer;
 mod publisher;
 pub mod tls;
 mod users;
 mod watch;
 
 pub use listing::{PageOf, Pager, Section};
+pub use producer::{MsgAck, Producer, DEFAULT_IN_FLIGHT};
 pub use publisher::Publisher;
 pub use users::Grants;
 pub use watch::{key, keys, ConsumerStream, WatchEvent, WatchStream};
@@ -374,6 +376,17 @@ impl Client {
             ServerFrame::PublishOk(ok) => Ok(ok),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// A producer that batches the messages of many tasks publishing one at a time
+    /// (see [`Producer`]), with [`DEFAULT_IN_FLIGHT`] bytes in flight at most.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.clone(), DEFAULT_IN_FLIGHT)
+    }
+
+    /// A producer with at most `in_flight_bytes` of publishes in flight.
+    pub fn producer_with(&self, in_flight_bytes: usize) -> Producer {
+        Producer::new(self.clone(), in_flight_bytes)
     }
 
     /// A pipelining publisher to one topic with up to `window` batches in flight.

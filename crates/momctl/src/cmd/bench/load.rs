@@ -115,7 +115,11 @@ async fn publishers(
         let n = share(a.msgs, a.pubs, i);
         let (topic, size, batch) = (Arc::<str>::from(a.topic.as_str()), a.size, a.batch);
         let progress = progress.clone();
+        let coalesce = a.coalesce;
         tasks.spawn(async move {
+            if coalesce {
+                return coalescing_publisher(c, topic, n, size, window, progress).await;
+            }
             publisher(c, topic, n, size, batch, window as usize, progress)
                 .await
                 .map_err(Failure::from)
@@ -168,6 +172,57 @@ async fn publisher(
     })
 }
 
+/// `tasks` tasks on one connection, each publishing one message at a time through the
+/// client's batching producer; latency: each call to its ack.
+async fn coalescing_publisher(
+    c: Client,
+    topic: Arc<str>,
+    n: u64,
+    size: usize,
+    tasks: u32,
+    progress: Progress,
+) -> Result<ClientRun, Failure> {
+    let producer = c.producer();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..tasks {
+        let (producer, next, topic, progress) = (
+            producer.clone(),
+            next.clone(),
+            topic.clone(),
+            progress.clone(),
+        );
+        set.spawn(async move {
+            let filler = vec![b'x'; size];
+            let mut latency = histogram();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let msg = PubMsg {
+                    payload: stamped(size, &filler),
+                    headers: Headers::new(),
+                    msg_id: None,
+                };
+                let t0 = Instant::now();
+                producer.publish(&topic, msg).await?;
+                record(&mut latency, t0.elapsed().as_micros() as u64);
+                progress.inc(1);
+            }
+            Ok::<_, Failure>(latency)
+        });
+    }
+    let mut latency = histogram();
+    for h in join(set).await? {
+        latency
+            .add(&h)
+            .map_err(|e| Failure::new(1, e.to_string()))?;
+    }
+    Ok(ClientRun {
+        msgs: n,
+        elapsed: start.elapsed(),
+        latency,
+    })
+}
+
 pub async fn publish(opts: &ConnectOptions, a: &BenchArgs) -> Result<Report, Failure> {
     let window = a.window.unwrap_or(256);
     let progress = Progress::new(a.msgs);
@@ -177,7 +232,11 @@ pub async fn publish(opts: &ConnectOptions, a: &BenchArgs) -> Result<Report, Fai
     Ok(Report {
         kind: "pub",
         topic: a.topic.clone(),
-        setup: setup(a, "publisher", None, window),
+        setup: if a.coalesce {
+            setup(a, "publisher", None, window) + ", one message per call, batched by the producer"
+        } else {
+            setup(a, "publisher", None, window)
+        },
         latency_of: "send → ack",
         size: a.size,
         clients,
