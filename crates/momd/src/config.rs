@@ -105,6 +105,12 @@ pub struct Args {
           requires = "tls_cert")]
     pub listen_plain: Option<SocketAddr>,
 
+    /// Serve the HTTP API (docs/http.md) on this address too: HOST:PORT (the port defaults
+    /// to 7879). Off unless given. With --tls-cert it speaks HTTPS with the same
+    /// certificate; users, tokens and permissions are those of the TCP protocol.
+    #[arg(long, env = "MOMD_HTTP", value_name = "ADDR", value_parser = parse_http_listen)]
+    pub http: Option<SocketAddr>,
+
     /// Data directory (created if missing). Default: the platform data dir
     /// (e.g. ~/.local/share/mom on Linux).
     #[arg(long, env = "MOMD_DATA")]
@@ -286,6 +292,19 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("{s:?}: cannot resolve: {e}"))?
         .next()
         .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
+}
+
+fn parse_http_listen(s: &str) -> Result<SocketAddr, String> {
+    let has_port = s.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':')
+    }) && (!s.starts_with('[') || s.contains("]:"));
+    if has_port {
+        parse_listen(s)
+    } else if s.starts_with('[') || !s.contains(':') {
+        parse_listen(&format!("{s}:7879"))
+    } else {
+        parse_listen(&format!("[{s}]:7879"))
+    }
 }
 
 fn parse_size_usize(s: &str) -> Result<usize, String> {
