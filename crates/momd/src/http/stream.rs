@@ -161,9 +161,14 @@ pub async fn stream(
         shutdown: app.shutdown.clone(),
         done: false,
     };
-    let events = futures_util::stream::unfold(state, |mut s| async move {
-        let e = s.next_event().await?;
-        Some((Ok::<Event, Infallible>(e), s))
+    // A first comment, so the response starts at once (not with the first message).
+    let opened = Event::default().comment(format!("watch {}", ok.watch));
+    let events = futures_util::stream::unfold((state, Some(opened)), |(mut s, first)| async move {
+        let e = match first {
+            Some(e) => e,
+            None => s.next_event().await?,
+        };
+        Some((Ok::<Event, Infallible>(e), (s, None)))
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
