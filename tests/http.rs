@@ -598,3 +598,47 @@ fn users_tokens_permissions_and_error_codes() {
     assert_eq!(api["openapi"].as_str().map(|v| &v[..2]), Some("3."));
     assert!(api["paths"]["/v1/stream"].is_object());
 }
+
+#[test]
+fn https_with_the_brokers_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let (c, k) = (
+        cert_path.to_string_lossy().into_owned(),
+        key_path.to_string_lossy().into_owned(),
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let m = Momd::start_with(&["--http", &addr, "--tls-cert", &c, "--tls-key", &k]);
+    wait_for(Duration::from_secs(10), "the HTTPS API", || {
+        m.stderr()
+            .contains(&format!("HTTPS API on {addr}"))
+            .then_some(())
+    });
+    let out = Command::new("curl")
+        .args(["-s", "--cacert", &c, "-X", "POST", "--data-binary", "tls"])
+        .arg(format!("https://{addr}/v1/topics/secure.t/messages"))
+        .output()
+        .expect("curl");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON over TLS");
+    assert_eq!(v["seq"], 1, "{v}");
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{addr}/v1/stats"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
+}
