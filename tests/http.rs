@@ -642,3 +642,59 @@ fn https_with_the_brokers_certificate() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
 }
+
+#[test]
+fn a_stream_that_does_not_read_gets_the_slow_consumer_event() {
+    let h = Http::start(&["--watch-buffer", "64KiB", "--fsync", "never"]);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sN", "--max-time", "60"])
+        .arg(format!("{}/v1/stream?pattern=bulk.%3E", h.base))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let reader = Collector::new(cmd.spawn().expect("curl"));
+    wait_for(Duration::from_secs(10), "the stream's watch", || {
+        reader
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(": watch"))
+            .then_some(())
+    });
+    // The reader stops reading: the socket buffers fill, then the watch's budget.
+    let pid = reader.child.id().to_string();
+    let signal = |sig: &str| {
+        let st = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    };
+    signal("-STOP");
+    let line = format!("{{\"payload\":\"{}\"}}\n", "x".repeat(60_000));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("batch.ndjson");
+    std::fs::write(&file, line.repeat(100)).expect("write the batch");
+    let at_file = format!("@{}", file.display());
+    for _ in 0..8 {
+        h.ok(
+            &["-X", "POST", "--data-binary", &at_file],
+            "/v1/topics/bulk.a/batch",
+        );
+    }
+    signal("-CONT");
+    let notice = wait_for(Duration::from_secs(30), "the slow_consumer event", || {
+        let lines = reader.lines();
+        let at = lines.iter().position(|l| l == "event: slow_consumer")?;
+        lines.get(at + 1).cloned()
+    });
+    let data: Value = serde_json::from_str(notice.trim_start_matches("data: ")).expect("JSON");
+    let skipped = data["skipped"].as_u64().expect("skipped");
+    let received = sse_messages(&reader.lines()).len() as u64;
+    assert!(skipped > 0, "{data}");
+    assert!(
+        received < 800,
+        "the stream was bounded: {received} received"
+    );
+    // The broker's memory was not spent on it: what was skipped is still stored.
+    assert_eq!(h.ok(&[], "/v1/topics/bulk.a")["messages"], 800);
+}
