@@ -3,7 +3,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use mom_proto::{ErrorCode, ServerFrame};
 
 /// A refusal, as the client gets it.
@@ -82,7 +81,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code.as_str(), "message": self.message }
         });
-        let mut resp = (status, Json(body)).into_response();
+        let mut resp = super::params::json_response(status, &body);
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

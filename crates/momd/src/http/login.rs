@@ -3,13 +3,13 @@
 //! (Basic, or Bearer to renew), or as JSON `{"user", "password"}`; `{"ttl": "10m"}` asks
 //! for a shorter token than the server's default.
 
+use super::params::JsonLine;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::Json;
 use mom_proto::{ClientFrame, ServerFrame, TokenCreate};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::{authenticate, credentials, Credentials};
 use super::error::{ApiError, ApiResult};
@@ -29,7 +29,7 @@ pub async fn login(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let raw = body(req, 64 * 1024).await?;
     let l: Login = if raw.iter().all(u8::is_ascii_whitespace) {
         Login::default()
@@ -49,7 +49,7 @@ pub async fn login(
     let who = authenticate(&app, peer, creds).await?;
     let frame = ClientFrame::TokenCreate(TokenCreate { id: 0, ttl_ms });
     match crate::auth::frames::handle(&app.auth, &who, frame, &app.broker.handle).await {
-        ServerFrame::Token(t) => Ok(Json(json!({
+        ServerFrame::Token(t) => Ok(JsonLine(json!({
             "token": t.token,
             "user": t.user,
             "expires": t.expires,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use base64::Engine;
 use bytes::Bytes;
 use mom_proto::{ErrorCode, Headers, Message, Sender};
@@ -217,6 +218,29 @@ pub fn batch_message_json(
         enc,
     );
     serde_json::to_value(j).ok()
+}
+
+/// A JSON answer, ended by a newline so that `curl` output reads as lines.
+pub struct JsonLine(pub serde_json::Value);
+
+impl axum::response::IntoResponse for JsonLine {
+    fn into_response(self) -> axum::response::Response {
+        json_response(axum::http::StatusCode::OK, &self.0)
+    }
+}
+
+pub fn json_response(
+    status: axum::http::StatusCode,
+    v: &serde_json::Value,
+) -> axum::response::Response {
+    let mut body = v.to_string();
+    body.push('\n');
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// JSON value of any serializable reply.

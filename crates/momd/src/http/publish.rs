@@ -2,10 +2,10 @@
 //! envelope with `Content-Type: application/vnd.mom.message+json`) and
 //! `POST /v1/topics/{topic}/batch` (NDJSON: one envelope a line, one `publish` request).
 
+use super::params::JsonLine;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
 use base64::Engine;
 use bytes::Bytes;
 use mom_proto::{ClientFrame, Headers, PubMsg, Publish, PublishOk, ServerFrame};
@@ -111,7 +111,7 @@ pub async fn publish(
     Path(topic): Path<String>,
     headers: HeaderMap,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let msg = if content_type(&headers) == ENVELOPE {
         let raw = body(req, app.cfg.max_frame).await?;
         let env: Envelope = serde_json::from_slice(&raw)
@@ -126,7 +126,7 @@ pub async fn publish(
         }
     };
     let ok = send(&app, &who, topic, vec![msg]).await?;
-    Ok(Json(json!({
+    Ok(JsonLine(json!({
         "topic": ok.topic,
         "seq": ok.seqs.first().copied().unwrap_or(0),
         "duplicate": ok.duplicates > 0,
@@ -140,7 +140,7 @@ pub async fn batch(
     who: Who,
     Path(topic): Path<String>,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let raw = body(req, app.cfg.max_frame).await?;
     let mut msgs = Vec::new();
     for (n, line) in raw.split(|b| *b == b'\n').enumerate() {
@@ -160,7 +160,7 @@ pub async fn batch(
         ));
     }
     let ok = send(&app, &who, topic, msgs).await?;
-    Ok(Json(json!({
+    Ok(JsonLine(json!({
         "topic": ok.topic,
         "seqs": ok.seqs,
         "duplicates": ok.duplicates,

@@ -9,16 +9,16 @@
 
 use std::time::Duration;
 
+use super::params::JsonLine;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::Json;
 use mom_proto::{
     Ack, ClientFrame, Fetch, ListReq, MsgKey, Nack, QueueBind, QueueCreate, QueueDelete, QueueReq,
     ServerFrame, StartAt,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Who;
 use super::error::{ApiError, ApiResult};
@@ -47,28 +47,28 @@ async fn call(
     app.pool.call(&who.id, who.peer, make).await
 }
 
-fn queue_json(frame: ServerFrame) -> ApiResult<Json<Value>> {
+fn queue_json(frame: ServerFrame) -> ApiResult<JsonLine> {
     match frame {
         ServerFrame::QueueInfo(q) => {
             let mut v = to_json(&q.queue)?;
             if let (Some(m), Some(p)) = (v.as_object_mut(), q.purged) {
                 m.insert("purged".into(), p.into());
             }
-            Ok(Json(v))
+            Ok(JsonLine(v))
         }
-        ServerFrame::Ok(_) => Ok(Json(json!({ "ok": true }))),
+        ServerFrame::Ok(_) => Ok(JsonLine(json!({ "ok": true }))),
         other => Err(ApiError::unexpected(&other)),
     }
 }
 
-pub async fn list(State(app): State<App>, who: Who, q: Query) -> ApiResult<Json<Value>> {
+pub async fn list(State(app): State<App>, who: Who, q: Query) -> ApiResult<JsonLine> {
     let page = page(&q)?;
     match call(&app, &who, |id| {
         ClientFrame::QueueList(ListReq::new(id, page))
     })
     .await?
     {
-        ServerFrame::QueueList(l) => Ok(Json(json!({
+        ServerFrame::QueueList(l) => Ok(JsonLine(json!({
             "queues": to_json(&l.queues)?,
             "next": l.next,
             "total": l.total,
@@ -98,7 +98,7 @@ pub async fn create(
     who: Who,
     Path(queue): Path<String>,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let c: Create = json_body(req, "the queue").await?;
     let reply = call(&app, &who, |id| {
         ClientFrame::QueueCreate(QueueCreate {
@@ -120,7 +120,7 @@ pub async fn info(
     State(app): State<App>,
     who: Who,
     Path(queue): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     queue_json(
         call(&app, &who, |id| {
             ClientFrame::QueueInfo(QueueReq { id, queue })
@@ -134,7 +134,7 @@ pub async fn remove(
     who: Who,
     Path(queue): Path<String>,
     q: Query,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let force = q.flag("force")?;
     let name = queue.clone();
     match call(&app, &who, |id| {
@@ -142,7 +142,7 @@ pub async fn remove(
     })
     .await?
     {
-        ServerFrame::Ok(_) => Ok(Json(json!({ "removed": name }))),
+        ServerFrame::Ok(_) => Ok(JsonLine(json!({ "removed": name }))),
         other => Err(ApiError::unexpected(&other)),
     }
 }
@@ -151,7 +151,7 @@ pub async fn purge(
     State(app): State<App>,
     who: Who,
     Path(queue): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     queue_json(
         call(&app, &who, |id| {
             ClientFrame::QueuePurge(QueueReq { id, queue })
@@ -172,7 +172,7 @@ pub async fn bind(
     who: Who,
     Path(queue): Path<String>,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let p: Patterns = json_body(req, "the patterns").await?;
     let reply = call(&app, &who, |id| {
         ClientFrame::QueueBind(QueueBind {
@@ -190,7 +190,7 @@ pub async fn unbind(
     who: Who,
     Path(queue): Path<String>,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let p: Patterns = json_body(req, "the patterns").await?;
     let reply = call(&app, &who, |id| {
         ClientFrame::QueueUnbind(QueueBind {
@@ -208,7 +208,7 @@ pub async fn fetch(
     who: Who,
     Path(queue): Path<String>,
     q: Query,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let max = q.u64("max")?.unwrap_or(1);
     let max = u32::try_from(max).unwrap_or(u32::MAX);
     let wait = q.duration("wait")?.unwrap_or(Duration::ZERO);
@@ -232,7 +232,7 @@ pub async fn fetch(
     match reply {
         ServerFrame::FetchOk(f) => {
             let msgs: Vec<_> = f.msgs.iter().map(|m| from_message(m, enc)).collect();
-            Ok(Json(
+            Ok(JsonLine(
                 json!({ "queue": f.queue, "messages": to_json(&msgs)? }),
             ))
         }
@@ -258,7 +258,7 @@ pub async fn ack(
     who: Who,
     Path(queue): Path<String>,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let s: Settle = json_body(req, "the deliveries").await?;
     if s.delay.is_some() || s.release {
         return Err(ApiError::bad_request(
@@ -275,7 +275,7 @@ pub async fn ack(
     })
     .await?
     {
-        ServerFrame::Ok(_) => Ok(Json(json!({ "acked": n }))),
+        ServerFrame::Ok(_) => Ok(JsonLine(json!({ "acked": n }))),
         other => Err(ApiError::unexpected(&other)),
     }
 }
@@ -285,7 +285,7 @@ pub async fn nack(
     who: Who,
     Path(queue): Path<String>,
     req: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let s: Settle = json_body(req, "the deliveries").await?;
     let delay = match &s.delay {
         Some(d) => parse_duration("delay", d)?,
@@ -303,7 +303,7 @@ pub async fn nack(
     })
     .await?
     {
-        ServerFrame::Ok(_) => Ok(Json(json!({ "nacked": n }))),
+        ServerFrame::Ok(_) => Ok(JsonLine(json!({ "nacked": n }))),
         other => Err(ApiError::unexpected(&other)),
     }
 }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use super::params::JsonLine;
 use axum::extract::{Path, State};
-use axum::Json;
 use mom_proto::{ClientFrame, NoticeKind, ServerFrame, StartAt, TopicReq, Watch};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Who;
 use super::error::{ApiError, ApiResult};
@@ -26,7 +26,7 @@ pub async fn read(
     who: Who,
     Path(topic): Path<String>,
     q: Query,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let limit = q.u64("limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
@@ -103,7 +103,7 @@ pub async fn read(
     // Where the next page starts: after the last message returned, while the topic held
     // more when this page was read.
     let next = (last_seen > 0 && last_seen < info.last_seq).then_some(last_seen + 1);
-    Ok(Json(json!({
+    Ok(JsonLine(json!({
         "topic": topic,
         "messages": messages,
         "next": next,

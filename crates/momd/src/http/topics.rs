@@ -2,11 +2,11 @@
 //! `GET|DELETE /v1/topics/{topic}`, `PUT /v1/topics/{topic}/limits`,
 //! `POST /v1/topics/{topic}/purge`, `GET /v1/stats`.
 
+use super::params::JsonLine;
 use axum::extract::{Path, State};
-use axum::Json;
 use mom_proto::{ClientFrame, ListReq, Page, ServerFrame, StatsReq, TopicReq, TopicRm, TopicSet};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Who;
 use super::error::{ApiError, ApiResult};
@@ -26,7 +26,7 @@ pub fn page(q: &Query) -> ApiResult<Page> {
     })
 }
 
-pub async fn list(State(app): State<App>, who: Who, q: Query) -> ApiResult<Json<Value>> {
+pub async fn list(State(app): State<App>, who: Who, q: Query) -> ApiResult<JsonLine> {
     let page = page(&q)?;
     match app
         .pool
@@ -35,7 +35,7 @@ pub async fn list(State(app): State<App>, who: Who, q: Query) -> ApiResult<Json<
         })
         .await?
     {
-        ServerFrame::TopicList(l) => Ok(Json(json!({
+        ServerFrame::TopicList(l) => Ok(JsonLine(json!({
             "topics": to_json(&l.topics)?,
             "next": l.next,
             "total": l.total,
@@ -48,7 +48,7 @@ pub async fn info(
     State(app): State<App>,
     who: Who,
     Path(topic): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     match app
         .pool
         .call(&who.id, who.peer, |id| {
@@ -56,7 +56,7 @@ pub async fn info(
         })
         .await?
     {
-        ServerFrame::TopicInfo(t) => Ok(Json(to_json(&t.topic)?)),
+        ServerFrame::TopicInfo(t) => Ok(JsonLine(to_json(&t.topic)?)),
         other => Err(ApiError::unexpected(&other)),
     }
 }
@@ -66,7 +66,7 @@ pub async fn remove(
     who: Who,
     Path(topic): Path<String>,
     q: Query,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let force = q.flag("force")?;
     let name = topic.clone();
     match app
@@ -76,7 +76,7 @@ pub async fn remove(
         })
         .await?
     {
-        ServerFrame::Ok(_) => Ok(Json(json!({ "removed": name }))),
+        ServerFrame::Ok(_) => Ok(JsonLine(json!({ "removed": name }))),
         other => Err(ApiError::unexpected(&other)),
     }
 }
@@ -86,7 +86,7 @@ pub async fn purge(
     who: Who,
     Path(topic): Path<String>,
     q: Query,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let force = q.flag("force")?;
     match app
         .pool
@@ -95,11 +95,11 @@ pub async fn purge(
         })
         .await?
     {
-        ServerFrame::TopicInfo(t) => Ok(Json(json!({
+        ServerFrame::TopicInfo(t) => Ok(JsonLine(json!({
             "purged": t.purged.unwrap_or(0),
             "topic": to_json(&t.topic)?,
         }))),
-        ServerFrame::Ok(_) => Ok(Json(json!({ "purged": 0 }))),
+        ServerFrame::Ok(_) => Ok(JsonLine(json!({ "purged": 0 }))),
         other => Err(ApiError::unexpected(&other)),
     }
 }
@@ -121,7 +121,7 @@ pub async fn limits(
     who: Who,
     Path(topic): Path<String>,
     body: axum::body::Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<JsonLine> {
     let raw = super::params::body(body, 64 * 1024).await?;
     let l: Limits = serde_json::from_slice(&raw)
         .map_err(|e| ApiError::bad_request(format!("the limits: {e}")))?;
@@ -140,14 +140,14 @@ pub async fn limits(
         })
         .await?
     {
-        ServerFrame::TopicInfo(t) => Ok(Json(to_json(&t.topic)?)),
+        ServerFrame::TopicInfo(t) => Ok(JsonLine(to_json(&t.topic)?)),
         other => Err(ApiError::unexpected(&other)),
     }
 }
 
 /// The broker's summary (`momctl stats`); `?topics=N&queues=N&clients=N` add the first N
 /// of each.
-pub async fn stats(State(app): State<App>, who: Who, q: Query) -> ApiResult<Json<Value>> {
+pub async fn stats(State(app): State<App>, who: Who, q: Query) -> ApiResult<JsonLine> {
     let section = |name: &str| -> ApiResult<Option<Page>> {
         let limit = q.u64(name)?.unwrap_or(0);
         Ok(Some(Page {
@@ -173,7 +173,7 @@ pub async fn stats(State(app): State<App>, who: Who, q: Query) -> ApiResult<Json
             if let Some(m) = v.as_object_mut() {
                 m.remove("id");
             }
-            Ok(Json(v))
+            Ok(JsonLine(v))
         }
         other => Err(ApiError::unexpected(&other)),
     }
