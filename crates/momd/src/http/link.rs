@@ -35,6 +35,8 @@ pub struct Broker {
     pub admission: Admission,
     /// Bytes a session may have queued and unread (`--watch-buffer`).
     pub budget: usize,
+    /// momd is stopping: long polls and waits for replies end at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Something pushed to a session that is not the reply being waited for.
@@ -163,7 +165,11 @@ impl Link {
         let size = request_size(&frame);
         send(&self.broker, self.session, frame, size).await?;
         loop {
-            match self.rx.rx.recv().await {
+            let out = tokio::select! {
+                o = self.rx.rx.recv() => o,
+                _ = self.broker.shutdown.cancelled() => return Err(stopping()),
+            };
+            match out {
                 None => return Err(stopping()),
                 Some(Out::Reply { frame, bytes, .. }) => {
                     self.rx.sent(bytes);
@@ -321,7 +327,11 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
         send(&self.broker, shared.session, frame, size).await?;
-        match rx.await {
+        let reply = tokio::select! {
+            r = rx => r,
+            _ = self.broker.shutdown.cancelled() => return Err(stopping()),
+        };
+        match reply {
             Ok(ServerFrame::Error(e)) => Err(ApiError::new(e.code, e.message)),
             Ok(f) => Ok(f),
             Err(_) => Err(ApiError::unavailable(

@@ -117,6 +117,7 @@ pub async fn serve(
         handle: broker,
         admission: ctx.admission.clone(),
         budget: cfg.watch_budget,
+        shutdown: shutdown.clone(),
     };
     let app = App {
         pool: link::Pool::new(link_broker.clone()),

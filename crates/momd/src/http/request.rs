@@ -111,6 +111,12 @@ pub async fn request(
             }
         }
     };
+    let wait = async {
+        tokio::select! {
+            r = wait => r,
+            _ = app.shutdown.cancelled() => Err(ApiError::unavailable("the server is shutting down")),
+        }
+    };
     let (batch, i) = match tokio::time::timeout(timeout, wait).await {
         Ok(r) => r?,
         Err(_) => {
