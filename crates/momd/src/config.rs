@@ -79,7 +79,7 @@ impl FromStr for FsyncMode {
     name = "momd",
     version,
     about = "The mom message broker: persistent topics, live watches, one TCP protocol",
-    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
+    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --http 127.0.0.1:7879            # also the HTTP API (docs/http.md)\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -340,6 +340,17 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_addresses_default_to_port_7879() {
+        let addr = |s: &str| parse_http_listen(s).map(|a| a.to_string());
+        assert_eq!(addr("127.0.0.1"), Ok("127.0.0.1:7879".into()));
+        assert_eq!(addr("127.0.0.1:8080"), Ok("127.0.0.1:8080".into()));
+        assert_eq!(addr("::1"), Ok("[::1]:7879".into()));
+        assert_eq!(addr("[::1]"), Ok("[::1]:7879".into()));
+        assert_eq!(addr("[::1]:8080"), Ok("[::1]:8080".into()));
+        assert!(addr("127.0.0.1:http").is_err());
+    }
 
     #[test]
     fn fsync_modes_parse() {
