@@ -698,3 +698,26 @@ fn a_stream_that_does_not_read_gets_the_slow_consumer_event() {
     // The broker's memory was not spent on it: what was skipped is still stored.
     assert_eq!(h.ok(&[], "/v1/topics/bulk.a")["messages"], 800);
 }
+
+#[test]
+fn without_users_only_local_clients_are_anonymous_admins() {
+    // momd will not serve HTTP where others could reach it as admin...
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(common::momd_bin())
+        .args(["--http", &format!("127.0.0.2:{}", free_port()), "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data")
+        .arg(dir.path().join("d"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("momd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing --http 127.0.0.2"), "{err}");
+    // ...and a client from another address than 127.0.0.1 is refused, as on TCP.
+    let h = Http::start(&[]);
+    let (code, body) = h.curl(&["--interface", "127.0.0.2"], "/v1/stats");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("127.0.0.1"), "{body}");
+    assert_eq!(h.curl(&[], "/v1/stats").0, 200);
+}
