@@ -79,7 +79,7 @@ impl FromStr for FsyncMode {
     name = "momd",
     version,
     about = "The mom message broker: persistent topics, live watches, one TCP protocol",
-    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
+    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --http 127.0.0.1:7879            # also the HTTP API (docs/http.md)\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -104,6 +104,12 @@ pub struct Args {
     #[arg(long, env = "MOMD_LISTEN_PLAIN", value_name = "ADDR", value_parser = parse_listen,
           requires = "tls_cert")]
     pub listen_plain: Option<SocketAddr>,
+
+    /// Serve the HTTP API (docs/http.md) on this address too: HOST:PORT (the port defaults
+    /// to 7879). Off unless given. With --tls-cert it speaks HTTPS with the same
+    /// certificate; users, tokens and permissions are those of the TCP protocol.
+    #[arg(long, env = "MOMD_HTTP", value_name = "ADDR", value_parser = parse_http_listen)]
+    pub http: Option<SocketAddr>,
 
     /// Data directory (created if missing). Default: the platform data dir
     /// (e.g. ~/.local/share/mom on Linux).
@@ -288,6 +294,19 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
 }
 
+fn parse_http_listen(s: &str) -> Result<SocketAddr, String> {
+    let has_port = s.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':')
+    }) && (!s.starts_with('[') || s.contains("]:"));
+    if has_port {
+        parse_listen(s)
+    } else if s.starts_with('[') || !s.contains(':') {
+        parse_listen(&format!("{s}:7879"))
+    } else {
+        parse_listen(&format!("[{s}]:7879"))
+    }
+}
+
 fn parse_size_usize(s: &str) -> Result<usize, String> {
     let n = mom_proto::parse::size(s)?;
     usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
@@ -321,6 +340,17 @@ impl Args {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_addresses_default_to_port_7879() {
+        let addr = |s: &str| parse_http_listen(s).map(|a| a.to_string());
+        assert_eq!(addr("127.0.0.1"), Ok("127.0.0.1:7879".into()));
+        assert_eq!(addr("127.0.0.1:8080"), Ok("127.0.0.1:8080".into()));
+        assert_eq!(addr("::1"), Ok("[::1]:7879".into()));
+        assert_eq!(addr("[::1]"), Ok("[::1]:7879".into()));
+        assert_eq!(addr("[::1]:8080"), Ok("[::1]:8080".into()));
+        assert!(addr("127.0.0.1:http").is_err());
+    }
 
     #[test]
     fn fsync_modes_parse() {

@@ -8,6 +8,7 @@ mod broker;
 mod config;
 mod core;
 mod disk;
+mod http;
 mod lock;
 mod outbox;
 mod reader;
@@ -204,25 +205,69 @@ async fn run(args: Args) -> anyhow::Result<()> {
     broker.set_disk(disk);
     let broker_task = tokio::spawn(broker.run(rx));
 
-    let listeners = listen(&args, tls, auth.has_users()).await?;
+    let shutdown = CancellationToken::new();
+    let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
+    let http_listener = match args.http {
+        Some(addr) => {
+            if !auth.has_users() && !auth::is_local(addr.ip()) && !args.allow_anonymous {
+                anyhow::bail!(
+                    "refusing --http {addr} with no users: anyone could connect as admin. Add \
+                     one first, or use 127.0.0.1, or give --allow-anonymous"
+                );
+            }
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--http: listening on {addr}"))?;
+            Some(http::HttpListener::start(
+                tcp,
+                tls.clone(),
+                args.max_connections.max(1),
+                shutdown.clone(),
+            )?)
+        }
+        None => None,
+    };
     for l in &listeners {
         let local = l.tcp.local_addr()?;
         let how = if l.tls.is_some() { " (TLS)" } else { "" };
         tracing::info!(server_id = %loaded.server_id, "momd {} listening on {local}{how}", env!("CARGO_PKG_VERSION"));
     }
+    if let Some(l) = &http_listener {
+        let how = if tls.is_some() { "HTTPS" } else { "HTTP" };
+        tracing::info!("{how} API on {}", axum::serve::Listener::local_addr(l)?);
+    }
 
-    let shutdown = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let cfg = Arc::new(cfg);
+    let ctx = session::Ctx::new(&cfg, auth);
+    let http = http_listener.map(|l| {
+        tokio::spawn(http::serve(
+            l,
+            handle.clone(),
+            cfg.clone(),
+            ctx.clone(),
+            shutdown.clone(),
+        ))
+    });
     let tracker = server::serve(
         listeners,
         handle.clone(),
-        Arc::new(cfg),
+        cfg,
         args.max_connections.max(1),
-        auth,
+        ctx,
         shutdown.clone(),
     )
     .await;
     signals.abort();
+    if let Some(h) = http {
+        // Long polls and streams end with the shutdown signal; a request in flight finishes.
+        if tokio::time::timeout(Duration::from_secs(15), h)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP requests did not finish in 15 s");
+        }
+    }
     tracing::info!("shutting down: finishing requests in flight");
     if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
         .await

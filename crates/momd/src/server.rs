@@ -37,15 +37,11 @@ pub async fn serve(
     broker: BrokerHandle,
     cfg: Arc<BrokerConfig>,
     max_connections: usize,
-    auth: Arc<crate::auth::Auth>,
+    ctx: session::Ctx,
     shutdown: CancellationToken,
 ) -> TaskTracker {
     let shared = Arc::new(Shared {
-        ctx: session::Ctx {
-            frame_budget: crate::reader::FrameBudget::new(cfg.frame_budget),
-            admission: crate::admission::Admission::new(cfg.inflight_budget),
-            auth,
-        },
+        ctx,
         broker,
         cfg,
         limit: Arc::new(Semaphore::new(max_connections)),

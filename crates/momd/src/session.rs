@@ -65,6 +65,22 @@ const LARGE_REPLIES_IN_FLIGHT: usize = 1;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// A new session number, unique in this process: TCP connections and the HTTP API's
+/// in-process sessions (`http/link.rs`) draw from the same counter.
+pub fn next_session_id() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Ctx {
+    pub fn new(cfg: &BrokerConfig, auth: Arc<crate::auth::Auth>) -> Ctx {
+        Ctx {
+            frame_budget: reader::FrameBudget::new(cfg.frame_budget),
+            admission: Admission::new(cfg.inflight_budget),
+            auth,
+        }
+    }
+}
+
 /// Serve one connection, its halves plaintext or TLS (after the handshake: `server.rs`).
 pub async fn run(
     rd: ConnRead,
@@ -80,7 +96,7 @@ pub async fn run(
         admission,
         auth,
     } = ctx;
-    let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let session = next_session_id();
     let (outbox, out_rx) = outbox::outbox(cfg.watch_budget);
     let permits = Arc::new(Semaphore::new(cfg.max_inflight));
     // Requests in flight are bounded in bytes too (KiB units): a few frames' worth.
