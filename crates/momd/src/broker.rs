@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     pub inflight_budget: usize,
     /// How long a connection with bytes to send may take none of them before it is closed.
     pub write_timeout: std::time::Duration,
+    /// On shutdown, how long a connection's requests in flight may take to finish.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// A new connection, as the broker learns of it at `hello`.
@@ -83,6 +85,12 @@ pub enum Cmd {
         watch: WatchId,
         /// Messages of the replay that could not be read.
         lost: u64,
+    },
+    /// A reload (SIGHUP): settings that can change while connections stay. The broker keeps
+    /// what needs a restart (fsync, max_frame) from its own settings.
+    Reconfigure {
+        cfg: BrokerConfig,
+        core: crate::core::CoreConfig,
     },
     Shutdown {
         /// Answered with whether the final flush worked.

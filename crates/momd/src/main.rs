@@ -6,11 +6,14 @@ mod admission;
 mod auth;
 mod broker;
 mod config;
+mod config_file;
 mod core;
 mod disk;
 mod lock;
+mod logging;
 mod outbox;
 mod reader;
+mod reload;
 mod replay;
 mod server;
 mod session;
@@ -19,32 +22,41 @@ mod tls;
 mod user_cmd;
 mod verify;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerConfig, Cmd};
+use crate::broker::{Broker, Cmd};
 use crate::config::Args;
-use crate::core::{Core, CoreConfig, Dedupe, Topics};
+use crate::core::{Core, Dedupe, Topics};
 use crate::store::Store;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let resolved = match config_file::resolve(argv.clone()) {
+        Ok(r) => r,
+        Err(config_file::ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("momd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if matches!(resolved.args.command, Some(config::Command::CheckConfig)) {
+        print!("{}", config_file::render(&resolved));
+        return match resolved.args.check() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("momd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = &resolved.args;
+    let log = logging::init(&args.log_level, args.log_format == "json");
     if args.command.is_some() {
         let data = match args.data_dir() {
             Ok(d) => d,
@@ -53,11 +65,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(verify::EXIT_CANNOT_CHECK);
             }
         };
-        return match args.command {
+        return match resolved.args.command {
             Some(config::Command::Repair { .. }) => verify::repair(&data),
             Some(config::Command::User { cmd, .. }) => user_cmd::run(&data, cmd),
             _ => verify::verify(&data),
         };
+    }
+    if let Some(file) = &resolved.file {
+        tracing::info!("config file {}", file.display());
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,7 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    match rt.block_on(run(resolved, argv, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("momd: {e:#}");
@@ -78,22 +93,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    // A delivery frame must hold one whole message: payload, headers and envelope.
-    if args
-        .max_payload
-        .checked_add(2 * core::MAX_HEADER_BYTES)
-        .is_none_or(|n| n > args.max_frame)
-    {
-        anyhow::bail!(
-            "--max-payload ({}) must be at least 128 KiB below --max-frame ({})",
-            args.max_payload,
-            args.max_frame
-        );
-    }
+async fn run(
+    resolved: config_file::Resolved,
+    argv: Vec<OsString>,
+    log: logging::LogHandle,
+) -> anyhow::Result<()> {
+    let args = resolved.args;
+    args.check().map_err(anyhow::Error::msg)?;
     // Before the store is opened: a bad certificate should not wait for recovery.
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(std::sync::RwLock::new(tls::acceptor(cert, key)?)))
+        }
         _ => None,
     };
     let data = args.data_dir()?;
@@ -164,31 +175,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "recovered in {:.1?}",
         t0.elapsed()
     );
-    let core = Core::new(
-        CoreConfig {
-            max_payload: args.max_payload,
-            dedupe_window_ms: window_ms,
-            default_limits: mom_proto::Limits {
-                max_msgs: args.max_msgs,
-                max_bytes: args.max_bytes,
-                max_age_ms: args.max_age.as_millis() as u64,
-                ..mom_proto::Limits::default()
-            },
-        },
-        topics,
-        dedupe,
-    );
-    let cfg = BrokerConfig {
-        fsync: args.fsync,
-        max_frame: args.max_frame,
-        max_payload: args.max_payload,
-        max_inflight: args.max_inflight.max(1),
-        watch_budget: args.watch_buffer.max(64 * 1024),
-        frame_timeout: args.frame_timeout.max(std::time::Duration::from_millis(10)),
-        frame_budget: args.frame_budget,
-        inflight_budget: args.inflight_budget.max(64 * 1024),
-        write_timeout: args.write_timeout.max(Duration::from_millis(10)),
-    };
+    let core = Core::new(reload::core_config(&args), topics, dedupe);
+    let cfg = reload::broker_config(&args);
     tracing::info!("{}", args.fsync.explain());
     let (broker, handle, rx) = Broker::new(
         core,
@@ -203,7 +191,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     broker.set_disk(disk);
     let broker_task = tokio::spawn(broker.run(rx));
 
-    let listeners = listen(&args, tls, auth.has_users()).await?;
+    let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
     for l in &listeners {
         let local = l.tcp.local_addr()?;
         let how = if l.tls.is_some() { " (TLS)" } else { "" };
@@ -211,23 +199,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let shared_cfg: server::SharedCfg = Arc::new(std::sync::RwLock::new(Arc::new(cfg.clone())));
+    let live = reload::Live {
+        argv,
+        settings: resolved.settings,
+        started: cfg,
+        log,
+        broker: handle.clone(),
+        cfg: shared_cfg.clone(),
+        tls,
+    };
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone(), live));
     let tracker = server::serve(
         listeners,
         handle.clone(),
-        Arc::new(cfg),
+        shared_cfg.clone(),
         args.max_connections.max(1),
         auth,
         shutdown.clone(),
     )
     .await;
     signals.abort();
-    tracing::info!("shutting down: finishing requests in flight");
-    if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+    // Each connection waits up to drain_timeout for its requests, then up to 2 s for its
+    // peer to take the last frames; past that, the broker stops regardless.
+    let drain = shared_cfg
+        .read()
+        .map(|c| c.drain_timeout)
+        .unwrap_or(Duration::from_secs(5));
+    tracing::info!("shutting down: finishing requests in flight (at most {drain:?})");
+    if tokio::time::timeout(drain + Duration::from_secs(3), tracker.wait())
         .await
         .is_err()
     {
-        tracing::warn!("some connections did not finish in 15 s");
+        tracing::warn!("some connections did not finish in {drain:?}");
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     handle.send(Cmd::Shutdown { done: tx }).await;
@@ -247,7 +251,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Bind `--listen` (TLS when `tls` is given) and `--listen-plain`.
 async fn listen(
     args: &Args,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<server::TlsSlot>,
     has_users: bool,
 ) -> anyhow::Result<Vec<server::Listener>> {
     if let Some(addr) = args.listen_plain {
@@ -275,18 +279,26 @@ async fn listen(
     Ok(listeners)
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// SIGTERM and SIGINT stop momd (a drain); SIGHUP reloads the configuration.
+async fn wait_for_signal(shutdown: CancellationToken, mut live: reload::Live) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                live.reload().await;
+            }
+        }
     }
     shutdown.cancel();
 }

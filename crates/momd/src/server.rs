@@ -4,7 +4,7 @@
 //! holds up the accept loop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,13 +19,38 @@ use crate::tls::{self, ConnRead, ConnWrite};
 /// A bound listener; TLS when it has an acceptor.
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsSlot>,
+}
+
+/// The TLS acceptor of a listener, replaced on reload (new certificates); a connection takes
+/// the one current when it is accepted.
+pub type TlsSlot = Arc<RwLock<TlsAcceptor>>;
+
+/// The connection settings, replaced on reload; a connection takes the current ones when it
+/// starts (limits the broker applies, such as max_payload, change for every connection).
+pub type SharedCfg = Arc<RwLock<Arc<BrokerConfig>>>;
+
+fn current<T: Clone>(slot: &RwLock<T>) -> T {
+    // A writer never panics while holding it (it only swaps a value in), so a poisoned lock
+    // still holds a whole value.
+    match slot.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Put `value` in `slot` (a reload).
+pub fn replace<T>(slot: &RwLock<T>, value: T) {
+    match slot.write() {
+        Ok(mut g) => *g = value,
+        Err(p) => *p.into_inner() = value,
+    }
 }
 
 /// What every connection of every listener shares.
 struct Shared {
     broker: BrokerHandle,
-    cfg: Arc<BrokerConfig>,
+    cfg: SharedCfg,
     ctx: session::Ctx,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -35,15 +60,16 @@ struct Shared {
 pub async fn serve(
     listeners: Vec<Listener>,
     broker: BrokerHandle,
-    cfg: Arc<BrokerConfig>,
+    cfg: SharedCfg,
     max_connections: usize,
     auth: Arc<crate::auth::Auth>,
     shutdown: CancellationToken,
 ) -> TaskTracker {
+    let now = current(&cfg);
     let shared = Arc::new(Shared {
         ctx: session::Ctx {
-            frame_budget: crate::reader::FrameBudget::new(cfg.frame_budget),
-            admission: crate::admission::Admission::new(cfg.inflight_budget),
+            frame_budget: crate::reader::FrameBudget::new(now.frame_budget),
+            admission: crate::admission::Admission::new(now.inflight_budget),
             auth,
         },
         broker,
@@ -89,7 +115,7 @@ async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
 async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSlot>,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
 ) {
@@ -99,7 +125,8 @@ async fn connection(
             let (rd, wr) = stream.into_split();
             (Box::new(rd), Box::new(wr))
         }
-        Some(acceptor) => {
+        Some(slot) => {
+            let acceptor = current(&slot);
             let handshake = tokio::select! {
                 h = tls::accept(&acceptor, stream) => h,
                 _ = shared.shutdown.cancelled() => return,
@@ -119,7 +146,7 @@ async fn connection(
         wr,
         addr,
         shared.broker.clone(),
-        shared.cfg.clone(),
+        current(&shared.cfg),
         shared.ctx.clone(),
         shared.shutdown.clone(),
     )

@@ -273,7 +273,7 @@ pub async fn run(
     if shutdown.is_cancelled() && !closed.is_cancelled() {
         // Finish the requests in flight, then say why the connection ends.
         let all = u32::try_from(cfg.max_inflight).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+        let _ = tokio::time::timeout(cfg.drain_timeout, permits.acquire_many(all)).await;
         outbox.close(ServerFrame::error(
             None,
             ErrorCode::Unavailable,

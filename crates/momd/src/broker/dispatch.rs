@@ -28,6 +28,14 @@ impl Broker {
             )),
             Cmd::UserRemoved { user } => self.close_user_sessions(&user),
             Cmd::ReplayDone { watch, lost } => self.replay_done(watch, lost),
+            Cmd::Reconfigure { cfg, core } => {
+                self.cfg = super::BrokerConfig {
+                    fsync: self.cfg.fsync,
+                    max_frame: self.cfg.max_frame,
+                    ..cfg
+                };
+                self.core.set_config(core);
+            }
             Cmd::Shutdown { done } => return Some(done),
         }
         None

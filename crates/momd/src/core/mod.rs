@@ -57,7 +57,7 @@ pub const MAX_MSG_ID: usize = 1024;
 /// Most bytes of header names and values one message may carry.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Settings the core needs; set once at start.
+/// Settings the core needs; set at start, changed by a reload (SIGHUP).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub max_payload: usize,
@@ -158,6 +158,11 @@ pub struct Core {
 }
 
 impl Core {
+    /// A reload's new settings: they apply from the next command on.
+    pub fn set_config(&mut self, config: CoreConfig) {
+        self.config = config;
+    }
+
     pub fn new(config: CoreConfig, topics: Topics, dedupe: Dedupe) -> Self {
         Core {
             config,
