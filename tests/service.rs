@@ -1,5 +1,6 @@
-//! momd as a service: the config file under flags and environment, SIGHUP reload, the
-//! SIGTERM drain, sd_notify, the unit file, metrics and backup/restore.
+//! momd as a service: the config file under flags and environment, SIGHUP reload and the
+//! SIGTERM drain. (The unit file, sd_notify, logs, metrics and backup are in
+//! tests/operations.rs.)
 
 mod common;
 

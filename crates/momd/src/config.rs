@@ -241,6 +241,40 @@ pub enum Command {
         MOMD_FSYNC=never momd check-config   # shows fsync from env MOMD_FSYNC"
     )]
     CheckConfig,
+    /// Copy the data dir to DIR, consistent at one moment: with momd running (it takes a
+    /// checkpoint when asked, and keeps serving) or stopped. DIR must be new or empty.
+    #[command(
+        after_help = "Examples:\n  momd backup /srv/backup/mom-2026-12-01 --data /var/lib/mom\n  \
+        momd restore /srv/backup/mom-2026-12-01 --data /var/lib/mom-new"
+    )]
+    Backup {
+        /// Where the copy goes (created; must be empty if it exists).
+        dir: PathBuf,
+        /// Data directory to back up. Default: momd's --data / MOMD_DATA, else the
+        /// platform data dir.
+        #[arg(long, env = "MOMD_DATA")]
+        data: Option<PathBuf>,
+    },
+    /// Make a backup made by `momd backup` a data dir again (NEW must be new or empty).
+    #[command(
+        after_help = "Example:\n  momd restore /srv/backup/mom-2026-12-01 --data /var/lib/mom-new\n  \
+        momd --data /var/lib/mom-new"
+    )]
+    Restore {
+        /// The backup.
+        dir: PathBuf,
+        /// The new data directory.
+        #[arg(long, value_name = "NEW")]
+        data: PathBuf,
+    },
+    /// Print what a data dir holds (format, topics, messages, queues) without starting the
+    /// broker; for a running momd's, only what the files say.
+    #[command(after_help = "Example:\n  momd info --data /var/lib/mom")]
+    Info {
+        /// Data directory. Default: momd's --data / MOMD_DATA, else the platform data dir.
+        #[arg(long, env = "MOMD_DATA")]
+        data: Option<PathBuf>,
+    },
     /// Check every stored record against its checksum and the index; print one line per
     /// damaged range and a summary. Exit 0 when clean, 1 when damage is found, 3 when the
     /// check cannot run (e.g. a momd holds the data dir).
@@ -377,7 +411,11 @@ impl Args {
     pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
         let sub = match &self.command {
             Some(
-                Command::Verify { data } | Command::Repair { data } | Command::User { data, .. },
+                Command::Verify { data }
+                | Command::Repair { data }
+                | Command::User { data, .. }
+                | Command::Backup { data, .. }
+                | Command::Info { data },
             ) => data.as_ref(),
             _ => None,
         };

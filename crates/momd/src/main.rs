@@ -4,6 +4,7 @@
 
 mod admission;
 mod auth;
+mod backup;
 mod broker;
 mod config;
 mod config_file;
@@ -11,6 +12,7 @@ mod core;
 mod disk;
 mod lock;
 mod logging;
+mod metrics;
 mod outbox;
 mod reader;
 mod reload;
@@ -18,6 +20,7 @@ mod replay;
 mod server;
 mod session;
 mod store;
+mod systemd;
 mod tls;
 mod user_cmd;
 mod verify;
@@ -36,6 +39,7 @@ use crate::core::{Core, Dedupe, Topics};
 use crate::store::Store;
 
 fn main() -> ExitCode {
+    metrics::mark_start();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let resolved = match config_file::resolve(argv.clone()) {
         Ok(r) => r,
@@ -57,6 +61,9 @@ fn main() -> ExitCode {
     }
     let args = &resolved.args;
     let log = logging::init(&args.log_level, args.log_format == "json");
+    if let Some(config::Command::Restore { dir, data }) = &args.command {
+        return backup::restore(dir, data);
+    }
     if args.command.is_some() {
         let data = match args.data_dir() {
             Ok(d) => d,
@@ -68,6 +75,8 @@ fn main() -> ExitCode {
         return match resolved.args.command {
             Some(config::Command::Repair { .. }) => verify::repair(&data),
             Some(config::Command::User { cmd, .. }) => user_cmd::run(&data, cmd),
+            Some(config::Command::Backup { dir, .. }) => backup::backup(&data, &dir),
+            Some(config::Command::Info { .. }) => backup::info(&data),
             _ => verify::verify(&data),
         };
     }
@@ -111,6 +120,7 @@ async fn run(
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let _lock = lock::lock(&data)?;
+    backup::check_format(&data)?;
 
     let t0 = Instant::now();
     let disk = disk::Disk::open(&data, args.min_free_disk);
@@ -189,6 +199,7 @@ async fn run(
     let mut broker = broker;
     broker.report_damage(&damage);
     broker.set_disk(disk);
+    broker.set_metrics_topics(args.metrics_topics);
     let broker_task = tokio::spawn(broker.run(rx));
 
     let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
@@ -199,6 +210,14 @@ async fn run(
     }
 
     let shutdown = CancellationToken::new();
+    let metrics = match args.metrics {
+        Some(addr) => Some(metrics::serve(addr, handle.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    // The listeners are bound, so connections are taken (the kernel queues them until the
+    // accept loops run just below).
+    systemd::ready(&format!("listening on {}", args.listen));
+    systemd::spawn_watchdog(shutdown.clone());
     let shared_cfg: server::SharedCfg = Arc::new(std::sync::RwLock::new(Arc::new(cfg.clone())));
     let live = reload::Live {
         argv,
@@ -208,6 +227,7 @@ async fn run(
         broker: handle.clone(),
         cfg: shared_cfg.clone(),
         tls,
+        data: data.clone(),
     };
     let signals = tokio::spawn(wait_for_signal(shutdown.clone(), live));
     let tracker = server::serve(
@@ -220,6 +240,7 @@ async fn run(
     )
     .await;
     signals.abort();
+    systemd::stopping();
     // Each connection waits up to drain_timeout for its requests, then up to 2 s for its
     // peer to take the last frames; past that, the broker stops regardless.
     let drain = shared_cfg
@@ -232,6 +253,9 @@ async fn run(
         .is_err()
     {
         tracing::warn!("some connections did not finish in {drain:?}");
+    }
+    if let Some(m) = metrics {
+        let _ = tokio::time::timeout(Duration::from_secs(2), m).await;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     handle.send(Cmd::Shutdown { done: tx }).await;
@@ -282,10 +306,11 @@ async fn listen(
 /// SIGTERM and SIGINT stop momd (a drain); SIGHUP reloads the configuration.
 async fn wait_for_signal(shutdown: CancellationToken, mut live: reload::Live) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::warn!("cannot install signal handlers");
         return;
@@ -296,7 +321,18 @@ async fn wait_for_signal(shutdown: CancellationToken, mut live: reload::Live) {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                systemd::reloading();
                 live.reload().await;
+                systemd::ready("reloaded");
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: taking a checkpoint for `momd backup`");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                live.broker.send(Cmd::Checkpoint { reply: tx }).await;
+                if let Ok(Err(why)) | Err(why) = rx.await.map_err(|e| e.to_string()) {
+                    tracing::error!("backup checkpoint failed: {why}");
+                    backup::checkpoint_failed(&live.data, &why);
+                }
             }
         }
     }

@@ -70,6 +70,8 @@ pub struct Live {
     pub broker: BrokerHandle,
     pub cfg: SharedCfg,
     pub tls: Option<TlsSlot>,
+    /// The data dir (where `momd backup` waits for its checkpoint).
+    pub data: std::path::PathBuf,
 }
 
 impl Live {

@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::broker::{BrokerConfig, BrokerHandle};
 use crate::session;
@@ -141,15 +142,28 @@ async fn connection(
             }
         }
     };
-    session::run(
-        rd,
-        wr,
-        addr,
-        shared.broker.clone(),
-        current(&shared.cfg),
-        shared.ctx.clone(),
-        shared.shutdown.clone(),
-    )
+    // Every log line of the connection carries its address, and from hello on its client
+    // id and user (STYLE.md, Logging).
+    let span = tracing::info_span!(
+        "conn",
+        %addr,
+        client_id = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    async {
+        session::run(
+            rd,
+            wr,
+            addr,
+            shared.broker.clone(),
+            current(&shared.cfg),
+            shared.ctx.clone(),
+            shared.shutdown.clone(),
+        )
+        .await;
+        tracing::debug!("connection closed");
+    }
+    .instrument(span)
     .await;
     drop(permit);
 }

@@ -144,6 +144,10 @@ pub async fn run(
     }
     match rx.await {
         Ok(Ok(welcome)) => {
+            // The connection's span (server.rs) learns who this is.
+            let span = tracing::Span::current();
+            span.record("client_id", welcome.client_id);
+            span.record("user", identity.user.as_str());
             tracing::debug!(session, client_id = welcome.client_id, %addr, "hello");
             outbox.reply(ServerFrame::Welcome(welcome), false);
         }

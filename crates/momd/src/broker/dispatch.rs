@@ -36,6 +36,22 @@ impl Broker {
                 };
                 self.core.set_config(core);
             }
+            Cmd::Checkpoint { reply } => {
+                // Everything applied reaches the store first; then no command runs until
+                // the checkpoint is taken, so index and segment files are one moment.
+                self.commit();
+                let t0 = std::time::Instant::now();
+                let res = self.store.checkpoint().map_err(|e| format!("{e:#}"));
+                tracing::info!(
+                    ok = res.is_ok(),
+                    "backup checkpoint in {:.1?}",
+                    t0.elapsed()
+                );
+                let _ = reply.send(res);
+            }
+            Cmd::Metrics { reply } => {
+                let _ = reply.send(self.render_metrics());
+            }
             Cmd::Shutdown { done } => return Some(done),
         }
         None
