@@ -312,6 +312,8 @@ fn info_inner(data: &Path) -> anyhow::Result<()> {
     let mut disk = 0u64;
     let mut files = Vec::new();
     files_under(data, Path::new(""), &mut files)?;
+    // The reserve is room kept free, not data (as in `stats`).
+    files.retain(|f| f != Path::new(crate::disk::RESERVE_FILE) && f != Path::new("momd.lock"));
     for f in &files {
         disk += fs::metadata(data.join(f)).map(|m| m.len()).unwrap_or(0);
     }
