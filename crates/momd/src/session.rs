@@ -556,7 +556,9 @@ async fn write_loop(
     (max_frame, write_timeout): (usize, Duration),
     closed: CancellationToken,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grown on demand, and given back when a burst is over: an idle connection (of 10,000)
+    // holds only what its last small frame needed (README, Limits).
+    let mut buf = BytesMut::new();
     'outer: while let Some(first) = out.rx.recv().await {
         let mut item = Some(first);
         let mut close = false;
@@ -611,6 +613,9 @@ async fn write_loop(
             break 'outer;
         }
         buf.clear();
+        if buf.capacity() > 64 * 1024 && out.rx.is_empty() {
+            buf = BytesMut::new();
+        }
         if released > 0 {
             permits.add_permits(released);
         }
