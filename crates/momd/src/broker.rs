@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     pub inflight_budget: usize,
     /// How long a connection with bytes to send may take none of them before it is closed.
     pub write_timeout: std::time::Duration,
+    /// On shutdown, how long a connection's requests in flight may take to finish.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// A new connection, as the broker learns of it at `hello`.
@@ -83,6 +85,20 @@ pub enum Cmd {
         watch: WatchId,
         /// Messages of the replay that could not be read.
         lost: u64,
+    },
+    /// A reload (SIGHUP): settings that can change while connections stay. The broker keeps
+    /// what needs a restart (fsync, max_frame) from its own settings.
+    Reconfigure {
+        cfg: BrokerConfig,
+        core: crate::core::CoreConfig,
+    },
+    /// `momd backup` asked for a checkpoint (SIGUSR1): answered when it is in place.
+    Checkpoint {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A scrape of `--metrics`: the broker's part of the text.
+    Metrics {
+        reply: oneshot::Sender<String>,
     },
     Shutdown {
         /// Answered with whether the final flush worked.
@@ -261,6 +277,10 @@ pub struct Broker {
     flushing_tickets: Vec<Ticket>,
     /// Free space under the data dir; publishes are refused while it is short.
     disk: Option<crate::disk::Disk>,
+    /// Counters for `--metrics`.
+    metrics: metrics::Metrics,
+    /// When the flush in progress started, and how many requests it covers.
+    flush_started: Option<(Instant, usize)>,
 }
 
 mod authz;
@@ -268,6 +288,7 @@ mod client_close;
 mod disk_guard;
 mod dispatch;
 mod listing;
+pub mod metrics;
 mod publish;
 mod queue_admin;
 mod queue_delivery;
@@ -294,6 +315,11 @@ const INBOX_TTL_MS: u64 = 60_000;
 const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Broker {
+    /// How many topics get their own label in the metrics (`--metrics-topics`).
+    pub fn set_metrics_topics(&mut self, n: usize) {
+        self.metrics.max_topics = n;
+    }
+
     pub fn new(
         core: Core,
         store: Store,
@@ -347,6 +373,8 @@ impl Broker {
             queue_rates: HashMap::new(),
             queue_flush_wanted: false,
             disk: None,
+            metrics: metrics::Metrics::new(20),
+            flush_started: None,
             trimmed: Vec::new(),
             trimmed_flushing: Vec::new(),
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
@@ -460,6 +488,7 @@ impl Broker {
         self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
         self.trimmed_flushing.append(&mut self.trimmed);
         self.dirty = false;
+        self.flush_started = Some((Instant::now(), self.flushing.len()));
         let store = self.store.clone();
         let (tx, rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
@@ -469,6 +498,15 @@ impl Broker {
     }
 
     fn flush_done(&mut self, res: Result<usize, StoreError>) {
+        if let Some((t0, n)) = self.flush_started.take() {
+            self.metrics
+                .flush_seconds
+                .observe(t0.elapsed().as_secs_f64());
+            self.metrics.batch_size.observe(n as f64);
+        }
+        if res.is_err() {
+            self.metrics.flush_errors += 1;
+        }
         let done = std::mem::take(&mut self.flushing);
         // Durable (or failed): their bytes are admitted for others again.
         self.flushing_tickets.clear();
@@ -541,6 +579,8 @@ impl Broker {
                 if let Some(batch) = batch {
                     let n = batch.msgs.len() as u64;
                     self.delivered_upto.insert(topic_id, batch.last_seq());
+                    let bytes = batch.msgs.iter().map(|m| m.payload.len() as u64).sum();
+                    self.metrics.count_in(topic_id, n, bytes);
                     let rate = self.rates.entry(topic_id).or_default();
                     rate.in_count += n;
                     self.total_rate.in_count += n;

@@ -1,4 +1,6 @@
-//! momd's settings: command-line flags (each also from a `MOMD_*` environment variable).
+//! momd's settings: command-line flags, each also from a `MOMD_*` environment variable and
+//! a key of the config file (`config_file.rs` reads the file and says where each value came
+//! from). The key is the flag's name with `_` for `-`: `--max-frame` is `max_frame`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -85,6 +87,11 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// Config file (TOML; keys are the flags' names with `_`, e.g. `max_frame = "16MiB"`).
+    /// Default: /etc/mom/momd.toml when it exists. Flags and MOMD_* variables override it.
+    #[arg(long, env = "MOMD_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on: HOST, HOST:PORT, IP, IP:PORT or [IPV6]:PORT (the port
     /// defaults to 7878; a host name listens on its first address).
     #[arg(long, env = "MOMD_LISTEN", default_value = mom_proto::DEFAULT_ADDR, value_parser = parse_listen)]
@@ -92,17 +99,16 @@ pub struct Args {
 
     /// Speak TLS on --listen with this certificate chain (PEM, leaf first); needs
     /// --tls-key. Clients then need `momctl --tls-ca CA.pem` (or --tls-insecure to test).
-    #[arg(long, env = "MOMD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(long, env = "MOMD_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
-    #[arg(long, env = "MOMD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, env = "MOMD_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
     /// Also listen in plaintext on this address, beside the TLS --listen (meant for
     /// loopback: local tools without certificates; momd warns about any other address).
-    #[arg(long, env = "MOMD_LISTEN_PLAIN", value_name = "ADDR", value_parser = parse_listen,
-          requires = "tls_cert")]
+    #[arg(long, env = "MOMD_LISTEN_PLAIN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen_plain: Option<SocketAddr>,
 
     /// Serve the HTTP API (docs/http.md) on this address too: HOST:PORT (the port defaults
@@ -204,11 +210,77 @@ pub struct Args {
     /// 64MiB). A quarter of it is kept as a reserve file in the data dir.
     #[arg(long, env = "MOMD_MIN_FREE_DISK", default_value_t = 64 * 1024 * 1024, value_parser = mom_proto::parse::size)]
     pub min_free_disk: u64,
+
+    /// What to log: a level (error, warn, info, debug, trace) or tracing directives such as
+    /// `info,momd::session=debug`. RUST_LOG, when set, wins. Changes on SIGHUP.
+    #[arg(long, env = "MOMD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log lines as `text` or as `json` (one object per line, for journald and log shippers).
+    #[arg(long, env = "MOMD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9787). Off by default.
+    #[arg(long, env = "MOMD_METRICS", value_name = "ADDR", value_parser = parse_listen_any_port)]
+    pub metrics: Option<SocketAddr>,
+
+    /// Topics with their own series in the metrics: the first N to carry traffic; the rest
+    /// are summed under topic="other", so many topics never make many series.
+    #[arg(long, env = "MOMD_METRICS_TOPICS", default_value_t = 20)]
+    pub metrics_topics: usize,
+
+    /// On SIGTERM, how long in-flight requests may take before connections are closed
+    /// anyway (a duration such as 5s). What was acknowledged is on disk either way.
+    #[arg(long, env = "MOMD_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
 }
 
-/// Offline tools: each needs the data dir to itself (stop momd first).
+/// Tools besides the broker. verify, repair and user need the data dir to themselves
+/// (stop momd first).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Print the effective configuration, each value with where it came from (flag,
+    /// environment, file and line, or default); or the first bad key and its line. Exit 0
+    /// when the configuration is valid, 1 when not.
+    #[command(
+        after_help = "Examples:\n  momd check-config --config /etc/mom/momd.toml\n  \
+        MOMD_FSYNC=never momd check-config   # shows fsync from env MOMD_FSYNC"
+    )]
+    CheckConfig,
+    /// Copy the data dir to DIR, consistent at one moment: with momd running (it takes a
+    /// checkpoint when asked, and keeps serving) or stopped. DIR must be new or empty.
+    #[command(
+        after_help = "Examples:\n  momd backup /srv/backup/mom-2026-12-01 --data /var/lib/mom\n  \
+        momd restore /srv/backup/mom-2026-12-01 --data /var/lib/mom-new"
+    )]
+    Backup {
+        /// Where the copy goes (created; must be empty if it exists).
+        dir: PathBuf,
+        /// Data directory to back up. Default: momd's --data / MOMD_DATA, else the
+        /// platform data dir.
+        #[arg(long, env = "MOMD_DATA")]
+        data: Option<PathBuf>,
+    },
+    /// Make a backup made by `momd backup` a data dir again (NEW must be new or empty).
+    #[command(
+        after_help = "Example:\n  momd restore /srv/backup/mom-2026-12-01 --data /var/lib/mom-new\n  \
+        momd --data /var/lib/mom-new"
+    )]
+    Restore {
+        /// The backup.
+        dir: PathBuf,
+        /// The new data directory.
+        #[arg(long, value_name = "NEW")]
+        data: PathBuf,
+    },
+    /// Print what a data dir holds (format, topics, messages, queues) without starting the
+    /// broker; for a running momd's, only what the files say.
+    #[command(after_help = "Example:\n  momd info --data /var/lib/mom")]
+    Info {
+        /// Data directory. Default: momd's --data / MOMD_DATA, else the platform data dir.
+        #[arg(long, env = "MOMD_DATA")]
+        data: Option<PathBuf>,
+    },
     /// Check every stored record against its checksum and the index; print one line per
     /// damaged range and a summary. Exit 0 when clean, 1 when damage is found, 3 when the
     /// check cannot run (e.g. a momd holds the data dir).
@@ -285,6 +357,15 @@ pub enum UserCmd {
     },
 }
 
+/// `--metrics`: like `--listen`, with 9787 when no port is given.
+fn parse_listen_any_port(s: &str) -> Result<SocketAddr, String> {
+    let mut a = parse_listen(s)?;
+    if !s.contains(':') || s.ends_with(']') {
+        a.set_port(9787);
+    }
+    Ok(a)
+}
+
 /// `--listen`: what `momctl -s` accepts, resolved to the first address it names.
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let addr = mom_proto::parse::addr(s)?;
@@ -320,12 +401,42 @@ fn parse_age(s: &str) -> Result<Duration, String> {
 }
 
 impl Args {
+    /// Rules between flags, checked at start, by `check-config` and on reload.
+    pub fn check(&self) -> Result<(), String> {
+        // A delivery frame must hold one whole message: payload, headers and envelope.
+        if self
+            .max_payload
+            .checked_add(2 * crate::core::MAX_HEADER_BYTES)
+            .is_none_or(|n| n > self.max_frame)
+        {
+            return Err(format!(
+                "max_payload ({}) must be at least 128 KiB below max_frame ({})",
+                self.max_payload, self.max_frame
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together: give both or neither".into());
+        }
+        if self.listen_plain.is_some() && self.tls_cert.is_none() {
+            return Err(
+                "listen_plain is the plaintext listener beside a TLS listen: it needs \
+                        tls_cert and tls_key"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
         let sub = match &self.command {
             Some(
-                Command::Verify { data } | Command::Repair { data } | Command::User { data, .. },
+                Command::Verify { data }
+                | Command::Repair { data }
+                | Command::User { data, .. }
+                | Command::Backup { data, .. }
+                | Command::Info { data },
             ) => data.as_ref(),
-            None => None,
+            _ => None,
         };
         if let Some(d) = sub.or(self.data.as_ref()) {
             return Ok(d.clone());

@@ -4,48 +4,67 @@
 
 mod admission;
 mod auth;
+mod backup;
 mod broker;
 mod config;
+mod config_file;
 mod core;
 mod disk;
 mod http;
 mod lock;
+mod logging;
+mod metrics;
 mod outbox;
 mod reader;
+mod reload;
 mod replay;
 mod server;
 mod session;
 mod store;
+mod systemd;
 mod tls;
 mod user_cmd;
 mod verify;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerConfig, Cmd};
+use crate::broker::{Broker, Cmd};
 use crate::config::Args;
-use crate::core::{Core, CoreConfig, Dedupe, Topics};
+use crate::core::{Core, Dedupe, Topics};
 use crate::store::Store;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    metrics::mark_start();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let resolved = match config_file::resolve(argv.clone()) {
+        Ok(r) => r,
+        Err(config_file::ConfigError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("momd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if matches!(resolved.args.command, Some(config::Command::CheckConfig)) {
+        print!("{}", config_file::render(&resolved));
+        return match resolved.args.check() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("momd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = &resolved.args;
+    let log = logging::init(&args.log_level, args.log_format == "json");
+    if let Some(config::Command::Restore { dir, data }) = &args.command {
+        return backup::restore(dir, data);
+    }
     if args.command.is_some() {
         let data = match args.data_dir() {
             Ok(d) => d,
@@ -54,11 +73,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(verify::EXIT_CANNOT_CHECK);
             }
         };
-        return match args.command {
+        return match resolved.args.command {
             Some(config::Command::Repair { .. }) => verify::repair(&data),
             Some(config::Command::User { cmd, .. }) => user_cmd::run(&data, cmd),
+            Some(config::Command::Backup { dir, .. }) => backup::backup(&data, &dir),
+            Some(config::Command::Info { .. }) => backup::info(&data),
             _ => verify::verify(&data),
         };
+    }
+    if let Some(file) = &resolved.file {
+        tracing::info!("config file {}", file.display());
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    match rt.block_on(run(resolved, argv, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("momd: {e:#}");
@@ -79,28 +103,25 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    // A delivery frame must hold one whole message: payload, headers and envelope.
-    if args
-        .max_payload
-        .checked_add(2 * core::MAX_HEADER_BYTES)
-        .is_none_or(|n| n > args.max_frame)
-    {
-        anyhow::bail!(
-            "--max-payload ({}) must be at least 128 KiB below --max-frame ({})",
-            args.max_payload,
-            args.max_frame
-        );
-    }
+async fn run(
+    resolved: config_file::Resolved,
+    argv: Vec<OsString>,
+    log: logging::LogHandle,
+) -> anyhow::Result<()> {
+    let args = resolved.args;
+    args.check().map_err(anyhow::Error::msg)?;
     // Before the store is opened: a bad certificate should not wait for recovery.
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(std::sync::RwLock::new(tls::acceptor(cert, key)?)))
+        }
         _ => None,
     };
     let data = args.data_dir()?;
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let _lock = lock::lock(&data)?;
+    backup::check_format(&data)?;
 
     let t0 = Instant::now();
     let disk = disk::Disk::open(&data, args.min_free_disk);
@@ -166,31 +187,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "recovered in {:.1?}",
         t0.elapsed()
     );
-    let core = Core::new(
-        CoreConfig {
-            max_payload: args.max_payload,
-            dedupe_window_ms: window_ms,
-            default_limits: mom_proto::Limits {
-                max_msgs: args.max_msgs,
-                max_bytes: args.max_bytes,
-                max_age_ms: args.max_age.as_millis() as u64,
-                ..mom_proto::Limits::default()
-            },
-        },
-        topics,
-        dedupe,
-    );
-    let cfg = BrokerConfig {
-        fsync: args.fsync,
-        max_frame: args.max_frame,
-        max_payload: args.max_payload,
-        max_inflight: args.max_inflight.max(1),
-        watch_budget: args.watch_buffer.max(64 * 1024),
-        frame_timeout: args.frame_timeout.max(std::time::Duration::from_millis(10)),
-        frame_budget: args.frame_budget,
-        inflight_budget: args.inflight_budget.max(64 * 1024),
-        write_timeout: args.write_timeout.max(Duration::from_millis(10)),
-    };
+    let core = Core::new(reload::core_config(&args), topics, dedupe);
+    let cfg = reload::broker_config(&args);
     tracing::info!("{}", args.fsync.explain());
     let (broker, handle, rx) = Broker::new(
         core,
@@ -203,6 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut broker = broker;
     broker.report_damage(&damage);
     broker.set_disk(disk);
+    broker.set_metrics_topics(args.metrics_topics);
     let broker_task = tokio::spawn(broker.run(rx));
 
     let shutdown = CancellationToken::new();
@@ -237,28 +236,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!("{how} API on {}", axum::serve::Listener::local_addr(l)?);
     }
 
-    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
-    let cfg = Arc::new(cfg);
+    let metrics = match args.metrics {
+        Some(addr) => Some(metrics::serve(addr, handle.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    // The listeners are bound, so connections are taken (the kernel queues them until the
+    // accept loops run just below).
+    systemd::ready(&format!("listening on {}", args.listen));
+    systemd::spawn_watchdog(shutdown.clone());
+    let shared_cfg: server::SharedCfg = Arc::new(std::sync::RwLock::new(Arc::new(cfg.clone())));
     let ctx = session::Ctx::new(&cfg, auth);
     let http = http_listener.map(|l| {
         tokio::spawn(http::serve(
             l,
             handle.clone(),
-            cfg.clone(),
+            shared_cfg.clone(),
             ctx.clone(),
             shutdown.clone(),
         ))
     });
+    let live = reload::Live {
+        argv,
+        settings: resolved.settings,
+        started: cfg,
+        log,
+        broker: handle.clone(),
+        cfg: shared_cfg.clone(),
+        tls,
+        data: data.clone(),
+    };
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone(), live));
     let tracker = server::serve(
         listeners,
         handle.clone(),
-        cfg,
+        shared_cfg.clone(),
         args.max_connections.max(1),
         ctx,
         shutdown.clone(),
     )
     .await;
     signals.abort();
+    systemd::stopping();
     if let Some(h) = http {
         // Long polls and streams end with the shutdown signal; a request in flight finishes.
         if tokio::time::timeout(Duration::from_secs(15), h)
@@ -268,12 +286,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!("some HTTP requests did not finish in 15 s");
         }
     }
-    tracing::info!("shutting down: finishing requests in flight");
-    if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+    // Each connection waits up to drain_timeout for its requests, then up to 2 s for its
+    // peer to take the last frames; past that, the broker stops regardless.
+    let drain = shared_cfg
+        .read()
+        .map(|c| c.drain_timeout)
+        .unwrap_or(Duration::from_secs(5));
+    tracing::info!("shutting down: finishing requests in flight (at most {drain:?})");
+    if tokio::time::timeout(drain + Duration::from_secs(3), tracker.wait())
         .await
         .is_err()
     {
-        tracing::warn!("some connections did not finish in 15 s");
+        tracing::warn!("some connections did not finish in {drain:?}");
+    }
+    if let Some(m) = metrics {
+        let _ = tokio::time::timeout(Duration::from_secs(2), m).await;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     handle.send(Cmd::Shutdown { done: tx }).await;
@@ -293,7 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Bind `--listen` (TLS when `tls` is given) and `--listen-plain`.
 async fn listen(
     args: &Args,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<server::TlsSlot>,
     has_users: bool,
 ) -> anyhow::Result<Vec<server::Listener>> {
     if let Some(addr) = args.listen_plain {
@@ -321,18 +348,38 @@ async fn listen(
     Ok(listeners)
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// SIGTERM and SIGINT stop momd (a drain); SIGHUP reloads the configuration.
+async fn wait_for_signal(shutdown: CancellationToken, mut live: reload::Live) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                systemd::reloading();
+                live.reload().await;
+                systemd::ready("reloaded");
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: taking a checkpoint for `momd backup`");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                live.broker.send(Cmd::Checkpoint { reply: tx }).await;
+                if let Ok(Err(why)) | Err(why) = rx.await.map_err(|e| e.to_string()) {
+                    tracing::error!("backup checkpoint failed: {why}");
+                    backup::checkpoint_failed(&live.data, &why);
+                }
+            }
+        }
     }
     shutdown.cancel();
 }

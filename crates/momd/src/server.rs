@@ -4,13 +4,14 @@
 //! holds up the accept loop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::broker::{BrokerConfig, BrokerHandle};
 use crate::session;
@@ -19,13 +20,38 @@ use crate::tls::{self, ConnRead, ConnWrite};
 /// A bound listener; TLS when it has an acceptor.
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsSlot>,
+}
+
+/// The TLS acceptor of a listener, replaced on reload (new certificates); a connection takes
+/// the one current when it is accepted.
+pub type TlsSlot = Arc<RwLock<TlsAcceptor>>;
+
+/// The connection settings, replaced on reload; a connection takes the current ones when it
+/// starts (limits the broker applies, such as max_payload, change for every connection).
+pub type SharedCfg = Arc<RwLock<Arc<BrokerConfig>>>;
+
+pub fn current<T: Clone>(slot: &RwLock<T>) -> T {
+    // A writer never panics while holding it (it only swaps a value in), so a poisoned lock
+    // still holds a whole value.
+    match slot.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Put `value` in `slot` (a reload).
+pub fn replace<T>(slot: &RwLock<T>, value: T) {
+    match slot.write() {
+        Ok(mut g) => *g = value,
+        Err(p) => *p.into_inner() = value,
+    }
 }
 
 /// What every connection of every listener shares.
 struct Shared {
     broker: BrokerHandle,
-    cfg: Arc<BrokerConfig>,
+    cfg: SharedCfg,
     ctx: session::Ctx,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -35,7 +61,7 @@ struct Shared {
 pub async fn serve(
     listeners: Vec<Listener>,
     broker: BrokerHandle,
-    cfg: Arc<BrokerConfig>,
+    cfg: SharedCfg,
     max_connections: usize,
     ctx: session::Ctx,
     shutdown: CancellationToken,
@@ -85,7 +111,7 @@ async fn accept_loop(listener: Listener, shared: &Arc<Shared>) {
 async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSlot>,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
 ) {
@@ -95,7 +121,8 @@ async fn connection(
             let (rd, wr) = stream.into_split();
             (Box::new(rd), Box::new(wr))
         }
-        Some(acceptor) => {
+        Some(slot) => {
+            let acceptor = current(&slot);
             let handshake = tokio::select! {
                 h = tls::accept(&acceptor, stream) => h,
                 _ = shared.shutdown.cancelled() => return,
@@ -110,15 +137,28 @@ async fn connection(
             }
         }
     };
-    session::run(
-        rd,
-        wr,
-        addr,
-        shared.broker.clone(),
-        shared.cfg.clone(),
-        shared.ctx.clone(),
-        shared.shutdown.clone(),
-    )
+    // Every log line of the connection carries its address, and from hello on its client
+    // id and user (STYLE.md, Logging).
+    let span = tracing::info_span!(
+        "conn",
+        %addr,
+        client_id = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    async {
+        session::run(
+            rd,
+            wr,
+            addr,
+            shared.broker.clone(),
+            current(&shared.cfg),
+            shared.ctx.clone(),
+            shared.shutdown.clone(),
+        )
+        .await;
+        tracing::debug!("connection closed");
+    }
+    .instrument(span)
     .await;
     drop(permit);
 }

@@ -160,6 +160,10 @@ pub async fn run(
     }
     match rx.await {
         Ok(Ok(welcome)) => {
+            // The connection's span (server.rs) learns who this is.
+            let span = tracing::Span::current();
+            span.record("client_id", welcome.client_id);
+            span.record("user", identity.user.as_str());
             tracing::debug!(session, client_id = welcome.client_id, %addr, "hello");
             outbox.reply(ServerFrame::Welcome(welcome), false);
         }
@@ -295,7 +299,7 @@ pub async fn run(
     if shutdown.is_cancelled() && !closed.is_cancelled() {
         // Finish the requests in flight, then say why the connection ends.
         let all = u32::try_from(cfg.max_inflight).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
+        let _ = tokio::time::timeout(cfg.drain_timeout, permits.acquire_many(all)).await;
         outbox.close(ServerFrame::error(
             None,
             ErrorCode::Unavailable,
@@ -574,7 +578,9 @@ async fn write_loop(
     (max_frame, write_timeout): (usize, Duration),
     closed: CancellationToken,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grown on demand, and given back when a burst is over: an idle connection (of 10,000)
+    // holds only what its last small frame needed (README, Limits).
+    let mut buf = BytesMut::new();
     'outer: while let Some(first) = out.rx.recv().await {
         let mut item = Some(first);
         let mut close = false;
@@ -629,6 +635,9 @@ async fn write_loop(
             break 'outer;
         }
         buf.clear();
+        if buf.capacity() > 64 * 1024 && out.rx.is_empty() {
+            buf = BytesMut::new();
+        }
         if released > 0 {
             permits.add_permits(released);
         }

@@ -28,6 +28,30 @@ impl Broker {
             )),
             Cmd::UserRemoved { user } => self.close_user_sessions(&user),
             Cmd::ReplayDone { watch, lost } => self.replay_done(watch, lost),
+            Cmd::Reconfigure { cfg, core } => {
+                self.cfg = super::BrokerConfig {
+                    fsync: self.cfg.fsync,
+                    max_frame: self.cfg.max_frame,
+                    ..cfg
+                };
+                self.core.set_config(core);
+            }
+            Cmd::Checkpoint { reply } => {
+                // Everything applied reaches the store first; then no command runs until
+                // the checkpoint is taken, so index and segment files are one moment.
+                self.commit();
+                let t0 = std::time::Instant::now();
+                let res = self.store.checkpoint().map_err(|e| format!("{e:#}"));
+                tracing::info!(
+                    ok = res.is_ok(),
+                    "backup checkpoint in {:.1?}",
+                    t0.elapsed()
+                );
+                let _ = reply.send(res);
+            }
+            Cmd::Metrics { reply } => {
+                let _ = reply.send(self.render_metrics());
+            }
             Cmd::Shutdown { done } => return Some(done),
         }
         None

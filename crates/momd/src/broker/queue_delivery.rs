@@ -223,6 +223,12 @@ impl Broker {
             }
         }
         let n = out.len() as u64;
+        for m in &out {
+            if let Some(t) = self.core.topics.get(&m.topic) {
+                let id = t.id;
+                self.metrics.count_out(id, 1, m.payload.len() as u64);
+            }
+        }
         self.delivered_total += n;
         self.total_rate.out_count += n;
         self.queue_rates

@@ -112,6 +112,7 @@ impl Broker {
         self.core.dedupe.forget_topic(id);
         let upto = self.delivered_upto.remove(&id);
         self.rates.remove(&id);
+        self.metrics.forget(id);
         self.topic_removed_for_queues(id, upto.map(|u| (1, u)));
         if let Err(e) = self.store.remove_topic(id) {
             tracing::warn!(topic = %name, "cannot remove: {e}");

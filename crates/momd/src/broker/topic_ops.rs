@@ -178,6 +178,7 @@ impl Broker {
             Ok(t) => {
                 let upto = self.delivered_upto.remove(&t.id).unwrap_or(t.last_seq);
                 self.rates.remove(&t.id);
+                self.metrics.forget(t.id);
                 self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));
                 self.sys_event(format!(
                     r#"{{"event":"topic_removed","topic":{}}}"#,

@@ -275,6 +275,7 @@ impl Broker {
             return;
         };
         let n = batch.msgs.len() as u64;
+        let bytes: u64 = batch.msgs.iter().map(|m| m.payload.len() as u64).sum();
         match &mut ws.mode {
             Mode::Live => {
                 if ws.skipped > 0 && ws.outbox.has_room() {
@@ -284,6 +285,7 @@ impl Broker {
                     self.delivered_total += n;
                     self.total_rate.out_count += n;
                     self.rates.entry(topic_id).or_default().out_count += n;
+                    self.metrics.count_out(topic_id, n, bytes);
                 } else {
                     if ws.skipped == 0 {
                         tracing::debug!(watch = w, "slow consumer: skipping");
@@ -347,6 +349,7 @@ impl Broker {
                     self.delivered_total += 1;
                     self.total_rate.out_count += 1;
                     self.rates.entry(topic_id).or_default().out_count += 1;
+                    self.metrics.count_out(topic_id, 1, m.payload.len() as u64);
                 }
                 Some((w, false)) => {
                     if let Some(ws) = self.watches.get_mut(&w) {

@@ -65,7 +65,7 @@ pub use mom_proto::MAX_HEADERS;
 /// Most bytes of header names and values one message may carry.
 pub use mom_proto::MAX_HEADER_BYTES;
 
-/// Settings the core needs; set once at start.
+/// Settings the core needs; set at start, changed by a reload (SIGHUP).
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub max_payload: usize,
@@ -166,6 +166,11 @@ pub struct Core {
 }
 
 impl Core {
+    /// A reload's new settings: they apply from the next command on.
+    pub fn set_config(&mut self, config: CoreConfig) {
+        self.config = config;
+    }
+
     pub fn new(config: CoreConfig, topics: Topics, dedupe: Dedupe) -> Self {
         Core {
             config,

@@ -60,10 +60,11 @@ pub struct HttpListener {
 }
 
 impl HttpListener {
-    /// Start accepting on `tcp`; TLS when `tls` is given.
+    /// Start accepting on `tcp`; TLS when `tls` is given (the certificate a SIGHUP loaded
+    /// last).
     pub fn start(
         tcp: TcpListener,
-        tls: Option<TlsAcceptor>,
+        tls: Option<crate::server::TlsSlot>,
         max_connections: usize,
         shutdown: CancellationToken,
     ) -> io::Result<HttpListener> {
@@ -99,7 +100,7 @@ impl axum::serve::Listener for HttpListener {
 
 async fn accept_loop(
     tcp: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<crate::server::TlsSlot>,
     limit: Arc<Semaphore>,
     ready: mpsc::Sender<(Conn, SocketAddr)>,
     shutdown: CancellationToken,
@@ -131,8 +132,9 @@ async fn accept_loop(
                     break;
                 }
             }
-            Some(acceptor) => {
-                let (acceptor, ready) = (acceptor.clone(), ready.clone());
+            Some(slot) => {
+                let acceptor: TlsAcceptor = crate::server::current(slot);
+                let ready = ready.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {

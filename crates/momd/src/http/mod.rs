@@ -40,9 +40,16 @@ pub struct App {
     broker: link::Broker,
     pool: link::Pool,
     auth: Arc<crate::auth::Auth>,
-    cfg: Arc<BrokerConfig>,
+    /// The settings now (SIGHUP may change some: the payload limit, for one).
+    cfg: crate::server::SharedCfg,
     remembered: auth::Remembered,
     shutdown: CancellationToken,
+}
+
+impl App {
+    fn cfg(&self) -> Arc<BrokerConfig> {
+        crate::server::current(&self.cfg)
+    }
 }
 
 /// The address of the HTTP client (axum's connect info for our listener).
@@ -109,14 +116,14 @@ fn router(app: App) -> Router {
 pub async fn serve(
     listener: HttpListener,
     broker: BrokerHandle,
-    cfg: Arc<BrokerConfig>,
+    cfg: crate::server::SharedCfg,
     ctx: crate::session::Ctx,
     shutdown: CancellationToken,
 ) {
     let link_broker = link::Broker {
         handle: broker,
         admission: ctx.admission.clone(),
-        budget: cfg.watch_budget,
+        budget: crate::server::current(&cfg).watch_budget,
         shutdown: shutdown.clone(),
     };
     let app = App {

@@ -113,14 +113,14 @@ pub async fn publish(
     req: Body,
 ) -> ApiResult<JsonLine> {
     let msg = if content_type(&headers) == ENVELOPE {
-        let raw = body(req, app.cfg.max_frame).await?;
+        let raw = body(req, app.cfg().max_frame).await?;
         let env: Envelope = serde_json::from_slice(&raw)
             .map_err(|e| ApiError::bad_request(format!("the JSON envelope: {e}")))?;
         env.into_msg()?
     } else {
         let (hdrs, msg_id) = raw_headers(&headers)?;
         PubMsg {
-            payload: body(req, app.cfg.max_payload).await?,
+            payload: body(req, app.cfg().max_payload).await?,
             headers: hdrs,
             msg_id,
         }
@@ -141,7 +141,7 @@ pub async fn batch(
     Path(topic): Path<String>,
     req: Body,
 ) -> ApiResult<JsonLine> {
-    let raw = body(req, app.cfg.max_frame).await?;
+    let raw = body(req, app.cfg().max_frame).await?;
     let mut msgs = Vec::new();
     for (n, line) in raw.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {

@@ -39,7 +39,7 @@ pub async fn request(
         )));
     }
     let (mut hdrs, _) = super::publish::raw_headers(&headers)?;
-    let payload = body(req, app.cfg.max_payload).await?;
+    let payload = body(req, app.cfg().max_payload).await?;
 
     let mut link = Link::open(&app.broker, &who.id, who.peer, "http-request").await?;
     let nonce = u64::from_be_bytes(

@@ -670,6 +670,13 @@ impl Store {
     /// sync_file_range). In that order, an index entry reaches the disk only after its
     /// record did: recovery never has to guess whether a record that does not read back
     /// was torn by a crash (never acknowledged) or damaged later (`recover_tail`).
+    /// A backup's checkpoint (`backup.rs`): flushed, then the index copied and the segment
+    /// files linked. The caller makes sure nothing writes to the store meanwhile.
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.flush()?;
+        crate::backup::checkpoint(&self.db, &self.dir)
+    }
+
     pub fn flush(&self) -> Result<usize> {
         self.segs.sync()?;
         let n = self.db.flush()?;
