@@ -17,7 +17,9 @@ use crate::core::Batch;
 pub enum Out {
     /// A reply; `permit` says it answers a request that holds an in-flight permit.
     Reply {
-        frame: ServerFrame,
+        /// Boxed: a channel allocates its slots in blocks of 32 when made, and frames are
+        /// hundreds of bytes, so an idle connection would hold 12 KiB of empty slots.
+        frame: Box<ServerFrame>,
         permit: bool,
         bytes: usize,
     },
@@ -30,7 +32,7 @@ pub enum Out {
     /// A request that needs no reply (fire-and-forget publish) is done: return its permit.
     Release(u64),
     /// Send this frame, then close the connection.
-    Close(ServerFrame),
+    Close(Box<ServerFrame>),
 }
 
 struct Budget {
@@ -90,7 +92,7 @@ impl Outbox {
         if self
             .tx
             .send(Out::Reply {
-                frame,
+                frame: Box::new(frame),
                 permit,
                 bytes,
             })
@@ -115,7 +117,7 @@ impl Outbox {
     }
 
     pub fn close(&self, frame: ServerFrame) {
-        let _ = self.tx.send(Out::Close(frame));
+        let _ = self.tx.send(Out::Close(Box::new(frame)));
     }
 
     /// Queue a live delivery if it fits the budget. False means it was skipped.
@@ -236,4 +238,13 @@ fn messages(msgs: &[mom_proto::Message]) -> usize {
             96 + m.topic.len() + m.payload.len() + h + m.sender.user.len() + m.sender.name.len()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    /// What an idle connection's outbox channel holds is 32 slots of this.
+    #[test]
+    fn an_outbox_slot_is_small() {
+        assert!(std::mem::size_of::<super::Out>() <= 48);
+    }
 }

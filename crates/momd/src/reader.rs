@@ -71,9 +71,13 @@ pub fn frames(rd: ConnRead, max_frame: usize) -> Frames {
             granted: false,
             allowed,
         },
-        4 * 1024,
+        // Small: an idle connection holds it for good, and it grows as bytes arrive.
+        READ_BUFFER,
     )
 }
+
+/// The read buffer a connection starts with.
+const READ_BUFFER: usize = 1024;
 
 /// The socket, read at most `allowed` bytes at a time: set by [`SessionCodec`] before each
 /// read, so no read goes past the end of the frame in progress.

@@ -172,6 +172,7 @@ impl Link {
             match out {
                 None => return Err(stopping()),
                 Some(Out::Reply { frame, bytes, .. }) => {
+                    let frame = *frame;
                     self.rx.sent(bytes);
                     if frame.reply_id() == Some(id) {
                         return match frame {
@@ -202,6 +203,7 @@ impl Link {
             match self.rx.rx.recv().await {
                 None => return Err(stopping()),
                 Some(Out::Reply { frame, bytes, .. }) => {
+                    let frame = *frame;
                     self.rx.sent(bytes);
                     if let ServerFrame::Notice(n) = frame {
                         return Ok(Pushed::Notice(n));
@@ -356,6 +358,7 @@ async fn demux(mut rx: OutboxRx, shared: Arc<Shared>, broker: Broker, once: bool
     while let Some(out) = rx.rx.recv().await {
         match out {
             Out::Reply { frame, bytes, .. } => {
+                let frame = *frame;
                 rx.sent(bytes);
                 let Some(waiter) = take(frame.reply_id()) else {
                     continue;
