@@ -378,17 +378,6 @@ impl Client {
         }
     }
 
-    /// A producer that batches the messages of many tasks publishing one at a time
-    /// (see [`Producer`]), with [`DEFAULT_IN_FLIGHT`] bytes in flight at most.
-    pub fn producer(&self) -> Producer {
-        Producer::new(self.clone(), DEFAULT_IN_FLIGHT)
-    }
-
-    /// A producer with at most `in_flight_bytes` of publishes in flight.
-    pub fn producer_with(&self, in_flight_bytes: usize) -> Producer {
-        Producer::new(self.clone(), in_flight_bytes)
-    }
-
     /// A pipelining publisher to one topic with up to `window` batches in flight.
     pub fn publisher(&self, topic: &str, window: usize) -> Publisher {
         Publisher::new(self.clone(), topic, window)

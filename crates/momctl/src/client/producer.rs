@@ -45,6 +45,19 @@ struct Item {
     done: oneshot::Sender<Result<MsgAck>>,
 }
 
+impl Client {
+    /// A producer that batches the messages of many tasks publishing one at a time
+    /// (see [`Producer`]), with [`DEFAULT_IN_FLIGHT`] bytes in flight at most.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.clone(), DEFAULT_IN_FLIGHT)
+    }
+
+    /// A producer with at most `in_flight_bytes` of publishes in flight.
+    pub fn producer_with(&self, in_flight_bytes: usize) -> Producer {
+        Producer::new(self.clone(), in_flight_bytes)
+    }
+}
+
 /// Bytes of publishes in flight at most, by default.
 pub const DEFAULT_IN_FLIGHT: usize = 8 << 20;
 
@@ -56,7 +69,7 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub(super) fn new(client: Client, in_flight_bytes: usize) -> Producer {
+    fn new(client: Client, in_flight_bytes: usize) -> Producer {
         let (tx, rx) = mpsc::channel(4096);
         let max_frame = usize::try_from(client.welcome().max_frame).unwrap_or(usize::MAX);
         let limits = Limits {
