@@ -173,16 +173,7 @@ pub async fn bind(
     Path(queue): Path<String>,
     req: Body,
 ) -> ApiResult<JsonLine> {
-    let p: Patterns = json_body(req, "the patterns").await?;
-    let reply = call(&app, &who, |id| {
-        ClientFrame::QueueBind(QueueBind {
-            id,
-            queue,
-            patterns: p.patterns,
-        })
-    })
-    .await?;
-    queue_json(reply)
+    change_bindings(&app, &who, queue, req, ClientFrame::QueueBind).await
 }
 
 pub async fn unbind(
@@ -191,9 +182,20 @@ pub async fn unbind(
     Path(queue): Path<String>,
     req: Body,
 ) -> ApiResult<JsonLine> {
+    change_bindings(&app, &who, queue, req, ClientFrame::QueueUnbind).await
+}
+
+/// `queue_bind` or `queue_unbind` (`frame`) with the patterns of the body.
+async fn change_bindings(
+    app: &App,
+    who: &Who,
+    queue: String,
+    req: Body,
+    frame: fn(QueueBind) -> ClientFrame,
+) -> ApiResult<JsonLine> {
     let p: Patterns = json_body(req, "the patterns").await?;
-    let reply = call(&app, &who, |id| {
-        ClientFrame::QueueUnbind(QueueBind {
+    let reply = call(app, who, |id| {
+        frame(QueueBind {
             id,
             queue,
             patterns: p.patterns,
