@@ -8,13 +8,24 @@ use std::time::Duration;
 
 use common::*;
 
+/// One tmux server per test (its own socket): tests run in parallel, and a server that
+/// exits when another test's last session ends must not take a starting session with it.
 struct Tmux {
     session: String,
 }
 
 impl Tmux {
-    fn run(args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux runs");
+    /// Run a tmux command on this test's server (its socket is named after the session).
+    fn run(&self, args: &[&str]) -> String {
+        Tmux::run_on(&self.session, args)
+    }
+
+    fn run_on(socket: &str, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", socket])
+            .args(args)
+            .output()
+            .expect("tmux runs");
         assert!(
             out.status.success(),
             "tmux {args:?}: {}",
@@ -31,37 +42,41 @@ impl Tmux {
             Some(_) => format!("sleep 0.5; {cmd}"),
             None => cmd.to_string(),
         };
-        Tmux::run(&[
-            "new-session",
-            "-d",
-            "-s",
+        Tmux::run_on(
             &session,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &cmd,
-        ]);
-        Tmux::run(&["set-option", "-t", &session, "remain-on-exit", "on"]);
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                &cmd,
+            ],
+        );
+        let tmux = Tmux { session };
+        tmux.run(&["set-option", "-t", &tmux.session, "remain-on-exit", "on"]);
         if let Some(log) = log {
             let pipe = format!("cat >> {}", shell_path(log));
-            Tmux::run(&["pipe-pane", "-o", "-t", &session, &pipe]);
+            tmux.run(&["pipe-pane", "-o", "-t", &tmux.session, &pipe]);
         }
-        Tmux { session }
+        tmux
     }
 
     fn capture(&self) -> String {
-        Tmux::run(&["capture-pane", "-p", "-t", &self.session])
+        self.run(&["capture-pane", "-p", "-t", &self.session])
     }
 
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.session];
         args.extend_from_slice(keys);
-        Tmux::run(&args);
+        self.run(&args);
     }
 
     fn format(&self, f: &str) -> String {
-        Tmux::run(&["display-message", "-p", "-t", &self.session, f])
+        self.run(&["display-message", "-p", "-t", &self.session, f])
             .trim()
             .to_string()
     }
@@ -88,7 +103,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
+            .args(["-L", &self.session, "kill-server"])
             .output();
     }
 }
