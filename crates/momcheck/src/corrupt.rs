@@ -2,8 +2,9 @@
 //! the file cut short. The segment layout (crates/momd/src/store/segments.rs) is read to
 //! know which messages each damage destroyed: `topics/<topic id>/<first seq>.seg`, records
 //! of a 20-byte header (`MR`, version 1, 0, first seq u64 BE, body length u32 BE, CRC-32 of
-//! the body u32 BE) and a MessagePack body `[version, time, sender, [[headers, msg_id,
-//! payload, crc], …]]`.
+//! the body u32 BE) and a MessagePack body: version 2 `[2, [[time, sender, [[headers,
+//! msg_id, payload, crc], …]], …]]` (runs of messages), or version 1 `[1, time, sender,
+//! [[headers, msg_id, payload, crc], …]]`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,13 +28,39 @@ pub struct SegRecord {
     pub first_id: Option<String>,
 }
 
+type Msg = (IgnoredAny, Option<String>, IgnoredAny, IgnoredAny);
+
 #[derive(serde::Deserialize)]
-struct Body(
+struct BodyV1(
     #[allow(dead_code)] IgnoredAny,
     #[allow(dead_code)] IgnoredAny,
     #[allow(dead_code)] IgnoredAny,
-    Vec<(IgnoredAny, Option<String>, IgnoredAny, IgnoredAny)>,
+    Vec<Msg>,
 );
+
+#[derive(serde::Deserialize)]
+struct BodyV2(
+    #[allow(dead_code)] IgnoredAny,
+    Vec<(IgnoredAny, IgnoredAny, Vec<Msg>)>,
+);
+
+/// A record body's message count and first msg id.
+fn parse_body(body: &[u8]) -> Option<(u64, Option<String>)> {
+    // The version is the array's first element, right after its marker.
+    match body.get(1) {
+        Some(1) => {
+            let b: BodyV1 = rmp_serde::from_slice(body).ok()?;
+            Some((b.3.len() as u64, b.3.first().and_then(|m| m.1.clone())))
+        }
+        Some(2) => {
+            let b: BodyV2 = rmp_serde::from_slice(body).ok()?;
+            let count = b.1.iter().map(|r| r.2.len() as u64).sum();
+            let first = b.1.iter().flat_map(|r| r.2.iter()).next();
+            Some((count, first.and_then(|m| m.1.clone())))
+        }
+        _ => None,
+    }
+}
 
 /// The records of a segment file, up to the first that does not read back.
 pub fn parse_segment(bytes: &[u8]) -> Vec<SegRecord> {
@@ -48,15 +75,15 @@ pub fn parse_segment(bytes: &[u8]) -> Vec<SegRecord> {
         let Some(body) = bytes.get(off + HEADER_LEN..off + HEADER_LEN + body_len) else {
             break;
         };
-        let Ok(b) = rmp_serde::from_slice::<Body>(body) else {
+        let Some((count, first_id)) = parse_body(body) else {
             break;
         };
         out.push(SegRecord {
             offset: off as u64,
             len: (HEADER_LEN + body_len) as u64,
             first_seq,
-            count: b.3.len() as u64,
-            first_id: b.3.first().and_then(|m| m.1.clone()),
+            count,
+            first_id,
         });
         off += HEADER_LEN + body_len;
     }
@@ -352,7 +379,13 @@ mod tests {
                     )
                 })
                 .collect();
-            rmp_serde::to_vec(&(1u8, 5u64, ("u", 1u64, "n"), msgs)).unwrap()
+            // Version 2, as momd writes: one run per message here.
+            let runs: Vec<_> = msgs
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| (5u64 + i as u64, ("u", 1u64, "n"), vec![m]))
+                .collect();
+            rmp_serde::to_vec(&(2u8, runs)).unwrap()
         };
         let mut file = Vec::new();
         for (seq, ids) in records {
@@ -364,6 +397,18 @@ mod tests {
             file.extend_from_slice(&b);
         }
         file
+    }
+
+    #[test]
+    fn a_version_1_body_parses() {
+        let msgs = vec![(
+            std::collections::BTreeMap::<String, String>::new(),
+            Some("p0.7".to_string()),
+            serde_bytes_like::B(vec![1]),
+            7u32,
+        )];
+        let b = rmp_serde::to_vec(&(1u8, 5u64, ("u", 1u64, "n"), msgs)).unwrap();
+        assert_eq!(parse_body(&b), Some((1, Some("p0.7".to_string()))));
     }
 
     #[test]

@@ -20,7 +20,9 @@ use anyhow::{bail, Context};
 
 /// The data dir's format, in `DATA/FORMAT`. Raise it when the layout changes, and teach
 /// [`check_format`] to upgrade from the one before (or to say which command does).
-pub const FORMAT: u32 = 1;
+/// 2: segment records of version 2 (several runs of messages in one record), which a momd
+/// reading format 1 cannot read.
+pub const FORMAT: u32 = 2;
 const FORMAT_FILE: &str = "FORMAT";
 /// Where a running momd puts a checkpoint, inside its data dir.
 pub const STAGING: &str = "backup.staging";
@@ -68,6 +70,8 @@ pub fn check_format(data: &Path) -> anyhow::Result<()> {
         Some(FORMAT) => Ok(()),
         Some(old) => {
             // 0 → 1: the layout did not change; only the version is written down.
+            // 1 → 2: old records stay as they are (version 1 records are still read); new
+            // records are written as version 2.
             tracing::info!(
                 "data dir {}: upgrading format {old} to {FORMAT}",
                 data.display()

@@ -281,6 +281,10 @@ pub struct Broker {
     metrics: metrics::Metrics,
     /// When the flush in progress started, and how many requests it covers.
     flush_started: Option<(Instant, usize)>,
+    /// The flush in progress is a full one (the index too), not the segment files only.
+    flushing_full: bool,
+    /// When the last full flush started.
+    last_full_flush: Instant,
 }
 
 mod authz;
@@ -313,6 +317,10 @@ const INBOX_TTL_MS: u64 = 60_000;
 
 /// Staged record bytes that make the broker write them out before the drain ends.
 const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// While publishes go on, the index is flushed this often (between, an ack waits for the
+/// segment files' fdatasync only): what a start must index again (`store/tail.rs`) is
+/// what was written since.
+const INDEX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Broker {
     /// How many topics get their own label in the metrics (`--metrics-topics`).
@@ -375,6 +383,8 @@ impl Broker {
             disk: None,
             metrics: metrics::Metrics::new(20),
             flush_started: None,
+            flushing_full: false,
+            last_full_flush: Instant::now(),
             trimmed: Vec::new(),
             trimmed_flushing: Vec::new(),
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
@@ -483,16 +493,35 @@ impl Broker {
         }
     }
 
+    /// Start a flush of what was written. One fdatasync of the segment files is enough
+    /// for an ack when the index holds nothing they cannot give back; the index is flushed
+    /// too when it does, when retention freed segment files (deleted only once the index
+    /// without them is durable), and every `INDEX_FLUSH_EVERY`.
     fn start_flush(&mut self) {
+        self.trimmed_flushing.append(&mut self.trimmed);
+        let want_full = !self.trimmed_flushing.is_empty()
+            || self.last_full_flush.elapsed() >= INDEX_FLUSH_EVERY;
+        let full = self.store.take_flush_kind(want_full);
+        self.start_flush_of(full);
+    }
+
+    fn start_flush_of(&mut self, full: bool) {
         self.flushing = std::mem::take(&mut self.pending);
         self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
-        self.trimmed_flushing.append(&mut self.trimmed);
         self.dirty = false;
         self.flush_started = Some((Instant::now(), self.flushing.len()));
+        self.flushing_full = full;
+        if full {
+            self.last_full_flush = Instant::now();
+        }
         let store = self.store.clone();
         let (tx, rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(store.flush());
+            let _ = tx.send(if full {
+                store.flush()
+            } else {
+                store.sync_records()
+            });
         });
         self.flush_rx = Some(rx);
     }
@@ -510,9 +539,14 @@ impl Broker {
         let done = std::mem::take(&mut self.flushing);
         // Durable (or failed): their bytes are admitted for others again.
         self.flushing_tickets.clear();
+        if res.is_err() && self.flushing_full {
+            self.store.full_flush_failed();
+        }
         match res {
             Ok(_) => {
-                self.remove_trimmed_segments();
+                if self.flushing_full {
+                    self.remove_trimmed_segments();
+                }
                 for p in done {
                     self.release(p);
                 }

@@ -45,26 +45,28 @@ impl Broker {
         } else {
             self.core.publish(name, msgs, sender, now)
         };
-        let plan: PublishPlan = res.map_err(core_error)?;
+        let mut plan: PublishPlan = res.map_err(core_error)?;
         let topic_id = plan.topic_id;
-        if !plan.stored.is_empty() || plan.created {
-            let Some(t) = self.core.topics.by_id(topic_id) else {
-                return Err((ErrorCode::Internal, "topic vanished".into()));
-            };
-            let undo = Core::undo_of(&plan, before);
+        let undo = (!plan.stored.is_empty() || plan.created).then(|| Core::undo_of(&plan, before));
+        let batch = if plan.stored.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Batch {
+                topic: Arc::from(name),
+                first_seq: plan.first_seq,
+                time: plan.time,
+                sender: plan.sender.clone(),
+                msgs: std::mem::take(&mut plan.stored),
+            }))
+        };
+        if let Some(undo) = undo {
             let staged_before = self.staged.bytes;
-            if let Err(e) =
-                self.store
-                    .stage_publish(&mut self.staged, &plan, t, self.core.topics.next_id())
-            {
-                tracing::error!(topic = name, "cannot write publish: {e}");
-                self.disk_write_failed(&e);
-                self.core.undo(undo);
-                if plan.created {
-                    self.delivered_upto.remove(&topic_id);
-                }
-                return Err((ErrorCode::Unavailable, format!("not stored: {e}")));
-            }
+            self.store.stage_publish(
+                &mut self.staged,
+                topic_id,
+                plan.created || !existed,
+                batch.as_ref(),
+            );
             self.staged_undo.push(undo);
             self.to_trim.insert(topic_id);
             let written = self.staged.bytes.saturating_sub(staged_before);
@@ -80,17 +82,6 @@ impl Broker {
                 ));
             }
         }
-        let batch = if plan.stored.is_empty() {
-            None
-        } else {
-            Some(Arc::new(Batch {
-                topic: Arc::from(name),
-                first_seq: plan.first_seq,
-                time: plan.time,
-                sender: plan.sender,
-                msgs: plan.stored,
-            }))
-        };
         let (session, id, no_ack) = req;
         self.staged_pending.push(Pending::Publish {
             session,
@@ -122,7 +113,11 @@ impl Broker {
         let pending = std::mem::take(&mut self.staged_pending);
         let tickets = std::mem::take(&mut self.staged_tickets);
         let undos = std::mem::take(&mut self.staged_undo);
-        match self.store.apply(staged) {
+        let topics = &self.core.topics;
+        match self
+            .store
+            .apply(staged, |id| topics.by_id(id), topics.next_id())
+        {
             Ok(()) => {
                 for p in pending {
                     self.after_flush(p);

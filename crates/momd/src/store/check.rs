@@ -102,14 +102,14 @@ pub(super) fn check_record(
     let body = reader.check(first, e.loc)?;
     let rec = record::decode(&body)
         .map_err(|err| Bad::Damaged(format!("its body does not decode: {err}")))?;
-    if rec.msgs.len() as u64 != u64::from(e.count) {
+    if rec.len() as u64 != u64::from(e.count) {
         return Err(Bad::Damaged(format!(
             "it holds {} messages, its index entry says {}",
-            rec.msgs.len(),
+            rec.len(),
             e.count
         )));
     }
-    if let Some(i) = rec.msgs.iter().position(|m| !m.checksum_ok()) {
+    if let Some(i) = rec.msgs().position(|m| !m.checksum_ok()) {
         return Err(Bad::Damaged(format!(
             "checksum mismatch in the message of seq {}",
             first + i as u64

@@ -12,15 +12,20 @@
 //! - `Q` queue name → the queue's definition, cursors and outstanding deliveries.
 //! - `S` name → server meta (server id, next topic and client ids).
 //!
-//! Durability is [`Store::flush`]: segment files fdatasynced first, then sled's log. Callers
-//! ack only after it. At start, each topic's newest record is checked against its index and
-//! a torn tail (written, never acknowledged) is cut off.
+//! Durability: the segment files are the source of truth. A publish is acknowledged once
+//! its records are fdatasynced ([`Store::sync_records`]); the index is flushed with them
+//! ([`Store::flush`]: segment files first, then sled's log) when it holds what the segment
+//! files cannot give back (a new topic, a queue's state, a removal) and otherwise every
+//! quarter second or so. At start, each topic's newest records are checked against its
+//! index, the records written after them are indexed again, and a torn tail (written,
+//! never acknowledged) is cut off (`recover.rs`, `tail.rs`).
 
 pub mod check;
 pub mod record;
 mod recover;
 pub mod segments;
 mod space;
+mod tail;
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +34,7 @@ use std::sync::Arc;
 use mom_proto::Sender;
 
 use crate::core::queues::QueueRecord;
-use crate::core::{Batch, NewMsg, PublishPlan, TopicState};
+use crate::core::{Batch, NewMsg, TopicState};
 use segments::{Loc, Segments};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,14 +84,21 @@ pub struct ReadBatch {
     pub corrupt: u64,
 }
 
-/// Publishes gathered for one atomic write.
+/// Publishes gathered for one atomic write ([`Store::apply`]).
 #[derive(Default)]
 pub struct Staged {
     batch: sled::Batch,
-    /// Bytes of records staged.
+    /// Publishes to write, in the order they were sequenced.
+    runs: Vec<(u32, Arc<Batch>)>,
+    /// Topics whose state is written with them.
+    topics: std::collections::BTreeSet<u32>,
+    /// Bytes of records staged (about).
     pub bytes: usize,
-    /// Publishes staged.
+    /// Publishes and queue states staged.
     pub count: usize,
+    /// It holds what the segment files cannot give back (a queue's state, a new topic):
+    /// acks wait for the index to be flushed too.
+    needs_index: bool,
 }
 
 #[derive(Clone)]
@@ -103,7 +115,14 @@ pub struct Store {
     /// Milliseconds momd was down in all, as of this start: a dedupe entry's time is kept
     /// less this, so the window counts only the time momd runs (see `recover.rs`).
     downtime: Arc<std::sync::atomic::AtomicU64>,
+    /// sled holds writes the segment files cannot give back: the next flush must be a
+    /// full one ([`Store::flush`]) before what waits for it is answered.
+    index_needed: Arc<AtomicBool>,
+    /// sled was written since the last full flush began.
+    index_unsynced: Arc<AtomicBool>,
 }
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// An index entry: where a record is, and enough about it for retention and replay by time
 /// without reading it.
@@ -239,49 +258,36 @@ impl Store {
             log: Arc::new(log),
             index_room: 0,
             downtime: Arc::default(),
+            index_needed: Arc::default(),
+            index_unsynced: Arc::default(),
         })
     }
 
-    /// Add a publish to `staged`: its records go to the topic's segment file now, its index
-    /// entries, the topic's new state and its dedupe entries into the batch that
-    /// [`Store::apply`] writes.
+    /// Add a publish to `staged`: its dedupe entries now; its records, index entries and
+    /// the topic's state when [`Store::apply`] writes them, with every other publish to
+    /// the same topic in one record (up to `RECORD_MAX_BYTES`).
     pub fn stage_publish(
         &self,
         staged: &mut Staged,
-        plan: &PublishPlan,
-        topic: &TopicState,
-        next_topic_id: u32,
-    ) -> Result<()> {
-        let batch = &mut staged.batch;
-        let mut seq = plan.first_seq;
-        for chunk in record::chunks(&plan.stored) {
-            let body = record::encode(plan.time, &plan.sender, chunk);
-            let loc = self.segs.append(plan.topic_id, seq, &body)?;
-            staged.bytes += body.len();
-            let entry = IndexEntry {
-                loc,
-                count: chunk.len() as u32,
-                time: plan.time,
-                bytes: chunk.iter().map(NewMsg::size).sum(),
-            };
-            batch.insert(&msg_key(plan.topic_id, seq)[..], &entry.encode()[..]);
-            seq += chunk.len() as u64;
-        }
-        for (i, m) in plan.stored.iter().enumerate() {
-            if let Some(id) = &m.msg_id {
-                let mut v = Vec::with_capacity(16);
-                v.extend_from_slice(&(plan.first_seq + i as u64).to_be_bytes());
-                v.extend_from_slice(&plan.time.saturating_sub(self.downtime()).to_be_bytes());
-                batch.insert(dedupe_key(plan.topic_id, id), v);
+        topic_id: u32,
+        created: bool,
+        batch: Option<&Arc<Batch>>,
+    ) {
+        staged.needs_index |= created;
+        if let Some(b) = batch {
+            for (i, m) in b.msgs.iter().enumerate() {
+                if let Some(id) = &m.msg_id {
+                    let mut v = Vec::with_capacity(16);
+                    v.extend_from_slice(&(b.first_seq + i as u64).to_be_bytes());
+                    v.extend_from_slice(&b.time.saturating_sub(self.downtime()).to_be_bytes());
+                    staged.batch.insert(dedupe_key(topic_id, id), v);
+                }
             }
+            staged.bytes += b.msgs.iter().map(|m| m.size() as usize + 24).sum::<usize>() + 64;
+            staged.runs.push((topic_id, b.clone()));
         }
-        batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
-        batch.insert(
-            meta_key("next_topic_id"),
-            &u64::from(next_topic_id).to_be_bytes()[..],
-        );
+        staged.topics.insert(topic_id);
         staged.count += 1;
-        Ok(())
     }
 
     /// Add a queue's state to `staged`.
@@ -290,33 +296,104 @@ impl Store {
         staged.bytes += v.len();
         staged.batch.insert(queue_key(&q.def.name), v);
         staged.count += 1;
+        staged.needs_index = true;
     }
 
     /// Remove a queue's state (written with the next flush).
     pub fn remove_queue(&self, name: &str) -> Result<()> {
+        self.needs_index_flush();
         self.db.remove(queue_key(name))?;
         Ok(())
     }
 
-    /// Write what was staged, atomically. sled pays a log write per `apply_batch`, so the
-    /// broker gathers every publish waiting for the same flush into one.
-    pub fn apply(&self, staged: Staged) -> Result<()> {
-        if staged.count > 0 {
-            self.db.apply_batch(staged.batch)?;
+    /// Write what was staged: each topic's records to its segment file (one append per
+    /// record), then the index entries, topic states (`topic` gives each one's state now)
+    /// and dedupe entries in one atomic sled batch. On failure nothing of it stays: the
+    /// records already appended are cut off again, so their seqs can be given anew.
+    pub fn apply<'t>(
+        &self,
+        mut staged: Staged,
+        topic: impl Fn(u32) -> Option<&'t TopicState>,
+        next_topic_id: u32,
+    ) -> Result<()> {
+        if staged.count == 0 {
+            return Ok(());
         }
-        Ok(())
+        self.index_unsynced.store(true, Ordering::Relaxed);
+        if staged.needs_index {
+            self.needs_index_flush();
+        }
+        let mut by_topic: std::collections::BTreeMap<u32, Vec<&Batch>> = Default::default();
+        for (t, b) in &staged.runs {
+            by_topic.entry(*t).or_default().push(b);
+        }
+        // Where each topic's log ended before this write: cut back to it on failure.
+        let mut written: Vec<(u32, Loc)> = Vec::new();
+        let res = (|| -> Result<()> {
+            for (t, batches) in &by_topic {
+                for rec in record::plan(batches) {
+                    let body = rec.encode();
+                    let loc = self.segs.append(*t, rec.first_seq, &body)?;
+                    if written.last().is_none_or(|(w, _)| w != t) {
+                        written.push((*t, loc));
+                    }
+                    let entry = IndexEntry {
+                        loc,
+                        count: rec.count,
+                        time: rec.time,
+                        bytes: rec.bytes,
+                    };
+                    staged
+                        .batch
+                        .insert(&msg_key(*t, rec.first_seq)[..], &entry.encode()[..]);
+                }
+            }
+            for id in &staged.topics {
+                if let Some(t) = topic(*id) {
+                    staged.batch.insert(&topic_key(t.id)[..], encode_topic(t));
+                }
+            }
+            staged.batch.insert(
+                meta_key("next_topic_id"),
+                &u64::from(next_topic_id).to_be_bytes()[..],
+            );
+            self.db.apply_batch(std::mem::take(&mut staged.batch))?;
+            Ok(())
+        })();
+        if res.is_err() {
+            for (t, loc) in written {
+                if let Err(e) = self.segs.cut_at(t, loc) {
+                    tracing::error!(topic = t, "cannot cut back a failed write: {e}");
+                }
+            }
+        }
+        res
     }
 
     /// Stage and write one publish.
     #[cfg(test)]
-    pub fn append(&self, plan: &PublishPlan, topic: &TopicState, next_topic_id: u32) -> Result<()> {
+    pub fn append(
+        &self,
+        plan: &crate::core::PublishPlan,
+        topics: &crate::core::Topics,
+    ) -> Result<()> {
         let mut staged = Staged::default();
-        self.stage_publish(&mut staged, plan, topic, next_topic_id)?;
-        self.apply(staged)
+        let batch = (!plan.stored.is_empty()).then(|| {
+            Arc::new(Batch {
+                topic: Arc::from(""),
+                first_seq: plan.first_seq,
+                time: plan.time,
+                sender: plan.sender.clone(),
+                msgs: plan.stored.clone(),
+            })
+        });
+        self.stage_publish(&mut staged, plan.topic_id, plan.created, batch.as_ref());
+        self.apply(staged, |id| topics.by_id(id), topics.next_id())
     }
 
     /// Stage a topic's state (limits changed, or created empty).
     pub fn put_topic(&self, topic: &TopicState, next_topic_id: u32) -> Result<()> {
+        self.needs_index_flush();
         let mut batch = sled::Batch::default();
         batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
         batch.insert(
@@ -330,6 +407,7 @@ impl Store {
     /// Remove a topic: its state first (so a crash midway leaves no visible topic), then its
     /// index and dedupe entries, then its segment files.
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
+        self.needs_index_flush();
         // Its index entries first, its record last: until the record goes, a start finds
         // the topic (with fewer index entries, a range it reports), never index entries of
         // a topic it does not know.
@@ -354,6 +432,7 @@ impl Store {
     }
 
     pub fn remove_dedupe(&self, entries: &[(u32, String)]) -> Result<()> {
+        self.index_unsynced.store(true, Ordering::Relaxed);
         let mut batch = sled::Batch::default();
         for (t, id) in entries {
             batch.remove(dedupe_key(*t, id));
@@ -440,7 +519,7 @@ impl Store {
             // The cut falls inside this record: go message by message.
             let body = reader.read(rec_first, e.loc)?;
             let rec = record::decode(&body).map_err(|err| corrupt(&key, err))?;
-            for (i, m) in rec.msgs.iter().enumerate() {
+            for (i, m) in rec.msgs().enumerate() {
                 let seq = rec_first + i as u64;
                 if seq < first {
                     continue;
@@ -464,6 +543,7 @@ impl Store {
         if removed_msgs == 0 {
             return Ok(None);
         }
+        self.needs_index_flush();
         let mut t = topic.clone();
         t.record_trim(first, removed_msgs, removed_bytes);
         batch.insert(&topic_key(t.id)[..], encode_topic(&t));
@@ -521,37 +601,45 @@ impl Store {
                     continue;
                 }
             };
-            let mut cur: Option<Batch> = None;
-            for (i, m) in rec.msgs.into_iter().enumerate() {
-                let seq = rec_first + i as u64;
-                if seq < from {
-                    continue;
+            let mut seq = rec_first;
+            for run in rec.runs {
+                let mut cur: Option<Batch> = None;
+                for m in run.msgs {
+                    let this = seq;
+                    seq += 1;
+                    if this < from {
+                        continue;
+                    }
+                    if this > to {
+                        break;
+                    }
+                    out.next_seq = this + 1;
+                    if !m.checksum_ok() {
+                        tracing::error!(
+                            topic = &*name,
+                            seq = this,
+                            "checksum mismatch; message skipped"
+                        );
+                        out.corrupt += 1;
+                        out.batches.extend(cur.take());
+                        continue;
+                    }
+                    bytes += m.payload.len();
+                    let b = cur.get_or_insert_with(|| Batch {
+                        topic: name.clone(),
+                        first_seq: this,
+                        time: run.time,
+                        sender: run.sender.clone(),
+                        msgs: Vec::new(),
+                    });
+                    b.msgs.push(NewMsg {
+                        headers: m.headers,
+                        msg_id: m.msg_id,
+                        payload: m.payload,
+                    });
                 }
-                if seq > to {
-                    break;
-                }
-                out.next_seq = seq + 1;
-                if !m.checksum_ok() {
-                    tracing::error!(topic = &*name, seq, "checksum mismatch; message skipped");
-                    out.corrupt += 1;
-                    out.batches.extend(cur.take());
-                    continue;
-                }
-                bytes += m.payload.len();
-                let b = cur.get_or_insert_with(|| Batch {
-                    topic: name.clone(),
-                    first_seq: seq,
-                    time: rec.time,
-                    sender: rec.sender.clone(),
-                    msgs: Vec::new(),
-                });
-                b.msgs.push(NewMsg {
-                    headers: m.headers,
-                    msg_id: m.msg_id,
-                    payload: m.payload,
-                });
+                out.batches.extend(cur.take());
             }
-            out.batches.extend(cur.take());
             if bytes >= max_bytes {
                 return Ok(out);
             }
@@ -594,6 +682,7 @@ impl Store {
 
     /// Reserve the next global client id (persisted with the next flush).
     pub fn next_client_id(&self) -> Result<u64> {
+        self.index_unsynced.store(true, Ordering::Relaxed);
         let v = self
             .db
             .update_and_fetch(meta_key("next_client_id"), |old| {
@@ -611,6 +700,7 @@ impl Store {
     /// Note that momd is alive at `now` (written with the next flush): at start, the time
     /// since then is downtime, which the dedupe window does not count.
     pub fn set_alive(&self, now: u64) {
+        self.index_unsynced.store(true, Ordering::Relaxed);
         if let Err(e) = self.db.insert(meta_key("alive"), &now.to_be_bytes()[..]) {
             tracing::debug!("cannot note the time: {e}");
         }
@@ -639,6 +729,39 @@ impl Store {
         self.log.sync_data()?;
         self.keep_index_room();
         Ok(n)
+    }
+
+    /// Decide what the next flush must be, on the thread that writes the store, before it
+    /// starts: true for a full [`Store::flush`] — the index holds what the segment files
+    /// cannot give back, or `want_full` and the index was written since the last one —
+    /// false when [`Store::sync_records`] is enough. Writes after this call are covered
+    /// by the flush after. When a full flush fails, call [`Store::full_flush_failed`].
+    pub fn take_flush_kind(&self, want_full: bool) -> bool {
+        let needed = self.index_needed.swap(false, Ordering::Relaxed);
+        if needed || (want_full && self.index_unsynced.load(Ordering::Relaxed)) {
+            self.index_unsynced.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// A full flush failed: the one after must be full again.
+    pub fn full_flush_failed(&self) {
+        self.needs_index_flush();
+    }
+
+    /// Make the records written so far durable, not the index: one fdatasync per segment
+    /// file written. Enough for an ack when the index holds nothing the segment files
+    /// cannot give back ([`Store::take_flush_kind`]): a start indexes them again (`tail.rs`).
+    pub fn sync_records(&self) -> Result<usize> {
+        self.segs.sync()?;
+        Ok(0)
+    }
+
+    /// Note a write to the index that the segment files cannot give back.
+    fn needs_index_flush(&self) {
+        self.index_unsynced.store(true, Ordering::Relaxed);
+        self.index_needed.store(true, Ordering::Relaxed);
     }
 
     /// Delete a topic's segment files whose records are all below `seq`. Called only once
@@ -677,5 +800,7 @@ pub fn broker_sender() -> Sender {
     }
 }
 
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;

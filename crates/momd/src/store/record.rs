@@ -1,39 +1,77 @@
-//! A message record: consecutive messages of one publish, stored as one sled value (like a
-//! Kafka record batch) so sled sees one insert per batch, not per message. Each message
-//! carries a CRC-32 of its content, checked when read.
+//! A message record: consecutive messages of one topic, stored as one segment record and
+//! named by one index entry (like a Kafka record batch), so the index sees one insert per
+//! record, not per message. A record holds everything one group commit stored in its
+//! topic, up to [`RECORD_MAX_BYTES`]: the messages of several publish requests, each run
+//! with its own time and sender. Each message carries a CRC-32 of its content, checked when
+//! read.
 //!
-//! Layout (MessagePack array): `[version=1, time, sender, [[headers, msg_id, payload, crc], …]]`.
+//! Layout (MessagePack arrays):
+//! - version 2 (written): `[2, [[time, sender, [[headers, msg_id, payload, crc], …]], …]]`,
+//!   one inner array per run of messages that share time and sender;
+//! - version 1 (read; written by older momd): `[1, time, sender, [[headers, msg_id,
+//!   payload, crc], …]]`, one run.
 
 use bytes::Bytes;
 use mom_proto::{Headers, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::core::NewMsg;
+use crate::core::{Batch, NewMsg};
 
 /// Records are cut at about this many payload bytes (a bigger single message gets a record
-/// of its own). Keeps sled's nodes small enough to stay inline in its log.
+/// of its own).
 pub const RECORD_MAX_BYTES: usize = 32 * 1024;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 #[derive(Serialize)]
-struct RecordRef<'a> {
-    version: u8,
-    time: u64,
-    sender: &'a Sender,
-    msgs: Vec<MsgRef<'a>>,
-}
+struct RecordRef<'a>(u8, Vec<RunRef<'a>>);
+
+#[derive(Serialize)]
+struct RunRef<'a>(u64, &'a Sender, Vec<MsgRef<'a>>);
 
 #[derive(Serialize)]
 struct MsgRef<'a>(&'a Headers, &'a Option<String>, &'a Bytes, u32);
 
 #[derive(Deserialize)]
+struct V1(
+    #[allow(dead_code)] serde::de::IgnoredAny,
+    u64,
+    Sender,
+    Vec<RecMsg>,
+);
+
+#[derive(Deserialize)]
+struct V2(#[allow(dead_code)] serde::de::IgnoredAny, Vec<Run>);
+
+/// A decoded record: its runs, in seq order.
 pub struct Record {
-    #[allow(dead_code)]
-    version: u8,
+    pub runs: Vec<Run>,
+}
+
+/// Messages of a record that share a time and a sender (one publish request, or part of
+/// one).
+#[derive(Deserialize)]
+pub struct Run {
     pub time: u64,
     pub sender: Sender,
     pub msgs: Vec<RecMsg>,
+}
+
+impl Record {
+    /// Messages in the record.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|r| r.msgs.len()).sum()
+    }
+
+    /// Every message, in seq order.
+    pub fn msgs(&self) -> impl Iterator<Item = &RecMsg> {
+        self.runs.iter().flat_map(|r| r.msgs.iter())
+    }
+
+    /// The newest time of its messages (times never decrease within a topic).
+    pub fn time(&self) -> u64 {
+        self.runs.iter().map(|r| r.time).max().unwrap_or(0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -71,48 +109,104 @@ impl RecMsg {
     }
 }
 
-/// Split messages into record-sized runs.
-pub fn chunks(msgs: &[NewMsg]) -> impl Iterator<Item = &[NewMsg]> {
-    let mut rest = msgs;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let mut n = 0;
-        for m in rest {
-            if n > 0 && bytes + m.payload.len() > RECORD_MAX_BYTES {
-                break;
-            }
-            bytes += m.payload.len() + 16;
-            n += 1;
-        }
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Some(head)
-    })
+/// Payload bytes a message counts toward [`RECORD_MAX_BYTES`].
+fn weight(m: &NewMsg) -> usize {
+    m.payload.len() + 16
 }
 
-pub fn encode(time: u64, sender: &Sender, msgs: &[NewMsg]) -> Vec<u8> {
-    let rec = RecordRef {
-        version: VERSION,
-        time,
-        sender,
-        msgs: msgs
+/// One record to write: runs of messages (slices of staged publishes), its first seq, how
+/// many messages, its newest time and their bytes (payload and headers).
+pub struct Planned<'a> {
+    pub first_seq: u64,
+    runs: Vec<(&'a Batch, std::ops::Range<usize>)>,
+    pub count: u32,
+    pub time: u64,
+    pub bytes: u64,
+}
+
+impl Planned<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        let runs = self
+            .runs
             .iter()
-            .map(|m| {
-                MsgRef(
-                    &m.headers,
-                    &m.msg_id,
-                    &m.payload,
-                    checksum(&m.headers, &m.msg_id, &m.payload),
-                )
+            .map(|(b, r)| {
+                let msgs = b.msgs[r.clone()]
+                    .iter()
+                    .map(|m| {
+                        MsgRef(
+                            &m.headers,
+                            &m.msg_id,
+                            &m.payload,
+                            checksum(&m.headers, &m.msg_id, &m.payload),
+                        )
+                    })
+                    .collect();
+                RunRef(b.time, &b.sender, msgs)
             })
-            .collect(),
-    };
-    rmp_serde::to_vec(&rec).expect("a record of owned strings and bytes always encodes")
+            .collect();
+        rmp_serde::to_vec(&RecordRef(VERSION, runs))
+            .expect("a record of owned strings and bytes always encodes")
+    }
+}
+
+/// Cut the publishes staged for one topic (in seq order) into records: consecutive
+/// messages up to about [`RECORD_MAX_BYTES`] each; a record never spans a gap in seqs.
+pub fn plan<'a>(batches: &[&'a Batch]) -> Vec<Planned<'a>> {
+    let mut out: Vec<Planned<'a>> = Vec::new();
+    let mut weight_now = 0usize;
+    for b in batches {
+        let mut i = 0;
+        while i < b.msgs.len() {
+            let seq = b.first_seq + i as u64;
+            let fits = out.last().is_some_and(|p| {
+                p.first_seq + u64::from(p.count) == seq
+                    && weight_now + weight(&b.msgs[i]) <= RECORD_MAX_BYTES
+            });
+            if !fits {
+                out.push(Planned {
+                    first_seq: seq,
+                    runs: Vec::new(),
+                    count: 0,
+                    time: b.time,
+                    bytes: 0,
+                });
+                weight_now = 0;
+            }
+            let Some(p) = out.last_mut() else { break };
+            // As many of this publish's messages as fit (at least one).
+            let start = i;
+            loop {
+                weight_now += weight(&b.msgs[i]);
+                p.bytes += b.msgs[i].size();
+                i += 1;
+                if i >= b.msgs.len() || weight_now + weight(&b.msgs[i]) > RECORD_MAX_BYTES {
+                    break;
+                }
+            }
+            p.count += (i - start) as u32;
+            p.time = p.time.max(b.time);
+            p.runs.push((b, start..i));
+        }
+    }
+    out
 }
 
 pub fn decode(v: &[u8]) -> Result<Record, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(v)
+    // A record is a MessagePack array whose first element is its version (a positive
+    // fixint right after the array's marker).
+    match v.get(1) {
+        Some(1) => {
+            let V1(_, time, sender, msgs) = rmp_serde::from_slice(v)?;
+            Ok(Record {
+                runs: vec![Run { time, sender, msgs }],
+            })
+        }
+        Some(2) => {
+            let V2(_, runs) = rmp_serde::from_slice(v)?;
+            Ok(Record { runs })
+        }
+        other => Err(rmp_serde::decode::Error::Syntax(format!(
+            "unknown record version {other:?}"
+        ))),
+    }
 }

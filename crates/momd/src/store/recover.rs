@@ -15,9 +15,23 @@ impl Store {
             let t: TopicState = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             out.topics.push(t);
         }
+        let meta_u64 = |name: &str| -> Result<Option<u64>> {
+            Ok(self.db.get(meta_key(name))?.and_then(|v| be_u64(&v)))
+        };
+        // The downtime as of the last start: what records written since were stored less.
+        let downtime_then = meta_u64("downtime")?.unwrap_or(0);
+        let mut reindexed = 0;
         for t in &mut out.topics {
-            let damage = self.recover_tail(t)?;
+            let (damage, records) = self.recover_tail(t, downtime_then)?;
             out.damage.extend(damage);
+            reindexed += records;
+        }
+        if reindexed > 0 {
+            tracing::info!(
+                records = reindexed,
+                "indexed records written after the index was last flushed"
+            );
+            self.flush()?;
         }
         for kv in self.db.scan_prefix([P_QUEUE]) {
             let (k, v) = kv?;
@@ -29,9 +43,6 @@ impl Store {
         // recognised. The downtime since the last time momd said it was alive is added to
         // the total, and an entry's time is kept less the total at the time it was written;
         // so no entry is written again at a start, however many there are.
-        let meta_u64 = |name: &str| -> Result<Option<u64>> {
-            Ok(self.db.get(meta_key(name))?.and_then(|v| be_u64(&v)))
-        };
         let since_alive = meta_u64("alive")?.map_or(0, |alive| now.saturating_sub(alive));
         let downtime = meta_u64("downtime")?
             .unwrap_or(0)
@@ -93,13 +104,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Check the newest records of a topic against its index. Records the index names that
-    /// did not all reach the disk — a power cut after sled wrote their index entries but
-    /// before their segment did: never acknowledged — are forgotten, if they are the end of
-    /// the topic's log in its newest segment; then the segment is cut after the last record
-    /// kept, so appends go on from there. Any other record that does not read back is
-    /// damage: kept, reported (returned, and logged), its seqs never given again.
-    fn recover_tail(&self, t: &mut TopicState) -> Result<Vec<check::Damage>> {
+    /// Check the newest records of a topic against its index, then index again the records
+    /// written after them (`tail.rs`), cutting off a torn write at the log's end. A record
+    /// that does not read back is damage: kept, reported (returned, and logged), its seqs
+    /// never given again. Returns the damage and how many records were indexed again.
+    fn recover_tail(&self, t: &mut TopicState, downtime: u64) -> Result<(Vec<check::Damage>, u64)> {
         // The newest records, newest first. A power cut can tear anything written since the
         // last fdatasync, which is at most one group commit: check a generous window.
         let mut entries: Vec<(sled::IVec, Option<(u64, IndexEntry)>)> = Vec::new();
@@ -126,14 +135,10 @@ impl Store {
         // Records the index names reached the disk whole before their index entries did
         // (`Store::flush` syncs segments first): one that does not read back was damaged
         // after it was written — a flipped bit, a truncated file — and is never cut here.
-        // Only bytes after the newest indexed record (written, never indexed, so never
-        // acknowledged) are torn writes.
-        let cut = 0;
-        // Everything else that does not read back is damage, oldest first.
+        // Only bytes after the newest indexed record can be torn writes (`tail.rs`).
         let mut bad: Vec<check::BadRecord> = entries
             .iter()
             .zip(checked)
-            .skip(cut)
             .filter_map(|((k, p), bad)| {
                 bad.map(|bad| check::BadRecord {
                     key: k.clone(),
@@ -143,7 +148,26 @@ impl Store {
             })
             .collect();
         bad.reverse();
-        let damage = check::ranges(self, t, &bad);
+        let mut damage = check::ranges(self, t, &bad);
+        let mut reindexed = 0;
+        // With no index entry readable, nothing says where the log ends: leave it.
+        let newest = entries.iter().find_map(|(_, p)| p.map(|(_, e)| e.loc));
+        if newest.is_some() || entries.is_empty() {
+            let tail = self.index_tail(t, newest, downtime)?;
+            reindexed = tail.records;
+            // New records go to a new segment file, after every seq the index knows: never
+            // into a file whose end is damaged, where they would overlap what it names.
+            let damaged_end = tail.records == 0
+                && tail.damage.is_empty()
+                && newest.is_some_and(|l| {
+                    let file = self.segs.display_path(t.id, l.segment);
+                    damage.iter().any(|d| d.segment == file)
+                });
+            if damaged_end {
+                self.segs.seal(t.id);
+            }
+            damage.extend(tail.damage);
+        }
         for d in &damage {
             tracing::error!(
                 topic = %d.topic,
@@ -156,69 +180,6 @@ impl Store {
                 d.reason
             );
         }
-        if cut == 0 {
-            // Cut what was written after the newest record (never indexed). With no index
-            // entry readable, nothing says where the log ends: cut nothing.
-            let newest = entries.iter().find_map(|(_, p)| p.map(|(_, e)| e.loc));
-            if newest.is_some() || entries.is_empty() {
-                self.segs.truncate_after(t.id, newest)?;
-            }
-            // New records go to a new segment file, after every seq the index knows: never
-            // into a file whose end is damaged, where they would overlap what it names.
-            let damaged_end = newest.is_some_and(|l| {
-                let file = self.segs.display_path(t.id, l.segment);
-                damage.iter().any(|d| d.segment == file)
-            });
-            if damaged_end {
-                self.segs.seal(t.id);
-            }
-            return Ok(damage);
-        }
-        let mut removed = sled::Batch::default();
-        let mut new_last = t.last_seq;
-        for (k, p) in &entries[..cut] {
-            removed.remove(k.clone());
-            if let Some((first, e)) = p {
-                tracing::warn!(
-                    topic = %t.name,
-                    seq = first,
-                    "record torn by a crash before it was acknowledged; dropping it"
-                );
-                new_last = new_last.min(first.saturating_sub(1));
-                t.msgs = t.msgs.saturating_sub(u64::from(e.count));
-                t.bytes = t.bytes.saturating_sub(e.bytes);
-            }
-        }
-        t.last_seq = new_last;
-        t.first_seq = t.first_seq.min(new_last.saturating_add(1));
-        if t.msgs == 0 {
-            t.first_seq = new_last.saturating_add(1);
-        }
-        // The record just before the cut, if any, is where the log now ends.
-        let last_kept = match entries.get(cut) {
-            Some((_, p)) => p.map(|(_, e)| e.loc),
-            None => {
-                let below = msg_key(t.id, new_last.saturating_add(1));
-                self.db
-                    .range(..below)
-                    .next_back()
-                    .transpose()?
-                    .filter(|(k, _)| k.starts_with(&prefix(P_MSG, t.id)))
-                    .and_then(|(_, v)| IndexEntry::decode(&v))
-                    .map(|e| e.loc)
-            }
-        };
-        // Dedupe entries of messages that are gone would ack a retry that stores nothing.
-        for kv in self.db.scan_prefix(prefix(P_DEDUPE, t.id)) {
-            let (k, v) = kv?;
-            if be_u64(&v).is_none_or(|seq| seq > new_last) {
-                removed.remove(k);
-            }
-        }
-        self.segs.truncate_after(t.id, last_kept)?;
-        removed.insert(&topic_key(t.id)[..], encode_topic(t));
-        self.db.apply_batch(removed)?;
-        self.db.flush()?;
-        Ok(damage)
+        Ok((damage, reindexed))
     }
 }

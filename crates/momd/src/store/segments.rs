@@ -6,8 +6,9 @@
 //! A record on disk: a 20-byte header — `b"MR"`, version 1, a zero byte, the record's first
 //! seq (u64 BE), the body length (u32 BE) and the body's CRC-32 (u32 BE) — then the body
 //! (`record.rs`). Appends go to the page cache at once; [`Segments::sync`] fdatasyncs every
-//! file (and directory) written since the last sync, before the index that points at them
-//! is flushed. A record is acknowledged only after both.
+//! file (and directory) written since the last sync. A record is acknowledged once that
+//! returns; the index that points at it is flushed after, and a start indexes again what
+//! it lacks (`tail.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -264,26 +265,57 @@ impl Segments {
         }
     }
 
-    /// Recovery: cut the topic's log right after `end` (the last record the index knows), or
-    /// remove it all when `end` is None. What is cut was never acknowledged.
-    pub fn truncate_after(&self, topic: u32, end: Option<Loc>) -> io::Result<()> {
+    /// Undo appends that failed to be indexed: the topic's log ends again at `at` (the
+    /// first record of the failed write), and segment files begun after it are removed.
+    pub fn cut_at(&self, topic: u32, at: Loc) -> io::Result<()> {
         lock(&self.active).remove(&topic);
         for (seg, path) in self.list(topic)? {
-            match end {
-                Some(l) if seg < l.segment => {}
-                Some(l) if seg == l.segment => {
-                    let f = OpenOptions::new().write(true).open(&path)?;
-                    let keep = l.offset + HEADER_LEN + u64::from(l.len);
-                    if f.metadata()?.len() > keep {
-                        f.set_len(keep)?;
-                        f.sync_all()?;
-                    }
-                }
-                _ => fs::remove_file(&path)?,
+            if seg == at.segment {
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(at.offset)?;
+                f.sync_all()?;
+            } else if seg > at.segment {
+                lock(&self.dirty).files.remove(&(topic, seg));
+                fs::remove_file(&path)?;
             }
         }
         Ok(())
     }
+}
+
+/// The record starting at `pos` of a segment file's bytes, if it is whole there (header,
+/// length and checksum all right): its first seq and body length.
+pub fn whole_at(buf: &[u8], pos: usize) -> Option<(u64, u32)> {
+    let h = buf.get(pos..pos + HEADER_LEN as usize)?;
+    if h[..2] != MAGIC || h[2] != VERSION || h[3] != 0 {
+        return None;
+    }
+    let seq = u64::from_be_bytes(h[4..12].try_into().ok()?);
+    let len = u32::from_be_bytes(h[12..16].try_into().ok()?);
+    let crc = u32::from_be_bytes(h[16..20].try_into().ok()?);
+    let start = pos + HEADER_LEN as usize;
+    let body = buf.get(start..start.checked_add(len as usize)?)?;
+    (crc32fast::hash(body) == crc).then_some((seq, len))
+}
+
+/// The next whole record at or after `from` in `buf` whose seq is at least `min_seq`: its
+/// offset, seq and body length. Finds records by their header's magic bytes.
+pub fn next_whole(buf: &[u8], from: usize, min_seq: u64) -> Option<(usize, u64, u32)> {
+    let mut pos = from;
+    while pos < buf.len() {
+        let i = buf
+            .get(pos..)?
+            .windows(4)
+            .position(|w| w == [MAGIC[0], MAGIC[1], VERSION, 0])?;
+        pos += i;
+        if let Some((seq, len)) = whole_at(buf, pos) {
+            if seq >= min_seq {
+                return Some((pos, seq, len));
+            }
+        }
+        pos += 1;
+    }
+    None
 }
 
 /// Why a record does not read back whole.

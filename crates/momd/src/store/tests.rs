@@ -4,7 +4,7 @@ use mom_proto::{Limits, PubMsg, Sender};
 use super::*;
 use crate::core::{Core, CoreConfig, Dedupe, Topics};
 
-fn sender() -> Sender {
+pub(super) fn sender() -> Sender {
     Sender {
         user: "u".into(),
         client: 7,
@@ -12,7 +12,7 @@ fn sender() -> Sender {
     }
 }
 
-fn publish(
+pub(super) fn publish(
     core: &mut Core,
     store: &Store,
     topic: &str,
@@ -29,12 +29,11 @@ fn publish(
         })
         .collect();
     let plan = core.publish(topic, msgs, sender(), now).unwrap();
-    let t = core.topics.by_id(plan.topic_id).unwrap();
-    store.append(&plan, t, core.topics.next_id()).unwrap();
+    store.append(&plan, &core.topics).unwrap();
     plan.seqs
 }
 
-fn read_all(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
+pub(super) fn read_all(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
     let t = core.topics.get(topic).unwrap();
     let r = store
         .read(t.id, topic, t.first_seq, t.last_seq, usize::MAX)
@@ -52,7 +51,7 @@ fn read_all(store: &Store, core: &Core, topic: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn open(dir: &std::path::Path) -> (Store, Core) {
+pub(super) fn open(dir: &std::path::Path) -> (Store, Core) {
     // sled's background thread may hold the previous handle for a moment after drop.
     let mut tries = 0;
     let store = loop {
@@ -746,4 +745,101 @@ fn room_past_the_end_of_the_index_log_stays_allocated() {
     }
     store.flush().unwrap();
     assert!(allocated_past_end() >= room, "{}", allocated_past_end());
+}
+
+/// Publishes staged for one write share records: one record (and one index entry) per
+/// topic, whatever the number of publishes, each publish keeping its own sender and time.
+#[test]
+fn publishes_of_one_write_share_a_record_and_keep_their_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    let mut staged = Staged::default();
+    let mut publish_as = |core: &mut Core, topic: &str, client: u64, payloads: &[&str], now| {
+        let msgs = payloads
+            .iter()
+            .map(|p| PubMsg {
+                payload: Bytes::copy_from_slice(p.as_bytes()),
+                msg_id: Some(format!("{topic}-{p}")),
+                ..PubMsg::default()
+            })
+            .collect();
+        let who = Sender { client, ..sender() };
+        let plan = core.publish(topic, msgs, who, now).unwrap();
+        let b = Arc::new(Batch {
+            topic: Arc::from(topic),
+            first_seq: plan.first_seq,
+            time: plan.time,
+            sender: plan.sender.clone(),
+            msgs: plan.stored.clone(),
+        });
+        store.stage_publish(&mut staged, plan.topic_id, plan.created, Some(&b));
+    };
+    publish_as(&mut core, "a", 1, &["1", "2"], 1_000);
+    publish_as(&mut core, "b", 2, &["x"], 1_001);
+    publish_as(&mut core, "a", 3, &["3"], 1_002);
+    let topics = &core.topics;
+    store
+        .apply(staged, |id| topics.by_id(id), topics.next_id())
+        .unwrap();
+    assert_eq!(
+        store.db.scan_prefix([P_MSG]).count(),
+        2,
+        "one record per topic"
+    );
+    let a = core.topics.get("a").unwrap();
+    let r = store.read(a.id, "a", 1, 3, usize::MAX).unwrap();
+    let got: Vec<(u64, u64, u64, usize)> = r
+        .batches
+        .iter()
+        .map(|b| (b.first_seq, b.sender.client, b.time, b.msgs.len()))
+        .collect();
+    assert_eq!(got, vec![(1, 1, 1_000, 2), (3, 3, 1_002, 1)]);
+    // Reading from inside the second run starts there.
+    let r = store.read(a.id, "a", 3, 3, usize::MAX).unwrap();
+    assert_eq!(r.batches.len(), 1);
+    assert_eq!(r.batches[0].sender.client, 3);
+    // It all comes back after a restart, dedupe entries included.
+    store.flush().unwrap();
+    drop(store);
+    let (store, mut core) = open(dir.path());
+    assert_eq!(read_all(&store, &core, "a").len(), 3);
+    let again = core
+        .publish(
+            "a",
+            vec![PubMsg {
+                payload: Bytes::from_static(b"3"),
+                msg_id: Some("a-3".into()),
+                ..PubMsg::default()
+            }],
+            sender(),
+            1_500,
+        )
+        .unwrap();
+    assert_eq!(again.seqs, vec![3]);
+    assert_eq!(again.duplicates, 1);
+}
+
+/// A write that fails after some records were appended leaves none of them behind: the
+/// log ends where it did, and the next records go there.
+#[test]
+fn a_failed_write_is_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut core) = open(dir.path());
+    publish(&mut core, &store, "a", &["1"], false, 1_000);
+    let a = core.topics.get("a").unwrap().id;
+    let seg = |store: &Store| {
+        let files = store.segs.list(a).unwrap();
+        let (_, path) = files.iter().next_back().unwrap();
+        std::fs::metadata(path).unwrap().len()
+    };
+    let before = seg(&store);
+    let loc = store.segs.append(a, 2, b"never indexed").unwrap();
+    assert!(seg(&store) > before);
+    store.segs.cut_at(a, loc).unwrap();
+    assert_eq!(seg(&store), before);
+    publish(&mut core, &store, "a", &["2"], false, 1_000);
+    assert_eq!(
+        read_all(&store, &core, "a"),
+        vec![(1, "1".into()), (2, "2".into())]
+    );
 }

@@ -1,0 +1,174 @@
+//! Records acknowledged after the index was last flushed come back at start (`tail.rs`):
+//! each test writes some with a full flush, keeps that index, writes more with the segment
+//! files synced only, then puts the old index back — what a crash before the next full
+//! flush leaves — and starts again.
+
+use super::tests::{open, publish, read_all};
+use super::*;
+use crate::core::Core;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+/// Publish `first` to topic "a" with a full flush, then `then` (one record each) with the
+/// segment files synced only, and lose the index of `then`. Returns the data dir.
+fn crash_after(first: &[&str], then: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "a", first, true, 1_000);
+        store.flush().unwrap();
+    }
+    copy_dir(&dir.path().join("db"), &dir.path().join("db.saved"));
+    {
+        let (store, mut core) = open(dir.path());
+        for p in then {
+            publish(&mut core, &store, "a", &[p], true, 2_000);
+        }
+        store.sync_records().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    std::fs::rename(dir.path().join("db.saved"), dir.path().join("db")).unwrap();
+    dir
+}
+
+fn segment_of_a(store: &Store, core: &Core) -> std::path::PathBuf {
+    let id = core.topics.get("a").unwrap().id;
+    let files = store.segs.list(id).unwrap();
+    files.values().next_back().unwrap().clone()
+}
+
+fn payloads(v: &[(u64, String)]) -> Vec<String> {
+    v.iter().map(|(_, p)| p.clone()).collect()
+}
+
+#[test]
+fn records_past_the_index_are_indexed_again_with_their_dedupe_entries() {
+    let dir = crash_after(&["1", "2"], &["3", "4", "5"]);
+    let (store, mut core) = open(dir.path());
+    let a = core.topics.get("a").unwrap().clone();
+    assert_eq!((a.first_seq, a.last_seq, a.msgs), (1, 5, 5));
+    assert_eq!(
+        payloads(&read_all(&store, &core, "a")),
+        ["1", "2", "3", "4", "5"]
+    );
+    // A retry of an acknowledged publish is still known as one.
+    assert_eq!(
+        publish(&mut core, &store, "a", &["4"], true, 2_500),
+        vec![4]
+    );
+    // New publishes go on after them, in the same file.
+    assert_eq!(
+        publish(&mut core, &store, "a", &["6"], true, 2_500),
+        vec![6]
+    );
+    store.flush().unwrap();
+    drop(store);
+    // The index written at that start is kept: the next start finds nothing to redo.
+    let (store, core) = open(dir.path());
+    assert_eq!(read_all(&store, &core, "a").len(), 6);
+}
+
+#[test]
+fn a_torn_write_past_the_index_is_cut_and_its_seq_given_again() {
+    let dir = crash_after(&["1"], &["2", "3"]);
+    let seg;
+    let good_len;
+    {
+        let (store, core) = open(dir.path());
+        seg = segment_of_a(&store, &core);
+        good_len = std::fs::metadata(&seg).unwrap().len();
+    }
+    // What a crash in the middle of the next write leaves: part of a record.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, b"MR\x01\x00\0\0\0\0\0\0\0\x04\0\0\x01\0").unwrap();
+    drop(f);
+    let (store, mut core) = open(dir.path());
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good_len);
+    assert_eq!(payloads(&read_all(&store, &core, "a")), ["1", "2", "3"]);
+    assert_eq!(
+        publish(&mut core, &store, "a", &["4"], true, 3_000),
+        vec![4]
+    );
+    assert_eq!(
+        payloads(&read_all(&store, &core, "a")),
+        ["1", "2", "3", "4"]
+    );
+}
+
+#[test]
+fn damage_past_the_index_is_kept_and_reported_never_cut() {
+    let dir = crash_after(&["1"], &["2", "3", "4"]);
+    // Flip a byte in the body of the record of seq 3 (the third record of the file).
+    {
+        let (store, core) = open(dir.path());
+        let seg = segment_of_a(&store, &core);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let mut pos = 0usize;
+        for _ in 0..2 {
+            let (_, len) = segments::whole_at(&bytes, pos).unwrap();
+            pos += segments::HEADER_LEN as usize + len as usize;
+        }
+        bytes[pos + segments::HEADER_LEN as usize + 3] ^= 0x40;
+        drop(store);
+        // Also lose the index of what the open above indexed.
+        std::fs::write(&seg, bytes).unwrap();
+    }
+    let dir2 = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), dir2.path());
+    let store = Store::open(dir2.path(), 8 << 20).unwrap();
+    let loaded = store.load(1_000, 120_000).unwrap();
+    let a = loaded
+        .topics
+        .iter()
+        .find(|t| t.name == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(a.last_seq, 4, "the damaged seq is never given again");
+    let d: Vec<(u64, u64)> = loaded
+        .damage
+        .iter()
+        .map(|d| (d.first_seq, d.last_seq))
+        .collect();
+    assert_eq!(d, vec![(3, 3)]);
+    let r = store.read(a.id, "a", 1, 4, usize::MAX).unwrap();
+    let seqs: Vec<u64> = r.batches.iter().map(|b| b.first_seq).collect();
+    assert_eq!(seqs, vec![1, 2, 4]);
+    assert_eq!(r.corrupt, 1);
+}
+
+#[test]
+fn a_topic_whose_every_record_is_past_the_index_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, mut core) = open(dir.path());
+        // The topic is created (and its state flushed) with nothing in it yet.
+        let t = core
+            .topics
+            .get_or_create("a", 1_000, Default::default())
+            .0
+            .clone();
+        store.put_topic(&t, core.topics.next_id()).unwrap();
+        store.flush().unwrap();
+    }
+    copy_dir(&dir.path().join("db"), &dir.path().join("db.saved"));
+    {
+        let (store, mut core) = open(dir.path());
+        publish(&mut core, &store, "a", &["1", "2"], false, 2_000);
+        store.sync_records().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    std::fs::rename(dir.path().join("db.saved"), dir.path().join("db")).unwrap();
+    let (store, core) = open(dir.path());
+    assert_eq!(payloads(&read_all(&store, &core, "a")), ["1", "2"]);
+}
