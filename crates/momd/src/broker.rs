@@ -12,9 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mom_proto::{
-    topic, ClientFrame, ClientInfo, ErrorCode, Hello, PublishOk, ServerFrame, Welcome,
-};
+use mom_proto::{topic, ClientFrame, ClientInfo, ErrorCode, Hello, ServerFrame, Welcome};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -285,6 +283,12 @@ pub struct Broker {
     flushing_full: bool,
     /// When the last full flush started.
     last_full_flush: Instant,
+    /// A request or a reply is staged (`release.rs`, `deliver_early`).
+    staged_early: bool,
+    /// The index flush that runs beside the acks, every `INDEX_FLUSH_EVERY`.
+    index_flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
+    /// Segment files retention freed, deleted once that flush is done.
+    index_trimmed: Vec<(u32, u64)>,
 }
 
 mod authz;
@@ -297,6 +301,7 @@ mod publish;
 mod queue_admin;
 mod queue_delivery;
 mod queue_ops;
+mod release;
 mod sessions;
 mod stats;
 mod tick;
@@ -385,6 +390,9 @@ impl Broker {
             flush_started: None,
             flushing_full: false,
             last_full_flush: Instant::now(),
+            staged_early: false,
+            index_flush_rx: None,
+            index_trimmed: Vec::new(),
             trimmed: Vec::new(),
             trimmed_flushing: Vec::new(),
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
@@ -450,6 +458,11 @@ impl Broker {
                         }
                     }
                 }
+                res = async { self.index_flush_rx.as_mut().expect("guarded by the branch condition").await }, if self.index_flush_rx.is_some() => {
+                    self.index_flush_rx = None;
+                    let res = res.unwrap_or_else(|_| Err(StoreError::Corrupt { key: String::new(), reason: "flush task vanished".into() }));
+                    self.index_flush_done(res);
+                }
                 _ = tick.tick() => self.on_tick(),
                 _ = queue_tick.tick() => {
                     if !self.queues.is_empty() || !self.fetches.is_empty() {
@@ -465,9 +478,12 @@ impl Broker {
             // With acks waiting for fsync anyway, publishes are written to the store only when
             // the next flush can start: one sled batch per flush, however many publishes
             // arrived meanwhile (sled pays two log writes per batch).
-            if self.cfg.fsync != FsyncMode::Always || self.flush_rx.is_none() {
+            // Requests and replies are written (and delivered) at once, whatever flush is
+            // in progress (`release.rs`, `deliver_early`).
+            if self.cfg.fsync != FsyncMode::Always || self.flush_rx.is_none() || self.staged_early {
                 self.commit();
             }
+            self.maybe_flush_index();
             let queue_flush = self.queue_flush_wanted && self.cfg.fsync == FsyncMode::Always;
             if self.flush_rx.is_none() && (!self.pending.is_empty() || queue_flush) {
                 self.queue_flush_wanted = false;
@@ -495,17 +511,55 @@ impl Broker {
 
     /// Start a flush of what was written. One fdatasync of the segment files is enough
     /// for an ack when the index holds nothing they cannot give back; the index is flushed
-    /// too when it does, when retention freed segment files (deleted only once the index
-    /// without them is durable), and every `INDEX_FLUSH_EVERY`.
+    /// too when it does, and every `INDEX_FLUSH_EVERY`.
     fn start_flush(&mut self) {
-        self.trimmed_flushing.append(&mut self.trimmed);
-        let want_full = !self.trimmed_flushing.is_empty()
-            || self.last_full_flush.elapsed() >= INDEX_FLUSH_EVERY;
-        let full = self.store.take_flush_kind(want_full);
+        let full = self.store.take_flush_kind(false);
         self.start_flush_of(full);
     }
 
+    /// Every `INDEX_FLUSH_EVERY` while the index is written, flush it beside the acks (not
+    /// in their way: a sled batch of a quarter second's writes takes a while). What a
+    /// crash takes from it, a start gets back from the segment files (`store/tail.rs`).
+    pub(super) fn maybe_flush_index(&mut self) {
+        if self.index_flush_rx.is_some() || self.last_full_flush.elapsed() < INDEX_FLUSH_EVERY {
+            return;
+        }
+        self.last_full_flush = Instant::now();
+        if !self.store.take_index_unsynced() {
+            return;
+        }
+        // Segment files freed by retention go once the index without them is durable.
+        self.index_trimmed.append(&mut self.trimmed);
+        let store = self.store.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(store.flush());
+        });
+        self.index_flush_rx = Some(rx);
+    }
+
+    fn index_flush_done(&mut self, res: Result<usize, StoreError>) {
+        match res {
+            Ok(_) => {
+                for (topic, first) in std::mem::take(&mut self.index_trimmed) {
+                    if let Err(e) = self.store.remove_segments_below(topic, first) {
+                        tracing::warn!(topic, "cannot delete segment files retention freed: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("index flush failed: {e}");
+                self.metrics.flush_errors += 1;
+                self.store.index_flush_failed();
+                self.disk_write_failed(&e);
+            }
+        }
+    }
+
     fn start_flush_of(&mut self, full: bool) {
+        if full {
+            self.trimmed_flushing.append(&mut self.trimmed);
+        }
         self.flushing = std::mem::take(&mut self.pending);
         self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
         self.dirty = false;
@@ -576,81 +630,6 @@ impl Broker {
         for (topic, first) in std::mem::take(&mut self.trimmed_flushing) {
             if let Err(e) = self.store.remove_segments_below(topic, first) {
                 tracing::warn!(topic, "cannot delete segment files retention freed: {e}");
-            }
-        }
-    }
-
-    /// Stage `p` for release after the next flush, or release it now when acks do not
-    /// wait for fsync.
-    fn after_flush(&mut self, p: Pending) {
-        self.dirty = true;
-        match self.cfg.fsync {
-            FsyncMode::Always => self.pending.push(p),
-            FsyncMode::Batch(_) | FsyncMode::Never => self.release(p),
-        }
-    }
-
-    fn release(&mut self, p: Pending) {
-        match p {
-            Pending::Reply { session, frame } => self.reply(session, frame),
-            Pending::Push { session, frame } => {
-                if let Some(s) = self.sessions.get(&session) {
-                    s.outbox.reply(frame, false);
-                }
-            }
-            Pending::Publish {
-                session,
-                id,
-                no_ack,
-                topic_id,
-                topic,
-                seqs,
-                duplicates,
-                duplicate_indexes,
-                batch,
-            } => {
-                let queues = self.queues_bound(topic_id);
-                if let Some(batch) = batch {
-                    let n = batch.msgs.len() as u64;
-                    self.delivered_upto.insert(topic_id, batch.last_seq());
-                    let bytes = batch.msgs.iter().map(|m| m.payload.len() as u64).sum();
-                    self.metrics.count_in(topic_id, n, bytes);
-                    let rate = self.rates.entry(topic_id).or_default();
-                    rate.in_count += n;
-                    self.total_rate.in_count += n;
-                    let targets = self.core.watches.targets(&batch.topic);
-                    for w in targets.solo {
-                        self.route(w, topic_id, batch.clone());
-                    }
-                    for g in targets.groups {
-                        self.route_group(g, topic_id, &batch);
-                    }
-                    if queues > 0 {
-                        self.pump_topic(topic_id, n, now_ms());
-                    }
-                }
-                // Passive watches look without counting; a group counts once.
-                let watchers = self.core.watches.count_active(&topic);
-                if session != 0 {
-                    if no_ack {
-                        if let Some(s) = self.sessions.get(&session) {
-                            s.outbox.release(id);
-                        }
-                    } else {
-                        self.reply(
-                            session,
-                            ServerFrame::PublishOk(PublishOk {
-                                id,
-                                topic,
-                                seqs,
-                                duplicates,
-                                watchers,
-                                queues,
-                                duplicate_indexes,
-                            }),
-                        );
-                    }
-                }
             }
         }
     }

@@ -59,6 +59,9 @@ impl Broker {
                 msgs: std::mem::take(&mut plan.stored),
             }))
         };
+        if batch.as_ref().is_some_and(|b| Self::is_early(name, b)) {
+            self.staged_early = true;
+        }
         if let Some(undo) = undo {
             let staged_before = self.staged.bytes;
             self.store.stage_publish(
@@ -109,6 +112,7 @@ impl Broker {
         if self.staged_pending.is_empty() && self.staged.count == 0 {
             return;
         }
+        self.staged_early = false;
         let staged = std::mem::take(&mut self.staged);
         let pending = std::mem::take(&mut self.staged_pending);
         let tickets = std::mem::take(&mut self.staged_tickets);
@@ -120,7 +124,9 @@ impl Broker {
         {
             Ok(()) => {
                 for p in pending {
-                    self.after_flush(p);
+                    if let Some(p) = self.deliver_early(p) {
+                        self.after_flush(p);
+                    }
                 }
                 // With acks after fsync, the bytes stay admitted until the flush.
                 if self.cfg.fsync == crate::config::FsyncMode::Always {

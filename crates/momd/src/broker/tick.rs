@@ -85,12 +85,7 @@ impl Broker {
             self.start_flush();
         }
         // The index, once publishes pause: a start then has nothing to index again.
-        if self.flush_rx.is_none()
-            && self.last_full_flush.elapsed() >= super::INDEX_FLUSH_EVERY
-            && self.store.take_flush_kind(true)
-        {
-            self.start_flush_of(true);
-        }
+        self.maybe_flush_index();
     }
 
     /// Measure the data dir's size on the blocking pool, one walk at a time.

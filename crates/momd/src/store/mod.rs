@@ -21,6 +21,7 @@
 //! never acknowledged) is cut off (`recover.rs`, `tail.rs`).
 
 pub mod check;
+mod overlay;
 pub mod record;
 mod recover;
 pub mod segments;
@@ -87,7 +88,8 @@ pub struct ReadBatch {
 /// Publishes gathered for one atomic write ([`Store::apply`]).
 #[derive(Default)]
 pub struct Staged {
-    batch: sled::Batch,
+    /// Index writes (dedupe entries, queue states), moved to the overlay by `apply`.
+    writes: overlay::Writes,
     /// Publishes to write, in the order they were sequenced.
     runs: Vec<(u32, Arc<Batch>)>,
     /// Topics whose state is written with them.
@@ -120,6 +122,10 @@ pub struct Store {
     index_needed: Arc<AtomicBool>,
     /// sled was written since the last full flush began.
     index_unsynced: Arc<AtomicBool>,
+    /// Index writes not yet in sled (`overlay.rs`).
+    overlay: Arc<std::sync::Mutex<overlay::Overlay>>,
+    /// One full flush at a time: the overlay's writes reach sled in the order made.
+    flush_lock: Arc<std::sync::Mutex<()>>,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,6 +266,8 @@ impl Store {
             downtime: Arc::default(),
             index_needed: Arc::default(),
             index_unsynced: Arc::default(),
+            overlay: Arc::default(),
+            flush_lock: Arc::default(),
         })
     }
 
@@ -280,7 +288,7 @@ impl Store {
                     let mut v = Vec::with_capacity(16);
                     v.extend_from_slice(&(b.first_seq + i as u64).to_be_bytes());
                     v.extend_from_slice(&b.time.saturating_sub(self.downtime()).to_be_bytes());
-                    staged.batch.insert(dedupe_key(topic_id, id), v);
+                    staged.writes.insert(dedupe_key(topic_id, id), Some(v));
                 }
             }
             staged.bytes += b.msgs.iter().map(|m| m.size() as usize + 24).sum::<usize>() + 64;
@@ -294,7 +302,7 @@ impl Store {
     pub fn stage_queue(&self, staged: &mut Staged, q: &QueueRecord) {
         let v = rmp_serde::to_vec(q).expect("a queue record always encodes");
         staged.bytes += v.len();
-        staged.batch.insert(queue_key(&q.def.name), v);
+        staged.writes.insert(queue_key(&q.def.name), Some(v));
         staged.count += 1;
         staged.needs_index = true;
     }
@@ -302,14 +310,15 @@ impl Store {
     /// Remove a queue's state (written with the next flush).
     pub fn remove_queue(&self, name: &str) -> Result<()> {
         self.needs_index_flush();
-        self.db.remove(queue_key(name))?;
+        self.overlay().remove(queue_key(name));
         Ok(())
     }
 
     /// Write what was staged: each topic's records to its segment file (one append per
     /// record), then the index entries, topic states (`topic` gives each one's state now)
-    /// and dedupe entries in one atomic sled batch. On failure nothing of it stays: the
-    /// records already appended are cut off again, so their seqs can be given anew.
+    /// and dedupe entries to the overlay, for the next full flush. On failure nothing of
+    /// it stays: the records already appended are cut off again, so their seqs can be
+    /// given anew.
     pub fn apply<'t>(
         &self,
         mut staged: Staged,
@@ -329,6 +338,7 @@ impl Store {
         }
         // Where each topic's log ended before this write: cut back to it on failure.
         let mut written: Vec<(u32, Loc)> = Vec::new();
+        let mut writes = std::mem::take(&mut staged.writes);
         let res = (|| -> Result<()> {
             for (t, batches) in &by_topic {
                 for rec in record::plan(batches) {
@@ -343,31 +353,33 @@ impl Store {
                         time: rec.time,
                         bytes: rec.bytes,
                     };
-                    staged
-                        .batch
-                        .insert(&msg_key(*t, rec.first_seq)[..], &entry.encode()[..]);
+                    writes.insert(
+                        msg_key(*t, rec.first_seq).to_vec(),
+                        Some(entry.encode().to_vec()),
+                    );
                 }
             }
-            for id in &staged.topics {
-                if let Some(t) = topic(*id) {
-                    staged.batch.insert(&topic_key(t.id)[..], encode_topic(t));
-                }
-            }
-            staged.batch.insert(
-                meta_key("next_topic_id"),
-                &u64::from(next_topic_id).to_be_bytes()[..],
-            );
-            self.db.apply_batch(std::mem::take(&mut staged.batch))?;
             Ok(())
         })();
-        if res.is_err() {
+        if let Err(e) = res {
             for (t, loc) in written {
                 if let Err(e) = self.segs.cut_at(t, loc) {
                     tracing::error!(topic = t, "cannot cut back a failed write: {e}");
                 }
             }
+            return Err(e);
         }
-        res
+        for id in &staged.topics {
+            if let Some(t) = topic(*id) {
+                writes.insert(topic_key(t.id).to_vec(), Some(encode_topic(t)));
+            }
+        }
+        writes.insert(
+            meta_key("next_topic_id"),
+            Some(u64::from(next_topic_id).to_be_bytes().to_vec()),
+        );
+        self.overlay().extend(writes);
+        Ok(())
     }
 
     /// Stage and write one publish.
@@ -394,13 +406,12 @@ impl Store {
     /// Stage a topic's state (limits changed, or created empty).
     pub fn put_topic(&self, topic: &TopicState, next_topic_id: u32) -> Result<()> {
         self.needs_index_flush();
-        let mut batch = sled::Batch::default();
-        batch.insert(&topic_key(topic.id)[..], encode_topic(topic));
-        batch.insert(
+        let mut o = self.overlay();
+        o.put(topic_key(topic.id).to_vec(), encode_topic(topic));
+        o.put(
             meta_key("next_topic_id"),
-            &u64::from(next_topic_id).to_be_bytes()[..],
+            u64::from(next_topic_id).to_be_bytes().to_vec(),
         );
-        self.db.apply_batch(batch)?;
         Ok(())
     }
 
@@ -408,6 +419,10 @@ impl Store {
     /// index and dedupe entries, then its segment files.
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
         self.needs_index_flush();
+        // Everything written before goes to sled first (nothing of the topic stays behind
+        // in the overlay), then the removals go straight to sled. Only the broker's task
+        // writes the overlay, and it is here: nothing of the topic comes in meanwhile.
+        self.flush()?;
         // Its index entries first, its record last: until the record goes, a start finds
         // the topic (with fewer index entries, a range it reports), never index entries of
         // a topic it does not know.
@@ -427,37 +442,69 @@ impl Store {
         self.db.remove(topic_key(topic))?;
         // The index must be gone on disk before the files it points to are.
         self.db.flush()?;
+        self.log.sync_data()?;
         self.segs.remove_topic(topic)?;
         Ok(())
     }
 
     pub fn remove_dedupe(&self, entries: &[(u32, String)]) -> Result<()> {
         self.index_unsynced.store(true, Ordering::Relaxed);
-        let mut batch = sled::Batch::default();
+        let mut o = self.overlay();
         for (t, id) in entries {
-            batch.remove(dedupe_key(*t, id));
+            o.remove(dedupe_key(*t, id));
         }
-        self.db.apply_batch(batch)?;
         Ok(())
     }
 
-    /// The index entries of `topic` from the one holding `from` on.
+    fn overlay(&self) -> std::sync::MutexGuard<'_, overlay::Overlay> {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index entry of `topic` with the greatest first seq at or below `seq`: the one
+    /// holding `seq`, if any does. The overlay first, then sled.
+    fn entry_at_or_below(&self, topic: u32, seq: u64) -> Result<Option<(u64, IndexEntry)>> {
+        let pfx = prefix(P_MSG, topic);
+        let k = msg_key(topic, seq);
+        let over = self.overlay().last_at_or_below(&pfx, &k);
+        let sled = self
+            .db
+            .range(..=k)
+            .next_back()
+            .transpose()?
+            .filter(|(k, _)| k.starts_with(&pfx))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()));
+        // The greater key wins. A sled key the overlay removed is below the topic's first
+        // seq (retention removes the oldest): never the one holding a seq still stored.
+        let best = match (over, sled) {
+            (Some(o), Some(s)) => Some(if o.0 >= s.0 { o } else { s }),
+            (o, s) => o.or(s),
+        };
+        best.map(|(k, v)| {
+            let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
+            let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
+            Ok((first, e))
+        })
+        .transpose()
+    }
+
+    /// The index entries of `topic` from the one holding `from` on: sled's, with the
+    /// overlay's writes over them.
     fn entries_from(
         &self,
         topic: u32,
         from: u64,
-    ) -> Result<impl Iterator<Item = Result<(u64, IndexEntry, sled::IVec)>>> {
-        let pfx = prefix(P_MSG, topic);
-        let start = self
-            .db
-            .range(..=msg_key(topic, from))
-            .next_back()
-            .transpose()?
-            .filter(|(k, _)| k.starts_with(&pfx))
-            .map(|(k, _)| k.to_vec())
-            .unwrap_or_else(|| msg_key(topic, from).to_vec());
+    ) -> Result<impl Iterator<Item = Result<(u64, IndexEntry, Vec<u8>)>>> {
+        let start = match self.entry_at_or_below(topic, from)? {
+            Some((first, _)) => msg_key(topic, first).to_vec(),
+            None => msg_key(topic, from).to_vec(),
+        };
         let end = msg_key(topic, u64::MAX).to_vec();
-        Ok(self.db.range(start..=end).map(|kv| {
+        let over = self.overlay().range(&start, &end);
+        let sled = self.db.range(start..=end).map(|kv| {
+            let (k, v) = kv?;
+            Ok((k.to_vec(), v.to_vec()))
+        });
+        Ok(overlay_merge(over, sled).map(|kv| {
             let (k, v) = kv?;
             let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
             let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
@@ -489,13 +536,13 @@ impl Store {
         let mut first = topic.first_seq;
         let mut removed_msgs = 0;
         let mut removed_bytes = 0;
-        let mut batch = sled::Batch::default();
+        let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut reader = self.segs.reader(topic.id);
         for item in self.entries_from(topic.id, first)? {
             let (rec_first, e, key) = item?;
             let rec_next = rec_first + u64::from(e.count);
             if rec_next <= first {
-                batch.remove(key);
+                batch.push(key);
                 continue;
             }
             let aged = lim.max_age_ms > 0 && now.saturating_sub(e.time) >= lim.max_age_ms;
@@ -513,7 +560,7 @@ impl Store {
                 removed_msgs += rest;
                 removed_bytes += e.bytes;
                 first = rec_next;
-                batch.remove(key);
+                batch.push(key);
                 continue;
             }
             // The cut falls inside this record: go message by message.
@@ -535,7 +582,7 @@ impl Store {
                 first = seq + 1;
             }
             if first >= rec_next {
-                batch.remove(key);
+                batch.push(key);
                 continue;
             }
             break;
@@ -543,11 +590,16 @@ impl Store {
         if removed_msgs == 0 {
             return Ok(None);
         }
-        self.needs_index_flush();
+        // Lost in a crash, retention is simply applied again: no full flush needed for it
+        // (the segment files it frees wait for one, `remove_segments_below`).
+        self.index_unsynced.store(true, Ordering::Relaxed);
         let mut t = topic.clone();
         t.record_trim(first, removed_msgs, removed_bytes);
-        batch.insert(&topic_key(t.id)[..], encode_topic(&t));
-        self.db.apply_batch(batch)?;
+        let mut o = self.overlay();
+        for k in batch {
+            o.remove(k);
+        }
+        o.put(topic_key(t.id).to_vec(), encode_topic(&t));
         // The files go only once this is durable: see [`Store::remove_segments_below`].
         Ok(Some((first, removed_msgs, removed_bytes)))
     }
@@ -651,23 +703,11 @@ impl Store {
     /// The first seq of `topic` whose time is >= `time` (`last_seq + 1` when none is). A
     /// binary search over the index: a topic's times never decrease (core, `publish`).
     pub fn seq_at_time(&self, topic: &TopicState, time: u64) -> Result<u64> {
-        let pfx = prefix(P_MSG, topic.id);
         // The record holding `seq`: its first seq and its time.
         let record_at = |seq: u64| -> Result<Option<(u64, u64)>> {
-            let Some((k, v)) = self
-                .db
-                .range(..=msg_key(topic.id, seq))
-                .next_back()
-                .transpose()?
-            else {
-                return Ok(None);
-            };
-            if !k.starts_with(&pfx) {
-                return Ok(None);
-            }
-            let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
-            let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
-            Ok(Some((first, e.time)))
+            Ok(self
+                .entry_at_or_below(topic.id, seq)?
+                .map(|(first, e)| (first, e.time)))
         };
         let (mut lo, mut hi) = (topic.first_seq, topic.last_seq + 1);
         while lo < hi {
@@ -701,9 +741,8 @@ impl Store {
     /// since then is downtime, which the dedupe window does not count.
     pub fn set_alive(&self, now: u64) {
         self.index_unsynced.store(true, Ordering::Relaxed);
-        if let Err(e) = self.db.insert(meta_key("alive"), &now.to_be_bytes()[..]) {
-            tracing::debug!("cannot note the time: {e}");
-        }
+        self.overlay()
+            .put(meta_key("alive"), now.to_be_bytes().to_vec());
     }
 
     /// The index store itself, for the users and tokens kept beside the topics.
@@ -724,11 +763,25 @@ impl Store {
     }
 
     pub fn flush(&self) -> Result<usize> {
-        self.segs.sync()?;
-        let n = self.db.flush()?;
-        self.log.sync_data()?;
+        let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // The overlay's writes are taken before the segment files are synced: each names
+        // records appended before it was written, so synced now, before sled has it.
+        let writes = self.overlay().take_for_flush();
+        let res = (|| {
+            self.segs.sync()?;
+            if !writes.is_empty() {
+                self.db.apply_batch(overlay::to_batch(&writes))?;
+            }
+            let n = self.db.flush()?;
+            self.log.sync_data()?;
+            Ok(n)
+        })();
+        match &res {
+            Ok(_) => self.overlay().flushed(),
+            Err(_) => self.overlay().flush_failed(),
+        }
         self.keep_index_room();
-        Ok(n)
+        res
     }
 
     /// Decide what the next flush must be, on the thread that writes the store, before it
@@ -748,6 +801,18 @@ impl Store {
     /// A full flush failed: the one after must be full again.
     pub fn full_flush_failed(&self) {
         self.needs_index_flush();
+    }
+
+    /// For the index flush that runs beside the acks (every `INDEX_FLUSH_EVERY`): true when
+    /// the index was written since the last full flush began. Leaves alone what an ack
+    /// waits for ([`Store::take_flush_kind`] still says full then).
+    pub fn take_index_unsynced(&self) -> bool {
+        self.index_unsynced.swap(false, Ordering::Relaxed)
+    }
+
+    /// The index flush beside the acks failed: try again with the next one.
+    pub fn index_flush_failed(&self) {
+        self.index_unsynced.store(true, Ordering::Relaxed);
     }
 
     /// Make the records written so far durable, not the index: one fdatasync per segment
@@ -771,6 +836,41 @@ impl Store {
         self.segs.remove_below(topic, seq)?;
         Ok(())
     }
+}
+
+/// Merge sled's entries with the overlay's writes over them (both in key order).
+fn overlay_merge(
+    over: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    sled: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> {
+    let mut over = over.into_iter().peekable();
+    let mut sled = sled.peekable();
+    std::iter::from_fn(move || loop {
+        let o_key = over.peek().map(|(k, _)| k.clone());
+        let s_key = match sled.peek() {
+            Some(Ok((k, _))) => Some(k.clone()),
+            Some(Err(_)) => return sled.next(),
+            None => None,
+        };
+        let take_over = match (&o_key, &s_key) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(o), Some(s)) => {
+                if o == s {
+                    sled.next();
+                }
+                o <= s
+            }
+        };
+        if take_over {
+            match over.next() {
+                Some((k, Some(v))) => return Some(Ok((k, v))),
+                _ => continue,
+            }
+        }
+        return sled.next();
+    })
 }
 
 fn encode_topic(t: &TopicState) -> Vec<u8> {

@@ -50,6 +50,9 @@ pub struct Segments {
     root: PathBuf,
     active: Mutex<HashMap<u32, Active>>,
     dirty: Mutex<Dirty>,
+    /// One sync at a time: a sync that finds a file taken by another one still running
+    /// must not return before that one has synced it.
+    sync_lock: Mutex<()>,
     /// Topics whose newest segment file must not be appended to (its end is damaged):
     /// their next record starts a new one.
     sealed: Mutex<std::collections::HashSet<u32>>,
@@ -71,6 +74,7 @@ impl Segments {
             root: root.to_path_buf(),
             active: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty::default()),
+            sync_lock: Mutex::new(()),
             sealed: Mutex::new(Default::default()),
         })
     }
@@ -218,6 +222,7 @@ impl Segments {
 
     /// fdatasync every file and directory written since the last sync.
     pub fn sync(&self) -> io::Result<()> {
+        let _one = lock(&self.sync_lock);
         let d = std::mem::take(&mut *lock(&self.dirty));
         let res = (|| {
             for f in d.files.values() {

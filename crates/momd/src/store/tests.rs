@@ -781,6 +781,18 @@ fn publishes_of_one_write_share_a_record_and_keep_their_senders() {
     store
         .apply(staged, |id| topics.by_id(id), topics.next_id())
         .unwrap();
+    // Read from the overlay before the flush, from sled after.
+    let a = core.topics.get("a").unwrap();
+    assert_eq!(
+        store
+            .read(a.id, "a", 1, 3, usize::MAX)
+            .unwrap()
+            .batches
+            .len(),
+        2
+    );
+    assert!(store.db.scan_prefix([P_MSG]).next().is_none());
+    store.flush().unwrap();
     assert_eq!(
         store.db.scan_prefix([P_MSG]).count(),
         2,
@@ -841,5 +853,24 @@ fn a_failed_write_is_cut_back() {
     assert_eq!(
         read_all(&store, &core, "a"),
         vec![(1, "1".into()), (2, "2".into())]
+    );
+}
+
+#[test]
+fn the_overlay_is_read_over_sled_in_key_order() {
+    let kv = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    let sled = vec![kv("a", "1"), kv("c", "1"), kv("e", "1")];
+    let over = vec![
+        (b"b".to_vec(), Some(b"2".to_vec())),
+        (b"c".to_vec(), None),
+        (b"e".to_vec(), Some(b"2".to_vec())),
+        (b"f".to_vec(), Some(b"2".to_vec())),
+    ];
+    let got: Vec<(Vec<u8>, Vec<u8>)> = overlay_merge(over, sled.into_iter().map(Ok))
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![kv("a", "1"), kv("b", "2"), kv("e", "2"), kv("f", "2")]
     );
 }
