@@ -430,3 +430,53 @@ fn a_replay_across_topics_comes_in_publish_order() {
         "merged by time, not topic by topic"
     );
 }
+
+/// Requests and replies are delivered before their flush (README, "Request and reply"),
+/// but never ahead of an earlier ordinary message of their topic: a watch receives every
+/// topic's messages in seq order, requests mixed with ordinary publishes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_delivered_early_keep_seq_order_with_ordinary_messages() {
+    use momctl::client::{message, WatchEvent};
+    let m = Momd::start();
+    let watcher = m.client("order-watcher").await;
+    let mut w = watcher
+        .watch(vec!["svc.mixed".into()], mom_proto::StartAt::New, 0)
+        .await
+        .expect("watch");
+    let publisher = m.client("order-publisher").await;
+    let n = 400u64;
+    // Pipelined, one publish per message, every third one a request.
+    let mut sends = Vec::new();
+    for i in 1..=n {
+        let mut headers = mom_proto::Headers::new();
+        if i % 3 == 0 {
+            headers.insert("reply-to".into(), "$inbox.0.test".into());
+        }
+        let p = publisher.clone();
+        sends.push(tokio::spawn(async move {
+            p.publish(
+                "svc.mixed",
+                vec![message(i.to_string().into_bytes(), headers, None)],
+            )
+            .await
+        }));
+    }
+    let mut seqs = Vec::new();
+    while (seqs.len() as u64) < n {
+        let ev = tokio::time::timeout(Duration::from_secs(20), w.next())
+            .await
+            .expect("deliveries within 20 s")
+            .expect("watch");
+        if let WatchEvent::Messages(msgs) = ev {
+            seqs.extend(msgs.iter().map(|m| m.seq));
+        }
+    }
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "delivered out of seq order"
+    );
+    for s in sends {
+        s.await.expect("task").expect("publish acknowledged");
+    }
+}
