@@ -21,6 +21,7 @@
 //! never acknowledged) is cut off (`recover.rs`, `tail.rs`).
 
 pub mod check;
+pub mod journal;
 mod overlay;
 pub mod record;
 mod recover;
@@ -90,6 +91,8 @@ pub struct ReadBatch {
 pub struct Staged {
     /// Index writes (dedupe entries, queue states), moved to the overlay by `apply`.
     writes: overlay::Writes,
+    /// Queue states for the journal (`journal.rs`), appended by `apply`.
+    queues: Vec<journal::Entry>,
     /// Publishes to write, in the order they were sequenced.
     runs: Vec<(u32, Arc<Batch>)>,
     /// Topics whose state is written with them.
@@ -98,9 +101,8 @@ pub struct Staged {
     pub bytes: usize,
     /// Publishes and queue states staged.
     pub count: usize,
-    /// It holds what the segment files cannot give back (a queue's state, a new topic):
-    /// acks wait for the index to be flushed too.
-    needs_index: bool,
+    /// Topics created by what is staged: their states go to the journal first.
+    created: Vec<u32>,
 }
 
 #[derive(Clone)]
@@ -126,6 +128,9 @@ pub struct Store {
     overlay: Arc<std::sync::Mutex<overlay::Overlay>>,
     /// One full flush at a time: the overlay's writes reach sled in the order made.
     flush_lock: Arc<std::sync::Mutex<()>>,
+    /// Queue states, durable with the segment files (`journal.rs`).
+    journal: Arc<std::sync::Mutex<journal::Journal>>,
+    journal_sync: Arc<std::sync::Mutex<()>>,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -268,6 +273,10 @@ impl Store {
             index_unsynced: Arc::default(),
             overlay: Arc::default(),
             flush_lock: Arc::default(),
+            journal: Arc::new(std::sync::Mutex::new(journal::Journal::open(
+                &dir.join("queues"),
+            )?)),
+            journal_sync: Arc::default(),
         })
     }
 
@@ -281,7 +290,9 @@ impl Store {
         created: bool,
         batch: Option<&Arc<Batch>>,
     ) {
-        staged.needs_index |= created;
+        if created && !staged.created.contains(&topic_id) {
+            staged.created.push(topic_id);
+        }
         if let Some(b) = batch {
             for (i, m) in b.msgs.iter().enumerate() {
                 if let Some(id) = &m.msg_id {
@@ -303,14 +314,17 @@ impl Store {
         let v = rmp_serde::to_vec(q).expect("a queue record always encodes");
         staged.bytes += v.len();
         staged.writes.insert(queue_key(&q.def.name), Some(v));
+        staged.queues.push(journal::Entry::Put(q.clone()));
         staged.count += 1;
-        staged.needs_index = true;
     }
 
     /// Remove a queue's state (written with the next flush).
     pub fn remove_queue(&self, name: &str) -> Result<()> {
-        self.needs_index_flush();
-        self.overlay().remove(queue_key(name));
+        let mut o = self.overlay();
+        self.journal()
+            .append(&journal::Entry::Remove(name.to_string()))?;
+        o.remove(queue_key(name));
+        self.index_unsynced.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -329,9 +343,6 @@ impl Store {
             return Ok(());
         }
         self.index_unsynced.store(true, Ordering::Relaxed);
-        if staged.needs_index {
-            self.needs_index_flush();
-        }
         let mut by_topic: std::collections::BTreeMap<u32, Vec<&Batch>> = Default::default();
         for (t, b) in &staged.runs {
             by_topic.entry(*t).or_default().push(b);
@@ -378,7 +389,32 @@ impl Store {
             meta_key("next_topic_id"),
             Some(u64::from(next_topic_id).to_be_bytes().to_vec()),
         );
-        self.overlay().extend(writes);
+        // The overlay's lock covers the journal's append too: a full flush takes both at
+        // one point (`flush`).
+        let mut o = self.overlay();
+        // New topics first: a queue state after them may name them (a dead letter topic).
+        let new_topics = staged
+            .created
+            .iter()
+            .filter_map(|id| topic(*id))
+            .map(|t| journal::Entry::Topic(t.clone()));
+        let entries: Vec<journal::Entry> = new_topics.chain(staged.queues).collect();
+        if !entries.is_empty() {
+            let mut j = self.journal();
+            for e in &entries {
+                if let Err(e) = j.append(e) {
+                    drop(j);
+                    drop(o);
+                    for (t, loc) in written {
+                        if let Err(e) = self.segs.cut_at(t, loc) {
+                            tracing::error!(topic = t, "cannot cut back a failed write: {e}");
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        o.extend(writes);
         Ok(())
     }
 
@@ -405,8 +441,10 @@ impl Store {
 
     /// Stage a topic's state (limits changed, or created empty).
     pub fn put_topic(&self, topic: &TopicState, next_topic_id: u32) -> Result<()> {
-        self.needs_index_flush();
         let mut o = self.overlay();
+        self.journal()
+            .append(&journal::Entry::Topic(topic.clone()))?;
+        self.index_unsynced.store(true, Ordering::Relaxed);
         o.put(topic_key(topic.id).to_vec(), encode_topic(topic));
         o.put(
             meta_key("next_topic_id"),
@@ -458,6 +496,10 @@ impl Store {
 
     fn overlay(&self) -> std::sync::MutexGuard<'_, overlay::Overlay> {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, journal::Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The index entry of `topic` with the greatest first seq at or below `seq`: the one
@@ -766,9 +808,13 @@ impl Store {
         let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         // The overlay's writes are taken before the segment files are synced: each names
         // records appended before it was written, so synced now, before sled has it.
-        let writes = self.overlay().take_for_flush();
+        let (writes, generation) = {
+            let mut o = self.overlay();
+            (o.take_for_flush(), self.journal().rotate())
+        };
         let res = (|| {
             self.segs.sync()?;
+            journal::sync(&self.journal, &self.journal_sync)?;
             if !writes.is_empty() {
                 self.db.apply_batch(overlay::to_batch(&writes))?;
             }
@@ -777,7 +823,13 @@ impl Store {
             Ok(n)
         })();
         match &res {
-            Ok(_) => self.overlay().flushed(),
+            Ok(_) => {
+                self.overlay().flushed();
+                // The queue states of those journal files are in the index now.
+                if let Err(e) = self.journal().remove_upto(generation) {
+                    tracing::warn!("cannot delete queue journal files: {e}");
+                }
+            }
             Err(_) => self.overlay().flush_failed(),
         }
         self.keep_index_room();
@@ -820,6 +872,7 @@ impl Store {
     /// cannot give back ([`Store::take_flush_kind`]): a start indexes them again (`tail.rs`).
     pub fn sync_records(&self) -> Result<usize> {
         self.segs.sync()?;
+        journal::sync(&self.journal, &self.journal_sync)?;
         Ok(0)
     }
 

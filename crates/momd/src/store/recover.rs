@@ -10,6 +10,74 @@ impl Store {
     /// entries, not with stored messages.
     pub fn load(&self, now: u64, dedupe_window_ms: u64) -> Result<Loaded> {
         let mut out = Loaded::default();
+        // The journal first (topics and queues newer than the index's): the topics' records
+        // are indexed again below, and a flush then deletes the journal's files.
+        let mut queues = std::collections::BTreeMap::new();
+        for kv in self.db.scan_prefix([P_QUEUE]) {
+            let (k, v) = kv?;
+            let q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            queues.insert(q.def.name.clone(), q);
+        }
+        // Queue states newer than the index's, from the journal (`journal.rs`), into the
+        // index; then the journal starts empty.
+        let journal_dir = self.dir.join("queues");
+        let entries = journal::replay(&journal_dir)?;
+        if !entries.is_empty() {
+            let mut batch = sled::Batch::default();
+            let mut topics_seen: std::collections::HashMap<u32, Vec<u8>> = Default::default();
+            let mut next_topic = self
+                .db
+                .get(meta_key("next_topic_id"))?
+                .and_then(|v| be_u64(&v))
+                .unwrap_or(1);
+            for e in entries {
+                match e {
+                    journal::Entry::Put(q) => {
+                        let v = rmp_serde::to_vec(&q).expect("a queue record always encodes");
+                        batch.insert(queue_key(&q.def.name), v);
+                        queues.insert(q.def.name.clone(), q);
+                    }
+                    journal::Entry::Remove(name) => {
+                        batch.remove(queue_key(&name));
+                        queues.remove(&name);
+                    }
+                    journal::Entry::Topic(mut t) => {
+                        // Its counters are the index's (and the segment files'): keep them.
+                        let k = topic_key(t.id);
+                        let known = match topics_seen.get(&t.id) {
+                            Some(v) => Some(v.clone()),
+                            None => self.db.get(k)?.map(|v| v.to_vec()),
+                        };
+                        if let Some(v) = known {
+                            let had: TopicState =
+                                rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+                            t.first_seq = had.first_seq;
+                            t.last_seq = had.last_seq;
+                            t.msgs = had.msgs;
+                            t.bytes = had.bytes;
+                            t.last_time = had.last_time;
+                        } else {
+                            // New since the index's flush: its records are indexed below.
+                            t.first_seq = 1;
+                            t.last_seq = 0;
+                            t.msgs = 0;
+                            t.bytes = 0;
+                            t.last_time = 0;
+                        }
+                        let v = encode_topic(&t);
+                        batch.insert(&k[..], v.clone());
+                        topics_seen.insert(t.id, v);
+                        next_topic = next_topic.max(u64::from(t.id) + 1);
+                    }
+                }
+            }
+            batch.insert(meta_key("next_topic_id"), &next_topic.to_be_bytes()[..]);
+            self.db.apply_batch(batch)?;
+            self.db.flush()?;
+            self.log.sync_data()?;
+        }
+        journal::remove_all(&journal_dir)?;
+        out.queues = queues.into_values().collect();
         for kv in self.db.scan_prefix([P_TOPIC]) {
             let (k, v) = kv?;
             let t: TopicState = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
@@ -32,11 +100,6 @@ impl Store {
                 "indexed records written after the index was last flushed"
             );
             self.flush()?;
-        }
-        for kv in self.db.scan_prefix([P_QUEUE]) {
-            let (k, v) = kv?;
-            let q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            out.queues.push(q);
         }
         // The dedupe window counts the time momd runs, not the time it was down (nor a
         // clock that jumped meanwhile): a publisher retrying after a restart is still

@@ -172,3 +172,29 @@ fn a_topic_whose_every_record_is_past_the_index_comes_back() {
     let (store, core) = open(dir.path());
     assert_eq!(payloads(&read_all(&store, &core, "a")), ["1", "2"]);
 }
+
+#[test]
+fn a_topic_created_after_the_index_was_flushed_comes_back_from_the_journal() {
+    let dir = crash_after(&["1"], &[]);
+    {
+        let (store, mut core) = open(dir.path());
+        store.flush().unwrap();
+        copy_dir(&dir.path().join("db"), &dir.path().join("db.saved"));
+        publish(&mut core, &store, "b", &["x", "y"], true, 3_000);
+        let t = core.topics.get("b").unwrap().clone();
+        assert_eq!(t.last_seq, 2);
+        store.sync_records().unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    std::fs::rename(dir.path().join("db.saved"), dir.path().join("db")).unwrap();
+    let (store, mut core) = open(dir.path());
+    assert_eq!(payloads(&read_all(&store, &core, "b")), ["x", "y"]);
+    assert_eq!(payloads(&read_all(&store, &core, "a")), ["1"]);
+    // A topic created now gets an id of its own.
+    publish(&mut core, &store, "c", &["z"], false, 3_500);
+    let ids: std::collections::HashSet<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| core.topics.get(n).unwrap().id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+}
