@@ -10,8 +10,9 @@
 //! index holds (`recover.rs`), before anything else.
 //!
 //! Files: `queues/<generation, 20 digits>.journal`, a new generation at each full flush.
-//! A frame: body length (u32 BE), CRC-32 of the body (u32 BE), body (MessagePack of
-//! [`Entry`]). Reading stops at the first frame that does not read back whole: a torn
+//! A frame: body length (u32 BE), CRC-32 of the body (u32 BE), body: a tag byte (1 a
+//! queue's state, 2 a queue removed, 3 a topic's state), then the state as the index keeps
+//! it (MessagePack), or the removed queue's name. Reading stops at the first frame that does not read back whole: a torn
 //! append, never acknowledged (what waited for it waited for the fdatasync).
 
 use std::fs::{self, File, OpenOptions};
@@ -19,20 +20,38 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-use crate::core::queues::QueueRecord;
-use crate::core::TopicState;
-
-#[derive(Serialize, Deserialize)]
 pub enum Entry {
-    /// A queue's state.
-    Put(QueueRecord),
+    /// A queue's state (a `QueueRecord`, encoded as the index keeps it).
+    Put(Vec<u8>),
     /// A queue was deleted.
     Remove(String),
-    /// A topic was created, or its limits changed (its counters come from the segment
-    /// files and the index, not from here).
-    Topic(TopicState),
+    /// A topic was created, or its limits changed (a `TopicState`, encoded as the index
+    /// keeps it; its counters come from the segment files and the index, not from here).
+    Topic(Vec<u8>),
+}
+
+impl Entry {
+    fn encode(&self) -> Vec<u8> {
+        let (tag, bytes) = match self {
+            Entry::Put(b) => (1u8, b.as_slice()),
+            Entry::Remove(n) => (2, n.as_bytes()),
+            Entry::Topic(b) => (3, b.as_slice()),
+        };
+        let mut v = Vec::with_capacity(1 + bytes.len());
+        v.push(tag);
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        let (tag, rest) = b.split_first()?;
+        match tag {
+            1 => Some(Entry::Put(rest.to_vec())),
+            2 => Some(Entry::Remove(String::from_utf8(rest.to_vec()).ok()?)),
+            3 => Some(Entry::Topic(rest.to_vec())),
+            _ => None,
+        }
+    }
 }
 
 pub(super) struct Journal {
@@ -60,7 +79,7 @@ impl Journal {
     }
 
     pub fn append(&mut self, entry: &Entry) -> io::Result<()> {
-        let body = rmp_serde::to_vec(entry).map_err(io::Error::other)?;
+        let body = entry.encode();
         let len = u32::try_from(body.len()).map_err(io::Error::other)?;
         let file = match &self.file {
             Some(f) => f.clone(),
@@ -187,7 +206,7 @@ pub(super) fn replay(dir: &Path) -> io::Result<Vec<Entry>> {
             if crc32fast::hash(body) != crc {
                 break;
             }
-            let Ok(entry) = rmp_serde::from_slice::<Entry>(body) else {
+            let Some(entry) = Entry::decode(body) else {
                 break;
             };
             out.push(entry);
@@ -217,7 +236,7 @@ mod tests {
     use super::*;
     use crate::core::queues::{Queue, QueueDef};
 
-    fn record(name: &str, cursor: u64) -> QueueRecord {
+    fn record(name: &str, cursor: u64) -> Vec<u8> {
         let mut q = Queue::new(QueueDef {
             name: name.into(),
             owner: "u".into(),
@@ -227,16 +246,19 @@ mod tests {
             ack_wait_ms: 1000,
         });
         q.cursors.insert(1, cursor);
-        q.record()
+        rmp_serde::to_vec(&q.record()).unwrap()
     }
 
     fn names(entries: &[Entry]) -> Vec<String> {
         entries
             .iter()
             .map(|e| match e {
-                Entry::Put(q) => format!("put {} {:?}", q.def.name, q.cursors.get(&1)),
+                Entry::Put(b) => {
+                    let q: crate::core::queues::QueueRecord = rmp_serde::from_slice(b).unwrap();
+                    format!("put {} {:?}", q.def.name, q.cursors.get(&1))
+                }
                 Entry::Remove(n) => format!("rm {n}"),
-                Entry::Topic(t) => format!("topic {}", t.name),
+                Entry::Topic(_) => "topic".to_string(),
             })
             .collect()
     }

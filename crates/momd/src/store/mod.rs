@@ -130,6 +130,9 @@ pub struct Store {
     flush_lock: Arc<std::sync::Mutex<()>>,
     /// Queue states, durable with the segment files (`journal.rs`).
     journal: Arc<std::sync::Mutex<journal::Journal>>,
+    /// The records read last, decoded: a queue takes a few messages at a time out of a
+    /// record that holds a whole group commit's.
+    recent: Arc<std::sync::Mutex<Recent>>,
     journal_sync: Arc<std::sync::Mutex<()>>,
 }
 
@@ -277,6 +280,7 @@ impl Store {
                 &dir.join("queues"),
             )?)),
             journal_sync: Arc::default(),
+            recent: Arc::default(),
         })
     }
 
@@ -313,8 +317,8 @@ impl Store {
     pub fn stage_queue(&self, staged: &mut Staged, q: &QueueRecord) {
         let v = rmp_serde::to_vec(q).expect("a queue record always encodes");
         staged.bytes += v.len();
+        staged.queues.push(journal::Entry::Put(v.clone()));
         staged.writes.insert(queue_key(&q.def.name), Some(v));
-        staged.queues.push(journal::Entry::Put(q.clone()));
         staged.count += 1;
     }
 
@@ -373,6 +377,7 @@ impl Store {
             Ok(())
         })();
         if let Err(e) = res {
+            self.recent().clear();
             for (t, loc) in written {
                 if let Err(e) = self.segs.cut_at(t, loc) {
                     tracing::error!(topic = t, "cannot cut back a failed write: {e}");
@@ -397,7 +402,7 @@ impl Store {
             .created
             .iter()
             .filter_map(|id| topic(*id))
-            .map(|t| journal::Entry::Topic(t.clone()));
+            .map(|t| journal::Entry::Topic(encode_topic(t)));
         let entries: Vec<journal::Entry> = new_topics.chain(staged.queues).collect();
         if !entries.is_empty() {
             let mut j = self.journal();
@@ -405,6 +410,7 @@ impl Store {
                 if let Err(e) = j.append(e) {
                     drop(j);
                     drop(o);
+                    self.recent().clear();
                     for (t, loc) in written {
                         if let Err(e) = self.segs.cut_at(t, loc) {
                             tracing::error!(topic = t, "cannot cut back a failed write: {e}");
@@ -443,7 +449,7 @@ impl Store {
     pub fn put_topic(&self, topic: &TopicState, next_topic_id: u32) -> Result<()> {
         let mut o = self.overlay();
         self.journal()
-            .append(&journal::Entry::Topic(topic.clone()))?;
+            .append(&journal::Entry::Topic(encode_topic(topic)))?;
         self.index_unsynced.store(true, Ordering::Relaxed);
         o.put(topic_key(topic.id).to_vec(), encode_topic(topic));
         o.put(
@@ -456,6 +462,7 @@ impl Store {
     /// Remove a topic: its state first (so a crash midway leaves no visible topic), then its
     /// index and dedupe entries, then its segment files.
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
+        self.recent().clear();
         self.needs_index_flush();
         // Everything written before goes to sled first (nothing of the topic stays behind
         // in the overlay), then the removals go straight to sled. Only the broker's task
@@ -492,6 +499,29 @@ impl Store {
             o.remove(dedupe_key(*t, id));
         }
         Ok(())
+    }
+
+    /// The record at `loc`, decoded: from the recent ones when it is there.
+    fn decoded(
+        &self,
+        topic: u32,
+        first: u64,
+        loc: Loc,
+        reader: &mut segments::Reader<'_>,
+        key: &[u8],
+    ) -> Result<Arc<record::Record>> {
+        let k = (topic, loc.segment, loc.offset);
+        if let Some(r) = self.recent().get(&k) {
+            return Ok(r);
+        }
+        let body = reader.read(first, loc)?;
+        let rec = Arc::new(record::decode(&body).map_err(|err| corrupt(key, err))?);
+        self.recent().put(k, rec.clone());
+        Ok(rec)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn overlay(&self) -> std::sync::MutexGuard<'_, overlay::Overlay> {
@@ -677,11 +707,7 @@ impl Store {
             if rec_next <= from {
                 continue;
             }
-            let rec = match reader
-                .read(rec_first, e.loc)
-                .map_err(StoreError::from)
-                .and_then(|b| record::decode(&b).map_err(|err| corrupt(&key, err)))
-            {
+            let rec = match self.decoded(topic, rec_first, e.loc, &mut reader, &key) {
                 Ok(r) => r,
                 Err(err) => {
                     tracing::error!(
@@ -696,9 +722,9 @@ impl Store {
                 }
             };
             let mut seq = rec_first;
-            for run in rec.runs {
+            for run in &rec.runs {
                 let mut cur: Option<Batch> = None;
-                for m in run.msgs {
+                for m in &run.msgs {
                     let this = seq;
                     seq += 1;
                     if this < from {
@@ -727,9 +753,9 @@ impl Store {
                         msgs: Vec::new(),
                     });
                     b.msgs.push(NewMsg {
-                        headers: m.headers,
-                        msg_id: m.msg_id,
-                        payload: m.payload,
+                        headers: m.headers.clone(),
+                        msg_id: m.msg_id.clone(),
+                        payload: m.payload.clone(),
                     });
                 }
                 out.batches.extend(cur.take());
@@ -888,6 +914,39 @@ impl Store {
     pub fn remove_segments_below(&self, topic: u32, seq: u64) -> Result<()> {
         self.segs.remove_below(topic, seq)?;
         Ok(())
+    }
+}
+
+/// The last records read, decoded, by (topic, segment, offset). A record at a place never
+/// changes, except when a failed write is cut back or a topic removed: then all goes.
+#[derive(Default)]
+struct Recent {
+    map: std::collections::HashMap<(u32, u64, u64), Arc<record::Record>>,
+    order: std::collections::VecDeque<(u32, u64, u64)>,
+}
+
+impl Recent {
+    /// Records kept: about 2 MiB of 32 KiB records.
+    const KEEP: usize = 64;
+
+    fn get(&self, k: &(u32, u64, u64)) -> Option<Arc<record::Record>> {
+        self.map.get(k).cloned()
+    }
+
+    fn put(&mut self, k: (u32, u64, u64), r: Arc<record::Record>) {
+        if self.map.insert(k, r).is_none() {
+            self.order.push_back(k);
+        }
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
     }
 }
 

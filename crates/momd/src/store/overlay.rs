@@ -54,10 +54,28 @@ impl Overlay {
     /// The newest key at or below `k` and at or above `lo` that is written (not removed),
     /// with its value.
     pub fn last_at_or_below(&self, lo: &[u8], k: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-        self.range(lo, k)
-            .into_iter()
-            .rev()
-            .find_map(|(k, v)| v.map(|v| (k, v)))
+        let bounds = (Bound::Included(lo), Bound::Included(k));
+        // Newest first, going down from `k`: the first key found written in the newest
+        // layer that has it.
+        let mut p = self.pending.range::<[u8], _>(bounds).rev().peekable();
+        let empty = Writes::new();
+        let f_layer = self.flushing.as_deref().unwrap_or(&empty);
+        let mut f = f_layer.range::<[u8], _>(bounds).rev().peekable();
+        loop {
+            let (take_p, same) = match (p.peek(), f.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => (true, false),
+                (None, Some(_)) => (false, false),
+                (Some((pk, _)), Some((fk, _))) => (pk >= fk, pk == fk),
+            };
+            if same {
+                f.next();
+            }
+            let (k, v) = if take_p { p.next()? } else { f.next()? };
+            if let Some(v) = v {
+                return Some((k.clone(), v.clone()));
+            }
+        }
     }
 
     /// Start a full flush: what is pending goes to it. Call [`Overlay::flushed`] or

@@ -32,8 +32,9 @@ impl Store {
                 .unwrap_or(1);
             for e in entries {
                 match e {
-                    journal::Entry::Put(q) => {
-                        let v = rmp_serde::to_vec(&q).expect("a queue record always encodes");
+                    journal::Entry::Put(v) => {
+                        let q: QueueRecord =
+                            rmp_serde::from_slice(&v).map_err(|e| corrupt(b"queue journal", e))?;
                         batch.insert(queue_key(&q.def.name), v);
                         queues.insert(q.def.name.clone(), q);
                     }
@@ -41,7 +42,9 @@ impl Store {
                         batch.remove(queue_key(&name));
                         queues.remove(&name);
                     }
-                    journal::Entry::Topic(mut t) => {
+                    journal::Entry::Topic(v) => {
+                        let mut t: TopicState =
+                            rmp_serde::from_slice(&v).map_err(|e| corrupt(b"topic journal", e))?;
                         // Its counters are the index's (and the segment files'): keep them.
                         let k = topic_key(t.id);
                         let known = match topics_seen.get(&t.id) {
