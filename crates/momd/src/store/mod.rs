@@ -21,10 +21,13 @@
 //! never acknowledged) is cut off (`recover.rs`, `tail.rs`).
 
 pub mod check;
+mod flush;
 pub mod journal;
 mod overlay;
+mod read;
 pub mod record;
 mod recover;
+mod retention;
 pub mod segments;
 mod space;
 mod tail;
@@ -132,7 +135,7 @@ pub struct Store {
     journal: Arc<std::sync::Mutex<journal::Journal>>,
     /// The records read last, decoded: a queue takes a few messages at a time out of a
     /// record that holds a whole group commit's.
-    recent: Arc<std::sync::Mutex<Recent>>,
+    recent: Arc<std::sync::Mutex<read::Recent>>,
     journal_sync: Arc<std::sync::Mutex<()>>,
 }
 
@@ -501,291 +504,12 @@ impl Store {
         Ok(())
     }
 
-    /// The record at `loc`, decoded: from the recent ones when it is there.
-    fn decoded(
-        &self,
-        topic: u32,
-        first: u64,
-        loc: Loc,
-        reader: &mut segments::Reader<'_>,
-        key: &[u8],
-    ) -> Result<Arc<record::Record>> {
-        let k = (topic, loc.segment, loc.offset);
-        if let Some(r) = self.recent().get(&k) {
-            return Ok(r);
-        }
-        let body = reader.read(first, loc)?;
-        let rec = Arc::new(record::decode(&body).map_err(|err| corrupt(key, err))?);
-        self.recent().put(k, rec.clone());
-        Ok(rec)
-    }
-
-    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn overlay(&self) -> std::sync::MutexGuard<'_, overlay::Overlay> {
         self.overlay.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn journal(&self) -> std::sync::MutexGuard<'_, journal::Journal> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The index entry of `topic` with the greatest first seq at or below `seq`: the one
-    /// holding `seq`, if any does. The overlay first, then sled.
-    fn entry_at_or_below(&self, topic: u32, seq: u64) -> Result<Option<(u64, IndexEntry)>> {
-        let pfx = prefix(P_MSG, topic);
-        let k = msg_key(topic, seq);
-        let over = self.overlay().last_at_or_below(&pfx, &k);
-        let sled = self
-            .db
-            .range(..=k)
-            .next_back()
-            .transpose()?
-            .filter(|(k, _)| k.starts_with(&pfx))
-            .map(|(k, v)| (k.to_vec(), v.to_vec()));
-        // The greater key wins. A sled key the overlay removed is below the topic's first
-        // seq (retention removes the oldest): never the one holding a seq still stored.
-        let best = match (over, sled) {
-            (Some(o), Some(s)) => Some(if o.0 >= s.0 { o } else { s }),
-            (o, s) => o.or(s),
-        };
-        best.map(|(k, v)| {
-            let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
-            let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
-            Ok((first, e))
-        })
-        .transpose()
-    }
-
-    /// The index entries of `topic` from the one holding `from` on: sled's, with the
-    /// overlay's writes over them.
-    fn entries_from(
-        &self,
-        topic: u32,
-        from: u64,
-    ) -> Result<impl Iterator<Item = Result<(u64, IndexEntry, Vec<u8>)>>> {
-        let start = match self.entry_at_or_below(topic, from)? {
-            Some((first, _)) => msg_key(topic, first).to_vec(),
-            None => msg_key(topic, from).to_vec(),
-        };
-        let end = msg_key(topic, u64::MAX).to_vec();
-        let over = self.overlay().range(&start, &end);
-        let sled = self.db.range(start..=end).map(|kv| {
-            let (k, v) = kv?;
-            Ok((k.to_vec(), v.to_vec()))
-        });
-        Ok(overlay_merge(over, sled).map(|kv| {
-            let (k, v) = kv?;
-            let first = seq_of_key(&k).ok_or_else(|| corrupt(&k, "short key"))?;
-            let e = IndexEntry::decode(&v).ok_or_else(|| corrupt(&k, "short index entry"))?;
-            Ok((first, e, k))
-        }))
-    }
-
-    /// Apply retention to `topic` (by count, bytes and, with `now`, age), never removing
-    /// seq `keep_from` or later (a queue still holds it). Returns
-    /// (new first seq, messages removed, bytes removed) when something went, having written
-    /// the index removals and the topic's new state and deleted segment files no longer
-    /// needed. Works from the index; a record is read only when the cut falls inside it.
-    pub fn trim(
-        &self,
-        topic: &TopicState,
-        lim: mom_proto::Limits,
-        now: u64,
-        keep_from: u64,
-    ) -> Result<Option<(u64, u64, u64)>> {
-        if lim.max_msgs == 0 && lim.max_bytes == 0 && lim.max_age_ms == 0 {
-            return Ok(None);
-        }
-        let over = |msgs: u64, bytes: u64| {
-            (lim.max_msgs > 0 && msgs > lim.max_msgs)
-                || (lim.max_bytes > 0 && bytes > lim.max_bytes)
-        };
-        let mut msgs = topic.msgs;
-        let mut bytes = topic.bytes;
-        let mut first = topic.first_seq;
-        let mut removed_msgs = 0;
-        let mut removed_bytes = 0;
-        let mut batch: Vec<Vec<u8>> = Vec::new();
-        let mut reader = self.segs.reader(topic.id);
-        for item in self.entries_from(topic.id, first)? {
-            let (rec_first, e, key) = item?;
-            let rec_next = rec_first + u64::from(e.count);
-            if rec_next <= first {
-                batch.push(key);
-                continue;
-            }
-            let aged = lim.max_age_ms > 0 && now.saturating_sub(e.time) >= lim.max_age_ms;
-            if msgs == 0 || first >= keep_from || !(aged || over(msgs, bytes)) {
-                break;
-            }
-            let rest = rec_next - first.max(rec_first);
-            // The whole record goes if it is old, or if the limits still hold without it.
-            let whole = aged
-                || (first <= rec_first
-                    && over(msgs - rest.min(msgs), bytes.saturating_sub(e.bytes)));
-            if whole && first <= rec_first && rec_next <= keep_from {
-                msgs -= rest.min(msgs);
-                bytes = bytes.saturating_sub(e.bytes);
-                removed_msgs += rest;
-                removed_bytes += e.bytes;
-                first = rec_next;
-                batch.push(key);
-                continue;
-            }
-            // The cut falls inside this record: go message by message.
-            let body = reader.read(rec_first, e.loc)?;
-            let rec = record::decode(&body).map_err(|err| corrupt(&key, err))?;
-            for (i, m) in rec.msgs().enumerate() {
-                let seq = rec_first + i as u64;
-                if seq < first {
-                    continue;
-                }
-                if msgs == 0 || seq >= keep_from || !(aged || over(msgs, bytes)) {
-                    break;
-                }
-                let size = m.size();
-                msgs -= 1;
-                bytes = bytes.saturating_sub(size);
-                removed_msgs += 1;
-                removed_bytes += size;
-                first = seq + 1;
-            }
-            if first >= rec_next {
-                batch.push(key);
-                continue;
-            }
-            break;
-        }
-        if removed_msgs == 0 {
-            return Ok(None);
-        }
-        // Lost in a crash, retention is simply applied again: no full flush needed for it
-        // (the segment files it frees wait for one, `remove_segments_below`).
-        self.index_unsynced.store(true, Ordering::Relaxed);
-        let mut t = topic.clone();
-        t.record_trim(first, removed_msgs, removed_bytes);
-        let mut o = self.overlay();
-        for k in batch {
-            o.remove(k);
-        }
-        o.put(topic_key(t.id).to_vec(), encode_topic(&t));
-        // The files go only once this is durable: see [`Store::remove_segments_below`].
-        Ok(Some((first, removed_msgs, removed_bytes)))
-    }
-
-    /// Read messages of `topic` from `from` up to `to` (inclusive), stopping after about
-    /// `max_bytes` of payload. Batches come out in seq order; a message whose checksum does
-    /// not match is logged, counted and skipped, and so is a record whose segment data does
-    /// not match its index.
-    pub fn read(
-        &self,
-        topic: u32,
-        name: &str,
-        from: u64,
-        to: u64,
-        max_bytes: usize,
-    ) -> Result<ReadBatch> {
-        let mut out = ReadBatch {
-            next_seq: from,
-            ..ReadBatch::default()
-        };
-        if from > to {
-            return Ok(out);
-        }
-        let name: Arc<str> = Arc::from(name);
-        let mut bytes = 0usize;
-        let mut reader = self.segs.reader(topic);
-        for item in self.entries_from(topic, from)? {
-            let (rec_first, e, key) = item?;
-            if rec_first > to {
-                break;
-            }
-            let rec_next = rec_first + u64::from(e.count);
-            if rec_next <= from {
-                continue;
-            }
-            let rec = match self.decoded(topic, rec_first, e.loc, &mut reader, &key) {
-                Ok(r) => r,
-                Err(err) => {
-                    tracing::error!(
-                        topic = &*name,
-                        seqs = %format!("{rec_first}-{}", rec_next.saturating_sub(1)),
-                        "damaged record skipped: {err}; `momd verify` lists all damage, \
-                         `momd repair` moves it aside"
-                    );
-                    out.corrupt += u64::from(e.count);
-                    out.next_seq = rec_next.min(to + 1);
-                    continue;
-                }
-            };
-            let mut seq = rec_first;
-            for run in &rec.runs {
-                let mut cur: Option<Batch> = None;
-                for m in &run.msgs {
-                    let this = seq;
-                    seq += 1;
-                    if this < from {
-                        continue;
-                    }
-                    if this > to {
-                        break;
-                    }
-                    out.next_seq = this + 1;
-                    if !m.checksum_ok() {
-                        tracing::error!(
-                            topic = &*name,
-                            seq = this,
-                            "checksum mismatch; message skipped"
-                        );
-                        out.corrupt += 1;
-                        out.batches.extend(cur.take());
-                        continue;
-                    }
-                    bytes += m.payload.len();
-                    let b = cur.get_or_insert_with(|| Batch {
-                        topic: name.clone(),
-                        first_seq: this,
-                        time: run.time,
-                        sender: run.sender.clone(),
-                        msgs: Vec::new(),
-                    });
-                    b.msgs.push(NewMsg {
-                        headers: m.headers.clone(),
-                        msg_id: m.msg_id.clone(),
-                        payload: m.payload.clone(),
-                    });
-                }
-                out.batches.extend(cur.take());
-            }
-            if bytes >= max_bytes {
-                return Ok(out);
-            }
-        }
-        out.next_seq = to.saturating_add(1);
-        Ok(out)
-    }
-
-    /// The first seq of `topic` whose time is >= `time` (`last_seq + 1` when none is). A
-    /// binary search over the index: a topic's times never decrease (core, `publish`).
-    pub fn seq_at_time(&self, topic: &TopicState, time: u64) -> Result<u64> {
-        // The record holding `seq`: its first seq and its time.
-        let record_at = |seq: u64| -> Result<Option<(u64, u64)>> {
-            Ok(self
-                .entry_at_or_below(topic.id, seq)?
-                .map(|(first, e)| (first, e.time)))
-        };
-        let (mut lo, mut hi) = (topic.first_seq, topic.last_seq + 1);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match record_at(mid)? {
-                Some((first, t)) if t >= time => hi = first.max(lo).min(mid),
-                _ => lo = mid + 1,
-            }
-        }
-        Ok(lo)
     }
 
     /// Reserve the next global client id (persisted with the next flush).
@@ -818,96 +542,6 @@ impl Store {
         &self.db
     }
 
-    /// Make everything written so far durable: the segment files first, then sled's index
-    /// (whose log file is fdatasynced after sled's own flush, which only ends in
-    /// sync_file_range). In that order, an index entry reaches the disk only after its
-    /// record did: recovery never has to guess whether a record that does not read back
-    /// was torn by a crash (never acknowledged) or damaged later (`recover_tail`).
-    /// A backup's checkpoint (`backup.rs`): flushed, then the index copied and the segment
-    /// files linked. The caller makes sure nothing writes to the store meanwhile.
-    pub fn checkpoint(&self) -> anyhow::Result<()> {
-        self.flush()?;
-        crate::backup::checkpoint(&self.db, &self.dir)
-    }
-
-    pub fn flush(&self) -> Result<usize> {
-        let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // The overlay's writes are taken before the segment files are synced: each names
-        // records appended before it was written, so synced now, before sled has it.
-        let (writes, generation) = {
-            let mut o = self.overlay();
-            (o.take_for_flush(), self.journal().rotate())
-        };
-        let res = (|| {
-            self.segs.sync()?;
-            journal::sync(&self.journal, &self.journal_sync)?;
-            if !writes.is_empty() {
-                self.db.apply_batch(overlay::to_batch(&writes))?;
-            }
-            let n = self.db.flush()?;
-            self.log.sync_data()?;
-            Ok(n)
-        })();
-        match &res {
-            Ok(_) => {
-                self.overlay().flushed();
-                // The queue states of those journal files are in the index now.
-                if let Err(e) = self.journal().remove_upto(generation) {
-                    tracing::warn!("cannot delete queue journal files: {e}");
-                }
-            }
-            Err(_) => self.overlay().flush_failed(),
-        }
-        self.keep_index_room();
-        res
-    }
-
-    /// Decide what the next flush must be, on the thread that writes the store, before it
-    /// starts: true for a full [`Store::flush`] — the index holds what the segment files
-    /// cannot give back, or `want_full` and the index was written since the last one —
-    /// false when [`Store::sync_records`] is enough. Writes after this call are covered
-    /// by the flush after. When a full flush fails, call [`Store::full_flush_failed`].
-    pub fn take_flush_kind(&self, want_full: bool) -> bool {
-        let needed = self.index_needed.swap(false, Ordering::Relaxed);
-        if needed || (want_full && self.index_unsynced.load(Ordering::Relaxed)) {
-            self.index_unsynced.store(false, Ordering::Relaxed);
-            return true;
-        }
-        false
-    }
-
-    /// A full flush failed: the one after must be full again.
-    pub fn full_flush_failed(&self) {
-        self.needs_index_flush();
-    }
-
-    /// For the index flush that runs beside the acks (every `INDEX_FLUSH_EVERY`): true when
-    /// the index was written since the last full flush began. Leaves alone what an ack
-    /// waits for ([`Store::take_flush_kind`] still says full then).
-    pub fn take_index_unsynced(&self) -> bool {
-        self.index_unsynced.swap(false, Ordering::Relaxed)
-    }
-
-    /// The index flush beside the acks failed: try again with the next one.
-    pub fn index_flush_failed(&self) {
-        self.index_unsynced.store(true, Ordering::Relaxed);
-    }
-
-    /// Make the records written so far durable, not the index: one fdatasync per segment
-    /// file written. Enough for an ack when the index holds nothing the segment files
-    /// cannot give back ([`Store::take_flush_kind`]): a start indexes them again (`tail.rs`).
-    pub fn sync_records(&self) -> Result<usize> {
-        self.segs.sync()?;
-        journal::sync(&self.journal, &self.journal_sync)?;
-        Ok(0)
-    }
-
-    /// Note a write to the index that the segment files cannot give back.
-    fn needs_index_flush(&self) {
-        self.index_unsynced.store(true, Ordering::Relaxed);
-        self.index_needed.store(true, Ordering::Relaxed);
-    }
-
     /// Delete a topic's segment files whose records are all below `seq`. Called only once
     /// the index without them is durable (after the flush that follows [`Store::trim`]):
     /// a crash before then finds the index still naming records that must still be there.
@@ -915,74 +549,6 @@ impl Store {
         self.segs.remove_below(topic, seq)?;
         Ok(())
     }
-}
-
-/// The last records read, decoded, by (topic, segment, offset). A record at a place never
-/// changes, except when a failed write is cut back or a topic removed: then all goes.
-#[derive(Default)]
-struct Recent {
-    map: std::collections::HashMap<(u32, u64, u64), Arc<record::Record>>,
-    order: std::collections::VecDeque<(u32, u64, u64)>,
-}
-
-impl Recent {
-    /// Records kept: about 2 MiB of 32 KiB records.
-    const KEEP: usize = 64;
-
-    fn get(&self, k: &(u32, u64, u64)) -> Option<Arc<record::Record>> {
-        self.map.get(k).cloned()
-    }
-
-    fn put(&mut self, k: (u32, u64, u64), r: Arc<record::Record>) {
-        if self.map.insert(k, r).is_none() {
-            self.order.push_back(k);
-        }
-        while self.order.len() > Self::KEEP {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-    }
-}
-
-/// Merge sled's entries with the overlay's writes over them (both in key order).
-fn overlay_merge(
-    over: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    sled: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
-) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> {
-    let mut over = over.into_iter().peekable();
-    let mut sled = sled.peekable();
-    std::iter::from_fn(move || loop {
-        let o_key = over.peek().map(|(k, _)| k.clone());
-        let s_key = match sled.peek() {
-            Some(Ok((k, _))) => Some(k.clone()),
-            Some(Err(_)) => return sled.next(),
-            None => None,
-        };
-        let take_over = match (&o_key, &s_key) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(o), Some(s)) => {
-                if o == s {
-                    sled.next();
-                }
-                o <= s
-            }
-        };
-        if take_over {
-            match over.next() {
-                Some((k, Some(v))) => return Some(Ok((k, v))),
-                _ => continue,
-            }
-        }
-        return sled.next();
-    })
 }
 
 fn encode_topic(t: &TopicState) -> Vec<u8> {

@@ -866,7 +866,7 @@ fn the_overlay_is_read_over_sled_in_key_order() {
         (b"e".to_vec(), Some(b"2".to_vec())),
         (b"f".to_vec(), Some(b"2".to_vec())),
     ];
-    let got: Vec<(Vec<u8>, Vec<u8>)> = overlay_merge(over, sled.into_iter().map(Ok))
+    let got: Vec<(Vec<u8>, Vec<u8>)> = super::read::overlay_merge(over, sled.into_iter().map(Ok))
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(

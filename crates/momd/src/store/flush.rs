@@ -1,0 +1,96 @@
+//! Flushing: the segment files (and the queue journal) for an ack; the index with them
+//! when it holds what they cannot give back, and every quarter second beside the acks.
+
+use super::*;
+
+impl Store {
+    /// Make everything written so far durable: the segment files first, then sled's index
+    /// (whose log file is fdatasynced after sled's own flush, which only ends in
+    /// sync_file_range). In that order, an index entry reaches the disk only after its
+    /// record did: recovery never has to guess whether a record that does not read back
+    /// was torn by a crash (never acknowledged) or damaged later (`recover_tail`).
+    /// A backup's checkpoint (`backup.rs`): flushed, then the index copied and the segment
+    /// files linked. The caller makes sure nothing writes to the store meanwhile.
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.flush()?;
+        crate::backup::checkpoint(&self.db, &self.dir)
+    }
+
+    pub fn flush(&self) -> Result<usize> {
+        let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // The overlay's writes are taken before the segment files are synced: each names
+        // records appended before it was written, so synced now, before sled has it.
+        let (writes, generation) = {
+            let mut o = self.overlay();
+            (o.take_for_flush(), self.journal().rotate())
+        };
+        let res = (|| {
+            self.segs.sync()?;
+            journal::sync(&self.journal, &self.journal_sync)?;
+            if !writes.is_empty() {
+                self.db.apply_batch(overlay::to_batch(&writes))?;
+            }
+            let n = self.db.flush()?;
+            self.log.sync_data()?;
+            Ok(n)
+        })();
+        match &res {
+            Ok(_) => {
+                self.overlay().flushed();
+                // The queue states of those journal files are in the index now.
+                if let Err(e) = self.journal().remove_upto(generation) {
+                    tracing::warn!("cannot delete queue journal files: {e}");
+                }
+            }
+            Err(_) => self.overlay().flush_failed(),
+        }
+        self.keep_index_room();
+        res
+    }
+
+    /// Decide what the next flush must be, on the thread that writes the store, before it
+    /// starts: true for a full [`Store::flush`] — the index holds what the segment files
+    /// cannot give back, or `want_full` and the index was written since the last one —
+    /// false when [`Store::sync_records`] is enough. Writes after this call are covered
+    /// by the flush after. When a full flush fails, call [`Store::full_flush_failed`].
+    pub fn take_flush_kind(&self, want_full: bool) -> bool {
+        let needed = self.index_needed.swap(false, Ordering::Relaxed);
+        if needed || (want_full && self.index_unsynced.load(Ordering::Relaxed)) {
+            self.index_unsynced.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// A full flush failed: the one after must be full again.
+    pub fn full_flush_failed(&self) {
+        self.needs_index_flush();
+    }
+
+    /// For the index flush that runs beside the acks (every `INDEX_FLUSH_EVERY`): true when
+    /// the index was written since the last full flush began. Leaves alone what an ack
+    /// waits for ([`Store::take_flush_kind`] still says full then).
+    pub fn take_index_unsynced(&self) -> bool {
+        self.index_unsynced.swap(false, Ordering::Relaxed)
+    }
+
+    /// The index flush beside the acks failed: try again with the next one.
+    pub fn index_flush_failed(&self) {
+        self.index_unsynced.store(true, Ordering::Relaxed);
+    }
+
+    /// Make the records written so far durable, not the index: one fdatasync per segment
+    /// file written. Enough for an ack when the index holds nothing the segment files
+    /// cannot give back ([`Store::take_flush_kind`]): a start indexes them again (`tail.rs`).
+    pub fn sync_records(&self) -> Result<usize> {
+        self.segs.sync()?;
+        journal::sync(&self.journal, &self.journal_sync)?;
+        Ok(0)
+    }
+
+    /// Note a write to the index that the segment files cannot give back.
+    pub(super) fn needs_index_flush(&self) {
+        self.index_unsynced.store(true, Ordering::Relaxed);
+        self.index_needed.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,97 @@
+//! Retention: trimming a topic's oldest records by count, bytes and age.
+
+use super::*;
+
+impl Store {
+    /// Apply retention to `topic` (by count, bytes and, with `now`, age), never removing
+    /// seq `keep_from` or later (a queue still holds it). Returns
+    /// (new first seq, messages removed, bytes removed) when something went, having written
+    /// the index removals and the topic's new state and deleted segment files no longer
+    /// needed. Works from the index; a record is read only when the cut falls inside it.
+    pub fn trim(
+        &self,
+        topic: &TopicState,
+        lim: mom_proto::Limits,
+        now: u64,
+        keep_from: u64,
+    ) -> Result<Option<(u64, u64, u64)>> {
+        if lim.max_msgs == 0 && lim.max_bytes == 0 && lim.max_age_ms == 0 {
+            return Ok(None);
+        }
+        let over = |msgs: u64, bytes: u64| {
+            (lim.max_msgs > 0 && msgs > lim.max_msgs)
+                || (lim.max_bytes > 0 && bytes > lim.max_bytes)
+        };
+        let mut msgs = topic.msgs;
+        let mut bytes = topic.bytes;
+        let mut first = topic.first_seq;
+        let mut removed_msgs = 0;
+        let mut removed_bytes = 0;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut reader = self.segs.reader(topic.id);
+        for item in self.entries_from(topic.id, first)? {
+            let (rec_first, e, key) = item?;
+            let rec_next = rec_first + u64::from(e.count);
+            if rec_next <= first {
+                batch.push(key);
+                continue;
+            }
+            let aged = lim.max_age_ms > 0 && now.saturating_sub(e.time) >= lim.max_age_ms;
+            if msgs == 0 || first >= keep_from || !(aged || over(msgs, bytes)) {
+                break;
+            }
+            let rest = rec_next - first.max(rec_first);
+            // The whole record goes if it is old, or if the limits still hold without it.
+            let whole = aged
+                || (first <= rec_first
+                    && over(msgs - rest.min(msgs), bytes.saturating_sub(e.bytes)));
+            if whole && first <= rec_first && rec_next <= keep_from {
+                msgs -= rest.min(msgs);
+                bytes = bytes.saturating_sub(e.bytes);
+                removed_msgs += rest;
+                removed_bytes += e.bytes;
+                first = rec_next;
+                batch.push(key);
+                continue;
+            }
+            // The cut falls inside this record: go message by message.
+            let body = reader.read(rec_first, e.loc)?;
+            let rec = record::decode(&body).map_err(|err| corrupt(&key, err))?;
+            for (i, m) in rec.msgs().enumerate() {
+                let seq = rec_first + i as u64;
+                if seq < first {
+                    continue;
+                }
+                if msgs == 0 || seq >= keep_from || !(aged || over(msgs, bytes)) {
+                    break;
+                }
+                let size = m.size();
+                msgs -= 1;
+                bytes = bytes.saturating_sub(size);
+                removed_msgs += 1;
+                removed_bytes += size;
+                first = seq + 1;
+            }
+            if first >= rec_next {
+                batch.push(key);
+                continue;
+            }
+            break;
+        }
+        if removed_msgs == 0 {
+            return Ok(None);
+        }
+        // Lost in a crash, retention is simply applied again: no full flush needed for it
+        // (the segment files it frees wait for one, `remove_segments_below`).
+        self.index_unsynced.store(true, Ordering::Relaxed);
+        let mut t = topic.clone();
+        t.record_trim(first, removed_msgs, removed_bytes);
+        let mut o = self.overlay();
+        for k in batch {
+            o.remove(k);
+        }
+        o.put(topic_key(t.id).to_vec(), encode_topic(&t));
+        // The files go only once this is durable: see [`Store::remove_segments_below`].
+        Ok(Some((first, removed_msgs, removed_bytes)))
+    }
+}
