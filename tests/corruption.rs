@@ -204,10 +204,6 @@ fn garbage_after_the_last_record_is_cut_quietly_after_kill_9() {
 fn a_last_record_cut_short_is_damage_kept_and_its_seqs_never_given_again() {
     let mut m = Momd::start();
     let acked = publish_batches(&m);
-    // The index follows the acks within a quarter second (docs/protocol.md §3.9): let it
-    // name every record. (Cut within that quarter second before a crash, the end of a log
-    // cannot be told from a write the crash tore, and is cut as one.)
-    std::thread::sleep(Duration::from_millis(1500));
     m.kill9();
     // The newest record cut short after the index named it. momd syncs a record before
     // its index entry, so a crash cannot do this: the file was damaged (truncated), and

@@ -377,11 +377,11 @@ fn delivery_counts_survive_kill_9_and_max_deliver_holds() {
     assert_eq!(dlq["messages"], 1, "{dlq}");
 }
 
-/// An ack waits for the segment file's fdatasync only; the index follows within a quarter
-/// second. Killed right after the acks, momd gets back from the segment files what its
-/// index had not written yet — messages, counters and msg ids — and says so.
+/// Requests (messages with `reply-to`) are acknowledged before any flush (README, "Request
+/// and reply"). Killed right after, momd gets back from the segment files what its index
+/// had not written: messages, counters and msg ids, and says so.
 #[test]
-fn acked_messages_the_index_had_not_written_survive_kill_9() {
+fn requests_acked_before_the_index_was_written_survive_kill_9() {
     let mut m = Momd::start();
     m.ctl_ok(&["publish", "fresh", "first", "-q"], None);
     let mut stored: Vec<String> = vec!["first".into()];
@@ -396,7 +396,17 @@ fn acked_messages_the_index_had_not_written_survive_kill_9() {
         // Ids r<round>-1 … r<round>-300, one publish request per message.
         let prefix = format!("r{round}");
         m.ctl_ok(
-            &["publish", "fresh", "-q", "--id", &prefix, "--batch", "1"],
+            &[
+                "publish",
+                "fresh",
+                "-q",
+                "--id",
+                &prefix,
+                "--batch",
+                "1",
+                "-H",
+                "reply-to=$inbox.0.test",
+            ],
             Some(&input),
         );
         stored.extend(lines_in);

@@ -322,9 +322,9 @@ const INBOX_TTL_MS: u64 = 60_000;
 
 /// Staged record bytes that make the broker write them out before the drain ends.
 const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// While publishes go on, the index is flushed this often (between, an ack waits for the
-/// segment files' fdatasync only): what a start must index again (`store/tail.rs`) is
-/// what was written since.
+/// While only requests and replies are written (acknowledged before any flush), the index
+/// is flushed this often: what a start must index again (`store/tail.rs`) is what was
+/// written since.
 const INDEX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Broker {
@@ -513,7 +513,13 @@ impl Broker {
     /// for an ack when the index holds nothing they cannot give back; the index is flushed
     /// too when it does, and every `INDEX_FLUSH_EVERY`.
     fn start_flush(&mut self) {
-        let full = self.store.take_flush_kind(false);
+        // An ack waits for the index too (a full flush), not only for the segment files:
+        // with one segment file per topic, nothing else says at a start how far a topic's
+        // log was acknowledged, so a log cut short past the index could not be told from a
+        // write torn by the crash, and its acknowledged seqs would be given again (momcheck
+        // found it: a queue's cursor then passed over new messages). The index's writes
+        // are applied off the broker's task (`Store::flush`, `overlay.rs`).
+        let full = self.store.take_flush_kind(true);
         self.start_flush_of(full);
     }
 

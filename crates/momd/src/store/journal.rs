@@ -135,12 +135,14 @@ impl Journal {
     }
 
     /// A full flush begins: appends go to a new file from now on. Returns the generation
-    /// whose files the flush makes redundant once done ([`Journal::remove_upto`]).
-    pub fn rotate(&mut self) -> u64 {
+    /// whose files (and older) the flush makes redundant once done
+    /// ([`Journal::remove_upto`]), or None when nothing was appended since the last one.
+    pub fn rotate(&mut self) -> Option<u64> {
+        // Nothing appended since the last rotation: nothing to close.
+        self.file.take()?;
         let done = self.generation;
-        self.file = None;
         self.generation += 1;
-        done
+        Some(done)
     }
 
     /// Delete the files of generations up to `generation` (their states are in the index).
@@ -269,7 +271,7 @@ mod tests {
         let jdir = dir.path().join("queues");
         let mut j = Journal::open(&jdir).unwrap();
         j.append(&Entry::Put(record("a", 1))).unwrap();
-        let first = j.rotate();
+        let first = j.rotate().unwrap();
         j.append(&Entry::Put(record("a", 2))).unwrap();
         j.append(&Entry::Remove("b".into())).unwrap();
         let lock = Mutex::new(j);

@@ -12,13 +12,13 @@
 //! - `Q` queue name → the queue's definition, cursors and outstanding deliveries.
 //! - `S` name → server meta (server id, next topic and client ids).
 //!
-//! Durability: the segment files are the source of truth. A publish is acknowledged once
-//! its records are fdatasynced ([`Store::sync_records`]); the index is flushed with them
-//! ([`Store::flush`]: segment files first, then sled's log) when it holds what the segment
-//! files cannot give back (a new topic, a queue's state, a removal) and otherwise every
-//! quarter second or so. At start, each topic's newest records are checked against its
-//! index, the records written after them are indexed again, and a torn tail (written,
-//! never acknowledged) is cut off (`recover.rs`, `tail.rs`).
+//! Durability: a publish is acknowledged once its records are fdatasynced and the index
+//! naming them is flushed ([`Store::flush`]: the segment files and sled's log side by
+//! side; the index's writes wait in `overlay.rs` until then). Topic and queue states also
+//! go to a journal synced with the segment files (`journal.rs`). At start, each topic's
+//! newest records are checked against its index, records written after them are indexed
+//! again (`tail.rs`: requests and replies are acknowledged before the flush), and a torn
+//! tail (written, never acknowledged) is cut off (`recover.rs`).
 
 pub mod check;
 mod flush;

@@ -6,9 +6,9 @@
 //! A record on disk: a 20-byte header — `b"MR"`, version 1, a zero byte, the record's first
 //! seq (u64 BE), the body length (u32 BE) and the body's CRC-32 (u32 BE) — then the body
 //! (`record.rs`). Appends go to the page cache at once; [`Segments::sync`] fdatasyncs every
-//! file (and directory) written since the last sync. A record is acknowledged once that
-//! returns; the index that points at it is flushed after, and a start indexes again what
-//! it lacks (`tail.rs`).
+//! file (and directory) written since the last sync. A record is acknowledged once that and
+//! the index's flush returned (`Store::flush`); a start indexes again what the index lacks
+//! (`tail.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};

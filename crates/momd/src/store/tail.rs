@@ -1,9 +1,9 @@
-//! Start-up: the records past the index. A publish is acknowledged once its records are
-//! fdatasynced in their segment file; the index (sled) is made durable later, by the next
-//! full flush (`Store::flush`, at most `INDEX_FLUSH_EVERY` apart while publishes go on).
-//! So the segment files are the source of truth, and a start indexes again what was
-//! written after the newest record the index knows, as Kafka rebuilds its index files from
-//! its log: index entries, the topic's counters and the dedupe entries of msg ids.
+//! Start-up: the records past the index. A publish is acknowledged once its records and
+//! the index naming them are flushed; requests and replies are acknowledged before
+//! (`broker/release.rs`), and a crash of momd keeps what it wrote to the page cache. So a
+//! start indexes again what was written after the newest record the index knows, as Kafka
+//! rebuilds its index files from its log: index entries, the topic's counters and the
+//! dedupe entries of msg ids.
 //!
 //! Reading on from there, a record that does not read back whole is a torn write (never
 //! acknowledged) only if no whole record follows it in the topic's log: then the log is
