@@ -58,15 +58,19 @@ impl Store {
             .collect();
         let mut batch = sled::Batch::default();
         let mut i = 0;
-        // Bytes of the file being read.
+        // Bytes of the file being read, from `base` on (the first file from where the
+        // index ends: not the whole file, at every start); `pos` is within them.
+        let mut base = pos;
+        pos = 0;
         let mut buf = match segs.first() {
-            Some((_, p)) => std::fs::read(p)?,
+            Some((_, p)) => read_from(p, base)?,
             None => return Ok(out),
         };
         while let Some(seg) = segs.get(i).map(|(s, _)| *s) {
             if pos >= buf.len() {
                 i += 1;
                 pos = 0;
+                base = 0;
                 match segs.get(i) {
                     Some((_, p)) => buf = std::fs::read(p)?,
                     None => break,
@@ -90,7 +94,7 @@ impl Store {
                                 t,
                                 &mut out,
                                 &mut batch,
-                                (seg, pos, len),
+                                (seg, base + pos, len),
                                 expected,
                                 next,
                                 &format!("its body does not decode: {e}"),
@@ -100,6 +104,7 @@ impl Store {
                                     expected = s;
                                     if j != i {
                                         i = j;
+                                        base = 0;
                                         buf = std::fs::read(&segs[j].1)?;
                                     }
                                     pos = p;
@@ -122,7 +127,7 @@ impl Store {
                     let entry = IndexEntry {
                         loc: Loc {
                             segment: seg,
-                            offset: pos as u64,
+                            offset: (base + pos) as u64,
                             len,
                         },
                         count: count as u32,
@@ -164,14 +169,14 @@ impl Store {
                             topic = %t.name,
                             seq = expected,
                             segment = %self.segs.display_path(t.id, seg),
-                            offset = pos,
+                            offset = base + pos,
                             "record torn by a crash before it was acknowledged; dropping it"
                         );
                         self.segs.cut_at(
                             t.id,
                             Loc {
                                 segment: seg,
-                                offset: pos as u64,
+                                offset: (base + pos) as u64,
                                 len: 0,
                             },
                         )?;
@@ -190,7 +195,7 @@ impl Store {
                         t,
                         &mut out,
                         &mut batch,
-                        (seg, pos, header_len),
+                        (seg, base + pos, header_len),
                         expected,
                         next,
                         reason,
@@ -198,6 +203,7 @@ impl Store {
                     expected = s;
                     if j != i {
                         i = j;
+                        base = 0;
                         buf = std::fs::read(&segs[j].1)?;
                     }
                     pos = p;
@@ -282,4 +288,14 @@ impl Store {
             reason: reason.to_string(),
         });
     }
+}
+
+/// The bytes of the file at `path` from `offset` to its end.
+fn read_from(path: &std::path::Path, offset: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let len = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+    let mut v = vec![0u8; len.saturating_sub(offset)];
+    f.read_exact_at(&mut v, offset as u64)?;
+    Ok(v)
 }
