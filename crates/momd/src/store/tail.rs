@@ -102,12 +102,7 @@ impl Store {
                             match next {
                                 Some((j, p, s, _)) => {
                                     expected = s;
-                                    if j != i {
-                                        i = j;
-                                        base = 0;
-                                        buf = std::fs::read(&segs[j].1)?;
-                                    }
-                                    pos = p;
+                                    jump_to(&segs, (&mut i, &mut base, &mut pos, &mut buf), j, p)?;
                                     continue;
                                 }
                                 None => break,
@@ -201,12 +196,7 @@ impl Store {
                         reason,
                     );
                     expected = s;
-                    if j != i {
-                        i = j;
-                        base = 0;
-                        buf = std::fs::read(&segs[j].1)?;
-                    }
-                    pos = p;
+                    jump_to(&segs, (&mut i, &mut base, &mut pos, &mut buf), j, p)?;
                 }
             }
         }
@@ -288,6 +278,25 @@ impl Store {
             reason: reason.to_string(),
         });
     }
+}
+
+/// Go on reading at offset `p` of file `j` of `segs` (the whole record found after bytes
+/// that do not read back): the reading position is (file index, base, pos, bytes).
+fn jump_to(
+    segs: &[(u64, std::path::PathBuf)],
+    (i, base, pos, buf): (&mut usize, &mut usize, &mut usize, &mut Vec<u8>),
+    j: usize,
+    p: usize,
+) -> std::io::Result<()> {
+    if j != *i {
+        *i = j;
+        *base = 0;
+        if let Some((_, path)) = segs.get(j) {
+            *buf = std::fs::read(path)?;
+        }
+    }
+    *pos = p;
+    Ok(())
 }
 
 /// The bytes of the file at `path` from `offset` to its end.
