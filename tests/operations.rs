@@ -433,7 +433,7 @@ fn a_newer_data_format_is_refused() {
         std::fs::read_to_string(&format)
             .expect("FORMAT written")
             .trim(),
-        "mom-data 2"
+        "mom-data 3"
     );
     write(&format, "mom-data 99\n");
     let out = Command::new(momd_bin())
@@ -454,6 +454,6 @@ fn a_newer_data_format_is_refused() {
         std::fs::read_to_string(&format)
             .expect("FORMAT written")
             .trim(),
-        "mom-data 2"
+        "mom-data 3"
     );
 }

@@ -1,10 +1,11 @@
 //! Damage to momd's data files while it is down: bit flips anywhere in a segment file, or
-//! the file cut short. The segment layout (crates/momd/src/store/segments.rs) is read to
-//! know which messages each damage destroyed: `topics/<topic id>/<first seq>.seg`, records
-//! of a 20-byte header (`MR`, version 1, 0, first seq u64 BE, body length u32 BE, CRC-32 of
-//! the body u32 BE) and a MessagePack body: version 2 `[2, [[time, sender, [[headers,
-//! msg_id, payload, crc], …]], …]]` (runs of messages), or version 1 `[1, time, sender,
-//! [[headers, msg_id, payload, crc], …]]`.
+//! the file cut short. The log's layout (crates/momd/src/store/segments.rs) is read to know
+//! which messages each damage destroyed: `log/<segment number>.seg`, shared by all topics,
+//! records of a 24-byte header (`MR`, version 2, 0, topic id u32 BE, first seq u64 BE, body
+//! length u32 BE, CRC-32 u32 BE) and a MessagePack body: version 2 `[2, [[time, sender,
+//! [[headers, msg_id, payload, crc], …]], …]]` (runs of messages), or version 1 `[1, time,
+//! sender, [[headers, msg_id, payload, crc], …]]`. Which topic of the run a record holds is
+//! found from its msg ids (momd's topic ids are its own).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use serde::de::IgnoredAny;
 use crate::ledger::{parse_id, Ctx, Id, SeqRange};
 use crate::rng::Rng;
 
-const HEADER_LEN: usize = 20;
+const HEADER_LEN: usize = 24;
 
 /// One record of a segment file.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct SegRecord {
     pub count: u64,
     /// The first msg id of the record, if any.
     pub first_id: Option<String>,
+    /// The run's topic the record belongs to (None: not one of the run's, such as
+    /// `$sys.events`).
+    pub topic: Option<u16>,
 }
 
 type Msg = (IgnoredAny, Option<String>, IgnoredAny, IgnoredAny);
@@ -67,11 +71,11 @@ pub fn parse_segment(bytes: &[u8]) -> Vec<SegRecord> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while let Some(h) = bytes.get(off..off + HEADER_LEN) {
-        if &h[..2] != b"MR" || h[2] != 1 {
+        if &h[..2] != b"MR" || h[2] != 2 {
             break;
         }
-        let first_seq = u64::from_be_bytes(h[4..12].try_into().unwrap_or_default());
-        let body_len = u32::from_be_bytes(h[12..16].try_into().unwrap_or_default()) as usize;
+        let first_seq = u64::from_be_bytes(h[8..16].try_into().unwrap_or_default());
+        let body_len = u32::from_be_bytes(h[16..20].try_into().unwrap_or_default()) as usize;
         let Some(body) = bytes.get(off + HEADER_LEN..off + HEADER_LEN + body_len) else {
             break;
         };
@@ -84,102 +88,63 @@ pub fn parse_segment(bytes: &[u8]) -> Vec<SegRecord> {
             first_seq,
             count,
             first_id,
+            topic: None,
         });
         off += HEADER_LEN + body_len;
     }
     out
 }
 
-/// A segment file of a topic of the run.
+/// A segment file of the log.
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub path: PathBuf,
-    pub topic: u16,
+    /// Its records, up to the first that does not read back.
     pub records: Vec<SegRecord>,
-    /// The last seq the file may hold beyond its readable records, when reading stopped at
-    /// a record that does not read back (damaged earlier): the next file's first seq − 1,
-    /// or the last seq acknowledged in the topic. A cut loses those too.
-    pub unread_up_to: Option<u64>,
+    /// Every byte of the file was read as records (no damage from before stops reading).
+    pub complete: bool,
 }
 
-/// Which topic of the run a record belongs to, from its msg ids and what the ledger says
-/// was sent to which topic.
-fn topic_of(ctx: &Ctx, records: &[SegRecord]) -> Option<u16> {
+/// Which topic of the run a record belongs to, from its first msg id and what the ledger
+/// says was sent to which topic.
+fn topic_of(ctx: &Ctx, r: &SegRecord) -> Option<u16> {
     let l = ctx.ledger();
-    records
-        .iter()
-        .find_map(|r| match parse_id(r.first_id.as_deref()?, ctx.probe) {
-            Id::Msg(k) => {
-                let (p, n) = crate::ledger::key_parts(k);
-                l.sent.get(p as usize)?.get(n as usize).map(|s| s.topic)
-            }
-            _ => None,
-        })
+    match parse_id(r.first_id.as_deref()?, ctx.probe) {
+        Id::Msg(k) => {
+            let (p, n) = crate::ledger::key_parts(k);
+            l.sent.get(p as usize)?.get(n as usize).map(|s| s.topic)
+        }
+        _ => None,
+    }
 }
 
-/// The segment files of the workload's topics (not the probe's: its latency is measured
-/// across faults, and not `$` topics).
+/// The segment files of the log that hold records of the run's topics.
 pub fn segments(ctx: &Ctx, data: &Path) -> anyhow::Result<Vec<Segment>> {
     let mut out = Vec::new();
-    let probe_topic = ctx.topics.len() as u16 - 1;
-    let dir = data.join("topics");
+    let dir = data.join("log");
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return Ok(out);
     };
-    for t in rd {
-        let t = t?;
-        let mut files: Vec<PathBuf> = std::fs::read_dir(t.path())?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        files.sort();
-        let mut parsed = Vec::new();
-        for f in files {
-            let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-            let records = parse_segment(&bytes);
-            let end = records.last().map_or(0, |r| r.offset + r.len);
-            parsed.push((f, records, end == bytes.len() as u64));
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    for path in files {
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut records = parse_segment(&bytes);
+        for r in &mut records {
+            r.topic = topic_of(ctx, r);
         }
-        let all: Vec<SegRecord> = parsed
-            .iter()
-            .flat_map(|(_, r, _)| r.iter().cloned())
-            .collect();
-        let Some(topic) = topic_of(ctx, &all) else {
-            continue;
-        };
-        if topic == probe_topic {
-            continue;
-        }
-        let last_acked = ctx
-            .ledger()
-            .sent
-            .iter()
-            .flatten()
-            .filter(|s| s.topic == topic)
-            .map(|s| s.seq)
-            .max()
-            .unwrap_or(0);
-        let firsts: Vec<Option<u64>> = parsed
-            .iter()
-            .map(|(p, _, _)| p.file_stem()?.to_str()?.parse().ok())
-            .collect();
-        for (i, (path, records, complete)) in parsed.into_iter().enumerate() {
-            if records.is_empty() {
-                continue;
-            }
-            let unread_up_to = (!complete).then(|| match firsts.get(i + 1).copied().flatten() {
-                Some(next) => next.saturating_sub(1),
-                None => last_acked,
-            });
+        let end = records.last().map_or(0, |r| r.offset + r.len);
+        if records.iter().any(|r| r.topic.is_some()) {
             out.push(Segment {
                 path,
-                topic,
+                complete: end == bytes.len() as u64,
                 records,
-                unread_up_to,
             });
         }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
@@ -191,14 +156,13 @@ pub struct Damage {
     pub truncated: bool,
 }
 
-/// The seqs of the records from index `i` to `j` (inclusive).
-fn range_of(seg: &Segment, i: usize, j: usize) -> SeqRange {
-    let last = &seg.records[j];
-    SeqRange {
-        topic: seg.topic,
-        first: seg.records[i].first_seq,
-        last: last.first_seq + last.count.max(1) - 1,
-    }
+/// The seqs of one record of a run's topic.
+fn range_of(r: &SegRecord) -> Option<SeqRange> {
+    Some(SeqRange {
+        topic: r.topic?,
+        first: r.first_seq,
+        last: r.first_seq + r.count.max(1) - 1,
+    })
 }
 
 /// The record holding byte `off`.
@@ -208,12 +172,14 @@ fn record_at(seg: &Segment, off: u64) -> Option<usize> {
         .position(|r| (r.offset..r.offset + r.len).contains(&off))
 }
 
-/// Damage one segment file: flip 1–3 bits, or (one time in three, if `truncate`) cut it
-/// short, near its end or anywhere.
+/// Damage one segment file: flip 1–3 bits in records of the run's workload topics, or (one
+/// time in three, if `truncate`) cut it short, near its end or anywhere. A file whose
+/// reading stopped at damage from before is not cut: what it holds past there is unknown.
 pub fn damage(
     seg: &Segment,
     rng: &mut Rng,
     topics: &[String],
+    probe_topic: u16,
     flip: bool,
     truncate: bool,
 ) -> anyhow::Result<Vec<Damage>> {
@@ -225,13 +191,13 @@ pub fn damage(
     }
     let file = seg
         .path
-        .strip_prefix(seg.path.ancestors().nth(3).unwrap_or(Path::new("")))
+        .strip_prefix(seg.path.ancestors().nth(2).unwrap_or(Path::new("")))
         .unwrap_or(&seg.path)
         .display()
         .to_string();
-    let topic = topics.get(seg.topic as usize).map_or("?", String::as_str);
+    let name = |t: u16| topics.get(t as usize).map_or("?", String::as_str);
     let mut out = Vec::new();
-    if truncate && (!flip || rng.chance(1.0 / 3.0)) {
+    if truncate && seg.complete && (!flip || rng.chance(1.0 / 3.0)) {
         let cut = if rng.chance(0.5) {
             end - rng.below(end.min(64 * 1024)) - 1
         } else {
@@ -246,28 +212,51 @@ pub fn damage(
             .with_context(|| format!("opening {}", seg.path.display()))?;
         f.set_len(cut).context("truncating a segment file")?;
         f.sync_all()?;
-        let mut range = range_of(seg, i, seg.records.len() - 1);
-        range.last = range.last.max(seg.unread_up_to.unwrap_or(0));
-        out.push(Damage {
-            what: format!(
-                "cut {file} ({topic}) at byte {cut} of {end}: seqs {}-{} gone",
-                range.first, range.last
-            ),
-            range,
-            truncated: true,
-        });
+        // Per topic, its records from the cut on: consecutive seqs.
+        let mut by_topic: std::collections::BTreeMap<u16, SeqRange> = Default::default();
+        for r in &seg.records[i..] {
+            let Some(range) = range_of(r) else { continue };
+            by_topic
+                .entry(range.topic)
+                .and_modify(|x| x.last = x.last.max(range.last))
+                .or_insert(range);
+        }
+        for range in by_topic.into_values() {
+            out.push(Damage {
+                what: format!(
+                    "cut {file} at byte {cut} of {end}: {} seqs {}-{} gone",
+                    name(range.topic),
+                    range.first,
+                    range.last
+                ),
+                range,
+                truncated: true,
+            });
+        }
+        return Ok(out);
+    }
+    // Flips land in records of the workload's topics (not the probe's: its latency is
+    // measured across faults).
+    let targets: Vec<&SegRecord> = seg
+        .records
+        .iter()
+        .filter(|r| r.topic.is_some_and(|t| t != probe_topic))
+        .collect();
+    if targets.is_empty() {
         return Ok(out);
     }
     for _ in 0..rng.range(1, 3) {
-        let off = rng.below(end);
+        let r = targets[rng.below(targets.len() as u64) as usize];
+        let off = r.offset + rng.below(r.len);
         let bit = rng.below(8);
         bytes[off as usize] ^= 1 << bit;
-        if let Some(i) = record_at(seg, off) {
-            let range = range_of(seg, i, i);
+        if let Some(range) = range_of(r) {
             out.push(Damage {
                 what: format!(
-                    "flipped bit {bit} of byte {off} in {file} ({topic}): the record of seqs {}-{}",
-                    range.first, range.last
+                    "flipped bit {bit} of byte {off} in {file} ({}): the record of seqs {}-{}",
+                    name(range.topic),
+                    range.first,
+                    range.last
                 ),
                 range,
                 truncated: false,
@@ -390,7 +379,8 @@ mod tests {
         let mut file = Vec::new();
         for (seq, ids) in records {
             let b = body(ids);
-            file.extend_from_slice(b"MR\x01\x00");
+            file.extend_from_slice(b"MR\x02\x00");
+            file.extend_from_slice(&7u32.to_be_bytes());
             file.extend_from_slice(&seq.to_be_bytes());
             file.extend_from_slice(&(b.len() as u32).to_be_bytes());
             file.extend_from_slice(&0u32.to_be_bytes());
@@ -423,37 +413,55 @@ mod tests {
         assert_eq!(parse_segment(&file[..file.len() - 1]).len(), 1);
     }
 
-    /// A cut in a file whose reading stopped at an earlier damaged record loses the records
-    /// past that one too: the damage must name them, or the checker calls them lost.
+    /// A cut names, per topic, every record from the cut on; a file whose reading stopped
+    /// at damage from before is never cut (what it holds past there is unknown).
     #[test]
-    fn a_cut_past_an_unreadable_record_names_every_seq_it_removes() {
-        let mut file = segment_file(&[
+    fn a_cut_names_each_topic_s_records_past_it_and_a_damaged_file_is_not_cut() {
+        let file = segment_file(&[
             (1, vec!["p0.0", "p0.1"]),
+            (1, vec!["p1.0"]),
             (3, vec!["p0.2"]),
-            (4, vec!["p0.3", "p0.4"]),
-            (6, vec!["p0.5"]),
+            (2, vec!["p1.1", "p1.2"]),
         ]);
-        let third = parse_segment(&file)[2].offset as usize;
-        file[third] = b'X';
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("topics/1/00000000000000000001.seg");
+        let path = dir.path().join("log/00000000000000000001.seg");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &file).unwrap();
-        let records = parse_segment(&file);
-        assert_eq!(records.len(), 2);
+        let mut records = parse_segment(&file);
+        assert_eq!(records.len(), 4);
+        for (r, t) in records.iter_mut().zip([0u16, 1, 0, 1]) {
+            r.topic = Some(t);
+        }
         let seg = Segment {
             path: path.clone(),
-            topic: 0,
-            records,
-            unread_up_to: Some(6),
+            records: records.clone(),
+            complete: true,
         };
-        let topics = vec!["mc.t.0".to_string()];
+        let topics = vec!["mc.t.0".to_string(), "mc.t.1".to_string()];
         for seed in 0..20 {
             std::fs::write(&path, &file).unwrap();
-            let d = damage(&seg, &mut Rng::new(seed), &topics, false, true).unwrap();
-            assert_eq!(d.len(), 1);
-            assert!(d[0].truncated);
-            assert_eq!(d[0].range.last, 6, "{}", d[0].what);
+            let d = damage(&seg, &mut Rng::new(seed), &topics, 9, false, true).unwrap();
+            let cut = std::fs::metadata(&path).unwrap().len();
+            let i = record_at(&seg, cut).unwrap();
+            for r in &records[i..] {
+                let t = r.topic.unwrap();
+                let got = d.iter().find(|d| d.range.topic == t).unwrap();
+                assert!(d.iter().all(|d| d.truncated));
+                assert!(got.range.first <= r.first_seq && got.range.last >= r.first_seq);
+            }
+            // Both topics' last records are past any cut: each range ends at seq 3.
+            assert!(
+                !d.is_empty() && d.iter().all(|d| d.range.last == 3),
+                "{d:?}"
+            );
+        }
+        let damaged = Segment {
+            complete: false,
+            ..seg
+        };
+        std::fs::write(&path, &file).unwrap();
+        for seed in 0..20 {
+            let d = damage(&damaged, &mut Rng::new(seed), &topics, 9, false, true).unwrap();
+            assert!(d.iter().all(|d| !d.truncated));
         }
     }
 

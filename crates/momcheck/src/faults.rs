@@ -212,7 +212,15 @@ impl Run {
                 break;
             }
             let seg = &segs[self.rng.below(segs.len() as u64) as usize];
-            for d in corrupt::damage(seg, &mut self.rng, &self.ctx.topics, flip, truncate)? {
+            let probe_topic = self.ctx.topics.len().saturating_sub(1) as u16;
+            for d in corrupt::damage(
+                seg,
+                &mut self.rng,
+                &self.ctx.topics,
+                probe_topic,
+                flip,
+                truncate,
+            )? {
                 eprintln!("momcheck: corrupt: {}", d.what);
                 self.ctx.ledger().destroyed.push(Destroyed {
                     range: d.range,

@@ -22,7 +22,10 @@ use anyhow::{bail, Context};
 /// [`check_format`] to upgrade from the one before (or to say which command does).
 /// 2: segment records of version 2 (several runs of messages in one record), which a momd
 /// reading format 1 cannot read.
-pub const FORMAT: u32 = 2;
+/// 3: one log of segment files for all topics (`log/`) instead of a directory per topic
+/// (`topics/`); the store moves an old dir's records into the log as it opens
+/// (`store/upgrade.rs`).
+pub const FORMAT: u32 = 3;
 const FORMAT_FILE: &str = "FORMAT";
 /// Where a running momd puts a checkpoint, inside its data dir.
 pub const STAGING: &str = "backup.staging";
@@ -72,6 +75,8 @@ pub fn check_format(data: &Path) -> anyhow::Result<()> {
             // 0 → 1: the layout did not change; only the version is written down.
             // 1 → 2: old records stay as they are (version 1 records are still read); new
             // records are written as version 2.
+            // 2 → 3: the store moves `topics/` into `log/` as it opens, resuming if
+            // interrupted (`store/upgrade.rs`).
             tracing::info!(
                 "data dir {}: upgrading format {old} to {FORMAT}",
                 data.display()
@@ -149,7 +154,7 @@ pub fn checkpoint(db: &sled::Db, data: &Path) -> anyhow::Result<()> {
     copy.flush().context("flushing the index copy")?;
     drop(copy);
     let mut segs = Vec::new();
-    files_under(data, Path::new("topics"), &mut segs)?;
+    files_under(data, Path::new(crate::store::segments::DIR), &mut segs)?;
     files_under(data, Path::new("damaged"), &mut segs)?;
     let mut list = String::new();
     for rel in segs {
@@ -262,7 +267,7 @@ fn copy_out(staging: &Path, dir: &Path) -> anyhow::Result<()> {
         let len: u64 = len.parse().context("segment length")?;
         copy_prefix(&staging.join("files").join(rel), &dir.join(rel), len)?;
     }
-    fs::create_dir_all(dir.join("topics"))?;
+    fs::create_dir_all(dir.join(crate::store::segments::DIR))?;
     write_format(dir)?;
     Ok(())
 }

@@ -265,10 +265,6 @@ pub struct Broker {
     /// data dir of many topics takes a while): what `stats` reports.
     disk_bytes: Arc<std::sync::atomic::AtomicU64>,
     disk_bytes_measuring: Arc<std::sync::atomic::AtomicBool>,
-    /// Segment files retention freed, (topic, first seq kept): deleted once the index
-    /// without them is durable: after the flush that starts next.
-    trimmed: Vec<(u32, u64)>,
-    trimmed_flushing: Vec<(u32, u64)>,
     /// Admission tickets of publishes: staged, waiting for the next flush, in the flush.
     staged_tickets: Vec<Ticket>,
     pending_tickets: Vec<Ticket>,
@@ -287,8 +283,6 @@ pub struct Broker {
     staged_early: bool,
     /// The index flush that runs beside the acks, every `INDEX_FLUSH_EVERY`.
     index_flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
-    /// Segment files retention freed, deleted once that flush is done.
-    index_trimmed: Vec<(u32, u64)>,
 }
 
 mod authz;
@@ -392,9 +386,6 @@ impl Broker {
             last_full_flush: Instant::now(),
             staged_early: false,
             index_flush_rx: None,
-            index_trimmed: Vec::new(),
-            trimmed: Vec::new(),
-            trimmed_flushing: Vec::new(),
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
             disk_bytes_measuring: Default::default(),
             ticks: 0,
@@ -534,8 +525,6 @@ impl Broker {
         if !self.store.take_index_unsynced() {
             return;
         }
-        // Segment files freed by retention go once the index without them is durable.
-        self.index_trimmed.append(&mut self.trimmed);
         let store = self.store.clone();
         let (tx, rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
@@ -546,13 +535,7 @@ impl Broker {
 
     fn index_flush_done(&mut self, res: Result<usize, StoreError>) {
         match res {
-            Ok(_) => {
-                for (topic, first) in std::mem::take(&mut self.index_trimmed) {
-                    if let Err(e) = self.store.remove_segments_below(topic, first) {
-                        tracing::warn!(topic, "cannot delete segment files retention freed: {e}");
-                    }
-                }
-            }
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!("index flush failed: {e}");
                 self.metrics.flush_errors += 1;
@@ -563,9 +546,6 @@ impl Broker {
     }
 
     fn start_flush_of(&mut self, full: bool) {
-        if full {
-            self.trimmed_flushing.append(&mut self.trimmed);
-        }
         self.flushing = std::mem::take(&mut self.pending);
         self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
         self.dirty = false;
@@ -604,9 +584,6 @@ impl Broker {
         }
         match res {
             Ok(_) => {
-                if self.flushing_full {
-                    self.remove_trimmed_segments();
-                }
                 for p in done {
                     self.release(p);
                 }
@@ -627,15 +604,6 @@ impl Broker {
                         ),
                     );
                 }
-            }
-        }
-    }
-
-    /// Delete the segment files whose removal from the index is now durable.
-    pub(super) fn remove_trimmed_segments(&mut self) {
-        for (topic, first) in std::mem::take(&mut self.trimmed_flushing) {
-            if let Err(e) = self.store.remove_segments_below(topic, first) {
-                tracing::warn!(topic, "cannot delete segment files retention freed: {e}");
             }
         }
     }

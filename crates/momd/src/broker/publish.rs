@@ -193,7 +193,6 @@ impl Broker {
                         t.record_trim(first, n, bytes);
                     }
                     self.dirty = true;
-                    self.trimmed.push((topic_id, first));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),

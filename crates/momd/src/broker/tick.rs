@@ -79,6 +79,7 @@ impl Broker {
                 r#"{{"event":"slow_consumer","client_id":{client},"watch":{w},"skipped":{skipped}}}"#
             ));
         }
+        self.compact();
         // Acks do not wait for it with --fsync never, but the store is still written out
         // every second.
         if self.dirty && self.flush_rx.is_none() {
@@ -86,6 +87,27 @@ impl Broker {
         }
         // The index, once publishes pause: a start then has nothing to index again.
         self.maybe_flush_index();
+    }
+
+    /// Copy the live records out of mostly dead segment files, a few steps a tick
+    /// (`store/compact.rs`); the files go with the index flush after. With the disk short
+    /// of space, the segment being written is taken too.
+    fn compact(&mut self) {
+        let urgent = self
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.full() || d.free() < d.floor().saturating_mul(2));
+        let t0 = Instant::now();
+        for _ in 0..16 {
+            match self.store.compact_step(urgent) {
+                Ok(true) if t0.elapsed() < std::time::Duration::from_millis(20) => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("compaction stopped: {e}");
+                    break;
+                }
+            }
+        }
     }
 
     /// Measure the data dir's size on the blocking pool, one walk at a time.

@@ -1,8 +1,8 @@
 //! Checking records against their index, and what is done with the damaged ones.
 //!
-//! The rule (DESIGN.md, Storage): only a torn end of a topic's log — records that never
-//! reached the disk whole, at the end of its newest segment, so never acknowledged — may be
-//! cut (`recover_tail`). Any other damage is kept where it is, reported (at start, on reads,
+//! The rule (DESIGN.md, Storage): only a torn end of the log — records that never reached
+//! the disk whole, at the end of the newest segment, so never acknowledged — may be cut
+//! (`tail.rs`). Any other damage is kept where it is, reported (at start, on reads,
 //! by `momd verify`), and its seqs are never given again; `momd repair` moves it aside into
 //! `damaged/` in the data dir.
 
@@ -96,10 +96,11 @@ impl Checked {
 /// body, each message's checksum, and its message count.
 pub(super) fn check_record(
     reader: &mut Reader<'_>,
+    topic: u32,
     first: u64,
     e: &IndexEntry,
 ) -> std::result::Result<Record, Bad> {
-    let body = reader.check(first, e.loc)?;
+    let body = reader.check(topic, first, e.loc)?;
     let rec = record::decode(&body)
         .map_err(|err| Bad::Damaged(format!("its body does not decode: {err}")))?;
     if rec.len() as u64 != u64::from(e.count) {
@@ -126,7 +127,7 @@ pub fn ranges(store: &Store, t: &TopicState, bad: &[BadRecord]) -> Vec<Damage> {
             Some((first, e)) => (
                 first,
                 first + u64::from(e.count.max(1)) - 1,
-                store.segs.display_path(t.id, e.loc.segment),
+                store.segs.display_path(e.loc.segment),
                 e.loc.offset,
             ),
             None => {
@@ -170,7 +171,7 @@ impl Store {
     /// Adds what it read to `sum`; returns the records that do not read back, in seq order.
     pub fn check_topic(&self, t: &TopicState, sum: &mut Checked) -> Result<Vec<BadRecord>> {
         let mut bad = Vec::new();
-        let mut reader = self.segs.reader(t.id);
+        let mut reader = self.segs.reader();
         let mut last_segment = None;
         for kv in self.db.scan_prefix(prefix(P_MSG, t.id)) {
             let (k, v) = kv?;
@@ -190,7 +191,7 @@ impl Store {
                 sum.segments += 1;
                 last_segment = Some(e.loc.segment);
             }
-            match check_record(&mut reader, first, &e) {
+            match check_record(&mut reader, t.id, first, &e) {
                 Ok(_) => {
                     sum.records += 1;
                     sum.messages += u64::from(e.count);
@@ -234,7 +235,7 @@ impl Store {
                 .create(true)
                 .append(true)
                 .open(aside.join("NOTES"))?;
-            let reader = self.segs.reader(t.id);
+            let reader = self.segs.reader();
             let mut batch = sled::Batch::default();
             let mut gone: Vec<(u64, u64)> = Vec::new();
             for b in &bad {
@@ -258,6 +259,8 @@ impl Store {
                     }
                     Err(err) => format!("nothing copied ({err})"),
                 };
+                let (seg, live) = self.live().sub(&e.loc);
+                batch.insert(&super::live::seg_key(seg)[..], live.encode());
                 writeln!(
                     notes,
                     "topic {:?} (id {}) seqs {first}-{} ({} messages) from {} offset {} \
@@ -266,7 +269,7 @@ impl Store {
                     t.id,
                     next - 1,
                     e.count,
-                    self.segs.display_path(t.id, e.loc.segment),
+                    self.segs.display_path(e.loc.segment),
                     e.loc.offset,
                     super::segments::HEADER_LEN + u64::from(e.loc.len),
                     b.bad

@@ -4,7 +4,7 @@
 use super::*;
 
 impl Store {
-    /// Make everything written so far durable: the segment files first, then sled's index
+    /// Make everything written so far durable: the log first, then sled's index
     /// (whose log file is fdatasynced after sled's own flush, which only ends in
     /// sync_file_range). In that order, an index entry reaches the disk only after its
     /// record did: recovery never has to guess whether a record that does not read back
@@ -19,9 +19,12 @@ impl Store {
     pub fn flush(&self) -> Result<usize> {
         let _one = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         // The overlay's writes and the journal's files are taken at one point.
-        let (writes, generation) = {
+        // Segment files with no live record: deleted once this flush made the index without
+        // their records durable.
+        let (writes, generation, dead) = {
             let mut o = self.overlay();
-            (o.take_for_flush(), self.journal().rotate())
+            let dead = self.live().dead(self.segs.newest());
+            (o.take_for_flush(), self.journal().rotate(), dead)
         };
         // The segment files (and the journal) and the index are synced side by side: an
         // ack waits for both, for about one fdatasync. (After a power cut, the index may
@@ -51,6 +54,7 @@ impl Store {
         match &res {
             Ok(_) => {
                 self.overlay().flushed();
+                self.remove_dead_segments(&dead);
                 // The states of those journal files are in the index now.
                 if let Some(g) = generation {
                     if let Err(e) = self.journal().remove_upto(g) {
@@ -62,6 +66,25 @@ impl Store {
         }
         self.keep_index_room();
         res
+    }
+
+    /// Delete segment files none of whose records is live any more (`live.rs`); their
+    /// counts go from the index with the next flush.
+    fn remove_dead_segments(&self, dead: &[u64]) {
+        for seg in dead {
+            match self.segs.remove(*seg) {
+                Ok(true) => {
+                    self.live().forget(*seg);
+                    self.overlay().remove(live::seg_key(*seg).to_vec());
+                    self.index_unsynced.store(true, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    segment = %self.segs.display_path(*seg),
+                    "cannot delete a segment file none of whose records is live: {e}"
+                ),
+            }
+        }
     }
 
     /// Decide what the next flush must be, on the thread that writes the store, before it

@@ -1,7 +1,8 @@
-//! The store: everything momd keeps on disk. Message records live in append-only segment
-//! files, one directory per topic ([`segments`]); sled holds the index and everything small,
-//! in one tree with key prefixes, so a publish (its index entries, its topic's counters and
-//! its dedupe entries) is one atomic `apply_batch` (DESIGN.md, Storage and durability).
+//! The store: everything momd keeps on disk. Message records of every topic live in one
+//! append-only log of segment files ([`segments`]); sled holds the index and everything
+//! small, in one tree with key prefixes, so a publish (its index entries, its topic's
+//! counters and its dedupe entries) is one atomic `apply_batch` (DESIGN.md, Storage and
+//! durability). A topic costs a few index keys, not files.
 //!
 //! sled keys:
 //! - `M` topic_id(u32 BE) first_seq(u64 BE) → where a record is and what it holds (see
@@ -9,20 +10,23 @@
 //!   N): sled's ordered keys are the seq index.
 //! - `T` topic_id → the topic's state (name, limits, first/last seq, counters).
 //! - `D` topic_id msg_id → (seq, time) of a dedupe entry.
+//! - `G` segment(u64 BE) → live records and bytes in that segment file (`live.rs`).
 //! - `Q` queue name → the queue's definition, cursors and outstanding deliveries.
-//! - `S` name → server meta (server id, next topic and client ids).
+//! - `S` name → server meta (server id, next topic and client ids, where the indexed part
+//!   of the log ends).
 //!
 //! Durability: a publish is acknowledged once its records are fdatasynced and the index
-//! naming them is flushed ([`Store::flush`]: the segment files and sled's log side by
-//! side; the index's writes wait in `overlay.rs` until then). Topic and queue states also
-//! go to a journal synced with the segment files (`journal.rs`). At start, each topic's
-//! newest records are checked against its index, records written after them are indexed
-//! again (`tail.rs`: requests and replies are acknowledged before the flush), and a torn
-//! tail (written, never acknowledged) is cut off (`recover.rs`).
+//! naming them is flushed ([`Store::flush`]: the log and sled's log side by side; the
+//! index's writes wait in `overlay.rs` until then). Topic and queue states also go to a
+//! journal synced with the log (`journal.rs`). At start, the records written after the
+//! index's end are indexed again and a torn tail (written, never acknowledged) is cut off
+//! (`tail.rs`); a log shorter than its index says is damage, reported (`recover.rs`).
 
 pub mod check;
+mod compact;
 mod flush;
 pub mod journal;
+mod live;
 mod overlay;
 mod read;
 pub mod record;
@@ -31,6 +35,7 @@ mod retention;
 pub mod segments;
 mod space;
 mod tail;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -137,6 +142,10 @@ pub struct Store {
     /// record that holds a whole group commit's.
     recent: Arc<std::sync::Mutex<read::Recent>>,
     journal_sync: Arc<std::sync::Mutex<()>>,
+    /// Live records per segment file (`live.rs`).
+    live: Arc<std::sync::Mutex<live::Live>>,
+    /// The segment being compacted (`compact.rs`).
+    compacting: Arc<std::sync::Mutex<Option<compact::Compacting>>>,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -187,10 +196,7 @@ const P_TOPIC: u8 = b'T';
 const P_DEDUPE: u8 = b'D';
 const P_META: u8 = b'S';
 const P_QUEUE: u8 = b'Q';
-
-/// How far back recovery checks a topic's newest records for a torn write.
-const TAIL_CHECK_RECORDS: usize = 4096;
-const TAIL_CHECK_BYTES: u64 = 128 * 1024 * 1024;
+const P_SEG: u8 = b'G';
 
 fn queue_key(name: &str) -> Vec<u8> {
     let mut k = vec![P_QUEUE];
@@ -267,8 +273,16 @@ impl Store {
             .read(true)
             .write(true)
             .open(dir.join("db").join("db"))?;
-        let segs = Segments::open(&dir.join("topics"))?;
-        Ok(Store {
+        let segs = Segments::open(&dir.join(segments::DIR))?;
+        let mut counts = live::Live::default();
+        for kv in db.scan_prefix([P_SEG]) {
+            let (k, v) = kv?;
+            let (Some(seg), Some(v)) = (live::segment_of_key(&k), live::SegLive::decode(&v)) else {
+                return Err(corrupt(&k, "not a segment count"));
+            };
+            counts.set(seg, v);
+        }
+        let store = Store {
             db,
             dir: dir.to_path_buf(),
             segs: Arc::new(segs),
@@ -284,7 +298,11 @@ impl Store {
             )?)),
             journal_sync: Arc::default(),
             recent: Arc::default(),
-        })
+            live: Arc::new(std::sync::Mutex::new(counts)),
+            compacting: Arc::default(),
+        };
+        store.upgrade_topic_dirs()?;
+        Ok(store)
     }
 
     /// Add a publish to `staged`: its dedupe entries now; its records, index entries and
@@ -335,11 +353,10 @@ impl Store {
         Ok(())
     }
 
-    /// Write what was staged: each topic's records to its segment file (one append per
-    /// record), then the index entries, topic states (`topic` gives each one's state now)
-    /// and dedupe entries to the overlay, for the next full flush. On failure nothing of
-    /// it stays: the records already appended are cut off again, so their seqs can be
-    /// given anew.
+    /// Write what was staged: each topic's records to the log (one append per record),
+    /// then the index entries, topic states (`topic` gives each one's state now) and dedupe
+    /// entries to the overlay, for the next full flush. On failure nothing of it stays: the
+    /// records already appended are cut off again, so their seqs can be given anew.
     pub fn apply<'t>(
         &self,
         mut staged: Staged,
@@ -354,17 +371,17 @@ impl Store {
         for (t, b) in &staged.runs {
             by_topic.entry(*t).or_default().push(b);
         }
-        // Where each topic's log ended before this write: cut back to it on failure.
-        let mut written: Vec<(u32, Loc)> = Vec::new();
+        // Where the log ended before this write: cut back to it on failure.
+        let mut first_loc: Option<Loc> = None;
+        let mut locs: Vec<Loc> = Vec::new();
         let mut writes = std::mem::take(&mut staged.writes);
         let res = (|| -> Result<()> {
             for (t, batches) in &by_topic {
                 for rec in record::plan(batches) {
                     let body = rec.encode();
                     let loc = self.segs.append(*t, rec.first_seq, &body)?;
-                    if written.last().is_none_or(|(w, _)| w != t) {
-                        written.push((*t, loc));
-                    }
+                    first_loc.get_or_insert(loc);
+                    locs.push(loc);
                     let entry = IndexEntry {
                         loc,
                         count: rec.count,
@@ -379,13 +396,16 @@ impl Store {
             }
             Ok(())
         })();
-        if let Err(e) = res {
+        let cut_back = |first_loc: Option<Loc>| {
             self.recent().clear();
-            for (t, loc) in written {
-                if let Err(e) = self.segs.cut_at(t, loc) {
-                    tracing::error!(topic = t, "cannot cut back a failed write: {e}");
+            if let Some(loc) = first_loc {
+                if let Err(e) = self.segs.cut_at(loc) {
+                    tracing::error!("cannot cut back a failed write: {e}");
                 }
             }
+        };
+        if let Err(e) = res {
+            cut_back(first_loc);
             return Err(e);
         }
         for id in &staged.topics {
@@ -397,6 +417,9 @@ impl Store {
             meta_key("next_topic_id"),
             Some(u64::from(next_topic_id).to_be_bytes().to_vec()),
         );
+        if let Some(end) = locs.last() {
+            writes.insert(meta_key(LOG_END), Some(encode_pos(end.end())));
+        }
         // The overlay's lock covers the journal's append too: a full flush takes both at
         // one point (`flush`).
         let mut o = self.overlay();
@@ -413,14 +436,16 @@ impl Store {
                 if let Err(e) = j.append(e) {
                     drop(j);
                     drop(o);
-                    self.recent().clear();
-                    for (t, loc) in written {
-                        if let Err(e) = self.segs.cut_at(t, loc) {
-                            tracing::error!(topic = t, "cannot cut back a failed write: {e}");
-                        }
-                    }
+                    cut_back(first_loc);
                     return Err(e.into());
                 }
+            }
+        }
+        {
+            let mut live = self.live();
+            for loc in &locs {
+                let (seg, v) = live.add(loc);
+                writes.insert(live::seg_key(seg).to_vec(), Some(v.encode()));
             }
         }
         o.extend(writes);
@@ -462,8 +487,9 @@ impl Store {
         Ok(())
     }
 
-    /// Remove a topic: its state first (so a crash midway leaves no visible topic), then its
-    /// index and dedupe entries, then its segment files.
+    /// Remove a topic: its index and dedupe entries, then its state. Its records stay in
+    /// the log as dead bytes; a segment file goes when none of its records is live
+    /// (`live.rs`).
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
         self.recent().clear();
         self.needs_index_flush();
@@ -477,8 +503,15 @@ impl Store {
         for p in [P_MSG, P_DEDUPE] {
             let mut batch = sled::Batch::default();
             let mut n = 0;
-            for k in self.db.scan_prefix(prefix(p, topic)).keys() {
-                batch.remove(k?);
+            for kv in self.db.scan_prefix(prefix(p, topic)) {
+                let (k, v) = kv?;
+                if p == P_MSG {
+                    if let Some(e) = IndexEntry::decode(&v) {
+                        let (seg, v) = self.live().sub(&e.loc);
+                        batch.insert(&live::seg_key(seg)[..], v.encode());
+                    }
+                }
+                batch.remove(k);
                 n += 1;
                 if n == 4096 {
                     self.db.apply_batch(std::mem::take(&mut batch))?;
@@ -488,10 +521,8 @@ impl Store {
             self.db.apply_batch(batch)?;
         }
         self.db.remove(topic_key(topic))?;
-        // The index must be gone on disk before the files it points to are.
         self.db.flush()?;
         self.log.sync_data()?;
-        self.segs.remove_topic(topic)?;
         Ok(())
     }
 
@@ -542,13 +573,24 @@ impl Store {
         &self.db
     }
 
-    /// Delete a topic's segment files whose records are all below `seq`. Called only once
-    /// the index without them is durable (after the flush that follows [`Store::trim`]):
-    /// a crash before then finds the index still naming records that must still be there.
-    pub fn remove_segments_below(&self, topic: u32, seq: u64) -> Result<()> {
-        self.segs.remove_below(topic, seq)?;
-        Ok(())
+    fn live(&self) -> std::sync::MutexGuard<'_, live::Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Meta key: where the part of the log the index covers ends (the end of the newest
+/// record indexed), as (segment, offset).
+const LOG_END: &str = "log_end";
+
+fn encode_pos((segment, offset): (u64, u64)) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&segment.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v
+}
+
+fn decode_pos(v: &[u8]) -> Option<(u64, u64)> {
+    Some((be_u64(v)?, be_u64(v.get(8..)?)?))
 }
 
 fn encode_topic(t: &TopicState) -> Vec<u8> {

@@ -17,7 +17,7 @@ impl Store {
         if let Some(r) = self.recent().get(&k) {
             return Ok(r);
         }
-        let body = reader.read(first, loc)?;
+        let body = reader.read(topic, first, loc)?;
         let rec = Arc::new(record::decode(&body).map_err(|err| corrupt(key, err))?);
         self.recent().put(k, rec.clone());
         Ok(rec)
@@ -104,7 +104,7 @@ impl Store {
         }
         let name: Arc<str> = Arc::from(name);
         let mut bytes = 0usize;
-        let mut reader = self.segs.reader(topic);
+        let mut reader = self.segs.reader();
         for item in self.entries_from(topic, from)? {
             let (rec_first, e, key) = item?;
             if rec_first > to {
@@ -114,7 +114,17 @@ impl Store {
             if rec_next <= from {
                 continue;
             }
-            let rec = match self.decoded(topic, rec_first, e.loc, &mut reader, &key) {
+            let mut got = self.decoded(topic, rec_first, e.loc, &mut reader, &key);
+            if got.is_err() {
+                // Compaction may have moved the record (and its old file gone) since its
+                // index entry was read: read it where the index says now.
+                if let Some((first, now)) = self.entry_at_or_below(topic, rec_first)? {
+                    if first == rec_first && now.loc != e.loc {
+                        got = self.decoded(topic, rec_first, now.loc, &mut reader, &key);
+                    }
+                }
+            }
+            let rec = match got {
                 Ok(r) => r,
                 Err(err) => {
                     tracing::error!(

@@ -1,13 +1,14 @@
 //! Start-up: what the store reads to rebuild the broker (topic states, dedupe entries,
-//! server meta), and the check of each topic's newest records — where a torn tail (written,
-//! never acknowledged) is cut and any other damage is kept and reported (see `check`).
+//! server meta), and the check of the log's end against the index — where a torn tail
+//! (written, never acknowledged) is cut and any other damage is kept and reported (see
+//! `check`).
 
 use super::*;
 
 impl Store {
     /// Read what is needed at start: topic states, dedupe entries, server meta, and check
-    /// each topic's newest record. Its cost grows with the number of topics and live dedupe
-    /// entries, not with stored messages.
+    /// the log's end. Its cost grows with the number of topics and live dedupe entries, not
+    /// with stored messages.
     pub fn load(&self, now: u64, dedupe_window_ms: u64) -> Result<Loaded> {
         let mut out = Loaded::default();
         // The journal first (topics and queues newer than the index's): the topics' records
@@ -91,12 +92,8 @@ impl Store {
         };
         // The downtime as of the last start: what records written since were stored less.
         let downtime_then = meta_u64("downtime")?.unwrap_or(0);
-        let mut reindexed = 0;
-        for t in &mut out.topics {
-            let (damage, records) = self.recover_tail(t, downtime_then)?;
-            out.damage.extend(damage);
-            reindexed += records;
-        }
+        let (damage, reindexed) = self.recover_log(&mut out.topics, downtime_then)?;
+        out.damage.extend(damage);
         if reindexed > 0 {
             tracing::info!(
                 records = reindexed,
@@ -170,70 +167,46 @@ impl Store {
         Ok(out)
     }
 
-    /// Check the newest records of a topic against its index, then index again the records
-    /// written after them (`tail.rs`), cutting off a torn write at the log's end. A record
-    /// that does not read back is damage: kept, reported (returned, and logged), its seqs
-    /// never given again. Returns the damage and how many records were indexed again.
-    fn recover_tail(&self, t: &mut TopicState, downtime: u64) -> Result<(Vec<check::Damage>, u64)> {
-        // The newest records, newest first. A power cut can tear anything written since the
-        // last fdatasync, which is at most one group commit: check a generous window.
-        let mut entries: Vec<(sled::IVec, Option<(u64, IndexEntry)>)> = Vec::new();
-        let mut window = 0u64;
-        for kv in self.db.scan_prefix(prefix(P_MSG, t.id)).rev() {
-            let (k, v) = kv?;
-            let parsed = seq_of_key(&k).zip(IndexEntry::decode(&v));
-            window += parsed.map_or(0, |(_, e)| u64::from(e.loc.len));
-            entries.push((k, parsed));
-            if entries.len() >= TAIL_CHECK_RECORDS || window >= TAIL_CHECK_BYTES {
-                break;
+    /// Check the log against the index's end, then index again the records written after
+    /// it (`tail.rs`), cutting off a torn write at the log's end. A log that ends before
+    /// the records the index names was cut short after they were written: damage, kept,
+    /// reported (returned, and logged), their seqs never given again, and new records go
+    /// to a new segment file. Returns the damage and how many records were indexed again.
+    fn recover_log(
+        &self,
+        topics: &mut [TopicState],
+        downtime: u64,
+    ) -> Result<(Vec<check::Damage>, u64)> {
+        let end = self.db.get(meta_key(LOG_END))?.and_then(|v| decode_pos(&v));
+        let files = self.segs.list()?;
+        let mut damage = Vec::new();
+        if let Some((seg, off)) = end {
+            let len = match files.get(&seg) {
+                Some(p) => Some(std::fs::metadata(p)?.len()),
+                None => None,
+            };
+            // A segment with live records that is gone, or the newest indexed one cut
+            // short: the index names records the log no longer holds.
+            if len.is_none_or(|l| l < off) && (len.is_some() || self.live().get(seg).records > 0) {
+                damage = self.damage_past(topics, seg, len.unwrap_or(0))?;
+                self.segs.seal()?;
             }
         }
-        let mut reader = self.segs.reader(t.id);
-        let checked: Vec<Option<segments::Bad>> = entries
-            .iter()
-            .map(|(_, p)| match p {
-                Some((first, e)) => check::check_record(&mut reader, *first, e).err(),
-                None => Some(segments::Bad::Damaged(
-                    "its index entry does not decode".into(),
-                )),
-            })
-            .collect();
-        // Records the index names reached the disk whole before their index entries did
-        // (`Store::flush` syncs segments first): one that does not read back was damaged
-        // after it was written — a flipped bit, a truncated file — and is never cut here.
-        // Only bytes after the newest indexed record can be torn writes (`tail.rs`).
-        let mut bad: Vec<check::BadRecord> = entries
-            .iter()
-            .zip(checked)
-            .filter_map(|((k, p), bad)| {
-                bad.map(|bad| check::BadRecord {
-                    key: k.clone(),
-                    entry: *p,
-                    bad,
-                })
-            })
-            .collect();
-        bad.reverse();
-        let mut damage = check::ranges(self, t, &bad);
-        let mut reindexed = 0;
-        // With no index entry readable, nothing says where the log ends: leave it.
-        let newest = entries.iter().find_map(|(_, p)| p.map(|(_, e)| e.loc));
-        if newest.is_some() || entries.is_empty() {
-            let tail = self.index_tail(t, newest, downtime)?;
-            reindexed = tail.records;
-            // New records go to a new segment file, after every seq the index knows: never
-            // into a file whose end is damaged, where they would overlap what it names.
-            let damaged_end = tail.records == 0
-                && tail.damage.is_empty()
-                && newest.is_some_and(|l| {
-                    let file = self.segs.display_path(t.id, l.segment);
-                    damage.iter().any(|d| d.segment == file)
-                });
-            if damaged_end {
-                self.segs.seal(t.id);
-            }
-            damage.extend(tail.damage);
+        if let Some(end) = end {
+            damage.extend(self.check_newest(topics, &files, end)?);
         }
+        // Segment files nothing counts: none of their records is live.
+        {
+            let mut live = self.live();
+            let newest = self.segs.newest();
+            for seg in files.keys() {
+                if *seg < newest && live.get(*seg) == live::SegLive::default() {
+                    live.set(*seg, live::SegLive::default());
+                }
+            }
+        }
+        let tail = self.index_tail(topics, end, downtime)?;
+        damage.extend(tail.damage);
         for d in &damage {
             tracing::error!(
                 topic = %d.topic,
@@ -246,6 +219,138 @@ impl Store {
                 d.reason
             );
         }
-        Ok((damage, reindexed))
+        Ok((damage, tail.records))
+    }
+
+    /// Check the indexed part of the newest segment the index names (up to `end`): a
+    /// record there that does not read back whole, and whose header still says which
+    /// topic and seq it holds, is reported as damage at once (reads and `momd verify` find
+    /// the others).
+    fn check_newest(
+        &self,
+        topics: &[TopicState],
+        files: &std::collections::BTreeMap<u64, std::path::PathBuf>,
+        (seg, off): (u64, u64),
+    ) -> Result<Vec<check::Damage>> {
+        use std::os::unix::fs::FileExt;
+        let Some(path) = files.get(&seg) else {
+            return Ok(Vec::new());
+        };
+        let f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len().min(off);
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        f.read_exact_at(&mut buf, 0)?;
+        let mut bad_at = Vec::new();
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            if let Some((_, _, l)) = segments::whole_at(&buf, pos) {
+                pos += segments::HEADER_LEN as usize + l as usize;
+                continue;
+            }
+            bad_at.push(pos);
+            match segments::next_whole(&buf, pos + 1) {
+                Some((p, ..)) => pos = p,
+                None => break,
+            }
+        }
+        let mut out = Vec::new();
+        let mut reader = self.segs.reader();
+        for pos in bad_at {
+            let Some((topic, seq, l)) = segments::header_at(&buf, pos) else {
+                tracing::error!(
+                    segment = %self.segs.display_path(seg),
+                    offset = pos,
+                    "bytes in the log do not read back and their header is unreadable; \
+                     reads of the records there report them"
+                );
+                continue;
+            };
+            let loc = Loc {
+                segment: seg,
+                offset: pos as u64,
+                len: l,
+            };
+            if loc.end().1 > len {
+                // Cut short: `damage_past` names it.
+                continue;
+            }
+            let Some(t) = topics.iter().find(|t| t.id == topic) else {
+                continue;
+            };
+            let Some((first, e)) = self.entry_at_or_below(topic, seq)? else {
+                continue;
+            };
+            if first != seq || e.loc != loc {
+                continue;
+            }
+            if let Err(bad) = check::check_record(&mut reader, topic, first, &e) {
+                let b = check::BadRecord {
+                    key: sled::IVec::from(&msg_key(topic, first)[..]),
+                    entry: Some((first, e)),
+                    bad,
+                };
+                out.extend(check::ranges(self, t, &[b]));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records the index names in segment `seg` from byte `len` on (the file ends
+    /// there, or is gone): damage. Found by reading the whole index once — only when the
+    /// log was cut short.
+    fn damage_past(&self, topics: &[TopicState], seg: u64, len: u64) -> Result<Vec<check::Damage>> {
+        let mut out = Vec::new();
+        let by_id: std::collections::HashMap<u32, &TopicState> =
+            topics.iter().map(|t| (t.id, t)).collect();
+        let mut bad: Vec<(u32, check::BadRecord)> = Vec::new();
+        for kv in self.db.scan_prefix([P_MSG]) {
+            let (k, v) = kv?;
+            let Some(e) = IndexEntry::decode(&v) else {
+                continue;
+            };
+            if e.loc.segment != seg || e.loc.end().1 <= len {
+                continue;
+            }
+            let (Some(topic), Some(first)) = (
+                k.get(1..5)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+                seq_of_key(&k),
+            ) else {
+                continue;
+            };
+            let reason = if len == 0 {
+                "its segment file is missing".to_string()
+            } else {
+                format!(
+                    "the file ends at byte {len}, before the record (bytes {}..{})",
+                    e.loc.offset,
+                    e.loc.end().1
+                )
+            };
+            bad.push((
+                topic,
+                check::BadRecord {
+                    key: k,
+                    entry: Some((first, e)),
+                    bad: segments::Bad::Incomplete(reason),
+                },
+            ));
+        }
+        let mut i = 0;
+        while i < bad.len() {
+            let topic = bad[i].0;
+            let j = bad[i..]
+                .iter()
+                .position(|(t, _)| *t != topic)
+                .map_or(bad.len(), |n| i + n);
+            if let Some(t) = by_id.get(&topic) {
+                let recs: Vec<check::BadRecord> =
+                    bad[i..j].iter().map(|(_, b)| b.clone()).collect();
+                out.extend(check::ranges(self, t, &recs));
+            }
+            i = j;
+        }
+        Ok(out)
     }
 }

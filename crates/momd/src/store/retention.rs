@@ -27,13 +27,13 @@ impl Store {
         let mut first = topic.first_seq;
         let mut removed_msgs = 0;
         let mut removed_bytes = 0;
-        let mut batch: Vec<Vec<u8>> = Vec::new();
-        let mut reader = self.segs.reader(topic.id);
+        let mut batch: Vec<(Vec<u8>, Loc)> = Vec::new();
+        let mut reader = self.segs.reader();
         for item in self.entries_from(topic.id, first)? {
             let (rec_first, e, key) = item?;
             let rec_next = rec_first + u64::from(e.count);
             if rec_next <= first {
-                batch.push(key);
+                batch.push((key, e.loc));
                 continue;
             }
             let aged = lim.max_age_ms > 0 && now.saturating_sub(e.time) >= lim.max_age_ms;
@@ -51,11 +51,11 @@ impl Store {
                 removed_msgs += rest;
                 removed_bytes += e.bytes;
                 first = rec_next;
-                batch.push(key);
+                batch.push((key, e.loc));
                 continue;
             }
             // The cut falls inside this record: go message by message.
-            let body = reader.read(rec_first, e.loc)?;
+            let body = reader.read(topic.id, rec_first, e.loc)?;
             let rec = record::decode(&body).map_err(|err| corrupt(&key, err))?;
             for (i, m) in rec.msgs().enumerate() {
                 let seq = rec_first + i as u64;
@@ -73,7 +73,7 @@ impl Store {
                 first = seq + 1;
             }
             if first >= rec_next {
-                batch.push(key);
+                batch.push((key, e.loc));
                 continue;
             }
             break;
@@ -82,16 +82,19 @@ impl Store {
             return Ok(None);
         }
         // Lost in a crash, retention is simply applied again: no full flush needed for it
-        // (the segment files it frees wait for one, `remove_segments_below`).
+        // (the segment files it frees wait for one, `live.rs`).
         self.index_unsynced.store(true, Ordering::Relaxed);
         let mut t = topic.clone();
         t.record_trim(first, removed_msgs, removed_bytes);
         let mut o = self.overlay();
-        for k in batch {
+        let mut live = self.live();
+        for (k, loc) in batch {
             o.remove(k);
+            let (seg, v) = live.sub(&loc);
+            o.put(live::seg_key(seg).to_vec(), v.encode());
         }
+        drop(live);
         o.put(topic_key(t.id).to_vec(), encode_topic(&t));
-        // The files go only once this is durable: see [`Store::remove_segments_below`].
         Ok(Some((first, removed_msgs, removed_bytes)))
     }
 }

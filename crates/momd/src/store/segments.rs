@@ -1,12 +1,16 @@
-//! Message records in append-only segment files, one directory per topic:
-//! `topics/<topic id>/<first seq, 20 digits>.seg`. sled holds only the index that says where
-//! each record is (see `mod.rs`), so the store's memory does not grow with what it holds,
-//! removing a topic deletes a directory, and retention deletes whole files.
+//! Message records of every topic in one append-only log: `log/<segment number, 20
+//! digits>.seg`, numbered from 1, a new file past `SEGMENT_MAX`. A topic costs no file of
+//! its own, and a flush is one fdatasync of the file being written whatever the number of
+//! topics it touched (as NATS JetStream keeps every subject of a stream in one set of
+//! message blocks). sled holds the index that says where each record is (`mod.rs`) and how
+//! many live records each segment holds; a segment none of whose records is live any more
+//! is deleted (`retention.rs`).
 //!
-//! A record on disk: a 20-byte header — `b"MR"`, version 1, a zero byte, the record's first
-//! seq (u64 BE), the body length (u32 BE) and the body's CRC-32 (u32 BE) — then the body
-//! (`record.rs`). Appends go to the page cache at once; [`Segments::sync`] fdatasyncs every
-//! file (and directory) written since the last sync. A record is acknowledged once that and
+//! A record on disk: a 24-byte header — `b"MR"`, version 2, a zero byte, the topic id (u32
+//! BE), the record's first seq (u64 BE), the body length (u32 BE) and a CRC-32 (u32 BE) of
+//! the topic id, seq and length and the body — then the body (`record.rs`). Appends go to
+//! the page cache at once; [`Segments::sync`] fdatasyncs the files written since the last
+//! sync (and the directory when a file was created). A record is acknowledged once that and
 //! the index's flush returned (`Store::flush`); a start indexes again what the index lacks
 //! (`tail.rs`).
 
@@ -17,21 +21,28 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub const HEADER_LEN: u64 = 20;
+pub const HEADER_LEN: u64 = 24;
 const MAGIC: [u8; 2] = *b"MR";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// A segment file is closed and a new one started past this size.
 pub const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
-/// Segment files kept open for appending; past this, they are closed and reopened as needed.
-const MAX_OPEN: usize = 256;
+/// The log's directory under the data dir.
+pub const DIR: &str = "log";
 
-/// Where a record is: the segment (named by its first seq), the offset of the record's
-/// header, and the length of its body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a record is: the segment (by number), the offset of the record's header, and the
+/// length of its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Loc {
     pub segment: u64,
     pub offset: u64,
     pub len: u32,
+}
+
+impl Loc {
+    /// The position right after the record.
+    pub fn end(&self) -> (u64, u64) {
+        (self.segment, self.offset + HEADER_LEN + u64::from(self.len))
+    }
 }
 
 struct Active {
@@ -42,20 +53,20 @@ struct Active {
 
 #[derive(Default)]
 struct Dirty {
-    files: HashMap<(u32, u64), Arc<File>>,
-    dirs: Vec<PathBuf>,
+    files: HashMap<u64, Arc<File>>,
+    dir: bool,
 }
 
 pub struct Segments {
     root: PathBuf,
-    active: Mutex<HashMap<u32, Active>>,
+    /// The segment appends go to (None until the first append after opening or sealing).
+    active: Mutex<Option<Active>>,
+    /// The number of the newest segment file there is (0: none yet).
+    newest: Mutex<u64>,
     dirty: Mutex<Dirty>,
     /// One sync at a time: a sync that finds a file taken by another one still running
     /// must not return before that one has synced it.
     sync_lock: Mutex<()>,
-    /// Topics whose newest segment file must not be appended to (its end is damaged):
-    /// their next record starts a new one.
-    sealed: Mutex<std::collections::HashSet<u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,113 +78,142 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// The CRC of a record: its topic, seq and length (header bytes 4..20), then its body.
+fn crc_of(head: &[u8], body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(head);
+    h.update(body);
+    h.finalize()
+}
+
+/// A record's header.
+pub fn header(topic: u32, first_seq: u64, body: &[u8]) -> io::Result<[u8; HEADER_LEN as usize]> {
+    let len = u32::try_from(body.len()).map_err(|_| bad("record over 4 GiB"))?;
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..2].copy_from_slice(&MAGIC);
+    h[2] = VERSION;
+    h[4..8].copy_from_slice(&topic.to_be_bytes());
+    h[8..16].copy_from_slice(&first_seq.to_be_bytes());
+    h[16..20].copy_from_slice(&len.to_be_bytes());
+    let crc = crc_of(&h[4..20], body);
+    h[20..24].copy_from_slice(&crc.to_be_bytes());
+    Ok(h)
+}
+
+/// A header's fields: (topic, first seq, body length, crc), if its magic and version are
+/// right.
+fn parse_header(h: &[u8]) -> Option<(u32, u64, u32, u32)> {
+    let h = h.get(..HEADER_LEN as usize)?;
+    if h[..2] != MAGIC || h[2] != VERSION || h[3] != 0 {
+        return None;
+    }
+    Some((
+        u32::from_be_bytes(h[4..8].try_into().ok()?),
+        u64::from_be_bytes(h[8..16].try_into().ok()?),
+        u32::from_be_bytes(h[16..20].try_into().ok()?),
+        u32::from_be_bytes(h[20..24].try_into().ok()?),
+    ))
+}
+
 impl Segments {
     pub fn open(root: &Path) -> io::Result<Segments> {
         fs::create_dir_all(root)?;
-        Ok(Segments {
+        let s = Segments {
             root: root.to_path_buf(),
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::new(None),
+            newest: Mutex::new(0),
             dirty: Mutex::new(Dirty::default()),
             sync_lock: Mutex::new(()),
-            sealed: Mutex::new(Default::default()),
+        };
+        let newest = s.list()?.keys().next_back().copied().unwrap_or(0);
+        *lock(&s.newest) = newest;
+        Ok(s)
+    }
+
+    /// Start a new segment file now: the next record goes there, and the one before can be
+    /// deleted once none of its records is live.
+    pub fn seal(&self) -> io::Result<()> {
+        let mut active = lock(&self.active);
+        *active = Some(self.create_next()?);
+        Ok(())
+    }
+
+    /// Create the segment file after the newest one.
+    fn create_next(&self) -> io::Result<Active> {
+        let mut newest = lock(&self.newest);
+        let segment = *newest + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(self.seg_path(segment))?;
+        *newest = segment;
+        lock(&self.dirty).dir = true;
+        Ok(Active {
+            segment,
+            len: file.metadata()?.len(),
+            file: Arc::new(file),
         })
     }
 
-    /// Start the topic's next record in a new segment file.
-    pub fn seal(&self, topic: u32) {
-        lock(&self.active).remove(&topic);
-        lock(&self.sealed).insert(topic);
-    }
-
-    fn topic_dir(&self, topic: u32) -> PathBuf {
-        self.root.join(topic.to_string())
-    }
-
-    fn seg_path(&self, topic: u32, segment: u64) -> PathBuf {
-        self.topic_dir(topic).join(format!("{segment:020}.seg"))
+    pub fn seg_path(&self, segment: u64) -> PathBuf {
+        self.root.join(format!("{segment:020}.seg"))
     }
 
     /// A segment file's path as a user finds it under the data dir.
-    pub fn display_path(&self, topic: u32, segment: u64) -> String {
-        format!("topics/{topic}/{segment:020}.seg")
+    pub fn display_path(&self, segment: u64) -> String {
+        format!("{DIR}/{segment:020}.seg")
     }
 
-    /// The segment files of a topic, by first seq.
-    pub fn list(&self, topic: u32) -> io::Result<BTreeMap<u64, PathBuf>> {
+    /// The segment files, by number.
+    pub fn list(&self) -> io::Result<BTreeMap<u64, PathBuf>> {
         let mut out = BTreeMap::new();
-        let rd = match fs::read_dir(self.topic_dir(topic)) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for e in rd {
+        for e in fs::read_dir(&self.root)? {
             let e = e?;
             let name = e.file_name();
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
                 continue;
             };
-            if let Ok(seq) = stem.parse::<u64>() {
-                out.insert(seq, e.path());
+            if let Ok(n) = stem.parse::<u64>() {
+                out.insert(n, e.path());
             }
         }
         Ok(out)
     }
 
-    /// Append a record whose first message has seq `first_seq`. Written to the page cache;
-    /// durable after the next [`Segments::sync`].
+    /// The number of the segment appends go to now (0 when there is none).
+    pub fn newest(&self) -> u64 {
+        *lock(&self.newest)
+    }
+
+    /// The size of a segment file (0 if it is gone).
+    pub fn size(&self, segment: u64) -> u64 {
+        fs::metadata(self.seg_path(segment)).map_or(0, |m| m.len())
+    }
+
+    /// Append a record of `topic` whose first message has seq `first_seq`. Written to the
+    /// page cache; durable after the next [`Segments::sync`].
     pub fn append(&self, topic: u32, first_seq: u64, body: &[u8]) -> io::Result<Loc> {
-        let len = u32::try_from(body.len()).map_err(|_| bad("record over 4 GiB"))?;
+        let head = header(topic, first_seq, body)?;
         let mut active = lock(&self.active);
-        let need_new = match active.get(&topic) {
-            None => true,
-            Some(a) => a.len >= SEGMENT_MAX,
-        };
+        let need_new = active.as_ref().is_none_or(|a| a.len >= SEGMENT_MAX);
         if need_new {
-            let sealed = lock(&self.sealed).remove(&topic);
-            let reopened = if active.contains_key(&topic) || sealed {
+            let reopened = if active.is_some() {
                 None
             } else {
-                self.reopen_last(topic)?
+                self.reopen_last()?
             };
             let a = match reopened {
                 Some(a) => a,
-                None => {
-                    let dir = self.topic_dir(topic);
-                    let new_dir = !dir.exists();
-                    fs::create_dir_all(&dir)?;
-                    let file = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .read(true)
-                        .open(self.seg_path(topic, first_seq))?;
-                    let mut d = lock(&self.dirty);
-                    d.dirs.push(dir);
-                    if new_dir {
-                        d.dirs.push(self.root.clone());
-                    }
-                    Active {
-                        segment: first_seq,
-                        len: file.metadata()?.len(),
-                        file: Arc::new(file),
-                    }
-                }
+                None => self.create_next()?,
             };
-            if active.len() >= MAX_OPEN {
-                // Many topics written: close the others' files; they reopen when written.
-                active.clear();
-            }
-            active.insert(topic, a);
+            *active = Some(a);
         }
-        let a = active
-            .get_mut(&topic)
-            .expect("an active segment was just put in place");
+        let Some(a) = active.as_mut() else {
+            return Err(io::Error::other("no segment file to append to"));
+        };
         let mut buf = Vec::with_capacity(HEADER_LEN as usize + body.len());
-        buf.extend_from_slice(&MAGIC);
-        buf.push(VERSION);
-        buf.push(0);
-        buf.extend_from_slice(&first_seq.to_be_bytes());
-        buf.extend_from_slice(&len.to_be_bytes());
-        buf.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+        buf.extend_from_slice(&head);
         buf.extend_from_slice(body);
         let offset = a.len;
         if let Err(e) = (&*a.file).write_all(&buf) {
@@ -183,23 +223,29 @@ impl Segments {
             return Err(e);
         }
         a.len += buf.len() as u64;
-        lock(&self.dirty)
-            .files
-            .insert((topic, a.segment), a.file.clone());
+        lock(&self.dirty).files.insert(a.segment, a.file.clone());
         Ok(Loc {
             segment: a.segment,
             offset,
-            len,
+            len: body.len() as u32,
         })
     }
 
-    /// After a restart, go on appending to the newest segment of the topic if it has room.
-    fn reopen_last(&self, topic: u32) -> io::Result<Option<Active>> {
-        let list = self.list(topic)?;
-        let Some((&segment, path)) = list.iter().next_back() else {
+    /// After a restart, go on appending to the newest segment if it has room.
+    fn reopen_last(&self) -> io::Result<Option<Active>> {
+        let segment = self.newest();
+        if segment == 0 {
             return Ok(None);
+        }
+        let file = match OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(self.seg_path(segment))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
         };
-        let file = OpenOptions::new().append(true).read(true).open(path)?;
         let len = file.metadata()?.len();
         if len >= SEGMENT_MAX {
             return Ok(None);
@@ -211,16 +257,16 @@ impl Segments {
         }))
     }
 
-    /// A reader that keeps the last segment file open across reads.
-    pub fn reader(&self, topic: u32) -> Reader<'_> {
+    /// A reader that keeps the last segment file it read open.
+    pub fn reader(&self) -> Reader<'_> {
         Reader {
             segs: self,
-            topic,
             open: None,
         }
     }
 
-    /// fdatasync every file and directory written since the last sync.
+    /// fdatasync every file written since the last sync, and the directory if a file was
+    /// created or deleted.
     pub fn sync(&self) -> io::Result<()> {
         let _one = lock(&self.sync_lock);
         let d = std::mem::take(&mut *lock(&self.dirty));
@@ -228,10 +274,8 @@ impl Segments {
             for f in d.files.values() {
                 f.sync_data()?;
             }
-            for dir in &d.dirs {
-                if let Ok(f) = File::open(dir) {
-                    f.sync_all()?;
-                }
+            if d.dir {
+                File::open(&self.root)?.sync_all()?;
             }
             Ok(())
         })();
@@ -239,73 +283,70 @@ impl Segments {
             // Not synced: the next flush must try these again.
             let mut cur = lock(&self.dirty);
             cur.files.extend(d.files);
-            cur.dirs.extend(d.dirs);
+            cur.dir |= d.dir;
         }
         res
     }
 
-    /// Delete the segment files all of whose records are below `seq`. The newest segment
-    /// always stays: appends go on in it.
-    pub fn remove_below(&self, topic: u32, seq: u64) -> io::Result<()> {
-        let list: Vec<u64> = self.list(topic)?.keys().copied().collect();
-        for pair in list.windows(2) {
-            // A segment's records end where the next segment begins.
-            if let [this, next] = pair {
-                if *next <= seq {
-                    lock(&self.dirty).files.remove(&(topic, *this));
-                    fs::remove_file(self.seg_path(topic, *this))?;
-                }
-            }
+    /// Delete a segment file (none of its records is live). The one being appended to
+    /// stays.
+    pub fn remove(&self, segment: u64) -> io::Result<bool> {
+        if lock(&self.active)
+            .as_ref()
+            .is_some_and(|a| a.segment == segment)
+            || segment >= self.newest()
+        {
+            return Ok(false);
         }
-        Ok(())
+        lock(&self.dirty).files.remove(&segment);
+        match fs::remove_file(self.seg_path(segment)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        lock(&self.dirty).dir = true;
+        Ok(true)
     }
 
-    /// Delete a topic's files.
-    pub fn remove_topic(&self, topic: u32) -> io::Result<()> {
-        lock(&self.active).remove(&topic);
-        lock(&self.dirty).files.retain(|(t, _), _| *t != topic);
-        match fs::remove_dir_all(self.topic_dir(topic)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Undo appends that failed to be indexed: the topic's log ends again at `at` (the
-    /// first record of the failed write), and segment files begun after it are removed.
-    pub fn cut_at(&self, topic: u32, at: Loc) -> io::Result<()> {
-        lock(&self.active).remove(&topic);
-        for (seg, path) in self.list(topic)? {
+    /// Undo appends that failed to be indexed: the log ends again at `at` (the first record
+    /// of the failed write), and segment files begun after it are removed.
+    pub fn cut_at(&self, at: Loc) -> io::Result<()> {
+        *lock(&self.active) = None;
+        for (seg, path) in self.list()? {
             if seg == at.segment {
                 let f = OpenOptions::new().write(true).open(&path)?;
                 f.set_len(at.offset)?;
                 f.sync_all()?;
             } else if seg > at.segment {
-                lock(&self.dirty).files.remove(&(topic, seg));
+                lock(&self.dirty).files.remove(&seg);
                 fs::remove_file(&path)?;
             }
         }
+        let mut newest = lock(&self.newest);
+        *newest = (*newest).min(at.segment);
+        lock(&self.dirty).dir = true;
         Ok(())
     }
 }
 
 /// The record starting at `pos` of a segment file's bytes, if it is whole there (header,
-/// length and checksum all right): its first seq and body length.
-pub fn whole_at(buf: &[u8], pos: usize) -> Option<(u64, u32)> {
-    let h = buf.get(pos..pos + HEADER_LEN as usize)?;
-    if h[..2] != MAGIC || h[2] != VERSION || h[3] != 0 {
-        return None;
-    }
-    let seq = u64::from_be_bytes(h[4..12].try_into().ok()?);
-    let len = u32::from_be_bytes(h[12..16].try_into().ok()?);
-    let crc = u32::from_be_bytes(h[16..20].try_into().ok()?);
+/// length and checksum all right): its topic, first seq and body length.
+pub fn whole_at(buf: &[u8], pos: usize) -> Option<(u32, u64, u32)> {
+    let (topic, seq, len, crc) = parse_header(buf.get(pos..)?)?;
     let start = pos + HEADER_LEN as usize;
     let body = buf.get(start..start.checked_add(len as usize)?)?;
-    (crc32fast::hash(body) == crc).then_some((seq, len))
+    let head = buf.get(pos + 4..pos + 20)?;
+    (crc_of(head, body) == crc).then_some((topic, seq, len))
 }
 
-/// The next whole record at or after `from` in `buf` whose seq is at least `min_seq`: its
-/// offset, seq and body length. Finds records by their header's magic bytes.
-pub fn next_whole(buf: &[u8], from: usize, min_seq: u64) -> Option<(usize, u64, u32)> {
+/// The header fields at `pos` (topic, first seq, length), if its magic and version are
+/// right, whether or not the record is whole.
+pub fn header_at(buf: &[u8], pos: usize) -> Option<(u32, u64, u32)> {
+    parse_header(buf.get(pos..)?).map(|(t, s, l, _)| (t, s, l))
+}
+
+/// The next whole record at or after `from` in `buf`: its offset, topic, seq and body
+/// length. Finds records by their header's magic bytes.
+pub fn next_whole(buf: &[u8], from: usize) -> Option<(usize, u32, u64, u32)> {
     let mut pos = from;
     while pos < buf.len() {
         let i = buf
@@ -313,10 +354,8 @@ pub fn next_whole(buf: &[u8], from: usize, min_seq: u64) -> Option<(usize, u64, 
             .windows(4)
             .position(|w| w == [MAGIC[0], MAGIC[1], VERSION, 0])?;
         pos += i;
-        if let Some((seq, len)) = whole_at(buf, pos) {
-            if seq >= min_seq {
-                return Some((pos, seq, len));
-            }
+        if let Some((topic, seq, len)) = whole_at(buf, pos) {
+            return Some((pos, topic, seq, len));
         }
         pos += 1;
     }
@@ -328,7 +367,7 @@ pub fn next_whole(buf: &[u8], from: usize, min_seq: u64) -> Option<(usize, u64, 
 pub enum Bad {
     /// Not all of it reached the disk: the file ends inside it, or it reads as zeros where
     /// it was never written. What a crash or power cut leaves of a write that was never
-    /// acknowledged — but only when it is the end of a topic's log (see `recover_tail`).
+    /// acknowledged — but only at the end of the log (see `tail.rs`).
     Incomplete(String),
     /// It is all there but wrong (a flipped bit, an overwritten header, an I/O error):
     /// damage, never to be cut silently.
@@ -353,7 +392,7 @@ impl std::fmt::Display for Bad {
 /// with its last message's CRC, never with a run of zeros this long.
 const ZERO_TAIL: usize = 512;
 
-fn check_at(file: &File, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
+fn check_at(file: &File, topic: u32, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
     let io_err = |e: io::Error| Bad::Damaged(format!("read error: {e}"));
     let end = loc
         .offset
@@ -373,20 +412,24 @@ fn check_at(file: &File, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
             "its header reads as zeros (never written)".into(),
         ));
     }
-    let seq = u64::from_be_bytes([h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]]);
-    let len = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
-    let crc = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
-    if h[..2] != MAGIC || h[2] != VERSION || seq != first_seq || len != loc.len {
+    let fields = parse_header(&h);
+    let Some((_, _, _, crc)) =
+        fields.filter(|(t, s, l, _)| (*t, *s, *l) == (topic, first_seq, loc.len))
+    else {
+        let seen = match fields {
+            Some((t, s, l, _)) => format!("topic id {t}, seq {s}, length {l}"),
+            None => "not a record header".into(),
+        };
         return Err(Bad::Damaged(format!(
-            "its header does not match the index (header: seq {seq}, length {len}; \
-             index: seq {first_seq}, length {})",
+            "its header does not match the index (header: {seen}; index: topic id {topic}, \
+             seq {first_seq}, length {})",
             loc.len
         )));
-    }
+    };
     let mut body = vec![0u8; loc.len as usize];
     file.read_exact_at(&mut body, loc.offset + HEADER_LEN)
         .map_err(io_err)?;
-    if crc32fast::hash(&body) != crc {
+    if crc_of(&h[4..20], &body) != crc {
         let tail = body
             .get(body.len().saturating_sub(ZERO_TAIL)..)
             .unwrap_or_default();
@@ -401,29 +444,28 @@ fn check_at(file: &File, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
     Ok(body)
 }
 
-/// Reads records of one topic, keeping one segment file open.
+/// Reads records, keeping one segment file open.
 pub struct Reader<'a> {
     segs: &'a Segments,
-    topic: u32,
     open: Option<(u64, File)>,
 }
 
 impl Reader<'_> {
-    pub fn read(&mut self, first_seq: u64, loc: Loc) -> io::Result<Vec<u8>> {
-        self.check(first_seq, loc).map_err(|b| {
+    pub fn read(&mut self, topic: u32, first_seq: u64, loc: Loc) -> io::Result<Vec<u8>> {
+        self.check(topic, first_seq, loc).map_err(|b| {
             bad(format!(
                 "record of seq {first_seq} at offset {} of {}: {b}",
                 loc.offset,
-                self.segs.display_path(self.topic, loc.segment)
+                self.segs.display_path(loc.segment)
             ))
         })
     }
 
     /// Read a record, saying why when it does not read back whole.
-    pub fn check(&mut self, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
+    pub fn check(&mut self, topic: u32, first_seq: u64, loc: Loc) -> Result<Vec<u8>, Bad> {
         if self.open.as_ref().map(|(s, _)| *s) != Some(loc.segment) {
             self.open = None;
-            match File::open(self.segs.seg_path(self.topic, loc.segment)) {
+            match File::open(self.segs.seg_path(loc.segment)) {
                 Ok(f) => self.open = Some((loc.segment, f)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(Bad::Incomplete("its segment file is missing".into()))
@@ -434,12 +476,12 @@ impl Reader<'_> {
         let Some((_, f)) = self.open.as_ref() else {
             return Err(Bad::Damaged("its segment file is not open".into()));
         };
-        check_at(f, first_seq, loc)
+        check_at(f, topic, first_seq, loc)
     }
 
     /// The bytes a record takes in its segment file, as far as the file holds them.
     pub fn raw(&self, loc: Loc) -> io::Result<Vec<u8>> {
-        let f = File::open(self.segs.seg_path(self.topic, loc.segment))?;
+        let f = File::open(self.segs.seg_path(loc.segment))?;
         let file_len = f.metadata()?.len();
         let end = loc
             .offset

@@ -1,17 +1,19 @@
 //! Start-up: the records past the index. A publish is acknowledged once its records and
 //! the index naming them are flushed; requests and replies are acknowledged before
 //! (`broker/release.rs`), and a crash of momd keeps what it wrote to the page cache. So a
-//! start indexes again what was written after the newest record the index knows, as Kafka
-//! rebuilds its index files from its log: index entries, the topic's counters and the
-//! dedupe entries of msg ids.
+//! start indexes again what was written after the index's end (the end of the newest record
+//! it names, kept with it), as Kafka rebuilds its index files from its log: index entries,
+//! the topics' counters and the dedupe entries of msg ids.
 //!
 //! Reading on from there, a record that does not read back whole is a torn write (never
-//! acknowledged) only if no whole record follows it in the topic's log: then the log is
-//! cut there. If a whole record follows, the bytes between were acknowledged and damaged
-//! later: they are kept, named by an index entry that reads as damaged, reported, and
-//! their seqs are never given again (as for damage the index names, `recover.rs`).
+//! acknowledged) only if no whole record follows it in the log: then the log is cut there.
+//! If a whole record follows, the bytes between are skipped and reported; nothing there was
+//! acknowledged (a request's or reply's delivery aside: those are not fsynced before), and a
+//! later record of the same topic moves its seqs past them, so none is given twice.
 
-use super::segments::{self, whole_at, HEADER_LEN};
+use std::collections::HashMap;
+
+use super::segments::{self, header_at, whole_at, HEADER_LEN};
 use super::*;
 
 /// What reading the log past the index found.
@@ -23,288 +25,255 @@ pub(super) struct Tail {
 }
 
 impl Store {
-    /// Index the records of `t` written after `after` (the newest record the index knows:
-    /// its first seq and where it is; None when the index holds none of the topic's
-    /// records). `downtime` is the total downtime as the records were written (what
-    /// dedupe entries are stored less). Updates `t`; writes the new index entries, dedupe
-    /// entries and `t` to sled.
+    /// Index the records written after `after` (the index's end: segment and offset; None
+    /// when the index holds no record), for the topics in `topics` (updated). `downtime`
+    /// is the total downtime as the records were written (what dedupe entries are stored
+    /// less). Writes the new index entries, dedupe entries and topic states to sled.
     pub(super) fn index_tail(
         &self,
-        t: &mut TopicState,
-        after: Option<Loc>,
+        topics: &mut [TopicState],
+        after: Option<(u64, u64)>,
         downtime: u64,
     ) -> Result<Tail> {
         let mut out = Tail {
             records: 0,
             damage: Vec::new(),
         };
-        let files = self.segs.list(t.id)?;
-        let mut expected = t.last_seq + 1;
-        // Where to start: right after the newest indexed record, or (none indexed) in the
-        // newest file that can hold `expected` (older ones hold only trimmed records).
-        let (start_seg, mut pos) = match after {
-            Some(l) => (
-                l.segment,
-                (l.offset + HEADER_LEN + u64::from(l.len)) as usize,
-            ),
-            None => match files.range(..=expected).next_back().or(files.iter().next()) {
-                Some((s, _)) => (*s, 0),
-                None => return Ok(out),
-            },
-        };
+        let by_id: HashMap<u32, usize> =
+            topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let files = self.segs.list()?;
+        let (start_seg, start_pos) = after.unwrap_or((0, 0));
         let segs: Vec<(u64, std::path::PathBuf)> = files
             .range(start_seg..)
             .map(|(s, p)| (*s, p.clone()))
             .collect();
         let mut batch = sled::Batch::default();
-        let mut i = 0;
-        // Bytes of the file being read, from `base` on (the first file from where the
-        // index ends: not the whole file, at every start); `pos` is within them.
-        let mut base = pos;
-        pos = 0;
-        let mut buf = match segs.first() {
-            Some((_, p)) => read_from(p, base)?,
-            None => return Ok(out),
-        };
-        while let Some(seg) = segs.get(i).map(|(s, _)| *s) {
-            if pos >= buf.len() {
-                i += 1;
-                pos = 0;
-                base = 0;
-                match segs.get(i) {
-                    Some((_, p)) => buf = std::fs::read(p)?,
-                    None => break,
-                }
-                continue;
-            }
-            match whole_at(&buf, pos) {
-                Some((seq, len)) if seq < expected => {
-                    // Trimmed before, or older than the index's end: not ours to index.
-                    pos += HEADER_LEN as usize + len as usize;
-                }
-                Some((seq, len)) => {
-                    let body_at = pos + HEADER_LEN as usize;
-                    let body = buf.get(body_at..body_at + len as usize).unwrap_or_default();
-                    let rec = match record::decode(body) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            // Whole, yet not a record this momd wrote: damage.
-                            let next = self.next_whole_from(&segs, i, &buf, pos + 1, expected)?;
-                            self.tail_damage(
-                                t,
-                                &mut out,
-                                &mut batch,
-                                (seg, base + pos, len),
-                                expected,
-                                next,
-                                &format!("its body does not decode: {e}"),
+        let mut touched: std::collections::BTreeSet<usize> = Default::default();
+        let mut end: Option<(u64, u64)> = None;
+        // Bytes that do not read back, by the topic whose next seq their header names.
+        let mut pending: HashMap<u32, (Loc, &str)> = HashMap::new();
+        'files: for (i, (seg, path)) in segs.iter().enumerate() {
+            // The first file from where the index ends: not the whole file, at every start.
+            let base = if *seg == start_seg { start_pos } else { 0 };
+            let buf = read_from(path, base)?;
+            let mut pos = 0usize;
+            while pos < buf.len() {
+                let Some((topic, seq, len)) = whole_at(&buf, pos) else {
+                    let next = self.next_whole_from(&segs, i, &buf, pos + 1)?;
+                    let head = header_at(&buf, pos);
+                    let name_of = |t: u32| by_id.get(&t).and_then(|i| topics.get(*i));
+                    let (topic, seq) = head.map_or((String::new(), 0), |(t, s, _)| {
+                        (name_of(t).map_or(String::new(), |t| t.name.clone()), s)
+                    });
+                    let what = match head {
+                        Some((_, s, _)) if !topic.is_empty() => format!("topic {topic:?} seq {s}"),
+                        Some((t, s, _)) => format!("topic id {t} seq {s}"),
+                        None => "its header is unreadable".to_string(),
+                    };
+                    match next {
+                        None => {
+                            // Nothing whole after it: a write torn by a crash, never
+                            // acknowledged (its fdatasync never returned). Cut it off.
+                            tracing::warn!(
+                                topic = %topic,
+                                seq,
+                                segment = %self.segs.display_path(*seg),
+                                offset = base + pos as u64,
+                                "record torn by a crash before it was acknowledged ({what}); \
+                                 dropping it"
                             );
-                            match next {
-                                Some((j, p, s, _)) => {
-                                    expected = s;
-                                    jump_to(&segs, (&mut i, &mut base, &mut pos, &mut buf), j, p)?;
-                                    continue;
+                            self.segs.cut_at(Loc {
+                                segment: *seg,
+                                offset: base + pos as u64,
+                                len: 0,
+                            })?;
+                            break 'files;
+                        }
+                        Some((j, p)) => {
+                            // Its header still names the next seq of a topic: if a later
+                            // record of that topic is found, the seqs between are named as
+                            // damage by an index entry (reads say so; never given again).
+                            if let Some((t, s, l)) = head {
+                                if name_of(t).is_some_and(|t| t.last_seq + 1 == s) {
+                                    let loc = Loc {
+                                        segment: *seg,
+                                        offset: base + pos as u64,
+                                        len: l,
+                                    };
+                                    let reason = if buf.get(pos..pos + 2) == Some(&b"MR"[..]) {
+                                        "checksum mismatch"
+                                    } else {
+                                        "its header is damaged"
+                                    };
+                                    pending.insert(t, (loc, reason));
                                 }
-                                None => break,
                             }
+                            tracing::error!(
+                                segment = %self.segs.display_path(*seg),
+                                offset = base + pos as u64,
+                                "bytes past the index do not read back ({what}); skipped to \
+                                 the next whole record (segment {}, offset {p}): nothing \
+                                 there was acknowledged",
+                                segs.get(j).map_or(0, |s| s.0)
+                            );
+                            if j != i {
+                                // Go on in the file that holds it; what comes before its
+                                // offset there is read past record by record.
+                                continue 'files;
+                            }
+                            pos = p;
+                            continue;
                         }
-                    };
-                    if seq > expected {
-                        tracing::warn!(
+                    }
+                };
+                let rec_end = pos + HEADER_LEN as usize + len as usize;
+                let loc = Loc {
+                    segment: *seg,
+                    offset: base + pos as u64,
+                    len,
+                };
+                pos = rec_end;
+                let Some(ti) = by_id.get(&topic).copied() else {
+                    // A topic removed since: its records are dead bytes.
+                    continue;
+                };
+                let Some(t) = topics.get_mut(ti) else {
+                    continue;
+                };
+                if seq <= t.last_seq {
+                    // Indexed before (or trimmed): not ours to index.
+                    continue;
+                }
+                let body_at = rec_end - len as usize;
+                let body = buf.get(body_at..rec_end).unwrap_or_default();
+                let rec = match record::decode(body) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Whole, yet not a record this momd wrote.
+                        tracing::error!(
                             topic = %t.name,
-                            seqs = %format!("{expected}-{}", seq - 1),
-                            "seqs missing from the log past the index; never given again"
+                            seq,
+                            segment = %self.segs.display_path(*seg),
+                            offset = loc.offset,
+                            "a record past the index does not decode ({e}); skipped"
                         );
-                        t.last_seq = seq - 1;
+                        continue;
                     }
-                    let count = rec.len() as u64;
-                    let bytes: u64 = rec.msgs().map(record::RecMsg::size).sum();
+                };
+                let expected = t.last_seq + 1;
+                if let Some((bad, reason)) = pending.remove(&topic).filter(|_| seq > expected) {
+                    let count = seq - expected;
                     let entry = IndexEntry {
-                        loc: Loc {
-                            segment: seg,
-                            offset: (base + pos) as u64,
-                            len,
-                        },
-                        count: count as u32,
-                        time: rec.time(),
-                        bytes,
+                        loc: bad,
+                        count: count.min(u64::from(u32::MAX)) as u32,
+                        time: t.last_time,
+                        bytes: 0,
                     };
-                    batch.insert(&msg_key(t.id, seq)[..], &entry.encode()[..]);
-                    let mut s = seq;
-                    for run in &rec.runs {
-                        for m in &run.msgs {
-                            if let Some(id) = &m.msg_id {
-                                let mut v = Vec::with_capacity(16);
-                                v.extend_from_slice(&s.to_be_bytes());
-                                v.extend_from_slice(
-                                    &run.time.saturating_sub(downtime).to_be_bytes(),
-                                );
-                                batch.insert(dedupe_key(t.id, id), v);
-                            }
-                            s += 1;
-                        }
-                    }
-                    t.last_seq = t.last_seq.max(seq + count - 1);
+                    batch.insert(&msg_key(t.id, expected)[..], &entry.encode()[..]);
+                    let (s, v) = self.live().add(&bad);
+                    batch.insert(&live::seg_key(s)[..], v.encode());
                     if t.msgs == 0 {
-                        t.first_seq = seq;
+                        t.first_seq = expected;
                     }
                     t.msgs += count;
-                    t.bytes += bytes;
-                    t.last_time = t.last_time.max(rec.time());
-                    expected = seq + count;
-                    out.records += 1;
-                    pos = body_at + len as usize;
+                    t.last_seq = seq - 1;
+                    out.damage.push(check::Damage {
+                        topic: t.name.clone(),
+                        topic_id: t.id,
+                        first_seq: expected,
+                        last_seq: seq - 1,
+                        records: 1,
+                        segment: self.segs.display_path(bad.segment),
+                        offset: bad.offset,
+                        reason: reason.to_string(),
+                    });
                 }
-                None => {
-                    let next = self.next_whole_from(&segs, i, &buf, pos + 1, expected)?;
-                    let Some((j, p, s, _)) = next else {
-                        // Nothing whole after it: a write torn by a crash, never
-                        // acknowledged (its fdatasync never returned). Cut it off.
-                        tracing::warn!(
-                            topic = %t.name,
-                            seq = expected,
-                            segment = %self.segs.display_path(t.id, seg),
-                            offset = base + pos,
-                            "record torn by a crash before it was acknowledged; dropping it"
-                        );
-                        self.segs.cut_at(
-                            t.id,
-                            Loc {
-                                segment: seg,
-                                offset: (base + pos) as u64,
-                                len: 0,
-                            },
-                        )?;
-                        break;
-                    };
-                    let header_len = buf
-                        .get(pos + 12..pos + 16)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u32::from_be_bytes);
-                    let reason = if buf.get(pos..pos + 2) == Some(&b"MR"[..]) {
-                        "checksum mismatch"
-                    } else {
-                        "its header is damaged"
-                    };
-                    self.tail_damage(
-                        t,
-                        &mut out,
-                        &mut batch,
-                        (seg, base + pos, header_len),
-                        expected,
-                        next,
-                        reason,
+                if seq > t.last_seq + 1 {
+                    tracing::warn!(
+                        topic = %t.name,
+                        seqs = %format!("{}-{}", t.last_seq + 1, seq - 1),
+                        "seqs missing from the log past the index; never given again"
                     );
-                    expected = s;
-                    jump_to(&segs, (&mut i, &mut base, &mut pos, &mut buf), j, p)?;
+                    t.last_seq = seq - 1;
                 }
+                let count = rec.len() as u64;
+                let bytes: u64 = rec.msgs().map(record::RecMsg::size).sum();
+                let entry = IndexEntry {
+                    loc,
+                    count: count as u32,
+                    time: rec.time(),
+                    bytes,
+                };
+                batch.insert(&msg_key(t.id, seq)[..], &entry.encode()[..]);
+                let (s, v) = self.live().add(&loc);
+                batch.insert(&live::seg_key(s)[..], v.encode());
+                let mut s = seq;
+                for run in &rec.runs {
+                    for m in &run.msgs {
+                        if let Some(id) = &m.msg_id {
+                            let mut v = Vec::with_capacity(16);
+                            v.extend_from_slice(&s.to_be_bytes());
+                            v.extend_from_slice(&run.time.saturating_sub(downtime).to_be_bytes());
+                            batch.insert(dedupe_key(t.id, id), v);
+                        }
+                        s += 1;
+                    }
+                }
+                t.last_seq = t.last_seq.max((seq + count).saturating_sub(1));
+                if t.msgs == 0 {
+                    t.first_seq = seq;
+                }
+                t.msgs += count;
+                t.bytes += bytes;
+                t.last_time = t.last_time.max(rec.time());
+                touched.insert(ti);
+                end = Some(loc.end());
+                out.records += 1;
             }
         }
-        if out.records > 0 || !out.damage.is_empty() {
-            batch.insert(&topic_key(t.id)[..], encode_topic(t));
+        if out.records > 0 {
+            for ti in touched {
+                if let Some(t) = topics.get(ti) {
+                    batch.insert(&topic_key(t.id)[..], encode_topic(t));
+                }
+            }
+            if let Some(e) = end {
+                batch.insert(meta_key(LOG_END), encode_pos(e));
+            }
             self.db.apply_batch(batch)?;
             self.needs_index_flush();
         }
         Ok(out)
     }
 
-    /// The next whole record with a seq of at least `min_seq`: in `buf` (file `i` of
-    /// `segs`) from `from`, else in the files after it. (file index, offset, seq, length)
+    /// The next whole record: in `buf` (file `i` of `segs`) from `from`, else in the files
+    /// after it. (file index, offset)
     fn next_whole_from(
         &self,
         segs: &[(u64, std::path::PathBuf)],
         i: usize,
         buf: &[u8],
         from: usize,
-        min_seq: u64,
-    ) -> Result<Option<(usize, usize, u64, u32)>> {
-        if let Some((p, s, l)) = segments::next_whole(buf, from, min_seq) {
-            return Ok(Some((i, p, s, l)));
+    ) -> Result<Option<(usize, usize)>> {
+        if let Some((p, ..)) = segments::next_whole(buf, from) {
+            return Ok(Some((i, p)));
         }
         for (j, (_, path)) in segs.iter().enumerate().skip(i + 1) {
             let b = std::fs::read(path)?;
-            if let Some((p, s, l)) = segments::next_whole(&b, 0, min_seq) {
-                return Ok(Some((j, p, s, l)));
+            if let Some((p, ..)) = segments::next_whole(&b, 0) {
+                return Ok(Some((j, p)));
             }
         }
         Ok(None)
     }
-
-    /// Bytes at (segment, offset) that do not read back, followed by a whole record
-    /// (`next`): the seqs from `expected` up to that record's are damaged. Named by an
-    /// index entry (reads of it fail and say so), counted, and reported.
-    #[allow(clippy::too_many_arguments)]
-    fn tail_damage(
-        &self,
-        t: &mut TopicState,
-        out: &mut Tail,
-        batch: &mut sled::Batch,
-        (seg, pos, len): (u64, usize, u32),
-        expected: u64,
-        next: Option<(usize, usize, u64, u32)>,
-        reason: &str,
-    ) {
-        let Some((_, _, next_seq, _)) = next else {
-            return;
-        };
-        if next_seq <= expected {
-            return;
-        }
-        let count = next_seq - expected;
-        let entry = IndexEntry {
-            loc: Loc {
-                segment: seg,
-                offset: pos as u64,
-                len,
-            },
-            count: count.min(u64::from(u32::MAX)) as u32,
-            time: t.last_time,
-            bytes: 0,
-        };
-        batch.insert(&msg_key(t.id, expected)[..], &entry.encode()[..]);
-        if t.msgs == 0 {
-            t.first_seq = expected;
-        }
-        t.msgs += count;
-        t.last_seq = t.last_seq.max(next_seq - 1);
-        out.damage.push(check::Damage {
-            topic: t.name.clone(),
-            topic_id: t.id,
-            first_seq: expected,
-            last_seq: next_seq - 1,
-            records: 1,
-            segment: self.segs.display_path(t.id, seg),
-            offset: pos as u64,
-            reason: reason.to_string(),
-        });
-    }
-}
-
-/// Go on reading at offset `p` of file `j` of `segs` (the whole record found after bytes
-/// that do not read back): the reading position is (file index, base, pos, bytes).
-fn jump_to(
-    segs: &[(u64, std::path::PathBuf)],
-    (i, base, pos, buf): (&mut usize, &mut usize, &mut usize, &mut Vec<u8>),
-    j: usize,
-    p: usize,
-) -> std::io::Result<()> {
-    if j != *i {
-        *i = j;
-        *base = 0;
-        if let Some((_, path)) = segs.get(j) {
-            *buf = std::fs::read(path)?;
-        }
-    }
-    *pos = p;
-    Ok(())
 }
 
 /// The bytes of the file at `path` from `offset` to its end.
-fn read_from(path: &std::path::Path, offset: usize) -> std::io::Result<Vec<u8>> {
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path)?;
-    let len = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
-    let mut v = vec![0u8; len.saturating_sub(offset)];
-    f.read_exact_at(&mut v, offset as u64)?;
+    let len = f.metadata()?.len();
+    let mut v = vec![0u8; usize::try_from(len.saturating_sub(offset)).unwrap_or(0)];
+    f.read_exact_at(&mut v, offset)?;
     Ok(v)
 }
