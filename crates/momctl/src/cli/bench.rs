@@ -7,7 +7,7 @@ pub enum BenchCmd {
     /// Publish and wait for every acknowledgement (stored durably): msgs/s and the
     /// send → ack latency of each request.
     #[command(
-        after_help = "Examples:\n  momctl bench pub bench.x --msgs 1000000 --pubs 4 --window 256\n  momctl bench pub bench.x --msgs 5000 --window 1     # one durable publish at a time"
+        after_help = "Examples:\n  momctl bench pub bench.x --msgs 1000000 --pubs 4 --window 256\n  momctl bench pub bench.x --msgs 5000 --window 1     # one durable publish at a time\n  momctl bench pub dev --msgs 100000 --topics 100000  # a new topic per message"
     )]
     Pub(BenchArgs),
     /// Read TOPIC's messages as they come (or from its start with --from-start), as a
@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// is waiting as batch frames), as a service with many concurrent requests would.
     #[arg(long)]
     pub coalesce: bool,
+
+    /// pub: spread the messages over N topics, TOPIC.0 … TOPIC.<N-1> (each request to the
+    /// next one in turn): with N as large as --msgs, every message creates a topic.
+    #[arg(long, value_name = "N")]
+    pub topics: Option<u64>,
 
     /// sub: read the topic from its first stored message instead of waiting for new ones.
     #[arg(long)]

@@ -98,7 +98,11 @@ fn setup(a: &BenchArgs, pubs: &str, subs: Option<&str>, window: u32) -> String {
     if let Some(subs) = subs {
         s += &format!(", {} {subs}{}", a.subs, if a.subs == 1 { "" } else { "s" });
     }
-    s + &format!(", window {window}, batch {}", a.batch)
+    s += &format!(", window {window}, batch {}", a.batch);
+    if let Some(n) = a.topics {
+        s += &format!(", over {n} topics");
+    }
+    s
 }
 
 /// Publish `a.msgs` over `a.pubs` connections; returns each publisher's run (latency:
@@ -111,16 +115,20 @@ async fn publishers(
 ) -> Result<Vec<ClientRun>, Failure> {
     let clients = connect(opts, a.pubs, "pub").await?;
     let mut tasks = JoinSet::new();
+    let mut first = 0u64;
     for (i, c) in (0u32..).zip(clients) {
         let n = share(a.msgs, a.pubs, i);
         let (topic, size, batch) = (Arc::<str>::from(a.topic.as_str()), a.size, a.batch);
         let progress = progress.clone();
         let coalesce = a.coalesce;
+        // With --topics, this publisher's requests go to topics from its first message on.
+        let spread = a.topics.filter(|n| *n > 0).map(|n| (n, first));
+        first += n;
         tasks.spawn(async move {
             if coalesce {
                 return coalescing_publisher(c, topic, n, size, window, progress).await;
             }
-            publisher(c, topic, n, size, batch, window as usize, progress)
+            publisher(c, topic, spread, n, size, batch, window as usize, progress)
                 .await
                 .map_err(Failure::from)
         });
@@ -128,9 +136,11 @@ async fn publishers(
     join(tasks).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn publisher(
     c: Client,
     topic: Arc<str>,
+    spread: Option<(u64, u64)>,
     n: u64,
     size: usize,
     batch: u32,
@@ -152,7 +162,11 @@ async fn publisher(
                     msg_id: None,
                 })
                 .collect();
-            let (c, topic) = (c.clone(), topic.clone());
+            let c = c.clone();
+            let topic = match spread {
+                Some((topics, first)) => Arc::from(format!("{topic}.{}", (first + sent) % topics)),
+                None => topic.clone(),
+            };
             inflight.push(async move {
                 let t0 = Instant::now();
                 c.publish(&topic, msgs).await.map(|_| (t0.elapsed(), k))

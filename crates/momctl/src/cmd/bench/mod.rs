@@ -63,6 +63,9 @@ fn check(kind: &str, a: &BenchArgs) -> Result<(), Failure> {
     if a.from_start && kind != "sub" {
         return usage("--from-start is for `bench sub` only");
     }
+    if a.topics.is_some() && (kind != "pub" || a.coalesce) {
+        return usage("--topics is for `bench pub` (without --coalesce)");
+    }
     if a.coalesce && (kind != "pub" || a.batch != 1) {
         return usage("--coalesce is for `bench pub`, with one message per call (no --batch)");
     }
