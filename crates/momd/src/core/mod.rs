@@ -4,12 +4,14 @@
 //! property tests drive it alone and a replicated log could later drive it the same way.
 
 mod dedupe;
+mod queue_set;
 pub mod queues;
 mod topics;
 mod trie;
 mod watches;
 
 pub use dedupe::Dedupe;
+pub use queue_set::QueueSet;
 pub use topics::{TopicState, Topics};
 pub use watches::{GroupId, WatchId, Watches};
 
@@ -386,6 +388,8 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod queue_set_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
