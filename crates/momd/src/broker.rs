@@ -660,7 +660,9 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         | CoreError::MsgIdTooLong { .. } => ErrorCode::BadRequest,
         CoreError::PayloadTooLarge { .. }
         | CoreError::HeadersTooLarge { .. }
-        | CoreError::TooManyHeaders { .. } => ErrorCode::TooLarge,
+        | CoreError::TooManyHeaders { .. }
+        | CoreError::TooManyTopics { .. } => ErrorCode::TooLarge,
+        CoreError::CreateRate { .. } => ErrorCode::RateLimited,
         CoreError::TopicNotFound(_) => ErrorCode::NotFound,
     };
     (code, e.to_string())
