@@ -250,7 +250,8 @@ pub struct Broker {
     skipped_total: u64,
     last_tick: Instant,
     tx: mpsc::Sender<Cmd>,
-    queues: std::collections::BTreeMap<String, crate::core::queues::Queue>,
+    /// Queues by name, with the indexes that find those a topic concerns.
+    queues: crate::core::QueueSet,
     /// Queues whose state changed since the last commit.
     dirty_queues: std::collections::BTreeSet<String>,
     consumers: HashMap<crate::core::queues::ConsumerId, queue_ops::Consumer>,
@@ -339,15 +340,11 @@ impl Broker {
         let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
         let disk_bytes = store.disk_bytes();
         let now = now_ms();
-        let queues = queues
-            .into_iter()
-            .map(|r| {
-                (
-                    r.def.name.clone(),
-                    crate::core::queues::Queue::from_record(r, now),
-                )
-            })
-            .collect();
+        let mut set = crate::core::QueueSet::default();
+        for r in queues {
+            set.insert(crate::core::queues::Queue::from_record(r, now));
+        }
+        let queues = set;
         let b = Broker {
             core,
             store,
@@ -631,7 +628,9 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         | CoreError::MsgIdTooLong { .. } => ErrorCode::BadRequest,
         CoreError::PayloadTooLarge { .. }
         | CoreError::HeadersTooLarge { .. }
-        | CoreError::TooManyHeaders { .. } => ErrorCode::TooLarge,
+        | CoreError::TooManyHeaders { .. }
+        | CoreError::TooManyTopics { .. } => ErrorCode::TooLarge,
+        CoreError::CreateRate { .. } => ErrorCode::RateLimited,
         CoreError::TopicNotFound(_) => ErrorCode::NotFound,
     };
     (code, e.to_string())

@@ -81,7 +81,7 @@ impl FromStr for FsyncMode {
     name = "momd",
     version,
     about = "The mom message broker: persistent topics, live watches, one TCP protocol",
-    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --http 127.0.0.1:7879            # also the HTTP API (docs/http.md)\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
+    after_help = "Examples:\n  momd                                  # 127.0.0.1:7878, platform data dir\n  momd --listen 127.0.0.1:7000 --data /var/lib/mom\n  momd --listen localhost:7000 --max-bytes 1GiB  # sizes take units\n  momd --fsync batch=5                  # faster acks, may lose 5 ms on a crash\n  momd --http 127.0.0.1:7879            # also the HTTP API (docs/http.md)\n  momd --max-topics 1000000 --topic-create-rate 1000  # cap topics; 1000 new a second per user\n  momd --listen 0.0.0.0:7878 --tls-cert cert.pem --tls-key key.pem --listen-plain 127.0.0.1:7879\n  RUST_LOG=debug momd                   # per-request logs\n  momd verify --data /var/lib/mom       # offline: check every stored record\n  momd repair --data /var/lib/mom       # offline: move damaged records aside"
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -200,6 +200,24 @@ pub struct Args {
     /// Retention of new topics: oldest age kept, e.g. 7d (0 = unlimited).
     #[arg(long, env = "MOMD_MAX_AGE", default_value = "0", value_parser = parse_age)]
     pub max_age: Duration,
+
+    /// Most topics the broker holds, all users together (0 = unlimited). Past it, a publish
+    /// or `topic set` that would create a topic is refused with `too_large`; existing
+    /// topics go on. The broker's own topics ($sys.events, dead letters) are not refused.
+    #[arg(long, env = "MOMD_MAX_TOPICS", default_value_t = crate::core::DEFAULT_MAX_TOPICS)]
+    pub max_topics: u64,
+
+    /// Topics one user may create per second (0 = unlimited, the default). Past it, a
+    /// publish or `topic set` that would create a topic is refused with `rate_limited`,
+    /// saying when to retry; publishes to existing topics and reply inboxes are not
+    /// counted.
+    #[arg(long, env = "MOMD_TOPIC_CREATE_RATE", default_value_t = 0)]
+    pub topic_create_rate: u64,
+
+    /// Topics one user may create at once above --topic-create-rate, after a pause
+    /// (0 = one second's worth: the rate).
+    #[arg(long, env = "MOMD_TOPIC_CREATE_BURST", default_value_t = 0)]
+    pub topic_create_burst: u64,
 
     /// Memory for the store's page cache, in MiB.
     #[arg(long, env = "MOMD_CACHE_MB", default_value_t = 64)]

@@ -1,6 +1,7 @@
 //! SIGHUP: read the configuration again (file, environment and the flags momd started with)
 //! and apply what can change while connections stay: limits, retention defaults of new
-//! topics, the dedupe window, the log level and the TLS certificates. What needs a restart
+//! topics, the dedupe window, the topic cap and creation rate, the log level and the TLS
+//! certificates. What needs a restart
 //! (listeners, data dir, fsync, max_frame, …) is logged and left as it is. No connection is
 //! dropped: per-connection limits apply to connections made after the reload, the limits
 //! the broker enforces (max_payload, retention, dedupe) at once to all.
@@ -27,6 +28,9 @@ const LIVE: &[&str] = &[
     "max_msgs",
     "max_bytes",
     "max_age",
+    "max_topics",
+    "topic_create_rate",
+    "topic_create_burst",
     "tls_cert",
     "tls_key",
     "drain_timeout",
@@ -56,6 +60,11 @@ pub fn core_config(args: &Args) -> CoreConfig {
             max_bytes: args.max_bytes,
             max_age_ms: args.max_age.as_millis() as u64,
             ..mom_proto::Limits::default()
+        },
+        creation: crate::core::CreationLimits {
+            max_topics: args.max_topics,
+            rate: args.topic_create_rate,
+            burst: args.topic_create_burst,
         },
     }
 }

@@ -135,11 +135,9 @@ impl Broker {
             .topics
             .range_from(start(page.after.as_deref(), &lead))
             .map(|t| (t.name.as_str(), t));
-        // How many queues hold each topic, counted once for the page (not a scan of every
-        // queue for each topic shown).
-        let bound = self.queues_bound_all();
+        // How many queues hold each topic: an index lookup per topic shown.
         Ok(take_page(entries, page, &lead, self.page_budget(), |t| {
-            self.topic_info_with(t, bound.get(&t.id).copied().unwrap_or(0))
+            self.topic_info_with(t, self.queues_bound(t.id))
         }))
     }
 
@@ -151,7 +149,7 @@ impl Broker {
         let share = self.item_share();
         let entries = self
             .queues
-            .range::<str, _>((start(page.after.as_deref(), &lead), Bound::Unbounded))
+            .range_from(start(page.after.as_deref(), &lead))
             .map(|(name, q)| (name.as_str(), q));
         Ok(take_page(entries, page, &lead, self.page_budget(), |q| {
             let mut info = self.queue_info(q);

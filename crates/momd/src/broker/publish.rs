@@ -32,6 +32,13 @@ impl Broker {
         let before: Option<TopicState> = self.core.topics.get(name).cloned();
         let existed = before.is_some();
         if !existed && name.starts_with(INBOX_PREFIX) {
+            // A client's reply inbox counts toward the topic cap like any topic (the core
+            // admits the others as it sequences them).
+            if req.0 != 0 {
+                self.core
+                    .admit_topic(name, &sender.user, now)
+                    .map_err(core_error)?;
+            }
             // A reply inbox is born with its short retention, so it is stored with it.
             let limits = Limits {
                 max_msgs: 100,

@@ -98,7 +98,8 @@ impl Broker {
                 .filter(|p| !q.def.bindings.contains(p))
                 .cloned()
                 .collect();
-            q.def.bindings.extend(new.iter().cloned());
+            self.queues
+                .change_bindings(&c.queue, |bindings| bindings.extend(new.iter().cloned()));
             self.bind_existing(&c.queue, &new, c.from, c.at);
             self.dirty_queues.insert(c.queue.clone());
             return self.reply_queue_info(session, c.id, &c.queue, true);
@@ -116,7 +117,7 @@ impl Broker {
             max_deliver: c.max_deliver.unwrap_or(DEFAULT_MAX_DELIVER),
             ack_wait_ms: c.ack_wait_ms.unwrap_or(DEFAULT_ACK_WAIT_MS).max(1),
         };
-        self.queues.insert(c.queue.clone(), Queue::new(def));
+        self.queues.insert(Queue::new(def));
         self.bind_existing(&c.queue, &c.bindings, c.from, c.at);
         self.dirty_queues.insert(c.queue.clone());
         self.sys_event(format!(
@@ -283,10 +284,14 @@ impl Broker {
                 original.unwrap_or((t.id, *seq))
             })
             .collect();
+        let queues = &mut self.queues;
+        let redriven = targets
+            .into_iter()
+            .filter(|m| queues.redrive(&r.queue, *m, now))
+            .count() as u64;
         let Some(q) = self.queues.get_mut(&r.queue) else {
             return;
         };
-        let redriven = targets.into_iter().filter(|m| q.redrive(*m, now)).count() as u64;
         // Unreadable ones included: they stay in the topic, but are not tried again.
         q.dlq_redriven = q.dlq_redriven.max(to);
         self.dirty_queues.insert(r.queue.clone());

@@ -83,20 +83,20 @@ impl Broker {
 
     /// Queues with new messages in `topic` may now serve their fetchers and consumers.
     pub(super) fn pump_topic(&mut self, topic: u32, count: u64, now: u64) {
-        for (name, q) in &self.queues {
-            if q.cursors.contains_key(&topic) {
-                self.queue_rates.entry(name.clone()).or_default().in_count += count;
+        // The queues bound to the topic, from the index: not a scan of every queue.
+        for name in self.queues.bound_to(topic) {
+            match self.queue_rates.get_mut(&**name) {
+                Some(r) => r.in_count += count,
+                None => {
+                    let r = self.queue_rates.entry(name.to_string()).or_default();
+                    r.in_count += count;
+                }
             }
         }
         if self.fetches.is_empty() && self.consumers.is_empty() {
             return;
         }
-        let names: Vec<String> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| q.cursors.contains_key(&topic))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let names: Vec<std::sync::Arc<str>> = self.queues.bound_to(topic).to_vec();
         for n in names {
             self.pump(&n, now);
         }

@@ -99,42 +99,23 @@ impl Broker {
         }
     }
 
-    /// How many queues hold cursors on each topic, by topic id.
-    pub(super) fn queues_bound_all(&self) -> std::collections::HashMap<u32, u64> {
-        let mut m = std::collections::HashMap::new();
-        for q in self.queues.values() {
-            for t in q.cursors.keys() {
-                *m.entry(*t).or_insert(0) += 1;
-            }
-        }
-        m
-    }
-
-    /// How many queues hold cursors on a topic.
+    /// How many queues hold cursors on a topic (an index lookup, not a scan of every
+    /// queue: it is asked at every publish).
     pub(super) fn queues_bound(&self, topic: u32) -> u64 {
-        self.queues
-            .values()
-            .filter(|q| q.cursors.contains_key(&topic))
-            .count() as u64
+        self.queues.bound_count(topic)
     }
 
     /// The oldest seq of a topic some queue still needs.
     pub(super) fn queue_floor(&self, topic: u32) -> u64 {
-        self.queues
-            .values()
-            .filter_map(|q| q.floor(topic))
-            .min()
-            .unwrap_or(u64::MAX)
+        self.queues.floor(topic).unwrap_or(u64::MAX)
     }
 
-    /// A topic was created: bind it to every queue whose patterns match, from seq 1.
+    /// A topic was created: bind it to every queue whose patterns match, from seq 1. The
+    /// pattern index finds them: the cost follows the topic's depth and the queues that
+    /// match, not the number of queues.
     pub(super) fn topic_created_for_queues(&mut self, topic: u32, name: &str) {
-        for q in self.queues.values_mut() {
-            if q.def.bindings.iter().any(|p| topic::matches(p, name)) {
-                q.bind_topic(topic, 1);
-                self.dirty_queues.insert(q.def.name.clone());
-            }
-        }
+        let bound = self.queues.bind_new_topic(topic, name);
+        self.dirty_queues.extend(bound);
     }
 
     /// A topic is being removed (`range`: its first seq and newest durable seq): queues
@@ -142,10 +123,14 @@ impl Broker {
     pub(super) fn topic_removed_for_queues(&mut self, topic: u32, range: Option<(u64, u64)>) {
         let view = |_t: u32| range;
         let mut freed = Vec::new();
-        for q in self.queues.values_mut() {
-            if q.cursors.contains_key(&topic) || q.floor(topic).is_some() {
-                freed.extend(q.unbind_topic(topic, &view));
-                self.dirty_queues.insert(q.def.name.clone());
+        for name in self.queues.referring(topic) {
+            let holds = self
+                .queues
+                .get(&name)
+                .is_some_and(|q| q.bound_topics().any(|t| t == topic) || q.floor(topic).is_some());
+            if holds {
+                freed.extend(self.queues.unbind_topic(&name, topic, &view));
+                self.dirty_queues.insert(name.to_string());
             }
         }
         self.free_credit(&freed);
@@ -256,10 +241,8 @@ impl Broker {
             };
             starts.push((t.id, start));
         }
-        if let Some(q) = self.queues.get_mut(name) {
-            for (t, s) in starts {
-                q.bind_topic(t, s);
-            }
+        for (t, s) in starts {
+            self.queues.bind_topic(name, t, s);
         }
     }
 
@@ -292,36 +275,28 @@ impl Broker {
                         return self.error(session, b.id, ErrorCode::BadRequest, e.to_string());
                     }
                 }
-                let Some(q) = self.queues.get_mut(&b.queue) else {
+                if !self.queues.contains_key(&b.queue) {
                     return self.error(
                         session,
                         b.id,
                         ErrorCode::NotFound,
                         format!("queue {:?} not found", b.queue),
                     );
-                };
-                for p in &b.patterns {
-                    if !q.def.bindings.contains(p) {
-                        q.def.bindings.push(p.clone());
-                    }
                 }
+                self.queues.change_bindings(&b.queue, |bindings| {
+                    for p in &b.patterns {
+                        if !bindings.contains(p) {
+                            bindings.push(p.clone());
+                        }
+                    }
+                });
                 // New bindings start with what is published from now on.
                 self.bind_existing(&b.queue, &b.patterns, StartAt::New, 0);
                 self.dirty_queues.insert(b.queue.clone());
                 self.reply_queue_info(session, b.id, &b.queue, true);
             }
             ClientFrame::QueueUnbind(b) => {
-                let topics: Vec<(u32, String)> = self
-                    .core
-                    .topics
-                    .iter()
-                    .map(|t| (t.id, t.name.clone()))
-                    .collect();
-                let view_snapshot: HashMap<u32, (u64, u64)> = topics
-                    .iter()
-                    .filter_map(|(id, _)| self.view()(*id).map(|r| (*id, r)))
-                    .collect();
-                let Some(q) = self.queues.get_mut(&b.queue) else {
+                let Some(q) = self.queues.get(&b.queue) else {
                     return self.error(
                         session,
                         b.id,
@@ -329,27 +304,39 @@ impl Broker {
                         format!("queue {:?} not found", b.queue),
                     );
                 };
-                if b.patterns.is_empty() {
-                    q.def.bindings.clear();
-                } else {
-                    for p in &b.patterns {
-                        if !q.def.bindings.contains(p) {
-                            let msg = format!("queue {:?} is not bound to {p:?}", b.queue);
-                            return self.error(session, b.id, ErrorCode::NotFound, msg);
-                        }
-                    }
-                    q.def.bindings.retain(|p| !b.patterns.contains(p));
+                if let Some(p) = b.patterns.iter().find(|p| !q.def.bindings.contains(p)) {
+                    let msg = format!("queue {:?} is not bound to {p:?}", b.queue);
+                    return self.error(session, b.id, ErrorCode::NotFound, msg);
                 }
+                self.queues.change_bindings(&b.queue, |bindings| {
+                    if b.patterns.is_empty() {
+                        bindings.clear();
+                    } else {
+                        bindings.retain(|p| !b.patterns.contains(p));
+                    }
+                });
                 // Topics no pattern matches any more leave the queue; what they still had
-                // waiting for it is counted as dropped.
+                // waiting for it is counted as dropped. Only the queue's own topics are
+                // looked at, not every topic.
+                let leaving: Vec<u32> = match self.queues.get(&b.queue) {
+                    Some(q) => q
+                        .bound_topics()
+                        .filter(|id| {
+                            self.core.topics.by_id(*id).is_some_and(|t| {
+                                !q.def.bindings.iter().any(|p| topic::matches(p, &t.name))
+                            })
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let view_snapshot: HashMap<u32, (u64, u64)> = leaving
+                    .iter()
+                    .filter_map(|id| self.view()(*id).map(|r| (*id, r)))
+                    .collect();
                 let view = |t: u32| view_snapshot.get(&t).copied();
                 let mut freed = Vec::new();
-                for (id, name) in &topics {
-                    if q.cursors.contains_key(id)
-                        && !q.def.bindings.iter().any(|p| topic::matches(p, name))
-                    {
-                        freed.extend(q.unbind_topic(*id, &view));
-                    }
+                for id in leaving {
+                    freed.extend(self.queues.unbind_topic(&b.queue, id, &view));
                 }
                 self.free_credit(&freed);
                 self.dirty_queues.insert(b.queue.clone());
@@ -423,12 +410,8 @@ impl Broker {
                 });
             }
             ClientFrame::QueuePurge(r) => {
-                let snapshot: HashMap<u32, (u64, u64)> = self
-                    .core
-                    .topics
-                    .iter()
-                    .filter_map(|t| self.view()(t.id).map(|v| (t.id, v)))
-                    .collect();
+                // The queue's own topics, not every topic.
+                let snapshot = self.queue_snapshot(&r.queue).unwrap_or_default();
                 let Some(q) = self.queues.get_mut(&r.queue) else {
                     return self.error(
                         session,

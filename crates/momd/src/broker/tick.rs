@@ -22,6 +22,7 @@ impl Broker {
         }
         let queues = &self.queues;
         self.queue_rates.retain(|name, _| queues.contains_key(name));
+        self.queues.settle_strays();
         for r in self.queue_rates.values_mut() {
             r.roll(dt);
         }

@@ -121,9 +121,10 @@ impl Broker {
     /// Messages stored but not yet released by a flush count too: they are the queues'.
     fn held_by_queues(&self, t: &TopicState, fix: &str) -> Option<String> {
         let view = |_: u32| Some((t.first_seq, t.last_seq));
-        let held: Vec<(&str, u64)> = self
-            .queues
-            .values()
+        let referring = self.queues.referring(t.id);
+        let held: Vec<(&str, u64)> = referring
+            .iter()
+            .filter_map(|n| self.queues.get(n))
             .map(|q| (q.def.name.as_str(), q.held_in(t.id, &view)))
             .filter(|(_, n)| *n > 0)
             .collect();
@@ -227,9 +228,11 @@ impl Broker {
             return;
         };
         let mut touched = Vec::new();
-        for q in self.queues.values_mut() {
-            if q.skip_to(t.id, t.first_seq) > 0 {
-                touched.push(q.def.name.clone());
+        for name in self.queues.referring(t.id) {
+            if let Some(q) = self.queues.get_mut(&name) {
+                if q.skip_to(t.id, t.first_seq) > 0 {
+                    touched.push(name.to_string());
+                }
             }
         }
         self.dirty_queues.extend(touched);

@@ -3,13 +3,17 @@
 //! who must be told. It does no I/O and reads no clock: time comes in with each command, so
 //! property tests drive it alone and a replicated log could later drive it the same way.
 
+mod creation;
 mod dedupe;
+mod queue_set;
 pub mod queues;
 mod topics;
 mod trie;
 mod watches;
 
+pub use creation::{CreationLimits, Creations, Refusal, DEFAULT_MAX_TOPICS};
 pub use dedupe::Dedupe;
+pub use queue_set::QueueSet;
 pub use topics::{TopicState, Topics};
 pub use watches::{GroupId, WatchId, Watches};
 
@@ -55,6 +59,22 @@ pub enum CoreError {
         len: usize,
         max: usize,
     },
+    #[error(
+        "topic {name:?} was not created: the broker holds {max} topics, which is its \
+         limit (max_topics); remove topics that are no longer used, or raise the limit"
+    )]
+    TooManyTopics { name: String, max: u64 },
+    #[error(
+        "topic {name:?} was not created: user {user:?} may create {rate} topics a second \
+         (topic_create_rate, bursts of {burst}); retry in {retry_ms} ms"
+    )]
+    CreateRate {
+        name: String,
+        user: String,
+        rate: u64,
+        burst: u64,
+        retry_ms: u64,
+    },
 }
 
 /// Longest `msg_id`.
@@ -71,6 +91,8 @@ pub struct CoreConfig {
     pub max_payload: usize,
     pub dedupe_window_ms: u64,
     pub default_limits: Limits,
+    /// The topic cap and the per-user creation rate.
+    pub creation: CreationLimits,
 }
 
 impl Default for CoreConfig {
@@ -79,6 +101,7 @@ impl Default for CoreConfig {
             max_payload: mom_proto::DEFAULT_MAX_PAYLOAD,
             dedupe_window_ms: 120_000,
             default_limits: Limits::default(),
+            creation: CreationLimits::default(),
         }
     }
 }
@@ -161,6 +184,8 @@ pub struct Core {
     pub topics: Topics,
     pub dedupe: Dedupe,
     pub watches: Watches,
+    /// Who created topics lately, for the creation rate.
+    pub creations: Creations,
     pub published_total: u64,
     pub duplicates_total: u64,
 }
@@ -177,6 +202,7 @@ impl Core {
             topics,
             dedupe,
             watches: Watches::default(),
+            creations: Creations::default(),
             published_total: 0,
             duplicates_total: 0,
         }
@@ -191,16 +217,62 @@ impl Core {
         now: u64,
     ) -> Result<PublishPlan, CoreError> {
         topic::validate_publish_topic(name)?;
-        self.publish_any(name, msgs, sender, now)
+        self.publish_checked(name, msgs, sender, now, true)
     }
 
-    /// Like [`Core::publish`] but allows reserved topics (the broker's own `$sys.*`).
+    /// Like [`Core::publish`] but allows reserved topics (the broker's own `$sys.*`), and
+    /// creates topics without the creation limits (the broker's own topics are never
+    /// refused; a client's reply inbox is admitted before, see [`Core::admit_topic`]).
     pub fn publish_any(
         &mut self,
         name: &str,
         msgs: Vec<PubMsg>,
         sender: Sender,
         now: u64,
+    ) -> Result<PublishPlan, CoreError> {
+        self.publish_checked(name, msgs, sender, now, false)
+    }
+
+    /// May `user` create topic `name` now (the topic cap, and the user's creation rate
+    /// for topics that are not reserved)? Counts the creation when it may. A topic that
+    /// exists is always admitted.
+    pub fn admit_topic(&mut self, name: &str, user: &str, now: u64) -> Result<(), CoreError> {
+        if self.topics.get(name).is_some() {
+            return Ok(());
+        }
+        let held = self.topics.len() as u64;
+        // The only reserved topics a client creates are reply inboxes, gone within a
+        // minute by themselves: they count toward the cap, not the rate.
+        let rated = !name.starts_with('$');
+        self.creations
+            .admit(&self.config.creation, user, held, rated, now)
+            .map_err(|r| match r {
+                Refusal::Full { max } => CoreError::TooManyTopics {
+                    name: name.to_string(),
+                    max,
+                },
+                Refusal::Rate {
+                    rate,
+                    burst,
+                    retry_ms,
+                } => CoreError::CreateRate {
+                    name: name.to_string(),
+                    user: user.to_string(),
+                    rate,
+                    burst,
+                    retry_ms,
+                },
+            })
+    }
+
+    /// `limited`: a new topic must pass [`Core::admit_topic`] for the sender's user.
+    fn publish_checked(
+        &mut self,
+        name: &str,
+        msgs: Vec<PubMsg>,
+        sender: Sender,
+        now: u64,
+        limited: bool,
     ) -> Result<PublishPlan, CoreError> {
         topic::validate_topic(name)?;
         if msgs.is_empty() {
@@ -241,6 +313,10 @@ impl Core {
                     max: MAX_HEADER_BYTES,
                 });
             }
+        }
+        // Last of the checks: a refused batch does not count against the creation rate.
+        if limited {
+            self.admit_topic(name, &sender.user, now)?;
         }
         let default_limits = self.config.default_limits;
         let (t, created) = self.topics.get_or_create(name, now, default_limits);
@@ -346,6 +422,7 @@ impl Core {
         owner: &str,
     ) -> Result<(&TopicState, bool), CoreError> {
         topic::validate_publish_topic(&set.topic)?;
+        self.admit_topic(&set.topic, owner, now)?;
         let default_limits = self.config.default_limits;
         let (t, created) = self.topics.get_or_create(&set.topic, now, default_limits);
         if created {
@@ -379,13 +456,18 @@ impl Core {
         Ok(t)
     }
 
-    /// Advance time: expire dedupe entries. Returns the expired (topic id, msg id) pairs so
+    /// Advance time: expire dedupe entries, forget creation buckets that filled up. Returns the expired (topic id, msg id) pairs so
     /// the store can delete them too.
     pub fn tick(&mut self, now: u64) -> Vec<(u32, String)> {
+        self.creations.tidy(&self.config.creation, now);
         self.dedupe.expire(now, self.config.dedupe_window_ms)
     }
 }
 
+#[cfg(test)]
+mod creation_tests;
+#[cfg(test)]
+mod queue_set_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]

@@ -104,7 +104,8 @@ pub struct QueueRecord {
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub def: QueueDef,
-    /// Per bound topic: the next seq never delivered.
+    /// Per bound topic: the next seq never delivered. Which topics it holds changes only
+    /// through [`super::QueueSet`], which indexes them.
     pub cursors: BTreeMap<u32, u64>,
     pub unacked: BTreeMap<MsgRef, Lease>,
     pub retry: BTreeMap<MsgRef, Retry>,
@@ -178,14 +179,15 @@ impl Queue {
         }
     }
 
-    /// Bind a topic, starting at `start` (ignored if already bound).
-    pub fn bind_topic(&mut self, topic: u32, start: u64) {
+    /// Bind a topic, starting at `start` (ignored if already bound). Through
+    /// [`super::QueueSet::bind_topic`], which indexes it.
+    pub(super) fn bind_topic(&mut self, topic: u32, start: u64) {
         self.cursors.entry(topic).or_insert(start);
     }
 
     /// Forget a topic (unbound or removed): what it still had waiting is counted dropped.
     /// Returns the consumers whose deliveries of it ended (their credit comes back).
-    pub fn unbind_topic(&mut self, topic: u32, view: &impl TopicView) -> Vec<ConsumerId> {
+    pub(super) fn unbind_topic(&mut self, topic: u32, view: &impl TopicView) -> Vec<ConsumerId> {
         if let Some(c) = self.cursors.remove(&topic) {
             if let Some((first, upto)) = view.range(topic) {
                 self.counters.dropped += (upto + 1).saturating_sub(c.max(first));
@@ -467,7 +469,7 @@ impl Queue {
     /// Take a dead letter back (a redrive): `m` is delivered again as soon as possible,
     /// with a fresh count (its next delivery is number 1). False if the queue holds it
     /// already.
-    pub fn redrive(&mut self, m: MsgRef, now: u64) -> bool {
+    pub(super) fn redrive(&mut self, m: MsgRef, now: u64) -> bool {
         if self.holds(m) {
             return false;
         }
@@ -513,6 +515,11 @@ impl Queue {
         n += (before - self.retry.len()) as u64;
         self.counters.dropped += n;
         n
+    }
+
+    /// The topics the queue is bound to (holds a cursor on).
+    pub fn bound_topics(&self) -> impl Iterator<Item = u32> + '_ {
+        self.cursors.keys().copied()
     }
 
     /// Every topic the queue refers to: bound ones and those of its outstanding messages
