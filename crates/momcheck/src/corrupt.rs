@@ -4,8 +4,9 @@
 //! records of a 24-byte header (`MR`, version 2, 0, topic id u32 BE, first seq u64 BE, body
 //! length u32 BE, CRC-32 u32 BE) and a MessagePack body: version 2 `[2, [[time, sender,
 //! [[headers, msg_id, payload, crc], …]], …]]` (runs of messages), or version 1 `[1, time,
-//! sender, [[headers, msg_id, payload, crc], …]]`. Which topic of the run a record holds is
-//! found from its msg ids (momd's topic ids are its own).
+//! sender, [[headers, msg_id, payload, crc], …]]`; a record of seq 0 holds a new topic's
+//! state. Which topic of the run a record holds is found from its msg ids (momd's topic ids
+//! are its own).
 
 use std::path::{Path, PathBuf};
 
@@ -79,7 +80,13 @@ pub fn parse_segment(bytes: &[u8]) -> Vec<SegRecord> {
         let Some(body) = bytes.get(off + HEADER_LEN..off + HEADER_LEN + body_len) else {
             break;
         };
-        let Some((count, first_id)) = parse_body(body) else {
+        // Seq 0: a topic's state, written when it was created; no messages.
+        let parsed = if first_seq == 0 {
+            Some((0, None))
+        } else {
+            parse_body(body)
+        };
+        let Some((count, first_id)) = parsed else {
             break;
         };
         out.push(SegRecord {

@@ -42,10 +42,9 @@ impl Broker {
         let stale: Vec<u32> = self
             .core
             .topics
-            .iter()
+            .with_prefix(INBOX_PREFIX)
             .filter(|t| {
-                t.name.starts_with(INBOX_PREFIX)
-                    && now.saturating_sub(t.last_time.max(t.created)) > INBOX_TTL_MS
+                now.saturating_sub(t.last_time.max(t.created)) > INBOX_TTL_MS
                     && self.core.watches.count_matching(&t.name) == 0
             })
             .map(|t| t.id)
@@ -56,7 +55,7 @@ impl Broker {
         let aged: Vec<u32> = self
             .core
             .topics
-            .iter()
+            .iter_unordered()
             .filter(|t| t.has_age_limit() && t.msgs > 0)
             .map(|t| t.id)
             .collect();

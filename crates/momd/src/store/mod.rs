@@ -109,7 +109,8 @@ pub struct Staged {
     pub bytes: usize,
     /// Publishes and queue states staged.
     pub count: usize,
-    /// Topics created by what is staged: their states go to the journal first.
+    /// Topics created by what is staged: each one's state goes to the log before its
+    /// records (a record of seq 0), so a start that finds them past the index knows it.
     created: Vec<u32>,
 }
 
@@ -376,6 +377,12 @@ impl Store {
         let mut locs: Vec<Loc> = Vec::new();
         let mut writes = std::mem::take(&mut staged.writes);
         let res = (|| -> Result<()> {
+            for id in &staged.created {
+                if let Some(t) = topic(*id) {
+                    let loc = self.segs.append(*id, 0, &encode_topic(t))?;
+                    first_loc.get_or_insert(loc);
+                }
+            }
             for (t, batches) in &by_topic {
                 for rec in record::plan(batches) {
                     let body = rec.encode();
@@ -423,13 +430,7 @@ impl Store {
         // The overlay's lock covers the journal's append too: a full flush takes both at
         // one point (`flush`).
         let mut o = self.overlay();
-        // New topics first: a queue state after them may name them (a dead letter topic).
-        let new_topics = staged
-            .created
-            .iter()
-            .filter_map(|id| topic(*id))
-            .map(|t| journal::Entry::Topic(encode_topic(t)));
-        let entries: Vec<journal::Entry> = new_topics.chain(staged.queues).collect();
+        let entries = staged.queues;
         if !entries.is_empty() {
             let mut j = self.journal();
             for e in &entries {

@@ -143,6 +143,10 @@ impl Store {
             .get(meta_key("next_topic_id"))?
             .and_then(|v| be_u64(&v))
             .unwrap_or(1) as u32;
+        // Topics the log's tail brought back may be newer than the counter.
+        if let Some(max) = out.topics.iter().map(|t| t.id).max() {
+            out.next_topic_id = out.next_topic_id.max(max.saturating_add(1));
+        }
         // Ids handed out in the second before a crash may not have been flushed: skip ahead so
         // none is given twice.
         let stored = self
@@ -174,7 +178,7 @@ impl Store {
     /// to a new segment file. Returns the damage and how many records were indexed again.
     fn recover_log(
         &self,
-        topics: &mut [TopicState],
+        topics: &mut Vec<TopicState>,
         downtime: u64,
     ) -> Result<(Vec<check::Damage>, u64)> {
         let end = self.db.get(meta_key(LOG_END))?.and_then(|v| decode_pos(&v));

@@ -8,7 +8,9 @@
 //!
 //! A record on disk: a 24-byte header — `b"MR"`, version 2, a zero byte, the topic id (u32
 //! BE), the record's first seq (u64 BE), the body length (u32 BE) and a CRC-32 (u32 BE) of
-//! the topic id, seq and length and the body — then the body (`record.rs`). Appends go to
+//! the topic id, seq and length and the body — then the body (`record.rs`). A record of
+//! seq 0 holds no messages but a topic's state, written before the first records of a new
+//! topic: a start that reads it past the index knows the topic (`tail.rs`). Appends go to
 //! the page cache at once; [`Segments::sync`] fdatasyncs the files written since the last
 //! sync (and the directory when a file was created). A record is acknowledged once that and
 //! the index's flush returned (`Store::flush`); a start indexes again what the index lacks

@@ -31,7 +31,7 @@ impl Store {
     /// less). Writes the new index entries, dedupe entries and topic states to sled.
     pub(super) fn index_tail(
         &self,
-        topics: &mut [TopicState],
+        topics: &mut Vec<TopicState>,
         after: Option<(u64, u64)>,
         downtime: u64,
     ) -> Result<Tail> {
@@ -39,7 +39,7 @@ impl Store {
             records: 0,
             damage: Vec::new(),
         };
-        let by_id: HashMap<u32, usize> =
+        let mut by_id: HashMap<u32, usize> =
             topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         let files = self.segs.list()?;
         let (start_seg, start_pos) = after.unwrap_or((0, 0));
@@ -50,6 +50,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut touched: std::collections::BTreeSet<usize> = Default::default();
         let mut end: Option<(u64, u64)> = None;
+        let mut created = false;
         // Bytes that do not read back, by the topic whose next seq their header names.
         let mut pending: HashMap<u32, (Loc, &str)> = HashMap::new();
         'files: for (i, (seg, path)) in segs.iter().enumerate() {
@@ -133,6 +134,32 @@ impl Store {
                     len,
                 };
                 pos = rec_end;
+                if seq == 0 {
+                    // A topic created after the index's end: its state, as when created.
+                    if !by_id.contains_key(&topic) {
+                        let body_at = rec_end - len as usize;
+                        let body = buf.get(body_at..rec_end).unwrap_or_default();
+                        match rmp_serde::from_slice::<TopicState>(body) {
+                            Ok(mut t) if t.id == topic => {
+                                t.first_seq = 1;
+                                t.last_seq = 0;
+                                t.msgs = 0;
+                                t.bytes = 0;
+                                t.last_time = 0;
+                                by_id.insert(topic, topics.len());
+                                touched.insert(topics.len());
+                                topics.push(t);
+                                created = true;
+                            }
+                            _ => tracing::error!(
+                                segment = %self.segs.display_path(*seg),
+                                offset = loc.offset,
+                                "a topic's record past the index does not decode; skipped"
+                            ),
+                        }
+                    }
+                    continue;
+                }
                 let Some(ti) = by_id.get(&topic).copied() else {
                     // A topic removed since: its records are dead bytes.
                     continue;
@@ -231,7 +258,7 @@ impl Store {
                 out.records += 1;
             }
         }
-        if out.records > 0 {
+        if out.records > 0 || created {
             for ti in touched {
                 if let Some(t) = topics.get(ti) {
                     batch.insert(&topic_key(t.id)[..], encode_topic(t));

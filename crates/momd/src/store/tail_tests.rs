@@ -108,13 +108,14 @@ fn a_torn_write_past_the_index_is_cut_and_its_seq_given_again() {
 #[test]
 fn damage_past_the_index_is_kept_and_reported_never_cut() {
     let dir = crash_after(&["1"], &["2", "3", "4"]);
-    // Flip a byte in the body of the record of seq 3 (the third record of the file).
+    // Flip a byte in the body of the record of seq 3 (the fourth record of the file, after
+    // the topic's own record and seqs 1 and 2).
     {
         let (store, core) = open(dir.path());
         let seg = segment_of_a(&store, &core);
         let mut bytes = std::fs::read(&seg).unwrap();
         let mut pos = 0usize;
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (_, _, len) = segments::whole_at(&bytes, pos).unwrap();
             pos += segments::HEADER_LEN as usize + len as usize;
         }
@@ -173,7 +174,7 @@ fn a_topic_whose_every_record_is_past_the_index_comes_back() {
 }
 
 #[test]
-fn a_topic_created_after_the_index_was_flushed_comes_back_from_the_journal() {
+fn a_topic_created_after_the_index_was_flushed_comes_back_from_the_log() {
     let dir = crash_after(&["1"], &[]);
     {
         let (store, mut core) = open(dir.path());

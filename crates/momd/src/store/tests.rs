@@ -399,17 +399,18 @@ fn a_flipped_byte_in_the_newest_record_is_damage_not_a_torn_tail() {
 fn a_damaged_header_length_in_the_middle_is_kept_and_later_records_read() {
     let dir = tempfile::tempdir().unwrap();
     let id = four_records(dir.path(), &["aaaa", "bbbb", "cccc", "dddd"]);
-    // The second record's header: its length field (bytes 12..16) made huge.
+    // The second record's header (after the topic's own record): its length field (bytes
+    // 16..20) made huge.
     let seg = &segment_files(dir.path(), id)[0];
     let mut v = std::fs::read(seg).unwrap();
     let second = v
         .windows(2)
         .enumerate()
         .filter(|(_, w)| *w == b"MR")
-        .nth(1)
+        .nth(2)
         .unwrap()
         .0;
-    v[second + 12] = 0xff;
+    v[second + 16] = 0xff;
     std::fs::write(seg, v).unwrap();
     let (store, core) = open(dir.path());
     let t = core.topics.get("t").unwrap().clone();
