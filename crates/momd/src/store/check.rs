@@ -82,7 +82,8 @@ pub struct Checked {
     pub messages: u64,
     /// Bytes of records read (headers and bodies).
     pub bytes: u64,
-    pub segments: u64,
+    /// Segment files holding the records checked.
+    pub segments: std::collections::BTreeSet<u64>,
     pub damage: Vec<Damage>,
 }
 
@@ -172,7 +173,6 @@ impl Store {
     pub fn check_topic(&self, t: &TopicState, sum: &mut Checked) -> Result<Vec<BadRecord>> {
         let mut bad = Vec::new();
         let mut reader = self.segs.reader();
-        let mut last_segment = None;
         for kv in self.db.scan_prefix(prefix(P_MSG, t.id)) {
             let (k, v) = kv?;
             let Some((first, e)) = seq_of_key(&k).zip(IndexEntry::decode(&v)) else {
@@ -187,10 +187,7 @@ impl Store {
                 // Below what retention kept: not served, about to be removed.
                 continue;
             }
-            if last_segment != Some(e.loc.segment) {
-                sum.segments += 1;
-                last_segment = Some(e.loc.segment);
-            }
+            sum.segments.insert(e.loc.segment);
             match check_record(&mut reader, t.id, first, &e) {
                 Ok(_) => {
                     sum.records += 1;
