@@ -219,16 +219,21 @@ pub fn damage(
             .with_context(|| format!("opening {}", seg.path.display()))?;
         f.set_len(cut).context("truncating a segment file")?;
         f.sync_all()?;
-        // Per topic, its records from the cut on: consecutive seqs.
-        let mut by_topic: std::collections::BTreeMap<u16, SeqRange> = Default::default();
+        // Per topic, its records from the cut on, as runs of consecutive seqs (compaction
+        // copies older records to the end of the log: a topic's seqs there need not follow
+        // each other).
+        let mut ranges: Vec<SeqRange> = Vec::new();
         for r in &seg.records[i..] {
             let Some(range) = range_of(r) else { continue };
-            by_topic
-                .entry(range.topic)
-                .and_modify(|x| x.last = x.last.max(range.last))
-                .or_insert(range);
+            match ranges
+                .iter_mut()
+                .find(|x| x.topic == range.topic && x.last + 1 == range.first)
+            {
+                Some(x) => x.last = range.last,
+                None => ranges.push(range),
+            }
         }
-        for range in by_topic.into_values() {
+        for range in ranges {
             out.push(Damage {
                 what: format!(
                     "cut {file} at byte {cut} of {end}: {} seqs {}-{} gone",
@@ -470,6 +475,42 @@ mod tests {
             let d = damage(&damaged, &mut Rng::new(seed), &topics, 9, false, true).unwrap();
             assert!(d.iter().all(|d| !d.truncated));
         }
+    }
+
+    /// Compaction copies a topic's older records to the log's end: a cut past both names
+    /// each run of seqs, not one span from the first record's seq.
+    #[test]
+    fn a_cut_names_copied_records_out_of_seq_order() {
+        let file = segment_file(&[
+            (5, vec!["p0.4"]),
+            (6, vec!["p0.5"]),
+            (1, vec!["p0.0", "p0.1"]),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log/00000000000000000002.seg");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut records = parse_segment(&file);
+        for r in &mut records {
+            r.topic = Some(0);
+        }
+        let seg = Segment {
+            path: path.clone(),
+            records,
+            complete: true,
+        };
+        let topics = vec!["mc.t.0".to_string()];
+        let mut seen_both = false;
+        for seed in 0..40 {
+            std::fs::write(&path, &file).unwrap();
+            let d = damage(&seg, &mut Rng::new(seed), &topics, 9, false, true).unwrap();
+            // Seq 1-2 is always past the cut (it is the last record).
+            assert!(
+                d.iter().any(|d| d.range.first == 1 && d.range.last == 2),
+                "{d:?}"
+            );
+            seen_both |= d.iter().any(|d| d.range.first == 5 && d.range.last == 6);
+        }
+        assert!(seen_both);
     }
 
     mod serde_bytes_like {

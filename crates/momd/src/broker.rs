@@ -217,6 +217,11 @@ impl Rate {
         self.in_count = 0;
         self.out_count = 0;
     }
+
+    /// Nothing came or went for long enough that both rates read as 0.00.
+    fn idle(&self) -> bool {
+        self.in_count == 0 && self.out_count == 0 && self.in_rate < 0.005 && self.out_rate < 0.005
+    }
 }
 
 pub struct Broker {

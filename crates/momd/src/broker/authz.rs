@@ -115,7 +115,7 @@ impl Broker {
 
     fn owns_topic(&self, who: &Identity, name: &str) -> Result<(), Refusal> {
         match self.core.topics.get(name) {
-            Some(t) if t.owner != who.user => Err(forbidden(format!(
+            Some(t) if *t.owner != *who.user => Err(forbidden(format!(
                 "topic {name:?} belongs to {}; only its owner or an admin may change it",
                 owner_name(&t.owner)
             ))),

@@ -134,7 +134,7 @@ impl Broker {
             .core
             .topics
             .range_from(start(page.after.as_deref(), &lead))
-            .map(|t| (t.name.as_str(), t));
+            .map(|t| (&*t.name, t));
         // How many queues hold each topic: an index lookup per topic shown.
         Ok(take_page(entries, page, &lead, self.page_budget(), |t| {
             self.topic_info_with(t, self.queues_bound(t.id))

@@ -160,7 +160,8 @@ impl Broker {
             free.sort_by_key(|(id, t)| (std::cmp::Reverse(t.bytes_in + t.bytes_out), *id));
             for (id, _) in free.into_iter().take(m.max_topics - m.labelled.len()) {
                 if let Some(t) = self.core.topics.by_id(id) {
-                    m.labelled.push((id, t.name.clone(), Traffic::default()));
+                    m.labelled
+                        .push((id, t.name.to_string(), Traffic::default()));
                 }
             }
         }

@@ -45,7 +45,7 @@ impl Broker {
                 max_age_ms: INBOX_TTL_MS,
                 ..Limits::default()
             };
-            self.core.topics.get_or_create(name, now, limits);
+            self.core.topics.get_or_create(name, now, limits, "");
         }
         let res = if reserved_ok {
             self.core.publish_any(name, msgs, sender, now)

@@ -293,7 +293,7 @@ impl Broker {
                 .core
                 .topics
                 .by_id(*t)
-                .map(|x| x.name.clone())
+                .map(|x| x.name.to_string())
                 .unwrap_or_default();
             let mut got: HashMap<u64, Message> = HashMap::new();
             let read = self.store.read(*t, &tname, *from, *to, usize::MAX);
@@ -360,7 +360,7 @@ impl Broker {
                 .core
                 .topics
                 .by_id(t)
-                .map(|x| x.name.clone())
+                .map(|x| x.name.to_string())
                 .and_then(|tname| {
                     let r = self.store.read(t, &tname, seq, seq, usize::MAX).ok()?;
                     let b = r.batches.into_iter().next()?;

@@ -15,7 +15,7 @@ impl Broker {
     pub(super) fn topic_info_with(&self, t: &TopicState, queues: u64) -> TopicInfo {
         let rate = self.rates.get(&t.id).copied().unwrap_or_default();
         TopicInfo {
-            name: t.name.clone(),
+            name: t.name.to_string(),
             messages: t.msgs,
             bytes: t.bytes,
             first_seq: t.first_seq,
@@ -29,7 +29,7 @@ impl Broker {
             in_rate: rate.in_rate,
             out_rate: rate.out_rate,
             damaged: self.core.topics.damaged(t.id),
-            owner: t.owner.clone(),
+            owner: t.owner.to_string(),
         }
     }
 

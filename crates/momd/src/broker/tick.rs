@@ -20,6 +20,8 @@ impl Broker {
         for r in self.rates.values_mut() {
             r.roll(dt);
         }
+        // A topic with no traffic for a while costs no rate entry (a million quiet topics).
+        self.rates.retain(|_, r| !r.idle());
         let queues = &self.queues;
         self.queue_rates.retain(|name, _| queues.contains_key(name));
         self.queues.settle_strays();

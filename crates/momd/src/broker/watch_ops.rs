@@ -125,7 +125,7 @@ impl Broker {
         let mut covered = HashMap::new();
         for (t, upto) in self.matching_topics(&w.patterns) {
             covered.insert(t.id, upto);
-            let from = match (w.after.get(&t.name), w.from) {
+            let from = match (w.after.get(&*t.name), w.from) {
                 (Some(seq), _) => seq.saturating_add(1).max(t.first_seq),
                 (None, StartAt::New) => upto + 1,
                 (None, StartAt::All) => t.first_seq,
@@ -142,7 +142,7 @@ impl Broker {
             if from <= upto {
                 ranges.push(Range {
                     topic_id: t.id,
-                    name: Arc::from(t.name.as_str()),
+                    name: t.name.clone(),
                     from,
                     to: upto,
                 });
@@ -257,7 +257,7 @@ impl Broker {
             if from <= upto {
                 ranges.push(Range {
                     topic_id: t.id,
-                    name: Arc::from(t.name.as_str()),
+                    name: t.name.clone(),
                     from,
                     to: upto,
                 });

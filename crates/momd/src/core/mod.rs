@@ -319,10 +319,9 @@ impl Core {
             self.admit_topic(name, &sender.user, now)?;
         }
         let default_limits = self.config.default_limits;
-        let (t, created) = self.topics.get_or_create(name, now, default_limits);
-        if created {
-            t.owner.clone_from(&sender.user);
-        }
+        let (t, created) = self
+            .topics
+            .get_or_create(name, now, default_limits, &sender.user);
         let topic_id = t.id;
         // A topic's times never go backwards, even if the clock does: replay by time and
         // retention by age rely on it.
@@ -424,10 +423,9 @@ impl Core {
         topic::validate_publish_topic(&set.topic)?;
         self.admit_topic(&set.topic, owner, now)?;
         let default_limits = self.config.default_limits;
-        let (t, created) = self.topics.get_or_create(&set.topic, now, default_limits);
-        if created {
-            t.owner = owner.to_string();
-        }
+        let (t, created) = self
+            .topics
+            .get_or_create(&set.topic, now, default_limits, owner);
         let l = &mut t.limits;
         for (field, v) in [
             (&mut l.max_msgs, set.max_msgs),

@@ -1,7 +1,8 @@
 //! Topics: name → id, seq counters, sizes and limits, and what is known to be damaged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use mom_proto::Limits;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicState {
     pub id: u32,
-    pub name: String,
+    /// Shared with the name index ([`Topics`]): one copy of each name.
+    pub name: Arc<str>,
     pub created: u64,
     pub limits: Limits,
     /// Oldest stored seq; `last_seq + 1` when the topic is empty.
@@ -23,15 +25,20 @@ pub struct TopicState {
     pub bytes: u64,
     pub last_time: u64,
     /// The user who created it (empty for topics made before owners were recorded).
-    #[serde(default)]
-    pub owner: String,
+    /// Interned ([`Topics::intern_owner`]): a million topics of one user hold one copy.
+    #[serde(default = "no_owner")]
+    pub owner: Arc<str>,
+}
+
+fn no_owner() -> Arc<str> {
+    Arc::from("")
 }
 
 impl TopicState {
     pub fn new(id: u32, name: &str, created: u64, limits: Limits) -> Self {
         TopicState {
             id,
-            name: name.to_string(),
+            name: Arc::from(name),
             created,
             limits,
             first_seq: 1,
@@ -39,7 +46,7 @@ impl TopicState {
             msgs: 0,
             bytes: 0,
             last_time: 0,
-            owner: String::new(),
+            owner: no_owner(),
         }
     }
 
@@ -73,11 +80,18 @@ impl TopicState {
 }
 
 /// All topics, by name (sorted, for listing) and by id.
+/// The topics: states in one dense vector (grown by an eighth at a time, so a million
+/// topics do not pay for two million), found by id through a small map and by name through
+/// an ordered index sharing the states' names.
 #[derive(Debug, Default, Clone)]
 pub struct Topics {
-    by_name: BTreeMap<String, u32>,
-    by_id: HashMap<u32, TopicState>,
+    by_name: BTreeMap<Arc<str>, u32>,
+    /// Topic id → index in `states`.
+    slot: HashMap<u32, u32>,
+    states: Vec<TopicState>,
     next_id: u32,
+    /// Owner names, one copy each.
+    owners: HashSet<Arc<str>>,
     /// Per topic, the seq ranges (first → last) of stored messages found damaged on disk.
     /// Kept as ranges so damage found twice (at each start, by each read) counts once.
     damaged: HashMap<u32, BTreeMap<u64, u64>>,
@@ -90,13 +104,55 @@ impl Topics {
             next_id,
             ..Topics::default()
         };
-        for s in states {
+        t.states.reserve_exact(states.len());
+        for mut s in states {
             t.next_id = t.next_id.max(s.id.saturating_add(1));
-            t.by_name.insert(s.name.clone(), s.id);
-            t.by_id.insert(s.id, s);
+            s.owner = t.intern_owner(&s.owner);
+            t.insert(s);
         }
         t.next_id = t.next_id.max(1);
         t
+    }
+
+    /// The shared copy of an owner's name.
+    pub fn intern_owner(&mut self, owner: &str) -> Arc<str> {
+        if let Some(o) = self.owners.get(owner) {
+            return o.clone();
+        }
+        let o: Arc<str> = Arc::from(owner);
+        self.owners.insert(o.clone());
+        o
+    }
+
+    fn insert(&mut self, s: TopicState) {
+        if self.states.len() == self.states.capacity() {
+            self.states
+                .reserve_exact((self.states.capacity() / 8).max(1024));
+        }
+        if let Some(old) = self.by_name.insert(s.name.clone(), s.id) {
+            self.take(old);
+        }
+        if let Some(i) = self.slot.get(&s.id).copied() {
+            if let Some(slot) = self.states.get_mut(i as usize) {
+                *slot = s;
+            }
+            return;
+        }
+        self.slot.insert(s.id, self.states.len() as u32);
+        self.states.push(s);
+    }
+
+    /// Take a topic's state out of the vector (the last one moves into its place).
+    fn take(&mut self, id: u32) -> Option<TopicState> {
+        let i = self.slot.remove(&id)? as usize;
+        if i >= self.states.len() {
+            return None;
+        }
+        let s = self.states.swap_remove(i);
+        if let Some(moved) = self.states.get(i) {
+            self.slot.insert(moved.id, i as u32);
+        }
+        Some(s)
     }
 
     pub fn next_id(&self) -> u32 {
@@ -104,22 +160,24 @@ impl Topics {
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicState> {
-        self.by_name.get(name).and_then(|id| self.by_id.get(id))
+        self.by_name.get(name).and_then(|id| self.by_id(*id))
     }
 
     pub fn by_id(&self, id: u32) -> Option<&TopicState> {
-        self.by_id.get(&id)
+        self.states.get(*self.slot.get(&id)? as usize)
     }
 
     pub fn by_id_mut(&mut self, id: u32) -> Option<&mut TopicState> {
-        self.by_id.get_mut(&id)
+        self.states.get_mut(*self.slot.get(&id)? as usize)
     }
 
+    /// The topic named `name`, created (owned by `owner`) if there is none.
     pub fn get_or_create(
         &mut self,
         name: &str,
         now: u64,
         limits: Limits,
+        owner: &str,
     ) -> (&mut TopicState, bool) {
         let mut created = false;
         let id = match self.by_name.get(name) {
@@ -127,34 +185,39 @@ impl Topics {
             None => {
                 let id = self.next_id;
                 self.next_id += 1;
-                self.by_name.insert(name.to_string(), id);
-                self.by_id
-                    .insert(id, TopicState::new(id, name, now, limits));
+                let mut t = TopicState::new(id, name, now, limits);
+                t.owner = self.intern_owner(owner);
+                self.insert(t);
                 created = true;
                 id
             }
         };
+        let i = self
+            .slot
+            .get(&id)
+            .copied()
+            .expect("by_name and slot hold the same topics");
         let t = self
-            .by_id
-            .get_mut(&id)
-            .expect("by_name and by_id hold the same topics");
+            .states
+            .get_mut(i as usize)
+            .expect("slot points into states");
         (t, created)
     }
 
     pub fn remove(&mut self, name: &str) -> Option<TopicState> {
         let id = self.by_name.remove(name)?;
         self.damaged.remove(&id);
-        self.by_id.remove(&id)
+        self.take(id)
     }
 
     /// Topics in name order.
     pub fn iter(&self) -> impl Iterator<Item = &TopicState> {
-        self.by_name.values().filter_map(|id| self.by_id.get(id))
+        self.by_name.values().filter_map(|id| self.by_id(*id))
     }
 
     /// Every topic, in no particular order (cheaper than [`Topics::iter`] over them all).
     pub fn iter_unordered(&self) -> impl Iterator<Item = &TopicState> {
-        self.by_id.values()
+        self.states.iter()
     }
 
     /// The topics whose names start with `prefix`, in name order: costs them, not the
@@ -172,19 +235,19 @@ impl Topics {
     ) -> impl Iterator<Item = &'a TopicState> + 'a {
         self.by_name
             .range::<str, _>((start, Bound::Unbounded))
-            .filter_map(|(_, id)| self.by_id.get(id))
+            .filter_map(|(_, id)| self.by_id(*id))
     }
 
     /// Messages and bytes stored, all topics together.
     pub fn stored(&self) -> (u64, u64) {
-        self.by_id
-            .values()
+        self.states
+            .iter()
             .fold((0, 0), |(m, b), t| (m + t.msgs, b + t.bytes))
     }
 
     /// Seqs `first..=last` of topic `id` were found damaged on disk.
     pub fn note_damage(&mut self, id: u32, first: u64, last: u64) {
-        if !self.by_id.contains_key(&id) || last < first {
+        if !self.slot.contains_key(&id) || last < first {
             return;
         }
         let ranges = self.damaged.entry(id).or_default();
@@ -206,7 +269,7 @@ impl Topics {
     /// Stored messages of topic `id` known to be damaged (those below its first seq, gone
     /// by retention or purge, no longer count).
     pub fn damaged(&self, id: u32) -> u64 {
-        let (Some(ranges), Some(t)) = (self.damaged.get(&id), self.by_id.get(&id)) else {
+        let (Some(ranges), Some(t)) = (self.damaged.get(&id), self.by_id(id)) else {
             return 0;
         };
         ranges
@@ -229,7 +292,7 @@ impl Topics {
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.states.len()
     }
 }
 
@@ -240,16 +303,50 @@ mod tests {
     fn topics(names: &[&str]) -> Topics {
         let mut t = Topics::default();
         for n in names {
-            let (s, _) = t.get_or_create(n, 0, Limits::default());
+            let (s, _) = t.get_or_create(n, 0, Limits::default(), "");
             s.record_append(10, 100, 0);
         }
         t
     }
 
+    /// Removing topics moves others inside the dense vector: every lookup still finds
+    /// each remaining topic, by id and by name, and owners are shared.
+    #[test]
+    fn removals_keep_every_lookup_right() {
+        let names: Vec<String> = (0..200).map(|i| format!("t.{i}")).collect();
+        let mut t = Topics::default();
+        for n in &names {
+            t.get_or_create(n, 0, Limits::default(), "alice");
+        }
+        for n in names.iter().step_by(3) {
+            assert!(t.remove(n).is_some());
+        }
+        assert!(t.remove("t.0").is_none());
+        let alice = t.intern_owner("alice");
+        for (i, n) in names.iter().enumerate() {
+            let got = t.get(n);
+            assert_eq!(got.is_some(), i % 3 != 0, "{n}");
+            if let Some(s) = got {
+                assert_eq!(&*s.name, n.as_str());
+                assert_eq!(t.by_id(s.id).map(|x| &*x.name), Some(n.as_str()));
+                assert!(Arc::ptr_eq(&s.owner, &alice));
+            }
+        }
+        assert_eq!(t.len(), t.iter().count());
+        assert_eq!(t.len(), t.iter_unordered().count());
+        // A new topic after removals gets a fresh id and is found.
+        let id = t.get_or_create("new", 0, Limits::default(), "bob").0.id;
+        assert_eq!(t.by_id(id).map(|x| &*x.name), Some("new"));
+    }
+
     #[test]
     fn range_from_walks_names_in_order_from_a_bound() {
         let t = topics(&["b", "a.x", "a", "c"]);
-        let names = |b: Bound<&str>| t.range_from(b).map(|s| s.name.clone()).collect::<Vec<_>>();
+        let names = |b: Bound<&str>| {
+            t.range_from(b)
+                .map(|s| s.name.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(Bound::Unbounded), ["a", "a.x", "b", "c"]);
         assert_eq!(names(Bound::Excluded("a.x")), ["b", "c"]);
         assert_eq!(names(Bound::Included("a.x")), ["a.x", "b", "c"]);

@@ -144,7 +144,7 @@ pub fn ranges(store: &Store, t: &TopicState, bad: &[BadRecord]) -> Vec<Damage> {
             }
         }
         out.push(Damage {
-            topic: t.name.clone(),
+            topic: t.name.to_string(),
             topic_id: t.id,
             first_seq: first,
             last_seq: last,

@@ -189,7 +189,8 @@ mod tests {
             store.flush().unwrap();
             let files = store.segs.list().unwrap();
             assert_eq!(files.keys().copied().collect::<Vec<_>>(), vec![2]);
-            assert!(std::fs::metadata(&files[&2]).unwrap().len() < 4096);
+            let size = std::fs::metadata(&files[&2]).unwrap().len();
+            assert!(size < 4096, "{size}");
             publish(&mut core, &store, "a", &["3"], true, 1_000);
             store.flush().unwrap();
         }

@@ -374,6 +374,7 @@ impl Store {
         }
         // Where the log ended before this write: cut back to it on failure.
         let mut first_loc: Option<Loc> = None;
+        let mut last_loc: Option<Loc> = None;
         let mut locs: Vec<Loc> = Vec::new();
         let mut writes = std::mem::take(&mut staged.writes);
         let res = (|| -> Result<()> {
@@ -381,6 +382,7 @@ impl Store {
                 if let Some(t) = topic(*id) {
                     let loc = self.segs.append(*id, 0, &encode_topic(t))?;
                     first_loc.get_or_insert(loc);
+                    last_loc = Some(loc);
                 }
             }
             for (t, batches) in &by_topic {
@@ -388,6 +390,7 @@ impl Store {
                     let body = rec.encode();
                     let loc = self.segs.append(*t, rec.first_seq, &body)?;
                     first_loc.get_or_insert(loc);
+                    last_loc = Some(loc);
                     locs.push(loc);
                     let entry = IndexEntry {
                         loc,
@@ -424,7 +427,7 @@ impl Store {
             meta_key("next_topic_id"),
             Some(u64::from(next_topic_id).to_be_bytes().to_vec()),
         );
-        if let Some(end) = locs.last() {
+        if let Some(end) = last_loc {
             writes.insert(meta_key(LOG_END), Some(encode_pos(end.end())));
         }
         // The overlay's lock covers the journal's append too: a full flush takes both at
@@ -488,42 +491,39 @@ impl Store {
         Ok(())
     }
 
-    /// Remove a topic: its index and dedupe entries, then its state. Its records stay in
-    /// the log as dead bytes; a segment file goes when none of its records is live
-    /// (`live.rs`).
+    /// Remove a topic: its index and dedupe entries and its state, in the overlay (gone
+    /// from sled together with the next full flush, which whoever asked waits for). Its
+    /// records stay in the log as dead bytes; a segment file goes when none of its records
+    /// is live (`live.rs`), and compaction copies the others out of a mostly dead one.
     pub fn remove_topic(&self, topic: u32) -> Result<()> {
         self.recent().clear();
         self.needs_index_flush();
-        // Everything written before goes to sled first (nothing of the topic stays behind
-        // in the overlay), then the removals go straight to sled. Only the broker's task
-        // writes the overlay, and it is here: nothing of the topic comes in meanwhile.
-        self.flush()?;
-        // Its index entries first, its record last: until the record goes, a start finds
-        // the topic (with fewer index entries, a range it reports), never index entries of
-        // a topic it does not know.
-        for p in [P_MSG, P_DEDUPE] {
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for kv in self.db.scan_prefix(prefix(p, topic)) {
-                let (k, v) = kv?;
-                if p == P_MSG {
-                    if let Some(e) = IndexEntry::decode(&v) {
-                        let (seg, v) = self.live().sub(&e.loc);
-                        batch.insert(&live::seg_key(seg)[..], v.encode());
-                    }
-                }
-                batch.remove(k);
-                n += 1;
-                if n == 4096 {
-                    self.db.apply_batch(std::mem::take(&mut batch))?;
-                    n = 0;
-                }
-            }
-            self.db.apply_batch(batch)?;
+        let mut removals: Vec<(Vec<u8>, Option<Loc>)> = Vec::new();
+        for item in self.entries_from(topic, 0)? {
+            let (_, e, key) = item?;
+            removals.push((key, Some(e.loc)));
         }
-        self.db.remove(topic_key(topic))?;
-        self.db.flush()?;
-        self.log.sync_data()?;
+        let lo = prefix(P_DEDUPE, topic).to_vec();
+        let mut hi = lo.clone();
+        hi.push(0xff);
+        let over = self.overlay().range(&lo, &hi);
+        let sled = self.db.scan_prefix(&lo).map(|kv| {
+            let (k, v) = kv?;
+            Ok((k.to_vec(), v.to_vec()))
+        });
+        for kv in read::overlay_merge(over, sled) {
+            removals.push((kv?.0, None));
+        }
+        let mut o = self.overlay();
+        let mut live = self.live();
+        for (k, loc) in removals {
+            if let Some(loc) = loc {
+                let (seg, v) = live.sub(&loc);
+                o.put(live::seg_key(seg).to_vec(), v.encode());
+            }
+            o.remove(k);
+        }
+        o.remove(topic_key(topic).to_vec());
         Ok(())
     }
 

@@ -36,6 +36,14 @@ impl Overlay {
         self.pending.extend(writes);
     }
 
+    /// The newest write of `k`: `Some(None)` if it was removed, None if not written here.
+    pub fn get(&self, k: &[u8]) -> Option<Option<&Vec<u8>>> {
+        if let Some(v) = self.pending.get(k) {
+            return Some(v.as_ref());
+        }
+        self.flushing.as_ref()?.get(k).map(|v| v.as_ref())
+    }
+
     /// The writes of keys from `lo` to `hi` (inclusive), newest winning, in key order.
     pub fn range(&self, lo: &[u8], hi: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let bounds = (Bound::Included(lo), Bound::Included(hi));

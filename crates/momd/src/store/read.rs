@@ -36,14 +36,24 @@ impl Store {
     ) -> Result<Option<(u64, IndexEntry)>> {
         let pfx = prefix(P_MSG, topic);
         let k = msg_key(topic, seq);
-        let over = self.overlay().last_at_or_below(&pfx, &k);
-        let sled = self
-            .db
-            .range(..=k)
-            .next_back()
-            .transpose()?
-            .filter(|(k, _)| k.starts_with(&pfx))
-            .map(|(k, v)| (k.to_vec(), v.to_vec()));
+        let o = self.overlay();
+        let over = o.last_at_or_below(&pfx, &k);
+        // The newest key of sled's that the overlay did not remove (retention, a removed
+        // topic: their removals reach sled with the next flush).
+        let mut sled = None;
+        for kv in self.db.range(..=k).rev() {
+            let (sk, sv) = kv?;
+            if !sk.starts_with(&pfx) {
+                break;
+            }
+            match o.get(&sk) {
+                Some(None) => continue,
+                Some(Some(v)) => sled = Some((sk.to_vec(), v.clone())),
+                None => sled = Some((sk.to_vec(), sv.to_vec())),
+            }
+            break;
+        }
+        drop(o);
         // The greater key wins. A sled key the overlay removed is below the topic's first
         // seq (retention removes the oldest): never the one holding a seq still stored.
         let best = match (over, sled) {

@@ -64,7 +64,7 @@ impl Store {
                     let head = header_at(&buf, pos);
                     let name_of = |t: u32| by_id.get(&t).and_then(|i| topics.get(*i));
                     let (topic, seq) = head.map_or((String::new(), 0), |(t, s, _)| {
-                        (name_of(t).map_or(String::new(), |t| t.name.clone()), s)
+                        (name_of(t).map_or(String::new(), |t| t.name.to_string()), s)
                     });
                     let what = match head {
                         Some((_, s, _)) if !topic.is_empty() => format!("topic {topic:?} seq {s}"),
@@ -205,7 +205,7 @@ impl Store {
                     t.msgs += count;
                     t.last_seq = seq - 1;
                     out.damage.push(check::Damage {
-                        topic: t.name.clone(),
+                        topic: t.name.to_string(),
                         topic_id: t.id,
                         first_seq: expected,
                         last_seq: seq - 1,

@@ -131,7 +131,7 @@ fn damage_past_the_index_is_kept_and_reported_never_cut() {
     let a = loaded
         .topics
         .iter()
-        .find(|t| t.name == "a")
+        .find(|t| &*t.name == "a")
         .unwrap()
         .clone();
     assert_eq!(a.last_seq, 4, "the damaged seq is never given again");
@@ -155,7 +155,7 @@ fn a_topic_whose_every_record_is_past_the_index_comes_back() {
         // The topic is created (and its state flushed) with nothing in it yet.
         let t = core
             .topics
-            .get_or_create("a", 1_000, Default::default())
+            .get_or_create("a", 1_000, Default::default(), "")
             .0
             .clone();
         store.put_topic(&t, core.topics.next_id()).unwrap();
