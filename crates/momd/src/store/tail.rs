@@ -136,7 +136,7 @@ impl Store {
                 pos = rec_end;
                 if seq == 0 {
                     // A topic created after the index's end: its state, as when created.
-                    if !by_id.contains_key(&topic) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = by_id.entry(topic) {
                         let body_at = rec_end - len as usize;
                         let body = buf.get(body_at..rec_end).unwrap_or_default();
                         match rmp_serde::from_slice::<TopicState>(body) {
@@ -146,7 +146,7 @@ impl Store {
                                 t.msgs = 0;
                                 t.bytes = 0;
                                 t.last_time = 0;
-                                by_id.insert(topic, topics.len());
+                                slot.insert(topics.len());
                                 touched.insert(topics.len());
                                 topics.push(t);
                                 created = true;
