@@ -247,8 +247,6 @@ pub struct Broker {
     flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
     /// Something was staged since the last flush started.
     dirty: bool,
-    /// Per topic: the last seq whose deliveries were released. A replay reads up to it.
-    delivered_upto: HashMap<u32, u64>,
     rates: HashMap<u32, Rate>,
     total_rate: Rate,
     delivered_total: u64,
@@ -342,7 +340,6 @@ impl Broker {
         auth: Arc<Auth>,
     ) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
         let (tx, rx) = mpsc::channel(4096);
-        let delivered_upto = core.topics.iter().map(|t| (t.id, t.last_seq)).collect();
         let disk_bytes = store.disk_bytes();
         let now = now_ms();
         let mut set = crate::core::QueueSet::default();
@@ -367,7 +364,6 @@ impl Broker {
             flushing: Vec::new(),
             flush_rx: None,
             dirty: false,
-            delivered_upto,
             rates: HashMap::new(),
             total_rate: Rate::default(),
             delivered_total: 0,

@@ -83,7 +83,6 @@ impl Broker {
             self.disk_charge(written as u64);
         }
         if plan.created || !existed {
-            self.delivered_upto.insert(topic_id, 0);
             self.topic_created_for_queues(topic_id, name);
             if !name.starts_with('$') {
                 self.sys_event(format!(
@@ -151,9 +150,6 @@ impl Broker {
                     self.core.undo(u);
                 }
                 self.to_trim.clear();
-                let topics = &self.core.topics;
-                self.delivered_upto
-                    .retain(|id, _| topics.by_id(*id).is_some());
                 for p in pending {
                     let Some((session, id)) = p.requester() else {
                         continue;

@@ -59,8 +59,7 @@ impl Broker {
     pub(super) fn view(&self) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
         move |t| {
             let ts = self.core.topics.by_id(t)?;
-            let upto = self.delivered_upto.get(&t).copied().unwrap_or(0);
-            Some((ts.first_seq, upto))
+            Some((ts.first_seq, ts.delivered_upto))
         }
     }
 

@@ -94,7 +94,11 @@ impl Broker {
         };
         let early = self.cfg.fsync == FsyncMode::Always
             && Self::is_early(topic, batch)
-            && self.delivered_upto.get(topic_id).copied().unwrap_or(0) + 1 == batch.first_seq
+            && self
+                .core
+                .topics
+                .by_id(*topic_id)
+                .is_some_and(|t| t.delivered_upto + 1 == batch.first_seq)
             && self.queues_bound(*topic_id) == 0;
         if !early {
             return Some(p);
@@ -113,7 +117,9 @@ impl Broker {
     /// Hand a stored batch to the watches of its topic and to its queues (`queues` bound).
     fn deliver(&mut self, topic_id: u32, batch: &Arc<Batch>, queues: u64) {
         let n = batch.msgs.len() as u64;
-        self.delivered_upto.insert(topic_id, batch.last_seq());
+        if let Some(t) = self.core.topics.by_id_mut(topic_id) {
+            t.delivered_upto = batch.last_seq();
+        }
         let bytes = batch.msgs.iter().map(|m| m.payload.len() as u64).sum();
         self.metrics.count_in(topic_id, n, bytes);
         let rate = self.rates.entry(topic_id).or_default();

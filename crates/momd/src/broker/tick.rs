@@ -134,9 +134,8 @@ impl Broker {
         let Some(name) = self.core.topics.by_id(id).map(|t| t.name.clone()) else {
             return;
         };
-        self.core.topics.remove(&name);
+        let upto = self.core.topics.remove(&name).map(|t| t.delivered_upto);
         self.core.dedupe.forget_topic(id);
-        let upto = self.delivered_upto.remove(&id);
         self.rates.remove(&id);
         self.metrics.forget(id);
         self.topic_removed_for_queues(id, upto.map(|u| (1, u)));

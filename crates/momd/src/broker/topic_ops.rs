@@ -55,7 +55,6 @@ impl Broker {
                         }
                         if created {
                             self.topic_created_for_queues(t.id, &t.name);
-                            self.delivered_upto.insert(t.id, 0);
                             self.sys_event(format!(
                                 r#"{{"event":"topic_created","topic":{}}}"#,
                                 json_str(&t.name)
@@ -106,11 +105,7 @@ impl Broker {
             .into_iter()
             .filter_map(|id| self.core.topics.by_id(id))
             .map(|t| {
-                let upto = self
-                    .delivered_upto
-                    .get(&t.id)
-                    .copied()
-                    .unwrap_or(t.last_seq);
+                let upto = t.delivered_upto;
                 (t.clone(), upto)
             })
             .collect()
@@ -177,7 +172,7 @@ impl Broker {
         }
         match self.core.remove_topic(&r.topic) {
             Ok(t) => {
-                let upto = self.delivered_upto.remove(&t.id).unwrap_or(t.last_seq);
+                let upto = t.delivered_upto;
                 self.rates.remove(&t.id);
                 self.metrics.forget(t.id);
                 self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));

@@ -28,6 +28,10 @@ pub struct TopicState {
     /// Interned ([`Topics::intern_owner`]): a million topics of one user hold one copy.
     #[serde(default = "no_owner")]
     pub owner: Arc<str>,
+    /// The broker's: the last seq whose deliveries were released (a replay reads up to
+    /// it). Not stored: at start, everything stored counts as released.
+    #[serde(skip)]
+    pub delivered_upto: u64,
 }
 
 fn no_owner() -> Arc<str> {
@@ -47,6 +51,7 @@ impl TopicState {
             bytes: 0,
             last_time: 0,
             owner: no_owner(),
+            delivered_upto: 0,
         }
     }
 
@@ -99,17 +104,23 @@ pub struct Topics {
 
 impl Topics {
     /// Rebuild from stored topic records; `next_id` is the persisted id counter.
-    pub fn from_stored(states: Vec<TopicState>, next_id: u32) -> Self {
+    pub fn from_stored(mut states: Vec<TopicState>, next_id: u32) -> Self {
         let mut t = Topics {
             next_id,
             ..Topics::default()
         };
-        t.states.reserve_exact(states.len());
-        for mut s in states {
+        // The states stay where they were read: no second copy of a million of them.
+        t.slot.reserve(states.len());
+        for (i, s) in states.iter().enumerate() {
+            t.by_name.insert(s.name.clone(), s.id);
+            t.slot.insert(s.id, i as u32);
+        }
+        for s in &mut states {
+            s.delivered_upto = s.last_seq;
             t.next_id = t.next_id.max(s.id.saturating_add(1));
             s.owner = t.intern_owner(&s.owner);
-            t.insert(s);
         }
+        t.states = states;
         t.next_id = t.next_id.max(1);
         t
     }
