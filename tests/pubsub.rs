@@ -238,6 +238,47 @@ async fn replay_to_live_seam_has_no_gap_and_no_duplicate() {
     }
 }
 
+/// `publish -`: each line names its topic; thousands of topics from one pipe, each with
+/// its own messages in order, and a bad line stops the run with an exact count.
+#[test]
+fn a_topic_per_line_from_a_pipe() {
+    let m = Momd::start();
+    let mut input = String::new();
+    for i in 1..=3000 {
+        input.push_str(&format!("devices.d{}.telemetry reading-{i}\n", i % 1000));
+    }
+    let out = m.ctl(&["publish", "-", "--json"], Some(input.as_bytes()));
+    assert_eq!(out.code, 0, "{out:?}");
+    let acks = common::lines(&out.stdout);
+    assert_eq!(acks.len(), 3000);
+    assert!(
+        acks[0].contains("\"topic\":\"devices.d1.telemetry\""),
+        "{}",
+        acks[0]
+    );
+    assert!(acks[0].contains("\"line\":1"), "{}", acks[0]);
+    let d7 = m.read_all_lines("devices.d7.telemetry");
+    assert_eq!(d7, vec!["reading-7", "reading-1007", "reading-2007"]);
+    assert_eq!(m.topic_info("devices.d0.telemetry")["messages"], 3);
+
+    // A line with no topic stops there: what came before is acknowledged, and said so.
+    let out = m.ctl(
+        &["publish", "-"],
+        Some(b"t.a one\nt.a two\nno-space-here\nt.a four\n"),
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("line 3 has no space"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("(2 messages acknowledged)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(m.read_all_lines("t.a"), vec!["one", "two"]);
+    // Messages as arguments make no sense with `-`.
+    let out = m.ctl(&["publish", "-", "x"], None);
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
 #[test]
 fn null_separated_and_whole_stdin_publish() {
     let m = Momd::start();

@@ -310,7 +310,9 @@ the broker in MOM_SERVER."
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// Topic to publish to (created on first publish).
+    /// Topic to publish to (created on first publish). `-`: each stdin line names its own
+    /// topic: `TOPIC MESSAGE` (the topic, one space, the message), as `sed 's/.*/devices.&
+    /// &/'` makes them; consecutive lines of one topic go in one request.
     #[arg(add = crate::complete::topics())]
     pub topic: String,
 

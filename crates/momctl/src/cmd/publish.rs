@@ -46,15 +46,27 @@ pub async fn run(
     json: bool,
     reconnect: Reconnect,
 ) -> CmdResult {
-    topic::validate_publish_topic(&args.topic).map_err(|e| {
-        // A reserved name is a valid name the user may not publish to: forbidden, not usage.
-        let code = if matches!(e, topic::NameError::Reserved(_)) {
-            5
-        } else {
-            2
-        };
-        Failure::new(code, e.to_string())
-    })?;
+    let per_line = args.topic == "-";
+    if per_line && (!args.msgs.is_empty() || args.whole || args.json_input) {
+        return Err(Failure::new(
+            2,
+            "with `-` as the topic, stdin lines are `TOPIC MESSAGE`: no messages as arguments, \
+             no --whole, no --json-input",
+        ));
+    }
+    if per_line {
+        // Checked line by line.
+    } else {
+        topic::validate_publish_topic(&args.topic).map_err(|e| {
+            // A reserved name is a valid name the user may not publish to: forbidden, not usage.
+            let code = if matches!(e, topic::NameError::Reserved(_)) {
+                5
+            } else {
+                2
+            };
+            Failure::new(code, e.to_string())
+        })?;
+    }
     let headers = parse_headers(&args.headers)?;
     if (args.whole || args.json_input) && !args.msgs.is_empty() {
         return Err(Failure::new(
@@ -93,6 +105,7 @@ pub async fn run(
             headers: headers.clone(),
             ids,
             tx,
+            topic_per_line: per_line,
         };
         std::thread::spawn(move || reader.run(std::io::stdin().lock()));
     } else {
@@ -122,6 +135,7 @@ pub async fn run(
         let _ = tx
             .send(Input::Batch {
                 first: 1,
+                topic: None,
                 msgs: batch,
             })
             .await;
@@ -132,7 +146,12 @@ pub async fn run(
         opts,
         client,
         topic: args.topic.clone(),
-        window: args.window.max(1),
+        // A topic per line makes requests of a message or a few: keep more of them going.
+        window: if per_line {
+            args.window.max(256)
+        } else {
+            args.window.max(1)
+        },
         reconnect,
         json,
         unit: if lines { "lines" } else { "messages" },
@@ -153,7 +172,12 @@ pub async fn run(
             t.resent, t.already_stored
         );
     }
-    if t.unrouted > 0 && !args.quiet {
+    if t.unrouted > 0 && !args.quiet && per_line {
+        eprintln!(
+            "momctl: warning: {} of {} messages reached no watcher and no queue (they are stored in their topics)",
+            t.unrouted, t.acked
+        );
+    } else if t.unrouted > 0 && !args.quiet {
         eprintln!(
             "momctl: warning: {} of {} messages reached no watcher and no queue (they are stored in {}; replay with `momctl subscribe {} --from all`)",
             t.unrouted, t.acked, args.topic, args.topic
@@ -175,6 +199,8 @@ struct InFlight {
     reply: PendingReply,
     /// Sent again after a reconnect: its duplicates were stored before the connection went.
     resent: bool,
+    /// Its topic, when not the command's (`momctl publish -`).
+    topic: Option<String>,
 }
 
 #[derive(Default)]
@@ -232,8 +258,8 @@ impl Publishing<'_> {
                 }
                 input = rx.recv(), if room => match input {
                     None => input_done = true,
-                    Some(Input::Batch { first, msgs }) => {
-                        if let Err(e) = self.send(first, msgs, false).await {
+                    Some(Input::Batch { first, topic, msgs }) => {
+                        if let Err(e) = self.send(first, topic, msgs, false).await {
                             if let Err(f) = self.reconnect_and_resend(&e).await {
                                 return Some(f);
                             }
@@ -258,13 +284,14 @@ impl Publishing<'_> {
     async fn send(
         &mut self,
         first: u64,
+        own_topic: Option<String>,
         msgs: Vec<PubMsg>,
         resent: bool,
     ) -> Result<(), ClientError> {
         let n = msgs.len() as u64;
         let ids: Vec<Option<String>> = msgs.iter().map(|m| m.msg_id.clone()).collect();
         let keep = self.reconnect.enabled.then(|| msgs.clone());
-        let topic = self.topic.clone();
+        let topic = own_topic.clone().unwrap_or_else(|| self.topic.clone());
         let sent = self
             .client
             .send(|id| {
@@ -285,6 +312,7 @@ impl Publishing<'_> {
                     msgs: keep,
                     reply,
                     resent,
+                    topic: own_topic,
                 });
                 Ok(())
             }
@@ -298,6 +326,7 @@ impl Publishing<'_> {
                     msgs: keep,
                     reply: PendingReply::closed(&self.client),
                     resent,
+                    topic: own_topic,
                 });
                 Err(e)
             }
@@ -417,7 +446,7 @@ impl Publishing<'_> {
             if msgs.is_empty() {
                 continue;
             }
-            if let Err(e) = self.send(b.first, msgs, true).await {
+            if let Err(e) = self.send(b.first, b.topic, msgs, true).await {
                 return Box::pin(self.reconnect_and_resend(&e)).await;
             }
         }

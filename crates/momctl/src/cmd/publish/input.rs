@@ -15,8 +15,13 @@ use crate::cli::IdFrom;
 const BATCH_BYTES: usize = 1024 * 1024;
 
 pub enum Input {
-    /// Messages numbered `first`, `first + 1`, … (stdin line or argument number).
-    Batch { first: u64, msgs: Vec<PubMsg> },
+    /// Messages numbered `first`, `first + 1`, … (stdin line or argument number), to
+    /// `topic` (None: the command's topic).
+    Batch {
+        first: u64,
+        topic: Option<String>,
+        msgs: Vec<PubMsg>,
+    },
     /// Reading stops here: nothing from this point was sent. Says why.
     Stop { message: String },
 }
@@ -90,6 +95,8 @@ pub struct StdinReader {
     pub headers: Headers,
     pub ids: Ids,
     pub tx: mpsc::Sender<Input>,
+    /// Each record starts with its topic and a space (`momctl publish -`).
+    pub topic_per_line: bool,
 }
 
 /// One line of `--json-input`: what `subscribe --json` prints (other fields ignored).
@@ -175,6 +182,7 @@ impl StdinReader {
         let input = match self.msg(all, 1, true) {
             Ok(m) => Input::Batch {
                 first: 1,
+                topic: None,
                 msgs: vec![m],
             },
             Err(message) => Input::Stop { message },
@@ -185,6 +193,8 @@ impl StdinReader {
 
     fn split<R: Read>(&self, rd: &mut BufReader<R>, delim: u8) -> std::io::Result<()> {
         let mut batch: Vec<PubMsg> = Vec::new();
+        // The topic of what is in `batch` (with a topic per line).
+        let mut topic: Option<String> = None;
         let mut first = 1;
         let mut batch_bytes = 0;
         let mut cur: Vec<u8> = Vec::new();
@@ -199,7 +209,7 @@ impl StdinReader {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.send(&mut batch, &mut first, n);
+                    self.send(&mut batch, &mut topic, &mut first, n);
                     return Err(e);
                 }
             };
@@ -226,7 +236,7 @@ impl StdinReader {
             }
             if cur.len() > line_limit {
                 // Flush what came before so those lines are acknowledged, then stop.
-                self.send(&mut batch, &mut first, n);
+                self.send(&mut batch, &mut topic, &mut first, n);
                 let _ = self.tx.blocking_send(Input::Stop {
                     message: format!(
                         "line {} is longer than the broker's payload limit of {} bytes; it was not sent",
@@ -245,13 +255,36 @@ impl StdinReader {
                 if matches!(self.mode, Split::Json) && line.iter().all(u8::is_ascii_whitespace) {
                     // Blank lines between JSON objects are not messages.
                 } else {
+                    let line = if self.topic_per_line {
+                        match split_topic(&line, n) {
+                            Ok((t, rest)) => {
+                                if topic.as_deref() != Some(t.as_str()) {
+                                    // A new topic: what came before goes first, in its own
+                                    // request (`first` then names this line).
+                                    if !self.send(&mut batch, &mut topic, &mut first, n - 1) {
+                                        return Ok(());
+                                    }
+                                    batch_bytes = 0;
+                                    topic = Some(t);
+                                }
+                                rest
+                            }
+                            Err(message) => {
+                                self.send(&mut batch, &mut topic, &mut first, n);
+                                let _ = self.tx.blocking_send(Input::Stop { message });
+                                return Ok(());
+                            }
+                        }
+                    } else {
+                        line
+                    };
                     match self.msg(line, n, false) {
                         Ok(m) => {
                             batch_bytes += m.payload.len() + Self::overhead(&m);
                             batch.push(m);
                         }
                         Err(message) => {
-                            self.send(&mut batch, &mut first, n);
+                            self.send(&mut batch, &mut topic, &mut first, n);
                             let _ = self.tx.blocking_send(Input::Stop { message });
                             return Ok(());
                         }
@@ -264,7 +297,7 @@ impl StdinReader {
                     || batch_bytes >= BATCH_BYTES
                     || (idle && !batch.is_empty())
                 {
-                    if !self.send(&mut batch, &mut first, n) {
+                    if !self.send(&mut batch, &mut topic, &mut first, n) {
                         return Ok(());
                     }
                     batch_bytes = 0;
@@ -274,18 +307,25 @@ impl StdinReader {
                 break;
             }
         }
-        self.send(&mut batch, &mut first, n);
+        self.send(&mut batch, &mut topic, &mut first, n);
         Ok(())
     }
 
-    /// Send the batch (messages `first..`); the next batch starts after message `n`. False
-    /// when the publisher is gone.
-    fn send(&self, batch: &mut Vec<PubMsg>, first: &mut u64, n: u64) -> bool {
+    /// Send the batch (messages `first..`, to `topic`); the next batch starts after message
+    /// `n`. False when the publisher is gone.
+    fn send(
+        &self,
+        batch: &mut Vec<PubMsg>,
+        topic: &mut Option<String>,
+        first: &mut u64,
+        n: u64,
+    ) -> bool {
         let ok = batch.is_empty()
             || self
                 .tx
                 .blocking_send(Input::Batch {
                     first: *first,
+                    topic: topic.clone(),
                     msgs: std::mem::take(batch),
                 })
                 .is_ok();
@@ -294,9 +334,43 @@ impl StdinReader {
     }
 }
 
+/// A `TOPIC MESSAGE` record of `momctl publish -`: its topic (checked) and the message.
+fn split_topic(line: &[u8], n: u64) -> Result<(String, Vec<u8>), String> {
+    let at = line.iter().position(|b| *b == b' ');
+    let (t, rest) = match at {
+        Some(i) => (&line[..i], line.get(i + 1..).unwrap_or_default()),
+        None => (line, &[][..]),
+    };
+    let t = std::str::from_utf8(t)
+        .map_err(|_| format!("line {n}: its topic is not UTF-8; it was not sent"))?;
+    if at.is_none() {
+        return Err(format!(
+            "line {n} has no space after its topic {t:?} (with `-` as the topic, each line is \
+             `TOPIC MESSAGE`); it was not sent"
+        ));
+    }
+    mom_proto::topic::validate_publish_topic(t)
+        .map_err(|e| format!("line {n}: {e}; it was not sent"))?;
+    Ok((t.to_string(), rest.to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topic_per_line_is_split_at_the_first_space() {
+        assert_eq!(
+            split_topic(b"devices.d1.telemetry 21.5 C", 1),
+            Ok(("devices.d1.telemetry".to_string(), b"21.5 C".to_vec()))
+        );
+        assert_eq!(split_topic(b"t.x ", 2), Ok(("t.x".to_string(), Vec::new())));
+        assert!(split_topic(b"no-space", 3).unwrap_err().contains("line 3"));
+        assert!(split_topic(b"bad..topic x", 4)
+            .unwrap_err()
+            .contains("line 4"));
+        assert!(split_topic(b"$sys.events x", 5).is_err());
+    }
 
     #[test]
     fn ids_by_scheme() {
