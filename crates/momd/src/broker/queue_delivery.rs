@@ -391,10 +391,14 @@ impl Broker {
             }
             headers.insert("dlq-deliveries".into(), d.deliveries.to_string());
             let dlq = format!("$dlq.{queue}");
+            // Published again after a crash that lost the queue's state (the message still
+            // held, to be dead-lettered once more) it is the same dead letter: its id makes
+            // the dedupe of the dead letter topic store it once.
+            let created = self.queues.get(queue).map_or(0, |q| q.def.created);
             let msg = PubMsg {
                 payload: m.payload,
                 headers,
-                msg_id: None,
+                msg_id: Some(format!("$dlq:{queue}:{created}:{}", d.ordinal)),
             };
             if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now_ms(), true)
             {

@@ -66,6 +66,10 @@ pub struct DeadLetter {
     pub msg: MsgRef,
     pub deliveries: u32,
     pub reason: &'static str,
+    /// Its number among the queue's dead letters (its `dead_lettered` count, kept with the
+    /// queue's state): a crash that loses the state numbers the same message the same
+    /// again, so the dead letter topic's dedupe stores it once.
+    pub ordinal: u64,
 }
 
 /// What [`Queue::take`] would do, worked out by [`Queue::select`].
@@ -413,6 +417,7 @@ impl Queue {
                 msg: m,
                 deliveries,
                 reason,
+                ordinal: self.counters.dead_lettered,
             });
         }
         self.retry.insert(m, Retry { due, deliveries });
