@@ -39,14 +39,29 @@ impl Store {
             records: 0,
             damage: Vec::new(),
         };
-        let mut by_id: HashMap<u32, usize> =
-            topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         let files = self.segs.list()?;
         let (start_seg, start_pos) = after.unwrap_or((0, 0));
         let segs: Vec<(u64, std::path::PathBuf)> = files
             .range(start_seg..)
             .map(|(s, p)| (*s, p.clone()))
             .collect();
+        // Nothing past the index (a clean stop): no need for a map of every topic.
+        let past: u64 = segs
+            .iter()
+            .map(|(s, p)| {
+                let len = std::fs::metadata(p).map_or(0, |m| m.len());
+                if *s == start_seg {
+                    len.saturating_sub(start_pos)
+                } else {
+                    len
+                }
+            })
+            .sum();
+        if past == 0 {
+            return Ok(out);
+        }
+        let mut by_id: HashMap<u32, usize> =
+            topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         let mut batch = sled::Batch::default();
         let mut touched: std::collections::BTreeSet<usize> = Default::default();
         let mut end: Option<(u64, u64)> = None;
