@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::queue_set::QueueSet;
 use super::queues::{Queue, QueueDef};
+use super::trie::tests::{pattern, topic_name};
 
 fn def(name: &str, bindings: &[&str]) -> QueueDef {
     QueueDef {
@@ -97,31 +98,6 @@ enum Op {
 }
 
 const QUEUES: [&str; 5] = ["q0", "q1", "q2", "q3", "q4"];
-
-fn token() -> impl Strategy<Value = String> {
-    prop_oneof![
-        Just("a".to_string()),
-        Just("b".to_string()),
-        Just("$c".to_string())
-    ]
-}
-
-fn topic_name() -> impl Strategy<Value = String> {
-    proptest::collection::vec(token(), 1..4).prop_map(|t| t.join("."))
-}
-
-fn pattern() -> impl Strategy<Value = String> {
-    (
-        proptest::collection::vec(prop_oneof![token(), Just("*".to_string())], 0..3),
-        any::<bool>(),
-    )
-        .prop_filter_map("a pattern has at least one token", |(mut t, gt)| {
-            if gt {
-                t.push(">".to_string());
-            }
-            (!t.is_empty()).then(|| t.join("."))
-        })
-}
 
 fn op() -> impl Strategy<Value = Op> {
     let q = 0..QUEUES.len();

@@ -232,7 +232,7 @@ fn remove_in(node: &mut Node, tokens: &[&str], id: u64, nodes: &mut usize) -> bo
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use mom_proto::topic;
     use proptest::prelude::*;
@@ -266,7 +266,8 @@ mod tests {
         assert!(ix.root.is_empty(), "every node is freed: {:?}", ix.root);
     }
 
-    fn token() -> impl Strategy<Value = String> {
+    /// Tokens for generated names: two plain ones and a reserved one.
+    pub(in crate::core) fn token() -> impl Strategy<Value = String> {
         prop_oneof![
             Just("a".to_string()),
             Just("b".to_string()),
@@ -274,11 +275,11 @@ mod tests {
         ]
     }
 
-    fn topic_name() -> impl Strategy<Value = String> {
+    pub(in crate::core) fn topic_name() -> impl Strategy<Value = String> {
         proptest::collection::vec(token(), 1..5).prop_map(|t| t.join("."))
     }
 
-    fn pattern() -> impl Strategy<Value = String> {
+    pub(in crate::core) fn pattern() -> impl Strategy<Value = String> {
         (
             proptest::collection::vec(prop_oneof![token(), Just("*".to_string())], 0..4),
             any::<bool>(),
