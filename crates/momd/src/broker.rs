@@ -202,25 +202,53 @@ impl Pending {
 
 #[derive(Default, Clone, Copy)]
 struct Rate {
-    in_count: u64,
-    out_count: u64,
-    in_rate: f64,
-    out_rate: f64,
+    /// Counted since the last roll (a second's worth: u32 is plenty).
+    in_count: u32,
+    out_count: u32,
+    /// Messages a second, averaged over about five seconds. f32: a million topics' rates
+    /// cost a third less than in f64, and a rate needs no more digits.
+    in_rate: f32,
+    out_rate: f32,
 }
 
 impl Rate {
+    fn add_in(&mut self, n: u64) {
+        self.in_count = self
+            .in_count
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    fn add_out(&mut self, n: u64) {
+        self.out_count = self
+            .out_count
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    fn in_rate(&self) -> f64 {
+        f64::from(self.in_rate)
+    }
+
+    fn out_rate(&self) -> f64 {
+        f64::from(self.out_rate)
+    }
+
     fn roll(&mut self, dt: f64) {
         // Exponential average over about five seconds.
         let a = 1.0 - (-dt / 5.0).exp();
-        self.in_rate += a * (self.in_count as f64 / dt - self.in_rate);
-        self.out_rate += a * (self.out_count as f64 / dt - self.out_rate);
+        let step = |rate: f32, count: u32| {
+            let rate = f64::from(rate);
+            (rate + a * (f64::from(count) / dt - rate)) as f32
+        };
+        self.in_rate = step(self.in_rate, self.in_count);
+        self.out_rate = step(self.out_rate, self.out_count);
         self.in_count = 0;
         self.out_count = 0;
     }
 
-    /// Nothing came or went for long enough that both rates read as 0.00.
+    /// Nothing came or went for long enough that both rates read as 0.0 (a message a
+    /// second for one second is forgotten after about six).
     fn idle(&self) -> bool {
-        self.in_count == 0 && self.out_count == 0 && self.in_rate < 0.005 && self.out_rate < 0.005
+        self.in_count == 0 && self.out_count == 0 && self.in_rate < 0.05 && self.out_rate < 0.05
     }
 }
 
@@ -285,6 +313,9 @@ pub struct Broker {
     last_full_flush: Instant,
     /// A request or a reply is staged (`release.rs`, `deliver_early`).
     staged_early: bool,
+    /// `topic_created` events of the publishes staged: written as one publish to
+    /// `$sys.events` with them ([`Broker::commit`]), not one each.
+    created_events: Vec<String>,
     /// The index flush that runs beside the acks, every `INDEX_FLUSH_EVERY`.
     index_flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
 }
@@ -383,6 +414,7 @@ impl Broker {
             flushing_full: false,
             last_full_flush: Instant::now(),
             staged_early: false,
+            created_events: Vec::new(),
             index_flush_rx: None,
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
             disk_bytes_measuring: Default::default(),

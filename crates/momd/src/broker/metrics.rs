@@ -91,8 +91,12 @@ pub struct Metrics {
     /// How many topics get their own label.
     pub max_topics: usize,
     pub total: Traffic,
+    /// The counts of the topics given a label (at most `max_topics`, ever): the others
+    /// are counted in `total` only, so a million topics cost no map of a million entries.
     pub by_topic: HashMap<u32, Traffic>,
-    /// The labelled topics: id, name, and the counts a deleted one ends with.
+    /// Labels given so far, deleted topics' included (a label is never given twice).
+    labels_given: usize,
+    /// The labelled topics with a name: id, name, and the counts a deleted one ends with.
     labelled: Vec<(u32, String, Traffic)>,
     pub flush_seconds: Histogram,
     pub batch_size: Histogram,
@@ -105,6 +109,7 @@ impl Metrics {
             max_topics,
             total: Traffic::default(),
             by_topic: HashMap::new(),
+            labels_given: 0,
             labelled: Vec::new(),
             flush_seconds: Histogram::new(FLUSH_SECONDS),
             batch_size: Histogram::new(BATCH_SIZES),
@@ -113,26 +118,42 @@ impl Metrics {
     }
 
     pub fn count_in(&mut self, topic: u32, msgs: u64, bytes: u64) {
-        let t = self.by_topic.entry(topic).or_default();
-        t.msgs_in += msgs;
-        t.bytes_in += bytes;
         self.total.msgs_in += msgs;
         self.total.bytes_in += bytes;
+        if let Some(t) = self.labelled_traffic(topic) {
+            t.msgs_in += msgs;
+            t.bytes_in += bytes;
+        }
     }
 
     pub fn count_out(&mut self, topic: u32, msgs: u64, bytes: u64) {
-        let t = self.by_topic.entry(topic).or_default();
-        t.msgs_out += msgs;
-        t.bytes_out += bytes;
         self.total.msgs_out += msgs;
         self.total.bytes_out += bytes;
+        if let Some(t) = self.labelled_traffic(topic) {
+            t.msgs_out += msgs;
+            t.bytes_out += bytes;
+        }
+    }
+
+    /// The counts of a topic with a label of its own, giving it one while there are labels
+    /// left (the first `max_topics` topics to carry traffic); None for the others.
+    fn labelled_traffic(&mut self, topic: u32) -> Option<&mut Traffic> {
+        if !self.by_topic.contains_key(&topic) {
+            if self.labels_given >= self.max_topics {
+                return None;
+            }
+            self.labels_given += 1;
+        }
+        Some(self.by_topic.entry(topic).or_default())
     }
 
     /// A topic is gone: a labelled one keeps its counts; the others' stay in `other`.
+    /// A topic that no scrape showed gives its label back (a reply inbox lives a moment).
     pub fn forget(&mut self, topic: u32) {
         if let Some(t) = self.by_topic.remove(&topic) {
-            if let Some(l) = self.labelled.iter_mut().find(|l| l.0 == topic) {
-                l.2 = t;
+            match self.labelled.iter_mut().find(|l| l.0 == topic) {
+                Some(l) => l.2 = t,
+                None => self.labels_given -= 1,
             }
         }
     }
@@ -148,17 +169,17 @@ impl Broker {
     /// The broker's part of the metrics text (the process's own are added by the server).
     pub(super) fn render_metrics(&mut self) -> String {
         let mut out = String::with_capacity(8192);
-        // Fill free label slots with the busiest unlabelled topics.
+        // Name the topics given a label since the last scrape (ids are given in order).
         let m = &mut self.metrics;
-        if m.labelled.len() < m.max_topics {
-            let mut free: Vec<(u32, Traffic)> = m
+        if m.labelled.len() < m.by_topic.len() {
+            let mut new: Vec<u32> = m
                 .by_topic
-                .iter()
-                .filter(|(id, _)| !m.labelled.iter().any(|l| l.0 == **id))
-                .map(|(id, t)| (*id, *t))
+                .keys()
+                .filter(|id| !m.labelled.iter().any(|l| l.0 == **id))
+                .copied()
                 .collect();
-            free.sort_by_key(|(id, t)| (std::cmp::Reverse(t.bytes_in + t.bytes_out), *id));
-            for (id, _) in free.into_iter().take(m.max_topics - m.labelled.len()) {
+            new.sort_unstable();
+            for id in new {
                 if let Some(t) = self.core.topics.by_id(id) {
                     m.labelled
                         .push((id, t.name.to_string(), Traffic::default()));

@@ -85,7 +85,7 @@ impl Broker {
         if plan.created || !existed {
             self.topic_created_for_queues(topic_id, name);
             if !name.starts_with('$') {
-                self.sys_event(format!(
+                self.created_events.push(format!(
                     r#"{{"event":"topic_created","topic":{}}}"#,
                     json_str(name)
                 ));
@@ -114,6 +114,10 @@ impl Broker {
     /// Called before anything else touches the store, so the store sees operations in the
     /// order the broker applied them.
     pub(super) fn commit(&mut self) {
+        if !self.created_events.is_empty() {
+            let events = std::mem::take(&mut self.created_events);
+            self.sys_events(events);
+        }
         self.stage_queues();
         if self.staged_pending.is_empty() && self.staged.count == 0 {
             return;
@@ -168,7 +172,7 @@ impl Broker {
         let Some(t) = self.core.topics.by_id(topic_id) else {
             return;
         };
-        let lim = t.limits;
+        let lim = *t.limits;
         let aged = t.has_age_limit() && t.msgs > 0;
         if !(t.over_size_limits() || aged) {
             return;
@@ -220,10 +224,18 @@ impl Broker {
 
     /// The broker's own events, as JSON messages on `$sys.events`.
     pub(super) fn sys_event(&mut self, json: String) {
-        let msgs = vec![PubMsg {
-            payload: json.into_bytes().into(),
-            ..PubMsg::default()
-        }];
+        self.sys_events(vec![json]);
+    }
+
+    /// Several events in one publish.
+    fn sys_events(&mut self, events: Vec<String>) {
+        let msgs = events
+            .into_iter()
+            .map(|json| PubMsg {
+                payload: json.into_bytes().into(),
+                ..PubMsg::default()
+            })
+            .collect();
         let created = self.core.topics.get(SYS_EVENTS).is_none();
         let req = (0, 0, true);
         let res = self.publish(
@@ -242,8 +254,8 @@ impl Broker {
             // The broker's own log keeps the newest events only.
             if let Some(t) = self.core.topics.get(SYS_EVENTS).map(|t| t.id) {
                 if let Some(t) = self.core.topics.by_id_mut(t) {
-                    if t.limits == Limits::default() {
-                        t.limits.max_msgs = 10_000;
+                    if *t.limits == Limits::default() {
+                        std::sync::Arc::make_mut(&mut t.limits).max_msgs = 10_000;
                     }
                 }
             }

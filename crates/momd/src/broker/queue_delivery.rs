@@ -86,10 +86,10 @@ impl Broker {
         // The queues bound to the topic, from the index: not a scan of every queue.
         for name in self.queues.bound_to(topic) {
             match self.queue_rates.get_mut(&**name) {
-                Some(r) => r.in_count += count,
+                Some(r) => r.add_in(count),
                 None => {
                     let r = self.queue_rates.entry(name.to_string()).or_default();
-                    r.in_count += count;
+                    r.add_in(count);
                 }
             }
         }
@@ -230,11 +230,11 @@ impl Broker {
             }
         }
         self.delivered_total += n;
-        self.total_rate.out_count += n;
+        self.total_rate.add_out(n);
         self.queue_rates
             .entry(name.to_string())
             .or_default()
-            .out_count += n;
+            .add_out(n);
         if !missing.is_empty() {
             let firsts: HashMap<u32, u64> = missing
                 .iter()

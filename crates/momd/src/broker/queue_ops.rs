@@ -92,8 +92,8 @@ impl Broker {
             redelivered: q.counters.redelivered,
             dead_lettered: q.counters.dead_lettered,
             dropped: q.counters.dropped,
-            in_rate: rate.in_rate,
-            out_rate: rate.out_rate,
+            in_rate: rate.in_rate(),
+            out_rate: rate.out_rate(),
             omitted: 0,
         }
     }

@@ -123,8 +123,8 @@ impl Broker {
         let bytes = batch.msgs.iter().map(|m| m.payload.len() as u64).sum();
         self.metrics.count_in(topic_id, n, bytes);
         let rate = self.rates.entry(topic_id).or_default();
-        rate.in_count += n;
-        self.total_rate.in_count += n;
+        rate.add_in(n);
+        self.total_rate.add_in(n);
         let targets = self.core.watches.targets(&batch.topic);
         for w in targets.solo {
             self.route(w, topic_id, batch.clone());

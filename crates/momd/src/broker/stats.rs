@@ -1,7 +1,7 @@
 //! What the broker reports about itself: topic info and the `stats` reply (a summary and
 //! one page of each section; the pages are in `listing`).
 
-use mom_proto::{ErrorCode, Limits, Page, ServerFrame, Stats, StatsReq, TopicInfo, Totals};
+use mom_proto::{ErrorCode, Page, ServerFrame, Stats, StatsReq, TopicInfo, Totals};
 
 use super::Broker;
 use crate::core::TopicState;
@@ -22,12 +22,12 @@ impl Broker {
             last_seq: t.last_seq,
             last_time: t.last_time,
             created: t.created,
-            limits: Limits { ..t.limits },
+            limits: *t.limits,
             // Observers (passive watches: momtui, `subscribe --passive`) are not watchers.
             watchers: self.core.watches.count_active(&t.name),
             queues,
-            in_rate: rate.in_rate,
-            out_rate: rate.out_rate,
+            in_rate: rate.in_rate(),
+            out_rate: rate.out_rate(),
             damaged: self.core.topics.damaged(t.id),
             owner: t.owner.to_string(),
         }
@@ -72,8 +72,8 @@ impl Broker {
                 slow_consumer_skipped: self.skipped_total,
                 connections: self.sessions.len() as u64,
                 watches: self.watches.len() as u64,
-                in_rate: self.total_rate.in_rate,
-                out_rate: self.total_rate.out_rate,
+                in_rate: self.total_rate.in_rate(),
+                out_rate: self.total_rate.out_rate(),
                 queues: self.queues.len() as u64,
                 damaged: self.core.topics.damaged_total(),
             },

@@ -22,6 +22,7 @@ impl Broker {
         }
         // A topic with no traffic for a while costs no rate entry (a million quiet topics).
         self.rates.retain(|_, r| !r.idle());
+        shrink_when_sparse(&mut self.rates);
         let queues = &self.queues;
         self.queue_rates.retain(|name, _| queues.contains_key(name));
         self.queues.settle_strays();
@@ -149,6 +150,14 @@ impl Broker {
 /// Hand memory that was freed back to the system: after a burst (large frames, a hostile
 /// client) the allocator keeps it for reuse otherwise, and momd's RSS would not come back
 /// down when the clients go.
+/// A map that held a burst (a million topics created in a minute) gives the room back
+/// once the burst is over: hashbrown never shrinks by itself.
+fn shrink_when_sparse<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) {
+    if map.capacity() > 4096 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and only returns unused heap pages.

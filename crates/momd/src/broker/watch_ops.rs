@@ -283,8 +283,8 @@ impl Broker {
                 }
                 if ws.skipped == 0 && ws.outbox.try_deliver(w, batch) {
                     self.delivered_total += n;
-                    self.total_rate.out_count += n;
-                    self.rates.entry(topic_id).or_default().out_count += n;
+                    self.total_rate.add_out(n);
+                    self.rates.entry(topic_id).or_default().add_out(n);
                     self.metrics.count_out(topic_id, n, bytes);
                 } else {
                     if ws.skipped == 0 {
@@ -347,8 +347,8 @@ impl Broker {
             match picked {
                 Some((_, true)) => {
                     self.delivered_total += 1;
-                    self.total_rate.out_count += 1;
-                    self.rates.entry(topic_id).or_default().out_count += 1;
+                    self.total_rate.add_out(1);
+                    self.rates.entry(topic_id).or_default().add_out(1);
                     self.metrics.count_out(topic_id, 1, m.payload.len() as u64);
                 }
                 Some((w, false)) => {

@@ -426,7 +426,7 @@ impl Core {
         let (t, created) = self
             .topics
             .get_or_create(&set.topic, now, default_limits, owner);
-        let l = &mut t.limits;
+        let l = std::sync::Arc::make_mut(&mut t.limits);
         for (field, v) in [
             (&mut l.max_msgs, set.max_msgs),
             (&mut l.max_bytes, set.max_bytes),

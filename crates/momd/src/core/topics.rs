@@ -14,7 +14,9 @@ pub struct TopicState {
     /// Shared with the name index ([`Topics`]): one copy of each name.
     pub name: Arc<str>,
     pub created: u64,
-    pub limits: Limits,
+    /// Shared ([`Topics::share_limits`]): a million topics with the server's default
+    /// limits hold one copy of them.
+    pub limits: Arc<Limits>,
     /// Oldest stored seq; `last_seq + 1` when the topic is empty.
     pub first_seq: u64,
     /// Newest seq ever assigned.
@@ -44,7 +46,7 @@ impl TopicState {
             id,
             name: Arc::from(name),
             created,
-            limits,
+            limits: Arc::new(limits),
             first_seq: 1,
             last_seq: 0,
             msgs: 0,
@@ -97,6 +99,8 @@ pub struct Topics {
     next_id: u32,
     /// Owner names, one copy each.
     owners: HashSet<Arc<str>>,
+    /// The limits given to the last topic made: most topics have the server's defaults.
+    shared_limits: Option<Arc<Limits>>,
     /// Per topic, the seq ranges (first → last) of stored messages found damaged on disk.
     /// Kept as ranges so damage found twice (at each start, by each read) counts once.
     damaged: HashMap<u32, BTreeMap<u64, u64>>,
@@ -121,6 +125,7 @@ impl Topics {
             s.delivered_upto = s.last_seq;
             t.next_id = t.next_id.max(s.id.saturating_add(1));
             s.owner = t.intern_owner(&s.owner);
+            s.limits = t.share_limits(&s.limits);
         }
         t.states = states;
         t.next_id = t.next_id.max(1);
@@ -135,6 +140,18 @@ impl Topics {
         let o: Arc<str> = Arc::from(owner);
         self.owners.insert(o.clone());
         o
+    }
+
+    /// A shared copy of `limits`: the last one given out when equal.
+    pub fn share_limits(&mut self, limits: &Limits) -> Arc<Limits> {
+        match &self.shared_limits {
+            Some(l) if **l == *limits => l.clone(),
+            _ => {
+                let l = Arc::new(*limits);
+                self.shared_limits = Some(l.clone());
+                l
+            }
+        }
     }
 
     fn insert(&mut self, s: TopicState) {
@@ -200,6 +217,7 @@ impl Topics {
                 self.next_id += 1;
                 let mut t = TopicState::new(id, name, now, limits);
                 t.owner = self.intern_owner(owner);
+                t.limits = self.share_limits(&limits);
                 self.insert(t);
                 created = true;
                 id

@@ -142,6 +142,9 @@ pub struct Store {
     /// The records read last, decoded: a queue takes a few messages at a time out of a
     /// record that holds a whole group commit's.
     recent: Arc<std::sync::Mutex<read::Recent>>,
+    /// The message sizes of the last record a trim cut into (`retention.rs`): a topic
+    /// capped by count (`$sys.events`) is cut inside its oldest record at every write.
+    cut_sizes: Arc<std::sync::Mutex<Option<retention::CutSizes>>>,
     journal_sync: Arc<std::sync::Mutex<()>>,
     /// Live records per segment file (`live.rs`).
     live: Arc<std::sync::Mutex<live::Live>>,
@@ -299,6 +302,7 @@ impl Store {
             )?)),
             journal_sync: Arc::default(),
             recent: Arc::default(),
+            cut_sizes: Arc::default(),
             live: Arc::new(std::sync::Mutex::new(counts)),
             compacting: Arc::default(),
         };

@@ -2,7 +2,42 @@
 
 use super::*;
 
+/// The message sizes of one record (topic, first seq, where it is).
+pub(super) struct CutSizes {
+    topic: u32,
+    first_seq: u64,
+    loc: Loc,
+    sizes: Arc<[u64]>,
+}
+
 impl Store {
+    /// The sizes of a record's messages, read once for the cuts that fall inside it.
+    fn sizes_of(
+        &self,
+        reader: &mut segments::Reader<'_>,
+        topic: u32,
+        first_seq: u64,
+        loc: Loc,
+        key: &[u8],
+    ) -> Result<Arc<[u64]>> {
+        let mut cache = self.cut_sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.topic == topic && c.first_seq == first_seq && c.loc == loc {
+                return Ok(c.sizes.clone());
+            }
+        }
+        let body = reader.read(topic, first_seq, loc)?;
+        let rec = record::decode(&body).map_err(|err| corrupt(key, err))?;
+        let sizes: Arc<[u64]> = rec.msgs().map(|m| m.size()).collect();
+        *cache = Some(CutSizes {
+            topic,
+            first_seq,
+            loc,
+            sizes: sizes.clone(),
+        });
+        Ok(sizes)
+    }
+
     /// Apply retention to `topic` (by count, bytes and, with `now`, age), never removing
     /// seq `keep_from` or later (a queue still holds it). Returns
     /// (new first seq, messages removed, bytes removed) when something went, having written
@@ -55,9 +90,8 @@ impl Store {
                 continue;
             }
             // The cut falls inside this record: go message by message.
-            let body = reader.read(topic.id, rec_first, e.loc)?;
-            let rec = record::decode(&body).map_err(|err| corrupt(&key, err))?;
-            for (i, m) in rec.msgs().enumerate() {
+            let sizes = self.sizes_of(&mut reader, topic.id, rec_first, e.loc, &key)?;
+            for (i, size) in sizes.iter().copied().enumerate() {
                 let seq = rec_first + i as u64;
                 if seq < first {
                     continue;
@@ -65,7 +99,6 @@ impl Store {
                 if msgs == 0 || seq >= keep_from || !(aged || over(msgs, bytes)) {
                     break;
                 }
-                let size = m.size();
                 msgs -= 1;
                 bytes = bytes.saturating_sub(size);
                 removed_msgs += 1;

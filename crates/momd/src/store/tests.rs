@@ -164,11 +164,11 @@ fn trim_by_count_bytes_and_age() {
     let id = core.topics.get("t").unwrap().id;
     let set = |core: &mut Core, l: Limits| {
         let t = core.topics.by_id_mut(id).unwrap();
-        t.limits = l;
+        t.limits = l.into();
     };
     let trim = |core: &mut Core, now| {
         let t = core.topics.by_id(id).unwrap().clone();
-        if let Some((first, n, b)) = store.trim(&t, t.limits, now, u64::MAX).unwrap() {
+        if let Some((first, n, b)) = store.trim(&t, *t.limits, now, u64::MAX).unwrap() {
             core.topics.by_id_mut(id).unwrap().record_trim(first, n, b);
         }
     };
@@ -549,10 +549,10 @@ fn retention_never_removes_what_a_queue_still_holds() {
         publish(&mut core, &store, "t", &[&i.to_string()], false, 1);
     }
     let id = core.topics.get("t").unwrap().id;
-    core.topics.by_id_mut(id).unwrap().limits.max_msgs = 2;
+    std::sync::Arc::make_mut(&mut core.topics.by_id_mut(id).unwrap().limits).max_msgs = 2;
     let t = core.topics.by_id(id).unwrap().clone();
     // A queue still needs seq 4 and later.
-    let (first, n, _) = store.trim(&t, t.limits, 1, 4).unwrap().unwrap();
+    let (first, n, _) = store.trim(&t, *t.limits, 1, 4).unwrap().unwrap();
     assert_eq!((first, n), (4, 3));
 }
 
@@ -567,9 +567,9 @@ fn retention_deletes_whole_segment_files_once_the_index_is_durable() {
     }
     let id = core.topics.get("big").unwrap().id;
     assert_eq!(segment_files(dir.path(), id).len(), 2);
-    core.topics.by_id_mut(id).unwrap().limits.max_msgs = 5;
+    std::sync::Arc::make_mut(&mut core.topics.by_id_mut(id).unwrap().limits).max_msgs = 5;
     let t = core.topics.by_id(id).unwrap().clone();
-    let (first, n, _) = store.trim(&t, t.limits, 1, u64::MAX).unwrap().unwrap();
+    let (first, n, _) = store.trim(&t, *t.limits, 1, u64::MAX).unwrap().unwrap();
     assert_eq!((first, n), (66, 65));
     // The files stay until the index without them is durable (the broker removes them
     // after the next flush): a crash in between must find every record the index names.
