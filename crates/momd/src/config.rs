@@ -219,8 +219,10 @@ pub struct Args {
     #[arg(long, env = "MOMD_TOPIC_CREATE_BURST", default_value_t = 0)]
     pub topic_create_burst: u64,
 
-    /// Memory for the store's page cache, in MiB.
-    #[arg(long, env = "MOMD_CACHE_MB", default_value_t = 64)]
+    /// Memory for the index's page cache, in MiB (it takes about twice that). Reads of
+    /// messages go through the OS's page cache either way: a larger one speeds up only
+    /// lookups spread over many topics' old messages.
+    #[arg(long, env = "MOMD_CACHE_MB", default_value_t = 8)]
     pub cache_mb: u64,
 
     /// Free disk space below which publishes are refused (`unavailable`) while reads,

@@ -87,15 +87,19 @@ impl TopicState {
 }
 
 /// All topics, by name (sorted, for listing) and by id.
-/// The topics: states in one dense vector (grown by an eighth at a time, so a million
-/// topics do not pay for two million), found by id through a small map and by name through
-/// an ordered index sharing the states' names.
+/// The topics: states in one vector in id order (grown by an eighth at a time, so a
+/// million topics do not pay for two million), found by id by a binary search of their
+/// ids (4 bytes a topic, where a hash map took 20) and by name through an ordered index
+/// sharing the states' names. A removed topic leaves a hole, closed up once they are many.
 #[derive(Debug, Default, Clone)]
 pub struct Topics {
     by_name: BTreeMap<Arc<str>, u32>,
-    /// Topic id → index in `states`.
-    slot: HashMap<u32, u32>,
-    states: Vec<TopicState>,
+    /// The id of each entry of `states`, ascending.
+    ids: Vec<u32>,
+    /// None where a topic was removed (no bigger than the state: the Arc is the niche).
+    states: Vec<Option<TopicState>>,
+    /// Holes in `states`.
+    holes: usize,
     next_id: u32,
     /// Owner names, one copy each.
     owners: HashSet<Arc<str>>,
@@ -116,18 +120,16 @@ impl Topics {
         // The states stay where they were read: no second copy of a million of them.
         // Built in bulk (sorted, then filled in order), not by a million inserts.
         t.by_name = states.iter().map(|s| (s.name.clone(), s.id)).collect();
-        t.slot = states
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id, i as u32))
-            .collect();
+        states.sort_unstable_by_key(|s| s.id);
+        states.dedup_by_key(|s| s.id);
+        t.ids = states.iter().map(|s| s.id).collect();
         for s in &mut states {
             s.delivered_upto = s.last_seq;
             t.next_id = t.next_id.max(s.id.saturating_add(1));
             s.owner = t.intern_owner(&s.owner);
             s.limits = t.share_limits(&s.limits);
         }
-        t.states = states;
+        t.states = states.into_iter().map(Some).collect();
         t.next_id = t.next_id.max(1);
         t
     }
@@ -156,33 +158,50 @@ impl Topics {
 
     fn insert(&mut self, s: TopicState) {
         if self.states.len() == self.states.capacity() {
-            self.states
-                .reserve_exact((self.states.capacity() / 8).max(1024));
+            let more = (self.states.capacity() / 8).max(1024);
+            self.states.reserve_exact(more);
+            self.ids.reserve_exact(more);
         }
         if let Some(old) = self.by_name.insert(s.name.clone(), s.id) {
-            self.take(old);
-        }
-        if let Some(i) = self.slot.get(&s.id).copied() {
-            if let Some(slot) = self.states.get_mut(i as usize) {
-                *slot = s;
+            if old != s.id {
+                self.take(old);
             }
-            return;
         }
-        self.slot.insert(s.id, self.states.len() as u32);
-        self.states.push(s);
+        match self.ids.binary_search(&s.id) {
+            Ok(i) => {
+                if let Some(slot) = self.states.get_mut(i) {
+                    if slot.is_none() {
+                        self.holes -= 1;
+                    }
+                    *slot = Some(s);
+                }
+            }
+            // New topics have the highest id: this is a push.
+            Err(i) => {
+                self.ids.insert(i, s.id);
+                self.states.insert(i, Some(s));
+            }
+        }
     }
 
-    /// Take a topic's state out of the vector (the last one moves into its place).
+    /// Take a topic's state out, leaving a hole; the holes are closed up once they are a
+    /// quarter of the vector (ids stay in order).
     fn take(&mut self, id: u32) -> Option<TopicState> {
-        let i = self.slot.remove(&id)? as usize;
-        if i >= self.states.len() {
-            return None;
-        }
-        let s = self.states.swap_remove(i);
-        if let Some(moved) = self.states.get(i) {
-            self.slot.insert(moved.id, i as u32);
+        let i = self.ids.binary_search(&id).ok()?;
+        let s = self.states.get_mut(i)?.take()?;
+        self.holes += 1;
+        if self.holes > 64 && self.holes > self.states.len() / 4 {
+            self.states.retain(Option::is_some);
+            self.ids = self.states.iter().flatten().map(|s| s.id).collect();
+            self.states
+                .shrink_to(self.states.len() + self.states.len() / 8);
+            self.holes = 0;
         }
         Some(s)
+    }
+
+    fn index_of(&self, id: u32) -> Option<usize> {
+        self.ids.binary_search(&id).ok()
     }
 
     pub fn next_id(&self) -> u32 {
@@ -194,11 +213,12 @@ impl Topics {
     }
 
     pub fn by_id(&self, id: u32) -> Option<&TopicState> {
-        self.states.get(*self.slot.get(&id)? as usize)
+        self.states.get(self.index_of(id)?)?.as_ref()
     }
 
     pub fn by_id_mut(&mut self, id: u32) -> Option<&mut TopicState> {
-        self.states.get_mut(*self.slot.get(&id)? as usize)
+        let i = self.index_of(id)?;
+        self.states.get_mut(i)?.as_mut()
     }
 
     /// The topic named `name`, created (owned by `owner`) if there is none.
@@ -223,15 +243,9 @@ impl Topics {
                 id
             }
         };
-        let i = self
-            .slot
-            .get(&id)
-            .copied()
-            .expect("by_name and slot hold the same topics");
         let t = self
-            .states
-            .get_mut(i as usize)
-            .expect("slot points into states");
+            .by_id_mut(id)
+            .expect("by_name and the states hold the same topics");
         (t, created)
     }
 
@@ -248,7 +262,7 @@ impl Topics {
 
     /// Every topic, in no particular order (cheaper than [`Topics::iter`] over them all).
     pub fn iter_unordered(&self) -> impl Iterator<Item = &TopicState> {
-        self.states.iter()
+        self.states.iter().flatten()
     }
 
     /// The topics whose names start with `prefix`, in name order: costs them, not the
@@ -271,14 +285,13 @@ impl Topics {
 
     /// Messages and bytes stored, all topics together.
     pub fn stored(&self) -> (u64, u64) {
-        self.states
-            .iter()
+        self.iter_unordered()
             .fold((0, 0), |(m, b), t| (m + t.msgs, b + t.bytes))
     }
 
     /// Seqs `first..=last` of topic `id` were found damaged on disk.
     pub fn note_damage(&mut self, id: u32, first: u64, last: u64) {
-        if !self.slot.contains_key(&id) || last < first {
+        if self.by_id(id).is_none() || last < first {
             return;
         }
         let ranges = self.damaged.entry(id).or_default();
@@ -323,7 +336,7 @@ impl Topics {
     }
 
     pub fn len(&self) -> usize {
-        self.states.len()
+        self.states.len() - self.holes
     }
 }
 
