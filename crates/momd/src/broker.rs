@@ -354,6 +354,8 @@ const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// While only requests and replies are written (acknowledged before any flush), the index
 /// is flushed this often: what a start must index again (`store/tail.rs`) is what was
 /// written since.
+/// Publishes made durable by one flush, at most (`group_full`).
+const GROUP_MAX: usize = 4096;
 const INDEX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Broker {
@@ -459,14 +461,14 @@ impl Broker {
                     let res = res.unwrap_or_else(|_| Err(StoreError::Corrupt { key: String::new(), reason: "flush task vanished".into() }));
                     self.flush_done(res);
                 }
-                cmd = rx.recv(), if shutdown.is_none() => {
+                cmd = rx.recv(), if shutdown.is_none() && !self.group_full() => {
                     let Some(cmd) = cmd else { break };
                     if let Some(done) = self.handle(cmd) {
                         shutdown = Some(done);
                     }
                     // Group commit: take whatever else is waiting before flushing.
                     for _ in 0..1024 {
-                        if shutdown.is_some() {
+                        if shutdown.is_some() || self.group_full() {
                             break;
                         }
                         match rx.try_recv() {
@@ -528,6 +530,15 @@ impl Broker {
         if let Err(e) = self.store.flush() {
             tracing::error!("final flush failed: {e}");
         }
+    }
+
+    /// Enough publishes wait for the flush in progress to make the next one: take no more
+    /// requests until it is done (the connections' buffers and TCP hold them meanwhile),
+    /// so one flush's index batch stays bounded however many clients publish at once.
+    fn group_full(&self) -> bool {
+        self.cfg.fsync == FsyncMode::Always
+            && self.flush_rx.is_some()
+            && self.staged_pending.len() >= GROUP_MAX
     }
 
     /// Start a flush of what was written. One fdatasync of the segment files is enough
