@@ -260,6 +260,22 @@ fn a_topic_per_line_from_a_pipe() {
     let d7 = m.read_all_lines("devices.d7.telemetry");
     assert_eq!(d7, vec!["reading-7", "reading-1007", "reading-2007"]);
     assert_eq!(m.topic_info("devices.d0.telemetry")["messages"], 3);
+    // Each new topic is announced once on `$sys.events` (the events of one flush go in
+    // one write), in the order the topics were made.
+    let created: Vec<String> = m
+        .read_all_lines("$sys.events")
+        .into_iter()
+        .filter(|e| e.contains("\"topic_created\""))
+        .collect();
+    let want: Vec<String> = (1..=1000)
+        .map(|i| {
+            format!(
+                r#"{{"event":"topic_created","topic":"devices.d{}.telemetry"}}"#,
+                i % 1000
+            )
+        })
+        .collect();
+    assert_eq!(created, want);
 
     // A line with no topic stops there: what came before is acknowledged, and said so.
     let out = m.ctl(
