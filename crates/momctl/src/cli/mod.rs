@@ -312,7 +312,8 @@ the broker in MOM_SERVER."
 pub struct PublishArgs {
     /// Topic to publish to (created on first publish). `-`: each stdin line names its own
     /// topic: `TOPIC MESSAGE` (the topic, one space, the message), as `sed 's/.*/devices.&
-    /// &/'` makes them; consecutive lines of one topic go in one request.
+    /// &/'` makes them; consecutive lines of one topic go in one request, and at least
+    /// 1024 requests are kept in flight.
     #[arg(add = crate::complete::topics())]
     pub topic: String,
 

@@ -14,7 +14,7 @@ mod watches;
 pub use creation::{CreationLimits, Creations, Refusal, DEFAULT_MAX_TOPICS};
 pub use dedupe::Dedupe;
 pub use queue_set::QueueSet;
-pub use topics::{TopicState, Topics};
+pub use topics::{StateDecoder, TopicState, Topics};
 pub use watches::{GroupId, WatchId, Watches};
 
 use std::sync::Arc;

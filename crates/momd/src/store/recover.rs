@@ -82,10 +82,11 @@ impl Store {
         }
         journal::remove_all(&journal_dir)?;
         out.queues = queues.into_values().collect();
+        let mut decoder = crate::core::StateDecoder::default();
         for kv in self.db.scan_prefix([P_TOPIC]) {
             let (k, v) = kv?;
-            let t: TopicState = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            out.topics.push(t);
+            out.topics
+                .push(decoder.decode(&v).map_err(|e| corrupt(&k, e))?);
         }
         let meta_u64 = |name: &str| -> Result<Option<u64>> {
             Ok(self.db.get(meta_key(name))?.and_then(|v| be_u64(&v)))
