@@ -84,7 +84,11 @@ impl Broker {
     /// Queues with new messages in `topic` may now serve their fetchers and consumers.
     pub(super) fn pump_topic(&mut self, topic: u32, count: u64, now: u64) {
         // The queues bound to the topic, from the index: not a scan of every queue.
-        for name in self.queues.bound_to(topic) {
+        let names: Vec<std::sync::Arc<str>> = self.queues.bound_to(topic).to_vec();
+        for name in &names {
+            if let Some(q) = self.queues.get_mut(name) {
+                q.note_append(topic);
+            }
             match self.queue_rates.get_mut(&**name) {
                 Some(r) => r.add_in(count),
                 None => {
@@ -96,7 +100,6 @@ impl Broker {
         if self.fetches.is_empty() && self.consumers.is_empty() {
             return;
         }
-        let names: Vec<std::sync::Arc<str>> = self.queues.bound_to(topic).to_vec();
         for n in names {
             self.pump(&n, now);
         }

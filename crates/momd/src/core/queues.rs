@@ -83,6 +83,8 @@ struct Selection {
     /// Cursors that moved: (topic, new cursor, messages skipped because retention removed
     /// them).
     cursors: Vec<(u32, u64, u64)>,
+    /// Bound topics found with nothing new (or gone): out of the backlog.
+    idle: Vec<u32>,
     rr: u32,
 }
 
@@ -119,7 +121,12 @@ pub struct Queue {
     /// letters a redrive moved may stay in it (behind one requeued as itself); this keeps a
     /// second redrive from taking them back twice.
     pub dlq_redriven: u64,
-    /// Round-robin position over the cursors, so one busy topic does not starve the others.
+    /// The bound topics that may have messages past their cursor. A topic outside it has
+    /// none: a topic gets new messages only through [`Queue::note_append`], so `take` and
+    /// `ready` cost the topics with something waiting, not every bound topic (a queue on
+    /// `devices.>` with a million of them). Not stored: a start puts every bound topic in.
+    backlog: std::collections::BTreeSet<u32>,
+    /// Round-robin position over the backlog, so one busy topic does not starve the others.
     rr: u32,
     /// Dead letters found outside a call that could return them (at restart).
     dead: Vec<DeadLetter>,
@@ -134,6 +141,7 @@ impl Queue {
             retry: BTreeMap::new(),
             counters: QueueCounters::default(),
             dlq_redriven: 0,
+            backlog: Default::default(),
             rr: 0,
             dead: Vec::new(),
         }
@@ -144,6 +152,7 @@ impl Queue {
     pub fn from_record(r: QueueRecord, now: u64) -> Self {
         let mut q = Queue::new(r.def);
         q.cursors = r.cursors;
+        q.backlog = q.cursors.keys().copied().collect();
         q.counters = r.counters;
         q.dlq_redriven = r.dlq_redriven;
         for (t, s, d) in r.outstanding {
@@ -187,11 +196,20 @@ impl Queue {
     /// [`super::QueueSet::bind_topic`], which indexes it.
     pub(super) fn bind_topic(&mut self, topic: u32, start: u64) {
         self.cursors.entry(topic).or_insert(start);
+        self.backlog.insert(topic);
+    }
+
+    /// A bound topic has new messages to deliver (its newest deliverable seq moved on).
+    pub fn note_append(&mut self, topic: u32) {
+        if self.cursors.contains_key(&topic) {
+            self.backlog.insert(topic);
+        }
     }
 
     /// Forget a topic (unbound or removed): what it still had waiting is counted dropped.
     /// Returns the consumers whose deliveries of it ended (their credit comes back).
     pub(super) fn unbind_topic(&mut self, topic: u32, view: &impl TopicView) -> Vec<ConsumerId> {
+        self.backlog.remove(&topic);
         if let Some(c) = self.cursors.remove(&topic) {
             if let Some((first, upto)) = view.range(topic) {
                 self.counters.dropped += (upto + 1).saturating_sub(c.max(first));
@@ -213,10 +231,11 @@ impl Queue {
     /// Messages waiting to be delivered (not counting those delivered and unacked).
     pub fn ready(&self, view: &impl TopicView) -> u64 {
         let fresh: u64 = self
-            .cursors
+            .backlog
             .iter()
-            .map(|(t, c)| match view.range(*t) {
-                Some((first, upto)) => (upto + 1).saturating_sub((*c).max(first)),
+            .filter_map(|t| Some((*t, *self.cursors.get(t)?)))
+            .map(|(t, c)| match view.range(t) {
+                Some((first, upto)) => (upto + 1).saturating_sub(c.max(first)),
                 None => 0,
             })
             .sum();
@@ -254,6 +273,9 @@ impl Queue {
             self.counters.dropped += skipped;
             self.cursors.insert(t, c);
         }
+        for t in sel.idle {
+            self.backlog.remove(&t);
+        }
         self.rr = sel.rr;
         for m in sel.fresh {
             self.lease(m, consumer, 1, now);
@@ -285,7 +307,7 @@ impl Queue {
             sel.retries.push((*m, stored.then_some(r.deliveries)));
         }
         let mut taken = sel.retries.iter().filter(|(_, d)| d.is_some()).count();
-        let topics: Vec<u32> = self.cursors.keys().copied().collect();
+        let topics: Vec<u32> = self.backlog.iter().copied().collect();
         if topics.is_empty() {
             return sel;
         }
@@ -300,6 +322,7 @@ impl Queue {
             };
             let Some((first, upto)) = view.range(t) else {
                 idle += 1;
+                sel.idle.push(t);
                 continue;
             };
             let c = moved
@@ -311,6 +334,7 @@ impl Queue {
             }
             if c.0 > upto {
                 idle += 1;
+                sel.idle.push(t);
                 continue;
             }
             idle = 0;

@@ -277,6 +277,8 @@ mod queue_props {
                 match op {
                     QOp::Publish(t, n) => {
                         *upto.entry(t as u32).or_insert(0) += n as u64;
+                        // As the broker does when it releases a bound topic's messages.
+                        q.note_append(t as u32);
                     }
                     QOp::Take(c, n) => {
                         for (m, d) in q.take(&view, n as usize, c as u64, now) {
