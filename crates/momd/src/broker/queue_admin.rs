@@ -163,17 +163,12 @@ impl Broker {
 
     /// What the queue would deliver next, read without delivering it: nothing changes.
     pub(super) fn queue_peek(&mut self, session: u64, p: QueuePeek, now: u64) {
-        let Some(snapshot) = self.queue_snapshot(&p.queue) else {
-            let msg = format!("queue {:?} not found", p.queue);
-            return self.error(session, p.id, ErrorCode::NotFound, msg);
-        };
         let refs = match self.queues.get(&p.queue) {
-            Some(q) => q.peek(
-                &|t: u32| snapshot.get(&t).copied(),
-                (p.max as usize).clamp(1, MAX_BATCH),
-                now,
-            ),
-            None => Vec::new(),
+            Some(q) => q.peek(&self.view(), (p.max as usize).clamp(1, MAX_BATCH), now),
+            None => {
+                let msg = format!("queue {:?} not found", p.queue);
+                return self.error(session, p.id, ErrorCode::NotFound, msg);
+            }
         };
         // A message that cannot be read now is left out; the queue is untouched.
         let (mut msgs, _unread) = self.read_messages(refs);

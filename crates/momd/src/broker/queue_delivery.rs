@@ -196,15 +196,17 @@ impl Broker {
         consumer: ConsumerId,
         now: u64,
     ) -> Vec<Message> {
-        let Some(snapshot) = self.queue_snapshot(name) else {
-            return Vec::new();
-        };
         let refs = {
             let Some(q) = self.queues.get_mut(name) else {
                 return Vec::new();
             };
-            let view = |t: u32| snapshot.get(&t).copied();
-            q.take(&view, max, consumer, now)
+            // The topics themselves, not a copy of every bound topic's range per take.
+            q.take(
+                &super::queue_ops::topic_view(&self.core.topics),
+                max,
+                consumer,
+                now,
+            )
         };
         if refs.is_empty() {
             return Vec::new();

@@ -57,10 +57,7 @@ pub fn validate_queue_name(name: &str) -> Result<(), String> {
 impl Broker {
     /// (first seq, newest durable seq) of a topic: what queues may deliver.
     pub(super) fn view(&self) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
-        move |t| {
-            let ts = self.core.topics.by_id(t)?;
-            Some((ts.first_seq, ts.delivered_upto))
-        }
+        topic_view(&self.core.topics)
     }
 
     pub(super) fn queue_info(&self, q: &Queue) -> QueueInfo {
@@ -602,5 +599,14 @@ impl Broker {
             | ClientFrame::UserGrant(_)
             | ClientFrame::UserRevoke(_) => {}
         }
+    }
+}
+
+/// What a queue may deliver of each topic: (first seq, newest released seq). Borrows the
+/// topics only, so a queue can take through it while the broker lends the queue out.
+pub(super) fn topic_view(topics: &crate::core::Topics) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
+    move |t| {
+        let ts = topics.by_id(t)?;
+        Some((ts.first_seq, ts.delivered_upto))
     }
 }

@@ -126,7 +126,8 @@ pub struct Queue {
     /// `ready` cost the topics with something waiting, not every bound topic (a queue on
     /// `devices.>` with a million of them). Not stored: a start puts every bound topic in.
     backlog: std::collections::BTreeSet<u32>,
-    /// Round-robin position over the backlog, so one busy topic does not starve the others.
+    /// Where the next take starts in the backlog (the topic id after the last one served):
+    /// round robin, so one busy topic does not starve the others.
     rr: u32,
     /// Dead letters found outside a call that could return them (at restart).
     dead: Vec<DeadLetter>,
@@ -307,21 +308,22 @@ impl Queue {
             sel.retries.push((*m, stored.then_some(r.deliveries)));
         }
         let mut taken = sel.retries.iter().filter(|(_, d)| d.is_some()).count();
-        let topics: Vec<u32> = self.backlog.iter().copied().collect();
-        if topics.is_empty() {
-            return sel;
-        }
-        // Cursors as they move during this selection: (cursor, skipped by retention).
+        // Round robin from the topic after the last one served: a first pass over the
+        // backlog takes one message from each topic with any (and notes the idle ones, which
+        // leave the backlog), the next passes go over those that had one. A take costs the
+        // messages it hands out and the idle topics it finds once, not the whole backlog.
         let mut moved: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        let mut idle = 0;
-        while taken < max && idle < topics.len() {
-            let i = (sel.rr as usize) % topics.len();
-            sel.rr = sel.rr.wrapping_add(1);
-            let Some(&t) = topics.get(i) else {
+        let mut live: Vec<(u32, u64)> = Vec::new();
+        let start = self.rr;
+        let order = self
+            .backlog
+            .range(start..)
+            .chain(self.backlog.range(..start));
+        for &t in order {
+            if taken >= max {
                 break;
-            };
+            }
             let Some((first, upto)) = view.range(t) else {
-                idle += 1;
                 sel.idle.push(t);
                 continue;
             };
@@ -333,14 +335,31 @@ impl Queue {
                 c.0 = first;
             }
             if c.0 > upto {
-                idle += 1;
                 sel.idle.push(t);
                 continue;
             }
-            idle = 0;
             sel.fresh.push((t, c.0));
             c.0 += 1;
             taken += 1;
+            sel.rr = t.wrapping_add(1);
+            if c.0 <= upto {
+                live.push((t, upto));
+            }
+        }
+        while taken < max && !live.is_empty() {
+            live.retain(|&(t, upto)| {
+                if taken >= max {
+                    return true;
+                }
+                let Some(c) = moved.get_mut(&t) else {
+                    return false;
+                };
+                sel.fresh.push((t, c.0));
+                c.0 += 1;
+                taken += 1;
+                sel.rr = t.wrapping_add(1);
+                c.0 <= upto
+            });
         }
         sel.cursors = moved.into_iter().map(|(t, (c, s))| (t, c, s)).collect();
         sel
