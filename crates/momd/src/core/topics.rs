@@ -92,8 +92,37 @@ impl TopicState {
 /// 90 MB of holes between the names it kept).
 #[derive(Debug, Default)]
 pub struct StateDecoder {
+    shared: Shared,
+}
+
+/// One copy of each owner name, and of the limits most topics have (the last ones given
+/// out): what a million topics of one user with the server's defaults share.
+#[derive(Debug, Default, Clone)]
+struct Shared {
     owners: HashSet<Arc<str>>,
     limits: Option<Arc<Limits>>,
+}
+
+impl Shared {
+    fn owner(&mut self, owner: &str) -> Arc<str> {
+        if let Some(o) = self.owners.get(owner) {
+            return o.clone();
+        }
+        let o: Arc<str> = Arc::from(owner);
+        self.owners.insert(o.clone());
+        o
+    }
+
+    fn limits(&mut self, limits: &Limits) -> Arc<Limits> {
+        match &self.limits {
+            Some(l) if **l == *limits => l.clone(),
+            _ => {
+                let l = Arc::new(*limits);
+                self.limits = Some(l.clone());
+                l
+            }
+        }
+    }
 }
 
 impl StateDecoder {
@@ -114,22 +143,8 @@ impl StateDecoder {
             owner: &'a str,
         }
         let s: Stored<'_> = rmp_serde::from_slice(bytes)?;
-        let owner = match self.owners.get(s.owner) {
-            Some(o) => o.clone(),
-            None => {
-                let o: Arc<str> = Arc::from(s.owner);
-                self.owners.insert(o.clone());
-                o
-            }
-        };
-        let limits = match &self.limits {
-            Some(l) if **l == s.limits => l.clone(),
-            _ => {
-                let l = Arc::new(s.limits);
-                self.limits = Some(l.clone());
-                l
-            }
-        };
+        let owner = self.shared.owner(s.owner);
+        let limits = self.shared.limits(&s.limits);
         Ok(TopicState {
             id: s.id,
             name: Arc::from(s.name),
@@ -161,10 +176,8 @@ pub struct Topics {
     /// Holes in `states`.
     holes: usize,
     next_id: u32,
-    /// Owner names, one copy each.
-    owners: HashSet<Arc<str>>,
-    /// The limits given to the last topic made: most topics have the server's defaults.
-    shared_limits: Option<Arc<Limits>>,
+    /// Owner names and limits, shared by the topics.
+    shared: Shared,
     /// Per topic, the seq ranges (first → last) of stored messages found damaged on disk.
     /// Kept as ranges so damage found twice (at each start, by each read) counts once.
     damaged: HashMap<u32, BTreeMap<u64, u64>>,
@@ -196,24 +209,12 @@ impl Topics {
 
     /// The shared copy of an owner's name.
     pub fn intern_owner(&mut self, owner: &str) -> Arc<str> {
-        if let Some(o) = self.owners.get(owner) {
-            return o.clone();
-        }
-        let o: Arc<str> = Arc::from(owner);
-        self.owners.insert(o.clone());
-        o
+        self.shared.owner(owner)
     }
 
     /// A shared copy of `limits`: the last one given out when equal.
     pub fn share_limits(&mut self, limits: &Limits) -> Arc<Limits> {
-        match &self.shared_limits {
-            Some(l) if **l == *limits => l.clone(),
-            _ => {
-                let l = Arc::new(*limits);
-                self.shared_limits = Some(l.clone());
-                l
-            }
-        }
+        self.shared.limits(limits)
     }
 
     fn insert(&mut self, s: TopicState) {
