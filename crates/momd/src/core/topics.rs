@@ -41,18 +41,30 @@ fn no_owner() -> Arc<str> {
 }
 
 impl TopicState {
+    #[cfg(test)]
     pub fn new(id: u32, name: &str, created: u64, limits: Limits) -> Self {
+        Self::with_shared(id, name, created, Arc::new(limits), no_owner())
+    }
+
+    /// A new topic with limits and owner already shared ([`Topics::get_or_create`]).
+    fn with_shared(
+        id: u32,
+        name: &str,
+        created: u64,
+        limits: Arc<Limits>,
+        owner: Arc<str>,
+    ) -> Self {
         TopicState {
             id,
             name: Arc::from(name),
             created,
-            limits: Arc::new(limits),
+            limits,
             first_seq: 1,
             last_seq: 0,
             msgs: 0,
             bytes: 0,
             last_time: 0,
-            owner: no_owner(),
+            owner,
             delivered_upto: 0,
         }
     }
@@ -296,10 +308,9 @@ impl Topics {
             None => {
                 let id = self.next_id;
                 self.next_id += 1;
-                let mut t = TopicState::new(id, name, now, limits);
-                t.owner = self.intern_owner(owner);
-                t.limits = self.share_limits(&limits);
-                self.insert(t);
+                let limits = self.share_limits(&limits);
+                let owner = self.intern_owner(owner);
+                self.insert(TopicState::with_shared(id, name, now, limits, owner));
                 created = true;
                 id
             }
