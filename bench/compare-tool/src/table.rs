@@ -22,7 +22,7 @@ const WORKLOADS: [(&str, &str); 10] = [
 const BROKERS: [&str; 5] = ["mom", "nats", "rabbitmq", "redis", "mqtt"];
 
 const ACKS: [(&str, &str); 5] = [
-    ("mom", "momd `--fsync always`: a publish ack means the message is in the log's segment file and fsynced, with its index (group commit); a queue ack is on disk before its reply."),
+    ("mom", "momd `--fsync always`: a publish ack means the message is in the log's segment file and fsynced (group commit; the index follows within a quarter second and is rebuilt from the log at start); a queue ack is on disk before its reply."),
     ("nats", "NATS JetStream 2.9, file-storage stream, PubAck: the message is written to the stream's file (to the OS), **not fsynced** (fsync every `sync_interval`, 2 min by default). W3/W4 read with ordered consumers; W5 is a durable pull consumer with explicit acks; W7 is a core NATS request (not stored)."),
     ("rabbitmq", "RabbitMQ 3.10, durable classic queue, persistent messages, publisher confirms: a confirm means written and fsynced to the queue's store. W3/W4: fanout exchange, one durable queue per subscriber, auto-ack; W5: one durable queue, prefetch 256, manual ack."),
     ("redis", "Redis 7.0 `XADD`, `appendonly yes`, `appendfsync always`: a reply means the append-only file was fsynced (once per event-loop turn). W3/W4: `XREAD BLOCK`; W5: consumer group, `XREADGROUP` + `XACK`."),

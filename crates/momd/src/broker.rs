@@ -545,13 +545,12 @@ impl Broker {
     /// for an ack when the index holds nothing they cannot give back; the index is flushed
     /// too when it does, and every `INDEX_FLUSH_EVERY`.
     fn start_flush(&mut self) {
-        // An ack waits for the index too (a full flush), not only for the segment files:
-        // with one segment file per topic, nothing else says at a start how far a topic's
-        // log was acknowledged, so a log cut short past the index could not be told from a
-        // write torn by the crash, and its acknowledged seqs would be given again (momcheck
-        // found it: a queue's cursor then passed over new messages). The index's writes
-        // are applied off the broker's task (`Store::flush`, `overlay.rs`).
-        let full = self.store.take_flush_kind(true);
+        // An ack waits for the segment files and the heads file (`store/heads.rs`), which
+        // says how far each topic's log was acknowledged past the index's end: a log cut
+        // short there is then told from a write torn by a crash. The index is flushed with
+        // them only when it holds what the log cannot give back (a new or removed topic),
+        // and otherwise beside the acks (`maybe_flush_index`).
+        let full = self.store.take_flush_kind(false);
         self.start_flush_of(full);
     }
 

@@ -21,10 +21,11 @@ impl Store {
         // The overlay's writes and the journal's files are taken at one point.
         // Segment files with no live record: deleted once this flush made the index without
         // their records durable.
-        let (writes, generation, dead) = {
+        let (writes, generation, dead, mark) = {
             let mut o = self.overlay();
             let dead = self.live().dead(self.segs.newest());
-            (o.take_for_flush(), self.journal().rotate(), dead)
+            let mark = self.heads().mark();
+            (o.take_for_flush(), self.journal().rotate(), dead, mark)
         };
         // The segment files (and the journal) and the index are synced side by side: an
         // ack waits for both, for about one fdatasync. (After a power cut, the index may
@@ -55,6 +56,8 @@ impl Store {
         match &res {
             Ok(_) => {
                 self.overlay().flushed();
+                // The topics written before the take are in the index now.
+                self.heads().indexed(mark);
                 self.remove_dead_segments(&dead);
                 // The states of those journal files are in the index now.
                 if let Some(g) = generation {
@@ -94,7 +97,8 @@ impl Store {
     /// false when [`Store::sync_records`] is enough. Writes after this call are covered
     /// by the flush after. When a full flush fails, call [`Store::full_flush_failed`].
     pub fn take_flush_kind(&self, want_full: bool) -> bool {
-        let needed = self.index_needed.swap(false, Ordering::Relaxed);
+        let needed = self.index_needed.swap(false, Ordering::Relaxed)
+            || self.heads().len() > heads::CAPACITY;
         if needed || (want_full && self.index_unsynced.load(Ordering::Relaxed)) {
             self.index_unsynced.store(false, Ordering::Relaxed);
             return true;
@@ -120,12 +124,28 @@ impl Store {
     }
 
     /// Make the records written so far durable, not the index: one fdatasync per segment
-    /// file written. Enough when the index was not written since the last full flush
-    /// ([`Store::take_flush_kind`]).
+    /// file written, with the heads file beside them (`heads.rs`). Enough for an ack when
+    /// the index holds nothing the log cannot give back ([`Store::take_flush_kind`]); a
+    /// full flush instead when more topics were written since the index's last flush than
+    /// the heads file holds.
     pub fn sync_records(&self) -> Result<usize> {
-        self.segs.sync()?;
-        journal::sync(&self.journal, &self.journal_sync)?;
-        Ok(0)
+        let file = {
+            let mut h = self.heads();
+            if !h.write()? {
+                drop(h);
+                return self.flush();
+            }
+            h.file()
+        };
+        std::thread::scope(|s| {
+            let heads = s.spawn(move || file.sync_data());
+            self.segs.sync()?;
+            journal::sync(&self.journal, &self.journal_sync)?;
+            heads
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the heads sync thread panicked")))?;
+            Ok(0)
+        })
     }
 
     /// Note a write to the index that the segment files cannot give back.

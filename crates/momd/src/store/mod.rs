@@ -15,16 +15,20 @@
 //! - `S` name → server meta (server id, next topic and client ids, where the indexed part
 //!   of the log ends).
 //!
-//! Durability: a publish is acknowledged once its records are fdatasynced and the index
-//! naming them is flushed ([`Store::flush`]: the log and sled's log side by side; the
-//! index's writes wait in `overlay.rs` until then). Topic and queue states also go to a
-//! journal synced with the log (`journal.rs`). At start, the records written after the
-//! index's end are indexed again and a torn tail (written, never acknowledged) is cut off
-//! (`tail.rs`); a log shorter than its index says is damage, reported (`recover.rs`).
+//! Durability: a publish is acknowledged once its records are fdatasynced, with the heads
+//! file naming how far each topic written since the index's last flush reached
+//! ([`Store::sync_records`], `heads.rs`); the index catches up beside the acks, its writes
+//! waiting in `overlay.rs` until then ([`Store::flush`]), and an ack waits for it too only
+//! when it holds what the log cannot give back (a new or removed topic). Topic and queue
+//! states also go to a journal synced with the log (`journal.rs`). At start, the records
+//! written after the index's end are indexed again and a torn tail (written, never
+//! acknowledged) is cut off (`tail.rs`); a log shorter than its index or the heads file
+//! says is damage, reported (`recover.rs`).
 
 pub mod check;
 mod compact;
 mod flush;
+mod heads;
 pub mod journal;
 mod live;
 mod overlay;
@@ -150,6 +154,11 @@ pub struct Store {
     live: Arc<std::sync::Mutex<live::Live>>,
     /// The segment being compacted (`compact.rs`).
     compacting: Arc<std::sync::Mutex<Option<compact::Compacting>>>,
+    /// The topics written past the index's durable end, and the file naming their heads
+    /// for the acks that wait for the log only (`heads.rs`).
+    heads: Arc<std::sync::Mutex<heads::Heads>>,
+    /// What that file named when the store was opened, for the start's check.
+    heads_found: Arc<std::sync::Mutex<Vec<(u32, u64)>>>,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -286,6 +295,7 @@ impl Store {
             };
             counts.set(seg, v);
         }
+        let (heads, heads_found) = heads::Heads::open(dir)?;
         let store = Store {
             db,
             dir: dir.to_path_buf(),
@@ -305,6 +315,8 @@ impl Store {
             cut_sizes: Arc::default(),
             live: Arc::new(std::sync::Mutex::new(counts)),
             compacting: Arc::default(),
+            heads: Arc::new(std::sync::Mutex::new(heads)),
+            heads_found: Arc::new(std::sync::Mutex::new(heads_found)),
         };
         store.upgrade_topic_dirs()?;
         Ok(store)
@@ -457,6 +469,24 @@ impl Store {
             }
         }
         o.extend(writes);
+        drop(o);
+        {
+            let mut h = self.heads();
+            for (t, batches) in &by_topic {
+                let last = batches
+                    .iter()
+                    .map(|b| b.first_seq + (b.msgs.len() as u64).saturating_sub(1))
+                    .max();
+                if let Some(last) = last.filter(|_| batches.iter().any(|b| !b.msgs.is_empty())) {
+                    h.note_write(*t, last);
+                }
+            }
+        }
+        // A new topic is named by id in the heads file (and in queue bindings): its state
+        // is in the index before anything waiting for this write is answered.
+        if !staged.created.is_empty() {
+            self.needs_index_flush();
+        }
         Ok(())
     }
 
@@ -576,6 +606,10 @@ impl Store {
     /// The index store itself, for the users and tokens kept beside the topics.
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    fn heads(&self) -> std::sync::MutexGuard<'_, heads::Heads> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, live::Live> {

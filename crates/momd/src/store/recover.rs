@@ -212,6 +212,9 @@ impl Store {
         }
         let tail = self.index_tail(topics, end, downtime)?;
         damage.extend(tail.damage);
+        let unwritten = self.damage_unwritten(topics)?;
+        let reindexed = tail.records + unwritten.len() as u64;
+        damage.extend(unwritten);
         for d in &damage {
             tracing::error!(
                 topic = %d.topic,
@@ -224,7 +227,77 @@ impl Store {
                 d.reason
             );
         }
-        Ok((damage, tail.records))
+        Ok((damage, reindexed))
+    }
+
+    /// Compare each topic's log with what the heads file says was acknowledged (`heads.rs`):
+    /// seqs named there and missing from the log (cut short after the ack: a torn write
+    /// would never have been acknowledged) are damage. They get an index entry past the
+    /// newest segment file's end, which reads report as damaged, so they are never given
+    /// again; new records go to a new segment file.
+    fn damage_unwritten(&self, topics: &mut [TopicState]) -> Result<Vec<check::Damage>> {
+        let found =
+            std::mem::take(&mut *self.heads_found.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut out = Vec::new();
+        if found.is_empty() {
+            return Ok(out);
+        }
+        let by_id: std::collections::HashMap<u32, usize> =
+            topics.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let mut batch = sled::Batch::default();
+        for (id, head) in found {
+            let Some(t) = by_id.get(&id).and_then(|i| topics.get_mut(*i)) else {
+                // Removed since (its removal was flushed with the index).
+                continue;
+            };
+            if head <= t.last_seq {
+                continue;
+            }
+            if out.is_empty() {
+                self.segs.seal()?;
+            }
+            // Past the end of the file new records no longer go to: never readable.
+            let seg = self.segs.newest().saturating_sub(1);
+            let loc = Loc {
+                segment: seg,
+                offset: self.segs.size(seg),
+                len: 1,
+            };
+            let first = t.last_seq + 1;
+            let count = head - t.last_seq;
+            let entry = IndexEntry {
+                loc,
+                count: count.min(u64::from(u32::MAX)) as u32,
+                time: t.last_time,
+                bytes: 0,
+            };
+            batch.insert(&msg_key(t.id, first)[..], &entry.encode()[..]);
+            let (s, v) = self.live().add(&loc);
+            batch.insert(&live::seg_key(s)[..], v.encode());
+            if t.msgs == 0 {
+                t.first_seq = first;
+            }
+            t.msgs += count;
+            t.last_seq = head;
+            batch.insert(&topic_key(t.id)[..], encode_topic(t));
+            out.push(check::Damage {
+                topic: t.name.to_string(),
+                topic_id: t.id,
+                first_seq: first,
+                last_seq: head,
+                records: 1,
+                segment: self.segs.display_path(seg),
+                offset: loc.offset,
+                reason: "acknowledged, and the log ends before it: cut short after it was \
+                         written"
+                    .to_string(),
+            });
+        }
+        if !out.is_empty() {
+            self.db.apply_batch(batch)?;
+            self.needs_index_flush();
+        }
+        Ok(out)
     }
 
     /// Check the indexed part of the newest segment the index names (up to `end`): a

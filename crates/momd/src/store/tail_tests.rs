@@ -198,3 +198,84 @@ fn a_topic_created_after_the_index_was_flushed_comes_back_from_the_log() {
         .collect();
     assert_eq!(ids.len(), 3);
 }
+
+/// An ack waits for the log and the heads file, not the index (`heads.rs`): a log cut short
+/// past the index's end after records were acknowledged is damage, reported, and their
+/// seqs are never given again — not a write torn by a crash.
+#[test]
+fn acknowledged_records_cut_from_the_log_past_the_index_are_damage_not_a_torn_write() {
+    let dir = crash_after(&["1"], &["2", "3"]);
+    {
+        // Cut the file where the record of seq 2 starts (after the topic's own record and
+        // seq 1's).
+        let store = reopen(dir.path());
+        let files = store.segs.list().unwrap();
+        let seg = files.values().next_back().unwrap().clone();
+        drop(store);
+        let bytes = std::fs::read(&seg).unwrap();
+        let mut pos = 0usize;
+        for _ in 0..2 {
+            let (_, _, len) = segments::whole_at(&bytes, pos).unwrap();
+            pos += segments::HEADER_LEN as usize + len as usize;
+        }
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(pos as u64 + 5).unwrap();
+    }
+    let store = reopen(dir.path());
+    let loaded = store.load(3_000, 120_000).unwrap();
+    let a = loaded.topics.iter().find(|t| &*t.name == "a").unwrap();
+    assert_eq!(a.last_seq, 3, "acknowledged seqs are never given again");
+    let d: Vec<(u64, u64)> = loaded
+        .damage
+        .iter()
+        .map(|d| (d.first_seq, d.last_seq))
+        .collect();
+    assert_eq!(d, vec![(2, 3)]);
+    let r = store.read(a.id, "a", 1, 3, usize::MAX).unwrap();
+    let seqs: Vec<u64> = r.batches.iter().map(|b| b.first_seq).collect();
+    assert_eq!(seqs, vec![1]);
+    assert_eq!(r.corrupt, 2, "both seqs read as damaged");
+    drop(store);
+    // The next start says the same, and new records go on after the damage.
+    let (store, mut core) = open(dir.path());
+    assert_eq!(core.topics.get("a").unwrap().last_seq, 3);
+    assert_eq!(
+        publish(&mut core, &store, "a", &["4"], true, 3_500),
+        vec![4]
+    );
+    assert_eq!(payloads(&read_all(&store, &core, "a")), ["1", "4"]);
+}
+
+/// Only what an ack named is damage: records written past the heads file's last sync (never
+/// acknowledged) and cut by a crash are a torn write.
+#[test]
+fn records_written_after_the_heads_were_synced_are_a_torn_write() {
+    let dir = crash_after(&["1"], &["2"]);
+    {
+        let (store, mut core) = open(dir.path());
+        // Written, not synced: no ack named them.
+        publish(&mut core, &store, "a", &["3"], true, 2_500);
+        let files = store.segs.list().unwrap();
+        let seg = files.values().next_back().unwrap().clone();
+        drop(store);
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 3).unwrap();
+    }
+    let store = reopen(dir.path());
+    let loaded = store.load(3_000, 120_000).unwrap();
+    assert!(loaded.damage.is_empty(), "{:?}", loaded.damage);
+    let a = loaded.topics.iter().find(|t| &*t.name == "a").unwrap();
+    assert_eq!(a.last_seq, 2);
+}
+
+/// The store in `dir`, not loaded (sled's thread may hold the last handle for a moment).
+fn reopen(dir: &Path) -> Store {
+    for _ in 0..50 {
+        if let Ok(s) = Store::open(dir, 8 << 20) {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Store::open(dir, 8 << 20).unwrap()
+}
