@@ -7,6 +7,7 @@ mod creation;
 mod dedupe;
 mod queue_set;
 pub mod queues;
+mod record_codec;
 mod topics;
 mod trie;
 mod watches;

@@ -184,6 +184,30 @@ fn queue_records_written_before_dlq_redriven_still_load() {
     assert_eq!(r.outstanding, vec![(1, 2, 1)]);
 }
 
+/// Cursors and outstanding deliveries are stored as fixed-width binary (`record_codec.rs`):
+/// they come back as they were, and a blob of the wrong width is refused, not misread.
+#[test]
+fn queue_records_keep_cursors_and_deliveries_in_binary() {
+    let mut q = queue(5, 100);
+    q.bind_topic(1, 1);
+    q.bind_topic(u32::MAX, u64::MAX - 1);
+    let view = |_t: u32| Some((1, 6));
+    q.take(&view, 2, 7, 0);
+    let r = q.record();
+    let bytes = rmp_serde::to_vec(&r).unwrap();
+    let back: QueueRecord = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.outstanding.len(), 2);
+    // 2 cursors (12 bytes each) and 2 deliveries (16 each), as two binary values.
+    assert!(bytes.windows(2).any(|w| w == [0xc4, 24]));
+    assert!(bytes.windows(2).any(|w| w == [0xc4, 32]));
+    let mut bad = bytes.clone();
+    let at = bad.windows(2).position(|w| w == [0xc4, 32]).unwrap();
+    bad[at + 1] = 31;
+    bad.remove(at + 2);
+    assert!(rmp_serde::from_slice::<QueueRecord>(&bad).is_err());
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Publish(u8, u8),

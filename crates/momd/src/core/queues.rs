@@ -97,8 +97,10 @@ pub const DETACHED: ConsumerId = u64::MAX;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueRecord {
     pub def: QueueDef,
+    #[serde(with = "super::record_codec::cursors")]
     pub cursors: BTreeMap<u32, u64>,
     /// Delivered and not acked, or waiting for redelivery: (topic, seq, deliveries).
+    #[serde(with = "super::record_codec::outstanding")]
     pub outstanding: Vec<(u32, u64, u32)>,
     pub counters: QueueCounters,
     /// The newest seq of `$dlq.<queue>` a redrive took back (see [`Queue::dlq_redriven`]).
