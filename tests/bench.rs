@@ -102,6 +102,16 @@ fn pubsub_queue_and_request_deliver_everything() {
 
     let v = bench(&m, &["queue", "b.q", "--msgs", "300", "--subs", "3"]);
     assert!(v["msgs"].as_u64().is_some_and(|n| n >= 300), "{v}");
+    // Competing consumers share the work round robin: one that acks each message before
+    // the next arrives does not take them all while the others wait with credit to spare.
+    let v = bench(
+        &m,
+        &[
+            "queue", "b.f", "--msgs", "60", "--subs", "3", "--window", "1",
+        ],
+    );
+    let rate = |k: &str| v["per_client_msgs_per_sec"][k].as_f64().unwrap_or(0.0);
+    assert!(rate("min") >= rate("max") / 4.0, "unfair: {v}");
     // The queue is removed at the end.
     let addr = m.addr();
     let out = momctl(&["-s", &addr, "--json", "queue", "ls"], None, T);

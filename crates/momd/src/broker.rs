@@ -286,6 +286,8 @@ pub struct Broker {
     /// Queues whose state changed since the last commit.
     dirty_queues: std::collections::BTreeSet<String>,
     consumers: HashMap<crate::core::queues::ConsumerId, queue_ops::Consumer>,
+    /// Per queue, the consumer served first by its last delivery (`queue_delivery.rs`).
+    consumer_rr: HashMap<String, crate::core::queues::ConsumerId>,
     next_consumer: u64,
     fetches: Vec<queue_ops::FetchWaiter>,
     queue_rates: HashMap<String, Rate>,
@@ -406,6 +408,7 @@ impl Broker {
             queues,
             dirty_queues: Default::default(),
             consumers: HashMap::new(),
+            consumer_rr: HashMap::new(),
             next_consumer: 0,
             fetches: Vec::new(),
             queue_rates: HashMap::new(),

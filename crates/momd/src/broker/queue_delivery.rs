@@ -142,13 +142,20 @@ impl Broker {
                 }),
             });
         }
-        // Consumers, each up to its credit.
-        let ids: Vec<ConsumerId> = self
+        // Consumers, each up to its credit, round robin: from the one after the consumer
+        // served first last time, so one that acks fast does not take everything.
+        let mut ids: Vec<ConsumerId> = self
             .consumers
             .iter()
             .filter(|(_, c)| c.queue == name && c.in_flight < c.credit)
             .map(|(id, _)| *id)
             .collect();
+        ids.sort_unstable();
+        if let Some(last) = self.consumer_rr.get(name) {
+            let k = ids.partition_point(|id| id <= last);
+            ids.rotate_left(k);
+        }
+        let mut first_served = None;
         for cid in ids {
             let Some(c) = self.consumers.get(&cid) else {
                 continue;
@@ -166,8 +173,9 @@ impl Broker {
             let session = c.session;
             let msgs = self.take_messages(name, room.min(MAX_BATCH), cid, now);
             if msgs.is_empty() {
-                return;
+                break;
             }
+            first_served.get_or_insert(cid);
             if let Some(c) = self.consumers.get_mut(&cid) {
                 c.in_flight += msgs.len() as u32;
             }
@@ -185,6 +193,14 @@ impl Broker {
                     msgs,
                 }),
             });
+        }
+        if let Some(cid) = first_served {
+            match self.consumer_rr.get_mut(name) {
+                Some(last) => *last = cid,
+                None => {
+                    self.consumer_rr.insert(name.to_string(), cid);
+                }
+            }
         }
     }
 

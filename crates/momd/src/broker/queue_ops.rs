@@ -362,6 +362,7 @@ impl Broker {
                 }
                 self.queues.remove(&d.queue);
                 self.dirty_queues.remove(&d.queue);
+                self.consumer_rr.remove(&d.queue);
                 let gone: Vec<ConsumerId> = self
                     .consumers
                     .iter()
