@@ -202,11 +202,198 @@ pub fn decode(v: &[u8]) -> Result<Record, rmp_serde::decode::Error> {
             })
         }
         Some(2) => {
+            // Records as momd writes them, in one pass; anything else (and every error)
+            // through serde, which says what is wrong.
+            if let Some(r) = fast::decode_v2(v) {
+                return Ok(r);
+            }
             let V2(_, runs) = rmp_serde::from_slice(v)?;
             Ok(Record { runs })
         }
         other => Err(rmp_serde::decode::Error::Syntax(format!(
             "unknown record version {other:?}"
         ))),
+    }
+}
+
+/// Decoding a version 2 record of the shape momd writes without serde: replay and queue
+/// deliveries read every message back through here, and serde's visitors (a call per
+/// value, a map per message's headers) were most of the read's cost.
+mod fast {
+    use super::*;
+    use rmp::decode::{read_array_len, read_bin_len, read_int, read_map_len, read_str_len};
+
+    type Rd<'a> = &'a [u8];
+
+    pub fn decode_v2(v: &[u8]) -> Option<Record> {
+        let mut rd: Rd = v;
+        if read_array_len(&mut rd).ok()? != 2 || read_int::<u8, _>(&mut rd).ok()? != 2 {
+            return None;
+        }
+        let n_runs = read_array_len(&mut rd).ok()? as usize;
+        let mut runs = Vec::with_capacity(n_runs.min(rd.len()));
+        for _ in 0..n_runs {
+            if read_array_len(&mut rd).ok()? != 3 {
+                return None;
+            }
+            let time: u64 = read_int(&mut rd).ok()?;
+            let sender = sender(&mut rd)?;
+            let n = read_array_len(&mut rd).ok()? as usize;
+            let mut msgs = Vec::with_capacity(n.min(rd.len()));
+            for _ in 0..n {
+                msgs.push(msg(&mut rd)?);
+            }
+            runs.push(Run { time, sender, msgs });
+        }
+        rd.is_empty().then_some(Record { runs })
+    }
+
+    /// `[user, client]` or `[user, client, name]`.
+    fn sender(rd: &mut Rd) -> Option<Sender> {
+        let n = read_array_len(rd).ok()?;
+        if !(2..=3).contains(&n) {
+            return None;
+        }
+        let user = string(rd)?;
+        let client: u64 = read_int(rd).ok()?;
+        let name = if n == 3 { string(rd)? } else { String::new() };
+        Some(Sender { user, client, name })
+    }
+
+    /// `[headers, msg_id, payload, crc]`.
+    fn msg(rd: &mut Rd) -> Option<RecMsg> {
+        if read_array_len(rd).ok()? != 4 {
+            return None;
+        }
+        let mut headers = Headers::new();
+        for _ in 0..read_map_len(rd).ok()? {
+            let k = string(rd)?;
+            let v = string(rd)?;
+            headers.insert(k, v);
+        }
+        let msg_id = match rd.split_first() {
+            Some((0xc0, rest)) => {
+                *rd = rest;
+                None
+            }
+            _ => Some(string(rd)?),
+        };
+        let len = read_bin_len(rd).ok()? as usize;
+        let payload = Bytes::copy_from_slice(take(rd, len)?);
+        let crc: u32 = read_int(rd).ok()?;
+        Some(RecMsg {
+            headers,
+            msg_id,
+            payload,
+            crc,
+        })
+    }
+
+    fn string(rd: &mut Rd) -> Option<String> {
+        let len = read_str_len(rd).ok()? as usize;
+        Some(std::str::from_utf8(take(rd, len)?).ok()?.to_owned())
+    }
+
+    fn take<'a>(rd: &mut Rd<'a>, len: usize) -> Option<&'a [u8]> {
+        if rd.len() < len {
+            return None;
+        }
+        let (head, rest) = rd.split_at(len);
+        *rd = rest;
+        Some(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A record as plain values: (time, sender, [(headers, msg_id, payload, crc)]) per run.
+    type Flat = Vec<(u64, Sender, Vec<(Headers, Option<String>, Vec<u8>, u32)>)>;
+
+    fn serde_decode(v: &[u8]) -> Option<Flat> {
+        let V2(_, runs) = rmp_serde::from_slice(v).ok()?;
+        Some(flat(&Record { runs }))
+    }
+
+    fn flat(r: &Record) -> Flat {
+        r.runs
+            .iter()
+            .map(|run| {
+                let msgs = run
+                    .msgs
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.headers.clone(),
+                            m.msg_id.clone(),
+                            m.payload.to_vec(),
+                            m.crc,
+                        )
+                    })
+                    .collect();
+                (run.time, run.sender.clone(), msgs)
+            })
+            .collect()
+    }
+
+    fn arb_msg() -> impl Strategy<Value = NewMsg> {
+        (
+            proptest::collection::btree_map("[a-z]{0,4}", "\\PC{0,6}", 0..3),
+            proptest::option::of("[a-z0-9-]{0,12}"),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(headers, msg_id, payload)| NewMsg {
+                headers,
+                msg_id,
+                payload: Bytes::from(payload),
+            })
+    }
+
+    proptest! {
+        /// What momd writes decodes in one pass to exactly what serde decodes, and a
+        /// record cut short or with a byte changed never decodes to something else
+        /// without serde agreeing.
+        #[test]
+        fn the_fast_decoder_agrees_with_serde(
+            runs in proptest::collection::vec(
+                (any::<u64>(), "[a-z]{0,5}", any::<u64>(), "[a-z]{0,5}",
+                 proptest::collection::vec(arb_msg(), 1..5)),
+                1..4),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let mut seq = 1;
+            let batches: Vec<Batch> = runs
+                .into_iter()
+                .map(|(time, user, client, name, msgs)| {
+                    let b = Batch {
+                        topic: std::sync::Arc::from("t"),
+                        first_seq: seq,
+                        time,
+                        sender: Sender { user, client, name },
+                        msgs,
+                    };
+                    seq += b.msgs.len() as u64;
+                    b
+                })
+                .collect();
+            let refs: Vec<&Batch> = batches.iter().collect();
+            for p in plan(&refs) {
+                let v = p.encode();
+                let fast = fast::decode_v2(&v).map(|r| flat(&r));
+                prop_assert!(fast.is_some());
+                prop_assert_eq!(&fast, &serde_decode(&v));
+                let short = &v[..cut.index(v.len())];
+                prop_assert!(fast::decode_v2(short).is_none());
+                let mut changed = v.clone();
+                let i = flip.index(changed.len());
+                changed[i] ^= 0x5a;
+                if let Some(r) = fast::decode_v2(&changed) {
+                    prop_assert_eq!(Some(flat(&r)), serde_decode(&changed));
+                }
+            }
+        }
     }
 }
