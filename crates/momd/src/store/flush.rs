@@ -31,28 +31,27 @@ impl Store {
         // ack waits for both, for about one fdatasync. (After a power cut, the index may
         // then name a record of the last flush that did not reach the disk: never
         // acknowledged, it is reported as damage and its seqs are not given again.)
-        let res = std::thread::scope(|s| {
-            let records = s.spawn(|| -> Result<()> {
-                self.segs.sync()?;
-                journal::sync(&self.journal, &self.journal_sync)?;
-                Ok(())
-            });
-            let index = (|| -> Result<usize> {
-                if !writes.is_empty() {
-                    self.db.apply_batch(overlay::to_batch(&writes))?;
-                }
-                let n = self.db.flush()?;
-                self.log.sync_data()?;
-                collect_garbage();
-                Ok(n)
-            })();
-            let records = records.join().unwrap_or_else(|_| {
-                Err(StoreError::Io(std::io::Error::other(
-                    "the segment sync thread panicked",
-                )))
-            });
-            records.and(index)
-        });
+        let records = {
+            let (segs, journal, journal_sync) = (
+                self.segs.clone(),
+                self.journal.clone(),
+                self.journal_sync.clone(),
+            );
+            self.side.run(move || {
+                segs.sync()?;
+                journal::sync(&journal, &journal_sync)
+            })
+        };
+        let index = (|| -> Result<usize> {
+            if !writes.is_empty() {
+                self.db.apply_batch(overlay::to_batch(&writes))?;
+            }
+            let n = self.db.flush()?;
+            self.log.sync_data()?;
+            collect_garbage();
+            Ok(n)
+        })();
+        let res = records.wait().map_err(StoreError::from).and(index);
         match &res {
             Ok(_) => {
                 self.overlay().flushed();
@@ -137,15 +136,11 @@ impl Store {
             }
             h.file()
         };
-        std::thread::scope(|s| {
-            let heads = s.spawn(move || file.sync_data());
-            self.segs.sync()?;
-            journal::sync(&self.journal, &self.journal_sync)?;
-            heads
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the heads sync thread panicked")))?;
-            Ok(0)
-        })
+        let heads = self.side.run(move || file.sync_data());
+        self.segs.sync()?;
+        journal::sync(&self.journal, &self.journal_sync)?;
+        heads.wait()?;
+        Ok(0)
     }
 
     /// Note a write to the index that the segment files cannot give back.

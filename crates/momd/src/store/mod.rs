@@ -37,6 +37,7 @@ pub mod record;
 mod recover;
 mod retention;
 pub mod segments;
+mod side;
 mod space;
 mod tail;
 mod upgrade;
@@ -159,6 +160,8 @@ pub struct Store {
     heads: Arc<std::sync::Mutex<heads::Heads>>,
     /// What that file named when the store was opened, for the start's check.
     heads_found: Arc<std::sync::Mutex<Vec<(u32, u64)>>>,
+    /// The thread that runs the second of two syncs side by side (`side.rs`).
+    side: Arc<side::Side>,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -317,6 +320,7 @@ impl Store {
             compacting: Arc::default(),
             heads: Arc::new(std::sync::Mutex::new(heads)),
             heads_found: Arc::new(std::sync::Mutex::new(heads_found)),
+            side: Arc::new(side::Side::new()?),
         };
         store.upgrade_topic_dirs()?;
         Ok(store)
