@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mom_proto::{
-    decode_body, encode_frame, ClientFrame, ErrorCode, FrameError, Hello, IdOnly, MessageRef,
-    ServerFrame, PROTOCOL_VERSION,
+    decode_body, decode_client_frame, encode_frame, ClientFrame, ErrorCode, FrameError, Hello,
+    IdOnly, MessageRef, ServerFrame, PROTOCOL_VERSION,
 };
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -203,7 +203,7 @@ pub async fn run(
             }
             Read::Frame(body, grant) => (body, grant),
         };
-        let frame = match decode_body::<ClientFrame>(&body) {
+        let frame = match decode_client_frame(&body) {
             Ok(f) => {
                 malformed_in_a_row = 0;
                 f
@@ -353,7 +353,7 @@ async fn await_hello(
         }
         Ok(Read::Frame(body, _grant)) => body,
     };
-    match decode_body::<ClientFrame>(&body) {
+    match decode_client_frame(&body) {
         Ok(ClientFrame::Hello(h)) if h.version == PROTOCOL_VERSION => {
             // Frames pipelined after the hello are read with the full limit.
             frames.decoder_mut().set_max_frame(cfg.max_frame);
