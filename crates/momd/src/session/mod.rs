@@ -12,32 +12,32 @@
 //! plus one large frame taken from the global frame budget, and a stalled partial frame is
 //! closed), the outbox (its budget, checked before
 //! each request is read), and the replies of requests in flight, whose size depends on the
-//! broker's state (`stats`, lists, `queue_peek`): at most [`LARGE_REPLIES_IN_FLIGHT`] of those
-//! per connection until their reply is taken by the writer.
+//! broker's state (`stats`, lists, `queue_peek`): at most one of those per connection
+//! (`inflight.rs`) until their reply is taken by the writer.
 
-use std::collections::HashMap;
+mod inflight;
+mod write;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use mom_proto::{
-    decode_body, decode_client_frame, encode_frame, ClientFrame, ErrorCode, FrameError, Hello,
-    IdOnly, MessageRef, ServerFrame, PROTOCOL_VERSION,
+    decode_body, decode_client_frame, ClientFrame, ErrorCode, FrameError, Hello, IdOnly,
+    ServerFrame, PROTOCOL_VERSION,
 };
-use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::auth;
 use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
-use crate::core::Batch;
-use crate::outbox::{self, Out, OutboxRx};
+use crate::outbox;
 use crate::reader::{self, read_frame, stalled_error, Read};
 use crate::tls::{ConnRead, ConnWrite};
+use inflight::{Held, InFlightBytes};
+use write::write_loop;
 
 /// What every connection shares: the read and admission budgets, and the users.
 #[derive(Clone)]
@@ -57,11 +57,6 @@ pub const PRE_HELLO_MAX_FRAME: usize = reader::FREE_FRAME;
 
 /// Malformed frames in a row a Ready connection may send before it is closed.
 pub const MAX_MALFORMED_IN_A_ROW: u32 = 100;
-
-/// Requests whose reply grows with the broker's state that a connection may have in
-/// flight (read, and their reply not yet taken by the writer). One, as Kafka mutes a
-/// connection per request: the next waits, so unread `stats` replies cannot pile up.
-const LARGE_REPLIES_IN_FLIGHT: usize = 1;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -99,14 +94,7 @@ pub async fn run(
     let session = next_session_id();
     let (outbox, out_rx) = outbox::outbox(cfg.watch_budget);
     let permits = Arc::new(Semaphore::new(cfg.max_inflight));
-    // Requests in flight are bounded in bytes too (KiB units): a few frames' worth.
-    let inflight_kib = (INFLIGHT_FRAMES * cfg.max_frame / 1024).max(1);
-    let bytes = Arc::new(InFlightBytes {
-        sem: Semaphore::new(inflight_kib),
-        cap: inflight_kib,
-        large: Semaphore::new(LARGE_REPLIES_IN_FLIGHT),
-        by_id: Mutex::new(HashMap::new()),
-    });
+    let bytes = Arc::new(InFlightBytes::new(cfg.max_frame));
     let closed = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         wr,
@@ -390,55 +378,6 @@ async fn await_hello(
     }
 }
 
-/// Frames' worth of request bytes a connection may have in flight.
-const INFLIGHT_FRAMES: usize = 4;
-
-/// Bytes of requests read and not yet answered, by request id.
-struct InFlightBytes {
-    sem: Semaphore,
-    cap: usize,
-    /// Requests with a large reply in flight ([`LARGE_REPLIES_IN_FLIGHT`]).
-    large: Semaphore,
-    by_id: Mutex<HashMap<u64, Vec<Held>>>,
-}
-
-/// What one request in flight holds until its reply is taken by the writer.
-struct Held {
-    kib: usize,
-    large: bool,
-}
-
-impl InFlightBytes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Held>>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn hold(&self, id: u64, held: Held) {
-        self.lock().entry(id).or_default().push(held);
-    }
-
-    /// The request `id` was answered: its bytes are free again. (Ids are the client's; if
-    /// it reuses one, another request's share may be freed first, but each reply frees one
-    /// share, so the totals still hold.)
-    fn release(&self, id: Option<u64>) {
-        let held = id.and_then(|id| {
-            let mut m = self.lock();
-            let v = m.get_mut(&id)?;
-            let h = v.pop();
-            if v.is_empty() {
-                m.remove(&id);
-            }
-            h
-        });
-        if let Some(h) = held {
-            self.sem.add_permits(h.kib);
-            if h.large {
-                self.large.add_permits(1);
-            }
-        }
-    }
-}
-
 /// Requests whose reply grows with the broker's state rather than with the request.
 fn has_large_reply(frame: &ClientFrame) -> bool {
     matches!(
@@ -458,203 +397,5 @@ fn frame_error(e: &FrameError) -> ServerFrame {
             format!("{e}; closing the connection"),
         ),
         _ => ServerFrame::error(None, ErrorCode::BadRequest, e.to_string()),
-    }
-}
-
-/// A `deliver` frame written straight from a shared batch: the same bytes as
-/// `ServerFrame::Deliver` without copying the messages.
-#[derive(Serialize)]
-struct DeliverRef<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    watch: u64,
-    msgs: Vec<MessageRef<'a>>,
-}
-
-fn encode_deliver(
-    watch: u64,
-    batch: &Batch,
-    buf: &mut BytesMut,
-    max_frame: usize,
-) -> Result<(), FrameError> {
-    // Split so no frame exceeds the limit: the estimate errs high.
-    let per = batch.topic.len() + batch.sender.user.len() + batch.sender.name.len() + 64;
-    let mut start = 0;
-    while start < batch.msgs.len() {
-        let mut size = 64;
-        let mut end = start;
-        while end < batch.msgs.len() {
-            let m = &batch.msgs[end];
-            let s = m.size() as usize + m.msg_id.as_ref().map_or(0, String::len) + per + 32;
-            if end > start && size + s > max_frame {
-                break;
-            }
-            size += s;
-            end += 1;
-        }
-        let msgs = batch.msgs[start..end]
-            .iter()
-            .enumerate()
-            .map(|(i, m)| MessageRef {
-                topic: &batch.topic,
-                seq: batch.first_seq + (start + i) as u64,
-                time: batch.time,
-                headers: &m.headers,
-                sender: &batch.sender,
-                msg_id: m.msg_id.as_deref(),
-                payload: &m.payload,
-                delivery: None,
-            })
-            .collect();
-        // momd refuses to start with max_payload too close to max_frame, so even a frame
-        // of a single message fits.
-        encode_frame(
-            &DeliverRef {
-                kind: "deliver",
-                watch,
-                msgs,
-            },
-            buf,
-            max_frame,
-        )?;
-        start = end;
-    }
-    Ok(())
-}
-
-/// Encode a reply; one that would exceed the frame limit (a listing of very many topics)
-/// becomes an `internal` error for its request instead.
-fn encode_reply(
-    frame: &ServerFrame,
-    buf: &mut BytesMut,
-    max_frame: usize,
-) -> Result<(), FrameError> {
-    match encode_frame(frame, buf, max_frame) {
-        Err(FrameError::FrameTooLarge { len, max }) => encode_frame(
-            &ServerFrame::error(
-                frame.reply_id(),
-                ErrorCode::Internal,
-                format!("the reply is {len} bytes, over the frame limit of {max}"),
-            ),
-            buf,
-            max_frame,
-        ),
-        other => other,
-    }
-}
-
-/// Write all of `buf`; false when the connection broke, or when the peer took no byte for
-/// `timeout` (it stopped reading: a slow consumer, closed as NATS closes one at its write
-/// deadline, so what is queued for it is not held for ever). Then flush: TLS keeps what
-/// it was given until then (on plaintext TCP it is a no-op).
-async fn write_with_progress(wr: &mut ConnWrite, buf: &[u8], timeout: Duration) -> bool {
-    let slow = || {
-        tracing::info!(
-            "closing a connection that read nothing for {} s (slow consumer)",
-            timeout.as_secs_f64()
-        );
-        false
-    };
-    let mut pos = 0;
-    while pos < buf.len() {
-        match tokio::time::timeout(timeout, wr.write(&buf[pos..])).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return false,
-            Ok(Ok(n)) => pos += n,
-            Err(_) => return slow(),
-        }
-    }
-    match tokio::time::timeout(timeout, wr.flush()).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => slow(),
-    }
-}
-
-async fn write_loop(
-    mut wr: ConnWrite,
-    mut out: OutboxRx,
-    permits: Arc<Semaphore>,
-    inflight: Arc<InFlightBytes>,
-    (max_frame, write_timeout): (usize, Duration),
-    closed: CancellationToken,
-) {
-    // Grown on demand, and given back when a burst is over: an idle connection (of 10,000)
-    // holds only what its last small frame needed (README, Limits).
-    let mut buf = BytesMut::new();
-    'outer: while let Some(first) = out.rx.recv().await {
-        let mut item = Some(first);
-        let mut close = false;
-        let mut released = 0;
-        let mut sent_bytes = 0;
-        while let Some(o) = item.take() {
-            let res = match o {
-                Out::Reply {
-                    frame,
-                    permit,
-                    bytes,
-                } => {
-                    if permit {
-                        released += 1;
-                        inflight.release(frame.reply_id());
-                    }
-                    sent_bytes += bytes;
-                    encode_reply(&frame, &mut buf, max_frame)
-                }
-                Out::Release(id) => {
-                    released += 1;
-                    inflight.release(Some(id));
-                    Ok(())
-                }
-                Out::Deliver {
-                    watch,
-                    batch,
-                    bytes,
-                } => {
-                    sent_bytes += bytes;
-                    // Nothing of a watch is sent after the `ok` to its unwatch.
-                    if out.ended(watch) {
-                        Ok(())
-                    } else {
-                        encode_deliver(watch, &batch, &mut buf, max_frame)
-                    }
-                }
-                Out::Close(frame) => {
-                    close = true;
-                    encode_reply(&frame, &mut buf, max_frame)
-                }
-            };
-            if let Err(e) = res {
-                tracing::error!("cannot encode a frame: {e}");
-            }
-            if close || buf.len() >= 256 * 1024 {
-                break;
-            }
-            item = out.rx.try_recv().ok();
-        }
-        if !write_with_progress(&mut wr, &buf, write_timeout).await {
-            break 'outer;
-        }
-        buf.clear();
-        if buf.capacity() > 64 * 1024 && out.rx.is_empty() {
-            buf = BytesMut::new();
-        }
-        if released > 0 {
-            permits.add_permits(released);
-        }
-        if sent_bytes > 0 {
-            out.sent(sent_bytes);
-        }
-        if close {
-            let _ = wr.shutdown().await;
-            break;
-        }
-    }
-    closed.cancel();
-    // Wake any replay waiting for room: nothing more will be written.
-    out.rx.close();
-    while let Ok(o) = out.rx.try_recv() {
-        if let Out::Deliver { bytes, .. } = o {
-            out.sent(bytes);
-        }
     }
 }
