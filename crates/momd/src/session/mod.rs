@@ -1,5 +1,6 @@
-//! One client connection: a reader that decodes frames and forwards requests to the broker,
-//! and a writer task that drains the session's outbox into the socket.
+//! One client connection: a reader that decodes frames and forwards requests to the broker
+//! (`ready.rs` once `hello` is done), and a writer task that drains the session's outbox
+//! into the socket (`write.rs`).
 //!
 //! The reader holds an in-flight permit per unanswered request; with all `max_inflight`
 //! permits taken it stops reading, which is the connection's backpressure. A body that does
@@ -16,6 +17,7 @@
 //! (`inflight.rs`) until their reply is taken by the writer.
 
 mod inflight;
+mod ready;
 mod write;
 
 use std::net::SocketAddr;
@@ -31,12 +33,11 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::auth;
 use crate::broker::{BrokerConfig, BrokerHandle, Cmd, SessionInfo};
 use crate::outbox;
 use crate::reader::{self, read_frame, stalled_error, Read};
 use crate::tls::{ConnRead, ConnWrite};
-use inflight::{Held, InFlightBytes};
+use inflight::InFlightBytes;
 use write::write_loop;
 
 /// What every connection shares: the read and admission budgets, and the users.
@@ -164,125 +165,22 @@ pub async fn run(
         Err(_) => return,
     }
 
-    // Ready.
-    let mut malformed_in_a_row = 0u32;
-    loop {
-        // A client that does not read what it is sent stops being read (replies to
-        // malformed frames included): first room in its queue, then one permit per request.
-        tokio::select! {
-            _ = outbox.room() => {}
-            _ = shutdown.cancelled() => break,
-            _ = closed.cancelled() => break,
-        }
-        let next = tokio::select! {
-            f = read_frame(&mut frames, &frame_budget, cfg.frame_timeout) => f,
-            _ = shutdown.cancelled() => break,
-            _ = closed.cancelled() => break,
-        };
-        let (body, grant) = match next {
-            Read::End => break,
-            Read::Stalled => {
-                outbox.close(stalled_error(cfg.frame_timeout));
-                break;
-            }
-            Read::Bad(e) => {
-                outbox.close(frame_error(&e));
-                break;
-            }
-            Read::Frame(body, grant) => (body, grant),
-        };
-        let frame = match decode_client_frame(&body) {
-            Ok(f) => {
-                malformed_in_a_row = 0;
-                f
-            }
-            Err(FrameError::TooLarge(e)) => {
-                // Well formed, over a limit (refused part-way through decoding).
-                let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                outbox.reply(ServerFrame::error(id, ErrorCode::TooLarge, e), false);
-                continue;
-            }
-            Err(e) => {
-                let id = decode_body::<IdOnly>(&body).ok().map(|i| i.id);
-                malformed_in_a_row += 1;
-                if malformed_in_a_row > MAX_MALFORMED_IN_A_ROW {
-                    outbox.close(ServerFrame::error(
-                        id,
-                        ErrorCode::BadRequest,
-                        format!(
-                            "{e}; more than {MAX_MALFORMED_IN_A_ROW} malformed frames in a row; \
-                             closing the connection"
-                        ),
-                    ));
-                    break;
-                }
-                outbox.reply(
-                    ServerFrame::error(id, ErrorCode::BadRequest, e.to_string()),
-                    false,
-                );
-                continue;
-            }
-        };
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p,
-            _ = shutdown.cancelled() => break,
-            _ = closed.cancelled() => break,
-        };
-        match permit {
-            Ok(p) => p.forget(),
-            Err(_) => break,
-        }
-        let weight = (body.len() / 1024 + 1).min(bytes.cap);
-        let held = tokio::select! {
-            p = bytes.sem.acquire_many(weight as u32) => p,
-            _ = shutdown.cancelled() => break,
-            _ = closed.cancelled() => break,
-        };
-        match held {
-            Ok(p) => p.forget(),
-            Err(_) => break,
-        }
-        // Its reply is built from the broker's state and charged to the outbox only once
-        // built: wait until the previous one was taken by the writer.
-        let large = has_large_reply(&frame);
-        if large {
-            let held = tokio::select! {
-                p = bytes.large.acquire() => p,
-                _ = shutdown.cancelled() => break,
-                _ = closed.cancelled() => break,
-            };
-            match held {
-                Ok(p) => p.forget(),
-                Err(_) => break,
-            }
-        }
-        bytes.hold(frame.id(), Held { kib: weight, large });
-        // Users and tokens are answered here: a password is not checked in the broker.
-        if auth::frames::is_auth_frame(&frame) {
-            let reply = auth::frames::handle(&auth, &identity, frame, &broker).await;
-            outbox.reply(reply, true);
-            continue;
-        }
-        // The global admission last: a frame waiting for it keeps its frame-budget grant,
-        // so frames read and not yet admitted are bounded too.
-        let ticket = tokio::select! {
-            t = admission.admit(body.len()) => t,
-            _ = shutdown.cancelled() => break,
-            _ = closed.cancelled() => break,
-        };
-        drop(grant);
-        drop(body);
-        if !broker
-            .send(Cmd::Request {
-                session,
-                frame,
-                ticket,
-            })
-            .await
-        {
-            break;
-        }
+    ready::Ready {
+        session,
+        cfg: &cfg,
+        broker: &broker,
+        outbox: &outbox,
+        permits: &permits,
+        bytes: &bytes,
+        frame_budget: &frame_budget,
+        admission: &admission,
+        auth: &auth,
+        identity: &identity,
+        shutdown: &shutdown,
+        closed: &closed,
     }
+    .run(&mut frames)
+    .await;
 
     if shutdown.is_cancelled() && !closed.is_cancelled() {
         // Finish the requests in flight, then say why the connection ends.
@@ -376,17 +274,6 @@ async fn await_hello(
             None
         }
     }
-}
-
-/// Requests whose reply grows with the broker's state rather than with the request.
-fn has_large_reply(frame: &ClientFrame) -> bool {
-    matches!(
-        frame,
-        ClientFrame::Stats(_)
-            | ClientFrame::TopicList(_)
-            | ClientFrame::QueueList(_)
-            | ClientFrame::QueuePeek(_)
-    )
 }
 
 fn frame_error(e: &FrameError) -> ServerFrame {
