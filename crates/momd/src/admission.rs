@@ -73,12 +73,7 @@ impl Admission {
 
     /// Admit a request whose body is `len` bytes, waiting while the budget is spent.
     pub async fn admit(&self, len: usize) -> Ticket {
-        let bytes = len.saturating_add(OVERHEAD);
-        let lane = if len <= SMALL {
-            &self.small
-        } else {
-            &self.large
-        };
+        let (lane, bytes) = self.lane(len);
         loop {
             let notified = lane.room.notified();
             tokio::pin!(notified);
@@ -89,6 +84,23 @@ impl Admission {
             }
             notified.await;
         }
+    }
+
+    /// Admit a request whose body is `len` bytes if the budget has room now, as
+    /// [`Admission::admit`] does before it waits.
+    pub fn try_admit(&self, len: usize) -> Option<Ticket> {
+        let (lane, bytes) = self.lane(len);
+        try_admit(lane, bytes)
+    }
+
+    /// The lane of a request of `len` bytes, and what it is charged.
+    fn lane(&self, len: usize) -> (&Arc<Inner>, usize) {
+        let lane = if len <= SMALL {
+            &self.small
+        } else {
+            &self.large
+        };
+        (lane, len.saturating_add(OVERHEAD))
     }
 }
 

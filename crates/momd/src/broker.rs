@@ -66,6 +66,12 @@ pub enum Cmd {
         /// Its share of the admission budget: a publish keeps it until it is durable.
         ticket: Ticket,
     },
+    /// Requests of one connection read together, handled in order as many `Request`s
+    /// (`session/ready.rs`). A flush group may pass `GROUP_MAX` by one of these.
+    Requests {
+        session: u64,
+        requests: Vec<(ClientFrame, Ticket)>,
+    },
     Disconnect {
         session: u64,
     },

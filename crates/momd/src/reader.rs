@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use mom_proto::frame::LEN_PREFIX;
-use mom_proto::{ErrorCode, FrameError, RawCodec, ServerFrame};
+use mom_proto::{split_frame, ErrorCode, FrameError, RawCodec, ServerFrame};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Decoder, FramedRead};
@@ -161,6 +161,25 @@ impl Decoder for SessionCodec {
         self.allowed.store(allowed, Ordering::Release);
         Ok(None)
     }
+}
+
+/// The next frame if it is already whole in the read buffer and small enough to need no
+/// [`FrameBudget`], taken without touching the socket; None leaves everything (a frame over
+/// the limit included) to [`read_frame`]. A client that pipelines requests has many in one
+/// read, and the session takes them together (`session/ready.rs`).
+pub fn buffered_frame(frames: &mut Frames) -> Option<BytesMut> {
+    let max = frames.decoder().raw.max_frame().min(FREE_FRAME);
+    let buf = frames.read_buffer_mut();
+    if announced(buf)? > max {
+        return None;
+    }
+    // `FramedRead` decodes from its buffer before it reads again, so what is left there
+    // (and the read limit `SessionCodec::decode` sets from it) stays in step.
+    let body = split_frame(buf, max).ok().flatten()?;
+    if buf.is_empty() && buf.capacity() > KEEP_READ_BUFFER {
+        *buf = BytesMut::new();
+    }
+    Some(body)
 }
 
 /// What reading the next frame gave.

@@ -5,6 +5,9 @@
 //! thread decoding it before any depth limit of the decoder is reached. No frame of this
 //! protocol nests more than a few levels, so a body nesting deeper than [`MAX_DEPTH`] is
 //! refused before it is decoded.
+//!
+//! The same walk tells whether a body has the plain shape a client frame can be decoded in
+//! without that buffering (`decode.rs`).
 
 /// Deepest nesting of arrays and maps a frame body may have.
 pub const MAX_DEPTH: usize = 32;
@@ -93,27 +96,89 @@ fn length_at(body: &[u8], pos: usize, n: usize) -> Option<(u64, usize)> {
 /// Does `body` nest arrays and maps deeper than `max`? Truncated or invalid bodies are left
 /// to the decoder: this only looks for depth, in one pass, with no recursion.
 pub fn too_deep(body: &[u8], max: usize) -> bool {
-    // Items still to read in each open container.
-    let mut open: Vec<u64> = Vec::new();
+    survey(body, max).too_deep
+}
+
+/// What one walk over a body found.
+pub(crate) struct Survey {
+    /// Arrays and maps nest deeper than the limit (see [`too_deep`]).
+    pub too_deep: bool,
+    /// The body is a single map whose first key is `type` and no other key of it is, every
+    /// map key at any depth is a str, and no value is an ext: the shape in which decoding a
+    /// frame straight from its bytes gives what serde's buffering gives (`decode.rs`).
+    pub plain: bool,
+}
+
+/// An array or map being walked.
+struct Open {
+    /// Items still to read (a map counts keys and values).
+    left: u64,
+    map: bool,
+}
+
+fn is_str(m: u8) -> bool {
+    matches!(m, 0xa0..=0xbf | 0xd9..=0xdb)
+}
+
+fn is_map(m: u8) -> bool {
+    matches!(m, 0x80..=0x8f | 0xde | 0xdf)
+}
+
+fn is_ext(m: u8) -> bool {
+    matches!(m, 0xc7..=0xc9 | 0xd4..=0xd8)
+}
+
+/// Walk `body` once, with no recursion: its depth against `max`, and whether it is
+/// [`Survey::plain`]. A truncated or invalid body is not plain and, as far as depth goes,
+/// left to the decoder.
+pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
+    let stop = Survey {
+        too_deep: false,
+        plain: false,
+    };
+    let mut open: Vec<Open> = Vec::new();
     let mut pos = 0usize;
+    let mut plain = true;
+    let mut top_values = 0u32;
+    let mut top_keys = 0u64;
     while let Some(&m) = body.get(pos) {
         pos += 1;
-        // This value is one item of the innermost open container.
-        if let Some(top) = open.last_mut() {
-            *top -= 1;
-        }
+        // This value is one item of the innermost open container: a key when that is a map
+        // and an even number of its items is left.
+        let key = match open.last_mut() {
+            Some(top) => {
+                let key = top.map && top.left % 2 == 0;
+                top.left -= 1;
+                key
+            }
+            None => {
+                top_values += 1;
+                plain &= top_values == 1 && is_map(m);
+                false
+            }
+        };
+        let top_key = key && open.len() == 1;
+        plain &= !is_ext(m) && (!key || is_str(m));
         let items = match classify(m) {
-            None => return false,
+            None => return stop,
             Some(Next::Skip(n)) => {
-                pos = pos.saturating_add(n);
+                let end = pos.saturating_add(n);
+                if top_key {
+                    plain &= type_key_in_place(body.get(pos..end), &mut top_keys);
+                }
+                pos = end;
                 0
             }
             Some(Next::Len { len_bytes, extra }) => {
                 let Some((len, after)) = length_at(body, pos, len_bytes) else {
-                    return false;
+                    return stop;
                 };
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
-                pos = after.saturating_add(extra).saturating_add(len);
+                let start = after.saturating_add(extra);
+                pos = start.saturating_add(len);
+                if top_key {
+                    plain &= type_key_in_place(body.get(start..pos), &mut top_keys);
+                }
                 0
             }
             Some(Next::Items(n)) => n,
@@ -122,23 +187,44 @@ pub fn too_deep(body: &[u8], max: usize) -> bool {
                 per_item,
             }) => {
                 let Some((count, after)) = length_at(body, pos, len_bytes) else {
-                    return false;
+                    return stop;
                 };
                 pos = after;
                 count.saturating_mul(per_item)
             }
         };
         if items > 0 {
-            open.push(items);
+            open.push(Open {
+                left: items,
+                map: is_map(m),
+            });
             if open.len() > max {
-                return true;
+                return Survey {
+                    too_deep: true,
+                    plain: false,
+                };
             }
         }
-        while open.last() == Some(&0) {
+        while open.last().is_some_and(|o| o.left == 0) {
             open.pop();
         }
     }
-    false
+    Survey {
+        too_deep: false,
+        plain: plain && top_keys > 0 && open.is_empty() && pos == body.len(),
+    }
+}
+
+/// One more key of the top-level map, its bytes `key` (None: past the end): is `type` where
+/// it must be, first and only there?
+fn type_key_in_place(key: Option<&[u8]>, seen: &mut u64) -> bool {
+    let is_type = key == Some(b"type".as_slice());
+    *seen += 1;
+    if *seen == 1 {
+        is_type
+    } else {
+        !is_type
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,11 @@ impl Broker {
                 frame,
                 ticket,
             } => self.request(session, frame, ticket),
+            Cmd::Requests { session, requests } => {
+                for (frame, ticket) in requests {
+                    self.request(session, frame, ticket);
+                }
+            }
             Cmd::Disconnect { session } => self.disconnect(session),
             Cmd::AuthFailed { addr, user, reason } => self.sys_event(format!(
                 r#"{{"event":"auth_failed","addr":{},"user":{},"reason":{}}}"#,
