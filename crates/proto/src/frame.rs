@@ -140,14 +140,14 @@ impl<In, Out> Codec<In, Out> {
     }
 }
 
-impl<In: DeserializeOwned, Out> Decoder for Codec<In, Out> {
+impl<In: crate::decode::DecodeFrame, Out> Decoder for Codec<In, Out> {
     type Item = In;
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
         match split_frame(src, self.max_frame)? {
             None => Ok(None),
-            Some(body) => decode_body(&body).map(Some),
+            Some(body) => In::decode_frame(&body).map(Some),
         }
     }
 }

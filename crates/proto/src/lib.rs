@@ -2,7 +2,7 @@
 //! names the frame. `docs/protocol.md` is the contract; this crate follows it.
 //!
 //! Start with [`message`] (every frame; the queue frames are in [`queue`], paging of the
-//! listings in [`page`]), then [`frame`] (the codec), [`decode`] (the client frames sent most,
+//! listings in [`page`]), then [`frame`] (the codec), [`decode`] (the frames sent most,
 //! decoded in one pass) and [`topic`] (names and patterns).
 
 pub mod auth;
@@ -17,7 +17,7 @@ pub mod queue;
 pub mod topic;
 
 pub use auth::*;
-pub use decode::decode_client_frame;
+pub use decode::{decode_client_frame, decode_server_frame, DecodeFrame};
 pub use error::{ErrorCode, FrameError};
 pub use frame::{
     decode_body, encode_body, encode_frame, encoded_len, split_frame, Codec, RawCodec,

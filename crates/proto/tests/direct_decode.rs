@@ -467,3 +467,125 @@ fn malformed_frames_get_the_buffered_decoders_errors() {
         assert_eq!(format!("{direct:?}"), format!("{buffered:?}"));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Server frames: `decode_server_frame` against `decode_body::<ServerFrame>`.
+
+fn same_server(body: &[u8]) -> Result<(), TestCaseError> {
+    let direct = decode_server_frame(body);
+    let buffered = decode_body::<ServerFrame>(body);
+    match (&direct, &buffered) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+        (Err(a), Err(b)) => {
+            prop_assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b));
+            prop_assert_eq!(a.to_string(), b.to_string());
+        }
+        _ => prop_assert!(false, "{direct:?} vs {buffered:?} for {body:02x?}"),
+    }
+    Ok(())
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    (
+        ("[a-z.]{1,12}", any::<u64>(), any::<u64>()),
+        proptest::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3),
+        ("[a-z]{0,6}", any::<u64>(), "[a-z]{0,6}"),
+        proptest::option::of("[a-z0-9-]{1,8}"),
+        proptest::collection::vec(any::<u8>(), 0..40),
+        proptest::option::of(any::<u32>()),
+    )
+        .prop_map(
+            |((topic, seq, time), headers, (user, client, name), msg_id, payload, delivery)| {
+                Message {
+                    topic,
+                    seq,
+                    time,
+                    headers,
+                    sender: Sender { user, client, name },
+                    msg_id,
+                    payload: Bytes::from(payload),
+                    delivery,
+                }
+            },
+        )
+}
+
+fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
+    let msgs = || proptest::collection::vec(arb_message(), 0..4);
+    prop_oneof![
+        (any::<u64>(), msgs())
+            .prop_map(|(watch, msgs)| ServerFrame::Deliver(Deliver { watch, msgs })),
+        (
+            (any::<u64>(), "[a-z.]{1,12}"),
+            proptest::collection::vec(any::<u64>(), 0..5),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            proptest::collection::vec(any::<u32>(), 0..3),
+        )
+            .prop_map(
+                |((id, topic), seqs, (duplicates, watchers, queues), dups)| {
+                    ServerFrame::PublishOk(PublishOk {
+                        id,
+                        topic,
+                        seqs,
+                        duplicates,
+                        watchers,
+                        queues,
+                        duplicate_indexes: dups,
+                    })
+                }
+            ),
+        (any::<u64>(), "[a-z]{1,8}", msgs()).prop_map(|(consumer, queue, msgs)| {
+            ServerFrame::QueueDeliver(QueueDeliver {
+                consumer,
+                queue,
+                msgs,
+            })
+        }),
+        (any::<u64>(), "[a-z]{1,8}", msgs())
+            .prop_map(|(id, queue, msgs)| ServerFrame::FetchOk(FetchOk { id, queue, msgs })),
+        any::<u64>().prop_map(|id| ServerFrame::Ok(Req { id })),
+    ]
+}
+
+fn encoded_server(frame: &ServerFrame) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).expect("encodes");
+    buf[4..].to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn encoded_server_frames_decode_as_encoded(frame in arb_server_frame()) {
+        let body = encoded_server(&frame);
+        prop_assert_eq!(decode_server_frame(&body).ok(), Some(frame));
+        same_server(&body)?;
+    }
+
+    #[test]
+    fn encoded_server_frames_changed_anywhere_decode_the_same(
+        frame in arb_server_frame(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut body = encoded_server(&frame);
+        let i = at.index(body.len());
+        body[i] = byte;
+        same_server(&body)?;
+        same_server(&body[..cut.index(body.len() + 1)])?;
+    }
+
+    #[test]
+    fn arbitrary_values_decode_the_same_as_server_frames(body in arb_value()) {
+        same_server(&body)?;
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_the_same_as_server_frames(
+        body in proptest::collection::vec(any::<u8>(), 0..256)
+    ) {
+        same_server(&body)?;
+    }
+}
