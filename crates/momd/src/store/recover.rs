@@ -263,35 +263,15 @@ impl Store {
                 offset: self.segs.size(seg),
                 len: 1,
             };
-            let first = t.last_seq + 1;
-            let count = head - t.last_seq;
-            let entry = IndexEntry {
+            let d = self.name_damage(
+                &mut batch,
+                t,
+                head,
                 loc,
-                count: count.min(u64::from(u32::MAX)) as u32,
-                time: t.last_time,
-                bytes: 0,
-            };
-            batch.insert(&msg_key(t.id, first)[..], &entry.encode()[..]);
-            let (s, v) = self.live().add(&loc);
-            batch.insert(&live::seg_key(s)[..], v.encode());
-            if t.msgs == 0 {
-                t.first_seq = first;
-            }
-            t.msgs += count;
-            t.last_seq = head;
+                "acknowledged, and the log ends before it: cut short after it was written",
+            );
             batch.insert(&topic_key(t.id)[..], encode_topic(t));
-            out.push(check::Damage {
-                topic: t.name.to_string(),
-                topic_id: t.id,
-                first_seq: first,
-                last_seq: head,
-                records: 1,
-                segment: self.segs.display_path(seg),
-                offset: loc.offset,
-                reason: "acknowledged, and the log ends before it: cut short after it was \
-                         written"
-                    .to_string(),
-            });
+            out.push(d);
         }
         if !out.is_empty() {
             self.db.apply_batch(batch)?;

@@ -204,31 +204,8 @@ impl Store {
                 };
                 let expected = t.last_seq + 1;
                 if let Some((bad, reason)) = pending.remove(&topic).filter(|_| seq > expected) {
-                    let count = seq - expected;
-                    let entry = IndexEntry {
-                        loc: bad,
-                        count: count.min(u64::from(u32::MAX)) as u32,
-                        time: t.last_time,
-                        bytes: 0,
-                    };
-                    batch.insert(&msg_key(t.id, expected)[..], &entry.encode()[..]);
-                    let (s, v) = self.live().add(&bad);
-                    batch.insert(&live::seg_key(s)[..], v.encode());
-                    if t.msgs == 0 {
-                        t.first_seq = expected;
-                    }
-                    t.msgs += count;
-                    t.last_seq = seq - 1;
-                    out.damage.push(check::Damage {
-                        topic: t.name.to_string(),
-                        topic_id: t.id,
-                        first_seq: expected,
-                        last_seq: seq - 1,
-                        records: 1,
-                        segment: self.segs.display_path(bad.segment),
-                        offset: bad.offset,
-                        reason: reason.to_string(),
-                    });
+                    let d = self.name_damage(&mut batch, t, seq - 1, bad, reason);
+                    out.damage.push(d);
                 }
                 if seq > t.last_seq + 1 {
                     tracing::warn!(
@@ -286,6 +263,45 @@ impl Store {
             self.needs_index_flush();
         }
         Ok(out)
+    }
+
+    /// Name `t`'s seqs after its last one, up to `last`, as damage at `loc`: an index entry
+    /// that reads report as damaged (so they are never given again), counted live in its
+    /// segment file, and the topic's counters moved past them. Returns what to report.
+    pub(super) fn name_damage(
+        &self,
+        batch: &mut sled::Batch,
+        t: &mut TopicState,
+        last: u64,
+        loc: Loc,
+        reason: &str,
+    ) -> check::Damage {
+        let first = t.last_seq + 1;
+        let count = last.saturating_sub(t.last_seq);
+        let entry = IndexEntry {
+            loc,
+            count: count.min(u64::from(u32::MAX)) as u32,
+            time: t.last_time,
+            bytes: 0,
+        };
+        batch.insert(&msg_key(t.id, first)[..], &entry.encode()[..]);
+        let (s, v) = self.live().add(&loc);
+        batch.insert(&live::seg_key(s)[..], v.encode());
+        if t.msgs == 0 {
+            t.first_seq = first;
+        }
+        t.msgs += count;
+        t.last_seq = last;
+        check::Damage {
+            topic: t.name.to_string(),
+            topic_id: t.id,
+            first_seq: first,
+            last_seq: last,
+            records: 1,
+            segment: self.segs.display_path(loc.segment),
+            offset: loc.offset,
+            reason: reason.to_string(),
+        }
     }
 
     /// The next whole record: in `buf` (file `i` of `segs`) from `from`, else in the files
