@@ -220,7 +220,8 @@ impl Ready<'_> {
         let session = self.session;
         let cmd = match gathered.len() {
             0 => return true,
-            1 => match gathered.pop() {
+            // Taken whole, so an idle connection holds no room for requests.
+            1 => match std::mem::take(gathered).pop() {
                 Some((frame, ticket)) => Cmd::Request {
                     session,
                     frame,
