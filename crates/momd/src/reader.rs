@@ -2,11 +2,13 @@
 //! only once the global [`FrameBudget`] holds room for it, nothing is read past the end of
 //! the frame being read, and a partial frame that stops making progress ends the connection
 //! (docs/protocol.md, 2.4 and 8). The buffer grows only with bytes that arrived; the announced
-//! length reserves nothing.
+//! length reserves nothing. A read that fills the buffer makes it [`BUSY_READ_BUFFER`] for the
+//! next, so a client pipelining small requests is read many at a time, and a connection idle
+//! for a while gives that back.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,29 +63,39 @@ pub type Frames = FramedRead<Limited, SessionCodec>;
 
 pub fn frames(rd: ConnRead, max_frame: usize) -> Frames {
     let allowed = Arc::new(AtomicUsize::new(FREE_FRAME + LEN_PREFIX));
+    let filled = Arc::new(AtomicBool::new(false));
     FramedRead::with_capacity(
         Limited {
             rd,
             allowed: allowed.clone(),
+            filled: filled.clone(),
         },
         SessionCodec {
             raw: RawCodec::new(max_frame),
             granted: false,
             allowed,
+            filled,
         },
         // Small: an idle connection holds it for good, and it grows as bytes arrive.
         READ_BUFFER,
     )
 }
 
-/// The read buffer a connection starts with.
+/// The read buffer a connection starts with, and goes back to when idle.
 const READ_BUFFER: usize = 1024;
+
+/// The read buffer of a connection whose last read filled its buffer: more is likely
+/// waiting (a client with many requests in flight), and one read takes up to this much.
+/// Within [`KEEP_READ_BUFFER`], so kept between frames while the connection is busy.
+const BUSY_READ_BUFFER: usize = 16 * 1024;
 
 /// The socket, read at most `allowed` bytes at a time: set by [`SessionCodec`] before each
 /// read, so no read goes past the end of the frame in progress.
 pub struct Limited {
     rd: ConnRead,
     allowed: Arc<AtomicUsize>,
+    /// The last read took all the room the buffer had.
+    filled: Arc<AtomicBool>,
 }
 
 impl AsyncRead for Limited {
@@ -98,13 +110,15 @@ impl AsyncRead for Limited {
             0 => 1,
             n => n,
         };
-        let n = allowed.min(buf.remaining()).min(READ_CHUNK);
+        let room = buf.remaining();
+        let n = allowed.min(room).min(READ_CHUNK);
         let dst = buf.initialize_unfilled_to(n);
         let mut part = ReadBuf::new(dst);
         match Pin::new(&mut this.rd).poll_read(cx, &mut part) {
             Poll::Ready(Ok(())) => {
                 let got = part.filled().len();
                 buf.advance(got);
+                this.filled.store(got > 0 && got == room, Ordering::Release);
                 Poll::Ready(Ok(()))
             }
             other => other,
@@ -125,6 +139,7 @@ pub struct SessionCodec {
     raw: RawCodec,
     granted: bool,
     allowed: Arc<AtomicUsize>,
+    filled: Arc<AtomicBool>,
 }
 
 impl SessionCodec {
@@ -159,6 +174,9 @@ impl Decoder for SessionCodec {
         let end = len.map_or(0, |l| l.saturating_add(LEN_PREFIX));
         let allowed = end.max(FREE_FRAME + LEN_PREFIX).saturating_sub(src.len());
         self.allowed.store(allowed, Ordering::Release);
+        if self.filled.swap(false, Ordering::AcqRel) && src.capacity() < BUSY_READ_BUFFER {
+            src.reserve(BUSY_READ_BUFFER - src.len());
+        }
         Ok(None)
     }
 }
@@ -231,6 +249,10 @@ pub async fn read_frame(frames: &mut Frames, budget: &FrameBudget, stall: Durati
             Ok(Some(Err(e))) => return Read::Bad(e),
             Err(_) => {
                 let len = frames.read_buffer().len();
+                if len == 0 && frames.read_buffer().capacity() > READ_BUFFER {
+                    // Idle between frames: a busy connection's buffer is given back.
+                    *frames.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER);
+                }
                 if len != seen {
                     seen = len;
                     progress = tokio::time::Instant::now();

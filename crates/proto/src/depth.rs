@@ -110,10 +110,52 @@ pub(crate) struct Survey {
 }
 
 /// An array or map being walked.
+#[derive(Clone, Copy, Default)]
 struct Open {
     /// Items still to read (a map counts keys and values).
     left: u64,
     map: bool,
+}
+
+/// Containers kept without a heap allocation: more than any frame of the protocol nests.
+const INLINE: usize = 8;
+
+/// The open containers, innermost last: the first [`INLINE`] in place, deeper ones on the
+/// heap (a body is walked for every frame read).
+#[derive(Default)]
+struct Stack {
+    inline: [Open; INLINE],
+    len: usize,
+    deeper: Vec<Open>,
+}
+
+impl Stack {
+    fn len(&self) -> usize {
+        self.len + self.deeper.len()
+    }
+
+    fn push(&mut self, open: Open) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) if self.deeper.is_empty() => {
+                *slot = open;
+                self.len += 1;
+            }
+            _ => self.deeper.push(open),
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Open> {
+        match self.deeper.last_mut() {
+            Some(o) => Some(o),
+            None => self.inline.get_mut(self.len.checked_sub(1)?),
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.deeper.pop().is_none() {
+            self.len = self.len.saturating_sub(1);
+        }
+    }
 }
 
 fn is_str(m: u8) -> bool {
@@ -136,7 +178,7 @@ pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
         too_deep: false,
         plain: false,
     };
-    let mut open: Vec<Open> = Vec::new();
+    let mut open = Stack::default();
     let mut pos = 0usize;
     let mut plain = true;
     let mut top_values = 0u32;
@@ -205,13 +247,13 @@ pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
                 };
             }
         }
-        while open.last().is_some_and(|o| o.left == 0) {
+        while open.last_mut().is_some_and(|o| o.left == 0) {
             open.pop();
         }
     }
     Survey {
         too_deep: false,
-        plain: plain && top_keys > 0 && open.is_empty() && pos == body.len(),
+        plain: plain && top_keys > 0 && open.len() == 0 && pos == body.len(),
     }
 }
 
@@ -257,6 +299,15 @@ mod tests {
         let mut s = vec![0x92, 0xc4, 0x03, 0x91, 0x91, 0x91, 0xa2, 0x91, 0x91];
         s.push(0xc0);
         assert!(!too_deep(&s, 1));
+        // Deeper than the containers kept in place, and back up again.
+        assert!(!too_deep(&nested(20, 0x91), 32));
+        assert!(!too_deep(&nested(32, 0x81), 32));
+        assert!(too_deep(&nested(33, 0x81), 32));
+        let mut twice = vec![0x92];
+        twice.extend(nested(12, 0x91));
+        twice.extend(nested(12, 0x81));
+        assert!(!too_deep(&twice, 13));
+        assert!(too_deep(&twice, 12));
         // Truncated or invalid: left to the decoder.
         assert!(!too_deep(&[0xdc, 0x00], 1));
         assert!(!too_deep(&[0xc1], 0));

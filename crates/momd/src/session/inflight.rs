@@ -1,5 +1,6 @@
 //! The bytes of a connection's requests in flight, and its requests with a large reply.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -19,7 +20,9 @@ pub(super) struct InFlightBytes {
     pub cap: usize,
     /// Requests with a large reply in flight ([`LARGE_REPLIES_IN_FLIGHT`]).
     pub large: Semaphore,
-    by_id: Mutex<HashMap<u64, Vec<Held>>>,
+    /// The first request in flight with an id, and any others a client sent with the same
+    /// id: a heap allocation only for those.
+    by_id: Mutex<HashMap<u64, (Held, Vec<Held>)>>,
 }
 
 /// What one request in flight holds until its reply is taken by the writer.
@@ -40,12 +43,17 @@ impl InFlightBytes {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Held>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Held, Vec<Held>)>> {
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn hold(&self, id: u64, held: Held) {
-        self.lock().entry(id).or_default().push(held);
+        match self.lock().entry(id) {
+            Entry::Occupied(mut e) => e.get_mut().1.push(held),
+            Entry::Vacant(e) => {
+                e.insert((held, Vec::new()));
+            }
+        }
     }
 
     /// The request `id` was answered: its bytes are free again. (Ids are the client's; if
@@ -54,12 +62,11 @@ impl InFlightBytes {
     pub fn release(&self, id: Option<u64>) {
         let held = id.and_then(|id| {
             let mut m = self.lock();
-            let v = m.get_mut(&id)?;
-            let h = v.pop();
-            if v.is_empty() {
-                m.remove(&id);
+            let (_, more) = m.get_mut(&id)?;
+            match more.pop() {
+                Some(h) => Some(h),
+                None => m.remove(&id).map(|(h, _)| h),
             }
-            h
         });
         if let Some(h) = held {
             self.sem.add_permits(h.kib);

@@ -63,8 +63,10 @@ impl Ready<'_> {
         loop {
             // A client that does not read what it is sent stops being read (replies to
             // malformed frames included): first room in its queue, then one permit per
-            // request.
-            let ending = self.shutdown.is_cancelled() || self.closed.is_cancelled();
+            // request. The end of the connection is looked for once per gathering (a look
+            // takes a lock every connection shares).
+            let ending =
+                gathered.is_empty() && (self.shutdown.is_cancelled() || self.closed.is_cancelled());
             if gathered.len() >= MAX_BATCH || ending || !self.outbox.has_room() {
                 if !self.send(&mut gathered).await {
                     return;
@@ -220,7 +222,8 @@ impl Ready<'_> {
         let session = self.session;
         let cmd = match gathered.len() {
             0 => return true,
-            1 => match gathered.pop() {
+            // Taken whole, so an idle connection holds no room for requests.
+            1 => match std::mem::take(gathered).pop() {
                 Some((frame, ticket)) => Cmd::Request {
                     session,
                     frame,
