@@ -9,8 +9,9 @@
 //!
 //! The result must be exactly the buffered decoder's, errors included (docs/protocol.md
 //! promises no more and no less), and the two decoders differ at the edges: a key written as
-//! a uint16, an enum given as an integer, an ext. So the one-pass decoder is only tried on a
-//! body of the plain shape (`depth.rs`: str keys, no ext, `type` first and once) and only
+//! a uint16, an enum given as an integer, an ext, a bin where a list is expected. So the
+//! one-pass decoder is only tried on a body of the plain shape (`depth.rs`: str keys, no ext,
+//! bins only as payloads, `type` first and once) and only
 //! for variants whose fields decode the same either way (no enums among them); anything
 //! else, and any error of its own, goes to the buffered decoder, which gives the answer.
 
@@ -40,37 +41,51 @@ impl DecodeFrame for ServerFrame {
     }
 }
 
+/// Decode a client frame's body: the same result as [`decode_body::<ClientFrame>`], faster
+/// for the frames sent most.
+pub fn decode_client_frame(body: &[u8]) -> Result<ClientFrame, FrameError> {
+    one_pass(body).map_or_else(|| decode_body(body), Ok)
+}
+
 /// Decode a server frame's body: the same result as [`decode_body::<ServerFrame>`], faster
 /// for deliveries (a replay reads millions of messages through here) and publish acks.
 pub fn decode_server_frame(body: &[u8]) -> Result<ServerFrame, FrameError> {
-    if survey(body, MAX_DEPTH).plain {
-        let mut de = rmp_serde::Deserializer::from_read_ref(body);
-        if let Some(frame) = serde::Deserializer::deserialize_map(&mut de, DirectServer)
-            .ok()
-            .flatten()
-        {
-            return Ok(frame);
-        }
-    }
-    decode_body(body)
+    one_pass(body).map_or_else(|| decode_body(body), Ok)
 }
 
-struct DirectServer;
+/// The frame types some of whose variants are decoded in one pass.
+trait Variants: Sized {
+    /// The variant `tag` names, decoded from the rest of the map; None when it is not one
+    /// decoded this way.
+    fn variant<'de, A: MapAccess<'de>>(
+        tag: &str,
+        rest: MapAccessDeserializer<A>,
+    ) -> Result<Option<Self>, A::Error>;
+}
 
-impl<'de> Visitor<'de> for DirectServer {
-    type Value = Option<ServerFrame>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a map whose first key is type")
+impl Variants for ClientFrame {
+    fn variant<'de, A: MapAccess<'de>>(
+        tag: &str,
+        rest: MapAccessDeserializer<A>,
+    ) -> Result<Option<Self>, A::Error> {
+        Ok(Some(match tag {
+            "publish" => ClientFrame::Publish(Publish::deserialize(rest)?),
+            "ack" => ClientFrame::Ack(Ack::deserialize(rest)?),
+            "nack" => ClientFrame::Nack(Nack::deserialize(rest)?),
+            "extend" => ClientFrame::Extend(Ack::deserialize(rest)?),
+            "fetch" => ClientFrame::Fetch(Fetch::deserialize(rest)?),
+            "ping" => ClientFrame::Ping(Req::deserialize(rest)?),
+            // The map's rest is left unread: rmp calls that an error, which means the same.
+            _ => return Ok(None),
+        }))
     }
+}
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // As `Direct` below: `type` first and once (the survey says so), then the variant.
-        if map.next_key::<IgnoredAny>()?.is_none() {
-            return Ok(None);
-        }
-        let tag: &'de str = map.next_value()?;
-        let rest = MapAccessDeserializer::new(map);
+impl Variants for ServerFrame {
+    fn variant<'de, A: MapAccess<'de>>(
+        tag: &str,
+        rest: MapAccessDeserializer<A>,
+    ) -> Result<Option<Self>, A::Error> {
         Ok(Some(match tag {
             "deliver" => ServerFrame::Deliver(Deliver::deserialize(rest)?),
             "publish_ok" => ServerFrame::PublishOk(PublishOk::deserialize(rest)?),
@@ -82,31 +97,23 @@ impl<'de> Visitor<'de> for DirectServer {
     }
 }
 
-/// Decode a client frame's body: the same result as [`decode_body::<ClientFrame>`], faster
-/// for the frames sent most.
-pub fn decode_client_frame(body: &[u8]) -> Result<ClientFrame, FrameError> {
-    if survey(body, MAX_DEPTH).plain {
-        if let Some(frame) = direct(body) {
-            return Ok(frame);
-        }
+/// The frame decoded in one pass; None when the body is not plain (see the module doc),
+/// its type is not one decoded this way, or on any error (the buffered decoder then says
+/// which).
+fn one_pass<T: Variants>(body: &[u8]) -> Option<T> {
+    if !survey(body, MAX_DEPTH).plain {
+        return None;
     }
-    decode_body(body)
-}
-
-/// The frame decoded in one pass; None when its type is not one decoded this way, or on
-/// any error (the buffered decoder then says which). The body must be plain (see the
-/// module doc).
-fn direct(body: &[u8]) -> Option<ClientFrame> {
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
-    serde::Deserializer::deserialize_map(&mut de, Direct)
+    serde::Deserializer::deserialize_map(&mut de, Direct(std::marker::PhantomData))
         .ok()
         .flatten()
 }
 
-struct Direct;
+struct Direct<T>(std::marker::PhantomData<T>);
 
-impl<'de> Visitor<'de> for Direct {
-    type Value = Option<ClientFrame>;
+impl<'de, T: Variants> Visitor<'de> for Direct<T> {
+    type Value = Option<T>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a map whose first key is type")
@@ -122,17 +129,7 @@ impl<'de> Visitor<'de> for Direct {
         let tag: &'de str = map.next_value()?;
         // The rest of the map is the variant's struct, as the buffered decoder gives it
         // once the tag is taken out.
-        let rest = MapAccessDeserializer::new(map);
-        Ok(Some(match tag {
-            "publish" => ClientFrame::Publish(Publish::deserialize(rest)?),
-            "ack" => ClientFrame::Ack(Ack::deserialize(rest)?),
-            "nack" => ClientFrame::Nack(Nack::deserialize(rest)?),
-            "extend" => ClientFrame::Extend(Ack::deserialize(rest)?),
-            "fetch" => ClientFrame::Fetch(Fetch::deserialize(rest)?),
-            "ping" => ClientFrame::Ping(Req::deserialize(rest)?),
-            // The map's rest is left unread: rmp calls that an error, which means the same.
-            _ => return Ok(None),
-        }))
+        T::variant(tag, MapAccessDeserializer::new(map))
     }
 }
 
@@ -197,7 +194,7 @@ mod tests {
         for f in frames {
             let b = body(&f);
             assert!(survey(&b, MAX_DEPTH).plain, "{f:?}");
-            assert_eq!(direct(&b), Some(f.clone()));
+            assert_eq!(one_pass::<ClientFrame>(&b), Some(f.clone()));
             assert_eq!(decode_client_frame(&b).expect("decodes"), f);
         }
     }
@@ -206,7 +203,7 @@ mod tests {
     fn other_types_go_to_the_buffered_decoder() {
         let f = ClientFrame::Unwatch(crate::message::Unwatch { id: 1, watch: 2 });
         let b = body(&f);
-        assert_eq!(direct(&b), None);
+        assert_eq!(one_pass::<ClientFrame>(&b), None);
         assert_eq!(decode_client_frame(&b).expect("decodes"), f);
     }
 

@@ -104,7 +104,8 @@ pub(crate) struct Survey {
     /// Arrays and maps nest deeper than the limit (see [`too_deep`]).
     pub too_deep: bool,
     /// The body is a single map whose first key is `type` and no other key of it is, every
-    /// map key at any depth is a str, and no value is an ext: the shape in which decoding a
+    /// map key at any depth is a str, no value is an ext, and every bin is the value of a
+    /// `payload` key: the shape in which decoding a
     /// frame straight from its bytes gives what serde's buffering gives (`decode.rs`).
     pub plain: bool,
 }
@@ -166,6 +167,10 @@ fn is_map(m: u8) -> bool {
     matches!(m, 0x80..=0x8f | 0xde | 0xdf)
 }
 
+fn is_bin(m: u8) -> bool {
+    matches!(m, 0xc4..=0xc6)
+}
+
 fn is_ext(m: u8) -> bool {
     matches!(m, 0xc7..=0xc9 | 0xd4..=0xd8)
 }
@@ -183,6 +188,8 @@ pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
     let mut plain = true;
     let mut top_values = 0u32;
     let mut top_keys = 0u64;
+    // The value being read is that of a `payload` key.
+    let mut payload_value = false;
     while let Some(&m) = body.get(pos) {
         pos += 1;
         // This value is one item of the innermost open container: a key when that is a map
@@ -201,6 +208,11 @@ pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
         };
         let top_key = key && open.len() == 1;
         plain &= !is_ext(m) && (!key || is_str(m));
+        // A bin read where serde expects an array (a list of seqs, of messages) is taken as
+        // one by rmp in one pass, and refused by serde's buffer: only a payload is a bin.
+        plain &= key || !is_bin(m) || payload_value;
+        let was_key = key;
+        payload_value = false;
         let items = match classify(m) {
             None => return stop,
             Some(Next::Skip(n)) => {
@@ -208,6 +220,7 @@ pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
                 if top_key {
                     plain &= type_key_in_place(body.get(pos..end), &mut top_keys);
                 }
+                payload_value = was_key && body.get(pos..end) == Some(&b"payload"[..]);
                 pos = end;
                 0
             }
@@ -221,6 +234,7 @@ pub(crate) fn survey(body: &[u8], max: usize) -> Survey {
                 if top_key {
                     plain &= type_key_in_place(body.get(start..pos), &mut top_keys);
                 }
+                payload_value = was_key && body.get(start..pos) == Some(&b"payload"[..]);
                 0
             }
             Some(Next::Items(n)) => n,

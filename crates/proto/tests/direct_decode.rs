@@ -413,10 +413,37 @@ fn edges_where_one_pass_alone_would_differ_decode_the_same() {
         map(vec![id(), ping()]),
         map(vec![(str_("type"), uint(10, 0)), id()]),
         map(vec![ping(), id(), (str_("extra"), vec![0xd4, 0x01, 0x02])]),
+        // A bin where a list is expected: rmp alone reads it as a list of its bytes.
+        map(vec![
+            (str_("type"), str_("nack")),
+            id(),
+            (str_("queue"), str_("q")),
+            (str_("msgs"), bin(b"")),
+        ]),
     ];
     for b in bodies {
         let direct = decode_client_frame(&b);
         let buffered = decode_body::<ClientFrame>(&b);
+        assert_eq!(format!("{direct:?}"), format!("{buffered:?}"), "{b:02x?}");
+    }
+    let publish_ok = |seqs: Vec<u8>| {
+        map(vec![
+            (str_("type"), str_("publish_ok")),
+            id(),
+            (str_("topic"), str_("t")),
+            (str_("seqs"), seqs),
+            (str_("duplicates"), uint(0, 0)),
+            (str_("watchers"), uint(0, 0)),
+            (str_("queues"), uint(0, 0)),
+        ])
+    };
+    for b in [
+        publish_ok(bin(&[1, 2])),
+        publish_ok(bin(b"")),
+        publish_ok(array(vec![uint(1, 0)])),
+    ] {
+        let direct = decode_server_frame(&b);
+        let buffered = decode_body::<ServerFrame>(&b);
         assert_eq!(format!("{direct:?}"), format!("{buffered:?}"), "{b:02x?}");
     }
 }
