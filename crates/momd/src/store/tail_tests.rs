@@ -3,7 +3,7 @@
 //! files synced only, then puts the old index back — what a crash before the next full
 //! flush leaves — and starts again.
 
-use super::tests::{open, publish, read_all};
+use super::tests::{open, open_store, publish, read_all};
 use super::*;
 use crate::core::Core;
 
@@ -208,7 +208,7 @@ fn acknowledged_records_cut_from_the_log_past_the_index_are_damage_not_a_torn_wr
     {
         // Cut the file where the record of seq 2 starts (after the topic's own record and
         // seq 1's).
-        let store = reopen(dir.path());
+        let store = open_store(dir.path());
         let files = store.segs.list().unwrap();
         let seg = files.values().next_back().unwrap().clone();
         drop(store);
@@ -221,7 +221,7 @@ fn acknowledged_records_cut_from_the_log_past_the_index_are_damage_not_a_torn_wr
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(pos as u64 + 5).unwrap();
     }
-    let store = reopen(dir.path());
+    let store = open_store(dir.path());
     let loaded = store.load(3_000, 120_000).unwrap();
     let a = loaded.topics.iter().find(|t| &*t.name == "a").unwrap();
     assert_eq!(a.last_seq, 3, "acknowledged seqs are never given again");
@@ -262,20 +262,9 @@ fn records_written_after_the_heads_were_synced_are_a_torn_write() {
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
         f.set_len(len - 3).unwrap();
     }
-    let store = reopen(dir.path());
+    let store = open_store(dir.path());
     let loaded = store.load(3_000, 120_000).unwrap();
     assert!(loaded.damage.is_empty(), "{:?}", loaded.damage);
     let a = loaded.topics.iter().find(|t| &*t.name == "a").unwrap();
     assert_eq!(a.last_seq, 2);
-}
-
-/// The store in `dir`, not loaded (sled's thread may hold the last handle for a moment).
-fn reopen(dir: &Path) -> Store {
-    for _ in 0..50 {
-        if let Ok(s) = Store::open(dir, 8 << 20) {
-            return s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Store::open(dir, 8 << 20).unwrap()
 }

@@ -51,20 +51,24 @@ pub(super) fn read_all(store: &Store, core: &Core, topic: &str) -> Vec<(u64, Str
         .collect()
 }
 
-pub(super) fn open(dir: &std::path::Path) -> (Store, Core) {
-    // sled's background thread may hold the previous handle for a moment after drop.
+/// The store in `dir`, not loaded. sled's background thread may hold the previous handle
+/// for a moment after drop.
+pub(super) fn open_store(dir: &std::path::Path) -> Store {
     let mut tries = 0;
-    let store = loop {
+    loop {
         match Store::open(dir, 8 << 20) {
             Ok(s) => break s,
-            Err(e) if tries < 50 => {
+            Err(_) if tries < 50 => {
                 tries += 1;
-                let _ = e;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("cannot reopen: {e}"),
         }
-    };
+    }
+}
+
+pub(super) fn open(dir: &std::path::Path) -> (Store, Core) {
+    let store = open_store(dir);
     let loaded = store.load(1_000, 120_000).unwrap();
     let mut dedupe = Dedupe::default();
     for (t, id, seq, time) in loaded.dedupe {
@@ -344,7 +348,7 @@ fn a_flipped_byte_below_good_ones_is_kept_and_reported_not_cut() {
     let dir = tempfile::tempdir().unwrap();
     let id = four_records(dir.path(), &["aaaa", "bbbb", "cccc", "dddd"]);
     flip(dir.path(), id, b"bbbb");
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_store(dir.path());
     let loaded = store.load(1_000, 120_000).unwrap();
     assert_eq!(loaded.damage.len(), 1, "{:?}", loaded.damage);
     let d = &loaded.damage[0];
@@ -484,7 +488,7 @@ fn repair_moves_damage_aside_and_keeps_every_seq() {
     flip(dir.path(), id, b"aaaa");
     flip(dir.path(), id, b"cccc");
     {
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let store = open_store(dir.path());
         let sum = store.check_all().unwrap();
         assert_eq!(sum.damage.len(), 2, "{:?}", sum.damage);
         assert_eq!((sum.records, sum.messages), (2, 2));
@@ -522,7 +526,7 @@ fn repair_of_the_newest_record_never_reuses_its_seq() {
     let id = four_records(dir.path(), &["aaaa", "bbbb"]);
     flip(dir.path(), id, b"bbbb");
     {
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
+        let store = open_store(dir.path());
         store.repair(&mut check::Checked::default()).unwrap();
     }
     let (store, mut core) = open(dir.path());
@@ -670,7 +674,7 @@ fn the_dedupe_window_does_not_count_downtime_or_a_clock_jump() {
         store.flush().unwrap();
     }
     let ten_hours = 10 * 3_600_000;
-    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let store = open_store(dir.path());
     let loaded = store.load(1_000 + ten_hours, 120_000).unwrap();
     assert_eq!(loaded.dedupe.len(), 1, "still within the window");
     assert_eq!(loaded.dedupe[0].3, 1_000 + ten_hours);

@@ -102,14 +102,14 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{open, publish, read_all};
+    use super::super::tests::{open, open_store, publish, read_all};
     use super::*;
 
     /// Turn a data dir into the format 2 layout: each topic's records in
     /// `topics/<id>/<first seq>.seg` with the old 20-byte header, the index pointing there,
     /// no log. Returns the old files' paths by topic id.
     fn to_old_layout(dir: &Path) -> std::collections::BTreeMap<u32, std::path::PathBuf> {
-        let store = Store::open(dir, 8 << 20).unwrap();
+        let store = open_store(dir);
         let mut files = std::collections::BTreeMap::new();
         let mut reader = store.segs.reader();
         let mut batch = sled::Batch::default();
