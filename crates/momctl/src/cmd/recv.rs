@@ -477,6 +477,9 @@ async fn give_back(
     if !r.ack {
         return;
     }
+    // What the reader took out of the pipe before it closed it was read: acked, not given
+    // back (the pipe still says how much is left in it).
+    w.taken();
     let keys: Vec<MsgKey> = w.unread.drain(..).map(|(k, _)| k).collect();
     // Best effort throughout: if this fails, closing the connection gives them back anyway
     // (as failed deliveries).
