@@ -39,7 +39,7 @@ impl Store {
             );
             self.side.run(move || {
                 segs.sync()?;
-                journal::sync(&journal, &journal_sync)
+                journal::sync(&journal, &journal_sync).map(|_| ())
             })
         };
         let index = (|| -> Result<usize> {
@@ -123,23 +123,30 @@ impl Store {
     }
 
     /// Make the records written so far durable, not the index: one fdatasync per segment
-    /// file written, with the heads file beside them (`heads.rs`). Enough for an ack when
+    /// file written, after the heads file was sent to the device (`heads.rs`): the
+    /// fdatasync's cache flush covers both. Enough for an ack when
     /// the index holds nothing the log cannot give back ([`Store::take_flush_kind`]); a
     /// full flush instead when more topics were written since the index's last flush than
     /// the heads file holds.
     pub fn sync_records(&self) -> Result<usize> {
-        let file = {
+        let (file, range) = {
             let mut h = self.heads();
-            if !h.write()? {
-                drop(h);
-                return self.flush();
+            match h.write()? {
+                Some(range) => (h.file(), range),
+                None => {
+                    drop(h);
+                    return self.flush();
+                }
             }
-            h.file()
         };
-        let heads = self.side.run(move || file.sync_data());
-        self.segs.sync()?;
-        journal::sync(&self.journal, &self.journal_sync)?;
-        heads.wait()?;
+        heads::to_device(&file, range.0, range.1)?;
+        let synced = self.segs.sync()?;
+        let synced = journal::sync(&self.journal, &self.journal_sync)? || synced;
+        if !synced {
+            // No fdatasync flushed the device's cache after the slot reached it (another
+            // flush synced the records): this one does.
+            file.sync_data()?;
+        }
         Ok(0)
     }
 

@@ -7,7 +7,8 @@
 //! What the log alone cannot say is how far it reached: a log cut short past the index's
 //! end (a disk that lost its tail) reads like a write torn by a crash, which was never
 //! acknowledged. So every flush also writes, into the small file `heads`, each topic's
-//! last seq written since the index's last durable flush, and syncs it beside the log.
+//! last seq written since the index's last durable flush, sends it to the device, and only
+//! then syncs the log: the log's fdatasync flushes the device's cache for both.
 //! At start, a topic whose log past the index ends before the head written here lost
 //! acknowledged records: they are reported as damage and their seqs never given again.
 //!
@@ -121,11 +122,12 @@ impl Heads {
         self.written.retain(|_, (_, w)| *w > mark);
     }
 
-    /// Write the next slot with every topic named now; false (nothing written) when they
-    /// do not fit: the index must be flushed instead.
-    pub fn write(&mut self) -> std::io::Result<bool> {
+    /// Write the next slot with every topic named now, to the page cache; the range it
+    /// took, for [`to_device`]. None (nothing written) when they do not fit: the index must
+    /// be flushed instead.
+    pub fn write(&mut self) -> std::io::Result<Option<(u64, u64)>> {
         if self.written.len() > CAPACITY {
-            return Ok(false);
+            return Ok(None);
         }
         self.generation += 1;
         let mut entries: Vec<(u32, u64)> =
@@ -134,12 +136,31 @@ impl Heads {
         encode(self.generation, &entries, &mut self.buf);
         let at = (self.generation % 2) * SLOT as u64;
         self.file.write_all_at(&self.buf, at)?;
-        Ok(true)
+        Ok(Some((at, self.buf.len() as u64)))
     }
 
     /// The file, to sync without holding the lock.
     pub fn file(&self) -> std::sync::Arc<std::fs::File> {
         self.file.clone()
+    }
+}
+
+/// Write `len` bytes at `at` of `file` to the device and wait until it has them, without
+/// asking it to flush its cache: the fdatasync of the segment files that follows asks that
+/// once for both (a second fdatasync beside it cost a second cache flush, which the device
+/// does one at a time). The slot's blocks were allocated and synced when the file was
+/// made, so no file metadata goes with it.
+pub fn to_device(file: &std::fs::File, at: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), at as i64, len as i64, flags) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -204,9 +225,9 @@ mod tests {
             assert!(claims.is_empty());
             h.note_write(3, 10);
             h.note_write(1, 4);
-            assert!(h.write().unwrap());
+            assert!(h.write().unwrap().is_some());
             h.note_write(3, 12);
-            assert!(h.write().unwrap());
+            assert!(h.write().unwrap().is_some());
         }
         let (_, claims) = Heads::open(dir.path()).unwrap();
         assert_eq!(claims, vec![(1, 4), (3, 12)]);
@@ -219,9 +240,9 @@ mod tests {
         {
             let (mut h, _) = Heads::open(dir.path()).unwrap();
             h.note_write(7, 1);
-            assert!(h.write().unwrap());
+            assert!(h.write().unwrap().is_some());
             h.note_write(7, 2);
-            assert!(h.write().unwrap());
+            assert!(h.write().unwrap().is_some());
             at = (h.generation % 2) * SLOT as u64;
         }
         // The newest slot's last entry byte flipped: its checksum fails.
@@ -253,7 +274,10 @@ mod tests {
         for t in 0..=CAPACITY as u32 {
             h.note_write(t + 10, 1);
         }
-        assert!(!h.write().unwrap(), "more topics than a slot holds");
+        assert!(
+            h.write().unwrap().is_none(),
+            "more topics than a slot holds"
+        );
     }
 
     #[test]

@@ -157,7 +157,8 @@ impl Journal {
 }
 
 /// fdatasync journal files, one sync at a time (see `Segments::sync`).
-pub(super) fn sync(journal: &Mutex<Journal>, sync_lock: &Mutex<()>) -> io::Result<()> {
+/// fdatasync the journal files written since the last sync; whether there was any.
+pub(super) fn sync(journal: &Mutex<Journal>, sync_lock: &Mutex<()>) -> io::Result<bool> {
     let _one = lock(sync_lock);
     let files = lock(journal).take_dirty();
     for (i, f) in files.iter().enumerate() {
@@ -166,7 +167,7 @@ pub(super) fn sync(journal: &Mutex<Journal>, sync_lock: &Mutex<()>) -> io::Resul
             return Err(e);
         }
     }
-    Ok(())
+    Ok(!files.is_empty())
 }
 
 /// The journal files in `dir`, oldest generation first.

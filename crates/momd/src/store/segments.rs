@@ -268,8 +268,8 @@ impl Segments {
     }
 
     /// fdatasync every file written since the last sync, and the directory if a file was
-    /// created or deleted.
-    pub fn sync(&self) -> io::Result<()> {
+    /// created or deleted; whether there was any.
+    pub fn sync(&self) -> io::Result<bool> {
         let _one = lock(&self.sync_lock);
         let d = std::mem::take(&mut *lock(&self.dirty));
         let res = (|| {
@@ -279,7 +279,7 @@ impl Segments {
             if d.dir {
                 File::open(&self.root)?.sync_all()?;
             }
-            Ok(())
+            Ok(!d.files.is_empty() || d.dir)
         })();
         if res.is_err() {
             // Not synced: the next flush must try these again.
