@@ -476,9 +476,13 @@ impl Broker {
                     if let Some(done) = self.handle(cmd) {
                         shutdown = Some(done);
                     }
-                    // Group commit: take whatever else is waiting before flushing.
+                    // Group commit: take whatever else is waiting before flushing, up to a
+                    // group's worth of publishes (a command may carry many requests).
                     for _ in 0..1024 {
-                        if shutdown.is_some() || self.group_full() {
+                        if shutdown.is_some()
+                            || self.group_full()
+                            || self.staged_pending.len() >= GROUP_MAX
+                        {
                             break;
                         }
                         match rx.try_recv() {
