@@ -360,11 +360,10 @@ const INBOX_TTL_MS: u64 = 60_000;
 
 /// Staged record bytes that make the broker write them out before the drain ends.
 const STAGED_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// While only requests and replies are written (acknowledged before any flush), the index
-/// is flushed this often: what a start must index again (`store/tail.rs`) is what was
-/// written since.
 /// Publishes made durable by one flush, at most (`group_full`).
 const GROUP_MAX: usize = 4096;
+/// The index is flushed this often beside the acks, which wait for the log only: what a
+/// start must index again (`store/tail.rs`) is what was written since.
 const INDEX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Broker {
