@@ -383,7 +383,8 @@ fn arb_direct_frame() -> impl Strategy<Value = ClientFrame> {
     ]
 }
 
-fn encoded(frame: &ClientFrame) -> Vec<u8> {
+/// A frame's body as this crate encodes it (client or server frame).
+fn encoded<T: serde::Serialize>(frame: &T) -> Vec<u8> {
     let mut buf = BytesMut::new();
     encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).expect("encodes");
     buf[4..].to_vec()
@@ -589,18 +590,12 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
     ]
 }
 
-fn encoded_server(frame: &ServerFrame) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    encode_frame(frame, &mut buf, DEFAULT_MAX_FRAME).expect("encodes");
-    buf[4..].to_vec()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
     fn encoded_server_frames_decode_as_encoded(frame in arb_server_frame()) {
-        let body = encoded_server(&frame);
+        let body = encoded(&frame);
         prop_assert_eq!(decode_server_frame(&body).ok(), Some(frame));
         same_server(&body)?;
     }
@@ -612,7 +607,7 @@ proptest! {
         byte in any::<u8>(),
         cut in any::<prop::sample::Index>(),
     ) {
-        changed(encoded_server(&frame), at, byte, cut, same_server)?;
+        changed(encoded(&frame), at, byte, cut, same_server)?;
     }
 
     #[test]
