@@ -1,0 +1,65 @@
+//! mom's cluster mode: Raft groups over openraft (0.9, `storage-v2`).
+//!
+//! One node runs many groups (the metadata group and, later, one group per topic partition)
+//! over one sled database for their logs and one TCP connection per peer. This crate knows
+//! nothing of topics or messages: a group carries opaque commands (`Cmd`), and the
+//! application applies them through the [`App`] trait. The parts are:
+//!
+//! - `log_store`: the Raft log of every group in one sled database. An append is answered
+//!   only after a flush that covers it; flushes are shared by everything appended meanwhile
+//!   and answered in the order the appends came (`flusher`).
+//! - `state_machine`: an in-memory application state rebuilt from a checksummed snapshot
+//!   and the log after it; a snapshot that fails its checksum is refused, never trusted.
+//! - `net`: the peer transport. Every connection starts with the cluster id and both node
+//!   ids, and a node refuses one meant for another cluster or another node.
+
+// openraft's storage traits return its `StorageError` (over 200 bytes) by value.
+#![allow(clippy::result_large_err)]
+
+mod flusher;
+pub mod log_store;
+pub mod net;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+pub use openraft;
+
+/// A command of some group, encoded by the application (MessagePack in momd).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cmd(pub bytes::Bytes);
+
+/// What applying a command answered, encoded by the application.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reply(pub bytes::Bytes);
+
+openraft::declare_raft_types!(
+    /// The one type configuration of every group.
+    pub TypeConfig:
+        D = Cmd,
+        R = Reply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A Raft group id: 0 is the metadata group.
+pub type GroupId = u64;
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
+
+/// The application state of one group.
+pub trait App: Send + Sync + 'static {
+    /// Applies one committed command. Must be deterministic: replicas apply the same
+    /// commands in the same order and must reach the same state.
+    fn apply(&mut self, log_id: &LogId, cmd: &Cmd) -> Reply;
+    /// The whole state, to be given to `restore`.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the state with a snapshot's.
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+}

@@ -1,0 +1,276 @@
+//! The Raft logs of every group of a node, in one sled database (its own directory, apart
+//! from the broker's index, so a log flush never waits on index writes).
+//!
+//! Trees:
+//! - `raft_log`: `group (u64 BE) ‖ index (u64 BE)` → the entry, MessagePack;
+//! - `raft_state`: `group ‖ tag` → the vote, the committed log id, the last purged log id
+//!   and the group's snapshot (written by `state_machine`).
+//!
+//! The rules openraft leaves to its storage (and that lost acknowledged data elsewhere when
+//! broken): a vote is flushed before `save_vote` returns; an append is reported stored only
+//! after a flush (`flusher`); a purge records how far it went, flushed, before deleting, so
+//! the log never has a hole; a truncation is flushed before it returns.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError, Vote};
+
+use crate::flusher::Flusher;
+use crate::{Entry, GroupId, LogId, NodeId, StorageError, TypeConfig};
+
+pub(crate) const TAG_VOTE: u8 = 1;
+pub(crate) const TAG_COMMITTED: u8 = 2;
+pub(crate) const TAG_PURGED: u8 = 3;
+pub(crate) const TAG_SNAPSHOT: u8 = 4;
+
+/// The sled database holding every group's log and Raft state, with its flusher.
+#[derive(Clone)]
+pub struct LogDb {
+    db: sled::Db,
+    log: sled::Tree,
+    state: sled::Tree,
+    flusher: Flusher,
+}
+
+impl LogDb {
+    /// Opens (or creates) the database in `dir`. Must run inside a tokio runtime.
+    pub fn open(dir: &Path) -> Result<LogDb, String> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Flushes are ours: an append is answered after one (never on a timer).
+            .flush_every_ms(None)
+            .cache_capacity(8 << 20)
+            .open()
+            .map_err(|e| format!("cannot open the Raft log in {}: {e}", dir.display()))?;
+        let log = db.open_tree("raft_log").map_err(|e| e.to_string())?;
+        let state = db.open_tree("raft_state").map_err(|e| e.to_string())?;
+        let flusher = Flusher::start(db.clone());
+        Ok(LogDb {
+            db,
+            log,
+            state,
+            flusher,
+        })
+    }
+
+    /// The log store of one group.
+    pub fn group(&self, group: GroupId) -> LogStore {
+        LogStore {
+            group,
+            db: self.clone(),
+        }
+    }
+
+    pub(crate) fn state_key(group: GroupId, tag: u8) -> [u8; 9] {
+        let mut k = [0u8; 9];
+        k[..8].copy_from_slice(&group.to_be_bytes());
+        k[8] = tag;
+        k
+    }
+
+    pub(crate) fn get_state(&self, group: GroupId, tag: u8) -> Result<Option<sled::IVec>, String> {
+        self.state
+            .get(Self::state_key(group, tag))
+            .map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn put_state(&self, group: GroupId, tag: u8, value: &[u8]) -> Result<(), String> {
+        self.state
+            .insert(Self::state_key(group, tag), value)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub(crate) async fn sync(&self) -> Result<(), String> {
+        self.flusher.sync().await
+    }
+
+    /// The sled database itself (for its size in metrics).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn log_key(group: GroupId, index: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn read_err(e: impl ToString) -> StorageError {
+    StorageIOError::read_logs(AnyError::error(e)).into()
+}
+
+fn write_err(e: impl ToString) -> StorageError {
+    StorageIOError::write_logs(AnyError::error(e)).into()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    rmp_serde::from_slice(bytes).map_err(read_err)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    rmp_serde::to_vec(value).map_err(write_err)
+}
+
+/// The Raft log of one group.
+#[derive(Clone)]
+pub struct LogStore {
+    group: GroupId,
+    db: LogDb,
+}
+
+impl LogStore {
+    fn read_id(&self, tag: u8) -> Result<Option<LogId>, StorageError> {
+        match self.db.get_state(self.group, tag).map_err(read_err)? {
+            Some(v) => decode(&v),
+            None => Ok(None),
+        }
+    }
+
+    fn write_id(&self, tag: u8, id: &Option<LogId>) -> Result<(), StorageError> {
+        self.db
+            .put_state(self.group, tag, &encode(id)?)
+            .map_err(write_err)
+    }
+
+    /// Removes the entries with index in `from..=to`.
+    fn remove_range(&self, from: u64, to: u64) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for kv in self
+            .db
+            .log
+            .range(log_key(self.group, from)..=log_key(self.group, to))
+        {
+            let (k, _) = kv.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.db.log.apply_batch(batch).map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => Some(i),
+            Bound::Excluded(&0) => return Ok(Vec::new()),
+            Bound::Excluded(&i) => Some(i - 1),
+            Bound::Unbounded => None,
+        };
+        let hi = log_key(self.group, end.unwrap_or(u64::MAX));
+        if start > end.unwrap_or(u64::MAX) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for kv in self.db.log.range(log_key(self.group, start)..=hi) {
+            let (_, v) = kv.map_err(read_err)?;
+            out.push(decode::<Entry>(&v)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_id(TAG_PURGED)?;
+        let last = self
+            .db
+            .log
+            .range(log_key(self.group, 0)..=log_key(self.group, u64::MAX))
+            .next_back()
+            .transpose()
+            .map_err(read_err)?;
+        let last_log_id = match last {
+            Some((_, v)) => Some(decode::<Entry>(&v)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let bytes = encode(vote)?;
+        let vote_err =
+            |e: String| -> StorageError { StorageIOError::write_vote(AnyError::error(e)).into() };
+        self.db
+            .put_state(self.group, TAG_VOTE, &bytes)
+            .map_err(vote_err)?;
+        // A vote forgotten after a crash lets a node vote twice in one term.
+        self.db.sync().await.map_err(vote_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        match self
+            .db
+            .get_state(self.group, TAG_VOTE)
+            .map_err(|e| StorageError::from(StorageIOError::read_vote(AnyError::error(e))))?
+        {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Only a hint for applying sooner after a restart: the next flush carries it.
+        self.write_id(TAG_COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.read_id(TAG_COMMITTED)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(
+                &log_key(self.group, entry.log_id.index)[..],
+                encode(&entry)?,
+            );
+        }
+        self.db.log.apply_batch(batch).map_err(write_err)?;
+        self.db.flusher.append(callback);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.remove_range(log_id.index, u64::MAX)?;
+        self.db.sync().await.map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // How far the log was purged is on disk before any entry goes: a crash in between
+        // leaves entries below the purge point (harmless), never a gap above it.
+        self.write_id(TAG_PURGED, &Some(log_id))?;
+        self.db.sync().await.map_err(write_err)?;
+        self.remove_range(0, log_id.index)
+    }
+}
