@@ -39,6 +39,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine<Count>, tempfile::TempDir> 
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("storage suite: {e}");
+    }
 }
