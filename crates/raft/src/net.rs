@@ -1,1 +1,578 @@
+//! The peer transport: Raft RPCs of every group between nodes, over TCP, one connection
+//! per ordered pair of nodes (each node dials the peers it sends to).
+//!
+//! Frames are a 4-byte big-endian length and a MessagePack body. A connection starts with
+//! `Hello { cluster, from, to }`; the listener refuses it unless the cluster id is its own and
+//! `to` is its node id. A node reached at a stale or wrong address therefore never takes
+//! RPCs meant for another (openraft: connecting to the wrong node can lose data). Requests
+//! carry an id and a group; replies echo the id, so many requests share a connection.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, RPCTypes};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::{GroupId, NodeId, Raft, TypeConfig};
+
+/// Largest peer frame (snapshot chunks are far smaller).
+const MAX_FRAME: usize = 64 << 20;
+/// How long dialing a peer and its handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    cluster: String,
+    from: NodeId,
+    to: NodeId,
+}
+
+#[derive(Serialize, Deserialize)]
+enum HelloReply {
+    Ok,
+    Refused(String),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// An application request (forwarding to a leader, status): handled by the `AppHandler`.
+    App(Bytes),
+}
+
+type RaftErr = RaftError<NodeId>;
+
+#[derive(Serialize, Deserialize)]
+enum RpcResult {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftErr>),
+    Vote(Result<VoteResponse<NodeId>, RaftErr>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    App(Result<Bytes, String>),
+    /// The node does not run this group.
+    NoGroup,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    id: u64,
+    group: GroupId,
+    rpc: Rpc,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Response {
+    id: u64,
+    result: RpcResult,
+}
+
+/// Answers application requests from peers: `(from group, bytes) → reply bytes`.
+pub type AppHandler = Arc<
+    dyn Fn(GroupId, Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The groups this node runs, by id, for the listener to hand RPCs to.
+#[derive(Clone, Default)]
+pub struct Groups {
+    map: Arc<RwLock<HashMap<GroupId, Raft>>>,
+}
+
+impl Groups {
+    pub fn insert(&self, group: GroupId, raft: Raft) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, raft);
+    }
+
+    pub fn get(&self, group: GroupId) -> Option<Raft> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    pub fn remove(&self, group: GroupId) -> Option<Raft> {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group)
+    }
+}
+
+/// Who this node is, for both ends of the handshake.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub cluster: String,
+    pub node: NodeId,
+}
+
+/// Serves peers' RPCs on `listener` until it fails.
+pub async fn serve(
+    listener: TcpListener,
+    me: Identity,
+    groups: Groups,
+    app: Option<AppHandler>,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, addr) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let me = me.clone();
+        let groups = groups.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(stream, me, groups, app).await {
+                tracing::debug!(%addr, "peer connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    me: Identity,
+    groups: Groups,
+    app: Option<AppHandler>,
+) -> Result<(), String> {
+    let mut framed = Framed::new(stream, codec());
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
+        .await
+        .map_err(|_| "no hello in time".to_string())?
+        .ok_or("closed before hello")?
+        .map_err(|e| e.to_string())?;
+    let hello: Hello = rmp_serde::from_slice(&first).map_err(|e| format!("bad hello: {e}"))?;
+    let refusal = if hello.cluster != me.cluster {
+        Some(format!(
+            "this is node {} of cluster {:?}, not of cluster {:?}",
+            me.node, me.cluster, hello.cluster
+        ))
+    } else if hello.to != me.node {
+        Some(format!(
+            "this is node {} of cluster {:?}, not node {}",
+            me.node, me.cluster, hello.to
+        ))
+    } else if hello.from == me.node {
+        Some(format!("node {} cannot peer with itself", me.node))
+    } else {
+        None
+    };
+    let reply = match &refusal {
+        Some(r) => HelloReply::Refused(r.clone()),
+        None => HelloReply::Ok,
+    };
+    framed
+        .send(Bytes::from(encode(&reply)?))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(r) = refusal {
+        tracing::warn!(from = hello.from, "peer refused: {r}");
+        return Err(r);
+    }
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Response>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(resp) = rx.recv().await {
+            let Ok(bytes) = encode(&resp) else { continue };
+            if sink.send(Bytes::from(bytes)).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let req: Request =
+            rmp_serde::from_slice(&frame).map_err(|e| format!("bad peer request: {e}"))?;
+        let groups = groups.clone();
+        let app = app.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = handle(req.group, req.rpc, &groups, app.as_ref()).await;
+            let _ = tx.send(Response { id: req.id, result }).await;
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn handle(group: GroupId, rpc: Rpc, groups: &Groups, app: Option<&AppHandler>) -> RpcResult {
+    if let Rpc::App(bytes) = rpc {
+        return match app {
+            Some(app) => RpcResult::App(app(group, bytes).await),
+            None => RpcResult::App(Err("this node takes no application requests".into())),
+        };
+    }
+    let Some(raft) = groups.get(group) else {
+        return RpcResult::NoGroup;
+    };
+    match rpc {
+        Rpc::Append(r) => RpcResult::Append(raft.append_entries(r).await),
+        Rpc::Vote(r) => RpcResult::Vote(raft.vote(r).await),
+        Rpc::Snapshot(r) => RpcResult::Snapshot(raft.install_snapshot(r).await),
+        Rpc::App(_) => RpcResult::NoGroup,
+    }
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec(v).map_err(|e| e.to_string())
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<RpcResult>>>>;
+
+/// One open connection to a peer.
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    waiters: Waiters,
+    closed: tokio_util::sync::CancellationToken,
+}
+
+/// Outbound connections of this node, shared by every group's Raft.
+#[derive(Clone)]
+pub struct Peers {
+    me: Identity,
+    conns: Arc<tokio::sync::Mutex<HashMap<NodeId, Arc<Conn>>>>,
+    /// Addresses that replace the membership's for some nodes (a test proxy, a NAT).
+    routes: Arc<RwLock<HashMap<NodeId, String>>>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Why an RPC got no answer from the peer.
+#[derive(Debug)]
+pub enum CallError {
+    /// Could not connect, or the connection broke before the answer.
+    Unreachable(String),
+    /// No answer in time.
+    Timeout,
+    /// The peer answered that the request is not for it (wrong group).
+    Refused(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            CallError::Timeout => write!(f, "timed out"),
+            CallError::Refused(e) => write!(f, "refused: {e}"),
+        }
+    }
+}
+
+impl Peers {
+    pub fn new(me: Identity) -> Peers {
+        Peers {
+            me,
+            conns: Default::default(),
+            routes: Default::default(),
+            next_id: Default::default(),
+        }
+    }
+
+    /// Dials `addr` instead of the membership's address for `node`.
+    pub fn set_route(&self, node: NodeId, addr: String) {
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, addr);
+    }
+
+    fn route(&self, node: NodeId, addr: &str) -> String {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+
+    async fn conn(&self, target: NodeId, addr: &str) -> Result<Arc<Conn>, CallError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(&target) {
+            if !c.closed.is_cancelled() {
+                return Ok(c.clone());
+            }
+        }
+        let addr = self.route(target, addr);
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, dial(&self.me, target, &addr))
+            .await
+            .map_err(|_| CallError::Unreachable(format!("connecting to {addr} timed out")))??;
+        let conn = Arc::new(conn);
+        conns.insert(target, conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request to `target` and waits for its answer.
+    async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        group: GroupId,
+        rpc: Rpc,
+        ttl: Duration,
+    ) -> Result<RpcResult, CallError> {
+        let conn = self.conn(target, addr).await?;
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bytes = encode(&Request { id, group, rpc }).map_err(CallError::Unreachable)?;
+        let (done, wait) = oneshot::channel();
+        conn.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, done);
+        let forget = || {
+            conn.waiters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        };
+        if conn.tx.send(bytes).await.is_err() {
+            forget();
+            return Err(CallError::Unreachable("connection closed".into()));
+        }
+        match tokio::time::timeout(ttl, wait).await {
+            Ok(Ok(RpcResult::NoGroup)) => Err(CallError::Refused(format!(
+                "node {target} does not run group {group}"
+            ))),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(CallError::Unreachable("connection closed".into())),
+            Err(_) => {
+                forget();
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    /// Sends an application request to `target` (at `addr`, unless routed elsewhere).
+    pub async fn call_app(
+        &self,
+        target: NodeId,
+        addr: &str,
+        group: GroupId,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<Result<Bytes, String>, CallError> {
+        match self.call(target, addr, group, Rpc::App(body), ttl).await? {
+            RpcResult::App(r) => Ok(r),
+            _ => Err(CallError::Refused("unexpected answer".into())),
+        }
+    }
+
+    /// The network factory of one group.
+    pub fn group(&self, group: GroupId) -> GroupNetwork {
+        GroupNetwork {
+            peers: self.clone(),
+            group,
+        }
+    }
+}
+
+async fn dial(me: &Identity, target: NodeId, addr: &str) -> Result<Conn, CallError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, codec());
+    let hello = Hello {
+        cluster: me.cluster.clone(),
+        from: me.node,
+        to: target,
+    };
+    let bytes = encode(&hello).map_err(CallError::Unreachable)?;
+    framed
+        .send(Bytes::from(bytes))
+        .await
+        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+    let reply = framed
+        .next()
+        .await
+        .ok_or_else(|| CallError::Unreachable(format!("{addr} closed during the handshake")))?
+        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+    match rmp_serde::from_slice::<HelloReply>(&reply) {
+        Ok(HelloReply::Ok) => {}
+        Ok(HelloReply::Refused(why)) => {
+            tracing::warn!(target, addr, "peer refused the handshake: {why}");
+            return Err(CallError::Refused(why));
+        }
+        Err(e) => return Err(CallError::Unreachable(format!("bad handshake reply: {e}"))),
+    }
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    let waiters: Waiters = Default::default();
+    let closed = tokio_util::sync::CancellationToken::new();
+    let w2 = waiters.clone();
+    let c2 = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                out = rx.recv() => {
+                    let Some(out) = out else { break };
+                    if sink.send(Bytes::from(out)).await.is_err() {
+                        break;
+                    }
+                }
+                frame = stream.next() => {
+                    let Some(Ok(frame)) = frame else { break };
+                    let Ok(resp) = rmp_serde::from_slice::<Response>(&frame) else { break };
+                    let waiter = w2.lock().unwrap_or_else(|p| p.into_inner()).remove(&resp.id);
+                    if let Some(w) = waiter {
+                        let _ = w.send(resp.result);
+                    }
+                }
+            }
+        }
+        c2.cancel();
+        // Dropping the waiters tells every caller the connection is gone.
+        w2.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    });
+    Ok(Conn {
+        tx,
+        waiters,
+        closed,
+    })
+}
+
+/// The network of one group: what openraft calls to reach the group's other replicas.
+#[derive(Clone)]
+pub struct GroupNetwork {
+    peers: Peers,
+    group: GroupId,
+}
+
+/// A client of one peer for one group.
+pub struct PeerClient {
+    peers: Peers,
+    group: GroupId,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            peers: self.peers.clone(),
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+type NetErr<E = RaftErr> = RPCError<NodeId, BasicNode, E>;
+
+impl PeerClient {
+    fn fail<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> NetErr<E> {
+        match e {
+            CallError::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.peers.me.node,
+                target: self.target,
+                timeout: ttl,
+            }),
+            CallError::Unreachable(e) => {
+                RPCError::Unreachable(Unreachable::from(AnyError::error(e)))
+            }
+            CallError::Refused(e) => RPCError::Network(NetworkError::from(AnyError::error(e))),
+        }
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> NetErr<E> {
+        RPCError::RemoteError(RemoteError::new(self.target, e))
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> NetErr<E> {
+        RPCError::Network(NetworkError::from(AnyError::error(
+            "unexpected answer kind",
+        )))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, NetErr> {
+        let ttl = option.hard_ttl();
+        let r = self
+            .peers
+            .call(self.target, &self.addr, self.group, Rpc::Append(rpc), ttl)
+            .await
+            .map_err(|e| self.fail(e, RPCTypes::AppendEntries, ttl))?;
+        match r {
+            RpcResult::Append(Ok(r)) => Ok(r),
+            RpcResult::Append(Err(e)) => Err(self.remote(e)),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, NetErr<RaftError<NodeId, InstallSnapshotError>>>
+    {
+        let ttl = option.hard_ttl();
+        let r = self
+            .peers
+            .call(self.target, &self.addr, self.group, Rpc::Snapshot(rpc), ttl)
+            .await
+            .map_err(|e| self.fail(e, RPCTypes::InstallSnapshot, ttl))?;
+        match r {
+            RpcResult::Snapshot(Ok(r)) => Ok(r),
+            RpcResult::Snapshot(Err(e)) => Err(self.remote(e)),
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, NetErr> {
+        let ttl = option.hard_ttl();
+        let r = self
+            .peers
+            .call(self.target, &self.addr, self.group, Rpc::Vote(rpc), ttl)
+            .await
+            .map_err(|e| self.fail(e, RPCTypes::Vote, ttl))?;
+        match r {
+            RpcResult::Vote(Ok(r)) => Ok(r),
+            RpcResult::Vote(Err(e)) => Err(self.remote(e)),
+            _ => Err(self.unexpected()),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Three nodes in one process, over real TCP on 127.0.0.1: election, replication, failover
+//! and the identity handshake.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mom_raft::log_store::LogDb;
+use mom_raft::net::{self, Groups, Identity, Peers};
+use mom_raft::state_machine::StateMachine;
+use mom_raft::{App, Cmd, LogId, Raft, Reply};
+use openraft::{BasicNode, Config, ServerState};
+
+/// The applied commands, in order.
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl App for Lines {
+    fn apply(&mut self, _log_id: &LogId, cmd: &Cmd) -> Reply {
+        self.0.push(String::from_utf8_lossy(&cmd.0).into_owned());
+        Reply((self.0.len() as u64).to_be_bytes().to_vec().into())
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        rmp_serde::to_vec(&self.0).unwrap_or_default()
+    }
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.0 = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+struct Node {
+    raft: Raft,
+    sm: StateMachine<Lines>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn config() -> Arc<Config> {
+    let c = Config {
+        cluster_name: "test".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        ..Default::default()
+    };
+    Arc::new(c.validate().expect("config"))
+}
+
+async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = LogDb::open(dir.path()).expect("open");
+    let sm = StateMachine::open(&db, 0, Lines::default()).expect("sm");
+    let me = Identity {
+        cluster: "test".into(),
+        node: id,
+    };
+    let peers = Peers::new(me.clone());
+    let raft = Raft::new(id, config(), peers.group(0), db.group(0), sm.clone())
+        .await
+        .expect("raft");
+    let groups = Groups::default();
+    groups.insert(0, raft.clone());
+    let server = tokio::spawn(net::serve(listener, me, groups, None));
+    Node {
+        raft,
+        sm,
+        server,
+        _dir: dir,
+    }
+}
+
+async fn leader_of(nodes: &BTreeMap<u64, Node>) -> u64 {
+    for _ in 0..100 {
+        for (id, n) in nodes {
+            if n.raft.metrics().borrow().state == ServerState::Leader {
+                return *id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no leader in 5 s");
+}
+
+/// Writes through whichever node leads, as a client would: a leader that steps down
+/// answers "forward to leader", and the write goes to the new one.
+async fn write(nodes: &BTreeMap<u64, Node>, line: &str) -> u64 {
+    for _ in 0..50 {
+        let leader = leader_of(nodes).await;
+        match nodes[&leader]
+            .raft
+            .client_write(Cmd(line.as_bytes().to_vec().into()))
+            .await
+        {
+            Ok(r) => {
+                assert_eq!(r.data.0.len(), 8);
+                return leader;
+            }
+            Err(e) if e.forward_to_leader().is_some() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("write {line}: {e}"),
+        }
+    }
+    panic!("write {line}: no leader took it");
+}
+
+async fn wait_lines(n: &Node, want: &[&str]) {
+    for _ in 0..100 {
+        if n.sm.with_app(|a| a.0 == want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let have = n.sm.with_app(|a| a.0.clone());
+    panic!("wanted {want:?}, have {have:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_fail_over() {
+    let mut listeners = Vec::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        members.insert(
+            id,
+            BasicNode {
+                addr: l.local_addr().expect("addr").to_string(),
+            },
+        );
+        listeners.push((id, l));
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        nodes.insert(id, start(id, l).await);
+    }
+    // Every node is initialized with the same members; all but the first call are refused
+    // or harmless.
+    for n in nodes.values() {
+        let _ = n.raft.initialize(members.clone()).await;
+    }
+    write(&nodes, "a").await;
+    let leader = write(&nodes, "b").await;
+    for n in nodes.values() {
+        wait_lines(n, &["a", "b"]).await;
+    }
+
+    // A follower refuses a write and names the leader.
+    let follower = *nodes.keys().find(|id| **id != leader).expect("follower");
+    let err = nodes[&follower]
+        .raft
+        .client_write(Cmd("x".as_bytes().to_vec().into()))
+        .await
+        .expect_err("a follower does not take writes");
+    assert!(err.to_string().contains("forward") || err.forward_to_leader().is_some());
+
+    // The leader goes away; the two others elect one of them and keep going.
+    let old = nodes.remove(&leader).expect("leader");
+    old.raft.shutdown().await.expect("shutdown");
+    old.server.abort();
+    drop(old);
+    let leader2 = write(&nodes, "c").await;
+    assert_ne!(leader2, leader);
+    for n in nodes.values() {
+        wait_lines(n, &["a", "b", "c"]).await;
+    }
+    for n in nodes.values() {
+        n.raft.shutdown().await.expect("shutdown");
+        n.server.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_node_refuses_peers_of_another_cluster_or_meant_for_another_node() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let me = Identity {
+        cluster: "blue".into(),
+        node: 1,
+    };
+    tokio::spawn(net::serve(l, me, Groups::default(), None));
+    let ttl = Duration::from_secs(2);
+
+    let stranger = Peers::new(Identity {
+        cluster: "green".into(),
+        node: 2,
+    });
+    let err = stranger
+        .call_app(1, &addr, 0, Default::default(), ttl)
+        .await
+        .expect_err("another cluster is refused");
+    assert!(err.to_string().contains("not of cluster"), "{err}");
+
+    let lost = Peers::new(Identity {
+        cluster: "blue".into(),
+        node: 2,
+    });
+    let err = lost
+        .call_app(3, &addr, 0, Default::default(), ttl)
+        .await
+        .expect_err("a connection meant for node 3 is refused by node 1");
+    assert!(err.to_string().contains("not node 3"), "{err}");
+
+    // The right identity gets through (and an answer: no application handler here).
+    let friend = Peers::new(Identity {
+        cluster: "blue".into(),
+        node: 2,
+    });
+    let r = friend
+        .call_app(1, &addr, 0, Default::default(), ttl)
+        .await
+        .expect("reached");
+    assert!(r.is_err());
+}
