@@ -32,6 +32,8 @@ pub struct LogDb {
     db: sled::Db,
     log: sled::Tree,
     state: sled::Tree,
+    /// Peer node id → the incarnation first seen for it (`net::PeerCheck`).
+    peers: sled::Tree,
     flusher: Flusher,
 }
 
@@ -47,13 +49,52 @@ impl LogDb {
             .map_err(|e| format!("cannot open the Raft log in {}: {e}", dir.display()))?;
         let log = db.open_tree("raft_log").map_err(|e| e.to_string())?;
         let state = db.open_tree("raft_state").map_err(|e| e.to_string())?;
+        let peers = db.open_tree("peers").map_err(|e| e.to_string())?;
         let flusher = Flusher::start(db.clone());
         Ok(LogDb {
             db,
             log,
             state,
+            peers,
             flusher,
         })
+    }
+
+    /// The incarnation check of the peer transport: the first incarnation seen for a node id
+    /// is kept (flushed with the next log flush); another one later is refused.
+    pub fn peer_check(&self) -> crate::net::PeerCheck {
+        let peers = self.peers.clone();
+        std::sync::Arc::new(move |node: NodeId, incarnation: u64| {
+            let key = node.to_be_bytes();
+            let new = incarnation.to_be_bytes();
+            match peers.compare_and_swap(key, None as Option<&[u8]>, Some(&new[..])) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(cas)) => match cas.current {
+                    Some(known) if known.as_ref() == new => Ok(()),
+                    Some(known) => {
+                        let known = <[u8; 8]>::try_from(known.as_ref())
+                            .map(u64::from_be_bytes)
+                            .unwrap_or(0);
+                        Err(format!(
+                            "node {node} came back with another data dir (incarnation \
+                             {incarnation:016x}, known as {known:016x}): it lost its log and \
+                             votes, so it may not rejoin as node {node}; remove it from the \
+                             cluster and add it under a new id"
+                        ))
+                    }
+                    None => Ok(()),
+                },
+                Err(e) => Err(format!("cannot record node {node}'s incarnation: {e}")),
+            }
+        })
+    }
+
+    /// Forgets a peer's incarnation (after the node is removed from the cluster).
+    pub fn forget_peer(&self, node: NodeId) -> Result<(), String> {
+        self.peers
+            .remove(node.to_be_bytes())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// The log store of one group.

@@ -2,10 +2,17 @@
 //! per ordered pair of nodes (each node dials the peers it sends to).
 //!
 //! Frames are a 4-byte big-endian length and a MessagePack body. A connection starts with
-//! `Hello { cluster, from, to }`; the listener refuses it unless the cluster id is its own and
-//! `to` is its node id. A node reached at a stale or wrong address therefore never takes
-//! RPCs meant for another (openraft: connecting to the wrong node can lose data). Requests
-//! carry an id and a group; replies echo the id, so many requests share a connection.
+//! `Hello { cluster, from, to, incarnation }`; the listener refuses it unless the cluster id
+//! is its own and `to` is its node id, and answers with its own incarnation. A node reached
+//! at a stale or wrong address therefore never takes RPCs meant for another (openraft:
+//! connecting to the wrong node can lose data).
+//!
+//! The incarnation is a random number made with a node's data dir. Each end checks the
+//! other's against the one it first saw for that node id (`PeerCheck`): a node whose data
+//! dir was wiped comes back with a new one and is refused by every peer, both ways, so it
+//! can neither vote nor take entries under its old id (it forgot its votes and its log).
+//! It rejoins under a new id. Requests carry an id and a group; replies echo the id, so many
+//! requests share a connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,13 +48,17 @@ struct Hello {
     cluster: String,
     from: NodeId,
     to: NodeId,
+    incarnation: u64,
 }
 
 #[derive(Serialize, Deserialize)]
 enum HelloReply {
-    Ok,
+    Ok { incarnation: u64 },
     Refused(String),
 }
+
+/// Checks a peer's incarnation: `Err(reason)` refuses the connection.
+pub type PeerCheck = Arc<dyn Fn(NodeId, u64) -> Result<(), String> + Send + Sync>;
 
 #[derive(Serialize, Deserialize)]
 enum Rpc {
@@ -125,6 +136,8 @@ impl Groups {
 pub struct Identity {
     pub cluster: String,
     pub node: NodeId,
+    /// Made with the node's data dir; a wiped node has a new one.
+    pub incarnation: u64,
 }
 
 /// Serves peers' RPCs on `listener` until it fails.
@@ -133,6 +146,7 @@ pub async fn serve(
     me: Identity,
     groups: Groups,
     app: Option<AppHandler>,
+    check: PeerCheck,
 ) -> std::io::Result<()> {
     loop {
         let (stream, addr) = listener.accept().await?;
@@ -140,8 +154,9 @@ pub async fn serve(
         let me = me.clone();
         let groups = groups.clone();
         let app = app.clone();
+        let check = check.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, me, groups, app).await {
+            if let Err(e) = serve_conn(stream, me, groups, app, check).await {
                 tracing::debug!(%addr, "peer connection ended: {e}");
             }
         });
@@ -153,6 +168,7 @@ async fn serve_conn(
     me: Identity,
     groups: Groups,
     app: Option<AppHandler>,
+    check: PeerCheck,
 ) -> Result<(), String> {
     let mut framed = Framed::new(stream, codec());
     let first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
@@ -174,11 +190,13 @@ async fn serve_conn(
     } else if hello.from == me.node {
         Some(format!("node {} cannot peer with itself", me.node))
     } else {
-        None
+        check(hello.from, hello.incarnation).err()
     };
     let reply = match &refusal {
         Some(r) => HelloReply::Refused(r.clone()),
-        None => HelloReply::Ok,
+        None => HelloReply::Ok {
+            incarnation: me.incarnation,
+        },
     };
     framed
         .send(Bytes::from(encode(&reply)?))
@@ -257,6 +275,7 @@ struct Conn {
 #[derive(Clone)]
 pub struct Peers {
     me: Identity,
+    check: PeerCheck,
     conns: Arc<tokio::sync::Mutex<HashMap<NodeId, Arc<Conn>>>>,
     /// Addresses that replace the membership's for some nodes (a test proxy, a NAT).
     routes: Arc<RwLock<HashMap<NodeId, String>>>,
@@ -285,9 +304,10 @@ impl std::fmt::Display for CallError {
 }
 
 impl Peers {
-    pub fn new(me: Identity) -> Peers {
+    pub fn new(me: Identity, check: PeerCheck) -> Peers {
         Peers {
             me,
+            check,
             conns: Default::default(),
             routes: Default::default(),
             next_id: Default::default(),
@@ -319,9 +339,10 @@ impl Peers {
             }
         }
         let addr = self.route(target, addr);
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, dial(&self.me, target, &addr))
-            .await
-            .map_err(|_| CallError::Unreachable(format!("connecting to {addr} timed out")))??;
+        let conn =
+            tokio::time::timeout(CONNECT_TIMEOUT, dial(&self.me, &self.check, target, &addr))
+                .await
+                .map_err(|_| CallError::Unreachable(format!("connecting to {addr} timed out")))??;
         let conn = Arc::new(conn);
         conns.insert(target, conn.clone());
         Ok(conn)
@@ -393,7 +414,12 @@ impl Peers {
     }
 }
 
-async fn dial(me: &Identity, target: NodeId, addr: &str) -> Result<Conn, CallError> {
+async fn dial(
+    me: &Identity,
+    check: &PeerCheck,
+    target: NodeId,
+    addr: &str,
+) -> Result<Conn, CallError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
@@ -403,6 +429,7 @@ async fn dial(me: &Identity, target: NodeId, addr: &str) -> Result<Conn, CallErr
         cluster: me.cluster.clone(),
         from: me.node,
         to: target,
+        incarnation: me.incarnation,
     };
     let bytes = encode(&hello).map_err(CallError::Unreachable)?;
     framed
@@ -415,7 +442,12 @@ async fn dial(me: &Identity, target: NodeId, addr: &str) -> Result<Conn, CallErr
         .ok_or_else(|| CallError::Unreachable(format!("{addr} closed during the handshake")))?
         .map_err(|e| CallError::Unreachable(e.to_string()))?;
     match rmp_serde::from_slice::<HelloReply>(&reply) {
-        Ok(HelloReply::Ok) => {}
+        Ok(HelloReply::Ok { incarnation }) => {
+            if let Err(why) = check(target, incarnation) {
+                tracing::warn!(target, addr, "peer refused: {why}");
+                return Err(CallError::Refused(why));
+            }
+        }
         Ok(HelloReply::Refused(why)) => {
             tracing::warn!(target, addr, "peer refused the handshake: {why}");
             return Err(CallError::Refused(why));

@@ -54,14 +54,15 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
     let me = Identity {
         cluster: "test".into(),
         node: id,
+        incarnation: 100 + id,
     };
-    let peers = Peers::new(me.clone());
+    let peers = Peers::new(me.clone(), db.peer_check());
     let raft = Raft::new(id, config(), peers.group(0), db.group(0), sm.clone())
         .await
         .expect("raft");
     let groups = Groups::default();
     groups.insert(0, raft.clone());
-    let server = tokio::spawn(net::serve(listener, me, groups, None));
+    let server = tokio::spawn(net::serve(listener, me, groups, None, db.peer_check()));
     Node {
         raft,
         sm,
@@ -172,47 +173,68 @@ async fn three_nodes_elect_replicate_and_fail_over() {
     }
 }
 
+fn ident(cluster: &str, node: u64, incarnation: u64) -> Identity {
+    Identity {
+        cluster: cluster.into(),
+        node,
+        incarnation,
+    }
+}
+
 #[tokio::test]
-async fn a_node_refuses_peers_of_another_cluster_or_meant_for_another_node() {
+async fn a_node_refuses_peers_of_another_cluster_another_node_or_a_wiped_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = LogDb::open(dir.path()).expect("open");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
-    let me = Identity {
-        cluster: "blue".into(),
-        node: 1,
-    };
-    tokio::spawn(net::serve(l, me, Groups::default(), None));
+    tokio::spawn(net::serve(
+        l,
+        ident("blue", 1, 11),
+        Groups::default(),
+        None,
+        db.peer_check(),
+    ));
     let ttl = Duration::from_secs(2);
+    let trusting: mom_raft::net::PeerCheck = Arc::new(|_, _| Ok(()));
+    let peers = |id: Identity| Peers::new(id, trusting.clone());
 
-    let stranger = Peers::new(Identity {
-        cluster: "green".into(),
-        node: 2,
-    });
-    let err = stranger
+    let err = peers(ident("green", 2, 22))
         .call_app(1, &addr, 0, Default::default(), ttl)
         .await
         .expect_err("another cluster is refused");
     assert!(err.to_string().contains("not of cluster"), "{err}");
 
-    let lost = Peers::new(Identity {
-        cluster: "blue".into(),
-        node: 2,
-    });
-    let err = lost
+    let err = peers(ident("blue", 2, 22))
         .call_app(3, &addr, 0, Default::default(), ttl)
         .await
         .expect_err("a connection meant for node 3 is refused by node 1");
     assert!(err.to_string().contains("not node 3"), "{err}");
 
     // The right identity gets through (and an answer: no application handler here).
-    let friend = Peers::new(Identity {
-        cluster: "blue".into(),
-        node: 2,
-    });
-    let r = friend
+    let r = peers(ident("blue", 2, 22))
         .call_app(1, &addr, 0, Default::default(), ttl)
         .await
         .expect("reached");
     assert!(r.is_err());
+
+    // Node 2 again with a new data dir (another incarnation): refused.
+    let err = peers(ident("blue", 2, 23))
+        .call_app(1, &addr, 0, Default::default(), ttl)
+        .await
+        .expect_err("a wiped node 2 is refused");
+    assert!(err.to_string().contains("another data dir"), "{err}");
+
+    // And the other way: node 2 dials node 1, which answers with an incarnation node 2
+    // did not know it by.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let db2 = LogDb::open(dir2.path()).expect("open");
+    let check2 = db2.peer_check();
+    check2(1, 10).expect("first sight of node 1");
+    let err = Peers::new(ident("blue", 2, 22), check2)
+        .call_app(1, &addr, 0, Default::default(), ttl)
+        .await
+        .expect_err("node 1 with another data dir is refused by the dialer");
+    assert!(err.to_string().contains("another data dir"), "{err}");
 }
