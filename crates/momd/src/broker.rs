@@ -309,6 +309,8 @@ pub struct Broker {
     staged_tickets: Vec<Ticket>,
     pending_tickets: Vec<Ticket>,
     flushing_tickets: Vec<Ticket>,
+    /// This node's part in a cluster (cluster mode only).
+    cluster: Option<crate::cluster::Cluster>,
     /// Free space under the data dir; publishes are refused while it is short.
     disk: Option<crate::disk::Disk>,
     /// Counters for `--metrics`.
@@ -368,6 +370,10 @@ const INDEX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Broker {
     /// How many topics get their own label in the metrics (`--metrics-topics`).
+    pub fn set_cluster(&mut self, cluster: crate::cluster::Cluster) {
+        self.cluster = Some(cluster);
+    }
+
     pub fn set_metrics_topics(&mut self, n: usize) {
         self.metrics.max_topics = n;
     }
@@ -433,6 +439,7 @@ impl Broker {
             staged_tickets: Vec::new(),
             pending_tickets: Vec::new(),
             flushing_tickets: Vec::new(),
+            cluster: None,
         };
         (b, BrokerHandle { tx }, rx)
     }

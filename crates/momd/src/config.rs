@@ -232,7 +232,8 @@ pub struct Args {
     pub min_free_disk: u64,
 
     /// What to log: a level (error, warn, info, debug, trace) or tracing directives such as
-    /// `info,momd::session=debug`. RUST_LOG, when set, wins. Changes on SIGHUP.
+    /// `info,momd::session=debug`. The Raft library (cluster mode) logs only errors unless the
+    /// filter names it (`info,openraft=info`). RUST_LOG, when set, wins. Changes on SIGHUP.
     #[arg(long, env = "MOMD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
@@ -253,6 +254,73 @@ pub struct Args {
     /// anyway (a duration such as 5s). What was acknowledged is on disk either way.
     #[arg(long, env = "MOMD_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Cluster mode: the cluster's name. Nodes of one cluster share it; a node refuses peers
+    /// of another. Needs --node-id, --peer-listen and --peers.
+    #[arg(
+        long,
+        env = "MOMD_CLUSTER_ID",
+        value_name = "NAME",
+        help_heading = "Cluster"
+    )]
+    pub cluster_id: Option<String>,
+
+    /// Cluster mode: this node's id (a number ≥ 1, one of --peers). Written into the data dir
+    /// at first start; the data dir is refused under another id.
+    #[arg(long, env = "MOMD_NODE_ID", value_name = "N", help_heading = "Cluster",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+
+    /// Cluster mode: where this node listens for its peers (Raft traffic), e.g.
+    /// 127.0.0.1:7901. Keep it off networks clients reach.
+    #[arg(long, env = "MOMD_PEER_LISTEN", value_name = "ADDR", help_heading = "Cluster",
+          value_parser = parse_peer_addr)]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// Cluster mode: the first members, as ID=HOST:PORT of their --peer-listen, comma
+    /// separated (this node included), e.g. 1=10.0.0.1:7901,2=10.0.0.2:7901,3=10.0.0.3:7901.
+    /// Nodes started with the same list form the cluster by themselves.
+    #[arg(long, env = "MOMD_PEERS", value_name = "LIST", help_heading = "Cluster",
+          value_parser = parse_peers)]
+    pub peers: Option<PeerList>,
+}
+
+/// `--peers`: node id → peer address, in id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerList(pub std::collections::BTreeMap<u64, String>);
+
+fn parse_peer_addr(s: &str) -> Result<SocketAddr, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: expected HOST:PORT"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{s:?}: expected HOST:PORT"));
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?}: the name resolves to no address"))
+}
+
+fn parse_peers(s: &str) -> Result<PeerList, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for item in s.split(',') {
+        let item = item.trim();
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("{item:?}: the node id must be a number ≥ 1"))?;
+        parse_peer_addr(addr.trim())?;
+        if map.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(PeerList(map))
 }
 
 /// Tools besides the broker. verify, repair and user need the data dir to themselves
@@ -437,6 +505,35 @@ impl Args {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: give both or neither".into());
         }
+        let cluster = [
+            self.cluster_id.is_some(),
+            self.node_id.is_some(),
+            self.peer_listen.is_some(),
+            self.peers.is_some(),
+        ];
+        if cluster.iter().any(|b| *b) && !cluster.iter().all(|b| *b) {
+            return Err(
+                "cluster mode needs cluster_id, node_id, peer_listen and peers together \
+                        (give all four, or none for a single node)"
+                    .into(),
+            );
+        }
+        if let (Some(id), Some(peers)) = (self.node_id, &self.peers) {
+            if !peers.0.contains_key(&id) {
+                return Err(format!(
+                    "node_id {id} is not one of peers ({})",
+                    peers.0.len()
+                ));
+            }
+        }
+        if let Some(c) = &self.cluster_id {
+            if c.is_empty()
+                || c.len() > 64
+                || c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+            {
+                return Err("cluster_id must be 1 to 64 characters, without spaces".into());
+            }
+        }
         if self.listen_plain.is_some() && self.tls_cert.is_none() {
             return Err(
                 "listen_plain is the plaintext listener beside a TLS listen: it needs \
@@ -481,6 +578,41 @@ mod tests {
         assert_eq!(addr("[::1]"), Ok("[::1]:7879".into()));
         assert_eq!(addr("[::1]:8080"), Ok("[::1]:8080".into()));
         assert!(addr("127.0.0.1:http").is_err());
+    }
+
+    #[test]
+    fn peer_lists_parse_and_refuse_what_is_wrong() {
+        let p = parse_peers("1=127.0.0.1:7901, 2=127.0.0.1:7902,3=localhost:7903").expect("valid");
+        assert_eq!(p.0.len(), 3);
+        assert_eq!(p.0[&3], "localhost:7903");
+        assert!(parse_peers("1=127.0.0.1:7901,1=127.0.0.1:7902").is_err());
+        assert!(parse_peers("0=127.0.0.1:7901").is_err());
+        assert!(parse_peers("x=127.0.0.1:7901").is_err());
+        assert!(parse_peers("1=127.0.0.1").is_err());
+        assert!(parse_peers("1=127.0.0.1:7901,").is_err());
+        let args = |extra: &[&str]| {
+            let mut v = vec!["momd"];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).expect("parses")
+        };
+        let full = [
+            "--cluster-id",
+            "demo",
+            "--node-id",
+            "2",
+            "--peer-listen",
+            "127.0.0.1:7902",
+            "--peers",
+            "1=127.0.0.1:7901,2=127.0.0.1:7902,3=127.0.0.1:7903",
+        ];
+        assert_eq!(args(&full).check(), Ok(()));
+        assert!(args(&full[..4]).check().is_err(), "all four or none");
+        let mut wrong = full;
+        wrong[3] = "4";
+        assert!(args(&wrong)
+            .check()
+            .unwrap_err()
+            .contains("not one of peers"));
     }
 
     #[test]

@@ -59,6 +59,10 @@ struct FileConfig {
     log_level: Key,
     log_format: Key,
     drain_timeout: Key,
+    cluster_id: Key,
+    node_id: Key,
+    peer_listen: Key,
+    peers: Key,
 }
 
 impl FileConfig {
@@ -97,6 +101,10 @@ impl FileConfig {
             log_level,
             log_format,
             drain_timeout,
+            cluster_id,
+            node_id,
+            peer_listen,
+            peers,
         } = self;
         [
             ("listen", listen),
@@ -132,6 +140,10 @@ impl FileConfig {
             ("log_level", log_level),
             ("log_format", log_format),
             ("drain_timeout", drain_timeout),
+            ("cluster_id", cluster_id),
+            ("node_id", node_id),
+            ("peer_listen", peer_listen),
+            ("peers", peers),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))

@@ -17,8 +17,19 @@ impl LogHandle {
         if std::env::var_os("RUST_LOG").is_some() {
             return Err("RUST_LOG is set and wins over log_level".into());
         }
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("{level:?}: {e}"))?;
+        let filter =
+            EnvFilter::try_new(with_quiet_raft(level)).map_err(|e| format!("{level:?}: {e}"))?;
         self.filter.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// openraft logs every vote and election step at info (and some at warn); momd logs leader
+/// changes itself. Unless the filter names openraft, only its errors are shown.
+fn with_quiet_raft(level: &str) -> String {
+    if level.contains("openraft") {
+        level.to_string()
+    } else {
+        format!("{level},openraft=error")
     }
 }
 
@@ -26,7 +37,7 @@ impl LogHandle {
 pub fn init(level: &str, json: bool) -> LogHandle {
     let mut bad = None;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::try_new(level).unwrap_or_else(|e| {
+        EnvFilter::try_new(with_quiet_raft(level)).unwrap_or_else(|e| {
             bad = Some(format!("--log-level {level:?}: {e}; logging at info"));
             EnvFilter::new("info")
         })

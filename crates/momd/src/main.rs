@@ -6,6 +6,7 @@ mod admission;
 mod auth;
 mod backup;
 mod broker;
+mod cluster;
 mod config;
 mod config_file;
 mod core;
@@ -121,6 +122,18 @@ async fn run(
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let _lock = lock::lock(&data)?;
+    // Before anything is written: a cluster node's data dir starts with its identity.
+    let identity = match cluster_settings(&args) {
+        Some(c) => Some(cluster::identity::check_cluster(
+            &data,
+            &c.cluster_id,
+            c.node_id,
+        )?),
+        None => {
+            cluster::identity::check_single(&data)?;
+            None
+        }
+    };
     backup::check_format(&data)?;
 
     let t0 = Instant::now();
@@ -202,10 +215,21 @@ async fn run(
     broker.report_damage(&damage);
     broker.set_disk(disk);
     broker.set_metrics_topics(args.metrics_topics);
+    let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
+    let cluster = match (cluster_settings(&args), &identity) {
+        (Some(mut settings), Some(identity)) => {
+            if let Some(l) = listeners.first() {
+                settings.client_addr = l.tcp.local_addr()?.to_string();
+            }
+            let c = cluster::start(settings, &data, identity).await?;
+            broker.set_cluster(c.clone());
+            Some(c)
+        }
+        _ => None,
+    };
     let broker_task = tokio::spawn(broker.run(rx));
 
     let shutdown = CancellationToken::new();
-    let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
     let http_listener = match args.http {
         Some(addr) => {
             if !auth.has_users() && !auth::is_local(addr.ip()) && !args.allow_anonymous {
@@ -237,7 +261,9 @@ async fn run(
     }
 
     let metrics = match args.metrics {
-        Some(addr) => Some(metrics::serve(addr, handle.clone(), shutdown.clone()).await?),
+        Some(addr) => {
+            Some(metrics::serve(addr, handle.clone(), cluster.clone(), shutdown.clone()).await?)
+        }
         None => None,
     };
     // The listeners are bound, so connections are taken (the kernel queues them until the
@@ -307,6 +333,9 @@ async fn run(
     let flushed = rx.await.unwrap_or(false);
     drop(handle);
     let _ = broker_task.await;
+    if let Some(c) = &cluster {
+        c.shutdown().await;
+    }
     if flushed {
         tracing::info!("stopped; everything acknowledged is on disk");
     } else {
@@ -315,6 +344,18 @@ async fn run(
         tracing::warn!("stopped; the last flush failed (nothing unacknowledged is promised)");
     }
     Ok(())
+}
+
+/// The cluster flags, when momd runs in cluster mode (`Args::check` made sure all four are
+/// given together).
+fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
+    Some(cluster::Settings {
+        cluster_id: args.cluster_id.clone()?,
+        node_id: args.node_id?,
+        peer_listen: args.peer_listen?,
+        peers: args.peers.clone()?.0,
+        client_addr: args.listen.to_string(),
+    })
 }
 
 /// Bind `--listen` (TLS when `tls` is given) and `--listen-plain`.

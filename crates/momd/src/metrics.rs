@@ -18,6 +18,7 @@ use crate::broker::{BrokerHandle, Cmd};
 pub async fn serve(
     addr: SocketAddr,
     broker: BrokerHandle,
+    cluster: Option<crate::cluster::Cluster>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -26,7 +27,10 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!("metrics at http://{local}/metrics");
     let started = process_start_seconds();
-    let app = axum::Router::new().route("/metrics", get(move || scrape(broker.clone(), started)));
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || scrape(broker.clone(), cluster.clone(), started)),
+    );
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -37,7 +41,11 @@ pub async fn serve(
     }))
 }
 
-async fn scrape(broker: BrokerHandle, started: f64) -> axum::response::Response {
+async fn scrape(
+    broker: BrokerHandle,
+    cluster: Option<crate::cluster::Cluster>,
+    started: f64,
+) -> axum::response::Response {
     let (tx, rx) = oneshot::channel();
     if !broker.send(Cmd::Metrics { reply: tx }).await {
         return (StatusCode::SERVICE_UNAVAILABLE, "momd is stopping\n").into_response();
@@ -45,6 +53,9 @@ async fn scrape(broker: BrokerHandle, started: f64) -> axum::response::Response 
     let Ok(mut text) = rx.await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "momd is stopping\n").into_response();
     };
+    if let Some(c) = &cluster {
+        text.push_str(&c.metrics_text());
+    }
     text.push_str(&format!(
         "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
          # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n\

@@ -6,6 +6,7 @@
 //! decoded in one pass) and [`topic`] (names and patterns).
 
 pub mod auth;
+pub mod cluster;
 pub mod decode;
 pub mod depth;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod queue;
 pub mod topic;
 
 pub use auth::*;
+pub use cluster::*;
 pub use decode::{decode_client_frame, decode_server_frame, DecodeFrame};
 pub use error::{ErrorCode, FrameError};
 pub use frame::{

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::*;
+use crate::cluster::ClusterStatus;
 use crate::error::ErrorCode;
 use crate::page::{ListReq, StatsReq};
 use crate::queue::*;
@@ -66,6 +67,7 @@ pub enum ClientFrame {
     UserPasswd(UserPasswd),
     UserGrant(UserGrant),
     UserRevoke(UserGrant),
+    ClusterStatus(Req),
 }
 
 /// Frames the server sends.
@@ -91,6 +93,7 @@ pub enum ServerFrame {
     Token(Token),
     UserInfo(UserInfoReply),
     UserList(UserList),
+    ClusterStatus(ClusterStatus),
 }
 
 /// The first frame of every connection.
@@ -617,6 +620,7 @@ impl ClientFrame {
             ClientFrame::UserList(r) => r.id,
             ClientFrame::UserPasswd(r) => r.id,
             ClientFrame::UserGrant(r) | ClientFrame::UserRevoke(r) => r.id,
+            ClientFrame::ClusterStatus(r) => r.id,
         }
     }
 }
@@ -641,6 +645,7 @@ impl ServerFrame {
             ServerFrame::Token(r) => Some(r.id),
             ServerFrame::UserInfo(r) => Some(r.id),
             ServerFrame::UserList(r) => Some(r.id),
+            ServerFrame::ClusterStatus(r) => Some(r.id),
             ServerFrame::Deliver(_) | ServerFrame::Notice(_) | ServerFrame::QueueDeliver(_) => None,
         }
     }

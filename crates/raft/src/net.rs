@@ -57,6 +57,30 @@ enum HelloReply {
     Refused(String),
 }
 
+/// When each peer was last heard from (a request from it, or an answer to one of ours).
+#[derive(Clone, Default)]
+pub struct Contacts {
+    map: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
+}
+
+impl Contacts {
+    fn touch(&self, node: NodeId) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, std::time::Instant::now());
+    }
+
+    /// How long ago `node` was last heard from; None if never.
+    pub fn since(&self, node: NodeId) -> Option<Duration> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .map(|t| t.elapsed())
+    }
+}
+
 /// Checks a peer's incarnation: `Err(reason)` refuses the connection.
 pub type PeerCheck = Arc<dyn Fn(NodeId, u64) -> Result<(), String> + Send + Sync>;
 
@@ -147,6 +171,7 @@ pub async fn serve(
     groups: Groups,
     app: Option<AppHandler>,
     check: PeerCheck,
+    contacts: Contacts,
 ) -> std::io::Result<()> {
     loop {
         let (stream, addr) = listener.accept().await?;
@@ -155,8 +180,9 @@ pub async fn serve(
         let groups = groups.clone();
         let app = app.clone();
         let check = check.clone();
+        let contacts = contacts.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, me, groups, app, check).await {
+            if let Err(e) = serve_conn(stream, me, groups, app, check, contacts).await {
                 tracing::debug!(%addr, "peer connection ended: {e}");
             }
         });
@@ -169,6 +195,7 @@ async fn serve_conn(
     groups: Groups,
     app: Option<AppHandler>,
     check: PeerCheck,
+    contacts: Contacts,
 ) -> Result<(), String> {
     let mut framed = Framed::new(stream, codec());
     let first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
@@ -220,6 +247,7 @@ async fn serve_conn(
         let frame = frame.map_err(|e| e.to_string())?;
         let req: Request =
             rmp_serde::from_slice(&frame).map_err(|e| format!("bad peer request: {e}"))?;
+        contacts.touch(hello.from);
         let groups = groups.clone();
         let app = app.clone();
         let tx = tx.clone();
@@ -276,6 +304,7 @@ struct Conn {
 pub struct Peers {
     me: Identity,
     check: PeerCheck,
+    contacts: Contacts,
     conns: Arc<tokio::sync::Mutex<HashMap<NodeId, Arc<Conn>>>>,
     /// Addresses that replace the membership's for some nodes (a test proxy, a NAT).
     routes: Arc<RwLock<HashMap<NodeId, String>>>,
@@ -308,10 +337,16 @@ impl Peers {
         Peers {
             me,
             check,
+            contacts: Contacts::default(),
             conns: Default::default(),
             routes: Default::default(),
             next_id: Default::default(),
         }
+    }
+
+    /// When each peer was last heard from; give it to `serve` too.
+    pub fn contacts(&self) -> Contacts {
+        self.contacts.clone()
     }
 
     /// Dials `addr` instead of the membership's address for `node`.
@@ -381,7 +416,10 @@ impl Peers {
             Ok(Ok(RpcResult::NoGroup)) => Err(CallError::Refused(format!(
                 "node {target} does not run group {group}"
             ))),
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                self.contacts.touch(target);
+                Ok(r)
+            }
             Ok(Err(_)) => Err(CallError::Unreachable("connection closed".into())),
             Err(_) => {
                 forget();

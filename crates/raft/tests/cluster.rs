@@ -62,7 +62,14 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
         .expect("raft");
     let groups = Groups::default();
     groups.insert(0, raft.clone());
-    let server = tokio::spawn(net::serve(listener, me, groups, None, db.peer_check()));
+    let server = tokio::spawn(net::serve(
+        listener,
+        me,
+        groups,
+        None,
+        db.peer_check(),
+        peers.contacts(),
+    ));
     Node {
         raft,
         sm,
@@ -195,6 +202,7 @@ async fn a_node_refuses_peers_of_another_cluster_another_node_or_a_wiped_one() {
         Groups::default(),
         None,
         db.peer_check(),
+        Default::default(),
     ));
     let ttl = Duration::from_secs(2);
     let trusting: mom_raft::net::PeerCheck = Arc::new(|_, _| Ok(()));

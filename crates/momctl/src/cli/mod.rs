@@ -284,6 +284,10 @@ when there are any)."
         limit: Option<usize>,
     },
 
+    /// Cluster mode: the nodes and Raft groups as the server sees them.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+
     /// Check that the broker answers, and how fast.
     #[command(after_help = "Examples:\n  momctl ping\n  momctl ping -c 5")]
     Ping {
@@ -545,4 +549,17 @@ mod tests {
         assert!(parse_id_from("header:").is_err());
         assert!(parse_id_from("md5").is_err());
     }
+}
+
+/// `momctl cluster …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Nodes (client and peer address, role, last contact) and each Raft group (leader,
+    /// term, log and applied index, each replica's lag), as the server asked sees them.
+    #[command(
+        after_help = "Examples:\n  momctl cluster status\n  momctl -s 127.0.0.1:7803 cluster status --json | jq .groups\n\n\
+A single node (not in cluster mode) says so and exits 0. A replica's lag is known from the \
+group's leader: the server asked fetches it, and shows `?` when no leader answers."
+    )]
+    Status,
 }

@@ -68,6 +68,17 @@ impl Client {
         }
     }
 
+    /// How the server sees its cluster (`mode` is `single` when it is not in one).
+    pub async fn cluster_status(&self) -> Result<mom_proto::ClusterStatus> {
+        match self
+            .request(|id| ClientFrame::ClusterStatus(Req { id }))
+            .await?
+        {
+            ServerFrame::ClusterStatus(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Create a queue (with `exist_ok`, add the bindings to an existing one).
     pub async fn queue_create(&self, mut c: QueueCreate) -> Result<QueueInfo> {
         match self

@@ -13,6 +13,7 @@ pub mod ack;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod context;
 pub mod exec;
 pub mod listing;

@@ -83,6 +83,7 @@ impl Broker {
             | ClientFrame::TopicList(_)
             | ClientFrame::TopicInfo(_)
             | ClientFrame::Stats(_)
+            | ClientFrame::ClusterStatus(_)
             | ClientFrame::Ping(_)
             | ClientFrame::QueueInfo(_)
             | ClientFrame::QueueList(_)

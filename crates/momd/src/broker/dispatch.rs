@@ -129,6 +129,7 @@ impl Broker {
             | ClientFrame::TopicPurge(_)
             | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now),
             ClientFrame::Stats(r) => self.stats_request(session, r, now),
+            ClientFrame::ClusterStatus(r) => self.cluster_status(session, r.id),
             ClientFrame::Ping(r) => self.reply(
                 session,
                 ServerFrame::Pong(mom_proto::Pong {

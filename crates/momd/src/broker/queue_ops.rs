@@ -589,6 +589,7 @@ impl Broker {
             | ClientFrame::TopicPurge(_)
             | ClientFrame::TopicSet(_)
             | ClientFrame::Stats(_)
+            | ClientFrame::ClusterStatus(_)
             | ClientFrame::Ping(_)
             | ClientFrame::TokenCreate(_)
             | ClientFrame::TokenRevoke(_)

@@ -99,3 +99,32 @@ fn rss_bytes() -> u64 {
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
 }
+
+impl Broker {
+    /// `cluster_status`: answered by the cluster module on its own task (it may ask the
+    /// leader over the peer link), or at once on a single node.
+    pub(super) fn cluster_status(&self, session: u64, id: u64) {
+        let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
+            return;
+        };
+        match &self.cluster {
+            Some(c) => {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let st = c.status(id).await;
+                    outbox.reply(ServerFrame::ClusterStatus(st), true);
+                });
+            }
+            None => {
+                outbox.reply(
+                    ServerFrame::ClusterStatus(mom_proto::ClusterStatus {
+                        id,
+                        mode: "single".into(),
+                        ..Default::default()
+                    }),
+                    true,
+                );
+            }
+        }
+    }
+}

@@ -113,5 +113,6 @@ fn frame_name(f: &ServerFrame) -> &'static str {
         ServerFrame::Token(_) => "token",
         ServerFrame::UserInfo(_) => "user_info",
         ServerFrame::UserList(_) => "user_list",
+        ServerFrame::ClusterStatus(_) => "cluster_status",
     }
 }

@@ -1,0 +1,96 @@
+//! `momctl cluster status`: the nodes and Raft groups as the server asked sees them.
+
+use mom_proto::ClusterStatus;
+use momctl::client::{Client, ConnectOptions};
+
+use super::CmdResult;
+use crate::cli::ClusterCmd;
+use crate::output;
+
+pub async fn run(opts: &ConnectOptions, cmd: ClusterCmd, json: bool) -> CmdResult {
+    let client = Client::connect(opts).await?;
+    match cmd {
+        ClusterCmd::Status => {
+            let st = client.cluster_status().await?;
+            if json {
+                output::print_json(&st)?;
+            } else {
+                for line in render(&st) {
+                    outln!("{line}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn contact(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 10_000 => format!("{ms} ms"),
+        Some(ms) => format!("{:.0} s", ms as f64 / 1000.0),
+    }
+}
+
+/// The human form: one line per node, then one per group.
+pub fn render(st: &ClusterStatus) -> Vec<String> {
+    if st.mode != "cluster" {
+        return vec!["not in cluster mode: a single node".into()];
+    }
+    let mut out = vec![format!(
+        "cluster {}, as node {} sees it",
+        st.cluster_id, st.node_id
+    )];
+    let aw = st
+        .nodes
+        .iter()
+        .map(|n| n.addr.len().max(n.peer_addr.len()))
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    out.push(format!(
+        "{:>4}  {:<11}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  VERSION",
+        "NODE", "ROLE", "CLIENT ADDR", "PEER ADDR", "VOTER", "LAST CONTACT"
+    ));
+    for n in &st.nodes {
+        let me = if n.id == st.node_id { "*" } else { " " };
+        out.push(format!(
+            "{:>3}{me}  {:<11}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  {}",
+            n.id,
+            n.role,
+            if n.addr.is_empty() { "?" } else { &n.addr },
+            n.peer_addr,
+            if n.voter { "yes" } else { "no" },
+            contact(n.last_contact_ms),
+            if n.version.is_empty() {
+                "?"
+            } else {
+                &n.version
+            },
+        ));
+    }
+    out.push(format!(
+        "{:<8}  {:>6}  {:>6}  {:>8}  {:>8}  REPLICA LAG (node:entries)",
+        "GROUP", "LEADER", "TERM", "LAST", "APPLIED"
+    ));
+    for g in &st.groups {
+        let lag: Vec<String> = g
+            .replicas
+            .iter()
+            .map(|r| match r.lag {
+                Some(l) => format!("{}:{l}", r.node),
+                None => format!("{}:?", r.node),
+            })
+            .collect();
+        out.push(format!(
+            "{:<8}  {:>6}  {:>6}  {:>8}  {:>8}  {}",
+            g.name,
+            g.leader.map_or("none".to_string(), |l| l.to_string()),
+            g.term,
+            g.last_index,
+            g.applied_index,
+            lag.join(" ")
+        ));
+    }
+    out
+}

@@ -1,0 +1,349 @@
+//! Cluster mode: this node's part in the Raft groups (openraft, through `mom_raft`).
+//!
+//! A node keeps every group's log in `DATA/raft` (its own sled database), listens for peers
+//! on `--peer-listen`, and runs the metadata group with the members of `--peers`. Nodes
+//! started with the same list form the cluster by themselves: each one initializes the group
+//! with that list, which is safe when they all give the same one (openraft). A write to the
+//! group goes to its leader: from a follower it is forwarded over the peer link.
+//!
+//! `identity` checks the data dir belongs to this cluster and node id; `meta` is the
+//! metadata group's state; `status` answers `cluster_status` and the metrics.
+
+pub mod identity;
+pub mod meta;
+mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use mom_raft::log_store::LogDb;
+use mom_raft::net::{self, AppHandler, Groups, Identity, Peers};
+use mom_raft::openraft::{self, BasicNode, ServerState};
+use mom_raft::state_machine::StateMachine;
+use mom_raft::{GroupId, NodeId, Raft};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use meta::{MetaCmd, MetaState, NodeInfo};
+
+/// The metadata group.
+pub const META: GroupId = 0;
+
+/// How long a forwarded request may wait for the leader's answer.
+const FORWARD_TTL: Duration = Duration::from_secs(5);
+
+/// Cluster settings, from the flags (`config.rs`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub peer_listen: SocketAddr,
+    pub peers: BTreeMap<NodeId, String>,
+    /// The client listener, announced to the others.
+    pub client_addr: String,
+}
+
+/// What a node asks another over the peer link, besides Raft's own RPCs.
+#[derive(Debug, Serialize, Deserialize)]
+enum PeerReq {
+    /// A metadata command for the leader to propose.
+    Write(Vec<u8>),
+    /// The leader's view of replication (`status`).
+    Status,
+}
+
+/// Why a write to a group did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader could be reached in time: retry later.
+    #[error("the cluster has no reachable leader for group {0}: {1}")]
+    NoLeader(GroupId, String),
+    /// The leader refused the command.
+    #[error("{0}")]
+    Refused(String),
+}
+
+struct Inner {
+    settings: Settings,
+    raft: Raft,
+    sm: StateMachine<MetaState>,
+    peers: Peers,
+    /// Elections seen (the term went up) and leader changes, for the metrics.
+    elections: AtomicU64,
+    leader_changes: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// This node's handle on the cluster; clones share it.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+fn raft_config(cluster_id: &str) -> anyhow::Result<Arc<openraft::Config>> {
+    let c = openraft::Config {
+        cluster_name: cluster_id.to_string(),
+        // A follower calls an election after 0.8–1.6 s without a heartbeat (and refuses
+        // votes for 1.6 s after one: openraft's leader lease). Shorter timeouts flap when
+        // nodes share a few busy cores.
+        heartbeat_interval: 100,
+        election_timeout_min: 800,
+        election_timeout_max: 1600,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().context("Raft settings")?))
+}
+
+/// Starts this node's part of the cluster.
+pub async fn start(
+    settings: Settings,
+    data: &Path,
+    identity: &identity::NodeIdentity,
+) -> anyhow::Result<Cluster> {
+    let db = LogDb::open(&data.join("raft")).map_err(anyhow::Error::msg)?;
+    let sm = StateMachine::open(&db, META, MetaState::default())
+        .map_err(anyhow::Error::msg)
+        .context("the metadata group's snapshot")?;
+    let me = Identity {
+        cluster: settings.cluster_id.clone(),
+        node: settings.node_id,
+        incarnation: identity.incarnation(),
+    };
+    let check = db.peer_check();
+    let peers = Peers::new(me.clone(), check.clone());
+    let raft = Raft::new(
+        settings.node_id,
+        raft_config(&settings.cluster_id)?,
+        peers.group(META),
+        db.group(META),
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the metadata group: {e}"))?;
+    let groups = Groups::default();
+    groups.insert(META, raft.clone());
+    let listener = tokio::net::TcpListener::bind(settings.peer_listen)
+        .await
+        .with_context(|| format!("--peer-listen: listening on {}", settings.peer_listen))?;
+    let inner = Arc::new(Inner {
+        settings,
+        raft: raft.clone(),
+        sm,
+        peers: peers.clone(),
+        elections: AtomicU64::new(0),
+        leader_changes: AtomicU64::new(0),
+        stop: CancellationToken::new(),
+    });
+    let cluster = Cluster { inner };
+    let handler: AppHandler = {
+        let c = cluster.clone();
+        Arc::new(move |group, body| {
+            let c = c.clone();
+            Box::pin(async move { c.serve_peer(group, body).await })
+        })
+    };
+    tokio::spawn(net::serve(
+        listener,
+        me,
+        groups,
+        Some(handler),
+        check,
+        peers.contacts(),
+    ));
+    tracing::info!(
+        cluster = %cluster.inner.settings.cluster_id,
+        node = cluster.inner.settings.node_id,
+        "cluster mode: peers on {}, {} members",
+        cluster.inner.settings.peer_listen,
+        cluster.inner.settings.peers.len()
+    );
+    if !raft.is_initialized().await.unwrap_or(true) {
+        let members: BTreeMap<NodeId, BasicNode> = cluster
+            .inner
+            .settings
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        // Every first member does this with the same list; all but one find the group
+        // already formed, which is what they want.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!("initialize: {e}");
+        }
+    }
+    tokio::spawn(cluster.clone().watch_elections());
+    tokio::spawn(cluster.clone().announce());
+    Ok(cluster)
+}
+
+impl Cluster {
+    pub fn node_id(&self) -> NodeId {
+        self.inner.settings.node_id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.settings.cluster_id
+    }
+
+    /// Stops the groups (at shutdown).
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let _ = self.inner.raft.shutdown().await;
+    }
+
+    /// The leader of the metadata group and its peer address, as this node knows it.
+    fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Proposes a metadata command: on this node if it leads the group, else forwarded to
+    /// the leader. Retries while leadership moves, for up to about 5 s.
+    pub async fn write(&self, cmd: MetaCmd) -> Result<(), WriteError> {
+        let mut why = String::from("no leader elected yet");
+        for attempt in 0..25u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let Some((leader, addr)) = self.leader() else {
+                continue;
+            };
+            if leader == self.node_id() {
+                match self.inner.raft.client_write(cmd.encode()).await {
+                    Ok(r) => return meta::decode_reply(&r.data).map_err(WriteError::Refused),
+                    Err(e) => why = e.to_string(),
+                }
+                continue;
+            }
+            let body = rmp_serde::to_vec(&PeerReq::Write(cmd.encode().0.to_vec()))
+                .map_err(|e| WriteError::Refused(e.to_string()))?;
+            match self
+                .inner
+                .peers
+                .call_app(leader, &addr, META, body.into(), FORWARD_TTL)
+                .await
+            {
+                Ok(Ok(bytes)) => {
+                    let r: Result<(), String> = rmp_serde::from_slice(&bytes)
+                        .unwrap_or_else(|e| Err(format!("unreadable answer: {e}")));
+                    match r {
+                        Ok(()) => return Ok(()),
+                        // The leader moved on meanwhile: ask the new one.
+                        Err(e) if e.starts_with(NOT_LEADER) => why = e,
+                        Err(e) => return Err(WriteError::Refused(e)),
+                    }
+                }
+                Ok(Err(e)) => why = e,
+                Err(e) => why = format!("node {leader}: {e}"),
+            }
+        }
+        Err(WriteError::NoLeader(META, why))
+    }
+
+    /// Answers a peer's application request.
+    async fn serve_peer(&self, group: GroupId, body: Bytes) -> Result<Bytes, String> {
+        if group != META {
+            return Err(format!("no group {group} here"));
+        }
+        let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
+        let answer = match req {
+            PeerReq::Write(cmd) => {
+                let r: Result<(), String> = match self
+                    .inner
+                    .raft
+                    .client_write(mom_raft::Cmd(cmd.into()))
+                    .await
+                {
+                    Ok(r) => meta::decode_reply(&r.data),
+                    Err(e) if e.forward_to_leader().is_some() => Err(format!("{NOT_LEADER}: {e}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                rmp_serde::to_vec(&r)
+            }
+            PeerReq::Status => rmp_serde::to_vec(&self.leader_view()),
+        };
+        answer.map(Bytes::from).map_err(|e| e.to_string())
+    }
+
+    /// Says where clients reach this node, until the metadata group holds it.
+    async fn announce(self) {
+        let info = NodeInfo {
+            addr: self.inner.settings.client_addr.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        loop {
+            let known = self
+                .inner
+                .sm
+                .with_app(|m| m.nodes.get(&self.node_id()) == Some(&info));
+            if known {
+                return;
+            }
+            let cmd = MetaCmd::NodeInfo {
+                node: self.node_id(),
+                info: info.clone(),
+            };
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                r = self.write(cmd) => if let Err(e) = r {
+                    tracing::debug!("announcing this node: {e}");
+                },
+            }
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Counts elections and leader changes, and logs them.
+    async fn watch_elections(self) {
+        let mut rx = self.inner.raft.metrics();
+        let (mut term, mut leader) = {
+            let m = rx.borrow();
+            (m.current_term, m.current_leader)
+        };
+        loop {
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            let (t, l, state) = {
+                let m = rx.borrow();
+                (m.current_term, m.current_leader, m.state)
+            };
+            if t > term {
+                self.inner.elections.fetch_add(t - term, Ordering::Relaxed);
+                term = t;
+            }
+            if l != leader {
+                self.inner.leader_changes.fetch_add(1, Ordering::Relaxed);
+                leader = l;
+                match l {
+                    Some(id) if state == ServerState::Leader => {
+                        tracing::info!(term = t, "this node ({id}) leads the metadata group")
+                    }
+                    Some(id) => tracing::info!(term = t, "node {id} leads the metadata group"),
+                    None => tracing::info!(term = t, "the metadata group has no leader"),
+                }
+            }
+        }
+    }
+}
+
+/// Starts the message of a forwarded write that reached a node no longer leading.
+const NOT_LEADER: &str = "not the leader";

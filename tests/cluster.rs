@@ -1,0 +1,252 @@
+//! Cluster mode end to end: three real momd processes (peers on 127.0.0.1–3), driven by
+//! the real momctl: forming, electing, surviving a kill -9 of the leader, rejoining, and
+//! refusing data dirs and nodes that are not who they say.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// Three nodes of cluster `t`: node i's peer listener on 127.0.0.i.
+struct Trio {
+    nodes: Vec<Momd>,
+}
+
+fn peer_list() -> (String, Vec<String>) {
+    let addrs: Vec<String> = (1..=3)
+        .map(|i| format!("127.0.0.{i}:{}", free_port()))
+        .collect();
+    let list = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    (list, addrs)
+}
+
+fn cluster_args(id: u64, peer: &str, list: &str) -> Vec<String> {
+    [
+        "--cluster-id",
+        "t",
+        "--node-id",
+        &id.to_string(),
+        "--peer-listen",
+        peer,
+        "--peers",
+        list,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Trio {
+    fn start() -> Trio {
+        let (list, addrs) = peer_list();
+        let nodes = (1..=3u64)
+            .map(|id| {
+                let args = cluster_args(id, &addrs[id as usize - 1], &list);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Momd::start_with(&args)
+            })
+            .collect();
+        Trio { nodes }
+    }
+
+    fn node(&self, id: u64) -> &Momd {
+        &self.nodes[id as usize - 1]
+    }
+}
+
+/// `wait_for` at a pace that leaves the cores to the nodes: each try runs a momctl.
+fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    wait_for(timeout, what, || {
+        let r = f();
+        if r.is_none() {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        r
+    })
+}
+
+fn status(m: &Momd) -> Option<Value> {
+    let out = m.ctl_timeout(
+        &["cluster", "status", "--json"],
+        None,
+        Duration::from_secs(10),
+    );
+    if out.code != 0 {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The meta group's leader as `m` sees it, once every node has announced its address.
+fn leader(m: &Momd, among: &[u64]) -> Option<u64> {
+    let st = status(m)?;
+    let l = st["groups"][0]["leader"].as_u64()?;
+    let announced = st["nodes"]
+        .as_array()?
+        .iter()
+        .filter(|n| among.contains(&n["id"].as_u64().unwrap_or(0)))
+        .all(|n| !n["addr"].as_str().unwrap_or("").is_empty());
+    (among.contains(&l) && announced).then_some(l)
+}
+
+fn role(st: &Value, id: u64) -> String {
+    st["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"].as_u64() == Some(id)))
+        .and_then(|n| n["role"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn three_nodes_form_a_cluster_elect_again_when_the_leader_dies_and_take_it_back() {
+    let mut trio = Trio::start();
+    let all = [1, 2, 3];
+    let first = poll(Duration::from_secs(20), "a leader", || {
+        leader(trio.node(3), &all)
+    });
+    // Every node sees the same leader, and each node's client address.
+    for id in all {
+        let l = poll(Duration::from_secs(10), "the same leader", || {
+            leader(trio.node(id), &all)
+        });
+        assert_eq!(l, first);
+    }
+    let st = status(trio.node(1)).expect("status");
+    assert_eq!(st["mode"], "cluster");
+    assert_eq!(st["cluster_id"], "t");
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(3));
+    for id in all {
+        let addr = st["nodes"][id as usize - 1]["addr"].as_str().unwrap_or("");
+        assert_eq!(addr, trio.node(id).addr());
+    }
+    let human =
+        String::from_utf8_lossy(&trio.node(2).ctl_ok(&["cluster", "status"], None)).into_owned();
+    assert!(
+        human.contains("leader") && human.contains("meta"),
+        "{human}"
+    );
+
+    // kill -9 the leader: the two others elect one of themselves.
+    trio.nodes[first as usize - 1].kill9();
+    let rest: Vec<u64> = all.into_iter().filter(|i| *i != first).collect();
+    let second = poll(Duration::from_secs(30), "a new leader", || {
+        leader(trio.node(rest[0]), &rest)
+    });
+    assert_ne!(second, first);
+    let st = poll(
+        Duration::from_secs(10),
+        "the dead node shown unreachable",
+        || status(trio.node(second)).filter(|st| role(st, first) == "unreachable"),
+    );
+    assert_eq!(st["groups"][0]["leader"].as_u64(), Some(second));
+
+    // The old leader comes back on its data dir and follows; its log catches up.
+    trio.nodes[first as usize - 1].restart();
+    poll(
+        Duration::from_secs(30),
+        "the old leader back as a follower",
+        || {
+            let st = status(trio.node(second))?;
+            let lag = st["groups"][0]["replicas"]
+                .as_array()?
+                .iter()
+                .find(|r| r["node"].as_u64() == Some(first))?["lag"]
+                .as_u64()?;
+            (role(&st, first) == "follower" && lag == 0).then_some(())
+        },
+    );
+    let metrics_note = trio.node(second).stderr();
+    assert!(
+        metrics_note.contains("leads the metadata group"),
+        "{metrics_note}"
+    );
+}
+
+#[test]
+fn a_data_dir_is_refused_under_another_identity_or_mode() {
+    let (list, addrs) = peer_list();
+    let args = cluster_args(1, &addrs[0], &list);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut m = Momd::start_with(&argv);
+    m.kill9();
+    let data = m.data_dir();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(momd_bin())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .expect("momd");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let other = cluster_args(2, &addrs[1], &list);
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let (ok, err) = run(&other);
+    assert!(!ok);
+    assert!(err.contains("belongs to node 1 of cluster \"t\""), "{err}");
+    let (ok, err) = run(&[]);
+    assert!(!ok);
+    assert!(err.contains("start it in cluster mode"), "{err}");
+
+    // A single node's data dir does not become a cluster node.
+    let single = Momd::start();
+    single.ctl_ok(&["publish", "a", "x"], None);
+    let st = single.ctl_ok(&["cluster", "status"], None);
+    assert!(String::from_utf8_lossy(&st).contains("not in cluster mode"));
+    let out = std::process::Command::new(momd_bin())
+        .arg("--data")
+        .arg(single.data_dir())
+        .args(&argv)
+        .output()
+        .expect("momd");
+    assert!(!out.status.success());
+    // It is refused on the data dir's lock (the single node runs) or its contents.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use") || err.contains("single node's data"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wiped_node_is_refused_under_its_old_id() {
+    let mut trio = Trio::start();
+    let all = [1, 2, 3];
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(trio.node(1), &all)
+    });
+    // Node 3 loses its data dir and comes back empty under the same id.
+    let victim = 3;
+    trio.nodes[victim - 1].kill9();
+    let data = trio.node(3).data_dir();
+    std::fs::remove_dir_all(&data).expect("wipe");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    trio.nodes[victim - 1].restart();
+    let why = poll(Duration::from_secs(20), "the wiped node refused", || {
+        let log = trio.node(1).stderr() + &trio.node(2).stderr();
+        log.contains("came back with another data dir")
+            .then_some(log)
+    });
+    assert!(why.contains("node 3"), "{why}");
+    // The two others go on without it: node 3 stays unreachable to them.
+    let rest = [1, 2];
+    let l = poll(Duration::from_secs(20), "a leader of the two", || {
+        leader(trio.node(1), &rest)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let st = status(trio.node(l)).expect("status");
+    assert_eq!(role(&st, 3), "unreachable", "{st}");
+}
