@@ -119,6 +119,10 @@ pub async fn start(
     };
     let check = db.peer_check();
     let peers = Peers::new(me.clone(), check.clone());
+    for (node, addr) in routes_from_env()? {
+        tracing::info!("dialing node {node} at {addr} (MOMD_PEER_ROUTES)");
+        peers.set_route(node, addr);
+    }
     let raft = Raft::new(
         settings.node_id,
         raft_config(&settings.cluster_id)?,
@@ -343,6 +347,27 @@ impl Cluster {
             }
         }
     }
+}
+
+/// `MOMD_PEER_ROUTES=2=HOST:PORT,3=HOST:PORT`: where this node dials some peers instead
+/// of their `--peers` address (a proxy in front of them in fault tests, or a NAT). The
+/// peer handshake still checks who answers.
+fn routes_from_env() -> anyhow::Result<Vec<(NodeId, String)>> {
+    let Ok(v) = std::env::var("MOMD_PEER_ROUTES") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("MOMD_PEER_ROUTES: {item:?} is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("MOMD_PEER_ROUTES: {item:?}: bad node id"))?;
+        out.push((id, addr.trim().to_string()));
+    }
+    Ok(out)
 }
 
 /// Starts the message of a forwarded write that reached a node no longer leading.
