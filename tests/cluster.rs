@@ -250,3 +250,90 @@ fn a_wiped_node_is_refused_under_its_old_id() {
     let st = status(trio.node(l)).expect("status");
     assert_eq!(role(&st, 3), "unreachable", "{st}");
 }
+
+#[test]
+fn a_fourth_node_joins_by_command_and_a_node_leaves() {
+    let (list, addrs) = peer_list();
+    let mut nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| {
+            let args = cluster_args(id, &addrs[id as usize - 1], &list);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Momd::start_with(&args)
+        })
+        .collect();
+    let all = [1, 2, 3];
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(&nodes[0], &all)
+    });
+
+    // Node 4 starts with the members' list, which it is not in: it waits to be added.
+    let addr4 = format!("127.0.0.4:{}", free_port());
+    let args = cluster_args(4, &addr4, &list);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    nodes.push(Momd::start_with(&args));
+    let out = nodes[1].ctl_timeout(
+        &["cluster", "join", "4", &addr4, "--json"],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let four = [1, 2, 3, 4];
+    let st = poll(Duration::from_secs(20), "node 4 a voting follower", || {
+        let st = status(&nodes[3])?;
+        let n4 = st["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["id"] == 4)?
+            .clone();
+        (n4["voter"] == true && leader(&nodes[3], &four).is_some()).then_some(st)
+    });
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(4), "{st}");
+
+    // Joining under an id that another node answers for is refused (exit 7: conflict).
+    let out = nodes[0].ctl_timeout(
+        &["cluster", "join", "5", &addrs[1]],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 7, "{out:?}");
+    assert!(out.stderr.contains("did not answer as node 5"), "{out:?}");
+    // A node that does not answer: exit 1 (unavailable), and it is not added.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let out = nodes[0].ctl_timeout(
+        &["cluster", "join", "6", &dead],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("does not answer"), "{out:?}");
+
+    // Node 3 leaves; the others go on as three.
+    let out = nodes[0].ctl_timeout(&["cluster", "leave", "3"], None, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{out:?}");
+    let rest = [1, 2, 4];
+    let st = poll(Duration::from_secs(20), "three members", || {
+        let st = status(&nodes[0])?;
+        (st["nodes"].as_array()?.len() == 3 && leader(&nodes[0], &rest).is_some()).then_some(st)
+    });
+    assert!(
+        st["nodes"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|n| n["id"] != 3)),
+        "{st}"
+    );
+    let out = nodes[0].ctl(&["cluster", "leave", "9"], None);
+    assert_eq!(out.code, 6, "{out:?}");
+}
+
+#[test]
+fn a_cluster_node_refuses_what_it_cannot_replicate_yet() {
+    let trio = Trio::start();
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(trio.node(1), &[1, 2, 3])
+    });
+    let out = trio.node(1).ctl(&["publish", "orders.eu", "x"], None);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("cluster mode"), "{out:?}");
+    let out = trio.node(2).ctl(&["topic", "ls"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -265,8 +265,9 @@ pub struct Args {
     )]
     pub cluster_id: Option<String>,
 
-    /// Cluster mode: this node's id (a number ≥ 1, one of --peers). Written into the data dir
-    /// at first start; the data dir is refused under another id.
+    /// Cluster mode: this node's id (a number ≥ 1). Written into the data dir at first start;
+    /// the data dir is refused under another id. A node not in --peers is a new one: it
+    /// waits to be added (`momctl cluster join ID ADDR`).
     #[arg(long, env = "MOMD_NODE_ID", value_name = "N", help_heading = "Cluster",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub node_id: Option<u64>,
@@ -518,12 +519,18 @@ impl Args {
                     .into(),
             );
         }
-        if let (Some(id), Some(peers)) = (self.node_id, &self.peers) {
-            if !peers.0.contains_key(&id) {
-                return Err(format!(
-                    "node_id {id} is not one of peers ({})",
-                    peers.0.len()
-                ));
+        if let (Some(id), Some(addr), Some(peers)) = (self.node_id, self.peer_listen, &self.peers) {
+            // A node not in the list is a new one, to be added with `momctl cluster join`.
+            if let Some(listed) = peers.0.get(&id) {
+                let same = listed
+                    .to_socket_addrs()
+                    .map(|mut a| a.any(|a| a == addr))
+                    .unwrap_or(false);
+                if !same {
+                    return Err(format!(
+                        "peers lists node {id} at {listed}, but peer_listen is {addr}"
+                    ));
+                }
             }
         }
         if let Some(c) = &self.cluster_id {
@@ -608,11 +615,12 @@ mod tests {
         assert_eq!(args(&full).check(), Ok(()));
         assert!(args(&full[..4]).check().is_err(), "all four or none");
         let mut wrong = full;
-        wrong[3] = "4";
-        assert!(args(&wrong)
-            .check()
-            .unwrap_err()
-            .contains("not one of peers"));
+        wrong[5] = "127.0.0.1:7909";
+        assert!(args(&wrong).check().unwrap_err().contains("peer_listen is"));
+        let mut joiner = full;
+        joiner[3] = "4";
+        joiner[5] = "127.0.0.1:7904";
+        assert_eq!(args(&joiner).check(), Ok(()), "a new node, to be joined");
     }
 
     #[test]

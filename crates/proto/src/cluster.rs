@@ -69,3 +69,19 @@ pub struct ClusterReplica {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
 }
+
+/// `cluster_join`: add a node to the cluster (admins).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClusterJoin {
+    pub id: u64,
+    pub node_id: u64,
+    /// Where peers reach it (its `--peer-listen`).
+    pub peer_addr: String,
+}
+
+/// `cluster_leave`: remove a node from the cluster (admins).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClusterLeave {
+    pub id: u64,
+    pub node_id: u64,
+}

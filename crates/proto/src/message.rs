@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::*;
-use crate::cluster::ClusterStatus;
+use crate::cluster::{ClusterJoin, ClusterLeave, ClusterStatus};
 use crate::error::ErrorCode;
 use crate::page::{ListReq, StatsReq};
 use crate::queue::*;
@@ -68,6 +68,8 @@ pub enum ClientFrame {
     UserGrant(UserGrant),
     UserRevoke(UserGrant),
     ClusterStatus(Req),
+    ClusterJoin(ClusterJoin),
+    ClusterLeave(ClusterLeave),
 }
 
 /// Frames the server sends.
@@ -621,6 +623,8 @@ impl ClientFrame {
             ClientFrame::UserPasswd(r) => r.id,
             ClientFrame::UserGrant(r) | ClientFrame::UserRevoke(r) => r.id,
             ClientFrame::ClusterStatus(r) => r.id,
+            ClientFrame::ClusterJoin(r) => r.id,
+            ClientFrame::ClusterLeave(r) => r.id,
         }
     }
 }

@@ -562,4 +562,28 @@ A single node (not in cluster mode) says so and exits 0. A replica's lag is know
 group's leader: the server asked fetches it, and shows `?` when no leader answers."
     )]
     Status,
+    /// Add node ID, started with `--node-id ID --peer-listen PEER_ADDR` and the cluster's
+    /// `--cluster-id` and `--peers` (admins). It catches up as a learner, then votes.
+    #[command(
+        after_help = "Examples:\n  momd --cluster-id demo --node-id 4 --listen 127.0.0.1:7804 \\\n       --peer-listen 127.0.0.1:7904 --peers 1=127.0.0.1:7901,2=127.0.0.1:7902,3=127.0.0.1:7903 --data n4\n  momctl cluster join 4 127.0.0.1:7904\n\n\
+Exit 7 (conflict) when whoever answers at PEER_ADDR is not node ID of this cluster; exit 1 \
+(unavailable) when it does not answer, or has not caught up in 20 s (it stays a learner and \
+keeps catching up: run the join again); exit 5 for a user who is not an admin."
+    )]
+    Join {
+        /// The new node's id (not used before in this cluster).
+        id: u64,
+        /// Its --peer-listen address.
+        peer_addr: String,
+    },
+    /// Remove node ID (admins); then stop it. Its id is not given to a new node: a node
+    /// that comes back needs its own data dir and a new id.
+    #[command(
+        after_help = "Examples:\n  momctl cluster leave 3\n\nExit 6 when ID is not a member; 7 \
+when it is the last voter."
+    )]
+    Leave {
+        /// The node to remove.
+        id: u64,
+    },
 }

@@ -79,6 +79,39 @@ impl Client {
         }
     }
 
+    /// Add a node to the cluster; answers with the new status.
+    pub async fn cluster_join(
+        &self,
+        node_id: u64,
+        peer_addr: &str,
+    ) -> Result<mom_proto::ClusterStatus> {
+        let peer_addr = peer_addr.to_string();
+        match self
+            .request(|id| {
+                ClientFrame::ClusterJoin(mom_proto::ClusterJoin {
+                    id,
+                    node_id,
+                    peer_addr,
+                })
+            })
+            .await?
+        {
+            ServerFrame::ClusterStatus(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Remove a node from the cluster; answers with the new status.
+    pub async fn cluster_leave(&self, node_id: u64) -> Result<mom_proto::ClusterStatus> {
+        match self
+            .request(|id| ClientFrame::ClusterLeave(mom_proto::ClusterLeave { id, node_id }))
+            .await?
+        {
+            ServerFrame::ClusterStatus(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Create a queue (with `exist_ok`, add the bindings to an existing one).
     pub async fn queue_create(&self, mut c: QueueCreate) -> Result<QueueInfo> {
         match self

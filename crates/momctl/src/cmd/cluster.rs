@@ -9,19 +9,19 @@ use crate::output;
 
 pub async fn run(opts: &ConnectOptions, cmd: ClusterCmd, json: bool) -> CmdResult {
     let client = Client::connect(opts).await?;
-    match cmd {
-        ClusterCmd::Status => {
-            let st = client.cluster_status().await?;
-            if json {
-                output::print_json(&st)?;
-            } else {
-                for line in render(&st) {
-                    outln!("{line}");
-                }
-            }
-            Ok(())
+    let st = match cmd {
+        ClusterCmd::Status => client.cluster_status().await?,
+        ClusterCmd::Join { id, peer_addr } => client.cluster_join(id, &peer_addr).await?,
+        ClusterCmd::Leave { id } => client.cluster_leave(id).await?,
+    };
+    if json {
+        output::print_json(&st)?;
+    } else {
+        for line in render(&st) {
+            outln!("{line}");
         }
     }
+    Ok(())
 }
 
 fn contact(ms: Option<u64>) -> String {

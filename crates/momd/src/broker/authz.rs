@@ -33,6 +33,11 @@ impl Broker {
                 }
             }
             ClientFrame::Watch(w) => self.may_subscribe_all(who, &w.patterns)?,
+            ClientFrame::ClusterJoin(_) | ClientFrame::ClusterLeave(_) => {
+                return Err(forbidden(format!(
+                    "user {user:?} may not change the cluster's members: admins only"
+                )));
+            }
             ClientFrame::TopicRm(r) | ClientFrame::TopicPurge(r) => {
                 self.owns_topic(who, &r.topic)?;
             }

@@ -71,6 +71,16 @@ impl Broker {
         if let Err((code, msg)) = self.authorize(session, &frame) {
             return self.error(session, frame.id(), code, msg);
         }
+        if self.cluster.is_some() && !served_in_cluster_mode(&frame) {
+            return self.error(
+                session,
+                frame.id(),
+                ErrorCode::Unavailable,
+                "this momd is in cluster mode, which carries no messages, queues or user \
+                 changes yet: only the cluster's membership is replicated (momctl cluster \
+                 status/join/leave). Run a single node for messages",
+            );
+        }
         if !matches!(frame, ClientFrame::Publish(_)) {
             // Keep the store in the order the broker applied things.
             self.commit();
@@ -130,6 +140,9 @@ impl Broker {
             | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now),
             ClientFrame::Stats(r) => self.stats_request(session, r, now),
             ClientFrame::ClusterStatus(r) => self.cluster_status(session, r.id),
+            f @ (ClientFrame::ClusterJoin(_) | ClientFrame::ClusterLeave(_)) => {
+                self.cluster_change(session, f)
+            }
             ClientFrame::Ping(r) => self.reply(
                 session,
                 ServerFrame::Pong(mom_proto::Pong {
@@ -175,4 +188,28 @@ impl Broker {
             }
         }
     }
+}
+
+/// What a node in cluster mode answers today: the cluster's membership is replicated, and
+/// what is stored only on the node it reaches (messages, queues, users) is refused rather
+/// than kept on one node where an acknowledgement would promise more than it holds.
+fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Hello(_)
+            | ClientFrame::Ping(_)
+            | ClientFrame::Stats(_)
+            | ClientFrame::TopicList(_)
+            | ClientFrame::TopicInfo(_)
+            | ClientFrame::QueueList(_)
+            | ClientFrame::QueueInfo(_)
+            | ClientFrame::ClientClose(_)
+            | ClientFrame::TokenCreate(_)
+            | ClientFrame::TokenRevoke(_)
+            | ClientFrame::UserInfo(_)
+            | ClientFrame::UserList(_)
+            | ClientFrame::ClusterStatus(_)
+            | ClientFrame::ClusterJoin(_)
+            | ClientFrame::ClusterLeave(_)
+    )
 }

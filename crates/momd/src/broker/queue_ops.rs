@@ -590,6 +590,8 @@ impl Broker {
             | ClientFrame::TopicSet(_)
             | ClientFrame::Stats(_)
             | ClientFrame::ClusterStatus(_)
+            | ClientFrame::ClusterJoin(_)
+            | ClientFrame::ClusterLeave(_)
             | ClientFrame::Ping(_)
             | ClientFrame::TokenCreate(_)
             | ClientFrame::TokenRevoke(_)

@@ -128,3 +128,39 @@ impl Broker {
         }
     }
 }
+
+impl Broker {
+    /// `cluster_join` / `cluster_leave`: a membership change, run by the cluster module on
+    /// its own task (it may take seconds: the new node catches up first). Answered with the
+    /// cluster's status once done.
+    pub(super) fn cluster_change(&self, session: u64, frame: mom_proto::ClientFrame) {
+        let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
+            return;
+        };
+        let id = frame.id();
+        let Some(c) = self.cluster.clone() else {
+            outbox.reply(
+                ServerFrame::error(
+                    Some(id),
+                    ErrorCode::BadRequest,
+                    "this momd is not in cluster mode (start it with --cluster-id, --node-id, \
+                     --peer-listen and --peers)",
+                ),
+                true,
+            );
+            return;
+        };
+        tokio::spawn(async move {
+            let r = match frame {
+                mom_proto::ClientFrame::ClusterJoin(j) => c.join(j.node_id, j.peer_addr).await,
+                mom_proto::ClientFrame::ClusterLeave(l) => c.leave(l.node_id).await,
+                _ => return,
+            };
+            let frame = match r {
+                Ok(()) => ServerFrame::ClusterStatus(c.status(id).await),
+                Err(e) => ServerFrame::error(Some(id), e.code(), e.to_string()),
+            };
+            outbox.reply(frame, true);
+        });
+    }
+}

@@ -56,18 +56,48 @@ enum PeerReq {
     Write(Vec<u8>),
     /// The leader's view of replication (`status`).
     Status,
+    /// Add a node (the leader does it).
+    Join { node: NodeId, addr: String },
+    /// Remove a node (the leader does it).
+    Leave { node: NodeId },
 }
 
-/// Why a write to a group did not happen.
-#[derive(Debug, thiserror::Error)]
+/// Why a change to the cluster did not happen.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum WriteError {
     /// No leader could be reached in time: retry later.
     #[error("the cluster has no reachable leader for group {0}: {1}")]
     NoLeader(GroupId, String),
-    /// The leader refused the command.
+    /// The node asked no longer leads (the asker tries the new leader).
+    #[error("not the leader: {0}")]
+    NotLeader(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A node to add does not answer.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The leader refused the change.
     #[error("{0}")]
     Refused(String),
 }
+
+impl WriteError {
+    /// The protocol error code a client gets.
+    pub fn code(&self) -> mom_proto::ErrorCode {
+        use mom_proto::ErrorCode;
+        match self {
+            WriteError::NoLeader(..) | WriteError::NotLeader(_) | WriteError::Unreachable(_) => {
+                ErrorCode::Unavailable
+            }
+            WriteError::NotFound(_) => ErrorCode::NotFound,
+            WriteError::Refused(_) => ErrorCode::Conflict,
+        }
+    }
+}
+
+/// How long a new node may take to catch up before `join` gives up waiting (it stays a
+/// learner, still being caught up).
+const JOIN_CATCH_UP: Duration = Duration::from_secs(20);
 
 struct Inner {
     settings: Settings,
@@ -169,7 +199,20 @@ pub async fn start(
         cluster.inner.settings.peer_listen,
         cluster.inner.settings.peers.len()
     );
-    if !raft.is_initialized().await.unwrap_or(true) {
+    let first_member = cluster
+        .inner
+        .settings
+        .peers
+        .contains_key(&cluster.node_id());
+    if !first_member && !raft.is_initialized().await.unwrap_or(true) {
+        tracing::info!(
+            "node {} is not one of --peers: waiting to be added (momctl cluster join {} {})",
+            cluster.node_id(),
+            cluster.node_id(),
+            cluster.inner.settings.peer_listen
+        );
+    }
+    if first_member && !raft.is_initialized().await.unwrap_or(true) {
         let members: BTreeMap<NodeId, BasicNode> = cluster
             .inner
             .settings
@@ -218,6 +261,25 @@ impl Cluster {
     /// Proposes a metadata command: on this node if it leads the group, else forwarded to
     /// the leader. Retries while leadership moves, for up to about 5 s.
     pub async fn write(&self, cmd: MetaCmd) -> Result<(), WriteError> {
+        self.on_leader(PeerReq::Write(cmd.encode().0.to_vec()))
+            .await
+    }
+
+    /// Adds node `node`, whose peer listener is `addr`: as a learner, caught up, then as a
+    /// voter.
+    pub async fn join(&self, node: NodeId, addr: String) -> Result<(), WriteError> {
+        self.on_leader(PeerReq::Join { node, addr }).await
+    }
+
+    /// Removes node `node` from the cluster (it should be stopped afterwards).
+    pub async fn leave(&self, node: NodeId) -> Result<(), WriteError> {
+        self.on_leader(PeerReq::Leave { node }).await
+    }
+
+    /// Runs `req` on the metadata group's leader: here, or over the peer link. Retries
+    /// while leadership moves, for up to about 5 s.
+    async fn on_leader(&self, req: PeerReq) -> Result<(), WriteError> {
+        let body = rmp_serde::to_vec(&req).map_err(|e| WriteError::Refused(e.to_string()))?;
         let mut why = String::from("no leader elected yet");
         for attempt in 0..25u32 {
             if attempt > 0 {
@@ -226,36 +288,138 @@ impl Cluster {
             let Some((leader, addr)) = self.leader() else {
                 continue;
             };
-            if leader == self.node_id() {
-                match self.inner.raft.client_write(cmd.encode()).await {
-                    Ok(r) => return meta::decode_reply(&r.data).map_err(WriteError::Refused),
-                    Err(e) => why = e.to_string(),
+            let r = if leader == self.node_id() {
+                self.lead(&req).await
+            } else {
+                match self
+                    .inner
+                    .peers
+                    .call_app(leader, &addr, META, body.clone().into(), FORWARD_TTL)
+                    .await
+                {
+                    Ok(Ok(bytes)) => rmp_serde::from_slice::<Result<(), WriteError>>(&bytes)
+                        .unwrap_or_else(|e| Err(WriteError::Refused(format!("bad answer: {e}")))),
+                    Ok(Err(e)) => Err(WriteError::NotLeader(e)),
+                    Err(e) => Err(WriteError::NotLeader(format!("node {leader}: {e}"))),
                 }
-                continue;
-            }
-            let body = rmp_serde::to_vec(&PeerReq::Write(cmd.encode().0.to_vec()))
-                .map_err(|e| WriteError::Refused(e.to_string()))?;
-            match self
-                .inner
-                .peers
-                .call_app(leader, &addr, META, body.into(), FORWARD_TTL)
-                .await
-            {
-                Ok(Ok(bytes)) => {
-                    let r: Result<(), String> = rmp_serde::from_slice(&bytes)
-                        .unwrap_or_else(|e| Err(format!("unreadable answer: {e}")));
-                    match r {
-                        Ok(()) => return Ok(()),
-                        // The leader moved on meanwhile: ask the new one.
-                        Err(e) if e.starts_with(NOT_LEADER) => why = e,
-                        Err(e) => return Err(WriteError::Refused(e)),
-                    }
-                }
-                Ok(Err(e)) => why = e,
-                Err(e) => why = format!("node {leader}: {e}"),
+            };
+            match r {
+                Err(WriteError::NotLeader(e)) => why = e,
+                other => return other,
             }
         }
         Err(WriteError::NoLeader(META, why))
+    }
+
+    /// Does `req` as the leader (`NotLeader` if this node does not lead).
+    async fn lead(&self, req: &PeerReq) -> Result<(), WriteError> {
+        let raft = &self.inner.raft;
+        let not_leader = |e: &dyn std::fmt::Display| WriteError::NotLeader(e.to_string());
+        match req {
+            PeerReq::Write(cmd) => match raft.client_write(mom_raft::Cmd(cmd.clone().into())).await
+            {
+                Ok(r) => meta::decode_reply(&r.data).map_err(WriteError::Refused),
+                Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
+                Err(e) => Err(WriteError::Refused(e.to_string())),
+            },
+            PeerReq::Status => Ok(()),
+            PeerReq::Join { node, addr } => {
+                let m = raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                if let Some(n) = membership.get_node(node) {
+                    if membership.voter_ids().any(|v| v == *node) {
+                        return if n.addr == *addr {
+                            Ok(())
+                        } else {
+                            Err(WriteError::Refused(format!(
+                                "node {node} is already a member, at {}",
+                                n.addr
+                            )))
+                        };
+                    }
+                }
+                // Who answers at `addr` must be node `node` of this cluster (the handshake
+                // checks its cluster id, node id and data dir).
+                let probe = rmp_serde::to_vec(&PeerReq::Status).unwrap_or_default();
+                if let Err(e) = self
+                    .inner
+                    .peers
+                    .call_app(*node, addr, META, probe.into(), Duration::from_secs(3))
+                    .await
+                {
+                    return Err(match e {
+                        net::CallError::Refused(why) => WriteError::Refused(format!(
+                            "{addr} did not answer as node {node} of cluster {:?}: {why}",
+                            self.cluster_id()
+                        )),
+                        other => WriteError::Unreachable(format!(
+                            "node {node} does not answer at {addr} ({other}): start it first \
+                             (momd --cluster-id {} --node-id {node} --peer-listen {addr} \
+                             --peers <the members>)",
+                            self.cluster_id()
+                        )),
+                    });
+                }
+                let added = tokio::time::timeout(
+                    JOIN_CATCH_UP,
+                    raft.add_learner(*node, BasicNode { addr: addr.clone() }, true),
+                )
+                .await
+                .map_err(|_| {
+                    WriteError::Unreachable(format!(
+                        "node {node} was added as a learner but did not catch up within \
+                         {JOIN_CATCH_UP:?}; it keeps catching up: run the join again to make \
+                         it a voter"
+                    ))
+                })?;
+                match added {
+                    Ok(_) => {}
+                    Err(e) if e.forward_to_leader().is_some() => return Err(not_leader(&e)),
+                    Err(e) => return Err(WriteError::Refused(e.to_string())),
+                }
+                let voters = [*node].into_iter().collect();
+                match raft
+                    .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!("node {node} ({addr}) joined the cluster");
+                        Ok(())
+                    }
+                    Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
+                    Err(e) => Err(WriteError::Refused(e.to_string())),
+                }
+            }
+            PeerReq::Leave { node } => {
+                let m = raft.metrics().borrow().clone();
+                let membership = m.membership_config.membership();
+                if membership.get_node(node).is_none() {
+                    return Err(WriteError::NotFound(format!(
+                        "node {node} is not a member of cluster {:?}",
+                        self.cluster_id()
+                    )));
+                }
+                let voters: Vec<NodeId> = membership.voter_ids().collect();
+                let change = if voters.contains(node) {
+                    if voters.len() == 1 {
+                        return Err(WriteError::Refused(format!(
+                            "node {node} is the last voter: a cluster cannot lose it"
+                        )));
+                    }
+                    openraft::ChangeMembers::RemoveVoters([*node].into_iter().collect())
+                } else {
+                    openraft::ChangeMembers::RemoveNodes([*node].into_iter().collect())
+                };
+                match raft.change_membership(change, false).await {
+                    Ok(_) => {
+                        tracing::info!("node {node} left the cluster");
+                        Ok(())
+                    }
+                    Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
+                    Err(e) => Err(WriteError::Refused(e.to_string())),
+                }
+            }
+        }
     }
 
     /// Answers a peer's application request.
@@ -265,20 +429,8 @@ impl Cluster {
         }
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
-            PeerReq::Write(cmd) => {
-                let r: Result<(), String> = match self
-                    .inner
-                    .raft
-                    .client_write(mom_raft::Cmd(cmd.into()))
-                    .await
-                {
-                    Ok(r) => meta::decode_reply(&r.data),
-                    Err(e) if e.forward_to_leader().is_some() => Err(format!("{NOT_LEADER}: {e}")),
-                    Err(e) => Err(e.to_string()),
-                };
-                rmp_serde::to_vec(&r)
-            }
             PeerReq::Status => rmp_serde::to_vec(&self.leader_view()),
+            req => rmp_serde::to_vec(&self.lead(&req).await),
         };
         answer.map(Bytes::from).map_err(|e| e.to_string())
     }
@@ -369,6 +521,3 @@ fn routes_from_env() -> anyhow::Result<Vec<(NodeId, String)>> {
     }
     Ok(out)
 }
-
-/// Starts the message of a forwarded write that reached a node no longer leading.
-const NOT_LEADER: &str = "not the leader";
