@@ -100,6 +100,14 @@ pub enum Cmd {
     Checkpoint {
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Cluster mode: committed entries of the data group to apply (`cluster/data.rs`),
+    /// answered with each entry's publish results once they are staged in the store.
+    Apply {
+        entries: Vec<crate::cluster::data::ApplyEntry>,
+        /// The applied state to store with them (`cluster::data::APPLIED_KEY`).
+        applied: Vec<u8>,
+        reply: oneshot::Sender<Vec<Vec<crate::cluster::data::PubResult>>>,
+    },
     /// A scrape of `--metrics`: the broker's part of the text.
     Metrics {
         reply: oneshot::Sender<String>,
@@ -337,11 +345,12 @@ mod dispatch;
 mod flush;
 mod listing;
 pub mod metrics;
-mod publish;
+pub(crate) mod publish;
 mod queue_admin;
 mod queue_delivery;
 mod queue_ops;
 mod release;
+mod replica;
 mod sessions;
 mod stats;
 mod tick;

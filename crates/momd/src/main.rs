@@ -150,6 +150,12 @@ async fn run(
     let store = Store::open(&data, args.cache_mb * 1024 * 1024)
         .with_context(|| format!("opening the store in {}", data.display()))?
         .with_index_room(disk.reserve_size());
+    // A cluster node's store is the data group's log applied (`store/replica.rs`).
+    let store = if identity.is_some() {
+        store.into_replica()
+    } else {
+        store
+    };
     let auth = Arc::new(
         auth::Auth::open(
             store.db(),
@@ -201,6 +207,13 @@ async fn run(
         t0.elapsed()
     );
     let core = Core::new(reload::core_config(&args), topics, dedupe);
+    let applied = if store.is_replica() {
+        store
+            .meta(cluster::data::APPLIED_KEY)
+            .context("reading the applied Raft state")?
+    } else {
+        None
+    };
     let cfg = reload::broker_config(&args);
     tracing::info!("{}", args.fsync.explain());
     let (broker, handle, rx) = Broker::new(
@@ -221,7 +234,7 @@ async fn run(
             if let Some(l) = listeners.first() {
                 settings.client_addr = l.tcp.local_addr()?.to_string();
             }
-            let c = cluster::start(settings, &data, identity).await?;
+            let c = cluster::start(settings, &data, identity, handle.clone(), applied).await?;
             broker.set_cluster(c.clone());
             Some(c)
         }

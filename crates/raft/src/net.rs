@@ -314,7 +314,10 @@ pub struct Peers {
 /// Why an RPC got no answer from the peer.
 #[derive(Debug)]
 pub enum CallError {
-    /// Could not connect, or the connection broke before the answer.
+    /// Not sent: no connection could be made (or it was gone before the request was
+    /// written). Safe to try again.
+    NotSent(String),
+    /// The connection broke after the request was sent, before the answer.
     Unreachable(String),
     /// No answer in time.
     Timeout,
@@ -325,6 +328,7 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            CallError::NotSent(e) => write!(f, "not reached: {e}"),
             CallError::Unreachable(e) => write!(f, "unreachable: {e}"),
             CallError::Timeout => write!(f, "timed out"),
             CallError::Refused(e) => write!(f, "refused: {e}"),
@@ -392,7 +396,10 @@ impl Peers {
         rpc: Rpc,
         ttl: Duration,
     ) -> Result<RpcResult, CallError> {
-        let conn = self.conn(target, addr).await?;
+        let conn = self.conn(target, addr).await.map_err(|e| match e {
+            CallError::Unreachable(s) => CallError::NotSent(s),
+            other => other,
+        })?;
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -410,7 +417,7 @@ impl Peers {
         };
         if conn.tx.send(bytes).await.is_err() {
             forget();
-            return Err(CallError::Unreachable("connection closed".into()));
+            return Err(CallError::NotSent("connection closed".into()));
         }
         match tokio::time::timeout(ttl, wait).await {
             Ok(Ok(RpcResult::NoGroup)) => Err(CallError::Refused(format!(
@@ -572,7 +579,7 @@ impl PeerClient {
                 target: self.target,
                 timeout: ttl,
             }),
-            CallError::Unreachable(e) => {
+            CallError::Unreachable(e) | CallError::NotSent(e) => {
                 RPCError::Unreachable(Unreachable::from(AnyError::error(e)))
             }
             CallError::Refused(e) => RPCError::Network(NetworkError::from(AnyError::error(e))),

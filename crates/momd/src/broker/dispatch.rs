@@ -54,6 +54,13 @@ impl Broker {
                 );
                 let _ = reply.send(res);
             }
+            Cmd::Apply {
+                entries,
+                applied,
+                reply,
+            } => {
+                let _ = reply.send(self.apply_replicated(entries, applied));
+            }
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics());
             }
@@ -76,9 +83,8 @@ impl Broker {
                 session,
                 frame.id(),
                 ErrorCode::Unavailable,
-                "this momd is in cluster mode, which carries no messages, queues or user \
-                 changes yet: only the cluster's membership is replicated (momctl cluster \
-                 status/join/leave). Run a single node for messages",
+                "this momd is in cluster mode, which carries publishes and watches but no \
+                 queues, topic changes or user changes yet. Run a single node for those",
             );
         }
         if !matches!(frame, ClientFrame::Publish(_)) {
@@ -101,12 +107,15 @@ impl Broker {
                         .msgs_in
                         .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
+                if let Some(c) = self.cluster.clone() {
+                    return self.cluster_publish(&c, session, p, sender);
+                }
                 let req = (session, p.id, p.no_ack);
                 // Replies go to the requester's reply inbox, a reserved topic anyone may
                 // publish to.
                 let inbox = p.topic.starts_with(INBOX_PREFIX);
                 match self.publish(req, &p.topic, p.msgs, sender, now, inbox) {
-                    Ok(()) => self.staged_tickets.push(ticket),
+                    Ok(_) => self.staged_tickets.push(ticket),
                     Err((code, msg)) => self.error(session, p.id, code, msg),
                 }
             }
@@ -190,13 +199,17 @@ impl Broker {
     }
 }
 
-/// What a node in cluster mode answers today: the cluster's membership is replicated, and
-/// what is stored only on the node it reaches (messages, queues, users) is refused rather
-/// than kept on one node where an acknowledgement would promise more than it holds.
+/// What a node in cluster mode answers today: publishes go through the data group, watches
+/// read the node's replica, and the membership is replicated; what would be stored only on
+/// the node it reaches (queues, topic and user changes) is refused rather than kept on one
+/// node where an acknowledgement would promise more than it holds.
 fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
     matches!(
         frame,
         ClientFrame::Hello(_)
+            | ClientFrame::Publish(_)
+            | ClientFrame::Watch(_)
+            | ClientFrame::Unwatch(_)
             | ClientFrame::Ping(_)
             | ClientFrame::Stats(_)
             | ClientFrame::TopicList(_)

@@ -12,6 +12,14 @@ use super::{
 use crate::core::{Batch, Core, PublishPlan, TopicState};
 use crate::store;
 
+/// What a publish was given: the seq of each message, and which were duplicates.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Published {
+    pub seqs: Vec<u64>,
+    pub duplicates: u64,
+    pub duplicate_indexes: Vec<u32>,
+}
+
 impl Broker {
     /// Sequence one publish and stage it; its ack waits for [`Broker::commit`] and then
     /// the flush. `req` is (session, request id, no_ack); session 0 is the broker itself.
@@ -23,7 +31,7 @@ impl Broker {
         sender: Sender,
         now: u64,
         reserved_ok: bool,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<Published, (ErrorCode, String)> {
         if req.0 != 0 {
             if let Some(refused) = self.disk_refuses() {
                 return Err(refused);
@@ -92,6 +100,11 @@ impl Broker {
             }
         }
         let (session, id, no_ack) = req;
+        let published = Published {
+            seqs: plan.seqs.clone(),
+            duplicates: plan.duplicates,
+            duplicate_indexes: plan.duplicate_indexes.clone(),
+        };
         self.staged_pending.push(Pending::Publish {
             session,
             id,
@@ -106,7 +119,7 @@ impl Broker {
         if self.staged.bytes >= STAGED_MAX_BYTES {
             self.commit();
         }
-        Ok(())
+        Ok(published)
     }
 
     /// Write every staged publish in one atomic batch, then let their acks wait for the

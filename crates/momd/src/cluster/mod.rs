@@ -9,6 +9,7 @@
 //! `identity` checks the data dir belongs to this cluster and node id; `meta` is the
 //! metadata group's state; `status` answers `cluster_status` and the metrics.
 
+pub mod data;
 pub mod identity;
 pub mod meta;
 mod status;
@@ -35,6 +36,9 @@ use meta::{MetaCmd, MetaState, NodeInfo};
 /// The metadata group.
 pub const META: GroupId = 0;
 
+/// Publishes a node's batcher holds before its clients wait.
+const BATCHER_QUEUE: usize = 16 * 1024;
+
 /// How long a forwarded request may wait for the leader's answer.
 const FORWARD_TTL: Duration = Duration::from_secs(5);
 
@@ -50,16 +54,25 @@ pub struct Settings {
 }
 
 /// What a node asks another over the peer link, besides Raft's own RPCs.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum PeerReq {
     /// A metadata command for the leader to propose.
     Write(Vec<u8>),
-    /// The leader's view of replication (`status`).
+    /// The leader's view of replication in the request's group (`status`).
     Status,
-    /// Add a node (the leader does it).
+    /// Add a node to the request's group (its leader does it).
     Join { node: NodeId, addr: String },
-    /// Remove a node (the leader does it).
+    /// Remove a node from the request's group (its leader does it).
     Leave { node: NodeId },
+    /// Publishes for the data group's leader to propose.
+    Publish(Vec<data::PubItem>),
+}
+
+/// What the leader answered.
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer {
+    Done,
+    Published(Vec<data::PubResult>),
 }
 
 /// Why a change to the cluster did not happen.
@@ -79,6 +92,9 @@ pub enum WriteError {
     /// The leader refused the change.
     #[error("{0}")]
     Refused(String),
+    /// Sent, and no answer: it may or may not have been done.
+    #[error("{0}")]
+    Indeterminate(String),
 }
 
 impl WriteError {
@@ -86,9 +102,10 @@ impl WriteError {
     pub fn code(&self) -> mom_proto::ErrorCode {
         use mom_proto::ErrorCode;
         match self {
-            WriteError::NoLeader(..) | WriteError::NotLeader(_) | WriteError::Unreachable(_) => {
-                ErrorCode::Unavailable
-            }
+            WriteError::NoLeader(..)
+            | WriteError::NotLeader(_)
+            | WriteError::Unreachable(_)
+            | WriteError::Indeterminate(_) => ErrorCode::Unavailable,
             WriteError::NotFound(_) => ErrorCode::NotFound,
             WriteError::Refused(_) => ErrorCode::Conflict,
         }
@@ -101,14 +118,21 @@ const JOIN_CATCH_UP: Duration = Duration::from_secs(20);
 
 struct Inner {
     settings: Settings,
+    /// The metadata group.
     raft: Raft,
     sm: StateMachine<MetaState>,
+    /// The data group (`data.rs`).
+    data: Raft,
+    batcher: data::Batcher,
     peers: Peers,
-    /// Elections seen (the term went up) and leader changes, for the metrics.
-    elections: AtomicU64,
-    leader_changes: AtomicU64,
+    /// Per group (meta, data): elections seen (the term went up) and leader changes.
+    elections: [AtomicU64; 2],
+    leader_changes: [AtomicU64; 2],
     stop: CancellationToken,
 }
+
+/// The groups a node runs, with their names in status and metrics.
+pub const GROUPS: [(GroupId, &str); 2] = [(META, "meta"), (data::DATA, "data")];
 
 /// This node's handle on the cluster; clones share it.
 #[derive(Clone)]
@@ -116,7 +140,13 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-fn raft_config(cluster_id: &str) -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft::Config>> {
+    let snapshots = if group == META {
+        openraft::SnapshotPolicy::LogsSinceLast(1000)
+    } else {
+        // The data group's log is kept whole until its snapshots exist (`data.rs`).
+        openraft::SnapshotPolicy::Never
+    };
     let c = openraft::Config {
         cluster_name: cluster_id.to_string(),
         // A follower calls an election after 0.8–1.6 s without a heartbeat (and refuses
@@ -125,7 +155,7 @@ fn raft_config(cluster_id: &str) -> anyhow::Result<Arc<openraft::Config>> {
         heartbeat_interval: 100,
         election_timeout_min: 800,
         election_timeout_max: 1600,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        snapshot_policy: snapshots,
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
     };
@@ -133,10 +163,14 @@ fn raft_config(cluster_id: &str) -> anyhow::Result<Arc<openraft::Config>> {
 }
 
 /// Starts this node's part of the cluster.
+/// `broker` applies the data group's entries; `applied` is what its store says it applied
+/// last (`data::APPLIED_KEY`).
 pub async fn start(
     settings: Settings,
     data: &Path,
     identity: &identity::NodeIdentity,
+    broker: crate::broker::BrokerHandle,
+    applied: Option<Vec<u8>>,
 ) -> anyhow::Result<Cluster> {
     let db = LogDb::open(&data.join("raft")).map_err(anyhow::Error::msg)?;
     let sm = StateMachine::open(&db, META, MetaState::default())
@@ -155,15 +189,27 @@ pub async fn start(
     }
     let raft = Raft::new(
         settings.node_id,
-        raft_config(&settings.cluster_id)?,
+        raft_config(&settings.cluster_id, META)?,
         peers.group(META),
         db.group(META),
         sm.clone(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the metadata group: {e}"))?;
+    let data_sm = data::DataSm::new(broker, applied).map_err(anyhow::Error::msg)?;
+    let data_raft = Raft::new(
+        settings.node_id,
+        raft_config(&settings.cluster_id, data::DATA)?,
+        peers.group(data::DATA),
+        db.group(data::DATA),
+        data_sm,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the data group: {e}"))?;
     let groups = Groups::default();
     groups.insert(META, raft.clone());
+    groups.insert(data::DATA, data_raft.clone());
+    let (batcher, batch_rx) = tokio::sync::mpsc::channel(BATCHER_QUEUE);
     let listener = tokio::net::TcpListener::bind(settings.peer_listen)
         .await
         .with_context(|| format!("--peer-listen: listening on {}", settings.peer_listen))?;
@@ -171,9 +217,11 @@ pub async fn start(
         settings,
         raft: raft.clone(),
         sm,
+        data: data_raft.clone(),
+        batcher,
         peers: peers.clone(),
-        elections: AtomicU64::new(0),
-        leader_changes: AtomicU64::new(0),
+        elections: Default::default(),
+        leader_changes: Default::default(),
         stop: CancellationToken::new(),
     });
     let cluster = Cluster { inner };
@@ -212,21 +260,26 @@ pub async fn start(
             cluster.inner.settings.peer_listen
         );
     }
-    if first_member && !raft.is_initialized().await.unwrap_or(true) {
-        let members: BTreeMap<NodeId, BasicNode> = cluster
-            .inner
-            .settings
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-            .collect();
+    let members: BTreeMap<NodeId, BasicNode> = cluster
+        .inner
+        .settings
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    for r in [&raft, &data_raft] {
         // Every first member does this with the same list; all but one find the group
         // already formed, which is what they want.
-        if let Err(e) = raft.initialize(members).await {
-            tracing::debug!("initialize: {e}");
+        if first_member && !r.is_initialized().await.unwrap_or(true) {
+            if let Err(e) = r.initialize(members.clone()).await {
+                tracing::debug!("initialize: {e}");
+            }
         }
     }
-    tokio::spawn(cluster.clone().watch_elections());
+    for (i, (group, _)) in GROUPS.iter().enumerate() {
+        tokio::spawn(cluster.clone().watch_elections(i, *group));
+    }
+    tokio::spawn(cluster.clone().run_batcher(batch_rx));
     tokio::spawn(cluster.clone().announce());
     Ok(cluster)
 }
@@ -243,12 +296,25 @@ impl Cluster {
     /// Stops the groups (at shutdown).
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
+        let _ = self.inner.data.shutdown().await;
         let _ = self.inner.raft.shutdown().await;
     }
 
-    /// The leader of the metadata group and its peer address, as this node knows it.
-    fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.inner.raft.metrics().borrow().clone();
+    fn raft_of(&self, group: GroupId) -> &Raft {
+        if group == META {
+            &self.inner.raft
+        } else {
+            &self.inner.data
+        }
+    }
+
+    pub(super) fn data_raft(&self) -> &Raft {
+        &self.inner.data
+    }
+
+    /// The leader of a group and its peer address, as this node knows it.
+    fn leader(&self, group: GroupId) -> Option<(NodeId, String)> {
+        let m = self.raft_of(group).metrics().borrow().clone();
         let id = m.current_leader?;
         let addr = m
             .membership_config
@@ -261,45 +327,66 @@ impl Cluster {
     /// Proposes a metadata command: on this node if it leads the group, else forwarded to
     /// the leader. Retries while leadership moves, for up to about 5 s.
     pub async fn write(&self, cmd: MetaCmd) -> Result<(), WriteError> {
-        self.on_leader(PeerReq::Write(cmd.encode().0.to_vec()))
+        self.on_leader(META, PeerReq::Write(cmd.encode().0.to_vec()))
             .await
+            .map(|_| ())
     }
 
     /// Adds node `node`, whose peer listener is `addr`: as a learner, caught up, then as a
     /// voter.
     pub async fn join(&self, node: NodeId, addr: String) -> Result<(), WriteError> {
-        self.on_leader(PeerReq::Join { node, addr }).await
+        let join = || PeerReq::Join {
+            node,
+            addr: addr.clone(),
+        };
+        self.on_leader(META, join()).await?;
+        self.on_leader(data::DATA, join()).await.map(|_| ())
     }
 
     /// Removes node `node` from the cluster (it should be stopped afterwards).
     pub async fn leave(&self, node: NodeId) -> Result<(), WriteError> {
-        self.on_leader(PeerReq::Leave { node }).await
+        match self.on_leader(data::DATA, PeerReq::Leave { node }).await {
+            Ok(_) | Err(WriteError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.on_leader(META, PeerReq::Leave { node })
+            .await
+            .map(|_| ())
     }
 
     /// Runs `req` on the metadata group's leader: here, or over the peer link. Retries
     /// while leadership moves, for up to about 5 s.
-    async fn on_leader(&self, req: PeerReq) -> Result<(), WriteError> {
+    async fn on_leader(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
         let body = rmp_serde::to_vec(&req).map_err(|e| WriteError::Refused(e.to_string()))?;
         let mut why = String::from("no leader elected yet");
         for attempt in 0..25u32 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let Some((leader, addr)) = self.leader() else {
+            let Some((leader, addr)) = self.leader(group) else {
                 continue;
             };
             let r = if leader == self.node_id() {
-                self.lead(&req).await
+                self.lead(group, req.clone()).await
             } else {
                 match self
                     .inner
                     .peers
-                    .call_app(leader, &addr, META, body.clone().into(), FORWARD_TTL)
+                    .call_app(leader, &addr, group, body.clone().into(), FORWARD_TTL)
                     .await
                 {
-                    Ok(Ok(bytes)) => rmp_serde::from_slice::<Result<(), WriteError>>(&bytes)
+                    Ok(Ok(bytes)) => rmp_serde::from_slice::<Result<Answer, WriteError>>(&bytes)
                         .unwrap_or_else(|e| Err(WriteError::Refused(format!("bad answer: {e}")))),
                     Ok(Err(e)) => Err(WriteError::NotLeader(e)),
+                    // Not sent: safe to try the leader again.
+                    Err(e @ (net::CallError::NotSent(_) | net::CallError::Refused(_))) => {
+                        Err(WriteError::NotLeader(format!("node {leader}: {e}")))
+                    }
+                    // Sent and unanswered: a publish may have been done; the others are
+                    // safe to repeat.
+                    Err(e) if matches!(req, PeerReq::Publish(_)) => Err(WriteError::Indeterminate(
+                        format!("node {leader} did not answer ({e})"),
+                    )),
                     Err(e) => Err(WriteError::NotLeader(format!("node {leader}: {e}"))),
                 }
             };
@@ -308,28 +395,38 @@ impl Cluster {
                 other => return other,
             }
         }
-        Err(WriteError::NoLeader(META, why))
+        Err(WriteError::NoLeader(group, why))
     }
 
-    /// Does `req` as the leader (`NotLeader` if this node does not lead).
-    async fn lead(&self, req: &PeerReq) -> Result<(), WriteError> {
-        let raft = &self.inner.raft;
+    /// Does `req` as the leader of `group` (`NotLeader` if this node does not lead it).
+    async fn lead(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
+        let raft = self.raft_of(group);
         let not_leader = |e: &dyn std::fmt::Display| WriteError::NotLeader(e.to_string());
-        match req {
-            PeerReq::Write(cmd) => match raft.client_write(mom_raft::Cmd(cmd.clone().into())).await
-            {
-                Ok(r) => meta::decode_reply(&r.data).map_err(WriteError::Refused),
-                Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
-                Err(e) => Err(WriteError::Refused(e.to_string())),
-            },
-            PeerReq::Status => Ok(()),
+        match &req {
+            PeerReq::Write(cmd) if group == META => {
+                match raft.client_write(mom_raft::Cmd(cmd.clone().into())).await {
+                    Ok(r) => meta::decode_reply(&r.data)
+                        .map(|_| Answer::Done)
+                        .map_err(WriteError::Refused),
+                    Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
+                    Err(e) => Err(WriteError::Refused(e.to_string())),
+                }
+            }
+            PeerReq::Publish(items) if group == data::DATA => self
+                .lead_publish(items.clone())
+                .await
+                .map(Answer::Published),
+            PeerReq::Write(_) | PeerReq::Publish(_) => Err(WriteError::Refused(format!(
+                "group {group} takes no such request"
+            ))),
+            PeerReq::Status => Ok(Answer::Done),
             PeerReq::Join { node, addr } => {
                 let m = raft.metrics().borrow().clone();
                 let membership = m.membership_config.membership();
                 if let Some(n) = membership.get_node(node) {
                     if membership.voter_ids().any(|v| v == *node) {
                         return if n.addr == *addr {
-                            Ok(())
+                            Ok(Answer::Done)
                         } else {
                             Err(WriteError::Refused(format!(
                                 "node {node} is already a member, at {}",
@@ -344,7 +441,7 @@ impl Cluster {
                 if let Err(e) = self
                     .inner
                     .peers
-                    .call_app(*node, addr, META, probe.into(), Duration::from_secs(3))
+                    .call_app(*node, addr, group, probe.into(), Duration::from_secs(3))
                     .await
                 {
                     return Err(match e {
@@ -383,8 +480,8 @@ impl Cluster {
                     .await
                 {
                     Ok(_) => {
-                        tracing::info!("node {node} ({addr}) joined the cluster");
-                        Ok(())
+                        tracing::info!("node {node} ({addr}) joined group {group}");
+                        Ok(Answer::Done)
                     }
                     Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
                     Err(e) => Err(WriteError::Refused(e.to_string())),
@@ -412,8 +509,8 @@ impl Cluster {
                 };
                 match raft.change_membership(change, false).await {
                     Ok(_) => {
-                        tracing::info!("node {node} left the cluster");
-                        Ok(())
+                        tracing::info!("node {node} left group {group}");
+                        Ok(Answer::Done)
                     }
                     Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
                     Err(e) => Err(WriteError::Refused(e.to_string())),
@@ -424,13 +521,13 @@ impl Cluster {
 
     /// Answers a peer's application request.
     async fn serve_peer(&self, group: GroupId, body: Bytes) -> Result<Bytes, String> {
-        if group != META {
+        if !GROUPS.iter().any(|(g, _)| *g == group) {
             return Err(format!("no group {group} here"));
         }
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
-            PeerReq::Status => rmp_serde::to_vec(&self.leader_view()),
-            req => rmp_serde::to_vec(&self.lead(&req).await),
+            PeerReq::Status => rmp_serde::to_vec(&self.leader_view(group)),
+            req => rmp_serde::to_vec(&self.lead(group, req).await),
         };
         answer.map(Bytes::from).map_err(|e| e.to_string())
     }
@@ -467,8 +564,9 @@ impl Cluster {
     }
 
     /// Counts elections and leader changes, and logs them.
-    async fn watch_elections(self) {
-        let mut rx = self.inner.raft.metrics();
+    async fn watch_elections(self, slot: usize, group: GroupId) {
+        let name = GROUPS[slot].1;
+        let mut rx = self.raft_of(group).metrics();
         let (mut term, mut leader) = {
             let m = rx.borrow();
             (m.current_term, m.current_leader)
@@ -483,18 +581,18 @@ impl Cluster {
                 (m.current_term, m.current_leader, m.state)
             };
             if t > term {
-                self.inner.elections.fetch_add(t - term, Ordering::Relaxed);
+                self.inner.elections[slot].fetch_add(t - term, Ordering::Relaxed);
                 term = t;
             }
             if l != leader {
-                self.inner.leader_changes.fetch_add(1, Ordering::Relaxed);
+                self.inner.leader_changes[slot].fetch_add(1, Ordering::Relaxed);
                 leader = l;
                 match l {
                     Some(id) if state == ServerState::Leader => {
-                        tracing::info!(term = t, "this node ({id}) leads the metadata group")
+                        tracing::info!(term = t, "this node ({id}) leads the {name} group")
                     }
-                    Some(id) => tracing::info!(term = t, "node {id} leads the metadata group"),
-                    None => tracing::info!(term = t, "the metadata group has no leader"),
+                    Some(id) => tracing::info!(term = t, "node {id} leads the {name} group"),
+                    None => tracing::info!(term = t, "the {name} group has no leader"),
                 }
             }
         }

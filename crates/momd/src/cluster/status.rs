@@ -11,7 +11,8 @@ use mom_raft::openraft::ServerState;
 use mom_raft::{Metrics, NodeId};
 use serde::{Deserialize, Serialize};
 
-use super::{Cluster, PeerReq, META};
+use super::{Cluster, PeerReq, GROUPS, META};
+use mom_raft::GroupId;
 
 /// A node not heard from for this long is shown `unreachable`.
 const GONE_AFTER: Duration = Duration::from_secs(3);
@@ -37,13 +38,13 @@ fn role(state: ServerState) -> &'static str {
 }
 
 impl Cluster {
-    fn metrics(&self) -> Metrics {
-        self.inner.raft.metrics().borrow().clone()
+    fn metrics(&self, group: GroupId) -> Metrics {
+        self.raft_of(group).metrics().borrow().clone()
     }
 
-    /// This node's view of replication, if it leads the metadata group.
-    pub(super) fn leader_view(&self) -> Option<LeaderView> {
-        let m = self.metrics();
+    /// This node's view of replication, if it leads `group`.
+    pub(super) fn leader_view(&self, group: GroupId) -> Option<LeaderView> {
+        let m = self.metrics(group);
         if m.state != ServerState::Leader {
             return None;
         }
@@ -71,16 +72,16 @@ impl Cluster {
     }
 
     /// The leader's view: this node's own, or asked of the leader.
-    async fn fetch_leader_view(&self) -> Option<LeaderView> {
-        if let Some(v) = self.leader_view() {
+    async fn fetch_leader_view(&self, group: GroupId) -> Option<LeaderView> {
+        if let Some(v) = self.leader_view(group) {
             return Some(v);
         }
-        let (leader, addr) = self.leader()?;
+        let (leader, addr) = self.leader(group)?;
         let body = rmp_serde::to_vec(&PeerReq::Status).ok()?;
         let bytes = self
             .inner
             .peers
-            .call_app(leader, &addr, META, body.into(), Duration::from_secs(1))
+            .call_app(leader, &addr, group, body.into(), Duration::from_secs(1))
             .await
             .ok()?
             .ok()?;
@@ -89,15 +90,14 @@ impl Cluster {
 
     /// The answer to `cluster_status`.
     pub async fn status(&self, id: u64) -> ClusterStatus {
-        let view = self.fetch_leader_view().await;
-        let m = self.metrics();
+        let mut view = self.fetch_leader_view(META).await;
+        let m = self.metrics(META);
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let infos = self.inner.sm.with_app(|s| s.nodes.clone());
         let contacts = self.inner.peers.contacts();
         let me = self.node_id();
         let mut nodes = Vec::new();
-        let mut replicas = Vec::new();
         for (nid, node) in membership.nodes() {
             let voter = voters.contains(nid);
             let contact = if *nid == me {
@@ -134,17 +134,15 @@ impl Cluster {
                 last_contact_ms: contact,
                 version: info.map(|i| i.version.clone()).unwrap_or_default(),
             });
-            let matched = view
-                .as_ref()
-                .and_then(|v| v.matched.get(nid).copied().flatten());
-            replicas.push(ClusterReplica {
-                node: *nid,
-                matched,
-                lag: view
-                    .as_ref()
-                    .zip(matched)
-                    .map(|(v, i)| v.last_index.saturating_sub(i)),
-            });
+        }
+        let mut groups = Vec::new();
+        for (group, name) in GROUPS {
+            let view = if group == META {
+                view.take()
+            } else {
+                self.fetch_leader_view(group).await
+            };
+            groups.push(self.group_status(group, name, view));
         }
         ClusterStatus {
             id,
@@ -152,26 +150,61 @@ impl Cluster {
             cluster_id: self.cluster_id().to_string(),
             node_id: me,
             nodes,
-            groups: vec![ClusterGroup {
-                name: "meta".into(),
-                leader: m.current_leader,
-                term: m.current_term,
-                last_index: m.last_log_index.unwrap_or(0),
-                applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-                replicas,
-            }],
+            groups,
+        }
+    }
+
+    fn group_status(&self, group: GroupId, name: &str, view: Option<LeaderView>) -> ClusterGroup {
+        let m = self.metrics(group);
+        let replicas = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(nid, _)| {
+                let matched = view
+                    .as_ref()
+                    .and_then(|v| v.matched.get(nid).copied().flatten());
+                ClusterReplica {
+                    node: *nid,
+                    matched,
+                    lag: view
+                        .as_ref()
+                        .zip(matched)
+                        .map(|(v, i)| v.last_index.saturating_sub(i)),
+                }
+            })
+            .collect();
+        ClusterGroup {
+            name: name.into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            replicas,
         }
     }
 
     /// The cluster's part of `/metrics` (Prometheus text).
     pub fn metrics_text(&self) -> String {
-        let m = self.metrics();
+        let mut t = String::new();
+        for (slot, (group, name)) in GROUPS.iter().enumerate() {
+            self.group_metrics(&mut t, slot, *group, name);
+        }
+        self.peer_metrics(&mut t);
+        t
+    }
+
+    fn group_metrics(&self, t: &mut String, slot: usize, group: GroupId, name: &str) {
+        let m = self.metrics(group);
         let last = m.last_log_index.unwrap_or(0);
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        let g = "group=\"meta\"";
-        let mut t = String::new();
+        let g = format!("group=\"{name}\"");
+        let g = g.as_str();
+        let head = slot == 0;
         let mut gauge = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
-            let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            if head {
+                let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
             for (labels, v) in lines {
                 let _ = writeln!(t, "{name}{{{labels}}} {v}");
             }
@@ -212,7 +245,7 @@ impl Cluster {
             "gauge",
             vec![(g.into(), last.saturating_sub(applied))],
         );
-        if let Some(view) = self.leader_view() {
+        if let Some(view) = self.leader_view(group) {
             let lines = view
                 .matched
                 .iter()
@@ -233,14 +266,21 @@ impl Cluster {
             "mom_raft_elections_total",
             "Elections seen by this node (the term went up).",
             "counter",
-            vec![(g.into(), self.inner.elections.load(Ordering::Relaxed))],
+            vec![(g.into(), self.inner.elections[slot].load(Ordering::Relaxed))],
         );
         gauge(
             "mom_raft_leader_changes_total",
             "Times this node saw the group's leader change.",
             "counter",
-            vec![(g.into(), self.inner.leader_changes.load(Ordering::Relaxed))],
+            vec![(
+                g.into(),
+                self.inner.leader_changes[slot].load(Ordering::Relaxed),
+            )],
         );
+    }
+
+    fn peer_metrics(&self, t: &mut String) {
+        let m = self.metrics(META);
         let contacts = self.inner.peers.contacts();
         let mut lines = String::new();
         for (id, _) in m.membership_config.membership().nodes() {
@@ -261,6 +301,5 @@ impl Cluster {
              each peer.\n# TYPE mom_raft_peer_last_contact_seconds gauge"
         );
         t.push_str(&lines);
-        t
     }
 }

@@ -35,6 +35,7 @@ mod overlay;
 mod read;
 pub mod record;
 mod recover;
+mod replica;
 mod retention;
 pub mod segments;
 mod side;
@@ -162,6 +163,9 @@ pub struct Store {
     heads_found: Arc<std::sync::Mutex<Vec<(u32, u64)>>>,
     /// The thread that runs the second of two syncs side by side (`side.rs`).
     side: Arc<side::Side>,
+    /// A replica of a cluster (`replica.rs`): what the log holds past the index is
+    /// dropped at start, since the Raft log gives it again.
+    replica: bool,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -305,6 +309,7 @@ impl Store {
             segs: Arc::new(segs),
             log: Arc::new(log),
             index_room: 0,
+            replica: false,
             downtime: Arc::default(),
             index_needed: Arc::default(),
             index_unsynced: Arc::default(),

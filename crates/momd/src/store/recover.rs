@@ -210,6 +210,16 @@ impl Store {
                 }
             }
         }
+        if self.replica {
+            // The Raft log gives again what is past the index (`replica.rs`); the heads
+            // file does not apply (acks wait for Raft, not for this log).
+            self.drop_unindexed(end)?;
+            self.heads_found
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            return Ok((damage, 0));
+        }
         let tail = self.index_tail(topics, end, downtime)?;
         damage.extend(tail.damage);
         let unwritten = self.damage_unwritten(topics)?;

@@ -1,0 +1,104 @@
+//! Cluster mode in the broker task: a client's publish goes to the data group (its answer
+//! comes back once a majority has it), and the group's committed entries are applied here
+//! like local publishes, with the time and sender they carry (`cluster/data.rs`).
+
+use mom_proto::{ErrorCode, Publish, PublishOk, Sender, ServerFrame};
+
+use super::{Broker, INBOX_PREFIX};
+use crate::cluster::data::{ApplyEntry, PubItem, PubResult, APPLIED_KEY};
+use crate::cluster::Cluster;
+
+impl Broker {
+    /// Hand a client's publish to the cluster; answer it when the cluster does.
+    pub(super) fn cluster_publish(
+        &mut self,
+        c: &Cluster,
+        session: u64,
+        p: Publish,
+        sender: Sender,
+    ) {
+        if let Some(refused) = self.disk_refuses() {
+            return self.error(session, p.id, refused.0, refused.1);
+        }
+        if p.msgs.is_empty() {
+            return self.error(
+                session,
+                p.id,
+                ErrorCode::BadRequest,
+                "a publish needs at least one message",
+            );
+        }
+        if let Err(e) = mom_proto::topic::validate_topic(&p.topic) {
+            return self.error(session, p.id, ErrorCode::BadRequest, e.to_string());
+        }
+        if p.topic.starts_with('$') && !p.topic.starts_with(INBOX_PREFIX) {
+            return self.error(
+                session,
+                p.id,
+                ErrorCode::Forbidden,
+                format!("topic {:?} is reserved for the broker", p.topic),
+            );
+        }
+        let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
+            return;
+        };
+        let c = c.clone();
+        let (id, no_ack, topic) = (p.id, p.no_ack, p.topic.clone());
+        let item = PubItem {
+            topic: p.topic,
+            msgs: p.msgs,
+            sender,
+        };
+        tokio::spawn(async move {
+            let r = c.publish(item).await;
+            let frame = match r {
+                Ok(done) if !no_ack => ServerFrame::PublishOk(PublishOk {
+                    id,
+                    topic,
+                    seqs: done.seqs,
+                    duplicates: done.duplicates,
+                    // Watches and queues of other nodes are not counted here.
+                    watchers: 0,
+                    queues: 0,
+                    duplicate_indexes: done.duplicate_indexes,
+                }),
+                Ok(_) => {
+                    outbox.release(id);
+                    return;
+                }
+                Err((code, msg)) => ServerFrame::error(Some(id), code, msg),
+            };
+            outbox.reply(frame, true);
+        });
+    }
+
+    /// Apply committed entries of the data group; each entry's publishes get their results.
+    pub(super) fn apply_replicated(
+        &mut self,
+        entries: Vec<ApplyEntry>,
+        applied: Vec<u8>,
+    ) -> Vec<Vec<PubResult>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut results = Vec::with_capacity(e.items.len());
+            for item in e.items {
+                // Reply inboxes are reserved topics anyone may publish to.
+                let inbox = item.topic.starts_with(INBOX_PREFIX);
+                let r = self.publish(
+                    (0, 0, true),
+                    &item.topic,
+                    item.msgs,
+                    item.sender,
+                    e.time,
+                    inbox,
+                );
+                results.push(r);
+            }
+            out.push(results);
+        }
+        self.store
+            .stage_meta(&mut self.staged, APPLIED_KEY, applied);
+        self.commit();
+        out
+    }
+}

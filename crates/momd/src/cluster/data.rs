@@ -1,0 +1,343 @@
+//! The data group: a Raft group carrying publishes, applied by every node to its own store
+//! (replica mode, `store/replica.rs`) through its broker task.
+//!
+//! A publish reaches any node. The node's batcher gathers what its clients sent while the
+//! previous batch was being committed, and sends it to the group's leader (itself, or over
+//! the peer link); the leader stamps the time and proposes the batch as one entry. Once a
+//! majority has it in its log (each replica fsynced it), every node applies it: the core
+//! sequences it as it would a local publish, watches on that node get the messages, and the
+//! leader's answer (the seqs) goes back to the client. An acknowledgement therefore means
+//! committed on a majority.
+//!
+//! The store keeps which entry it applied last with its index; a restart applies again what
+//! came after (and drops what its log held past the index). Snapshots of this group are not
+//! made yet: its Raft log is kept whole, and a node that was down catches up from it.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mom_proto::{ErrorCode, PubMsg, Sender};
+use mom_raft::openraft::storage::{RaftStateMachine, Snapshot};
+use mom_raft::openraft::{
+    AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use mom_raft::{Entry, LogId, NodeId, Reply, StorageError, TypeConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+pub use crate::broker::publish::Published;
+use crate::broker::{BrokerHandle, Cmd};
+
+/// The data group's id.
+pub const DATA: mom_raft::GroupId = 1;
+
+/// The store's metadata key holding the last applied entry and the membership.
+pub const APPLIED_KEY: &str = "raft_data_applied";
+
+/// Most publishes in one Raft entry.
+const BATCH_MAX: usize = 4096;
+/// Most bytes of payload in one Raft entry.
+const BATCH_BYTES: usize = 4 << 20;
+
+type Membership = StoredMembership<NodeId, mom_raft::openraft::BasicNode>;
+
+/// One publish request, as the data group carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PubItem {
+    pub topic: String,
+    pub msgs: Vec<PubMsg>,
+    pub sender: Sender,
+}
+
+/// What applying one publish gave.
+pub type PubResult = Result<Published, (ErrorCode, String)>;
+
+/// A Raft entry of the data group.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppendCmd {
+    /// The leader's clock when it proposed the entry: every replica stores this time.
+    pub time: u64,
+    pub items: Vec<PubItem>,
+}
+
+/// One entry for the broker to apply: its publishes (none for Raft's own entries).
+pub struct ApplyEntry {
+    pub time: u64,
+    pub items: Vec<PubItem>,
+}
+
+/// The applied state as stored: the last entry applied and the membership then.
+#[derive(Serialize, Deserialize, Default)]
+struct Applied {
+    last: Option<LogId>,
+    membership: Membership,
+}
+
+/// The data group's state machine: the broker's core and store, reached through its task.
+#[derive(Clone)]
+pub struct DataSm {
+    broker: BrokerHandle,
+    applied: Arc<Mutex<Applied>>,
+}
+
+fn sm_err(e: impl ToString) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(e)).into()
+}
+
+impl DataSm {
+    /// `stored`: the store's `APPLIED_KEY` value, if any.
+    pub fn new(broker: BrokerHandle, stored: Option<Vec<u8>>) -> Result<DataSm, String> {
+        let applied = match stored {
+            Some(v) => rmp_serde::from_slice(&v)
+                .map_err(|e| format!("the store's applied Raft state is unreadable: {e}"))?,
+            None => Applied::default(),
+        };
+        Ok(DataSm {
+            broker,
+            applied: Arc::new(Mutex::new(applied)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for DataSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        Err(StorageIOError::write_snapshot(
+            None,
+            AnyError::error("snapshots of the data group are not made yet"),
+        )
+        .into())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for DataSm {
+    type SnapshotBuilder = DataSm;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let a = self.lock();
+        Ok((a.last, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Reply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut refused: Vec<Option<String>> = Vec::new();
+        let (mut last, mut membership) = {
+            let a = self.lock();
+            (a.last, a.membership.clone())
+        };
+        for entry in entries {
+            last = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Normal(cmd) => match rmp_serde::from_slice::<AppendCmd>(&cmd.0) {
+                    Ok(c) => {
+                        batch.push(ApplyEntry {
+                            time: c.time,
+                            items: c.items,
+                        });
+                        refused.push(None);
+                    }
+                    // The same on every replica: an entry this version cannot read.
+                    Err(e) => {
+                        batch.push(ApplyEntry {
+                            time: 0,
+                            items: Vec::new(),
+                        });
+                        refused.push(Some(format!("unreadable data entry: {e}")));
+                    }
+                },
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    batch.push(ApplyEntry {
+                        time: 0,
+                        items: Vec::new(),
+                    });
+                    refused.push(None);
+                }
+                EntryPayload::Blank => {
+                    batch.push(ApplyEntry {
+                        time: 0,
+                        items: Vec::new(),
+                    });
+                    refused.push(None);
+                }
+            }
+        }
+        let applied = Applied { last, membership };
+        let stored = rmp_serde::to_vec(&applied).map_err(sm_err)?;
+        let (tx, rx) = oneshot::channel();
+        if !self
+            .broker
+            .send(Cmd::Apply {
+                entries: batch,
+                applied: stored,
+                reply: tx,
+            })
+            .await
+        {
+            return Err(sm_err("the broker has stopped"));
+        }
+        let results = rx.await.map_err(|_| sm_err("the broker has stopped"))?;
+        *self.lock() = applied;
+        let mut replies = Vec::with_capacity(results.len());
+        for (r, why) in results.into_iter().zip(refused) {
+            let r: Result<Vec<PubResult>, String> = match why {
+                Some(e) => Err(e),
+                None => Ok(r),
+            };
+            replies.push(Reply(rmp_serde::to_vec(&r).map_err(sm_err)?.into()));
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Err(sm_err("snapshots of the data group are not taken yet"))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<NodeId, mom_raft::openraft::BasicNode>,
+        _snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        Err(sm_err("snapshots of the data group are not taken yet"))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(None)
+    }
+}
+
+/// A publish waiting in this node's batcher.
+pub struct Proposal {
+    pub item: PubItem,
+    pub done: oneshot::Sender<PubResult>,
+}
+
+/// The batcher's queue: publishes of this node's clients, sent to the leader a batch at a
+/// time.
+pub type Batcher = mpsc::Sender<Proposal>;
+
+impl super::Cluster {
+    /// Runs the batcher: one batch at a time goes to the leader; what arrives meanwhile
+    /// makes the next one.
+    pub(super) async fn run_batcher(self, mut rx: mpsc::Receiver<Proposal>) {
+        let mut waiting: Vec<Proposal> = Vec::new();
+        loop {
+            if waiting.is_empty() {
+                match rx.recv().await {
+                    Some(p) => waiting.push(p),
+                    None => return,
+                }
+            }
+            let mut bytes = 0usize;
+            while waiting.len() < BATCH_MAX && bytes < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.item.msgs.iter().map(|m| m.payload.len()).sum::<usize>();
+                        waiting.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let batch = std::mem::take(&mut waiting);
+            let items: Vec<PubItem> = batch.iter().map(|p| p.item.clone()).collect();
+            match self.propose_publishes(items).await {
+                Ok(results) => {
+                    for (p, r) in batch.into_iter().zip(results) {
+                        let _ = p.done.send(r);
+                    }
+                }
+                Err(e) => {
+                    for p in batch {
+                        let _ = p.done.send(Err((ErrorCode::Unavailable, e.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a batch of publishes to the data group's leader and returns each one's result.
+    /// `Err` for the whole batch: no leader took it, or its fate is unknown.
+    async fn propose_publishes(&self, items: Vec<PubItem>) -> Result<Vec<PubResult>, String> {
+        let n = items.len();
+        let req = super::PeerReq::Publish(items);
+        match self.on_leader(DATA, req).await {
+            Ok(super::Answer::Published(r)) if r.len() == n => Ok(r),
+            Ok(_) => Err("the leader gave an answer of another kind".into()),
+            Err(super::WriteError::NoLeader(_, why)) => Err(format!(
+                "not stored: the cluster has no reachable leader ({why}); retry"
+            )),
+            Err(e) => Err(format!(
+                "may or may not be stored ({e}); retry with a msg_id to be safe"
+            )),
+        }
+    }
+
+    /// As the data group's leader: propose one entry of publishes, wait for it to be
+    /// applied here, and return each one's result.
+    pub(super) async fn lead_publish(
+        &self,
+        items: Vec<PubItem>,
+    ) -> Result<Vec<PubResult>, super::WriteError> {
+        let data = self.data_raft();
+        if data.metrics().borrow().state != mom_raft::openraft::ServerState::Leader {
+            return Err(super::WriteError::NotLeader(format!(
+                "node {} does not lead the data group",
+                self.node_id()
+            )));
+        }
+        let cmd = AppendCmd {
+            time: crate::broker::now_ms(),
+            items,
+        };
+        let bytes =
+            rmp_serde::to_vec(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
+        match data.client_write(mom_raft::Cmd(bytes.into())).await {
+            Ok(r) => {
+                let r: Result<Vec<PubResult>, String> = rmp_serde::from_slice(&r.data.0)
+                    .unwrap_or_else(|e| Err(format!("unreadable apply result: {e}")));
+                r.map_err(super::WriteError::Refused)
+            }
+            // Proposed, then leadership moved: the entry may still be committed.
+            Err(e) => Err(super::WriteError::Indeterminate(format!(
+                "the leader changed while the publish was proposed ({e})"
+            ))),
+        }
+    }
+
+    /// Publishes through the cluster: answered once committed on a majority and applied.
+    pub async fn publish(&self, item: PubItem) -> PubResult {
+        let (done, wait) = oneshot::channel();
+        if self
+            .inner
+            .batcher
+            .send(Proposal { item, done })
+            .await
+            .is_err()
+        {
+            return Err((ErrorCode::Unavailable, "the node is stopping".into()));
+        }
+        match tokio::time::timeout(Duration::from_secs(30), wait).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err((ErrorCode::Unavailable, "the node is stopping".into())),
+            Err(_) => Err((
+                ErrorCode::Unavailable,
+                "no answer from the cluster in 30 s: the publish may or may not be stored; \
+                 retry with a msg_id to be safe"
+                    .into(),
+            )),
+        }
+    }
+}
