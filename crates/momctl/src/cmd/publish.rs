@@ -202,6 +202,9 @@ struct InFlight {
     reply: PendingReply,
     /// Sent again after a reconnect: its duplicates were stored before the connection went.
     resent: bool,
+    /// Handed to a connection, this one or one before: a broker may have stored it. (A
+    /// batch whose connection was gone before it could be sent was seen by none.)
+    seen: bool,
     /// Its topic, when not the command's (`momctl publish -`).
     topic: Option<String>,
 }
@@ -315,6 +318,7 @@ impl Publishing<'_> {
                     msgs: keep,
                     reply,
                     resent,
+                    seen: true,
                     topic: own_topic,
                 });
                 Ok(())
@@ -329,6 +333,8 @@ impl Publishing<'_> {
                     msgs: keep,
                     reply: PendingReply::closed(&self.client),
                     resent,
+                    // A resend was seen by the broker it was first sent to.
+                    seen: resent,
                     topic: own_topic,
                 });
                 Err(e)
@@ -445,7 +451,8 @@ impl Publishing<'_> {
             .reconnect
             .again(self.opts, &self.client, lost, &what)
             .await?;
-        if !self.in_flight.is_empty() && !same_store(self.client.welcome(), client.welcome()) {
+        let seen = self.in_flight.iter().any(|b| b.seen);
+        if seen && !same_store(self.client.welcome(), client.welcome()) {
             // Another broker cannot tell which of them the lost one stored: sending them
             // there could store a message twice, so they are reported, not sent.
             return Err(Failure::new(
@@ -468,7 +475,8 @@ impl Publishing<'_> {
             if msgs.is_empty() {
                 continue;
             }
-            if let Err(e) = self.send(b.first, b.topic, msgs, true).await {
+            // Never seen by a broker, it is sent for the first time.
+            if let Err(e) = self.send(b.first, b.topic, msgs, b.seen).await {
                 return Box::pin(self.reconnect_and_resend(&e)).await;
             }
         }
