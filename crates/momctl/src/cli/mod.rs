@@ -82,7 +82,8 @@ pub struct Global {
 #[derive(Debug, Args, Clone)]
 pub struct ReconnectArgs {
     /// Reconnect when the connection is lost (the default for subscribe, recv --follow,
-    /// recv --exec and reply; publish needs it asked for).
+    /// recv --exec and reply; publish needs it asked for), starting with the next server
+    /// of a -s list.
     #[arg(long, conflicts_with = "no_reconnect")]
     pub reconnect: bool,
 
@@ -109,7 +110,9 @@ reported on stderr and not stored again. A stdin line over the payload limit is 
 its line number and exit 1; the lines before it stay acknowledged. If the connection is lost, \
 the exit is 8 and stderr says which lines were acknowledged and which are unknown; with \
 --reconnect, the unknown ones are sent again after reconnecting and the broker drops what it \
-already stored (they carry ids: --id, --id-from, or one made for this run).\n\n\
+already stored (they carry ids: --id, --id-from, or one made for this run). They are sent \
+again only to the broker they were sent to: reconnected to another server of a -s list, \
+publish reports them and exits 8.\n\n\
 Ids: --id ID numbers stdin messages ID-1, ID-2, … (a re-run of the same input is deduplicated, \
 but a restarted `tail -f` numbers from 1 again and its new lines would be taken for \
 duplicates); --id-from sha256 names each message by its content (identical lines are one \
