@@ -34,7 +34,7 @@ enum Answer {
     /// Holds it and says nothing (a server that never answers the hello).
     Silent,
     /// Reads the hello and sends this frame.
-    Frame(ServerFrame),
+    Frame(Box<ServerFrame>),
 }
 
 /// A stand-in server on 127.0.0.1 that counts the connections it gets.
@@ -62,7 +62,7 @@ impl Fake {
                         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                         let _ = conn.read(&mut [0u8; 4096]);
                         let mut out = BytesMut::new();
-                        mom_proto::encode_frame(f, &mut out, usize::MAX).expect("encode");
+                        mom_proto::encode_frame(&**f, &mut out, usize::MAX).expect("encode");
                         let _ = conn.write_all(&out);
                     }
                 }
@@ -280,11 +280,11 @@ fn a_refused_password_or_protocol_version_is_the_answer_not_a_reason_to_go_on() 
     let out = momctl_env(&["-s", &list, "ping"], None, T, &right);
     assert_eq!(out.code, 0, "{out:?}");
 
-    let old = Fake::start(Answer::Frame(ServerFrame::error(
+    let old = Fake::start(Answer::Frame(Box::new(ServerFrame::error(
         Some(0),
         ErrorCode::BadRequest,
         "protocol version 1 is not supported; this server speaks version 9",
-    )));
+    ))));
     let list = format!("{},{}", old.addr, next.addr);
     let out = momctl(&["-s", &list, "ping"], None, T);
     assert_eq!(out.code, 1, "{out:?}");

@@ -264,8 +264,8 @@ impl Client {
         }
         match tried.len() {
             0 => Err(ClientError::Connect {
-                addr: String::new(),
-                reason: "no server given".into(),
+                addr: "no server".into(),
+                reason: "the server list is empty".into(),
             }),
             // One server: its own error, as it always was.
             1 => Err(tried.remove(0).1),
