@@ -208,6 +208,28 @@ fn momtui_shows_reconnecting_when_the_broker_is_gone() {
 }
 
 #[test]
+fn momtui_moves_to_the_next_server_of_its_list_when_its_broker_is_killed() {
+    assert!(
+        has_tmux(),
+        "tmux is needed for this test (.ci/run installs it)"
+    );
+    let mut a = Momd::start();
+    let b = Momd::start();
+    let t = Tmux::start(
+        &format!("{} -s {},{}", momtui_bin().display(), a.addr(), b.addr()),
+        None,
+    );
+    // The header names the server of the list it is connected to.
+    t.wait_for(&format!("mom {}  connected", a.addr()));
+    a.kill9();
+    t.wait_for(&format!("mom {}  connected", b.addr()));
+    t.keys(&["q"]);
+    wait_for(Duration::from_secs(10), "momtui to exit", || {
+        (t.format("#{pane_dead}") == "1").then_some(())
+    });
+}
+
+#[test]
 fn momtui_restores_the_terminal_on_sigterm() {
     assert!(
         has_tmux(),

@@ -439,6 +439,22 @@ impl Momd {
     }
 }
 
+/// Spawn momctl in the background with `args` as they are (no `-s` added: a test of server
+/// lists gives its own), with piped stdin/stdout/stderr and an empty config dir.
+pub fn spawn_momctl(args: &[&str]) -> Child {
+    Command::new(momctl_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("MOM_CONFIG_DIR", empty_config_dir())
+        .env_remove("MOM_SERVER")
+        .env_remove("MOM_CONTEXT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning momctl")
+}
+
 impl Drop for Momd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

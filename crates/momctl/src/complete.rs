@@ -28,7 +28,7 @@ fn names(cur: &OsStr, kind: Kind) -> Vec<CompletionCandidate> {
         return Vec::new();
     };
     let server = std::env::var("MOM_SERVER").unwrap_or_else(|_| mom_proto::DEFAULT_ADDR.into());
-    let Ok(addr) = mom_proto::parse::addr(&server) else {
+    let Ok(servers) = momctl::client::parse_servers(&server) else {
         return Vec::new();
     };
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -39,7 +39,7 @@ fn names(cur: &OsStr, kind: Kind) -> Vec<CompletionCandidate> {
     };
     let page = mom_proto::Page::first(None, (!cur.is_empty()).then(|| cur.to_string()), None);
     let listed = rt.block_on(async {
-        let mut opts = ConnectOptions::new(addr, "momctl completion");
+        let mut opts = ConnectOptions::with_servers(servers, "momctl completion");
         opts.connect_timeout = Duration::from_secs(1);
         tokio::time::timeout(Duration::from_secs(2), async {
             let c = Client::connect(&opts).await.ok()?;

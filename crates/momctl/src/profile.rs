@@ -28,6 +28,7 @@ pub fn config_dir() -> Result<PathBuf, String> {
 /// A named set of connection settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
+    /// One server, or a comma-separated list to fail over between (as `-s` takes it).
     pub server: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -75,7 +76,7 @@ impl ServerTokens {
     }
 }
 
-/// Saved tokens by server address.
+/// Saved tokens by server address (or list of addresses, as `-s` was given).
 pub type Tokens = BTreeMap<String, ServerTokens>;
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, String> {
@@ -181,11 +182,13 @@ pub fn resolve(
         (None, Some(c)) => c.server.clone(),
         (None, None) => inputs.default_server.clone(),
     };
-    let server = mom_proto::parse::addr(&server).map_err(|e| format!("server {server:?}: {e}"))?;
-    // A server named on the command line or in MOM_SERVER that is not the context's is
-    // another server: the context's user and TLS settings are not its own.
-    let ctx = ctx.filter(|c| mom_proto::parse::addr(&c.server).is_ok_and(|cs| cs == server));
-    let mut opts = ConnectOptions::new(server.clone(), name);
+    let servers = crate::client::parse_servers(&server).map_err(|e| format!("{USAGE}{e}"))?;
+    // A server (list) named on the command line or in MOM_SERVER that is not the context's
+    // is another server: the context's user and TLS settings are not its own.
+    let ctx = ctx.filter(|c| crate::client::parse_servers(&c.server).is_ok_and(|cs| cs == servers));
+    let mut opts = ConnectOptions::with_servers(servers, name);
+    // Tokens are saved under the list as written, in canonical form.
+    let server = opts.server_list();
     opts.user = inputs.user.or(ctx.as_ref().and_then(|c| c.user.clone()));
     opts.tls_ca = inputs
         .tls_ca

@@ -58,8 +58,15 @@ impl Pane {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Conn {
     Connecting,
-    Connected { welcome: Box<Welcome> },
-    Reconnecting { attempt: u32, reason: String },
+    /// To `server`, one of the list momtui was given.
+    Connected {
+        welcome: Box<Welcome>,
+        server: String,
+    },
+    Reconnecting {
+        attempt: u32,
+        reason: String,
+    },
 }
 
 /// A queue's detail: its figures come from stats; its next messages from a peek.
@@ -94,7 +101,11 @@ pub const PEEK: u32 = 20;
 /// What the network task reports.
 #[derive(Debug, Clone)]
 pub enum NetEvent {
-    Connected(Box<Welcome>),
+    Connected {
+        welcome: Box<Welcome>,
+        /// Which server of the list answered.
+        server: String,
+    },
     Disconnected {
         attempt: u32,
         reason: String,
@@ -210,6 +221,7 @@ pub const SPARK_LEN: usize = 30;
 
 #[derive(Debug)]
 pub struct App {
+    /// The server, or the list of servers, momtui connects to.
     pub server: String,
     pub conn: Conn,
     /// The summary and the windows of the listings last received.
@@ -313,12 +325,12 @@ impl App {
 
     fn net(&mut self, n: NetEvent) -> Vec<Command> {
         match n {
-            NetEvent::Connected(w) => {
+            NetEvent::Connected { welcome, server } => {
                 self.set_status(format!(
-                    "connected to {} (server {})",
-                    self.server, w.server_id
+                    "connected to {server} (server {})",
+                    welcome.server_id
                 ));
-                self.conn = Conn::Connected { welcome: w };
+                self.conn = Conn::Connected { welcome, server };
             }
             NetEvent::Disconnected { attempt, reason } => {
                 self.conn = Conn::Reconnecting { attempt, reason };

@@ -24,11 +24,14 @@ use crate::app::{App, Event};
     name = "momtui",
     version,
     about = "Live dashboard of a mom broker: topics, subscriptions, clients and messages",
-    after_help = "Examples:\n  momtui\n  momtui -s 10.0.0.5:7878 --buffer 5000\n  momtui -s broker:7878 --tls-ca ca.pem\n  momtui --context prod      # a context saved by `momctl context add`\n  NO_COLOR=1 momtui\n\nPress ? inside for every key."
+    after_help = "Examples:\n  momtui\n  momtui -s 10.0.0.5:7878 --buffer 5000\n  momtui -s broker:7878 --tls-ca ca.pem\n  momtui -s node1:7878,node2:7878,node3:7878\n  momtui --context prod      # a context saved by `momctl context add`\n  NO_COLOR=1 momtui\n\nPress ? inside for every key."
 )]
 struct Args {
-    /// Broker address: HOST or HOST:PORT (default: the context's, else 127.0.0.1:7878).
-    #[arg(short, long, env = "MOM_SERVER")]
+    /// Broker address: HOST or HOST:PORT (default: the context's, else 127.0.0.1:7878), or
+    /// a comma-separated list of them: the first that answers is used, and a reconnect moves
+    /// on to the next.
+    #[arg(short, long, env = "MOM_SERVER", value_name = "ADDR[,ADDR...]",
+          value_parser = momctl::client::server_list_arg)]
     server: Option<String>,
 
     /// Messages of the live stream kept for display (older ones scroll away).
@@ -139,7 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let (net_tx, mut net_rx) = mpsc::channel(64);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let server = opts.addr.clone();
+    let server = opts.server_list();
     let net = tokio::spawn(net::run(opts, net_tx, cmd_rx));
 
     let mut app = App::new(&server, args.buffer, color);

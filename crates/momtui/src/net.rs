@@ -1,4 +1,5 @@
-//! The network side: one tokio task that keeps a connection (reconnecting with backoff),
+//! The network side: one tokio task that keeps a connection (reconnecting with backoff,
+//! moving on through the server list from the server it lost),
 //! polls `stats` every second (the summary and the tables' windows, section 2.5 of
 //! docs/protocol.md), runs the stream's watch, and carries out commands. The UI never waits
 //! for it: events go out over a bounded channel, and at high rates the stream is sampled
@@ -24,8 +25,15 @@ pub async fn run(
     let mut pattern = ">".to_string();
     let mut windows = Windows::default();
     let mut attempt = 0u32;
+    // The server of the last connection: the next one starts after it in the list.
+    let mut last: Option<String> = None;
     loop {
-        let reason = match session(&opts, &tx, &mut cmds, &mut pattern, &mut windows).await {
+        let to = match &last {
+            Some(s) => opts.starting_after(s),
+            None => opts.clone(),
+        };
+        let reason = match session(&to, &mut last, &tx, &mut cmds, &mut pattern, &mut windows).await
+        {
             Ok(()) => return,
             Err(e) => e,
         };
@@ -72,14 +80,19 @@ pub async fn run(
 /// One connection's life. Ok(()) when the UI is gone; Err(reason) when the connection is.
 async fn session(
     opts: &ConnectOptions,
+    last: &mut Option<String>,
     tx: &mpsc::Sender<NetEvent>,
     cmds: &mut mpsc::Receiver<Command>,
     pattern: &mut String,
     windows: &mut Windows,
 ) -> Result<(), String> {
     let client = Client::connect(opts).await.map_err(|e| e.to_string())?;
+    *last = Some(client.server().to_string());
     if tx
-        .send(NetEvent::Connected(Box::new(client.welcome().clone())))
+        .send(NetEvent::Connected {
+            welcome: Box::new(client.welcome().clone()),
+            server: client.server().to_string(),
+        })
         .await
         .is_err()
     {

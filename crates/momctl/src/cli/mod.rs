@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Publish, subscribe and manage the mom broker from the shell",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 timed out before enough messages, \
 4 cannot connect, 5 unauthorized/forbidden, 6 not found, 7 conflict, 8 connection lost.\n\n\
-Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl recv jobs --exec -- ./build.sh\n  momctl topic ls\n  momctl -s broker:7443 --tls-ca ca.pem topic ls   # a momd with --tls-cert"
+Examples:\n  seq 1 1000 | momctl publish metrics.cpu\n  momctl subscribe 'metrics.>' --from all -n 1000\n  momctl recv jobs --exec -- ./build.sh\n  momctl topic ls\n  momctl -s broker:7443 --tls-ca ca.pem topic ls   # a momd with --tls-cert\n  momctl -s 127.0.0.1:7801,127.0.0.1:7802 publish orders.eu more   # the first that answers"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -31,9 +31,13 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Broker address: HOST or HOST:PORT (the port defaults to 7878).
+    /// Broker address: HOST or HOST:PORT (the port defaults to 7878), or a comma-separated
+    /// list of them to fail over between (`-s a:7801,b:7801,c:7801`). They are tried in
+    /// order: one that refuses the connection, does not answer or fails the TLS or hello
+    /// handshake gives way to the next, while a refused user or token is the answer (exit
+    /// 5). Commands that reconnect move on to the next server of the list.
     #[arg(short, long, global = true, env = "MOM_SERVER", default_value = mom_proto::DEFAULT_ADDR,
-          value_parser = mom_proto::parse::addr)]
+          value_name = "ADDR[,ADDR...]", value_parser = momctl::client::server_list_arg)]
     pub server: String,
 
     /// Output JSON: one object per line (per message, per topic, per acknowledgement).
@@ -57,8 +61,8 @@ pub struct Global {
     #[arg(long, global = true, env = "MOM_CONTEXT")]
     pub context: Option<String>,
 
-    /// Speak TLS, trusting the CA certificate(s) in this PEM file (the server's certificate
-    /// must name the host given to -s). The system's CA store is not read: for a public CA,
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file (each server's certificate
+    /// must name its host as given to -s). The system's CA store is not read: for a public CA,
     /// give its bundle (e.g. /etc/ssl/certs/ca-certificates.crt).
     #[arg(long, global = true, env = "MOM_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -78,7 +82,8 @@ pub struct Global {
 #[derive(Debug, Args, Clone)]
 pub struct ReconnectArgs {
     /// Reconnect when the connection is lost (the default for subscribe, recv --follow,
-    /// recv --exec and reply; publish needs it asked for).
+    /// recv --exec and reply; publish needs it asked for), starting with the next server
+    /// of a -s list.
     #[arg(long, conflicts_with = "no_reconnect")]
     pub reconnect: bool,
 
@@ -105,7 +110,9 @@ reported on stderr and not stored again. A stdin line over the payload limit is 
 its line number and exit 1; the lines before it stay acknowledged. If the connection is lost, \
 the exit is 8 and stderr says which lines were acknowledged and which are unknown; with \
 --reconnect, the unknown ones are sent again after reconnecting and the broker drops what it \
-already stored (they carry ids: --id, --id-from, or one made for this run).\n\n\
+already stored (they carry ids: --id, --id-from, or one made for this run). They are sent \
+again only to the broker they were sent to: reconnected to another server of a -s list, \
+publish reports them and exits 8.\n\n\
 Ids: --id ID numbers stdin messages ID-1, ID-2, … (a re-run of the same input is deduplicated, \
 but a restarted `tail -f` numbers from 1 again and its new lines would be taken for \
 duplicates); --id-from sha256 names each message by its content (identical lines are one \
@@ -537,6 +544,16 @@ mod tests {
         let c = Cli::try_parse_from(["momctl", "-s", "127.0.0.1", "ping"]).unwrap();
         assert_eq!(c.global.server, "127.0.0.1:7878");
         assert!(Cli::try_parse_from(["momctl", "-s", "127.0.0.1:x", "ping"]).is_err());
+    }
+
+    #[test]
+    fn server_takes_a_list_and_bad_lists_are_usage_errors() {
+        let c = Cli::try_parse_from(["momctl", "-s", "127.0.0.1:7801,broker", "ping"]).unwrap();
+        assert_eq!(c.global.server, "127.0.0.1:7801,broker:7878");
+        for bad in ["a,,b", "a,b,", ",a", "a,b:x", "a,a"] {
+            let e = Cli::try_parse_from(["momctl", "--server", bad, "ping"]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+        }
     }
 
     #[test]

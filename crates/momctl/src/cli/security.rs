@@ -63,9 +63,9 @@ momctl user add ops --admin --password-stdin < ops.pw"
 
 #[derive(Debug, Subcommand)]
 pub enum ContextCmd {
-    /// Save a context: a server, a user and TLS settings under a name.
+    /// Save a context: a server (or a list of them), a user and TLS settings under a name.
     #[command(
-        after_help = "Example:\n  momctl context add prod -s broker:7878 --user alice --tls-ca ca.pem"
+        after_help = "Examples:\n  momctl context add prod -s broker:7878 --user alice --tls-ca ca.pem\n  momctl context add cluster -s node1:7878,node2:7878,node3:7878 --use"
     )]
     Add {
         name: String,

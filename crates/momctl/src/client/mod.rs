@@ -14,6 +14,7 @@ mod admin;
 mod listing;
 mod producer;
 mod publisher;
+mod servers;
 pub mod tls;
 mod users;
 mod watch;
@@ -21,6 +22,7 @@ mod watch;
 pub use listing::{PageOf, Pager, Section};
 pub use producer::{MsgAck, Producer, DEFAULT_IN_FLIGHT};
 pub use publisher::Publisher;
+pub use servers::{parse_servers, server_list_arg};
 pub use users::Grants;
 pub use watch::{key, keys, ConsumerStream, WatchEvent, WatchStream};
 
@@ -45,6 +47,9 @@ use tokio_util::sync::CancellationToken;
 pub enum ClientError {
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// Every server of a list failed: each with its reason, in the order they were tried.
+    #[error("cannot connect to any of {} servers: {}", .tried.len(), tried_list(.tried))]
+    ConnectAny { tried: Vec<(String, String)> },
     #[error("{code}: {message}")]
     Server { code: ErrorCode, message: String },
     #[error("connection to the broker was lost{0}")]
@@ -59,7 +64,7 @@ impl ClientError {
     /// The momctl exit code for this error (DESIGN.md, momctl).
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Connect { .. } => 4,
+            ClientError::Connect { .. } | ClientError::ConnectAny { .. } => 4,
             ClientError::Timeout(_) => 3,
             ClientError::Server { code, .. } => match code {
                 ErrorCode::Unauthorized | ErrorCode::Forbidden => 5,
@@ -78,6 +83,27 @@ impl ClientError {
         matches!(self, ClientError::Closed(_))
     }
 
+    /// No server could be reached (exit 4).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. } | ClientError::ConnectAny { .. }
+        )
+    }
+
+    /// Is this answer to a hello the same from every server, so that trying the next one
+    /// of a list is pointless? Credentials and the protocol version are the cluster's, not a
+    /// node's; a server that is shutting down, full or unreachable is only itself.
+    fn holds_for_every_server(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Server {
+                code: ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::BadRequest,
+                ..
+            }
+        )
+    }
+
     fn from_frame(e: ErrorFrame) -> Self {
         ClientError::Server {
             code: e.code,
@@ -92,10 +118,22 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 /// or gave up).
 pub const EXIT_CONNECTION_LOST: u8 = 8;
 
+/// `a:1: connection refused; b:2: no answer in 5s`.
+fn tried_list(tried: &[(String, String)]) -> String {
+    let each: Vec<String> = tried
+        .iter()
+        .map(|(addr, why)| format!("{addr}: {why}"))
+        .collect();
+    each.join("; ")
+}
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    pub addr: String,
+    /// The servers (`HOST:PORT`), tried in this order: one that cannot be reached, or fails
+    /// the TLS or hello handshake for its own reasons, gives way to the next; a refusal of
+    /// the credentials or the protocol version is the answer. See [`parse_servers`].
+    pub servers: Vec<String>,
     pub name: String,
     pub client_id: Option<u64>,
     pub user: Option<String>,
@@ -111,9 +149,16 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// Options for one server.
     pub fn new(addr: impl Into<String>, name: impl Into<String>) -> Self {
+        ConnectOptions::with_servers(vec![addr.into()], name)
+    }
+
+    /// Options for a list of servers to fail over between, tried in this order (see
+    /// [`parse_servers`] for a list as people write it).
+    pub fn with_servers(servers: Vec<String>, name: impl Into<String>) -> Self {
         ConnectOptions {
-            addr: addr.into(),
+            servers,
             name: name.into(),
             client_id: None,
             user: None,
@@ -124,6 +169,28 @@ impl ConnectOptions {
             tls: false,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// The servers as written on a command line, `a:1,b:2` (what saved tokens are kept
+    /// under).
+    pub fn server_list(&self) -> String {
+        self.servers.join(",")
+    }
+
+    /// The same options with the list turned to start at `server`: a second connection to
+    /// the node the first one uses.
+    pub fn starting_at(&self, server: &str) -> ConnectOptions {
+        let mut o = self.clone();
+        o.servers = servers::rotated(&self.servers, server, 0);
+        o
+    }
+
+    /// The same options with the list turned to start after `server`: a reconnect moves on
+    /// from the server it lost and comes back to it last (as NATS clients do).
+    pub fn starting_after(&self, server: &str) -> ConnectOptions {
+        let mut o = self.clone();
+        o.servers = servers::rotated(&self.servers, server, 1);
+        o
     }
 }
 
@@ -176,16 +243,60 @@ pub struct Client {
     shared: Arc<Shared>,
     next_id: Arc<AtomicU64>,
     welcome: Arc<Welcome>,
+    server: Arc<str>,
 }
 
 impl Client {
-    /// Connect and say hello.
+    /// Connect and say hello: to the first of `opts.servers` that answers (see
+    /// [`ConnectOptions::servers`]).
     pub async fn connect(opts: &ConnectOptions) -> Result<Client> {
+        let tls = tls::connector(opts).map_err(|reason| ClientError::Connect {
+            addr: opts.server_list(),
+            reason,
+        })?;
+        let mut tried: Vec<(String, ClientError)> = Vec::new();
+        for addr in &opts.servers {
+            match Client::connect_to(opts, addr, tls.as_ref()).await {
+                Ok(c) => return Ok(c),
+                Err(e) if e.holds_for_every_server() => return Err(e),
+                Err(e) => tried.push((addr.clone(), e)),
+            }
+        }
+        match tried.len() {
+            0 => Err(ClientError::Connect {
+                addr: "no server".into(),
+                reason: "the server list is empty".into(),
+            }),
+            // One server: its own error, as it always was.
+            1 => Err(tried.remove(0).1),
+            _ => Err(ClientError::ConnectAny {
+                tried: tried
+                    .into_iter()
+                    .map(|(addr, e)| {
+                        let why = match e {
+                            ClientError::Connect { reason, .. } => servers::compact(&reason),
+                            other => other.to_string(),
+                        };
+                        (addr, why)
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Connect to one server and say hello.
+    async fn connect_to(
+        opts: &ConnectOptions,
+        addr: &str,
+        tls: Option<&tls::TlsConnector>,
+    ) -> Result<Client> {
         let connect_err = |reason: String| ClientError::Connect {
-            addr: opts.addr.clone(),
+            addr: addr.to_string(),
             reason,
         };
-        let (rd, wr, over_tls) = tls::open(opts).await.map_err(connect_err)?;
+        let (rd, wr, over_tls) = tls::open(addr, tls, opts.connect_timeout)
+            .await
+            .map_err(connect_err)?;
         // Frames from the server may exceed max_frame by one payload (docs/protocol.md).
         let max_in = mom_proto::DEFAULT_MAX_FRAME * 2 + mom_proto::DEFAULT_MAX_PAYLOAD;
         let mut reader = FramedRead::with_capacity(
@@ -289,11 +400,17 @@ impl Client {
             shared,
             next_id: Arc::new(AtomicU64::new(1)),
             welcome: Arc::new(welcome),
+            server: addr.into(),
         })
     }
 
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// The server this connection is to (one of [`ConnectOptions::servers`]).
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// Resolves when the connection is gone (the broker stopped, the network failed).

@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+pub(crate) use tokio_rustls::TlsConnector;
 
 use super::ConnectOptions;
 
@@ -52,12 +52,14 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Open the connection `opts` asks for: TCP, then TLS if `tls_ca` or `tls_insecure` is set
-/// (true in the result then), each step within `connect_timeout`.
-pub(crate) async fn open(opts: &ConnectOptions) -> Result<(ConnRead, ConnWrite, bool), String> {
-    let tls = connector(opts)?;
-    let limit = opts.connect_timeout;
-    let stream = tokio::time::timeout(limit, TcpStream::connect(&opts.addr))
+/// Open a connection to `addr`: TCP, then TLS with `tls` when given (true in the result
+/// then), each step within `limit`.
+pub(crate) async fn open(
+    addr: &str,
+    tls: Option<&TlsConnector>,
+    limit: std::time::Duration,
+) -> Result<(ConnRead, ConnWrite, bool), String> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("no answer in {limit:?}"))?
         .map_err(|e| e.to_string())?;
@@ -66,15 +68,16 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<(ConnRead, ConnWrite, 
         let (rd, wr) = stream.into_split();
         return Ok((Box::new(rd), Box::new(wr), false));
     };
-    let name = server_name(&opts.addr)?;
-    let (rd, wr) = tokio::time::timeout(limit, handshake(&connector, name, stream))
+    let name = server_name(addr)?;
+    let (rd, wr) = tokio::time::timeout(limit, handshake(connector, name, stream))
         .await
         .map_err(|_| "no TLS handshake from the server".to_string())??;
     Ok((rd, wr, true))
 }
 
-/// The connector for `opts`, or `None` for plaintext.
-fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
+/// The connector for `opts`, or `None` for plaintext: made once for all the servers of a
+/// list (a CA file that cannot be read is no server's fault).
+pub(crate) fn connector(opts: &ConnectOptions) -> Result<Option<TlsConnector>, String> {
     if opts.tls_ca.is_none() && !opts.tls_insecure && !opts.tls {
         return Ok(None);
     }

@@ -68,7 +68,7 @@ pub async fn login(opts: &ConnectOptions, a: LoginArgs, json: bool, now_ms: u64)
     let ttl = a.ttl.map_or(0, |d| d.as_millis() as u64);
     let t = client.token_create(ttl).await?;
     let mut tokens = profile::load_tokens().map_err(|e| Failure::new(1, e))?;
-    let server = tokens.entry(opts.addr.clone()).or_default();
+    let server = tokens.entry(opts.server_list()).or_default();
     server.last = t.user.clone();
     server.users.insert(
         t.user.clone(),
@@ -81,12 +81,12 @@ pub async fn login(opts: &ConnectOptions, a: LoginArgs, json: bool, now_ms: u64)
     profile::save_tokens(&tokens).map_err(|e| Failure::new(1, e))?;
     if json {
         output::print_json(&serde_json::json!({
-            "server": opts.addr, "user": t.user, "expires": t.expires
+            "server": opts.server_list(), "user": t.user, "expires": t.expires
         }))?;
     } else {
         outln!(
             "logged in to {} as {}; token saved, valid until {} ({} from now)",
-            opts.addr,
+            opts.server_list(),
             t.user,
             human_time(t.expires),
             humantime::format_duration(std::time::Duration::from_secs(
@@ -100,11 +100,14 @@ pub async fn login(opts: &ConnectOptions, a: LoginArgs, json: bool, now_ms: u64)
 pub async fn logout(opts: &ConnectOptions, now_ms: u64) -> CmdResult {
     let mut tokens = profile::load_tokens().map_err(|e| Failure::new(1, e))?;
     let Some(saved) = tokens
-        .get(&opts.addr)
+        .get(&opts.server_list())
         .and_then(|t| t.pick(opts.user.as_deref()))
         .cloned()
     else {
-        return Err(Failure::new(1, format!("not logged in to {}", opts.addr)));
+        return Err(Failure::new(
+            1,
+            format!("not logged in to {}", opts.server_list()),
+        ));
     };
     // An expired token needs no revoking: the server refuses it anyway.
     if saved.expires > now_ms {
@@ -115,19 +118,19 @@ pub async fn logout(opts: &ConnectOptions, now_ms: u64) -> CmdResult {
         let client = Client::connect(&o).await?;
         client.token_revoke(None).await?;
     }
-    if let Some(server) = tokens.get_mut(&opts.addr) {
+    if let Some(server) = tokens.get_mut(&opts.server_list()) {
         server.users.remove(&saved.user);
         if server.last == saved.user {
             server.last = server.users.keys().next().cloned().unwrap_or_default();
         }
         if server.users.is_empty() {
-            tokens.remove(&opts.addr);
+            tokens.remove(&opts.server_list());
         }
     }
     profile::save_tokens(&tokens).map_err(|e| Failure::new(1, e))?;
     outln!(
         "logged out of {} (user {}); the token is revoked",
-        opts.addr,
+        opts.server_list(),
         saved.user
     );
     Ok(())
@@ -138,16 +141,25 @@ pub async fn whoami(opts: &ConnectOptions, json: bool) -> CmdResult {
     let w = client.welcome();
     let saved = profile::load_tokens()
         .ok()
-        .and_then(|t| t.get(&opts.addr)?.pick(opts.user.as_deref()).cloned())
+        .and_then(|t| {
+            t.get(&opts.server_list())?
+                .pick(opts.user.as_deref())
+                .cloned()
+        })
         .filter(|s| opts.token.as_deref() == Some(s.token.as_str()));
     if json {
         output::print_json(&serde_json::json!({
-            "server": opts.addr, "server_id": w.server_id, "user": w.user,
+            "server": client.server(), "server_id": w.server_id, "user": w.user,
             "client_id": w.client_id, "token_expires": saved.as_ref().map(|s| s.expires),
         }))?;
         return Ok(());
     }
-    outln!("{} at {} (server id {})", w.user, opts.addr, w.server_id);
+    outln!(
+        "{} at {} (server id {})",
+        w.user,
+        client.server(),
+        w.server_id
+    );
     match (saved, &opts.token, &opts.password) {
         (Some(s), _, _) => outln!(
             "with the saved token, valid until {}",

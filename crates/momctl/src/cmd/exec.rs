@@ -73,7 +73,9 @@ pub async fn run(
             if let Err(e) = settle(&client, &queue, &d, args.nack_delay).await {
                 unsettled.push(d);
                 in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
-                client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
+                client = reconnect
+                    .again(opts, &client, &e, &tally(succeeded, failed))
+                    .await?;
                 continue 'connection;
             }
         }
@@ -129,7 +131,7 @@ pub async fn run(
                     if let Err(e) = settle(&client, &queue, &d, args.nack_delay).await {
                         unsettled.push(d);
                         in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
-                        client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
+                        client = reconnect.again(opts, &client, &e, &tally(succeeded, failed)).await?;
                         continue 'connection;
                     }
                 }
@@ -139,7 +141,7 @@ pub async fn run(
                         Ok(m) => m,
                         Err(e) if e.is_connection_lost() => {
                             in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
-                            client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
+                            client = reconnect.again(opts, &client, &e, &tally(succeeded, failed)).await?;
                             continue 'connection;
                         }
                         Err(e) => return Err(e.into()),
@@ -187,7 +189,7 @@ pub async fn run(
                     match res {
                         Err(e) if e.is_connection_lost() => {
                             in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
-                            client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
+                            client = reconnect.again(opts, &client, &e, &tally(succeeded, failed)).await?;
                             continue 'connection;
                         }
                         Err(e) => eprintln!("momctl: {e}"),
@@ -199,7 +201,7 @@ pub async fn run(
                     match client.extend(&queue, keys).await {
                         Err(e) if e.is_connection_lost() => {
                             in_doubt.extend(running.iter().map(|k| (k.clone(), None)));
-                            client = reconnect.again(opts, &e, &tally(succeeded, failed)).await?;
+                            client = reconnect.again(opts, &client, &e, &tally(succeeded, failed)).await?;
                             continue 'connection;
                         }
                         Err(e) => eprintln!("momctl: warning: could not extend the ack deadline of running jobs ({e}); a job may be delivered to another worker too"),

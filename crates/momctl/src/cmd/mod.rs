@@ -114,13 +114,15 @@ impl Reconnect {
         self
     }
 
-    /// Connect again after `lost`, with backoff (0.1 s doubling to 2 s). Without
-    /// reconnecting, or once it gives up, the failure says the connection was lost (exit 8)
-    /// and `what` (e.g. how many messages were handled); past the command's deadline it is a
-    /// timeout (exit 3).
+    /// Connect again after `lost`, the connection of `from`, with backoff (0.1 s doubling
+    /// to 2 s). Each attempt goes through the server list starting with the server after
+    /// `from`'s, so a node that went away is tried last. Without reconnecting, or once it
+    /// gives up, the failure says the connection was lost (exit 8) and `what` (e.g. how
+    /// many messages were handled); past the command's deadline it is a timeout (exit 3).
     pub async fn again(
         &self,
         opts: &ConnectOptions,
+        from: &Client,
         lost: &ClientError,
         what: &str,
     ) -> Result<Client, Failure> {
@@ -134,7 +136,16 @@ impl Reconnect {
         if !self.enabled {
             return Err(fail(EXIT_CONNECTION_LOST, ""));
         }
-        eprintln!("momctl: {lost}; reconnecting to {}", opts.addr);
+        let opts = opts.starting_after(from.server());
+        if opts.servers.len() > 1 {
+            eprintln!(
+                "momctl: {lost} ({}); reconnecting to {}",
+                from.server(),
+                opts.servers.join(", ")
+            );
+        } else {
+            eprintln!("momctl: {lost}; reconnecting to {}", opts.server_list());
+        }
         let started = tokio::time::Instant::now();
         let never = started + Duration::from_secs(3600 * 24 * 365);
         let stop = self.stop.clone().unwrap_or_default();
@@ -149,9 +160,9 @@ impl Reconnect {
                     return Err(fail(EXIT_CONNECTION_LOST, "; stopped while reconnecting"));
                 }
             }
-            match Client::connect(opts).await {
+            match Client::connect(&opts).await {
                 Ok(c) => {
-                    eprintln!("momctl: reconnected to {}", opts.addr);
+                    eprintln!("momctl: reconnected to {}", c.server());
                     return Ok(c);
                 }
                 Err(e) => {

@@ -18,7 +18,7 @@ pub async fn run(opts: &ConnectOptions, count: u32, json: bool) -> CmdResult {
         let rtt = t.elapsed();
         if json {
             output::print_json(&serde_json::json!({
-                "server": opts.addr,
+                "server": client.server(),
                 "server_id": w.server_id,
                 "server_version": w.server_version,
                 "client_id": w.client_id,
@@ -28,7 +28,7 @@ pub async fn run(opts: &ConnectOptions, count: u32, json: bool) -> CmdResult {
         } else {
             outln!(
                 "pong from {} (momd {}, server id {}) in {:.2} ms",
-                opts.addr,
+                client.server(),
                 w.server_version,
                 w.server_id,
                 rtt.as_secs_f64() * 1000.0

@@ -4,15 +4,17 @@
 //! Acks are read as they come, whatever stdin does, so `--json` prints each one at once, a
 //! lost connection is noticed at once, and the counts said after it are exact: what was
 //! acknowledged, what was sent without an answer (unknown), what was never sent. With
-//! `--reconnect` the unknown batches are sent again on a new connection; every message then
-//! carries an id, so the broker drops what it had already stored.
+//! `--reconnect` the unknown batches are sent again on a new connection to the same broker;
+//! every message then carries an id, so the broker drops what it had already stored. A
+//! connection that comes back to another broker of a server list (whose dedupe window
+//! never saw them) ends the run with them reported instead.
 
 mod input;
 
 use std::collections::VecDeque;
 
-use mom_proto::{topic, ClientFrame, Headers, PubMsg, Publish, PublishOk, ServerFrame};
-use momctl::client::{Client, ClientError, ConnectOptions, PendingReply};
+use mom_proto::{topic, ClientFrame, Headers, PubMsg, Publish, PublishOk, ServerFrame, Welcome};
+use momctl::client::{Client, ClientError, ConnectOptions, PendingReply, EXIT_CONNECTION_LOST};
 use tokio::sync::mpsc;
 
 use super::{CmdResult, Failure, Reconnect};
@@ -200,6 +202,9 @@ struct InFlight {
     reply: PendingReply,
     /// Sent again after a reconnect: its duplicates were stored before the connection went.
     resent: bool,
+    /// Handed to a connection, this one or one before: a broker may have stored it. (A
+    /// batch whose connection was gone before it could be sent was seen by none.)
+    seen: bool,
     /// Its topic, when not the command's (`momctl publish -`).
     topic: Option<String>,
 }
@@ -313,6 +318,7 @@ impl Publishing<'_> {
                     msgs: keep,
                     reply,
                     resent,
+                    seen: true,
                     topic: own_topic,
                 });
                 Ok(())
@@ -327,6 +333,8 @@ impl Publishing<'_> {
                     msgs: keep,
                     reply: PendingReply::closed(&self.client),
                     resent,
+                    // A resend was seen by the broker it was first sent to.
+                    seen: resent,
                     topic: own_topic,
                 });
                 Err(e)
@@ -439,7 +447,27 @@ impl Publishing<'_> {
             },
             self.tally.sent_upto
         );
-        let client = self.reconnect.again(self.opts, lost, &what).await?;
+        let client = self
+            .reconnect
+            .again(self.opts, &self.client, lost, &what)
+            .await?;
+        let seen = self.in_flight.iter().any(|b| b.seen);
+        if seen && !same_store(self.client.welcome(), client.welcome()) {
+            // Another broker cannot tell which of them the lost one stored: sending them
+            // there could store a message twice, so they are reported, not sent.
+            return Err(Failure::new(
+                EXIT_CONNECTION_LOST,
+                format!(
+                    "{lost}; {what}; they are not sent again: the connection came back to {} \
+                     (server id {}), not the broker they were sent to ({}, server id {}), and \
+                     only that one can tell which of them it stored",
+                    client.server(),
+                    client.welcome().server_id,
+                    self.client.server(),
+                    self.client.welcome().server_id
+                ),
+            ));
+        }
         self.client = client;
         let again: Vec<InFlight> = self.in_flight.drain(..).collect();
         for b in again {
@@ -447,12 +475,21 @@ impl Publishing<'_> {
             if msgs.is_empty() {
                 continue;
             }
-            if let Err(e) = self.send(b.first, b.topic, msgs, true).await {
+            // Never seen by a broker, it is sent for the first time.
+            if let Err(e) = self.send(b.first, b.topic, msgs, b.seen).await {
                 return Box::pin(self.reconnect_and_resend(&e)).await;
             }
         }
         Ok(())
     }
+}
+
+/// Do two connections lead to one store, whose dedupe window saw what was sent on the
+/// first? The same broker keeps its server id across restarts. (The nodes of one cluster
+/// will share their messages and dedupe window; until the welcome says which cluster a node
+/// belongs to, only the same broker is known to.)
+fn same_store(before: &Welcome, now: &Welcome) -> bool {
+    before.server_id == now.server_id
 }
 
 fn write_json_line(out: &mut impl std::io::Write, v: &serde_json::Value) -> std::io::Result<()> {

@@ -261,14 +261,14 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
         }
         // Taken before the connection went: their acks go first.
         if let Err(e) = settle(&client, &r, &mut w).await {
-            client = reconnect.again(opts, &e, &said(got)).await?;
+            client = reconnect.again(opts, &client, &e, &said(got)).await?;
             continue;
         }
         let mut consumer = if r.follow && r.ack {
             match client.consume(&r.queue, credit).await {
                 Ok(c) => Some(c),
                 Err(e) if e.is_connection_lost() => {
-                    client = reconnect.again(opts, &e, &said(got)).await?;
+                    client = reconnect.again(opts, &client, &e, &said(got)).await?;
                     continue;
                 }
                 Err(e) => return Err(fail(e, got)),
@@ -323,7 +323,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 res = async { acking.front_mut().expect("guarded: acking").1.wait().await }, if !acking.is_empty() => {
                     let Some((keys, _)) = acking.pop_front() else { continue };
                     if let Err(e) = w.ack_answered(keys, res) {
-                        client = reconnect.again(opts, &e, &said(got)).await?;
+                        client = reconnect.again(opts, &client, &e, &said(got)).await?;
                         continue 'connection;
                     }
                     None
@@ -332,7 +332,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                     let keys: Vec<MsgKey> = w.unread.iter().map(|(k, _)| k.clone()).collect();
                     if let Err(e) = client.extend(&r.queue, keys).await {
                         if e.is_connection_lost() {
-                            client = reconnect.again(opts, &e, &said(got)).await?;
+                            client = reconnect.again(opts, &client, &e, &said(got)).await?;
                             continue 'connection;
                         }
                     }
@@ -360,7 +360,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                 let msgs = match msgs {
                     Ok(m) => m,
                     Err(e) if e.is_connection_lost() => {
-                        client = reconnect.again(opts, &e, &said(got)).await?;
+                        client = reconnect.again(opts, &client, &e, &said(got)).await?;
                         continue 'connection;
                     }
                     Err(e) => return Err(fail(e, got)),
@@ -435,7 +435,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                         };
                         let res = reply.wait().await;
                         if let Err(e) = w.ack_answered(keys, res) {
-                            client = reconnect.again(opts, &e, &said(got)).await?;
+                            client = reconnect.again(opts, &client, &e, &said(got)).await?;
                             continue 'connection;
                         }
                     }
@@ -454,7 +454,7 @@ pub async fn receive(opts: &ConnectOptions, mut client: Client, r: Receive) -> C
                         Ok(reply) => acking.push_back((keys, reply)),
                         Err(e) => {
                             w.to_ack.extend(keys);
-                            client = reconnect.again(opts, &e, &said(got)).await?;
+                            client = reconnect.again(opts, &client, &e, &said(got)).await?;
                             continue 'connection;
                         }
                     }

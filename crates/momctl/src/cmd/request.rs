@@ -153,7 +153,8 @@ pub async fn reply(
                     ..Watch::default()
                 })
                 .await?;
-            let mut o = opts.clone();
+            // To the node the requests come from, while it serves.
+            let mut o = opts.starting_at(client.server());
             o.name = format!("{} (replies)", o.name);
             let p = Client::connect(&o).await?;
             Ok::<_, momctl::client::ClientError>((w, p))
@@ -161,12 +162,9 @@ pub async fn reply(
         .await
         {
             Ok(x) => x,
-            Err(e)
-                if e.is_connection_lost()
-                    || matches!(e, momctl::client::ClientError::Connect { .. }) =>
-            {
+            Err(e) if e.is_connection_lost() || e.is_connect_failure() => {
                 client = reconnect
-                    .again(opts, &e, &format!("{answered} requests answered"))
+                    .again(opts, &client, &e, &format!("{answered} requests answered"))
                     .await?;
                 continue;
             }
@@ -179,7 +177,7 @@ pub async fn reply(
                 Ok(WatchEvent::Notice(_)) => continue,
                 Err(e) if e.is_connection_lost() => {
                     client = reconnect
-                        .again(opts, &e, &format!("{answered} requests answered"))
+                        .again(opts, &client, &e, &format!("{answered} requests answered"))
                         .await?;
                     continue 'connection;
                 }

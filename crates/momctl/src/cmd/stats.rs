@@ -29,7 +29,7 @@ pub async fn run(
                 // Clear the screen and home the cursor.
                 outln!("\x1b[2J\x1b[H");
             }
-            print_stats(&s, &opts.addr, limit != Some(0))?;
+            print_stats(&s, client.server(), limit != Some(0))?;
         }
         cut_short(&s, limit);
         if !watch {

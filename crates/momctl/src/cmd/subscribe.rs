@@ -111,7 +111,9 @@ pub async fn run(
                         .retain(|t, (_, time)| created.get(t.as_str()).is_none_or(|c| c <= time));
                 }
                 Err(e) if e.is_connection_lost() => {
-                    client = reconnect.again(opts, &e, &printed_count(got)).await?;
+                    client = reconnect
+                        .again(opts, &client, &e, &printed_count(got))
+                        .await?;
                     continue;
                 }
                 // Without the list, resume by seq as it is.
@@ -134,7 +136,9 @@ pub async fn run(
             Ok(w) => w,
             Err(e) if e.is_connection_lost() => {
                 flush_quietly(&mut out)?;
-                client = reconnect.again(opts, &e, &printed_count(got)).await?;
+                client = reconnect
+                    .again(opts, &client, &e, &printed_count(got))
+                    .await?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -222,7 +226,9 @@ pub async fn run(
                 },
                 Err(e) if e.is_connection_lost() => {
                     flush_quietly(&mut out)?;
-                    client = reconnect.again(opts, &e, &printed_count(got)).await?;
+                    client = reconnect
+                        .again(opts, &client, &e, &printed_count(got))
+                        .await?;
                     continue 'connection;
                 }
                 Err(e) => {

@@ -535,8 +535,8 @@ fn the_message_detail_scrolls_switches_view_and_copies() {
 #[test]
 fn an_outage_marks_the_figures_stale() {
     let mut a = app();
-    a.update(Event::Net(NetEvent::Connected(Box::new(
-        mom_proto::Welcome {
+    a.update(Event::Net(NetEvent::Connected {
+        welcome: Box::new(mom_proto::Welcome {
             id: 0,
             version: 1,
             server_version: "0".into(),
@@ -546,8 +546,9 @@ fn an_outage_marks_the_figures_stale() {
             max_frame: 1,
             max_payload: 1,
             max_inflight: 1,
-        },
-    ))));
+        }),
+        server: "127.0.0.1:7878".into(),
+    }));
     assert!(!a.stale());
     a.update(Event::Net(NetEvent::Disconnected {
         attempt: 2,

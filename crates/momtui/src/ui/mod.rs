@@ -104,7 +104,10 @@ fn draw_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     };
     let mut first = vec![
         Span::styled("mom ", theme.bold()),
-        Span::raw(app.server.clone()),
+        Span::raw(match &app.conn {
+            Conn::Connected { server, .. } => server.clone(),
+            _ => app.server.clone(),
+        }),
         Span::raw("  "),
         Span::styled(state, state_style),
     ];
@@ -116,7 +119,7 @@ fn draw_header(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         ));
     }
     match &app.conn {
-        Conn::Connected { welcome } => first.push(Span::raw(format!(
+        Conn::Connected { welcome, .. } => first.push(Span::raw(format!(
             "  server {}  momd {}",
             welcome.server_id, welcome.server_version
         ))),

@@ -77,7 +77,7 @@ pub fn topics(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
 pub fn subscriptions(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     // Queues on top, the live watches of every client under them.
     let me = match &app.conn {
-        crate::app::Conn::Connected { welcome } => Some(welcome.client_id),
+        crate::app::Conn::Connected { welcome, .. } => Some(welcome.client_id),
         _ => None,
     };
     let watches: Vec<Vec<(String, Style)>> = app

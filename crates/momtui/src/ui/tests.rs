@@ -24,6 +24,7 @@ fn app() -> App {
             max_payload: 1 << 20,
             max_inflight: 1024,
         }),
+        server: "127.0.0.1:7878".into(),
     };
     let mut s = sample_stats();
     // A range as wide as real ones: it must never be shown cut.
