@@ -133,6 +133,7 @@ fn main() {
             max_frame: DEFAULT_MAX_FRAME as u64,
             max_payload: DEFAULT_MAX_PAYLOAD as u64,
             max_inflight: 1024,
+            cluster_id: String::new(),
         }),
     );
     dump(

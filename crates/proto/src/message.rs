@@ -130,6 +130,10 @@ pub struct Welcome {
     pub max_frame: u64,
     pub max_payload: u64,
     pub max_inflight: u64,
+    /// The cluster this node belongs to; absent for a single node. Nodes of one cluster
+    /// hold the same messages, and the dedupe window of a `msg_id` spans them all.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_id: String,
 }
 
 /// A request that carries only its id.

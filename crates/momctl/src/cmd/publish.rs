@@ -384,7 +384,8 @@ impl Publishing<'_> {
                 }
             }
         }
-        if ok.watchers == 0 && ok.queues == 0 {
+        // A cluster node counts only its own watchers: no warning from what it cannot see.
+        if ok.watchers == 0 && ok.queues == 0 && self.client.welcome().cluster_id.is_empty() {
             self.tally.unrouted += n - ok.duplicates.min(n);
         }
     }
@@ -488,8 +489,11 @@ impl Publishing<'_> {
 /// first? The same broker keeps its server id across restarts. (The nodes of one cluster
 /// will share their messages and dedupe window; until the welcome says which cluster a node
 /// belongs to, only the same broker is known to.)
+/// Could `now` tell which messages `before` stored? The same broker can; so can another
+/// node of the same cluster (they hold the same messages and dedupe window).
 fn same_store(before: &Welcome, now: &Welcome) -> bool {
     before.server_id == now.server_id
+        || (!before.cluster_id.is_empty() && before.cluster_id == now.cluster_id)
 }
 
 fn write_json_line(out: &mut impl std::io::Write, v: &serde_json::Value) -> std::io::Result<()> {

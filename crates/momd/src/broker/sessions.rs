@@ -90,6 +90,11 @@ impl Broker {
             max_frame: self.cfg.max_frame as u64,
             max_payload: self.cfg.max_payload as u64,
             max_inflight: self.cfg.max_inflight as u64,
+            cluster_id: self
+                .cluster
+                .as_ref()
+                .map(|c| c.cluster_id().to_string())
+                .unwrap_or_default(),
         })
     }
 

@@ -546,6 +546,7 @@ fn an_outage_marks_the_figures_stale() {
             max_frame: 1,
             max_payload: 1,
             max_inflight: 1,
+            cluster_id: String::new(),
         }),
         server: "127.0.0.1:7878".into(),
     }));

@@ -23,6 +23,7 @@ fn app() -> App {
             max_frame: 8 << 20,
             max_payload: 1 << 20,
             max_inflight: 1024,
+            cluster_id: String::new(),
         }),
         server: "127.0.0.1:7878".into(),
     };
