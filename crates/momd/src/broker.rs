@@ -104,8 +104,9 @@ pub enum Cmd {
     /// answered with each entry's publish results once they are staged in the store.
     Apply {
         entries: Vec<crate::cluster::data::ApplyEntry>,
-        /// The applied state to store with them (`cluster::data::APPLIED_KEY`).
-        applied: Vec<u8>,
+        /// Makes the applied state to store with them (`cluster::data::APPLIED_KEY`) from
+        /// their results.
+        finish: crate::cluster::data::ApplyFinish,
         reply: oneshot::Sender<Vec<Vec<crate::cluster::data::PubResult>>>,
     },
     /// A scrape of `--metrics`: the broker's part of the text.

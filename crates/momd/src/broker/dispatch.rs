@@ -56,10 +56,10 @@ impl Broker {
             }
             Cmd::Apply {
                 entries,
-                applied,
+                finish,
                 reply,
             } => {
-                let _ = reply.send(self.apply_replicated(entries, applied));
+                let _ = reply.send(self.apply_replicated(entries, finish));
             }
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics());

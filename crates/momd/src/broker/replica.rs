@@ -5,7 +5,7 @@
 use mom_proto::{ErrorCode, Publish, PublishOk, Sender, ServerFrame};
 
 use super::{Broker, INBOX_PREFIX};
-use crate::cluster::data::{ApplyEntry, PubItem, PubResult, APPLIED_KEY};
+use crate::cluster::data::{ApplyEntry, ApplyFinish, PubItem, PubResult, APPLIED_KEY};
 use crate::cluster::Cluster;
 
 impl Broker {
@@ -76,7 +76,7 @@ impl Broker {
     pub(super) fn apply_replicated(
         &mut self,
         entries: Vec<ApplyEntry>,
-        applied: Vec<u8>,
+        finish: ApplyFinish,
     ) -> Vec<Vec<PubResult>> {
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
@@ -96,6 +96,8 @@ impl Broker {
             }
             out.push(results);
         }
+        // The applied state goes with these records, in the same commit.
+        let applied = finish(&out);
         self.store
             .stage_meta(&mut self.staged, APPLIED_KEY, applied);
         self.commit();

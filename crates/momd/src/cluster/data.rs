@@ -9,8 +9,14 @@
 //! leader's answer (the seqs) goes back to the client. An acknowledgement therefore means
 //! committed on a majority.
 //!
-//! The store keeps which entry it applied last with its index; a restart applies again what
-//! came after (and drops what its log held past the index). Snapshots of this group are not
+//! A batch whose fate is unknown (its leader died or stopped answering after it was sent)
+//! is sent again, as the same batch: each carries its origin (node, process, number), and
+//! the state machine remembers each origin's last batch with its results, so a batch
+//! committed twice is applied once and both copies get the first one's answer (what Kafka's
+//! idempotent producer does). A leader change costs the client latency, not an error.
+//!
+//! The store keeps which entry it applied last with its index (and the origins' table); a
+//! restart applies again what came after (and drops what its log held past the index). Snapshots of this group are not
 //! made yet: its Raft log is kept whole, and a node that was down catches up from it.
 
 use std::io::Cursor;
@@ -36,6 +42,9 @@ pub const DATA: mom_raft::GroupId = 1;
 /// The store's metadata key holding the last applied entry and the membership.
 pub const APPLIED_KEY: &str = "raft_data_applied";
 
+/// How long a batch is tried before its publishes get an error.
+const GIVE_UP: Duration = Duration::from_secs(20);
+
 /// Most publishes in one Raft entry.
 const BATCH_MAX: usize = 4096;
 /// Most bytes of payload in one Raft entry.
@@ -59,7 +68,26 @@ pub type PubResult = Result<Published, (ErrorCode, String)>;
 pub struct AppendCmd {
     /// The leader's clock when it proposed the entry: every replica stores this time.
     pub time: u64,
+    /// Who sent the batch, to apply it once however often it is committed.
+    pub origin: Origin,
     pub items: Vec<PubItem>,
+}
+
+/// The sender of a batch: a node, its process (a random number made at start), and the
+/// batch's number in that process (1, 2, …; one batch in flight at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: NodeId,
+    pub process: u64,
+    pub batch: u64,
+}
+
+/// The last batch applied from one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LastBatch {
+    process: u64,
+    batch: u64,
+    results: Vec<PubResult>,
 }
 
 /// One entry for the broker to apply: its publishes (none for Raft's own entries).
@@ -69,10 +97,32 @@ pub struct ApplyEntry {
 }
 
 /// The applied state as stored: the last entry applied and the membership then.
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Clone, Serialize, Deserialize, Default)]
 struct Applied {
     last: Option<LogId>,
     membership: Membership,
+    /// Per node, its last batch applied (for batches committed twice).
+    #[serde(default)]
+    origins: std::collections::BTreeMap<NodeId, LastBatch>,
+}
+
+/// Builds the applied state to store, from the results of the entries applied.
+pub type ApplyFinish = Box<dyn FnOnce(&[Vec<PubResult>]) -> Vec<u8> + Send>;
+
+/// The applied state after `news` (entry index in the broker's batch, origin) got `results`.
+fn finish(base: &Applied, news: &[(usize, Origin)], results: &[Vec<PubResult>]) -> Applied {
+    let mut a = base.clone();
+    for (i, o) in news {
+        a.origins.insert(
+            o.node,
+            LastBatch {
+                process: o.process,
+                batch: o.batch,
+                results: results.get(*i).cloned().unwrap_or_default(),
+            },
+        );
+    }
+    a
 }
 
 /// The data group's state machine: the broker's core and store, reached through its task.
@@ -128,57 +178,94 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = Vec::new();
-        let mut refused: Vec<Option<String>> = Vec::new();
-        let (mut last, mut membership) = {
+        // What each entry gets: applied by the broker (its index in `batch`), the answer of
+        // a copy applied before, or a refusal.
+        enum Fate {
+            Applied(usize, Option<Origin>),
+            Repeat(Vec<PubResult>),
+            /// A repeat of an entry earlier in this same call: its answer, once known.
+            RepeatOf(usize),
+            Refused(String),
+            Nothing,
+        }
+        let mut batch: Vec<ApplyEntry> = Vec::new();
+        let mut fates: Vec<Fate> = Vec::new();
+        let (mut last, mut membership, origins) = {
             let a = self.lock();
-            (a.last, a.membership.clone())
+            (a.last, a.membership.clone(), a.origins.clone())
         };
+        // Origins applied earlier in this call: node → (process, batch, index in `batch`).
+        let mut fresh: std::collections::BTreeMap<NodeId, (u64, u64, usize)> = Default::default();
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Normal(cmd) => match rmp_serde::from_slice::<AppendCmd>(&cmd.0) {
                     Ok(c) => {
-                        batch.push(ApplyEntry {
-                            time: c.time,
-                            items: c.items,
-                        });
-                        refused.push(None);
+                        let o = c.origin;
+                        let seen_here = fresh
+                            .get(&o.node)
+                            .filter(|(p, b, _)| *p == o.process && *b >= o.batch);
+                        let seen = origins
+                            .get(&o.node)
+                            .filter(|l| l.process == o.process && l.batch >= o.batch);
+                        if let Some((_, b, i)) = seen_here {
+                            fates.push(if *b == o.batch {
+                                Fate::RepeatOf(*i)
+                            } else {
+                                Fate::Refused("an older batch of this node, sent again".into())
+                            });
+                        } else if let Some(l) = seen {
+                            fates.push(if l.batch == o.batch {
+                                Fate::Repeat(l.results.clone())
+                            } else {
+                                Fate::Refused("an older batch of this node, sent again".into())
+                            });
+                        } else {
+                            fresh.insert(o.node, (o.process, o.batch, batch.len()));
+                            fates.push(Fate::Applied(batch.len(), Some(o)));
+                            batch.push(ApplyEntry {
+                                time: c.time,
+                                items: c.items,
+                            });
+                        }
                     }
                     // The same on every replica: an entry this version cannot read.
-                    Err(e) => {
-                        batch.push(ApplyEntry {
-                            time: 0,
-                            items: Vec::new(),
-                        });
-                        refused.push(Some(format!("unreadable data entry: {e}")));
-                    }
+                    Err(e) => fates.push(Fate::Refused(format!("unreadable data entry: {e}"))),
                 },
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
-                    batch.push(ApplyEntry {
-                        time: 0,
-                        items: Vec::new(),
-                    });
-                    refused.push(None);
+                    fates.push(Fate::Nothing);
                 }
-                EntryPayload::Blank => {
-                    batch.push(ApplyEntry {
-                        time: 0,
-                        items: Vec::new(),
-                    });
-                    refused.push(None);
-                }
+                EntryPayload::Blank => fates.push(Fate::Nothing),
             }
         }
-        let applied = Applied { last, membership };
-        let stored = rmp_serde::to_vec(&applied).map_err(sm_err)?;
+        // The broker applies `batch` and stores the applied state with it, in one commit:
+        // the origins' table needs the results, so the broker finishes it (`finish`).
+        let base = Applied {
+            last,
+            membership,
+            origins,
+        };
+        let news: Vec<(usize, Origin)> = fates
+            .iter()
+            .filter_map(|f| match f {
+                Fate::Applied(i, Some(o)) => Some((*i, *o)),
+                _ => None,
+            })
+            .collect();
         let (tx, rx) = oneshot::channel();
+        let finisher: ApplyFinish = {
+            let base = base.clone();
+            let news = news.clone();
+            Box::new(move |results: &[Vec<PubResult>]| {
+                rmp_serde::to_vec(&finish(&base, &news, results)).unwrap_or_default()
+            })
+        };
         if !self
             .broker
             .send(Cmd::Apply {
                 entries: batch,
-                applied: stored,
+                finish: finisher,
                 reply: tx,
             })
             .await
@@ -186,14 +273,18 @@ impl RaftStateMachine<TypeConfig> for DataSm {
             return Err(sm_err("the broker has stopped"));
         }
         let results = rx.await.map_err(|_| sm_err("the broker has stopped"))?;
-        *self.lock() = applied;
-        let mut replies = Vec::with_capacity(results.len());
-        for (r, why) in results.into_iter().zip(refused) {
-            let r: Result<Vec<PubResult>, String> = match why {
-                Some(e) => Err(e),
-                None => Ok(r),
+        *self.lock() = finish(&base, &news, &results);
+        let mut replies = Vec::with_capacity(fates.len());
+        for fate in fates {
+            let a: Result<Vec<PubResult>, String> = match fate {
+                Fate::Applied(i, _) | Fate::RepeatOf(i) => {
+                    Ok(results.get(i).cloned().unwrap_or_default())
+                }
+                Fate::Repeat(r) => Ok(r),
+                Fate::Refused(e) => Err(e),
+                Fate::Nothing => Ok(Vec::new()),
             };
-            replies.push(Reply(rmp_serde::to_vec(&r).map_err(sm_err)?.into()));
+            replies.push(Reply(rmp_serde::to_vec(&a).map_err(sm_err)?.into()));
         }
         Ok(replies)
     }
@@ -234,6 +325,8 @@ impl super::Cluster {
     /// makes the next one.
     pub(super) async fn run_batcher(self, mut rx: mpsc::Receiver<Proposal>) {
         let mut waiting: Vec<Proposal> = Vec::new();
+        let process = super::identity::random_u64();
+        let mut number = 0u64;
         loop {
             if waiting.is_empty() {
                 match rx.recv().await {
@@ -253,7 +346,13 @@ impl super::Cluster {
             }
             let batch = std::mem::take(&mut waiting);
             let items: Vec<PubItem> = batch.iter().map(|p| p.item.clone()).collect();
-            match self.propose_publishes(items).await {
+            number += 1;
+            let origin = Origin {
+                node: self.node_id(),
+                process,
+                batch: number,
+            };
+            match self.propose_publishes(origin, items).await {
                 Ok(results) => {
                     for (p, r) in batch.into_iter().zip(results) {
                         let _ = p.done.send(r);
@@ -269,19 +368,45 @@ impl super::Cluster {
     }
 
     /// Sends a batch of publishes to the data group's leader and returns each one's result.
-    /// `Err` for the whole batch: no leader took it, or its fate is unknown.
-    async fn propose_publishes(&self, items: Vec<PubItem>) -> Result<Vec<PubResult>, String> {
+    /// A batch whose fate is unknown is sent again as the same batch (`origin`): applied
+    /// once however often it is committed. `Err` for the whole batch: after `GIVE_UP`, no
+    /// leader took it (then it is not stored), or its fate is still unknown.
+    async fn propose_publishes(
+        &self,
+        origin: Origin,
+        items: Vec<PubItem>,
+    ) -> Result<Vec<PubResult>, String> {
         let n = items.len();
-        let req = super::PeerReq::Publish(items);
-        match self.on_leader(DATA, req).await {
-            Ok(super::Answer::Published(r)) if r.len() == n => Ok(r),
-            Ok(_) => Err("the leader gave an answer of another kind".into()),
-            Err(super::WriteError::NoLeader(_, why)) => Err(format!(
-                "not stored: the cluster has no reachable leader ({why}); retry"
-            )),
-            Err(e) => Err(format!(
-                "may or may not be stored ({e}); retry with a msg_id to be safe"
-            )),
+        let req = super::PeerReq::Publish { origin, items };
+        let deadline = tokio::time::Instant::now() + GIVE_UP;
+        let mut unknown = None;
+        loop {
+            match self.on_leader(DATA, req.clone()).await {
+                Ok(super::Answer::Published(r)) if r.len() == n => return Ok(r),
+                Ok(_) => return Err("the leader gave an answer of another kind".into()),
+                Err(super::WriteError::NoLeader(_, why)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(match unknown {
+                            Some(e) => format!(
+                                "may or may not be stored ({e}); retry with a msg_id to be safe"
+                            ),
+                            None => format!(
+                                "not stored: the cluster has no reachable leader ({why}); retry"
+                            ),
+                        });
+                    }
+                }
+                Err(e @ super::WriteError::Indeterminate(_)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "may or may not be stored ({e}); retry with a msg_id to be safe"
+                        ));
+                    }
+                    unknown = Some(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 
@@ -289,6 +414,7 @@ impl super::Cluster {
     /// applied here, and return each one's result.
     pub(super) async fn lead_publish(
         &self,
+        origin: Origin,
         items: Vec<PubItem>,
     ) -> Result<Vec<PubResult>, super::WriteError> {
         let data = self.data_raft();
@@ -300,6 +426,7 @@ impl super::Cluster {
         }
         let cmd = AppendCmd {
             time: crate::broker::now_ms(),
+            origin,
             items,
         };
         let bytes =

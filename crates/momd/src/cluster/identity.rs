@@ -31,7 +31,7 @@ impl NodeIdentity {
 }
 
 /// A random 64-bit number, from the hasher keys std seeds from the OS.
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -65,7 +65,10 @@ enum PeerReq {
     /// Remove a node from the request's group (its leader does it).
     Leave { node: NodeId },
     /// Publishes for the data group's leader to propose.
-    Publish(Vec<data::PubItem>),
+    Publish {
+        origin: data::Origin,
+        items: Vec<data::PubItem>,
+    },
 }
 
 /// What the leader answered.
@@ -384,7 +387,7 @@ impl Cluster {
                     }
                     // Sent and unanswered: a publish may have been done; the others are
                     // safe to repeat.
-                    Err(e) if matches!(req, PeerReq::Publish(_)) => Err(WriteError::Indeterminate(
+                    Err(e) if matches!(req, PeerReq::Publish { .. }) => Err(WriteError::Indeterminate(
                         format!("node {leader} did not answer ({e})"),
                     )),
                     Err(e) => Err(WriteError::NotLeader(format!("node {leader}: {e}"))),
@@ -412,11 +415,11 @@ impl Cluster {
                     Err(e) => Err(WriteError::Refused(e.to_string())),
                 }
             }
-            PeerReq::Publish(items) if group == data::DATA => self
-                .lead_publish(items.clone())
+            PeerReq::Publish { origin, items } if group == data::DATA => self
+                .lead_publish(*origin, items.clone())
                 .await
                 .map(Answer::Published),
-            PeerReq::Write(_) | PeerReq::Publish(_) => Err(WriteError::Refused(format!(
+            PeerReq::Write(_) | PeerReq::Publish { .. } => Err(WriteError::Refused(format!(
                 "group {group} takes no such request"
             ))),
             PeerReq::Status => Ok(Answer::Done),
