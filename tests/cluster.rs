@@ -420,3 +420,69 @@ fn a_cluster_node_refuses_what_it_cannot_replicate_yet() {
     let out = trio.node(2).ctl(&["topic", "ls"], None);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
+    let mut trio = Trio::start();
+    let all = [1u64, 2, 3];
+    poll(Duration::from_secs(20), "a leader", || leader(trio.node(1), &all));
+    let dead = poll(Duration::from_secs(20), "a data leader", || {
+        data_leader(trio.node(1), &all)
+    });
+    let alive: Vec<u64> = all.into_iter().filter(|i| *i != dead).collect();
+    // A stream of 20,000 lines through a node that does not lead, paced by a pipe.
+    let n = 20_000u64;
+    let via = trio.node(alive[0]).addr();
+    let mut child = std::process::Command::new(momctl_bin())
+        .args(["-s", &via, "publish", "stream", "-q"])
+        .env("MOM_CONFIG_DIR", std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("momctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = numbered_lines("m", 1, n);
+    let (first, rest) = input.split_at(input.len() / 2);
+    {
+        use std::io::Write;
+        stdin.write_all(first).expect("write");
+        stdin.flush().expect("flush");
+    }
+    // Once some of it is in, kill -9 the leader, then send the rest.
+    poll(Duration::from_secs(30), "some of the stream stored", || {
+        let st = status(trio.node(alive[1]))?;
+        (st["groups"][1]["applied_index"].as_u64()? > 3).then_some(())
+    });
+    trio.nodes[dead as usize - 1].kill9();
+    {
+        use std::io::Write;
+        stdin.write_all(rest).expect("write");
+    }
+    drop(stdin);
+    let st = wait_timeout(&mut child, Duration::from_secs(120)).expect("momctl ends");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(st.success(), "every message acknowledged despite the kill: {err}");
+    let want: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
+    for id in &alive {
+        let got = all_lines(trio.node(*id), "stream", n as usize);
+        assert_eq!(got.len(), want.len(), "node {id}");
+        if got != want {
+            let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+            let mut sorted = got.clone();
+            sorted.sort();
+            sorted.dedup();
+            panic!(
+                "node {id}: first difference at {at}: {:?} against {:?}; {} distinct of {}",
+                &got[at.saturating_sub(2)..(at + 3).min(got.len())],
+                &want[at.saturating_sub(2)..(at + 3).min(want.len())],
+                sorted.len(),
+                got.len()
+            );
+        }
+    }
+}

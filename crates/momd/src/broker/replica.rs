@@ -42,15 +42,16 @@ impl Broker {
         let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
             return;
         };
-        let c = c.clone();
         let (id, no_ack, topic) = (p.id, p.no_ack, p.topic.clone());
         let item = PubItem {
             topic: p.topic,
             msgs: p.msgs,
             sender,
         };
+        // Queued here, in the broker task, so a connection's publishes keep their order.
+        let answer = c.publish(item);
         tokio::spawn(async move {
-            let r = c.publish(item).await;
+            let r = answer.await;
             let frame = match r {
                 Ok(done) if !no_ack => ServerFrame::PublishOk(PublishOk {
                     id,

@@ -317,13 +317,13 @@ pub struct Proposal {
 }
 
 /// The batcher's queue: publishes of this node's clients, sent to the leader a batch at a
-/// time.
-pub type Batcher = mpsc::Sender<Proposal>;
+/// time. Unbounded: what a connection may have in flight is bounded before (admission).
+pub type Batcher = mpsc::UnboundedSender<Proposal>;
 
 impl super::Cluster {
     /// Runs the batcher: one batch at a time goes to the leader; what arrives meanwhile
     /// makes the next one.
-    pub(super) async fn run_batcher(self, mut rx: mpsc::Receiver<Proposal>) {
+    pub(super) async fn run_batcher(self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
         let mut waiting: Vec<Proposal> = Vec::new();
         let process = super::identity::random_u64();
         let mut number = 0u64;
@@ -444,27 +444,26 @@ impl super::Cluster {
         }
     }
 
-    /// Publishes through the cluster: answered once committed on a majority and applied.
-    pub async fn publish(&self, item: PubItem) -> PubResult {
+    /// Publishes through the cluster: queued now, in the order of the calls (a connection's
+    /// publishes keep their order); the answer comes once committed on a majority and
+    /// applied.
+    pub fn publish(&self, item: PubItem) -> impl std::future::Future<Output = PubResult> {
         let (done, wait) = oneshot::channel();
-        if self
-            .inner
-            .batcher
-            .send(Proposal { item, done })
-            .await
-            .is_err()
-        {
-            return Err((ErrorCode::Unavailable, "the node is stopping".into()));
-        }
-        match tokio::time::timeout(Duration::from_secs(30), wait).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err((ErrorCode::Unavailable, "the node is stopping".into())),
-            Err(_) => Err((
-                ErrorCode::Unavailable,
-                "no answer from the cluster in 30 s: the publish may or may not be stored; \
-                 retry with a msg_id to be safe"
-                    .into(),
-            )),
+        let queued = self.inner.batcher.send(Proposal { item, done }).is_ok();
+        async move {
+            if !queued {
+                return Err((ErrorCode::Unavailable, "the node is stopping".into()));
+            }
+            match tokio::time::timeout(GIVE_UP + Duration::from_secs(10), wait).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err((ErrorCode::Unavailable, "the node is stopping".into())),
+                Err(_) => Err((
+                    ErrorCode::Unavailable,
+                    "no answer from the cluster in time: the publish may or may not be \
+                     stored; retry with a msg_id to be safe"
+                        .into(),
+                )),
+            }
         }
     }
 }

@@ -36,9 +36,6 @@ use meta::{MetaCmd, MetaState, NodeInfo};
 /// The metadata group.
 pub const META: GroupId = 0;
 
-/// Publishes a node's batcher holds before its clients wait.
-const BATCHER_QUEUE: usize = 16 * 1024;
-
 /// How long a forwarded request may wait for the leader's answer.
 const FORWARD_TTL: Duration = Duration::from_secs(5);
 
@@ -212,7 +209,7 @@ pub async fn start(
     let groups = Groups::default();
     groups.insert(META, raft.clone());
     groups.insert(data::DATA, data_raft.clone());
-    let (batcher, batch_rx) = tokio::sync::mpsc::channel(BATCHER_QUEUE);
+    let (batcher, batch_rx) = tokio::sync::mpsc::unbounded_channel();
     let listener = tokio::net::TcpListener::bind(settings.peer_listen)
         .await
         .with_context(|| format!("--peer-listen: listening on {}", settings.peer_listen))?;
