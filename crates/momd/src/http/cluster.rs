@@ -21,7 +21,7 @@ pub async fn status(State(app): State<App>, who: Who) -> ApiResult<JsonLine> {
         ServerFrame::ClusterStatus(s) => {
             let mut v = to_json(&s)?;
             if let Some(m) = v.as_object_mut() {
-                // shift_remove: the fields keep the reply's order.
+                // Not remove(): that swaps the last field into the place of `id`.
                 m.shift_remove("id");
             }
             Ok(JsonLine(v))
