@@ -425,7 +425,9 @@ fn a_cluster_node_refuses_what_it_cannot_replicate_yet() {
 fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
     let mut trio = Trio::start();
     let all = [1u64, 2, 3];
-    poll(Duration::from_secs(20), "a leader", || leader(trio.node(1), &all));
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(trio.node(1), &all)
+    });
     let dead = poll(Duration::from_secs(20), "a data leader", || {
         data_leader(trio.node(1), &all)
     });
@@ -466,7 +468,10 @@ fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    assert!(st.success(), "every message acknowledged despite the kill: {err}");
+    assert!(
+        st.success(),
+        "every message acknowledged despite the kill: {err}"
+    );
     let want: Vec<String> = (1..=n).map(|i| format!("m{i}")).collect();
     for id in &alive {
         let got = all_lines(trio.node(*id), "stream", n as usize);

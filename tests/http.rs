@@ -468,6 +468,7 @@ fn users_tokens_permissions_and_error_codes() {
     }
     // Users exist: no credentials, wrong ones, a bad header: 401.
     assert_eq!(error_code(&h, 401, &[], "/v1/stats"), "unauthorized");
+    assert_eq!(error_code(&h, 401, &[], "/v1/cluster"), "unauthorized");
     assert_eq!(
         error_code(&h, 401, &["-u", "alice:wrong"], "/v1/stats"),
         "unauthorized"
@@ -499,6 +500,9 @@ fn users_tokens_permissions_and_error_codes() {
         "/v1/topics/orders.a/messages",
     );
     assert_eq!(msgs["messages"][0]["sender"]["user"], "alice");
+    // Every user may read the cluster's state, as on TCP.
+    let cluster = h.ok(&["-H", &bearer], "/v1/cluster");
+    assert_eq!(cluster["mode"], "single", "{cluster}");
     // The same token works on the TCP protocol.
     let out = common::momctl_env(
         &["-s", &h.m.addr(), "stats"],
@@ -597,6 +601,7 @@ fn users_tokens_permissions_and_error_codes() {
     let api = h.ok(&[], "/v1/openapi.json");
     assert_eq!(api["openapi"].as_str().map(|v| &v[..2]), Some("3."));
     assert!(api["paths"]["/v1/stream"].is_object());
+    assert!(api["paths"]["/v1/cluster"].is_object());
 }
 
 #[test]
@@ -720,4 +725,98 @@ fn without_users_only_local_clients_are_anonymous_admins() {
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("127.0.0.1"), "{body}");
     assert_eq!(h.curl(&[], "/v1/stats").0, 200);
+}
+
+#[test]
+fn get_cluster_on_a_single_node_says_mode_single() {
+    let h = Http::start(&[]);
+    let v = h.ok(&[], "/v1/cluster");
+    assert_eq!(v["mode"], "single", "{v}");
+    assert_eq!(v["nodes"], serde_json::json!([]), "{v}");
+    assert_eq!(v["groups"], serde_json::json!([]), "{v}");
+    // The reply's fields in the reply's order, without the protocol's `id` and `type`.
+    let keys: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        ["mode", "cluster_id", "node_id", "nodes", "groups"],
+        "{v}"
+    );
+}
+
+/// Three cluster nodes, each with the HTTP API: node i's peer listener on 127.0.0.i.
+fn http_trio() -> Vec<Http> {
+    let peers: Vec<String> = (1..=3)
+        .map(|i| format!("127.0.0.{i}:{}", free_port()))
+        .collect();
+    let list = peers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    (1..=3)
+        .map(|id: usize| {
+            let node = id.to_string();
+            Http::start(&[
+                "--cluster-id",
+                "h",
+                "--node-id",
+                &node,
+                "--peer-listen",
+                &peers[id - 1],
+                "--peers",
+                &list,
+            ])
+        })
+        .collect()
+}
+
+#[test]
+fn get_cluster_on_three_nodes_shows_the_leader_and_every_node() {
+    let trio = http_trio();
+    // Ask node 3: once a leader is elected and every node has announced its address.
+    let v = wait_for(Duration::from_secs(30), "a leader of three nodes", || {
+        let (code, body) = trio[2].curl(&[], "/v1/cluster");
+        let v: Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        let leader = v["groups"][0]["leader"].as_u64()?;
+        let nodes = v["nodes"].as_array()?;
+        let announced = nodes
+            .iter()
+            .all(|n| !n["addr"].as_str().unwrap_or("").is_empty());
+        if nodes.len() == 3 && (1..=3).contains(&leader) && announced {
+            Some(v)
+        } else {
+            std::thread::sleep(Duration::from_millis(250));
+            None
+        }
+    });
+    assert_eq!(v["mode"], "cluster", "{v}");
+    assert_eq!(v["cluster_id"], "h", "{v}");
+    assert_eq!(v["node_id"], 3, "{v}");
+    assert!(v.get("id").is_none() && v.get("type").is_none(), "{v}");
+    let leader = v["groups"][0]["leader"].as_u64().expect("a leader");
+    assert_eq!(v["groups"][0]["name"], "meta", "{v}");
+    assert!(v["groups"][0]["term"].as_u64() >= Some(1), "{v}");
+    for (i, n) in v["nodes"].as_array().expect("nodes").iter().enumerate() {
+        assert_eq!(n["id"], i as u64 + 1, "{v}");
+        assert_eq!(n["addr"].as_str(), Some(trio[i].m.addr().as_str()), "{v}");
+        assert!(!n["version"].as_str().unwrap_or("").is_empty(), "{v}");
+        if n["id"] == leader {
+            assert_eq!(n["role"], "leader", "{v}");
+        }
+    }
+    // Each replica's lag, known from the leader, whichever node is asked.
+    wait_for(Duration::from_secs(10), "every replica's lag", || {
+        let v = trio[0].ok(&[], "/v1/cluster");
+        let replicas = v["groups"][0]["replicas"].as_array()?.clone();
+        if replicas.len() == 3 && replicas.iter().all(|r| r["lag"].is_u64()) {
+            Some(())
+        } else {
+            std::thread::sleep(Duration::from_millis(250));
+            None
+        }
+    });
 }

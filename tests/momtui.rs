@@ -151,9 +151,13 @@ fn momtui_in_tmux_shows_topics_queues_and_payloads_then_quits_cleanly() {
     t.wait_for("Stream >");
     m.ctl_ok(&["publish", "demo.orders", "hello-from-tmux", "-q"], None);
     t.wait_for("hello-from-tmux");
-    // Help overlay, then quit.
+    // Help overlay, the cluster view, then quit.
     t.keys(&["?"]);
     t.wait_for("replay the selected topic");
+    t.keys(&["Escape"]);
+    // The cluster view: this momd is a single node.
+    t.keys(&["n"]);
+    t.wait_for("single node (not in cluster mode)");
     t.keys(&["Escape"]);
     t.keys(&["q"]);
     let status = wait_for(Duration::from_secs(10), "momtui to exit", || {

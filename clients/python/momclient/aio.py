@@ -436,6 +436,10 @@ class AsyncClient:
             h["correlation-id"] = request.headers["correlation-id"]
         return await self.publish(request.headers["reply-to"], payload, headers=h)
 
+    async def cluster_status(self) -> Dict[str, Any]:
+        """The `cluster_status` reply (§5.19) as a dict, as `Client.cluster_status`."""
+        return await self._call({"type": "cluster_status"}, self.timeout)
+
     async def ping(self) -> float:
         loop = asyncio.get_running_loop()
         t0 = loop.time()

@@ -956,6 +956,14 @@ class Client:
         """The broker's `stats` reply (§5.10), as a dict."""
         return self._call({"type": "stats"}, self.timeout)
 
+    def cluster_status(self) -> Dict[str, Any]:
+        """How the server sees its cluster: the `cluster_status` reply (§5.19) as a dict,
+        with `mode` ("cluster", or "single" for a server not in cluster mode), `cluster_id`,
+        `node_id`, `nodes` (id, addr, role, last_contact_ms, version…) and `groups` (name,
+        leader, term, replicas with their lag). A cluster node may ask the leader for the
+        lags first: allow it about a second."""
+        return self._call({"type": "cluster_status"}, self.timeout)
+
     def ping(self) -> float:
         """Round trip in seconds."""
         t0 = _time.perf_counter()

@@ -4,8 +4,9 @@
 //!
 //! `table` holds what each table shows (filter, sort, selection), `stream` the live
 //! stream, `keys` the keys of the panes, `input` the dialogs and prompts, `command_line`
-//! the `:` commands.
+//! the `:` commands, `cluster` the cluster view.
 
+mod cluster;
 mod command_line;
 mod input;
 mod keys;
@@ -16,8 +17,9 @@ mod window;
 use std::collections::{HashMap, VecDeque};
 
 use crossterm::event::{KeyEvent, MouseEvent};
-use mom_proto::{Headers, Message, StartAt, Stats, Welcome};
+use mom_proto::{ClusterStatus, Headers, Message, StartAt, Stats, Welcome};
 
+pub use cluster::ClusterView;
 pub use command_line::COMMANDS;
 pub use input::{Mode, PayloadView, PromptKind, PublishForm};
 pub use stream::{Sampler, StreamState};
@@ -93,6 +95,8 @@ pub struct ClientDrill {
 pub enum Drill {
     Queue(QueueDrill),
     Client(ClientDrill),
+    /// The cluster's nodes and groups (`App::cluster`).
+    Cluster,
 }
 
 /// Messages a queue's detail peeks at.
@@ -128,6 +132,8 @@ pub enum NetEvent {
     Published(Result<String, String>),
     /// The outcome of a command, for the status line.
     Done(Result<String, String>),
+    /// An answer to `cluster_status`, or why there is none.
+    Cluster(Result<Box<ClusterStatus>, String>),
 }
 
 /// What the dashboard asks the network task to do.
@@ -174,6 +180,8 @@ pub enum Command {
         path: String,
         lines: Vec<String>,
     },
+    /// Ask for `cluster_status` every second from now on (true), or stop (false).
+    Cluster(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +243,7 @@ pub struct App {
     /// Per topic, messages in per second, oldest first (for the sparkline).
     pub history: HashMap<String, VecDeque<u64>>,
     pub client_rates: HashMap<u64, ClientRate>,
+    pub cluster: ClusterView,
     pub pane: Pane,
     pub views: [View; 4],
     pub drill: Option<Drill>,
@@ -263,6 +272,7 @@ impl App {
             now: 0,
             history: HashMap::new(),
             client_rates: HashMap::new(),
+            cluster: ClusterView::default(),
             pane: Pane::Topics,
             views: Default::default(),
             drill: None,
@@ -306,7 +316,7 @@ impl App {
 
     /// Apply one event; return what the network task should do.
     pub fn update(&mut self, ev: Event) -> Vec<Command> {
-        match ev {
+        let mut cmds = match ev {
             Event::Key(k) => self.key(k),
             Event::Mouse(m) => {
                 self.mouse(m);
@@ -320,7 +330,9 @@ impl App {
                 Vec::new()
             }
             Event::Net(n) => self.net(n),
-        }
+        };
+        cmds.extend(self.sync_cluster_polling());
+        cmds
     }
 
     fn net(&mut self, n: NetEvent) -> Vec<Command> {
@@ -385,6 +397,7 @@ impl App {
                 }
             }
             NetEvent::Done(Err(s)) => self.set_error(s),
+            NetEvent::Cluster(r) => self.cluster_reply(r.map(|st| *st)),
         }
         Vec::new()
     }

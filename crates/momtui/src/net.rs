@@ -1,9 +1,10 @@
 //! The network side: one tokio task that keeps a connection (reconnecting with backoff,
 //! moving on through the server list from the server it lost),
 //! polls `stats` every second (the summary and the tables' windows, section 2.5 of
-//! docs/protocol.md), runs the stream's watch, and carries out commands. The UI never waits
-//! for it: events go out over a bounded channel, and at high rates the stream is sampled
-//! for display while every message is still counted.
+//! docs/protocol.md) and `cluster_status` while the cluster view is open, runs the stream's
+//! watch, and carries out commands. The UI never waits for it: events go out over a
+//! bounded channel, and at high rates the stream is sampled for display while every
+//! message is still counted.
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub async fn run(
 ) {
     let mut pattern = ">".to_string();
     let mut windows = Windows::default();
+    let mut cluster = false;
     let mut attempt = 0u32;
     // The server of the last connection: the next one starts after it in the list.
     let mut last: Option<String> = None;
@@ -32,7 +34,16 @@ pub async fn run(
             Some(s) => opts.starting_after(s),
             None => opts.clone(),
         };
-        let reason = match session(&to, &mut last, &tx, &mut cmds, &mut pattern, &mut windows).await
+        let reason = match session(
+            &to,
+            &mut last,
+            &tx,
+            &mut cmds,
+            &mut pattern,
+            &mut windows,
+            &mut cluster,
+        )
+        .await
         {
             Ok(()) => return,
             Err(e) => e,
@@ -59,6 +70,7 @@ pub async fn run(
                     None => return,
                     Some(Command::Watch { pattern: p, .. }) => pattern = p,
                     Some(Command::Windows(w)) => windows = w,
+                    Some(Command::Cluster(on)) => cluster = on,
                     Some(Command::Save { path, lines }) => {
                         let _ = tx.try_send(save(path, lines).await);
                     }
@@ -78,6 +90,7 @@ pub async fn run(
 }
 
 /// One connection's life. Ok(()) when the UI is gone; Err(reason) when the connection is.
+/// `cluster`: the cluster view is open.
 async fn session(
     opts: &ConnectOptions,
     last: &mut Option<String>,
@@ -85,6 +98,7 @@ async fn session(
     cmds: &mut mpsc::Receiver<Command>,
     pattern: &mut String,
     windows: &mut Windows,
+    cluster: &mut bool,
 ) -> Result<(), String> {
     let client = Client::connect(opts).await.map_err(|e| e.to_string())?;
     *last = Some(client.server().to_string());
@@ -110,6 +124,12 @@ async fn session(
         windows_rx,
     ));
     let _stop_stats = AbortOnDrop(stats);
+    let (cluster_tx, cluster_rx) = watch::channel(*cluster);
+    let _stop_cluster = AbortOnDrop(tokio::spawn(poll_cluster(
+        client.clone(),
+        tx.clone(),
+        cluster_rx,
+    )));
     let mut flush_tick = tokio::time::interval(FLUSH);
     let mut sampler = Sampler::new(SAMPLE);
     loop {
@@ -145,6 +165,10 @@ async fn session(
                         // The poller asks for them at once.
                         *windows = w.clone();
                         windows_tx.send_replace(w);
+                    }
+                    Command::Cluster(on) => {
+                        *cluster = on;
+                        cluster_tx.send_replace(on);
                     }
                     Command::Watch { pattern: p, from, at } => {
                         // One watch per stream: the old one ends before the new one starts,
@@ -220,6 +244,36 @@ async fn poll_stats(
             Err(e) => {
                 let _ = lost.send(e.to_string()).await;
                 return;
+            }
+        }
+    }
+}
+
+/// `cluster_status` at once when the view opens, then a second after each answer, while
+/// it stays open. A failure is shown in the view; a lost connection is the stats poller's
+/// to report.
+async fn poll_cluster(client: Client, tx: mpsc::Sender<NetEvent>, mut open: watch::Receiver<bool>) {
+    loop {
+        if !*open.borrow_and_update() {
+            if open.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let reply = client
+            .cluster_status()
+            .await
+            .map(Box::new)
+            .map_err(|e| e.to_string());
+        if tx.send(NetEvent::Cluster(reply)).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            changed = open.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -350,7 +404,9 @@ async fn run_command(client: &Client, c: Command) -> NetEvent {
         ),
         Command::Save { path, lines } => save(path, lines).await,
         // Handled by the connection's loop.
-        Command::Watch { .. } | Command::Windows(_) => NetEvent::Done(Ok(String::new())),
+        Command::Watch { .. } | Command::Windows(_) | Command::Cluster(_) => {
+            NetEvent::Done(Ok(String::new()))
+        }
     }
 }
 

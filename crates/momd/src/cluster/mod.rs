@@ -384,9 +384,9 @@ impl Cluster {
                     }
                     // Sent and unanswered: a publish may have been done; the others are
                     // safe to repeat.
-                    Err(e) if matches!(req, PeerReq::Publish { .. }) => Err(WriteError::Indeterminate(
-                        format!("node {leader} did not answer ({e})"),
-                    )),
+                    Err(e) if matches!(req, PeerReq::Publish { .. }) => Err(
+                        WriteError::Indeterminate(format!("node {leader} did not answer ({e})")),
+                    ),
                     Err(e) => Err(WriteError::NotLeader(format!("node {leader}: {e}"))),
                 }
             };

@@ -6,9 +6,11 @@
 //! Files: `listen.rs` (accept, TLS, connection bound), `auth.rs` (who a request is),
 //! `error.rs` (codes to statuses), `params.rs` (query strings and message JSON), then one
 //! file per group of endpoints: `publish.rs`, `read.rs`, `stream.rs` (SSE), `topics.rs`,
-//! `queues.rs`, `request.rs`, `login.rs`. The OpenAPI document is `openapi.json`.
+//! `queues.rs`, `request.rs`, `login.rs`, `cluster.rs`. The OpenAPI document is
+//! `openapi.json`.
 
 mod auth;
+mod cluster;
 mod error;
 mod link;
 mod listen;
@@ -69,6 +71,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/v1/login", post(login::login))
         .route("/v1/stats", get(topics::stats))
+        .route("/v1/cluster", get(cluster::status))
         .route("/v1/topics", get(topics::list))
         .route(
             "/v1/topics/{topic}",

@@ -171,7 +171,8 @@ pub async fn stats(State(app): State<App>, who: Who, q: Query) -> ApiResult<Json
         ServerFrame::Stats(s) => {
             let mut v = to_json(&s)?;
             if let Some(m) = v.as_object_mut() {
-                m.remove("id");
+                // Not remove(): that swaps the last field into the place of `id`.
+                m.shift_remove("id");
             }
             Ok(JsonLine(v))
         }

@@ -15,6 +15,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (":queue NAME", "open a queue's detail"),
     (":client ID", "open a client's detail"),
+    (":cluster", "the cluster's nodes and groups (also n)"),
     (":watch PATTERN", "stream a pattern (e.g. orders.>)"),
     (
         ":replay TOPIC [SEQ]",
@@ -56,6 +57,7 @@ impl App {
             }
             ("clients" | "c" | "3", "") => pane(Pane::Clients, self),
             ("stream" | "s" | "4", "") => pane(Pane::Stream, self),
+            ("cluster" | "nodes", "") => self.drill = Some(Drill::Cluster),
             ("queue" | "q" | "queues", name) => return self.open_queue(name.to_string()),
             ("client" | "clients" | "c", id) => match id.parse::<u64>() {
                 Ok(id) => {

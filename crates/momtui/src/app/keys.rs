@@ -41,6 +41,8 @@ impl App {
                     .map_or(0, |x| x.watch_patterns.len());
                 c.sel = (c.sel as isize + delta).clamp(0, n.saturating_sub(1) as isize) as usize;
             }
+            // A few nodes and groups, all on screen: nothing to move.
+            Some(Drill::Cluster) => {}
             None => {
                 let pane = self.pane;
                 if pane == Pane::Stream && !self.stream.paused {
@@ -114,6 +116,7 @@ impl App {
                 }
             }
             KeyCode::Char('p') => self.open_publish(None),
+            KeyCode::Char('n') => self.toggle_cluster(),
             KeyCode::Char('c') => {
                 self.mode = Mode::CreateQueue {
                     name: Input::default(),
@@ -172,7 +175,7 @@ impl App {
     fn focused_message(&self) -> Option<mom_proto::Message> {
         match &self.drill {
             Some(Drill::Queue(q)) => q.peek.as_ref()?.get(q.sel).cloned(),
-            Some(Drill::Client(_)) => None,
+            Some(Drill::Client(_) | Drill::Cluster) => None,
             None if self.pane == Pane::Stream => self.selected_message().cloned(),
             None => None,
         }
@@ -201,6 +204,7 @@ impl App {
                     None => Vec::new(),
                 };
             }
+            Some(Drill::Cluster) => return Vec::new(),
             None => {}
         }
         match self.pane {
@@ -232,7 +236,7 @@ impl App {
     fn key_action(&mut self, k: KeyEvent) -> Vec<Command> {
         let queue = match &self.drill {
             Some(Drill::Queue(q)) => Some(q.name.clone()),
-            Some(Drill::Client(_)) => None,
+            Some(Drill::Client(_) | Drill::Cluster) => None,
             None if self.pane == Pane::Subscriptions => self.selected_queue(),
             None => None,
         };

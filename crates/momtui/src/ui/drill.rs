@@ -13,7 +13,7 @@ use super::tables::clock;
 use super::{block, bytes, rate, Theme};
 use crate::app::{App, ClientDrill, QueueDrill};
 
-fn pairs(items: &[(&str, String)], theme: &Theme) -> Line<'static> {
+pub(super) fn pairs(items: &[(&str, String)], theme: &Theme) -> Line<'static> {
     let mut spans = Vec::new();
     for (i, (k, v)) in items.iter().enumerate() {
         if i > 0 {
@@ -25,7 +25,7 @@ fn pairs(items: &[(&str, String)], theme: &Theme) -> Line<'static> {
     Line::from(spans)
 }
 
-fn info_block(
+pub(super) fn info_block(
     f: &mut Frame,
     app: &App,
     theme: &Theme,

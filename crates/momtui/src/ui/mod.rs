@@ -2,6 +2,7 @@
 //! clicks, and the scroll of overlays it clamps). One file per pane; `columns` draws any
 //! table; this one lays them out with the header, tabs, footer and overlays.
 
+mod cluster;
 mod columns;
 mod drill;
 mod overlays;
@@ -80,6 +81,7 @@ fn draw_main(f: &mut Frame, app: &mut App, theme: &Theme, area: Rect) {
     match app.drill.clone() {
         Some(Drill::Queue(q)) => drill::queue(f, app, theme, area, &q),
         Some(Drill::Client(c)) => drill::client(f, app, theme, area, &c),
+        Some(Drill::Cluster) => cluster::cluster(f, app, theme, area),
         None => draw_pane(f, app, theme, app.pane, area),
     }
 }
@@ -227,6 +229,7 @@ fn hints(app: &App) -> &'static str {
             "Esc back  j/k move  Enter message  v peek  e settings  P purge  r redrive  d delete  y copy  ? help"
         }
         (Some(Drill::Client(_)), _) => "Esc back  j/k move  Enter stream watch  x close connection  ? help",
+        (Some(Drill::Cluster), _) => "Esc or n back  (asked again every second)  ? help  q quit",
         (None, Pane::Stream) => {
             "q quit  ? help  j/k move (pauses)  g newest  Enter detail  space pause  / filter  w watch  y copy  : cmd"
         }

@@ -15,6 +15,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("q, Ctrl-C, :q", "quit"),
     ("?", "this help (j/k scroll)"),
     ("Tab, Shift-Tab, 1-4", "switch pane"),
+    (
+        "n",
+        "the cluster: nodes, roles, each group's leader, term and lag",
+    ),
     ("j/k, ↓/↑, PgDn/PgUp", "move (in the stream this pauses it)"),
     (
         "g/G, Home/End",

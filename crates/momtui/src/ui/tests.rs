@@ -1,7 +1,9 @@
 //! Render tests: each screen drawn into a `TestBackend` and compared with its snapshot.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use mom_proto::{ClientInfo, Message, Sender, Welcome};
+use mom_proto::{
+    ClientInfo, ClusterGroup, ClusterNode, ClusterReplica, ClusterStatus, Message, Sender, Welcome,
+};
 
 use crate::app::tests::msg;
 use ratatui::backend::TestBackend;
@@ -366,4 +368,145 @@ fn a_table_the_broker_holds_more_of_says_which_page() {
     let screen = render(&mut a, 80, 24);
     assert!(screen.contains("3 of 100000"), "{screen}");
     insta::assert_snapshot!("topics_second_page_80x24", screen);
+}
+
+fn node(id: u64, role: &str, contact: Option<u64>) -> ClusterNode {
+    ClusterNode {
+        id,
+        addr: format!("127.0.0.{id}:780{id}"),
+        peer_addr: format!("127.0.0.{id}:790{id}"),
+        voter: true,
+        role: role.into(),
+        last_contact_ms: contact,
+        version: "0.1.0".into(),
+    }
+}
+
+fn replica(node: u64, matched: u64, lag: Option<u64>) -> ClusterReplica {
+    ClusterReplica {
+        node,
+        matched: Some(matched),
+        lag,
+    }
+}
+
+/// Three nodes as node 3 sees them: node 1 leads the metadata group.
+fn three_nodes() -> ClusterStatus {
+    ClusterStatus {
+        id: 0,
+        mode: "cluster".into(),
+        cluster_id: "demo".into(),
+        node_id: 3,
+        nodes: vec![
+            node(1, "leader", Some(12)),
+            node(2, "follower", Some(48)),
+            node(3, "follower", None),
+        ],
+        groups: vec![ClusterGroup {
+            name: "meta".into(),
+            leader: Some(1),
+            term: 2,
+            last_index: 9,
+            applied_index: 9,
+            replicas: vec![
+                replica(1, 9, Some(0)),
+                replica(2, 9, Some(0)),
+                replica(3, 9, Some(0)),
+            ],
+        }],
+    }
+}
+
+/// The app with the cluster view open and `st` its last answer.
+fn cluster_view(st: ClusterStatus) -> App {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('n'));
+    a.update(Event::Net(NetEvent::Cluster(Ok(Box::new(st)))));
+    a
+}
+
+#[test]
+fn cluster_view_shows_the_leader_each_node_and_each_replicas_lag() {
+    let mut a = cluster_view(three_nodes());
+    let screen = render(&mut a, 80, 24);
+    for text in [
+        "Cluster demo",
+        "answered by node 3",
+        "3 (leader 1, follower 2)",
+        "3*",
+        "127.0.0.2:7802",
+        "12ms",
+        "0.1.0",
+        "meta",
+        "1:0 2:0 3:0",
+    ] {
+        assert!(screen.contains(text), "{text:?} missing:\n{screen}");
+    }
+    both("cluster_leader", &mut a);
+}
+
+#[test]
+fn cluster_view_shows_an_unreachable_node_behind_the_leader() {
+    let mut st = three_nodes();
+    // As the leader sees it: node 2 has not answered for 7.4 s, node 3 answers.
+    st.node_id = 1;
+    st.nodes[0].last_contact_ms = None;
+    st.nodes[1].role = "unreachable".into();
+    st.nodes[1].last_contact_ms = Some(7_400);
+    st.nodes[2].last_contact_ms = Some(31);
+    st.groups[0].term = 3;
+    st.groups[0].last_index = 14;
+    st.groups[0].applied_index = 14;
+    st.groups[0].replicas = vec![
+        replica(1, 14, Some(0)),
+        replica(2, 9, Some(5)),
+        replica(3, 14, Some(0)),
+    ];
+    let mut a = cluster_view(st);
+    let screen = render(&mut a, 80, 24);
+    for text in [
+        "2    unreachable",
+        "7.4s",
+        "1:0 2:5 3:0",
+        "(leader 1, follower 1, unreachable 1)",
+    ] {
+        assert!(screen.contains(text), "{text:?} missing:\n{screen}");
+    }
+    both("cluster_unreachable", &mut a);
+}
+
+#[test]
+fn cluster_view_during_an_election_shows_no_leader_and_unknown_lags() {
+    let mut st = three_nodes();
+    for n in &mut st.nodes {
+        n.role = "unknown".into();
+    }
+    st.nodes[2].role = "candidate".into();
+    st.groups[0].leader = None;
+    for r in &mut st.groups[0].replicas {
+        (r.matched, r.lag) = (None, None);
+    }
+    let mut a = cluster_view(st);
+    let screen = render(&mut a, 80, 24);
+    for text in ["meta  none", "1:? 2:? 3:?", "(candidate 1, unknown 2)"] {
+        assert!(screen.contains(text), "{text:?} missing:\n{screen}");
+    }
+}
+
+#[test]
+fn cluster_view_of_a_single_node_says_so() {
+    let mut a = cluster_view(ClusterStatus {
+        mode: "single".into(),
+        ..ClusterStatus::default()
+    });
+    let screen = render(&mut a, 80, 24);
+    assert!(
+        screen.contains("single node (not in cluster mode)"),
+        "{screen}"
+    );
+    both("cluster_single", &mut a);
+    // Esc goes back to the pane it was opened over.
+    key(&mut a, KeyCode::Esc);
+    let screen = render(&mut a, 80, 24);
+    assert!(screen.contains("Topics (3)"), "{screen}");
 }
