@@ -107,7 +107,8 @@ pub enum Cmd {
         /// Makes the applied state to store with them (`cluster::data::APPLIED_KEY`) from
         /// their results.
         finish: crate::cluster::data::ApplyFinish,
-        reply: oneshot::Sender<Vec<Vec<crate::cluster::data::PubResult>>>,
+        /// `Err` when they could not be stored: the node must not apply further.
+        reply: oneshot::Sender<Result<Vec<Vec<crate::cluster::data::PubResult>>, String>>,
     },
     /// A scrape of `--metrics`: the broker's part of the text.
     Metrics {
@@ -320,6 +321,10 @@ pub struct Broker {
     flushing_tickets: Vec<Ticket>,
     /// This node's part in a cluster (cluster mode only).
     cluster: Option<crate::cluster::Cluster>,
+    /// Why the last commit failed, if it did (a replica must not apply past it).
+    commit_failed: Option<String>,
+    /// Entries of the data group are being applied: they are committed as one.
+    applying_replicated: bool,
     /// Free space under the data dir; publishes are refused while it is short.
     disk: Option<crate::disk::Disk>,
     /// Counters for `--metrics`.
@@ -450,6 +455,8 @@ impl Broker {
             pending_tickets: Vec::new(),
             flushing_tickets: Vec::new(),
             cluster: None,
+            commit_failed: None,
+            applying_replicated: false,
         };
         (b, BrokerHandle { tx }, rx)
     }

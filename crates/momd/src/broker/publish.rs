@@ -116,7 +116,9 @@ impl Broker {
             duplicate_indexes: plan.duplicate_indexes,
             batch,
         });
-        if self.staged.bytes >= STAGED_MAX_BYTES {
+        // A replica's entries are committed together with the applied state that names
+        // them (`replica.rs`), never split.
+        if self.staged.bytes >= STAGED_MAX_BYTES && !self.applying_replicated {
             self.commit();
         }
         Ok(published)
@@ -162,6 +164,7 @@ impl Broker {
             }
             Err(e) => {
                 tracing::error!("cannot write publishes: {e}");
+                self.commit_failed = Some(e.to_string());
                 self.disk_write_failed(&e);
                 for u in undos.into_iter().rev() {
                     self.core.undo(u);

@@ -78,7 +78,11 @@ impl Broker {
         &mut self,
         entries: Vec<ApplyEntry>,
         finish: ApplyFinish,
-    ) -> Vec<Vec<PubResult>> {
+    ) -> Result<Vec<Vec<PubResult>>, String> {
+        // Everything staged before goes first: a failure of it is not these entries'.
+        self.commit();
+        self.commit_failed = None;
+        self.applying_replicated = true;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let mut results = Vec::with_capacity(e.items.len());
@@ -97,11 +101,18 @@ impl Broker {
             }
             out.push(results);
         }
+        self.applying_replicated = false;
         // The applied state goes with these records, in the same commit.
         let applied = finish(&out);
         self.store
             .stage_meta(&mut self.staged, APPLIED_KEY, applied);
         self.commit();
-        out
+        // Stored or not at all (`commit` undoes a failed write): a replica that could not
+        // store an entry stops applying rather than go on without it (its messages would
+        // get other seqs than on the other nodes). A restart applies again from its store.
+        match self.commit_failed.take() {
+            Some(e) => Err(format!("cannot store the data group's entries: {e}")),
+            None => Ok(out),
+        }
     }
 }

@@ -272,7 +272,13 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         {
             return Err(sm_err("the broker has stopped"));
         }
-        let results = rx.await.map_err(|_| sm_err("the broker has stopped"))?;
+        let results = rx
+            .await
+            .map_err(|_| sm_err("the broker has stopped"))?
+            .map_err(|e| {
+                tracing::error!("{e}: this node stops applying the data group until restarted");
+                sm_err(e)
+            })?;
         *self.lock() = finish(&base, &news, &results);
         let mut replies = Vec::with_capacity(fates.len());
         for fate in fates {
