@@ -110,6 +110,11 @@ pub enum Cmd {
         /// `Err` when they could not be stored: the node must not apply further.
         reply: oneshot::Sender<Result<Vec<Vec<crate::cluster::data::PubResult>>, String>>,
     },
+    /// Cluster mode: this node's part in the cluster, once started (before the listeners
+    /// are served).
+    SetCluster {
+        cluster: crate::cluster::Cluster,
+    },
     /// A scrape of `--metrics`: the broker's part of the text.
     Metrics {
         reply: oneshot::Sender<String>,
@@ -385,10 +390,6 @@ const INDEX_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Broker {
     /// How many topics get their own label in the metrics (`--metrics-topics`).
-    pub fn set_cluster(&mut self, cluster: crate::cluster::Cluster) {
-        self.cluster = Some(cluster);
-    }
-
     pub fn set_metrics_topics(&mut self, n: usize) {
         self.metrics.max_topics = n;
     }

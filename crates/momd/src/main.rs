@@ -214,8 +214,19 @@ async fn run(
     } else {
         None
     };
-    let cfg = reload::broker_config(&args);
-    tracing::info!("{}", args.fsync.explain());
+    let mut cfg = reload::broker_config(&args);
+    if identity.is_some() {
+        // A cluster node acknowledges once the data group's Raft log is fsynced on a
+        // majority; its store is that log applied, written out every REPLICA_FSYNC, and a
+        // crash applies again what it lost (`store/replica.rs`).
+        cfg.fsync = config::FsyncMode::Batch(REPLICA_FSYNC);
+        tracing::info!(
+            "cluster mode: a publish is acknowledged once the data group's log holds it on a \
+             majority of the nodes, each having fsynced it; --fsync does not apply"
+        );
+    } else {
+        tracing::info!("{}", args.fsync.explain());
+    }
     let (broker, handle, rx) = Broker::new(
         core,
         store,
@@ -229,18 +240,20 @@ async fn run(
     broker.set_disk(disk);
     broker.set_metrics_topics(args.metrics_topics);
     let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
+    // Running before the cluster starts: Raft applies what its log holds past the store's
+    // applied state as it starts, through the broker.
+    let broker_task = tokio::spawn(broker.run(rx));
     let cluster = match (cluster_settings(&args), &identity) {
         (Some(mut settings), Some(identity)) => {
             if let Some(l) = listeners.first() {
                 settings.client_addr = l.tcp.local_addr()?.to_string();
             }
             let c = cluster::start(settings, &data, identity, handle.clone(), applied).await?;
-            broker.set_cluster(c.clone());
+            handle.send(Cmd::SetCluster { cluster: c.clone() }).await;
             Some(c)
         }
         _ => None,
     };
-    let broker_task = tokio::spawn(broker.run(rx));
 
     let shutdown = CancellationToken::new();
     let http_listener = match args.http {
@@ -358,6 +371,9 @@ async fn run(
     }
     Ok(())
 }
+
+/// How often a cluster node's store is written out (its durability is the Raft log's).
+const REPLICA_FSYNC: Duration = Duration::from_millis(200);
 
 /// The cluster flags, when momd runs in cluster mode (`Args::check` made sure all four are
 /// given together).

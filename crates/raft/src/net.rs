@@ -323,6 +323,8 @@ pub enum CallError {
     Timeout,
     /// The peer answered that the request is not for it (wrong group).
     Refused(String),
+    /// The request is over the largest frame (not sent).
+    TooLarge(usize),
 }
 
 impl std::fmt::Display for CallError {
@@ -332,6 +334,7 @@ impl std::fmt::Display for CallError {
             CallError::Unreachable(e) => write!(f, "unreachable: {e}"),
             CallError::Timeout => write!(f, "timed out"),
             CallError::Refused(e) => write!(f, "refused: {e}"),
+            CallError::TooLarge(n) => write!(f, "a {n}-byte request is over the {MAX_FRAME}-byte frame limit"),
         }
     }
 }
@@ -403,7 +406,10 @@ impl Peers {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let bytes = encode(&Request { id, group, rpc }).map_err(CallError::Unreachable)?;
+        let bytes = encode(&Request { id, group, rpc }).map_err(CallError::NotSent)?;
+        if bytes.len() > MAX_FRAME {
+            return Err(CallError::TooLarge(bytes.len()));
+        }
         let (done, wait) = oneshot::channel();
         conn.waiters
             .lock()
@@ -583,6 +589,9 @@ impl PeerClient {
                 RPCError::Unreachable(Unreachable::from(AnyError::error(e)))
             }
             CallError::Refused(e) => RPCError::Network(NetworkError::from(AnyError::error(e))),
+            CallError::TooLarge(n) => RPCError::Network(NetworkError::from(AnyError::error(
+                format!("a {n}-byte request is over the frame limit"),
+            ))),
         }
     }
 
@@ -604,11 +613,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, NetErr> {
         let ttl = option.hard_ttl();
+        let entries = rpc.entries.len() as u64;
         let r = self
             .peers
             .call(self.target, &self.addr, self.group, Rpc::Append(rpc), ttl)
             .await
-            .map_err(|e| self.fail(e, RPCTypes::AppendEntries, ttl))?;
+            .map_err(|e| match e {
+                // openraft sends fewer entries at a time when told how many might fit.
+                CallError::TooLarge(_) if entries > 1 => RPCError::PayloadTooLarge(
+                    openraft::error::PayloadTooLarge::new_entries_hint(entries / 2),
+                ),
+                e => self.fail(e, RPCTypes::AppendEntries, ttl),
+            })?;
         match r {
             RpcResult::Append(Ok(r)) => Ok(r),
             RpcResult::Append(Err(e)) => Err(self.remote(e)),

@@ -61,6 +61,7 @@ impl Broker {
             } => {
                 let _ = reply.send(self.apply_replicated(entries, finish));
             }
+            Cmd::SetCluster { cluster } => self.cluster = Some(cluster),
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics());
             }

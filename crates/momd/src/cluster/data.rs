@@ -47,8 +47,10 @@ const GIVE_UP: Duration = Duration::from_secs(20);
 
 /// Most publishes in one Raft entry.
 const BATCH_MAX: usize = 4096;
-/// Most bytes of payload in one Raft entry.
-const BATCH_BYTES: usize = 4 << 20;
+/// Most bytes of messages in one Raft entry (a larger single publish gets an entry of its
+/// own): with `max_payload_entries` it bounds a replication request well under the peer
+/// frame limit.
+const BATCH_BYTES: usize = 1 << 20;
 
 type Membership = StoredMembership<NodeId, mom_raft::openraft::BasicNode>;
 
@@ -316,6 +318,21 @@ impl RaftStateMachine<TypeConfig> for DataSm {
     }
 }
 
+/// About what a publish takes in a Raft entry.
+fn item_bytes(item: &PubItem) -> usize {
+    let msgs: usize = item
+        .msgs
+        .iter()
+        .map(|m| {
+            m.payload.len()
+                + m.msg_id.as_ref().map_or(0, String::len)
+                + m.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+                + 8
+        })
+        .sum();
+    msgs + item.topic.len() + item.sender.user.len() + item.sender.name.len() + 32
+}
+
 /// A publish waiting in this node's batcher.
 pub struct Proposal {
     pub item: PubItem,
@@ -344,7 +361,7 @@ impl super::Cluster {
             while waiting.len() < BATCH_MAX && bytes < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(p) => {
-                        bytes += p.item.msgs.iter().map(|m| m.payload.len()).sum::<usize>();
+                        bytes += item_bytes(&p.item);
                         waiting.push(p);
                     }
                     Err(_) => break,
