@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
