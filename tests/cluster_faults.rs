@@ -1,12 +1,55 @@
-//! Cluster faults end to end, on the fault proxy of `common/proxy.rs`.
+//! Cluster faults end to end: three real momd processes whose peer links all go through
+//! fault proxies (`common/proxy.rs`), watched with the real `momctl cluster status`. An
+//! isolated leader, a one-way cut, a paused leader and an isolated follower: never two
+//! leaders in one term, a new leader wherever a majority can elect one and only there, and
+//! after the fault one leader that all three follow, their logs caught up.
+//!
+//! The tests run one trio at a time: they watch elections, whose timing a second trio on the
+//! same two cores would disturb.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::cluster::{poll, Elections, ProxiedTrio, Status, TRIO};
 use common::proxy::{Dir, Flow, Proxy};
+
+/// Forming a cluster, electing, converging: generous for two shared cores.
+const WAIT: Duration = Duration::from_secs(30);
+/// Longer than an election timeout (0.8–1.6 s) plus the leader lease, with room to spare.
+const QUIET: Duration = Duration::from_secs(4);
+const PACE: Duration = Duration::from_millis(250);
+
+fn one_trio_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn others(id: u64) -> Vec<u64> {
+    TRIO.into_iter().filter(|o| *o != id).collect()
+}
+
+/// The leader and term all three agree on once the cluster has formed.
+fn formed(trio: &ProxiedTrio, el: &mut Elections) -> (u64, u64) {
+    poll(WAIT, "a leader all three agree on", || {
+        el.agreed(trio, &TRIO)
+    })
+}
+
+/// All three agree on one leader, which sees every other node follow with lag 0.
+fn converged(trio: &ProxiedTrio, el: &mut Elections) -> (u64, u64, Status) {
+    poll(WAIT, "one leader followed by all, lag 0", || {
+        let (leader, term) = el.agreed(trio, &TRIO)?;
+        let st = el.statuses(trio, &[leader])?.pop()?;
+        let caught_up = TRIO
+            .iter()
+            .all(|id| st.lag(*id) == Some(0) && (*id == leader || st.role(*id) == "follower"));
+        (caught_up && st.term == term).then_some((leader, term, st))
+    })
+}
 
 #[test]
 fn proxy_cuts_one_direction_and_resets_connections() {
@@ -71,4 +114,156 @@ fn proxy_cuts_one_direction_and_resets_connections() {
     e.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     assert_eq!(echo_of(&mut e, b"back").as_deref(), Some(&b"back"[..]));
+}
+
+#[test]
+fn an_isolated_leader_is_replaced_in_a_higher_term_and_follows_after_healing() {
+    let _one = one_trio_at_a_time();
+    let trio = ProxiedTrio::start();
+    let mut el = Elections::default();
+    let (old, t0) = formed(&trio, &mut el);
+
+    trio.isolate(old);
+    let rest = others(old);
+    let (new, t1) = poll(WAIT, "the two others electing a new leader", || {
+        // The isolated node is asked too: whatever it shows is checked against the others.
+        el.statuses(&trio, &[old]);
+        el.agreed(&trio, &rest).filter(|(l, _)| *l != old)
+    });
+    assert!(
+        t1 > t0,
+        "new leader {new} in term {t1}, old {old} led term {t0}"
+    );
+    // Cut off, the old leader can win no election: it leads no term after its own.
+    let st = el.statuses(&trio, &[old]).and_then(|mut v| v.pop());
+    let st = st.expect("the isolated node answers its clients");
+    assert!(
+        st.leader != Some(old) || st.term == t0,
+        "the isolated node leads term {}: {}",
+        st.term,
+        st.raw
+    );
+
+    trio.heal();
+    let (leader, term, st) = converged(&trio, &mut el);
+    assert_ne!(leader, old, "{}", st.raw);
+    assert!(term >= t1);
+    assert_eq!(st.role(old), "follower", "{}", st.raw);
+}
+
+#[test]
+fn a_one_way_cut_from_the_leader_settles_on_one_leader_and_heals() {
+    let _one = one_trio_at_a_time();
+    let trio = ProxiedTrio::start();
+    let mut el = Elections::default();
+    let (old, _) = formed(&trio, &mut el);
+
+    // The follower hears nothing from the leader, and the leader still hears it.
+    let deaf = others(old)[0];
+    trio.cut(old, deaf);
+    // A stable leader: it and another node agree on it, unchanged for QUIET.
+    let mut since: Option<(u64, u64, Instant)> = None;
+    let deadline = Instant::now() + WAIT;
+    let (leader, term) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no leader stayed for {QUIET:?} within {WAIT:?} (last: {since:?})"
+        );
+        // A node that leads in its own eyes, backed by another (a stale one would not be).
+        let now = el.statuses(&trio, &TRIO).and_then(|all| {
+            all.iter()
+                .filter(|s| s.leader == Some(s.node))
+                .map(|s| (s.node, s.term))
+                .find(|(l, t)| {
+                    let backers = all.iter().filter(|s| (s.leader, s.term) == (Some(*l), *t));
+                    backers.count() >= 2
+                })
+        });
+        match (now, since) {
+            (Some(l), Some((sl, st, at))) if l == (sl, st) => {
+                if at.elapsed() >= QUIET {
+                    break l;
+                }
+            }
+            (Some((l, t)), _) => since = Some((l, t, Instant::now())),
+            (None, _) => since = None,
+        }
+        std::thread::sleep(PACE);
+    };
+    eprintln!("one-way cut {old}→{deaf}: node {leader} leads term {term}");
+
+    trio.heal();
+    let (_, t, _) = converged(&trio, &mut el);
+    assert!(t >= term);
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_follows_the_new_one_when_it_resumes() {
+    let _one = one_trio_at_a_time();
+    let trio = ProxiedTrio::start();
+    let mut el = Elections::default();
+    let (old, t0) = formed(&trio, &mut el);
+
+    trio.node(old).pause();
+    let paused = Instant::now();
+    let rest = others(old);
+    let elected = poll(WAIT, "the two others electing a new leader", || {
+        el.agreed(&trio, &rest).filter(|(l, _)| *l != old)
+    });
+    std::thread::sleep(QUIET.saturating_sub(paused.elapsed()));
+    trio.node(old).resume();
+    let (new, t1) = elected;
+    assert!(
+        t1 > t0,
+        "new leader {new} in term {t1}, old {old} led term {t0}"
+    );
+
+    // It wakes up leading a stale term and learns better from the first answer it gets.
+    poll(WAIT, "the resumed node following the new leader", || {
+        let st = el.statuses(&trio, &[old])?.pop()?;
+        (st.role(old) == "follower" && st.leader == Some(new)).then_some(())
+    });
+    let (leader, _, st) = converged(&trio, &mut el);
+    assert_eq!(leader, new, "{}", st.raw);
+}
+
+#[test]
+fn an_isolated_follower_does_not_change_the_leader_of_the_majority() {
+    let _one = one_trio_at_a_time();
+    let trio = ProxiedTrio::start();
+    let mut el = Elections::default();
+    let (leader, term) = formed(&trio, &mut el);
+    let alone = others(leader)[0];
+    let majority = [leader, others(leader)[1]];
+
+    // First its links go silent; then its connections are gone too and new ones hang (a
+    // host gone dark): the leader's dials to it must not hold up the other follower.
+    let steady = |el: &mut Elections| {
+        let until = Instant::now() + QUIET;
+        while Instant::now() < until {
+            for st in el.statuses(&trio, &majority).expect("the majority answers") {
+                assert_eq!(
+                    (st.leader, st.term),
+                    (Some(leader), term),
+                    "node {} with node {alone} cut off: {}",
+                    st.node,
+                    st.raw
+                );
+            }
+            let st = el.statuses(&trio, &[alone]).and_then(|mut v| v.pop());
+            if let Some(st) = st {
+                assert_ne!(st.role(alone), "leader", "{}", st.raw);
+            }
+            std::thread::sleep(PACE);
+        }
+    };
+    trio.isolate(alone);
+    steady(&mut el);
+    trio.reset(alone, true);
+    trio.reset(alone, false);
+    steady(&mut el);
+
+    trio.heal();
+    let (now, t, _) = converged(&trio, &mut el);
+    eprintln!("after healing: node {now} leads term {t} (node {leader} led term {term})");
 }
