@@ -114,6 +114,12 @@ fn proxy_cuts_one_direction_and_resets_connections() {
     e.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     assert_eq!(echo_of(&mut e, b"back").as_deref(), Some(&b"back"[..]));
+
+    // Dropped, it closes its connections and its listener.
+    let addr = proxy.addr();
+    drop(proxy);
+    assert_eq!(echo_of(&mut e, b"end"), None);
+    assert!(TcpStream::connect(addr).is_err(), "{addr} still listens");
 }
 
 #[test]
