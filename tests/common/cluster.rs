@@ -120,23 +120,47 @@ impl ProxiedTrio {
             return None;
         }
         let raw: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let groups = raw["groups"]
+            .as_array()?
+            .iter()
+            .map(|g| {
+                Some(Group {
+                    name: g["name"].as_str()?.to_string(),
+                    leader: g["leader"].as_u64(),
+                    term: g["term"].as_u64()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let meta = groups.first().filter(|g| g.name == "meta")?;
         Some(Status {
             node: raw["node_id"].as_u64()?,
-            leader: raw["groups"][0]["leader"].as_u64(),
-            term: raw["groups"][0]["term"].as_u64()?,
+            leader: meta.leader,
+            term: meta.term,
+            groups,
             raw,
         })
     }
 }
 
-/// One node's `cluster status`: the metadata group as it sees it.
+/// One node's `cluster status`: the Raft groups as it sees them.
 #[derive(Debug, Clone)]
 pub struct Status {
     /// The node that answered.
     pub node: u64,
+    /// The metadata group's leader and term (the roles of `nodes` are about this group).
     pub leader: Option<u64>,
     pub term: u64,
+    /// Every group, the metadata group first.
+    pub groups: Vec<Group>,
     pub raw: Value,
+}
+
+/// One Raft group as a node sees it.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub leader: Option<u64>,
+    pub term: u64,
 }
 
 impl Status {
@@ -154,9 +178,15 @@ impl Status {
             .unwrap_or("")
     }
 
-    /// How far behind the leader node `id`'s log is; known when the leader answered.
+    /// How far behind the metadata group's leader node `id`'s log is; known when the
+    /// leader answered.
     pub fn lag(&self, id: u64) -> Option<u64> {
-        self.raw["groups"][0]["replicas"]
+        self.lag_in(0, id)
+    }
+
+    /// The same in the group at `slot` of `groups`.
+    pub fn lag_in(&self, slot: usize, id: u64) -> Option<u64> {
+        self.raw["groups"][slot]["replicas"]
             .as_array()?
             .iter()
             .find(|r| r["node"].as_u64() == Some(id))?["lag"]
@@ -184,23 +214,27 @@ pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
     })
 }
 
-/// Every (term, leader) any node reported. Raft elects at most one leader per term, so a
-/// second leader for a term already seen fails the test.
+/// Every (group, term, leader) any node reported. Raft elects at most one leader per term,
+/// so a second leader for a group's term already seen fails the test.
 #[derive(Debug, Default)]
 pub struct Elections {
-    /// term → (leader, the node that first reported it)
-    seen: BTreeMap<u64, (u64, u64)>,
+    /// (group, term) → (leader, the node that first reported it)
+    seen: BTreeMap<(String, u64), (u64, u64)>,
 }
 
 impl Elections {
     pub fn record(&mut self, st: &Status) {
-        let Some(leader) = st.leader else { return };
-        let (first, by) = *self.seen.entry(st.term).or_insert((leader, st.node));
-        assert_eq!(
-            first, leader,
-            "two leaders in term {}: node {by} reported node {first}, node {} reports node {leader}",
-            st.term, st.node
-        );
+        for g in &st.groups {
+            let Some(leader) = g.leader else { continue };
+            let key = (g.name.clone(), g.term);
+            let (first, by) = *self.seen.entry(key).or_insert((leader, st.node));
+            assert_eq!(
+                first, leader,
+                "two leaders of group {} in term {}: node {by} reported node {first}, node {} \
+                 reports node {leader}",
+                g.name, g.term, st.node
+            );
+        }
     }
 
     /// The statuses of `ids`, each recorded; `None` if one did not answer.
@@ -215,15 +249,21 @@ impl Elections {
         Some(all)
     }
 
-    /// The leader and term every node of `ids` reports, once they agree on one of `ids` and
-    /// every node has announced its client address.
+    /// The metadata group's leader and term, once every node of `ids` reports the same
+    /// leader, one of `ids`, in the same term for every group, and every node of the trio
+    /// has announced its client address.
     pub fn agreed(&mut self, trio: &ProxiedTrio, ids: &[u64]) -> Option<(u64, u64)> {
         let all = self.statuses(trio, ids)?;
         let first = all.first()?;
-        let leader = first.leader.filter(|l| ids.contains(l))?;
-        let same = all
-            .iter()
-            .all(|s| s.leader == Some(leader) && s.term == first.term);
-        (same && first.announced(&TRIO)).then_some((leader, first.term))
+        let same = |slot: usize, g: &Group| {
+            g.leader.is_some_and(|l| ids.contains(&l))
+                && all.iter().all(|s| {
+                    s.groups
+                        .get(slot)
+                        .is_some_and(|h| (h.leader, h.term) == (g.leader, g.term))
+                })
+        };
+        let agree = first.groups.iter().enumerate().all(|(i, g)| same(i, g));
+        (agree && first.announced(&TRIO)).then_some((first.leader?, first.term))
     }
 }
