@@ -152,6 +152,21 @@ fn an_isolated_leader_is_replaced_in_a_higher_term_and_follows_after_healing() {
         st.term,
         st.raw
     );
+    // Still leader in its own eyes, it takes a membership change and cannot commit it: the
+    // answer comes in bounded time and says the change may or may not be done (it is not:
+    // the majority never sees it).
+    if st.groups.iter().all(|g| g.leader == Some(old)) {
+        let victim = rest[0].to_string();
+        let out = trio.node(old).ctl_timeout(
+            &["cluster", "leave", &victim],
+            None,
+            Duration::from_secs(30),
+        );
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stderr.contains("may or may not"), "{out:?}");
+    } else {
+        eprintln!("node {old} does not lead every group: no membership change tried");
+    }
 
     trio.heal();
     let (leader, term, st) = converged(&trio, &mut el);

@@ -116,6 +116,23 @@ impl WriteError {
 /// learner, still being caught up).
 const JOIN_CATCH_UP: Duration = Duration::from_secs(20);
 
+/// How long a change this node proposes as leader may wait for a majority. A leader cut off
+/// from the others stays leader (openraft 0.9 does not step down without a quorum), and
+/// what it proposes would wait until the partition heals.
+const COMMIT_WAIT: Duration = FORWARD_TTL;
+
+/// Waits for a proposal made here, as leader, at most `COMMIT_WAIT`.
+async fn committed<T>(proposal: impl std::future::Future<Output = T>) -> Result<T, WriteError> {
+    tokio::time::timeout(COMMIT_WAIT, proposal)
+        .await
+        .map_err(|_| {
+            WriteError::Indeterminate(format!(
+                "proposed, but no majority confirmed it within {COMMIT_WAIT:?} (is this node \
+                 cut off from the others?): it may or may not be done"
+            ))
+        })
+}
+
 struct Inner {
     settings: Settings,
     /// The metadata group.
@@ -404,7 +421,7 @@ impl Cluster {
         let not_leader = |e: &dyn std::fmt::Display| WriteError::NotLeader(e.to_string());
         match &req {
             PeerReq::Write(cmd) if group == META => {
-                match raft.client_write(mom_raft::Cmd(cmd.clone().into())).await {
+                match committed(raft.client_write(mom_raft::Cmd(cmd.clone().into()))).await? {
                     Ok(r) => meta::decode_reply(&r.data)
                         .map(|_| Answer::Done)
                         .map_err(WriteError::Refused),
@@ -475,10 +492,8 @@ impl Cluster {
                     Err(e) => return Err(WriteError::Refused(e.to_string())),
                 }
                 let voters = [*node].into_iter().collect();
-                match raft
-                    .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
-                    .await
-                {
+                let change = openraft::ChangeMembers::AddVoterIds(voters);
+                match committed(raft.change_membership(change, false)).await? {
                     Ok(_) => {
                         tracing::info!("node {node} ({addr}) joined group {group}");
                         Ok(Answer::Done)
@@ -507,7 +522,7 @@ impl Cluster {
                 } else {
                     openraft::ChangeMembers::RemoveNodes([*node].into_iter().collect())
                 };
-                match raft.change_membership(change, false).await {
+                match committed(raft.change_membership(change, false)).await? {
                     Ok(_) => {
                         tracing::info!("node {node} left group {group}");
                         Ok(Answer::Done)
