@@ -301,3 +301,57 @@ fn an_isolated_follower_does_not_change_the_leader_of_the_majority() {
         before[0]
     );
 }
+
+#[test]
+fn a_follower_whose_requests_are_lost_gets_an_honest_answer_in_bounded_time() {
+    let _one = one_trio_at_a_time();
+    let trio = ProxiedTrio::start();
+    let mut el = Elections::default();
+    let (leader, _) = formed(&trio, &mut el);
+    let st = el.statuses(&trio, &[leader]).and_then(|mut v| v.pop());
+    let groups = st.expect("the leader answers").groups;
+    let mute = others(leader)
+        .into_iter()
+        .find(|id| groups.iter().all(|g| g.leader != Some(*id)))
+        .expect("a node that leads no group");
+    let rest = others(mute);
+
+    // It still hears every leader, and nothing it sends reaches one: what it asks is held
+    // in the link and arrives when the link heals, as TCP would deliver it.
+    for l in groups.iter().filter_map(|g| g.leader) {
+        trio.cut(mute, l);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let me = mute.to_string();
+    let out =
+        trio.node(mute)
+            .ctl_timeout(&["cluster", "leave", &me], None, Duration::from_secs(30));
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("may or may not"), "{out:?}");
+
+    // Healed, the operator runs it again, as told, and the cluster ends as asked: the node
+    // is in no group, whatever the first request did when it arrived.
+    trio.heal();
+    let out =
+        trio.node(rest[0])
+            .ctl_timeout(&["cluster", "leave", &me], None, Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{out:?}");
+    let (l, _) = poll(WAIT, "the two others leading every group", || {
+        el.agreed(&trio, &rest)
+    });
+    let st = poll(WAIT, "the node gone from every group", || {
+        let st = el.statuses(&trio, &[l])?.pop()?;
+        let gone = st.raw["nodes"]
+            .as_array()?
+            .iter()
+            .chain(
+                st.raw["groups"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|g| g["replicas"].as_array().into_iter().flatten()),
+            )
+            .all(|n| n["id"].as_u64() != Some(mute) && n["node"].as_u64() != Some(mute));
+        gone.then_some(st)
+    });
+    assert_eq!(st.role(mute), "", "{}", st.raw);
+}

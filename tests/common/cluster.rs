@@ -250,8 +250,8 @@ impl Elections {
     }
 
     /// The metadata group's leader and term, once every node of `ids` reports the same
-    /// leader, one of `ids`, in the same term for every group, and every node of the trio
-    /// has announced its client address.
+    /// leader, one of `ids`, in the same term for every group, and every node of `ids` has
+    /// announced its client address.
     pub fn agreed(&mut self, trio: &ProxiedTrio, ids: &[u64]) -> Option<(u64, u64)> {
         let all = self.statuses(trio, ids)?;
         let first = all.first()?;
@@ -264,6 +264,6 @@ impl Elections {
                 })
         };
         let agree = first.groups.iter().enumerate().all(|(i, g)| same(i, g));
-        (agree && first.announced(&TRIO)).then_some((first.leader?, first.term))
+        (agree && first.announced(ids)).then_some((first.leader?, first.term))
     }
 }

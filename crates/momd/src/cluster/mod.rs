@@ -38,6 +38,8 @@ pub const META: GroupId = 0;
 
 /// How long a forwarded request may wait for the leader's answer.
 const FORWARD_TTL: Duration = Duration::from_secs(5);
+/// How long a request goes on trying the leader of its group while leadership moves.
+const LEADER_RETRY: Duration = Duration::from_secs(5);
 
 /// Cluster settings, from the flags (`config.rs`).
 #[derive(Debug, Clone)]
@@ -372,12 +374,21 @@ impl Cluster {
     }
 
     /// Runs `req` on the metadata group's leader: here, or over the peer link. Retries
-    /// while leadership moves, for up to about 5 s.
+    /// while leadership moves, for up to about 5 s (`LEADER_RETRY`, and the try under way).
     async fn on_leader(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
         let body = rmp_serde::to_vec(&req).map_err(|e| WriteError::Refused(e.to_string()))?;
         let mut why = String::from("no leader elected yet");
+        // Bounded in time, not only in tries: a leader that takes requests and never answers
+        // (a one-way partition) costs FORWARD_TTL per try.
+        let deadline = tokio::time::Instant::now() + LEADER_RETRY;
+        // A request sent and never answered may still be done (it can arrive late, when a
+        // partition heals): unless a later try settles it, the answer must say so.
+        let mut unanswered = None;
         for attempt in 0..25u32 {
             if attempt > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let Some((leader, addr)) = self.leader(group) else {
@@ -404,7 +415,10 @@ impl Cluster {
                     Err(e) if matches!(req, PeerReq::Publish { .. }) => Err(
                         WriteError::Indeterminate(format!("node {leader} did not answer ({e})")),
                     ),
-                    Err(e) => Err(WriteError::NotLeader(format!("node {leader}: {e}"))),
+                    Err(e) => {
+                        unanswered = Some(format!("node {leader} did not answer ({e})"));
+                        Err(WriteError::NotLeader(format!("node {leader}: {e}")))
+                    }
                 }
             };
             match r {
@@ -412,7 +426,12 @@ impl Cluster {
                 other => return other,
             }
         }
-        Err(WriteError::NoLeader(group, why))
+        Err(match unanswered {
+            Some(u) => WriteError::Indeterminate(format!(
+                "{u}: it may or may not be done; run it again to be sure"
+            )),
+            None => WriteError::NoLeader(group, why),
+        })
     }
 
     /// Does `req` as the leader of `group` (`NotLeader` if this node does not lead it).
