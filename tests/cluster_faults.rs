@@ -1,8 +1,9 @@
 //! Cluster faults end to end: three real momd processes whose peer links all go through
 //! fault proxies (`common/proxy.rs`), watched with the real `momctl cluster status`. An
 //! isolated leader, a one-way cut, a paused leader and an isolated follower: never two
-//! leaders in one term, a new leader wherever a majority can elect one and only there, and
-//! after the fault one leader that all three follow, their logs caught up.
+//! leaders of a group in one term, a new leader wherever a majority can elect one and only
+//! there, and after the fault one leader per group that all three follow, their logs caught
+//! up. A membership change asked in a minority is answered in seconds, and honestly.
 //!
 //! The tests run one trio at a time: they watch elections, whose timing a second trio on the
 //! same two cores would disturb.
