@@ -377,6 +377,11 @@ impl Cluster {
     /// while leadership moves, for up to about 5 s (`LEADER_RETRY`, and the try under way).
     async fn on_leader(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
         let body = rmp_serde::to_vec(&req).map_err(|e| WriteError::Refused(e.to_string()))?;
+        // A join waits on the leader for the new node to catch up.
+        let ttl = match req {
+            PeerReq::Join { .. } => JOIN_CATCH_UP + 2 * FORWARD_TTL,
+            _ => FORWARD_TTL,
+        };
         let mut why = String::from("no leader elected yet");
         // Bounded in time, not only in tries: a leader that takes requests and never answers
         // (a one-way partition) costs FORWARD_TTL per try.
@@ -400,7 +405,7 @@ impl Cluster {
                 match self
                     .inner
                     .peers
-                    .call_app(leader, &addr, group, body.clone().into(), FORWARD_TTL)
+                    .call_app(leader, &addr, group, body.clone().into(), ttl)
                     .await
                 {
                     Ok(Ok(bytes)) => rmp_serde::from_slice::<Result<Answer, WriteError>>(&bytes)
