@@ -9,6 +9,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod cluster;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -119,6 +122,8 @@ pub struct Momd {
     starts: u32,
     /// The data dir, when not `data` in the temp dir (e.g. on a small filesystem).
     data: Option<PathBuf>,
+    /// Extra environment variables of every run.
+    envs: Vec<(String, String)>,
 }
 
 impl Momd {
@@ -134,6 +139,15 @@ impl Momd {
 
     /// Start momd on the data dir `data` (default: `data` in a fresh temp dir).
     pub fn start_in(data: Option<PathBuf>, extra: &[&str]) -> Momd {
+        Momd::start_full(data, extra, &[])
+    }
+
+    /// Start momd with extra arguments and environment variables (kept across restarts).
+    pub fn start_env(extra: &[&str], envs: &[(&str, &str)]) -> Momd {
+        Momd::start_full(None, extra, envs)
+    }
+
+    fn start_full(data: Option<PathBuf>, extra: &[&str], envs: &[(&str, &str)]) -> Momd {
         let root = tempfile::Builder::new()
             .prefix("mom-e2e-")
             .tempdir()
@@ -145,6 +159,10 @@ impl Momd {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
             data,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         m.launch(None);
         m
@@ -197,6 +215,7 @@ impl Momd {
                 .args(&self.extra)
                 .env("RUST_LOG", "info")
                 .env("NO_COLOR", "1")
+                .envs(self.envs.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -296,6 +315,26 @@ impl Momd {
                 );
             }
         }
+    }
+
+    /// `kill -STOP` momd (by its PID): it keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// `kill -CONT` momd after `pause`.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid();
+        let st = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(st.success(), "kill {sig} {pid} failed");
     }
 
     /// Is the process still running?

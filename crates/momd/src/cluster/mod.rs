@@ -38,6 +38,8 @@ pub const META: GroupId = 0;
 
 /// How long a forwarded request may wait for the leader's answer.
 const FORWARD_TTL: Duration = Duration::from_secs(5);
+/// How long a request goes on trying the leader of its group while leadership moves.
+const LEADER_RETRY: Duration = Duration::from_secs(5);
 
 /// Cluster settings, from the flags (`config.rs`).
 #[derive(Debug, Clone)]
@@ -115,6 +117,23 @@ impl WriteError {
 /// How long a new node may take to catch up before `join` gives up waiting (it stays a
 /// learner, still being caught up).
 const JOIN_CATCH_UP: Duration = Duration::from_secs(20);
+
+/// How long a change this node proposes as leader may wait for a majority. A leader cut off
+/// from the others stays leader (openraft 0.9 does not step down without a quorum), and
+/// what it proposes would wait until the partition heals.
+const COMMIT_WAIT: Duration = FORWARD_TTL;
+
+/// Waits for a proposal made here, as leader, at most `COMMIT_WAIT`.
+async fn committed<T>(proposal: impl std::future::Future<Output = T>) -> Result<T, WriteError> {
+    tokio::time::timeout(COMMIT_WAIT, proposal)
+        .await
+        .map_err(|_| {
+            WriteError::Indeterminate(format!(
+                "proposed, but no majority confirmed it within {COMMIT_WAIT:?} (is this node \
+                 cut off from the others?): it may or may not be done"
+            ))
+        })
+}
 
 struct Inner {
     settings: Settings,
@@ -357,12 +376,26 @@ impl Cluster {
     }
 
     /// Runs `req` on the metadata group's leader: here, or over the peer link. Retries
-    /// while leadership moves, for up to about 5 s.
+    /// while leadership moves, for up to about 5 s (`LEADER_RETRY`, and the try under way).
     async fn on_leader(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
         let body = rmp_serde::to_vec(&req).map_err(|e| WriteError::Refused(e.to_string()))?;
+        // A join waits on the leader for the new node to catch up.
+        let ttl = match req {
+            PeerReq::Join { .. } => JOIN_CATCH_UP + 2 * FORWARD_TTL,
+            _ => FORWARD_TTL,
+        };
         let mut why = String::from("no leader elected yet");
+        // Bounded in time, not only in tries: a leader that takes requests and never answers
+        // (a one-way partition) costs FORWARD_TTL per try.
+        let deadline = tokio::time::Instant::now() + LEADER_RETRY;
+        // A request sent and never answered may still be done (it can arrive late, when a
+        // partition heals): unless a later try settles it, the answer must say so.
+        let mut unanswered = None;
         for attempt in 0..25u32 {
             if attempt > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let Some((leader, addr)) = self.leader(group) else {
@@ -374,7 +407,7 @@ impl Cluster {
                 match self
                     .inner
                     .peers
-                    .call_app(leader, &addr, group, body.clone().into(), FORWARD_TTL)
+                    .call_app(leader, &addr, group, body.clone().into(), ttl)
                     .await
                 {
                     Ok(Ok(bytes)) => rmp_serde::from_slice::<Result<Answer, WriteError>>(&bytes)
@@ -389,7 +422,10 @@ impl Cluster {
                     Err(e) if matches!(req, PeerReq::Publish { .. }) => Err(
                         WriteError::Indeterminate(format!("node {leader} did not answer ({e})")),
                     ),
-                    Err(e) => Err(WriteError::NotLeader(format!("node {leader}: {e}"))),
+                    Err(e) => {
+                        unanswered = Some(format!("node {leader} did not answer ({e})"));
+                        Err(WriteError::NotLeader(format!("node {leader}: {e}")))
+                    }
                 }
             };
             match r {
@@ -397,7 +433,12 @@ impl Cluster {
                 other => return other,
             }
         }
-        Err(WriteError::NoLeader(group, why))
+        Err(match unanswered {
+            Some(u) => WriteError::Indeterminate(format!(
+                "{u}: it may or may not be done; run it again to be sure"
+            )),
+            None => WriteError::NoLeader(group, why),
+        })
     }
 
     /// Does `req` as the leader of `group` (`NotLeader` if this node does not lead it).
@@ -406,7 +447,7 @@ impl Cluster {
         let not_leader = |e: &dyn std::fmt::Display| WriteError::NotLeader(e.to_string());
         match &req {
             PeerReq::Write(cmd) if group == META => {
-                match raft.client_write(mom_raft::Cmd(cmd.clone().into())).await {
+                match committed(raft.client_write(mom_raft::Cmd(cmd.clone().into()))).await? {
                     Ok(r) => meta::decode_reply(&r.data)
                         .map(|_| Answer::Done)
                         .map_err(WriteError::Refused),
@@ -477,10 +518,8 @@ impl Cluster {
                     Err(e) => return Err(WriteError::Refused(e.to_string())),
                 }
                 let voters = [*node].into_iter().collect();
-                match raft
-                    .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
-                    .await
-                {
+                let change = openraft::ChangeMembers::AddVoterIds(voters);
+                match committed(raft.change_membership(change, false)).await? {
                     Ok(_) => {
                         tracing::info!("node {node} ({addr}) joined group {group}");
                         Ok(Answer::Done)
@@ -509,7 +548,7 @@ impl Cluster {
                 } else {
                     openraft::ChangeMembers::RemoveNodes([*node].into_iter().collect())
                 };
-                match raft.change_membership(change, false).await {
+                match committed(raft.change_membership(change, false)).await? {
                     Ok(_) => {
                         tracing::info!("node {node} left group {group}");
                         Ok(Answer::Done)
