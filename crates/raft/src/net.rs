@@ -334,7 +334,10 @@ impl std::fmt::Display for CallError {
             CallError::Unreachable(e) => write!(f, "unreachable: {e}"),
             CallError::Timeout => write!(f, "timed out"),
             CallError::Refused(e) => write!(f, "refused: {e}"),
-            CallError::TooLarge(n) => write!(f, "a {n}-byte request is over the {MAX_FRAME}-byte frame limit"),
+            CallError::TooLarge(n) => write!(
+                f,
+                "a {n}-byte request is over the {MAX_FRAME}-byte frame limit"
+            ),
         }
     }
 }

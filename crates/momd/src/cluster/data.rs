@@ -326,7 +326,10 @@ fn item_bytes(item: &PubItem) -> usize {
         .map(|m| {
             m.payload.len()
                 + m.msg_id.as_ref().map_or(0, String::len)
-                + m.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+                + m.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>()
                 + 8
         })
         .sum();
@@ -454,7 +457,7 @@ impl super::Cluster {
         };
         let bytes =
             rmp_serde::to_vec(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
-        match data.client_write(mom_raft::Cmd(bytes.into())).await {
+        match super::committed(data.client_write(mom_raft::Cmd(bytes.into()))).await? {
             Ok(r) => {
                 let r: Result<Vec<PubResult>, String> = rmp_serde::from_slice(&r.data.0)
                     .unwrap_or_else(|e| Err(format!("unreadable apply result: {e}")));

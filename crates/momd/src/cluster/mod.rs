@@ -124,7 +124,9 @@ const JOIN_CATCH_UP: Duration = Duration::from_secs(20);
 const COMMIT_WAIT: Duration = FORWARD_TTL;
 
 /// Waits for a proposal made here, as leader, at most `COMMIT_WAIT`.
-async fn committed<T>(proposal: impl std::future::Future<Output = T>) -> Result<T, WriteError> {
+pub(super) async fn committed<T>(
+    proposal: impl std::future::Future<Output = T>,
+) -> Result<T, WriteError> {
     tokio::time::timeout(COMMIT_WAIT, proposal)
         .await
         .map_err(|_| {
