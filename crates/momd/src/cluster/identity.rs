@@ -30,7 +30,8 @@ impl NodeIdentity {
     }
 }
 
-/// A random 64-bit number, from the hasher keys std seeds from the OS.
+/// A random 64-bit number, from the hasher keys std seeds from the OS per process (mixed
+/// with the time and the pid).
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -645,18 +645,9 @@ fn encode_topic(t: &TopicState) -> Vec<u8> {
     rmp_serde::to_vec(t).expect("a TopicState always encodes")
 }
 
-/// A random id for a new data dir, from the standard library's per-process random keys.
+/// A random id for a new data dir.
 fn new_server_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
+    format!("{:016x}", crate::cluster::identity::random_u64())
 }
 
 /// The sender recorded for messages the broker publishes itself.
