@@ -75,6 +75,14 @@ pub struct AppendCmd {
     pub items: Vec<PubItem>,
 }
 
+/// `AppendCmd` as the leader encodes it, from the batch it holds (no copy).
+#[derive(Serialize)]
+struct AppendCmdRef<'a> {
+    time: u64,
+    origin: Origin,
+    items: &'a [PubItem],
+}
+
 /// The sender of a batch: a node, its process (a random number made at start), and the
 /// batch's number in that process (1, 2, …; one batch in flight at a time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,8 +378,10 @@ impl super::Cluster {
                     Err(_) => break,
                 }
             }
-            let batch = std::mem::take(&mut waiting);
-            let items: Vec<PubItem> = batch.iter().map(|p| p.item.clone()).collect();
+            let (items, dones): (Vec<PubItem>, Vec<_>) = std::mem::take(&mut waiting)
+                .into_iter()
+                .map(|p| (p.item, p.done))
+                .unzip();
             number += 1;
             let origin = Origin {
                 node: self.node_id(),
@@ -380,13 +390,13 @@ impl super::Cluster {
             };
             match self.propose_publishes(origin, items).await {
                 Ok(results) => {
-                    for (p, r) in batch.into_iter().zip(results) {
-                        let _ = p.done.send(r);
+                    for (done, r) in dones.into_iter().zip(results) {
+                        let _ = done.send(r);
                     }
                 }
                 Err(e) => {
-                    for p in batch {
-                        let _ = p.done.send(Err((ErrorCode::Unavailable, e.clone())));
+                    for done in dones {
+                        let _ = done.send(Err((ErrorCode::Unavailable, e.clone())));
                     }
                 }
             }
@@ -407,7 +417,7 @@ impl super::Cluster {
         let deadline = tokio::time::Instant::now() + GIVE_UP;
         let mut unknown = None;
         loop {
-            match self.on_leader(DATA, req.clone()).await {
+            match self.on_leader(DATA, &req).await {
                 Ok(super::Answer::Published(r)) if r.len() == n => return Ok(r),
                 Ok(_) => return Err("the leader gave an answer of another kind".into()),
                 Err(super::WriteError::NoLeader(_, why)) => {
@@ -441,7 +451,7 @@ impl super::Cluster {
     pub(super) async fn lead_publish(
         &self,
         origin: Origin,
-        items: Vec<PubItem>,
+        items: &[PubItem],
     ) -> Result<Vec<PubResult>, super::WriteError> {
         let data = self.data_raft();
         if data.metrics().borrow().state != mom_raft::openraft::ServerState::Leader {
@@ -450,7 +460,7 @@ impl super::Cluster {
                 self.node_id()
             )));
         }
-        let cmd = AppendCmd {
+        let cmd = AppendCmdRef {
             time: crate::broker::now_ms(),
             origin,
             items,

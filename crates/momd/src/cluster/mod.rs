@@ -350,7 +350,7 @@ impl Cluster {
     /// Proposes a metadata command: on this node if it leads the group, else forwarded to
     /// the leader. Retries while leadership moves, for up to about 5 s.
     pub async fn write(&self, cmd: MetaCmd) -> Result<(), WriteError> {
-        self.on_leader(META, PeerReq::Write(cmd.encode().0.to_vec()))
+        self.on_leader(META, &PeerReq::Write(cmd.encode().0.to_vec()))
             .await
             .map(|_| ())
     }
@@ -362,25 +362,26 @@ impl Cluster {
             node,
             addr: addr.clone(),
         };
-        self.on_leader(META, join()).await?;
-        self.on_leader(data::DATA, join()).await.map(|_| ())
+        self.on_leader(META, &join()).await?;
+        self.on_leader(data::DATA, &join()).await.map(|_| ())
     }
 
     /// Removes node `node` from the cluster (it should be stopped afterwards).
     pub async fn leave(&self, node: NodeId) -> Result<(), WriteError> {
-        match self.on_leader(data::DATA, PeerReq::Leave { node }).await {
+        match self.on_leader(data::DATA, &PeerReq::Leave { node }).await {
             Ok(_) | Err(WriteError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        self.on_leader(META, PeerReq::Leave { node })
+        self.on_leader(META, &PeerReq::Leave { node })
             .await
             .map(|_| ())
     }
 
     /// Runs `req` on the metadata group's leader: here, or over the peer link. Retries
     /// while leadership moves, for up to about 5 s (`LEADER_RETRY`, and the try under way).
-    async fn on_leader(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
-        let body = rmp_serde::to_vec(&req).map_err(|e| WriteError::Refused(e.to_string()))?;
+    async fn on_leader(&self, group: GroupId, req: &PeerReq) -> Result<Answer, WriteError> {
+        // Encoded once, and only if it goes to another node.
+        let mut body: Option<Bytes> = None;
         // A join waits on the leader for the new node to catch up.
         let ttl = match req {
             PeerReq::Join { .. } => JOIN_CATCH_UP + 2 * FORWARD_TTL,
@@ -404,12 +405,23 @@ impl Cluster {
                 continue;
             };
             let r = if leader == self.node_id() {
-                self.lead(group, req.clone()).await
+                self.lead(group, req).await
             } else {
+                let bytes = match &body {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = Bytes::from(
+                            rmp_serde::to_vec(req)
+                                .map_err(|e| WriteError::Refused(e.to_string()))?,
+                        );
+                        body = Some(b.clone());
+                        b
+                    }
+                };
                 match self
                     .inner
                     .peers
-                    .call_app(leader, &addr, group, body.clone().into(), ttl)
+                    .call_app(leader, &addr, group, bytes, ttl)
                     .await
                 {
                     Ok(Ok(bytes)) => rmp_serde::from_slice::<Result<Answer, WriteError>>(&bytes)
@@ -444,10 +456,10 @@ impl Cluster {
     }
 
     /// Does `req` as the leader of `group` (`NotLeader` if this node does not lead it).
-    async fn lead(&self, group: GroupId, req: PeerReq) -> Result<Answer, WriteError> {
+    async fn lead(&self, group: GroupId, req: &PeerReq) -> Result<Answer, WriteError> {
         let raft = self.raft_of(group);
         let not_leader = |e: &dyn std::fmt::Display| WriteError::NotLeader(e.to_string());
-        match &req {
+        match req {
             PeerReq::Write(cmd) if group == META => {
                 match committed(raft.client_write(mom_raft::Cmd(cmd.clone().into()))).await? {
                     Ok(r) => meta::decode_reply(&r.data)
@@ -458,7 +470,7 @@ impl Cluster {
                 }
             }
             PeerReq::Publish { origin, items } if group == data::DATA => self
-                .lead_publish(*origin, items.clone())
+                .lead_publish(*origin, items)
                 .await
                 .map(Answer::Published),
             PeerReq::Write(_) | PeerReq::Publish { .. } => Err(WriteError::Refused(format!(
@@ -570,7 +582,7 @@ impl Cluster {
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
             PeerReq::Status => rmp_serde::to_vec(&self.leader_view(group)),
-            req => rmp_serde::to_vec(&self.lead(group, req).await),
+            req => rmp_serde::to_vec(&self.lead(group, &req).await),
         };
         answer.map(Bytes::from).map_err(|e| e.to_string())
     }
