@@ -137,6 +137,46 @@ pub(super) async fn committed<T>(
         })
 }
 
+/// Proposes the membership change `change` picks from the current membership (`None`: it is
+/// already as asked). While another change is under way (one that arrived late, after its
+/// sender gave up on it) it waits for that one and looks again, for up to `COMMIT_WAIT`.
+async fn change_members(
+    raft: &Raft,
+    change: impl Fn(
+        &openraft::Membership<NodeId, BasicNode>,
+    ) -> Result<Option<openraft::ChangeMembers<NodeId, BasicNode>>, WriteError>,
+) -> Result<(), WriteError> {
+    let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+    loop {
+        let membership = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let Some(c) = change(&membership)? else {
+            return Ok(());
+        };
+        match committed(raft.change_membership(c, false)).await? {
+            Ok(_) => return Ok(()),
+            Err(e) if e.forward_to_leader().is_some() => {
+                return Err(WriteError::NotLeader(e.to_string()))
+            }
+            Err(e)
+                if matches!(
+                    e.api_error(),
+                    Some(openraft::error::ClientWriteError::ChangeMembershipError(
+                        openraft::error::ChangeMembershipError::InProgress(_)
+                    ))
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(WriteError::Refused(e.to_string())),
+        }
+    }
+}
+
 struct Inner {
     settings: Settings,
     /// The metadata group.
@@ -531,45 +571,41 @@ impl Cluster {
                     Err(e) if e.forward_to_leader().is_some() => return Err(not_leader(&e)),
                     Err(e) => return Err(WriteError::Refused(e.to_string())),
                 }
-                let voters = [*node].into_iter().collect();
-                let change = openraft::ChangeMembers::AddVoterIds(voters);
-                match committed(raft.change_membership(change, false)).await? {
-                    Ok(_) => {
-                        tracing::info!("node {node} ({addr}) joined group {group}");
-                        Ok(Answer::Done)
-                    }
-                    Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
-                    Err(e) => Err(WriteError::Refused(e.to_string())),
-                }
+                change_members(raft, |membership| {
+                    Ok((!membership.voter_ids().any(|v| v == *node))
+                        .then(|| openraft::ChangeMembers::AddVoterIds([*node].into())))
+                })
+                .await?;
+                tracing::info!("node {node} ({addr}) joined group {group}");
+                Ok(Answer::Done)
             }
             PeerReq::Leave { node } => {
                 let m = raft.metrics().borrow().clone();
-                let membership = m.membership_config.membership();
-                if membership.get_node(node).is_none() {
+                if m.membership_config.membership().get_node(node).is_none() {
                     return Err(WriteError::NotFound(format!(
                         "node {node} is not a member of cluster {:?}",
                         self.cluster_id()
                     )));
                 }
-                let voters: Vec<NodeId> = membership.voter_ids().collect();
-                let change = if voters.contains(node) {
-                    if voters.len() == 1 {
-                        return Err(WriteError::Refused(format!(
-                            "node {node} is the last voter: a cluster cannot lose it"
-                        )));
+                change_members(raft, |membership| {
+                    let voters: Vec<NodeId> = membership.voter_ids().collect();
+                    if voters.contains(node) {
+                        if voters.len() == 1 {
+                            return Err(WriteError::Refused(format!(
+                                "node {node} is the last voter: a cluster cannot lose it"
+                            )));
+                        }
+                        Ok(Some(openraft::ChangeMembers::RemoveVoters([*node].into())))
+                    } else if membership.get_node(node).is_some() {
+                        Ok(Some(openraft::ChangeMembers::RemoveNodes([*node].into())))
+                    } else {
+                        // Removed meanwhile, by an earlier request that arrived late.
+                        Ok(None)
                     }
-                    openraft::ChangeMembers::RemoveVoters([*node].into_iter().collect())
-                } else {
-                    openraft::ChangeMembers::RemoveNodes([*node].into_iter().collect())
-                };
-                match committed(raft.change_membership(change, false)).await? {
-                    Ok(_) => {
-                        tracing::info!("node {node} left group {group}");
-                        Ok(Answer::Done)
-                    }
-                    Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
-                    Err(e) => Err(WriteError::Refused(e.to_string())),
-                }
+                })
+                .await?;
+                tracing::info!("node {node} left group {group}");
+                Ok(Answer::Done)
             }
         }
     }
