@@ -414,7 +414,9 @@ fn a_cluster_node_refuses_what_it_cannot_replicate_yet() {
     poll(Duration::from_secs(20), "a leader", || {
         leader(trio.node(1), &[1, 2, 3])
     });
-    let out = trio.node(1).ctl(&["queue", "create", "jobs"], None);
+    trio.node(1)
+        .ctl_ok(&["publish", "jobs.a", "-q"], Some(b"one\n"));
+    let out = trio.node(1).ctl(&["topic", "rm", "jobs.a"], None);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("cluster mode"), "{out:?}");
     let out = trio.node(2).ctl(&["topic", "ls"], None);

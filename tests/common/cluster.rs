@@ -72,6 +72,11 @@ impl ProxiedTrio {
         &self.nodes[id as usize - 1]
     }
 
+    /// Node `id`, to kill or restart.
+    pub fn node_mut(&mut self, id: u64) -> &mut Momd {
+        &mut self.nodes[id as usize - 1]
+    }
+
     /// The proxy `from` dials `to` through.
     pub fn link(&self, from: u64, to: u64) -> &Proxy {
         &self.links[&(from, to)]

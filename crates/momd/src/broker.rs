@@ -112,6 +112,11 @@ pub enum Cmd {
     },
     /// Cluster mode: this node's part in the cluster, once started (before the listeners
     /// are served).
+    /// Cluster mode: a take (or the leader's expire) was not done; it may be proposed
+    /// again (`queue_cluster.rs`).
+    TakeFailed {
+        key: queue_cluster::TakeKey,
+    },
     SetCluster {
         cluster: crate::cluster::Cluster,
     },
@@ -311,6 +316,10 @@ pub struct Broker {
     consumer_rr: HashMap<String, crate::core::queues::ConsumerId>,
     next_consumer: u64,
     fetches: Vec<queue_ops::FetchWaiter>,
+    /// Cluster mode: takes under way (`queue_cluster.rs`), and what this node's takes
+    /// leased in the entries being applied, to send once they are stored.
+    taking: std::collections::HashSet<queue_cluster::TakeKey>,
+    replica_taken: Vec<queue_cluster::Taken>,
     queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
     queue_flush_wanted: bool,
@@ -358,6 +367,7 @@ mod listing;
 pub mod metrics;
 pub(crate) mod publish;
 mod queue_admin;
+mod queue_cluster;
 mod queue_delivery;
 mod queue_ops;
 mod release;
@@ -439,6 +449,8 @@ impl Broker {
             consumer_rr: HashMap::new(),
             next_consumer: 0,
             fetches: Vec::new(),
+            taking: Default::default(),
+            replica_taken: Vec::new(),
             queue_rates: HashMap::new(),
             queue_flush_wanted: false,
             disk: None,
@@ -471,7 +483,15 @@ impl Broker {
             _ => None,
         };
         let mut shutdown: Option<oneshot::Sender<bool>> = None;
+        // A new cluster node's store gets `$sys.events` first: every other topic is then
+        // created by the data group's log, in its order, so topic ids (which queue state
+        // refers to) are the same on every node.
+        if self.store.is_replica() && self.core.topics.len() == 0 {
+            self.sys_event(r#"{"event":"replica_created"}"#.to_string());
+            self.commit();
+        }
         // Messages out of deliveries when momd last stopped go to their dead letter topics.
+        // (A cluster node's queues keep their deliveries: there are none.)
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for n in names {
             let dead = self
@@ -480,7 +500,7 @@ impl Broker {
                 .map(|q| q.drain_dead())
                 .unwrap_or_default();
             if !dead.is_empty() {
-                self.dead_letter(&n, dead);
+                self.dead_letter(&n, dead, now_ms());
                 self.dirty_queues.insert(n);
             }
         }

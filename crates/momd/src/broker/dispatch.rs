@@ -61,7 +61,15 @@ impl Broker {
             } => {
                 let _ = reply.send(self.apply_replicated(entries, finish));
             }
-            Cmd::SetCluster { cluster } => self.cluster = Some(cluster),
+            Cmd::SetCluster { cluster } => {
+                let node = cluster.node_id();
+                self.cluster = Some(cluster);
+                // What consumers of this node's earlier process held comes back.
+                self.propose_queue(crate::cluster::data::QueueOp::NodeStarted { node }, None);
+            }
+            Cmd::TakeFailed { key } => {
+                self.taking.remove(&key);
+            }
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics());
             }
@@ -84,8 +92,8 @@ impl Broker {
                 session,
                 frame.id(),
                 ErrorCode::Unavailable,
-                "this momd is in cluster mode, which carries publishes and watches but no \
-                 queues, topic changes or user changes yet. Run a single node for those",
+                "this momd is in cluster mode, which carries publishes, watches and queues but \
+                 no topic changes or user changes yet. Run a single node for those",
             );
         }
         if !matches!(frame, ClientFrame::Publish(_)) {
@@ -175,7 +183,13 @@ impl Broker {
             | ClientFrame::Fetch(_)
             | ClientFrame::QueueSet(_)
             | ClientFrame::QueuePeek(_)
-            | ClientFrame::QueueRedrive(_)) => self.queue_request(session, f),
+            | ClientFrame::QueueRedrive(_)) => {
+                if self.cluster.is_some() {
+                    self.cluster_queue_request(session, f)
+                } else {
+                    self.queue_request(session, f, now, None)
+                }
+            }
             ClientFrame::ClientClose(c) => self.client_close(session, c),
             ClientFrame::Hello(h) => self.error(
                 session,
@@ -200,10 +214,10 @@ impl Broker {
     }
 }
 
-/// What a node in cluster mode answers today: publishes go through the data group, watches
-/// read the node's replica, and the membership is replicated; what would be stored only on
-/// the node it reaches (queues, topic and user changes) is refused rather than kept on one
-/// node where an acknowledgement would promise more than it holds.
+/// What a node in cluster mode answers today: publishes and queue changes go through the
+/// data group, watches read the node's replica, and the membership is replicated; what
+/// would be stored only on the node it reaches (topic and user changes) is refused rather
+/// than kept on one node where an acknowledgement would promise more than it holds.
 fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
     matches!(
         frame,
@@ -215,8 +229,22 @@ fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
             | ClientFrame::Stats(_)
             | ClientFrame::TopicList(_)
             | ClientFrame::TopicInfo(_)
-            | ClientFrame::QueueList(_)
+            | ClientFrame::QueueCreate(_)
+            | ClientFrame::QueueBind(_)
+            | ClientFrame::QueueUnbind(_)
+            | ClientFrame::QueueDelete(_)
+            | ClientFrame::QueuePurge(_)
             | ClientFrame::QueueInfo(_)
+            | ClientFrame::QueueList(_)
+            | ClientFrame::Consume(_)
+            | ClientFrame::Cancel(_)
+            | ClientFrame::Ack(_)
+            | ClientFrame::Nack(_)
+            | ClientFrame::Extend(_)
+            | ClientFrame::Fetch(_)
+            | ClientFrame::QueueSet(_)
+            | ClientFrame::QueuePeek(_)
+            | ClientFrame::QueueRedrive(_)
             | ClientFrame::ClientClose(_)
             | ClientFrame::TokenCreate(_)
             | ClientFrame::TokenRevoke(_)

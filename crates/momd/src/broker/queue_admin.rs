@@ -72,7 +72,13 @@ impl Broker {
     /// Create a queue. Creating one that exists with the same settings succeeds and changes
     /// nothing (a script can run it twice); with other settings it is a `conflict` naming
     /// them, unless `exist_ok`, which adds the new bindings, starting at `from`.
-    pub(super) fn queue_create(&mut self, session: u64, c: QueueCreate, now: u64) {
+    pub(super) fn queue_create(
+        &mut self,
+        session: u64,
+        c: QueueCreate,
+        now: u64,
+        owner: Option<String>,
+    ) {
         if let Err(e) = validate_queue_name(&c.queue) {
             return self.error(session, c.id, ErrorCode::BadRequest, e);
         }
@@ -104,11 +110,12 @@ impl Broker {
             self.dirty_queues.insert(c.queue.clone());
             return self.reply_queue_info(session, c.id, &c.queue, true);
         }
-        let owner = self
-            .sessions
-            .get(&session)
-            .map(|s| s.client.user.clone())
-            .unwrap_or_default();
+        let owner = owner.unwrap_or_else(|| {
+            self.sessions
+                .get(&session)
+                .map(|s| s.client.user.clone())
+                .unwrap_or_default()
+        });
         let def = QueueDef {
             name: c.queue.clone(),
             owner,

@@ -20,13 +20,16 @@ impl Broker {
             Some(q) => q.consumer_gone(consumer, now),
             None => return,
         };
-        self.dead_letter(&c.queue, dead);
+        self.dead_letter(&c.queue, dead, now);
         self.dirty_queues.insert(c.queue.clone());
         self.pump(&c.queue, now);
     }
 
     /// Ack deadlines: late deliveries come back (or go to the dead letter topic).
     pub(super) fn expire_queues(&mut self, now: u64) {
+        if self.store.is_replica() {
+            return self.cluster_queue_tick(now);
+        }
         let names: Vec<String> = self
             .queues
             .iter()
@@ -44,7 +47,7 @@ impl Broker {
                 self.dirty_queues.insert(name.clone());
             }
             self.free_credit(&consumers);
-            self.dead_letter(&name, dead);
+            self.dead_letter(&name, dead, now);
         }
         // Serve what waits: due redeliveries, consumers whose connection has room again,
         // fetches whose messages could not be read a moment ago.
@@ -108,6 +111,9 @@ impl Broker {
     /// Hand what queue `name` has ready to its waiting fetches first, then to its consumers
     /// as their credit allows.
     pub(super) fn pump(&mut self, name: &str, now: u64) {
+        if self.store.is_replica() {
+            return self.cluster_pump(name, now);
+        }
         // Fetches, oldest first.
         let mut i = 0;
         while i < self.fetches.len() {
@@ -119,7 +125,7 @@ impl Broker {
             let consumer = if f.detached {
                 DETACHED
             } else {
-                session_consumer_id(f.session)
+                self.fetch_consumer(f.session)
             };
             let msgs = self.take_messages(name, f.max, consumer, now);
             if msgs.is_empty() {
@@ -218,7 +224,7 @@ impl Broker {
             };
             // The topics themselves, not a copy of every bound topic's range per take.
             q.take(
-                &super::queue_ops::topic_view(&self.core.topics),
+                &super::queue_ops::topic_view(&self.core.topics, false),
                 max,
                 consumer,
                 now,
@@ -374,7 +380,7 @@ impl Broker {
 
     /// Move messages that used up their deliveries to `$dlq.<queue>`, with headers saying
     /// why and from where.
-    pub(super) fn dead_letter(&mut self, queue: &str, dead: Vec<DeadLetter>) {
+    pub(super) fn dead_letter(&mut self, queue: &str, dead: Vec<DeadLetter>, now: u64) {
         for d in dead {
             let (t, seq) = d.msg;
             let found = self
@@ -421,8 +427,7 @@ impl Broker {
                 headers,
                 msg_id: Some(format!("$dlq:{queue}:{created}:{}", d.ordinal)),
             };
-            if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now_ms(), true)
-            {
+            if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now, true) {
                 tracing::error!(queue, "cannot dead-letter {tname}#{seq}: {e}");
                 continue;
             }
@@ -439,7 +444,12 @@ impl Broker {
     pub(super) fn stage_queues(&mut self) {
         for name in std::mem::take(&mut self.dirty_queues) {
             if let Some(q) = self.queues.get(&name) {
-                self.store.stage_queue(&mut self.staged, &q.record());
+                let record = if self.store.is_replica() {
+                    q.exact_record()
+                } else {
+                    q.record()
+                };
+                self.store.stage_queue(&mut self.staged, &record);
                 // Deliveries and acks reach the disk with the next group commit, without
                 // waiting for a publish to start one.
                 self.queue_flush_wanted = true;
@@ -449,6 +459,9 @@ impl Broker {
 
     /// A session ended: its consumers go, its fetches are forgotten.
     pub(super) fn session_gone_for_queues(&mut self, session: u64) {
+        if self.store.is_replica() {
+            return self.cluster_session_gone(session);
+        }
         let now = now_ms();
         let gone: Vec<ConsumerId> = self
             .consumers
@@ -460,7 +473,7 @@ impl Broker {
             self.consumer_gone(c, now);
         }
         // Deliveries made to a fetch of this session come back too.
-        let cid = session_consumer_id(session);
+        let cid = self.fetch_consumer(session);
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for n in names {
             let dead = match self.queues.get_mut(&n) {
@@ -469,16 +482,10 @@ impl Broker {
                 }
                 _ => continue,
             };
-            self.dead_letter(&n, dead);
+            self.dead_letter(&n, dead, now);
             self.dirty_queues.insert(n.clone());
             self.pump(&n, now);
         }
         self.fetches.retain(|f| f.session != session);
     }
-}
-
-/// Fetches lease messages to their session: a consumer id of its own, far from the ids of
-/// push consumers, so a closed connection gives its fetched, unacked messages back.
-fn session_consumer_id(session: u64) -> ConsumerId {
-    (1 << 63) | session
 }

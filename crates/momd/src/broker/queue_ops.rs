@@ -9,7 +9,7 @@ use mom_proto::{
     topic, ClientFrame, ConsumeOk, ErrorCode, QueueInfo, QueueInfoReply, Req, ServerFrame, StartAt,
 };
 
-use super::{json_str, now_ms, Broker, Pending};
+use super::{json_str, Broker, Pending};
 use crate::core::queues::{ConsumerId, Queue};
 
 /// Default deliveries before a message is dead-lettered.
@@ -57,7 +57,7 @@ pub fn validate_queue_name(name: &str) -> Result<(), String> {
 impl Broker {
     /// (first seq, newest durable seq) of a topic: what queues may deliver.
     pub(super) fn view(&self) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
-        topic_view(&self.core.topics)
+        topic_view(&self.core.topics, self.applying_replicated)
     }
 
     pub(super) fn queue_info(&self, q: &Queue) -> QueueInfo {
@@ -242,8 +242,15 @@ impl Broker {
         }
     }
 
-    pub(super) fn queue_request(&mut self, session: u64, frame: ClientFrame) {
-        let now = now_ms();
+    /// A queue request, at time `now`. `owner`: who sent it, when not the session's user
+    /// (a replica applying another node's request).
+    pub(super) fn queue_request(
+        &mut self,
+        session: u64,
+        frame: ClientFrame,
+        now: u64,
+        owner: Option<String>,
+    ) {
         let named = match &frame {
             ClientFrame::QueueBind(b) | ClientFrame::QueueUnbind(b) => Some((b.id, &b.queue)),
             ClientFrame::QueueDelete(d) => Some((d.id, &d.queue)),
@@ -264,7 +271,7 @@ impl Broker {
             }
         }
         match frame {
-            ClientFrame::QueueCreate(c) => self.queue_create(session, c, now),
+            ClientFrame::QueueCreate(c) => self.queue_create(session, c, now, owner),
             ClientFrame::QueueBind(b) => {
                 for p in &b.patterns {
                     if let Err(e) = topic::validate_pattern(p) {
@@ -450,7 +457,7 @@ impl Broker {
                     return self.error(session, c.id, ErrorCode::TooLarge, msg);
                 }
                 self.next_consumer += 1;
-                let cid = self.next_consumer;
+                let cid = self.node_bits() | self.next_consumer;
                 self.consumers.insert(
                     cid,
                     Consumer {
@@ -544,7 +551,7 @@ impl Broker {
                     }
                 }
                 self.free_credit(&freed);
-                self.dead_letter(&n.queue, dead);
+                self.dead_letter(&n.queue, dead, now);
                 self.settled_but(
                     session,
                     n.id,
@@ -608,9 +615,20 @@ impl Broker {
 
 /// What a queue may deliver of each topic: (first seq, newest released seq). Borrows the
 /// topics only, so a queue can take through it while the broker lends the queue out.
-pub(super) fn topic_view(topics: &crate::core::Topics) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
+/// `sequenced`: up to the newest seq assigned instead, for a replica applying the data
+/// group's log, where a message counts once its entry is committed (and every node must
+/// see the same, however its entries were grouped into writes).
+pub(super) fn topic_view(
+    topics: &crate::core::Topics,
+    sequenced: bool,
+) -> impl Fn(u32) -> Option<(u64, u64)> + '_ {
     move |t| {
         let ts = topics.by_id(t)?;
-        Some((ts.first_seq, ts.delivered_upto))
+        let upto = if sequenced {
+            ts.last_seq
+        } else {
+            ts.delivered_upto
+        };
+        Some((ts.first_seq, upto))
     }
 }

@@ -5,7 +5,9 @@
 use mom_proto::{ErrorCode, Publish, PublishOk, Sender, ServerFrame};
 
 use super::{Broker, INBOX_PREFIX};
-use crate::cluster::data::{ApplyEntry, ApplyFinish, PubItem, PubResult, APPLIED_KEY};
+use crate::cluster::data::{
+    ApplyEntry, ApplyFinish, DataItem, PubItem, PubResult, Published, APPLIED_KEY,
+};
 use crate::cluster::Cluster;
 
 impl Broker {
@@ -49,7 +51,7 @@ impl Broker {
             sender,
         };
         // Queued here, in the broker task, so a connection's publishes keep their order.
-        let answer = c.publish(item);
+        let answer = c.propose(DataItem::Publish(item));
         tokio::spawn(async move {
             let r = answer.await;
             let frame = match r {
@@ -87,6 +89,14 @@ impl Broker {
         for e in entries {
             let mut results = Vec::with_capacity(e.items.len());
             for item in e.items {
+                let item = match item {
+                    DataItem::Publish(p) => p,
+                    DataItem::Queue(op) => {
+                        self.apply_queue_op(op, e.time, &e.origin);
+                        results.push(Ok(Published::default()));
+                        continue;
+                    }
+                };
                 // Reply inboxes are reserved topics anyone may publish to.
                 let inbox = item.topic.starts_with(INBOX_PREFIX);
                 let r = self.publish(
@@ -111,8 +121,15 @@ impl Broker {
         // store an entry stops applying rather than go on without it (its messages would
         // get other seqs than on the other nodes). A restart applies again from its store.
         match self.commit_failed.take() {
-            Some(e) => Err(format!("cannot store the data group's entries: {e}")),
-            None => Ok(out),
+            Some(e) => {
+                self.replica_taken.clear();
+                Err(format!("cannot store the data group's entries: {e}"))
+            }
+            None => {
+                // What this node's takes leased is stored: send it.
+                self.deliver_taken();
+                Ok(out)
+            }
         }
     }
 }

@@ -16,8 +16,8 @@
 //! idempotent producer does). A leader change costs the client latency, not an error.
 //!
 //! The store keeps which entry it applied last with its index (and the origins' table); a
-//! restart applies again what came after (and drops what its log held past the index). Snapshots of this group are not
-//! made yet: its Raft log is kept whole, and a node that was down catches up from it.
+//! restart applies again what came after (and drops what its log held past the index).
+//! Snapshots of this group are not made yet: its Raft log is kept whole, and a node that was down catches up from it.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
@@ -62,8 +62,84 @@ pub struct PubItem {
     pub sender: Sender,
 }
 
-/// What applying one publish gave.
+/// What applying one item gave (a queue operation gives an empty `Published`: its
+/// answer goes to its client from the node it came from, when that node applies it).
 pub type PubResult = Result<Published, (ErrorCode, String)>;
+
+/// One thing the data group carries: a publish, or a change to the queues' state (which
+/// every node applies in log order, so their queues agree: `broker/queue_cluster.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DataItem {
+    Publish(PubItem),
+    Queue(QueueOp),
+}
+
+/// A change to the queues' state. Topics are named (a topic's id is a node's own).
+/// `session` is a connection on the node the entry came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum QueueOp {
+    /// A client's request that changes a queue (create, set, bind, unbind, delete, purge,
+    /// redrive, ack, nack, extend), applied as a single node applies it; `user` is who sent
+    /// it (a new queue's owner).
+    Request {
+        session: u64,
+        user: String,
+        #[serde(with = "frame_bytes")]
+        frame: Box<mom_proto::ClientFrame>,
+    },
+    /// Lease up to `max` messages of `queue` to `consumer`, a consumer or a fetch (request
+    /// `fetch` of `session`) of the node the entry came from.
+    Take {
+        queue: String,
+        consumer: u64,
+        max: u32,
+        fetch: Option<(u64, u64)>,
+    },
+    /// Leased to `consumer` and not handed out (they did not fit in the frame, or the
+    /// reader was gone): ready again, the delivery not counted.
+    Unlease {
+        queue: String,
+        consumer: u64,
+        msgs: Vec<(String, u64)>,
+    },
+    /// Leased messages the store will never give back (damaged, or gone from their topic).
+    Lost {
+        queue: String,
+        consumer: u64,
+        msgs: Vec<(String, u64)>,
+    },
+    /// A consumer ended (cancelled, or its connection closed): what it holds comes back,
+    /// as unopened if `release`. No `queue`: every queue it holds deliveries of.
+    ConsumerGone {
+        queue: Option<String>,
+        consumer: u64,
+        release: bool,
+    },
+    /// Ack deadlines up to the entry's time (proposed by the leader when one is due).
+    Expire,
+    /// A node's process started: what consumers of its earlier processes held comes back.
+    NodeStarted { node: NodeId },
+}
+
+/// A client frame inside an entry: its protocol encoding (docs/protocol.md), as bytes.
+mod frame_bytes {
+    use mom_proto::ClientFrame;
+    use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::borrowed_box)]
+    pub fn serialize<S: Serializer>(frame: &Box<ClientFrame>, s: S) -> Result<S::Ok, S::Error> {
+        let mut body = Vec::new();
+        mom_proto::frame::encode_body(&**frame, &mut body).map_err(S::Error::custom)?;
+        s.serialize_bytes(&body)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<ClientFrame>, D::Error> {
+        let body = bytes::Bytes::deserialize(d)?;
+        mom_proto::decode::decode_client_frame(&body)
+            .map(Box::new)
+            .map_err(D::Error::custom)
+    }
+}
 
 /// A Raft entry of the data group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,7 +148,28 @@ pub struct AppendCmd {
     pub time: u64,
     /// Who sent the batch, to apply it once however often it is committed.
     pub origin: Origin,
-    pub items: Vec<PubItem>,
+    pub items: Vec<DataItem>,
+}
+
+/// An entry as written before queues were replicated: publishes only.
+#[derive(Debug, Deserialize)]
+struct AppendCmdV1 {
+    time: u64,
+    origin: Origin,
+    items: Vec<PubItem>,
+}
+
+/// Reads an entry, of this version or the one before.
+fn decode_append(bytes: &[u8]) -> Result<AppendCmd, rmp_serde::decode::Error> {
+    rmp_serde::from_slice::<AppendCmd>(bytes).or_else(|e| {
+        rmp_serde::from_slice::<AppendCmdV1>(bytes)
+            .map(|c| AppendCmd {
+                time: c.time,
+                origin: c.origin,
+                items: c.items.into_iter().map(DataItem::Publish).collect(),
+            })
+            .map_err(|_| e)
+    })
 }
 
 /// `AppendCmd` as the leader encodes it, from the batch it holds (no copy).
@@ -80,7 +177,7 @@ pub struct AppendCmd {
 struct AppendCmdRef<'a> {
     time: u64,
     origin: Origin,
-    items: &'a [PubItem],
+    items: &'a [DataItem],
 }
 
 /// The sender of a batch: a node, its process (a random number made at start), and the
@@ -100,10 +197,11 @@ struct LastBatch {
     results: Vec<PubResult>,
 }
 
-/// One entry for the broker to apply: its publishes (none for Raft's own entries).
+/// One entry for the broker to apply: its items (none for Raft's own entries).
 pub struct ApplyEntry {
     pub time: u64,
-    pub items: Vec<PubItem>,
+    pub origin: Origin,
+    pub items: Vec<DataItem>,
 }
 
 /// The applied state as stored: the last entry applied and the membership then.
@@ -209,7 +307,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Normal(cmd) => match rmp_serde::from_slice::<AppendCmd>(&cmd.0) {
+                EntryPayload::Normal(cmd) => match decode_append(&cmd.0) {
                     Ok(c) => {
                         let o = c.origin;
                         let seen_here = fresh
@@ -235,6 +333,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
                             fates.push(Fate::Applied(batch.len(), Some(o)));
                             batch.push(ApplyEntry {
                                 time: c.time,
+                                origin: o,
                                 items: c.items,
                             });
                         }
@@ -326,8 +425,12 @@ impl RaftStateMachine<TypeConfig> for DataSm {
     }
 }
 
-/// About what a publish takes in a Raft entry.
-fn item_bytes(item: &PubItem) -> usize {
+/// About what an item takes in a Raft entry.
+fn item_bytes(item: &DataItem) -> usize {
+    let item = match item {
+        DataItem::Publish(p) => p,
+        DataItem::Queue(_) => return 256,
+    };
     let msgs: usize = item
         .msgs
         .iter()
@@ -344,9 +447,9 @@ fn item_bytes(item: &PubItem) -> usize {
     msgs + item.topic.len() + item.sender.user.len() + item.sender.name.len() + 32
 }
 
-/// A publish waiting in this node's batcher.
+/// An item waiting in this node's batcher.
 pub struct Proposal {
-    pub item: PubItem,
+    pub item: DataItem,
     pub done: oneshot::Sender<PubResult>,
 }
 
@@ -359,7 +462,7 @@ impl super::Cluster {
     /// makes the next one.
     pub(super) async fn run_batcher(self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
         let mut waiting: Vec<Proposal> = Vec::new();
-        let process = super::identity::random_u64();
+        let process = self.inner.process;
         let mut number = 0u64;
         loop {
             if waiting.is_empty() {
@@ -378,7 +481,7 @@ impl super::Cluster {
                     Err(_) => break,
                 }
             }
-            let (items, dones): (Vec<PubItem>, Vec<_>) = std::mem::take(&mut waiting)
+            let (items, dones): (Vec<DataItem>, Vec<_>) = std::mem::take(&mut waiting)
                 .into_iter()
                 .map(|p| (p.item, p.done))
                 .unzip();
@@ -410,7 +513,7 @@ impl super::Cluster {
     async fn propose_publishes(
         &self,
         origin: Origin,
-        items: Vec<PubItem>,
+        items: Vec<DataItem>,
     ) -> Result<Vec<PubResult>, String> {
         let n = items.len();
         let req = super::PeerReq::Publish { origin, items };
@@ -451,7 +554,7 @@ impl super::Cluster {
     pub(super) async fn lead_publish(
         &self,
         origin: Origin,
-        items: &[PubItem],
+        items: &[DataItem],
     ) -> Result<Vec<PubResult>, super::WriteError> {
         let data = self.data_raft();
         if data.metrics().borrow().state != mom_raft::openraft::ServerState::Leader {
@@ -480,10 +583,10 @@ impl super::Cluster {
         }
     }
 
-    /// Publishes through the cluster: queued now, in the order of the calls (a connection's
-    /// publishes keep their order); the answer comes once committed on a majority and
-    /// applied.
-    pub fn publish(&self, item: PubItem) -> impl std::future::Future<Output = PubResult> {
+    /// Publishes (or changes the queues) through the cluster: queued now, in the order of
+    /// the calls (a connection's requests keep their order); the answer comes once
+    /// committed on a majority and applied.
+    pub fn propose(&self, item: DataItem) -> impl std::future::Future<Output = PubResult> {
         let (done, wait) = oneshot::channel();
         let queued = self.inner.batcher.send(Proposal { item, done }).is_ok();
         async move {

@@ -66,7 +66,7 @@ enum PeerReq {
     /// Publishes for the data group's leader to propose.
     Publish {
         origin: data::Origin,
-        items: Vec<data::PubItem>,
+        items: Vec<data::DataItem>,
     },
 }
 
@@ -185,6 +185,8 @@ struct Inner {
     /// The data group (`data.rs`).
     data: Raft,
     batcher: data::Batcher,
+    /// This process: a random number made at start, in every batch it sends.
+    process: u64,
     peers: Peers,
     /// Per group (meta, data): elections seen (the term went up) and leader changes.
     elections: [AtomicU64; 2],
@@ -282,6 +284,7 @@ pub async fn start(
         sm,
         data: data_raft.clone(),
         batcher,
+        process: identity::random_u64(),
         peers: peers.clone(),
         elections: Default::default(),
         leader_changes: Default::default(),
@@ -350,6 +353,16 @@ pub async fn start(
 impl Cluster {
     pub fn node_id(&self) -> NodeId {
         self.inner.settings.node_id
+    }
+
+    /// The entry came from this process (its clients' requests are this node's to answer).
+    pub fn is_mine(&self, origin: &data::Origin) -> bool {
+        origin.node == self.node_id() && origin.process == self.inner.process
+    }
+
+    /// This node leads the data group (as far as it knows).
+    pub fn leads_data(&self) -> bool {
+        self.inner.data.metrics().borrow().state == ServerState::Leader
     }
 
     pub fn cluster_id(&self) -> &str {

@@ -107,6 +107,23 @@ pub struct QueueRecord {
     /// Last, with a default, so records written before it existed still load.
     #[serde(default)]
     pub dlq_redriven: u64,
+    /// A cluster node's queue state exactly as it is (see [`Exact`]); none on a single
+    /// node.
+    #[serde(default)]
+    pub exact: Option<Exact>,
+}
+
+/// What a replica stores besides: whom each delivery is out with and until when, when each
+/// redelivery is due, and where the round robin stands. A single node gives everything
+/// outstanding back at a restart; a cluster node must not, since the other nodes still
+/// hold those deliveries and every node's queue must stay the same.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Exact {
+    /// (topic, seq, consumer, deadline, deliveries).
+    pub leases: Vec<(u32, u64, ConsumerId, u64, u32)>,
+    /// (topic, seq, due, deliveries).
+    pub retries: Vec<(u32, u64, u64, u32)>,
+    pub rr: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +175,21 @@ impl Queue {
         q.backlog = q.cursors.keys().copied().collect();
         q.counters = r.counters;
         q.dlq_redriven = r.dlq_redriven;
+        if let Some(x) = r.exact {
+            for (t, s, consumer, deadline, deliveries) in x.leases {
+                let lease = Lease {
+                    consumer,
+                    deadline,
+                    deliveries,
+                };
+                q.unacked.insert((t, s), lease);
+            }
+            for (t, s, due, deliveries) in x.retries {
+                q.retry.insert((t, s), Retry { due, deliveries });
+            }
+            q.rr = x.rr;
+            return q;
+        }
         for (t, s, d) in r.outstanding {
             if let Some(dl) = q.requeue((t, s), d, now, "ack_timeout") {
                 q.dead.push(dl);
@@ -192,7 +224,28 @@ impl Queue {
             outstanding,
             counters,
             dlq_redriven: self.dlq_redriven,
+            exact: None,
         }
+    }
+
+    /// The record a cluster node stores: everything, exactly ([`Exact`]).
+    pub fn exact_record(&self) -> QueueRecord {
+        let mut r = self.record();
+        r.counters = self.counters;
+        r.exact = Some(Exact {
+            leases: self
+                .unacked
+                .iter()
+                .map(|(m, l)| (m.0, m.1, l.consumer, l.deadline, l.deliveries))
+                .collect(),
+            retries: self
+                .retry
+                .iter()
+                .map(|(m, x)| (m.0, m.1, x.due, x.deliveries))
+                .collect(),
+            rr: self.rr,
+        });
+        r
     }
 
     /// Bind a topic, starting at `start` (ignored if already bound). Through

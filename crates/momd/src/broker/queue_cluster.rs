@@ -1,0 +1,639 @@
+//! Queues in cluster mode. A queue's state (cursors, deliveries out, redeliveries, counters)
+//! is replicated: every change to it is an item of the data group's log (`QueueOp`), which
+//! every node applies in log order with the entry's time, so the nodes' queues agree. What
+//! is a connection's stays on its node: consumers, their credit, waiting fetches.
+//!
+//! - A change a client asks for (create, bind, ack, nack, …) is proposed; the node it came
+//!   from answers it when it applies the entry, as a single node would.
+//! - Handing messages out: a node proposes a `Take` for one of its consumers or fetches
+//!   that has room; applying it leases the messages on every node (the same ones: the log
+//!   orders the takes of all nodes), and the node it came from reads them from its store
+//!   and sends them. What it cannot send goes back with an `Unlease`.
+//! - Ack deadlines: the data group's leader proposes `Expire` when one is due.
+//! - A consumer that ends, or a node whose process restarts, proposes giving back what it
+//!   held (`ConsumerGone`, `NodeStarted`); a node that dies and stays away loses its
+//!   deliveries at their ack deadline.
+//!
+//! Consumer ids carry the node id (bits 40–62), so they are unique across the cluster.
+
+use std::collections::HashMap;
+
+use mom_proto::{ClientFrame, ErrorCode, FetchOk, QueueDeliver, Req, ServerFrame};
+
+use super::{now_ms, Broker};
+use crate::cluster::data::{DataItem, Origin, QueueOp};
+use crate::core::queues::{ConsumerId, MsgRef, DETACHED};
+
+/// Replies of entries from other nodes go to no session of this one.
+pub(super) const NO_SESSION: u64 = u64::MAX;
+
+/// A take under way, for whom: at most one at a time each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TakeKey {
+    Consumer(ConsumerId),
+    /// A waiting fetch: session, request id.
+    Fetch(u64, u64),
+    /// The leader's `Expire`.
+    Expire,
+}
+
+/// Messages a take of this node leased, to read and send once the entry is stored.
+pub(super) struct Taken {
+    queue: String,
+    consumer: ConsumerId,
+    fetch: Option<(u64, u64)>,
+    refs: Vec<(MsgRef, u32)>,
+}
+
+/// The node a consumer id belongs to (0 on a single node).
+fn consumer_node(c: ConsumerId) -> u64 {
+    (c >> 40) & 0x7f_ffff
+}
+
+impl Broker {
+    /// This node's id, in consumer ids' bits 40–62 (0 on a single node).
+    pub(super) fn node_bits(&self) -> u64 {
+        self.cluster
+            .as_ref()
+            .map_or(0, |c| (c.node_id() & 0x7f_ffff) << 40)
+    }
+
+    /// Fetches lease messages to their session: a consumer id of its own, far from the ids
+    /// of push consumers, so a closed connection gives its fetched, unacked messages back.
+    pub(super) fn fetch_consumer(&self, session: u64) -> ConsumerId {
+        (1 << 63) | self.node_bits() | (session & ((1 << 40) - 1))
+    }
+
+    /// A queue request in cluster mode: what only reads, or concerns this node's
+    /// connections, is done here; what changes a queue is proposed.
+    pub(super) fn cluster_queue_request(&mut self, session: u64, frame: ClientFrame) {
+        let now = now_ms();
+        match frame {
+            f @ (ClientFrame::QueueInfo(_)
+            | ClientFrame::QueueList(_)
+            | ClientFrame::QueuePeek(_)
+            | ClientFrame::Consume(_)
+            | ClientFrame::Fetch(_)) => self.queue_request(session, f, now, None),
+            ClientFrame::Cancel(c) => match self.consumers.get(&c.consumer) {
+                Some(cs) if cs.session == session => {
+                    let queue = cs.queue.clone();
+                    self.consumers.remove(&c.consumer);
+                    self.taking.remove(&TakeKey::Consumer(c.consumer));
+                    self.propose_queue(
+                        QueueOp::ConsumerGone {
+                            queue: Some(queue),
+                            consumer: c.consumer,
+                            release: c.release,
+                        },
+                        None,
+                    );
+                    self.reply(session, ServerFrame::Ok(Req { id: c.id }));
+                }
+                _ => self.error(
+                    session,
+                    c.id,
+                    ErrorCode::NotFound,
+                    format!("no consumer {} on this connection", c.consumer),
+                ),
+            },
+            f => {
+                let user = self
+                    .sessions
+                    .get(&session)
+                    .map(|s| s.client.user.clone())
+                    .unwrap_or_default();
+                let id = f.id();
+                self.propose_queue(
+                    QueueOp::Request {
+                        session,
+                        user,
+                        frame: Box::new(f),
+                    },
+                    Some((session, id)),
+                );
+            }
+        }
+    }
+
+    /// Send `op` to the data group. If it is not done (no leader, or its fate unknown),
+    /// request `answer` gets the reason, and a take may be proposed again.
+    pub(super) fn propose_queue(&mut self, op: QueueOp, answer: Option<(u64, u64)>) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        let key = match &op {
+            QueueOp::Take {
+                consumer, fetch, ..
+            } => Some(match fetch {
+                Some((s, id)) => TakeKey::Fetch(*s, *id),
+                None => TakeKey::Consumer(*consumer),
+            }),
+            QueueOp::Expire => Some(TakeKey::Expire),
+            _ => None,
+        };
+        if let Some(k) = key {
+            self.taking.insert(k);
+        }
+        let outbox = answer.and_then(|(s, id)| Some((self.sessions.get(&s)?.outbox.clone(), id)));
+        let tx = self.tx.clone();
+        let done = c.propose(DataItem::Queue(op));
+        tokio::spawn(async move {
+            let Err((code, msg)) = done.await else {
+                return;
+            };
+            if let Some((outbox, id)) = outbox {
+                outbox.reply(ServerFrame::error(Some(id), code, msg), true);
+            }
+            if let Some(key) = key {
+                let _ = tx.send(super::Cmd::TakeFailed { key }).await;
+            }
+        });
+    }
+
+    /// Apply one queue change of the data group's log (`apply_replicated`), at the entry's
+    /// time. `mine`: the entry came from this process, whose clients get the answers.
+    pub(super) fn apply_queue_op(&mut self, op: QueueOp, now: u64, origin: &Origin) {
+        let mine = self.cluster.as_ref().is_some_and(|c| c.is_mine(origin));
+        match op {
+            QueueOp::Request {
+                session,
+                user,
+                frame,
+            } => {
+                let session = if mine { session } else { NO_SESSION };
+                self.queue_request(session, *frame, now, Some(user));
+            }
+            QueueOp::Take {
+                queue,
+                consumer,
+                max,
+                fetch,
+            } => {
+                let refs = match self.queues.get_mut(&queue) {
+                    Some(q) => q.take(
+                        &super::queue_ops::topic_view(&self.core.topics, true),
+                        (max as usize).clamp(1, super::queue_ops::MAX_BATCH),
+                        consumer,
+                        now,
+                    ),
+                    None => Vec::new(),
+                };
+                if !refs.is_empty() {
+                    self.dirty_queues.insert(queue.clone());
+                }
+                if mine {
+                    self.replica_taken.push(Taken {
+                        queue,
+                        consumer,
+                        fetch,
+                        refs,
+                    });
+                }
+            }
+            QueueOp::Unlease {
+                queue,
+                consumer,
+                msgs,
+            } => {
+                let refs = self.msg_refs(&msgs);
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    for m in refs {
+                        if q.unacked.get(&m).is_some_and(|l| l.consumer == consumer) {
+                            q.unlease(m, now);
+                        }
+                    }
+                    self.dirty_queues.insert(queue.clone());
+                }
+                self.pump(&queue, now);
+            }
+            QueueOp::Lost {
+                queue,
+                consumer,
+                msgs,
+            } => {
+                let refs = self.msg_refs(&msgs);
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    for m in refs {
+                        if q.unacked.get(&m).is_some_and(|l| l.consumer == consumer) {
+                            q.lost(m);
+                        }
+                    }
+                    self.dirty_queues.insert(queue);
+                }
+            }
+            QueueOp::ConsumerGone {
+                queue,
+                consumer,
+                release,
+            } => {
+                let names: Vec<String> = match queue {
+                    Some(q) => vec![q],
+                    None => self
+                        .queues
+                        .iter()
+                        .filter(|(_, q)| q.unacked.values().any(|l| l.consumer == consumer))
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                };
+                for name in names {
+                    self.give_back(&name, consumer, release, now);
+                }
+            }
+            QueueOp::Expire => {
+                if mine {
+                    self.taking.remove(&TakeKey::Expire);
+                }
+                self.expire_due(now);
+            }
+            QueueOp::NodeStarted { node } => {
+                let mut gone: Vec<(String, ConsumerId)> = Vec::new();
+                for (name, q) in self.queues.iter() {
+                    let mut held: Vec<ConsumerId> = q
+                        .unacked
+                        .values()
+                        .map(|l| l.consumer)
+                        .filter(|c| *c != DETACHED && consumer_node(*c) == node)
+                        .collect();
+                    held.sort_unstable();
+                    held.dedup();
+                    gone.extend(held.into_iter().map(|c| (name.clone(), c)));
+                }
+                for (name, c) in gone {
+                    self.give_back(&name, c, false, now);
+                }
+            }
+        }
+    }
+
+    /// What `consumer` holds of queue `name` comes back (unopened if `release`).
+    fn give_back(&mut self, name: &str, consumer: ConsumerId, release: bool, now: u64) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        if release {
+            q.release_consumer(consumer, now);
+        } else {
+            let dead = q.consumer_gone(consumer, now);
+            self.dead_letter(name, dead, now);
+        }
+        self.dirty_queues.insert(name.to_string());
+        self.pump(name, now);
+    }
+
+    /// Ack deadlines passed by `now`: late deliveries come back (or go to the dead letter
+    /// topic). The same on every node: `now` is the entry's time.
+    pub(super) fn expire_due(&mut self, now: u64) {
+        let names: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.unacked.values().any(|l| l.deadline <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let Some(q) = self.queues.get_mut(&name) else {
+                continue;
+            };
+            let (consumers, dead) = q.expire(now);
+            self.dirty_queues.insert(name.clone());
+            self.free_credit(&consumers);
+            self.dead_letter(&name, dead, now);
+            self.pump(&name, now);
+        }
+    }
+
+    /// Named messages as this node's refs (topics it does not have are left out).
+    fn msg_refs(&self, msgs: &[(String, u64)]) -> Vec<MsgRef> {
+        msgs.iter()
+            .filter_map(|(t, seq)| Some((self.core.topics.get(t)?.id, *seq)))
+            .collect()
+    }
+
+    fn named(&self, refs: &[MsgRef]) -> Vec<(String, u64)> {
+        refs.iter()
+            .filter_map(|(t, seq)| Some((self.core.topics.by_id(*t)?.name.to_string(), *seq)))
+            .collect()
+    }
+
+    /// The queue tick in cluster mode: the leader proposes `Expire` when an ack deadline
+    /// passed; every node serves its consumers with room and its fetches, and answers the
+    /// fetches whose time is up.
+    pub(super) fn cluster_queue_tick(&mut self, now: u64) {
+        let leads = self.cluster.as_ref().is_some_and(|c| c.leads_data());
+        if leads
+            && !self.taking.contains(&TakeKey::Expire)
+            && self
+                .queues
+                .iter()
+                .any(|(_, q)| q.unacked.values().any(|l| l.deadline <= now))
+        {
+            self.propose_queue(QueueOp::Expire, None);
+        }
+        let mut waiting: Vec<String> = self
+            .consumers
+            .values()
+            .filter(|c| c.in_flight < c.credit)
+            .map(|c| c.queue.clone())
+            .chain(self.fetches.iter().map(|f| f.queue.clone()))
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        for name in waiting {
+            self.pump(&name, now);
+        }
+        self.expire_fetches(now);
+    }
+
+    /// `pump` in cluster mode: propose takes for this node's fetches and consumers of queue
+    /// `name` that wait, as long as the queue has messages to hand out.
+    pub(super) fn cluster_pump(&mut self, name: &str, now: u64) {
+        // Most nodes have nobody waiting on most queues: then there is nothing to look at.
+        let waits = self.fetches.iter().any(|f| f.queue == name)
+            || self
+                .consumers
+                .values()
+                .any(|c| c.queue == name && c.in_flight < c.credit);
+        if !waits {
+            return;
+        }
+        let ready = match self.queues.get(name) {
+            Some(q) => q
+                .peek(
+                    &super::queue_ops::topic_view(&self.core.topics, true),
+                    super::queue_ops::MAX_BATCH,
+                    now,
+                )
+                .len(),
+            None => return,
+        };
+        if ready == 0 {
+            return;
+        }
+        // Takes proposed now may lease up to this many; beyond, they would get nothing.
+        let mut budget = ready;
+        let fetches: Vec<(u64, u64, usize, bool)> = self
+            .fetches
+            .iter()
+            .filter(|f| f.queue == name && !self.taking.contains(&TakeKey::Fetch(f.session, f.id)))
+            .map(|f| (f.session, f.id, f.max, f.detached))
+            .collect();
+        for (session, id, max, detached) in fetches {
+            if budget == 0 {
+                return;
+            }
+            budget = budget.saturating_sub(max);
+            let consumer = if detached {
+                DETACHED
+            } else {
+                self.fetch_consumer(session)
+            };
+            self.propose_queue(
+                QueueOp::Take {
+                    queue: name.to_string(),
+                    consumer,
+                    max: max as u32,
+                    fetch: Some((session, id)),
+                },
+                None,
+            );
+        }
+        let mut ids: Vec<(ConsumerId, u32)> = self
+            .consumers
+            .iter()
+            .filter(|(id, c)| {
+                c.queue == name
+                    && c.in_flight < c.credit
+                    && !self.taking.contains(&TakeKey::Consumer(**id))
+                    && self
+                        .sessions
+                        .get(&c.session)
+                        .is_some_and(|s| s.outbox.has_room())
+            })
+            .map(|(id, c)| (*id, c.credit - c.in_flight))
+            .collect();
+        ids.sort_unstable();
+        // Round robin: from the one after the consumer served first last time.
+        if let Some(last) = self.consumer_rr.get(name) {
+            let k = ids.partition_point(|(id, _)| id <= last);
+            ids.rotate_left(k);
+        }
+        if let Some((first, _)) = ids.first() {
+            self.consumer_rr.insert(name.to_string(), *first);
+        }
+        for (cid, room) in ids {
+            if budget == 0 {
+                return;
+            }
+            let max = (room as usize).min(super::queue_ops::MAX_BATCH);
+            budget = budget.saturating_sub(max);
+            self.propose_queue(
+                QueueOp::Take {
+                    queue: name.to_string(),
+                    consumer: cid,
+                    max: max as u32,
+                    fetch: None,
+                },
+                None,
+            );
+        }
+    }
+
+    /// After the entries of an apply are stored: read what this node's takes leased and
+    /// send it. What cannot be sent goes back (`Unlease`), what will never read back is
+    /// counted lost.
+    pub(super) fn deliver_taken(&mut self) {
+        for t in std::mem::take(&mut self.replica_taken) {
+            let key = match t.fetch {
+                Some((s, id)) => TakeKey::Fetch(s, id),
+                None => TakeKey::Consumer(t.consumer),
+            };
+            self.taking.remove(&key);
+            if t.refs.is_empty() {
+                continue;
+            }
+            let now = now_ms();
+            let (mut msgs, missing) = self.read_messages(t.refs);
+            if !missing.is_empty() {
+                let firsts: HashMap<u32, u64> = missing
+                    .iter()
+                    .filter_map(|((t, _), _)| {
+                        self.core.topics.by_id(*t).map(|ts| (*t, ts.first_seq))
+                    })
+                    .collect();
+                let (retry, lost): (Vec<_>, Vec<_>) =
+                    missing.into_iter().partition(|(m, for_good)| {
+                        !for_good && firsts.get(&m.0).is_some_and(|first| m.1 >= *first)
+                    });
+                let lost: Vec<MsgRef> = lost.into_iter().map(|(m, _)| m).collect();
+                let retry: Vec<MsgRef> = retry.into_iter().map(|(m, _)| m).collect();
+                if !lost.is_empty() {
+                    tracing::error!(
+                        queue = t.queue,
+                        count = lost.len(),
+                        "leased messages cannot be read (damaged, or gone from their topic); \
+                         counted as dropped"
+                    );
+                    let msgs = self.named(&lost);
+                    self.propose_queue(
+                        QueueOp::Lost {
+                            queue: t.queue.clone(),
+                            consumer: t.consumer,
+                            msgs,
+                        },
+                        None,
+                    );
+                }
+                if !retry.is_empty() {
+                    self.unlease_later(&t.queue, t.consumer, &retry);
+                }
+            }
+            match t.fetch {
+                Some((session, id)) => {
+                    let at = self
+                        .fetches
+                        .iter()
+                        .position(|f| f.session == session && f.id == id);
+                    let Some(at) = at else {
+                        // The fetch's time was up, or its connection closed.
+                        self.unlease_msgs(&t.queue, t.consumer, &msgs);
+                        continue;
+                    };
+                    let fit = self.fit_frame(&msgs);
+                    let rest = msgs.split_off(fit.min(msgs.len()));
+                    self.unlease_msgs(&t.queue, t.consumer, &rest);
+                    if msgs.is_empty() {
+                        continue;
+                    }
+                    let f = self.fetches.remove(at);
+                    self.count_delivered(&t.queue, session, &msgs);
+                    self.reply(
+                        session,
+                        ServerFrame::FetchOk(FetchOk {
+                            id: f.id,
+                            queue: f.queue,
+                            msgs,
+                        }),
+                    );
+                }
+                None => {
+                    let Some(session) = self.consumers.get(&t.consumer).map(|c| c.session) else {
+                        // Cancelled meanwhile: its `ConsumerGone` gives back what it held.
+                        self.unlease_msgs(&t.queue, t.consumer, &msgs);
+                        continue;
+                    };
+                    if let Some(c) = self.consumers.get_mut(&t.consumer) {
+                        c.in_flight += msgs.len() as u32;
+                    }
+                    self.count_delivered(&t.queue, session, &msgs);
+                    // As many frames as it takes to stay under the frame limit.
+                    while !msgs.is_empty() {
+                        let fit = self.fit_frame(&msgs).clamp(1, msgs.len());
+                        let rest = msgs.split_off(fit);
+                        if let Some(s) = self.sessions.get(&session) {
+                            s.outbox.reply(
+                                ServerFrame::QueueDeliver(QueueDeliver {
+                                    consumer: t.consumer,
+                                    queue: t.queue.clone(),
+                                    msgs,
+                                }),
+                                false,
+                            );
+                        }
+                        msgs = rest;
+                    }
+                }
+            }
+            // More may wait for this consumer or fetch.
+            self.pump(&t.queue, now);
+        }
+    }
+
+    fn unlease_msgs(&mut self, queue: &str, consumer: ConsumerId, msgs: &[mom_proto::Message]) {
+        if msgs.is_empty() {
+            return;
+        }
+        let named = msgs.iter().map(|m| (m.topic.clone(), m.seq)).collect();
+        self.propose_queue(
+            QueueOp::Unlease {
+                queue: queue.to_string(),
+                consumer,
+                msgs: named,
+            },
+            None,
+        );
+    }
+
+    fn unlease_later(&mut self, queue: &str, consumer: ConsumerId, refs: &[MsgRef]) {
+        let msgs = self.named(refs);
+        self.propose_queue(
+            QueueOp::Unlease {
+                queue: queue.to_string(),
+                consumer,
+                msgs,
+            },
+            None,
+        );
+    }
+
+    fn count_delivered(&mut self, queue: &str, session: u64, msgs: &[mom_proto::Message]) {
+        let n = msgs.len() as u64;
+        for m in msgs {
+            if let Some(t) = self.core.topics.get(&m.topic) {
+                let id = t.id;
+                self.metrics.count_out(id, 1, m.payload.len() as u64);
+            }
+        }
+        if let Some(s) = self.sessions.get(&session) {
+            s.outbox
+                .counters
+                .msgs_out
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.delivered_total += n;
+        self.total_rate.add_out(n);
+        self.queue_rates
+            .entry(queue.to_string())
+            .or_default()
+            .add_out(n);
+    }
+
+    /// A session ended, in cluster mode: its consumers and the fetches it made give back
+    /// what they held, through the log.
+    pub(super) fn cluster_session_gone(&mut self, session: u64) {
+        let gone: Vec<(ConsumerId, String)> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.session == session)
+            .map(|(id, c)| (*id, c.queue.clone()))
+            .collect();
+        for (c, queue) in gone {
+            self.consumers.remove(&c);
+            self.taking.remove(&TakeKey::Consumer(c));
+            self.propose_queue(
+                QueueOp::ConsumerGone {
+                    queue: Some(queue),
+                    consumer: c,
+                    release: false,
+                },
+                None,
+            );
+        }
+        let cid = self.fetch_consumer(session);
+        let holds = self
+            .queues
+            .iter()
+            .any(|(_, q)| q.unacked.values().any(|l| l.consumer == cid));
+        if holds {
+            self.propose_queue(
+                QueueOp::ConsumerGone {
+                    queue: None,
+                    consumer: cid,
+                    release: false,
+                },
+                None,
+            );
+        }
+        self.fetches.retain(|f| f.session != session);
+        self.taking
+            .retain(|k| !matches!(k, TakeKey::Fetch(s, _) if *s == session));
+    }
+}

@@ -1,0 +1,243 @@
+//! Queues in cluster mode, end to end over three real momd processes: a queue made on one
+//! node is served on every node, its consumers compete across nodes, acks and dead letters
+//! agree everywhere, and a worker stream rides over a kill -9 of the data group's leader
+//! with every message handled and nothing left behind. A restarted node gives back what its
+//! consumers held.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{poll, ProxiedTrio, TRIO};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Formed, every node announced, and the data group led: its leader.
+fn formed(trio: &ProxiedTrio) -> u64 {
+    poll(WAIT, "a formed cluster with a data leader", || {
+        let st = trio.status(1)?;
+        if !st.announced(&TRIO) || st.leader.is_none() {
+            return None;
+        }
+        st.groups.get(1)?.leader
+    })
+}
+
+/// `queue info --json` of `name` on node `id`, if it answered.
+fn info(trio: &ProxiedTrio, id: u64, name: &str) -> Option<serde_json::Value> {
+    let out = trio.node(id).ctl_timeout(
+        &["queue", "info", name, "--json"],
+        None,
+        Duration::from_secs(10),
+    );
+    (out.code == 0).then(|| serde_json::from_slice(&out.stdout).ok())?
+}
+
+/// The queue's counters, as node `id` has them.
+fn counters(trio: &ProxiedTrio, id: u64, name: &str) -> Option<[u64; 5]> {
+    let q = info(trio, id, name)?;
+    let n = |k: &str| q[k].as_u64();
+    Some([
+        n("ready")?,
+        n("unacked")?,
+        n("delivered")?,
+        n("acked")?,
+        n("dead_lettered")?,
+    ])
+}
+
+/// Waits for every node of `ids` to have the same counters for the queue, and returns them.
+fn agreed(trio: &ProxiedTrio, ids: &[u64], name: &str) -> [u64; 5] {
+    poll(WAIT, "the nodes agreeing on the queue", || {
+        let all: Vec<[u64; 5]> = ids
+            .iter()
+            .map(|id| counters(trio, *id, name))
+            .collect::<Option<_>>()?;
+        all.windows(2).all(|w| w[0] == w[1]).then(|| all[0])
+    })
+}
+
+#[test]
+fn a_queue_made_on_one_node_is_served_and_settled_on_every_node() {
+    let trio = ProxiedTrio::start();
+    formed(&trio);
+    trio.node(1).ctl_ok(
+        &[
+            "queue", "create", "jobs", "--bind", "jobs.>", "--from", "all",
+        ],
+        None,
+    );
+    trio.node(2).ctl_ok(
+        &["publish", "jobs.a", "-q"],
+        Some(&numbered_lines("j", 1, 300)),
+    );
+    // Taken and acked through node 3, then node 1: in order, each once.
+    let a = trio.node(3).ctl_ok(&["recv", "jobs", "-n", "100"], None);
+    let b = trio.node(1).ctl_ok(&["recv", "jobs", "-n", "100"], None);
+    let mut got = lines(&a);
+    got.extend(lines(&b));
+    let want: Vec<String> = (1..=200).map(|i| format!("j{i}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(agreed(&trio, &TRIO, "jobs"), [100, 0, 200, 200, 0]);
+
+    // A change made on one node holds on every node: purge on node 2.
+    let out = trio.node(2).ctl(&["queue", "purge", "jobs"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("purged 100 "), "{out:?}");
+    assert_eq!(agreed(&trio, &TRIO, "jobs"), [0, 0, 200, 200, 0]);
+
+    // A refusal comes back to the client that asked, from the node it asked.
+    let out = trio.node(3).ctl(&["queue", "rm", "nosuch"], None);
+    assert_eq!(out.code, 6, "{out:?}");
+
+    // Deleted on node 3: gone everywhere.
+    trio.node(3)
+        .ctl_ok(&["queue", "rm", "jobs", "--force"], None);
+    for id in TRIO {
+        poll(WAIT, "the queue gone", || {
+            let out = trio.node(id).ctl(&["queue", "info", "jobs"], None);
+            (out.code == 6).then_some(())
+        });
+    }
+}
+
+#[test]
+fn an_ack_deadline_passed_on_one_node_dead_letters_the_same_message_everywhere() {
+    let trio = ProxiedTrio::start();
+    formed(&trio);
+    trio.node(1).ctl_ok(
+        &[
+            "queue",
+            "create",
+            "slow",
+            "--bind",
+            "slow.>",
+            "--ack-wait",
+            "1s",
+            "--max-deliver",
+            "1",
+        ],
+        None,
+    );
+    trio.node(1)
+        .ctl_ok(&["publish", "slow.x", "-q"], Some(b"only\n"));
+    // A worker on node 2 takes it and stops (SIGSTOP): it neither acks nor extends.
+    let mut worker = trio
+        .node(2)
+        .spawn_ctl(&["recv", "slow", "--follow", "--exec", "--", "sleep", "60"]);
+    poll(WAIT, "the message out with the worker", || {
+        let c = counters(&trio, 1, "slow")?;
+        (c[1] == 1).then_some(())
+    });
+    let pid = worker.id().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    // The leader sees the deadline pass; every node dead-letters it, the same way.
+    let c = poll(WAIT, "the message dead-lettered", || {
+        let c = counters(&trio, 3, "slow")?;
+        (c[4] == 1).then_some(c)
+    });
+    assert_eq!(c, [0, 0, 1, 0, 1]);
+    assert_eq!(agreed(&trio, &TRIO, "slow"), c);
+    let mut letters = Vec::new();
+    for id in TRIO {
+        let out = trio.node(id).ctl_ok(
+            &[
+                "subscribe",
+                "$dlq.slow",
+                "--from",
+                "all",
+                "-n",
+                "1",
+                "--json",
+                "--timeout",
+                "10s",
+            ],
+            None,
+        );
+        let v = json_lines(&out);
+        assert_eq!(v.len(), 1, "node {id}");
+        letters.push((
+            v[0]["seq"].clone(),
+            v[0]["time"].clone(),
+            v[0]["headers"].clone(),
+            v[0]["payload"].clone(),
+        ));
+    }
+    assert_eq!(letters[0].2["dlq-reason"], "ack_timeout");
+    assert!(letters.windows(2).all(|w| w[0] == w[1]), "{letters:?}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+#[test]
+fn workers_on_every_node_ride_over_the_data_leaders_kill9_and_a_restart_gives_back_what_it_held() {
+    let mut trio = ProxiedTrio::start();
+    let dead = formed(&trio);
+    let alive: Vec<u64> = TRIO.into_iter().filter(|i| *i != dead).collect();
+    trio.node(alive[0])
+        .ctl_ok(&["queue", "create", "work", "--bind", "work.>"], None);
+    // One worker per node, competing for the queue.
+    let workers: Vec<Collector> = TRIO
+        .iter()
+        .map(|id| {
+            Collector::new(trio.node(*id).spawn_ctl(&[
+                "recv",
+                "work",
+                "--follow",
+                "--prefetch",
+                "8",
+            ]))
+        })
+        .collect();
+    let n = 3000u64;
+    trio.node(alive[1]).ctl_ok(
+        &["publish", "work.a", "-q"],
+        Some(&numbered_lines("w", 1, n / 2)),
+    );
+    poll(WAIT, "some of it handled", || {
+        let done: usize = workers.iter().map(Collector::count).sum();
+        (done > 200).then_some(())
+    });
+    trio.node_mut(dead).kill9();
+    // Published on through a survivor, while the survivors elect a new leader.
+    trio.node(alive[1]).ctl_ok(
+        &["publish", "work.a", "-q"],
+        Some(&numbered_lines("w", n / 2 + 1, n)),
+    );
+    let want: std::collections::BTreeSet<String> = (1..=n).map(|i| format!("w{i}")).collect();
+    poll(Duration::from_secs(120), "every message handled", || {
+        let seen: std::collections::BTreeSet<String> =
+            workers.iter().flat_map(Collector::lines).collect();
+        want.is_subset(&seen).then_some(())
+    });
+    // The old leader comes back; what its worker held (it died with the node) comes
+    // back at its restart, and the survivors' workers finish the queue.
+    trio.node_mut(dead).restart();
+    let c = poll(Duration::from_secs(120), "the queue settled", || {
+        let c = counters(&trio, alive[0], "work")?;
+        (c[0] == 0 && c[1] == 0).then_some(c)
+    });
+    assert!(c[3] >= n, "every message acked: {c:?}");
+    assert_eq!(agreed(&trio, &TRIO, "work"), c);
+    let mut seen = Vec::new();
+    let mut per = Vec::new();
+    for w in workers {
+        let (l, _) = w.kill();
+        per.push(l.len());
+        seen.extend(l);
+    }
+    let distinct: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(distinct, want, "nothing lost, nothing unknown");
+    // At least once: a message is seen again only if the kill caught it before its ack.
+    let again = seen.len() - distinct.len();
+    assert!(again <= 200, "{again} seen twice (per worker {per:?})");
+    assert!(
+        per.iter().filter(|n| **n > 0).count() >= 2,
+        "the workers shared the queue: {per:?}"
+    );
+}
