@@ -409,21 +409,6 @@ fn publishes_to_one_node_are_read_on_every_node_and_survive_the_leaders_death() 
 }
 
 #[test]
-fn a_cluster_node_refuses_what_it_cannot_replicate_yet() {
-    let trio = Trio::start();
-    poll(Duration::from_secs(20), "a leader", || {
-        leader(trio.node(1), &[1, 2, 3])
-    });
-    trio.node(1)
-        .ctl_ok(&["publish", "jobs.a", "-q"], Some(b"one\n"));
-    let out = trio.node(1).ctl(&["topic", "rm", "jobs.a"], None);
-    assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("cluster mode"), "{out:?}");
-    let out = trio.node(2).ctl(&["topic", "ls"], None);
-    assert_eq!(out.code, 0, "{out:?}");
-}
-
-#[test]
 fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
     let mut trio = Trio::start();
     let all = [1u64, 2, 3];

@@ -1,5 +1,6 @@
-//! Queues in cluster mode, end to end over three real momd processes: a queue made on one
-//! node is served on every node, its consumers compete across nodes, acks and dead letters
+//! Queues and topic changes in cluster mode, end to end over three real momd processes: a
+//! topic's limits, purge and removal made on one node hold on every node; a queue made on
+//! one node is served on every node, its consumers compete across nodes, acks and dead letters
 //! agree everywhere, and a worker stream rides over a kill -9 of the data group's leader
 //! with every message handled and nothing left behind. A restarted node gives back what its
 //! consumers held.
@@ -240,4 +241,56 @@ fn workers_on_every_node_ride_over_the_data_leaders_kill9_and_a_restart_gives_ba
         per.iter().filter(|n| **n > 0).count() >= 2,
         "the workers shared the queue: {per:?}"
     );
+}
+
+#[test]
+fn a_topic_changed_on_one_node_is_changed_on_every_node() {
+    let trio = ProxiedTrio::start();
+    formed(&trio);
+    trio.node(1).ctl_ok(
+        &["publish", "logs.a", "-q"],
+        Some(&numbered_lines("l", 1, 50)),
+    );
+    // Limits set on node 2 trim every node's copy the same way.
+    trio.node(2)
+        .ctl_ok(&["topic", "set", "logs.a", "--max-msgs", "10"], None);
+    let topic = |id: u64| -> Option<(u64, u64, u64, u64)> {
+        let out = trio
+            .node(id)
+            .ctl(&["topic", "info", "logs.a", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some((
+            v["first_seq"].as_u64()?,
+            v["last_seq"].as_u64()?,
+            v["messages"].as_u64()?,
+            v["limits"]["max_msgs"].as_u64()?,
+        ))
+    };
+    for id in TRIO {
+        let t = poll(WAIT, "the limit applied", || {
+            topic(id).filter(|t| t.2 == 10)
+        });
+        assert_eq!(t, (41, 50, 10, 10), "node {id}");
+    }
+    // Purged on node 3: empty everywhere, and the seqs go on.
+    let out = trio.node(3).ctl(&["topic", "purge", "logs.a"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    trio.node(1)
+        .ctl_ok(&["publish", "logs.a", "-q"], Some(b"after\n"));
+    for id in TRIO {
+        let t = poll(WAIT, "the purge applied", || {
+            topic(id).filter(|t| t.1 == 51)
+        });
+        assert_eq!(t, (51, 51, 1, 10), "node {id}");
+    }
+    // Removed on node 1: gone everywhere; a refusal goes to the client that asked.
+    trio.node(1).ctl_ok(&["topic", "rm", "logs.a"], None);
+    for id in TRIO {
+        poll(WAIT, "the topic gone", || {
+            let out = trio.node(id).ctl(&["topic", "info", "logs.a"], None);
+            (out.code == 6).then_some(())
+        });
+    }
+    let out = trio.node(2).ctl(&["topic", "rm", "logs.a"], None);
+    assert_eq!(out.code, 6, "{out:?}");
 }

@@ -92,8 +92,8 @@ impl Broker {
                 session,
                 frame.id(),
                 ErrorCode::Unavailable,
-                "this momd is in cluster mode, which carries publishes, watches and queues but \
-                 no topic changes or user changes yet. Run a single node for those",
+                "this momd is in cluster mode, which carries publishes, watches, queues and \
+                 topic changes but no user changes yet. Run a single node for those",
             );
         }
         if !matches!(frame, ClientFrame::Publish(_)) {
@@ -155,7 +155,15 @@ impl Broker {
             | ClientFrame::TopicInfo(_)
             | ClientFrame::TopicRm(_)
             | ClientFrame::TopicPurge(_)
-            | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now),
+            | ClientFrame::TopicSet(_)) => match (&self.cluster, f) {
+                (
+                    Some(_),
+                    f @ (ClientFrame::TopicRm(_)
+                    | ClientFrame::TopicPurge(_)
+                    | ClientFrame::TopicSet(_)),
+                ) => self.cluster_change_request(session, f),
+                (_, f) => self.topic_request(session, f, now, None),
+            },
             ClientFrame::Stats(r) => self.stats_request(session, r, now),
             ClientFrame::ClusterStatus(r) => self.cluster_status(session, r.id),
             f @ (ClientFrame::ClusterJoin(_) | ClientFrame::ClusterLeave(_)) => {
@@ -214,10 +222,10 @@ impl Broker {
     }
 }
 
-/// What a node in cluster mode answers today: publishes and queue changes go through the
-/// data group, watches read the node's replica, and the membership is replicated; what
-/// would be stored only on the node it reaches (topic and user changes) is refused rather
-/// than kept on one node where an acknowledgement would promise more than it holds.
+/// What a node in cluster mode answers today: publishes, queue and topic changes go through
+/// the data group, watches read the node's replica, and the membership is replicated; what
+/// would be stored only on the node it reaches (user changes) is refused rather than kept
+/// on one node where an acknowledgement would promise more than it holds.
 fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
     matches!(
         frame,
@@ -229,6 +237,9 @@ fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
             | ClientFrame::Stats(_)
             | ClientFrame::TopicList(_)
             | ClientFrame::TopicInfo(_)
+            | ClientFrame::TopicRm(_)
+            | ClientFrame::TopicPurge(_)
+            | ClientFrame::TopicSet(_)
             | ClientFrame::QueueCreate(_)
             | ClientFrame::QueueBind(_)
             | ClientFrame::QueueUnbind(_)

@@ -96,23 +96,38 @@ impl Broker {
                     format!("no consumer {} on this connection", c.consumer),
                 ),
             },
-            f => {
-                let user = self
-                    .sessions
-                    .get(&session)
-                    .map(|s| s.client.user.clone())
-                    .unwrap_or_default();
-                let id = f.id();
-                self.propose_queue(
-                    QueueOp::Request {
-                        session,
-                        user,
-                        frame: Box::new(f),
-                    },
-                    Some((session, id)),
-                );
-            }
+            f => self.cluster_change_request(session, f),
         }
+    }
+
+    /// A request that changes a queue or a topic, in cluster mode: proposed, and answered
+    /// by this node when it applies it.
+    pub(super) fn cluster_change_request(&mut self, session: u64, frame: ClientFrame) {
+        // The owner a single node would record: a topic's is the identity's user.
+        let topic = matches!(
+            frame,
+            ClientFrame::TopicRm(_) | ClientFrame::TopicPurge(_) | ClientFrame::TopicSet(_)
+        );
+        let user = self
+            .sessions
+            .get(&session)
+            .map(|s| {
+                if topic {
+                    s.identity.user.clone()
+                } else {
+                    s.client.user.clone()
+                }
+            })
+            .unwrap_or_default();
+        let id = frame.id();
+        self.propose_queue(
+            QueueOp::Request {
+                session,
+                user,
+                frame: Box::new(frame),
+            },
+            Some((session, id)),
+        );
     }
 
     /// Send `op` to the data group. If it is not done (no leader, or its fate unknown),
@@ -161,7 +176,12 @@ impl Broker {
                 frame,
             } => {
                 let session = if mine { session } else { NO_SESSION };
-                self.queue_request(session, *frame, now, Some(user));
+                match *frame {
+                    f @ (ClientFrame::TopicRm(_)
+                    | ClientFrame::TopicPurge(_)
+                    | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now, Some(user)),
+                    f => self.queue_request(session, f, now, Some(user)),
+                }
             }
             QueueOp::Take {
                 queue,

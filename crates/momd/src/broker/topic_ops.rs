@@ -12,7 +12,15 @@ use crate::core::{CoreError, TopicState};
 const PURGEABLE_RESERVED: &str = "$dlq.";
 
 impl Broker {
-    pub(super) fn topic_request(&mut self, session: u64, frame: ClientFrame, now: u64) {
+    /// A topic request, at time `now`. `owner`: who sent it, when not the session's user
+    /// (a replica applying another node's request).
+    pub(super) fn topic_request(
+        &mut self,
+        session: u64,
+        frame: ClientFrame,
+        now: u64,
+        owner: Option<String>,
+    ) {
         match frame {
             ClientFrame::TopicList(r) => self.topic_list(session, r),
             ClientFrame::TopicInfo(r) if self.bad_name(session, r.id, &r.topic) => {}
@@ -38,11 +46,12 @@ impl Broker {
             ClientFrame::TopicRm(r) => self.topic_rm(session, r),
             ClientFrame::TopicPurge(r) => self.topic_purge(session, r),
             ClientFrame::TopicSet(s) => {
-                let owner = self
-                    .sessions
-                    .get(&session)
-                    .map(|x| x.identity.user.clone())
-                    .unwrap_or_default();
+                let owner = owner.unwrap_or_else(|| {
+                    self.sessions
+                        .get(&session)
+                        .map(|x| x.identity.user.clone())
+                        .unwrap_or_default()
+                });
                 let res = self
                     .core
                     .set_limits(&s, now, &owner)
@@ -104,10 +113,7 @@ impl Broker {
         found
             .into_iter()
             .filter_map(|id| self.core.topics.by_id(id))
-            .map(|t| {
-                let upto = t.delivered_upto;
-                (t.clone(), upto)
-            })
+            .map(|t| (t.clone(), self.released_upto(t)))
             .collect()
     }
 
@@ -137,6 +143,17 @@ impl Broker {
 
     /// An invalid name is a bad request, not a missing topic (docs/protocol.md §3.1): it
     /// could never name a topic. True when the request was answered so.
+    /// The newest seq of `t` a queue or replay may read. A replica applying the data
+    /// group's log counts every seq assigned (their entries are committed), so that every
+    /// node decides the same however its entries were grouped into writes.
+    pub(super) fn released_upto(&self, t: &TopicState) -> u64 {
+        if self.applying_replicated {
+            t.last_seq
+        } else {
+            t.delivered_upto
+        }
+    }
+
     fn bad_name(&mut self, session: u64, id: u64, name: &str) -> bool {
         match topic::validate_topic(name) {
             Ok(()) => false,
@@ -172,7 +189,7 @@ impl Broker {
         }
         match self.core.remove_topic(&r.topic) {
             Ok(t) => {
-                let upto = t.delivered_upto;
+                let upto = self.released_upto(&t);
                 self.rates.remove(&t.id);
                 self.metrics.forget(t.id);
                 self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));

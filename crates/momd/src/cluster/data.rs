@@ -79,8 +79,8 @@ pub enum DataItem {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum QueueOp {
     /// A client's request that changes a queue (create, set, bind, unbind, delete, purge,
-    /// redrive, ack, nack, extend), applied as a single node applies it; `user` is who sent
-    /// it (a new queue's owner).
+    /// redrive, ack, nack, extend) or a topic (rm, purge, set), applied as a single node
+    /// applies it; `user` is who sent it (a new queue's or topic's owner).
     Request {
         session: u64,
         user: String,
