@@ -272,6 +272,13 @@ fn a_topic_changed_on_one_node_is_changed_on_every_node() {
         });
         assert_eq!(t, (41, 50, 10, 10), "node {id}");
     }
+    // Hard limits would cut into queues on each node's own schedule: refused for now.
+    let out = trio.node(2).ctl(
+        &["topic", "set", "logs.a", "--hard-max-bytes", "1000"],
+        None,
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("cluster mode"), "{out:?}");
     // Purged on node 3: empty everywhere, and the seqs go on.
     let out = trio.node(3).ctl(&["topic", "purge", "logs.a"], None);
     assert_eq!(out.code, 0, "{out:?}");

@@ -103,6 +103,19 @@ impl Broker {
     /// A request that changes a queue or a topic, in cluster mode: proposed, and answered
     /// by this node when it applies it.
     pub(super) fn cluster_change_request(&mut self, session: u64, frame: ClientFrame) {
+        // Hard limits cut into what queues hold, on each node's own schedule: the nodes'
+        // queues would no longer agree.
+        if let ClientFrame::TopicSet(s) = &frame {
+            if s.hard_max_bytes.is_some_and(|v| v > 0) || s.hard_max_age_ms.is_some_and(|v| v > 0) {
+                return self.error(
+                    session,
+                    s.id,
+                    ErrorCode::Unavailable,
+                    "hard retention limits are not available in cluster mode yet (soft limits \
+                     are: max_msgs, max_bytes, max_age)",
+                );
+            }
+        }
         // The owner a single node would record: a topic's is the identity's user.
         let topic = matches!(
             frame,
