@@ -153,6 +153,13 @@ fn an_isolated_leader_is_replaced_in_a_higher_term_and_follows_after_healing() {
         st.term,
         st.raw
     );
+    // While it still leads in its own eyes, it says it is cut off.
+    if st.leader == Some(old) {
+        poll(WAIT, "the cut-off leader showing itself isolated", || {
+            let st = el.statuses(&trio, &[old])?.pop()?;
+            (st.leader != Some(old) || st.role(old) == "isolated").then_some(())
+        });
+    }
     // Still leader in its own eyes, it takes a membership change and cannot commit it: the
     // answer comes in bounded time and says the change may or may not be done (it is not:
     // the majority never sees it).

@@ -297,7 +297,28 @@ struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
     waiters: Waiters,
     closed: tokio_util::sync::CancellationToken,
+    /// When the peer last sent anything (ms since `opened`).
+    heard: Arc<std::sync::atomic::AtomicU64>,
+    opened: std::time::Instant,
 }
+
+/// A connection on which requests time out and nothing has come back for this long is
+/// dropped: the next request dials again, and one that cannot be sent says so (a peer
+/// paused, or a link that swallows everything, would otherwise keep it open for minutes).
+const SILENT: Duration = Duration::from_secs(3);
+
+impl Conn {
+    fn silent_for(&self) -> Duration {
+        let heard = self.heard.load(std::sync::atomic::Ordering::Relaxed);
+        self.opened
+            .elapsed()
+            .saturating_sub(Duration::from_millis(heard))
+    }
+}
+
+/// The connection to one peer, dialed by one caller at a time (callers to other peers do
+/// not wait for it).
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 
 /// Outbound connections of this node, shared by every group's Raft.
 #[derive(Clone)]
@@ -305,7 +326,7 @@ pub struct Peers {
     me: Identity,
     check: PeerCheck,
     contacts: Contacts,
-    conns: Arc<tokio::sync::Mutex<HashMap<NodeId, Arc<Conn>>>>,
+    conns: Arc<Mutex<HashMap<NodeId, Slot>>>,
     /// Addresses that replace the membership's for some nodes (a test proxy, a NAT).
     routes: Arc<RwLock<HashMap<NodeId, String>>>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
@@ -377,8 +398,15 @@ impl Peers {
     }
 
     async fn conn(&self, target: NodeId, addr: &str) -> Result<Arc<Conn>, CallError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&target) {
+        let slot = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(target)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
             if !c.closed.is_cancelled() {
                 return Ok(c.clone());
             }
@@ -389,7 +417,7 @@ impl Peers {
                 .await
                 .map_err(|_| CallError::Unreachable(format!("connecting to {addr} timed out")))??;
         let conn = Arc::new(conn);
-        conns.insert(target, conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -439,6 +467,13 @@ impl Peers {
             Ok(Err(_)) => Err(CallError::Unreachable("connection closed".into())),
             Err(_) => {
                 forget();
+                if conn.silent_for() >= SILENT {
+                    tracing::debug!(
+                        target,
+                        "no answer on the connection for {SILENT:?}: dropped"
+                    );
+                    conn.closed.cancel();
+                }
                 Err(CallError::Timeout)
             }
         }
@@ -514,9 +549,13 @@ async fn dial(
     let closed = tokio_util::sync::CancellationToken::new();
     let w2 = waiters.clone();
     let c2 = closed.clone();
+    let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let opened = std::time::Instant::now();
+    let h2 = heard.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
+                _ = c2.cancelled() => break,
                 out = rx.recv() => {
                     let Some(out) = out else { break };
                     if sink.send(Bytes::from(out)).await.is_err() {
@@ -525,6 +564,10 @@ async fn dial(
                 }
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else { break };
+                    h2.store(
+                        opened.elapsed().as_millis() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     let Ok(resp) = rmp_serde::from_slice::<Response>(&frame) else { break };
                     let waiter = w2.lock().unwrap_or_else(|p| p.into_inner()).remove(&resp.id);
                     if let Some(w) = waiter {
@@ -541,6 +584,8 @@ async fn dial(
         tx,
         waiters,
         closed,
+        heard,
+        opened,
     })
 }
 

@@ -16,6 +16,9 @@ use mom_raft::GroupId;
 
 /// A node not heard from for this long is shown `unreachable`.
 const GONE_AFTER: Duration = Duration::from_secs(3);
+/// A leader no majority acknowledged for this long (over the longest election timeout)
+/// shows as `isolated`.
+const CUT_OFF_AFTER: Duration = Duration::from_secs(2);
 
 /// The leader's view of replication.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -110,7 +113,16 @@ impl Cluster {
                     .or_else(|| contacts.since(*nid).map(|d| d.as_millis() as u64))
             };
             let role = if *nid == me {
-                role(m.state)
+                // A leader no majority has answered for a while is cut off: a new leader
+                // is being (or was) elected on the other side.
+                let cut_off = m
+                    .millis_since_quorum_ack
+                    .is_some_and(|ms| ms >= CUT_OFF_AFTER.as_millis() as u64);
+                if m.state == ServerState::Leader && cut_off {
+                    "isolated"
+                } else {
+                    role(m.state)
+                }
             } else if Some(*nid) == m.current_leader {
                 "leader"
             } else if view.is_none() {

@@ -73,6 +73,7 @@ pub fn cluster(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 /// Roles in the order the summary names them; a role from a newer server comes last.
 const ROLES: &[&str] = &[
     "leader",
+    "isolated",
     "follower",
     "candidate",
     "learner",
@@ -98,7 +99,7 @@ fn roles(nodes: &[ClusterNode]) -> String {
 fn role_style(role: &str, theme: &Theme) -> Style {
     match role {
         "leader" => theme.fg(Color::Green),
-        "unreachable" | "stopped" => theme.fg(Color::Red),
+        "unreachable" | "stopped" | "isolated" => theme.fg(Color::Red),
         "candidate" | "unknown" => theme.fg(Color::Yellow),
         _ => Style::default(),
     }
