@@ -19,7 +19,6 @@
 //! restart applies again what came after (and drops what its log held past the index). Snapshots of this group are not
 //! made yet: its Raft log is kept whole, and a node that was down catches up from it.
 
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -309,14 +308,14 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         Err(sm_err("snapshots of the data group are not taken yet"))
     }
 
     async fn install_snapshot(
         &mut self,
         _meta: &SnapshotMeta<NodeId, mom_raft::openraft::BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        _snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         Err(sm_err("snapshots of the data group are not taken yet"))
     }
