@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{now_ms, Broker};
 use crate::cluster::data::APPLIED_KEY;
-use crate::core::{Core, Dedupe, Topics};
+use crate::core::{Dedupe, Topics};
 use crate::store::snapshot::Cut;
 
 /// What an install answers: the applied Raft state the new store holds.
@@ -95,7 +95,9 @@ impl Broker {
         for d in &loaded.damage {
             topics.note_damage(d.topic_id, d.first_seq, d.last_seq);
         }
-        self.core = Core::new(self.core.config.clone(), topics, dedupe);
+        // The core keeps its counters (watch ids go on, never given twice).
+        self.core.topics = topics;
+        self.core.dedupe = dedupe;
         let mut set = crate::core::QueueSet::default();
         let now = now_ms();
         for r in loaded.queues {
