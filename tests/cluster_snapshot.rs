@@ -247,10 +247,11 @@ fn a_follower_killed_before_the_purge_catches_up_from_a_snapshot() {
 /// (`purge_upto=Some(T<term>-N<node>-<index>)`); 0 if it never did.
 fn last_purge(log: &str) -> u64 {
     log.lines()
+        .rev()
         .filter(|l| l.contains("purge_log"))
         .filter_map(|l| l.split("purge_upto=Some(").nth(1))
         .filter_map(|rest| rest.split(')').next()?.rsplit('-').next()?.parse().ok())
-        .last()
+        .next()
         .unwrap_or(0)
 }
 

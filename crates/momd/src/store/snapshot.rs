@@ -459,7 +459,7 @@ pub fn finish_install(db: &sled::Db, log: &File, data: &Path) -> io::Result<bool
         }
         batch.insert(k, v);
         n += 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             db.apply_batch(std::mem::take(&mut batch))
                 .map_err(io::Error::other)?;
         }
