@@ -110,6 +110,16 @@ pub enum Cmd {
         /// `Err` when they could not be stored: the node must not apply further.
         reply: oneshot::Sender<Result<Vec<Vec<crate::cluster::data::PubResult>>, String>>,
     },
+    /// Cluster mode: take the cut of a data group snapshot into `dir` (`broker/snapshot.rs`).
+    SnapshotCut {
+        dir: std::path::PathBuf,
+        reply: oneshot::Sender<Result<crate::store::snapshot::Cut, String>>,
+    },
+    /// Cluster mode: carry out the install of a data group snapshot staged under the data
+    /// dir, and reload from it; answered with the new store's applied Raft state.
+    InstallSnapshot {
+        reply: oneshot::Sender<snapshot::Installed>,
+    },
     /// Cluster mode: this node's part in the cluster, once started (before the listeners
     /// are served).
     /// Cluster mode: a take (or the leader's expire) was not done; it may be proposed
@@ -356,6 +366,8 @@ pub struct Broker {
     created_events: Vec<String>,
     /// The index flush that runs beside the acks, every `INDEX_FLUSH_EVERY`.
     index_flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
+    /// A snapshot install waiting for the flushes in progress (`snapshot.rs`).
+    install_waiting: Option<oneshot::Sender<snapshot::Installed>>,
 }
 
 mod authz;
@@ -373,6 +385,7 @@ mod queue_ops;
 mod release;
 mod replica;
 mod sessions;
+mod snapshot;
 mod stats;
 mod tick;
 mod topic_ops;
@@ -461,6 +474,7 @@ impl Broker {
             staged_early: false,
             created_events: Vec::new(),
             index_flush_rx: None,
+            install_waiting: None,
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
             disk_bytes_measuring: Default::default(),
             ticks: 0,
@@ -555,6 +569,11 @@ impl Broker {
                         self.start_flush();
                     }
                 }
+            }
+            // A snapshot install waits for the flushes of the old store in progress; none
+            // starts meanwhile.
+            if self.install_pending() {
+                continue;
             }
             // With acks waiting for fsync anyway, publishes are written to the store only when
             // the next flush can start: one sled batch per flush, however many publishes

@@ -147,6 +147,10 @@ async fn run(
             disk.floor()
         );
     }
+    if identity.is_some() && store::snapshot::resume_install(&data)? {
+        // A crash interrupted the install of a data group snapshot after it was decided on.
+        tracing::info!("finished installing the data group snapshot a stop interrupted");
+    }
     let store = Store::open(&data, args.cache_mb * 1024 * 1024)
         .with_context(|| format!("opening the store in {}", data.display()))?
         .with_index_room(disk.reserve_size());

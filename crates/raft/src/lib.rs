@@ -10,6 +10,7 @@
 //!   and answered in the order the appends came (`flusher`).
 //! - `state_machine`: an in-memory application state rebuilt from a checksummed snapshot
 //!   and the log after it; a snapshot that fails its checksum is refused, never trusted.
+//!   A snapshot travels as a file (`SnapshotData`); `snapshot_file` makes one of bytes.
 //! - `net`: the peer transport. Every connection starts with the cluster id and both node
 //!   ids, and a node refuses one meant for another cluster or another node.
 
@@ -20,8 +21,6 @@ mod flusher;
 pub mod log_store;
 pub mod net;
 pub mod state_machine;
-
-use std::io::Cursor;
 
 pub use openraft;
 
@@ -40,7 +39,9 @@ openraft::declare_raft_types!(
         R = Reply,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A file, so that a group whose state is large (the data group's store) streams
+        // its snapshot from disk instead of holding it in memory.
+        SnapshotData = tokio::fs::File,
 );
 
 /// A Raft group id: 0 is the metadata group.
@@ -62,4 +63,30 @@ pub trait App: Send + Sync + 'static {
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the state with a snapshot's.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// An unnamed temporary file holding `bytes`, positioned at its start: the snapshot of a
+/// group whose state is small enough to build in memory.
+pub async fn snapshot_file(bytes: &[u8]) -> std::io::Result<tokio::fs::File> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let mut f = tokio::fs::File::from_std(tempfile::tempfile()?);
+    f.write_all(bytes).await?;
+    f.flush().await?;
+    f.rewind().await?;
+    Ok(f)
+}
+
+/// An unnamed temporary file to receive a snapshot into.
+pub fn receiving_file() -> std::io::Result<tokio::fs::File> {
+    Ok(tokio::fs::File::from_std(tempfile::tempfile()?))
+}
+
+/// All of a snapshot file, from its start.
+pub async fn read_snapshot_file(f: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+    f.flush().await?;
+    f.rewind().await?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).await?;
+    Ok(out)
 }

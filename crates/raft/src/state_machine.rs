@@ -7,7 +7,6 @@
 //! corrupt snapshot is how NATS lost a stream. Snapshots are kept in the log database, and
 //! openraft purges the log only behind one, so what a restart needs is always there.
 
-use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -194,9 +193,10 @@ impl<A: App> RaftSnapshotBuilder<TypeConfig> for StateMachine<A> {
             .map_err(snap_err)?;
         // On disk before openraft may purge the log it replaces.
         self.db.sync().await.map_err(snap_err)?;
+        let file = crate::snapshot_file(&stored.data).await.map_err(snap_err)?;
         let snapshot = Snapshot {
             meta: stored.meta.clone(),
-            snapshot: Box::new(Cursor::new(stored.data.clone())),
+            snapshot: Box::new(file),
         };
         self.lock().current = Some(stored);
         Ok(snapshot)
@@ -237,16 +237,24 @@ impl<A: App> RaftStateMachine<TypeConfig> for StateMachine<A> {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        Ok(Box::new(crate::receiving_file().map_err(snap_err)?))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        self.install(meta, snapshot.into_inner()).map_err(|e| {
+        let data = crate::read_snapshot_file(&mut snapshot)
+            .await
+            .map_err(|e| {
+                StorageError::from(StorageIOError::read_snapshot(
+                    Some(meta.signature()),
+                    AnyError::error(e),
+                ))
+            })?;
+        self.install(meta, data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
                 AnyError::error(e),
@@ -256,10 +264,20 @@ impl<A: App> RaftStateMachine<TypeConfig> for StateMachine<A> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let inner = self.lock();
-        Ok(inner.current.as_ref().map(|s| Snapshot {
-            meta: s.meta.clone(),
-            snapshot: Box::new(Cursor::new(s.data.clone())),
+        let current = {
+            let inner = self.lock();
+            inner
+                .current
+                .as_ref()
+                .map(|s| (s.meta.clone(), s.data.clone()))
+        };
+        let Some((meta, data)) = current else {
+            return Ok(None);
+        };
+        let file = crate::snapshot_file(&data).await.map_err(snap_err)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
         }))
     }
 }

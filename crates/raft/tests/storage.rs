@@ -96,11 +96,15 @@ async fn a_corrupt_snapshot_is_refused_received_or_stored() {
         .expect("snapshot");
 
     // Received with one bit flipped: refused, and the follower keeps what it had.
-    let mut bytes = snap.snapshot.into_inner();
+    let mut file = snap.snapshot;
+    let mut bytes = mom_raft::read_snapshot_file(&mut file).await.expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let err = b
-        .install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(bytes.clone())))
+        .install_snapshot(
+            &snap.meta,
+            Box::new(mom_raft::snapshot_file(&bytes).await.expect("file")),
+        )
         .await
         .expect_err("a corrupt snapshot is refused");
     assert!(err.to_string().contains("corrupt"), "{err}");

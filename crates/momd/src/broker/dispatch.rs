@@ -61,6 +61,10 @@ impl Broker {
             } => {
                 let _ = reply.send(self.apply_replicated(entries, finish));
             }
+            Cmd::SnapshotCut { dir, reply } => {
+                let _ = reply.send(self.snapshot_cut(dir));
+            }
+            Cmd::InstallSnapshot { reply } => self.install_wanted(reply),
             Cmd::SetCluster { cluster } => {
                 let node = cluster.node_id();
                 self.cluster = Some(cluster);

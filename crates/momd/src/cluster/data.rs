@@ -17,9 +17,9 @@
 //!
 //! The store keeps which entry it applied last with its index (and the origins' table); a
 //! restart applies again what came after (and drops what its log held past the index).
-//! Snapshots of this group are not made yet: its Raft log is kept whole, and a node that was down catches up from it.
+//! A snapshot of this group is the store itself at an applied entry (`snapshot.rs`): the
+//! Raft log is purged behind it, and a node too far behind installs it.
 
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -233,11 +233,22 @@ fn finish(base: &Applied, news: &[(usize, Origin)], results: &[Vec<PubResult>]) 
     a
 }
 
+/// The last applied entry and the membership of a stored applied state (`APPLIED_KEY`).
+pub(super) fn applied_ids(stored: Option<&[u8]>) -> Result<(Option<LogId>, Membership), String> {
+    let a: Applied = match stored {
+        Some(v) => rmp_serde::from_slice(v)
+            .map_err(|e| format!("the store's applied Raft state is unreadable: {e}"))?,
+        None => Applied::default(),
+    };
+    Ok((a.last, a.membership))
+}
+
 /// The data group's state machine: the broker's core and store, reached through its task.
 #[derive(Clone)]
 pub struct DataSm {
     broker: BrokerHandle,
     applied: Arc<Mutex<Applied>>,
+    snapshots: Arc<super::snapshot::Snapshots>,
 }
 
 fn sm_err(e: impl ToString) -> StorageError {
@@ -246,7 +257,11 @@ fn sm_err(e: impl ToString) -> StorageError {
 
 impl DataSm {
     /// `stored`: the store's `APPLIED_KEY` value, if any.
-    pub fn new(broker: BrokerHandle, stored: Option<Vec<u8>>) -> Result<DataSm, String> {
+    pub fn new(
+        broker: BrokerHandle,
+        stored: Option<Vec<u8>>,
+        snapshots: Arc<super::snapshot::Snapshots>,
+    ) -> Result<DataSm, String> {
         let applied = match stored {
             Some(v) => rmp_serde::from_slice(&v)
                 .map_err(|e| format!("the store's applied Raft state is unreadable: {e}"))?,
@@ -255,6 +270,7 @@ impl DataSm {
         Ok(DataSm {
             broker,
             applied: Arc::new(Mutex::new(applied)),
+            snapshots,
         })
     }
 
@@ -265,11 +281,7 @@ impl DataSm {
 
 impl RaftSnapshotBuilder<TypeConfig> for DataSm {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        Err(StorageIOError::write_snapshot(
-            None,
-            AnyError::error("snapshots of the data group are not made yet"),
-        )
-        .into())
+        self.snapshots.build(&self.broker).await
     }
 }
 
@@ -408,20 +420,26 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Err(sm_err("snapshots of the data group are not taken yet"))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        self.snapshots.begin_receiving().await
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<NodeId, mom_raft::openraft::BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<NodeId, mom_raft::openraft::BasicNode>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        Err(sm_err("snapshots of the data group are not taken yet"))
+        let stored = self.snapshots.install(&self.broker, meta, snapshot).await?;
+        let applied: Applied = match stored {
+            Some(v) => rmp_serde::from_slice(&v).map_err(sm_err)?,
+            None => Applied::default(),
+        };
+        *self.lock() = applied;
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(None)
+        self.snapshots.current().await
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod data;
 pub mod identity;
 pub mod meta;
+mod snapshot;
 mod status;
 
 use std::collections::BTreeMap;
@@ -203,12 +204,36 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
+/// Entries of the data group between two of its snapshots: the Raft log holds at most
+/// about this many plus `DATA_LOG_KEEP` (and what a lagging follower still needs). A
+/// snapshot copies the whole store (`snapshot.rs`), so this trades the log's size against
+/// how often that copy is made. `MOMD_DATA_SNAPSHOT_EVERY` overrides it (tests use a small
+/// value to see purges and installs quickly).
+const DATA_SNAPSHOT_EVERY: u64 = 5000;
+/// Entries kept in the data group's log behind its snapshot, for a follower a little
+/// behind to catch up from the log rather than from a whole snapshot
+/// (`MOMD_DATA_LOG_KEEP` overrides it).
+const DATA_LOG_KEEP: u64 = 1000;
+
+fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}: {v:?} is not a number")),
+        Err(_) => Ok(default),
+    }
+}
+
 fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft::Config>> {
-    let snapshots = if group == META {
-        openraft::SnapshotPolicy::LogsSinceLast(1000)
+    let (snapshots, keep, install_timeout) = if group == META {
+        (openraft::SnapshotPolicy::LogsSinceLast(1000), 100, 200)
     } else {
-        // The data group's log is kept whole until its snapshots exist (`data.rs`).
-        openraft::SnapshotPolicy::Never
+        let every = env_u64("MOMD_DATA_SNAPSHOT_EVERY", DATA_SNAPSHOT_EVERY)?.max(1);
+        let keep = env_u64("MOMD_DATA_LOG_KEEP", DATA_LOG_KEEP)?;
+        // The last chunk of a snapshot is answered once the follower installed it: it
+        // checks and unpacks the whole store first.
+        (openraft::SnapshotPolicy::LogsSinceLast(every), keep, 60_000)
     };
     let c = openraft::Config {
         cluster_name: cluster_id.to_string(),
@@ -221,7 +246,8 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
         snapshot_policy: snapshots,
         // At most 32 entries (each up to about 1 MiB, `data.rs`) per replication request.
         max_payload_entries: 32,
-        max_in_snapshot_log_to_keep: 100,
+        max_in_snapshot_log_to_keep: keep,
+        install_snapshot_timeout: install_timeout,
         ..Default::default()
     };
     Ok(Arc::new(c.validate().context("Raft settings")?))
@@ -261,7 +287,9 @@ pub async fn start(
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the metadata group: {e}"))?;
-    let data_sm = data::DataSm::new(broker, applied).map_err(anyhow::Error::msg)?;
+    let snapshots =
+        Arc::new(snapshot::Snapshots::open(data).context("the data group's snapshot directory")?);
+    let data_sm = data::DataSm::new(broker, applied, snapshots).map_err(anyhow::Error::msg)?;
     let data_raft = Raft::new(
         settings.node_id,
         raft_config(&settings.cluster_id, data::DATA)?,

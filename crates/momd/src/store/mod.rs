@@ -39,6 +39,7 @@ mod replica;
 mod retention;
 pub mod segments;
 mod side;
+pub mod snapshot;
 mod space;
 mod tail;
 mod upgrade;
@@ -293,6 +294,14 @@ impl Store {
             .read(true)
             .write(true)
             .open(dir.join("db").join("db"))?;
+        let store = Store::assemble(db, Arc::new(log), dir)?;
+        store.upgrade_topic_dirs()?;
+        Ok(store)
+    }
+
+    /// The store over an open index: the segment files, journal and heads file of `dir`
+    /// opened, the live counts read from the index.
+    fn assemble(db: sled::Db, log: Arc<std::fs::File>, dir: &Path) -> Result<Store> {
         let segs = Segments::open(&dir.join(segments::DIR))?;
         let mut counts = live::Live::default();
         for kv in db.scan_prefix([P_SEG]) {
@@ -307,7 +316,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             segs: Arc::new(segs),
-            log: Arc::new(log),
+            log,
             index_room: 0,
             replica: false,
             downtime: Arc::default(),
@@ -327,7 +336,6 @@ impl Store {
             heads_found: Arc::new(std::sync::Mutex::new(heads_found)),
             side: Arc::new(side::Side::new()?),
         };
-        store.upgrade_topic_dirs()?;
         Ok(store)
     }
 

@@ -1,0 +1,328 @@
+//! Snapshots of the data group end to end: three real momd processes whose data group takes
+//! a snapshot every few entries (`MOMD_DATA_SNAPSHOT_EVERY`, `MOMD_DATA_LOG_KEEP`: small
+//! here so that the Raft log is purged within a test). A follower killed before the purge,
+//! and a wiped node that joins under a new id, catch up from a snapshot and then hold every
+//! message as the others do; the Raft log stays bounded.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::cluster::poll;
+use common::*;
+use serde_json::Value;
+
+/// Entries between snapshots, and entries kept behind one, in these tests.
+const EVERY: &str = "20";
+const KEEP: &str = "40";
+const TOPIC: &str = "snap.t";
+
+fn envs() -> [(&'static str, &'static str); 2] {
+    [
+        ("MOMD_DATA_SNAPSHOT_EVERY", EVERY),
+        ("MOMD_DATA_LOG_KEEP", KEEP),
+    ]
+}
+
+fn peer_list(n: u64) -> (String, Vec<String>) {
+    let addrs: Vec<String> = (1..=n)
+        .map(|i| format!("127.0.0.{i}:{}", free_port()))
+        .collect();
+    let list = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    (list, addrs)
+}
+
+fn start_node(id: u64, peer: &str, list: &str) -> Momd {
+    let id = id.to_string();
+    let args = [
+        "--cluster-id",
+        "t",
+        "--node-id",
+        &id,
+        "--peer-listen",
+        peer,
+        "--peers",
+        list,
+    ];
+    Momd::start_env(&args, &envs())
+}
+
+fn status(m: &Momd) -> Option<Value> {
+    let out = m.ctl_timeout(
+        &["cluster", "status", "--json"],
+        None,
+        Duration::from_secs(10),
+    );
+    if out.code != 0 {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The data group's leader as `m` sees it, once both groups have one among `among`.
+fn data_leader(m: &Momd, among: &[u64]) -> Option<u64> {
+    let st = status(m)?;
+    let meta = st["groups"][0]["leader"].as_u64()?;
+    let data = st["groups"][1]["leader"].as_u64()?;
+    (among.contains(&meta) && among.contains(&data)).then_some(data)
+}
+
+/// Publishes `rounds` separate requests of `per` messages of about 200 bytes each (each
+/// request at least one entry of the data group) to `m`; message names start at `from`.
+fn publish_rounds(m: &Momd, from: u64, rounds: u64, per: u64) -> u64 {
+    publish_sized(m, from, rounds, per, 200)
+}
+
+fn publish_sized(m: &Momd, from: u64, rounds: u64, per: u64, size: usize) -> u64 {
+    let pad = "x".repeat(size);
+    let mut next = from;
+    for _ in 0..rounds {
+        let mut input = Vec::new();
+        for i in next..next + per {
+            input.extend_from_slice(format!("m{i}-{pad}\n").as_bytes());
+        }
+        m.ctl_ok(&["publish", TOPIC, "-q"], Some(&input));
+        next += per;
+    }
+    next
+}
+
+/// Every message of the topic on `m`, as `subscribe --json` prints them (seq, time, sender,
+/// payload …), once it holds `want`.
+fn messages(m: &Momd, want: usize) -> Option<Vec<Value>> {
+    let n = want.to_string();
+    let out = m.ctl_timeout(
+        &[
+            "subscribe",
+            TOPIC,
+            "--from",
+            "all",
+            "--count",
+            &n,
+            "--timeout",
+            "5s",
+            "--json",
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    let got: Vec<Value> = lines(&out.stdout)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (got.len() == want).then_some(got)
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// The seqs of `got` are 1..=n, and `got` is `want` message for message.
+fn same_messages(node: u64, got: &[Value], want: &[Value]) {
+    assert_eq!(got.len(), want.len(), "node {node}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g["seq"].as_u64(), Some(i as u64 + 1), "node {node}: {g}");
+        assert_eq!(g, w, "node {node}: message {} differs", i + 1);
+    }
+}
+
+#[test]
+fn a_follower_killed_before_the_purge_catches_up_from_a_snapshot() {
+    let (list, addrs) = peer_list(3);
+    let mut nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let all = [1u64, 2, 3];
+    let leader = poll(Duration::from_secs(30), "a data leader", || {
+        data_leader(&nodes[0], &all)
+    });
+    let victim = all.into_iter().find(|i| *i != leader).unwrap_or(3);
+    let other = all
+        .into_iter()
+        .find(|i| *i != leader && *i != victim)
+        .unwrap_or(1);
+
+    // Some messages everyone has, then the follower dies.
+    let next = publish_rounds(&nodes[leader as usize - 1], 1, 5, 50);
+    nodes[victim as usize - 1].kill9();
+    // Enough entries meanwhile that the leader's log is purged far past where it stopped.
+    let via = &nodes[other as usize - 1];
+    let next = publish_rounds(via, next, 120, 50);
+    let total = (next - 1) as usize;
+    let leader_log = nodes[leader as usize - 1].stderr();
+    assert!(
+        leader_log.contains("data group snapshot built"),
+        "the leader took snapshots: {leader_log}"
+    );
+    let want = poll(
+        Duration::from_secs(30),
+        "every message on the leader",
+        || messages(&nodes[leader as usize - 1], total),
+    );
+
+    // Back on its data dir: too far behind for the log, it installs a snapshot.
+    nodes[victim as usize - 1].restart();
+    let got = poll(Duration::from_secs(60), "the follower caught up", || {
+        messages(&nodes[victim as usize - 1], total)
+    });
+    let log = nodes[victim as usize - 1].stderr();
+    assert!(
+        log.contains("data group snapshot installed"),
+        "the follower caught up from a snapshot: {log}"
+    );
+    same_messages(victim, &got, &want);
+    let third = poll(
+        Duration::from_secs(30),
+        "every message on the third",
+        || messages(&nodes[other as usize - 1], total),
+    );
+    same_messages(other, &third, &want);
+
+    // It goes on applying after the snapshot, like the others.
+    let next2 = publish_rounds(&nodes[victim as usize - 1], next, 3, 10);
+    let total2 = (next2 - 1) as usize;
+    let want2 = poll(
+        Duration::from_secs(30),
+        "the new ones on the leader",
+        || messages(&nodes[leader as usize - 1], total2),
+    );
+    for id in [victim, other] {
+        let got = poll(Duration::from_secs(30), "the new ones everywhere", || {
+            messages(&nodes[id as usize - 1], total2)
+        });
+        same_messages(id, &got, &want2);
+    }
+
+    // The Raft logs stay bounded: each node purges its log behind its snapshots, keeping
+    // about EVERY + KEEP entries (and what replication has in flight, up to 32), however
+    // much more is published. (What sled's files take on disk is printed: sled reuses the
+    // space of purged entries lazily.)
+    let sizes = |nodes: &Vec<Momd>| -> Vec<u64> {
+        all.iter()
+            .map(|id| dir_size(&nodes[*id as usize - 1].data_dir().join("raft")))
+            .collect()
+    };
+    let mut next = next2;
+    for phase in 0..2 {
+        let before = sizes(&nodes);
+        next = publish_sized(&nodes[leader as usize - 1], next, 100, 50, 1000);
+        eprintln!(
+            "phase {phase}: Raft log dirs {before:?} -> {:?} bytes",
+            sizes(&nodes)
+        );
+    }
+    let bound = EVERY.parse::<u64>().unwrap_or(0) + KEEP.parse::<u64>().unwrap_or(0) + 32;
+    for id in all {
+        let m = &nodes[id as usize - 1];
+        let last = poll(
+            Duration::from_secs(10),
+            "the data group's last index",
+            || status(m)?["groups"][1]["last_index"].as_u64(),
+        );
+        let purged = last_purge(&m.stderr());
+        eprintln!("node {id}: data log last index {last}, purged up to {purged}");
+        assert!(
+            last - purged <= bound,
+            "node {id}: its log holds {} entries (last {last}, purged up to {purged})",
+            last - purged
+        );
+    }
+}
+
+/// The index up to which a node purged its data group's log last, from openraft's log line
+/// (`purge_upto=Some(T<term>-N<node>-<index>)`); 0 if it never did.
+fn last_purge(log: &str) -> u64 {
+    log.lines()
+        .rev()
+        .filter(|l| l.contains("purge_log"))
+        .filter_map(|l| l.split("purge_upto=Some(").nth(1))
+        .filter_map(|rest| rest.split(')').next()?.rsplit('-').next()?.parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
+    let (list, addrs) = peer_list(3);
+    let mut nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let all = [1u64, 2, 3];
+    poll(Duration::from_secs(30), "a data leader", || {
+        data_leader(&nodes[0], &all)
+    });
+    let next = publish_rounds(&nodes[0], 1, 60, 20);
+    let total = (next - 1) as usize;
+    let want = poll(Duration::from_secs(30), "every message on node 1", || {
+        messages(&nodes[0], total)
+    });
+
+    // Node 3 loses its disk: it leaves, and comes back empty as node 4.
+    nodes[2].kill9();
+    let out = nodes[0].ctl_timeout(&["cluster", "leave", "3"], None, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{out:?}");
+    let addr4 = format!("127.0.0.4:{}", free_port());
+    let four = start_node(4, &addr4, &list);
+    // A watcher on the new node before it joins: the install ends its watch with a notice
+    // saying why.
+    let watch_dir = tempfile::tempdir().expect("tempdir");
+    let watch_err = watch_dir.path().join("stderr");
+    let mut watcher = std::process::Command::new(momctl_bin())
+        .args(["-s", &four.addr(), "subscribe", TOPIC, "--from", "all"])
+        .env("MOM_CONFIG_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&watch_err).expect("stderr file"))
+        .spawn()
+        .expect("momctl");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = nodes[1].ctl_timeout(
+        &["cluster", "join", "4", &addr4],
+        None,
+        Duration::from_secs(90),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = poll(Duration::from_secs(60), "node 4 caught up", || {
+        messages(&four, total)
+    });
+    same_messages(4, &got, &want);
+    let log = four.stderr();
+    assert!(
+        log.contains("data group snapshot installed"),
+        "node 4 caught up from a snapshot: {log}"
+    );
+    // Told why on its stderr, it subscribes again by itself.
+    let told = poll(Duration::from_secs(30), "the watcher told", || {
+        let err = std::fs::read_to_string(&watch_err).unwrap_or_default();
+        err.contains("installed a snapshot").then_some(err)
+    });
+    assert!(told.contains("reconnect"), "{told}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    // The three go on, node 4 applying after its snapshot.
+    let next2 = publish_rounds(&four, next, 2, 10);
+    let total2 = (next2 - 1) as usize;
+    let want2 = poll(Duration::from_secs(30), "the new ones on node 1", || {
+        messages(&nodes[0], total2)
+    });
+    for (id, m) in [(2u64, &nodes[1]), (4, &four)] {
+        let got = poll(Duration::from_secs(30), "the new ones everywhere", || {
+            messages(m, total2)
+        });
+        same_messages(id, &got, &want2);
+    }
+}
