@@ -326,3 +326,101 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
         same_messages(id, &got, &want2);
     }
 }
+
+/// A queue's counters on `m`: ready, unacked, delivered, acked.
+fn queue_counts(m: &Momd, name: &str) -> Option<[u64; 4]> {
+    let out = m.ctl_timeout(
+        &["queue", "info", name, "--json"],
+        None,
+        Duration::from_secs(10),
+    );
+    let q: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let n = |k: &str| q[k].as_u64();
+    Some([n("ready")?, n("unacked")?, n("delivered")?, n("acked")?])
+}
+
+#[test]
+fn a_queue_comes_whole_with_a_snapshot_and_is_served_after_it() {
+    let (list, addrs) = peer_list(3);
+    let mut nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let all = [1u64, 2, 3];
+    let leader = poll(Duration::from_secs(30), "a data leader", || {
+        data_leader(&nodes[0], &all)
+    });
+    let victim = all.into_iter().find(|i| *i != leader).unwrap_or(3);
+    let other = all
+        .into_iter()
+        .find(|i| *i != leader && *i != victim)
+        .unwrap_or(1);
+    let node = |nodes: &Vec<Momd>, id: u64| nodes[id as usize - 1].addr();
+    nodes[other as usize - 1].ctl_ok(
+        &["queue", "create", "q", "--bind", "snap.>", "--from", "all"],
+        None,
+    );
+    let next = publish_rounds(&nodes[leader as usize - 1], 1, 5, 50);
+    nodes[other as usize - 1].ctl_ok(&["recv", "q", "-n", "30"], None);
+    // A worker on the leader holds one delivery through what follows.
+    let mut worker = std::process::Command::new(momctl_bin())
+        .args([
+            "-s",
+            &node(&nodes, leader),
+            "recv",
+            "q",
+            "--follow",
+            "--exec",
+            "--",
+            "sleep",
+            "120",
+        ])
+        .env("MOM_CONFIG_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("momctl");
+    poll(Duration::from_secs(30), "the worker holding one", || {
+        let c = queue_counts(&nodes[other as usize - 1], "q")?;
+        (c[1] == 1).then_some(())
+    });
+    nodes[victim as usize - 1].kill9();
+    // Enough entries that the log is purged past where the victim stopped.
+    publish_rounds(&nodes[other as usize - 1], next, 120, 50);
+    nodes[leader as usize - 1].ctl_ok(&["recv", "q", "-n", "20"], None);
+    let before = queue_counts(&nodes[leader as usize - 1], "q").expect("queue info");
+    assert_eq!(before[1..], [1, 51, 50], "{before:?}");
+
+    nodes[victim as usize - 1].restart();
+    poll(
+        Duration::from_secs(60),
+        "the victim's snapshot installed",
+        || {
+            nodes[victim as usize - 1]
+                .stderr()
+                .contains("data group snapshot installed")
+                .then_some(())
+        },
+    );
+    // The same queue on every node: what was delivered, acked and still out.
+    let agreed = poll(Duration::from_secs(60), "the nodes agreeing", || {
+        let c: Vec<[u64; 4]> = all
+            .iter()
+            .map(|id| queue_counts(&nodes[*id as usize - 1], "q"))
+            .collect::<Option<_>>()?;
+        c.windows(2).all(|w| w[0] == w[1]).then(|| c[0])
+    });
+    assert_eq!(agreed, before);
+    // Served from the node that installed it, and settled everywhere.
+    let out = nodes[victim as usize - 1].ctl_ok(&["recv", "q", "-n", "10", "--json"], None);
+    assert_eq!(json_lines(&out).len(), 10);
+    let after = poll(Duration::from_secs(60), "the ten acked everywhere", || {
+        let c: Vec<[u64; 4]> = all
+            .iter()
+            .map(|id| queue_counts(&nodes[*id as usize - 1], "q"))
+            .collect::<Option<_>>()?;
+        (c.windows(2).all(|w| w[0] == w[1]) && c[0][3] == 60).then(|| c[0])
+    });
+    assert_eq!(after[1..], [1, 61, 60], "{after:?}");
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
