@@ -24,7 +24,6 @@ mod users;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -62,6 +61,10 @@ pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b)
 }
+
+/// How long a client waits for a cluster node that has just started to catch up with its
+/// cluster's users (a momctl waits 5 s for the answer to its hello).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
 /// The user of a server with no users.
 pub const ANONYMOUS: &str = "anonymous";
@@ -112,9 +115,10 @@ enum Backing {
         /// Set once the node's cluster runs.
         replicator: OnceLock<Arc<dyn Replicator>>,
         /// This node applied a `Sync` it proposed after it started, so its view holds every
-        /// change committed before: until then it cannot tell "no users" from "not heard of
-        /// them yet", and takes no anonymous client.
-        caught_up: AtomicBool,
+        /// change committed before. Until then its view may lack changes made while it was
+        /// down (or may even be older than what it had applied: only the log is fsynced, not
+        /// how far it was applied), so it authenticates no one.
+        caught_up: tokio::sync::watch::Sender<bool>,
     },
 }
 
@@ -192,7 +196,7 @@ impl Auth {
         Auth {
             backing: Backing::Cluster {
                 replicator: OnceLock::new(),
-                caught_up: AtomicBool::new(false),
+                caught_up: tokio::sync::watch::channel(false).0,
             },
             users: RwLock::new(BTreeMap::new()),
             revoked: RwLock::new(BTreeMap::new()),
@@ -217,7 +221,7 @@ impl Auth {
     /// This cluster node's view holds every change committed before it started.
     pub fn set_caught_up(&self) {
         if let Backing::Cluster { caught_up, .. } = &self.backing {
-            caught_up.store(true, Ordering::Release);
+            caught_up.send_replace(true);
         }
     }
 
@@ -291,8 +295,12 @@ impl Auth {
         if self.keys().is_some() {
             return Ok(());
         }
-        let key = random_bytes(replicated::KEY_LEN)
-            .map_err(|e| (ErrorCode::Internal, format!("no random bytes for a key: {e}")))?;
+        let key = random_bytes(replicated::KEY_LEN).map_err(|e| {
+            (
+                ErrorCode::Internal,
+                format!("no random bytes for a key: {e}"),
+            )
+        })?;
         self.commit(Change::TokenKey(replicated::TokenKey(key)))
             .await
     }
@@ -309,21 +317,32 @@ impl Auth {
         self.users().get(name).cloned()
     }
 
+    /// On a cluster node: waits (a little) until its view of the users is current.
+    async fn caught_up(&self) -> Result<(), Refusal> {
+        let Backing::Cluster { caught_up, .. } = &self.backing else {
+            return Ok(());
+        };
+        let mut rx = caught_up.subscribe();
+        let current = matches!(
+            tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|c| *c)).await,
+            Ok(Ok(_))
+        );
+        if current {
+            return Ok(());
+        }
+        Err((
+            ErrorCode::Unavailable,
+            "this cluster node has not caught up with its cluster's users yet (it needs to \
+             reach a majority of the nodes): try again in a moment, or another node"
+                .into(),
+        ))
+    }
+
     /// Who the client of `hello`, from `peer`, is; or why it may not connect.
     pub async fn authenticate(&self, peer: SocketAddr, hello: &Hello) -> Result<Identity, Refusal> {
+        self.caught_up().await?;
         if !self.has_users() {
             if is_local(peer.ip()) || self.cfg.allow_anonymous {
-                if let Backing::Cluster { caught_up, .. } = &self.backing {
-                    if !caught_up.load(Ordering::Acquire) {
-                        return Err((
-                            ErrorCode::Unavailable,
-                            "this cluster node has not caught up with its cluster yet, so it \
-                             cannot tell whether the cluster has users: try again in a moment \
-                             (it needs a majority of the nodes)"
-                                .into(),
-                        ));
-                    }
-                }
                 return Ok(Identity {
                     user: ANONYMOUS.into(),
                     admin: true,

@@ -58,7 +58,11 @@ pub enum Change {
     },
     /// Refuse token `jti` until `exp`; revocations of tokens expired before `now` (the
     /// proposer's clock) are forgotten meanwhile.
-    RevokeToken { jti: String, exp: u64, now: u64 },
+    RevokeToken {
+        jti: String,
+        exp: u64,
+        now: u64,
+    },
     /// The key tokens are signed with, unless one is set already.
     TokenKey(TokenKey),
     /// Changes nothing: once a node applied it, it knows every change committed before.
@@ -208,7 +212,10 @@ mod tests {
         let mut s = AuthState::default();
         let k1 = TokenKey(vec![1; KEY_LEN]);
         assert_eq!(s.apply(Change::TokenKey(k1.clone())), Ok(()));
-        assert_eq!(s.apply(Change::TokenKey(TokenKey(vec![2; KEY_LEN]))), Ok(()));
+        assert_eq!(
+            s.apply(Change::TokenKey(TokenKey(vec![2; KEY_LEN]))),
+            Ok(())
+        );
         assert_eq!(s.token_key, Some(k1));
         assert!(s.apply(Change::TokenKey(TokenKey(vec![3; 4]))).is_err());
         assert!(!format!("{s:?}").contains("1, 1"), "the key is not printed");

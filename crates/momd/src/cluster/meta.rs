@@ -161,11 +161,7 @@ pub fn auth_hook(auth: &Arc<auth::Auth>, broker: crate::broker::BrokerHandle) ->
         }
         if let (Some(user), Ok(rt)) = (removed, tokio::runtime::Handle::try_current()) {
             let (broker, user) = (broker.clone(), user.to_string());
-            rt.spawn(async move {
-                broker
-                    .send(crate::broker::Cmd::UserRemoved { user })
-                    .await
-            });
+            rt.spawn(async move { broker.send(crate::broker::Cmd::UserRemoved { user }).await });
         }
     })
 }
@@ -275,7 +271,13 @@ mod tests {
             auth(&mut s, Change::RemoveUser { name: "bob".into() }),
             Err(WriteError::NotFound(_))
         ));
-        assert!(auth(&mut s, Change::RemoveUser { name: "alice".into() }).is_ok());
+        assert!(auth(
+            &mut s,
+            Change::RemoveUser {
+                name: "alice".into()
+            }
+        )
+        .is_ok());
         let key = crate::auth::replicated::TokenKey(vec![9; crate::auth::replicated::KEY_LEN]);
         assert!(auth(&mut s, Change::TokenKey(key.clone())).is_ok());
         assert!(auth(

@@ -410,7 +410,9 @@ impl Cluster {
             .on_leader(META, &PeerReq::Write(cmd.encode().0.to_vec()))
             .await?;
         let Answer::Committed(index) = answer else {
-            return Err(WriteError::Refused("the leader did not say what it committed".into()));
+            return Err(WriteError::Refused(
+                "the leader did not say what it committed".into(),
+            ));
         };
         self.inner
             .raft
