@@ -170,11 +170,11 @@ async fn run(
     if identity.is_some() {
         tracing::info!(
             "cluster mode: users and tokens are the cluster's; while it has no user, clients \
-             are taken only from 127.0.0.1 and ::1{}, as admins",
+             from {} connect as admins",
             if args.allow_anonymous {
-                " (and anywhere else: --allow-anonymous)"
+                "anywhere (--allow-anonymous)"
             } else {
-                ""
+                "127.0.0.1 and ::1"
             }
         );
     } else if !auth.has_users() && !auth::is_local(args.listen.ip()) {

@@ -249,7 +249,9 @@ mod tests {
     #[test]
     fn user_commands_apply_tell_the_hook_and_ride_in_the_snapshot() {
         use std::sync::Mutex;
-        let seen: Arc<Mutex<Vec<(Vec<String>, Option<String>)>>> = Arc::default();
+        /// What the hook heard: the users, and the one removed.
+        type Heard = Vec<(Vec<String>, Option<String>)>;
+        let seen: Arc<Mutex<Heard>> = Arc::default();
         let hook: AuthHook = {
             let seen = seen.clone();
             Arc::new(move |st: &AuthState, removed: Option<&str>| {
