@@ -397,7 +397,9 @@ pub enum Command {
         data: Option<PathBuf>,
     },
     /// Manage users offline, on a stopped momd's data dir (the first admin, or a lost
-    /// password). While momd runs, use `momctl user` instead.
+    /// password). While momd runs, use `momctl user` instead. A cluster node's data dir is
+    /// refused: a cluster's users are the cluster's, changed with `momctl user` through any
+    /// node.
     #[command(
         after_help = "Examples:\n  momd user add root --admin --password-stdin --data /var/lib/mom < root.pw\n  \
         momd user add alice --publish 'orders.>' --subscribe 'orders.>' --data /var/lib/mom\n  \

@@ -160,19 +160,28 @@ async fn run(
     } else {
         store
     };
-    let auth = Arc::new(
-        auth::Auth::open(
-            store.db(),
-            &data,
-            auth::AuthConfig {
-                allow_anonymous: args.allow_anonymous,
-                token_ttl: args.token_ttl.max(Duration::from_secs(1)),
-                max_connections_per_user: args.max_connections_per_user.max(1),
-            },
-        )
-        .context("opening the users")?,
-    );
-    if !auth.has_users() && !auth::is_local(args.listen.ip()) {
+    let auth_cfg = auth::AuthConfig {
+        allow_anonymous: args.allow_anonymous,
+        token_ttl: args.token_ttl.max(Duration::from_secs(1)),
+        max_connections_per_user: args.max_connections_per_user.max(1),
+    };
+    // A cluster node's users are the metadata group's, loaded as the cluster starts.
+    let auth = Arc::new(if identity.is_some() {
+        auth::Auth::replicated(auth_cfg)
+    } else {
+        auth::Auth::open(store.db(), &data, auth_cfg).context("opening the users")?
+    });
+    if identity.is_some() {
+        tracing::info!(
+            "cluster mode: users and tokens are the cluster's; while it has no user, clients \
+             from {} connect as admins",
+            if args.allow_anonymous {
+                "anywhere (--allow-anonymous)"
+            } else {
+                "127.0.0.1 and ::1"
+            }
+        );
+    } else if !auth.has_users() && !auth::is_local(args.listen.ip()) {
         if args.allow_anonymous {
             tracing::warn!(
                 "no users and --allow-anonymous: anyone who reaches {} is an admin",
@@ -243,7 +252,9 @@ async fn run(
     broker.report_damage(&damage);
     broker.set_disk(disk);
     broker.set_metrics_topics(args.metrics_topics);
-    let listeners = listen(&args, tls.clone(), auth.has_users()).await?;
+    // A cluster node does not know its cluster's users yet: its anonymous clients are held
+    // to loopback per connection (`Auth::authenticate`).
+    let listeners = listen(&args, tls.clone(), auth.has_users() || identity.is_some()).await?;
     // Running before the cluster starts: Raft applies what its log holds past the store's
     // applied state as it starts, through the broker.
     let broker_task = tokio::spawn(broker.run(rx));
@@ -252,7 +263,15 @@ async fn run(
             if let Some(l) = listeners.first() {
                 settings.client_addr = l.tcp.local_addr()?.to_string();
             }
-            let c = cluster::start(settings, &data, identity, handle.clone(), applied).await?;
+            let c = cluster::start(
+                settings,
+                &data,
+                identity,
+                handle.clone(),
+                applied,
+                auth.clone(),
+            )
+            .await?;
             handle.send(Cmd::SetCluster { cluster: c.clone() }).await;
             Some(c)
         }
@@ -262,7 +281,11 @@ async fn run(
     let shutdown = CancellationToken::new();
     let http_listener = match args.http {
         Some(addr) => {
-            if !auth.has_users() && !auth::is_local(addr.ip()) && !args.allow_anonymous {
+            if !auth.has_users()
+                && !auth.is_replicated()
+                && !auth::is_local(addr.ip())
+                && !args.allow_anonymous
+            {
                 anyhow::bail!(
                     "refusing --http {addr} with no users: anyone could connect as admin. Add \
                      one first, or use 127.0.0.1, or give --allow-anonymous"

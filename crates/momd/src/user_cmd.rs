@@ -53,6 +53,19 @@ pub fn run(data: &Path, cmd: UserCmd) -> ExitCode {
 
 /// Ok(false): refused, the reason printed.
 fn run_inner(data: &Path, cmd: UserCmd) -> anyhow::Result<bool> {
+    // A cluster's users live in its metadata group, the same on every node: a change to one
+    // node's copy here would be lost, or differ from the others.
+    if let Some(id) = crate::cluster::identity::read(data)? {
+        eprintln!(
+            "momd user: {} is the data dir of node {} of cluster {:?}, whose users are the \
+             cluster's: use `momctl user …` against any running node (a cluster without users \
+             takes an admin from 127.0.0.1: `momctl -s 127.0.0.1:PORT user add root --admin`)",
+            data.display(),
+            id.node_id,
+            id.cluster_id
+        );
+        return Ok(false);
+    }
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let _lock = lock::lock(data)
         .context("momd user works only on a stopped momd; while it runs, use `momctl user`")?;

@@ -1,9 +1,14 @@
 //! The requests of users and tokens, answered by the connection's own task: a password is
 //! hashed or checked there (on the blocking pool), never in the broker's task.
+//!
+//! A change is checked here (who may, names, patterns), then made through `Auth::commit`:
+//! in the data dir of a single node, or by the metadata group of a cluster, which answers
+//! once the change is committed and applied on this node. A cluster node hashes a new
+//! password itself, with a salt it picks, and only the hash goes to the others.
 
 use mom_proto::{ClientFrame, ErrorCode, Req, ServerFrame, Token, UserInfoReply, UserList};
 
-use super::{users, Auth, Identity, Refusal, ANONYMOUS};
+use super::{users, Auth, Change, Identity, Refusal, UserRecord, ANONYMOUS};
 use crate::broker::{now_ms, BrokerHandle, Cmd};
 
 /// Is this one of the frames answered here?
@@ -69,6 +74,13 @@ pub async fn handle(
     }
 }
 
+/// The user `name` as this node knows it (after a change, as the change left it).
+fn user_info(auth: &Auth, name: &str) -> Result<mom_proto::UserInfo, Refusal> {
+    auth.user(name)
+        .map(|u| u.info())
+        .ok_or_else(|| (ErrorCode::NotFound, format!("no user {name:?}")))
+}
+
 async fn answer(
     auth: &Auth,
     who: &Identity,
@@ -76,6 +88,7 @@ async fn answer(
     broker: &BrokerHandle,
 ) -> Result<ServerFrame, Refusal> {
     let info = |id, user| ServerFrame::UserInfo(UserInfoReply { id, user });
+    let is_grant = matches!(frame, ClientFrame::UserGrant(_));
     Ok(match frame {
         ClientFrame::TokenCreate(t) => {
             if who.user == ANONYMOUS && !auth.has_users() {
@@ -86,7 +99,7 @@ async fn answer(
                         .into(),
                 ));
             }
-            let (token, expires) = auth.create_token(who, t.ttl_ms, now_ms())?;
+            let (token, expires) = auth.create_token(who, t.ttl_ms, now_ms()).await?;
             ServerFrame::Token(Token {
                 id: t.id,
                 token,
@@ -95,19 +108,37 @@ async fn answer(
             })
         }
         ClientFrame::TokenRevoke(r) => {
-            auth.revoke_token(who, r.token.as_deref())?;
+            auth.revoke_token(who, r.token.as_deref(), now_ms()).await?;
             ServerFrame::Ok(Req { id: r.id })
         }
         ClientFrame::UserAdd(u) => {
             admin_only(who)?;
             users::check_name(&u.name)?;
-            let h = hash(u.password).await?;
-            let user = auth.add_user(&u.name, h, u.admin, &u.publish, &u.subscribe, now_ms())?;
-            info(u.id, user)
+            users::check_patterns(&u.publish)?;
+            users::check_patterns(&u.subscribe)?;
+            if auth.user(&u.name).is_some() {
+                return Err((ErrorCode::Conflict, format!("user {:?} exists", u.name)));
+            }
+            let hash = hash(u.password).await?;
+            let mut rec = UserRecord {
+                name: u.name.clone(),
+                hash,
+                admin: u.admin,
+                publish: Vec::new(),
+                subscribe: Vec::new(),
+                created: now_ms(),
+            };
+            users::change_patterns(&mut rec, true, &u.publish, &u.subscribe)?;
+            auth.commit(Change::AddUser(rec)).await?;
+            info(u.id, user_info(auth, &u.name)?)
         }
         ClientFrame::UserRm(u) => {
             admin_only(who)?;
-            auth.remove_user(&u.name)?;
+            auth.commit(Change::RemoveUser {
+                name: u.name.clone(),
+            })
+            .await?;
+            // A cluster node closes them as it applies the removal; here, at once too.
             broker
                 .send(Cmd::UserRemoved {
                     user: u.name.clone(),
@@ -134,22 +165,26 @@ async fn answer(
             if auth.user(&p.name).is_none() {
                 return Err((ErrorCode::NotFound, format!("no user {:?}", p.name)));
             }
-            let h = hash(p.password).await?;
-            info(p.id, auth.set_password(&p.name, h)?)
+            let hash = hash(p.password).await?;
+            auth.commit(Change::SetPassword {
+                name: p.name.clone(),
+                hash,
+            })
+            .await?;
+            info(p.id, user_info(auth, &p.name)?)
         }
-        ClientFrame::UserGrant(g) => {
+        ClientFrame::UserGrant(g) | ClientFrame::UserRevoke(g) => {
             admin_only(who)?;
-            info(
-                g.id,
-                auth.change_grants(&g.name, true, &g.publish, &g.subscribe)?,
-            )
-        }
-        ClientFrame::UserRevoke(g) => {
-            admin_only(who)?;
-            info(
-                g.id,
-                auth.change_grants(&g.name, false, &g.publish, &g.subscribe)?,
-            )
+            users::check_patterns(&g.publish)?;
+            users::check_patterns(&g.subscribe)?;
+            auth.commit(Change::Grants {
+                name: g.name.clone(),
+                grant: is_grant,
+                publish: g.publish,
+                subscribe: g.subscribe,
+            })
+            .await?;
+            info(g.id, user_info(auth, &g.name)?)
         }
         other => {
             return Err((

@@ -10,22 +10,28 @@
 //!
 //! Password checks are slow on purpose (argon2id): they run on the blocking pool, from the
 //! connection's task, never in the broker's.
+//!
+//! A cluster node keeps none of this in its data dir: the users, revocations and the
+//! signing key are the metadata group's (`replicated`), every change goes through it, and
+//! each node's view here is loaded from what the group applied.
 
 mod failures;
 pub mod frames;
+pub mod replicated;
 mod tokens;
 mod users;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use mom_proto::{topic, ErrorCode, Hello, UserInfo};
 use serde::{Deserialize, Serialize};
 
 pub use failures::Failures;
+pub use replicated::{AuthState, Change, Replicator};
 pub use tokens::Keys;
 
 /// Who a connection is.
@@ -55,6 +61,10 @@ pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b)
 }
+
+/// How long a client waits for a cluster node that has just started to catch up with its
+/// cluster's users (a momctl waits 5 s for the answer to its hello).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
 /// The user of a server with no users.
 pub const ANONYMOUS: &str = "anonymous";
@@ -92,13 +102,33 @@ pub struct AuthConfig {
     pub max_connections_per_user: usize,
 }
 
+/// Where the users are kept.
+enum Backing {
+    /// A single node: its data dir's trees (and its own key file).
+    Local {
+        users: sled::Tree,
+        revoked: sled::Tree,
+    },
+    /// A cluster node: the metadata group, which loads this node's view as it applies
+    /// (`load_replicated`).
+    Cluster {
+        /// Set once the node's cluster runs.
+        replicator: OnceLock<Arc<dyn Replicator>>,
+        /// This node applied a `Sync` it proposed after it started, so its view holds every
+        /// change committed before. Until then its view may lack changes made while it was
+        /// down (or may even be older than what it had applied: only the log is fsynced, not
+        /// how far it was applied), so it authenticates no one.
+        caught_up: tokio::sync::watch::Sender<bool>,
+    },
+}
+
 pub struct Auth {
-    users_tree: sled::Tree,
-    revoked_tree: sled::Tree,
+    backing: Backing,
     users: RwLock<BTreeMap<String, UserRecord>>,
     /// Revoked token ids, with when the token expires (ms since the epoch).
     revoked: RwLock<BTreeMap<String, u64>>,
-    keys: Keys,
+    /// None on a cluster node until its cluster has a key.
+    keys: RwLock<Option<Arc<Keys>>>,
     pub cfg: AuthConfig,
     pub failures: Failures,
 }
@@ -149,14 +179,130 @@ impl Auth {
             revoked.insert(String::from_utf8_lossy(&k).into_owned(), exp);
         }
         Ok(Auth {
-            users_tree,
-            revoked_tree,
+            backing: Backing::Local {
+                users: users_tree,
+                revoked: revoked_tree,
+            },
             users: RwLock::new(users),
             revoked: RwLock::new(revoked),
-            keys: Keys::open(dir)?,
+            keys: RwLock::new(Some(Arc::new(Keys::open(dir)?))),
             cfg,
             failures: Failures::default(),
         })
+    }
+
+    /// The users of a cluster node: none until the metadata group loads them.
+    pub fn replicated(cfg: AuthConfig) -> Auth {
+        Auth {
+            backing: Backing::Cluster {
+                replicator: OnceLock::new(),
+                caught_up: tokio::sync::watch::channel(false).0,
+            },
+            users: RwLock::new(BTreeMap::new()),
+            revoked: RwLock::new(BTreeMap::new()),
+            keys: RwLock::new(None),
+            cfg,
+            failures: Failures::default(),
+        }
+    }
+
+    /// Is this a cluster node's (the users kept by the metadata group)?
+    pub fn is_replicated(&self) -> bool {
+        matches!(self.backing, Backing::Cluster { .. })
+    }
+
+    /// Where this cluster node's changes go, once its cluster runs.
+    pub fn set_replicator(&self, r: Arc<dyn Replicator>) {
+        if let Backing::Cluster { replicator, .. } = &self.backing {
+            let _ = replicator.set(r);
+        }
+    }
+
+    /// This cluster node's view holds every change committed before it started.
+    pub fn set_caught_up(&self) {
+        if let Backing::Cluster { caught_up, .. } = &self.backing {
+            caught_up.send_replace(true);
+        }
+    }
+
+    /// Replace this node's view with what the metadata group applied.
+    pub fn load_replicated(&self, state: &AuthState) {
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = state.users.clone();
+        *self.revoked.write().unwrap_or_else(|p| p.into_inner()) = state.revoked.clone();
+        let keys = state
+            .token_key
+            .as_ref()
+            .map(|k| Arc::new(Keys::from_secret(&k.0)));
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    fn keys(&self) -> Option<Arc<Keys>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The data dir's trees of a single node.
+    fn local_trees(&self) -> Result<(&sled::Tree, &sled::Tree), Refusal> {
+        match &self.backing {
+            Backing::Local { users, revoked } => Ok((users, revoked)),
+            Backing::Cluster { .. } => Err((
+                ErrorCode::Internal,
+                "a cluster node's users change through its metadata group".into(),
+            )),
+        }
+    }
+
+    /// Make a change: on a single node, in its data dir; on a cluster node, through the
+    /// metadata group (answered once it is committed and applied here).
+    pub async fn commit(&self, change: Change) -> Result<(), Refusal> {
+        match &self.backing {
+            Backing::Cluster { replicator, .. } => match replicator.get() {
+                Some(r) => r.propose(change).await,
+                None => Err((
+                    ErrorCode::Unavailable,
+                    "this node's cluster is not running yet".into(),
+                )),
+            },
+            Backing::Local { .. } => match change {
+                Change::AddUser(r) => self
+                    .add_user(
+                        &r.name,
+                        r.hash,
+                        r.admin,
+                        &r.publish,
+                        &r.subscribe,
+                        r.created,
+                    )
+                    .map(drop),
+                Change::RemoveUser { name } => self.remove_user(&name),
+                Change::SetPassword { name, hash } => self.set_password(&name, hash).map(drop),
+                Change::Grants {
+                    name,
+                    grant,
+                    publish,
+                    subscribe,
+                } => self
+                    .change_grants(&name, grant, &publish, &subscribe)
+                    .map(drop),
+                Change::RevokeToken { jti, exp, .. } => self.record_revocation(jti, exp),
+                // A single node's key is its own file.
+                Change::TokenKey(_) | Change::Sync => Ok(()),
+            },
+        }
+    }
+
+    /// On a cluster node without a token key yet: propose one (the first committed stays).
+    async fn ensure_token_key(&self) -> Result<(), Refusal> {
+        if self.keys().is_some() {
+            return Ok(());
+        }
+        let key = random_bytes(replicated::KEY_LEN).map_err(|e| {
+            (
+                ErrorCode::Internal,
+                format!("no random bytes for a key: {e}"),
+            )
+        })?;
+        self.commit(Change::TokenKey(replicated::TokenKey(key)))
+            .await
     }
 
     fn users(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, UserRecord>> {
@@ -171,8 +317,30 @@ impl Auth {
         self.users().get(name).cloned()
     }
 
+    /// On a cluster node: waits (a little) until its view of the users is current.
+    async fn caught_up(&self) -> Result<(), Refusal> {
+        let Backing::Cluster { caught_up, .. } = &self.backing else {
+            return Ok(());
+        };
+        let mut rx = caught_up.subscribe();
+        let current = matches!(
+            tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|c| *c)).await,
+            Ok(Ok(_))
+        );
+        if current {
+            return Ok(());
+        }
+        Err((
+            ErrorCode::Unavailable,
+            "this cluster node has not caught up with its cluster's users yet (it needs to \
+             reach a majority of the nodes): try again in a moment, or another node"
+                .into(),
+        ))
+    }
+
     /// Who the client of `hello`, from `peer`, is; or why it may not connect.
     pub async fn authenticate(&self, peer: SocketAddr, hello: &Hello) -> Result<Identity, Refusal> {
+        self.caught_up().await?;
         if !self.has_users() {
             if is_local(peer.ip()) || self.cfg.allow_anonymous {
                 return Ok(Identity {
@@ -235,7 +403,7 @@ impl Auth {
     }
 
     fn check_token(&self, token: &str) -> Result<Identity, Refusal> {
-        let claims = self.keys.verify(token)?;
+        let claims = self.keys().ok_or_else(tokens::not_ours)?.verify(token)?;
         if self
             .revoked
             .read()
@@ -258,7 +426,8 @@ impl Auth {
     }
 
     /// A token for `who`, valid for `ttl_ms` (0: the default; never more than the default).
-    pub fn create_token(
+    /// A cluster node's first token makes the cluster's key.
+    pub async fn create_token(
         &self,
         who: &Identity,
         ttl_ms: u64,
@@ -266,15 +435,33 @@ impl Auth {
     ) -> Result<(String, u64), Refusal> {
         let max = self.cfg.token_ttl.as_millis() as u64;
         let ttl = if ttl_ms == 0 { max } else { ttl_ms.min(max) };
-        self.keys.sign(&who.user, now_ms, ttl)
+        self.ensure_token_key().await?;
+        let keys = self.keys().ok_or_else(|| {
+            (
+                ErrorCode::Unavailable,
+                "the cluster has no token key yet: try again".to_string(),
+            )
+        })?;
+        keys.sign(&who.user, now_ms, ttl)
     }
 
-    /// Revoke a token (kept until it would have expired, across restarts). A user revokes
-    /// its own tokens; an admin any.
-    pub fn revoke_token(&self, who: &Identity, token: Option<&str>) -> Result<(), Refusal> {
+    /// Revoke a token (kept until it would have expired, across restarts, on every node of
+    /// a cluster). A user revokes its own tokens; an admin any.
+    pub async fn revoke_token(
+        &self,
+        who: &Identity,
+        token: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
         let (jti, exp) = match token {
             Some(t) => {
-                let c = self.keys.verify_ignoring_expiry(t)?;
+                let keys = self.keys().ok_or_else(|| {
+                    (
+                        ErrorCode::BadRequest,
+                        "not a token of this server".to_string(),
+                    )
+                })?;
+                let c = keys.verify_ignoring_expiry(t)?;
                 if c.sub != who.user && !who.admin {
                     return Err(forbidden(
                         "a token of another user; only an admin may revoke it",
@@ -291,9 +478,19 @@ impl Auth {
                 )),
             },
         };
-        self.revoked_tree
-            .insert(jti.as_bytes(), &exp.to_be_bytes()[..])
-            .and_then(|_| self.revoked_tree.flush())
+        self.commit(Change::RevokeToken {
+            jti,
+            exp,
+            now: now_ms,
+        })
+        .await
+    }
+
+    /// A single node's revocation, kept in its data dir.
+    fn record_revocation(&self, jti: String, exp: u64) -> Result<(), Refusal> {
+        let (_, tree) = self.local_trees()?;
+        tree.insert(jti.as_bytes(), &exp.to_be_bytes()[..])
+            .and_then(|_| tree.flush())
             .map_err(|e| {
                 (
                     ErrorCode::Unavailable,
@@ -307,8 +504,12 @@ impl Auth {
         Ok(())
     }
 
-    /// Forget revocations of tokens that have expired anyway.
+    /// Forget revocations of tokens that have expired anyway. (A cluster forgets them as
+    /// the next revocation is applied.)
     pub fn purge_revoked(&self, now_ms: u64) {
+        let Ok((_, tree)) = self.local_trees() else {
+            return;
+        };
         let expired: Vec<String> = self
             .revoked
             .read()
@@ -318,7 +519,7 @@ impl Auth {
             .map(|(j, _)| j.clone())
             .collect();
         for j in expired {
-            let _ = self.revoked_tree.remove(j.as_bytes());
+            let _ = tree.remove(j.as_bytes());
             self.revoked
                 .write()
                 .unwrap_or_else(|p| p.into_inner())

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::Refusal;
 
 const KEY_FILE: &str = "auth.key";
-const KEY_LEN: usize = 32;
+const KEY_LEN: usize = super::replicated::KEY_LEN;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -33,6 +33,14 @@ fn random_hex(bytes: usize) -> Result<String, Refusal> {
     let b = super::random_bytes(bytes)
         .map_err(|e| (ErrorCode::Internal, format!("no random bytes: {e}")))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The refusal of a token this server did not sign.
+pub fn not_ours() -> Refusal {
+    (
+        ErrorCode::Unauthorized,
+        "invalid token (not one of this server's): run momctl login".to_string(),
+    )
 }
 
 impl Keys {
@@ -60,10 +68,15 @@ impl Keys {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(Keys {
-            enc: EncodingKey::from_secret(&key),
-            dec: DecodingKey::from_secret(&key),
-        })
+        Ok(Keys::from_secret(&key))
+    }
+
+    /// Keys from a secret (a cluster's, replicated by its metadata group).
+    pub fn from_secret(key: &[u8]) -> Keys {
+        Keys {
+            enc: EncodingKey::from_secret(key),
+            dec: DecodingKey::from_secret(key),
+        }
     }
 
     /// A token of `user` from `now_ms` for `ttl_ms`: the token and when it expires (ms).
@@ -97,10 +110,7 @@ impl Keys {
                     ErrorCode::Unauthorized,
                     "token expired: run momctl login".to_string(),
                 ),
-                _ => (
-                    ErrorCode::Unauthorized,
-                    "invalid token (not one of this server's): run momctl login".to_string(),
-                ),
+                _ => not_ours(),
             })
     }
 

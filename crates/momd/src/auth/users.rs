@@ -91,12 +91,39 @@ fn merge(into: &mut Vec<String>, add: &[String]) {
     }
 }
 
+/// Add (`grant`) or take away a user's patterns; taking away one it lacks is refused (and
+/// may leave `rec` half changed: change a copy).
+pub fn change_patterns(
+    rec: &mut UserRecord,
+    grant: bool,
+    publish: &[String],
+    subscribe: &[String],
+) -> Result<(), Refusal> {
+    if grant {
+        merge(&mut rec.publish, publish);
+        merge(&mut rec.subscribe, subscribe);
+        return Ok(());
+    }
+    for p in publish.iter().chain(subscribe) {
+        let held = rec.publish.contains(p) || rec.subscribe.contains(p);
+        if !held {
+            return Err((
+                ErrorCode::NotFound,
+                format!("user {:?} has no pattern {p:?}", rec.name),
+            ));
+        }
+    }
+    rec.publish.retain(|p| !publish.contains(p));
+    rec.subscribe.retain(|p| !subscribe.contains(p));
+    Ok(())
+}
+
 impl Auth {
     fn save(&self, rec: &UserRecord) -> Result<(), Refusal> {
         let v = rmp_serde::to_vec(rec).map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-        self.users_tree
-            .insert(rec.name.as_bytes(), v)
-            .and_then(|_| self.users_tree.flush())
+        let (tree, _) = self.local_trees()?;
+        tree.insert(rec.name.as_bytes(), v)
+            .and_then(|_| tree.flush())
             .map_err(|e| {
                 (
                     ErrorCode::Unavailable,
@@ -147,9 +174,9 @@ impl Auth {
 
     pub fn remove_user(&self, name: &str) -> Result<(), Refusal> {
         self.existing(name)?;
-        self.users_tree
-            .remove(name.as_bytes())
-            .and_then(|_| self.users_tree.flush())
+        let (tree, _) = self.local_trees()?;
+        tree.remove(name.as_bytes())
+            .and_then(|_| tree.flush())
             .map_err(|e| {
                 (
                     ErrorCode::Unavailable,
@@ -181,22 +208,7 @@ impl Auth {
         check_patterns(publish)?;
         check_patterns(subscribe)?;
         let mut rec = self.existing(name)?;
-        if grant {
-            merge(&mut rec.publish, publish);
-            merge(&mut rec.subscribe, subscribe);
-        } else {
-            for p in publish.iter().chain(subscribe) {
-                let held = rec.publish.contains(p) || rec.subscribe.contains(p);
-                if !held {
-                    return Err((
-                        ErrorCode::NotFound,
-                        format!("user {name:?} has no pattern {p:?}"),
-                    ));
-                }
-            }
-            rec.publish.retain(|p| !publish.contains(p));
-            rec.subscribe.retain(|p| !subscribe.contains(p));
-        }
+        change_patterns(&mut rec, grant, publish, subscribe)?;
         self.save(&rec)?;
         Ok(rec.info())
     }

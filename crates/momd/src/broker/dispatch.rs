@@ -91,15 +91,6 @@ impl Broker {
         if let Err((code, msg)) = self.authorize(session, &frame) {
             return self.error(session, frame.id(), code, msg);
         }
-        if self.cluster.is_some() && !served_in_cluster_mode(&frame) {
-            return self.error(
-                session,
-                frame.id(),
-                ErrorCode::Unavailable,
-                "this momd is in cluster mode, which carries publishes, watches, queues and \
-                 topic changes but no user changes yet. Run a single node for those",
-            );
-        }
         if !matches!(frame, ClientFrame::Publish(_)) {
             // Keep the store in the order the broker applied things.
             self.commit();
@@ -224,49 +215,4 @@ impl Broker {
             }
         }
     }
-}
-
-/// What a node in cluster mode answers today: publishes, queue and topic changes go through
-/// the data group, watches read the node's replica, and the membership is replicated; what
-/// would be stored only on the node it reaches (user changes) is refused rather than kept
-/// on one node where an acknowledgement would promise more than it holds.
-fn served_in_cluster_mode(frame: &ClientFrame) -> bool {
-    matches!(
-        frame,
-        ClientFrame::Hello(_)
-            | ClientFrame::Publish(_)
-            | ClientFrame::Watch(_)
-            | ClientFrame::Unwatch(_)
-            | ClientFrame::Ping(_)
-            | ClientFrame::Stats(_)
-            | ClientFrame::TopicList(_)
-            | ClientFrame::TopicInfo(_)
-            | ClientFrame::TopicRm(_)
-            | ClientFrame::TopicPurge(_)
-            | ClientFrame::TopicSet(_)
-            | ClientFrame::QueueCreate(_)
-            | ClientFrame::QueueBind(_)
-            | ClientFrame::QueueUnbind(_)
-            | ClientFrame::QueueDelete(_)
-            | ClientFrame::QueuePurge(_)
-            | ClientFrame::QueueInfo(_)
-            | ClientFrame::QueueList(_)
-            | ClientFrame::Consume(_)
-            | ClientFrame::Cancel(_)
-            | ClientFrame::Ack(_)
-            | ClientFrame::Nack(_)
-            | ClientFrame::Extend(_)
-            | ClientFrame::Fetch(_)
-            | ClientFrame::QueueSet(_)
-            | ClientFrame::QueuePeek(_)
-            | ClientFrame::QueueRedrive(_)
-            | ClientFrame::ClientClose(_)
-            | ClientFrame::TokenCreate(_)
-            | ClientFrame::TokenRevoke(_)
-            | ClientFrame::UserInfo(_)
-            | ClientFrame::UserList(_)
-            | ClientFrame::ClusterStatus(_)
-            | ClientFrame::ClusterJoin(_)
-            | ClientFrame::ClusterLeave(_)
-    )
 }

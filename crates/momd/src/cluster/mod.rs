@@ -7,7 +7,8 @@
 //! group goes to its leader: from a follower it is forwarded over the peer link.
 //!
 //! `identity` checks the data dir belongs to this cluster and node id; `meta` is the
-//! metadata group's state; `status` answers `cluster_status` and the metrics.
+//! metadata group's state (members, users and tokens); `status` answers `cluster_status`
+//! and the metrics.
 
 pub mod data;
 pub mod identity;
@@ -76,6 +77,8 @@ enum PeerReq {
 enum Answer {
     Done,
     Published(Vec<data::PubResult>),
+    /// A metadata command committed and applied on the leader, at this log index.
+    Committed(u64),
 }
 
 /// Why a change to the cluster did not happen.
@@ -255,16 +258,19 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
 
 /// Starts this node's part of the cluster.
 /// `broker` applies the data group's entries; `applied` is what its store says it applied
-/// last (`data::APPLIED_KEY`).
+/// last (`data::APPLIED_KEY`). `auth` is loaded from the metadata group's users, and its
+/// changes go there.
 pub async fn start(
     settings: Settings,
     data: &Path,
     identity: &identity::NodeIdentity,
     broker: crate::broker::BrokerHandle,
     applied: Option<Vec<u8>>,
+    auth: Arc<crate::auth::Auth>,
 ) -> anyhow::Result<Cluster> {
     let db = LogDb::open(&data.join("raft")).map_err(anyhow::Error::msg)?;
-    let sm = StateMachine::open(&db, META, MetaState::default())
+    let hook = meta::auth_hook(&auth, broker.clone());
+    let sm = StateMachine::open(&db, META, MetaState::with_auth_hook(hook))
         .map_err(anyhow::Error::msg)
         .context("the metadata group's snapshot")?;
     let me = Identity {
@@ -375,6 +381,8 @@ pub async fn start(
     }
     tokio::spawn(cluster.clone().run_batcher(batch_rx));
     tokio::spawn(cluster.clone().announce());
+    auth.set_replicator(Arc::new(cluster.clone()));
+    tokio::spawn(meta::catch_up(cluster.clone(), auth));
     Ok(cluster)
 }
 
@@ -434,6 +442,32 @@ impl Cluster {
         self.on_leader(META, &PeerReq::Write(cmd.encode().0.to_vec()))
             .await
             .map(|_| ())
+    }
+
+    /// `write`, answered once this node applied the command too (what a client changed
+    /// through this node, this node then shows it).
+    pub async fn write_applied(&self, cmd: MetaCmd) -> Result<(), WriteError> {
+        let answer = self
+            .on_leader(META, &PeerReq::Write(cmd.encode().0.to_vec()))
+            .await?;
+        let Answer::Committed(index) = answer else {
+            return Err(WriteError::Refused(
+                "the leader did not say what it committed".into(),
+            ));
+        };
+        self.inner
+            .raft
+            .wait(Some(COMMIT_WAIT))
+            .applied_index_at_least(Some(index), "a metadata change applied here")
+            .await
+            .map(drop)
+            .map_err(|_| {
+                WriteError::Indeterminate(format!(
+                    "done by the cluster, but not yet applied on this node after \
+                     {COMMIT_WAIT:?} (is it cut off from the others?): it is once the node \
+                     catches up"
+                ))
+            })
     }
 
     /// Adds node `node`, whose peer listener is `addr`: as a learner, caught up, then as a
@@ -543,9 +577,7 @@ impl Cluster {
         match req {
             PeerReq::Write(cmd) if group == META => {
                 match committed(raft.client_write(mom_raft::Cmd(cmd.clone().into()))).await? {
-                    Ok(r) => meta::decode_reply(&r.data)
-                        .map(|_| Answer::Done)
-                        .map_err(WriteError::Refused),
+                    Ok(r) => meta::decode_reply(&r.data).map(|_| Answer::Committed(r.log_id.index)),
                     Err(e) if e.forward_to_leader().is_some() => Err(not_leader(&e)),
                     Err(e) => Err(WriteError::Refused(e.to_string())),
                 }
