@@ -119,6 +119,7 @@ impl Run {
             topics,
             probe: opts.publishers,
             addr: momd.addr.clone(),
+            cluster: false,
             epoch: AtomicU32::new(0),
             phases: Mutex::new(vec!["start".into()]),
             latencies: Mutex::new(Latencies::default()),

@@ -52,7 +52,7 @@ pub struct Details {
 }
 
 impl Details {
-    fn add(&mut self, kind: &'static str, what: String) {
+    pub fn add(&mut self, kind: &'static str, what: String) {
         let i = match self.by_kind.iter().position(|(k, _)| *k == kind) {
             Some(i) => i,
             None => {
@@ -63,6 +63,33 @@ impl Details {
         if self.by_kind[i].1.len() < EXAMPLES {
             self.by_kind[i].1.push(what);
         }
+    }
+}
+
+impl Details {
+    /// Take `other`'s examples, each prefixed with `prefix` (which node they are about).
+    pub fn merge(&mut self, other: Details, prefix: &str) {
+        for (kind, examples) in other.by_kind {
+            for e in examples {
+                self.add(kind, format!("{prefix}{e}"));
+            }
+        }
+    }
+}
+
+impl Counts {
+    /// Add the counts of the checks of another copy (a cluster's other nodes).
+    pub fn add(&mut self, o: &Counts) {
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.reordered += o.reordered;
+        self.seq_reuse += o.seq_reuse;
+        self.queue_never_delivered += o.queue_never_delivered;
+        self.delivery_count_regressions += o.delivery_count_regressions;
+        self.damaged_reported += o.damaged_reported;
+        self.torn_cut += o.torn_cut;
+        self.corrupted_served += o.corrupted_served;
+        self.phantom += o.phantom;
     }
 }
 
