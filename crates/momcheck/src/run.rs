@@ -290,6 +290,7 @@ impl Run {
         let scope = Scope {
             queue: false,
             observations: false,
+            sightings: false,
         };
         let (counts, details) = verdict::check(&snapshot, &rb, &self.ctx.topics, scope);
         let line = format!(
@@ -365,6 +366,7 @@ impl Run {
             Scope {
                 queue: true,
                 observations: true,
+                sightings: true,
             },
         );
         let errors = l.publish_errors.clone();

@@ -100,6 +100,9 @@ pub struct Scope {
     /// What watchers and consumers saw (at the end; a checkpoint reads back while they go
     /// on).
     pub observations: bool,
+    /// What clients noted as they went (a watcher's seqs going back, a seq seen holding
+    /// two messages): about no copy in particular, so checked once when several copies are.
+    pub sightings: bool,
 }
 
 fn in_any(rs: &[SeqRange], t: u16, s: u64) -> bool {
@@ -353,7 +356,7 @@ pub fn check(l: &Ledger, rb: &Readback, topics: &[String], scope: Scope) -> (Cou
             );
         }
     }
-    if scope.observations {
+    if scope.sightings {
         for x in &l.conflicts {
             if seen_excused(x.topic, x.seq) {
                 continue;

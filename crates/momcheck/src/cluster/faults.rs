@@ -257,6 +257,7 @@ impl ClusterRun {
         let scope = Scope {
             queue: false,
             observations: false,
+            sightings: false,
         };
         let (counts, details) = verdict::check(&snapshot, &rb, &self.ctx.topics, scope);
         eprintln!(

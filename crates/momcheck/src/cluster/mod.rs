@@ -73,7 +73,8 @@ struct Tasks {
 
 /// What the final check found.
 pub struct Outcome {
-    /// Summed over the nodes (a message lost on two nodes counts twice).
+    /// Summed over the nodes (a message lost on two nodes counts twice); what clients noted
+    /// on the way (a watcher seeing seqs go back) counts once.
     pub counts: Counts,
     /// Seqs whose message is not the same on every node (or missing from some).
     pub diverged: u64,
@@ -332,14 +333,16 @@ impl ClusterRun {
             copies.push((id, self.read_node(id).await?));
         }
         let l = self.ctx.ledger();
-        let scope = || Scope {
+        // What clients noted on the way is checked with the first copy only.
+        let scope = |first: bool| Scope {
             queue: false,
             observations: true,
+            sightings: first,
         };
         let mut counts = Counts::default();
         let mut details = Details::default();
         for (id, rb) in &copies {
-            let (c, d) = verdict::check(&l, rb, &self.ctx.topics, scope());
+            let (c, d) = verdict::check(&l, rb, &self.ctx.topics, scope(*id == TRIO[0]));
             if counts.acked == 0 {
                 counts.acked = c.acked;
                 counts.unacked = c.unacked;
