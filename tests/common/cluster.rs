@@ -38,7 +38,10 @@ impl ProxiedTrio {
         let mut links = BTreeMap::new();
         for from in TRIO {
             for to in TRIO.into_iter().filter(|to| *to != from) {
-                links.insert((from, to), Proxy::start(peers[&to]).expect("starting a link proxy"));
+                links.insert(
+                    (from, to),
+                    Proxy::start(peers[&to]).expect("starting a link proxy"),
+                );
             }
         }
         let nodes = TRIO
