@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use momctl::client::{Client, ConnectOptions};
+use mom_proto::ErrorCode;
+use momctl::client::{Client, ClientError, ConnectOptions};
 
 use super::nodes::{data_group, TRIO};
 use super::ClusterRun;
@@ -197,6 +198,10 @@ impl ClusterRun {
         let r = self.joined_and_checked(id, &peer).await;
         if let Err(e) = r {
             self.finding("errors", format!("join-leave of node {id}: {e:#}"));
+            // Not left behind as a member that is gone.
+            if let Ok(c) = self.admin().await {
+                let _ = tokio::time::timeout(CHANGE_TIMEOUT, c.cluster_leave(id)).await;
+            }
         }
         self.nodes.remove_extra(id).await;
         Ok(())
@@ -216,10 +221,25 @@ impl ClusterRun {
     async fn joined_and_checked(&mut self, id: u64, peer: &str) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let c = self.admin().await?;
-        tokio::time::timeout(CHANGE_TIMEOUT, c.cluster_join(id, peer))
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer to cluster_join within {CHANGE_TIMEOUT:?}"))?
-            .context("cluster_join")?;
+        // A node that must replay a long log stays a learner past the join's wait; momd
+        // says so (`unavailable`) and that the join is to be run again, as an operator would.
+        for attempt in 1.. {
+            let r = tokio::time::timeout(CHANGE_TIMEOUT, c.cluster_join(id, peer))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("no answer to cluster_join within {CHANGE_TIMEOUT:?}")
+                })?;
+            match r {
+                Ok(_) => break,
+                Err(ClientError::Server {
+                    code: ErrorCode::Unavailable,
+                    message,
+                }) if attempt < 10 && message.contains("run the join again") => {
+                    eprintln!("momcheck: join-leave: node {id}: {message}");
+                }
+                Err(e) => return Err(e).context("cluster_join"),
+            }
+        }
         eprintln!(
             "momcheck: join-leave: node {id} joined in {:.1?}",
             t0.elapsed()
