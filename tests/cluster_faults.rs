@@ -1,5 +1,5 @@
 //! Cluster faults end to end: three real momd processes whose peer links all go through
-//! fault proxies (`common/proxy.rs`), watched with the real `momctl cluster status`. An
+//! fault proxies (`momcheck::proxy`), watched with the real `momctl cluster status`. An
 //! isolated leader, a one-way cut, a paused leader and an isolated follower: never two
 //! leaders of a group in one term, a new leader wherever a majority can elect one and only
 //! there, and after the fault one leader per group that all three follow, their logs caught
@@ -72,7 +72,7 @@ fn proxy_cuts_one_direction_and_resets_connections() {
             });
         }
     });
-    let proxy = Proxy::start(upstream);
+    let proxy = Proxy::start(upstream).expect("starting the proxy");
     let mut c = TcpStream::connect(proxy.addr()).expect("connect");
     c.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");

@@ -1,4 +1,4 @@
-//! Three cluster nodes whose peer links all go through fault proxies (`proxy.rs`), and what
+//! Three cluster nodes whose peer links all go through fault proxies (`momcheck::proxy`), and what
 //! `momctl cluster status --json` says about them.
 //!
 //! Node i listens for peers on 127.0.0.i and dials node j through the proxy of link i→j
@@ -38,7 +38,10 @@ impl ProxiedTrio {
         let mut links = BTreeMap::new();
         for from in TRIO {
             for to in TRIO.into_iter().filter(|to| *to != from) {
-                links.insert((from, to), Proxy::start(peers[&to]));
+                links.insert(
+                    (from, to),
+                    Proxy::start(peers[&to]).expect("starting a link proxy"),
+                );
             }
         }
         let nodes = TRIO

@@ -10,7 +10,8 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod cluster;
-pub mod proxy;
+/// The fault proxy of a peer link lives in momcheck, whose `--cluster` mode uses it too.
+pub use momcheck::proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

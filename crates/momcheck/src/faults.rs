@@ -36,6 +36,8 @@ impl Run {
             Fault::Corrupt => self.corrupt().await?,
             Fault::Hostile => self.hostile().await?,
             Fault::Clock => self.clock().await?,
+            // `Opts::validate` keeps them for `--cluster` (cluster/faults.rs).
+            f => anyhow::bail!("{} is a fault of a cluster", f.name()),
         }
         self.ensure_serving(fault.name()).await?;
         self.ctx.set_phase("steady");

@@ -198,7 +198,11 @@ pub struct Shared {
     pub ledger: Mutex<Ledger>,
     pub topics: Vec<String>,
     pub probe: u32,
+    /// Where clients connect: one address, or a cluster's nodes as `a,b,c`.
     pub addr: crate::momd::Addr,
+    /// A cluster: publishers move on to the next node after a lost connection or an
+    /// `unavailable` answer, and their publish times are the latencies reported.
+    pub cluster: bool,
     /// momd's start number, for acks.
     pub epoch: AtomicU32,
     /// Every phase the run went through (`steady`, `kill9`, `hostile:<case>`), the current
@@ -220,6 +224,16 @@ impl Shared {
 
     pub fn addr(&self) -> String {
         crate::momd::addr_of(&self.addr)
+    }
+
+    /// The servers to connect to, the list turned to start at its `turn`th (modulo its
+    /// length): clients of a cluster spread over its nodes and fail over in turn.
+    pub fn servers(&self, turn: usize) -> Vec<String> {
+        let all = self.addr();
+        let mut v: Vec<String> = all.split(',').map(str::to_string).collect();
+        let n = v.len().max(1);
+        v.rotate_left(turn % n);
+        v
     }
 
     /// The current phase.

@@ -2,9 +2,11 @@
 //! down, injects faults (kill -9, pauses, a full disk, damaged data files, clock jumps,
 //! hostile clients), then reads everything back and counts what was lost, duplicated,
 //! reordered or given a reused seq. Start at `run.rs` (the run), `faults.rs` (the faults)
-//! and `verdict.rs` (the judgement).
+//! and `verdict.rs` (the judgement); `cluster/` is the same against three nodes of a
+//! cluster (`--cluster`).
 
 mod background;
+mod cluster;
 mod corrupt;
 mod disk;
 mod faults;
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
 use crate::opts::Opts;
@@ -36,6 +38,11 @@ const EXIT_CANNOT_RUN: u8 = 3;
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
+    if let Err(e) = opts.validate() {
+        Opts::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit();
+    }
     let seed = opts.seed.unwrap_or_else(Rng::random_seed);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,7 +54,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CANNOT_RUN);
         }
     };
-    match rt.block_on(check(opts, seed)) {
+    let run = async {
+        if opts.cluster {
+            cluster::check(opts, seed).await
+        } else {
+            check(opts, seed).await
+        }
+    };
+    match rt.block_on(run) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("momcheck: {e:#}");

@@ -1,6 +1,6 @@
-//! The momd under test: start it on 127.0.0.1, wait until it serves, signal it by its own
-//! PID (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), run its offline `verify` and `repair`, read
-//! its logs, and poll its memory.
+//! The momd under test: start it on 127.0.0.1 (a cluster node on its own 127.0.0.x), wait
+//! until it serves, signal it by its own PID (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), run its
+//! offline `verify` and `repair`, read its logs, and poll its memory.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -74,7 +74,13 @@ pub struct Momd {
     bin: PathBuf,
     data: PathBuf,
     logs: PathBuf,
+    /// Its log files are `<name>-<start>.log`.
+    name: String,
+    host: String,
     port: u16,
+    /// Flags after `--listen` and `--data` (a cluster node's), and the environment.
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
     pub addr: Addr,
     child: Option<Child>,
     /// How many times momd was started; the number of the running instance.
@@ -85,7 +91,12 @@ pub struct Momd {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    free_port_on("127.0.0.1")
+}
+
+/// A port of `host` that was free a moment ago.
+pub fn free_port_on(host: &str) -> anyhow::Result<u16> {
+    let l = TcpListener::bind((host, 0)).with_context(|| format!("binding {host}:0"))?;
     Ok(l.local_addr()?.port())
 }
 
@@ -96,7 +107,11 @@ impl Momd {
             bin,
             data,
             logs,
+            name: "momd".into(),
+            host: "127.0.0.1".into(),
             port,
+            args: Vec::new(),
+            envs: Vec::new(),
             addr: Arc::new(RwLock::new(format!("127.0.0.1:{port}"))),
             child: None,
             starts: 0,
@@ -104,6 +119,40 @@ impl Momd {
             pid: Arc::new(AtomicU32::new(0)),
             rss: Arc::new(Rss::default()),
         })
+    }
+
+    /// A cluster node: clients reach it at `host:port`, `args` are its cluster flags, and
+    /// its logs are `<name>-<start>.log`.
+    pub fn node(
+        bin: PathBuf,
+        data: PathBuf,
+        logs: PathBuf,
+        name: &str,
+        (host, port): (&str, u16),
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Momd {
+        Momd {
+            bin,
+            data,
+            logs,
+            name: name.into(),
+            host: host.into(),
+            port,
+            args,
+            envs,
+            addr: Arc::new(RwLock::new(format!("{host}:{port}"))),
+            child: None,
+            starts: 0,
+            clock_offset_ms: 0,
+            pid: Arc::new(AtomicU32::new(0)),
+            rss: Arc::new(Rss::default()),
+        }
+    }
+
+    /// Where clients reach it.
+    pub fn client_addr(&self) -> String {
+        addr_of(&self.addr)
     }
 
     pub fn data(&self) -> &Path {
@@ -120,7 +169,7 @@ impl Momd {
     }
 
     pub fn log_path(&self, n: u32) -> PathBuf {
-        self.logs.join(format!("momd-{n}.log"))
+        self.logs.join(format!("{}-{n}.log", self.name))
     }
 
     /// What the instance number `n` wrote to stderr.
@@ -148,9 +197,11 @@ impl Momd {
             // Its own process group: a Ctrl-C meant for momcheck does not stop momd too.
             .process_group(0)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{}:{}", self.host, self.port))
             .arg("--data")
             .arg(&self.data)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env(
                 "MOMD_FAULT_CLOCK_OFFSET_MS",
                 self.clock_offset_ms.to_string(),
@@ -181,9 +232,9 @@ impl Momd {
                         "momcheck: momd could not listen on port {}: {e:#}; trying another",
                         self.port
                     );
-                    self.port = free_port()?;
+                    self.port = free_port_on(&self.host)?;
                     if let Ok(mut a) = self.addr.write() {
-                        *a = format!("127.0.0.1:{}", self.port);
+                        *a = format!("{}:{}", self.host, self.port);
                     }
                 }
                 Err(e) => return Err(e),
@@ -228,7 +279,7 @@ impl Momd {
         Some(st)
     }
 
-    fn sample_rss(&self) {
+    pub fn sample_rss(&self) {
         let p = self.pid.load(Ordering::Relaxed);
         if let Some((hwm, _)) = read_rss(p) {
             self.rss.peak.fetch_max(hwm, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fault {
     /// kill -9 of momd: during publishes and acks, during topic and queue admin, and during
-    /// recovery itself.
+    /// recovery itself. In a cluster: of a random node, then it is started again.
     Kill9,
     /// SIGSTOP, then SIGCONT.
     Pause,
@@ -22,8 +22,19 @@ pub enum Fault {
     Hostile,
     /// A restart with momd's clock jumped by hours.
     Clock,
+    /// Cluster: kill -9 of the data group's leader, then it is started again.
+    LeaderKill9,
+    /// Cluster: SIGSTOP of the data group's leader, then SIGCONT.
+    LeaderPause,
+    /// Cluster: every link of one node cut both ways (a full partition), then healed.
+    Isolate,
+    /// Cluster: what one node sends another is lost, the other way still passes.
+    OneWay,
+    /// Cluster: a fourth node joins, catches up, is checked, and leaves.
+    JoinLeave,
 }
 
+/// The faults of one momd.
 pub const ALL_FAULTS: [Fault; 6] = [
     Fault::Kill9,
     Fault::Pause,
@@ -31,6 +42,16 @@ pub const ALL_FAULTS: [Fault; 6] = [
     Fault::Corrupt,
     Fault::Hostile,
     Fault::Clock,
+];
+
+/// The faults of a cluster (`--cluster`).
+pub const CLUSTER_FAULTS: [Fault; 6] = [
+    Fault::LeaderKill9,
+    Fault::Kill9,
+    Fault::LeaderPause,
+    Fault::Isolate,
+    Fault::OneWay,
+    Fault::JoinLeave,
 ];
 
 impl Fault {
@@ -42,6 +63,11 @@ impl Fault {
             Fault::Corrupt => "corrupt",
             Fault::Hostile => "hostile",
             Fault::Clock => "clock",
+            Fault::LeaderKill9 => "leader-kill9",
+            Fault::LeaderPause => "leader-pause",
+            Fault::Isolate => "isolate",
+            Fault::OneWay => "one-way",
+            Fault::JoinLeave => "join-leave",
         }
     }
 }
@@ -52,12 +78,14 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Self, String> {
         ALL_FAULTS
             .iter()
+            .chain(CLUSTER_FAULTS.iter())
             .copied()
             .find(|f| f.name() == s.trim())
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {s:?}; faults are {}",
-                    ALL_FAULTS.map(Fault::name).join(",")
+                    "unknown fault {s:?}; faults are {} (with --cluster: {})",
+                    ALL_FAULTS.map(Fault::name).join(","),
+                    CLUSTER_FAULTS.map(Fault::name).join(",")
                 )
             })
     }
@@ -83,7 +111,8 @@ pub enum CorruptMode {
       momcheck --cycles 200 --faults kill9,pause,diskfull,corrupt,hostile,clock\n  \
       momcheck --seed 1234 --cycles 200            # re-run a failure: same seed, same faults\n  \
       momcheck --faults hostile --cycles 11 --small  # each hostile case once, scaled down\n  \
-      momcheck --momd target/debug/momd --cycles 5 --json\n\n\
+      momcheck --momd target/debug/momd --cycles 5 --json\n  \
+      momcheck --cluster --cycles 100              # three nodes, their leader killed, paused, cut off\n\n\
       The verdict is one line on stdout; details go to stderr. Exit 0 when nothing was lost, \
       duplicated or reordered and momd stayed within its bounds; 1 on any violation; 2 on \
       usage errors; 3 when the check itself could not run."
@@ -102,13 +131,20 @@ pub struct Opts {
     #[arg(long, default_value_t = 20)]
     pub cycles: u32,
 
-    /// Faults to inject, comma-separated, taken in turn in a seeded order:
-    /// kill9, pause, diskfull, corrupt, hostile, clock.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "kill9,pause,diskfull,corrupt,hostile,clock"
-    )]
+    /// Check a cluster instead of one momd: three nodes on 127.0.0.1, 127.0.0.2 and
+    /// 127.0.0.3, every peer link through a proxy that can cut it one way or both. The
+    /// publishers fail over between the nodes; at the end every node must hold every
+    /// acknowledged message once, in the same order. Queues are not in cluster mode yet, so
+    /// there are no consumers, and no checkpoints (only the final check).
+    #[arg(long)]
+    pub cluster: bool,
+
+    /// Faults to inject, comma-separated, taken in turn in a seeded order. One momd
+    /// (default all): kill9, pause, diskfull, corrupt, hostile, clock. With --cluster
+    /// (default all): leader-kill9, kill9 (a random node), leader-pause, isolate (one node
+    /// cut off both ways), one-way (one direction between the leader and another node),
+    /// join-leave (a fourth node joins, is checked, and leaves).
+    #[arg(long, value_delimiter = ',')]
     pub faults: Vec<Fault>,
 
     /// Publishing connections, each with its own message ids (re-sent with the same ids
@@ -116,7 +152,7 @@ pub struct Opts {
     #[arg(long, default_value_t = 4)]
     pub publishers: u32,
 
-    /// Consumers of the durable queue bound to the workload's topics.
+    /// Consumers of the durable queue bound to the workload's topics (none with --cluster).
     #[arg(long, default_value_t = 3)]
     pub consumers: u32,
 
@@ -178,8 +214,12 @@ pub struct Opts {
 }
 
 impl Opts {
-    /// The faults in the order given, without repeats.
+    /// The faults in the order given, without repeats; every fault of the mode if none was
+    /// given.
     pub fn fault_list(&self) -> Vec<Fault> {
+        if self.faults.is_empty() {
+            return self.mode_faults().to_vec();
+        }
         let mut v: Vec<Fault> = Vec::new();
         for f in &self.faults {
             if !v.contains(f) {
@@ -187,6 +227,33 @@ impl Opts {
             }
         }
         v
+    }
+
+    /// The faults this mode (one momd, or `--cluster`) can inject.
+    fn mode_faults(&self) -> [Fault; 6] {
+        if self.cluster {
+            CLUSTER_FAULTS
+        } else {
+            ALL_FAULTS
+        }
+    }
+
+    /// A fault of the other mode is a usage error.
+    pub fn validate(&self) -> Result<(), String> {
+        let mode = self.mode_faults();
+        match self.faults.iter().find(|f| !mode.contains(f)) {
+            None => Ok(()),
+            Some(f) if self.cluster => Err(format!(
+                "--faults {}: a fault of one momd; with --cluster the faults are {}",
+                f.name(),
+                mode.map(Fault::name).join(",")
+            )),
+            Some(f) => Err(format!(
+                "--faults {}: a cluster fault; add --cluster, or use {}",
+                f.name(),
+                mode.map(Fault::name).join(",")
+            )),
+        }
     }
 
     /// The momd binary: `--momd`, else the one beside this executable.
@@ -236,6 +303,16 @@ mod tests {
         let o = Opts::try_parse_from(["momcheck", "--faults", "kill9,clock,kill9"]).unwrap();
         assert_eq!(o.fault_list(), vec![Fault::Kill9, Fault::Clock]);
         assert!(Opts::try_parse_from(["momcheck", "--faults", "meteor"]).is_err());
+        let o = Opts::try_parse_from(["momcheck"]).unwrap();
+        assert_eq!(o.fault_list(), ALL_FAULTS.to_vec());
+        let o = Opts::try_parse_from(["momcheck", "--cluster"]).unwrap();
+        assert_eq!(o.fault_list(), CLUSTER_FAULTS.to_vec());
+        let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "clock"]).unwrap();
+        assert!(o.validate().is_err());
+        let o = Opts::try_parse_from(["momcheck", "--faults", "one-way"]).unwrap();
+        assert!(o.validate().is_err());
+        let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "isolate,kill9"]);
+        assert!(o.unwrap().validate().is_ok());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("2h").is_err());

@@ -62,6 +62,33 @@ pub async fn replay(
 
 pub async fn read_all(ctx: &Ctx, c: &Client) -> anyhow::Result<Readback> {
     let idle = Duration::from_secs(120);
+    let mut rb = read_topics(ctx, c).await?;
+    let dlq = format!("$dlq.{QUEUE}");
+    let mut dead = HashSet::new();
+    replay(c, &dlq, idle, |m| {
+        let topic = m.headers.get("dlq-topic").and_then(|t| ctx.topic_index(t));
+        let seq = m.headers.get("dlq-seq").and_then(|s| s.parse::<u64>().ok());
+        if let (Some(t), Some(s)) = (topic, seq) {
+            dead.insert((t, s));
+        }
+    })
+    .await?;
+    rb.dead_lettered = dead;
+    let mut events = Vec::new();
+    replay(c, "$sys.events", idle, |m| {
+        if let Some(r) = damage_event(ctx, &m.payload) {
+            events.push(r);
+        }
+    })
+    .await?;
+    rb.damage_events = events;
+    Ok(rb)
+}
+
+/// Every topic of the run replayed from its start (what a cluster node holds; no queue and
+/// no damage events).
+pub async fn read_topics(ctx: &Ctx, c: &Client) -> anyhow::Result<Readback> {
+    let idle = Duration::from_secs(120);
     let mut rb = Readback::default();
     for name in &ctx.topics {
         let mut stored = HashMap::new();
@@ -88,25 +115,6 @@ pub async fn read_all(ctx: &Ctx, c: &Client) -> anyhow::Result<Readback> {
         rb.topics.push(stored);
         rb.skipped.push(skipped);
     }
-    let dlq = format!("$dlq.{QUEUE}");
-    let mut dead = HashSet::new();
-    replay(c, &dlq, idle, |m| {
-        let topic = m.headers.get("dlq-topic").and_then(|t| ctx.topic_index(t));
-        let seq = m.headers.get("dlq-seq").and_then(|s| s.parse::<u64>().ok());
-        if let (Some(t), Some(s)) = (topic, seq) {
-            dead.insert((t, s));
-        }
-    })
-    .await?;
-    rb.dead_lettered = dead;
-    let mut events = Vec::new();
-    replay(c, "$sys.events", idle, |m| {
-        if let Some(r) = damage_event(ctx, &m.payload) {
-            events.push(r);
-        }
-    })
-    .await?;
-    rb.damage_events = events;
     Ok(rb)
 }
 

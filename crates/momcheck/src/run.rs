@@ -119,6 +119,7 @@ impl Run {
             topics,
             probe: opts.publishers,
             addr: momd.addr.clone(),
+            cluster: false,
             epoch: AtomicU32::new(0),
             phases: Mutex::new(vec!["start".into()]),
             latencies: Mutex::new(Latencies::default()),
@@ -289,6 +290,7 @@ impl Run {
         let scope = Scope {
             queue: false,
             observations: false,
+            sightings: false,
         };
         let (counts, details) = verdict::check(&snapshot, &rb, &self.ctx.topics, scope);
         let line = format!(
@@ -364,6 +366,7 @@ impl Run {
             Scope {
                 queue: true,
                 observations: true,
+                sightings: true,
             },
         );
         let errors = l.publish_errors.clone();

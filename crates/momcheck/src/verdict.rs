@@ -52,7 +52,7 @@ pub struct Details {
 }
 
 impl Details {
-    fn add(&mut self, kind: &'static str, what: String) {
+    pub fn add(&mut self, kind: &'static str, what: String) {
         let i = match self.by_kind.iter().position(|(k, _)| *k == kind) {
             Some(i) => i,
             None => {
@@ -66,6 +66,33 @@ impl Details {
     }
 }
 
+impl Details {
+    /// Take `other`'s examples, each prefixed with `prefix` (which node they are about).
+    pub fn merge(&mut self, other: Details, prefix: &str) {
+        for (kind, examples) in other.by_kind {
+            for e in examples {
+                self.add(kind, format!("{prefix}{e}"));
+            }
+        }
+    }
+}
+
+impl Counts {
+    /// Add the counts of the checks of another copy (a cluster's other nodes).
+    pub fn add(&mut self, o: &Counts) {
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.reordered += o.reordered;
+        self.seq_reuse += o.seq_reuse;
+        self.queue_never_delivered += o.queue_never_delivered;
+        self.delivery_count_regressions += o.delivery_count_regressions;
+        self.damaged_reported += o.damaged_reported;
+        self.torn_cut += o.torn_cut;
+        self.corrupted_served += o.corrupted_served;
+        self.phantom += o.phantom;
+    }
+}
+
 /// What to check besides the acknowledged publishes.
 pub struct Scope {
     /// The queue (only once it was drained, at the end).
@@ -73,6 +100,9 @@ pub struct Scope {
     /// What watchers and consumers saw (at the end; a checkpoint reads back while they go
     /// on).
     pub observations: bool,
+    /// What clients noted as they went (a watcher's seqs going back, a seq seen holding
+    /// two messages): about no copy in particular, so checked once when several copies are.
+    pub sightings: bool,
 }
 
 fn in_any(rs: &[SeqRange], t: u16, s: u64) -> bool {
@@ -326,7 +356,7 @@ pub fn check(l: &Ledger, rb: &Readback, topics: &[String], scope: Scope) -> (Cou
             );
         }
     }
-    if scope.observations {
+    if scope.sightings {
         for x in &l.conflicts {
             if seen_excused(x.topic, x.seq) {
                 continue;

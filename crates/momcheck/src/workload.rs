@@ -25,11 +25,22 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connect, retrying every 50 ms until `stop` (then None).
 pub async fn connect(ctx: &Ctx, name: &str, stop: &CancellationToken) -> Option<Client> {
+    connect_from(ctx, name, 0, stop).await
+}
+
+/// The same, trying the servers from the `turn`th of the list on (a cluster's clients
+/// spread over its nodes).
+pub async fn connect_from(
+    ctx: &Ctx,
+    name: &str,
+    turn: usize,
+    stop: &CancellationToken,
+) -> Option<Client> {
     loop {
         if stop.is_cancelled() {
             return None;
         }
-        let mut opts = ConnectOptions::new(ctx.addr(), name);
+        let mut opts = ConnectOptions::with_servers(ctx.servers(turn), name);
         opts.connect_timeout = Duration::from_secs(5);
         match Client::connect(&opts).await {
             Ok(c) => return Some(c),
@@ -56,7 +67,9 @@ pub fn message(ctx: &Ctx, p: u32, n: u64) -> PubMsg {
 /// One publisher: batches of 1..=32 messages to a random topic, one batch in flight (so a
 /// refused batch can be re-sent before the next without reordering), paced to `rate`
 /// messages a second. Stops making new batches at `stop`; gives up re-sending at
-/// `give_up`.
+/// `give_up`. In a cluster it starts at its own node of the list and moves on to the next
+/// after a lost connection or an `unavailable` answer (no leader, or the fate of the batch
+/// unknown): the batch is sent again with the same ids, and dedupe stores it once.
 pub async fn publisher(
     ctx: Ctx,
     p: u32,
@@ -68,6 +81,9 @@ pub async fn publisher(
     let name = format!("momcheck publisher {p}");
     let mut client: Option<Client> = None;
     let mut pending: Option<(u16, u64, u64)> = None; // topic, first n, count
+                                                     // When the pending batch was first sent, and the run's phase then.
+    let mut since = (Instant::now(), 0usize);
+    let mut turn = p as usize;
     let mut next_n: u64 = 0;
     let t0 = Instant::now();
     let workload_topics = ctx.topics.len() as u64 - 1;
@@ -96,6 +112,7 @@ pub async fn publisher(
                 }
             }
             pending = Some((topic, next_n, count));
+            since = (Instant::now(), ctx.phase_mark());
             next_n += count;
         }
         let Some((topic, first, count)) = pending else {
@@ -106,7 +123,7 @@ pub async fn publisher(
         }
         let c = match &client {
             Some(c) if !c.is_closed() => c.clone(),
-            _ => match connect(&ctx, &name, &give_up).await {
+            _ => match connect_from(&ctx, &name, turn, &give_up).await {
                 Some(c) => {
                     client = Some(c.clone());
                     c
@@ -129,6 +146,9 @@ pub async fn publisher(
                 }
                 drop(l);
                 ctx.acked.fetch_add(count, Ordering::Relaxed);
+                if ctx.cluster {
+                    ctx.latency(since.1, since.0.elapsed());
+                }
                 pending = None;
             }
             Ok(Ok(ok)) => {
@@ -142,6 +162,22 @@ pub async fn publisher(
             Ok(Err(e)) => {
                 note_publish_error(&ctx, &format!("publisher {p}"), &e);
                 client = client.filter(|c| !c.is_closed());
+                let unavailable = matches!(
+                    e,
+                    ClientError::Server {
+                        code: ErrorCode::Unavailable,
+                        ..
+                    }
+                );
+                if ctx.cluster && (unavailable || client.is_none()) {
+                    // The next node of the list: its turn is the one after the node lost.
+                    turn = ctx
+                        .servers(0)
+                        .iter()
+                        .position(|s| s == c.server())
+                        .map_or(turn + 1, |i| i + 1);
+                    client = None;
+                }
                 tokio::time::sleep(Duration::from_millis(rng.range(20, 100))).await;
             }
             Err(_) => {
@@ -151,6 +187,7 @@ pub async fn publisher(
                 );
                 ctx.ledger().publish_errors.push(e);
                 client = None;
+                turn += 1;
             }
         }
     }
@@ -304,7 +341,8 @@ pub async fn watcher(ctx: Ctx, w: u32, stop: CancellationToken) {
     let name = format!("momcheck watcher {w}");
     let mut after: BTreeMap<String, u64> = BTreeMap::new();
     'outer: loop {
-        let Some(client) = connect(&ctx, &name, &stop).await else {
+        // In a cluster each watcher starts at a node of its own.
+        let Some(client) = connect_from(&ctx, &name, w as usize + 1, &stop).await else {
             return;
         };
         let req = Watch {

@@ -587,7 +587,7 @@ impl super::Cluster {
             items,
         };
         let bytes =
-            rmp_serde::to_vec(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
+            super::encode_named(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
         match super::committed(data.client_write(mom_raft::Cmd(bytes.into()))).await? {
             Ok(r) => {
                 let r: Result<Vec<PubResult>, String> = rmp_serde::from_slice(&r.data.0)
@@ -621,6 +621,61 @@ impl super::Cluster {
                         .into(),
                 )),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items() -> Vec<PubItem> {
+        let msg = |headers: &[(&str, &str)], msg_id: Option<&str>| PubMsg {
+            payload: bytes::Bytes::from_static(b"x"),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            msg_id: msg_id.map(str::to_string),
+        };
+        vec![PubItem {
+            topic: "t".into(),
+            msgs: vec![
+                msg(&[], Some("id-1")),
+                msg(&[("k", "v")], Some("id-2")),
+                msg(&[("k", "v")], None),
+                msg(&[], None),
+            ],
+            sender: Sender::default(),
+        }]
+    }
+
+    #[test]
+    fn a_msg_id_without_headers_survives_the_entry_and_the_forward() {
+        let items = items();
+        let origin = Origin {
+            node: 1,
+            process: 2,
+            batch: 3,
+        };
+        let entry = super::super::encode_named(&AppendCmdRef {
+            time: 7,
+            origin,
+            items: &items,
+        })
+        .unwrap();
+        let cmd: AppendCmd = rmp_serde::from_slice(&entry).unwrap();
+        assert_eq!(cmd.items[0].msgs, items[0].msgs);
+        let req = super::super::PeerReq::Publish {
+            origin,
+            items: items.clone(),
+        };
+        let body = super::super::encode_named(&req).unwrap();
+        match rmp_serde::from_slice(&body).unwrap() {
+            super::super::PeerReq::Publish { items: got, .. } => {
+                assert_eq!(got[0].msgs, items[0].msgs)
+            }
+            other => panic!("decoded as {other:?}"),
         }
     }
 }

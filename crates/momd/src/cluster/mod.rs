@@ -526,8 +526,7 @@ impl Cluster {
                     Some(b) => b.clone(),
                     None => {
                         let b = Bytes::from(
-                            rmp_serde::to_vec(req)
-                                .map_err(|e| WriteError::Refused(e.to_string()))?,
+                            encode_named(req).map_err(|e| WriteError::Refused(e.to_string()))?,
                         );
                         body = Some(b.clone());
                         b
@@ -761,6 +760,18 @@ impl Cluster {
             }
         }
     }
+}
+
+/// MessagePack of what carries publishes between nodes (a forwarded `PeerReq::Publish`, a
+/// data entry), with every struct as a map of its field names. The default, a struct as an
+/// array of its fields, loses their places where a field is skipped: `PubMsg` leaves out
+/// empty headers, so a message with a `msg_id` and no headers was read back with the id
+/// where the headers belong, and refused. Either form decodes, so what older nodes wrote
+/// still reads.
+pub(crate) fn encode_named<T: Serialize + ?Sized>(
+    v: &T,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(v)
 }
 
 /// `MOMD_PEER_ROUTES=2=HOST:PORT,3=HOST:PORT`: where this node dials some peers instead

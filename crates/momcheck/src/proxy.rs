@@ -1,10 +1,11 @@
-//! A TCP proxy for one directed peer link (node i dials node j), whose faults a test switches
-//! at run time: the nemesis of the cluster fault tests (test tooling, not protocol).
+//! A TCP proxy for one directed peer link (node i dials node j), whose faults a checker
+//! switches at run time: the nemesis of `momcheck --cluster` and of the cluster fault tests
+//! (test tooling, not protocol).
 //!
 //! A link's two directions are set apart: `forward` carries what the dialer sends (node i's
 //! requests to j), `back` what the listener answers. Cutting "i → j" at the packet level is
-//! `forward` of the link i→j plus `back` of the link j→i; `Mesh` (in the fault tests) does
-//! that bookkeeping.
+//! `forward` of the link i→j plus `back` of the link j→i; the trio that owns the links
+//! (momcheck's `cluster::nodes`, the tests' `common/cluster.rs`) does that bookkeeping.
 //!
 //! `Flow::Drop` is a black hole: connections stay open and nothing gets through. Since TCP
 //! retransmits lost packets, the faithful model is a stall, not discarded bytes: the proxy
@@ -14,8 +15,8 @@
 //! lifted; with `Flow::Drop` after it, new connections are taken and then go unanswered (a
 //! host gone dark: its connections are gone and a dial hangs).
 //!
-//! Each proxy runs on its own small tokio runtime; dropping the proxy stops its tasks and
-//! closes every connection. A task waits on a socket or on the link's state, never spins.
+//! A proxy runs on a small tokio runtime of its own (`start`) or on the caller's
+//! (`start_here`); dropping the proxy stops its tasks and closes every connection. A task waits on a socket or on the link's state, never spins.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -76,36 +77,61 @@ pub struct Proxy {
     addr: SocketAddr,
     upstream: SocketAddr,
     state: watch::Sender<State>,
+    /// Aborted on drop; the connections end when `state` is dropped (every wait of theirs
+    /// also waits for a change of the link's state).
+    accept: tokio::task::AbortHandle,
     // Dropped last: its shutdown cancels every task and closes their sockets.
-    _rt: tokio::runtime::Runtime,
+    _rt: Option<tokio::runtime::Runtime>,
+}
+
+fn check_local(upstream: SocketAddr) -> std::io::Result<()> {
+    if matches!(upstream, SocketAddr::V4(a) if a.ip().octets()[0] == 127) {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the proxy forwards to 127.0.0.x only, not {upstream}"),
+        ))
+    }
 }
 
 impl Proxy {
-    /// Starts a proxy to `upstream`, which must be a 127.0.0.x address.
-    pub fn start(upstream: SocketAddr) -> Proxy {
-        let local = matches!(upstream, SocketAddr::V4(a) if a.ip().octets()[0] == 127);
-        assert!(
-            local,
-            "the proxy forwards to 127.0.0.x only, not {upstream}"
-        );
+    /// Starts a proxy to `upstream`, which must be a 127.0.0.x address, on a small runtime
+    /// of its own (for callers outside any runtime, such as a synchronous test).
+    pub fn start(upstream: SocketAddr) -> std::io::Result<Proxy> {
+        check_local(upstream)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("link-proxy")
             .enable_all()
-            .build()
-            .expect("proxy runtime");
-        let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("proxy: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("proxy: local_addr");
+            .build()?;
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
         let (state, rx) = watch::channel(HEALED);
-        rt.spawn(accept(listener, upstream, rx));
-        Proxy {
+        let accept = rt.spawn(accept(listener, upstream, rx)).abort_handle();
+        Ok(Proxy {
             addr,
             upstream,
             state,
-            _rt: rt,
-        }
+            accept,
+            _rt: Some(rt),
+        })
+    }
+
+    /// The same on the caller's runtime.
+    pub async fn start_here(upstream: SocketAddr) -> std::io::Result<Proxy> {
+        check_local(upstream)?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (state, rx) = watch::channel(HEALED);
+        let accept = tokio::spawn(accept(listener, upstream, rx)).abort_handle();
+        Ok(Proxy {
+            addr,
+            upstream,
+            state,
+            accept,
+            _rt: None,
+        })
     }
 
     /// Where the dialer connects instead of `upstream`.
@@ -144,6 +170,12 @@ impl Proxy {
                 ..HEALED
             }
         });
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }
 
