@@ -271,6 +271,35 @@ impl Momd {
         }
     }
 
+    /// Wait until the running momd accepts connections on its client port (not that it
+    /// answers a `hello`); fails if it exits or takes longer than `timeout`.
+    pub async fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.exited() {
+                bail!(
+                    "momd (start {}) exited during start-up ({st}); its log ends:\n{}",
+                    self.starts,
+                    self.log_tail(15)
+                );
+            }
+            if tokio::net::TcpStream::connect(addr_of(&self.addr))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "momd (start {}) did not listen within {timeout:?}; its log ends:\n{}",
+                    self.starts,
+                    self.log_tail(15)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Has the process exited? Then it is reaped and its status returned.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         let st = self.child.as_mut()?.try_wait().ok()??;

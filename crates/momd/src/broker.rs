@@ -197,6 +197,9 @@ struct WatchState {
     /// Replayed messages that could not be read.
     lost: u64,
     cancel: CancellationToken,
+    /// Topics the watch resumes (`after`) past what this node holds yet (a cluster node
+    /// behind the one the client was on): live messages up to that seq are not sent again.
+    floors: HashMap<Arc<str>, u64>,
 }
 
 /// Something to answer once the flush covering it is done.

@@ -149,7 +149,9 @@ impl Nodes {
         let peer: SocketAddr = format!("{h}:{}", free_port_on(&h)?).parse()?;
         let mut node = self.new_node(id, peer, Vec::new())?;
         node.momd.spawn()?;
-        node.momd.wait_ready(START_TIMEOUT).await?;
+        // It takes no client before it has joined and caught up (it cannot vouch for the
+        // cluster's users yet): listening is what it can show.
+        node.momd.wait_listening(START_TIMEOUT).await?;
         self.nodes.push(node);
         Ok(())
     }

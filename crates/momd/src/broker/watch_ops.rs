@@ -107,6 +107,7 @@ impl Broker {
                 skipped: 0,
                 lost: 0,
                 cancel: cancel.clone(),
+                floors: HashMap::new(),
             },
         );
         // The reply is queued before any delivery of this watch.
@@ -123,6 +124,18 @@ impl Broker {
         }
         let mut ranges = Vec::new();
         let mut covered = HashMap::new();
+        // Resumed past what this node holds (or of a topic it does not have yet): the
+        // client has those; what comes live up to there is not sent again.
+        let mut floors: HashMap<Arc<str>, u64> = HashMap::new();
+        for (name, seq) in &w.after {
+            let held = self.core.topics.get(name).map_or(0, |t| t.last_seq);
+            if *seq > held {
+                floors.insert(Arc::from(name.as_str()), *seq);
+            }
+        }
+        if let Some(ws) = self.watches.get_mut(&wid) {
+            ws.floors = floors;
+        }
         for (t, upto) in self.matching_topics(&w.patterns) {
             covered.insert(t.id, upto);
             let from = match (w.after.get(&*t.name), w.from) {
@@ -270,10 +283,23 @@ impl Broker {
         self.spawn_replay(wid, outbox, ranges, cancel);
     }
 
-    pub(super) fn route(&mut self, w: WatchId, topic_id: u32, batch: Arc<Batch>) {
+    pub(super) fn route(&mut self, w: WatchId, topic_id: u32, mut batch: Arc<Batch>) {
         let Some(ws) = self.watches.get_mut(&w) else {
             return;
         };
+        if let Some(floor) = ws.floors.get(&batch.topic).copied() {
+            let last = (batch.first_seq + batch.msgs.len() as u64).saturating_sub(1);
+            if last <= floor {
+                return;
+            }
+            ws.floors.remove(&batch.topic);
+            if batch.first_seq <= floor {
+                let mut b = (*batch).clone();
+                b.msgs.drain(..(floor + 1 - b.first_seq) as usize);
+                b.first_seq = floor + 1;
+                batch = Arc::new(b);
+            }
+        }
         let n = batch.msgs.len() as u64;
         let bytes: u64 = batch.msgs.iter().map(|m| m.payload.len() as u64).sum();
         match &mut ws.mode {
