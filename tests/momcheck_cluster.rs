@@ -80,6 +80,9 @@ fn cluster_faults_lose_duplicate_reorder_and_diverge_nothing() {
         "400",
         "--publishers",
         "3",
+        // Consumers of the queue on any node, acking and nacking.
+        "--consumers",
+        "2",
         // Watchers that resume (`after`) on other nodes, some of them behind (seed 16 once
         // showed one sent again, live, what it already had as its node caught up).
         "--watchers",

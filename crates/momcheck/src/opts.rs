@@ -134,8 +134,8 @@ pub struct Opts {
     /// Check a cluster instead of one momd: three nodes on 127.0.0.1, 127.0.0.2 and
     /// 127.0.0.3, every peer link through a proxy that can cut it one way or both. The
     /// publishers fail over between the nodes; at the end every node must hold every
-    /// acknowledged message once, in the same order. Queues are not in cluster mode yet, so
-    /// there are no consumers, and no checkpoints (only the final check).
+    /// acknowledged message once, in the same order, and the queue's consumers (on any node)
+    /// must have been given every one. No checkpoints (only the final check).
     #[arg(long)]
     pub cluster: bool,
 
@@ -152,7 +152,7 @@ pub struct Opts {
     #[arg(long, default_value_t = 4)]
     pub publishers: u32,
 
-    /// Consumers of the durable queue bound to the workload's topics (none with --cluster).
+    /// Consumers of the durable queue bound to the workload's topics.
     #[arg(long, default_value_t = 3)]
     pub consumers: u32,
 

@@ -5,8 +5,11 @@
 //! message at the same seq on every node. Start at `ClusterRun::run`; the faults are in
 //! `faults.rs`, the nodes and their links in `nodes.rs`.
 //!
-//! Queues are not in cluster mode yet (refused with `unavailable`), so the workload is
-//! publishers and watchers; consumers join it the way `run.rs` spawns them once they are.
+//! The workload is the single node's: publishers, consumers of a durable queue bound to
+//! the topics (acking, nacking some), and watchers, each moving on to another node when it
+//! loses its own. At the end the queue must drain, and what the consumers were given is
+//! judged as on a single node (every acknowledged message delivered, delivery counts never
+//! going back).
 
 mod faults;
 mod nodes;
@@ -28,7 +31,7 @@ use crate::opts::{Fault, Opts};
 use crate::readback::{self, Readback};
 use crate::rng::Rng;
 use crate::verdict::{self, Counts, Details, Scope};
-use crate::workload::{self, PROBE_TOPIC};
+use crate::workload::{self, PROBE_TOPIC, QUEUE, TOPIC_PATTERN};
 
 use nodes::{Nodes, TRIO};
 
@@ -65,9 +68,11 @@ pub struct ClusterRun {
 /// The clients of the workload.
 struct Tasks {
     publishers: Vec<JoinHandle<()>>,
+    consumers: Vec<JoinHandle<()>>,
     watchers: Vec<JoinHandle<()>>,
     stop_publishing: CancellationToken,
     give_up: CancellationToken,
+    stop_consumers: CancellationToken,
     stop_watchers: CancellationToken,
 }
 
@@ -193,9 +198,11 @@ impl ClusterRun {
     fn spawn_clients(&mut self) -> Tasks {
         let mut t = Tasks {
             publishers: Vec::new(),
+            consumers: Vec::new(),
             watchers: Vec::new(),
             stop_publishing: CancellationToken::new(),
             give_up: CancellationToken::new(),
+            stop_consumers: CancellationToken::new(),
             stop_watchers: CancellationToken::new(),
         };
         let rate = f64::from(self.opts.rate) / f64::from(self.opts.publishers.max(1));
@@ -207,6 +214,14 @@ impl ClusterRun {
                 rate,
                 t.stop_publishing.clone(),
                 t.give_up.clone(),
+            )));
+        }
+        for c in 0..self.opts.consumers {
+            t.consumers.push(tokio::spawn(workload::consumer(
+                self.ctx.clone(),
+                c,
+                self.rng.fork(),
+                t.stop_consumers.clone(),
             )));
         }
         for w in 0..self.opts.watchers {
@@ -221,6 +236,22 @@ impl ClusterRun {
 
     async fn run(&mut self, interrupted: CancellationToken) -> anyhow::Result<Outcome> {
         self.settle("start").await?;
+        let c = Client::connect(&ConnectOptions::with_servers(
+            self.ctx.servers(0),
+            "momcheck setup",
+        ))
+        .await?;
+        c.queue_create(mom_proto::QueueCreate {
+            queue: QUEUE.into(),
+            bindings: vec![TOPIC_PATTERN.into()],
+            from: mom_proto::StartAt::All,
+            max_deliver: Some(10),
+            ack_wait_ms: Some(5000),
+            ..mom_proto::QueueCreate::default()
+        })
+        .await
+        .context("creating the queue")?;
+        drop(c);
         let tasks = self.spawn_clients();
         let faults = self.opts.fault_list();
         let mut order: Vec<Fault> = Vec::new();
@@ -268,6 +299,73 @@ impl ClusterRun {
         self.nodes.revive_all().await
     }
 
+    /// Wait until every node has applied the data group's whole log (or note a stall).
+    async fn caught_up(&mut self) {
+        let t0 = Instant::now();
+        loop {
+            if let Some((_, true)) = self.nodes.agreement(&TRIO).await {
+                break;
+            }
+            if t0.elapsed() > CATCH_UP_TIMEOUT {
+                self.finding(
+                    "stalls",
+                    format!(
+                        "the nodes had not caught up with the data group's leader \
+                         {CATCH_UP_TIMEOUT:?} after the last publish (their copies are checked \
+                         as they are)"
+                    ),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("momcheck: final: nodes caught up in {:.1?}", t0.elapsed());
+    }
+
+    /// Let the consumers take and settle everything the queue holds (healed, every node
+    /// running), then stop them. A queue that stops moving for 10 s is left as it is: what
+    /// it still holds of the acknowledged messages is counted as never delivered.
+    async fn drain(&mut self, t: &Tasks) -> anyhow::Result<()> {
+        let c = Client::connect(&ConnectOptions::with_servers(
+            self.ctx.servers(0),
+            "momcheck final",
+        ))
+        .await?;
+        let t0 = Instant::now();
+        let mut last = (u64::MAX, Instant::now());
+        loop {
+            let q = match tokio::time::timeout(Duration::from_secs(30), c.queue_info(QUEUE)).await {
+                Ok(Ok(q)) => q,
+                Ok(Err(e)) => anyhow::bail!("queue_info {QUEUE}: {e}"),
+                Err(_) => anyhow::bail!("queue_info {QUEUE}: no answer within 30 s"),
+            };
+            if q.lag == 0 && q.unacked == 0 {
+                break;
+            }
+            if q.lag + q.unacked != last.0 {
+                last = (q.lag + q.unacked, Instant::now());
+            }
+            if last.1.elapsed() > Duration::from_secs(10) || t0.elapsed() > Duration::from_secs(180)
+            {
+                self.finding(
+                    "stalls",
+                    format!(
+                        "the queue does not drain: {} ready, {} unacked after {:.0?}",
+                        q.ready,
+                        q.unacked,
+                        t0.elapsed()
+                    ),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        t.stop_consumers.cancel();
+        join_all(&t.consumers, Duration::from_secs(30)).await;
+        eprintln!("momcheck: final: queue drained in {:.1?}", t0.elapsed());
+        Ok(())
+    }
+
     /// Every node runs, and the trio agrees on the data group's leader (within
     /// `SETTLE_TIMEOUT`, else that is a stall).
     async fn settle(&mut self, after: &str) -> anyhow::Result<()> {
@@ -310,24 +408,10 @@ impl ClusterRun {
         );
         self.nodes.heal();
         self.settle("final").await?;
-        let t0 = Instant::now();
-        loop {
-            if let Some((_, true)) = self.nodes.agreement(&TRIO).await {
-                break;
-            }
-            if t0.elapsed() > CATCH_UP_TIMEOUT {
-                self.finding(
-                    "stalls",
-                    format!(
-                        "the nodes had not caught up with the data group's leader {CATCH_UP_TIMEOUT:?} \
-                         after the last publish (their copies are checked as they are)"
-                    ),
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        eprintln!("momcheck: final: nodes caught up in {:.1?}", t0.elapsed());
+        self.caught_up().await;
+        // Every node has applied every publish: the queue a node shows holds them all.
+        self.drain(&t).await?;
+        self.caught_up().await;
         let mut copies = Vec::new();
         for id in TRIO {
             copies.push((id, self.read_node(id).await?));
@@ -335,7 +419,7 @@ impl ClusterRun {
         let l = self.ctx.ledger();
         // What clients noted on the way is checked with the first copy only.
         let scope = |first: bool| Scope {
-            queue: false,
+            queue: first,
             observations: true,
             sightings: first,
         };

@@ -73,13 +73,16 @@ pub fn line(
             let c = &o.counts;
             s.push_str(&format!(
                 " acked {} lost {} duplicated {} reordered {} diverged {} seq-reuse {} \
-                 corrupted-served {} phantom {}",
+                 queue-never-delivered {} delivery-count-regressions {} corrupted-served {} \
+                 phantom {}",
                 c.acked,
                 c.lost,
                 c.duplicated,
                 c.reordered,
                 o.diverged,
                 c.seq_reuse,
+                c.queue_never_delivered,
+                c.delivery_count_regressions,
                 c.corrupted_served,
                 c.phantom
             ));
