@@ -246,34 +246,39 @@ impl Momd {
     /// Wait until the running momd answers a `hello`; fails if it exits or takes longer
     /// than `timeout`.
     pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.exited() {
-                bail!(
-                    "momd (start {}) exited during start-up ({st}); its log ends:\n{}",
-                    self.starts,
-                    self.log_tail(15)
-                );
+        let addr = self.addr.clone();
+        self.wait_until(timeout, "serve", || {
+            let at = addr_of(&addr);
+            async move {
+                let mut opts = ConnectOptions::new(at, "momcheck ready");
+                opts.connect_timeout = Duration::from_secs(1);
+                Client::connect(&opts).await.is_ok()
             }
-            let mut opts = ConnectOptions::new(addr_of(&self.addr), "momcheck ready");
-            opts.connect_timeout = Duration::from_secs(1);
-            if Client::connect(&opts).await.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "momd (start {}) did not serve within {timeout:?}; its log ends:\n{}",
-                    self.starts,
-                    self.log_tail(15)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Wait until the running momd accepts connections on its client port (not that it
     /// answers a `hello`); fails if it exits or takes longer than `timeout`.
     pub async fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let addr = self.addr.clone();
+        self.wait_until(timeout, "listen", || {
+            let at = addr_of(&addr);
+            async move { tokio::net::TcpStream::connect(at).await.is_ok() }
+        })
+        .await
+    }
+
+    async fn wait_until<F, Fut>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut ready: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.exited() {
@@ -283,15 +288,12 @@ impl Momd {
                     self.log_tail(15)
                 );
             }
-            if tokio::net::TcpStream::connect(addr_of(&self.addr))
-                .await
-                .is_ok()
-            {
+            if ready().await {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "momd (start {}) did not listen within {timeout:?}; its log ends:\n{}",
+                    "momd (start {}) did not {what} within {timeout:?}; its log ends:\n{}",
                     self.starts,
                     self.log_tail(15)
                 );

@@ -324,32 +324,15 @@ impl Run {
         let c = Client::connect(&ConnectOptions::new(self.ctx.addr(), "momcheck final")).await?;
         // Drained: nothing ready or unacked. Stuck: the same for 10 s while consumers wait.
         let t0 = Instant::now();
-        let mut last = (u64::MAX, Instant::now());
-        loop {
-            let q = match tokio::time::timeout(Duration::from_secs(30), c.queue_info(QUEUE)).await {
-                Ok(Ok(q)) => q,
-                Ok(Err(e)) => anyhow::bail!("queue_info {QUEUE}: {e}"),
-                Err(_) => anyhow::bail!("queue_info {QUEUE}: no answer within 30 s"),
-            };
-            if q.lag == 0 && q.unacked == 0 {
-                break;
-            }
-            if q.lag != last.0 {
-                last = (q.lag, Instant::now());
-            }
-            if last.1.elapsed() > Duration::from_secs(10) || t0.elapsed() > Duration::from_secs(180)
-            {
-                eprintln!(
-                    "momcheck: the queue does not drain: {} ready, {} unacked, {} dropped after {:.0?} \
-                     (what it still holds is counted below if it was acknowledged and not damaged)",
-                    q.ready,
-                    q.unacked,
-                    q.dropped,
-                    t0.elapsed()
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(q) = workload::drain(&c).await? {
+            eprintln!(
+                "momcheck: the queue does not drain: {} ready, {} unacked, {} dropped after {:.0?} \
+                 (what it still holds is counted below if it was acknowledged and not damaged)",
+                q.ready,
+                q.unacked,
+                q.dropped,
+                t0.elapsed()
+            );
         }
         t.stop_consumers.cancel();
         join_all(&t.consumers, Duration::from_secs(30)).await;

@@ -415,3 +415,27 @@ pub async fn watcher(ctx: Ctx, w: u32, stop: CancellationToken) {
         }
     }
 }
+
+/// Wait until the queue holds nothing (ready or unacked), as `c`'s server sees it. `Some`
+/// with the queue's last state if it stopped moving for 10 s (or 3 minutes went by).
+pub async fn drain(c: &Client) -> anyhow::Result<Option<mom_proto::QueueInfo>> {
+    let t0 = Instant::now();
+    let mut last = (u64::MAX, Instant::now());
+    loop {
+        let q = match tokio::time::timeout(Duration::from_secs(30), c.queue_info(QUEUE)).await {
+            Ok(Ok(q)) => q,
+            Ok(Err(e)) => anyhow::bail!("queue_info {QUEUE}: {e}"),
+            Err(_) => anyhow::bail!("queue_info {QUEUE}: no answer within 30 s"),
+        };
+        if q.lag == 0 && q.unacked == 0 {
+            return Ok(None);
+        }
+        if q.lag + q.unacked != last.0 {
+            last = (q.lag + q.unacked, Instant::now());
+        }
+        if last.1.elapsed() > Duration::from_secs(10) || t0.elapsed() > Duration::from_secs(180) {
+            return Ok(Some(q));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

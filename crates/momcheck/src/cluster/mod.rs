@@ -332,33 +332,16 @@ impl ClusterRun {
         ))
         .await?;
         let t0 = Instant::now();
-        let mut last = (u64::MAX, Instant::now());
-        loop {
-            let q = match tokio::time::timeout(Duration::from_secs(30), c.queue_info(QUEUE)).await {
-                Ok(Ok(q)) => q,
-                Ok(Err(e)) => anyhow::bail!("queue_info {QUEUE}: {e}"),
-                Err(_) => anyhow::bail!("queue_info {QUEUE}: no answer within 30 s"),
-            };
-            if q.lag == 0 && q.unacked == 0 {
-                break;
-            }
-            if q.lag + q.unacked != last.0 {
-                last = (q.lag + q.unacked, Instant::now());
-            }
-            if last.1.elapsed() > Duration::from_secs(10) || t0.elapsed() > Duration::from_secs(180)
-            {
-                self.finding(
-                    "stalls",
-                    format!(
-                        "the queue does not drain: {} ready, {} unacked after {:.0?}",
-                        q.ready,
-                        q.unacked,
-                        t0.elapsed()
-                    ),
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(q) = workload::drain(&c).await? {
+            self.finding(
+                "stalls",
+                format!(
+                    "the queue does not drain: {} ready, {} unacked after {:.0?}",
+                    q.ready,
+                    q.unacked,
+                    t0.elapsed()
+                ),
+            );
         }
         t.stop_consumers.cancel();
         join_all(&t.consumers, Duration::from_secs(30)).await;

@@ -361,19 +361,7 @@ impl Broker {
         {
             self.propose_queue(QueueOp::Expire, None);
         }
-        let mut waiting: Vec<String> = self
-            .consumers
-            .values()
-            .filter(|c| c.in_flight < c.credit)
-            .map(|c| c.queue.clone())
-            .chain(self.fetches.iter().map(|f| f.queue.clone()))
-            .collect();
-        waiting.sort_unstable();
-        waiting.dedup();
-        for name in waiting {
-            self.pump(&name, now);
-        }
-        self.expire_fetches(now);
+        self.serve_waiting(now);
     }
 
     /// `pump` in cluster mode: propose takes for this node's fetches and consumers of queue

@@ -49,8 +49,13 @@ impl Broker {
             self.free_credit(&consumers);
             self.dead_letter(&name, dead, now);
         }
-        // Serve what waits: due redeliveries, consumers whose connection has room again,
-        // fetches whose messages could not be read a moment ago.
+        self.serve_waiting(now);
+    }
+
+    /// Serve what waits: due redeliveries, consumers whose connection has room again,
+    /// fetches whose messages could not be read a moment ago; answer the fetches whose time
+    /// is up.
+    pub(super) fn serve_waiting(&mut self, now: u64) {
         let mut waiting: Vec<String> = self
             .consumers
             .values()
