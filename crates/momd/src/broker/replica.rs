@@ -107,6 +107,9 @@ impl Broker {
                     e.time,
                     inbox,
                 );
+                if r.is_ok() {
+                    self.noted_in_log_order(&item.topic);
+                }
                 results.push(r);
             }
             out.push(results);
@@ -129,6 +132,21 @@ impl Broker {
                 // What this node's takes leased is stored: send it.
                 self.deliver_taken();
                 Ok(out)
+            }
+        }
+    }
+
+    /// The queues bound to `topic` learn of its new messages now, in log order, not when
+    /// the write is released: a take later in the same entries must see them on every node,
+    /// however each node grouped its entries into writes.
+    fn noted_in_log_order(&mut self, topic: &str) {
+        let Some(id) = self.core.topics.get(topic).map(|t| t.id) else {
+            return;
+        };
+        let names: Vec<std::sync::Arc<str>> = self.queues.bound_to(id).to_vec();
+        for name in names {
+            if let Some(q) = self.queues.get_mut(&name) {
+                q.note_append(id);
             }
         }
     }

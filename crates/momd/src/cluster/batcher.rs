@@ -1,0 +1,203 @@
+//! This node's batcher: what its clients send to the data group (publishes and queue
+//! changes) is gathered while the previous batch is being committed and sent to the
+//! group's leader as one entry; a batch whose fate is unknown is sent again as the same
+//! batch (`data.rs` applies it once).
+
+use std::time::Duration;
+
+use mom_proto::ErrorCode;
+use tokio::sync::{mpsc, oneshot};
+
+use super::data::{AppendCmdRef, DataItem, Origin, PubResult, DATA};
+
+/// How long a batch is tried before its publishes get an error.
+const GIVE_UP: Duration = Duration::from_secs(20);
+
+/// Most publishes in one Raft entry.
+const BATCH_MAX: usize = 4096;
+/// Most bytes of messages in one Raft entry (a larger single publish gets an entry of its
+/// own): with `max_payload_entries` it bounds a replication request well under the peer
+/// frame limit.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// About what an item takes in a Raft entry.
+fn item_bytes(item: &DataItem) -> usize {
+    let item = match item {
+        DataItem::Publish(p) => p,
+        DataItem::Queue(_) => return 256,
+    };
+    let msgs: usize = item
+        .msgs
+        .iter()
+        .map(|m| {
+            m.payload.len()
+                + m.msg_id.as_ref().map_or(0, String::len)
+                + m.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>()
+                + 8
+        })
+        .sum();
+    msgs + item.topic.len() + item.sender.user.len() + item.sender.name.len() + 32
+}
+
+/// An item waiting in this node's batcher.
+pub struct Proposal {
+    pub item: DataItem,
+    pub done: oneshot::Sender<PubResult>,
+}
+
+/// The batcher's queue: publishes of this node's clients, sent to the leader a batch at a
+/// time. Unbounded: what a connection may have in flight is bounded before (admission).
+pub type Batcher = mpsc::UnboundedSender<Proposal>;
+
+impl super::Cluster {
+    /// Runs the batcher: one batch at a time goes to the leader; what arrives meanwhile
+    /// makes the next one.
+    pub(super) async fn run_batcher(self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+        let mut waiting: Vec<Proposal> = Vec::new();
+        let process = self.inner.process;
+        let mut number = 0u64;
+        loop {
+            if waiting.is_empty() {
+                match rx.recv().await {
+                    Some(p) => waiting.push(p),
+                    None => return,
+                }
+            }
+            let mut bytes = 0usize;
+            while waiting.len() < BATCH_MAX && bytes < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += item_bytes(&p.item);
+                        waiting.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (items, dones): (Vec<DataItem>, Vec<_>) = std::mem::take(&mut waiting)
+                .into_iter()
+                .map(|p| (p.item, p.done))
+                .unzip();
+            number += 1;
+            let origin = Origin {
+                node: self.node_id(),
+                process,
+                batch: number,
+            };
+            match self.propose_publishes(origin, items).await {
+                Ok(results) => {
+                    for (done, r) in dones.into_iter().zip(results) {
+                        let _ = done.send(r);
+                    }
+                }
+                Err(e) => {
+                    for done in dones {
+                        let _ = done.send(Err((ErrorCode::Unavailable, e.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a batch of publishes to the data group's leader and returns each one's result.
+    /// A batch whose fate is unknown is sent again as the same batch (`origin`): applied
+    /// once however often it is committed. `Err` for the whole batch: after `GIVE_UP`, no
+    /// leader took it (then it is not stored), or its fate is still unknown.
+    async fn propose_publishes(
+        &self,
+        origin: Origin,
+        items: Vec<DataItem>,
+    ) -> Result<Vec<PubResult>, String> {
+        let n = items.len();
+        let req = super::PeerReq::Publish { origin, items };
+        let deadline = tokio::time::Instant::now() + GIVE_UP;
+        let mut unknown = None;
+        loop {
+            match self.on_leader(DATA, &req).await {
+                Ok(super::Answer::Published(r)) if r.len() == n => return Ok(r),
+                Ok(_) => return Err("the leader gave an answer of another kind".into()),
+                Err(super::WriteError::NoLeader(_, why)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(match unknown {
+                            Some(e) => format!(
+                                "may or may not be stored ({e}); retry with a msg_id to be safe"
+                            ),
+                            None => format!(
+                                "not stored: the cluster has no reachable leader ({why}); retry"
+                            ),
+                        });
+                    }
+                }
+                Err(e @ super::WriteError::Indeterminate(_)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "may or may not be stored ({e}); retry with a msg_id to be safe"
+                        ));
+                    }
+                    unknown = Some(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// As the data group's leader: propose one entry of publishes, wait for it to be
+    /// applied here, and return each one's result.
+    pub(super) async fn lead_publish(
+        &self,
+        origin: Origin,
+        items: &[DataItem],
+    ) -> Result<Vec<PubResult>, super::WriteError> {
+        let data = self.data_raft();
+        if data.metrics().borrow().state != mom_raft::openraft::ServerState::Leader {
+            return Err(super::WriteError::NotLeader(format!(
+                "node {} does not lead the data group",
+                self.node_id()
+            )));
+        }
+        let cmd = AppendCmdRef {
+            time: crate::broker::now_ms(),
+            origin,
+            items,
+        };
+        let bytes =
+            super::encode_named(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
+        match super::committed(data.client_write(mom_raft::Cmd(bytes.into()))).await? {
+            Ok(r) => {
+                let r: Result<Vec<PubResult>, String> = rmp_serde::from_slice(&r.data.0)
+                    .unwrap_or_else(|e| Err(format!("unreadable apply result: {e}")));
+                r.map_err(super::WriteError::Refused)
+            }
+            // Proposed, then leadership moved: the entry may still be committed.
+            Err(e) => Err(super::WriteError::Indeterminate(format!(
+                "the leader changed while the publish was proposed ({e})"
+            ))),
+        }
+    }
+
+    /// Publishes (or changes the queues) through the cluster: queued now, in the order of
+    /// the calls (a connection's requests keep their order); the answer comes once
+    /// committed on a majority and applied.
+    pub fn propose(&self, item: DataItem) -> impl std::future::Future<Output = PubResult> {
+        let (done, wait) = oneshot::channel();
+        let queued = self.inner.batcher.send(Proposal { item, done }).is_ok();
+        async move {
+            if !queued {
+                return Err((ErrorCode::Unavailable, "the node is stopping".into()));
+            }
+            match tokio::time::timeout(GIVE_UP + Duration::from_secs(10), wait).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err((ErrorCode::Unavailable, "the node is stopping".into())),
+                Err(_) => Err((
+                    ErrorCode::Unavailable,
+                    "no answer from the cluster in time: the publish may or may not be \
+                     stored; retry with a msg_id to be safe"
+                        .into(),
+                )),
+            }
+        }
+    }
+}
