@@ -1,7 +1,8 @@
-//! The data group: a Raft group carrying publishes, applied by every node to its own store
+//! The data group: a Raft group carrying publishes and every change to queues and topics
+//! (`QueueOp`, applied by `broker/queue_cluster.rs`), applied by every node to its own store
 //! (replica mode, `store/replica.rs`) through its broker task.
 //!
-//! A publish reaches any node. The node's batcher gathers what its clients sent while the
+//! A publish reaches any node. The node's batcher (`batcher.rs`) gathers what its clients sent while the
 //! previous batch was being committed, and sends it to the group's leader (itself, or over
 //! the peer link); the leader stamps the time and proposes the batch as one entry. Once a
 //! majority has it in its log (each replica fsynced it), every node applies it: the core
