@@ -93,38 +93,8 @@ struct Selection {
 /// deadline, and one that passes uncounted (see [`Queue::expire`]).
 pub const DETACHED: ConsumerId = u64::MAX;
 
-/// What is stored of a queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueueRecord {
-    pub def: QueueDef,
-    #[serde(with = "super::record_codec::cursors")]
-    pub cursors: BTreeMap<u32, u64>,
-    /// Delivered and not acked, or waiting for redelivery: (topic, seq, deliveries).
-    #[serde(with = "super::record_codec::outstanding")]
-    pub outstanding: Vec<(u32, u64, u32)>,
-    pub counters: QueueCounters,
-    /// The newest seq of `$dlq.<queue>` a redrive took back (see [`Queue::dlq_redriven`]).
-    /// Last, with a default, so records written before it existed still load.
-    #[serde(default)]
-    pub dlq_redriven: u64,
-    /// A cluster node's queue state exactly as it is (see [`Exact`]); none on a single
-    /// node.
-    #[serde(default)]
-    pub exact: Option<Exact>,
-}
-
-/// What a replica stores besides: whom each delivery is out with and until when, when each
-/// redelivery is due, and where the round robin stands. A single node gives everything
-/// outstanding back at a restart; a cluster node must not, since the other nodes still
-/// hold those deliveries and every node's queue must stay the same.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Exact {
-    /// (topic, seq, consumer, deadline, deliveries).
-    pub leases: Vec<(u32, u64, ConsumerId, u64, u32)>,
-    /// (topic, seq, due, deliveries).
-    pub retries: Vec<(u32, u64, u64, u32)>,
-    pub rr: u32,
-}
+mod record;
+pub use record::QueueRecord;
 
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -165,87 +135,6 @@ impl Queue {
             rr: 0,
             dead: Vec::new(),
         }
-    }
-
-    /// Rebuild from its record: what was outstanding is delivered again (DESIGN.md: an
-    /// unacked message is always redelivered after a restart).
-    pub fn from_record(r: QueueRecord, now: u64) -> Self {
-        let mut q = Queue::new(r.def);
-        q.cursors = r.cursors;
-        q.backlog = q.cursors.keys().copied().collect();
-        q.counters = r.counters;
-        q.dlq_redriven = r.dlq_redriven;
-        if let Some(x) = r.exact {
-            for (t, s, consumer, deadline, deliveries) in x.leases {
-                let lease = Lease {
-                    consumer,
-                    deadline,
-                    deliveries,
-                };
-                q.unacked.insert((t, s), lease);
-            }
-            for (t, s, due, deliveries) in x.retries {
-                q.retry.insert((t, s), Retry { due, deliveries });
-            }
-            q.rr = x.rr;
-            return q;
-        }
-        for (t, s, d) in r.outstanding {
-            if let Some(dl) = q.requeue((t, s), d, now, "ack_timeout") {
-                q.dead.push(dl);
-            }
-        }
-        q
-    }
-
-    pub fn record(&self) -> QueueRecord {
-        let mut counters = self.counters;
-        // A detached delivery still out at a restart comes back uncounted, as it would at
-        // its deadline (`expire`).
-        let mut outstanding: Vec<(u32, u64, u32)> = self
-            .unacked
-            .iter()
-            .map(|(r, l)| {
-                if l.consumer != DETACHED {
-                    return (r.0, r.1, l.deliveries);
-                }
-                counters.delivered = counters.delivered.saturating_sub(1);
-                if l.deliveries > 1 {
-                    counters.redelivered = counters.redelivered.saturating_sub(1);
-                }
-                (r.0, r.1, l.deliveries.saturating_sub(1))
-            })
-            .chain(self.retry.iter().map(|(r, x)| (r.0, r.1, x.deliveries)))
-            .collect();
-        outstanding.sort_unstable();
-        QueueRecord {
-            def: self.def.clone(),
-            cursors: self.cursors.clone(),
-            outstanding,
-            counters,
-            dlq_redriven: self.dlq_redriven,
-            exact: None,
-        }
-    }
-
-    /// The record a cluster node stores: everything, exactly ([`Exact`]).
-    pub fn exact_record(&self) -> QueueRecord {
-        let mut r = self.record();
-        r.counters = self.counters;
-        r.exact = Some(Exact {
-            leases: self
-                .unacked
-                .iter()
-                .map(|(m, l)| (m.0, m.1, l.consumer, l.deadline, l.deliveries))
-                .collect(),
-            retries: self
-                .retry
-                .iter()
-                .map(|(m, x)| (m.0, m.1, x.due, x.deliveries))
-                .collect(),
-            rr: self.rr,
-        });
-        r
     }
 
     /// Bind a topic, starting at `start` (ignored if already bound). Through

@@ -1,0 +1,119 @@
+//! The listening side: a peer's handshake checked, then its RPCs handed to the group they
+//! name (or to the application's handler).
+
+use super::*;
+
+/// Serves peers' RPCs on `listener` until it fails.
+pub async fn serve(
+    listener: TcpListener,
+    me: Identity,
+    groups: Groups,
+    app: Option<AppHandler>,
+    check: PeerCheck,
+    contacts: Contacts,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, addr) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let me = me.clone();
+        let groups = groups.clone();
+        let app = app.clone();
+        let check = check.clone();
+        let contacts = contacts.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(stream, me, groups, app, check, contacts).await {
+                tracing::debug!(%addr, "peer connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    me: Identity,
+    groups: Groups,
+    app: Option<AppHandler>,
+    check: PeerCheck,
+    contacts: Contacts,
+) -> Result<(), String> {
+    let mut framed = Framed::new(stream, codec());
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
+        .await
+        .map_err(|_| "no hello in time".to_string())?
+        .ok_or("closed before hello")?
+        .map_err(|e| e.to_string())?;
+    let hello: Hello = rmp_serde::from_slice(&first).map_err(|e| format!("bad hello: {e}"))?;
+    let refusal = if hello.cluster != me.cluster {
+        Some(format!(
+            "this is node {} of cluster {:?}, not of cluster {:?}",
+            me.node, me.cluster, hello.cluster
+        ))
+    } else if hello.to != me.node {
+        Some(format!(
+            "this is node {} of cluster {:?}, not node {}",
+            me.node, me.cluster, hello.to
+        ))
+    } else if hello.from == me.node {
+        Some(format!("node {} cannot peer with itself", me.node))
+    } else {
+        check(hello.from, hello.incarnation).err()
+    };
+    let reply = match &refusal {
+        Some(r) => HelloReply::Refused(r.clone()),
+        None => HelloReply::Ok {
+            incarnation: me.incarnation,
+        },
+    };
+    framed
+        .send(Bytes::from(encode(&reply)?))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(r) = refusal {
+        tracing::warn!(from = hello.from, "peer refused: {r}");
+        return Err(r);
+    }
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Response>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(resp) = rx.recv().await {
+            let Ok(bytes) = encode(&resp) else { continue };
+            if sink.send(Bytes::from(bytes)).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let req: Request =
+            rmp_serde::from_slice(&frame).map_err(|e| format!("bad peer request: {e}"))?;
+        contacts.touch(hello.from);
+        let groups = groups.clone();
+        let app = app.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = handle(req.group, req.rpc, &groups, app.as_ref()).await;
+            let _ = tx.send(Response { id: req.id, result }).await;
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn handle(group: GroupId, rpc: Rpc, groups: &Groups, app: Option<&AppHandler>) -> RpcResult {
+    if let Rpc::App(bytes) = rpc {
+        return match app {
+            Some(app) => RpcResult::App(app(group, bytes).await),
+            None => RpcResult::App(Err("this node takes no application requests".into())),
+        };
+    }
+    let Some(raft) = groups.get(group) else {
+        return RpcResult::NoGroup;
+    };
+    match rpc {
+        Rpc::Append(r) => RpcResult::Append(raft.append_entries(r).await),
+        Rpc::Vote(r) => RpcResult::Vote(raft.vote(r).await),
+        Rpc::Snapshot(r) => RpcResult::Snapshot(raft.install_snapshot(r).await),
+        Rpc::App(_) => RpcResult::NoGroup,
+    }
+}
