@@ -6,58 +6,13 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn momcheck_bin() -> PathBuf {
-    let b = common::momd_bin().with_file_name("momcheck");
-    assert!(b.is_file(), "{} is missing", b.display());
-    b
-}
-
-/// Run momcheck; returns its exit code, its verdict line (stdout) and its stderr. A run
-/// longer than `limit` is killed and fails the test.
-fn momcheck(args: &[&str], limit: Duration) -> (i32, String, String) {
-    let mut child = Command::new(momcheck_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning momcheck");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = common::wait_timeout(&mut child, limit);
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    let Some(status) = status else {
-        panic!("momcheck {args:?} did not finish within {limit:?}; stderr:\n{err}");
-    };
-    (status.code().unwrap_or(-1), out, err)
-}
 
 /// The verdict passes: exit 0, every violation counted 0, each fault run `at_least` times.
 fn assert_passes(args: &[&str], faults: &[&str], at_least: u32) {
     let t0 = Instant::now();
-    let (code, verdict, stderr) = momcheck(args, Duration::from_secs(240));
+    let (code, verdict, stderr) = common::momcheck(args, Duration::from_secs(240));
     eprintln!("{verdict}(in {:.0?})", t0.elapsed());
     let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
     let tail: String = tail.into_iter().rev().collect::<Vec<_>>().join("\n");

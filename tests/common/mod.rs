@@ -901,3 +901,49 @@ impl Drop for Collector {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// momcheck, the fault-injection checker
+
+pub fn momcheck_bin() -> std::path::PathBuf {
+    let b = momd_bin().with_file_name("momcheck");
+    assert!(b.is_file(), "{} is missing", b.display());
+    b
+}
+
+/// Run momcheck; returns its exit code, its verdict line (stdout) and its stderr. A run
+/// longer than `limit` is killed and fails the test.
+pub fn momcheck(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = std::process::Command::new(momcheck_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning momcheck");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let status = wait_timeout(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let Some(status) = status else {
+        panic!("momcheck {args:?} did not finish within {limit:?}; stderr:\n{err}");
+    };
+    (status.code().unwrap_or(-1), out, err)
+}
