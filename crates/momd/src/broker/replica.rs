@@ -2,9 +2,10 @@
 //! comes back once a majority has it), and the group's committed entries are applied here
 //! like local publishes, with the time and sender they carry (`cluster/data.rs`).
 
-use mom_proto::{ErrorCode, Publish, PublishOk, Sender, ServerFrame};
+use mom_proto::{ErrorCode, Publish, Sender};
 
 use super::{Broker, INBOX_PREFIX};
+use crate::cluster::batcher::PublishAnswer;
 use crate::cluster::data::{
     ApplyEntry, ApplyFinish, DataItem, PubItem, PubResult, Published, APPLIED_KEY,
 };
@@ -44,35 +45,14 @@ impl Broker {
         let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
             return;
         };
-        let (id, no_ack, topic) = (p.id, p.no_ack, p.topic.clone());
+        let answer = PublishAnswer::new(outbox, p.id, p.topic.clone(), p.no_ack);
         let item = PubItem {
             topic: p.topic,
             msgs: p.msgs,
             sender,
         };
         // Queued here, in the broker task, so a connection's publishes keep their order.
-        let answer = c.propose(DataItem::Publish(item));
-        tokio::spawn(async move {
-            let r = answer.await;
-            let frame = match r {
-                Ok(done) if !no_ack => ServerFrame::PublishOk(PublishOk {
-                    id,
-                    topic,
-                    seqs: done.seqs,
-                    duplicates: done.duplicates,
-                    // Watches and queues of other nodes are not counted here.
-                    watchers: 0,
-                    queues: 0,
-                    duplicate_indexes: done.duplicate_indexes,
-                }),
-                Ok(_) => {
-                    outbox.release(id);
-                    return;
-                }
-                Err((code, msg)) => ServerFrame::error(Some(id), code, msg),
-            };
-            outbox.reply(frame, true);
-        });
+        c.propose_publish(DataItem::Publish(item), answer);
     }
 
     /// Apply committed entries of the data group; each entry's publishes get their results.

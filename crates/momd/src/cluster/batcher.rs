@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mom_proto::ErrorCode;
+use mom_proto::{ErrorCode, PublishOk, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 
 use super::data::{AppendCmdRef, DataItem, Origin, PubResult, DATA};
@@ -45,7 +45,77 @@ fn item_bytes(item: &DataItem) -> usize {
 /// An item waiting in this node's batcher.
 pub struct Proposal {
     pub item: DataItem,
-    pub done: oneshot::Sender<PubResult>,
+    pub done: Done,
+}
+
+/// Where an item's result goes.
+pub enum Done {
+    /// To whoever waits on the channel.
+    Channel(oneshot::Sender<PubResult>),
+    /// Straight to the client as the answer to its publish: the batcher writes a whole
+    /// batch's answers in one go, so each connection's writer finds them together and
+    /// sends them in one write, instead of waking for each.
+    Publish(PublishAnswer),
+}
+
+impl Done {
+    fn send(self, r: PubResult) {
+        match self {
+            Done::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Publish(mut a) => a.answer(r),
+        }
+    }
+}
+
+/// A client's publish waiting for its answer (`Done::Publish`).
+pub struct PublishAnswer {
+    pub outbox: crate::outbox::Outbox,
+    pub id: u64,
+    pub topic: String,
+    pub no_ack: bool,
+    answered: bool,
+}
+
+impl PublishAnswer {
+    pub fn new(outbox: crate::outbox::Outbox, id: u64, topic: String, no_ack: bool) -> Self {
+        PublishAnswer {
+            outbox,
+            id,
+            topic,
+            no_ack,
+            answered: false,
+        }
+    }
+
+    fn answer(&mut self, r: PubResult) {
+        self.answered = true;
+        let frame = match r {
+            Ok(done) if !self.no_ack => ServerFrame::PublishOk(PublishOk {
+                id: self.id,
+                topic: std::mem::take(&mut self.topic),
+                seqs: done.seqs,
+                duplicates: done.duplicates,
+                // Watches and queues of other nodes are not counted here.
+                watchers: 0,
+                queues: 0,
+                duplicate_indexes: done.duplicate_indexes,
+            }),
+            Ok(_) => return self.outbox.release(self.id),
+            Err((code, msg)) => ServerFrame::error(Some(self.id), code, msg),
+        };
+        self.outbox.reply(frame, true);
+    }
+}
+
+impl Drop for PublishAnswer {
+    /// Never left without an answer: the batcher stopped (the node is stopping).
+    fn drop(&mut self) {
+        if !self.answered {
+            self.answer(Err((ErrorCode::Unavailable, "the node is stopping".into())));
+        }
+    }
 }
 
 /// The batcher's queue: publishes of this node's clients, sent to the leader a batch at a
@@ -89,12 +159,12 @@ impl super::Cluster {
             match self.propose_publishes(origin, items).await {
                 Ok(results) => {
                     for (done, r) in dones.into_iter().zip(results) {
-                        let _ = done.send(r);
+                        done.send(r);
                     }
                 }
                 Err(e) => {
                     for done in dones {
-                        let _ = done.send(Err((ErrorCode::Unavailable, e.clone())));
+                        done.send(Err((ErrorCode::Unavailable, e.clone())));
                     }
                 }
             }
@@ -178,12 +248,29 @@ impl super::Cluster {
         }
     }
 
+    /// A client's publish through the cluster, queued now (a connection's publishes keep
+    /// their order); the batcher answers the client once it is committed and applied.
+    pub fn propose_publish(&self, item: DataItem, answer: PublishAnswer) {
+        // Sent back when the batcher is gone: its drop answers that the node is stopping.
+        let _ = self.inner.batcher.send(Proposal {
+            item,
+            done: Done::Publish(answer),
+        });
+    }
+
     /// Publishes (or changes the queues) through the cluster: queued now, in the order of
     /// the calls (a connection's requests keep their order); the answer comes once
     /// committed on a majority and applied.
     pub fn propose(&self, item: DataItem) -> impl std::future::Future<Output = PubResult> {
         let (done, wait) = oneshot::channel();
-        let queued = self.inner.batcher.send(Proposal { item, done }).is_ok();
+        let queued = self
+            .inner
+            .batcher
+            .send(Proposal {
+                item,
+                done: Done::Channel(done),
+            })
+            .is_ok();
         async move {
             if !queued {
                 return Err((ErrorCode::Unavailable, "the node is stopping".into()));

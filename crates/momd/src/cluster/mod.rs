@@ -10,7 +10,7 @@
 //! metadata group's state (members, users and tokens); `status` answers `cluster_status`
 //! and the metrics.
 
-mod batcher;
+pub mod batcher;
 pub mod data;
 pub mod identity;
 mod membership;
