@@ -4,7 +4,9 @@
 //! Trees:
 //! - `raft_log`: `group (u64 BE) ‖ index (u64 BE)` → the entry, MessagePack;
 //! - `raft_state`: `group ‖ tag` → the vote, the committed log id, the last purged log id
-//!   and the group's snapshot (written by `state_machine`).
+//!   and the group's snapshot (written by `state_machine`);
+//! - `pieces`: the rest of a value over 4 KiB of either (`pieces.rs`: sled would keep it
+//!   in a file its flush never fsyncs).
 //!
 //! The rules openraft leaves to its storage (and that lost acknowledged data elsewhere when
 //! broken): a vote is flushed before `save_vote` returns; an append is reported stored only
@@ -19,6 +21,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError, Vote};
 
 use crate::flusher::Flusher;
+use crate::pieces::{self, Tag};
 use crate::{Entry, GroupId, LogId, NodeId, StorageError, TypeConfig};
 
 pub(crate) const TAG_VOTE: u8 = 1;
@@ -32,6 +35,8 @@ pub struct LogDb {
     db: sled::Db,
     log: sled::Tree,
     state: sled::Tree,
+    /// The pieces of large values of `log` and `state` after their first (`pieces.rs`).
+    pieces: sled::Tree,
     /// Peer node id → the incarnation first seen for it (`net::PeerCheck`).
     peers: sled::Tree,
     flusher: Flusher,
@@ -50,11 +55,13 @@ impl LogDb {
         let log = db.open_tree("raft_log").map_err(|e| e.to_string())?;
         let state = db.open_tree("raft_state").map_err(|e| e.to_string())?;
         let peers = db.open_tree("peers").map_err(|e| e.to_string())?;
+        let pieces = db.open_tree("pieces").map_err(|e| e.to_string())?;
         let flusher = Flusher::start(db.clone());
         Ok(LogDb {
             db,
             log,
             state,
+            pieces,
             peers,
             flusher,
         })
@@ -113,16 +120,35 @@ impl LogDb {
     }
 
     pub(crate) fn get_state(&self, group: GroupId, tag: u8) -> Result<Option<sled::IVec>, String> {
-        self.state
-            .get(Self::state_key(group, tag))
-            .map_err(|e| e.to_string())
+        let key = Self::state_key(group, tag);
+        match self.state.get(key).map_err(|e| e.to_string())? {
+            Some(v) => pieces::join(&self.pieces, Tag::State, &key, v).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn put_state(&self, group: GroupId, tag: u8, value: &[u8]) -> Result<(), String> {
-        self.state
-            .insert(Self::state_key(group, tag), value)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let key = Self::state_key(group, tag);
+        let mut more = sled::Batch::default();
+        let head = if value.len() > pieces::PIECE {
+            let generation = self.db.generate_id().map_err(|e| e.to_string())?;
+            pieces::split(Tag::State, &key, value.to_vec(), generation, &mut more)?
+        } else {
+            pieces::split(Tag::State, &key, value.to_vec(), 0, &mut more)?
+        };
+        let keep = pieces::generation(&head);
+        self.pieces.apply_batch(more).map_err(|e| e.to_string())?;
+        self.state.insert(key, head).map_err(|e| e.to_string())?;
+        // The pieces of the value it replaced (none for the small values written often).
+        let mut old = sled::Batch::default();
+        pieces::remove_others(&self.pieces, Tag::State, &key, keep, &mut old)?;
+        self.pieces.apply_batch(old).map_err(|e| e.to_string())
+    }
+
+    /// The entry stored under `key` as `stored`, whole.
+    fn entry(&self, key: &[u8], stored: sled::IVec) -> Result<Entry, StorageError> {
+        let whole = pieces::join(&self.pieces, Tag::Log, key, stored).map_err(read_err)?;
+        decode(&whole)
     }
 
     /// Waits until everything written so far is on disk.
@@ -180,18 +206,19 @@ impl LogStore {
             .map_err(write_err)
     }
 
-    /// Removes the entries with index in `from..=to`.
+    /// Removes the entries with index in `from..=to` (their heads first: a crash between
+    /// leaves pieces of no entry, never an entry without its pieces).
     fn remove_range(&self, from: u64, to: u64) -> Result<(), StorageError> {
+        let (lo, hi) = (log_key(self.group, from), log_key(self.group, to));
         let mut batch = sled::Batch::default();
-        for kv in self
-            .db
-            .log
-            .range(log_key(self.group, from)..=log_key(self.group, to))
-        {
+        for kv in self.db.log.range(lo..=hi) {
             let (k, _) = kv.map_err(read_err)?;
             batch.remove(k);
         }
-        self.db.log.apply_batch(batch).map_err(write_err)
+        self.db.log.apply_batch(batch).map_err(write_err)?;
+        let mut more = sled::Batch::default();
+        pieces::remove_range(&self.db.pieces, Tag::Log, &lo, &hi, &mut more).map_err(write_err)?;
+        self.db.pieces.apply_batch(more).map_err(write_err)
     }
 }
 
@@ -217,8 +244,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let mut out = Vec::new();
         for kv in self.db.log.range(log_key(self.group, start)..=hi) {
-            let (_, v) = kv.map_err(read_err)?;
-            out.push(decode::<Entry>(&v)?);
+            let (k, v) = kv.map_err(read_err)?;
+            out.push(self.db.entry(&k, v)?);
         }
         Ok(out)
     }
@@ -237,7 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .transpose()
             .map_err(read_err)?;
         let last_log_id = match last {
-            Some((_, v)) => Some(decode::<Entry>(&v)?.log_id),
+            Some((k, v)) => Some(self.db.entry(&k, v)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -290,13 +317,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // An index is written again only after a truncation removed it (and its pieces):
+        // one generation serves every entry.
         let mut batch = sled::Batch::default();
+        let mut more = sled::Batch::default();
         for entry in entries {
-            batch.insert(
-                &log_key(self.group, entry.log_id.index)[..],
-                encode(&entry)?,
-            );
+            let key = log_key(self.group, entry.log_id.index);
+            let head =
+                pieces::split(Tag::Log, &key, encode(&entry)?, 0, &mut more).map_err(write_err)?;
+            batch.insert(&key[..], head);
         }
+        self.db.pieces.apply_batch(more).map_err(write_err)?;
         self.db.log.apply_batch(batch).map_err(write_err)?;
         self.db.flusher.append(callback);
         Ok(())

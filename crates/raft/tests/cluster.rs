@@ -246,3 +246,79 @@ async fn a_node_refuses_peers_of_another_cluster_another_node_or_a_wiped_one() {
         .expect_err("node 1 with another data dir is refused by the dialer");
     assert!(err.to_string().contains("another data dir"), "{err}");
 }
+
+/// Files sled wrote beside its main one (blobs: values too large for a segment), which its
+/// flush never fsyncs.
+fn blobs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir.join("blobs")) {
+        Ok(rd) => rd.map(|e| e.expect("entry").path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_entries_and_snapshots_are_stored_in_pieces_sled_fsyncs_and_read_back_whole() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::{RaftLogReader, RaftSnapshotBuilder};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let n = start(1, l).await;
+    n.raft
+        .initialize(BTreeMap::from([(1, BasicNode { addr })]))
+        .await
+        .expect("initialize");
+    let mut nodes = BTreeMap::new();
+    let big: String = (0..700_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let huge = "z".repeat(3 << 20);
+    let path = n._dir.path().to_path_buf();
+    nodes.insert(1, n);
+    write(&nodes, "small").await;
+    write(&nodes, &big).await;
+    write(&nodes, &huge).await;
+    let n = nodes.remove(&1).expect("node");
+    wait_lines(&n, &["small", &big, &huge]).await;
+    // The state machine's snapshot (over 3 MB) is stored in the same database.
+    n.sm.clone().build_snapshot().await.expect("snapshot");
+    assert_eq!(blobs(&path), Vec::<std::path::PathBuf>::new());
+    n.raft.shutdown().await.expect("shutdown");
+    n.server.abort();
+    let Node { sm, raft, _dir, .. } = n;
+    drop((sm, raft));
+    // Reopened, the log and the snapshot read back whole.
+    let db = {
+        let mut tries = 0;
+        loop {
+            match LogDb::open(&path) {
+                Ok(db) => break db,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    };
+    let mut log = db.group(0);
+    let entries = log
+        .get_log_reader()
+        .await
+        .try_get_log_entries(0..)
+        .await
+        .expect("entries");
+    let cmds: Vec<usize> = entries
+        .iter()
+        .filter_map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(c) => Some(c.0.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cmds, vec![5, big.len(), huge.len()]);
+    let sm = StateMachine::open(&db, 0, Lines::default()).expect("restored");
+    assert_eq!(sm.with_app(|a| a.0.len()), 3);
+    assert!(sm.with_app(|a| a.0[2] == huge));
+}
