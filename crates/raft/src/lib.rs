@@ -20,7 +20,7 @@
 mod flusher;
 pub mod log_store;
 pub mod net;
-mod pieces;
+pub mod pieces;
 pub mod state_machine;
 
 pub use openraft;

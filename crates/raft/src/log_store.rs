@@ -122,7 +122,7 @@ impl LogDb {
     pub(crate) fn get_state(&self, group: GroupId, tag: u8) -> Result<Option<sled::IVec>, String> {
         let key = Self::state_key(group, tag);
         match self.state.get(key).map_err(|e| e.to_string())? {
-            Some(v) => pieces::join(&self.pieces, Tag::State, &key, v).map(Some),
+            Some(v) => pieces::join(&self.pieces, Tag::STATE, &key, v).map(Some),
             None => Ok(None),
         }
     }
@@ -132,22 +132,22 @@ impl LogDb {
         let mut more = sled::Batch::default();
         let head = if value.len() > pieces::PIECE {
             let generation = self.db.generate_id().map_err(|e| e.to_string())?;
-            pieces::split(Tag::State, &key, value.to_vec(), generation, &mut more)?
+            pieces::split(Tag::STATE, &key, value.to_vec(), generation, &mut more)?
         } else {
-            pieces::split(Tag::State, &key, value.to_vec(), 0, &mut more)?
+            pieces::split(Tag::STATE, &key, value.to_vec(), 0, &mut more)?
         };
         let keep = pieces::generation(&head);
         self.pieces.apply_batch(more).map_err(|e| e.to_string())?;
         self.state.insert(key, head).map_err(|e| e.to_string())?;
         // The pieces of the value it replaced (none for the small values written often).
         let mut old = sled::Batch::default();
-        pieces::remove_others(&self.pieces, Tag::State, &key, keep, &mut old)?;
+        pieces::remove_others(&self.pieces, Tag::STATE, &key, keep, &mut old)?;
         self.pieces.apply_batch(old).map_err(|e| e.to_string())
     }
 
     /// The entry stored under `key` as `stored`, whole.
     fn entry(&self, key: &[u8], stored: sled::IVec) -> Result<Entry, StorageError> {
-        let whole = pieces::join(&self.pieces, Tag::Log, key, stored).map_err(read_err)?;
+        let whole = pieces::join(&self.pieces, Tag::LOG, key, stored).map_err(read_err)?;
         decode(&whole)
     }
 
@@ -217,7 +217,7 @@ impl LogStore {
         }
         self.db.log.apply_batch(batch).map_err(write_err)?;
         let mut more = sled::Batch::default();
-        pieces::remove_range(&self.db.pieces, Tag::Log, &lo, &hi, &mut more).map_err(write_err)?;
+        pieces::remove_range(&self.db.pieces, Tag::LOG, &lo, &hi, &mut more).map_err(write_err)?;
         self.db.pieces.apply_batch(more).map_err(write_err)
     }
 }
@@ -324,7 +324,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             let key = log_key(self.group, entry.log_id.index);
             let head =
-                pieces::split(Tag::Log, &key, encode(&entry)?, 0, &mut more).map_err(write_err)?;
+                pieces::split(Tag::LOG, &key, encode(&entry)?, 0, &mut more).map_err(write_err)?;
             batch.insert(&key[..], head);
         }
         self.db.pieces.apply_batch(more).map_err(write_err)?;

@@ -6,35 +6,43 @@
 //! says it is there (`pagecache/blob_io.rs`, `flusher.rs` in sled 0.34.7). A page is a
 //! whole B-tree leaf when sled consolidates it, and a leaf holds up to 17 values, so no
 //! value written here is over `PIECE` bytes (17 of them stay under the threshold). A
-//! larger one is cut: its first piece
-//! goes under its own key, after a mark, the number of pieces and a generation; piece `k`
-//! (1, 2, …) goes in the `pieces` tree under `tree tag ‖ key ‖ generation ‖ k`.
+//! larger one is cut: its first piece goes under its own key, after a mark, the number of
+//! pieces and a generation; piece `k` (1, 2, …) goes under `tag ‖ key length (u16) ‖ key ‖
+//! generation ‖ k`, in a tree of the caller's choosing (the Raft logs' `pieces` tree, or
+//! the broker's index itself under a prefix of its own).
 //!
-//! The pieces are written before the head, and sled recovers a prefix of what was written,
-//! so a head on disk always has its pieces. A head replaced by another keeps its pieces
-//! apart by generation (a crash between the two never mixes them); the old generation's
-//! pieces are removed after the new head is written.
+//! Written in one sled batch with its head, a value is whole or absent after a crash. In
+//! two (the Raft log's trees), the pieces go first: sled recovers a prefix of what was
+//! written, so a head on disk always has its pieces. A head replaced by another keeps its
+//! pieces apart by generation (a crash between the two never mixes them); the old
+//! generation's pieces are removed after the new head is written.
 
 use sled::{IVec, Tree};
 
 /// Most bytes of one stored value: a leaf of 17 of them, with keys and headers, stays
 /// well under sled's blob threshold.
-pub(crate) const PIECE: usize = 4 << 10;
+pub const PIECE: usize = 4 << 10;
 /// First byte of a head: never the first byte of a MessagePack value (0xc1 is unused).
 const MARK: u8 = 0xc1;
 /// A head: mark, pieces (u32 BE), generation (u64 BE), then the first piece.
 const HEAD: usize = 1 + 4 + 8;
 
-/// Which tree a value lives in, the first byte of its pieces' keys (`L`, `S`).
+/// The first byte of a value's pieces' keys: which tree or kind of key it belongs to.
 #[derive(Clone, Copy)]
-pub(crate) enum Tag {
-    Log = 0x4c,
-    State = 0x53,
+pub struct Tag(pub u8);
+
+impl Tag {
+    /// The Raft logs' entries.
+    pub const LOG: Tag = Tag(b'L');
+    /// The Raft groups' state (votes, snapshots).
+    pub const STATE: Tag = Tag(b'S');
 }
 
 fn prefix(tag: Tag, key: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(1 + key.len() + 12);
-    p.push(tag as u8);
+    let mut p = Vec::with_capacity(3 + key.len() + 12);
+    p.push(tag.0);
+    // Keys of any length: the length keeps one key's pieces apart from a longer key's.
+    p.extend_from_slice(&(key.len().min(u16::MAX as usize) as u16).to_be_bytes());
     p.extend_from_slice(key);
     p
 }
@@ -48,7 +56,7 @@ fn piece_key(tag: Tag, key: &[u8], generation: u64, k: u32) -> Vec<u8> {
 
 /// What to store under `key` for `value`: the value itself when it is small, else its
 /// head, with the other pieces added to `more` (to apply before the head).
-pub(crate) fn split(
+pub fn split(
     tag: Tag,
     key: &[u8],
     value: Vec<u8>,
@@ -76,7 +84,7 @@ pub(crate) fn split(
 }
 
 /// The whole value stored under `key` as `stored` (a small value or a head).
-pub(crate) fn join(pieces: &Tree, tag: Tag, key: &[u8], stored: IVec) -> Result<IVec, String> {
+pub fn join(pieces: &Tree, tag: Tag, key: &[u8], stored: IVec) -> Result<IVec, String> {
     if stored.first() != Some(&MARK) {
         return Ok(stored);
     }
@@ -100,7 +108,7 @@ pub(crate) fn join(pieces: &Tree, tag: Tag, key: &[u8], stored: IVec) -> Result<
 }
 
 /// The generation of a head (`None` for a small value).
-pub(crate) fn generation(stored: &[u8]) -> Option<u64> {
+pub fn generation(stored: &[u8]) -> Option<u64> {
     if stored.first() != Some(&MARK) {
         return None;
     }
@@ -110,7 +118,7 @@ pub(crate) fn generation(stored: &[u8]) -> Option<u64> {
 
 /// Adds to `batch` the removal of every piece of the keys in `from..=to` (keys of one
 /// length, as the log's are).
-pub(crate) fn remove_range(
+pub fn remove_range(
     pieces: &Tree,
     tag: Tag,
     from: &[u8],
@@ -128,7 +136,7 @@ pub(crate) fn remove_range(
 }
 
 /// Adds to `batch` the removal of the pieces of `key` of every generation but `keep`.
-pub(crate) fn remove_others(
+pub fn remove_others(
     pieces: &Tree,
     tag: Tag,
     key: &[u8],
@@ -176,10 +184,10 @@ mod tests {
             let value: Vec<u8> = (0..*n).map(|j| (j * 31 + i) as u8).collect();
             let key = (i as u64).to_be_bytes();
             let mut more = sled::Batch::default();
-            let head = split(Tag::Log, &key, value.clone(), 7, &mut more).unwrap();
+            let head = split(Tag::LOG, &key, value.clone(), 7, &mut more).unwrap();
             pieces.apply_batch(more).unwrap();
             main.insert(key, head).unwrap();
-            let got = join(&pieces, Tag::Log, &key, main.get(key).unwrap().unwrap()).unwrap();
+            let got = join(&pieces, Tag::LOG, &key, main.get(key).unwrap().unwrap()).unwrap();
             assert_eq!(got.as_ref(), &value[..], "size {n}");
         }
         for tree in [&main, &pieces] {
@@ -189,9 +197,9 @@ mod tests {
         }
         // A small value that happens to start with the mark is stored as a head too.
         let mut more = sled::Batch::default();
-        let head = split(Tag::Log, b"x", vec![MARK, 1, 2], 1, &mut more).unwrap();
+        let head = split(Tag::LOG, b"x", vec![MARK, 1, 2], 1, &mut more).unwrap();
         assert_eq!(
-            join(&pieces, Tag::Log, b"x", head.into()).unwrap().as_ref(),
+            join(&pieces, Tag::LOG, b"x", head.into()).unwrap().as_ref(),
             &[MARK, 1, 2]
         );
     }
@@ -202,18 +210,18 @@ mod tests {
         let pieces = db.open_tree("p").unwrap();
         let value = vec![5u8; 3 * PIECE];
         let mut more = sled::Batch::default();
-        let head = split(Tag::State, b"k", value.clone(), 1, &mut more).unwrap();
+        let head = split(Tag::STATE, b"k", value.clone(), 1, &mut more).unwrap();
         pieces.apply_batch(more).unwrap();
         let mut more = sled::Batch::default();
-        let head2 = split(Tag::State, b"k", vec![6u8; 2 * PIECE], 2, &mut more).unwrap();
+        let head2 = split(Tag::STATE, b"k", vec![6u8; 2 * PIECE], 2, &mut more).unwrap();
         pieces.apply_batch(more).unwrap();
         assert_eq!(generation(&head2), Some(2));
         let mut rm = sled::Batch::default();
-        remove_others(&pieces, Tag::State, b"k", Some(2), &mut rm).unwrap();
+        remove_others(&pieces, Tag::STATE, b"k", Some(2), &mut rm).unwrap();
         pieces.apply_batch(rm).unwrap();
-        assert!(join(&pieces, Tag::State, b"k", head.into()).is_err());
+        assert!(join(&pieces, Tag::STATE, b"k", head.into()).is_err());
         assert_eq!(
-            join(&pieces, Tag::State, b"k", head2.into())
+            join(&pieces, Tag::STATE, b"k", head2.into())
                 .unwrap()
                 .as_ref(),
             &vec![6u8; 2 * PIECE][..]

@@ -44,7 +44,7 @@ impl Store {
         };
         let index = (|| -> Result<usize> {
             if !writes.is_empty() {
-                self.db.apply_batch(overlay::to_batch(&writes))?;
+                self.db.apply_batch(big::to_batch(&self.db, &writes)?)?;
             }
             let n = self.db.flush()?;
             self.log.sync_data()?;

@@ -25,6 +25,7 @@
 //! acknowledged) is cut off (`tail.rs`); a log shorter than its index or the heads file
 //! says is damage, reported (`recover.rs`).
 
+mod big;
 pub mod check;
 mod compact;
 mod flush;

@@ -116,18 +116,6 @@ impl Overlay {
     }
 }
 
-/// The writes as one sled batch.
-pub(super) fn to_batch(w: &Writes) -> sled::Batch {
-    let mut b = sled::Batch::default();
-    for (k, v) in w {
-        match v {
-            Some(v) => b.insert(&k[..], &v[..]),
-            None => b.remove(&k[..]),
-        }
-    }
-    b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

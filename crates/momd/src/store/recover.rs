@@ -16,6 +16,7 @@ impl Store {
         let mut queues = std::collections::BTreeMap::new();
         for kv in self.db.scan_prefix([P_QUEUE]) {
             let (k, v) = kv?;
+            let v = self.whole(&k, v)?;
             let q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             queues.insert(q.def.name.clone(), q);
         }
@@ -36,11 +37,11 @@ impl Store {
                     journal::Entry::Put(v) => {
                         let q: QueueRecord =
                             rmp_serde::from_slice(&v).map_err(|e| corrupt(b"queue journal", e))?;
-                        batch.insert(queue_key(&q.def.name), v);
+                        big::stage(&self.db, &mut batch, &queue_key(&q.def.name), Some(&v))?;
                         queues.insert(q.def.name.clone(), q);
                     }
                     journal::Entry::Remove(name) => {
-                        batch.remove(queue_key(&name));
+                        big::stage(&self.db, &mut batch, &queue_key(&name), None)?;
                         queues.remove(&name);
                     }
                     journal::Entry::Topic(v) => {

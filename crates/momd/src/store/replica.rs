@@ -31,7 +31,7 @@ impl Store {
         if let Some(v) = self.overlay().get(&k) {
             return Ok(v.cloned());
         }
-        Ok(self.db.get(k)?.map(|v| v.to_vec()))
+        self.get_whole(&k)
     }
 
     /// Drop every record past `end` (the index's end; None: the index names none).

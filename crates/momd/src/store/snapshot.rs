@@ -166,7 +166,7 @@ impl Store {
             dir: dir.to_path_buf(),
             files,
             index_entries: entries,
-            applied: self.db.get(meta_key(applied_key))?.map(|v| v.to_vec()),
+            applied: self.get_whole(&meta_key(applied_key))?,
         })
     }
 
