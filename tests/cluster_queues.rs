@@ -3,7 +3,8 @@
 //! one node is served on every node, its consumers compete across nodes, acks and dead letters
 //! agree everywhere, and a worker stream rides over a kill -9 of the data group's leader
 //! with every message handled and nothing left behind. A restarted node gives back what its
-//! consumers held.
+//! consumers held. A node that was stopped while a message was published, delivered and
+//! dead-lettered applies all three at once and dead-letters it as the others did.
 
 mod common;
 
@@ -300,4 +301,85 @@ fn a_topic_changed_on_one_node_is_changed_on_every_node() {
     }
     let out = trio.node(2).ctl(&["topic", "rm", "logs.a"], None);
     assert_eq!(out.code, 6, "{out:?}");
+}
+
+#[test]
+fn a_node_that_applies_a_publish_its_delivery_and_its_dead_letter_at_once_dead_letters_it_too() {
+    let trio = ProxiedTrio::start();
+    let leader = formed(&trio);
+    let away = TRIO.into_iter().find(|i| *i != leader).expect("a follower");
+    let live = TRIO
+        .into_iter()
+        .find(|i| *i != leader && *i != away)
+        .expect("the other follower");
+    trio.node(leader).ctl_ok(
+        &[
+            "queue",
+            "create",
+            "once",
+            "--bind",
+            "once.>",
+            "--ack-wait",
+            "1s",
+            "--max-deliver",
+            "1",
+        ],
+        None,
+    );
+    agreed(&trio, &TRIO, "once");
+    // While one follower is stopped, a message is published, delivered, and dead-lettered
+    // at its ack deadline: that follower then applies all three entries together.
+    trio.node(away).pause();
+    trio.node(live)
+        .ctl_ok(&["publish", "once.x", "-q"], Some(b"late\n"));
+    let mut worker = trio
+        .node(live)
+        .spawn_ctl(&["recv", "once", "--follow", "--exec", "--", "sleep", "60"]);
+    poll(WAIT, "the message out with the worker", || {
+        let c = counters(&trio, leader, "once")?;
+        (c[1] == 1).then_some(())
+    });
+    // The worker stops (SIGSTOP): it no longer extends, and the deadline passes.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &worker.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let c = poll(WAIT, "the message dead-lettered", || {
+        let c = counters(&trio, leader, "once")?;
+        (c[4] == 1).then_some(c)
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    trio.node(away).resume();
+    assert_eq!(agreed(&trio, &TRIO, "once"), c);
+    let dropped = |id: u64| info(&trio, id, "once").and_then(|q| q["dropped"].as_u64());
+    for id in TRIO {
+        assert_eq!(dropped(id), Some(0), "node {id} lost the message instead");
+    }
+    let mut letters = Vec::new();
+    for id in TRIO {
+        let out = trio.node(id).ctl_ok(
+            &[
+                "subscribe",
+                "$dlq.once",
+                "--from",
+                "all",
+                "-n",
+                "1",
+                "--json",
+                "--timeout",
+                "10s",
+            ],
+            None,
+        );
+        let v = json_lines(&out);
+        assert_eq!(v.len(), 1, "node {id}");
+        letters.push((
+            v[0]["seq"].clone(),
+            v[0]["headers"].clone(),
+            v[0]["payload"].clone(),
+        ));
+    }
+    assert!(letters.windows(2).all(|w| w[0] == w[1]), "{letters:?}");
 }

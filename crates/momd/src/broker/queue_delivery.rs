@@ -383,23 +383,32 @@ impl Broker {
         msgs.len()
     }
 
+    /// Message `seq` of topic `t` as stored: its topic's name, its sender, the message.
+    fn read_one(
+        &self,
+        t: u32,
+        seq: u64,
+    ) -> Option<(String, mom_proto::Sender, crate::core::NewMsg)> {
+        let tname = self.core.topics.by_id(t)?.name.to_string();
+        let r = self.store.read(t, &tname, seq, seq, usize::MAX).ok()?;
+        let b = r.batches.into_iter().next()?;
+        let sender = b.sender;
+        let m = b.msgs.into_iter().next()?;
+        Some((tname, sender, m))
+    }
+
     /// Move messages that used up their deliveries to `$dlq.<queue>`, with headers saying
     /// why and from where.
     pub(super) fn dead_letter(&mut self, queue: &str, dead: Vec<DeadLetter>, now: u64) {
         for d in dead {
             let (t, seq) = d.msg;
-            let found = self
-                .core
-                .topics
-                .by_id(t)
-                .map(|x| x.name.to_string())
-                .and_then(|tname| {
-                    let r = self.store.read(t, &tname, seq, seq, usize::MAX).ok()?;
-                    let b = r.batches.into_iter().next()?;
-                    let sender = b.sender;
-                    let m = b.msgs.into_iter().next()?;
-                    Some((tname, sender, m))
-                });
+            let mut found = self.read_one(t, seq);
+            if found.is_none() && self.applying_replicated && self.staged.count > 0 {
+                // Published in the entries being applied, and not yet written: every node
+                // must find it, however it grouped its writes.
+                self.commit();
+                found = self.read_one(t, seq);
+            }
             let Some((tname, sender, m)) = found else {
                 // Gone from its topic (a hard limit, or removed): nothing to move; the queue
                 // lost it.
