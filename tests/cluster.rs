@@ -148,6 +148,20 @@ fn three_nodes_form_a_cluster_elect_again_when_the_leader_dies_and_take_it_back(
     );
     assert_eq!(st["groups"][0]["leader"].as_u64(), Some(second));
 
+    // The others say once that it does not answer (not at every missed heartbeat).
+    let said = |log: &str, what: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(what) && l.split_whitespace().any(|w| w == format!("peer={first}"))
+            })
+            .count()
+    };
+    poll(
+        Duration::from_secs(15),
+        "the dead node reported lost",
+        || (said(&trio.node(second).stderr(), "peer does not answer") > 0).then_some(()),
+    );
+
     // The old leader comes back on its data dir and follows; its log catches up.
     trio.nodes[first as usize - 1].restart();
     poll(
@@ -163,6 +177,13 @@ fn three_nodes_form_a_cluster_elect_again_when_the_leader_dies_and_take_it_back(
             (role(&st, first) == "follower" && lag == 0).then_some(())
         },
     );
+    let log = poll(Duration::from_secs(15), "the node reported back", || {
+        let log = trio.node(second).stderr();
+        (said(&log, "peer answers again") >= 1).then_some(log)
+    });
+    assert_eq!(said(&log, "peer does not answer"), 1, "{log}");
+    assert_eq!(said(&log, "peer answers again"), 1, "{log}");
+    assert!(!log.contains("RPCError"), "{log}");
     let metrics_note = trio.node(second).stderr();
     assert!(
         metrics_note.contains("leads the meta group"),

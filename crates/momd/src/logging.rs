@@ -23,20 +23,24 @@ impl LogHandle {
     }
 }
 
-/// openraft logs every vote and election step at info (and some at warn); momd logs leader
-/// changes itself. Unless the filter names openraft, only its errors are shown.
+/// openraft logs every vote and election step at info (and some at warn), and an error for
+/// every heartbeat a down peer misses (ten a second); momd logs leader changes, and a peer
+/// lost and back, itself. Unless the filter names openraft, only its other errors are shown.
 fn with_quiet_raft(level: &str) -> String {
     if level.contains("openraft") {
         level.to_string()
     } else {
-        format!("{level},openraft=error")
+        format!("{level},openraft=error,openraft::replication=off")
     }
 }
 
 /// Start logging; a bad `--log-level` falls back to `info` with a warning.
 pub fn init(level: &str, json: bool) -> LogHandle {
     let mut bad = None;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+    // RUST_LOG, when set, is quieted the same way.
+    let env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let from_env = env.and_then(|v| EnvFilter::try_new(with_quiet_raft(&v)).ok());
+    let filter = from_env.unwrap_or_else(|| {
         EnvFilter::try_new(with_quiet_raft(level)).unwrap_or_else(|e| {
             bad = Some(format!("--log-level {level:?}: {e}; logging at info"));
             EnvFilter::new("info")

@@ -57,27 +57,58 @@ enum HelloReply {
     Refused(String),
 }
 
-/// When each peer was last heard from (a request from it, or an answer to one of ours).
+/// When each peer was last heard from (a request from it, or an answer to one of ours),
+/// and whether it was reported lost.
 #[derive(Clone, Default)]
 pub struct Contacts {
-    map: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
+    map: Arc<Mutex<HashMap<NodeId, Contact>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Contact {
+    at: std::time::Instant,
+    lost: bool,
 }
 
 impl Contacts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Contact>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn touch(&self, node: NodeId) {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let was = self.lock().insert(
+            node,
+            Contact {
+                at: now,
+                lost: false,
+            },
+        );
+        if was.is_some_and(|c| c.lost) {
+            tracing::info!(peer = node, "peer answers again");
+        }
+    }
+
+    /// A call to `node` got no answer. Logged once when the peer has been silent for
+    /// `SILENT` (openraft's own error for every failed heartbeat is not shown), and once
+    /// more when it answers again.
+    fn failed(&self, node: NodeId, addr: &str, why: &CallError) {
+        let now = std::time::Instant::now();
+        let mut map = self.lock();
+        let c = map.entry(node).or_insert(Contact {
+            at: now,
+            lost: false,
+        });
+        if !c.lost && now.duration_since(c.at) >= SILENT {
+            c.lost = true;
+            drop(map);
+            tracing::warn!(peer = node, addr, "peer does not answer ({why})");
+        }
     }
 
     /// How long ago `node` was last heard from; None if never.
     pub fn since(&self, node: NodeId) -> Option<Duration> {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&node)
-            .map(|t| t.elapsed())
+        self.lock().get(&node).map(|c| c.at.elapsed())
     }
 }
 
@@ -311,6 +342,21 @@ impl Peers {
 
     /// Sends one request to `target` and waits for its answer.
     async fn call(
+        &self,
+        target: NodeId,
+        addr: &str,
+        group: GroupId,
+        rpc: Rpc,
+        ttl: Duration,
+    ) -> Result<RpcResult, CallError> {
+        let r = self.call_once(target, addr, group, rpc, ttl).await;
+        if let Err(e) = &r {
+            self.contacts.failed(target, addr, e);
+        }
+        r
+    }
+
+    async fn call_once(
         &self,
         target: NodeId,
         addr: &str,
