@@ -4,7 +4,9 @@
 //! agree everywhere, and a worker stream rides over a kill -9 of the data group's leader
 //! with every message handled and nothing left behind. A restarted node gives back what its
 //! consumers held. A node that was stopped while a message was published, delivered and
-//! dead-lettered applies all three at once and dead-letters it as the others did.
+//! dead-lettered applies all three at once and dead-letters it as the others did. Hard
+//! retention limits cut the same messages on every node, and queues count them dropped
+//! alike.
 
 mod common;
 
@@ -273,13 +275,6 @@ fn a_topic_changed_on_one_node_is_changed_on_every_node() {
         });
         assert_eq!(t, (41, 50, 10, 10), "node {id}");
     }
-    // Hard limits would cut into queues on each node's own schedule: refused for now.
-    let out = trio.node(2).ctl(
-        &["topic", "set", "logs.a", "--hard-max-bytes", "1000"],
-        None,
-    );
-    assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("cluster mode"), "{out:?}");
     // Purged on node 3: empty everywhere, and the seqs go on.
     let out = trio.node(3).ctl(&["topic", "purge", "logs.a"], None);
     assert_eq!(out.code, 0, "{out:?}");
@@ -382,4 +377,69 @@ fn a_node_that_applies_a_publish_its_delivery_and_its_dead_letter_at_once_dead_l
         ));
     }
     assert!(letters.windows(2).all(|w| w[0] == w[1]), "{letters:?}");
+}
+
+#[test]
+fn hard_limits_cut_the_same_messages_on_every_node_and_queues_count_them_dropped_alike() {
+    let trio = ProxiedTrio::start();
+    formed(&trio);
+    trio.node(1)
+        .ctl_ok(&["queue", "create", "hq", "--bind", "hard.>"], None);
+    let payloads: String = (1..=60).map(|i| format!("payload-{i:03}\n")).collect();
+    trio.node(1)
+        .ctl_ok(&["publish", "hard.b", "-q"], Some(payloads.as_bytes()));
+    let topic = |id: u64, name: &str| -> Option<(u64, u64, u64)> {
+        let out = trio.node(id).ctl(&["topic", "info", name, "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some((
+            v["first_seq"].as_u64()?,
+            v["messages"].as_u64()?,
+            v["bytes"].as_u64()?,
+        ))
+    };
+    // A hard size limit set on node 2 cuts into what the queue has not delivered yet, the
+    // same messages on every node.
+    trio.node(2)
+        .ctl_ok(&["topic", "set", "hard.b", "--hard-max-bytes", "110"], None);
+    let b = poll(WAIT, "the hard size limit applied everywhere", || {
+        let all: Vec<(u64, u64, u64)> = TRIO
+            .iter()
+            .map(|id| topic(*id, "hard.b"))
+            .collect::<Option<_>>()?;
+        (all.iter().all(|t| t.1 < 60) && all.windows(2).all(|w| w[0] == w[1])).then(|| all[0])
+    });
+    assert!(b.1 > 0 && b.2 <= 110, "{b:?}");
+    assert_eq!(b.0, 61 - b.1, "{b:?}");
+    // Publishes past the limit are cut at once, at the same point.
+    trio.node(3)
+        .ctl_ok(&["publish", "hard.b", "-q"], Some(payloads.as_bytes()));
+    let b2 = poll(WAIT, "the new messages cut everywhere", || {
+        let all: Vec<(u64, u64, u64)> = TRIO
+            .iter()
+            .map(|id| topic(*id, "hard.b"))
+            .collect::<Option<_>>()?;
+        (all[0].0 > b.0 && all.windows(2).all(|w| w[0] == w[1])).then(|| all[0])
+    });
+    assert_eq!(b2.0, 121 - b2.1, "{b2:?}");
+    // A hard age limit: the leader proposes the cut; every node empties the topic.
+    trio.node(3)
+        .ctl_ok(&["topic", "set", "hard.c", "--hard-max-age", "2s"], None);
+    trio.node(1)
+        .ctl_ok(&["publish", "hard.c", "-q"], Some(b"a\nb\nc\nd\ne\n"));
+    for id in TRIO {
+        let c = poll(WAIT, "the hard age limit applied", || {
+            topic(id, "hard.c").filter(|t| t.1 == 0)
+        });
+        assert_eq!(c, (6, 0, 0), "node {id}");
+    }
+    // The queue, drained from node 3, counts what it lost as dropped, alike everywhere.
+    let left = b2.1.to_string();
+    let out = trio.node(3).ctl_ok(&["recv", "hq", "-n", &left], None);
+    assert_eq!(lines(&out).len() as u64, b2.1);
+    let c = agreed(&trio, &TRIO, "hq");
+    assert_eq!(c, [0, 0, b2.1, b2.1, 0]);
+    let dropped = |id: u64| info(&trio, id, "hq").and_then(|q| q["dropped"].as_u64());
+    let all: Vec<Option<u64>> = TRIO.iter().map(|id| dropped(*id)).collect();
+    let want = (b2.0 - 1) + 5;
+    assert_eq!(all, vec![Some(want); 3]);
 }

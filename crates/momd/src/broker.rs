@@ -332,6 +332,8 @@ pub struct Broker {
     /// Cluster mode: takes under way (`queue_cluster.rs`), and what this node's takes
     /// leased in the entries being applied, to send once they are stored.
     taking: std::collections::HashSet<queue_cluster::TakeKey>,
+    /// Cluster mode, as the data group's leader: when it last proposed `Retain`.
+    retained_at: u64,
     replica_taken: Vec<queue_cluster::Taken>,
     queue_rates: HashMap<String, Rate>,
     /// Queue state was written and should be flushed soon.
@@ -466,6 +468,7 @@ impl Broker {
             next_consumer: 0,
             fetches: Vec::new(),
             taking: Default::default(),
+            retained_at: 0,
             replica_taken: Vec::new(),
             queue_rates: HashMap::new(),
             queue_flush_wanted: false,

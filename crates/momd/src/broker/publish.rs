@@ -206,7 +206,14 @@ impl Broker {
             ..Limits::default()
         };
         let keep_from = self.queue_floor(topic_id);
-        for (lim, keep_from) in [(soft, keep_from), (hard, u64::MAX)] {
+        // In a cluster, hard limits cut into queues: only at points of the log, the same on
+        // every node (`hard_trim`), never on this node's own schedule.
+        let passes: &[(Limits, u64)] = if self.cluster.is_some() {
+            &[(soft, keep_from)]
+        } else {
+            &[(soft, keep_from), (hard, u64::MAX)]
+        };
+        for &(lim, keep_from) in passes {
             let Some(t) = self.core.topics.by_id(topic_id) else {
                 return;
             };
@@ -219,6 +226,48 @@ impl Broker {
                 }
                 Ok(None) => {}
                 Err(e) => tracing::error!(topic = topic_id, "retention failed: {e}"),
+            }
+        }
+    }
+
+    /// Cluster mode, applying the data group's log: the topic's hard limits at the entry's
+    /// time `now`. What the entries applied so far staged is written first, so every node
+    /// cuts from the same stored messages however it grouped its writes; the queues count
+    /// what they lose as dropped when they next look, as on a single node.
+    pub(super) fn hard_trim(&mut self, topic_id: u32, now: u64) {
+        let Some(t) = self.core.topics.by_id(topic_id) else {
+            return;
+        };
+        let hard = Limits {
+            max_bytes: t.limits.hard_max_bytes,
+            max_age_ms: t.limits.hard_max_age_ms,
+            ..Limits::default()
+        };
+        let over = hard.max_bytes > 0 && t.bytes > hard.max_bytes;
+        if !(over || (hard.max_age_ms > 0 && t.msgs > 0)) {
+            return;
+        }
+        if self.staged.count > 0 {
+            self.commit();
+            if self.commit_failed.is_some() {
+                return;
+            }
+        }
+        let Some(t) = self.core.topics.by_id(topic_id) else {
+            return;
+        };
+        match self.store.trim(t, hard, now, u64::MAX) {
+            Ok(Some((first, n, bytes))) => {
+                if let Some(t) = self.core.topics.by_id_mut(topic_id) {
+                    t.record_trim(first, n, bytes);
+                }
+                self.dirty = true;
+            }
+            Ok(None) => {}
+            // The same store on every node: a failure here is this node's disk.
+            Err(e) => {
+                tracing::error!(topic = topic_id, "retention failed: {e}");
+                self.commit_failed = Some(format!("retention failed: {e}"));
             }
         }
     }

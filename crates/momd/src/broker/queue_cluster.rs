@@ -35,6 +35,8 @@ pub enum TakeKey {
     Fetch(u64, u64),
     /// The leader's `Expire`.
     Expire,
+    /// The leader's `Retain`.
+    Retain,
 }
 
 /// Messages a take of this node leased, to read and send once the entry is stored.
@@ -103,19 +105,6 @@ impl Broker {
     /// A request that changes a queue or a topic, in cluster mode: proposed, and answered
     /// by this node when it applies it.
     pub(super) fn cluster_change_request(&mut self, session: u64, frame: ClientFrame) {
-        // Hard limits cut into what queues hold, on each node's own schedule: the nodes'
-        // queues would no longer agree.
-        if let ClientFrame::TopicSet(s) = &frame {
-            if s.hard_max_bytes.is_some_and(|v| v > 0) || s.hard_max_age_ms.is_some_and(|v| v > 0) {
-                return self.error(
-                    session,
-                    s.id,
-                    ErrorCode::Unavailable,
-                    "hard retention limits are not available in cluster mode yet (soft limits \
-                     are: max_msgs, max_bytes, max_age)",
-                );
-            }
-        }
         // The owner a single node would record: a topic's is the identity's user.
         let topic = matches!(
             frame,
@@ -157,6 +146,7 @@ impl Broker {
                 None => TakeKey::Consumer(*consumer),
             }),
             QueueOp::Expire => Some(TakeKey::Expire),
+            QueueOp::Retain => Some(TakeKey::Retain),
             _ => None,
         };
         if let Some(k) = key {
@@ -278,6 +268,21 @@ impl Broker {
                 }
                 self.expire_due(now);
             }
+            QueueOp::Retain => {
+                if mine {
+                    self.taking.remove(&TakeKey::Retain);
+                }
+                let aged: Vec<u32> = self
+                    .core
+                    .topics
+                    .iter_unordered()
+                    .filter(|t| t.limits.hard_max_age_ms > 0 && t.msgs > 0)
+                    .map(|t| t.id)
+                    .collect();
+                for id in aged {
+                    self.hard_trim(id, now);
+                }
+            }
             QueueOp::NodeStarted { node } => {
                 let mut gone: Vec<(String, ConsumerId)> = Vec::new();
                 for (name, q) in self.queues.iter() {
@@ -360,6 +365,19 @@ impl Broker {
                 .any(|(_, q)| q.unacked.values().any(|l| l.deadline <= now))
         {
             self.propose_queue(QueueOp::Expire, None);
+        }
+        // Hard age limits are applied through the log, at the entry's time (`hard_trim`).
+        if leads
+            && !self.taking.contains(&TakeKey::Retain)
+            && now.saturating_sub(self.retained_at) >= 1000
+            && self
+                .core
+                .topics
+                .iter_unordered()
+                .any(|t| t.limits.hard_max_age_ms > 0 && t.msgs > 0)
+        {
+            self.retained_at = now;
+            self.propose_queue(QueueOp::Retain, None);
         }
         self.serve_waiting(now);
     }

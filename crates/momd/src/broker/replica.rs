@@ -68,6 +68,8 @@ impl Broker {
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let mut results = Vec::with_capacity(e.items.len());
+            // Topics with a hard limit this entry published to: cut at its end.
+            let mut limited: Vec<u32> = Vec::new();
             for item in e.items {
                 let item = match item {
                     DataItem::Publish(p) => p,
@@ -89,8 +91,17 @@ impl Broker {
                 );
                 if r.is_ok() {
                     self.noted_in_log_order(&item.topic);
+                    if let Some(t) = self.core.topics.get(&item.topic) {
+                        let hard = t.limits.hard_max_bytes > 0 || t.limits.hard_max_age_ms > 0;
+                        if hard && !limited.contains(&t.id) {
+                            limited.push(t.id);
+                        }
+                    }
                 }
                 results.push(r);
+            }
+            for id in limited {
+                self.hard_trim(id, e.time);
             }
             out.push(results);
         }

@@ -70,6 +70,9 @@ impl Broker {
                             ));
                         }
                         self.trim(t.id, now);
+                        if self.applying_replicated {
+                            self.hard_trim(t.id, now);
+                        }
                         let Some(t) = self.core.topics.by_id(t.id) else {
                             return;
                         };

@@ -107,6 +107,9 @@ pub enum QueueOp {
     },
     /// Ack deadlines up to the entry's time (proposed by the leader when one is due).
     Expire,
+    /// Hard age limits at the entry's time (proposed by the leader, at most once a second,
+    /// while a topic with one holds messages): every node cuts the same messages.
+    Retain,
     /// A node's process started: what consumers of its earlier processes held comes back.
     NodeStarted { node: NodeId },
 }
