@@ -91,6 +91,22 @@ fn a_queue_made_on_one_node_is_served_and_settled_on_every_node() {
     assert!(out.stderr.contains("purged 100 "), "{out:?}");
     assert_eq!(agreed(&trio, &TRIO, "jobs"), [0, 0, 200, 200, 0]);
 
+    // Consumers belong to their nodes; `queue info` on any node counts them all.
+    let mut waiting: Vec<_> = [1, 2]
+        .iter()
+        .map(|id| trio.node(*id).spawn_ctl(&["recv", "jobs", "--follow"]))
+        .collect();
+    for id in TRIO {
+        poll(WAIT, "both consumers counted", || {
+            let q = info(&trio, id, "jobs")?;
+            (q["consumers"].as_u64() == Some(2)).then_some(())
+        });
+    }
+    for w in &mut waiting {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+
     // A refusal comes back to the client that asked, from the node it asked.
     let out = trio.node(3).ctl(&["queue", "rm", "nosuch"], None);
     assert_eq!(out.code, 6, "{out:?}");

@@ -245,12 +245,14 @@ fn a_follower_killed_before_the_purge_catches_up_from_a_snapshot() {
 
 /// The index up to which a node purged its data group's log last, from openraft's log line
 /// (`purge_upto=Some(T<term>-N<node>-<index>)`); 0 if it never did.
+/// How far the node last purged the data group's log (its `raft log purged` line).
 fn last_purge(log: &str) -> u64 {
     log.lines()
         .rev()
-        .filter(|l| l.contains("purge_log"))
-        .filter_map(|l| l.split("purge_upto=Some(").nth(1))
-        .filter_map(|rest| rest.split(')').next()?.rsplit('-').next()?.parse().ok())
+        .filter(|l| l.contains("raft log purged"))
+        .filter(|l| l.split_whitespace().any(|w| w == "group=1"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("upto=")))
+        .filter_map(|n| n.parse().ok())
         .next()
         .unwrap_or(0)
 }

@@ -130,6 +130,11 @@ pub enum Cmd {
     SetCluster {
         cluster: crate::cluster::Cluster,
     },
+    /// Cluster mode: a peer asks how many consumers this node has on a queue.
+    QueueConsumers {
+        queue: String,
+        reply: oneshot::Sender<u64>,
+    },
     /// A scrape of `--metrics`: the broker's part of the text.
     Metrics {
         reply: oneshot::Sender<String>,

@@ -343,6 +343,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // leaves entries below the purge point (harmless), never a gap above it.
         self.write_id(TAG_PURGED, &Some(log_id))?;
         self.db.sync().await.map_err(write_err)?;
-        self.remove_range(0, log_id.index)
+        self.remove_range(0, log_id.index)?;
+        tracing::info!(group = self.group, upto = log_id.index, "raft log purged");
+        Ok(())
     }
 }

@@ -74,6 +74,10 @@ impl Broker {
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);
             }
+            Cmd::QueueConsumers { queue, reply } => {
+                let n = self.consumers.values().filter(|c| c.queue == queue).count();
+                let _ = reply.send(n as u64);
+            }
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics());
             }

@@ -102,6 +102,32 @@ impl Broker {
         }
     }
 
+    /// `queue_info` in cluster mode: the queue's state is the cluster's; its consumers
+    /// belong to their nodes, so the others are asked how many they have.
+    pub(super) fn cluster_queue_info(&mut self, session: u64, id: u64, name: &str) {
+        let Some(q) = self.queues.get(name) else {
+            let msg = format!("queue {name:?} not found");
+            return self.error(session, id, ErrorCode::NotFound, msg);
+        };
+        let mut queue = self.queue_info(q);
+        let (Some(c), Some(outbox)) = (
+            self.cluster.clone(),
+            self.sessions.get(&session).map(|s| s.outbox.clone()),
+        ) else {
+            return;
+        };
+        tokio::spawn(async move {
+            queue.consumers += c.consumers_elsewhere(&queue.name).await;
+            let frame = ServerFrame::QueueInfo(mom_proto::QueueInfoReply {
+                id,
+                queue,
+                purged: None,
+                redriven: None,
+            });
+            outbox.reply(frame, true);
+        });
+    }
+
     /// A request that changes a queue or a topic, in cluster mode: proposed, and answered
     /// by this node when it applies it.
     pub(super) fn cluster_change_request(&mut self, session: u64, frame: ClientFrame) {

@@ -428,6 +428,9 @@ impl Broker {
                 self.dirty_queues.insert(r.queue.clone());
                 self.reply_queue_counted(session, r.id, &r.queue, true, Some(purged), None);
             }
+            ClientFrame::QueueInfo(r) if self.cluster.is_some() => {
+                self.cluster_queue_info(session, r.id, &r.queue)
+            }
             ClientFrame::QueueInfo(r) => self.reply_queue_info(session, r.id, &r.queue, false),
             ClientFrame::QueueList(r) => self.queue_list(session, r),
             ClientFrame::Consume(c) => {

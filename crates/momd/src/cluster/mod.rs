@@ -72,6 +72,8 @@ enum PeerReq {
         origin: data::Origin,
         items: Vec<data::DataItem>,
     },
+    /// How many consumers the node has on a queue (consumers belong to their node).
+    Consumers { queue: String },
 }
 
 /// What the leader answered.
@@ -154,6 +156,8 @@ struct Inner {
     /// This process: a random number made at start, in every batch it sends.
     process: u64,
     peers: Peers,
+    /// This node's broker, for what peers ask of it.
+    broker: crate::broker::BrokerHandle,
     /// Per group (meta, data): elections seen (the term went up) and leader changes.
     elections: [AtomicU64; 2],
     leader_changes: [AtomicU64; 2],
@@ -257,7 +261,8 @@ pub async fn start(
     .map_err(|e| anyhow::anyhow!("starting the metadata group: {e}"))?;
     let snapshots =
         Arc::new(snapshot::Snapshots::open(data).context("the data group's snapshot directory")?);
-    let data_sm = data::DataSm::new(broker, applied, snapshots).map_err(anyhow::Error::msg)?;
+    let data_sm =
+        data::DataSm::new(broker.clone(), applied, snapshots).map_err(anyhow::Error::msg)?;
     let data_raft = Raft::new(
         settings.node_id,
         raft_config(&settings.cluster_id, data::DATA)?,
@@ -282,6 +287,7 @@ pub async fn start(
         batcher,
         process: identity::random_u64(),
         peers: peers.clone(),
+        broker: broker.clone(),
         elections: Default::default(),
         leader_changes: Default::default(),
         stop: CancellationToken::new(),
@@ -528,7 +534,7 @@ impl Cluster {
             PeerReq::Write(_) | PeerReq::Publish { .. } => Err(WriteError::Refused(format!(
                 "group {group} takes no such request"
             ))),
-            PeerReq::Status => Ok(Answer::Done),
+            PeerReq::Status | PeerReq::Consumers { .. } => Ok(Answer::Done),
             PeerReq::Join { node, addr } => self.lead_join(group, *node, addr).await,
             PeerReq::Leave { node } => self.lead_leave(group, *node).await,
         }
@@ -542,6 +548,7 @@ impl Cluster {
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
             PeerReq::Status => rmp_serde::to_vec(&self.leader_view(group)),
+            PeerReq::Consumers { queue } => rmp_serde::to_vec(&self.local_consumers(queue).await),
             req => rmp_serde::to_vec(&self.lead(group, &req).await),
         };
         answer.map(Bytes::from).map_err(|e| e.to_string())
