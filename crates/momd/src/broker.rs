@@ -390,6 +390,7 @@ pub mod metrics;
 pub(crate) mod publish;
 mod queue_admin;
 mod queue_cluster;
+mod queue_cluster_deliver;
 mod queue_delivery;
 mod queue_ops;
 mod release;
