@@ -51,6 +51,30 @@ fn counters(trio: &ProxiedTrio, id: u64, name: &str) -> Option<[u64; 5]> {
     ])
 }
 
+/// The one dead letter of `queue`, the same on every node (seq, time, headers, payload).
+fn same_dead_letter(trio: &ProxiedTrio, queue: &str) -> serde_json::Value {
+    let dlq = format!("$dlq.{queue}");
+    let letters: Vec<serde_json::Value> = TRIO
+        .iter()
+        .map(|id| {
+            let out = trio.node(*id).ctl_ok(
+                &[
+                    "subscribe", &dlq, "--from", "all", "-n", "1", "--json", "--timeout", "10s",
+                ],
+                None,
+            );
+            let v = json_lines(&out);
+            assert_eq!(v.len(), 1, "node {id}");
+            let m = &v[0];
+            serde_json::json!({
+                "seq": m["seq"], "time": m["time"], "headers": m["headers"], "payload": m["payload"],
+            })
+        })
+        .collect();
+    assert!(letters.windows(2).all(|w| w[0] == w[1]), "{letters:?}");
+    letters[0].clone()
+}
+
 /// Waits for every node of `ids` to have the same counters for the queue, and returns them.
 fn agreed(trio: &ProxiedTrio, ids: &[u64], name: &str) -> [u64; 5] {
     poll(WAIT, "the nodes agreeing on the queue", || {
@@ -163,33 +187,8 @@ fn an_ack_deadline_passed_on_one_node_dead_letters_the_same_message_everywhere()
     });
     assert_eq!(c, [0, 0, 1, 0, 1]);
     assert_eq!(agreed(&trio, &TRIO, "slow"), c);
-    let mut letters = Vec::new();
-    for id in TRIO {
-        let out = trio.node(id).ctl_ok(
-            &[
-                "subscribe",
-                "$dlq.slow",
-                "--from",
-                "all",
-                "-n",
-                "1",
-                "--json",
-                "--timeout",
-                "10s",
-            ],
-            None,
-        );
-        let v = json_lines(&out);
-        assert_eq!(v.len(), 1, "node {id}");
-        letters.push((
-            v[0]["seq"].clone(),
-            v[0]["time"].clone(),
-            v[0]["headers"].clone(),
-            v[0]["payload"].clone(),
-        ));
-    }
-    assert_eq!(letters[0].2["dlq-reason"], "ack_timeout");
-    assert!(letters.windows(2).all(|w| w[0] == w[1]), "{letters:?}");
+    let letter = same_dead_letter(&trio, "slow");
+    assert_eq!(letter["headers"]["dlq-reason"], "ack_timeout");
     let _ = worker.kill();
     let _ = worker.wait();
 }
@@ -368,31 +367,7 @@ fn a_node_that_applies_a_publish_its_delivery_and_its_dead_letter_at_once_dead_l
     for id in TRIO {
         assert_eq!(dropped(id), Some(0), "node {id} lost the message instead");
     }
-    let mut letters = Vec::new();
-    for id in TRIO {
-        let out = trio.node(id).ctl_ok(
-            &[
-                "subscribe",
-                "$dlq.once",
-                "--from",
-                "all",
-                "-n",
-                "1",
-                "--json",
-                "--timeout",
-                "10s",
-            ],
-            None,
-        );
-        let v = json_lines(&out);
-        assert_eq!(v.len(), 1, "node {id}");
-        letters.push((
-            v[0]["seq"].clone(),
-            v[0]["headers"].clone(),
-            v[0]["payload"].clone(),
-        ));
-    }
-    assert!(letters.windows(2).all(|w| w[0] == w[1]), "{letters:?}");
+    same_dead_letter(&trio, "once");
 }
 
 #[test]
