@@ -499,3 +499,72 @@ fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
         }
     }
 }
+
+#[test]
+fn watchers_on_any_node_count_and_a_request_reaches_a_replier_on_another_node() {
+    let trio = Trio::start();
+    let all = [1u64, 2, 3];
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(trio.node(1), &all)
+    });
+    // Nobody replies anywhere: "no responders" (6) at once, not the timeout (3).
+    let ask = |m: &Momd| {
+        m.ctl_timeout(
+            &["request", "svc.echo", "hi", "--timeout", "20s"],
+            None,
+            Duration::from_secs(60),
+        )
+    };
+    let out = ask(trio.node(1));
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stderr.contains("no responders"), "{out:?}");
+
+    // A replier on node 3 answers a request sent through node 1: asked at once, not from
+    // what node 3 told node 1 before.
+    let _replier = Collector::new(trio.node(3).spawn_ctl(&["reply", "svc.echo", "--", "cat"]));
+    poll(
+        Duration::from_secs(15),
+        "the replier watching on node 3",
+        || {
+            let s = trio.node(3).stats();
+            let watching = s["clients"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["name"] == "momctl reply svc.echo" && c["watches"].as_u64() >= Some(1)
+                })
+            });
+            watching.then_some(())
+        },
+    );
+    let out = ask(trio.node(1));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout_str(), "hi\n");
+
+    // A publish through node 1 counts a watcher on node 2 once node 1 has heard of it, and
+    // warns of nothing; before the watch, it warned.
+    let out = trio.node(1).ctl(&["publish", "news", "first"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("reached no watcher"), "{out:?}");
+    let _watcher = Collector::new(trio.node(2).spawn_ctl(&["subscribe", "news"]));
+    let ack = poll(Duration::from_secs(15), "node 2's watcher counted", || {
+        let out = trio
+            .node(1)
+            .ctl(&["publish", "news", "again", "--json"], None);
+        assert_eq!(out.code, 0, "{out:?}");
+        let v: Value = serde_json::from_str(out.stdout_str().trim()).ok()?;
+        (v["watchers"] == 1).then_some((v, out))
+    });
+    assert_eq!(ack.0["queues"], 0, "{:?}", ack.0);
+    assert!(!ack.1.stderr.contains("reached no"), "{:?}", ack.1);
+
+    // A queue bound to the topic counts on every node: it is replicated state.
+    trio.node(2)
+        .ctl_ok(&["queue", "create", "jobs", "--bind", "news"], None);
+    let ack = poll(Duration::from_secs(15), "the queue counted", || {
+        let out = trio
+            .node(3)
+            .ctl(&["publish", "news", "third", "--json"], None);
+        let v: Value = serde_json::from_str(out.stdout_str().trim()).ok()?;
+        (v["queues"] == 1).then_some(v)
+    });
+    assert_eq!(ack["watchers"], 1, "{ack}");
+}

@@ -54,6 +54,14 @@ pub struct SessionInfo {
     pub identity: Identity,
 }
 
+/// What a peer counts on this node (cluster mode).
+pub enum Counted {
+    /// Consumers of a queue.
+    Consumers(String),
+    /// Watchers of a topic, as `publish_ok` counts them.
+    Watchers(String),
+}
+
 pub enum Cmd {
     Hello {
         info: SessionInfo,
@@ -130,9 +138,9 @@ pub enum Cmd {
     SetCluster {
         cluster: crate::cluster::Cluster,
     },
-    /// Cluster mode: a peer asks how many consumers this node has on a queue.
-    QueueConsumers {
-        queue: String,
+    /// Cluster mode: a peer asks how many consumers or watchers this node has.
+    Count {
+        of: Counted,
         reply: oneshot::Sender<u64>,
     },
     /// A scrape of `--metrics`: the broker's part of the text.
@@ -355,6 +363,8 @@ pub struct Broker {
     flushing_tickets: Vec<Ticket>,
     /// This node's part in a cluster (cluster mode only).
     cluster: Option<crate::cluster::Cluster>,
+    /// `core.watches.changes()` when the cluster last learnt this node's watches.
+    interest_sent: u64,
     /// Why the last commit failed, if it did (a replica must not apply past it).
     commit_failed: Option<String>,
     /// Entries of the data group are being applied: they are committed as one.
@@ -494,6 +504,7 @@ impl Broker {
             pending_tickets: Vec::new(),
             flushing_tickets: Vec::new(),
             cluster: None,
+            interest_sent: 0,
             commit_failed: None,
             applying_replicated: false,
         };
@@ -575,6 +586,7 @@ impl Broker {
                     if !self.queues.is_empty() || !self.fetches.is_empty() {
                         self.expire_queues(now_ms());
                     }
+                    self.share_interest();
                 }
                 _ = async { batch_flush.as_mut().expect("guarded").tick().await }, if batch_flush.is_some() => {
                     if self.dirty && self.flush_rx.is_none() {

@@ -384,8 +384,7 @@ impl Publishing<'_> {
                 }
             }
         }
-        // A cluster node counts only its own watchers: no warning from what it cannot see.
-        if ok.watchers == 0 && ok.queues == 0 && self.client.welcome().cluster_id.is_empty() {
+        if ok.watchers == 0 && ok.queues == 0 {
             self.tally.unrouted += n - ok.duplicates.min(n);
         }
     }

@@ -18,6 +18,10 @@ pub struct Published {
     pub seqs: Vec<u64>,
     pub duplicates: u64,
     pub duplicate_indexes: Vec<u32>,
+    /// Cluster mode: the queues bound to the topic when it was applied (the same on every
+    /// node: queues are replicated state).
+    #[serde(default)]
+    pub queues: u64,
 }
 
 impl Broker {
@@ -104,6 +108,7 @@ impl Broker {
             seqs: plan.seqs.clone(),
             duplicates: plan.duplicates,
             duplicate_indexes: plan.duplicate_indexes.clone(),
+            queues: self.queues_bound(topic_id),
         };
         self.staged_pending.push(Pending::Publish {
             session,

@@ -11,7 +11,7 @@ use crate::config::FsyncMode;
 use crate::core::Batch;
 
 /// The header that makes a message a request (`momctl request`, docs/protocol.md §5).
-const REPLY_TO: &str = "reply-to";
+pub(super) const REPLY_TO: &str = "reply-to";
 
 impl Broker {
     /// Stage `p` for release after the next flush, or release it now when acks do not

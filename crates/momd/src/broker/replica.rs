@@ -45,7 +45,22 @@ impl Broker {
         let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
             return;
         };
-        let answer = PublishAnswer::new(outbox, p.id, p.topic.clone(), p.no_ack);
+        // This node's watchers now; the others' when the answer is written.
+        let watchers = self.core.watches.count_active(&p.topic);
+        let request = p
+            .msgs
+            .iter()
+            .all(|m| m.headers.contains_key(super::release::REPLY_TO));
+        let answer = PublishAnswer {
+            outbox,
+            id: p.id,
+            topic: p.topic.clone(),
+            no_ack: p.no_ack,
+            watchers,
+            request,
+            cluster: c.clone(),
+            answered: false,
+        };
         let item = PubItem {
             topic: p.topic,
             msgs: p.msgs,
@@ -53,6 +68,19 @@ impl Broker {
         };
         // Queued here, in the broker task, so a connection's publishes keep their order.
         c.propose_publish(DataItem::Publish(item), answer);
+    }
+
+    /// The others learn what this node's clients watch, when it changed (every 100 ms
+    /// at most: `queue_tick`).
+    pub(super) fn share_interest(&mut self) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        let changes = self.core.watches.changes();
+        if changes != self.interest_sent {
+            self.interest_sent = changes;
+            c.set_interest(self.core.watches.interest());
+        }
     }
 
     /// Apply committed entries of the data group; each entry's publishes get their results.

@@ -64,7 +64,7 @@ impl Done {
             Done::Channel(tx) => {
                 let _ = tx.send(r);
             }
-            Done::Publish(mut a) => a.answer(r),
+            Done::Publish(a) => a.answer(r),
         }
     }
 }
@@ -75,36 +75,54 @@ pub struct PublishAnswer {
     pub id: u64,
     pub topic: String,
     pub no_ack: bool,
-    answered: bool,
+    /// This node's watchers of the topic when the publish came.
+    pub watchers: u64,
+    /// Every message carries `reply-to`: a request, whose answer must not say "nobody
+    /// watches" from what the other nodes told a moment ago (`interest.rs`).
+    pub request: bool,
+    pub cluster: super::Cluster,
+    pub answered: bool,
 }
 
 impl PublishAnswer {
-    pub fn new(outbox: crate::outbox::Outbox, id: u64, topic: String, no_ack: bool) -> Self {
-        PublishAnswer {
-            outbox,
-            id,
-            topic,
-            no_ack,
-            answered: false,
+    fn answer(mut self, r: PubResult) {
+        let done = match r {
+            Ok(_) if self.no_ack => {
+                self.answered = true;
+                return self.outbox.release(self.id);
+            }
+            Ok(done) => done,
+            Err(e) => return self.refuse(e),
+        };
+        let watchers = self.watchers + self.cluster.remote_watchers(&self.topic);
+        if watchers == 0 && done.queues == 0 && self.request {
+            // Nobody, by what this node knows: the others say it now.
+            tokio::spawn(async move {
+                let watchers = self.cluster.watchers_elsewhere(&self.topic).await;
+                self.publish_ok(done, watchers);
+            });
+        } else {
+            self.publish_ok(done, watchers);
         }
     }
 
-    fn answer(&mut self, r: PubResult) {
+    fn publish_ok(&mut self, done: super::data::Published, watchers: u64) {
         self.answered = true;
-        let frame = match r {
-            Ok(done) if !self.no_ack => ServerFrame::PublishOk(PublishOk {
-                id: self.id,
-                topic: std::mem::take(&mut self.topic),
-                seqs: done.seqs,
-                duplicates: done.duplicates,
-                // Watches and queues of other nodes are not counted here.
-                watchers: 0,
-                queues: 0,
-                duplicate_indexes: done.duplicate_indexes,
-            }),
-            Ok(_) => return self.outbox.release(self.id),
-            Err((code, msg)) => ServerFrame::error(Some(self.id), code, msg),
-        };
+        let frame = ServerFrame::PublishOk(PublishOk {
+            id: self.id,
+            topic: std::mem::take(&mut self.topic),
+            seqs: done.seqs,
+            duplicates: done.duplicates,
+            watchers,
+            queues: done.queues,
+            duplicate_indexes: done.duplicate_indexes,
+        });
+        self.outbox.reply(frame, true);
+    }
+
+    fn refuse(&mut self, (code, msg): (ErrorCode, String)) {
+        self.answered = true;
+        let frame = ServerFrame::error(Some(self.id), code, msg);
         self.outbox.reply(frame, true);
     }
 }
@@ -113,7 +131,7 @@ impl Drop for PublishAnswer {
     /// Never left without an answer: the batcher stopped (the node is stopping).
     fn drop(&mut self) {
         if !self.answered {
-            self.answer(Err((ErrorCode::Unavailable, "the node is stopping".into())));
+            self.refuse((ErrorCode::Unavailable, "the node is stopping".into()));
         }
     }
 }

@@ -8,11 +8,12 @@
 //!
 //! `identity` checks the data dir belongs to this cluster and node id; `meta` is the
 //! metadata group's state (members, users and tokens); `status` answers `cluster_status`
-//! and the metrics.
+//! and the metrics; `interest` tells the other nodes who watches what here.
 
 pub mod batcher;
 pub mod data;
 pub mod identity;
+mod interest;
 mod membership;
 mod meta;
 mod snapshot;
@@ -35,6 +36,7 @@ use mom_raft::{GroupId, NodeId, Raft};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Counted;
 use meta::{MetaCmd, MetaState, NodeInfo};
 
 /// The metadata group.
@@ -74,6 +76,13 @@ enum PeerReq {
     },
     /// How many consumers the node has on a queue (consumers belong to their node).
     Consumers { queue: String },
+    /// How many watchers the node has of a topic (watches belong to their node).
+    Watchers { topic: String },
+    /// The watches of `node`'s clients (`interest.rs`).
+    Interest {
+        node: NodeId,
+        interest: crate::core::Interest,
+    },
 }
 
 /// What the leader answered.
@@ -161,6 +170,8 @@ struct Inner {
     /// Per group (meta, data): elections seen (the term went up) and leader changes.
     elections: [AtomicU64; 2],
     leader_changes: [AtomicU64; 2],
+    /// Who watches what on this node and the others (`interest.rs`).
+    interests: interest::Interests,
     stop: CancellationToken,
 }
 
@@ -290,6 +301,7 @@ pub async fn start(
         broker: broker.clone(),
         elections: Default::default(),
         leader_changes: Default::default(),
+        interests: Default::default(),
         stop: CancellationToken::new(),
     });
     let cluster = Cluster { inner };
@@ -348,6 +360,7 @@ pub async fn start(
         tokio::spawn(cluster.clone().watch_elections(i, *group));
     }
     tokio::spawn(cluster.clone().run_batcher(batch_rx));
+    tokio::spawn(cluster.clone().run_interest());
     tokio::spawn(cluster.clone().announce());
     auth.set_replicator(Arc::new(cluster.clone()));
     tokio::spawn(meta::catch_up(cluster.clone(), auth));
@@ -534,7 +547,10 @@ impl Cluster {
             PeerReq::Write(_) | PeerReq::Publish { .. } => Err(WriteError::Refused(format!(
                 "group {group} takes no such request"
             ))),
-            PeerReq::Status | PeerReq::Consumers { .. } => Ok(Answer::Done),
+            PeerReq::Status
+            | PeerReq::Consumers { .. }
+            | PeerReq::Watchers { .. }
+            | PeerReq::Interest { .. } => Ok(Answer::Done),
             PeerReq::Join { node, addr } => self.lead_join(group, *node, addr).await,
             PeerReq::Leave { node } => self.lead_leave(group, *node).await,
         }
@@ -548,7 +564,16 @@ impl Cluster {
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
             PeerReq::Status => rmp_serde::to_vec(&self.leader_view(group)),
-            PeerReq::Consumers { queue } => rmp_serde::to_vec(&self.local_consumers(queue).await),
+            PeerReq::Consumers { queue } => {
+                rmp_serde::to_vec(&self.local_count(Counted::Consumers(queue)).await)
+            }
+            PeerReq::Watchers { topic } => {
+                rmp_serde::to_vec(&self.local_count(Counted::Watchers(topic)).await)
+            }
+            PeerReq::Interest { node, interest } => {
+                self.heard_interest(node, &interest);
+                rmp_serde::to_vec(&())
+            }
             req => rmp_serde::to_vec(&self.lead(group, &req).await),
         };
         answer.map(Bytes::from).map_err(|e| e.to_string())

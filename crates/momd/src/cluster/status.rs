@@ -317,51 +317,12 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// This node's consumers of `queue` (a peer asks: `PeerReq::Consumers`).
-    pub(super) async fn local_consumers(&self, queue: String) -> u64 {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let cmd = crate::broker::Cmd::QueueConsumers { queue, reply };
-        if !self.inner.broker.send(cmd).await {
-            return 0;
-        }
-        answer.await.unwrap_or(0)
-    }
-
     /// The consumers of `queue` on the other members of the data group, asked side by
     /// side; a node that does not answer within a second counts none.
     pub async fn consumers_elsewhere(&self, queue: &str) -> u64 {
-        let m = self.inner.data.metrics().borrow().clone();
-        let Ok(body) = rmp_serde::to_vec(&PeerReq::Consumers {
+        self.sum_of_others(&PeerReq::Consumers {
             queue: queue.to_string(),
-        }) else {
-            return 0;
-        };
-        let body = bytes::Bytes::from(body);
-        let mut asks = tokio::task::JoinSet::new();
-        for (id, node) in m.membership_config.membership().nodes() {
-            if *id == self.node_id() {
-                continue;
-            }
-            let (peers, id, addr, body) = (
-                self.inner.peers.clone(),
-                *id,
-                node.addr.clone(),
-                body.clone(),
-            );
-            asks.spawn(async move {
-                let got = peers
-                    .call_app(id, &addr, super::data::DATA, body, Duration::from_secs(1))
-                    .await;
-                got.ok()
-                    .and_then(Result::ok)
-                    .and_then(|b| rmp_serde::from_slice::<u64>(&b).ok())
-                    .unwrap_or(0)
-            });
-        }
-        let mut n = 0;
-        while let Some(r) = asks.join_next().await {
-            n += r.unwrap_or(0);
-        }
-        n
+        })
+        .await
     }
 }

@@ -57,7 +57,14 @@ pub struct Watches {
     patterns_held: usize,
     next_id: WatchId,
     next_group: GroupId,
+    /// Goes up with every watch added or removed (`changes`).
+    changes: u64,
 }
+
+/// Who watches on one node, as other nodes need to know it to count watchers (cluster mode):
+/// each set of patterns with how many watchers hold it (a watch outside any group counts
+/// one; a group counts one, as in [`Watches::count_active`]). Passive watches are left out.
+pub type Interest = Vec<(Vec<String>, u32)>;
 
 /// A pattern list as a set: what a watch is indexed under.
 fn pattern_set(patterns: &[String]) -> Vec<&str> {
@@ -80,6 +87,7 @@ impl Watches {
     /// the group of that name and pattern set (created if needed).
     pub fn add(&mut self, patterns: Vec<String>, passive: bool, group: Option<&str>) -> WatchId {
         self.next_id += 1;
+        self.changes += 1;
         let id = self.next_id;
         let group = group.map(|name| {
             let key = group_key(name, &patterns);
@@ -129,6 +137,7 @@ impl Watches {
         let Some(w) = self.watches.remove(&id) else {
             return false;
         };
+        self.changes += 1;
         self.patterns_held -= w.patterns.len();
         if w.group.is_none() {
             for p in pattern_set(&w.patterns) {
@@ -227,6 +236,35 @@ impl Watches {
         (solo + groups) as u64
     }
 
+    /// How many times watches were added or removed: what changed since `interest` was last
+    /// taken.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The active watches as pattern sets with their watcher counts (see [`Interest`]):
+    /// summed over every node's, they count what `count_active` counts on one node.
+    pub fn interest(&self) -> Interest {
+        let mut sets: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+        for w in self.watches.values() {
+            if w.passive || w.group.is_some() {
+                continue;
+            }
+            let set = pattern_set(&w.patterns).into_iter().map(str::to_string);
+            *sets.entry(set.collect()).or_default() += 1;
+        }
+        for g in self.groups.values() {
+            let active = g
+                .members
+                .iter()
+                .any(|id| self.watches.get(id).is_some_and(|w| !w.passive));
+            if active {
+                *sets.entry(g.patterns().to_vec()).or_default() += 1;
+            }
+        }
+        sets.into_iter().collect()
+    }
+
     /// Choose the member of group `gid` that gets the next message: members are tried in
     /// turn from where the rotation stands, and the first that `accept`s it (a member whose
     /// connection has room takes the message) gets it, and the rotation moves past it.
@@ -263,9 +301,76 @@ impl Watches {
     }
 }
 
+/// Counts watchers of a topic in an [`Interest`] (another node's, in cluster mode).
+#[derive(Debug, Default)]
+pub struct InterestIndex {
+    index: PatternIndex,
+    counts: Vec<u32>,
+}
+
+impl InterestIndex {
+    pub fn new(interest: &Interest) -> InterestIndex {
+        let mut index = PatternIndex::default();
+        let mut counts = Vec::with_capacity(interest.len());
+        for (i, (patterns, n)) in interest.iter().enumerate() {
+            for p in patterns {
+                index.insert(p, i as u64);
+            }
+            counts.push(*n);
+        }
+        InterestIndex { index, counts }
+    }
+
+    /// Watchers of `name`, as [`Watches::count_active`] counts them.
+    pub fn count(&self, name: &str) -> u64 {
+        let mut sets = self.index.matching(name);
+        sets.sort_unstable();
+        sets.dedup();
+        sets.iter()
+            .filter_map(|i| self.counts.get(*i as usize))
+            .map(|n| u64::from(*n))
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What another node learns of this one's watches counts what this node counts.
+        #[test]
+        fn an_interest_counts_what_the_watches_count(
+            watches in proptest::collection::vec(
+                (
+                    proptest::collection::vec(crate::core::trie::tests::pattern(), 1..3),
+                    any::<bool>(),
+                    proptest::option::of(0u8..3),
+                ),
+                0..12,
+            ),
+            gone in proptest::collection::vec(any::<bool>(), 12),
+            topics in proptest::collection::vec(crate::core::trie::tests::topic_name(), 1..8),
+        ) {
+            let mut w = Watches::default();
+            let ids: Vec<WatchId> = watches
+                .into_iter()
+                .map(|(ps, passive, g)| {
+                    w.add(ps, passive, g.map(|g| format!("g{g}")).as_deref())
+                })
+                .collect();
+            for (id, gone) in ids.iter().zip(gone) {
+                if gone {
+                    w.remove(*id);
+                }
+            }
+            let index = InterestIndex::new(&w.interest());
+            for t in &topics {
+                prop_assert_eq!(index.count(t), w.count_active(t), "topic {}", t);
+            }
+        }
+    }
 
     fn ps(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| s.to_string()).collect()
