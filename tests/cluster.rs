@@ -556,6 +556,32 @@ fn watchers_on_any_node_count_and_a_request_reaches_a_replier_on_another_node() 
     assert_eq!(ack.0["queues"], 0, "{:?}", ack.0);
     assert!(!ack.1.stderr.contains("reached no"), "{:?}", ack.1);
 
+    // A group (the repliers of `momctl reply`) with members on nodes 2 and 3 counts once,
+    // as on one node.
+    let _members: Vec<Collector> = [2u64, 3]
+        .iter()
+        .map(|n| Collector::new(trio.node(*n).spawn_ctl(&["reply", "svc.grp", "--", "cat"])))
+        .collect();
+    for n in [2u64, 3] {
+        poll(Duration::from_secs(15), "the replier watching", || {
+            let s = trio.node(n).stats();
+            let watching = s["clients"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c["name"] == "momctl reply svc.grp" && c["watches"].as_u64() >= Some(1)
+                })
+            });
+            watching.then_some(())
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let out = trio.node(1).ctl(&["request", "svc.grp", "once"], None);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = trio
+        .node(1)
+        .ctl(&["publish", "svc.grp", "plain", "--json"], None);
+    let v: Value = serde_json::from_str(out.stdout_str().trim()).expect("publish_ok json");
+    assert_eq!(v["watchers"], 1, "{v}");
+
     // A queue bound to the topic counts on every node: it is replicated state.
     trio.node(2)
         .ctl_ok(&["queue", "create", "jobs", "--bind", "news"], None);
@@ -567,4 +593,103 @@ fn watchers_on_any_node_count_and_a_request_reaches_a_replier_on_another_node() 
         (v["queues"] == 1).then_some(v)
     });
     assert_eq!(ack["watchers"], 1, "{ack}");
+}
+
+#[test]
+fn repliers_on_two_nodes_share_the_requests_each_answered_once_and_a_dead_ones_share_moves() {
+    let mut trio = Trio::start();
+    let all = [1u64, 2, 3];
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(trio.node(1), &all)
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut repliers = Vec::new();
+    for node in [1u64, 2] {
+        let log = dir.path().join(format!("r{node}"));
+        let script = format!(
+            "p=$(cat); echo \"$p\" >> '{}'; printf 'r{node}'",
+            log.display()
+        );
+        let r = Collector::new(
+            trio.node(node)
+                .spawn_ctl(&["reply", "svc.echo", "--", "sh", "-c", &script]),
+        );
+        repliers.push((r, log));
+    }
+    let handled = |log: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    // Both repliers are in the group on every node once each has told its count; until
+    // then a node hands its own members what it has (a request may be answered twice).
+    // Requests go through node 3, which has no replier.
+    let ask = |i: usize| {
+        trio.node(3).ctl_timeout(
+            &["request", "svc.echo", &format!("q{i}"), "--timeout", "10s"],
+            None,
+            Duration::from_secs(30),
+        )
+    };
+    poll(
+        Duration::from_secs(20),
+        "both repliers in the group",
+        || {
+            let st = status(trio.node(3))?;
+            st["groups"][1]["leader"].as_u64()?;
+            let before: usize = repliers.iter().map(|(_, l)| handled(l).len()).sum();
+            let out = ask(0);
+            assert_eq!(out.code, 0, "{out:?}");
+            std::thread::sleep(Duration::from_millis(300));
+            let after: usize = repliers.iter().map(|(_, l)| handled(l).len()).sum();
+            (after == before + 1).then_some(())
+        },
+    );
+    for (_, log) in &repliers {
+        std::fs::write(log, "").expect("clearing the log");
+    }
+    let mut answered_by = [0usize; 2];
+    for i in 1..=60 {
+        let out = ask(i);
+        assert_eq!(out.code, 0, "request {i}: {out:?}");
+        match out.stdout_str().trim_end() {
+            "r1" => answered_by[0] += 1,
+            "r2" => answered_by[1] += 1,
+            other => panic!("request {i}: reply {other:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (h1, h2) = (handled(&repliers[0].1), handled(&repliers[1].1));
+    let mut all_handled: Vec<String> = h1.iter().chain(&h2).cloned().collect();
+    all_handled.sort();
+    let mut want: Vec<String> = (1..=60).map(|i| format!("q{i}")).collect();
+    want.sort();
+    assert_eq!(all_handled, want, "every request handled once, on one node");
+    assert!(
+        answered_by.iter().all(|n| *n >= 10),
+        "both nodes' repliers take a share: {answered_by:?}"
+    );
+
+    // Node 2 dies with its replier: once the data group's leader has not heard from it for
+    // a few seconds, its share goes to node 1's replier.
+    trio.nodes[1].kill9();
+    poll(
+        Duration::from_secs(60),
+        "node 1's replier takes every request",
+        || {
+            let ok = (0..8).all(|i| {
+                trio.node(3)
+                    .ctl_timeout(
+                        &["request", "svc.echo", &format!("z{i}"), "--timeout", "2s"],
+                        None,
+                        Duration::from_secs(20),
+                    )
+                    .code
+                    == 0
+            });
+            ok.then_some(())
+        },
+    );
 }

@@ -54,14 +54,6 @@ pub struct SessionInfo {
     pub identity: Identity,
 }
 
-/// What a peer counts on this node (cluster mode).
-pub enum Counted {
-    /// Consumers of a queue.
-    Consumers(String),
-    /// Watchers of a topic, as `publish_ok` counts them.
-    Watchers(String),
-}
-
 pub enum Cmd {
     Hello {
         info: SessionInfo,
@@ -138,10 +130,15 @@ pub enum Cmd {
     SetCluster {
         cluster: crate::cluster::Cluster,
     },
-    /// Cluster mode: a peer asks how many consumers or watchers this node has.
-    Count {
-        of: Counted,
+    /// Cluster mode: a peer asks how many consumers this node has on a queue.
+    QueueConsumers {
+        queue: String,
         reply: oneshot::Sender<u64>,
+    },
+    /// Cluster mode: a peer asks which watchers this node has of a topic.
+    Watchers {
+        topic: String,
+        reply: oneshot::Sender<crate::core::Watchers>,
     },
     /// A scrape of `--metrics`: the broker's part of the text.
     Metrics {
@@ -227,6 +224,8 @@ enum Pending {
         duplicates: u64,
         duplicate_indexes: Vec<u32>,
         batch: Option<Arc<Batch>>,
+        /// Cluster mode: the watch groups' table at the publish's place in the log.
+        groups: Option<Arc<watch_groups::GroupTable>>,
     },
     Reply {
         session: u64,
@@ -365,6 +364,12 @@ pub struct Broker {
     cluster: Option<crate::cluster::Cluster>,
     /// `core.watches.changes()` when the cluster last learnt this node's watches.
     interest_sent: u64,
+    /// Cluster mode: how the nodes share the messages of watch groups (`watch_groups.rs`).
+    watch_groups: Arc<watch_groups::GroupTable>,
+    /// Member counts this node told the others lately (count, when).
+    groups_told: std::collections::BTreeMap<watch_groups::GroupKey, (u32, u64)>,
+    /// When the data group's leader last took a silent node out of the watch groups.
+    groups_pruned_at: u64,
     /// Why the last commit failed, if it did (a replica must not apply past it).
     commit_failed: Option<String>,
     /// Entries of the data group are being applied: they are committed as one.
@@ -410,6 +415,7 @@ mod snapshot;
 mod stats;
 mod tick;
 mod topic_ops;
+mod watch_groups;
 mod watch_ops;
 
 pub const SYS_EVENTS: &str = "$sys.events";
@@ -505,6 +511,9 @@ impl Broker {
             flushing_tickets: Vec::new(),
             cluster: None,
             interest_sent: 0,
+            watch_groups: Default::default(),
+            groups_told: Default::default(),
+            groups_pruned_at: 0,
             commit_failed: None,
             applying_replicated: false,
         };
@@ -587,6 +596,7 @@ impl Broker {
                         self.expire_queues(now_ms());
                     }
                     self.share_interest();
+                    self.share_groups(now_ms());
                 }
                 _ = async { batch_flush.as_mut().expect("guarded").tick().await }, if batch_flush.is_some() => {
                     if self.dirty && self.flush_rx.is_none() {

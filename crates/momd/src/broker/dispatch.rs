@@ -4,7 +4,7 @@
 use mom_proto::{ClientFrame, ErrorCode, Req, Sender, ServerFrame};
 use tokio::sync::oneshot;
 
-use super::{json_str, now_ms, Broker, Cmd, Counted, INBOX_PREFIX};
+use super::{json_str, now_ms, Broker, Cmd, INBOX_PREFIX};
 use crate::admission::Ticket;
 
 impl Broker {
@@ -68,20 +68,19 @@ impl Broker {
             Cmd::SetCluster { cluster } => {
                 let node = cluster.node_id();
                 self.cluster = Some(cluster);
+                self.load_watch_groups();
                 // What consumers of this node's earlier process held comes back.
                 self.propose_queue(crate::cluster::data::QueueOp::NodeStarted { node }, None);
             }
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);
             }
-            Cmd::Count { of, reply } => {
-                let n = match of {
-                    Counted::Consumers(queue) => {
-                        self.consumers.values().filter(|c| c.queue == queue).count() as u64
-                    }
-                    Counted::Watchers(topic) => self.core.watches.count_active(&topic),
-                };
-                let _ = reply.send(n);
+            Cmd::QueueConsumers { queue, reply } => {
+                let n = self.consumers.values().filter(|c| c.queue == queue).count();
+                let _ = reply.send(n as u64);
+            }
+            Cmd::Watchers { topic, reply } => {
+                let _ = reply.send(self.core.watches.active(&topic));
             }
             Cmd::Metrics { reply } => {
                 let _ = reply.send(self.render_metrics());

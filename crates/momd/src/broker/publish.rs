@@ -120,6 +120,7 @@ impl Broker {
             duplicates: plan.duplicates,
             duplicate_indexes: plan.duplicate_indexes,
             batch,
+            groups: self.cluster.is_some().then(|| self.watch_groups.clone()),
         });
         // A replica's entries are committed together with the applied state that names
         // them (`replica.rs`), never split.

@@ -196,6 +196,9 @@ impl Broker {
     /// time. `mine`: the entry came from this process, whose clients get the answers.
     pub(super) fn apply_queue_op(&mut self, op: QueueOp, now: u64, origin: &Origin) {
         let mine = self.cluster.as_ref().is_some_and(|c| c.is_mine(origin));
+        if let QueueOp::NodeStarted { .. } = op {
+            self.apply_group_op(op.clone(), origin.node);
+        }
         match op {
             QueueOp::Request {
                 session,
@@ -306,6 +309,9 @@ impl Broker {
                 for id in aged {
                     self.hard_trim(id, now);
                 }
+            }
+            op @ (QueueOp::GroupMembers { .. } | QueueOp::GroupsGone { .. }) => {
+                self.apply_group_op(op, origin.node)
             }
             QueueOp::NodeStarted { node } => {
                 let mut gone: Vec<(String, ConsumerId)> = Vec::new();

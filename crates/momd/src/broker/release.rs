@@ -42,10 +42,11 @@ impl Broker {
                 duplicates,
                 duplicate_indexes,
                 batch,
+                groups,
             } => {
                 let queues = self.queues_bound(topic_id);
                 if let Some(batch) = batch {
-                    self.deliver(topic_id, &batch, queues);
+                    self.deliver(topic_id, &batch, queues, groups.as_deref());
                 }
                 // Passive watches look without counting; a group counts once.
                 let watchers = self.core.watches.count_active(&topic);
@@ -115,7 +116,14 @@ impl Broker {
     }
 
     /// Hand a stored batch to the watches of its topic and to its queues (`queues` bound).
-    fn deliver(&mut self, topic_id: u32, batch: &Arc<Batch>, queues: u64) {
+    /// `groups`: in cluster mode, the watch groups' table at the publish's place in the log.
+    fn deliver(
+        &mut self,
+        topic_id: u32,
+        batch: &Arc<Batch>,
+        queues: u64,
+        groups: Option<&super::watch_groups::GroupTable>,
+    ) {
         let n = batch.msgs.len() as u64;
         if let Some(t) = self.core.topics.by_id_mut(topic_id) {
             t.delivered_upto = batch.last_seq();
@@ -130,7 +138,7 @@ impl Broker {
             self.route(w, topic_id, batch.clone());
         }
         for g in targets.groups {
-            self.route_group(g, topic_id, batch);
+            self.route_group(g, topic_id, batch, groups);
         }
         if queues > 0 {
             self.pump_topic(topic_id, n, now_ms());

@@ -46,7 +46,7 @@ impl Broker {
             return;
         };
         // This node's watchers now; the others' when the answer is written.
-        let watchers = self.core.watches.count_active(&p.topic);
+        let watchers = self.core.watches.active(&p.topic);
         let request = p
             .msgs
             .iter()

@@ -105,6 +105,7 @@ impl Broker {
         }
         self.queues = set;
         self.store = store;
+        self.load_watch_groups();
         self.dirty_queues.clear();
         self.to_trim.clear();
         self.rates.clear();

@@ -346,8 +346,22 @@ impl Broker {
     /// Each message of `batch` to one member of group `g`, round robin; a member whose
     /// connection has no room is passed over, and only when none has room is the message
     /// skipped (counted at the member whose turn it was, like a slow consumer).
-    pub(super) fn route_group(&mut self, g: GroupId, topic_id: u32, batch: &Arc<Batch>) {
+    pub(super) fn route_group(
+        &mut self,
+        g: GroupId,
+        topic_id: u32,
+        batch: &Arc<Batch>,
+        groups: Option<&super::watch_groups::GroupTable>,
+    ) {
+        let key = self.core.watches.group_key(g).cloned();
         for (i, m) in batch.msgs.iter().enumerate() {
+            // In a cluster, the group's message may be another node's to give.
+            let seq = batch.first_seq + i as u64;
+            if let Some(k) = &key {
+                if !self.group_message_here(groups, k, &batch.topic, seq) {
+                    continue;
+                }
+            }
             let one = if batch.msgs.len() == 1 {
                 batch.clone()
             } else {

@@ -76,7 +76,7 @@ pub struct PublishAnswer {
     pub topic: String,
     pub no_ack: bool,
     /// This node's watchers of the topic when the publish came.
-    pub watchers: u64,
+    pub watchers: crate::core::Watchers,
     /// Every message carries `reply-to`: a request, whose answer must not say "nobody
     /// watches" from what the other nodes told a moment ago (`interest.rs`).
     pub request: bool,
@@ -94,15 +94,16 @@ impl PublishAnswer {
             Ok(done) => done,
             Err(e) => return self.refuse(e),
         };
-        let watchers = self.watchers + self.cluster.remote_watchers(&self.topic);
-        if watchers == 0 && done.queues == 0 && self.request {
+        let mut watchers = std::mem::take(&mut self.watchers);
+        watchers.add(self.cluster.remote_watchers(&self.topic));
+        if watchers.count() == 0 && done.queues == 0 && self.request {
             // Nobody, by what this node knows: the others say it now.
             tokio::spawn(async move {
-                let watchers = self.cluster.watchers_elsewhere(&self.topic).await;
-                self.publish_ok(done, watchers);
+                let elsewhere = self.cluster.watchers_elsewhere(&self.topic).await;
+                self.publish_ok(done, elsewhere.count());
             });
         } else {
-            self.publish_ok(done, watchers);
+            self.publish_ok(done, watchers.count());
         }
     }
 

@@ -112,6 +112,17 @@ pub enum QueueOp {
     Retain,
     /// A node's process started: what consumers of its earlier processes held comes back.
     NodeStarted { node: NodeId },
+    /// The node the entry came from has `members` watches in group `name` of `patterns`
+    /// (0: none any more): the nodes share the group's messages by it
+    /// (`broker/watch_groups.rs`).
+    GroupMembers {
+        name: String,
+        patterns: Vec<String>,
+        members: u32,
+    },
+    /// `node` has not answered the data group's leader for a while: its group members
+    /// get no more messages (it tells its members again if it comes back).
+    GroupsGone { node: NodeId },
 }
 
 /// A client frame inside an entry: its protocol encoding (docs/protocol.md), as bytes.

@@ -18,7 +18,7 @@ use mom_raft::NodeId;
 use tokio::sync::Notify;
 
 use super::{Cluster, PeerReq};
-use crate::core::{Interest, InterestIndex};
+use crate::core::{Interest, InterestIndex, Watchers};
 
 /// How often a node sends its interest when it has not changed.
 const REFRESH: Duration = Duration::from_secs(2);
@@ -42,16 +42,16 @@ pub struct Interests {
 
 impl Interests {
     /// The watchers of `topic` on the other nodes, as they last told.
-    pub fn remote_count(&self, topic: &str) -> u64 {
+    pub fn remote(&self, topic: &str) -> Watchers {
         let remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
-        remote
-            .values()
-            .filter(|r| r.heard.elapsed() < EXPIRE)
-            .map(|r| r.index.count(topic))
-            .sum()
+        let mut w = Watchers::default();
+        for r in remote.values().filter(|r| r.heard.elapsed() < EXPIRE) {
+            w.add(r.index.watchers(topic));
+        }
+        w
     }
 
-    fn set_remote(&self, node: NodeId, interest: &Interest) {
+    fn set_remote(&self, node: NodeId, interest: Interest) {
         let index = InterestIndex::new(interest);
         let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
         remote.retain(|_, r| r.heard.elapsed() < EXPIRE);
@@ -78,8 +78,8 @@ impl Cluster {
     }
 
     /// The watchers of `topic` on the other nodes, as they last told this one.
-    pub fn remote_watchers(&self, topic: &str) -> u64 {
-        self.inner.interests.remote_count(topic)
+    pub fn remote_watchers(&self, topic: &str) -> Watchers {
+        self.inner.interests.remote(topic)
     }
 
     /// Sends this node's interest to the others when it changes, and every `REFRESH`.
@@ -114,28 +114,42 @@ impl Cluster {
     }
 
     /// Another node told its interest.
-    pub(super) fn heard_interest(&self, node: NodeId, interest: &Interest) {
+    pub(super) fn heard_interest(&self, node: NodeId, interest: Interest) {
         if node != self.node_id() {
             self.inner.interests.set_remote(node, interest);
         }
     }
 
-    /// A count of this node's broker, asked by another node.
-    pub(super) async fn local_count(&self, of: crate::broker::Counted) -> u64 {
+    /// This node's consumers of `queue`, asked by another node.
+    pub(super) async fn local_consumers(&self, queue: String) -> u64 {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let cmd = crate::broker::Cmd::Count { of, reply };
+        let cmd = crate::broker::Cmd::QueueConsumers { queue, reply };
         if !self.inner.broker.send(cmd).await {
             return 0;
         }
         answer.await.unwrap_or(0)
     }
 
+    /// This node's watchers of `topic`, asked by another node.
+    pub(super) async fn local_watchers(&self, topic: String) -> Watchers {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let cmd = crate::broker::Cmd::Watchers { topic, reply };
+        if !self.inner.broker.send(cmd).await {
+            return Watchers::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     /// The watchers of `topic` on the other nodes, asked now.
-    pub async fn watchers_elsewhere(&self, topic: &str) -> u64 {
-        self.sum_of_others(&PeerReq::Watchers {
+    pub async fn watchers_elsewhere(&self, topic: &str) -> Watchers {
+        let req = PeerReq::Watchers {
             topic: topic.to_string(),
-        })
-        .await
+        };
+        let mut w = Watchers::default();
+        for one in self.ask_others::<Watchers>(&req).await {
+            w.add(one);
+        }
+        w
     }
 
     /// The request encoded, with each other member of the data group to send it to.
@@ -153,9 +167,12 @@ impl Cluster {
             .collect()
     }
 
-    /// Asks every other member of the data group for a count, side by side, and sums the
-    /// answers; a node that does not answer within `ASK_TTL` counts none.
-    pub(super) async fn sum_of_others(&self, req: &PeerReq) -> u64 {
+    /// Asks every other member of the data group, side by side: the answers of those that
+    /// answered within `ASK_TTL`.
+    pub(super) async fn ask_others<T>(&self, req: &PeerReq) -> Vec<T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
         let mut asks = tokio::task::JoinSet::new();
         for (body, id, addr) in self.to_others(req) {
             let peers = self.inner.peers.clone();
@@ -165,14 +182,13 @@ impl Cluster {
                     .await;
                 got.ok()
                     .and_then(Result::ok)
-                    .and_then(|b| rmp_serde::from_slice::<u64>(&b).ok())
-                    .unwrap_or(0)
+                    .and_then(|b| rmp_serde::from_slice::<T>(&b).ok())
             });
         }
-        let mut n = 0;
+        let mut all = Vec::new();
         while let Some(r) = asks.join_next().await {
-            n += r.unwrap_or(0);
+            all.extend(r.ok().flatten());
         }
-        n
+        all
     }
 }

@@ -36,7 +36,6 @@ use mom_raft::{GroupId, NodeId, Raft};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Counted;
 use meta::{MetaCmd, MetaState, NodeInfo};
 
 /// The metadata group.
@@ -377,6 +376,11 @@ impl Cluster {
         origin.node == self.node_id() && origin.process == self.inner.process
     }
 
+    /// When each peer was last heard from.
+    pub fn contacts(&self) -> net::Contacts {
+        self.inner.peers.contacts()
+    }
+
     /// This node leads the data group (as far as it knows).
     pub fn leads_data(&self) -> bool {
         self.inner.data.metrics().borrow().state == ServerState::Leader
@@ -564,14 +568,10 @@ impl Cluster {
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
             PeerReq::Status => rmp_serde::to_vec(&self.leader_view(group)),
-            PeerReq::Consumers { queue } => {
-                rmp_serde::to_vec(&self.local_count(Counted::Consumers(queue)).await)
-            }
-            PeerReq::Watchers { topic } => {
-                rmp_serde::to_vec(&self.local_count(Counted::Watchers(topic)).await)
-            }
+            PeerReq::Consumers { queue } => rmp_serde::to_vec(&self.local_consumers(queue).await),
+            PeerReq::Watchers { topic } => rmp_serde::to_vec(&self.local_watchers(topic).await),
             PeerReq::Interest { node, interest } => {
-                self.heard_interest(node, &interest);
+                self.heard_interest(node, interest);
                 rmp_serde::to_vec(&())
             }
             req => rmp_serde::to_vec(&self.lead(group, &req).await),

@@ -320,9 +320,9 @@ impl Cluster {
     /// The consumers of `queue` on the other members of the data group, asked side by
     /// side; a node that does not answer within a second counts none.
     pub async fn consumers_elsewhere(&self, queue: &str) -> u64 {
-        self.sum_of_others(&PeerReq::Consumers {
+        let req = PeerReq::Consumers {
             queue: queue.to_string(),
-        })
-        .await
+        };
+        self.ask_others::<u64>(&req).await.into_iter().sum()
     }
 }

@@ -16,7 +16,7 @@ pub use creation::{CreationLimits, Creations, Refusal, DEFAULT_MAX_TOPICS};
 pub use dedupe::Dedupe;
 pub use queue_set::QueueSet;
 pub use topics::{StateDecoder, TopicState, Topics};
-pub use watches::{GroupId, Interest, InterestIndex, WatchId, Watches};
+pub use watches::{GroupId, GroupKey, Interest, InterestIndex, WatchId, Watchers, Watches};
 
 use std::sync::Arc;
 

@@ -62,9 +62,42 @@ pub struct Watches {
 }
 
 /// Who watches on one node, as other nodes need to know it to count watchers (cluster mode):
-/// each set of patterns with how many watchers hold it (a watch outside any group counts
-/// one; a group counts one, as in [`Watches::count_active`]). Passive watches are left out.
-pub type Interest = Vec<(Vec<String>, u32)>;
+/// each set of patterns with how many watches outside any group hold it and the names of
+/// the groups on it. Passive watches, and groups of passive members only, are left out.
+pub type Interest = Vec<InterestEntry>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InterestEntry {
+    pub patterns: Vec<String>,
+    pub watchers: u32,
+    pub groups: Vec<String>,
+}
+
+/// A group: its name and its patterns as a set.
+pub type GroupKey = (String, Vec<String>);
+
+/// The active watchers of a topic: watches outside any group, and the groups (which count
+/// once each, however many members and nodes they have).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Watchers {
+    pub solo: u64,
+    pub groups: Vec<GroupKey>,
+}
+
+impl Watchers {
+    /// As `publish_ok` counts them.
+    pub fn count(&self) -> u64 {
+        self.solo + self.groups.len() as u64
+    }
+
+    /// These and `other` together, a group counted once.
+    pub fn add(&mut self, other: Watchers) {
+        self.solo += other.solo;
+        self.groups.extend(other.groups);
+        self.groups.sort_unstable();
+        self.groups.dedup();
+    }
+}
 
 /// A pattern list as a set: what a watch is indexed under.
 fn pattern_set(patterns: &[String]) -> Vec<&str> {
@@ -219,6 +252,11 @@ impl Watches {
     /// "no responders" reads them): passive watches do not count, and a group counts once
     /// (it gets each message once) if any of its members is not passive.
     pub fn count_active(&self, name: &str) -> u64 {
+        self.active(name).count()
+    }
+
+    /// The active watchers of `name` (see [`Watchers`]).
+    pub fn active(&self, name: &str) -> Watchers {
         let active = |id: &WatchId| self.watches.get(id).is_some_and(|w| !w.passive);
         let solo = self
             .solo_index
@@ -232,8 +270,12 @@ impl Watches {
             .iter()
             .filter_map(|gid| self.groups.get(gid))
             .filter(|g| g.members.iter().any(active))
-            .count();
-        (solo + groups) as u64
+            .map(|g| g.key.clone())
+            .collect();
+        Watchers {
+            solo: solo as u64,
+            groups,
+        }
     }
 
     /// How many times watches were added or removed: what changed since `interest` was last
@@ -245,13 +287,16 @@ impl Watches {
     /// The active watches as pattern sets with their watcher counts (see [`Interest`]):
     /// summed over every node's, they count what `count_active` counts on one node.
     pub fn interest(&self) -> Interest {
-        let mut sets: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+        let mut sets: BTreeMap<Vec<String>, InterestEntry> = BTreeMap::new();
         for w in self.watches.values() {
             if w.passive || w.group.is_some() {
                 continue;
             }
-            let set = pattern_set(&w.patterns).into_iter().map(str::to_string);
-            *sets.entry(set.collect()).or_default() += 1;
+            let set: Vec<String> = pattern_set(&w.patterns)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            sets.entry(set).or_default().watchers += 1;
         }
         for g in self.groups.values() {
             let active = g
@@ -259,10 +304,27 @@ impl Watches {
                 .iter()
                 .any(|id| self.watches.get(id).is_some_and(|w| !w.passive));
             if active {
-                *sets.entry(g.patterns().to_vec()).or_default() += 1;
+                let e = sets.entry(g.patterns().to_vec()).or_default();
+                e.groups.push(g.key.0.clone());
             }
         }
-        sets.into_iter().collect()
+        sets.into_iter()
+            .map(|(patterns, e)| InterestEntry { patterns, ..e })
+            .collect()
+    }
+
+    /// The name and pattern set of group `gid`.
+    pub fn group_key(&self, gid: GroupId) -> Option<&GroupKey> {
+        self.groups.get(&gid).map(|g| &g.key)
+    }
+
+    /// Every group by its name and pattern set, with how many members it has (passive ones
+    /// too: they get their share of its messages).
+    pub fn group_sizes(&self) -> BTreeMap<GroupKey, u32> {
+        self.groups
+            .values()
+            .map(|g| (g.key.clone(), g.members.len() as u32))
+            .collect()
     }
 
     /// Choose the member of group `gid` that gets the next message: members are tried in
@@ -301,35 +363,41 @@ impl Watches {
     }
 }
 
-/// Counts watchers of a topic in an [`Interest`] (another node's, in cluster mode).
+/// Finds the watchers of a topic in an [`Interest`] (another node's, in cluster mode).
 #[derive(Debug, Default)]
 pub struct InterestIndex {
     index: PatternIndex,
-    counts: Vec<u32>,
+    entries: Interest,
 }
 
 impl InterestIndex {
-    pub fn new(interest: &Interest) -> InterestIndex {
+    pub fn new(interest: Interest) -> InterestIndex {
         let mut index = PatternIndex::default();
-        let mut counts = Vec::with_capacity(interest.len());
-        for (i, (patterns, n)) in interest.iter().enumerate() {
-            for p in patterns {
+        for (i, e) in interest.iter().enumerate() {
+            for p in &e.patterns {
                 index.insert(p, i as u64);
             }
-            counts.push(*n);
         }
-        InterestIndex { index, counts }
+        InterestIndex {
+            index,
+            entries: interest,
+        }
     }
 
-    /// Watchers of `name`, as [`Watches::count_active`] counts them.
-    pub fn count(&self, name: &str) -> u64 {
+    /// The watchers of `name`, as [`Watches::active`] finds them.
+    pub fn watchers(&self, name: &str) -> Watchers {
         let mut sets = self.index.matching(name);
         sets.sort_unstable();
         sets.dedup();
-        sets.iter()
-            .filter_map(|i| self.counts.get(*i as usize))
-            .map(|n| u64::from(*n))
-            .sum()
+        let mut w = Watchers::default();
+        for e in sets.iter().filter_map(|i| self.entries.get(*i as usize)) {
+            w.solo += u64::from(e.watchers);
+            let keys = e.groups.iter().map(|g| (g.clone(), e.patterns.clone()));
+            w.groups.extend(keys);
+        }
+        w.groups.sort_unstable();
+        w.groups.dedup();
+        w
     }
 }
 
@@ -365,9 +433,11 @@ mod tests {
                     w.remove(*id);
                 }
             }
-            let index = InterestIndex::new(&w.interest());
+            let index = InterestIndex::new(w.interest());
             for t in &topics {
-                prop_assert_eq!(index.count(t), w.count_active(t), "topic {}", t);
+                let mut want = w.active(t);
+                want.groups.sort_unstable();
+                prop_assert_eq!(index.watchers(t), want, "topic {}", t);
             }
         }
     }

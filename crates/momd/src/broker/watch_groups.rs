@@ -1,0 +1,271 @@
+//! Watch groups across the nodes of a cluster. A group (`subscribe --group`, the repliers
+//! of `momctl reply`) gets each message once, whichever nodes its members are on: each node
+//! would otherwise give every message to one member of its own.
+//!
+//! The nodes share a group's messages by a table in the data group's log: how many members
+//! each node has in each group (`GroupMembers`, proposed by a node when its count changes).
+//! Which node's members get a message is a function of the table and the message's topic
+//! and seq ([`GroupTable::owner`]); every node applies the same entries in the same order,
+//! so they agree, and only the owner's members are given the message (one of them, in turn,
+//! as on a single node). A publish is delivered with the table as it stood at its place in
+//! the log.
+//!
+//! - A group no node has told of yet (its first members, for the moment their count takes
+//!   to be committed) is delivered by each node to its own members, as before.
+//! - A node that restarts (`NodeStarted`) or that the data group's leader has not heard from
+//!   for `GONE_AFTER` (`GroupsGone`) is taken out of the table; a node that finds itself taken
+//!   out while it still has members tells them again.
+//! - The table is stored with the store's metadata, so a restart and a snapshot keep it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mom_raft::NodeId;
+use serde::{Deserialize, Serialize};
+
+use super::Broker;
+use crate::cluster::data::QueueOp;
+
+/// The store's metadata key of the table.
+const TABLE_KEY: &str = "watch_groups";
+
+/// How long the data group's leader waits on a silent node before its members are out.
+const GONE_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a node waits for its own count to show in the table before telling it again
+/// (the proposal failed, or was taken out with the node).
+const RETELL_AFTER_MS: u64 = 2000;
+
+pub use crate::core::GroupKey;
+
+/// Replicated: per group, how many members each node has.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupTable {
+    groups: BTreeMap<GroupKey, BTreeMap<NodeId, u32>>,
+}
+
+/// A well mixed 64-bit function (splitmix64's finalizer): the same on every node.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl GroupTable {
+    /// Sets `node`'s member count in `key` (0 takes it out). Whether anything changed.
+    pub fn set(&mut self, key: GroupKey, node: NodeId, members: u32) -> bool {
+        if members == 0 {
+            let Some(nodes) = self.groups.get_mut(&key) else {
+                return false;
+            };
+            let changed = nodes.remove(&node).is_some();
+            if nodes.is_empty() {
+                self.groups.remove(&key);
+            }
+            return changed;
+        }
+        self.groups.entry(key).or_default().insert(node, members) != Some(members)
+    }
+
+    /// Takes `node` out of every group. Whether it was in one.
+    pub fn forget(&mut self, node: NodeId) -> bool {
+        let mut changed = false;
+        self.groups.retain(|_, nodes| {
+            changed |= nodes.remove(&node).is_some();
+            !nodes.is_empty()
+        });
+        changed
+    }
+
+    /// `node`'s member count in each group.
+    pub fn of_node(&self, node: NodeId) -> BTreeMap<&GroupKey, u32> {
+        self.groups
+            .iter()
+            .filter_map(|(k, nodes)| nodes.get(&node).map(|n| (k, *n)))
+            .collect()
+    }
+
+    /// Nodes with members in some group.
+    pub fn nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.groups
+            .values()
+            .flat_map(|n| n.keys().copied())
+            .collect()
+    }
+
+    /// The node whose members get message `seq` of `topic` in group `key`: each node gets a
+    /// share of the messages as large as its share of the members. None when no node told
+    /// of the group.
+    pub fn owner(&self, key: &GroupKey, topic: &str, seq: u64) -> Option<NodeId> {
+        let nodes = self.groups.get(key)?;
+        let total: u64 = nodes.values().map(|n| u64::from(*n)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut slot = mix(u64::from(crc32fast::hash(topic.as_bytes())) ^ mix(seq)) % total;
+        for (node, n) in nodes {
+            let n = u64::from(*n);
+            if slot < n {
+                return Some(*node);
+            }
+            slot -= n;
+        }
+        None
+    }
+}
+
+impl Broker {
+    /// The table as the store holds it (at start, and after a snapshot is installed).
+    pub(super) fn load_watch_groups(&mut self) {
+        let table = match self.store.meta(TABLE_KEY) {
+            Ok(Some(v)) => rmp_serde::from_slice(&v).unwrap_or_else(|e| {
+                tracing::warn!("the stored watch groups are unreadable ({e}); starting empty");
+                GroupTable::default()
+            }),
+            Ok(None) => GroupTable::default(),
+            Err(e) => {
+                tracing::warn!("cannot read the stored watch groups ({e}); starting empty");
+                GroupTable::default()
+            }
+        };
+        self.watch_groups = Arc::new(table);
+        self.groups_told.clear();
+    }
+
+    /// Applies a change of the table (at its place in the data group's log).
+    pub(super) fn apply_group_op(&mut self, op: QueueOp, origin_node: NodeId) {
+        let me = self.cluster.as_ref().map(|c| c.node_id());
+        let table = Arc::make_mut(&mut self.watch_groups);
+        let (changed, me_out) = match op {
+            QueueOp::GroupMembers {
+                name,
+                patterns,
+                members,
+            } => (table.set((name, patterns), origin_node, members), false),
+            QueueOp::GroupsGone { node } | QueueOp::NodeStarted { node } => {
+                (table.forget(node), Some(node) == me)
+            }
+            _ => (false, false),
+        };
+        if me_out {
+            // Told again at the next share (`share_groups`), if this node still has members.
+            self.groups_told.clear();
+        }
+        if changed {
+            match rmp_serde::to_vec(&*self.watch_groups) {
+                Ok(v) => self.store.stage_meta(&mut self.staged, TABLE_KEY, v),
+                Err(e) => tracing::error!("cannot encode the watch groups: {e}"),
+            }
+        }
+    }
+
+    /// Tells the others how many members this node has in each group, where the table says
+    /// otherwise; as the data group's leader, takes silent nodes out of it.
+    pub(super) fn share_groups(&mut self, now: u64) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        let me = c.node_id();
+        let mut want: BTreeMap<GroupKey, u32> = self.core.watches.group_sizes();
+        for k in self.watch_groups.of_node(me).keys() {
+            want.entry((*k).clone()).or_insert(0);
+        }
+        let have = self.watch_groups.of_node(me);
+        let mut tell = Vec::new();
+        for (key, n) in want {
+            if have.get(&key).copied().unwrap_or(0) == n {
+                self.groups_told.remove(&key);
+                continue;
+            }
+            let recent = self
+                .groups_told
+                .get(&key)
+                .is_some_and(|(told, at)| *told == n && now.saturating_sub(*at) < RETELL_AFTER_MS);
+            if !recent {
+                tell.push((key, n));
+            }
+        }
+        for (key, n) in tell {
+            self.groups_told.insert(key.clone(), (n, now));
+            let op = QueueOp::GroupMembers {
+                name: key.0,
+                patterns: key.1,
+                members: n,
+            };
+            self.propose_queue(op, None);
+        }
+        if c.leads_data() && now.saturating_sub(self.groups_pruned_at) >= 1000 {
+            let contacts = c.contacts();
+            for node in self.watch_groups.nodes() {
+                let silent = contacts.since(node).is_some_and(|d| d >= GONE_AFTER);
+                if node != me && silent {
+                    self.groups_pruned_at = now;
+                    self.propose_queue(QueueOp::GroupsGone { node }, None);
+                }
+            }
+        }
+    }
+
+    /// Whether this node gives message `seq` of `topic` to its members of group `key`, by
+    /// the table `groups` of the publish (None outside cluster mode).
+    pub(super) fn group_message_here(
+        &self,
+        groups: Option<&GroupTable>,
+        key: &GroupKey,
+        topic: &str,
+        seq: u64,
+    ) -> bool {
+        let (Some(t), Some(c)) = (groups, self.cluster.as_ref()) else {
+            return true;
+        };
+        match t.owner(key, topic, seq) {
+            Some(node) => node == c.node_id(),
+            None => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: &str) -> GroupKey {
+        (n.to_string(), vec!["svc.>".to_string()])
+    }
+
+    #[test]
+    fn each_message_has_one_owner_in_proportion_to_the_members() {
+        let mut t = GroupTable::default();
+        assert_eq!(t.owner(&key("g"), "svc.a", 1), None);
+        assert!(t.set(key("g"), 1, 1));
+        assert!(t.set(key("g"), 3, 3));
+        assert!(!t.set(key("g"), 3, 3), "the same count changes nothing");
+        let mut got: BTreeMap<NodeId, u32> = BTreeMap::new();
+        for seq in 1..=4000 {
+            let o = t.owner(&key("g"), "svc.a", seq).unwrap();
+            *got.entry(o).or_default() += 1;
+        }
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        // 1 in 4 to node 1, give or take.
+        assert!((800..1200).contains(&got[&1]), "{got:?}");
+        // Another group is its own.
+        assert_eq!(t.owner(&key("h"), "svc.a", 1), None);
+        assert!(t.forget(3));
+        assert!((1..=100).all(|s| t.owner(&key("g"), "svc.a", s) == Some(1)));
+        assert!(t.set(key("g"), 1, 0));
+        assert_eq!(t.owner(&key("g"), "svc.a", 1), None);
+        assert!(t.nodes().is_empty());
+    }
+
+    #[test]
+    fn the_table_survives_its_encoding() {
+        let mut t = GroupTable::default();
+        t.set(key("g"), 2, 5);
+        t.set(key("h"), 1, 1);
+        let v = rmp_serde::to_vec(&t).unwrap();
+        let back: GroupTable = rmp_serde::from_slice(&v).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.of_node(2).len(), 1);
+    }
+}
