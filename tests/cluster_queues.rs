@@ -115,7 +115,7 @@ fn a_queue_made_on_one_node_is_served_and_settled_on_every_node() {
     assert!(out.stderr.contains("purged 100 "), "{out:?}");
     assert_eq!(agreed(&trio, &TRIO, "jobs"), [0, 0, 200, 200, 0]);
 
-    // Consumers belong to their nodes; `queue info` on any node counts them all.
+    // Consumers belong to their nodes; `queue info` and `queue ls` on any node count them all.
     let mut waiting: Vec<_> = [1, 2]
         .iter()
         .map(|id| trio.node(*id).spawn_ctl(&["recv", "jobs", "--follow"]))
@@ -125,6 +125,11 @@ fn a_queue_made_on_one_node_is_served_and_settled_on_every_node() {
             let q = info(&trio, id, "jobs")?;
             (q["consumers"].as_u64() == Some(2)).then_some(())
         });
+        let out = trio.node(id).ctl_ok(&["queue", "ls", "--json"], None);
+        let listed: serde_json::Value =
+            serde_json::from_slice(&out).expect("queue ls --json is one object");
+        assert_eq!(listed["name"], "jobs", "{listed}");
+        assert_eq!(listed["consumers"], 2, "node {id}: {listed}");
     }
     for w in &mut waiting {
         let _ = w.kill();

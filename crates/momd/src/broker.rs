@@ -130,10 +130,10 @@ pub enum Cmd {
     SetCluster {
         cluster: crate::cluster::Cluster,
     },
-    /// Cluster mode: a peer asks how many consumers this node has on a queue.
+    /// Cluster mode: a peer asks how many consumers this node has on each of these queues.
     QueueConsumers {
-        queue: String,
-        reply: oneshot::Sender<u64>,
+        queues: Vec<String>,
+        reply: oneshot::Sender<Vec<u64>>,
     },
     /// Cluster mode: a peer asks which watchers this node has of a topic.
     Watchers {

@@ -75,9 +75,16 @@ impl Broker {
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);
             }
-            Cmd::QueueConsumers { queue, reply } => {
-                let n = self.consumers.values().filter(|c| c.queue == queue).count();
-                let _ = reply.send(n as u64);
+            Cmd::QueueConsumers { queues, reply } => {
+                let mut counts: std::collections::HashMap<&str, u64> = Default::default();
+                for c in self.consumers.values() {
+                    *counts.entry(c.queue.as_str()).or_default() += 1;
+                }
+                let n = queues
+                    .iter()
+                    .map(|q| counts.get(q.as_str()).copied().unwrap_or(0))
+                    .collect();
+                let _ = reply.send(n);
             }
             Cmd::Watchers { topic, reply } => {
                 let _ = reply.send(self.core.watches.active(&topic));

@@ -265,19 +265,32 @@ impl Broker {
         }
     }
 
-    /// `queue_list`: one page of queues.
+    /// `queue_list`: one page of queues. In cluster mode the others are asked how many
+    /// consumers they have on the page's queues (consumers belong to their nodes).
     pub(super) fn queue_list(&self, session: u64, r: ListReq) {
-        match self.queue_page(&r.page()) {
-            Ok(p) => self.reply(
-                session,
-                ServerFrame::QueueList(QueueList {
-                    id: r.id,
-                    queues: p.items,
-                    next: p.next,
-                    total: self.queues.len() as u64,
-                }),
-            ),
-            Err(e) => self.error(session, r.id, ErrorCode::BadRequest, e),
+        let p = match self.queue_page(&r.page()) {
+            Ok(p) => p,
+            Err(e) => return self.error(session, r.id, ErrorCode::BadRequest, e),
+        };
+        let mut list = QueueList {
+            id: r.id,
+            queues: p.items,
+            next: p.next,
+            total: self.queues.len() as u64,
+        };
+        let outbox = self.sessions.get(&session).map(|s| s.outbox.clone());
+        match (self.cluster.clone(), outbox) {
+            (Some(c), Some(outbox)) if !list.queues.is_empty() => {
+                tokio::spawn(async move {
+                    let names = list.queues.iter().map(|q| q.name.clone()).collect();
+                    let elsewhere = c.consumers_elsewhere(names).await;
+                    for (q, n) in list.queues.iter_mut().zip(elsewhere) {
+                        q.consumers += n;
+                    }
+                    outbox.reply(ServerFrame::QueueList(list), true);
+                });
+            }
+            _ => self.reply(session, ServerFrame::QueueList(list)),
         }
     }
 }

@@ -115,7 +115,8 @@ impl Broker {
             return;
         };
         tokio::spawn(async move {
-            queue.consumers += c.consumers_elsewhere(&queue.name).await;
+            let elsewhere = c.consumers_elsewhere(vec![queue.name.clone()]).await;
+            queue.consumers += elsewhere.iter().sum::<u64>();
             let frame = ServerFrame::QueueInfo(mom_proto::QueueInfoReply {
                 id,
                 queue,

@@ -120,14 +120,15 @@ impl Cluster {
         }
     }
 
-    /// This node's consumers of `queue`, asked by another node.
-    pub(super) async fn local_consumers(&self, queue: String) -> u64 {
+    /// This node's consumers of each of `queues`, asked by another node.
+    pub(super) async fn local_consumers(&self, queues: Vec<String>) -> Vec<u64> {
+        let n = queues.len();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let cmd = crate::broker::Cmd::QueueConsumers { queue, reply };
+        let cmd = crate::broker::Cmd::QueueConsumers { queues, reply };
         if !self.inner.broker.send(cmd).await {
-            return 0;
+            return vec![0; n];
         }
-        answer.await.unwrap_or(0)
+        answer.await.unwrap_or_else(|_| vec![0; n])
     }
 
     /// This node's watchers of `topic`, asked by another node.

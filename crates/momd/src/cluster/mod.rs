@@ -75,6 +75,8 @@ enum PeerReq {
     },
     /// How many consumers the node has on a queue (consumers belong to their node).
     Consumers { queue: String },
+    /// How many consumers the node has on each of these queues.
+    ConsumersOf { queues: Vec<String> },
     /// How many watchers the node has of a topic (watches belong to their node).
     Watchers { topic: String },
     /// The watches of `node`'s clients (`interest.rs`).
@@ -553,6 +555,7 @@ impl Cluster {
             ))),
             PeerReq::Status
             | PeerReq::Consumers { .. }
+            | PeerReq::ConsumersOf { .. }
             | PeerReq::Watchers { .. }
             | PeerReq::Interest { .. } => Ok(Answer::Done),
             PeerReq::Join { node, addr } => self.lead_join(group, *node, addr).await,
@@ -568,7 +571,13 @@ impl Cluster {
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;
         let answer = match req {
             PeerReq::Status => rmp_serde::to_vec(&self.leader_view(group)),
-            PeerReq::Consumers { queue } => rmp_serde::to_vec(&self.local_consumers(queue).await),
+            PeerReq::Consumers { queue } => {
+                let n = self.local_consumers(vec![queue]).await;
+                rmp_serde::to_vec(&n.first().copied().unwrap_or(0))
+            }
+            PeerReq::ConsumersOf { queues } => {
+                rmp_serde::to_vec(&self.local_consumers(queues).await)
+            }
             PeerReq::Watchers { topic } => rmp_serde::to_vec(&self.local_watchers(topic).await),
             PeerReq::Interest { node, interest } => {
                 self.heard_interest(node, interest);

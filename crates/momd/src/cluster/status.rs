@@ -317,12 +317,16 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// The consumers of `queue` on the other members of the data group, asked side by
-    /// side; a node that does not answer within a second counts none.
-    pub async fn consumers_elsewhere(&self, queue: &str) -> u64 {
-        let req = PeerReq::Consumers {
-            queue: queue.to_string(),
-        };
-        self.ask_others::<u64>(&req).await.into_iter().sum()
+    /// The consumers of each of `queues` on the other members of the data group, asked
+    /// side by side; a node that does not answer within a second counts none.
+    pub async fn consumers_elsewhere(&self, queues: Vec<String>) -> Vec<u64> {
+        let mut sum = vec![0u64; queues.len()];
+        let req = PeerReq::ConsumersOf { queues };
+        for counts in self.ask_others::<Vec<u64>>(&req).await {
+            for (s, n) in sum.iter_mut().zip(counts) {
+                *s += n;
+            }
+        }
+        sum
     }
 }
