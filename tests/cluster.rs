@@ -56,6 +56,15 @@ impl Trio {
         Trio { nodes }
     }
 
+    /// Started, with a leader that every node has heard of.
+    fn started() -> Trio {
+        let trio = Trio::start();
+        poll(Duration::from_secs(20), "a leader", || {
+            leader(trio.node(1), &[1, 2, 3])
+        });
+        trio
+    }
+
     fn node(&self, id: u64) -> &Momd {
         &self.nodes[id as usize - 1]
     }
@@ -373,11 +382,8 @@ fn all_lines(m: &Momd, topic: &str, want: usize) -> Vec<String> {
 
 #[test]
 fn publishes_to_one_node_are_read_on_every_node_and_survive_the_leaders_death() {
-    let mut trio = Trio::start();
+    let mut trio = Trio::started();
     let all = [1u64, 2, 3];
-    poll(Duration::from_secs(20), "a leader", || {
-        leader(trio.node(1), &all)
-    });
     // Publish to node 1, read from node 3.
     trio.node(1).ctl_ok(
         &["publish", "orders.eu", "-q"],
@@ -431,11 +437,8 @@ fn publishes_to_one_node_are_read_on_every_node_and_survive_the_leaders_death() 
 
 #[test]
 fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
-    let mut trio = Trio::start();
+    let mut trio = Trio::started();
     let all = [1u64, 2, 3];
-    poll(Duration::from_secs(20), "a leader", || {
-        leader(trio.node(1), &all)
-    });
     let dead = poll(Duration::from_secs(20), "a data leader", || {
         data_leader(trio.node(1), &all)
     });
@@ -502,11 +505,7 @@ fn a_publish_stream_rides_over_the_leaders_kill_with_nothing_lost_or_twice() {
 
 #[test]
 fn watchers_on_any_node_count_and_a_request_reaches_a_replier_on_another_node() {
-    let trio = Trio::start();
-    let all = [1u64, 2, 3];
-    poll(Duration::from_secs(20), "a leader", || {
-        leader(trio.node(1), &all)
-    });
+    let trio = Trio::started();
     // Nobody replies anywhere: "no responders" (6) at once, not the timeout (3).
     let ask = |m: &Momd| {
         m.ctl_timeout(
@@ -597,11 +596,7 @@ fn watchers_on_any_node_count_and_a_request_reaches_a_replier_on_another_node() 
 
 #[test]
 fn repliers_on_two_nodes_share_the_requests_each_answered_once_and_a_dead_ones_share_moves() {
-    let mut trio = Trio::start();
-    let all = [1u64, 2, 3];
-    poll(Duration::from_secs(20), "a leader", || {
-        leader(trio.node(1), &all)
-    });
+    let mut trio = Trio::started();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut repliers = Vec::new();
     for node in [1u64, 2] {
