@@ -138,6 +138,8 @@ fn bad_settings_are_usage_errors() {
         vec!["pub", "b.x", "--from-start"],
         vec!["pub", "b.x", "--coalesce", "--batch", "2"],
         vec!["sub", "b.x", "--coalesce"],
+        vec!["sub", "b.x", "--baseline", "127.0.0.1:1"],
+        vec!["pub", "b.x", "--baseline", "not a server list"],
     ] {
         let mut all = vec!["-s", &addr, "bench"];
         all.extend_from_slice(&args);
@@ -165,4 +167,70 @@ fn bad_settings_are_usage_errors() {
     );
     // A responder is started by the bench itself: one request is answered.
     assert_eq!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn a_baseline_runs_the_same_load_on_another_server_first_and_the_two_are_compared() {
+    let (base, here) = (Momd::start(), Momd::start());
+    let b = base.addr();
+    let v = bench(
+        &here,
+        &[
+            "pub",
+            "cmp.x",
+            "--msgs",
+            "500",
+            "--window",
+            "16",
+            "--baseline",
+            &b,
+        ],
+    );
+    assert_eq!(v["msgs"], 500, "{v}");
+    assert_eq!(v["baseline"]["msgs"], 500, "{v}");
+    assert_eq!(v["baseline"]["server"], b.as_str(), "{v}");
+    assert_eq!(v["server"], here.addr().as_str(), "{v}");
+    let (ours, theirs) = (
+        v["msgs_per_sec"].as_f64().unwrap_or(0.0),
+        v["baseline"]["msgs_per_sec"].as_f64().unwrap_or(0.0),
+    );
+    assert!(theirs > 0.0, "{v}");
+    let ratio = v["ratio"].as_f64().expect("ratio");
+    assert!((ratio - ours / theirs).abs() < 0.02, "{v}");
+    assert!(
+        v["p50_latency_ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{v}"
+    );
+    // Each server got the whole load.
+    assert_eq!(stored(&base, "cmp.x"), 500);
+    assert_eq!(stored(&here, "cmp.x"), 500);
+
+    // For people: both runs, then the comparison.
+    let addr = here.addr();
+    let out = momctl(
+        &[
+            "-s",
+            &addr,
+            "bench",
+            "queue",
+            "cmp.q",
+            "--msgs",
+            "200",
+            "--baseline",
+            &b,
+        ],
+        None,
+        T,
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = out.stdout_str();
+    assert!(text.starts_with(&format!("baseline, {b}:\n")), "{text}");
+    assert!(text.contains(&format!("\n{addr}:\n")), "{text}");
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("× the baseline's msgs/s")),
+        "{text}"
+    );
 }

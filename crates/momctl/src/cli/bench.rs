@@ -7,7 +7,7 @@ pub enum BenchCmd {
     /// Publish and wait for every acknowledgement (stored durably): msgs/s and the
     /// send → ack latency of each request.
     #[command(
-        after_help = "Examples:\n  momctl bench pub bench.x --msgs 1000000 --pubs 4 --window 256\n  momctl bench pub bench.x --msgs 5000 --window 1     # one durable publish at a time\n  momctl bench pub dev --msgs 100000 --topics 100000  # a new topic per message"
+        after_help = "Examples:\n  momctl bench pub bench.x --msgs 1000000 --pubs 4 --window 256\n  momctl bench pub bench.x --msgs 5000 --window 1     # one durable publish at a time\n  momctl bench pub dev --msgs 100000 --topics 100000  # a new topic per message\n  momctl -s 127.0.0.1:7801 bench pub w --msgs 200000 --baseline 127.0.0.1:7878  # a cluster against one node"
     )]
     Pub(BenchArgs),
     /// Read TOPIC's messages as they come (or from its start with --from-start), as a
@@ -74,4 +74,10 @@ pub struct BenchArgs {
     /// sub: read the topic from its first stored message instead of waiting for new ones.
     #[arg(long)]
     pub from_start: bool,
+
+    /// Run the same load against these servers first (say one node, to compare a cluster
+    /// with), then against --server, and say how the two compare: the ratio of their msgs/s
+    /// and of their median latencies.
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_parser = momctl::client::server_list_arg)]
+    pub baseline: Option<String>,
 }

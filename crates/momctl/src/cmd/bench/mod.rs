@@ -33,15 +33,36 @@ pub async fn run(opts: &ConnectOptions, cmd: BenchCmd, json: bool) -> CmdResult 
         BenchCmd::Request(a) => ("request", a),
     };
     check(kind, &args)?;
-    let report = match kind {
-        "pub" => load::publish(opts, &args).await?,
-        "sub" => load::subscribe(opts, &args).await?,
-        "pubsub" => load::pubsub(opts, &args).await?,
-        "queue" => load::queue(opts, &args).await?,
-        _ => load::request(opts, &args).await?,
+    let baseline = match &args.baseline {
+        Some(list) => {
+            let mut b = opts.clone();
+            b.servers = momctl::client::parse_servers(list).map_err(|e| Failure::new(2, e))?;
+            let report = one_run(kind, &b, &args).await?;
+            Some((list.clone(), report))
+        }
+        None => None,
     };
-    report.print(json)?;
+    let report = one_run(kind, opts, &args).await?;
+    match baseline {
+        Some((against, b)) => report.print_against(&b, &against, &opts.servers.join(","), json)?,
+        None => report.print(json)?,
+    }
     Ok(())
+}
+
+/// The load `kind` against the servers of `opts`.
+async fn one_run(
+    kind: &str,
+    opts: &ConnectOptions,
+    args: &BenchArgs,
+) -> Result<report::Report, Failure> {
+    match kind {
+        "pub" => load::publish(opts, args).await,
+        "sub" => load::subscribe(opts, args).await,
+        "pubsub" => load::pubsub(opts, args).await,
+        "queue" => load::queue(opts, args).await,
+        _ => load::request(opts, args).await,
+    }
 }
 
 fn check(kind: &str, a: &BenchArgs) -> Result<(), Failure> {
@@ -68,6 +89,11 @@ fn check(kind: &str, a: &BenchArgs) -> Result<(), Failure> {
     }
     if a.coalesce && (kind != "pub" || a.batch != 1) {
         return usage("--coalesce is for `bench pub`, with one message per call (no --batch)");
+    }
+    if a.baseline.is_some() && kind == "sub" {
+        return usage(
+            "--baseline runs the load twice: not for `bench sub`, which reads what another runs",
+        );
     }
     Ok(())
 }

@@ -66,57 +66,65 @@ impl Report {
         (if min.is_finite() { min } else { 0.0 }, avg, max)
     }
 
-    pub fn print(&self, json: bool) -> std::io::Result<()> {
+    /// The run as one JSON object.
+    fn json(&self) -> serde_json::Value {
         let total = self.total();
         let per_sec = rate(total, self.elapsed);
         let mb = per_sec * self.size as f64 / 1e6;
         let h = self.latency();
         let q = |p: f64| h.value_at_quantile(p);
         let (min, avg, max) = self.per_client();
-        let mut out = std::io::stdout().lock();
-        if json {
-            let mut v = json!({
-                "kind": self.kind,
-                "topic": self.topic,
-                "setup": self.setup,
-                "msgs": total,
-                "size": self.size,
-                "seconds": self.elapsed.as_secs_f64(),
-                "msgs_per_sec": per_sec.round(),
-                "mb_per_sec": (mb * 100.0).round() / 100.0,
-                "latency_of": self.latency_of,
-                "latency_us": {
-                    "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
-                    "max": h.max(), "mean": h.mean().round(),
-                },
-                "clients": self.clients.len(),
-                "per_client_msgs_per_sec": {
-                    "min": min.round(), "avg": avg.round(), "max": max.round(),
-                },
-            });
-            if let Some((n, d)) = self.publish {
-                v["publish"] = json!({"msgs": n, "seconds": d.as_secs_f64(),
-                                      "msgs_per_sec": rate(n, d).round()});
-            }
-            return writeln!(out, "{v}");
+        let mut v = json!({
+            "kind": self.kind,
+            "topic": self.topic,
+            "setup": self.setup,
+            "msgs": total,
+            "size": self.size,
+            "seconds": self.elapsed.as_secs_f64(),
+            "msgs_per_sec": per_sec.round(),
+            "mb_per_sec": (mb * 100.0).round() / 100.0,
+            "latency_of": self.latency_of,
+            "latency_us": {
+                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999),
+                "max": h.max(), "mean": h.mean().round(),
+            },
+            "clients": self.clients.len(),
+            "per_client_msgs_per_sec": {
+                "min": min.round(), "avg": avg.round(), "max": max.round(),
+            },
+        });
+        if let Some((n, d)) = self.publish {
+            v["publish"] = json!({"msgs": n, "seconds": d.as_secs_f64(),
+                                  "msgs_per_sec": rate(n, d).round()});
         }
-        writeln!(out, "{} {}: {}", self.kind, self.topic, self.setup)?;
+        v
+    }
+
+    /// The run as a few lines for people; `indent` before each.
+    fn human(&self, out: &mut impl Write, indent: &str) -> std::io::Result<()> {
+        let total = self.total();
+        let per_sec = rate(total, self.elapsed);
+        let mb = per_sec * self.size as f64 / 1e6;
+        let h = self.latency();
+        let q = |p: f64| h.value_at_quantile(p);
+        let (min, avg, max) = self.per_client();
+        writeln!(out, "{indent}{} {}: {}", self.kind, self.topic, self.setup)?;
         if let Some((n, d)) = self.publish {
             writeln!(
                 out,
-                "  published {n} msgs in {:.2} s: {:.0} msgs/s",
+                "{indent}  published {n} msgs in {:.2} s: {:.0} msgs/s",
                 d.as_secs_f64(),
                 rate(n, d)
             )?;
         }
         writeln!(
             out,
-            "  {total} msgs in {:.2} s: {per_sec:.0} msgs/s, {mb:.2} MB/s",
+            "{indent}  {total} msgs in {:.2} s: {per_sec:.0} msgs/s, {mb:.2} MB/s",
             self.elapsed.as_secs_f64()
         )?;
         writeln!(
             out,
-            "  latency ({}): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            "{indent}  latency ({}): p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             self.latency_of,
             ms(q(0.5)),
             ms(q(0.9)),
@@ -127,10 +135,54 @@ impl Report {
         if self.clients.len() > 1 {
             writeln!(
                 out,
-                "  per client ({}): min {min:.0}  avg {avg:.0}  max {max:.0} msgs/s",
+                "{indent}  per client ({}): min {min:.0}  avg {avg:.0}  max {max:.0} msgs/s",
                 self.clients.len()
             )?;
         }
         Ok(())
+    }
+
+    pub fn print(&self, json: bool) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            return writeln!(out, "{}", self.json());
+        }
+        self.human(&mut out, "")
+    }
+
+    /// This run and the same load against `baseline` (run first, on `against`), and how
+    /// they compare: with `--json`, this run's object with the baseline's in `baseline`
+    /// and the ratios.
+    pub fn print_against(
+        &self,
+        baseline: &Report,
+        against: &str,
+        here: &str,
+        json: bool,
+    ) -> std::io::Result<()> {
+        let ours = rate(self.total(), self.elapsed);
+        let theirs = rate(baseline.total(), baseline.elapsed);
+        let ratio = ours / theirs.max(1e-9);
+        let p50 = |r: &Report| r.latency().value_at_quantile(0.5) as f64;
+        let latency_ratio = p50(self) / p50(baseline).max(1.0);
+        let mut out = std::io::stdout().lock();
+        if json {
+            let mut v = self.json();
+            v["server"] = json!(here);
+            v["baseline"] = baseline.json();
+            v["baseline"]["server"] = json!(against);
+            v["ratio"] = json!((ratio * 100.0).round() / 100.0);
+            v["p50_latency_ratio"] = json!((latency_ratio * 100.0).round() / 100.0);
+            return writeln!(out, "{v}");
+        }
+        writeln!(out, "baseline, {against}:")?;
+        baseline.human(&mut out, "  ")?;
+        writeln!(out, "{here}:")?;
+        self.human(&mut out, "  ")?;
+        writeln!(
+            out,
+            "{ratio:.2}× the baseline's msgs/s ({ours:.0} against {theirs:.0}); \
+             median latency {latency_ratio:.2}× the baseline's"
+        )
     }
 }
