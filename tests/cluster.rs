@@ -688,3 +688,72 @@ fn repliers_on_two_nodes_share_the_requests_each_answered_once_and_a_dead_ones_s
         },
     );
 }
+
+#[test]
+fn with_a_cluster_secret_the_nodes_form_and_a_node_without_it_is_kept_out() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("secret");
+    let other = dir.path().join("other");
+    std::fs::write(
+        &secret,
+        "Vm0wd2QyUXlVWGxWV0d4V1YwZDRWMVl3WkRSV01WbDNXa1JTVjAxV2JETlhhMUpUVmpBeFYySkVU\n",
+    )
+    .expect("secret");
+    std::fs::write(&other, "another secret, long enough to be one\n").expect("secret");
+    let (list, addrs) = peer_list();
+    let with = |args: Vec<String>, file: &std::path::Path| -> Momd {
+        let mut args = args;
+        args.extend([
+            "--cluster-secret-file".to_string(),
+            file.display().to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Momd::start_with(&args)
+    };
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| with(cluster_args(id, &addrs[id as usize - 1], &list), &secret))
+        .collect();
+    let all = [1, 2, 3];
+    poll(Duration::from_secs(20), "a leader", || {
+        leader(&nodes[0], &all)
+    });
+    nodes[0].ctl_ok(&["publish", "s.t", "-q", "kept"], None);
+    assert_eq!(all_lines(&nodes[2], "s.t", 1), vec!["kept".to_string()]);
+
+    // Node 4 holds another secret: the members refuse it, and it is not added.
+    let addr4 = format!("127.0.0.4:{}", free_port());
+    let _four = with(cluster_args(4, &addr4, &list), &other);
+    let out = nodes[1].ctl_timeout(
+        &["cluster", "join", "4", &addr4],
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 7, "{out:?}");
+    assert!(
+        out.stderr.contains("does not hold this cluster's secret"),
+        "{out:?}"
+    );
+    let st = status(&nodes[0]).expect("status");
+    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(3), "{st}");
+    nodes[0].ctl_ok(&["publish", "s.t", "-q", "still"], None);
+
+    // A secret too short to be one: momd does not start.
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny\n").expect("secret");
+    let mut args = cluster_args(5, &format!("127.0.0.5:{}", free_port()), &list);
+    args.extend([
+        "--cluster-secret-file".to_string(),
+        short.display().to_string(),
+        "--data".to_string(),
+        dir.path().join("d5").display().to_string(),
+        "--listen".to_string(),
+        format!("127.0.0.1:{}", free_port()),
+    ]);
+    let out = std::process::Command::new(momd_bin())
+        .args(&args)
+        .output()
+        .expect("momd");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 16 bytes"), "{err}");
+}

@@ -284,6 +284,19 @@ pub struct Args {
     #[arg(long, env = "MOMD_PEERS", value_name = "LIST", help_heading = "Cluster",
           value_parser = parse_peers)]
     pub peers: Option<PeerList>,
+
+    /// Cluster mode: a file holding the cluster's secret (at least 16 bytes, trailing
+    /// whitespace ignored; the same on every node), e.g. made with `head -c 32 /dev/urandom
+    /// | base64 > secret`. Peers then prove to each other that they hold it before anything
+    /// else, and a node without it, or with another, is refused. It authenticates the
+    /// peers; it does not encrypt their traffic.
+    #[arg(
+        long,
+        env = "MOMD_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        help_heading = "Cluster"
+    )]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// `--peers`: node id → peer address, in id order.
@@ -534,6 +547,9 @@ impl Args {
                     ));
                 }
             }
+        }
+        if self.cluster_secret_file.is_some() && self.cluster_id.is_none() {
+            return Err("cluster_secret_file is for cluster mode (with cluster_id)".into());
         }
         if let Some(c) = &self.cluster_id {
             if c.is_empty()

@@ -63,6 +63,7 @@ struct FileConfig {
     node_id: Key,
     peer_listen: Key,
     peers: Key,
+    cluster_secret_file: Key,
 }
 
 impl FileConfig {
@@ -105,6 +106,7 @@ impl FileConfig {
             node_id,
             peer_listen,
             peers,
+            cluster_secret_file,
         } = self;
         [
             ("listen", listen),
@@ -144,6 +146,7 @@ impl FileConfig {
             ("node_id", node_id),
             ("peer_listen", peer_listen),
             ("peers", peers),
+            ("cluster_secret_file", cluster_secret_file),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))

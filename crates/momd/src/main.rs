@@ -122,6 +122,7 @@ async fn run(
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let _lock = lock::lock(&data)?;
+    let secret = cluster_secret(&args)?;
     // Before anything is written: a cluster node's data dir starts with its identity.
     let identity = match cluster_settings(&args) {
         Some(c) => Some(cluster::identity::check_cluster(
@@ -260,6 +261,7 @@ async fn run(
     let broker_task = tokio::spawn(broker.run(rx));
     let cluster = match (cluster_settings(&args), &identity) {
         (Some(mut settings), Some(identity)) => {
+            settings.secret = secret.clone();
             if let Some(l) = listeners.first() {
                 settings.client_addr = l.tcp.local_addr()?.to_string();
             }
@@ -411,7 +413,36 @@ fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
         peer_listen: args.peer_listen?,
         peers: args.peers.clone()?.0,
         client_addr: args.listen.to_string(),
+        secret: None,
     })
+}
+
+/// The cluster secret of `--cluster-secret-file`, if given: read, checked, kept as a key.
+fn cluster_secret(args: &Args) -> anyhow::Result<Option<Arc<mom_raft::net::Secret>>> {
+    let Some(path) = &args.cluster_secret_file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the cluster secret {}", path.display()))?;
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let secret = mom_raft::net::Secret::new(&bytes[..end])
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "the cluster secret {} can be read by other users (chmod 600 it)",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(Some(Arc::new(secret)))
 }
 
 /// Bind `--listen` (TLS when `tls` is given) and `--listen-plain`.

@@ -49,12 +49,29 @@ struct Hello {
     from: NodeId,
     to: NodeId,
     incarnation: u64,
+    /// The dialer's nonce, when it holds a cluster secret (`secret.rs`).
+    #[serde(default)]
+    nonce: Option<Vec<u8>>,
+}
+
+/// The dialer's answer to a `Challenge`.
+#[derive(Serialize, Deserialize)]
+struct Proof {
+    proof: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
 enum HelloReply {
-    Ok { incarnation: u64 },
+    Ok {
+        incarnation: u64,
+    },
     Refused(String),
+    /// The listener holds a cluster secret: its nonce and its proof; the dialer answers
+    /// with a `Proof`, then gets `Ok` or `Refused`.
+    Challenge {
+        nonce: Vec<u8>,
+        proof: Vec<u8>,
+    },
 }
 
 /// When each peer was last heard from (a request from it, or an answer to one of ours),
@@ -193,9 +210,14 @@ pub struct Identity {
     pub node: NodeId,
     /// Made with the node's data dir; a wiped node has a new one.
     pub incarnation: u64,
+    /// The cluster secret, if the cluster has one: peers must prove they hold it.
+    pub secret: Option<Arc<Secret>>,
 }
 
+mod secret;
 mod serve;
+pub use secret::Secret;
+use secret::{Handshake, Role};
 pub use serve::serve;
 
 fn codec() -> LengthDelimitedCodec {
@@ -437,6 +459,85 @@ impl Peers {
     }
 }
 
+/// The dialer's side of the handshake (see the module's and `secret.rs`'s docs).
+async fn dial_handshake(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    me: &Identity,
+    check: &PeerCheck,
+    target: NodeId,
+) -> Result<(), CallError> {
+    let unreachable = |e: String| CallError::Unreachable(e);
+    let nonce = match me.secret {
+        Some(_) => Some(secret::nonce().map_err(unreachable)?),
+        None => None,
+    };
+    let hello = Hello {
+        cluster: me.cluster.clone(),
+        from: me.node,
+        to: target,
+        incarnation: me.incarnation,
+        nonce: nonce.clone(),
+    };
+    framed
+        .send(Bytes::from(encode(&hello).map_err(unreachable)?))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut reply = read_reply(framed).await?;
+    if let HelloReply::Challenge {
+        nonce: theirs,
+        proof,
+    } = &reply
+    {
+        let (Some(secret), Some(ours)) = (&me.secret, &nonce) else {
+            return Err(CallError::Refused(format!(
+                "node {target} requires the cluster secret (--cluster-secret-file), \
+                 and this node has none"
+            )));
+        };
+        let h = Handshake {
+            cluster: &me.cluster,
+            dialer: me.node,
+            listener: target,
+            dialer_nonce: ours,
+            listener_nonce: theirs,
+        };
+        if !secret.verify(Role::Listener, &h, proof) {
+            return Err(CallError::Refused(format!(
+                "node {target} does not hold this cluster's secret"
+            )));
+        }
+        let proof = Proof {
+            proof: secret.prove(Role::Dialer, &h),
+        };
+        framed
+            .send(Bytes::from(encode(&proof).map_err(unreachable)?))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        reply = read_reply(framed).await?;
+    } else if me.secret.is_some() && matches!(reply, HelloReply::Ok { .. }) {
+        return Err(CallError::Refused(format!(
+            "node {target} has no cluster secret, and this node requires one"
+        )));
+    }
+    match reply {
+        HelloReply::Ok { incarnation } => check(target, incarnation).map_err(CallError::Refused),
+        HelloReply::Refused(why) => Err(CallError::Refused(why)),
+        HelloReply::Challenge { .. } => Err(unreachable("a second challenge".into())),
+    }
+}
+
+async fn read_reply(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+) -> Result<HelloReply, CallError> {
+    let frame = framed
+        .next()
+        .await
+        .ok_or_else(|| CallError::Unreachable("closed during the handshake".into()))?
+        .map_err(|e| CallError::Unreachable(e.to_string()))?;
+    rmp_serde::from_slice::<HelloReply>(&frame)
+        .map_err(|e| CallError::Unreachable(format!("bad handshake reply: {e}")))
+}
+
 async fn dial(
     me: &Identity,
     check: &PeerCheck,
@@ -448,34 +549,11 @@ async fn dial(
         .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, codec());
-    let hello = Hello {
-        cluster: me.cluster.clone(),
-        from: me.node,
-        to: target,
-        incarnation: me.incarnation,
-    };
-    let bytes = encode(&hello).map_err(CallError::Unreachable)?;
-    framed
-        .send(Bytes::from(bytes))
-        .await
-        .map_err(|e| CallError::Unreachable(e.to_string()))?;
-    let reply = framed
-        .next()
-        .await
-        .ok_or_else(|| CallError::Unreachable(format!("{addr} closed during the handshake")))?
-        .map_err(|e| CallError::Unreachable(e.to_string()))?;
-    match rmp_serde::from_slice::<HelloReply>(&reply) {
-        Ok(HelloReply::Ok { incarnation }) => {
-            if let Err(why) = check(target, incarnation) {
-                tracing::warn!(target, addr, "peer refused: {why}");
-                return Err(CallError::Refused(why));
-            }
+    if let Err(e) = dial_handshake(&mut framed, me, check, target).await {
+        if let CallError::Refused(why) = &e {
+            tracing::warn!(target, addr, "peer refused: {why}");
         }
-        Ok(HelloReply::Refused(why)) => {
-            tracing::warn!(target, addr, "peer refused the handshake: {why}");
-            return Err(CallError::Refused(why));
-        }
-        Err(e) => return Err(CallError::Unreachable(format!("bad handshake reply: {e}"))),
+        return Err(e);
     }
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);

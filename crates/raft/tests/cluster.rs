@@ -55,6 +55,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
         cluster: "test".into(),
         node: id,
         incarnation: 100 + id,
+        secret: None,
     };
     let peers = Peers::new(me.clone(), db.peer_check());
     let raft = Raft::new(id, config(), peers.group(0), db.group(0), sm.clone())
@@ -185,7 +186,88 @@ fn ident(cluster: &str, node: u64, incarnation: u64) -> Identity {
         cluster: cluster.into(),
         node,
         incarnation,
+        secret: None,
     }
+}
+
+fn with_secret(mut id: Identity, secret: &[u8]) -> Identity {
+    id.secret = Some(Arc::new(
+        net::Secret::new(secret).expect("a long enough secret"),
+    ));
+    id
+}
+
+#[tokio::test]
+async fn with_a_cluster_secret_only_peers_holding_it_get_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = LogDb::open(dir.path()).expect("open");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    const SECRET: &[u8] = b"correct horse battery staple";
+    tokio::spawn(net::serve(
+        l,
+        with_secret(ident("blue", 1, 11), SECRET),
+        Groups::default(),
+        None,
+        db.peer_check(),
+        Default::default(),
+    ));
+    let ttl = Duration::from_secs(2);
+    let trusting: mom_raft::net::PeerCheck = Arc::new(|_, _| Ok(()));
+    let call = |id: Identity| {
+        let peers = Peers::new(id, trusting.clone());
+        let addr = addr.clone();
+        async move { peers.call_app(1, &addr, 0, Default::default(), ttl).await }
+    };
+
+    // Without the secret, with another one, or claiming to be another node with a wrong
+    // one: refused, and what they claimed is not remembered (node 2 below is let in with
+    // its own incarnation).
+    let err = call(ident("blue", 2, 99)).await.expect_err("no secret");
+    assert!(
+        err.to_string().contains("requires the cluster secret"),
+        "{err}"
+    );
+    let err = call(with_secret(
+        ident("blue", 2, 98),
+        b"another secret, as long",
+    ))
+    .await
+    .expect_err("another secret");
+    assert!(
+        err.to_string()
+            .contains("does not hold this cluster's secret"),
+        "{err}"
+    );
+
+    // The secret gets through (and an answer: no application handler here).
+    let r = call(with_secret(ident("blue", 2, 22), SECRET))
+        .await
+        .expect("reached");
+    assert!(r.is_err());
+
+    // A listener without a secret is refused by a dialer that has one, and the other way.
+    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr2 = l2.local_addr().expect("addr").to_string();
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let db2 = LogDb::open(dir2.path()).expect("open");
+    tokio::spawn(net::serve(
+        l2,
+        ident("blue", 3, 33),
+        Groups::default(),
+        None,
+        db2.peer_check(),
+        Default::default(),
+    ));
+    let err = Peers::new(with_secret(ident("blue", 2, 22), SECRET), trusting.clone())
+        .call_app(3, &addr2, 0, Default::default(), ttl)
+        .await
+        .expect_err("a peer without the secret");
+    assert!(err.to_string().contains("has no cluster secret"), "{err}");
 }
 
 #[tokio::test]

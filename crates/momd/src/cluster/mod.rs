@@ -55,6 +55,8 @@ pub struct Settings {
     pub peers: BTreeMap<NodeId, String>,
     /// The client listener, announced to the others.
     pub client_addr: String,
+    /// The cluster secret peers must prove they hold (`--cluster-secret-file`).
+    pub secret: Option<Arc<mom_raft::net::Secret>>,
 }
 
 /// What a node asks another over the peer link, besides Raft's own RPCs.
@@ -255,6 +257,7 @@ pub async fn start(
         cluster: settings.cluster_id.clone(),
         node: settings.node_id,
         incarnation: identity.incarnation(),
+        secret: settings.secret.clone(),
     };
     let check = db.peer_check();
     let peers = Peers::new(me.clone(), check.clone());

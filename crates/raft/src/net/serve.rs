@@ -56,7 +56,12 @@ async fn serve_conn(
     } else if hello.from == me.node {
         Some(format!("node {} cannot peer with itself", me.node))
     } else {
-        check(hello.from, hello.incarnation).err()
+        // The dialer proves it holds the secret before anything it says is believed
+        // (its incarnation included: `check` remembers the first one it sees).
+        match prove_dialer(&mut framed, &me, &hello).await? {
+            Some(r) => Some(r),
+            None => check(hello.from, hello.incarnation).err(),
+        }
     };
     let reply = match &refusal {
         Some(r) => HelloReply::Refused(r.clone()),
@@ -98,6 +103,48 @@ async fn serve_conn(
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// With a cluster secret: challenges the dialer and checks its proof. The refusal to send
+/// if it has no proof or a wrong one; `Err` if the connection failed meanwhile.
+async fn prove_dialer(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    me: &Identity,
+    hello: &Hello,
+) -> Result<Option<String>, String> {
+    let Some(secret) = &me.secret else {
+        return Ok(None);
+    };
+    let Some(theirs) = &hello.nonce else {
+        return Ok(Some(format!(
+            "node {} requires the cluster secret (--cluster-secret-file)",
+            me.node
+        )));
+    };
+    let ours = secret::nonce()?;
+    let h = Handshake {
+        cluster: &me.cluster,
+        dialer: hello.from,
+        listener: me.node,
+        dialer_nonce: theirs,
+        listener_nonce: &ours,
+    };
+    let challenge = HelloReply::Challenge {
+        proof: secret.prove(Role::Listener, &h),
+        nonce: ours.clone(),
+    };
+    framed
+        .send(Bytes::from(encode(&challenge)?))
+        .await
+        .map_err(|e| e.to_string())?;
+    let frame = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
+        .await
+        .map_err(|_| "no proof in time".to_string())?
+        .ok_or("closed before its proof")?
+        .map_err(|e| e.to_string())?;
+    let proof: Proof = rmp_serde::from_slice(&frame).map_err(|e| format!("bad proof: {e}"))?;
+    Ok((!secret.verify(Role::Dialer, &h, &proof.proof))
+        .then(|| format!("node {} holds another cluster secret", hello.from)))
 }
 
 async fn handle(group: GroupId, rpc: Rpc, groups: &Groups, app: Option<&AppHandler>) -> RpcResult {
