@@ -5,7 +5,9 @@
 //! `Hello { cluster, from, to, incarnation }`; the listener refuses it unless the cluster id
 //! is its own and `to` is its node id, and answers with its own incarnation. A node reached
 //! at a stale or wrong address therefore never takes RPCs meant for another (openraft:
-//! connecting to the wrong node can lose data).
+//! connecting to the wrong node can lose data). With a cluster secret, the two sides first
+//! prove they hold it (`net/secret.rs`); only then does the listener believe the dialer's
+//! incarnation. The dialing side is `net/dial.rs`, the listening side `net/serve.rs`.
 //!
 //! The incarnation is a random number made with a node's data dir. Each end checks the
 //! other's against the one it first saw for that node id (`PeerCheck`): a node whose data
