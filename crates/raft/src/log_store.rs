@@ -12,6 +12,11 @@
 //! broken): a vote is flushed before `save_vote` returns; an append is reported stored only
 //! after a flush (`flusher`); a purge records how far it went, flushed, before deleting, so
 //! the log never has a hole; a truncation is flushed before it returns.
+//!
+//! A purge returns once its point is recorded; the entries below it are deleted after, in
+//! small batches on a blocking thread. Deleting thousands of large entries at once held
+//! Raft's own task for seconds (every node purges at the same point, so the group stalled
+//! and elected again); entries at or below the purge point are never read again.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -109,6 +114,7 @@ impl LogDb {
         LogStore {
             group,
             db: self.clone(),
+            purging: Default::default(),
         }
     }
 
@@ -156,6 +162,14 @@ impl LogDb {
         self.flusher.sync().await
     }
 
+    /// How many entries `group`'s log holds, those a purge has not deleted yet included.
+    pub fn stored_entries(&self, group: GroupId) -> usize {
+        self.log
+            .range(log_key(group, 0)..=log_key(group, u64::MAX))
+            .keys()
+            .count()
+    }
+
     /// The sled database itself (for its size in metrics).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -190,7 +204,13 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
 pub struct LogStore {
     group: GroupId,
     db: LogDb,
+    /// Held while entries below a purge point are being deleted (one deletion at a time).
+    purging: std::sync::Arc<std::sync::Mutex<()>>,
 }
+
+/// Entries deleted per batch by a purge, and the pause after each batch.
+const PURGE_BATCH: usize = 128;
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl LogStore {
     fn read_id(&self, tag: u8) -> Result<Option<LogId>, StorageError> {
@@ -204,6 +224,45 @@ impl LogStore {
         self.db
             .put_state(self.group, tag, &encode(id)?)
             .map_err(write_err)
+    }
+
+    /// Deletes every entry at or below `upto`, `PURGE_BATCH` at a time (each batch's heads
+    /// first, then their pieces). Returns how many entries it deleted.
+    fn remove_below(&self, upto: u64) -> Result<usize, String> {
+        let (lo, hi) = (log_key(self.group, 0), log_key(self.group, upto));
+        let mut removed = 0;
+        loop {
+            let keys: Vec<sled::IVec> = self
+                .db
+                .log
+                .range(lo..=hi)
+                .keys()
+                .take(PURGE_BATCH)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+                return Ok(removed);
+            };
+            let mut more = sled::Batch::default();
+            pieces::remove_range(&self.db.pieces, Tag::LOG, first, last, &mut more)?;
+            let mut batch = sled::Batch::default();
+            for k in &keys {
+                batch.remove(k.clone());
+            }
+            self.db.log.apply_batch(batch).map_err(|e| e.to_string())?;
+            self.db
+                .pieces
+                .apply_batch(more)
+                .map_err(|e| e.to_string())?;
+            removed += keys.len();
+            // Room for the appends between batches: they wait on the same database.
+            std::thread::sleep(PURGE_PAUSE);
+        }
+    }
+
+    /// The index of the last purged entry, if any.
+    fn purged_index(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.read_id(TAG_PURGED)?.map(|id| id.index))
     }
 
     /// Removes the entries with index in `from..=to` (their heads first: a crash between
@@ -239,6 +298,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => None,
         };
         let hi = log_key(self.group, end.unwrap_or(u64::MAX));
+        // What a purge has not deleted yet is gone all the same.
+        let start = match self.purged_index()? {
+            Some(p) => start.max(p.saturating_add(1)),
+            None => start,
+        };
         if start > end.unwrap_or(u64::MAX) {
             return Ok(Vec::new());
         }
@@ -263,9 +327,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .next_back()
             .transpose()
             .map_err(read_err)?;
-        let last_log_id = match last {
+        let last = match last {
             Some((k, v)) => Some(self.db.entry(&k, v)?.log_id),
-            None => last_purged_log_id,
+            None => None,
+        };
+        // Entries a purge has not deleted yet do not count.
+        let last_log_id = match (last, last_purged_log_id) {
+            (Some(l), Some(p)) if l.index <= p.index => Some(p),
+            (None, p) => p,
+            (l, _) => l,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -343,8 +413,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // leaves entries below the purge point (harmless), never a gap above it.
         self.write_id(TAG_PURGED, &Some(log_id))?;
         self.db.sync().await.map_err(write_err)?;
-        self.remove_range(0, log_id.index)?;
-        tracing::info!(group = self.group, upto = log_id.index, "raft log purged");
+        // The deletion itself, out of Raft's way (see the module's docs). Not flushed: a
+        // crash leaves entries below the point, which the next purge deletes.
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _one = store.purging.lock().unwrap_or_else(|p| p.into_inner());
+            let t0 = std::time::Instant::now();
+            match store.remove_below(log_id.index) {
+                Ok(n) => tracing::info!(
+                    group = store.group,
+                    upto = log_id.index,
+                    entries = n,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "raft log purged"
+                ),
+                Err(e) => tracing::warn!(group = store.group, "deleting purged entries: {e}"),
+            }
+        });
         Ok(())
     }
 }

@@ -31,6 +31,7 @@ impl App for Lines {
 
 struct Node {
     raft: Raft,
+    db: LogDb,
     sm: StateMachine<Lines>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -73,6 +74,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
     ));
     Node {
         raft,
+        db,
         sm,
         server,
         _dir: dir,
@@ -368,8 +370,10 @@ async fn large_entries_and_snapshots_are_stored_in_pieces_sled_fsyncs_and_read_b
     assert_eq!(blobs(&path), Vec::<std::path::PathBuf>::new());
     n.raft.shutdown().await.expect("shutdown");
     n.server.abort();
-    let Node { sm, raft, _dir, .. } = n;
-    drop((sm, raft));
+    let Node {
+        sm, raft, db, _dir, ..
+    } = n;
+    drop((sm, raft, db));
     // Reopened, the log and the snapshot read back whole.
     let db = {
         let mut tries = 0;
@@ -403,4 +407,65 @@ async fn large_entries_and_snapshots_are_stored_in_pieces_sled_fsyncs_and_read_b
     let sm = StateMachine::open(&db, 0, Lines::default()).expect("restored");
     assert_eq!(sm.with_app(|a| a.0.len()), 3);
     assert!(sm.with_app(|a| a.0[2] == huge));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_hides_its_entries_at_once_and_deletes_them_after() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::RaftLogReader;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let n = start(1, l).await;
+    n.raft
+        .initialize(BTreeMap::from([(1, BasicNode { addr })]))
+        .await
+        .expect("initialize");
+    let db = n.db.clone();
+    let mut nodes = BTreeMap::new();
+    nodes.insert(1, n);
+    // Entries with pieces (over 4 KiB each), as a data group's batches are.
+    let line = "p".repeat(20_000);
+    for _ in 0..300 {
+        write(&nodes, &line).await;
+    }
+    let raft = &nodes[&1].raft;
+    raft.trigger().snapshot().await.expect("snapshot");
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 300), "snapshot")
+        .await
+        .expect("a snapshot");
+    raft.trigger().purge_log(290).await.expect("purge");
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= 290), "purged")
+        .await
+        .expect("purged");
+    // Gone for every reader as soon as the purge returned, whatever is still on disk.
+    let mut store = db.group(0);
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(290));
+    assert!(state.last_log_id.is_some_and(|l| l.index > 300));
+    let below = store.try_get_log_entries(0..=290).await.expect("read");
+    assert!(below.is_empty(), "{} purged entries read back", below.len());
+    let above = store.try_get_log_entries(291..).await.expect("read");
+    assert!(above.first().is_some_and(|e| e.log_id.index == 291));
+    // And deleted from disk soon after, pieces included: what is left is the log past 290.
+    let mut left = usize::MAX;
+    for _ in 0..200 {
+        left = db.stored_entries(0);
+        if left == above.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        left,
+        above.len(),
+        "entries below the purge point still stored"
+    );
+    for n in nodes.values() {
+        n.raft.shutdown().await.expect("shutdown");
+        n.server.abort();
+    }
 }
