@@ -331,6 +331,20 @@ async fn a_node_refuses_peers_of_another_cluster_another_node_or_a_wiped_one() {
     assert!(err.to_string().contains("another data dir"), "{err}");
 }
 
+/// One node, a group of its own.
+async fn single() -> Node {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let n = start(1, l).await;
+    n.raft
+        .initialize(BTreeMap::from([(1, BasicNode { addr })]))
+        .await
+        .expect("initialize");
+    n
+}
+
 /// Files sled wrote beside its main one (blobs: values too large for a segment), which its
 /// flush never fsyncs.
 fn blobs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -344,15 +358,7 @@ fn blobs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn large_entries_and_snapshots_are_stored_in_pieces_sled_fsyncs_and_read_back_whole() {
     use openraft::storage::RaftLogStorage;
     use openraft::{RaftLogReader, RaftSnapshotBuilder};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr").to_string();
-    let n = start(1, l).await;
-    n.raft
-        .initialize(BTreeMap::from([(1, BasicNode { addr })]))
-        .await
-        .expect("initialize");
+    let n = single().await;
     let mut nodes = BTreeMap::new();
     let big: String = (0..700_000)
         .map(|i| (b'a' + (i % 26) as u8) as char)
@@ -413,15 +419,7 @@ async fn large_entries_and_snapshots_are_stored_in_pieces_sled_fsyncs_and_read_b
 async fn a_purge_hides_its_entries_at_once_and_deletes_them_after() {
     use openraft::storage::RaftLogStorage;
     use openraft::RaftLogReader;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr").to_string();
-    let n = start(1, l).await;
-    n.raft
-        .initialize(BTreeMap::from([(1, BasicNode { addr })]))
-        .await
-        .expect("initialize");
+    let n = single().await;
     let db = n.db.clone();
     let mut nodes = BTreeMap::new();
     nodes.insert(1, n);

@@ -37,12 +37,7 @@ async fn serve_conn(
     contacts: Contacts,
 ) -> Result<(), String> {
     let mut framed = Framed::new(stream, codec());
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
-        .await
-        .map_err(|_| "no hello in time".to_string())?
-        .ok_or("closed before hello")?
-        .map_err(|e| e.to_string())?;
-    let hello: Hello = rmp_serde::from_slice(&first).map_err(|e| format!("bad hello: {e}"))?;
+    let hello: Hello = read_handshake(&mut framed, "hello").await?;
     let refusal = if hello.cluster != me.cluster {
         Some(format!(
             "this is node {} of cluster {:?}, not of cluster {:?}",
@@ -105,6 +100,19 @@ async fn serve_conn(
     Ok(())
 }
 
+/// The dialer's next handshake message (`what`), within `CONNECT_TIMEOUT`.
+async fn read_handshake<T: serde::de::DeserializeOwned>(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    what: &str,
+) -> Result<T, String> {
+    let frame = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
+        .await
+        .map_err(|_| format!("no {what} in time"))?
+        .ok_or_else(|| format!("closed before its {what}"))?
+        .map_err(|e| e.to_string())?;
+    rmp_serde::from_slice(&frame).map_err(|e| format!("bad {what}: {e}"))
+}
+
 /// With a cluster secret: challenges the dialer and checks its proof. The refusal to send
 /// if it has no proof or a wrong one; `Err` if the connection failed meanwhile.
 async fn prove_dialer(
@@ -137,12 +145,7 @@ async fn prove_dialer(
         .send(Bytes::from(encode(&challenge)?))
         .await
         .map_err(|e| e.to_string())?;
-    let frame = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
-        .await
-        .map_err(|_| "no proof in time".to_string())?
-        .ok_or("closed before its proof")?
-        .map_err(|e| e.to_string())?;
-    let proof: Proof = rmp_serde::from_slice(&frame).map_err(|e| format!("bad proof: {e}"))?;
+    let proof: Proof = read_handshake(framed, "proof").await?;
     Ok((!secret.verify(Role::Dialer, &h, &proof.proof))
         .then(|| format!("node {} holds another cluster secret", hello.from)))
 }

@@ -36,7 +36,29 @@ fn ms(us: u64) -> String {
     }
 }
 
+/// What a run's report is made of.
+struct Figures {
+    total: u64,
+    per_sec: f64,
+    mb: f64,
+    h: Histogram<u64>,
+    /// Per client msgs/s: min, avg, max.
+    per_client: (f64, f64, f64),
+}
+
 impl Report {
+    fn figures(&self) -> Figures {
+        let total = self.total();
+        let per_sec = rate(total, self.elapsed);
+        Figures {
+            total,
+            per_sec,
+            mb: per_sec * self.size as f64 / 1e6,
+            h: self.latency(),
+            per_client: self.per_client(),
+        }
+    }
+
     fn total(&self) -> u64 {
         self.clients.iter().map(|c| c.msgs).sum()
     }
@@ -68,12 +90,14 @@ impl Report {
 
     /// The run as one JSON object.
     fn json(&self) -> serde_json::Value {
-        let total = self.total();
-        let per_sec = rate(total, self.elapsed);
-        let mb = per_sec * self.size as f64 / 1e6;
-        let h = self.latency();
+        let Figures {
+            total,
+            per_sec,
+            mb,
+            h,
+            per_client: (min, avg, max),
+        } = self.figures();
         let q = |p: f64| h.value_at_quantile(p);
-        let (min, avg, max) = self.per_client();
         let mut v = json!({
             "kind": self.kind,
             "topic": self.topic,
@@ -102,12 +126,14 @@ impl Report {
 
     /// The run as a few lines for people; `indent` before each.
     fn human(&self, out: &mut impl Write, indent: &str) -> std::io::Result<()> {
-        let total = self.total();
-        let per_sec = rate(total, self.elapsed);
-        let mb = per_sec * self.size as f64 / 1e6;
-        let h = self.latency();
+        let Figures {
+            total,
+            per_sec,
+            mb,
+            h,
+            per_client: (min, avg, max),
+        } = self.figures();
         let q = |p: f64| h.value_at_quantile(p);
-        let (min, avg, max) = self.per_client();
         writeln!(out, "{indent}{} {}: {}", self.kind, self.topic, self.setup)?;
         if let Some((n, d)) = self.publish {
             writeln!(
