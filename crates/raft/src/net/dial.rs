@@ -33,6 +33,9 @@ async fn dial_handshake(
         proof,
     } = &reply
     {
+        if theirs.len() != secret::NONCE {
+            return Err(unreachable(format!("a nonce of {} bytes", theirs.len())));
+        }
         let (Some(secret), Some(ours)) = (&me.secret, &nonce) else {
             return Err(CallError::Refused(format!(
                 "node {target} requires the cluster secret (--cluster-secret-file), \

@@ -129,6 +129,9 @@ async fn prove_dialer(
             me.node
         )));
     };
+    if theirs.len() != secret::NONCE {
+        return Ok(Some(format!("a nonce of {} bytes", theirs.len())));
+    }
     let ours = secret::nonce()?;
     let h = Handshake {
         cluster: &me.cluster,
