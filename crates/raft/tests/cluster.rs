@@ -199,23 +199,30 @@ fn with_secret(mut id: Identity, secret: &[u8]) -> Identity {
     id
 }
 
-#[tokio::test]
-async fn with_a_cluster_secret_only_peers_holding_it_get_through() {
+/// A node that serves only the handshake (no group, no application), with a log database
+/// of its own for its peer checks: its address, and its directory to keep.
+async fn handshakes_only(me: Identity) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = LogDb::open(dir.path()).expect("open");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
-    const SECRET: &[u8] = b"correct horse battery staple";
     tokio::spawn(net::serve(
         l,
-        with_secret(ident("blue", 1, 11), SECRET),
+        me,
         Groups::default(),
         None,
         db.peer_check(),
         Default::default(),
     ));
+    (addr, dir)
+}
+
+#[tokio::test]
+async fn with_a_cluster_secret_only_peers_holding_it_get_through() {
+    const SECRET: &[u8] = b"correct horse battery staple";
+    let (addr, _dir) = handshakes_only(with_secret(ident("blue", 1, 11), SECRET)).await;
     let ttl = Duration::from_secs(2);
     let trusting: mom_raft::net::PeerCheck = Arc::new(|_, _| Ok(()));
     let call = |id: Identity| {
@@ -251,20 +258,7 @@ async fn with_a_cluster_secret_only_peers_holding_it_get_through() {
     assert!(r.is_err());
 
     // A listener without a secret is refused by a dialer that has one, and the other way.
-    let l2 = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr2 = l2.local_addr().expect("addr").to_string();
-    let dir2 = tempfile::tempdir().expect("tempdir");
-    let db2 = LogDb::open(dir2.path()).expect("open");
-    tokio::spawn(net::serve(
-        l2,
-        ident("blue", 3, 33),
-        Groups::default(),
-        None,
-        db2.peer_check(),
-        Default::default(),
-    ));
+    let (addr2, _dir2) = handshakes_only(ident("blue", 3, 33)).await;
     let err = Peers::new(with_secret(ident("blue", 2, 22), SECRET), trusting.clone())
         .call_app(3, &addr2, 0, Default::default(), ttl)
         .await
@@ -274,20 +268,7 @@ async fn with_a_cluster_secret_only_peers_holding_it_get_through() {
 
 #[tokio::test]
 async fn a_node_refuses_peers_of_another_cluster_another_node_or_a_wiped_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = LogDb::open(dir.path()).expect("open");
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr").to_string();
-    tokio::spawn(net::serve(
-        l,
-        ident("blue", 1, 11),
-        Groups::default(),
-        None,
-        db.peer_check(),
-        Default::default(),
-    ));
+    let (addr, _dir) = handshakes_only(ident("blue", 1, 11)).await;
     let ttl = Duration::from_secs(2);
     let trusting: mom_raft::net::PeerCheck = Arc::new(|_, _| Ok(()));
     let peers = |id: Identity| Peers::new(id, trusting.clone());
