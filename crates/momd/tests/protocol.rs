@@ -29,32 +29,47 @@ impl Drop for Momd {
     }
 }
 
+/// A momd of its own on a port that was free a moment ago. Another test's momd may take
+/// the port first: then this one exits (address in use) and another port is tried. It is
+/// ready once it says it listens on that address (a connection alone could reach the other).
 fn momd() -> Momd {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_momd"))
-        .args(["--listen", &addr, "--data"])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn momd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "momd did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log_path = dir.path().join("momd.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_momd"))
+            .args(["--listen", &addr, "--data"])
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn momd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listening = format!("listening on {addr}");
+        loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if said.contains(&listening) {
+                return Momd {
+                    child,
+                    addr,
+                    _dir: dir,
+                };
+            }
+            assert!(Instant::now() < deadline, "momd did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Momd {
-        child,
-        addr,
-        _dir: dir,
-    }
+    panic!("momd found no free port in five tries")
 }
 
 struct Conn {
