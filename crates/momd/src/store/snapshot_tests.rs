@@ -3,7 +3,7 @@
 
 use super::super::tests::{open, open_store, publish, read_all};
 use super::*;
-use crate::core::{Core, CoreConfig, Dedupe, Topics};
+use crate::core::Core;
 
 const APPLIED: &str = "raft_data_applied";
 
@@ -42,17 +42,7 @@ fn source(dir: &Path, out: &Path) -> Vec<(u64, String)> {
 }
 
 fn load(store: &Store) -> (Core, String) {
-    let loaded = store.load(1_000, 120_000).unwrap();
-    let mut dedupe = Dedupe::default();
-    for (t, id, seq, time) in loaded.dedupe {
-        dedupe.insert(t, id, seq, time);
-    }
-    let core = Core::new(
-        CoreConfig::default(),
-        Topics::from_stored(loaded.topics, loaded.next_topic_id),
-        dedupe,
-    );
-    (core, loaded.server_id)
+    super::super::tests::loaded_core(store)
 }
 
 #[test]

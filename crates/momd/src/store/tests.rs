@@ -69,6 +69,12 @@ pub(super) fn open_store(dir: &std::path::Path) -> Store {
 
 pub(super) fn open(dir: &std::path::Path) -> (Store, Core) {
     let store = open_store(dir);
+    let (core, _) = loaded_core(&store);
+    (store, core)
+}
+
+/// The core a start builds from `store`, and the store's server id.
+pub(super) fn loaded_core(store: &Store) -> (Core, String) {
     let loaded = store.load(1_000, 120_000).unwrap();
     let mut dedupe = Dedupe::default();
     for (t, id, seq, time) in loaded.dedupe {
@@ -79,7 +85,7 @@ pub(super) fn open(dir: &std::path::Path) -> (Store, Core) {
         Topics::from_stored(loaded.topics, loaded.next_topic_id),
         dedupe,
     );
-    (store, core)
+    (core, loaded.server_id)
 }
 
 #[test]
