@@ -243,8 +243,6 @@ fn a_follower_killed_before_the_purge_catches_up_from_a_snapshot() {
     }
 }
 
-/// The index up to which a node purged its data group's log last, from openraft's log line
-/// (`purge_upto=Some(T<term>-N<node>-<index>)`); 0 if it never did.
 /// How far the node last purged the data group's log (its `raft log purged` line).
 fn last_purge(log: &str) -> u64 {
     log.lines()
@@ -279,18 +277,6 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
     assert_eq!(out.code, 0, "{out:?}");
     let addr4 = format!("127.0.0.4:{}", free_port());
     let four = start_node(4, &addr4, &list);
-    // A watcher on the new node before it joins: the install ends its watch with a notice
-    // saying why.
-    let watch_dir = tempfile::tempdir().expect("tempdir");
-    let watch_err = watch_dir.path().join("stderr");
-    let mut watcher = std::process::Command::new(momctl_bin())
-        .args(["-s", &four.addr(), "subscribe", TOPIC, "--from", "all"])
-        .env("MOM_CONFIG_DIR", std::env::temp_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&watch_err).expect("stderr file"))
-        .spawn()
-        .expect("momctl");
-    std::thread::sleep(Duration::from_millis(500));
     let out = nodes[1].ctl_timeout(
         &["cluster", "join", "4", &addr4],
         None,
@@ -301,10 +287,56 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
         messages(&four, total)
     });
     same_messages(4, &got, &want);
-    let log = four.stderr();
-    assert!(
-        log.contains("data group snapshot installed"),
-        "node 4 caught up from a snapshot: {log}"
+    let installs = |m: &Momd| {
+        m.stderr()
+            .matches("data group snapshot installed: ")
+            .count()
+    };
+    assert_eq!(
+        installs(&four),
+        1,
+        "node 4 caught up from a snapshot: {}",
+        four.stderr()
+    );
+
+    // A watcher on node 4 when it installs a snapshot again (stopped while the others
+    // purged past it): the install ends its watch with a notice saying why.
+    let watch_dir = tempfile::tempdir().expect("tempdir");
+    let watch_err = watch_dir.path().join("stderr");
+    let mut watcher = std::process::Command::new(momctl_bin())
+        .args(["-s", &four.addr(), "subscribe", TOPIC])
+        .env("MOM_CONFIG_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&watch_err).expect("stderr file"))
+        .spawn()
+        .expect("momctl");
+    poll(
+        Duration::from_secs(30),
+        "the watcher watching on node 4",
+        || {
+            let clients = four.stats()["clients"].as_array().cloned()?;
+            clients
+                .iter()
+                .any(|c| c["watches"].as_u64().is_some_and(|w| w >= 1))
+                .then_some(())
+        },
+    );
+    four.pause();
+    let next = publish_rounds(&nodes[0], next, 120, 10);
+    let total = (next - 1) as usize;
+    let want = poll(Duration::from_secs(30), "every message on node 1", || {
+        messages(&nodes[0], total)
+    });
+    four.resume();
+    let got = poll(Duration::from_secs(60), "node 4 caught up again", || {
+        messages(&four, total)
+    });
+    same_messages(4, &got, &want);
+    assert_eq!(
+        installs(&four),
+        2,
+        "node 4 caught up from a snapshot: {}",
+        four.stderr()
     );
     // Told why on its stderr, it subscribes again by itself.
     let told = poll(Duration::from_secs(30), "the watcher told", || {
