@@ -1,10 +1,16 @@
-//! Group commit for the Raft logs of one node: appends write their entries, then hand their
-//! completion callback here. One task takes every callback waiting, flushes the database
-//! once for all of them, and completes them in the order they came. openraft is told an
-//! entry is stored only after the flush that covers it (never on sled's own timer), and in
-//! append order, so no later append is reported before an earlier one.
+//! Group commit for the Raft logs of one node: appends write their entries into their
+//! group's files (`log_files.rs`), note the files written, then hand their completion
+//! callback here. One task takes every callback waiting, fdatasyncs the files written
+//! since its last round once for all of them, and completes them in the order they came.
+//! openraft is told an entry is stored only after the sync that covers it, and in append
+//! order, so no later append is reported before an earlier one.
+//!
+//! A `sync` (a vote, a purge point, a snapshot: the Raft state in sled) flushes the sled
+//! database too, in the same round.
 
+use std::fs::File;
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::LogFlushed;
 use tokio::sync::{mpsc, oneshot};
@@ -16,15 +22,30 @@ enum Waiter {
     Sync(oneshot::Sender<Result<(), String>>),
 }
 
+/// The log files written and not yet synced, shared by every group's appends.
+pub(crate) type Dirty = Arc<Mutex<Vec<Arc<File>>>>;
+
 #[derive(Clone)]
 pub(crate) struct Flusher {
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
+fn sync_all(files: Vec<Arc<File>>, db: Option<sled::Db>) -> Result<(), String> {
+    for f in &files {
+        f.sync_data()
+            .map_err(|e| format!("cannot sync the Raft log: {e}"))?;
+    }
+    if let Some(db) = db {
+        db.flush()
+            .map_err(|e| format!("cannot flush the Raft state: {e}"))?;
+    }
+    Ok(())
+}
+
 impl Flusher {
-    /// Starts the flusher of `db` on the current tokio runtime. It stops when every handle
-    /// is dropped.
-    pub(crate) fn start(db: sled::Db) -> Flusher {
+    /// Starts the flusher on the current tokio runtime. It stops when every handle is
+    /// dropped.
+    pub(crate) fn start(db: sled::Db, dirty: Dirty) -> Flusher {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
         tokio::spawn(async move {
             let mut group = Vec::new();
@@ -33,11 +54,15 @@ impl Flusher {
                 while let Ok(more) = rx.try_recv() {
                     group.push(more);
                 }
-                let result = db
-                    .flush_async()
+                // Every callback taken was sent after its files were noted.
+                let files = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
+                let state = group
+                    .iter()
+                    .any(|w| matches!(w, Waiter::Sync(_)))
+                    .then(|| db.clone());
+                let result = tokio::task::spawn_blocking(move || sync_all(files, state))
                     .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
+                    .unwrap_or_else(|e| Err(format!("the Raft log sync failed: {e}")));
                 for waiter in group.drain(..) {
                     match waiter {
                         Waiter::Append(cb) => {
@@ -53,14 +78,14 @@ impl Flusher {
         Flusher { tx }
     }
 
-    /// Completes `cb` after the next flush.
+    /// Completes `cb` after the next sync.
     pub(crate) fn append(&self, cb: LogFlushed<TypeConfig>) {
         if let Err(mpsc::error::SendError(Waiter::Append(cb))) = self.tx.send(Waiter::Append(cb)) {
             cb.log_io_completed(Err(io::Error::other("the log flusher has stopped")));
         }
     }
 
-    /// Waits for a flush that covers everything written so far.
+    /// Waits for a sync that covers everything written so far, the Raft state included.
     pub(crate) async fn sync(&self) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.tx

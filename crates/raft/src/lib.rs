@@ -1,13 +1,14 @@
 //! mom's cluster mode: Raft groups over openraft (0.9, `storage-v2`).
 //!
 //! One node runs many groups (the metadata group and, later, one group per topic partition)
-//! over one sled database for their logs and one TCP connection per peer. This crate knows
+//! over one directory for their logs and one TCP connection per peer. This crate knows
 //! nothing of topics or messages: a group carries opaque commands (`Cmd`), and the
 //! application applies them through the [`App`] trait. The parts are:
 //!
-//! - `log_store`: the Raft log of every group in one sled database. An append is answered
-//!   only after a flush that covers it; flushes are shared by everything appended meanwhile
-//!   and answered in the order the appends came (`flusher`).
+//! - `log_store`: the Raft log of every group, each in segment files of its own
+//!   (`log_files`), with the votes and purge points in a sled database beside them. An
+//!   append is answered only after a sync that covers it; syncs are shared by everything
+//!   appended meanwhile and answered in the order the appends came (`flusher`).
 //! - `state_machine`: an in-memory application state rebuilt from a checksummed snapshot
 //!   and the log after it; a snapshot that fails its checksum is refused, never trusted.
 //!   A snapshot travels as a file (`SnapshotData`); `snapshot_file` makes one of bytes.
@@ -18,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 mod flusher;
+mod log_files;
 pub mod log_store;
 pub mod net;
 pub mod pieces;

@@ -1,31 +1,35 @@
-//! The Raft logs of every group of a node, in one sled database (its own directory, apart
-//! from the broker's index, so a log flush never waits on index writes).
+//! The Raft logs of every group of a node, in `DATA/raft`: each group's entries in segment
+//! files of its own (`log/<group>/`, `log_files.rs`), and the small state (votes, purge
+//! points, snapshots, peers' incarnations) in a sled database beside them.
 //!
-//! Trees:
-//! - `raft_log`: `group (u64 BE) ‖ index (u64 BE)` → the entry, MessagePack;
+//! sled state trees:
 //! - `raft_state`: `group ‖ tag` → the vote, the committed log id, the last purged log id
 //!   and the group's snapshot (written by `state_machine`);
-//! - `pieces`: the rest of a value over 4 KiB of either (`pieces.rs`: sled would keep it
-//!   in a file its flush never fsyncs).
+//! - `pieces`: the rest of a value over 4 KiB of it (`pieces.rs`: sled would keep it in a
+//!   file its flush never fsyncs);
+//! - `raft_log`: where entries were kept before they had files of their own; moved to the
+//!   files when found there.
 //!
 //! The rules openraft leaves to its storage (and that lost acknowledged data elsewhere when
 //! broken): a vote is flushed before `save_vote` returns; an append is reported stored only
-//! after a flush (`flusher`); a purge records how far it went, flushed, before deleting, so
-//! the log never has a hole; a truncation is flushed before it returns.
+//! after the sync of its files (`flusher`); a purge records how far it went, flushed,
+//! before deleting, so the log never has a hole; a truncation is synced before it returns.
 //!
-//! A purge returns once its point is recorded; the entries below it are deleted after, in
-//! small batches on a blocking thread. Deleting thousands of large entries at once held
-//! Raft's own task for seconds (every node purges at the same point, so the group stalled
-//! and elected again); entries at or below the purge point are never read again.
+//! A purge returns once its point is recorded; the segment files wholly below it are
+//! deleted after, on a blocking thread. Entries at or below the purge point are never read
+//! again, whatever is still on disk.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError, Vote};
 
-use crate::flusher::Flusher;
+use crate::flusher::{Dirty, Flusher};
+use crate::log_files::LogFiles;
 use crate::pieces::{self, Tag};
 use crate::{Entry, GroupId, LogId, NodeId, StorageError, TypeConfig};
 
@@ -34,46 +38,70 @@ pub(crate) const TAG_COMMITTED: u8 = 2;
 pub(crate) const TAG_PURGED: u8 = 3;
 pub(crate) const TAG_SNAPSHOT: u8 = 4;
 
-/// The sled database holding every group's log and Raft state, with its flusher.
+/// Bytes a log segment file takes before the next one starts (the grain of a purge).
+pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// Entries moved to the files at once from the old `raft_log` tree.
+const MOVE_BATCH: usize = 256;
+
+/// Every group's log and Raft state on one node, with its flusher.
 #[derive(Clone)]
 pub struct LogDb {
     db: sled::Db,
-    log: sled::Tree,
     state: sled::Tree,
-    /// The pieces of large values of `log` and `state` after their first (`pieces.rs`).
+    /// The pieces of large values of `state` after their first (`pieces.rs`).
     pieces: sled::Tree,
     /// Peer node id → the incarnation first seen for it (`net::PeerCheck`).
     peers: sled::Tree,
+    /// `DATA/raft/log`: a directory of segment files per group.
+    logs: PathBuf,
+    segment_bytes: u64,
+    groups: Arc<Mutex<HashMap<GroupId, Arc<Mutex<LogFiles>>>>>,
+    dirty: Dirty,
     flusher: Flusher,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl LogDb {
-    /// Opens (or creates) the database in `dir`. Must run inside a tokio runtime.
+    /// Opens (or creates) the logs in `dir`. Must run inside a tokio runtime.
     pub fn open(dir: &Path) -> Result<LogDb, String> {
+        Self::open_with(dir, SEGMENT_BYTES)
+    }
+
+    /// As [`LogDb::open`], with log segment files of `segment_bytes`.
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<LogDb, String> {
         let db = sled::Config::new()
             .path(dir)
-            // Flushes are ours: an append is answered after one (never on a timer).
+            // Flushes are ours (never on a timer).
             .flush_every_ms(None)
             .cache_capacity(8 << 20)
             .open()
-            .map_err(|e| format!("cannot open the Raft log in {}: {e}", dir.display()))?;
-        let log = db.open_tree("raft_log").map_err(|e| e.to_string())?;
+            .map_err(|e| format!("cannot open the Raft state in {}: {e}", dir.display()))?;
         let state = db.open_tree("raft_state").map_err(|e| e.to_string())?;
         let peers = db.open_tree("peers").map_err(|e| e.to_string())?;
         let pieces = db.open_tree("pieces").map_err(|e| e.to_string())?;
-        let flusher = Flusher::start(db.clone());
-        Ok(LogDb {
+        let dirty: Dirty = Default::default();
+        let flusher = Flusher::start(db.clone(), dirty.clone());
+        let logs = dir.join("log");
+        let this = LogDb {
             db,
-            log,
             state,
             pieces,
             peers,
+            logs,
+            segment_bytes,
+            groups: Default::default(),
+            dirty,
             flusher,
-        })
+        };
+        this.move_old_entries()?;
+        Ok(this)
     }
 
     /// The incarnation check of the peer transport: the first incarnation seen for a node id
-    /// is kept (flushed with the next log flush); another one later is refused.
+    /// is kept (flushed with the next state flush); another one later is refused.
     pub fn peer_check(&self) -> crate::net::PeerCheck {
         let peers = self.peers.clone();
         std::sync::Arc::new(move |node: NodeId, incarnation: u64| {
@@ -109,13 +137,86 @@ impl LogDb {
             .map_err(|e| e.to_string())
     }
 
-    /// The log store of one group.
-    pub fn group(&self, group: GroupId) -> LogStore {
-        LogStore {
+    /// The log store of one group (its files opened, and checked, on first use).
+    pub fn group(&self, group: GroupId) -> Result<LogStore, String> {
+        Ok(LogStore {
             group,
             db: self.clone(),
-            purging: Default::default(),
+            files: self.files(group)?,
+        })
+    }
+
+    fn files(&self, group: GroupId) -> Result<Arc<Mutex<LogFiles>>, String> {
+        let mut groups = lock(&self.groups);
+        if let Some(f) = groups.get(&group) {
+            return Ok(f.clone());
         }
+        let dir = self.logs.join(group.to_string());
+        let files = LogFiles::open(&dir, self.segment_bytes)
+            .map_err(|e| format!("cannot open the Raft log of group {group}: {e}"))?;
+        let files = Arc::new(Mutex::new(files));
+        groups.insert(group, files.clone());
+        Ok(files)
+    }
+
+    /// Entries kept in the sled tree `raft_log` by earlier versions go to their group's
+    /// files (synced), then out of the tree.
+    fn move_old_entries(&self) -> Result<(), String> {
+        let old = self.db.open_tree("raft_log").map_err(|e| e.to_string())?;
+        while let Some((key, _)) = old.first().map_err(|e| e.to_string())? {
+            let group = key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or("a key of another shape in the old Raft log")?;
+            let (lo, hi) = (log_key(group, 0), log_key(group, u64::MAX));
+            let files = self.files(group)?;
+            let fresh = lock(&files).end().is_none();
+            if fresh {
+                let mut batch = Vec::new();
+                for kv in old.range(lo..=hi) {
+                    let (k, v) = kv.map_err(|e| e.to_string())?;
+                    let whole = pieces::join(&self.pieces, Tag::LOG, &k, v)?;
+                    let index = k
+                        .get(8..16)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map(u64::from_be_bytes)
+                        .ok_or("a key of another shape in the old Raft log")?;
+                    batch.push((index, whole.to_vec()));
+                    if batch.len() == MOVE_BATCH {
+                        self.write_synced(&files, &batch)?;
+                        batch.clear();
+                    }
+                }
+                self.write_synced(&files, &batch)?;
+            }
+            let mut out = sled::Batch::default();
+            for k in old.range(lo..=hi).keys() {
+                out.remove(k.map_err(|e| e.to_string())?);
+            }
+            let mut more = sled::Batch::default();
+            pieces::remove_range(&self.pieces, Tag::LOG, &lo, &hi, &mut more)?;
+            old.apply_batch(out).map_err(|e| e.to_string())?;
+            self.pieces.apply_batch(more).map_err(|e| e.to_string())?;
+            self.db.flush().map_err(|e| e.to_string())?;
+            tracing::info!(group, "the Raft log moved to files of its own");
+        }
+        Ok(())
+    }
+
+    fn write_synced(
+        &self,
+        files: &Mutex<LogFiles>,
+        entries: &[(u64, Vec<u8>)],
+    ) -> Result<(), String> {
+        let mut dirty = Vec::new();
+        lock(files)
+            .append(entries, &mut dirty)
+            .map_err(|e| e.to_string())?;
+        for f in dirty {
+            f.sync_data().map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     pub(crate) fn state_key(group: GroupId, tag: u8) -> [u8; 9] {
@@ -151,28 +252,15 @@ impl LogDb {
         self.pieces.apply_batch(old).map_err(|e| e.to_string())
     }
 
-    /// The entry stored under `key` as `stored`, whole.
-    fn entry(&self, key: &[u8], stored: sled::IVec) -> Result<Entry, StorageError> {
-        let whole = pieces::join(&self.pieces, Tag::LOG, key, stored).map_err(read_err)?;
-        decode(&whole)
-    }
-
     /// Waits until everything written so far is on disk.
     pub(crate) async fn sync(&self) -> Result<(), String> {
         self.flusher.sync().await
     }
 
-    /// How many entries `group`'s log holds, those a purge has not deleted yet included.
+    /// How many entries `group`'s log files hold, those a purge has not deleted yet
+    /// included.
     pub fn stored_entries(&self, group: GroupId) -> usize {
-        self.log
-            .range(log_key(group, 0)..=log_key(group, u64::MAX))
-            .keys()
-            .count()
-    }
-
-    /// The sled database itself (for its size in metrics).
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.files(group).map_or(0, |f| lock(&f).count())
     }
 }
 
@@ -204,13 +292,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
 pub struct LogStore {
     group: GroupId,
     db: LogDb,
-    /// Held while entries below a purge point are being deleted (one deletion at a time).
-    purging: std::sync::Arc<std::sync::Mutex<()>>,
+    files: Arc<Mutex<LogFiles>>,
 }
-
-/// Entries deleted per batch by a purge, and the pause after each batch.
-const PURGE_BATCH: usize = 128;
-const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl LogStore {
     fn read_id(&self, tag: u8) -> Result<Option<LogId>, StorageError> {
@@ -226,58 +309,13 @@ impl LogStore {
             .map_err(write_err)
     }
 
-    /// Deletes every entry at or below `upto`, `PURGE_BATCH` at a time (each batch's heads
-    /// first, then their pieces). Returns how many entries it deleted.
-    fn remove_below(&self, upto: u64) -> Result<usize, String> {
-        let (lo, hi) = (log_key(self.group, 0), log_key(self.group, upto));
-        let mut removed = 0;
-        loop {
-            let keys: Vec<sled::IVec> = self
-                .db
-                .log
-                .range(lo..=hi)
-                .keys()
-                .take(PURGE_BATCH)
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
-                return Ok(removed);
-            };
-            let mut more = sled::Batch::default();
-            pieces::remove_range(&self.db.pieces, Tag::LOG, first, last, &mut more)?;
-            let mut batch = sled::Batch::default();
-            for k in &keys {
-                batch.remove(k.clone());
-            }
-            self.db.log.apply_batch(batch).map_err(|e| e.to_string())?;
-            self.db
-                .pieces
-                .apply_batch(more)
-                .map_err(|e| e.to_string())?;
-            removed += keys.len();
-            // Room for the appends between batches: they wait on the same database.
-            std::thread::sleep(PURGE_PAUSE);
-        }
-    }
-
     /// The index of the last purged entry, if any.
     fn purged_index(&self) -> Result<Option<u64>, StorageError> {
         Ok(self.read_id(TAG_PURGED)?.map(|id| id.index))
     }
 
-    /// Removes the entries with index in `from..=to` (their heads first: a crash between
-    /// leaves pieces of no entry, never an entry without its pieces).
-    fn remove_range(&self, from: u64, to: u64) -> Result<(), StorageError> {
-        let (lo, hi) = (log_key(self.group, from), log_key(self.group, to));
-        let mut batch = sled::Batch::default();
-        for kv in self.db.log.range(lo..=hi) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.db.log.apply_batch(batch).map_err(write_err)?;
-        let mut more = sled::Batch::default();
-        pieces::remove_range(&self.db.pieces, Tag::LOG, &lo, &hi, &mut more).map_err(write_err)?;
-        self.db.pieces.apply_batch(more).map_err(write_err)
+    fn files(&self) -> MutexGuard<'_, LogFiles> {
+        lock(&self.files)
     }
 }
 
@@ -292,24 +330,28 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(&i) => Some(i),
+            Bound::Included(&i) => i,
             Bound::Excluded(&0) => return Ok(Vec::new()),
-            Bound::Excluded(&i) => Some(i - 1),
-            Bound::Unbounded => None,
+            Bound::Excluded(&i) => i - 1,
+            Bound::Unbounded => u64::MAX,
         };
-        let hi = log_key(self.group, end.unwrap_or(u64::MAX));
         // What a purge has not deleted yet is gone all the same.
         let start = match self.purged_index()? {
             Some(p) => start.max(p.saturating_add(1)),
             None => start,
         };
-        if start > end.unwrap_or(u64::MAX) {
+        let files = self.files();
+        let Some(last) = files.end().map(|e| e - 1) else {
             return Ok(Vec::new());
-        }
+        };
         let mut out = Vec::new();
-        for kv in self.db.log.range(log_key(self.group, start)..=hi) {
-            let (k, v) = kv.map_err(read_err)?;
-            out.push(self.db.entry(&k, v)?);
+        for index in start..=end.min(last) {
+            match files.read(index).map_err(read_err)? {
+                Some(bytes) => out.push(decode(&bytes)?),
+                // Below the files' first entry: a purge deleted it.
+                None if out.is_empty() => continue,
+                None => return Err(read_err(format!("entry {index} is missing"))),
+            }
         }
         Ok(out)
     }
@@ -320,16 +362,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.read_id(TAG_PURGED)?;
-        let last = self
-            .db
-            .log
-            .range(log_key(self.group, 0)..=log_key(self.group, u64::MAX))
-            .next_back()
-            .transpose()
-            .map_err(read_err)?;
-        let last = match last {
-            Some((k, v)) => Some(self.db.entry(&k, v)?.log_id),
-            None => None,
+        let last = {
+            let files = self.files();
+            match files.end() {
+                Some(end) => match files.read(end - 1).map_err(read_err)? {
+                    Some(bytes) => Some(decode::<Entry>(&bytes)?.log_id),
+                    None => None,
+                },
+                None => None,
+            }
         };
         // Entries a purge has not deleted yet do not count.
         let last_log_id = match (last, last_purged_log_id) {
@@ -370,7 +411,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Only a hint for applying sooner after a restart: the next flush carries it.
+        // Only a hint for applying sooner after a restart: the next state flush carries it.
         self.write_id(TAG_COMMITTED, &committed)
     }
 
@@ -387,25 +428,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // An index is written again only after a truncation removed it (and its pieces):
-        // one generation serves every entry.
-        let mut batch = sled::Batch::default();
-        let mut more = sled::Batch::default();
+        let mut encoded = Vec::new();
         for entry in entries {
-            let key = log_key(self.group, entry.log_id.index);
-            let head =
-                pieces::split(Tag::LOG, &key, encode(&entry)?, 0, &mut more).map_err(write_err)?;
-            batch.insert(&key[..], head);
+            encoded.push((entry.log_id.index, encode(&entry)?));
         }
-        self.db.pieces.apply_batch(more).map_err(write_err)?;
-        self.db.log.apply_batch(batch).map_err(write_err)?;
+        let mut written = Vec::new();
+        self.files()
+            .append(&encoded, &mut written)
+            .map_err(write_err)?;
+        lock(&self.db.dirty).extend(written);
         self.db.flusher.append(callback);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(log_id.index, u64::MAX)?;
-        self.db.sync().await.map_err(write_err)
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || lock(&files).truncate_from(log_id.index))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -413,21 +454,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // leaves entries below the purge point (harmless), never a gap above it.
         self.write_id(TAG_PURGED, &Some(log_id))?;
         self.db.sync().await.map_err(write_err)?;
-        // The deletion itself, out of Raft's way (see the module's docs). Not flushed: a
-        // crash leaves entries below the point, which the next purge deletes.
-        let store = self.clone();
+        // The deletion itself, out of Raft's way. A crash leaves files below the point,
+        // which the next purge deletes.
+        let (files, group) = (self.files.clone(), self.group);
         tokio::task::spawn_blocking(move || {
-            let _one = store.purging.lock().unwrap_or_else(|p| p.into_inner());
             let t0 = std::time::Instant::now();
-            match store.remove_below(log_id.index) {
-                Ok(n) => tracing::info!(
-                    group = store.group,
+            match lock(&files).remove_below(log_id.index) {
+                Ok(entries) => tracing::info!(
+                    group,
                     upto = log_id.index,
-                    entries = n,
+                    entries,
                     ms = t0.elapsed().as_millis() as u64,
                     "raft log purged"
                 ),
-                Err(e) => tracing::warn!(group = store.group, "deleting purged entries: {e}"),
+                Err(e) => tracing::warn!(group, "deleting purged Raft log files: {e}"),
             }
         });
         Ok(())

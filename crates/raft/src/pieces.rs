@@ -32,7 +32,8 @@ const HEAD: usize = 1 + 4 + 8;
 pub struct Tag(pub u8);
 
 impl Tag {
-    /// The Raft logs' entries.
+    /// The Raft logs' entries, as earlier versions kept them in sled (read when they move
+    /// to their files).
     pub const LOG: Tag = Tag(b'L');
     /// The Raft groups' state (votes, snapshots).
     pub const STATE: Tag = Tag(b'S');

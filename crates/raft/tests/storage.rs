@@ -53,8 +53,8 @@ async fn vote_log_and_snapshot_survive_a_restart_and_groups_stay_apart() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let db = LogDb::open(dir.path()).expect("open");
-        let mut g1 = db.group(1);
-        let mut g2 = db.group(2);
+        let mut g1 = db.group(1).expect("group");
+        let mut g2 = db.group(2).expect("group");
         g1.save_vote(&Vote::new(3, 1)).await.expect("vote");
         let mut sm = StateMachine::open(&db, 1, Sum::default()).expect("sm");
         sm.apply([entry(3, 1, "abc"), entry(3, 2, "de")])
@@ -68,7 +68,7 @@ async fn vote_log_and_snapshot_survive_a_restart_and_groups_stay_apart() {
         assert_eq!(g2.read_vote().await.expect("read"), None);
     }
     let db = reopen(dir.path()).await;
-    let mut g1 = db.group(1);
+    let mut g1 = db.group(1).expect("group");
     assert_eq!(g1.read_vote().await.expect("read"), Some(Vote::new(3, 1)));
     let mut sm = StateMachine::open(&db, 1, Sum::default()).expect("restored");
     assert_eq!(sm.with_app(|s| s.0), 5);
@@ -140,4 +140,58 @@ async fn a_corrupt_snapshot_is_refused_received_or_stored() {
         .err()
         .expect("a node does not start on a corrupt snapshot");
     assert!(err.contains("corrupt"), "{err}");
+}
+
+#[tokio::test]
+async fn entries_kept_in_the_old_sled_tree_move_to_the_log_files() {
+    use mom_raft::pieces::{self, Tag};
+    use openraft::RaftLogReader;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = "b".repeat(10_000);
+    // The old layout: `raft_log` keys group ‖ index, values in pieces when over 4 KiB.
+    {
+        let raw = sled::open(dir.path()).expect("open raw");
+        let log = raw.open_tree("raft_log").expect("tree");
+        let more_tree = raw.open_tree("pieces").expect("tree");
+        for (group, index, data) in [(1u64, 4u64, "a"), (1, 5, big.as_str()), (2, 9, "c")] {
+            let mut key = group.to_be_bytes().to_vec();
+            key.extend_from_slice(&index.to_be_bytes());
+            let bytes = rmp_serde::to_vec(&entry(1, index, data)).expect("encode");
+            let mut more = sled::Batch::default();
+            let head = pieces::split(Tag::LOG, &key, bytes, 0, &mut more).expect("split");
+            more_tree.apply_batch(more).expect("pieces");
+            log.insert(key, head).expect("insert");
+        }
+        raw.flush().expect("flush");
+    }
+    for round in 0..2 {
+        let db = reopen(dir.path()).await;
+        let read = |g: u64| {
+            let db = db.clone();
+            async move {
+                let mut reader = db.group(g).expect("group").get_log_reader().await;
+                reader.try_get_log_entries(0..).await.expect("read")
+            }
+        };
+        let one = read(1).await;
+        let ids: Vec<u64> = one.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(ids, vec![4, 5], "round {round}");
+        assert!(
+            matches!(&one[1].payload, EntryPayload::Normal(c) if c.0.len() == big.len()),
+            "round {round}"
+        );
+        assert_eq!(read(2).await.len(), 1, "round {round}");
+        assert_eq!(db.stored_entries(1), 2);
+    }
+    // The old tree is empty now, its pieces gone.
+    let raw = sled::open(dir.path());
+    let raw = match raw {
+        Ok(db) => db,
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sled::open(dir.path()).expect("open raw")
+        }
+    };
+    assert!(raw.open_tree("raft_log").expect("tree").is_empty());
+    assert!(raw.open_tree("pieces").expect("tree").is_empty());
 }

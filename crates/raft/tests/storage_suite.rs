@@ -1,4 +1,4 @@
-//! openraft's storage conformance suite against our sled log store and state machine.
+//! openraft's storage conformance suite against our log store (segment files) and state machine.
 
 use mom_raft::log_store::{LogDb, LogStore};
 use mom_raft::state_machine::StateMachine;
@@ -34,7 +34,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine<Count>, tempfile::TempDir> 
         let db = LogDb::open(dir.path()).expect("open");
         // A group other than 0, so keys of neighbouring groups would show up if mixed.
         let sm = StateMachine::open(&db, 7, Count::default()).expect("sm");
-        Ok((dir, db.group(7), sm))
+        Ok((dir, db.group(7).expect("group"), sm))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Cluster mode: this node's part in the Raft groups (openraft, through `mom_raft`).
 //!
-//! A node keeps every group's log in `DATA/raft` (its own sled database), listens for peers
+//! A node keeps every group's log in `DATA/raft` (`mom_raft::log_store`), listens for peers
 //! on `--peer-listen`, and runs the metadata group with the members of `--peers`. Nodes
 //! started with the same list form the cluster by themselves: each one initializes the group
 //! with that list, which is safe when they all give the same one (openraft). A write to the
@@ -269,7 +269,7 @@ pub async fn start(
         settings.node_id,
         raft_config(&settings.cluster_id, META)?,
         peers.group(META),
-        db.group(META),
+        db.group(META).map_err(anyhow::Error::msg)?,
         sm.clone(),
     )
     .await
@@ -282,7 +282,7 @@ pub async fn start(
         settings.node_id,
         raft_config(&settings.cluster_id, data::DATA)?,
         peers.group(data::DATA),
-        db.group(data::DATA),
+        db.group(data::DATA).map_err(anyhow::Error::msg)?,
         data_sm,
     )
     .await

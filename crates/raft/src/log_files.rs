@@ -1,0 +1,680 @@
+//! The entries of one group's Raft log, in append-only segment files of its own directory
+//! (`DATA/raft/log/<group>/`), named by the index of their first entry.
+//!
+//! A record: payload length (u32 BE) ‖ CRC32 of index and payload (u32 BE) ‖ index (u64
+//! BE) ‖ payload (the entry, MessagePack). The offsets of a segment's records are kept in
+//! memory, so an entry is one positioned read.
+//!
+//! On disk the segments always hold one run of indexes with no gap: a truncation deletes
+//! the segments after its point (newest first) before it cuts the one holding it, a purge
+//! deletes whole segments oldest first, and an append past the end (after a snapshot was
+//! installed) deletes every older segment before it starts a new one. A crash anywhere in
+//! these leaves a run.
+//!
+//! Opening checks every record. A record torn by a crash (its bytes run past the end of
+//! the last segment, or it is the last record there and fails its checksum, or the rest of
+//! the file is zeros) was never reported stored: it is cut off. Anything else that does
+//! not read back (a bad record with records after it, a bad record in an older segment, a
+//! gap between segments) is damage, and the log refuses to open rather than forget
+//! entries it reported stored.
+//!
+//! Appends are written here and made durable by the node's flusher (`flusher.rs`), which
+//! fdatasyncs the files written since its last sync before it reports them stored.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes before a record's payload.
+const HEAD: u64 = 16;
+/// The largest payload a record may claim (a bound for damaged lengths).
+const MAX_PAYLOAD: u64 = 1 << 30;
+const SUFFIX: &str = ".log";
+
+fn damaged(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn crc(index: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&index.to_be_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Where each record starts: record `first + i` at `offsets[i]`.
+    offsets: Vec<u64>,
+    /// Where the next record goes.
+    len: u64,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.first + self.offsets.len() as u64
+    }
+}
+
+/// One group's log files.
+pub(crate) struct LogFiles {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    /// A segment takes no new record once it holds this many bytes.
+    segment_bytes: u64,
+}
+
+/// What reading one record found.
+enum Read {
+    Record(Vec<u8>, u64),
+    /// Its bytes run past the end of the file, or what remains is zeros.
+    Torn,
+    Bad(String),
+}
+
+fn read_record(file: &File, at: u64, file_len: u64, want: u64) -> io::Result<Read> {
+    if at + HEAD > file_len {
+        return Ok(Read::Torn);
+    }
+    let mut head = [0u8; HEAD as usize];
+    file.read_exact_at(&mut head, at)?;
+    let [l0, l1, l2, l3, c0, c1, c2, c3, i0, i1, i2, i3, i4, i5, i6, i7] = head;
+    let len = u32::from_be_bytes([l0, l1, l2, l3]) as u64;
+    let sum = u32::from_be_bytes([c0, c1, c2, c3]);
+    let index = u64::from_be_bytes([i0, i1, i2, i3, i4, i5, i6, i7]);
+    if head == [0u8; HEAD as usize] && zeros_from(file, at, file_len)? {
+        return Ok(Read::Torn);
+    }
+    if len > MAX_PAYLOAD {
+        return Ok(Read::Bad(format!("a record claims {len} bytes")));
+    }
+    if at + HEAD + len > file_len {
+        return Ok(Read::Torn);
+    }
+    let mut payload = vec![0u8; len as usize];
+    file.read_exact_at(&mut payload, at + HEAD)?;
+    if index != want {
+        return Ok(Read::Bad(format!(
+            "record of index {index} where {want} belongs"
+        )));
+    }
+    if crc(index, &payload) != sum {
+        return Ok(Read::Bad(format!(
+            "record of index {index} fails its checksum"
+        )));
+    }
+    Ok(Read::Record(payload, at + HEAD + len))
+}
+
+/// Whether the file holds only zero bytes from `at` on.
+fn zeros_from(file: &File, mut at: u64, file_len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    while at < file_len {
+        let n = ((file_len - at) as usize).min(buf.len());
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, at)?;
+        if chunk.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+fn name_of(first: u64) -> String {
+    format!("{first:020}{SUFFIX}")
+}
+
+fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+impl LogFiles {
+    /// Opens (creating it if need be) the log in `dir`, checking every record.
+    pub(crate) fn open(dir: &Path, segment_bytes: u64) -> io::Result<LogFiles> {
+        fs::create_dir_all(dir)?;
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        for e in fs::read_dir(dir)? {
+            let path = e?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(first) = name.strip_suffix(SUFFIX).and_then(|n| n.parse().ok()) {
+                found.push((first, path));
+            }
+        }
+        found.sort();
+        let mut segments: Vec<Segment> = Vec::new();
+        let count = found.len();
+        for (k, (first, path)) in found.into_iter().enumerate() {
+            let last = k + 1 == count;
+            let seg = Self::scan(first, path, last)?;
+            if seg.offsets.is_empty() {
+                // Created, and nothing stored in it before a crash.
+                if last {
+                    fs::remove_file(&seg.path)?;
+                    sync_dir(dir)?;
+                    break;
+                }
+                return Err(damaged(format!(
+                    "the Raft log segment {} holds no record",
+                    seg.path.display()
+                )));
+            }
+            if let Some(prev) = segments.last() {
+                if prev.end() != first {
+                    return Err(damaged(format!(
+                        "the Raft log in {} has a gap: {} ends before {} and {} starts at {first}",
+                        dir.display(),
+                        name_of(prev.first),
+                        prev.end(),
+                        seg.path.display()
+                    )));
+                }
+            }
+            segments.push(seg);
+        }
+        Ok(LogFiles {
+            dir: dir.to_path_buf(),
+            segments,
+            segment_bytes,
+        })
+    }
+
+    fn scan(first: u64, path: PathBuf, last: bool) -> io::Result<Segment> {
+        let file = open_rw(&path, false)?;
+        let file_len = file.metadata()?.len();
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while at < file_len {
+            let want = first + offsets.len() as u64;
+            match read_record(&file, at, file_len, want)? {
+                Read::Record(_, next) => {
+                    offsets.push(at);
+                    at = next;
+                }
+                Read::Torn if last => break,
+                Read::Bad(why) if last && record_end(&file, at, file_len)? == Some(file_len) => {
+                    tracing::warn!(
+                        "the Raft log's last record in {} is torn ({why}): cut off",
+                        path.display()
+                    );
+                    break;
+                }
+                Read::Torn => {
+                    return Err(damaged(format!(
+                        "the Raft log segment {} is cut short at byte {at}",
+                        path.display()
+                    )))
+                }
+                Read::Bad(why) => {
+                    return Err(damaged(format!(
+                        "the Raft log segment {} is damaged at byte {at}: {why}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        if at < file_len {
+            tracing::warn!(
+                "cutting {} bytes never reported stored off the Raft log's end in {}",
+                file_len - at,
+                path.display()
+            );
+            file.set_len(at)?;
+            file.sync_all()?;
+        }
+        Ok(Segment {
+            first,
+            path,
+            file: Arc::new(file),
+            offsets,
+            len: at,
+        })
+    }
+
+    /// The index after the last entry, if the log holds any.
+    pub(crate) fn end(&self) -> Option<u64> {
+        self.segments.last().map(Segment::end)
+    }
+
+    /// How many entries the files hold.
+    pub(crate) fn count(&self) -> usize {
+        self.segments.iter().map(|s| s.offsets.len()).sum()
+    }
+
+    /// The payload of entry `index`, if the files hold it.
+    pub(crate) fn read(&self, index: u64) -> io::Result<Option<Vec<u8>>> {
+        let k = self.segments.partition_point(|s| s.first <= index);
+        let Some(seg) = k.checked_sub(1).and_then(|k| self.segments.get(k)) else {
+            return Ok(None);
+        };
+        let Some(&at) = index
+            .checked_sub(seg.first)
+            .and_then(|i| seg.offsets.get(i as usize))
+        else {
+            return Ok(None);
+        };
+        let file_len = seg.len;
+        match read_record(&seg.file, at, file_len, index)? {
+            Read::Record(payload, _) => Ok(Some(payload)),
+            Read::Torn => Err(damaged(format!(
+                "entry {index} runs past the end of {}",
+                seg.path.display()
+            ))),
+            Read::Bad(why) => Err(damaged(format!(
+                "entry {index} in {} does not read back: {why}",
+                seg.path.display()
+            ))),
+        }
+    }
+
+    /// Writes entries (index, payload), in order, after the last one; the files written
+    /// are pushed to `dirty` for the flusher. An entry past the end (the log was purged up
+    /// to a snapshot past it) first deletes every older segment.
+    pub(crate) fn append(
+        &mut self,
+        entries: &[(u64, Vec<u8>)],
+        dirty: &mut Vec<Arc<File>>,
+    ) -> io::Result<()> {
+        let mut buf = Vec::new();
+        let mut pending: Vec<u64> = Vec::new();
+        // The index after the last entry, those in `buf` included.
+        let mut next = self.end();
+        for (index, payload) in entries {
+            let index = *index;
+            match next {
+                Some(end) if index < end => {
+                    return Err(io::Error::other(format!(
+                        "entry {index} appended where the log holds up to {}",
+                        end - 1
+                    )))
+                }
+                Some(end) if index > end => {
+                    self.write_out(&mut buf, &mut pending, dirty)?;
+                    self.drop_all()?;
+                }
+                _ => {}
+            }
+            let full = self.segments.last().is_none_or(|s| {
+                let held = s.len + buf.len() as u64;
+                held > 0 && held >= self.segment_bytes
+            });
+            if full {
+                self.write_out(&mut buf, &mut pending, dirty)?;
+                self.start_segment(index)?;
+            }
+            let len = u32::try_from(payload.len())
+                .ok()
+                .filter(|l| (*l as u64) <= MAX_PAYLOAD)
+                .ok_or_else(|| io::Error::other("a Raft log entry over 1 GiB"))?;
+            let at = self.segments.last().map_or(0, |s| s.len) + buf.len() as u64;
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(&crc(index, payload).to_be_bytes());
+            buf.extend_from_slice(&index.to_be_bytes());
+            buf.extend_from_slice(payload);
+            pending.push(at);
+            next = Some(index + 1);
+        }
+        self.write_out(&mut buf, &mut pending, dirty)
+    }
+
+    /// Writes `buf` (the records at `pending`) at the end of the last segment.
+    fn write_out(
+        &mut self,
+        buf: &mut Vec<u8>,
+        pending: &mut Vec<u64>,
+        dirty: &mut Vec<Arc<File>>,
+    ) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| io::Error::other("no segment to write to"))?;
+        seg.file.write_all_at(buf, seg.len)?;
+        seg.len += buf.len() as u64;
+        seg.offsets.append(pending);
+        if !dirty.iter().any(|f| Arc::ptr_eq(f, &seg.file)) {
+            dirty.push(seg.file.clone());
+        }
+        buf.clear();
+        Ok(())
+    }
+
+    fn start_segment(&mut self, first: u64) -> io::Result<()> {
+        let path = self.dir.join(name_of(first));
+        let file = open_rw(&path, true)?;
+        file.set_len(0)?;
+        // The new name is durable before any record in it is reported stored.
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            first,
+            path,
+            file: Arc::new(file),
+            offsets: Vec::new(),
+            len: 0,
+        });
+        Ok(())
+    }
+
+    /// Deletes every segment, oldest first.
+    fn drop_all(&mut self) -> io::Result<()> {
+        for seg in self.segments.drain(..) {
+            fs::remove_file(&seg.path)?;
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Removes the entries from `index` on, durably, before it returns.
+    pub(crate) fn truncate_from(&mut self, index: u64) -> io::Result<()> {
+        // Whole segments at or after the point, newest first.
+        let mut removed = false;
+        while let Some(seg) = self.segments.last() {
+            if seg.first < index {
+                break;
+            }
+            fs::remove_file(&seg.path)?;
+            self.segments.pop();
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        let Some(seg) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        let keep = (index - seg.first) as usize;
+        if keep < seg.offsets.len() {
+            let at = seg.offsets[keep];
+            seg.file.set_len(at)?;
+            seg.file.sync_data()?;
+            seg.offsets.truncate(keep);
+            seg.len = at;
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments every entry of which is at or below `upto`, oldest first, and
+    /// returns how many entries they held. The last segment stays (appends go on in it).
+    pub(crate) fn remove_below(&mut self, upto: u64) -> io::Result<usize> {
+        let n = self
+            .segments
+            .iter()
+            .take_while(|s| s.end() <= upto.saturating_add(1))
+            .count()
+            .min(self.segments.len().saturating_sub(1));
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut entries = 0;
+        for seg in self.segments.drain(..n) {
+            fs::remove_file(&seg.path)?;
+            entries += seg.offsets.len();
+        }
+        sync_dir(&self.dir)?;
+        Ok(entries)
+    }
+}
+
+/// Where the record at `at` would end, if its length can be read.
+fn record_end(file: &File, at: u64, file_len: u64) -> io::Result<Option<u64>> {
+    if at + HEAD > file_len {
+        return Ok(None);
+    }
+    let mut len = [0u8; 4];
+    file.read_exact_at(&mut len, at)?;
+    Ok(Some(at + HEAD + u32::from_be_bytes(len) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(i: u64) -> Vec<u8> {
+        format!("entry {i} {}", "x".repeat((i % 7) as usize * 100)).into_bytes()
+    }
+
+    fn append(log: &mut LogFiles, from: u64, to: u64) {
+        let entries: Vec<(u64, Vec<u8>)> = (from..=to).map(|i| (i, payload(i))).collect();
+        let mut dirty = Vec::new();
+        log.append(&entries, &mut dirty).expect("append");
+        for f in dirty {
+            f.sync_data().expect("sync");
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn entries_read_back_across_segments_and_after_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFiles::open(dir.path(), 2000).expect("open");
+        append(&mut log, 1, 40);
+        append(&mut log, 41, 41);
+        assert!(files(dir.path()).len() > 3, "several segments");
+        for i in 1..=41 {
+            assert_eq!(log.read(i).expect("read"), Some(payload(i)));
+        }
+        assert_eq!(log.read(42).expect("read"), None);
+        assert_eq!(log.read(0).expect("read"), None);
+        drop(log);
+        let log = LogFiles::open(dir.path(), 2000).expect("reopen");
+        assert_eq!(log.end(), Some(42));
+        assert_eq!(log.count(), 41);
+        for i in 1..=41 {
+            assert_eq!(log.read(i).expect("read"), Some(payload(i)));
+        }
+    }
+
+    #[test]
+    fn a_truncation_and_a_purge_leave_one_run_and_an_append_past_the_end_starts_anew() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFiles::open(dir.path(), 2000).expect("open");
+        append(&mut log, 5, 60);
+        log.truncate_from(30).expect("truncate");
+        assert_eq!(log.end(), Some(30));
+        assert_eq!(log.read(30).expect("read"), None);
+        append(&mut log, 30, 35);
+        assert_eq!(log.read(30).expect("read"), Some(payload(30)));
+        assert!(log.remove_below(20).expect("purge") > 0);
+        // Nothing above the purge point went, and what is left is one run.
+        assert_eq!(log.read(21).expect("read"), Some(payload(21)));
+        drop(log);
+        let mut log = LogFiles::open(dir.path(), 2000).expect("reopen");
+        assert_eq!(log.end(), Some(36));
+        assert!(log.read(5).expect("read").is_none());
+        // Past the end (a snapshot was installed): the old entries go, the new ones stay.
+        append(&mut log, 100, 102);
+        assert_eq!(log.count(), 3);
+        assert_eq!(log.read(101).expect("read"), Some(payload(101)));
+        drop(log);
+        let log = LogFiles::open(dir.path(), 2000).expect("reopen");
+        assert_eq!((log.end(), log.count()), (Some(103), 3));
+        // Truncating everything.
+        let mut log = log;
+        log.truncate_from(1).expect("truncate all");
+        assert_eq!(log.end(), None);
+        assert!(files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn an_append_over_entries_held_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFiles::open(dir.path(), 1 << 20).expect("open");
+        append(&mut log, 1, 3);
+        let mut dirty = Vec::new();
+        assert!(log.append(&[(2, b"again".to_vec())], &mut dirty).is_err());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_damage_before_it_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFiles::open(dir.path(), 1 << 20).expect("open");
+        append(&mut log, 1, 10);
+        drop(log);
+        let path = files(dir.path()).pop().expect("a segment");
+        let whole = fs::read(&path).expect("read");
+
+        // Half a record at the end: cut, the ten kept.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&[0, 0, 1, 0, 9, 9]);
+        fs::write(&path, &torn).expect("write");
+        let log = LogFiles::open(dir.path(), 1 << 20).expect("open torn");
+        assert_eq!(log.end(), Some(11));
+        drop(log);
+        assert_eq!(fs::read(&path).expect("read"), whole);
+
+        // Zeros after the records (a crash after the file grew): cut.
+        let mut zeros = whole.clone();
+        zeros.extend_from_slice(&[0u8; 4096]);
+        fs::write(&path, &zeros).expect("write");
+        assert_eq!(
+            LogFiles::open(dir.path(), 1 << 20).expect("zeros").end(),
+            Some(11)
+        );
+
+        // The last record's last byte flipped: torn, cut; nine left.
+        let mut last = whole.clone();
+        let n = last.len() - 1;
+        last[n] ^= 1;
+        fs::write(&path, &last).expect("write");
+        let log = LogFiles::open(dir.path(), 1 << 20).expect("open");
+        assert_eq!(log.end(), Some(10));
+        drop(log);
+
+        // A record in the middle flipped: damage, refused.
+        let mut mid = whole.clone();
+        mid[HEAD as usize + 2] ^= 1;
+        fs::write(&path, &mid).expect("write");
+        let err = LogFiles::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        fs::write(&path, &whole).expect("write");
+
+        // A gap between segments: refused.
+        fs::write(dir.path().join(name_of(20)), b"").expect("write");
+        let mut log = LogFiles::open(dir.path(), 1 << 20).expect("an empty last one is dropped");
+        append(&mut log, 11, 11);
+        drop(log);
+        let mut other = LogFiles::open(&dir.path().join("x"), 1 << 20).expect("open");
+        append(&mut other, 20, 21);
+        drop(other);
+        fs::rename(
+            dir.path().join("x").join(name_of(20)),
+            dir.path().join(name_of(20)),
+        )
+        .expect("move");
+        let err = LogFiles::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("gap"), "{err}");
+    }
+
+    /// What a log of (index, payload) should hold: a model to check the files against.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(u8),
+        Skip(u8),
+        Truncate(u8),
+        Purge(u8),
+        Reopen,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1u8..20).prop_map(Op::Append),
+            1 => (1u8..30).prop_map(Op::Skip),
+            2 => any::<u8>().prop_map(Op::Truncate),
+            2 => any::<u8>().prop_map(Op::Purge),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever appends, truncations, purges, appends past the end and reopenings
+        /// come, the files hold exactly the model's entries from their first on, in one run.
+        #[test]
+        fn the_files_hold_what_was_appended_and_not_taken_away(
+            ops in proptest::collection::vec(op(), 1..40)
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut log = LogFiles::open(dir.path(), 3000).expect("open");
+            // The model: entries by index; those at or below `purged` may be gone.
+            let mut model: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+            let mut purged = 0u64;
+            for op in ops {
+                let next = model.keys().next_back().map_or(purged + 1, |l| l + 1);
+                match op {
+                    Op::Append(n) => {
+                        append(&mut log, next, next + n as u64 - 1);
+                        for i in next..next + n as u64 {
+                            model.insert(i, payload(i));
+                        }
+                    }
+                    Op::Skip(n) => {
+                        // Past the end: every entry before is below a snapshot.
+                        let at = next + n as u64;
+                        append(&mut log, at, at);
+                        model.clear();
+                        model.insert(at, payload(at));
+                        purged = at - 1;
+                    }
+                    Op::Truncate(k) => {
+                        let first = model.keys().next().copied().unwrap_or(next);
+                        let at = first + k as u64 % (next - first + 1);
+                        log.truncate_from(at).expect("truncate");
+                        model.retain(|i, _| *i < at);
+                    }
+                    Op::Purge(k) => {
+                        let first = model.keys().next().copied().unwrap_or(next);
+                        let upto = first + k as u64 % (next - first + 1);
+                        log.remove_below(upto.saturating_sub(1)).expect("purge");
+                        purged = purged.max(upto.saturating_sub(1));
+                    }
+                    Op::Reopen => {
+                        drop(log);
+                        log = LogFiles::open(dir.path(), 3000).expect("reopen");
+                    }
+                }
+                // Every entry above the purge point reads back; nothing past the end does.
+                for (i, p) in model.range(purged + 1..) {
+                    proptest::prop_assert_eq!(log.read(*i).expect("read"), Some(p.clone()));
+                }
+                let end = model.keys().next_back().map(|l| l + 1);
+                if model.keys().next_back().is_some_and(|l| *l > purged) {
+                    proptest::prop_assert_eq!(log.end(), end);
+                }
+                if let Some(e) = end {
+                    proptest::prop_assert_eq!(log.read(e).expect("read"), None);
+                }
+                // Below the purge point, what is still held is the model's.
+                for i in model.keys().copied().filter(|i| *i <= purged) {
+                    if let Some(p) = log.read(i).expect("read") {
+                        proptest::prop_assert_eq!(Some(&p), model.get(&i));
+                    }
+                }
+            }
+        }
+    }
+}
