@@ -143,6 +143,7 @@ impl LogDb {
             group,
             db: self.clone(),
             files: self.files(group)?,
+            committed_written: Default::default(),
         })
     }
 
@@ -293,7 +294,12 @@ pub struct LogStore {
     group: GroupId,
     db: LogDb,
     files: Arc<Mutex<LogFiles>>,
+    /// When the committed log id was last written.
+    committed_written: Arc<Mutex<Option<std::time::Instant>>>,
 }
+
+/// How often the committed log id is written at most.
+const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl LogStore {
     fn read_id(&self, tag: u8) -> Result<Option<LogId>, StorageError> {
@@ -411,7 +417,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Only a hint for applying sooner after a restart: the next state flush carries it.
+        // Only a hint for applying sooner after a restart, and any committed id is one for
+        // good: written at most once a second (a sled write per commit kept sled's thread
+        // pool busy), carried by the next state flush.
+        let mut last = lock(&self.committed_written);
+        if last.is_some_and(|t| t.elapsed() < COMMITTED_EVERY) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
         self.write_id(TAG_COMMITTED, &committed)
     }
 
