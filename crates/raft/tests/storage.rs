@@ -48,6 +48,17 @@ async fn reopen(dir: &std::path::Path) -> LogDb {
     panic!("could not reopen the log database");
 }
 
+/// The state database itself, once the log database's handles are gone.
+async fn open_raw(dir: &std::path::Path) -> sled::Db {
+    match sled::open(dir) {
+        Ok(db) => db,
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            sled::open(dir).expect("open raw")
+        }
+    }
+}
+
 #[tokio::test]
 async fn vote_log_and_snapshot_survive_a_restart_and_groups_stay_apart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -114,14 +125,7 @@ async fn a_corrupt_snapshot_is_refused_received_or_stored() {
 
     // Stored and then damaged on disk: the node refuses to start on it.
     {
-        let raw = sled::open(dir_a.path());
-        let raw = match raw {
-            Ok(db) => db,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                sled::open(dir_a.path()).expect("open raw")
-            }
-        };
+        let raw = open_raw(dir_a.path()).await;
         let tree = raw.open_tree("raft_state").expect("tree");
         let mut key = 0u64.to_be_bytes().to_vec();
         key.push(4);
@@ -184,14 +188,7 @@ async fn entries_kept_in_the_old_sled_tree_move_to_the_log_files() {
         assert_eq!(db.stored_entries(1), 2);
     }
     // The old tree is empty now, its pieces gone.
-    let raw = sled::open(dir.path());
-    let raw = match raw {
-        Ok(db) => db,
-        Err(_) => {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            sled::open(dir.path()).expect("open raw")
-        }
-    };
+    let raw = open_raw(dir.path()).await;
     assert!(raw.open_tree("raft_log").expect("tree").is_empty());
     assert!(raw.open_tree("pieces").expect("tree").is_empty());
 }
