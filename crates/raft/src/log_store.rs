@@ -172,25 +172,24 @@ impl LogDb {
                 .ok_or("a key of another shape in the old Raft log")?;
             let (lo, hi) = (log_key(group, 0), log_key(group, u64::MAX));
             let files = self.files(group)?;
-            let fresh = lock(&files).end().is_none();
-            if fresh {
-                let mut batch = Vec::new();
-                for kv in old.range(lo..=hi) {
-                    let (k, v) = kv.map_err(|e| e.to_string())?;
-                    let whole = pieces::join(&self.pieces, Tag::LOG, &k, v)?;
-                    let index = k
-                        .get(8..16)
-                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                        .map(u64::from_be_bytes)
-                        .ok_or("a key of another shape in the old Raft log")?;
-                    batch.push((index, whole.to_vec()));
-                    if batch.len() == MOVE_BATCH {
-                        self.write_synced(&files, &batch)?;
-                        batch.clear();
-                    }
+            // A move cut short by a crash goes on where the files end.
+            let from = lock(&files).end().unwrap_or(0);
+            let mut batch = Vec::new();
+            for kv in old.range(log_key(group, from)..=hi) {
+                let (k, v) = kv.map_err(|e| e.to_string())?;
+                let whole = pieces::join(&self.pieces, Tag::LOG, &k, v)?;
+                let index = k
+                    .get(8..16)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or("a key of another shape in the old Raft log")?;
+                batch.push((index, whole.to_vec()));
+                if batch.len() == MOVE_BATCH {
+                    self.write_synced(&files, &batch)?;
+                    batch.clear();
                 }
-                self.write_synced(&files, &batch)?;
             }
+            self.write_synced(&files, &batch)?;
             let mut out = sled::Batch::default();
             for k in old.range(lo..=hi).keys() {
                 out.remove(k.map_err(|e| e.to_string())?);
@@ -484,5 +483,48 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::Cmd(vec![index as u8; 100].into())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_move_from_the_old_tree_cut_short_by_a_crash_goes_on_where_the_files_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let raw = sled::open(dir.path()).expect("open raw");
+            let old = raw.open_tree("raft_log").expect("tree");
+            for i in 1..=600u64 {
+                let bytes = rmp_serde::to_vec(&entry(i)).expect("encode");
+                old.insert(log_key(3, i), bytes).expect("insert");
+            }
+            raw.flush().expect("flush");
+        }
+        // The crash came after the first 300 reached the files.
+        {
+            let mut files =
+                LogFiles::open(&dir.path().join("log").join("3"), SEGMENT_BYTES).expect("files");
+            let first: Vec<(u64, Vec<u8>)> = (1..=300u64)
+                .map(|i| (i, rmp_serde::to_vec(&entry(i)).expect("encode")))
+                .collect();
+            let mut dirty = Vec::new();
+            files.append(&first, &mut dirty).expect("append");
+        }
+        let db = LogDb::open(dir.path()).expect("open");
+        let mut log = db.group(3).expect("group");
+        let got = log.try_get_log_entries(0..).await.expect("read");
+        let ids: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(ids, (1..=600).collect::<Vec<u64>>());
+        assert_eq!(db.stored_entries(3), 600);
     }
 }
