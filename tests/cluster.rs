@@ -6,41 +6,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::{all_lines, cluster_args, leader, peer_list, poll, status};
 use common::*;
 use serde_json::Value;
 
 /// Three nodes of cluster `t`: node i's peer listener on 127.0.0.i.
 struct Trio {
     nodes: Vec<Momd>,
-}
-
-fn peer_list() -> (String, Vec<String>) {
-    let addrs: Vec<String> = (1..=3)
-        .map(|i| format!("127.0.0.{i}:{}", free_port()))
-        .collect();
-    let list = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    (list, addrs)
-}
-
-fn cluster_args(id: u64, peer: &str, list: &str) -> Vec<String> {
-    [
-        "--cluster-id",
-        "t",
-        "--node-id",
-        &id.to_string(),
-        "--peer-listen",
-        peer,
-        "--peers",
-        list,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 impl Trio {
@@ -68,41 +40,6 @@ impl Trio {
     fn node(&self, id: u64) -> &Momd {
         &self.nodes[id as usize - 1]
     }
-}
-
-/// `wait_for` at a pace that leaves the cores to the nodes: each try runs a momctl.
-fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    wait_for(timeout, what, || {
-        let r = f();
-        if r.is_none() {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        r
-    })
-}
-
-fn status(m: &Momd) -> Option<Value> {
-    let out = m.ctl_timeout(
-        &["cluster", "status", "--json"],
-        None,
-        Duration::from_secs(10),
-    );
-    if out.code != 0 {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// The meta group's leader as `m` sees it, once every node has announced its address.
-fn leader(m: &Momd, among: &[u64]) -> Option<u64> {
-    let st = status(m)?;
-    let l = st["groups"][0]["leader"].as_u64()?;
-    let announced = st["nodes"]
-        .as_array()?
-        .iter()
-        .filter(|n| among.contains(&n["id"].as_u64().unwrap_or(0)))
-        .all(|n| !n["addr"].as_str().unwrap_or("").is_empty());
-    (among.contains(&l) && announced).then_some(l)
 }
 
 fn role(st: &Value, id: u64) -> String {
@@ -359,25 +296,6 @@ fn data_leader(m: &Momd, among: &[u64]) -> Option<u64> {
     let st = status(m)?;
     let l = st["groups"][1]["leader"].as_u64()?;
     among.contains(&l).then_some(l)
-}
-
-fn all_lines(m: &Momd, topic: &str, want: usize) -> Vec<String> {
-    let n = want.to_string();
-    let out = m.ctl_timeout(
-        &[
-            "subscribe",
-            topic,
-            "--from",
-            "all",
-            "--count",
-            &n,
-            "--timeout",
-            "10s",
-        ],
-        None,
-        Duration::from_secs(30),
-    );
-    lines(&out.stdout)
 }
 
 #[test]
@@ -687,73 +605,4 @@ fn repliers_on_two_nodes_share_the_requests_each_answered_once_and_a_dead_ones_s
             ok.then_some(())
         },
     );
-}
-
-#[test]
-fn with_a_cluster_secret_the_nodes_form_and_a_node_without_it_is_kept_out() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secret = dir.path().join("secret");
-    let other = dir.path().join("other");
-    std::fs::write(
-        &secret,
-        "Vm0wd2QyUXlVWGxWV0d4V1YwZDRWMVl3WkRSV01WbDNXa1JTVjAxV2JETlhhMUpUVmpBeFYySkVU\n",
-    )
-    .expect("secret");
-    std::fs::write(&other, "another secret, long enough to be one\n").expect("secret");
-    let (list, addrs) = peer_list();
-    let with = |args: Vec<String>, file: &std::path::Path| -> Momd {
-        let mut args = args;
-        args.extend([
-            "--cluster-secret-file".to_string(),
-            file.display().to_string(),
-        ]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Momd::start_with(&args)
-    };
-    let nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| with(cluster_args(id, &addrs[id as usize - 1], &list), &secret))
-        .collect();
-    let all = [1, 2, 3];
-    poll(Duration::from_secs(20), "a leader", || {
-        leader(&nodes[0], &all)
-    });
-    nodes[0].ctl_ok(&["publish", "s.t", "-q", "kept"], None);
-    assert_eq!(all_lines(&nodes[2], "s.t", 1), vec!["kept".to_string()]);
-
-    // Node 4 holds another secret: the members refuse it, and it is not added.
-    let addr4 = format!("127.0.0.4:{}", free_port());
-    let _four = with(cluster_args(4, &addr4, &list), &other);
-    let out = nodes[1].ctl_timeout(
-        &["cluster", "join", "4", &addr4],
-        None,
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.code, 7, "{out:?}");
-    assert!(
-        out.stderr.contains("does not hold this cluster's secret"),
-        "{out:?}"
-    );
-    let st = status(&nodes[0]).expect("status");
-    assert_eq!(st["nodes"].as_array().map(Vec::len), Some(3), "{st}");
-    nodes[0].ctl_ok(&["publish", "s.t", "-q", "still"], None);
-
-    // A secret too short to be one: momd does not start.
-    let short = dir.path().join("short");
-    std::fs::write(&short, "tiny\n").expect("secret");
-    let mut args = cluster_args(5, &format!("127.0.0.5:{}", free_port()), &list);
-    args.extend([
-        "--cluster-secret-file".to_string(),
-        short.display().to_string(),
-        "--data".to_string(),
-        dir.path().join("d5").display().to_string(),
-        "--listen".to_string(),
-        format!("127.0.0.1:{}", free_port()),
-    ]);
-    let out = std::process::Command::new(momd_bin())
-        .args(&args)
-        .output()
-        .expect("momd");
-    assert!(!out.status.success(), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at least 16 bytes"), "{err}");
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::proxy::{Dir, Flow, Proxy};
-use super::{free_port, wait_for, Momd};
+use super::{free_port, lines, wait_for, Momd};
 
 /// The node ids of a trio.
 pub const TRIO: [u64; 3] = [1, 2, 3];
@@ -274,4 +274,80 @@ impl Elections {
         let agree = first.groups.iter().enumerate().all(|(i, g)| same(i, g));
         (agree && first.announced(ids)).then_some((first.leader?, first.term))
     }
+}
+
+/// Peer addresses of three nodes (node i on 127.0.0.i) and the `--peers` list of them.
+pub fn peer_list() -> (String, Vec<String>) {
+    let addrs: Vec<String> = (1..=3)
+        .map(|i| format!("127.0.0.{i}:{}", free_port()))
+        .collect();
+    let list = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    (list, addrs)
+}
+
+/// The cluster flags of node `id` of cluster `t`.
+pub fn cluster_args(id: u64, peer: &str, list: &str) -> Vec<String> {
+    [
+        "--cluster-id",
+        "t",
+        "--node-id",
+        &id.to_string(),
+        "--peer-listen",
+        peer,
+        "--peers",
+        list,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `momctl cluster status --json` on `m`, if it answers.
+pub fn status(m: &Momd) -> Option<Value> {
+    let out = m.ctl_timeout(
+        &["cluster", "status", "--json"],
+        None,
+        Duration::from_secs(10),
+    );
+    if out.code != 0 {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The meta group's leader as `m` sees it, once every node has announced its address.
+pub fn leader(m: &Momd, among: &[u64]) -> Option<u64> {
+    let st = status(m)?;
+    let l = st["groups"][0]["leader"].as_u64()?;
+    let announced = st["nodes"]
+        .as_array()?
+        .iter()
+        .filter(|n| among.contains(&n["id"].as_u64().unwrap_or(0)))
+        .all(|n| !n["addr"].as_str().unwrap_or("").is_empty());
+    (among.contains(&l) && announced).then_some(l)
+}
+
+/// Every message of `topic` on `m` (up to `want`), one per line.
+pub fn all_lines(m: &Momd, topic: &str, want: usize) -> Vec<String> {
+    let n = want.to_string();
+    let out = m.ctl_timeout(
+        &[
+            "subscribe",
+            topic,
+            "--from",
+            "all",
+            "--count",
+            &n,
+            "--timeout",
+            "10s",
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    lines(&out.stdout)
 }

@@ -297,6 +297,37 @@ pub struct Args {
         help_heading = "Cluster"
     )]
     pub cluster_secret_file: Option<PathBuf>,
+
+    /// Cluster mode: encrypt the peer link with TLS. This node's certificate chain (PEM),
+    /// signed by the CA of --peer-tls-ca and naming this node's --peer-listen host (an IP
+    /// address or a DNS name, as the others dial it). With --peer-tls-key and
+    /// --peer-tls-ca, on every node.
+    #[arg(
+        long,
+        env = "MOMD_PEER_TLS_CERT",
+        value_name = "FILE",
+        help_heading = "Cluster"
+    )]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// Cluster mode: the private key of --peer-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "MOMD_PEER_TLS_KEY",
+        value_name = "FILE",
+        help_heading = "Cluster"
+    )]
+    pub peer_tls_key: Option<PathBuf>,
+
+    /// Cluster mode: the CA certificate(s) (PEM) that sign every node's peer certificate;
+    /// a peer whose certificate it did not sign is refused, both ways.
+    #[arg(
+        long,
+        env = "MOMD_PEER_TLS_CA",
+        value_name = "FILE",
+        help_heading = "Cluster"
+    )]
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// `--peers`: node id → peer address, in id order.
@@ -550,6 +581,17 @@ impl Args {
         }
         if self.cluster_secret_file.is_some() && self.cluster_id.is_none() {
             return Err("cluster_secret_file is for cluster mode (with cluster_id)".into());
+        }
+        let peer_tls = [&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca];
+        let given = peer_tls.iter().filter(|f| f.is_some()).count();
+        if given != 0 && given != 3 {
+            return Err(
+                "peer_tls_cert, peer_tls_key and peer_tls_ca go together: give all three or none"
+                    .into(),
+            );
+        }
+        if given == 3 && self.cluster_id.is_none() {
+            return Err("peer_tls_cert is for cluster mode (with cluster_id)".into());
         }
         if let Some(c) = &self.cluster_id {
             if c.is_empty()

@@ -64,6 +64,9 @@ struct FileConfig {
     peer_listen: Key,
     peers: Key,
     cluster_secret_file: Key,
+    peer_tls_cert: Key,
+    peer_tls_key: Key,
+    peer_tls_ca: Key,
 }
 
 impl FileConfig {
@@ -107,6 +110,9 @@ impl FileConfig {
             peer_listen,
             peers,
             cluster_secret_file,
+            peer_tls_cert,
+            peer_tls_key,
+            peer_tls_ca,
         } = self;
         [
             ("listen", listen),
@@ -147,6 +153,9 @@ impl FileConfig {
             ("peer_listen", peer_listen),
             ("peers", peers),
             ("cluster_secret_file", cluster_secret_file),
+            ("peer_tls_cert", peer_tls_cert),
+            ("peer_tls_key", peer_tls_key),
+            ("peer_tls_ca", peer_tls_ca),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))

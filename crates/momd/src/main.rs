@@ -123,6 +123,10 @@ async fn run(
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let _lock = lock::lock(&data)?;
     let secret = cluster_secret(&args)?;
+    let peer_tls = match (&args.peer_tls_cert, &args.peer_tls_key, &args.peer_tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(Arc::new(tls::peer_tls(cert, key, ca)?)),
+        _ => None,
+    };
     // Before anything is written: a cluster node's data dir starts with its identity.
     let identity = match cluster_settings(&args) {
         Some(c) => Some(cluster::identity::check_cluster(
@@ -262,6 +266,7 @@ async fn run(
     let cluster = match (cluster_settings(&args), &identity) {
         (Some(mut settings), Some(identity)) => {
             settings.secret = secret.clone();
+            settings.tls = peer_tls.clone();
             if let Some(l) = listeners.first() {
                 settings.client_addr = l.tcp.local_addr()?.to_string();
             }
@@ -414,6 +419,7 @@ fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
         peers: args.peers.clone()?.0,
         client_addr: args.listen.to_string(),
         secret: None,
+        tls: None,
     })
 }
 

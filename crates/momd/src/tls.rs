@@ -26,24 +26,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The acceptor for `--tls-cert CERT --tls-key KEY` (PEM): the certificate chain, leaf
 /// first, and its private key (PKCS#8, PKCS#1 or SEC1). Errors name the file at fault.
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
-    let pem = std::fs::read(cert).with_context(|| format!("--tls-cert {}", cert.display()))?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("--tls-cert {}: not a PEM certificate", cert.display()))?;
-    if chain.is_empty() {
-        bail!(
-            "--tls-cert {}: no certificate in it (a PEM \"BEGIN CERTIFICATE\" block is expected)",
-            cert.display()
-        );
-    }
-    let pem = std::fs::read(key).with_context(|| format!("--tls-key {}", key.display()))?;
-    let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        anyhow::anyhow!(
-            "--tls-key {}: no private key in it ({e}; a PEM \"BEGIN PRIVATE KEY\", \
-             \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block is expected)",
-            key.display()
-        )
-    })?;
+    let chain = certificates(cert, "--tls-cert")?;
+    let key_der = private_key(key, "--tls-key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -58,6 +42,75 @@ pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
             )
         })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The certificates of the PEM file `path` (given as `flag`), at least one.
+fn certificates(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{flag} {}: not a PEM certificate", path.display()))?;
+    if chain.is_empty() {
+        bail!(
+            "{flag} {}: no certificate in it (a PEM \"BEGIN CERTIFICATE\" block is expected)",
+            path.display()
+        );
+    }
+    Ok(chain)
+}
+
+/// The private key of the PEM file `path` (given as `flag`).
+fn private_key(path: &Path, flag: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        anyhow::anyhow!(
+            "{flag} {}: no private key in it ({e}; a PEM \"BEGIN PRIVATE KEY\", \
+             \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block is expected)",
+            path.display()
+        )
+    })
+}
+
+/// TLS for the peer link (`--peer-tls-cert CERT --peer-tls-key KEY --peer-tls-ca CA`):
+/// this node shows its certificate both as listener and as dialer, and takes only peers
+/// whose certificate the CA signed.
+pub fn peer_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<mom_raft::net::PeerTls> {
+    let chain = certificates(cert, "--peer-tls-cert")?;
+    let key_der = private_key(key, "--peer-tls-key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certificates(ca, "--peer-tls-ca")? {
+        roots
+            .add(c)
+            .with_context(|| format!("--peer-tls-ca {}: not a usable CA", ca.display()))?;
+    }
+    let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pair = || {
+        format!(
+            "--peer-tls-cert {} with --peer-tls-key {}: not a usable pair",
+            cert.display(),
+            key.display()
+        )
+    };
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .with_context(|| format!("--peer-tls-ca {}", ca.display()))?;
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key_der.clone_key())
+        .with_context(pair)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key_der)
+        .with_context(pair)?;
+    Ok(mom_raft::net::PeerTls::new(server, client))
 }
 
 /// Do the server side of the handshake within [`HANDSHAKE_TIMEOUT`]; the split halves on

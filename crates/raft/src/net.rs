@@ -214,15 +214,20 @@ pub struct Identity {
     pub incarnation: u64,
     /// The cluster secret, if the cluster has one: peers must prove they hold it.
     pub secret: Option<Arc<Secret>>,
+    /// TLS for the peer link, if the cluster has it (`net/tls.rs`).
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 mod dial;
 mod secret;
 mod serve;
+mod tls;
 use dial::dial;
 pub use secret::Secret;
 use secret::{Handshake, Role};
 pub use serve::serve;
+use tls::PeerStream;
+pub use tls::PeerTls;
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -356,11 +361,14 @@ impl Peers {
                 return Ok(c.clone());
             }
         }
-        let addr = self.route(target, addr);
-        let conn =
-            tokio::time::timeout(CONNECT_TIMEOUT, dial(&self.me, &self.check, target, &addr))
-                .await
-                .map_err(|_| CallError::Unreachable(format!("connecting to {addr} timed out")))??;
+        // TLS checks the node's own address; a route only says where to connect.
+        let routed = self.route(target, addr);
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            dial(&self.me, &self.check, target, &routed, addr),
+        )
+        .await
+        .map_err(|_| CallError::Unreachable(format!("connecting to {routed} timed out")))??;
         let conn = Arc::new(conn);
         *slot = Some(conn.clone());
         Ok(conn)

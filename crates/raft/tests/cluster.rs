@@ -61,6 +61,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
         node: id,
         incarnation: 100 + id,
         secret: None,
+        tls: None,
     };
     let peers = Peers::new(me.clone(), db.peer_check());
     let raft = Raft::new(
@@ -199,6 +200,7 @@ fn ident(cluster: &str, node: u64, incarnation: u64) -> Identity {
         node,
         incarnation,
         secret: None,
+        tls: None,
     }
 }
 

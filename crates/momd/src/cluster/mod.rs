@@ -57,6 +57,8 @@ pub struct Settings {
     pub client_addr: String,
     /// The cluster secret peers must prove they hold (`--cluster-secret-file`).
     pub secret: Option<Arc<mom_raft::net::Secret>>,
+    /// TLS for the peer link (`--peer-tls-cert`, `--peer-tls-key`, `--peer-tls-ca`).
+    pub tls: Option<Arc<mom_raft::net::PeerTls>>,
 }
 
 /// What a node asks another over the peer link, besides Raft's own RPCs.
@@ -258,6 +260,7 @@ pub async fn start(
         node: settings.node_id,
         incarnation: identity.incarnation(),
         secret: settings.secret.clone(),
+        tls: settings.tls.clone(),
     };
     let check = db.peer_check();
     let peers = Peers::new(me.clone(), check.clone());

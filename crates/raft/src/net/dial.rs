@@ -6,7 +6,7 @@ use super::*;
 
 /// The dialer's side of the handshake (see the module's and `secret.rs`'s docs).
 async fn dial_handshake(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
     me: &Identity,
     check: &PeerCheck,
     target: NodeId,
@@ -75,7 +75,7 @@ async fn dial_handshake(
 }
 
 async fn read_reply(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
 ) -> Result<HelloReply, CallError> {
     let frame = framed
         .next()
@@ -91,11 +91,22 @@ pub(super) async fn dial(
     check: &PeerCheck,
     target: NodeId,
     addr: &str,
+    name: &str,
 ) -> Result<Conn, CallError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| CallError::Unreachable(format!("{addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
+    // A failed TLS handshake is a peer without this cluster's certificates (or without
+    // TLS), as a refused hello is: said once as a warning below, and not tried as if the
+    // network were at fault.
+    let stream = match tls::dial(me.tls.as_deref(), stream, name).await {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(target, addr, "peer refused: {why}");
+            return Err(CallError::Refused(why));
+        }
+    };
     let mut framed = Framed::new(stream, codec());
     if let Err(e) = dial_handshake(&mut framed, me, check, target).await {
         if let CallError::Refused(why) = &e {

@@ -36,6 +36,9 @@ async fn serve_conn(
     check: PeerCheck,
     contacts: Contacts,
 ) -> Result<(), String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls::accept(me.tls.as_deref(), stream))
+        .await
+        .map_err(|_| "no TLS handshake in time".to_string())??;
     let mut framed = Framed::new(stream, codec());
     let hello: Hello = read_handshake(&mut framed, "hello").await?;
     let refusal = if hello.cluster != me.cluster {
@@ -102,7 +105,7 @@ async fn serve_conn(
 
 /// The dialer's next handshake message (`what`), within `CONNECT_TIMEOUT`.
 async fn read_handshake<T: serde::de::DeserializeOwned>(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
     what: &str,
 ) -> Result<T, String> {
     let frame = tokio::time::timeout(CONNECT_TIMEOUT, framed.next())
@@ -116,7 +119,7 @@ async fn read_handshake<T: serde::de::DeserializeOwned>(
 /// With a cluster secret: challenges the dialer and checks its proof. The refusal to send
 /// if it has no proof or a wrong one; `Err` if the connection failed meanwhile.
 async fn prove_dialer(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    framed: &mut Framed<PeerStream, LengthDelimitedCodec>,
     me: &Identity,
     hello: &Hello,
 ) -> Result<Option<String>, String> {
