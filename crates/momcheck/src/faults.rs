@@ -12,7 +12,7 @@ use crate::disk;
 use crate::hostile;
 use crate::ledger::{Destroyed, TornCut};
 use crate::opts::{CorruptMode, Fault};
-use crate::run::{HostileReport, Run};
+use crate::run::Run;
 
 /// How long momd may take to start and serve.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -377,46 +377,19 @@ impl Run {
         self.hostile_next += 1;
         let phase = format!("hostile:{}", case.name());
         self.ctx.set_phase(&phase);
+        let addr = self.ctx.addr();
         let rss = self.momd.rss.clone();
-        let before = rss.reset_window();
-        let t0 = Instant::now();
-        let limit = Duration::from_secs(600) + self.scale.time;
-        let summary = match tokio::time::timeout(
-            limit,
-            hostile::run(case, &self.ctx, self.scale, &mut self.rng),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => format!("the case could not run to its end: {e:#}"),
-            Err(_) => format!("the case did not end within {limit:?}"),
-        };
-        let took = t0.elapsed();
-        let peak = rss.window.load(std::sync::atomic::Ordering::Relaxed);
-        // Memory that comes back once the client is gone.
-        let mut after = rss.now.load(std::sync::atomic::Ordering::Relaxed);
-        for _ in 0..50 {
-            if after <= before + (before / 4).max(16 << 20) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            after = rss.now.load(std::sync::atomic::Ordering::Relaxed);
-        }
+        let report = hostile::measured(case, &addr, self.scale, &mut self.rng, &rss).await;
         eprintln!(
-            "momcheck: hostile {}: {summary}; momd RSS {} -> peak {} -> {} MiB ({took:.1?})",
-            case.name(),
-            before >> 20,
-            peak >> 20,
-            after >> 20
+            "momcheck: hostile {}: {}; momd RSS {} -> peak {} -> {} MiB ({:.1}s)",
+            report.case,
+            report.summary,
+            report.rss_before >> 20,
+            report.rss_peak >> 20,
+            report.rss_after >> 20,
+            report.secs
         );
-        self.hostile_reports.push(HostileReport {
-            case: case.name(),
-            summary,
-            rss_before: before,
-            rss_peak: peak,
-            rss_after: after,
-            secs: took.as_secs_f64(),
-        });
+        self.hostile_reports.push(report);
         self.check_alive(&phase).await
     }
 }

@@ -18,7 +18,8 @@ pub enum Fault {
     DiskFull,
     /// Bit flips and truncation in segment files while momd is down.
     Corrupt,
-    /// One hostile client case while the workload goes on.
+    /// One hostile client case while the workload goes on. In a cluster: against a node
+    /// chosen at random.
     Hostile,
     /// A restart with momd's clock jumped by hours.
     Clock,
@@ -45,13 +46,14 @@ pub const ALL_FAULTS: [Fault; 6] = [
 ];
 
 /// The faults of a cluster (`--cluster`).
-pub const CLUSTER_FAULTS: [Fault; 6] = [
+pub const CLUSTER_FAULTS: [Fault; 7] = [
     Fault::LeaderKill9,
     Fault::Kill9,
     Fault::LeaderPause,
     Fault::Isolate,
     Fault::OneWay,
     Fault::JoinLeave,
+    Fault::Hostile,
 ];
 
 impl Fault {
@@ -143,7 +145,8 @@ pub struct Opts {
     /// (default all): kill9, pause, diskfull, corrupt, hostile, clock. With --cluster
     /// (default all): leader-kill9, kill9 (a random node), leader-pause, isolate (one node
     /// cut off both ways), one-way (one direction between the leader and another node),
-    /// join-leave (a fourth node joins, is checked, and leaves).
+    /// join-leave (a fourth node joins, is checked, and leaves), hostile (against a random
+    /// node).
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<Fault>,
 
@@ -230,11 +233,11 @@ impl Opts {
     }
 
     /// The faults this mode (one momd, or `--cluster`) can inject.
-    fn mode_faults(&self) -> [Fault; 6] {
+    fn mode_faults(&self) -> &'static [Fault] {
         if self.cluster {
-            CLUSTER_FAULTS
+            &CLUSTER_FAULTS
         } else {
-            ALL_FAULTS
+            &ALL_FAULTS
         }
     }
 
@@ -246,12 +249,12 @@ impl Opts {
             Some(f) if self.cluster => Err(format!(
                 "--faults {}: a fault of one momd; with --cluster the faults are {}",
                 f.name(),
-                mode.map(Fault::name).join(",")
+                mode.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
             )),
             Some(f) => Err(format!(
                 "--faults {}: a cluster fault; add --cluster, or use {}",
                 f.name(),
-                mode.map(Fault::name).join(",")
+                mode.iter().map(|f| f.name()).collect::<Vec<_>>().join(",")
             )),
         }
     }
@@ -312,6 +315,8 @@ mod tests {
         let o = Opts::try_parse_from(["momcheck", "--faults", "one-way"]).unwrap();
         assert!(o.validate().is_err());
         let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "isolate,kill9"]);
+        assert!(o.unwrap().validate().is_ok());
+        let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "hostile"]);
         assert!(o.unwrap().validate().is_ok());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));

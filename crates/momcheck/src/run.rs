@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background;
 use crate::disk::Mount;
-use crate::hostile::{self, Case, Scale, ALL_CASES};
+use crate::hostile::{self, Case, Scale};
 use crate::ledger::{Ctx, Latencies, Ledger, Shared};
 use crate::momd::{spawn_rss_sampler, Momd};
 use crate::opts::{Fault, Opts};
@@ -25,16 +25,7 @@ use crate::rng::Rng;
 use crate::verdict::{self, Counts, Details, Scope};
 use crate::workload::{self, PROBE_TOPIC, QUEUE, TOPIC_PATTERN};
 
-/// What one hostile case did to momd.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HostileReport {
-    pub case: &'static str,
-    pub summary: String,
-    pub rss_before: u64,
-    pub rss_peak: u64,
-    pub rss_after: u64,
-    pub secs: f64,
-}
+pub use crate::hostile::HostileReport;
 
 pub struct Run {
     pub opts: Opts,
@@ -126,14 +117,7 @@ impl Run {
             acked: AtomicU64::new(0),
             admin_burst: AtomicBool::new(false),
         });
-        let mut hostile_order = if opts.hostile_cases.is_empty() {
-            ALL_CASES.to_vec()
-        } else {
-            let mut v = opts.hostile_cases.clone();
-            v.dedup();
-            v
-        };
-        rng.shuffle(&mut hostile_order);
+        let hostile_order = hostile::order(&opts.hostile_cases, &mut rng);
         let scale = Scale {
             small: opts.small,
             time: opts.hostile_time,

@@ -36,6 +36,7 @@ impl ClusterRun {
             Fault::Isolate => self.isolate().await?,
             Fault::OneWay => self.one_way().await?,
             Fault::JoinLeave => self.join_leave().await?,
+            Fault::Hostile => self.hostile().await?,
             // `Opts::validate` keeps them for one momd (faults.rs).
             f => anyhow::bail!("{} is a fault of one momd", f.name()),
         }
@@ -322,5 +323,37 @@ impl ClusterRun {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         anyhow::bail!("no leader of the data group answered in 10 s")
+    }
+
+    /// One hostile client case against a node chosen at random, the workload going on
+    /// through every node; the node's memory around it is reported.
+    async fn hostile(&mut self) -> anyhow::Result<()> {
+        let Some(&case) = self
+            .hostile_order
+            .get(self.hostile_next % self.hostile_order.len().max(1))
+        else {
+            return Ok(());
+        };
+        self.hostile_next += 1;
+        let id = TRIO[self.rng.below(3) as usize];
+        let (Some(addr), Some(rss)) = (
+            self.nodes.addr(id),
+            self.nodes.get(id).map(|n| n.momd.rss.clone()),
+        ) else {
+            anyhow::bail!("node {id} is not known");
+        };
+        self.ctx.set_phase(&format!("hostile:{}", case.name()));
+        let report = crate::hostile::measured(case, &addr, self.scale, &mut self.rng, &rss).await;
+        eprintln!(
+            "momcheck: hostile {} against node {id}: {}; its RSS {} -> peak {} -> {} MiB ({:.1}s)",
+            report.case,
+            report.summary,
+            report.rss_before >> 20,
+            report.rss_peak >> 20,
+            report.rss_after >> 20,
+            report.secs
+        );
+        self.hostile_reports.push(report);
+        self.check_alive(&format!("hostile:{}", case.name())).await
     }
 }

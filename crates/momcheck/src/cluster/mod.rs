@@ -63,6 +63,11 @@ pub struct ClusterRun {
     pub joins_checked: u32,
     join_counts: Counts,
     join_details: Details,
+    /// The hostile cases in the order they come, the next one, and their scale.
+    hostile_order: Vec<crate::hostile::Case>,
+    hostile_next: usize,
+    scale: crate::hostile::Scale,
+    pub hostile_reports: Vec<crate::hostile::HostileReport>,
 }
 
 /// The clients of the workload.
@@ -157,9 +162,21 @@ impl ClusterRun {
             .prefix("momcheck-cluster-")
             .tempdir()
             .context("creating the work dir")?;
+        // Idle-connection cases need many files (the nodes inherit the limit).
+        let fd_limit = crate::hostile::raise_fd_limit();
         let nodes = Nodes::start(opts.momd_bin()?, work.path())
             .await
             .context("starting the nodes")?;
+        for n in &nodes.nodes {
+            crate::momd::spawn_rss_sampler(n.momd.pid.clone(), n.momd.rss.clone());
+        }
+        let mut rng = Rng::new(seed);
+        let hostile_order = crate::hostile::order(&opts.hostile_cases, &mut rng);
+        let scale = crate::hostile::Scale {
+            small: opts.small,
+            time: opts.hostile_time,
+            fd_limit,
+        };
         let mut topics: Vec<String> = (0..opts.topics.max(1))
             .map(|i| format!("mc.t.{i}"))
             .collect();
@@ -179,7 +196,7 @@ impl ClusterRun {
             admin_burst: AtomicBool::new(false),
         });
         Ok(ClusterRun {
-            rng: Rng::new(seed),
+            rng,
             opts,
             seed,
             ctx,
@@ -192,6 +209,10 @@ impl ClusterRun {
             joins_checked: 0,
             join_counts: Counts::default(),
             join_details: Details::default(),
+            hostile_order,
+            hostile_next: 0,
+            scale,
+            hostile_reports: Vec::new(),
         })
     }
 

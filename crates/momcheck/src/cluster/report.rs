@@ -148,6 +148,7 @@ pub fn json(
         "finding_counts": finding_counts(run).into_iter().collect::<BTreeMap<_, _>>(),
         "findings": findings,
         "joins_checked": run.joins_checked,
+        "hostile": run.hostile_reports,
         "worst_failover_ms": fo,
         "worst_publish_ms": lat,
         "seconds": took.as_secs_f64(),

@@ -8,7 +8,6 @@ mod load;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::ledger::Ctx;
 use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +106,72 @@ impl Scale {
     }
 }
 
-/// Run one case; returns what it did and how momd answered, in one line.
-pub async fn run(case: Case, ctx: &Ctx, scale: Scale, rng: &mut Rng) -> anyhow::Result<String> {
-    let addr = ctx.addr();
+/// What one hostile case did to momd (to one node, in a cluster).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostileReport {
+    pub case: &'static str,
+    pub summary: String,
+    pub rss_before: u64,
+    pub rss_peak: u64,
+    pub rss_after: u64,
+    pub secs: f64,
+}
+
+/// The cases of a run in a seeded order: `--hostile-cases`, else all of them.
+pub fn order(chosen: &[Case], rng: &mut Rng) -> Vec<Case> {
+    let mut order = if chosen.is_empty() {
+        ALL_CASES.to_vec()
+    } else {
+        let mut v = chosen.to_vec();
+        v.dedup();
+        v
+    };
+    rng.shuffle(&mut order);
+    order
+}
+
+/// Run `case` against the momd at `addr` whose memory `rss` follows (`momd::Rss`, kept up
+/// by its sampler): what it did, and the memory before, at its peak and once the client
+/// is gone (waiting up to 5 s for it to come back within a quarter, or 16 MiB).
+pub async fn measured(
+    case: Case,
+    addr: &str,
+    scale: Scale,
+    rng: &mut Rng,
+    rss: &crate::momd::Rss,
+) -> HostileReport {
+    let before = rss.reset_window();
+    let t0 = std::time::Instant::now();
+    let limit = Duration::from_secs(600) + scale.time;
+    let summary = match tokio::time::timeout(limit, run(case, addr, scale, rng)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => format!("the case could not run to its end: {e:#}"),
+        Err(_) => format!("the case did not end within {limit:?}"),
+    };
+    let took = t0.elapsed();
+    let peak = rss.window.load(std::sync::atomic::Ordering::Relaxed);
+    let mut after = rss.now.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..50 {
+        if after <= before + (before / 4).max(16 << 20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = rss.now.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    HostileReport {
+        case: case.name(),
+        summary,
+        rss_before: before,
+        rss_peak: peak,
+        rss_after: after,
+        secs: took.as_secs_f64(),
+    }
+}
+
+/// Run one case against the momd at `addr`; returns what it did and how momd answered, in
+/// one line.
+pub async fn run(case: Case, addr: &str, scale: Scale, rng: &mut Rng) -> anyhow::Result<String> {
+    let addr = addr.to_string();
     match case {
         Case::MalformedPreHello => conns::malformed(&addr, scale, false).await,
         Case::MalformedPostHello => conns::malformed(&addr, scale, true).await,
