@@ -17,7 +17,7 @@ struct Trio {
 
 impl Trio {
     fn start() -> Trio {
-        let (list, addrs) = peer_list();
+        let (list, addrs) = peer_list(3);
         let nodes = (1..=3u64)
             .map(|id| {
                 let args = cluster_args(id, &addrs[id as usize - 1], &list);
@@ -139,7 +139,7 @@ fn three_nodes_form_a_cluster_elect_again_when_the_leader_dies_and_take_it_back(
 
 #[test]
 fn a_data_dir_is_refused_under_another_identity_or_mode() {
-    let (list, addrs) = peer_list();
+    let (list, addrs) = peer_list(3);
     let args = cluster_args(1, &addrs[0], &list);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut m = Momd::start_with(&argv);
@@ -220,7 +220,7 @@ fn a_wiped_node_is_refused_under_its_old_id() {
 
 #[test]
 fn a_fourth_node_joins_by_command_and_a_node_leaves() {
-    let (list, addrs) = peer_list();
+    let (list, addrs) = peer_list(3);
     let mut nodes: Vec<Momd> = (1..=3u64)
         .map(|id| {
             let args = cluster_args(id, &addrs[id as usize - 1], &list);

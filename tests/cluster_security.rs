@@ -22,7 +22,7 @@ fn with_a_cluster_secret_the_nodes_form_and_a_node_without_it_is_kept_out() {
     )
     .expect("secret");
     std::fs::write(&other, "another secret, long enough to be one\n").expect("secret");
-    let (list, addrs) = peer_list();
+    let (list, addrs) = peer_list(3);
     let with = |args: Vec<String>, file: &std::path::Path| -> Momd {
         let mut args = args;
         args.extend([
@@ -62,12 +62,25 @@ fn with_a_cluster_secret_the_nodes_form_and_a_node_without_it_is_kept_out() {
     // A secret too short to be one: momd does not start.
     let short = dir.path().join("short");
     std::fs::write(&short, "tiny\n").expect("secret");
-    let mut args = cluster_args(5, &format!("127.0.0.5:{}", free_port()), &list);
+    let err = refused_at_start(
+        5,
+        &list,
+        vec![
+            "--cluster-secret-file".to_string(),
+            short.display().to_string(),
+        ],
+    );
+    assert!(err.contains("at least 16 bytes"), "{err}");
+}
+
+/// Node `id` of the cluster of `list` with `extra` flags does not start: its stderr.
+fn refused_at_start(id: u64, list: &str, extra: Vec<String>) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut args = cluster_args(id, &format!("127.0.0.{id}:{}", free_port()), list);
+    args.extend(extra);
     args.extend([
-        "--cluster-secret-file".to_string(),
-        short.display().to_string(),
         "--data".to_string(),
-        dir.path().join("d5").display().to_string(),
+        dir.path().join("data").display().to_string(),
         "--listen".to_string(),
         format!("127.0.0.1:{}", free_port()),
     ]);
@@ -76,8 +89,7 @@ fn with_a_cluster_secret_the_nodes_form_and_a_node_without_it_is_kept_out() {
         .output()
         .expect("momd");
     assert!(!out.status.success(), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at least 16 bytes"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A CA, and PEM files of certificates it signed, in a temp dir.
@@ -130,7 +142,7 @@ fn start(mut args: Vec<String>, extra: Vec<String>) -> Momd {
 #[test]
 fn with_peer_tls_the_nodes_form_and_a_node_of_another_ca_or_in_plaintext_is_kept_out() {
     let pki = Pki::new("mom cluster CA");
-    let (list, addrs) = peer_list();
+    let (list, addrs) = peer_list(3);
     let nodes: Vec<Momd> = (1..=3u64)
         .map(|id| {
             let ip = format!("127.0.0.{id}");
@@ -195,20 +207,7 @@ fn with_peer_tls_the_nodes_form_and_a_node_of_another_ca_or_in_plaintext_is_kept
     assert_eq!(all_lines(&nodes[1], "tls.t", 2).len(), 2);
 
     // Half the flags: momd does not start, and says what goes together.
-    let mut args = cluster_args(6, &format!("127.0.0.6:{}", free_port()), &list);
-    args.extend(pki.node_args(6, "127.0.0.6").into_iter().take(2));
-    let dir = tempfile::tempdir().expect("temp dir");
-    args.extend([
-        "--data".to_string(),
-        dir.path().join("d6").display().to_string(),
-        "--listen".to_string(),
-        format!("127.0.0.1:{}", free_port()),
-    ]);
-    let out = std::process::Command::new(momd_bin())
-        .args(&args)
-        .output()
-        .expect("momd");
-    assert!(!out.status.success(), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let half = pki.node_args(6, "127.0.0.6").into_iter().take(2).collect();
+    let err = refused_at_start(6, &list, half);
     assert!(err.contains("go together"), "{err}");
 }

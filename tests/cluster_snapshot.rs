@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::poll;
+use common::cluster::{peer_list, poll};
 use common::*;
 use serde_json::Value;
 
@@ -23,19 +23,6 @@ fn envs() -> [(&'static str, &'static str); 2] {
         ("MOMD_DATA_SNAPSHOT_EVERY", EVERY),
         ("MOMD_DATA_LOG_KEEP", KEEP),
     ]
-}
-
-fn peer_list(n: u64) -> (String, Vec<String>) {
-    let addrs: Vec<String> = (1..=n)
-        .map(|i| format!("127.0.0.{i}:{}", free_port()))
-        .collect();
-    let list = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    (list, addrs)
 }
 
 fn start_node(id: u64, peer: &str, list: &str) -> Momd {

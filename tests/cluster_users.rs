@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use common::cluster::peer_list;
 use common::*;
 
 const ROOT_PW: &str = "root-secret-3e1";
@@ -34,15 +35,7 @@ struct Trio {
 
 impl Trio {
     fn start() -> Trio {
-        let addrs: Vec<String> = (1..=3)
-            .map(|i| format!("127.0.0.{i}:{}", free_port()))
-            .collect();
-        let list = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let (list, addrs) = peer_list(3);
         let nodes = (1..=3usize)
             .map(|id| {
                 let id_s = id.to_string();

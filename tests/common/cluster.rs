@@ -276,9 +276,9 @@ impl Elections {
     }
 }
 
-/// Peer addresses of three nodes (node i on 127.0.0.i) and the `--peers` list of them.
-pub fn peer_list() -> (String, Vec<String>) {
-    let addrs: Vec<String> = (1..=3)
+/// Peer addresses of `n` nodes (node i on 127.0.0.i) and the `--peers` list of them.
+pub fn peer_list(n: u64) -> (String, Vec<String>) {
+    let addrs: Vec<String> = (1..=n)
         .map(|i| format!("127.0.0.{i}:{}", free_port()))
         .collect();
     let list = addrs

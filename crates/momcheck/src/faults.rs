@@ -380,15 +380,7 @@ impl Run {
         let addr = self.ctx.addr();
         let rss = self.momd.rss.clone();
         let report = hostile::measured(case, &addr, self.scale, &mut self.rng, &rss).await;
-        eprintln!(
-            "momcheck: hostile {}: {}; momd RSS {} -> peak {} -> {} MiB ({:.1}s)",
-            report.case,
-            report.summary,
-            report.rss_before >> 20,
-            report.rss_peak >> 20,
-            report.rss_after >> 20,
-            report.secs
-        );
+        eprintln!("momcheck: hostile {}: {}", report.case, report.line());
         self.hostile_reports.push(report);
         self.check_alive(&phase).await
     }

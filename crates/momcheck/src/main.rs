@@ -118,15 +118,7 @@ async fn check(opts: Opts, seed: u64) -> anyhow::Result<ExitCode> {
         }
     };
     for h in &run.hostile_reports {
-        eprintln!(
-            "momcheck: hostile {}: RSS {} -> {} -> {} MiB in {:.1}s: {}",
-            h.case,
-            h.rss_before >> 20,
-            h.rss_peak >> 20,
-            h.rss_after >> 20,
-            h.secs,
-            h.summary
-        );
+        eprintln!("momcheck: hostile {}: {}", h.case, h.line());
     }
     let failed = why.is_some() || report::failed(&run, counts);
     if json {

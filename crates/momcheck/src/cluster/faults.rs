@@ -345,13 +345,9 @@ impl ClusterRun {
         self.ctx.set_phase(&format!("hostile:{}", case.name()));
         let report = crate::hostile::measured(case, &addr, self.scale, &mut self.rng, &rss).await;
         eprintln!(
-            "momcheck: hostile {} against node {id}: {}; its RSS {} -> peak {} -> {} MiB ({:.1}s)",
+            "momcheck: hostile {} against node {id}: {}",
             report.case,
-            report.summary,
-            report.rss_before >> 20,
-            report.rss_peak >> 20,
-            report.rss_after >> 20,
-            report.secs
+            report.line()
         );
         self.hostile_reports.push(report);
         self.check_alive(&format!("hostile:{}", case.name())).await

@@ -117,6 +117,20 @@ pub struct HostileReport {
     pub secs: f64,
 }
 
+impl HostileReport {
+    /// What the case did, and the memory around it, in one line.
+    pub fn line(&self) -> String {
+        format!(
+            "{}; RSS {} -> peak {} -> {} MiB ({:.1}s)",
+            self.summary,
+            self.rss_before >> 20,
+            self.rss_peak >> 20,
+            self.rss_after >> 20,
+            self.secs
+        )
+    }
+}
+
 /// The cases of a run in a seeded order: `--hostile-cases`, else all of them.
 pub fn order(chosen: &[Case], rng: &mut Rng) -> Vec<Case> {
     let mut order = if chosen.is_empty() {
