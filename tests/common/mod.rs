@@ -947,3 +947,37 @@ pub fn momcheck(args: &[&str], limit: Duration) -> (i32, String, String) {
     };
     (status.code().unwrap_or(-1), out, err)
 }
+
+/// The number after `word` in a momcheck verdict.
+pub fn verdict_count(words: &[&str], word: &str) -> Option<u64> {
+    let i = words.iter().position(|w| *w == word)?;
+    words.get(i + 1)?.parse().ok()
+}
+
+/// Runs momcheck with `args` (at most `limit`) and checks its verdict passes: exit 0, it
+/// starts with `prefix`, ends in PASS, counts 0 of each of `kinds` and over 1000 messages
+/// acked. Returns the verdict, the stderr, and a description of the run for failure
+/// messages.
+pub fn momcheck_passes(
+    args: &[&str],
+    limit: Duration,
+    prefix: &str,
+    kinds: &[&str],
+) -> (String, String, String) {
+    let t0 = std::time::Instant::now();
+    let (code, verdict, stderr) = momcheck(args, limit);
+    eprintln!("{verdict}(in {:.0?})", t0.elapsed());
+    let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+    let tail: String = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+    let why = format!("momcheck {args:?}\nverdict: {verdict}\nstderr (end):\n{tail}");
+    assert_eq!(code, 0, "{why}");
+    assert!(verdict.starts_with(prefix), "{why}");
+    assert!(verdict.trim_end().ends_with(" PASS"), "{why}");
+    let words: Vec<&str> = verdict.split_whitespace().collect();
+    for kind in kinds {
+        assert_eq!(verdict_count(&words, kind), Some(0), "{kind}; {why}");
+    }
+    let acked = verdict_count(&words, "acked").unwrap_or(0);
+    assert!(acked > 1000, "only {acked} messages acknowledged; {why}");
+    (verdict, stderr, why)
+}
