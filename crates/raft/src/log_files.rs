@@ -251,6 +251,11 @@ impl LogFiles {
         self.segments.last().map(Segment::end)
     }
 
+    /// The index of the last entry, if the log holds any.
+    pub(crate) fn last(&self) -> Option<u64> {
+        self.end()?.checked_sub(1).filter(|_| self.count() > 0)
+    }
+
     /// How many entries the files hold.
     pub(crate) fn count(&self) -> usize {
         self.segments.iter().map(|s| s.offsets.len()).sum()

@@ -346,7 +346,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             None => start,
         };
         let files = self.files();
-        let Some(last) = files.end().map(|e| e - 1) else {
+        let Some(last) = files.last() else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -369,8 +369,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id = self.read_id(TAG_PURGED)?;
         let last = {
             let files = self.files();
-            match files.end() {
-                Some(end) => match files.read(end - 1).map_err(read_err)? {
+            match files.last() {
+                Some(last) => match files.read(last).map_err(read_err)? {
                     Some(bytes) => Some(decode::<Entry>(&bytes)?.log_id),
                     None => None,
                 },
