@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::{peer_list, poll};
+use common::cluster::{peer_list, poll, status};
 use common::*;
 use serde_json::Value;
 
@@ -38,18 +38,6 @@ fn start_node(id: u64, peer: &str, list: &str) -> Momd {
         list,
     ];
     Momd::start_env(&args, &envs())
-}
-
-fn status(m: &Momd) -> Option<Value> {
-    let out = m.ctl_timeout(
-        &["cluster", "status", "--json"],
-        None,
-        Duration::from_secs(10),
-    );
-    if out.code != 0 {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
 }
 
 /// The data group's leader as `m` sees it, once both groups have one among `among`.
