@@ -363,3 +363,43 @@ fn a_follower_whose_requests_are_lost_gets_an_honest_answer_in_bounded_time() {
     });
     assert_eq!(st.role(mute), "", "{}", st.raw);
 }
+
+/// A follower cut off while the others commit large entries (40 MB of 500 KB messages)
+/// catches up once healed. A replication request carries about 2 MiB of entries: sent 32
+/// at a time, as openraft would, each request was tens of MB, took longer than the
+/// heartbeat interval openraft gives it, timed out and was sent again whole, and the
+/// follower never caught up.
+#[test]
+fn a_follower_cut_off_during_large_publishes_catches_up_once_healed() {
+    let _one = one_trio_at_a_time();
+    let trio = ProxiedTrio::start();
+    let mut el = Elections::default();
+    let (leader, _) = formed(&trio, &mut el);
+    let st = el.statuses(&trio, &[leader]).and_then(|mut v| v.pop());
+    let groups = st.expect("the leader answers").groups;
+    let alone = others(leader)
+        .into_iter()
+        .find(|id| groups.iter().all(|g| g.leader != Some(*id)))
+        .expect("a node that leads no group");
+    trio.isolate(alone);
+    let line = "y".repeat(500_000);
+    let input: String = (0..80).map(|i| format!("{i}-{line}\n")).collect();
+    // Through a node of the majority: one publish at a time, each several entries.
+    let via = others(alone)[0];
+    for chunk in input.lines().collect::<Vec<_>>().chunks(8) {
+        let body = chunk.join("\n") + "\n";
+        trio.node(via)
+            .ctl_ok(&["publish", "big.t", "-q"], Some(body.as_bytes()));
+    }
+    trio.heal();
+    let (_, _, st) = converged(&trio, &mut el);
+    assert_eq!(st.lag(alone), Some(0), "{}", st.raw);
+    let got = common::cluster::all_lines(trio.node(alone), "big.t", 80);
+    assert_eq!(got.len(), 80);
+    for (i, l) in got.iter().enumerate() {
+        assert!(
+            l.starts_with(&format!("{i}-y")),
+            "message {i} on node {alone}"
+        );
+    }
+}

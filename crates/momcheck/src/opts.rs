@@ -19,7 +19,7 @@ pub enum Fault {
     /// Bit flips and truncation in segment files while momd is down.
     Corrupt,
     /// One hostile client case while the workload goes on. In a cluster: against a node
-    /// chosen at random, and only when named in --faults.
+    /// chosen at random.
     Hostile,
     /// A restart with momd's clock jumped by hours.
     Clock,
@@ -145,8 +145,8 @@ pub struct Opts {
     /// (default all): kill9, pause, diskfull, corrupt, hostile, clock. With --cluster
     /// (default all): leader-kill9, kill9 (a random node), leader-pause, isolate (one node
     /// cut off both ways), one-way (one direction between the leader and another node),
-    /// join-leave (a fourth node joins, is checked, and leaves); and, only when named,
-    /// hostile (the hostile cases against a random node).
+    /// join-leave (a fourth node joins, is checked, and leaves), hostile (the hostile
+    /// cases against a random node).
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<Fault>,
 
@@ -171,8 +171,8 @@ pub struct Opts {
     #[arg(long, default_value_t = 2000)]
     pub rate: u32,
 
-    /// Peak RSS momd may reach (VmHWM, polled), a size such as 512MiB. Over it is a
-    /// violation.
+    /// Peak RSS momd may reach (VmHWM, polled), a size such as 512MiB; with --cluster,
+    /// each node. Over it is a violation.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub max_rss: u64,
 
@@ -217,16 +217,12 @@ pub struct Opts {
 }
 
 impl Opts {
-    /// The faults in the order given, without repeats; the mode's default faults if none
-    /// was given (a cluster's leave `hostile` out: it is asked for by name).
+    /// The faults in the order given, without repeats; all the mode's faults if none was
+    /// given.
     pub fn fault_list(&self) -> Vec<Fault> {
         if self.faults.is_empty() {
             let mode = self.mode_faults();
-            return mode
-                .iter()
-                .copied()
-                .filter(|f| !(self.cluster && *f == Fault::Hostile))
-                .collect();
+            return mode.to_vec();
         }
         let mut v: Vec<Fault> = Vec::new();
         for f in &self.faults {
@@ -314,7 +310,7 @@ mod tests {
         let o = Opts::try_parse_from(["momcheck"]).unwrap();
         assert_eq!(o.fault_list(), ALL_FAULTS.to_vec());
         let o = Opts::try_parse_from(["momcheck", "--cluster"]).unwrap();
-        assert_eq!(o.fault_list(), CLUSTER_FAULTS[..6].to_vec());
+        assert_eq!(o.fault_list(), CLUSTER_FAULTS.to_vec());
         let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "clock"]).unwrap();
         assert!(o.validate().is_err());
         let o = Opts::try_parse_from(["momcheck", "--faults", "one-way"]).unwrap();

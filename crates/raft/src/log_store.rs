@@ -300,6 +300,12 @@ pub struct LogStore {
 /// How often the committed log id is written at most.
 const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// About the most bytes of entries in one replication request. openraft gives a request
+/// one heartbeat interval (100 ms) to be sent, written and fsynced by the follower: a
+/// follower far behind on large entries (a flood of 1 MB messages) that were sent 32 at a
+/// time never caught up, each request timing out and being sent again whole.
+pub const REPLICATE_BYTES: usize = 2 << 20;
+
 impl LogStore {
     fn read_id(&self, tag: u8) -> Result<Option<LogId>, StorageError> {
         match self.db.get_state(self.group, tag).map_err(read_err)? {
@@ -353,6 +359,40 @@ impl RaftLogReader<TypeConfig> for LogStore {
         for index in start..=end.min(last) {
             match files.read(index).map_err(read_err)? {
                 Some(bytes) => out.push(decode(&bytes)?),
+                // Below the files' first entry: a purge deleted it.
+                None if out.is_empty() => continue,
+                None => return Err(read_err(format!("entry {index} is missing"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// What openraft sends a follower in one request: entries from `start`, stopping once
+    /// they reach `REPLICATE_BYTES` (always at least one).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match self.purged_index()? {
+            Some(p) => start.max(p.saturating_add(1)),
+            None => start,
+        };
+        let files = self.files();
+        let Some(last) = files.last() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for index in start..end.min(last.saturating_add(1)) {
+            if bytes >= REPLICATE_BYTES {
+                break;
+            }
+            match files.read(index).map_err(read_err)? {
+                Some(b) => {
+                    bytes += b.len();
+                    out.push(decode(&b)?);
+                }
                 // Below the files' first entry: a purge deleted it.
                 None if out.is_empty() => continue,
                 None => return Err(read_err(format!("entry {index} is missing"))),
@@ -526,5 +566,49 @@ mod tests {
         let ids: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
         assert_eq!(ids, (1..=600).collect::<Vec<u64>>());
         assert_eq!(db.stored_entries(3), 600);
+    }
+
+    #[tokio::test]
+    async fn a_replication_request_carries_about_replicate_bytes_and_at_least_one_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = |index: u64, len: usize| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::Cmd(vec![7u8; len].into())),
+        };
+        {
+            let mut files =
+                LogFiles::open(&dir.path().join("log").join("1"), SEGMENT_BYTES).expect("files");
+            // 20 entries of 300 KB, then one of 5 MiB, then small ones.
+            let mut all: Vec<Entry> = (1..=20u64).map(|i| big(i, 300_000)).collect();
+            all.push(big(21, 5 << 20));
+            all.extend((22..=30u64).map(entry));
+            let records: Vec<(u64, Vec<u8>)> = all
+                .iter()
+                .map(|e| (e.log_id.index, rmp_serde::to_vec(e).expect("encode")))
+                .collect();
+            let mut dirty = Vec::new();
+            files.append(&records, &mut dirty).expect("append");
+        }
+        let db = LogDb::open(dir.path()).expect("open");
+        let mut log = db.group(1).expect("group");
+        let ids = |got: &[Entry]| got.iter().map(|e| e.log_id.index).collect::<Vec<u64>>();
+        // 2 MiB of 300 KB entries: seven of them (the seventh reaches the bound).
+        let got = log.limited_get_log_entries(1, 31).await.expect("read");
+        assert_eq!(ids(&got), (1..=7).collect::<Vec<u64>>());
+        let got = log.limited_get_log_entries(15, 31).await.expect("read");
+        assert_eq!(
+            ids(&got),
+            (15..=21).collect::<Vec<u64>>(),
+            "the large one ends it"
+        );
+        // An entry over the bound goes alone.
+        let got = log.limited_get_log_entries(21, 31).await.expect("read");
+        assert_eq!(ids(&got), vec![21]);
+        // Small entries: the whole range.
+        let got = log.limited_get_log_entries(22, 31).await.expect("read");
+        assert_eq!(ids(&got), (22..=30).collect::<Vec<u64>>());
+        // The range's end is kept.
+        let got = log.limited_get_log_entries(3, 5).await.expect("read");
+        assert_eq!(ids(&got), vec![3, 4]);
     }
 }

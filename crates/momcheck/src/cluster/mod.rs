@@ -36,7 +36,7 @@ use crate::workload::{self, PROBE_TOPIC, QUEUE, TOPIC_PATTERN};
 use nodes::{Nodes, TRIO};
 
 /// The kinds of findings besides the data's, in the order the verdict names them.
-pub const FINDING_KINDS: [&str; 3] = ["crashes", "stalls", "errors"];
+pub const FINDING_KINDS: [&str; 4] = ["crashes", "stalls", "errors", "rss-over"];
 
 /// How long the nodes may take to agree on a leader after a fault is healed.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -123,6 +123,18 @@ pub async fn check(opts: Opts, seed: u64) -> anyhow::Result<ExitCode> {
     });
     let result = run.run(interrupted).await;
     run.nodes.stop_all().await;
+    for (id, peak) in run.rss_peaks() {
+        if peak > run.opts.max_rss {
+            run.finding(
+                "rss-over",
+                format!(
+                    "node {id}'s peak RSS {} MiB is over the bound of {} MiB",
+                    peak >> 20,
+                    run.opts.max_rss >> 20
+                ),
+            );
+        }
+    }
     let took = started.elapsed();
     let (outcome, why) = match &result {
         Ok(o) => {
@@ -152,6 +164,20 @@ pub async fn check(opts: Opts, seed: u64) -> anyhow::Result<ExitCode> {
 }
 
 impl ClusterRun {
+    /// Each node's highest VmHWM over the run (its restarts included).
+    pub fn rss_peaks(&self) -> Vec<(u64, u64)> {
+        self.nodes
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id,
+                    n.momd.rss.peak.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     pub fn finding(&mut self, kind: &'static str, what: String) {
         eprintln!("momcheck: {kind}: {what}");
         self.findings.push((kind, what));

@@ -96,6 +96,17 @@ pub fn line(
         s.push_str(&format!(" {k} {n}"));
     }
     s.push_str(&format!(" joins-checked {}", run.joins_checked));
+    let peak = run
+        .rss_peaks()
+        .into_iter()
+        .map(|(_, p)| p)
+        .max()
+        .unwrap_or(0);
+    s.push_str(&format!(
+        " peak-rss {}MiB (bound {}MiB)",
+        peak >> 20,
+        run.opts.max_rss >> 20
+    ));
     s.push_str(" worst-failover");
     let fo = failovers(run);
     if fo.is_empty() {
@@ -148,6 +159,8 @@ pub fn json(
         "finding_counts": finding_counts(run).into_iter().collect::<BTreeMap<_, _>>(),
         "findings": findings,
         "joins_checked": run.joins_checked,
+        "peak_rss_bytes": run.rss_peaks().into_iter().collect::<BTreeMap<_, _>>(),
+        "max_rss_bytes": run.opts.max_rss,
         "hostile": run.hostile_reports,
         "worst_failover_ms": fo,
         "worst_publish_ms": lat,

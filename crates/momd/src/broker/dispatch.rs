@@ -127,7 +127,7 @@ impl Broker {
                         .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let Some(c) = self.cluster.clone() {
-                    return self.cluster_publish(&c, session, p, sender);
+                    return self.cluster_publish(&c, session, p, sender, ticket);
                 }
                 let req = (session, p.id, p.no_ack);
                 // Replies go to the requester's reply inbox, a reserved topic anyone may

@@ -19,6 +19,7 @@ impl Broker {
         session: u64,
         p: Publish,
         sender: Sender,
+        ticket: crate::admission::Ticket,
     ) {
         if let Some(refused) = self.disk_refuses() {
             return self.error(session, p.id, refused.0, refused.1);
@@ -60,6 +61,7 @@ impl Broker {
             request,
             cluster: c.clone(),
             answered: false,
+            _ticket: ticket,
         };
         let item = PubItem {
             topic: p.topic,

@@ -15,9 +15,10 @@ const GIVE_UP: Duration = Duration::from_secs(20);
 
 /// Most publishes in one Raft entry.
 const BATCH_MAX: usize = 4096;
-/// Most bytes of messages in one Raft entry (a larger single publish gets an entry of its
-/// own): with `max_payload_entries` it bounds a replication request well under the peer
-/// frame limit.
+/// About the most bytes of messages in one Raft entry: a batch is closed once it reaches
+/// this (a larger single publish gets an entry of its own). A replication request carries
+/// about 2 MiB of entries (`mom_raft::log_store::REPLICATE_BYTES`), so one or two such
+/// entries.
 const BATCH_BYTES: usize = 1 << 20;
 
 /// About what an item takes in a Raft entry.
@@ -82,6 +83,10 @@ pub struct PublishAnswer {
     pub request: bool,
     pub cluster: super::Cluster,
     pub answered: bool,
+    /// Its share of the admission budget, given back with the answer: what waits for the
+    /// cluster counts against the budget as a single node's unflushed publishes do, so a
+    /// flood of publishes waits in its clients' sockets, not in this node's memory.
+    pub _ticket: crate::admission::Ticket,
 }
 
 impl PublishAnswer {
@@ -155,7 +160,7 @@ impl super::Cluster {
                     None => return,
                 }
             }
-            let mut bytes = 0usize;
+            let mut bytes: usize = waiting.iter().map(|p| item_bytes(&p.item)).sum();
             while waiting.len() < BATCH_MAX && bytes < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(p) => {

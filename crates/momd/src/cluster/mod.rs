@@ -229,7 +229,8 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
         election_timeout_min: 800,
         election_timeout_max: 1600,
         snapshot_policy: snapshots,
-        // At most 32 entries (each up to about 1 MiB, `data.rs`) per replication request.
+        // At most 32 entries per replication request, and about `REPLICATE_BYTES` of them
+        // (`mom_raft::log_store`).
         max_payload_entries: 32,
         max_in_snapshot_log_to_keep: keep,
         install_snapshot_timeout: install_timeout,
