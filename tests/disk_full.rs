@@ -1,7 +1,9 @@
 //! A full disk (issue 10): momd on a small tmpfs. Publishes are refused with a clear error
 //! below `--min-free-disk` while reads, admin and new connections go on; publishes are taken
 //! again by themselves once space is freed; momd starts on a full disk, read-only, and says
-//! so. Mounting a tmpfs needs root on Linux: elsewhere the test says so and skips.
+//! so. A cluster node whose disk fills stops with the reason, the others go on, and it
+//! rejoins and catches up once started again with room. Mounting a tmpfs needs root on
+//! Linux: elsewhere the test says so and skips.
 
 mod common;
 
@@ -65,6 +67,10 @@ fn fill(path: &Path) -> u64 {
     // A full disk can take part of the last chunk; what it took stays.
     let _ = f.sync_all();
     n
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn retry_publish_until_taken(m: &Momd, topic: &str, within: Duration) -> Duration {
@@ -166,4 +172,77 @@ fn a_full_disk_refuses_publishes_keeps_reads_and_recovers_by_itself() {
     eprintln!("after a start on a full disk, publishes taken {took:?} after space was freed");
     assert_eq!(m.topic_info("after")["messages"], 2);
     m.sigterm(Duration::from_secs(15));
+}
+
+/// A cluster node whose disk fills cannot write its Raft log or store (openraft does not go
+/// on after a storage error): it stops with the reason instead of lingering as a member that
+/// answers nothing. The other two go on acknowledging. Started again with room (as
+/// systemd's `Restart=on-failure` does), it rejoins and catches up.
+#[test]
+fn a_cluster_node_whose_disk_fills_stops_with_the_reason_and_rejoins_once_freed() {
+    use common::cluster::{all_lines, cluster_args, leader, peer_list};
+    let Some(fs) = Tmpfs::mount("160m") else {
+        return;
+    };
+    let (list, addrs) = peer_list(3);
+    let args = |id: u64| cluster_args(id, &addrs[id as usize - 1], &list);
+    let a1 = args(1);
+    let a2 = args(2);
+    let a3 = args(3);
+    let n1 = Momd::start_with(&strs(&a1));
+    let n2 = Momd::start_with(&strs(&a2));
+    let mut n3 = Momd::start_in(Some(fs.path().join("n3")), &strs(&a3));
+    common::wait_for(Duration::from_secs(30), "a leader", || {
+        leader(&n1, &[1, 2, 3])
+    });
+    let first: String = (0..10).map(|i| format!("m{i}\n")).collect();
+    n1.ctl_ok(&["publish", "df.t", "-q"], Some(first.as_bytes()));
+    common::wait_for(Duration::from_secs(30), "node 3 holding the first", || {
+        (all_lines(&n3, "df.t", 10).len() == 10).then_some(())
+    });
+
+    fill(&fs.path().join("filler"));
+    // 100 KB messages, one publish each, through node 1: the majority acknowledges them.
+    let pad = "p".repeat(100_000);
+    let mut sent = 10;
+    let stopped = loop {
+        let line = format!("m{sent}-{pad}\n");
+        n1.ctl_ok(&["publish", "df.t", "-q"], Some(line.as_bytes()));
+        sent += 1;
+        if let Some(st) = n3.exited_within(Duration::from_millis(100)) {
+            break st;
+        }
+        assert!(
+            sent < 400,
+            "node 3 did not stop on a full disk: {}",
+            n3.stderr()
+        );
+    };
+    assert!(!stopped.success(), "{stopped}");
+    let log = n3.stderr();
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(
+        log.contains("cannot go on in the cluster and stops"),
+        "{log}"
+    );
+    for _ in 0..5 {
+        let line = format!("m{sent}\n");
+        n1.ctl_ok(&["publish", "df.t", "-q"], Some(line.as_bytes()));
+        sent += 1;
+    }
+
+    std::fs::remove_file(fs.path().join("filler")).expect("freeing the disk");
+    n3.restart();
+    let got = common::wait_for(Duration::from_secs(60), "node 3 caught up", || {
+        let got = all_lines(&n3, "df.t", sent);
+        (got.len() == sent).then_some(got)
+    });
+    for (i, l) in got.iter().enumerate() {
+        assert!(
+            l == &format!("m{i}") || l.starts_with(&format!("m{i}-")),
+            "message {i} on node 3: {}",
+            &l[..l.len().min(40)]
+        );
+    }
+    drop(n2);
 }

@@ -318,6 +318,14 @@ impl Momd {
         }
     }
 
+    /// Waits at most `timeout` for momd to exit by itself; its exit status, if it did.
+    pub fn exited_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("momd is not running");
+        let st = wait_timeout(child, timeout)?;
+        self.child = None;
+        Some(st)
+    }
+
     /// `kill -STOP` momd (by its PID): it keeps its sockets but answers nothing.
     pub fn pause(&self) {
         self.signal("-STOP");

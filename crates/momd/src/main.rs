@@ -352,6 +352,20 @@ async fn run(
         data: data.clone(),
     };
     let signals = tokio::spawn(wait_for_signal(shutdown.clone(), live));
+    // A cluster node whose Raft stopped on a storage error stops too, with an error.
+    let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let watch_failed = cluster.clone().map(|c| {
+        let (failed, shutdown) = (failed.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let why = c.failed().await;
+            tracing::error!(
+                "{why}: this node cannot go on in the cluster and stops; started again \
+                 once its disk takes writes, it rejoins and catches up"
+            );
+            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            shutdown.cancel();
+        })
+    });
     let tracker = server::serve(
         listeners,
         handle.clone(),
@@ -362,6 +376,9 @@ async fn run(
     )
     .await;
     signals.abort();
+    if let Some(w) = watch_failed {
+        w.abort();
+    }
     systemd::stopping();
     if let Some(h) = http {
         // Long polls and streams end with the shutdown signal; a request in flight finishes.
@@ -403,7 +420,11 @@ async fn run(
         // is only what was never acknowledged.
         tracing::warn!("stopped; the last flush failed (nothing unacknowledged is promised)");
     }
-    Ok(())
+    let failed = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failed {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// How often a cluster node's store is written out (its durability is the Raft log's).

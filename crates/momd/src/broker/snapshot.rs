@@ -77,9 +77,11 @@ impl Broker {
         self.flushing_tickets = std::mem::take(&mut self.pending_tickets);
         self.flush_done(flushed);
         self.end_followers();
+        let t0 = std::time::Instant::now();
         self.store
             .finish_install()
             .map_err(|e| format!("installing the snapshot in the store: {e}"))?;
+        let t1 = std::time::Instant::now();
         let store = self
             .store
             .reopen()
@@ -87,6 +89,11 @@ impl Broker {
         let loaded = store
             .load(now_ms(), self.core.config.dedupe_window_ms)
             .map_err(|e| format!("loading the installed store: {e}"))?;
+        tracing::info!(
+            "data group snapshot in the store: files and index in {:.1?}, loaded in {:.1?}",
+            t1 - t0,
+            t1.elapsed()
+        );
         let mut dedupe = Dedupe::default();
         for (topic, id, seq, time) in loaded.dedupe {
             dedupe.insert(topic, id, seq, time);

@@ -229,9 +229,11 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
         election_timeout_min: 800,
         election_timeout_max: 1600,
         snapshot_policy: snapshots,
-        // At most 32 entries per replication request, and about `REPLICATE_BYTES` of them
-        // (`mom_raft::log_store`).
-        max_payload_entries: 32,
+        // A replication request carries about `REPLICATE_BYTES` of entries
+        // (`mom_raft::log_store`), and at most this many: a follower behind on small
+        // entries (a node that joined, or installed a snapshot while the others went on)
+        // catches up hundreds at a time, before the next purge would need another snapshot.
+        max_payload_entries: 512,
         max_in_snapshot_log_to_keep: keep,
         install_snapshot_timeout: install_timeout,
         ..Default::default()
@@ -404,6 +406,37 @@ impl Cluster {
         self.inner.stop.cancel();
         let _ = self.inner.data.shutdown().await;
         let _ = self.inner.raft.shutdown().await;
+    }
+
+    /// Waits until a group's Raft stops on an error of its own (its log could not be
+    /// written: a full or failing disk) and says why. openraft does not go on after a
+    /// storage error, so such a node can no longer take part in that group; it stops, and
+    /// a restart (systemd's `Restart=on-failure`) brings it back into the cluster, which
+    /// catches it up, once its disk takes writes again. Pending forever on a node that
+    /// stops for another reason.
+    pub async fn failed(&self) -> String {
+        let watch = |slot: usize, group: GroupId| {
+            let mut rx = self.raft_of(group).metrics();
+            let stop = self.inner.stop.clone();
+            async move {
+                loop {
+                    if let Err(e) = &rx.borrow().running_state {
+                        return format!("the {} group stopped: {e}", GROUPS[slot].1);
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => std::future::pending::<()>().await,
+                        r = rx.changed() => if r.is_err() {
+                            // Gone without saying why: only a shutdown does that.
+                            std::future::pending::<()>().await
+                        },
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            why = watch(0, META) => why,
+            why = watch(1, data::DATA) => why,
+        }
     }
 
     fn raft_of(&self, group: GroupId) -> &Raft {

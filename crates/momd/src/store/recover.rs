@@ -219,6 +219,7 @@ impl Store {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
+            log_damage(&damage);
             return Ok((damage, 0));
         }
         let tail = self.index_tail(topics, end, downtime)?;
@@ -226,18 +227,7 @@ impl Store {
         let unwritten = self.damage_unwritten(topics)?;
         let reindexed = tail.records + unwritten.len() as u64;
         damage.extend(unwritten);
-        for d in &damage {
-            tracing::error!(
-                topic = %d.topic,
-                seqs = %format!("{}-{}", d.first_seq, d.last_seq),
-                segment = %d.segment,
-                offset = d.offset,
-                "damaged record kept, not cut: {}; reads of these seqs fail, other records \
-                 and topics are served, no seq is given twice; `momd verify` lists all \
-                 damage, `momd repair` moves it aside",
-                d.reason
-            );
-        }
+        log_damage(&damage);
         Ok((damage, reindexed))
     }
 
@@ -421,5 +411,21 @@ impl Store {
             i = j;
         }
         Ok(out)
+    }
+}
+
+/// Each damaged range found at start, in the log (also in `stats` and on `$sys.events`).
+fn log_damage(damage: &[check::Damage]) {
+    for d in damage {
+        tracing::error!(
+            topic = %d.topic,
+            seqs = %format!("{}-{}", d.first_seq, d.last_seq),
+            segment = %d.segment,
+            offset = d.offset,
+            "damaged record kept, not cut: {}; reads of these seqs fail, other records \
+             and topics are served, no seq is given twice; `momd verify` lists all \
+             damage, `momd repair` moves it aside",
+            d.reason
+        );
     }
 }
