@@ -230,6 +230,54 @@ fn last_purge(log: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Behind its snapshot the log keeps `MOMD_DATA_LOG_KEEP` entries, or fewer if they take
+/// more than `MOMD_DATA_LOG_KEEP_BYTES`: 200 KB messages, 1 MB kept, so about five entries
+/// behind the snapshot, not the 1000 the entry count allows.
+#[test]
+fn the_log_behind_a_snapshot_is_bounded_in_bytes_as_well_as_entries() {
+    let (list, addrs) = peer_list(3);
+    let envs = [
+        ("MOMD_DATA_SNAPSHOT_EVERY", "20"),
+        ("MOMD_DATA_LOG_KEEP", "1000"),
+        ("MOMD_DATA_LOG_KEEP_BYTES", "1000000"),
+    ];
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| {
+            let id_s = id.to_string();
+            let args = [
+                "--cluster-id",
+                "t",
+                "--node-id",
+                &id_s,
+                "--peer-listen",
+                &addrs[id as usize - 1],
+                "--peers",
+                &list,
+            ];
+            Momd::start_env(&args, &envs)
+        })
+        .collect();
+    let all = [1u64, 2, 3];
+    let leader = poll(Duration::from_secs(30), "a data leader", || {
+        data_leader(&nodes[0], &all)
+    });
+    // One entry per publish: 60 entries of about 200 KB.
+    let next = publish_sized(&nodes[leader as usize - 1], 1, 60, 1, 200_000);
+    assert_eq!(next, 61);
+    let node = &nodes[leader as usize - 1];
+    let purged = poll(Duration::from_secs(30), "a purge past entry 30", || {
+        let p = last_purge(&node.stderr());
+        (p > 30).then_some(p)
+    });
+    let st = status(node).expect("status");
+    let last = st["groups"][1]["last_index"].as_u64().expect("last index");
+    // The snapshot is within 20 entries of the end; behind it, at most five of 200 KB.
+    assert!(
+        last - purged <= 20 + 6,
+        "purged up to {purged} of {last}: more than about 1 MB kept behind the snapshot"
+    );
+}
+
 #[test]
 fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
     let (list, addrs) = peer_list(3);

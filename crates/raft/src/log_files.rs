@@ -256,6 +256,48 @@ impl LogFiles {
         self.end()?.checked_sub(1).filter(|_| self.count() > 0)
     }
 
+    /// The first index from which the records up to `end` (included) take at most
+    /// `max_bytes` of the files (`end + 1` if `end`'s alone takes more); `None` if the
+    /// files do not hold `end`.
+    pub(crate) fn first_within(&self, end: u64, max_bytes: u64) -> Option<u64> {
+        let k = self
+            .segments
+            .partition_point(|s| s.first <= end)
+            .checked_sub(1)?;
+        let seg = self.segments.get(k)?;
+        let i = usize::try_from(end.checked_sub(seg.first)?).ok()?;
+        let past_end = match seg.offsets.get(i + 1) {
+            Some(&o) => o,
+            None if i < seg.offsets.len() => seg.len,
+            None => return None,
+        };
+        let mut first = end + 1;
+        // Bytes of the records of the later segments, up to `end`.
+        let mut later = 0u64;
+        for (n, s) in self.segments.get(..=k)?.iter().rev().enumerate() {
+            let (upto, tail) = if n == 0 {
+                (i + 1, past_end)
+            } else {
+                (s.offsets.len(), s.len)
+            };
+            let Some(room) = max_bytes.checked_sub(later) else {
+                break;
+            };
+            // The first record of this segment from which the rest fits in `room`.
+            let want = tail.saturating_sub(room);
+            let held = s.offsets.get(..upto)?;
+            let j = held.partition_point(|&o| o < want);
+            if j < upto {
+                first = s.first + j as u64;
+            }
+            if j > 0 {
+                break;
+            }
+            later += tail - held.first().copied().unwrap_or(tail);
+        }
+        Some(first)
+    }
+
     /// How many entries the files hold.
     pub(crate) fn count(&self) -> usize {
         self.segments.iter().map(|s| s.offsets.len()).sum()
@@ -470,6 +512,39 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn the_entries_within_a_byte_bound_are_counted_back_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFiles::open(dir.path(), 2000).expect("open");
+        append(&mut log, 5, 60);
+        assert!(files(dir.path()).len() > 5, "several segments");
+        let size = |i: u64| HEAD + payload(i).len() as u64;
+        // The smallest start whose records up to `end` fit in `max`, counted one by one.
+        let by_hand = |end: u64, max: u64| {
+            let mut first = end + 1;
+            let mut sum = 0;
+            for i in (5..=end).rev() {
+                sum += size(i);
+                if sum > max {
+                    break;
+                }
+                first = i;
+            }
+            first
+        };
+        for end in 5..=60 {
+            for max in [0, 10, 50, 200, 700, 1500, 2500, 5000, 10_000, 100_000] {
+                assert_eq!(
+                    log.first_within(end, max),
+                    Some(by_hand(end, max)),
+                    "end {end}, max {max}"
+                );
+            }
+        }
+        assert_eq!(log.first_within(61, 1000), None);
+        assert_eq!(log.first_within(4, 1000), None);
     }
 
     #[test]

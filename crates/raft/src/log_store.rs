@@ -257,6 +257,15 @@ impl LogDb {
         self.flusher.sync().await
     }
 
+    /// The first index from which `group`'s entries up to `end` (included) take at most
+    /// `max_bytes` of its log files (`end + 1` if `end` alone takes more); `None` if the
+    /// files do not hold `end`.
+    pub fn first_within(&self, group: GroupId, end: u64, max_bytes: u64) -> Option<u64> {
+        self.files(group)
+            .ok()
+            .and_then(|f| lock(&f).first_within(end, max_bytes))
+    }
+
     /// How many entries `group`'s log files hold, those a purge has not deleted yet
     /// included.
     pub fn stored_entries(&self, group: GroupId) -> usize {

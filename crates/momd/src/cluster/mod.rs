@@ -195,10 +195,17 @@ pub struct Cluster {
 /// how often that copy is made. `MOMD_DATA_SNAPSHOT_EVERY` overrides it (tests use a small
 /// value to see purges and installs quickly).
 const DATA_SNAPSHOT_EVERY: u64 = 5000;
-/// Entries kept in the data group's log behind its snapshot, for a follower a little
-/// behind to catch up from the log rather than from a whole snapshot
-/// (`MOMD_DATA_LOG_KEEP` overrides it).
-const DATA_LOG_KEEP: u64 = 1000;
+/// Most entries kept in the data group's log behind its snapshot, for a follower behind
+/// to catch up from the log rather than from a whole snapshot (`MOMD_DATA_LOG_KEEP`
+/// overrides it). A node that installs a snapshot (one that joined, or was down during a
+/// purge) needs the log from the snapshot on, and an install of a large store takes tens
+/// of seconds: the log must still start there when it is done, or it needs another
+/// snapshot, and another (it did, with 1000 entries kept and 700,000 messages stored).
+const DATA_LOG_KEEP: u64 = 50_000;
+/// Most bytes of entries kept behind the snapshot: with large entries (megabyte
+/// messages) fewer than `DATA_LOG_KEEP` are kept, so the log's size on disk stays bounded
+/// (`MOMD_DATA_LOG_KEEP_BYTES` overrides it).
+const DATA_LOG_KEEP_BYTES: u64 = 256 << 20;
 
 fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -215,10 +222,14 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
         (openraft::SnapshotPolicy::LogsSinceLast(1000), 100, 200)
     } else {
         let every = env_u64("MOMD_DATA_SNAPSHOT_EVERY", DATA_SNAPSHOT_EVERY)?.max(1);
-        let keep = env_u64("MOMD_DATA_LOG_KEEP", DATA_LOG_KEEP)?;
+        // The log is purged by `purge_data_log`, by entries and bytes, not by openraft.
         // The last chunk of a snapshot is answered once the follower installed it: it
         // checks and unpacks the whole store first.
-        (openraft::SnapshotPolicy::LogsSinceLast(every), keep, 60_000)
+        (
+            openraft::SnapshotPolicy::LogsSinceLast(every),
+            u64::MAX,
+            60_000,
+        )
     };
     let c = openraft::Config {
         cluster_name: cluster_id.to_string(),
@@ -370,6 +381,9 @@ pub async fn start(
         tokio::spawn(cluster.clone().watch_elections(i, *group));
     }
     tokio::spawn(cluster.clone().run_batcher(batch_rx));
+    let keep = env_u64("MOMD_DATA_LOG_KEEP", DATA_LOG_KEEP)?;
+    let keep_bytes = env_u64("MOMD_DATA_LOG_KEEP_BYTES", DATA_LOG_KEEP_BYTES)?;
+    tokio::spawn(cluster.clone().purge_data_log(db.clone(), keep, keep_bytes));
     tokio::spawn(cluster.clone().run_interest());
     tokio::spawn(cluster.clone().announce());
     auth.set_replicator(Arc::new(cluster.clone()));
@@ -655,6 +669,43 @@ impl Cluster {
             tokio::select! {
                 _ = self.inner.stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Purges the data group's log behind each new snapshot, keeping the last
+    /// `DATA_LOG_KEEP` entries (`MOMD_DATA_LOG_KEEP`), or fewer if they take more than
+    /// `DATA_LOG_KEEP_BYTES`. openraft deletes them once no replication reads them.
+    async fn purge_data_log(self, log: LogDb, keep: u64, keep_bytes: u64) {
+        let raft = self.data_raft().clone();
+        let mut rx = raft.metrics();
+        let mut seen = None;
+        loop {
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+            let (snapshot, purged) = {
+                let m = rx.borrow();
+                (m.snapshot, m.purged)
+            };
+            let Some(snapshot) = snapshot.map(|s| s.index) else {
+                continue;
+            };
+            if seen == Some(snapshot) {
+                continue;
+            }
+            seen = Some(snapshot);
+            let by_entries = snapshot.saturating_sub(keep);
+            let by_bytes = log
+                .first_within(data::DATA, snapshot, keep_bytes)
+                .map_or(0, |first| first.saturating_sub(1));
+            let upto = by_entries.max(by_bytes);
+            if upto > 0 && purged.is_none_or(|p| p.index < upto) {
+                if let Err(e) = raft.trigger().purge_log(upto).await {
+                    tracing::debug!("purging the data group's log: {e}");
+                    return;
+                }
             }
         }
     }
