@@ -355,6 +355,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i - 1,
             Bound::Unbounded => u64::MAX,
         };
+        self.read_entries(start, end, usize::MAX)
+    }
+
+    /// What openraft sends a follower in one request: entries from `start`, stopping once
+    /// they reach `REPLICATE_BYTES` (always at least one).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        match end.checked_sub(1) {
+            Some(last) => self.read_entries(start, last, REPLICATE_BYTES),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+impl LogStore {
+    /// The entries `start..=end` the log holds, stopping once they reach `max_bytes`
+    /// (always at least one).
+    fn read_entries(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         // What a purge has not deleted yet is gone all the same.
         let start = match self.purged_index()? {
             Some(p) => start.max(p.saturating_add(1)),
@@ -365,36 +391,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for index in start..=end.min(last) {
-            match files.read(index).map_err(read_err)? {
-                Some(bytes) => out.push(decode(&bytes)?),
-                // Below the files' first entry: a purge deleted it.
-                None if out.is_empty() => continue,
-                None => return Err(read_err(format!("entry {index} is missing"))),
-            }
-        }
-        Ok(out)
-    }
-
-    /// What openraft sends a follower in one request: entries from `start`, stopping once
-    /// they reach `REPLICATE_BYTES` (always at least one).
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, StorageError> {
-        let start = match self.purged_index()? {
-            Some(p) => start.max(p.saturating_add(1)),
-            None => start,
-        };
-        let files = self.files();
-        let Some(last) = files.last() else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
         let mut bytes = 0usize;
-        for index in start..end.min(last.saturating_add(1)) {
-            if bytes >= REPLICATE_BYTES {
+        for index in start..=end.min(last) {
+            if bytes >= max_bytes {
                 break;
             }
             match files.read(index).map_err(read_err)? {
