@@ -55,6 +55,22 @@ fn converged(trio: &ProxiedTrio, el: &mut Elections) -> (u64, u64, Status) {
     })
 }
 
+/// A node that leads no group (two groups, three nodes: there is one), and every group as
+/// `leader` sees it now.
+fn follower_of_all(
+    trio: &ProxiedTrio,
+    el: &mut Elections,
+    leader: u64,
+) -> (u64, Vec<common::cluster::Group>) {
+    let st = el.statuses(trio, &[leader]).and_then(|mut v| v.pop());
+    let groups = st.expect("the leader answers").groups;
+    let id = others(leader)
+        .into_iter()
+        .find(|id| groups.iter().all(|g| g.leader != Some(*id)))
+        .expect("a node that leads no group");
+    (id, groups)
+}
+
 #[test]
 fn proxy_cuts_one_direction_and_resets_connections() {
     let echo = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -266,13 +282,7 @@ fn an_isolated_follower_does_not_change_the_leader_of_the_majority() {
     let mut el = Elections::default();
     let (leader, _) = formed(&trio, &mut el);
     // Every group's leader and term, as the majority sees them now.
-    let before = el.statuses(&trio, &[leader]).and_then(|mut v| v.pop());
-    let before = before.expect("the leader answers").groups;
-    // A follower in every group (two groups, three nodes: there is one).
-    let alone = others(leader)
-        .into_iter()
-        .find(|id| before.iter().all(|g| g.leader != Some(*id)))
-        .expect("a node that leads no group");
+    let (alone, before) = follower_of_all(&trio, &mut el, leader);
     let majority = others(alone);
 
     // First its links go silent; then its connections are gone too and new ones hang (a
@@ -375,12 +385,7 @@ fn a_follower_cut_off_during_large_publishes_catches_up_once_healed() {
     let trio = ProxiedTrio::start();
     let mut el = Elections::default();
     let (leader, _) = formed(&trio, &mut el);
-    let st = el.statuses(&trio, &[leader]).and_then(|mut v| v.pop());
-    let groups = st.expect("the leader answers").groups;
-    let alone = others(leader)
-        .into_iter()
-        .find(|id| groups.iter().all(|g| g.leader != Some(*id)))
-        .expect("a node that leads no group");
+    let (alone, _) = follower_of_all(&trio, &mut el, leader);
     trio.isolate(alone);
     let line = "y".repeat(500_000);
     let input: String = (0..80).map(|i| format!("{i}-{line}\n")).collect();
