@@ -333,6 +333,7 @@ fn a_100k_key_header_map_is_too_large_and_the_connection_goes_on() {
                 payload: bytes::Bytes::from_static(b"x"),
                 headers,
                 msg_id: None,
+                key: None,
             }],
             ..Default::default()
         }));

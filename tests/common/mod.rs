@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod cluster;
+pub mod partitions;
 /// The fault proxy of a peer link lives in momcheck, whose `--cluster` mode uses it too.
 pub use momcheck::proxy;
 

@@ -180,6 +180,7 @@ pub async fn dropper(ctx: Ctx, mut rng: Rng, stop: CancellationToken) {
                     payload: crate::ledger::payload(&id).into(),
                     headers: Default::default(),
                     msg_id: Some(id),
+                    key: None,
                 }
             })
             .collect();

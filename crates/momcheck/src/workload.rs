@@ -61,6 +61,7 @@ pub fn message(ctx: &Ctx, p: u32, n: u64) -> PubMsg {
         payload: payload(&id).into(),
         headers: Default::default(),
         msg_id: Some(id),
+        key: None,
     }
 }
 

@@ -22,6 +22,8 @@ struct JsonMsg<'a> {
     sender: &'a Sender,
     #[serde(skip_serializing_if = "Option::is_none")]
     msg_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
     /// The payload as UTF-8 text, or base64 when it is not valid UTF-8 (then `encoding`
     /// says so).
     payload: std::borrow::Cow<'a, str>,
@@ -58,6 +60,7 @@ pub fn write_message(out: &mut impl Write, m: &Message) -> io::Result<()> {
         headers: &m.headers,
         sender: &m.sender,
         msg_id: m.msg_id.as_deref(),
+        key: m.key.as_deref(),
         payload,
         encoding,
         payload_json,

@@ -37,6 +37,7 @@ pub enum Piece {
     Headers,
     Header(String),
     MsgId,
+    Key,
     Sender,
     Payload,
     Size,
@@ -72,7 +73,7 @@ impl Format {
     }
 }
 
-/// Parse a kcat-like template: `%t %s %T %e %h %h{NAME} %i %u %p %S %d %D %%` and the escapes
+/// Parse a kcat-like template: `%t %s %T %e %h %h{NAME} %i %k %u %p %S %d %D %%` and the escapes
 /// `\n \t \0 \\`.
 pub fn parse_template(t: &str) -> Result<Vec<Piece>, String> {
     let mut out = Vec::new();
@@ -125,6 +126,7 @@ pub fn parse_template(t: &str) -> Result<Vec<Piece>, String> {
                         }
                     }
                     'i' => Piece::MsgId,
+                    'k' => Piece::Key,
                     'u' => Piece::Sender,
                     'p' => Piece::Payload,
                     'S' => Piece::Size,
@@ -202,6 +204,7 @@ pub fn write_message(out: &mut impl Write, m: &Message, format: &Format) -> io::
                         out.write_all(m.headers.get(h).map_or("", String::as_str).as_bytes())?
                     }
                     Piece::MsgId => out.write_all(m.msg_id.as_deref().unwrap_or("").as_bytes())?,
+                    Piece::Key => out.write_all(m.key.as_deref().unwrap_or("").as_bytes())?,
                     Piece::Sender => out.write_all(sender_text(&m.sender).as_bytes())?,
                     Piece::Payload => out.write_all(&m.payload)?,
                     Piece::Size => write!(out, "{}", m.payload.len())?,
@@ -252,6 +255,7 @@ mod tests {
                 name: "momctl".into(),
             },
             msg_id: Some("o-7".into()),
+            key: None,
             payload: bytes::Bytes::from_static(b"{\"z\":1,\"a\":[2]}"),
             delivery: Some(2),
         }

@@ -218,12 +218,11 @@ enum Pending {
         session: u64,
         id: u64,
         no_ack: bool,
-        topic_id: u32,
+        /// The topic as the request named it.
         topic: String,
-        seqs: Vec<u64>,
-        duplicates: u64,
-        duplicate_indexes: Vec<u32>,
-        batch: Option<Arc<Batch>>,
+        answer: publish::Published,
+        /// What each topic stored (one, or a partitioned topic's partitions).
+        parts: Vec<publish::PubPart>,
         /// Cluster mode: the watch groups' table at the publish's place in the log.
         groups: Option<Arc<watch_groups::GroupTable>>,
     },
@@ -374,6 +373,8 @@ pub struct Broker {
     commit_failed: Option<String>,
     /// Entries of the data group are being applied: they are committed as one.
     applying_replicated: bool,
+    /// The partition the next publish without a key goes to (modulo the partitions).
+    spread: u32,
     /// Free space under the data dir; publishes are refused while it is short.
     disk: Option<crate::disk::Disk>,
     /// Counters for `--metrics`.
@@ -402,6 +403,7 @@ mod dispatch;
 mod flush;
 mod listing;
 pub mod metrics;
+mod partitions;
 pub(crate) mod publish;
 mod queue_admin;
 mod queue_cluster;
@@ -516,6 +518,7 @@ impl Broker {
             groups_pruned_at: 0,
             commit_failed: None,
             applying_replicated: false,
+            spread: 0,
         };
         (b, BrokerHandle { tx }, rx)
     }
@@ -663,7 +666,12 @@ pub fn core_error(e: CoreError) -> (ErrorCode, String) {
         CoreError::BadName(_)
         | CoreError::EmptyHeaderName
         | CoreError::EmptyBatch
-        | CoreError::MsgIdTooLong { .. } => ErrorCode::BadRequest,
+        | CoreError::MsgIdTooLong { .. }
+        | CoreError::KeyTooLong { .. }
+        | CoreError::UnderPartitioned { .. }
+        | CoreError::BadPartitions(_)
+        | CoreError::Partitioned(_) => ErrorCode::BadRequest,
+        CoreError::TopicExists { .. } => ErrorCode::Conflict,
         CoreError::PayloadTooLarge { .. }
         | CoreError::HeadersTooLarge { .. }
         | CoreError::TooManyHeaders { .. }

@@ -162,6 +162,7 @@ mod tests {
                     payload: Bytes::from_static(b"hi"),
                     headers: [("k".to_string(), "v".to_string())].into(),
                     msg_id: Some("m".into()),
+                    key: Some("k1".into()),
                 }],
                 no_ack: true,
             }),

@@ -39,6 +39,7 @@ pub enum ClientFrame {
     TopicRm(TopicRm),
     TopicPurge(TopicRm),
     TopicSet(TopicSet),
+    TopicCreate(TopicCreate),
     Stats(StatsReq),
     Ping(Req),
     QueueCreate(QueueCreate),
@@ -177,6 +178,10 @@ pub struct PubMsg {
     /// Publisher-chosen id; a repeat within the dedupe window is not stored twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<String>,
+    /// The message's key: stored with it, and on a partitioned topic it chooses the
+    /// partition (the same key, the same partition, so one key's messages keep their order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// A payload as the protocol has it, a `bin`. `Bytes`' own deserializer also takes a `str`
@@ -251,6 +256,10 @@ pub struct PublishOk {
     /// Indexes (0-based, in batch order) of the messages that were duplicates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub duplicate_indexes: Vec<u32>,
+    /// For a partitioned topic: the partition of each message, in batch order (its seq in
+    /// `seqs` is that partition's). Absent for other topics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<u32>,
 }
 
 /// Where a watch starts.
@@ -332,6 +341,9 @@ pub struct Message {
     pub sender: Sender,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<String>,
+    /// The key it was published with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub payload: Bytes,
     /// For a message from a queue: how many times it has been delivered (1 the first time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -415,6 +427,21 @@ pub struct TopicSet {
     pub hard_max_age_ms: Option<u64>,
 }
 
+/// Create a topic, with `partitions` partitions (topics `NAME.0` … `NAME.{N-1}`, each with
+/// its own seqs). Refused with `conflict` if the topic exists.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TopicCreate {
+    pub id: u64,
+    pub topic: String,
+    /// 0 or 1: an ordinary topic.
+    #[serde(default)]
+    pub partitions: u32,
+    /// Copies the cluster keeps of each message, at least (0: the server's default). A
+    /// single node keeps one.
+    #[serde(default)]
+    pub replicas: u32,
+}
+
 /// What the broker holds for one topic.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TopicInfo {
@@ -447,6 +474,13 @@ pub struct TopicInfo {
     /// for topics made before owners were recorded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub owner: String,
+    /// A partitioned topic: how many partitions (`NAME.0` … `NAME.{N-1}`), whose messages
+    /// and bytes this entry sums. Sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub partitions: u32,
+    /// The copies kept of each message (cluster mode; sent only when not 0).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub replicas: u32,
 }
 
 /// One page of topics, by name.
@@ -583,6 +617,10 @@ pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+pub(crate) fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Close another client's connection (by its global client id), as if it had closed its
 /// socket: its watches and consumers end and its unacked deliveries go back to their queues.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -605,6 +643,7 @@ impl ClientFrame {
             ClientFrame::TopicInfo(r) => r.id,
             ClientFrame::TopicRm(r) | ClientFrame::TopicPurge(r) => r.id,
             ClientFrame::TopicSet(r) => r.id,
+            ClientFrame::TopicCreate(r) => r.id,
             ClientFrame::QueueCreate(r) => r.id,
             ClientFrame::QueueBind(r) | ClientFrame::QueueUnbind(r) => r.id,
             ClientFrame::QueueDelete(r) => r.id,
@@ -685,6 +724,8 @@ pub struct MessageRef<'a> {
     pub sender: &'a Sender,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
     pub payload: &'a Bytes,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<u32>,

@@ -18,11 +18,13 @@ fn arb_pubmsg() -> impl Strategy<Value = PubMsg> {
         proptest::collection::vec(any::<u8>(), 0..64),
         arb_headers(),
         proptest::option::of("[a-z0-9-]{1,12}"),
+        proptest::option::of("\\PC{0,12}"),
     )
-        .prop_map(|(p, headers, msg_id)| PubMsg {
+        .prop_map(|(p, headers, msg_id, key)| PubMsg {
             payload: Bytes::from(p),
             headers,
             msg_id,
+            key,
         })
 }
 
@@ -415,6 +417,7 @@ fn server_frames_round_trip() {
             watchers: 1,
             queues: 0,
             duplicate_indexes: vec![2],
+            partitions: vec![0, 5, 5],
         }),
         ServerFrame::Deliver(Deliver {
             watch: 1,
@@ -429,6 +432,7 @@ fn server_frames_round_trip() {
                     name: "momctl".into(),
                 },
                 msg_id: Some("x".into()),
+                key: Some("user-7".into()),
                 payload: Bytes::from_static(b"\x00\xffhi"),
                 delivery: Some(2),
             }],
@@ -602,6 +606,7 @@ fn publish_with_headers(n: usize, value_len: usize) -> Vec<u8> {
             payload: Bytes::from_static(b"x"),
             headers,
             msg_id: None,
+            key: None,
         }],
         ..Default::default()
     });

@@ -309,11 +309,13 @@ fn arb_pubmsg() -> impl Strategy<Value = PubMsg> {
         proptest::collection::vec(any::<u8>(), 0..32),
         proptest::collection::btree_map("[a-z]{1,6}", ".{0,8}", 0..3),
         proptest::option::of("[a-z0-9-]{1,12}"),
+        proptest::option::of(".{0,8}"),
     )
-        .prop_map(|(p, headers, msg_id)| PubMsg {
+        .prop_map(|(p, headers, msg_id, key)| PubMsg {
             payload: Bytes::from(p),
             headers,
             msg_id,
+            key,
         })
 }
 
@@ -533,12 +535,22 @@ fn arb_message() -> impl Strategy<Value = Message> {
         ("[a-z.]{1,12}", any::<u64>(), any::<u64>()),
         proptest::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3),
         ("[a-z]{0,6}", any::<u64>(), "[a-z]{0,6}"),
-        proptest::option::of("[a-z0-9-]{1,8}"),
+        (
+            proptest::option::of("[a-z0-9-]{1,8}"),
+            proptest::option::of("[a-z0-9]{0,8}"),
+        ),
         proptest::collection::vec(any::<u8>(), 0..40),
         proptest::option::of(any::<u32>()),
     )
         .prop_map(
-            |((topic, seq, time), headers, (user, client, name), msg_id, payload, delivery)| {
+            |(
+                (topic, seq, time),
+                headers,
+                (user, client, name),
+                (msg_id, key),
+                payload,
+                delivery,
+            )| {
                 Message {
                     topic,
                     seq,
@@ -546,6 +558,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     headers,
                     sender: Sender { user, client, name },
                     msg_id,
+                    key,
                     payload: Bytes::from(payload),
                     delivery,
                 }
@@ -562,10 +575,13 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
             (any::<u64>(), "[a-z.]{1,12}"),
             proptest::collection::vec(any::<u64>(), 0..5),
             (any::<u64>(), any::<u64>(), any::<u64>()),
-            proptest::collection::vec(any::<u32>(), 0..3),
+            (
+                proptest::collection::vec(any::<u32>(), 0..3),
+                proptest::collection::vec(any::<u32>(), 0..3),
+            ),
         )
             .prop_map(
-                |((id, topic), seqs, (duplicates, watchers, queues), dups)| {
+                |((id, topic), seqs, (duplicates, watchers, queues), (dups, partitions))| {
                     ServerFrame::PublishOk(PublishOk {
                         id,
                         topic,
@@ -574,6 +590,7 @@ fn arb_server_frame() -> impl Strategy<Value = ServerFrame> {
                         watchers,
                         queues,
                         duplicate_indexes: dups,
+                        partitions,
                     })
                 }
             ),

@@ -82,6 +82,7 @@ pub async fn huge_headers(addr: &str, scale: Scale) -> anyhow::Result<String> {
             payload: "x".into(),
             headers,
             msg_id: None,
+            key: None,
         }],
     );
     let size = frame.len();

@@ -137,6 +137,27 @@ all of them unless --limit says otherwise (stderr then says when more exist)."
         #[arg(short, long)]
         all: bool,
     },
+    /// Create a topic, optionally partitioned; answered as the first time if it exists as
+    /// asked, refused (exit 7) if it exists otherwise.
+    #[command(
+        after_help = "Examples:\n  momctl topic create clicks --partitions 6\n  momctl topic create clicks --partitions 6 --replicas 3\n  momctl publish clicks --key user-42 '{\"page\":\"/\"}'\n  momctl subscribe clicks --from all -v\n\n\
+A topic with N partitions (2 or more) stores its messages in the topics NAME.0 … NAME.{N-1}, \
+each with its own seqs and order. A message's key chooses its partition (FNV-1a of the key, \
+modulo N), so one key's messages stay in order; a publish without a key goes to the next \
+partition in turn. Publishing or subscribing to NAME means all its partitions; NAME.3 is one \
+of them. --replicas (cluster mode) is checked against the cluster's voting members, each of \
+which keeps a copy of every message."
+    )]
+    Create {
+        topic: String,
+        /// Partitions (1: an ordinary topic).
+        #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        partitions: u32,
+        /// Copies of each message the cluster must keep, at least (cluster mode; a single
+        /// node keeps one).
+        #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=255))]
+        replicas: Option<u32>,
+    },
     /// Show one topic.
     #[command(after_help = "Examples:\n  momctl topic info metrics.cpu")]
     Info {

@@ -102,10 +102,11 @@ pub enum Command {
     /// Publish messages: each MSG, or stdin one message per line.
     #[command(
         visible_alias = "pub",
-        after_help = "Examples:\n  momctl publish orders.eu '{\"id\": 42}' -H trace=abc --id order-42\n  seq 1 1000000 | momctl publish metrics.cpu\n  printf 'a\\0b\\0' | momctl publish blobs -0\n  momctl publish images.raw --whole < photo.jpg\n  tail -F app.log | momctl publish logs.app --id-from sha256 --reconnect\n  momctl subscribe 'a.>' --json | momctl publish b --json-input\n\n\
+        after_help = "Examples:\n  momctl publish orders.eu '{\"id\": 42}' -H trace=abc --id order-42\n  seq 1 1000000 | momctl publish metrics.cpu\n  printf 'a\\0b\\0' | momctl publish blobs -0\n  momctl publish images.raw --whole < photo.jpg\n  tail -F app.log | momctl publish logs.app --id-from sha256 --reconnect\n  momctl subscribe 'a.>' --json | momctl publish b --json-input\n  momctl publish clicks --key user-42 '{\"page\": \"/\"}'\n\n\
 Exits 0 only when every message was acknowledged (stored durably). With --json, each \
 message's acknowledgement is printed as it comes: {\"topic\", \"seq\", \"duplicate\", \"line\", \
-\"watchers\", \"queues\"}. A duplicate (its id was seen within the broker's dedupe window) is \
+\"watchers\", \"queues\"}, and \"partition\" on a partitioned topic (the seq is that \
+partition's). A duplicate (its id was seen within the broker's dedupe window) is \
 reported on stderr and not stored again. A stdin line over the payload limit is refused with \
 its line number and exit 1; the lines before it stay acknowledged. If the connection is lost, \
 the exit is 8 and stderr says which lines were acknowledged and which are unknown; with \
@@ -130,7 +131,7 @@ when it is a JSON object or array (a bare number or string stays text). When the
 resumes after the last message it printed: nothing twice, nothing skipped (--no-reconnect \
 exits 8 instead).\n\n\
 --format fields: %t topic, %s seq, %T time (RFC 3339), %e time (ms since the epoch), %h \
-headers (k=v,k=v), %h{NAME} one header, %i msg id, %u sender (user/client id/name), %p \
+headers (k=v,k=v), %h{NAME} one header, %i msg id, %k key, %u sender (user/client id/name), %p \
 payload, %S payload size, %d delivery count (queues), %D delivery id (queues), %% a percent \
 sign; \\n \\t \\0 \\\\ escapes."
     )]
@@ -340,13 +341,18 @@ pub struct PublishArgs {
     pub whole: bool,
 
     /// Each stdin line is a JSON object as `subscribe --json` prints it: payload (with
-    /// encoding), headers and msg_id are taken, other fields ignored.
+    /// encoding), headers, msg_id and key are taken, other fields ignored.
     #[arg(short = 'J', long)]
     pub json_input: bool,
 
     /// Header KEY=VALUE (repeatable).
     #[arg(short = 'H', long = "header", value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
+
+    /// The messages' key, stored with each. On a partitioned topic it chooses the
+    /// partition: one key's messages go to one partition, in order.
+    #[arg(short = 'k', long, value_name = "KEY")]
+    pub key: Option<String>,
 
     /// Message id for dedupe: a repeat within the broker's window is not stored twice.
     /// Stdin messages get ID-1, ID-2, … (the n-th message ID-n).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mom_proto::{
     ClientFrame, Message, QueueBind, QueueCreate, QueueDelete, QueueInfo, QueuePeek, QueueRedrive,
-    QueueReq, QueueSet, Req, ServerFrame, TopicInfo, TopicReq, TopicRm, TopicSet,
+    QueueReq, QueueSet, Req, ServerFrame, TopicCreate, TopicInfo, TopicReq, TopicRm, TopicSet,
 };
 
 use super::{unexpected, Client, Result};
@@ -52,6 +52,20 @@ impl Client {
             .request(|id| {
                 set.id = id;
                 ClientFrame::TopicSet(set)
+            })
+            .await?
+        {
+            ServerFrame::TopicInfo(t) => Ok(t.topic),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Create a topic (with partitions); answered with the topic.
+    pub async fn topic_create(&self, mut c: TopicCreate) -> Result<TopicInfo> {
+        match self
+            .request(|id| {
+                c.id = id;
+                ClientFrame::TopicCreate(c)
             })
             .await?
         {

@@ -334,6 +334,7 @@ pub fn message(payload: impl Into<Bytes>, headers: Headers, msg_id: Option<Strin
         payload: payload.into(),
         headers,
         msg_id,
+        key: None,
     }
 }
 

@@ -105,6 +105,7 @@ pub async fn run(
             max_payload,
             batch: args.batch.max(1),
             headers: headers.clone(),
+            key: args.key.clone(),
             ids,
             tx,
             topic_per_line: per_line,
@@ -132,6 +133,7 @@ pub async fn run(
                 payload,
                 headers: headers.clone(),
                 msg_id,
+                key: args.key.clone(),
             });
         }
         let _ = tx
@@ -371,7 +373,7 @@ impl Publishing<'_> {
         if self.json {
             let mut out = std::io::stdout().lock();
             for (i, seq) in ok.seqs.iter().enumerate() {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "topic": ok.topic,
                     "seq": seq,
                     "duplicate": dups.contains(&(i as u32)),
@@ -379,6 +381,10 @@ impl Publishing<'_> {
                     "watchers": ok.watchers,
                     "queues": ok.queues,
                 });
+                // A partitioned topic's seqs are its partitions'.
+                if let Some(p) = ok.partitions.get(i) {
+                    v["partition"] = (*p).into();
+                }
                 if write_json_line(&mut out, &v).is_err() {
                     break;
                 }

@@ -1,6 +1,6 @@
-//! `momctl topic ls|info|rm|purge|set`.
+//! `momctl topic ls|create|info|rm|purge|set`.
 
-use mom_proto::{topic, Page, TopicInfo, TopicSet};
+use mom_proto::{topic, Page, TopicCreate, TopicInfo, TopicSet};
 use momctl::client::{Client, ConnectOptions};
 
 use super::listing::{print_pages, Table, Widths};
@@ -12,6 +12,7 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
     let name_ok = |t: &str| topic::validate_topic(t).map_err(|e| Failure::new(2, e.to_string()));
     match &cmd {
         TopicCmd::Info { topic }
+        | TopicCmd::Create { topic, .. }
         | TopicCmd::Rm { topic, .. }
         | TopicCmd::Purge { topic, .. }
         | TopicCmd::Set { topic, .. } => name_ok(topic)?,
@@ -37,6 +38,21 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
             let keep = |t: &TopicInfo| inboxes || !t.name.starts_with("$inbox.");
             let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
             print_pages(&client, page, limit, keep, json).await?;
+        }
+        TopicCmd::Create {
+            topic,
+            partitions,
+            replicas,
+        } => {
+            let t = client
+                .topic_create(TopicCreate {
+                    id: 0,
+                    topic,
+                    partitions,
+                    replicas: replicas.unwrap_or(0),
+                })
+                .await?;
+            print_info(&t, json)?;
         }
         TopicCmd::Info { topic } => {
             let t = client.topic_info(&topic).await?;
@@ -115,9 +131,23 @@ fn print_info(t: &TopicInfo, json: bool) -> CmdResult {
         return Ok(());
     }
     outln!("topic:      {}", t.name);
+    if t.partitions > 1 {
+        outln!(
+            "partitions: {} ({}.0 … {}.{}; seqs are per partition)",
+            t.partitions,
+            t.name,
+            t.name,
+            t.partitions - 1
+        );
+    }
+    if t.replicas > 0 {
+        outln!("replicas:   {}", t.replicas);
+    }
     outln!("messages:   {}", t.messages);
     outln!("bytes:      {}", human_bytes(t.bytes));
-    if t.messages == 0 {
+    if t.partitions > 1 {
+        // Each partition has its own seqs: `topic ls 'NAME.*'` shows them.
+    } else if t.messages == 0 {
         outln!("seq:        none stored (the next is {})", t.last_seq + 1);
     } else {
         outln!("seq:        {}..{}", t.first_seq, t.last_seq);

@@ -41,6 +41,13 @@ impl Broker {
             ClientFrame::TopicRm(r) | ClientFrame::TopicPurge(r) => {
                 self.owns_topic(who, &r.topic)?;
             }
+            ClientFrame::TopicCreate(t) if !self.auth.may_publish(who, &t.topic) => {
+                return Err(forbidden(format!(
+                    "user {user:?} may not create topic {:?}: it is outside its publish \
+                     patterns",
+                    t.topic
+                )));
+            }
             ClientFrame::TopicSet(t) => {
                 if self.core.topics.get(&t.topic).is_some() {
                     self.owns_topic(who, &t.topic)?;
@@ -84,6 +91,7 @@ impl Broker {
             // Acks, nacks, extends and cancels act on what this connection was given; reads
             // of the broker's state are open to every user.
             ClientFrame::Hello(_)
+            | ClientFrame::TopicCreate(_)
             | ClientFrame::Unwatch(_)
             | ClientFrame::TopicList(_)
             | ClientFrame::TopicInfo(_)

@@ -165,7 +165,15 @@ impl Broker {
             | ClientFrame::TopicInfo(_)
             | ClientFrame::TopicRm(_)
             | ClientFrame::TopicPurge(_)
-            | ClientFrame::TopicSet(_)) => match (&self.cluster, f) {
+            | ClientFrame::TopicSet(_)
+            | ClientFrame::TopicCreate(_)) => match (&self.cluster, f) {
+                (Some(_), ClientFrame::TopicCreate(c)) => {
+                    // The members this node knows now decide; the others apply it as is.
+                    match self.check_replicas(c.replicas) {
+                        Ok(()) => self.cluster_change_request(session, ClientFrame::TopicCreate(c)),
+                        Err(msg) => self.error(session, c.id, ErrorCode::BadRequest, msg),
+                    }
+                }
                 (
                     Some(_),
                     f @ (ClientFrame::TopicRm(_)

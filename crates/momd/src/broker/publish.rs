@@ -5,10 +5,7 @@ use std::sync::Arc;
 
 use mom_proto::{ErrorCode, Limits, PubMsg, Sender};
 
-use super::{
-    core_error, json_str, now_ms, Broker, Pending, INBOX_PREFIX, INBOX_TTL_MS, STAGED_MAX_BYTES,
-    SYS_EVENTS,
-};
+use super::{core_error, json_str, now_ms, Broker, INBOX_PREFIX, INBOX_TTL_MS, SYS_EVENTS};
 use crate::core::{Batch, Core, PublishPlan, TopicState};
 use crate::store;
 
@@ -22,31 +19,52 @@ pub struct Published {
     /// node: queues are replicated state).
     #[serde(default)]
     pub queues: u64,
+    /// For a partitioned topic: the partition of each message (`PublishOk::partitions`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<u32>,
+}
+
+impl Published {
+    /// The topics the messages went to: `topic` itself, or the partitions of it they
+    /// went to.
+    pub fn topics(&self, topic: &str) -> Vec<String> {
+        if self.partitions.is_empty() {
+            return vec![topic.to_string()];
+        }
+        let mut ps = self.partitions.clone();
+        ps.sort_unstable();
+        ps.dedup();
+        ps.into_iter().map(|p| format!("{topic}.{p}")).collect()
+    }
+}
+
+/// What one topic of a publish stored, to be delivered once durable.
+#[derive(Debug)]
+pub(super) struct PubPart {
+    pub topic_id: u32,
+    pub topic: String,
+    pub batch: Option<Arc<Batch>>,
 }
 
 impl Broker {
-    /// Sequence one publish and stage it; its ack waits for [`Broker::commit`] and then
-    /// the flush. `req` is (session, request id, no_ack); session 0 is the broker itself.
-    pub(super) fn publish(
+    /// Sequence the messages of a publish to one topic and stage them (`partitions.rs`
+    /// cuts a publish to a partitioned topic into these). `limited`: a client's, which
+    /// counts toward the topic cap when it creates a reply inbox.
+    pub(super) fn publish_one(
         &mut self,
-        req: (u64, u64, bool),
+        limited: bool,
         name: &str,
         msgs: Vec<PubMsg>,
         sender: Sender,
         now: u64,
         reserved_ok: bool,
-    ) -> Result<Published, (ErrorCode, String)> {
-        if req.0 != 0 {
-            if let Some(refused) = self.disk_refuses() {
-                return Err(refused);
-            }
-        }
+    ) -> Result<(Published, PubPart), (ErrorCode, String)> {
         let before: Option<TopicState> = self.core.topics.get(name).cloned();
         let existed = before.is_some();
         if !existed && name.starts_with(INBOX_PREFIX) {
             // A client's reply inbox counts toward the topic cap like any topic (the core
             // admits the others as it sequences them).
-            if req.0 != 0 {
+            if limited {
                 self.core
                     .admit_topic(name, &sender.user, now)
                     .map_err(core_error)?;
@@ -103,31 +121,19 @@ impl Broker {
                 ));
             }
         }
-        let (session, id, no_ack) = req;
         let published = Published {
-            seqs: plan.seqs.clone(),
-            duplicates: plan.duplicates,
-            duplicate_indexes: plan.duplicate_indexes.clone(),
-            queues: self.queues_bound(topic_id),
-        };
-        self.staged_pending.push(Pending::Publish {
-            session,
-            id,
-            no_ack,
-            topic_id,
-            topic: name.to_string(),
             seqs: plan.seqs,
             duplicates: plan.duplicates,
             duplicate_indexes: plan.duplicate_indexes,
+            queues: self.queues_bound(topic_id),
+            partitions: Vec::new(),
+        };
+        let part = PubPart {
+            topic_id,
+            topic: name.to_string(),
             batch,
-            groups: self.cluster.is_some().then(|| self.watch_groups.clone()),
-        });
-        // A replica's entries are committed together with the applied state that names
-        // them (`replica.rs`), never split.
-        if self.staged.bytes >= STAGED_MAX_BYTES && !self.applying_replicated {
-            self.commit();
-        }
-        Ok(published)
+        };
+        Ok((published, part))
     }
 
     /// Write every staged publish in one atomic batch, then let their acks wait for the

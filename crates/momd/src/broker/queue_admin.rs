@@ -75,7 +75,7 @@ impl Broker {
     pub(super) fn queue_create(
         &mut self,
         session: u64,
-        c: QueueCreate,
+        mut c: QueueCreate,
         now: u64,
         owner: Option<String>,
     ) {
@@ -87,6 +87,8 @@ impl Broker {
                 return self.error(session, c.id, ErrorCode::BadRequest, e.to_string());
             }
         }
+        // A partitioned topic named as such means its partitions.
+        c.bindings = self.expanded(&c.bindings);
         if let Some(q) = self.queues.get_mut(&c.queue) {
             if !c.exist_ok {
                 let diffs = differences(&q.def, &c);

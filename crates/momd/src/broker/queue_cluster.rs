@@ -133,7 +133,10 @@ impl Broker {
         // The owner a single node would record: a topic's is the identity's user.
         let topic = matches!(
             frame,
-            ClientFrame::TopicRm(_) | ClientFrame::TopicPurge(_) | ClientFrame::TopicSet(_)
+            ClientFrame::TopicRm(_)
+                | ClientFrame::TopicPurge(_)
+                | ClientFrame::TopicSet(_)
+                | ClientFrame::TopicCreate(_)
         );
         let user = self
             .sessions
@@ -210,7 +213,10 @@ impl Broker {
                 match *frame {
                     f @ (ClientFrame::TopicRm(_)
                     | ClientFrame::TopicPurge(_)
-                    | ClientFrame::TopicSet(_)) => self.topic_request(session, f, now, Some(user)),
+                    | ClientFrame::TopicSet(_)
+                    | ClientFrame::TopicCreate(_)) => {
+                        self.topic_request(session, f, now, Some(user))
+                    }
                     f => self.queue_request(session, f, now, Some(user)),
                 }
             }

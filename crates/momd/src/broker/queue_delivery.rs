@@ -343,6 +343,7 @@ impl Broker {
                                 headers: m.headers,
                                 sender: b.sender.clone(),
                                 msg_id: m.msg_id,
+                                key: m.key,
                                 payload: m.payload,
                                 delivery: None,
                             },
@@ -440,6 +441,7 @@ impl Broker {
                 payload: m.payload,
                 headers,
                 msg_id: Some(format!("$dlq:{queue}:{created}:{}", d.ordinal)),
+                key: m.key,
             };
             if let Err((_, e)) = self.publish((0, 0, true), &dlq, vec![msg], sender, now, true) {
                 tracing::error!(queue, "cannot dead-letter {tname}#{seq}: {e}");

@@ -272,12 +272,13 @@ impl Broker {
         }
         match frame {
             ClientFrame::QueueCreate(c) => self.queue_create(session, c, now, owner),
-            ClientFrame::QueueBind(b) => {
+            ClientFrame::QueueBind(mut b) => {
                 for p in &b.patterns {
                     if let Err(e) = topic::validate_pattern(p) {
                         return self.error(session, b.id, ErrorCode::BadRequest, e.to_string());
                     }
                 }
+                b.patterns = self.expanded(&b.patterns);
                 if !self.queues.contains_key(&b.queue) {
                     return self.error(
                         session,
@@ -298,7 +299,8 @@ impl Broker {
                 self.dirty_queues.insert(b.queue.clone());
                 self.reply_queue_info(session, b.id, &b.queue, true);
             }
-            ClientFrame::QueueUnbind(b) => {
+            ClientFrame::QueueUnbind(mut b) => {
+                b.patterns = self.expanded(&b.patterns);
                 let Some(q) = self.queues.get(&b.queue) else {
                     return self.error(
                         session,
@@ -598,6 +600,7 @@ impl Broker {
             | ClientFrame::TopicRm(_)
             | ClientFrame::TopicPurge(_)
             | ClientFrame::TopicSet(_)
+            | ClientFrame::TopicCreate(_)
             | ClientFrame::Stats(_)
             | ClientFrame::ClusterStatus(_)
             | ClientFrame::ClusterJoin(_)

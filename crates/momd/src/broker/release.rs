@@ -36,20 +36,21 @@ impl Broker {
                 session,
                 id,
                 no_ack,
-                topic_id,
                 topic,
-                seqs,
-                duplicates,
-                duplicate_indexes,
-                batch,
+                answer,
+                parts,
                 groups,
             } => {
-                let queues = self.queues_bound(topic_id);
-                if let Some(batch) = batch {
-                    self.deliver(topic_id, &batch, queues, groups.as_deref());
+                let (mut queues, mut watchers) = (0, 0);
+                for part in parts {
+                    let bound = self.queues_bound(part.topic_id);
+                    queues += bound;
+                    if let Some(batch) = part.batch {
+                        self.deliver(part.topic_id, &batch, bound, groups.as_deref());
+                    }
+                    // Passive watches look without counting; a group counts once.
+                    watchers = watchers.max(self.core.watches.count_active(&part.topic));
                 }
-                // Passive watches look without counting; a group counts once.
-                let watchers = self.core.watches.count_active(&topic);
                 if session != 0 {
                     if no_ack {
                         if let Some(s) = self.sessions.get(&session) {
@@ -61,11 +62,12 @@ impl Broker {
                             ServerFrame::PublishOk(PublishOk {
                                 id,
                                 topic,
-                                seqs,
-                                duplicates,
+                                seqs: answer.seqs,
+                                duplicates: answer.duplicates,
                                 watchers,
                                 queues,
-                                duplicate_indexes,
+                                duplicate_indexes: answer.duplicate_indexes,
+                                partitions: answer.partitions,
                             }),
                         );
                     }
@@ -84,12 +86,14 @@ impl Broker {
     /// queue is bound to it (a queue keeps the ordinary promise). Returns what is left to
     /// release after the flush.
     pub(super) fn deliver_early(&mut self, p: Pending) -> Option<Pending> {
-        let Pending::Publish {
+        let Pending::Publish { parts, .. } = &p else {
+            return Some(p);
+        };
+        let [super::publish::PubPart {
             topic_id,
             topic,
             batch: Some(batch),
-            ..
-        } = &p
+        }] = parts.as_slice()
         else {
             return Some(p);
         };

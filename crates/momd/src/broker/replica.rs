@@ -47,7 +47,12 @@ impl Broker {
             return;
         };
         // This node's watchers now; the others' when the answer is written.
-        let watchers = self.core.watches.active(&p.topic);
+        let watched = if self.core.partitions_of(&p.topic) > 0 {
+            crate::core::partitions::partition_name(&p.topic, 0)
+        } else {
+            p.topic.clone()
+        };
+        let watchers = self.core.watches.active(&watched);
         let request = p
             .msgs
             .iter()
@@ -56,6 +61,7 @@ impl Broker {
             outbox,
             id: p.id,
             topic: p.topic.clone(),
+            watched,
             no_ack: p.no_ack,
             watchers,
             request,
@@ -67,6 +73,7 @@ impl Broker {
             topic: p.topic,
             msgs: p.msgs,
             sender,
+            spread: self.next_spread(),
         };
         // Queued here, in the broker task, so a connection's publishes keep their order.
         c.propose_publish(DataItem::Publish(item), answer);
@@ -111,20 +118,23 @@ impl Broker {
                 };
                 // Reply inboxes are reserved topics anyone may publish to.
                 let inbox = item.topic.starts_with(INBOX_PREFIX);
-                let r = self.publish(
+                let r = self.publish_spread(
                     (0, 0, true),
                     &item.topic,
                     item.msgs,
                     item.sender,
                     e.time,
                     inbox,
+                    item.spread,
                 );
-                if r.is_ok() {
-                    self.noted_in_log_order(&item.topic);
-                    if let Some(t) = self.core.topics.get(&item.topic) {
-                        let hard = t.limits.hard_max_bytes > 0 || t.limits.hard_max_age_ms > 0;
-                        if hard && !limited.contains(&t.id) {
-                            limited.push(t.id);
+                if let Ok(published) = &r {
+                    for topic in published.topics(&item.topic) {
+                        self.noted_in_log_order(&topic);
+                        if let Some(t) = self.core.topics.get(&topic) {
+                            let hard = t.limits.hard_max_bytes > 0 || t.limits.hard_max_age_ms > 0;
+                            if hard && !limited.contains(&t.id) {
+                                limited.push(t.id);
+                            }
                         }
                     }
                 }

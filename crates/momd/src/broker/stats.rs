@@ -11,8 +11,13 @@ impl Broker {
         self.topic_info_with(t, self.queues_bound(t.id))
     }
 
-    /// Topic info, given how many queues are bound to it.
+    /// Topic info, given how many queues are bound to it. A partitioned topic's counts are
+    /// its partitions' summed (their seqs are each their own: its `first_seq` and
+    /// `last_seq` are 0).
     pub(super) fn topic_info_with(&self, t: &TopicState, queues: u64) -> TopicInfo {
+        if t.partitions > 1 {
+            return self.partitioned_info(t);
+        }
         let rate = self.rates.get(&t.id).copied().unwrap_or_default();
         TopicInfo {
             name: t.name.to_string(),
@@ -30,7 +35,45 @@ impl Broker {
             out_rate: rate.out_rate(),
             damaged: self.core.topics.damaged(t.id),
             owner: t.owner.to_string(),
+            partitions: 0,
+            replicas: self.replicas_of(t),
         }
+    }
+
+    /// The copies kept of each message of `t`: in a cluster, one per voter of the data
+    /// group (at least what `topic create --replicas` asked); 0 on a single node.
+    fn replicas_of(&self, t: &TopicState) -> u32 {
+        match &self.cluster {
+            Some(c) => (c.data_voters() as u32).max(u32::from(t.replicas)),
+            None => 0,
+        }
+    }
+
+    fn partitioned_info(&self, t: &TopicState) -> TopicInfo {
+        let mut info = TopicInfo {
+            name: t.name.to_string(),
+            created: t.created,
+            limits: *t.limits,
+            owner: t.owner.to_string(),
+            partitions: u32::from(t.partitions),
+            replicas: self.replicas_of(t),
+            ..TopicInfo::default()
+        };
+        for id in self.core.partition_ids(&t.name) {
+            let Some(p) = self.core.topics.by_id(id) else {
+                continue;
+            };
+            let one = self.topic_info_with(p, self.queues_bound(id));
+            info.messages += one.messages;
+            info.bytes += one.bytes;
+            info.last_time = info.last_time.max(one.last_time);
+            info.watchers = info.watchers.max(one.watchers);
+            info.queues = info.queues.max(one.queues);
+            info.in_rate += one.in_rate;
+            info.out_rate += one.out_rate;
+            info.damaged += one.damaged;
+        }
+        info
     }
 
     /// `stats`: the summary, and one page of each section as the request asks.

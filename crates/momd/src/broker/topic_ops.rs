@@ -45,6 +45,7 @@ impl Broker {
             },
             ClientFrame::TopicRm(r) => self.topic_rm(session, r),
             ClientFrame::TopicPurge(r) => self.topic_purge(session, r),
+            ClientFrame::TopicCreate(c) => self.topic_create(session, c, now, owner),
             ClientFrame::TopicSet(s) => {
                 let owner = owner.unwrap_or_else(|| {
                     self.sessions
@@ -52,48 +53,69 @@ impl Broker {
                         .map(|x| x.identity.user.clone())
                         .unwrap_or_default()
                 });
-                let res = self
-                    .core
-                    .set_limits(&s, now, &owner)
-                    .map(|(t, created)| (t.clone(), created));
-                match res {
-                    Ok((t, created)) => {
-                        if let Err(e) = self.store.put_topic(&t, self.core.topics.next_id()) {
-                            self.error(session, s.id, ErrorCode::Unavailable, e.to_string());
-                            return;
-                        }
-                        if created {
-                            self.topic_created_for_queues(t.id, &t.name);
-                            self.sys_event(format!(
-                                r#"{{"event":"topic_created","topic":{}}}"#,
-                                json_str(&t.name)
-                            ));
-                        }
-                        self.trim(t.id, now);
-                        if self.applying_replicated {
-                            self.hard_trim(t.id, now);
-                        }
-                        let Some(t) = self.core.topics.by_id(t.id) else {
-                            return;
-                        };
-                        let topic = self.topic_info(t);
-                        self.after_flush(Pending::Reply {
-                            session,
-                            frame: ServerFrame::TopicInfo(TopicInfoReply {
-                                id: s.id,
-                                topic,
-                                purged: None,
-                            }),
-                        });
-                    }
-                    Err(e) => {
-                        let (code, msg) = core_error(e);
-                        self.error(session, s.id, code, msg)
-                    }
-                }
+                self.topic_set(session, s, now, &owner);
             }
             _ => {}
         }
+    }
+
+    /// `topic_set`: on a partitioned topic, each of its partitions gets the limits too.
+    fn topic_set(&mut self, session: u64, s: mom_proto::TopicSet, now: u64, owner: &str) {
+        let mut names = vec![s.topic.clone()];
+        if self.core.partitions_of(&s.topic) > 0 {
+            names.extend(
+                self.core
+                    .partition_ids(&s.topic)
+                    .into_iter()
+                    .filter_map(|id| self.core.topics.by_id(id).map(|t| t.name.to_string())),
+            );
+        }
+        let mut first = None;
+        for name in names {
+            let set = mom_proto::TopicSet {
+                topic: name,
+                ..s.clone()
+            };
+            let res = self
+                .core
+                .set_limits(&set, now, owner)
+                .map(|(t, created)| (t.clone(), created));
+            let (t, created) = match res {
+                Ok(x) => x,
+                Err(e) => {
+                    let (code, msg) = core_error(e);
+                    return self.error(session, s.id, code, msg);
+                }
+            };
+            if let Err(e) = self.store.put_topic(&t, self.core.topics.next_id()) {
+                self.error(session, s.id, ErrorCode::Unavailable, e.to_string());
+                return;
+            }
+            if created {
+                self.topic_created_for_queues(t.id, &t.name);
+                self.sys_event(format!(
+                    r#"{{"event":"topic_created","topic":{}}}"#,
+                    json_str(&t.name)
+                ));
+            }
+            self.trim(t.id, now);
+            if self.applying_replicated {
+                self.hard_trim(t.id, now);
+            }
+            first.get_or_insert(t.id);
+        }
+        let Some(t) = first.and_then(|id| self.core.topics.by_id(id)) else {
+            return;
+        };
+        let topic = self.topic_info(t);
+        self.after_flush(Pending::Reply {
+            session,
+            frame: ServerFrame::TopicInfo(TopicInfoReply {
+                id: s.id,
+                topic,
+                purged: None,
+            }),
+        });
     }
 
     /// The topics some pattern matches, each with the newest seq whose deliveries were
@@ -179,37 +201,49 @@ impl Broker {
             let (code, msg) = core_error(CoreError::TopicNotFound(r.topic));
             return self.error(session, r.id, code, msg);
         };
+        if let Some((parent, Some(_))) = self.core.partition_parent(&r.topic) {
+            let msg = format!(
+                "topic {:?} is a partition of {:?}: remove {:?} (its partitions go with it)",
+                r.topic, parent.name, parent.name
+            );
+            return self.error(session, r.id, ErrorCode::BadRequest, msg);
+        }
+        let targets = self.with_partitions(&t);
         if !r.force {
-            if let Some(msg) = self.held_by_queues(&t, "remove it") {
-                return self.error(session, r.id, ErrorCode::Conflict, msg);
+            for t in &targets {
+                if let Some(msg) = self.held_by_queues(t, "remove it") {
+                    return self.error(session, r.id, ErrorCode::Conflict, msg);
+                }
             }
         }
-        // The store first: when it cannot remove the topic (a failing disk), the topic stays
-        // as it was, visible and whole, and the client is told.
+        // Partitions first, the topic last: cut short, what is left is still whole.
+        for t in targets {
+            if let Err(msg) = self.remove_one(&t) {
+                return self.error(session, r.id, ErrorCode::Unavailable, msg);
+            }
+        }
+        self.after_flush(Pending::Reply {
+            session,
+            frame: ServerFrame::Ok(Req { id: r.id }),
+        });
+    }
+
+    /// Remove one topic: from the store first, so that when it cannot (a failing disk) the
+    /// topic stays as it was, visible and whole.
+    fn remove_one(&mut self, t: &TopicState) -> Result<(), String> {
         if let Err(e) = self.store.remove_topic(t.id) {
-            let msg = format!("the topic could not be removed: {e}");
-            return self.error(session, r.id, ErrorCode::Unavailable, msg);
+            return Err(format!("topic {:?} could not be removed: {e}", t.name));
         }
-        match self.core.remove_topic(&r.topic) {
-            Ok(t) => {
-                let upto = self.released_upto(&t);
-                self.rates.remove(&t.id);
-                self.metrics.forget(t.id);
-                self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));
-                self.sys_event(format!(
-                    r#"{{"event":"topic_removed","topic":{}}}"#,
-                    json_str(&r.topic)
-                ));
-                self.after_flush(Pending::Reply {
-                    session,
-                    frame: ServerFrame::Ok(Req { id: r.id }),
-                });
-            }
-            Err(e) => {
-                let (code, msg) = core_error(e);
-                self.error(session, r.id, code, msg)
-            }
-        }
+        let t = self.core.remove_topic(&t.name).map_err(|e| e.to_string())?;
+        let upto = self.released_upto(&t);
+        self.rates.remove(&t.id);
+        self.metrics.forget(t.id);
+        self.topic_removed_for_queues(t.id, Some((t.first_seq, upto)));
+        self.sys_event(format!(
+            r#"{{"event":"topic_removed","topic":{}}}"#,
+            json_str(&t.name)
+        ));
+        Ok(())
     }
 
     /// Remove every stored message of a topic; its seqs go on from where they were (first
@@ -227,20 +261,46 @@ impl Broker {
             let (code, msg) = core_error(CoreError::TopicNotFound(r.topic));
             return self.error(session, r.id, code, msg);
         };
+        let targets = self.with_partitions(&t);
         if !r.force {
-            if let Some(msg) = self.held_by_queues(&t, "purge it") {
-                return self.error(session, r.id, ErrorCode::Conflict, msg);
+            for t in &targets {
+                if let Some(msg) = self.held_by_queues(t, "purge it") {
+                    return self.error(session, r.id, ErrorCode::Conflict, msg);
+                }
             }
         }
-        let purged = match self.remove_oldest(t.id, u64::MAX) {
-            Ok(n) => n,
-            Err(e) => {
-                let msg = format!("purge of {:?} failed: {e}", r.topic);
-                return self.error(session, r.id, ErrorCode::Unavailable, msg);
+        let mut purged = 0;
+        for t in &targets {
+            match self.purge_one(t.id) {
+                Ok(n) => purged += n,
+                Err(e) => {
+                    let msg = format!("purge of {:?} failed: {e}", t.name);
+                    return self.error(session, r.id, ErrorCode::Unavailable, msg);
+                }
             }
-        };
-        let Some(t) = self.core.topics.by_id(t.id).cloned() else {
+        }
+        let Some(t) = self.core.topics.by_id(t.id) else {
             return;
+        };
+        let topic = self.topic_info(t);
+        // After the flush, with the queues' new state: a purge acknowledged is durable.
+        self.staged_pending.push(Pending::Reply {
+            session,
+            frame: ServerFrame::TopicInfo(TopicInfoReply {
+                id: r.id,
+                topic,
+                purged: Some(purged),
+            }),
+        });
+    }
+
+    /// Remove every stored message of one topic; the queues skip past them.
+    fn purge_one(&mut self, id: u32) -> Result<u64, String> {
+        let purged = self
+            .remove_oldest(id, u64::MAX)
+            .map_err(|e| e.to_string())?;
+        let Some(t) = self.core.topics.by_id(id).cloned() else {
+            return Ok(purged);
         };
         let mut touched = Vec::new();
         for name in self.queues.referring(t.id) {
@@ -257,15 +317,6 @@ impl Broker {
                 json_str(&t.name)
             ));
         }
-        let topic = self.topic_info(&t);
-        // After the flush, with the queues' new state: a purge acknowledged is durable.
-        self.staged_pending.push(Pending::Reply {
-            session,
-            frame: ServerFrame::TopicInfo(TopicInfoReply {
-                id: r.id,
-                topic,
-                purged: Some(purged),
-            }),
-        });
+        Ok(purged)
     }
 }

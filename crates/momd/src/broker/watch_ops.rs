@@ -24,7 +24,7 @@ use crate::outbox::Outbox;
 use crate::replay::{self, Range};
 
 impl Broker {
-    pub(super) fn watch(&mut self, session: u64, w: Watch) {
+    pub(super) fn watch(&mut self, session: u64, mut w: Watch) {
         if w.patterns.len() > MAX_PATTERNS {
             let msg = format!("a watch may have at most {MAX_PATTERNS} patterns");
             return self.error(session, w.id, ErrorCode::TooLarge, msg);
@@ -50,6 +50,8 @@ impl Broker {
                 return self.error(session, w.id, ErrorCode::BadRequest, e.to_string());
             }
         }
+        // A partitioned topic named as such means its partitions.
+        w.patterns = self.expanded(&w.patterns);
         // What a replay would read from a topic of this watch: `after` resumes a topic, the
         // rest start where `from` says.
         let replays = w.from != StartAt::New || !w.after.is_empty();

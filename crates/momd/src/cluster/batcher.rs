@@ -75,6 +75,8 @@ pub struct PublishAnswer {
     pub outbox: crate::outbox::Outbox,
     pub id: u64,
     pub topic: String,
+    /// The topic whose watchers count: the topic, or a partitioned topic's first partition.
+    pub watched: String,
     pub no_ack: bool,
     /// This node's watchers of the topic when the publish came.
     pub watchers: crate::core::Watchers,
@@ -100,11 +102,11 @@ impl PublishAnswer {
             Err(e) => return self.refuse(e),
         };
         let mut watchers = std::mem::take(&mut self.watchers);
-        watchers.add(self.cluster.remote_watchers(&self.topic));
+        watchers.add(self.cluster.remote_watchers(&self.watched));
         if watchers.count() == 0 && done.queues == 0 && self.request {
             // Nobody, by what this node knows: the others say it now.
             tokio::spawn(async move {
-                let elsewhere = self.cluster.watchers_elsewhere(&self.topic).await;
+                let elsewhere = self.cluster.watchers_elsewhere(&self.watched).await;
                 self.publish_ok(done, elsewhere.count());
             });
         } else {
@@ -122,6 +124,7 @@ impl PublishAnswer {
             watchers,
             queues: done.queues,
             duplicate_indexes: done.duplicate_indexes,
+            partitions: done.partitions,
         });
         self.outbox.reply(frame, true);
     }

@@ -50,6 +50,10 @@ pub struct PubItem {
     pub topic: String,
     pub msgs: Vec<PubMsg>,
     pub sender: Sender,
+    /// On a partitioned topic, the partition its messages without a key go to (modulo
+    /// the partitions), chosen by the node the publish came to.
+    #[serde(default)]
+    pub spread: u32,
 }
 
 /// What applying one item gave (a queue operation gives an empty `Published`: its
@@ -459,6 +463,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             msg_id: msg_id.map(str::to_string),
+            key: msg_id.map(|id| format!("key-{id}")),
         };
         vec![PubItem {
             topic: "t".into(),
@@ -469,6 +474,7 @@ mod tests {
                 msg(&[], None),
             ],
             sender: Sender::default(),
+            spread: 7,
         }]
     }
 

@@ -435,6 +435,19 @@ impl Cluster {
         &self.inner.data
     }
 
+    /// The voters of the data group, as this node knows them: each holds a copy of every
+    /// message.
+    pub fn data_voters(&self) -> usize {
+        self.inner
+            .data
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+    }
+
     /// The leader of a group and its peer address, as this node knows it.
     fn leader(&self, group: GroupId) -> Option<(NodeId, String)> {
         let m = self.raft_of(group).metrics().borrow().clone();

@@ -5,6 +5,7 @@
 
 mod creation;
 mod dedupe;
+pub mod partitions;
 mod queue_set;
 pub mod queues;
 mod record_codec;
@@ -76,6 +77,31 @@ pub enum CoreError {
         burst: u64,
         retry_ms: u64,
     },
+    #[error("topic {name:?} exists, with {partitions} partition(s)")]
+    TopicExists { name: String, partitions: u32 },
+    #[error(
+        "topic {name:?} is under the partitioned topic {parent:?}: publish to {parent:?} (a \
+         message's key chooses its partition) or to one of its {partitions} partitions, \
+         {parent}.0 to {parent}.{}", partitions.saturating_sub(1)
+    )]
+    UnderPartitioned {
+        name: String,
+        parent: String,
+        partitions: u16,
+    },
+    #[error("{0}")]
+    BadPartitions(String),
+    #[error(
+        "topic {0:?} is partitioned: its messages are in its partitions (internal: a publish \
+         to it must be routed)"
+    )]
+    Partitioned(String),
+    #[error("message {index} has a {len}-byte key; the limit is {max}")]
+    KeyTooLong {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// Longest `msg_id`.
@@ -113,14 +139,26 @@ pub struct NewMsg {
     pub headers: Headers,
     pub msg_id: Option<String>,
     pub payload: Bytes,
+    pub key: Option<String>,
 }
 
 impl NewMsg {
     /// Bytes this message counts against retention: payload plus headers.
     pub fn size(&self) -> u64 {
-        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.payload.len() + h + self.msg_id.as_ref().map_or(0, String::len)) as u64
+        msg_size(&self.headers, &self.msg_id, &self.key, &self.payload)
     }
+}
+
+/// Bytes a message counts against retention: payload, headers, msg id and key.
+pub fn msg_size(
+    headers: &Headers,
+    msg_id: &Option<String>,
+    key: &Option<String>,
+    payload: &[u8],
+) -> u64 {
+    let h: usize = headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    (payload.len() + h + opt(msg_id) + opt(key)) as u64
 }
 
 /// Consecutive messages of one topic with one time and sender: what a publish stored, and
@@ -276,44 +314,11 @@ impl Core {
         limited: bool,
     ) -> Result<PublishPlan, CoreError> {
         topic::validate_topic(name)?;
-        if msgs.is_empty() {
-            return Err(CoreError::EmptyBatch);
-        }
-        for (index, m) in msgs.iter().enumerate() {
-            if m.payload.len() > self.config.max_payload {
-                return Err(CoreError::PayloadTooLarge {
-                    index,
-                    len: m.payload.len(),
-                    max: self.config.max_payload,
-                });
-            }
-            if m.headers.keys().any(String::is_empty) {
-                return Err(CoreError::EmptyHeaderName);
-            }
-            if let Some(id) = &m.msg_id {
-                if id.len() > MAX_MSG_ID {
-                    return Err(CoreError::MsgIdTooLong {
-                        index,
-                        len: id.len(),
-                        max: MAX_MSG_ID,
-                    });
-                }
-            }
-            if m.headers.len() > MAX_HEADERS {
-                return Err(CoreError::TooManyHeaders {
-                    index,
-                    len: m.headers.len(),
-                    max: MAX_HEADERS,
-                });
-            }
-            let len: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-            if len > MAX_HEADER_BYTES {
-                return Err(CoreError::HeadersTooLarge {
-                    index,
-                    len,
-                    max: MAX_HEADER_BYTES,
-                });
-            }
+        self.check_msgs(&msgs)?;
+        match self.topics.get(name) {
+            Some(t) if t.partitions > 1 => return Err(CoreError::Partitioned(name.to_string())),
+            Some(_) => {}
+            None => self.check_new_name(name)?,
         }
         // Last of the checks: a refused batch does not count against the creation rate.
         if limited {
@@ -348,6 +353,7 @@ impl Core {
                 headers: m.headers,
                 msg_id: m.msg_id,
                 payload: m.payload,
+                key: m.key,
             };
             bytes += nm.size();
             seqs.push(next);
@@ -372,6 +378,59 @@ impl Core {
             duplicates,
             duplicate_indexes,
         })
+    }
+
+    /// The checks every message of a publish passes, whatever its topic.
+    fn check_msgs(&self, msgs: &[PubMsg]) -> Result<(), CoreError> {
+        if msgs.is_empty() {
+            return Err(CoreError::EmptyBatch);
+        }
+        for (index, m) in msgs.iter().enumerate() {
+            if m.payload.len() > self.config.max_payload {
+                return Err(CoreError::PayloadTooLarge {
+                    index,
+                    len: m.payload.len(),
+                    max: self.config.max_payload,
+                });
+            }
+            if m.headers.keys().any(String::is_empty) {
+                return Err(CoreError::EmptyHeaderName);
+            }
+            if let Some(id) = &m.msg_id {
+                if id.len() > MAX_MSG_ID {
+                    return Err(CoreError::MsgIdTooLong {
+                        index,
+                        len: id.len(),
+                        max: MAX_MSG_ID,
+                    });
+                }
+            }
+            if let Some(k) = &m.key {
+                if k.len() > partitions::MAX_KEY {
+                    return Err(CoreError::KeyTooLong {
+                        index,
+                        len: k.len(),
+                        max: partitions::MAX_KEY,
+                    });
+                }
+            }
+            if m.headers.len() > MAX_HEADERS {
+                return Err(CoreError::TooManyHeaders {
+                    index,
+                    len: m.headers.len(),
+                    max: MAX_HEADERS,
+                });
+            }
+            let len: usize = m.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if len > MAX_HEADER_BYTES {
+                return Err(CoreError::HeadersTooLarge {
+                    index,
+                    len,
+                    max: MAX_HEADER_BYTES,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// What it takes to undo `plan` if the store cannot write it; `before` is the topic's
@@ -422,6 +481,9 @@ impl Core {
         owner: &str,
     ) -> Result<(&TopicState, bool), CoreError> {
         topic::validate_publish_topic(&set.topic)?;
+        if self.topics.get(&set.topic).is_none() {
+            self.check_new_name(&set.topic)?;
+        }
         self.admit_topic(&set.topic, owner, now)?;
         let default_limits = self.config.default_limits;
         let (t, created) = self

@@ -19,6 +19,7 @@ fn msg(p: &str, id: Option<&str>) -> PubMsg {
         payload: Bytes::copy_from_slice(p.as_bytes()),
         headers: Default::default(),
         msg_id: id.map(str::to_string),
+        key: None,
     }
 }
 

@@ -30,6 +30,15 @@ pub struct TopicState {
     /// Interned ([`Topics::intern_owner`]): a million topics of one user hold one copy.
     #[serde(default = "no_owner")]
     pub owner: Arc<str>,
+    /// A partitioned topic (2 or more): it stores nothing itself; its messages are in
+    /// the topics `NAME.0` … `NAME.{N-1}` (`partitions.rs`). 0 for any other topic.
+    /// (Records are MessagePack arrays: these two are always written, and a record of an
+    /// older momd, without them, reads as 0.)
+    #[serde(default)]
+    pub partitions: u16,
+    /// The copies asked for at creation (`topic create --replicas`; 0: the default).
+    #[serde(default)]
+    pub replicas: u8,
     /// The broker's: the last seq whose deliveries were released (a replay reads up to
     /// it). Not stored: at start, everything stored counts as released.
     #[serde(skip)]
@@ -65,6 +74,8 @@ impl TopicState {
             bytes: 0,
             last_time: 0,
             owner,
+            partitions: 0,
+            replicas: 0,
             delivered_upto: 0,
         }
     }
@@ -153,6 +164,10 @@ impl StateDecoder {
             last_time: u64,
             #[serde(default)]
             owner: &'a str,
+            #[serde(default)]
+            partitions: u16,
+            #[serde(default)]
+            replicas: u8,
         }
         let s: Stored<'_> = rmp_serde::from_slice(bytes)?;
         let owner = self.shared.owner(s.owner);
@@ -168,6 +183,8 @@ impl StateDecoder {
             bytes: s.bytes,
             last_time: s.last_time,
             owner,
+            partitions: s.partitions,
+            replicas: s.replicas,
             delivered_upto: 0,
         })
     }

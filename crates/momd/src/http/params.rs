@@ -127,6 +127,8 @@ pub struct JsonMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub msg_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
@@ -177,6 +179,7 @@ pub fn json_message<'a>(
         headers,
         sender,
         msg_id,
+        key: None,
         payload: text,
         payload_base64: text
             .is_none()
@@ -186,7 +189,7 @@ pub fn json_message<'a>(
 }
 
 pub fn from_message(m: &Message, enc: Encoding) -> JsonMessage<'_> {
-    json_message(
+    let j = json_message(
         &m.topic,
         m.seq,
         m.time,
@@ -196,7 +199,11 @@ pub fn from_message(m: &Message, enc: Encoding) -> JsonMessage<'_> {
         &m.payload,
         m.delivery,
         enc,
-    )
+    );
+    JsonMessage {
+        key: m.key.as_deref(),
+        ..j
+    }
 }
 
 /// A message of a batch delivered to a watch, as JSON.
@@ -217,6 +224,10 @@ pub fn batch_message_json(
         None,
         enc,
     );
+    let j = JsonMessage {
+        key: m.key.as_deref(),
+        ..j
+    };
     serde_json::to_value(j).ok()
 }
 

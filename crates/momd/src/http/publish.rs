@@ -33,6 +33,8 @@ struct Envelope {
     headers: Headers,
     #[serde(default)]
     msg_id: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 impl Envelope {
@@ -55,15 +57,19 @@ impl Envelope {
             payload,
             headers: self.headers,
             msg_id: self.msg_id,
+            key: self.key,
         })
     }
 }
 
 /// `Mom-Msg-Id` and `Mom-Header-NAME: VALUE` of a raw publish. HTTP header names are
 /// case-insensitive: NAME arrives lowercased.
-pub fn raw_headers(h: &HeaderMap) -> ApiResult<(Headers, Option<String>)> {
+/// A raw body's message headers (`Mom-Header-NAME`), its id (`Mom-Msg-Id`) and key
+/// (`Mom-Key`).
+pub fn raw_headers(h: &HeaderMap) -> ApiResult<(Headers, Option<String>, Option<String>)> {
     let mut headers = Headers::new();
     let mut msg_id = None;
+    let mut key = None;
     for (name, value) in h {
         let n = name.as_str();
         let text = || {
@@ -73,11 +79,13 @@ pub fn raw_headers(h: &HeaderMap) -> ApiResult<(Headers, Option<String>)> {
         };
         if n == "mom-msg-id" {
             msg_id = Some(text()?);
+        } else if n == "mom-key" {
+            key = Some(text()?);
         } else if let Some(key) = n.strip_prefix("mom-header-") {
             headers.insert(key.to_string(), text()?);
         }
     }
-    Ok((headers, msg_id))
+    Ok((headers, msg_id, key))
 }
 
 fn content_type(h: &HeaderMap) -> &str {
@@ -118,21 +126,26 @@ pub async fn publish(
             .map_err(|e| ApiError::bad_request(format!("the JSON envelope: {e}")))?;
         env.into_msg()?
     } else {
-        let (hdrs, msg_id) = raw_headers(&headers)?;
+        let (hdrs, msg_id, key) = raw_headers(&headers)?;
         PubMsg {
             payload: body(req, app.cfg().max_payload).await?,
             headers: hdrs,
             msg_id,
+            key,
         }
     };
     let ok = send(&app, &who, topic, vec![msg]).await?;
-    Ok(JsonLine(json!({
+    let mut out = json!({
         "topic": ok.topic,
         "seq": ok.seqs.first().copied().unwrap_or(0),
         "duplicate": ok.duplicates > 0,
         "watchers": ok.watchers,
         "queues": ok.queues,
-    })))
+    });
+    if let Some(p) = ok.partitions.first() {
+        out["partition"] = json!(p);
+    }
+    Ok(JsonLine(out))
 }
 
 pub async fn batch(
@@ -160,12 +173,16 @@ pub async fn batch(
         ));
     }
     let ok = send(&app, &who, topic, msgs).await?;
-    Ok(JsonLine(json!({
+    let mut out = json!({
         "topic": ok.topic,
         "seqs": ok.seqs,
         "duplicates": ok.duplicates,
         "duplicate_indexes": ok.duplicate_indexes,
         "watchers": ok.watchers,
         "queues": ok.queues,
-    })))
+    });
+    if !ok.partitions.is_empty() {
+        out["partitions"] = json!(ok.partitions);
+    }
+    Ok(JsonLine(out))
 }

@@ -38,7 +38,7 @@ pub async fn request(
             MAX_TIMEOUT.as_secs()
         )));
     }
-    let (mut hdrs, _) = super::publish::raw_headers(&headers)?;
+    let (mut hdrs, _, key) = super::publish::raw_headers(&headers)?;
     let payload = body(req, app.cfg().max_payload).await?;
 
     let mut link = Link::open(&app.broker, &who.id, who.peer, "http-request").await?;
@@ -79,6 +79,7 @@ pub async fn request(
                     payload,
                     headers: hdrs,
                     msg_id: None,
+                    key,
                 }],
                 no_ack: false,
             })

@@ -58,6 +58,7 @@ fn encode_deliver(
                 headers: &m.headers,
                 sender: &batch.sender,
                 msg_id: m.msg_id.as_deref(),
+                key: m.key.as_deref(),
                 payload: &m.payload,
                 delivery: None,
             })

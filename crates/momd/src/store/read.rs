@@ -183,6 +183,7 @@ impl Store {
                         headers: m.headers.clone(),
                         msg_id: m.msg_id.clone(),
                         payload: m.payload.clone(),
+                        key: m.key.clone(),
                     });
                 }
                 out.batches.extend(cur.take());

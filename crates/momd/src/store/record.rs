@@ -7,7 +7,8 @@
 //!
 //! Layout (MessagePack arrays):
 //! - version 2 (written): `[2, [[time, sender, [[headers, msg_id, payload, crc], …]], …]]`,
-//!   one inner array per run of messages that share time and sender;
+//!   one inner array per run of messages that share time and sender; a message published
+//!   with a key has it last, `[headers, msg_id, payload, crc, key]`;
 //! - version 1 (read; written by older momd): `[1, time, sender, [[headers, msg_id,
 //!   payload, crc], …]]`, one run.
 
@@ -27,10 +28,21 @@ const VERSION: u8 = 2;
 struct RecordRef<'a>(u8, Vec<RunRef<'a>>);
 
 #[derive(Serialize)]
-struct RunRef<'a>(u64, &'a Sender, Vec<MsgRef<'a>>);
+struct RunRef<'a>(u64, &'a Sender, Vec<AnyMsgRef<'a>>);
 
 #[derive(Serialize)]
 struct MsgRef<'a>(&'a Headers, &'a Option<String>, &'a Bytes, u32);
+
+#[derive(Serialize)]
+struct KeyedMsgRef<'a>(&'a Headers, &'a Option<String>, &'a Bytes, u32, &'a str);
+
+/// A message as written: with its key only when it has one (what older records hold).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AnyMsgRef<'a> {
+    Plain(MsgRef<'a>),
+    Keyed(KeyedMsgRef<'a>),
+}
 
 #[derive(Deserialize)]
 struct V1(
@@ -80,9 +92,16 @@ pub struct RecMsg {
     pub msg_id: Option<String>,
     pub payload: Bytes,
     pub crc: u32,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
-pub fn checksum(headers: &Headers, msg_id: &Option<String>, payload: &[u8]) -> u32 {
+pub fn checksum(
+    headers: &Headers,
+    msg_id: &Option<String>,
+    key: &Option<String>,
+    payload: &[u8],
+) -> u32 {
     let mut h = crc32fast::Hasher::new();
     for (k, v) in headers {
         h.update(&(k.len() as u32).to_be_bytes());
@@ -94,18 +113,22 @@ pub fn checksum(headers: &Headers, msg_id: &Option<String>, payload: &[u8]) -> u
         h.update(&[1]);
         h.update(id.as_bytes());
     }
+    if let Some(key) = key {
+        h.update(&[2]);
+        h.update(&(key.len() as u32).to_be_bytes());
+        h.update(key.as_bytes());
+    }
     h.update(payload);
     h.finalize()
 }
 
 impl RecMsg {
     pub fn checksum_ok(&self) -> bool {
-        checksum(&self.headers, &self.msg_id, &self.payload) == self.crc
+        checksum(&self.headers, &self.msg_id, &self.key, &self.payload) == self.crc
     }
 
     pub fn size(&self) -> u64 {
-        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        (self.payload.len() + h + self.msg_id.as_ref().map_or(0, String::len)) as u64
+        crate::core::msg_size(&self.headers, &self.msg_id, &self.key, &self.payload)
     }
 }
 
@@ -133,12 +156,15 @@ impl Planned<'_> {
                 let msgs = b.msgs[r.clone()]
                     .iter()
                     .map(|m| {
-                        MsgRef(
-                            &m.headers,
-                            &m.msg_id,
-                            &m.payload,
-                            checksum(&m.headers, &m.msg_id, &m.payload),
-                        )
+                        let crc = checksum(&m.headers, &m.msg_id, &m.key, &m.payload);
+                        match &m.key {
+                            None => {
+                                AnyMsgRef::Plain(MsgRef(&m.headers, &m.msg_id, &m.payload, crc))
+                            }
+                            Some(k) => AnyMsgRef::Keyed(KeyedMsgRef(
+                                &m.headers, &m.msg_id, &m.payload, crc, k,
+                            )),
+                        }
                     })
                     .collect();
                 RunRef(b.time, &b.sender, msgs)
@@ -260,9 +286,10 @@ mod fast {
         Some(Sender { user, client, name })
     }
 
-    /// `[headers, msg_id, payload, crc]`.
+    /// `[headers, msg_id, payload, crc]` or `[headers, msg_id, payload, crc, key]`.
     fn msg(rd: &mut Rd) -> Option<RecMsg> {
-        if read_array_len(rd).ok()? != 4 {
+        let n = read_array_len(rd).ok()?;
+        if !(4..=5).contains(&n) {
             return None;
         }
         let mut headers = Headers::new();
@@ -281,11 +308,13 @@ mod fast {
         let len = read_bin_len(rd).ok()? as usize;
         let payload = Bytes::copy_from_slice(take(rd, len)?);
         let crc: u32 = read_int(rd).ok()?;
+        let key = if n == 5 { Some(string(rd)?) } else { None };
         Some(RecMsg {
             headers,
             msg_id,
             payload,
             crc,
+            key,
         })
     }
 
@@ -343,11 +372,13 @@ mod tests {
             proptest::collection::btree_map("[a-z]{0,4}", "\\PC{0,6}", 0..3),
             proptest::option::of("[a-z0-9-]{0,12}"),
             proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::option::of("\\PC{0,8}"),
         )
-            .prop_map(|(headers, msg_id, payload)| NewMsg {
+            .prop_map(|(headers, msg_id, payload, key)| NewMsg {
                 headers,
                 msg_id,
                 payload: Bytes::from(payload),
+                key,
             })
     }
 

@@ -26,6 +26,7 @@ pub(super) fn publish(
             payload: Bytes::copy_from_slice(p.as_bytes()),
             headers: [("h".to_string(), "v".to_string())].into(),
             msg_id: ids.then(|| format!("id-{p}")),
+            key: None,
         })
         .collect();
     let plan = core.publish(topic, msgs, sender(), now).unwrap();

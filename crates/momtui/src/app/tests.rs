@@ -36,6 +36,7 @@ pub fn msg(topic: &str, seq: u64, payload: &str) -> Message {
             name: "momctl".into(),
         },
         msg_id: None,
+        key: None,
         payload: payload.as_bytes().to_vec().into(),
         delivery: None,
     }

@@ -90,6 +90,7 @@ fn app() -> App {
                 name: "momctl".into(),
             },
             msg_id: None,
+            key: None,
             payload: if i == 12 {
                 b"{\"id\": 42, \"items\": [1, 2]}".to_vec().into()
             } else {

@@ -42,6 +42,7 @@ pub fn dump_all() {
             watchers: 1,
             queues: 0,
             duplicate_indexes: vec![0],
+            partitions: vec![],
         }),
     );
     dump(
@@ -95,6 +96,8 @@ pub fn dump_all() {
                 out_rate: 0.0,
                 damaged: 0,
                 owner: String::new(),
+                partitions: 0,
+                replicas: 0,
             },
             purged: Some(3),
         }),

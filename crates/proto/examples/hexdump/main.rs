@@ -55,6 +55,8 @@ fn topic_info() -> TopicInfo {
         out_rate: 0.0,
         damaged: 0,
         owner: String::new(),
+        partitions: 0,
+        replicas: 0,
     }
 }
 
@@ -87,6 +89,7 @@ fn queued(seq: u64, delivery: u32) -> Message {
         msg_id,
         payload,
         delivery: Some(delivery),
+        key: None,
     }
 }
 
@@ -161,6 +164,7 @@ fn main() {
             watchers: 0,
             queues: 0,
             duplicate_indexes: vec![],
+            partitions: vec![],
         }),
     );
     dump(
@@ -198,6 +202,7 @@ fn main() {
                 msg_id: None,
                 payload: Bytes::from_static(b"hi"),
                 delivery: None,
+                key: None,
             }],
         }),
     );
@@ -232,6 +237,7 @@ fn main() {
                 payload: Bytes::from_static(b"yo"),
                 headers: [("k".to_string(), "v".to_string())].into(),
                 msg_id: Some("m1".into()),
+                key: None,
             }],
             no_ack: true,
         }),

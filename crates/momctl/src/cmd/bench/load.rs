@@ -160,6 +160,7 @@ async fn publisher(
                     payload: stamped(size, &filler),
                     headers: Headers::new(),
                     msg_id: None,
+                    key: None,
                 })
                 .collect();
             let c = c.clone();
@@ -215,6 +216,7 @@ async fn coalescing_publisher(
                     payload: stamped(size, &filler),
                     headers: Headers::new(),
                     msg_id: None,
+                    key: None,
                 };
                 let t0 = Instant::now();
                 producer.publish(&topic, msg).await?;
@@ -513,7 +515,7 @@ async fn responder(
                     };
                     let headers: Headers = [(CORRELATION_ID.to_string(), corr.clone())].into();
                     let (c, to) = (c.clone(), to.clone());
-                    let reply = PubMsg { payload: m.payload, headers, msg_id: None };
+                    let reply = PubMsg { payload: m.payload, headers, msg_id: None, key: None };
                     replies.push(async move { c.publish(&to, vec![reply]).await });
                 }
             }
@@ -553,6 +555,7 @@ async fn requester(
                 payload: stamped(size, &filler),
                 headers,
                 msg_id: None,
+                key: None,
             };
             waiting.insert(corr, Instant::now());
             let (c, topic) = (c.clone(), topic.clone());

@@ -93,6 +93,8 @@ pub struct StdinReader {
     pub max_payload: usize,
     pub batch: usize,
     pub headers: Headers,
+    /// `--key`: every message's key, unless its JSON line has one.
+    pub key: Option<String>,
     pub ids: Ids,
     pub tx: mpsc::Sender<Input>,
     /// Each record starts with its topic and a space (`momctl publish -`).
@@ -109,6 +111,8 @@ struct JsonIn {
     headers: Headers,
     #[serde(default)]
     msg_id: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 impl StdinReader {
@@ -134,7 +138,7 @@ impl StdinReader {
 
     /// Message `n` from its bytes; Err says why reading stops.
     fn msg(&self, raw: Vec<u8>, n: u64, single: bool) -> Result<PubMsg, String> {
-        let (payload, headers, msg_id) = match self.mode {
+        let (payload, headers, msg_id, key) = match self.mode {
             Split::Json => {
                 let j: JsonIn = serde_json::from_slice(&raw)
                     .map_err(|e| format!("line {n} is not a message object ({e})"))?;
@@ -150,9 +154,14 @@ impl StdinReader {
                 };
                 let mut headers = self.headers.clone();
                 headers.extend(j.headers);
-                (payload, headers, j.msg_id)
+                (
+                    payload,
+                    headers,
+                    j.msg_id,
+                    j.key.or_else(|| self.key.clone()),
+                )
             }
-            _ => (raw, self.headers.clone(), None),
+            _ => (raw, self.headers.clone(), None, self.key.clone()),
         };
         if payload.len() > self.max_payload {
             return Err(format!(
@@ -173,6 +182,7 @@ impl StdinReader {
             payload: payload.into(),
             headers,
             msg_id,
+            key,
         })
     }
 
