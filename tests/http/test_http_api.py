@@ -218,3 +218,25 @@ def test_auth_and_every_error_code(secured):
             assert r.status_code == 200
             error(c.get("/v1/stream", params={"pattern": "orders.>"}, headers=alice),
                   429, "rate_limited")
+
+
+def test_a_partitioned_topic_over_http_keys_choose_partitions(momd):
+    with httpx.Client(base_url=momd.url) as c:
+        r = c.put("/v1/topics/clicks", json={"partitions": 3})
+        assert r.status_code == 200, r.text
+        assert r.json()["partitions"] == 3
+        assert c.put("/v1/topics/clicks", json={"partitions": 3}).status_code == 200
+        error(c.put("/v1/topics/clicks", json={"partitions": 2}), 409, "conflict")
+        a = publish(c, "clicks", b"one", **{"Mom-Key": "user-1"})
+        b = publish(c, "clicks", b"two", **{"Mom-Key": "user-1"})
+        assert a["partition"] == b["partition"] and b["seq"] == a["seq"] + 1
+        lines = [{"payload": f"n{i}", "key": f"k{i % 4}"} for i in range(8)]
+        body = "\n".join(json.dumps(x) for x in lines) + "\n"
+        ack = c.post("/v1/topics/clicks/batch", content=body).json()
+        assert len(ack["partitions"]) == 8
+        assert [ack["partitions"][i] for i in range(4)] == [ack["partitions"][i + 4] for i in range(4)]
+        p = a["partition"]
+        page = c.get(f"/v1/topics/clicks.{p}/messages").json()
+        mine = [m for m in page["messages"] if m.get("key") == "user-1"]
+        assert [m["payload"] for m in mine] == ["one", "two"]
+        error(c.post("/v1/topics/clicks.7/messages", content=b"x"), 400, "bad_request")

@@ -303,8 +303,9 @@ class AsyncClient:
     # -- requests: the same names and arguments as momclient.Client --------------------
 
     async def publish(self, topic: str, payload: Payload, *, headers: Optional[Dict[str, str]] = None,
-                      msg_id: Optional[str] = None) -> PublishAck:
-        f = await self._call({"type": "publish", "topic": topic, "msgs": [_publish_msg(payload, headers, msg_id)]})
+                      msg_id: Optional[str] = None, key: Optional[str] = None) -> PublishAck:
+        f = await self._call({"type": "publish", "topic": topic,
+                              "msgs": [_publish_msg(payload, headers, msg_id, key)]})
         return PublishAck.from_frame(f)
 
     async def publish_many(self, topic: str, msgs: Iterable[PublishItem], *, batch: int = 1000,
@@ -342,6 +343,7 @@ class AsyncClient:
             seqs=[s for a in acks for s in a.seqs],
             duplicates=sum(a.duplicates for a in acks),
             duplicate_indexes=[i for a in acks for i in a.duplicate_indexes],
+            partitions=[p for a in acks for p in a.partitions],
             watchers=last.watchers,
             queues=last.queues,
         )

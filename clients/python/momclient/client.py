@@ -37,7 +37,7 @@ DEFAULT_PORT = 7878
 
 Payload = Union[bytes, bytearray, memoryview, str]
 #: What `publish_many` takes per message: a payload, or a map with `payload` and optionally
-#: `headers` and `msg_id`.
+#: `headers`, `msg_id` and `key`.
 PublishItem = Union[Payload, Dict[str, Any]]
 
 _END = object()  # put in a watch's or consumer's buffer when it ends
@@ -64,19 +64,23 @@ def _payload_bytes(p: Payload) -> bytes:
     return bytes(p)
 
 
-def _publish_msg(item: PublishItem, headers: Optional[Dict[str, str]] = None, msg_id: Optional[str] = None) -> Dict[str, Any]:
+def _publish_msg(item: PublishItem, headers: Optional[Dict[str, str]] = None, msg_id: Optional[str] = None,
+                 key: Optional[str] = None) -> Dict[str, Any]:
     if isinstance(item, dict):
         m: Dict[str, Any] = {"payload": _payload_bytes(item["payload"])}
         if item.get("headers"):
             m["headers"] = dict(item["headers"])
-        if item.get("msg_id") is not None:
-            m["msg_id"] = item["msg_id"]
+        for k in ("msg_id", "key"):
+            if item.get(k) is not None:
+                m[k] = item[k]
         return m
     m = {"payload": _payload_bytes(item)}
     if headers:
         m["headers"] = dict(headers)
     if msg_id is not None:
         m["msg_id"] = msg_id
+    if key is not None:
+        m["key"] = key
     return m
 
 
@@ -580,12 +584,14 @@ class Client:
         *,
         headers: Optional[Dict[str, str]] = None,
         msg_id: Optional[str] = None,
+        key: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> PublishAck:
         """Publish one message; returns once it is durable (§4.2). A `str` payload is sent as
-        its UTF-8 bytes."""
+        its UTF-8 bytes. `key` is stored with it, and on a partitioned topic chooses its
+        partition (§3.10)."""
         f = self._call(
-            {"type": "publish", "topic": topic, "msgs": [_publish_msg(payload, headers, msg_id)]},
+            {"type": "publish", "topic": topic, "msgs": [_publish_msg(payload, headers, msg_id, key)]},
             timeout,
         )
         return PublishAck.from_frame(f)
@@ -625,6 +631,7 @@ class Client:
         inflight: Deque[Tuple[int, "Future[Frame]"]] = deque()
         seqs: List[int] = []
         dups: List[int] = []
+        parts: List[int] = []
         duplicates = watchers = queues = 0
         the_topic = topic
         noack: List["Future[Frame]"] = []
@@ -634,6 +641,7 @@ class Client:
             ack = PublishAck.from_frame(self._wait(fut, None), offset)
             seqs.extend(ack.seqs)
             dups.extend(ack.duplicate_indexes)
+            parts.extend(ack.partitions)
             duplicates += ack.duplicates
             watchers, queues, the_topic = ack.watchers, ack.queues, ack.topic
 
@@ -655,7 +663,7 @@ class Client:
         for item in msgs:
             m = _publish_msg(item)
             msize = len(m["payload"]) + 64 + sum(len(k) + len(v) + 8 for k, v in m.get("headers", {}).items())
-            msize += len(m.get("msg_id") or "")
+            msize += len(m.get("msg_id") or "") + len(m.get("key") or "")
             if chunk and (len(chunk) >= batch or size + msize > budget):
                 send(chunk, start)
                 start = n
@@ -682,6 +690,7 @@ class Client:
             duplicate_indexes=dups,
             watchers=watchers,
             queues=queues,
+            partitions=parts,
         )
 
     # -- watch ----------------------------------------------------------------------------
@@ -939,6 +948,13 @@ class Client:
 
     def topic_purge(self, topic: str, force: bool = False) -> TopicInfo:
         f = self._call({"type": "topic_purge", "topic": topic, "force": force}, self.timeout)
+        return TopicInfo.from_map(f["topic"], f)
+
+    def topic_create(self, topic: str, partitions: int = 1, replicas: int = 0) -> TopicInfo:
+        """Create a topic; with `partitions` > 1, partitioned (§3.10, §4.34). Answered as the
+        first time if it exists with as many partitions; `Conflict` otherwise."""
+        f = self._call({"type": "topic_create", "topic": topic, "partitions": partitions,
+                        "replicas": replicas}, self.timeout)
         return TopicInfo.from_map(f["topic"], f)
 
     def topic_set(self, topic: str, **limits: int) -> TopicInfo:

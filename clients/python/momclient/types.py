@@ -35,6 +35,8 @@ class Message:
     sender: Sender
     headers: Dict[str, str] = field(default_factory=dict)
     msg_id: Optional[str] = None
+    #: The key it was published with (§3.10); `key` names the message itself in acks.
+    msg_key: Optional[str] = None
     delivery: Optional[int] = None
     queue: Optional[str] = None
     _client: Optional["Client"] = field(default=None, repr=False, compare=False)
@@ -49,6 +51,7 @@ class Message:
             sender=Sender.from_map(m.get("sender") or {}),
             headers=dict(m.get("headers") or {}),
             msg_id=m.get("msg_id"),
+            msg_key=m.get("key"),
             delivery=m.get("delivery"),
             queue=queue,
             _client=client,
@@ -108,6 +111,8 @@ class PublishAck:
     duplicate_indexes: List[int] = field(default_factory=list)
     watchers: int = 0
     queues: int = 0
+    #: On a partitioned topic, the partition of each message (its seq is that partition's).
+    partitions: List[int] = field(default_factory=list)
 
     @property
     def seq(self) -> int:
@@ -133,6 +138,7 @@ class PublishAck:
             duplicate_indexes=[i + offset for i in f.get("duplicate_indexes", [])],
             watchers=f.get("watchers", 0),
             queues=f.get("queues", 0),
+            partitions=list(f.get("partitions", [])),
         )
 
 
@@ -222,6 +228,8 @@ class TopicInfo:
     limits: Dict[str, int]
     owner: Optional[str] = None
     purged: Optional[int] = None
+    #: A partitioned topic's partitions (0 for another topic), §3.10.
+    partitions: int = 0
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -239,6 +247,7 @@ class TopicInfo:
             limits=dict(t.get("limits", {})),
             owner=t.get("owner"),
             purged=reply.get("purged"),
+            partitions=t.get("partitions", 0),
             raw=t,
         )
 

@@ -125,3 +125,38 @@ def test_publish_many_without_ack_still_reports_a_refused_batch(client: momclien
     except momclient.TooLarge as e:
         assert e.code == "too_large"
     assert client.topic_info(f"noack2.{uniq}").messages == 1
+
+
+def fnv1a32(key: str) -> int:
+    """The partition hash of §3.10."""
+    h = 0x811C9DC5
+    for b in key.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def test_keys_choose_partitions_and_come_back_with_their_messages(client: momclient.Client, uniq: str) -> None:
+    topic = f"clicks.{uniq}".replace(".", "-")
+    info = client.topic_create(topic, partitions=5)
+    assert info.partitions == 5
+    assert client.topic_create(topic, partitions=5).partitions == 5  # again: the same answer
+    items = [{"payload": f"{i}", "key": f"user-{i % 7}"} for i in range(70)]
+    ack = client.publish_many(topic, items, batch=16)
+    assert ack.partitions == [fnv1a32(f"user-{i % 7}") % 5 for i in range(70)]
+    one = client.publish(topic, b"solo", key="user-3")
+    assert one.partitions == [fnv1a32("user-3") % 5]
+    msgs = read_all(client, topic)  # the topic's own name watches every partition
+    assert len(msgs) == 71
+    by_key: dict = {}
+    for m in msgs:
+        assert m.topic == f"{topic}.{fnv1a32(m.msg_key) % 5}"
+        by_key.setdefault(m.msg_key, []).append(m.payload)
+    for k, payloads in by_key.items():
+        mine = [p for p in payloads if p != b"solo"]
+        assert [int(p) for p in mine] == sorted(int(p) for p in mine), k
+    assert client.topic_info(topic).messages == 71
+    try:
+        client.topic_create(topic, partitions=4)
+        raise AssertionError("a create with another count is refused")
+    except momclient.Conflict:
+        pass

@@ -75,7 +75,7 @@ fn router(app: App) -> Router {
         .route("/v1/topics", get(topics::list))
         .route(
             "/v1/topics/{topic}",
-            get(topics::info).delete(topics::remove),
+            get(topics::info).put(topics::create).delete(topics::remove),
         )
         .route("/v1/topics/{topic}/limits", put(topics::limits))
         .route("/v1/topics/{topic}/purge", post(topics::purge))

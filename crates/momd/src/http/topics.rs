@@ -104,6 +104,45 @@ pub async fn purge(
     }
 }
 
+/// `PUT /v1/topics/{topic}`: create it, with `{"partitions": N, "replicas": R}` (both
+/// optional); answered with its info.
+pub async fn create(
+    State(app): State<App>,
+    who: Who,
+    Path(topic): Path<String>,
+    body: axum::body::Body,
+) -> ApiResult<JsonLine> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Create {
+        #[serde(default)]
+        partitions: u32,
+        #[serde(default)]
+        replicas: u32,
+    }
+    let raw = super::params::body(body, 64 * 1024).await?;
+    let c: Create = if raw.iter().all(u8::is_ascii_whitespace) {
+        Create::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("the body: {e}")))?
+    };
+    match app
+        .pool
+        .call(&who.id, who.peer, |id| {
+            ClientFrame::TopicCreate(mom_proto::TopicCreate {
+                id,
+                topic,
+                partitions: c.partitions,
+                replicas: c.replicas,
+            })
+        })
+        .await?
+    {
+        ServerFrame::TopicInfo(t) => Ok(JsonLine(to_json(&t.topic)?)),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
 /// The body of `PUT /v1/topics/{topic}/limits`: each limit left out is unchanged; 0 is
 /// unlimited.
 #[derive(Deserialize)]

@@ -126,6 +126,9 @@ pub fn detail_lines(
     if let Some(id) = &m.msg_id {
         out.push(field("msg id", id.clone(), theme));
     }
+    if let Some(k) = &m.key {
+        out.push(field("key", k.clone(), theme));
+    }
     if let Some(d) = m.delivery {
         out.push(field("delivery", d.to_string(), theme));
     }

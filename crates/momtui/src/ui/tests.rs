@@ -90,7 +90,7 @@ fn app() -> App {
                 name: "momctl".into(),
             },
             msg_id: None,
-            key: None,
+            key: (i == 12).then(|| "order-42".to_string()),
             payload: if i == 12 {
                 b"{\"id\": 42, \"items\": [1, 2]}".to_vec().into()
             } else {
@@ -206,6 +206,7 @@ fn detail_pretty_prints_json_in_key_order() {
         screen.find("\"items\"").expect("items shown"),
     );
     assert!(id < items, "keys keep their order");
+    assert!(screen.contains("key      order-42"), "{screen}");
     both("detail", &mut a);
 }
 

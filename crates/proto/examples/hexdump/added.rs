@@ -1,4 +1,5 @@
-//! The frames and keys added since (request ids 29 on), then paged listings (42 on).
+//! The frames and keys added since (request ids 29 on), then paged listings (42 on), then
+//! partitioned topics and keys (44 on).
 
 use super::*;
 
@@ -221,6 +222,41 @@ pub fn dump_all() {
                 after: Some("7".into()),
                 ..Page::default()
             }),
+        }),
+    );
+    dump(
+        "topic_create",
+        &ClientFrame::TopicCreate(TopicCreate {
+            id: 44,
+            topic: "clicks".into(),
+            partitions: 6,
+            replicas: 0,
+        }),
+    );
+    dump(
+        "publish (a key)",
+        &ClientFrame::Publish(Publish {
+            id: 45,
+            topic: "clicks".into(),
+            msgs: vec![PubMsg {
+                payload: Bytes::from_static(b"hi"),
+                key: Some("u7".into()),
+                ..PubMsg::default()
+            }],
+            no_ack: false,
+        }),
+    );
+    dump(
+        "publish_ok (a partitioned topic)",
+        &ServerFrame::PublishOk(PublishOk {
+            id: 45,
+            topic: "clicks".into(),
+            seqs: vec![12],
+            duplicates: 0,
+            watchers: 0,
+            queues: 0,
+            duplicate_indexes: vec![],
+            partitions: vec![4],
         }),
     );
 }
