@@ -73,7 +73,7 @@ pub async fn probe(ctx: Ctx, stop: CancellationToken) {
                         None => return,
                     },
                 };
-                let msgs = vec![message(&ctx, p, n)];
+                let msgs = vec![message(&ctx, p, n, false)];
                 match tokio::time::timeout(REQUEST_TIMEOUT, c.publish(PROBE_TOPIC, msgs)).await {
                     Ok(Ok(ok)) if ok.seqs.len() == 1 => {
                         let epoch = ctx.epoch.load(Ordering::Relaxed);

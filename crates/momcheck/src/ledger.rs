@@ -266,6 +266,13 @@ impl Shared {
         self.topics.iter().position(|t| t == name).map(|i| i as u16)
     }
 
+    /// Which partition of the workload's partitioned topic topic `t` is, if it is one.
+    pub fn partition_of(&self, t: u16) -> Option<u16> {
+        let name = self.topics.get(usize::from(t))?;
+        let rest = name.strip_prefix(crate::workload::PARTITIONED)?;
+        rest.strip_prefix('.')?.parse().ok()
+    }
+
     /// Note a latency of the well-behaved client, which started at phase `mark`: under the
     /// first fault it spanned (the one that made it), else under `steady`.
     pub fn latency(&self, mark: usize, d: Duration) {

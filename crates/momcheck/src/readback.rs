@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use mom_proto::{Message, NoticeKind, StartAt};
 use momctl::client::{Client, WatchEvent};
 
-use crate::ledger::{parse_id, payload, Ctx, Id, Key, SeqRange};
-use crate::workload::QUEUE;
+use crate::ledger::{key_parts, parse_id, payload, Ctx, Id, Key, SeqRange};
+use crate::workload::{key_partition, msg_key, QUEUE};
 
 /// One stored message.
 #[derive(Debug, Clone, Copy)]
@@ -90,18 +90,29 @@ pub async fn read_all(ctx: &Ctx, c: &Client) -> anyhow::Result<Readback> {
 pub async fn read_topics(ctx: &Ctx, c: &Client) -> anyhow::Result<Readback> {
     let idle = Duration::from_secs(120);
     let mut rb = Readback::default();
-    for name in &ctx.topics {
+    for (t, name) in ctx.topics.iter().enumerate() {
         let mut stored = HashMap::new();
+        let partition = ctx.partition_of(t as u16);
         let skipped = replay(c, name, idle, |m| {
             let (key, half) = match m.msg_id.as_deref().map(|s| parse_id(s, ctx.probe)) {
                 Some(Id::Msg(k)) => (Some(k), false),
                 Some(Id::Half(_)) => (None, true),
                 _ => (None, false),
             };
-            let payload_ok = m
-                .msg_id
-                .as_deref()
-                .is_some_and(|id| m.payload.as_ref() == payload(id).as_slice());
+            // In a partition, a message of ours published with a key (not one a hostile
+            // client sent it directly) holds the key it was given, in the key's partition.
+            let key_ok = match (partition, key, &m.key) {
+                (Some(part), Some(k), Some(got)) => {
+                    let (p, n) = key_parts(k);
+                    *got == msg_key(p, n) && key_partition(got) == part
+                }
+                (_, _, Some(_)) => false,
+                _ => true,
+            };
+            let payload_ok = key_ok
+                && m.msg_id
+                    .as_deref()
+                    .is_some_and(|id| m.payload.as_ref() == payload(id).as_slice());
             stored.insert(
                 m.seq,
                 Stored {

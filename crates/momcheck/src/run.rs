@@ -23,7 +23,7 @@ use crate::opts::{Fault, Opts};
 use crate::readback;
 use crate::rng::Rng;
 use crate::verdict::{self, Counts, Details, Scope};
-use crate::workload::{self, PROBE_TOPIC, QUEUE, TOPIC_PATTERN};
+use crate::workload::{self, QUEUE, TOPIC_PATTERN};
 
 pub use crate::hostile::HostileReport;
 
@@ -101,10 +101,7 @@ impl Run {
         let data = data_root.join("data");
         let momd = Momd::new(opts.momd_bin()?, data, work.path().to_path_buf())?;
         spawn_rss_sampler(momd.pid.clone(), momd.rss.clone());
-        let mut topics: Vec<String> = (0..opts.topics.max(1))
-            .map(|i| format!("mc.t.{i}"))
-            .collect();
-        topics.push(PROBE_TOPIC.to_string());
+        let topics = workload::run_topics(opts.topics);
         let ctx = Arc::new(Shared {
             ledger: Mutex::new(Ledger::new(opts.publishers)),
             topics,
@@ -220,6 +217,7 @@ impl Run {
         })
         .await
         .context("creating the queue")?;
+        workload::create_partitioned(&c).await?;
         drop(c);
         let tasks = self.spawn_clients();
         let faults = self.opts.fault_list();

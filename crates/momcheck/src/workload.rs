@@ -16,9 +16,53 @@ use crate::rng::Rng;
 
 /// The durable queue every workload topic is bound to.
 pub const QUEUE: &str = "mc.work";
-/// Pattern of the workload topics (`mc.t.0`, `mc.t.1`, …).
+/// Pattern of the workload topics (`mc.t.0`, `mc.t.1`, …, and the partitions of
+/// [`PARTITIONED`]).
 pub const TOPIC_PATTERN: &str = "mc.t.>";
 pub const PROBE_TOPIC: &str = "mc.probe";
+/// A partitioned topic of the workload: publishers send it batches of keyed messages, and
+/// its partitions (`mc.t.p.0`, …) are checked as topics of the run.
+pub const PARTITIONED: &str = "mc.t.p";
+pub const PARTITIONS: u16 = 3;
+
+/// The topics of a run: `topics` plain ones, the partitions of [`PARTITIONED`], then the
+/// probe's.
+pub fn run_topics(topics: u32) -> Vec<String> {
+    let mut v: Vec<String> = (0..topics.max(1)).map(|i| format!("mc.t.{i}")).collect();
+    v.extend((0..PARTITIONS).map(|p| format!("{PARTITIONED}.{p}")));
+    v.push(PROBE_TOPIC.to_string());
+    v
+}
+
+/// Create [`PARTITIONED`] (after the queue, which takes its partitions as they come).
+pub async fn create_partitioned(c: &Client) -> anyhow::Result<()> {
+    use anyhow::Context;
+    c.topic_create(mom_proto::TopicCreate {
+        id: 0,
+        topic: PARTITIONED.into(),
+        partitions: u32::from(PARTITIONS),
+        replicas: 0,
+    })
+    .await
+    .with_context(|| format!("creating {PARTITIONED}"))?;
+    Ok(())
+}
+
+/// The key of message `n` of publisher `p` when it goes to [`PARTITIONED`].
+pub fn msg_key(p: u32, n: u64) -> String {
+    format!("k{}", (n * 7 + u64::from(p)) % 11)
+}
+
+/// The partition a key goes to, as docs/protocol.md §3.10 says (FNV-1a, 32 bits), worked
+/// out here independently of momd.
+pub fn key_partition(key: &str) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % u32::from(PARTITIONS)) as u16
+}
 
 /// How long one request may take before the client gives up on the connection.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,14 +98,14 @@ pub async fn connect_from(
     }
 }
 
-/// The msg of message `n` of publisher `p`.
-pub fn message(ctx: &Ctx, p: u32, n: u64) -> PubMsg {
+/// The msg of message `n` of publisher `p`; `keyed` for [`PARTITIONED`].
+pub fn message(ctx: &Ctx, p: u32, n: u64, keyed: bool) -> PubMsg {
     let id = id_string(p, ctx.probe, n);
     PubMsg {
         payload: payload(&id).into(),
         headers: Default::default(),
         msg_id: Some(id),
-        key: None,
+        key: keyed.then(|| msg_key(p, n)),
     }
 }
 
@@ -104,8 +148,12 @@ pub async fn publisher(
             let count = rng.range(1, 32);
             let topic = rng.below(workload_topics) as u16;
             {
+                // A batch for a partition goes to the partitioned topic, its messages
+                // keyed: each to its key's partition.
+                let parts = ctx.partition_of(topic).map(|p| topic - p);
                 let mut l = ctx.ledger();
-                for _ in 0..count {
+                for n in next_n..next_n + count {
+                    let topic = parts.map_or(topic, |first| first + key_partition(&msg_key(p, n)));
                     l.sent[p as usize].push(Sent {
                         topic,
                         ..Sent::default()
@@ -132,12 +180,30 @@ pub async fn publisher(
                 None => return,
             },
         };
+        let keyed = ctx.partition_of(topic).is_some();
         let msgs: Vec<PubMsg> = (first..first + count)
-            .map(|n| message(&ctx, p, n))
+            .map(|n| message(&ctx, p, n, keyed))
             .collect();
-        let topic_name = &ctx.topics[topic as usize];
+        let topic_name = if keyed {
+            PARTITIONED
+        } else {
+            &ctx.topics[topic as usize]
+        };
         match tokio::time::timeout(REQUEST_TIMEOUT, c.publish(topic_name, msgs)).await {
             Ok(Ok(ok)) if ok.seqs.len() as u64 == count => {
+                if keyed {
+                    let want: Vec<u32> = (first..first + count)
+                        .map(|n| u32::from(key_partition(&msg_key(p, n))))
+                        .collect();
+                    if ok.partitions != want {
+                        let e = format!(
+                            "publisher {p}: messages {first}.. went to partitions {:?}, their \
+                             keys say {want:?}",
+                            ok.partitions
+                        );
+                        ctx.ledger().publish_errors.push(e);
+                    }
+                }
                 let epoch = ctx.epoch.load(Ordering::Relaxed);
                 let mut l = ctx.ledger();
                 for (i, seq) in ok.seqs.iter().enumerate() {

@@ -31,7 +31,7 @@ use crate::opts::{Fault, Opts};
 use crate::readback::{self, Readback};
 use crate::rng::Rng;
 use crate::verdict::{self, Counts, Details, Scope};
-use crate::workload::{self, PROBE_TOPIC, QUEUE, TOPIC_PATTERN};
+use crate::workload::{self, QUEUE, TOPIC_PATTERN};
 
 use nodes::{Nodes, TRIO};
 
@@ -203,12 +203,9 @@ impl ClusterRun {
             time: opts.hostile_time,
             fd_limit,
         };
-        let mut topics: Vec<String> = (0..opts.topics.max(1))
-            .map(|i| format!("mc.t.{i}"))
-            .collect();
         // The probe's topic stays empty here (publish latencies are the publishers'); it is
         // kept so the ledger has the shape the verdict knows.
-        topics.push(PROBE_TOPIC.to_string());
+        let topics = workload::run_topics(opts.topics);
         let ctx = Arc::new(Shared {
             ledger: Mutex::new(Ledger::new(opts.publishers)),
             topics,
@@ -298,6 +295,7 @@ impl ClusterRun {
         })
         .await
         .context("creating the queue")?;
+        workload::create_partitioned(&c).await?;
         drop(c);
         let tasks = self.spawn_clients();
         let faults = self.opts.fault_list();
