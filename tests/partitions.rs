@@ -51,6 +51,41 @@ fn a_partitioned_topic_keeps_each_keys_messages_in_order_in_its_partition_across
         assert_eq!(a["partition"], partition_of(key, 4), "{a}");
         assert_eq!(a["topic"], "clicks");
     }
+    // Sent again (a publisher's retry), mixed with new ones: the repeats are duplicates,
+    // each answered with the partition and seq it got the first time.
+    let again = keyed_input(&keys, 290, 310);
+    let out = m.ctl(
+        &[
+            "publish",
+            "clicks",
+            "--json-input",
+            "--json",
+            "--batch",
+            "8",
+        ],
+        Some(again.as_bytes()),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("is a duplicate"), "{out:?}");
+    let redone = json_lines(&out.stdout);
+    assert_eq!(redone.len(), 20);
+    for (j, a) in redone.iter().enumerate() {
+        let i = 290 + j;
+        if i < 300 {
+            assert_eq!(a["duplicate"], true, "{a}");
+            assert_eq!(
+                (&a["partition"], &a["seq"]),
+                (&acks[i]["partition"], &acks[i]["seq"])
+            );
+        } else {
+            assert_eq!(a["duplicate"], false, "{a}");
+            assert_eq!(
+                a["partition"],
+                partition_of(&keys[i % keys.len()], 4),
+                "{a}"
+            );
+        }
+    }
     // --key on the command line; a publish without a key goes to some partition whole.
     m.ctl_ok(
         &["publish", "clicks", "--key", "user-3", "user-3:1000", "-q"],
@@ -60,23 +95,23 @@ fn a_partitioned_topic_keeps_each_keys_messages_in_order_in_its_partition_across
     let parts: Vec<&Value> = unkeyed.iter().map(|a| &a["partition"]).collect();
     assert!(parts.iter().all(|p| *p == parts[0]), "{unkeyed:?}");
 
-    let keyed = read_json(&m, "clicks.*", 304)
+    let keyed = read_json(&m, "clicks.*", 314)
         .into_iter()
         .filter(|v| v["key"].is_string())
         .collect::<Vec<_>>();
-    assert_eq!(keyed.len(), 301);
+    assert_eq!(keyed.len(), 311);
     let before = check_partitioned(&keyed, 4);
     assert_eq!(before["user-3"].last(), Some(&1000));
     let info = m.topic_info("clicks");
     assert_eq!(
         (info["messages"].as_u64(), info["partitions"].as_u64()),
-        (Some(304), Some(4))
+        (Some(314), Some(4))
     );
 
     // Keys are stored: after a kill -9 everything reads back the same.
     m.kill9();
     m.restart();
-    let keyed_after: Vec<Value> = read_json(&m, "clicks", 304)
+    let keyed_after: Vec<Value> = read_json(&m, "clicks", 314)
         .into_iter()
         .filter(|v| v["key"].is_string())
         .collect();

@@ -72,12 +72,12 @@ pub fn check_partitioned(msgs: &[Value], n: u32) -> BTreeMap<String, Vec<u64>> {
 }
 
 /// `--json-input` lines of messages `from..to`, message i keyed `keys[i % len]` with
-/// payload `KEY:I`.
+/// payload `KEY:I` and msg id `mI`.
 pub fn keyed_input(keys: &[String], from: usize, to: usize) -> String {
     (from..to)
         .map(|i| {
             let key = &keys[i % keys.len()];
-            format!("{{\"payload\":\"{key}:{i}\",\"key\":\"{key}\"}}\n")
+            format!("{{\"payload\":\"{key}:{i}\",\"key\":\"{key}\",\"msg_id\":\"m{i}\"}}\n")
         })
         .collect()
 }
