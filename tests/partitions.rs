@@ -25,9 +25,13 @@ fn a_partitioned_topic_keeps_each_keys_messages_in_order_in_its_partition_across
     let again = m.ctl(&["topic", "create", "clicks", "--partitions", "3"], None);
     assert_eq!(again.code, 7, "{again:?}");
     assert!(again.stderr.contains("4 partition"), "{again:?}");
+    // `topic ls` lists the partitions as topics; `topic info` shows the topic, then them.
     let ls = String::from_utf8_lossy(&m.ctl_ok(&["topic", "ls", "clicks.*"], None)).into_owned();
+    let info = String::from_utf8_lossy(&m.ctl_ok(&["topic", "info", "clicks"], None)).into_owned();
+    assert!(info.contains("partitions: 4"), "{info}");
     for p in 0..4 {
         assert!(ls.contains(&format!("clicks.{p} ")), "{ls}");
+        assert!(info.contains(&format!("\nclicks.{p} ")), "{info}");
     }
 
     // 300 messages of 12 keys from stdin, in batches mixing keys; each ack names its

@@ -57,6 +57,12 @@ pub async fn run(opts: &ConnectOptions, cmd: TopicCmd, json: bool) -> CmdResult 
         TopicCmd::Info { topic } => {
             let t = client.topic_info(&topic).await?;
             print_info(&t, json)?;
+            if !json && t.partitions > 1 {
+                // Each partition, as `topic ls 'NAME.*'` shows it.
+                outln!();
+                let page = Page::first(None, None, Some(format!("{topic}.*")));
+                print_pages(&client, page, None, |_: &TopicInfo| true, false).await?;
+            }
         }
         TopicCmd::Rm { topic, force } => {
             client.topic_rm(&topic, force).await?;
