@@ -384,6 +384,71 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
     }
 }
 
+#[test]
+fn a_node_installing_a_snapshot_answers_pings_and_takes_publishes_meanwhile() {
+    let (list, addrs) = peer_list(3);
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let all = [1u64, 2, 3];
+    poll(Duration::from_secs(30), "a data leader", || {
+        data_leader(&nodes[0], &all)
+    });
+    let next = publish_rounds(&nodes[0], 1, 60, 5);
+    // Node 4 joins; its install of the snapshot is made to last 6 s.
+    let addr4 = format!("127.0.0.4:{}", free_port());
+    let args = [
+        "--cluster-id",
+        "t",
+        "--node-id",
+        "4",
+        "--peer-listen",
+        &addr4,
+        "--peers",
+        &list,
+    ];
+    let mut env = envs().to_vec();
+    env.push(("MOMD_INSTALL_PAUSE_MS", "6000"));
+    let four = Momd::start_env(&args, &env);
+    let joiner = std::thread::scope(|s| {
+        let join = s.spawn(|| {
+            nodes[1].ctl_timeout(
+                &["cluster", "join", "4", &addr4],
+                None,
+                Duration::from_secs(90),
+            )
+        });
+        poll(Duration::from_secs(30), "node 4 installing", || {
+            four.stderr()
+                .contains("installing a snapshot of the data group")
+                .then_some(())
+        });
+        // Meanwhile: a ping is answered at once, a publish through node 4 is acknowledged.
+        let t0 = std::time::Instant::now();
+        let ping = four.ctl_timeout(&["ping"], None, Duration::from_secs(5));
+        assert_eq!(ping.code, 0, "{ping:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let out = four.ctl(&["publish", TOPIC, "during-the-install", "-q"], None);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            !four.stderr().contains("installed in the store"),
+            "the install was over already: {}",
+            four.stderr()
+        );
+        join.join().expect("the join thread")
+    });
+    assert_eq!(joiner.code, 0, "{joiner:?}");
+    let total = next as usize; // messages 1..next, and the one published during the install
+    let want = poll(Duration::from_secs(30), "every message on node 1", || {
+        messages(&nodes[0], total)
+    });
+    assert_eq!(want[total - 1]["payload"], "during-the-install");
+    let got = poll(Duration::from_secs(60), "node 4 holds them", || {
+        messages(&four, total)
+    });
+    same_messages(4, &got, &want);
+}
+
 /// A queue's counters on `m`: ready, unacked, delivered, acked.
 fn queue_counts(m: &Momd, name: &str) -> Option<[u64; 4]> {
     let out = m.ctl_timeout(

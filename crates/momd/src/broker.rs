@@ -394,6 +394,8 @@ pub struct Broker {
     index_flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
     /// A snapshot install waiting for the flushes in progress (`snapshot.rs`).
     install_waiting: Option<oneshot::Sender<snapshot::Installed>>,
+    /// An install under way: the store is not to be touched until it is done.
+    installing: Option<snapshot::Installing>,
 }
 
 mod authz;
@@ -505,6 +507,7 @@ impl Broker {
             created_events: Vec::new(),
             index_flush_rx: None,
             install_waiting: None,
+            installing: None,
             disk_bytes: Arc::new(std::sync::atomic::AtomicU64::new(disk_bytes)),
             disk_bytes_measuring: Default::default(),
             ticks: 0,
@@ -564,8 +567,19 @@ impl Broker {
                     let res = res.unwrap_or_else(|_| Err(StoreError::Corrupt { key: String::new(), reason: "flush task vanished".into() }));
                     self.flush_done(res);
                 }
-                cmd = rx.recv(), if shutdown.is_none() && !self.group_full() => {
+                res = async { (&mut self.installing.as_mut().expect("guarded by the branch condition").done).await }, if self.installing.is_some() => {
+                    let res = res.unwrap_or_else(|_| Err("the install's thread vanished".into()));
+                    if let Some(done) = self.install_done(res) {
+                        shutdown = Some(done);
+                    }
+                }
+                cmd = rx.recv(), if shutdown.is_none() && (self.installing.is_some() || !self.group_full()) => {
                     let Some(cmd) = cmd else { break };
+                    if self.installing.is_some() {
+                        // Only what needs no store now (`snapshot.rs`).
+                        self.handle_installing(cmd);
+                        continue;
+                    }
                     if let Some(done) = self.handle(cmd) {
                         shutdown = Some(done);
                     }
@@ -576,6 +590,9 @@ impl Broker {
                             || self.group_full()
                             || self.staged_pending.len() >= GROUP_MAX
                         {
+                            break;
+                        }
+                        if self.installing.is_some() {
                             break;
                         }
                         match rx.try_recv() {
@@ -593,15 +610,15 @@ impl Broker {
                     let res = res.unwrap_or_else(|_| Err(StoreError::Corrupt { key: String::new(), reason: "flush task vanished".into() }));
                     self.index_flush_done(res);
                 }
-                _ = tick.tick() => self.on_tick(),
-                _ = queue_tick.tick() => {
+                _ = tick.tick(), if self.installing.is_none() => self.on_tick(),
+                _ = queue_tick.tick(), if self.installing.is_none() => {
                     if !self.queues.is_empty() || !self.fetches.is_empty() {
                         self.expire_queues(now_ms());
                     }
                     self.share_interest();
                     self.share_groups(now_ms());
                 }
-                _ = async { batch_flush.as_mut().expect("guarded").tick().await }, if batch_flush.is_some() => {
+                _ = async { batch_flush.as_mut().expect("guarded").tick().await }, if batch_flush.is_some() && self.installing.is_none() => {
                     if self.dirty && self.flush_rx.is_none() {
                         self.start_flush();
                     }

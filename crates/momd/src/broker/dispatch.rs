@@ -97,6 +97,34 @@ impl Broker {
         None
     }
 
+    /// A client's publish: sequenced here, or in a cluster handed to the data group.
+    pub(super) fn publish_request(&mut self, session: u64, p: mom_proto::Publish, ticket: Ticket) {
+        let sender = match self.sessions.get(&session) {
+            Some(s) => Sender {
+                user: s.client.user.clone(),
+                client: s.client.client_id,
+                name: s.client.name.clone(),
+            },
+            None => return,
+        };
+        if let Some(s) = self.sessions.get(&session) {
+            s.outbox
+                .counters
+                .msgs_in
+                .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(c) = self.cluster.clone() {
+            return self.cluster_publish(&c, session, p, sender, ticket);
+        }
+        let req = (session, p.id, p.no_ack);
+        // Replies go to the requester's reply inbox, a reserved topic anyone may publish to.
+        let inbox = p.topic.starts_with(INBOX_PREFIX);
+        match self.publish(req, &p.topic, p.msgs, sender, now_ms(), inbox) {
+            Ok(_) => self.staged_tickets.push(ticket),
+            Err((code, msg)) => self.error(session, p.id, code, msg),
+        }
+    }
+
     fn request(&mut self, session: u64, frame: ClientFrame, ticket: Ticket) {
         // A session closed by `client_close` may still have requests on their way.
         if !self.sessions.contains_key(&session) {
@@ -111,33 +139,7 @@ impl Broker {
             self.commit();
         }
         match frame {
-            ClientFrame::Publish(p) => {
-                let sender = match self.sessions.get(&session) {
-                    Some(s) => Sender {
-                        user: s.client.user.clone(),
-                        client: s.client.client_id,
-                        name: s.client.name.clone(),
-                    },
-                    None => return,
-                };
-                if let Some(s) = self.sessions.get(&session) {
-                    s.outbox
-                        .counters
-                        .msgs_in
-                        .fetch_add(p.msgs.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                if let Some(c) = self.cluster.clone() {
-                    return self.cluster_publish(&c, session, p, sender, ticket);
-                }
-                let req = (session, p.id, p.no_ack);
-                // Replies go to the requester's reply inbox, a reserved topic anyone may
-                // publish to.
-                let inbox = p.topic.starts_with(INBOX_PREFIX);
-                match self.publish(req, &p.topic, p.msgs, sender, now, inbox) {
-                    Ok(_) => self.staged_tickets.push(ticket),
-                    Err((code, msg)) => self.error(session, p.id, code, msg),
-                }
-            }
+            ClientFrame::Publish(p) => self.publish_request(session, p, ticket),
             ClientFrame::Watch(w) => self.watch(session, w),
             ClientFrame::Unwatch(u) => {
                 let owned = self

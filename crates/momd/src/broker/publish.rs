@@ -305,7 +305,7 @@ impl Broker {
     }
 
     /// Several events in one publish.
-    fn sys_events(&mut self, events: Vec<String>) {
+    pub(super) fn sys_events(&mut self, events: Vec<String>) {
         let msgs = events
             .into_iter()
             .map(|json| PubMsg {

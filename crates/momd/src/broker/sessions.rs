@@ -18,6 +18,19 @@ impl Broker {
                 format!("cannot assign a client id: {e}"),
             ))
         })?;
+        let (welcome, event) = self.welcome(info, hello, next)?;
+        self.sys_event(event);
+        Ok(welcome)
+    }
+
+    /// The session of a `hello`, given the next client id; with the `client_connected`
+    /// event to record.
+    pub(super) fn welcome(
+        &mut self,
+        info: SessionInfo,
+        hello: Hello,
+        next: u64,
+    ) -> Result<(Welcome, String), Box<ServerFrame>> {
         // A client id given before is kept, so identity survives reconnects.
         let client_id = match hello.client_id {
             Some(c)
@@ -75,12 +88,12 @@ impl Broker {
                 identity: info.identity,
             },
         );
-        self.sys_event(format!(
+        let event = format!(
             r#"{{"event":"client_connected","client_id":{client_id},"name":{},"addr":{}}}"#,
             json_str(&hello.client),
             json_str(&info.addr)
-        ));
-        Ok(Welcome {
+        );
+        let welcome = Welcome {
             id: hello.id,
             version: mom_proto::PROTOCOL_VERSION,
             server_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -95,7 +108,8 @@ impl Broker {
                 .as_ref()
                 .map(|c| c.cluster_id().to_string())
                 .unwrap_or_default(),
-        })
+        };
+        Ok((welcome, event))
     }
 
     pub(super) fn disconnect(&mut self, session: u64) {

@@ -608,6 +608,20 @@ impl Store {
         Ok(v.and_then(|v| be_u64(&v)).unwrap_or(2) - 1)
     }
 
+    /// `n` client ids at once, to be given out while the store may not be touched (an
+    /// install: `broker/snapshot.rs`).
+    pub fn reserve_client_ids(&self, n: u64) -> Result<std::ops::Range<u64>> {
+        self.index_unsynced.store(true, Ordering::Relaxed);
+        let v = self
+            .db
+            .update_and_fetch(meta_key("next_client_id"), |old| {
+                let next = old.and_then(be_u64).unwrap_or(1) + n;
+                Some(next.to_be_bytes().to_vec())
+            })?;
+        let end = v.and_then(|v| be_u64(&v)).unwrap_or(n + 1);
+        Ok(end - n..end)
+    }
+
     /// Milliseconds momd was down in all, as of this start.
     fn downtime(&self) -> u64 {
         self.downtime.load(std::sync::atomic::Ordering::Relaxed)

@@ -170,19 +170,55 @@ impl Store {
         })
     }
 
-    /// The store again over the same index database, its other files opened anew (after
-    /// [`finish_install`] replaced them). Nothing else may use the old value afterwards.
-    pub fn reopen(&self) -> Result<Store> {
-        let mut s = Store::assemble(self.db.clone(), self.log.clone(), &self.dir)?;
-        s.index_room = self.index_room;
-        s.replica = self.replica;
-        Ok(s)
-    }
-
     /// Finish an install decided on (`READY`) with this store's index database; see
     /// [`finish_install`].
+    #[cfg(test)]
     pub fn finish_install(&self) -> io::Result<bool> {
         finish_install(&self.db, &self.log, &self.dir)
+    }
+
+    /// What an install decided on (`READY`) needs of this store, to be carried out on
+    /// another thread: nothing may use this store meanwhile, nor afterwards.
+    pub fn install_job(&self) -> InstallJob {
+        InstallJob {
+            db: self.db.clone(),
+            log: self.log.clone(),
+            dir: self.dir.clone(),
+            index_room: self.index_room,
+            replica: self.replica,
+        }
+    }
+}
+
+/// An install of a snapshot into a store's files and index, then the store opened again
+/// over them and loaded ([`Store::install_job`]).
+pub struct InstallJob {
+    db: sled::Db,
+    log: Arc<File>,
+    dir: PathBuf,
+    index_room: u64,
+    replica: bool,
+}
+
+/// The store an install made, what it holds, and how long the files and index took and
+/// then the load.
+pub type Installed = (Store, Loaded, std::time::Duration, std::time::Duration);
+
+impl InstallJob {
+    /// [`finish_install`], then the new store opened and loaded at time `now`.
+    pub fn run(self, now: u64, dedupe_window_ms: u64) -> std::result::Result<Installed, String> {
+        let t0 = std::time::Instant::now();
+        finish_install(&self.db, &self.log, &self.dir)
+            .map_err(|e| format!("installing the snapshot in the store: {e}"))?;
+        let t1 = std::time::Instant::now();
+        let mut store = Store::assemble(self.db, self.log, &self.dir)
+            .map_err(|e| format!("reopening the store after the install: {e}"))?;
+        store.index_room = self.index_room;
+        store.replica = self.replica;
+        let loaded = store
+            .load(now, dedupe_window_ms)
+            .map_err(|e| format!("loading the installed store: {e}"))?;
+        Ok((store, loaded, t1 - t0, t1.elapsed()))
     }
 }
 

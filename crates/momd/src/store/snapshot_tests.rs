@@ -71,8 +71,13 @@ fn a_snapshot_replaces_another_store_and_keeps_its_own_identity_and_users() {
     })
     .expect("a sound snapshot is staged");
     assert_eq!(header, b"header");
-    assert!(store.finish_install().expect("install"));
-    let reopened = store.reopen().expect("reopen");
+    // Carried out on another thread, as the broker does.
+    let job = store.install_job();
+    let (reopened, loaded, _, _) = std::thread::spawn(move || job.run(1, 120_000))
+        .join()
+        .expect("the install thread")
+        .expect("install");
+    assert!(loaded.topics.iter().any(|t| &*t.name == "t"));
     drop(store);
     let store = reopened;
     let (core, id_after) = load(&store);
