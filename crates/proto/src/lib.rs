@@ -1,8 +1,8 @@
 //! mom's wire protocol: a 4-byte big-endian length, then a MessagePack map whose `type` field
 //! names the frame. `docs/protocol.md` is the contract; this crate follows it.
 //!
-//! Start with [`message`] (every frame; the queue frames are in [`queue`], paging of the
-//! listings in [`page`]), then [`frame`] (the codec), [`decode`] (the frames sent most,
+//! Start with [`message`] (every frame; the queue frames are in [`queue`], the topic
+//! admin frames in [`topic_admin`], paging of the listings in [`page`]), then [`frame`] (the codec), [`decode`] (the frames sent most,
 //! decoded in one pass) and [`topic`] (names and patterns).
 
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod page;
 pub mod parse;
 pub mod queue;
 pub mod topic;
+pub mod topic_admin;
 
 pub use auth::*;
 pub use cluster::*;
@@ -29,6 +30,7 @@ pub use page::{
     ListReq, Listed, Page, StatsReq, DEFAULT_PAGE_LIMIT, MAX_PAGE_BYTES, MAX_PAGE_LIMIT,
 };
 pub use queue::*;
+pub use topic_admin::*;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -6,9 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{ClientInfo, TopicInfo};
+use crate::message::ClientInfo;
 use crate::queue::QueueInfo;
 use crate::topic;
+use crate::topic_admin::TopicInfo;
 
 /// Items a page holds when the request names no `limit`.
 pub const DEFAULT_PAGE_LIMIT: u32 = 1000;

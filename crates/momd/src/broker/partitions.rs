@@ -2,7 +2,7 @@
 //! part per partition and answered as one, `topic_create`, and what a request naming a
 //! partitioned topic does to each of its partitions.
 
-use mom_proto::{ErrorCode, PubMsg, Sender, ServerFrame, TopicCreate, TopicInfoReply};
+use mom_proto::{ErrorCode, PubMsg, Sender, TopicCreate};
 
 use super::publish::Published;
 use super::{core_error, json_str, Broker, Pending, STAGED_MAX_BYTES};
@@ -156,16 +156,8 @@ impl Broker {
         };
         if ids.is_empty() {
             // It exists as asked: answered as the first create was.
-            if let Some(t) = self.core.topics.get(&c.topic) {
-                let topic = self.topic_info(t);
-                self.after_flush(Pending::Reply {
-                    session,
-                    frame: ServerFrame::TopicInfo(TopicInfoReply {
-                        id: c.id,
-                        topic,
-                        purged: None,
-                    }),
-                });
+            if let Some(t) = self.core.topics.get(&c.topic).map(|t| t.id) {
+                self.answer_topic(session, c.id, t);
             }
             return;
         }
@@ -194,18 +186,9 @@ impl Broker {
             json_str(&c.topic),
             c.partitions.max(1)
         ));
-        let Some(t) = states.first() else {
-            return;
-        };
-        let topic = self.topic_info(t);
-        self.after_flush(Pending::Reply {
-            session,
-            frame: ServerFrame::TopicInfo(TopicInfoReply {
-                id: c.id,
-                topic,
-                purged: None,
-            }),
-        });
+        if let Some(t) = states.first() {
+            self.answer_topic(session, c.id, t.id);
+        }
     }
 
     /// May a topic ask for `replicas` copies of each message here? A single node keeps

@@ -104,14 +104,22 @@ impl Broker {
             }
             first.get_or_insert(t.id);
         }
-        let Some(t) = first.and_then(|id| self.core.topics.by_id(id)) else {
+        if let Some(t) = first {
+            self.answer_topic(session, s.id, t);
+        }
+    }
+
+    /// Answer request `id` with the info of topic `topic_id` once what the request changed
+    /// is durable.
+    pub(super) fn answer_topic(&mut self, session: u64, id: u64, topic_id: u32) {
+        let Some(t) = self.core.topics.by_id(topic_id) else {
             return;
         };
         let topic = self.topic_info(t);
         self.after_flush(Pending::Reply {
             session,
             frame: ServerFrame::TopicInfo(TopicInfoReply {
-                id: s.id,
+                id,
                 topic,
                 purged: None,
             }),
