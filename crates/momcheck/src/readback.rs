@@ -42,9 +42,11 @@ pub async fn replay(
     idle: Duration,
     mut f: impl FnMut(Message),
 ) -> anyhow::Result<u64> {
-    let mut w = c
-        .watch(vec![topic.to_string()], StartAt::All, 0)
+    // Bounded like every wait of the read-back: a watch never answered is an error that
+    // names its topic, not a run that hangs.
+    let mut w = tokio::time::timeout(idle, c.watch(vec![topic.to_string()], StartAt::All, 0))
         .await
+        .map_err(|_| anyhow::anyhow!("watch of {topic} from the start: no answer within {idle:?}"))?
         .with_context(|| format!("watching {topic} from the start"))?;
     loop {
         match tokio::time::timeout(idle, w.next()).await {
