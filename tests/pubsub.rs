@@ -537,3 +537,35 @@ async fn requests_delivered_early_keep_seq_order_with_ordinary_messages() {
         s.await.expect("task").expect("publish acknowledged");
     }
 }
+
+/// A client that stops reading a watch and unwatches it while deliveries are still coming
+/// gets its unwatch answered: the deliveries that found the watch's buffer full are
+/// dropped, not left holding the connection's reader (which then never read the answer:
+/// a `momcheck --cluster` run hung so, in its read-back of a topic published to live).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwatching_a_watch_nobody_reads_any_more_is_answered() {
+    let m = Momd::start_with(&["--fsync", "never"]);
+    let watcher = m.client("watcher").await;
+    let publisher = m.client("publisher").await;
+    let w = watcher
+        .watch(vec!["busy".into()], mom_proto::StartAt::New, 0)
+        .await
+        .expect("watch");
+    // More deliveries than the watch's buffer holds, none of them read.
+    for i in 0..200u32 {
+        let msg = momctl::client::message(i.to_string().into_bytes(), Default::default(), None);
+        publisher.publish("busy", vec![msg]).await.expect("publish");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = tokio::time::timeout(Duration::from_secs(10), w.unwatch()).await;
+    assert!(
+        matches!(done, Ok(Ok(()))),
+        "the unwatch was not answered: {done:?}"
+    );
+    // The connection goes on serving.
+    let t = tokio::time::timeout(Duration::from_secs(10), watcher.topic_info("busy"))
+        .await
+        .expect("answered")
+        .expect("topic info");
+    assert_eq!(t.last_seq, 200);
+}

@@ -50,8 +50,13 @@ impl WatchStream {
     }
 
     /// End the watch on the server.
-    pub async fn unwatch(self) -> Result<()> {
+    pub async fn unwatch(mut self) -> Result<()> {
         self.client.forget_watch(self.id);
+        // Deliveries still on their way wait for room in this stream's buffer, and the
+        // connection's reader with them: nobody reads it any more, so the answer to the
+        // unwatch would never be read. Closed, the buffer refuses them and the reader goes
+        // on.
+        self.rx.close();
         let watch = self.id;
         self.client
             .request(|id| ClientFrame::Unwatch(Unwatch { id, watch }))
