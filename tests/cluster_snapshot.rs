@@ -315,9 +315,8 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
             .matches("data group snapshot installed: ")
             .count()
     };
-    assert_eq!(
-        installs(&four),
-        1,
+    assert!(
+        installs(&four) >= 1,
         "node 4 caught up from a snapshot: {}",
         four.stderr()
     );
@@ -344,6 +343,7 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
                 .then_some(())
         },
     );
+    let before = installs(&four);
     four.pause();
     let next = publish_rounds(&nodes[0], next, 120, 10);
     let total = (next - 1) as usize;
@@ -355,9 +355,10 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
         messages(&four, total)
     });
     same_messages(4, &got, &want);
-    assert_eq!(
-        installs(&four),
-        2,
+    // At least one more install (two, when the leader purged past what the first one
+    // brought before the node had caught up from the log behind it).
+    assert!(
+        installs(&four) > before,
         "node 4 caught up from a snapshot: {}",
         four.stderr()
     );
