@@ -1,14 +1,15 @@
 //! This node's batcher: what its clients send to the data group (publishes and queue
-//! changes) is gathered while the previous batch is being committed and sent to the
-//! group's leader as one entry; a batch whose fate is unknown is sent again as the same
-//! batch (`data.rs` applies it once).
+//! changes) is gathered while earlier batches are being committed (up to `IN_FLIGHT` at
+//! once) and sent to the group's leader as one entry; a batch whose fate is unknown is
+//! sent again as the same batch (`origins.rs`: applied once, and in the order sent).
 
 use std::time::Duration;
 
 use mom_proto::{ErrorCode, PublishOk, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 
-use super::data::{AppendCmdRef, DataItem, Origin, PubResult, DATA};
+use super::data::{AppendCmdRef, DataItem, EntryReply, Origin, PubResult, DATA};
+use super::origins::IN_FLIGHT;
 
 /// How long a batch is tried before its publishes get an error.
 const GIVE_UP: Duration = Duration::from_secs(20);
@@ -149,72 +150,144 @@ impl Drop for PublishAnswer {
 /// time. Unbounded: what a connection may have in flight is bounded before (admission).
 pub type Batcher = mpsc::UnboundedSender<Proposal>;
 
+/// How this process's batches ended, for a batch to know which one it follows.
+#[derive(Default)]
+struct Settled {
+    /// Every batch up to this one has its answer.
+    upto: u64,
+    /// Batches that got no answer in time, or were refused whole (never to be applied
+    /// after the ones behind them); only the recent ones are kept.
+    failed: std::collections::BTreeSet<u64>,
+}
+
+impl Settled {
+    /// The batch that batch `number` follows: the one before it that did not fail (not
+    /// settled yet counts as coming), or 0.
+    fn after(&self, number: u64) -> u64 {
+        let mut a = number.saturating_sub(1);
+        while a > 0 && self.failed.contains(&a) {
+            a -= 1;
+        }
+        a
+    }
+}
+
 impl super::Cluster {
-    /// Runs the batcher: one batch at a time goes to the leader; what arrives meanwhile
-    /// makes the next one.
+    /// Runs the batcher: up to `IN_FLIGHT` batches at a time go to the leader; what
+    /// arrives meanwhile makes the next one. Answers go out in the order of the batches,
+    /// and the state machine applies them in that order (`origins.rs`).
     pub(super) async fn run_batcher(self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+        use futures_util::StreamExt;
         let mut waiting: Vec<Proposal> = Vec::new();
-        let process = self.inner.process;
+        let mut flying = futures_util::stream::FuturesOrdered::new();
+        let (settled_tx, settled) = tokio::sync::watch::channel(Settled::default());
         let mut number = 0u64;
+        let mut open = true;
         loop {
-            if waiting.is_empty() {
-                match rx.recv().await {
+            if flying.len() < IN_FLIGHT && !waiting.is_empty() {
+                let mut bytes: usize = waiting.iter().map(|p| item_bytes(&p.item)).sum();
+                while waiting.len() < BATCH_MAX && bytes < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            bytes += item_bytes(&p.item);
+                            waiting.push(p);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let (items, dones): (Vec<DataItem>, Vec<_>) = std::mem::take(&mut waiting)
+                    .into_iter()
+                    .map(|p| (p.item, p.done))
+                    .unzip();
+                number += 1;
+                let origin = Origin {
+                    node: self.node_id(),
+                    process: self.inner.process,
+                    batch: number,
+                };
+                let this = self.clone();
+                let settled = settled.clone();
+                flying.push_back(async move {
+                    let r = this.propose_publishes(origin, items, settled).await;
+                    (origin.batch, dones, r)
+                });
+                continue;
+            }
+            if !open && flying.is_empty() {
+                return;
+            }
+            tokio::select! {
+                Some((batch, dones, r)) = flying.next(), if !flying.is_empty() => {
+                    let failed = r.is_err();
+                    match r {
+                        Ok(results) => {
+                            for (done, r) in dones.into_iter().zip(results) {
+                                done.send(r);
+                            }
+                        }
+                        Err(e) => {
+                            for done in dones {
+                                done.send(Err((ErrorCode::Unavailable, e.clone())));
+                            }
+                        }
+                    }
+                    settled_tx.send_modify(|s| {
+                        s.upto = batch;
+                        if failed {
+                            s.failed.insert(batch);
+                        }
+                        while s.failed.len() > 64 {
+                            s.failed.pop_first();
+                        }
+                    });
+                }
+                p = rx.recv(), if open && flying.len() < IN_FLIGHT => match p {
                     Some(p) => waiting.push(p),
-                    None => return,
-                }
-            }
-            let mut bytes: usize = waiting.iter().map(|p| item_bytes(&p.item)).sum();
-            while waiting.len() < BATCH_MAX && bytes < BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        bytes += item_bytes(&p.item);
-                        waiting.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let (items, dones): (Vec<DataItem>, Vec<_>) = std::mem::take(&mut waiting)
-                .into_iter()
-                .map(|p| (p.item, p.done))
-                .unzip();
-            number += 1;
-            let origin = Origin {
-                node: self.node_id(),
-                process,
-                batch: number,
-            };
-            match self.propose_publishes(origin, items).await {
-                Ok(results) => {
-                    for (done, r) in dones.into_iter().zip(results) {
-                        done.send(r);
-                    }
-                }
-                Err(e) => {
-                    for done in dones {
-                        done.send(Err((ErrorCode::Unavailable, e.clone())));
-                    }
-                }
+                    None => open = false,
+                },
             }
         }
     }
 
     /// Sends a batch of publishes to the data group's leader and returns each one's result.
     /// A batch whose fate is unknown is sent again as the same batch (`origin`): applied
-    /// once however often it is committed. `Err` for the whole batch: after `GIVE_UP`, no
-    /// leader took it (then it is not stored), or its fate is still unknown.
+    /// once however often it is committed; one that reached the leader before the batch it
+    /// follows is sent again once that one is settled. `Err` for the whole batch: after
+    /// `GIVE_UP`, no leader took it (then it is not stored), or its fate is still unknown.
     async fn propose_publishes(
         &self,
         origin: Origin,
         items: Vec<DataItem>,
+        mut settled: tokio::sync::watch::Receiver<Settled>,
     ) -> Result<Vec<PubResult>, String> {
         let n = items.len();
-        let req = super::PeerReq::Publish { origin, items };
+        let after = settled.borrow().after(origin.batch);
+        let mut req = super::PeerReq::Publish {
+            origin,
+            after,
+            items,
+        };
         let deadline = tokio::time::Instant::now() + GIVE_UP;
         let mut unknown = None;
         loop {
             match self.on_leader(DATA, &req).await {
                 Ok(super::Answer::Published(r)) if r.len() == n => return Ok(r),
                 Ok(_) => return Err("the leader gave an answer of another kind".into()),
+                Err(super::WriteError::OutOfOrder) => {
+                    // The batch before is still on its way: once it is settled, this one
+                    // follows it (or the one before it, if it failed).
+                    let before = origin.batch.saturating_sub(1);
+                    let wait = settled.wait_for(|s| s.upto >= before);
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                        return Err(format!(
+                            "not stored: the batch before it got no answer in {GIVE_UP:?}; retry"
+                        ));
+                    }
+                    let a = settled.borrow().after(origin.batch);
+                    if let super::PeerReq::Publish { after, .. } = &mut req {
+                        *after = a;
+                    }
+                }
                 Err(super::WriteError::NoLeader(_, why)) => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(match unknown {
@@ -246,6 +319,7 @@ impl super::Cluster {
     pub(super) async fn lead_publish(
         &self,
         origin: Origin,
+        after: u64,
         items: &[DataItem],
     ) -> Result<Vec<PubResult>, super::WriteError> {
         let data = self.data_raft();
@@ -258,16 +332,20 @@ impl super::Cluster {
         let cmd = AppendCmdRef {
             time: crate::broker::now_ms(),
             origin,
+            after,
             items,
         };
         let bytes =
             super::encode_named(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
         match super::committed(data.client_write(mom_raft::Cmd(bytes.into()))).await? {
-            Ok(r) => {
-                let r: Result<Vec<PubResult>, String> = rmp_serde::from_slice(&r.data.0)
-                    .unwrap_or_else(|e| Err(format!("unreadable apply result: {e}")));
-                r.map_err(super::WriteError::Refused)
-            }
+            Ok(r) => match rmp_serde::from_slice(&r.data.0) {
+                Ok(EntryReply::Done(r)) => Ok(r),
+                Ok(EntryReply::Refused(e)) => Err(super::WriteError::Refused(e)),
+                Ok(EntryReply::OutOfOrder) => Err(super::WriteError::OutOfOrder),
+                Err(e) => Err(super::WriteError::Refused(format!(
+                    "unreadable apply result: {e}"
+                ))),
+            },
             // Proposed, then leadership moved: the entry may still be committed.
             Err(e) => Err(super::WriteError::Indeterminate(format!(
                 "the leader changed while the publish was proposed ({e})"

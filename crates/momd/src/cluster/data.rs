@@ -2,19 +2,21 @@
 //! (`QueueOp`, applied by `broker/queue_cluster.rs`), applied by every node to its own store
 //! (replica mode, `store/replica.rs`) through its broker task.
 //!
-//! A publish reaches any node. The node's batcher (`batcher.rs`) gathers what its clients sent while the
-//! previous batch was being committed, and sends it to the group's leader (itself, or over
-//! the peer link); the leader stamps the time and proposes the batch as one entry. Once a
+//! A publish reaches any node. The node's batcher (`batcher.rs`) gathers what its clients
+//! sent while its earlier batches were being committed (two on their way at once), and
+//! sends it to the group's leader (itself, or over the peer link); the leader stamps the time and proposes the batch as one entry. Once a
 //! majority has it in its log (each replica fsynced it), every node applies it: the core
 //! sequences it as it would a local publish, watches on that node get the messages, and the
 //! leader's answer (the seqs) goes back to the client. An acknowledgement therefore means
 //! committed on a majority.
 //!
 //! A batch whose fate is unknown (its leader died or stopped answering after it was sent)
-//! is sent again, as the same batch: each carries its origin (node, process, number), and
-//! the state machine remembers each origin's last batch with its results, so a batch
-//! committed twice is applied once and both copies get the first one's answer (what Kafka's
-//! idempotent producer does). A leader change costs the client latency, not an error.
+//! is sent again, as the same batch: each carries its origin (node, process, number) and
+//! the number of the batch it follows, and the state machine remembers each origin's last
+//! batches with their results (`origins.rs`), so a batch committed twice is applied once and
+//! both copies get the first one's answer, and batches are applied in the order their node
+//! sent them (what Kafka's idempotent producer does with its five requests in flight). A
+//! leader change costs the client latency, not an error.
 //!
 //! The store keeps which entry it applied last with its index (and the origins' table); a
 //! restart applies again what came after (and drops what its log held past the index).
@@ -33,6 +35,7 @@ use mom_raft::{Entry, LogId, NodeId, Reply, StorageError, TypeConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::origins::{Origins, Verdict};
 pub use crate::broker::publish::Published;
 use crate::broker::{BrokerHandle, Cmd};
 
@@ -156,6 +159,10 @@ pub struct AppendCmd {
     pub time: u64,
     /// Who sent the batch, to apply it once however often it is committed.
     pub origin: Origin,
+    /// The batch of the same sender applied before this one (`origins.rs`); none in
+    /// entries of versions that sent one batch at a time.
+    #[serde(default)]
+    pub after: Option<u64>,
     pub items: Vec<DataItem>,
 }
 
@@ -174,6 +181,7 @@ fn decode_append(bytes: &[u8]) -> Result<AppendCmd, rmp_serde::decode::Error> {
             .map(|c| AppendCmd {
                 time: c.time,
                 origin: c.origin,
+                after: None,
                 items: c.items.into_iter().map(DataItem::Publish).collect(),
             })
             .map_err(|_| e)
@@ -185,11 +193,12 @@ fn decode_append(bytes: &[u8]) -> Result<AppendCmd, rmp_serde::decode::Error> {
 pub(super) struct AppendCmdRef<'a> {
     pub(super) time: u64,
     pub(super) origin: Origin,
+    pub(super) after: u64,
     pub(super) items: &'a [DataItem],
 }
 
 /// The sender of a batch: a node, its process (a random number made at start), and the
-/// batch's number in that process (1, 2, …; one batch in flight at a time).
+/// batch's number in that process (1, 2, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub node: NodeId,
@@ -197,7 +206,8 @@ pub struct Origin {
     pub batch: u64,
 }
 
-/// The last batch applied from one node.
+/// The last batch applied from one node, as versions that sent one batch at a time kept
+/// it (read from their stores and snapshots, and moved to `Origins`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LastBatch {
     process: u64,
@@ -217,9 +227,32 @@ pub struct ApplyEntry {
 struct Applied {
     last: Option<LogId>,
     membership: Membership,
-    /// Per node, its last batch applied (for batches committed twice).
+    /// Per node, its last batch applied, as earlier versions kept it (empty once read).
     #[serde(default)]
     origins: std::collections::BTreeMap<NodeId, LastBatch>,
+    /// The batches each sender had applied (`origins.rs`).
+    #[serde(default)]
+    senders: Origins,
+}
+
+impl Applied {
+    /// Reads a stored applied state, moving an earlier version's table to `senders`.
+    fn read(stored: Option<&[u8]>) -> Result<Applied, String> {
+        let mut a: Applied = match stored {
+            Some(v) => rmp_serde::from_slice(v)
+                .map_err(|e| format!("the store's applied Raft state is unreadable: {e}"))?,
+            None => Applied::default(),
+        };
+        for (node, l) in std::mem::take(&mut a.origins) {
+            let o = Origin {
+                node,
+                process: l.process,
+                batch: l.batch,
+            };
+            a.senders.record(&o, &l.results);
+        }
+        Ok(a)
+    }
 }
 
 /// Builds the applied state to store, from the results of the entries applied.
@@ -229,25 +262,24 @@ pub type ApplyFinish = Box<dyn FnOnce(&[Vec<PubResult>]) -> Vec<u8> + Send>;
 fn finish(base: &Applied, news: &[(usize, Origin)], results: &[Vec<PubResult>]) -> Applied {
     let mut a = base.clone();
     for (i, o) in news {
-        a.origins.insert(
-            o.node,
-            LastBatch {
-                process: o.process,
-                batch: o.batch,
-                results: results.get(*i).cloned().unwrap_or_default(),
-            },
-        );
+        a.senders
+            .record(o, results.get(*i).map_or(&[][..], Vec::as_slice));
     }
     a
 }
 
+/// What the leader gets back for an entry it proposed (on that node only, never stored).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum EntryReply {
+    Done(Vec<PubResult>),
+    Refused(String),
+    /// Not applied: the batch it follows is not applied yet (`origins.rs`).
+    OutOfOrder,
+}
+
 /// The last applied entry and the membership of a stored applied state (`APPLIED_KEY`).
 pub(super) fn applied_ids(stored: Option<&[u8]>) -> Result<(Option<LogId>, Membership), String> {
-    let a: Applied = match stored {
-        Some(v) => rmp_serde::from_slice(v)
-            .map_err(|e| format!("the store's applied Raft state is unreadable: {e}"))?,
-        None => Applied::default(),
-    };
+    let a = Applied::read(stored)?;
     Ok((a.last, a.membership))
 }
 
@@ -270,11 +302,7 @@ impl DataSm {
         stored: Option<Vec<u8>>,
         snapshots: Arc<super::snapshot::Snapshots>,
     ) -> Result<DataSm, String> {
-        let applied = match stored {
-            Some(v) => rmp_serde::from_slice(&v)
-                .map_err(|e| format!("the store's applied Raft state is unreadable: {e}"))?,
-            None => Applied::default(),
-        };
+        let applied = Applied::read(stored.as_deref())?;
         Ok(DataSm {
             broker,
             applied: Arc::new(Mutex::new(applied)),
@@ -314,48 +342,46 @@ impl RaftStateMachine<TypeConfig> for DataSm {
             /// A repeat of an entry earlier in this same call: its answer, once known.
             RepeatOf(usize),
             Refused(String),
+            OutOfOrder,
             Nothing,
         }
         let mut batch: Vec<ApplyEntry> = Vec::new();
         let mut fates: Vec<Fate> = Vec::new();
-        let (mut last, mut membership, origins) = {
+        let (mut last, mut membership, senders) = {
             let a = self.lock();
-            (a.last, a.membership.clone(), a.origins.clone())
+            (a.last, a.membership.clone(), a.senders.clone())
         };
-        // Origins applied earlier in this call: node → (process, batch, index in `batch`).
-        let mut fresh: std::collections::BTreeMap<NodeId, (u64, u64, usize)> = Default::default();
+        // The table as this call's entries change it (their results still to come), and
+        // the batches applied in this call: origin → index in `batch`.
+        let mut table = senders.clone();
+        let mut fresh: std::collections::HashMap<(NodeId, u64, u64), usize> = Default::default();
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Normal(cmd) => match decode_append(&cmd.0) {
                     Ok(c) => {
                         let o = c.origin;
-                        let seen_here = fresh
-                            .get(&o.node)
-                            .filter(|(p, b, _)| *p == o.process && *b >= o.batch);
-                        let seen = origins
-                            .get(&o.node)
-                            .filter(|l| l.process == o.process && l.batch >= o.batch);
-                        if let Some((_, b, i)) = seen_here {
-                            fates.push(if *b == o.batch {
-                                Fate::RepeatOf(*i)
-                            } else {
-                                Fate::Refused("an older batch of this node, sent again".into())
-                            });
-                        } else if let Some(l) = seen {
-                            fates.push(if l.batch == o.batch {
-                                Fate::Repeat(l.results.clone())
-                            } else {
-                                Fate::Refused("an older batch of this node, sent again".into())
-                            });
-                        } else {
-                            fresh.insert(o.node, (o.process, o.batch, batch.len()));
-                            fates.push(Fate::Applied(batch.len(), Some(o)));
-                            batch.push(ApplyEntry {
-                                time: c.time,
-                                origin: o,
-                                items: c.items,
-                            });
+                        match table.judge(&o, c.after) {
+                            Verdict::Apply => {
+                                table.record(&o, &[]);
+                                fresh.insert((o.node, o.process, o.batch), batch.len());
+                                fates.push(Fate::Applied(batch.len(), Some(o)));
+                                batch.push(ApplyEntry {
+                                    time: c.time,
+                                    origin: o,
+                                    items: c.items,
+                                });
+                            }
+                            Verdict::Repeat(r) => {
+                                fates.push(match fresh.get(&(o.node, o.process, o.batch)) {
+                                    Some(i) => Fate::RepeatOf(*i),
+                                    None => Fate::Repeat(r),
+                                })
+                            }
+                            Verdict::Older => fates.push(Fate::Refused(
+                                "an older batch of this node, sent again".into(),
+                            )),
+                            Verdict::OutOfOrder => fates.push(Fate::OutOfOrder),
                         }
                     }
                     // The same on every replica: an entry this version cannot read.
@@ -373,7 +399,8 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         let base = Applied {
             last,
             membership,
-            origins,
+            origins: Default::default(),
+            senders,
         };
         let news: Vec<(usize, Origin)> = fates
             .iter()
@@ -411,13 +438,14 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         *self.lock() = finish(&base, &news, &results);
         let mut replies = Vec::with_capacity(fates.len());
         for fate in fates {
-            let a: Result<Vec<PubResult>, String> = match fate {
+            let a = match fate {
                 Fate::Applied(i, _) | Fate::RepeatOf(i) => {
-                    Ok(results.get(i).cloned().unwrap_or_default())
+                    EntryReply::Done(results.get(i).cloned().unwrap_or_default())
                 }
-                Fate::Repeat(r) => Ok(r),
-                Fate::Refused(e) => Err(e),
-                Fate::Nothing => Ok(Vec::new()),
+                Fate::Repeat(r) => EntryReply::Done(r),
+                Fate::Refused(e) => EntryReply::Refused(e),
+                Fate::OutOfOrder => EntryReply::OutOfOrder,
+                Fate::Nothing => EntryReply::Done(Vec::new()),
             };
             replies.push(Reply(rmp_serde::to_vec(&a).map_err(sm_err)?.into()));
         }
@@ -438,11 +466,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let stored = self.snapshots.install(&self.broker, meta, snapshot).await?;
-        let applied: Applied = match stored {
-            Some(v) => rmp_serde::from_slice(&v).map_err(sm_err)?,
-            None => Applied::default(),
-        };
-        *self.lock() = applied;
+        *self.lock() = Applied::read(stored.as_deref()).map_err(sm_err)?;
         Ok(())
     }
 
@@ -496,6 +520,7 @@ mod tests {
         let entry = super::super::encode_named(&AppendCmdRef {
             time: 7,
             origin,
+            after: 2,
             items: &items,
         })
         .unwrap();
@@ -503,6 +528,7 @@ mod tests {
         assert_eq!(msgs_of(&cmd.items[0]), msgs_of(&items[0]));
         let req = super::super::PeerReq::Publish {
             origin,
+            after: 2,
             items: items.clone(),
         };
         let body = super::super::encode_named(&req).unwrap();
@@ -537,6 +563,7 @@ mod tests {
         let entry = super::super::encode_named(&AppendCmdRef {
             time: 7,
             origin,
+            after: 2,
             items: &items,
         })
         .unwrap();
@@ -571,6 +598,48 @@ mod tests {
         let cmd = decode_append(&entry).unwrap();
         assert_eq!(cmd.time, 5);
         assert_eq!(msgs_of(&cmd.items[0]), &old[0].msgs[..]);
+    }
+
+    #[test]
+    fn an_applied_state_of_before_reads_with_its_table_of_last_batches() {
+        // As versions that sent one batch at a time stored it: the table per node.
+        #[derive(Serialize)]
+        struct AppliedV1 {
+            last: Option<LogId>,
+            membership: Membership,
+            origins: std::collections::BTreeMap<NodeId, LastBatch>,
+        }
+        let answer = vec![Ok(Published {
+            seqs: vec![41, 42],
+            ..Published::default()
+        })];
+        let old = AppliedV1 {
+            last: None,
+            membership: Membership::default(),
+            origins: [(
+                3,
+                LastBatch {
+                    process: 9,
+                    batch: 17,
+                    results: answer.clone(),
+                },
+            )]
+            .into(),
+        };
+        let a = Applied::read(Some(&rmp_serde::to_vec(&old).unwrap())).unwrap();
+        assert!(a.origins.is_empty());
+        let o = |batch| Origin {
+            node: 3,
+            process: 9,
+            batch,
+        };
+        // Batch 17 sent again gets its answer; 16 is older; 18 follows it.
+        assert_eq!(a.senders.judge(&o(17), None), Verdict::Repeat(answer));
+        assert_eq!(a.senders.judge(&o(16), None), Verdict::Older);
+        assert_eq!(a.senders.judge(&o(18), Some(17)), Verdict::Apply);
+        // Stored again and read back, the same.
+        let again = Applied::read(Some(&rmp_serde::to_vec(&a).unwrap())).unwrap();
+        assert_eq!(again.senders, a.senders);
     }
 
     fn items_v1() -> Vec<PubItem> {

@@ -16,6 +16,7 @@ pub mod identity;
 mod interest;
 mod membership;
 mod meta;
+mod origins;
 mod snapshot;
 mod status;
 mod upkeep;
@@ -76,6 +77,9 @@ enum PeerReq {
     /// Publishes for the data group's leader to propose.
     Publish {
         origin: data::Origin,
+        /// The sender's batch applied before this one (`origins.rs`).
+        #[serde(default)]
+        after: u64,
         items: Vec<data::DataItem>,
     },
     /// How many consumers the node has on a queue (consumers belong to their node).
@@ -120,6 +124,10 @@ pub enum WriteError {
     /// Sent, and no answer: it may or may not have been done.
     #[error("{0}")]
     Indeterminate(String),
+    /// A batch that reached the leader before the one it follows: not applied; sent again
+    /// once that one is settled.
+    #[error("a batch ahead of the one before it")]
+    OutOfOrder,
 }
 
 impl WriteError {
@@ -130,7 +138,8 @@ impl WriteError {
             WriteError::NoLeader(..)
             | WriteError::NotLeader(_)
             | WriteError::Unreachable(_)
-            | WriteError::Indeterminate(_) => ErrorCode::Unavailable,
+            | WriteError::Indeterminate(_)
+            | WriteError::OutOfOrder => ErrorCode::Unavailable,
             WriteError::NotFound(_) => ErrorCode::NotFound,
             WriteError::Refused(_) => ErrorCode::Conflict,
         }
@@ -583,8 +592,12 @@ impl Cluster {
                     Err(e) => Err(WriteError::Refused(e.to_string())),
                 }
             }
-            PeerReq::Publish { origin, items } if group == data::DATA => self
-                .lead_publish(*origin, items)
+            PeerReq::Publish {
+                origin,
+                after,
+                items,
+            } if group == data::DATA => self
+                .lead_publish(*origin, *after, items)
                 .await
                 .map(Answer::Published),
             PeerReq::Write(_) | PeerReq::Publish { .. } => Err(WriteError::Refused(format!(
