@@ -150,6 +150,52 @@ impl Drop for PublishAnswer {
 /// time. Unbounded: what a connection may have in flight is bounded before (admission).
 pub type Batcher = mpsc::UnboundedSender<Proposal>;
 
+/// How long a batch that reached the leader before the one it follows waits for it.
+const ORDER_WAIT: Duration = Duration::from_millis(200);
+
+/// As the data group's leader: the last batch proposed of each sender, so that a batch
+/// that arrives before the one it follows waits for it (`ORDER_WAIT` at most; the state
+/// machine refuses it if it still comes first).
+#[derive(Default)]
+pub struct Proposed {
+    last: std::sync::Mutex<std::collections::HashMap<(mom_raft::NodeId, u64), u64>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Proposed {
+    fn upto(&self, o: &Origin) -> u64 {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(&(o.node, o.process)).copied().unwrap_or(0)
+    }
+
+    async fn wait_for(&self, o: &Origin, after: u64) {
+        let deadline = tokio::time::Instant::now() + ORDER_WAIT;
+        loop {
+            let changed = self.changed.notified();
+            if after == 0 || self.upto(o) >= after {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn note(&self, o: &Origin) {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            // A few senders per node: the map stays small; a leader of a cluster whose
+            // nodes restarted very often starts it again.
+            if last.len() > 1024 {
+                last.clear();
+            }
+            let e = last.entry((o.node, o.process)).or_default();
+            *e = (*e).max(o.batch);
+        }
+        self.changed.notify_waiters();
+    }
+}
+
 /// How this process's batches ended, for a batch to know which one it follows.
 #[derive(Default)]
 struct Settled {
@@ -329,6 +375,9 @@ impl super::Cluster {
                 self.node_id()
             )));
         }
+        // A batch that came before the one it follows (the two travel on their own) waits a
+        // moment for it, so the log takes them in order and neither is sent again.
+        self.inner.proposed.wait_for(&origin, after).await;
         let cmd = AppendCmdRef {
             time: crate::broker::now_ms(),
             origin,
@@ -337,8 +386,13 @@ impl super::Cluster {
         };
         let bytes =
             super::encode_named(&cmd).map_err(|e| super::WriteError::Refused(e.to_string()))?;
-        match super::committed(data.client_write(mom_raft::Cmd(bytes.into()))).await? {
-            Ok(r) => match rmp_serde::from_slice(&r.data.0) {
+        let proposal = data
+            .client_write_ff(mom_raft::Cmd(bytes.into()))
+            .await
+            .map_err(|e| super::WriteError::NotLeader(e.to_string()))?;
+        self.inner.proposed.note(&origin);
+        match super::committed(proposal).await? {
+            Ok(Ok(r)) => match rmp_serde::from_slice(&r.data.0) {
                 Ok(EntryReply::Done(r)) => Ok(r),
                 Ok(EntryReply::Refused(e)) => Err(super::WriteError::Refused(e)),
                 Ok(EntryReply::OutOfOrder) => Err(super::WriteError::OutOfOrder),
@@ -347,8 +401,11 @@ impl super::Cluster {
                 ))),
             },
             // Proposed, then leadership moved: the entry may still be committed.
-            Err(e) => Err(super::WriteError::Indeterminate(format!(
+            Ok(Err(e)) => Err(super::WriteError::Indeterminate(format!(
                 "the leader changed while the publish was proposed ({e})"
+            ))),
+            Err(e) => Err(super::WriteError::Indeterminate(format!(
+                "the data group stopped while the publish was proposed ({e})"
             ))),
         }
     }
@@ -391,5 +448,67 @@ impl super::Cluster {
                 )),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(batch: u64) -> Origin {
+        Origin {
+            node: 2,
+            process: 5,
+            batch,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_ahead_of_the_one_it_follows_waits_for_it_to_be_proposed() {
+        let proposed = std::sync::Arc::new(Proposed::default());
+        // Batch 1 needs nothing before it.
+        proposed.wait_for(&origin(1), 0).await;
+        // Batch 3 came first: it waits until batch 2 is proposed, not for `ORDER_WAIT`.
+        let p = proposed.clone();
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move {
+            p.wait_for(&origin(3), 2).await;
+            tokio::time::Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        proposed.note(&origin(1));
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "batch 1 is not the one batch 3 follows"
+        );
+        proposed.note(&origin(2));
+        let done = waiter.await.unwrap();
+        assert_eq!(done - start, Duration::from_millis(50));
+        // Another sender's batches do not count; a batch whose predecessor never comes
+        // goes after `ORDER_WAIT` (the state machine judges it).
+        let other = Origin {
+            process: 6,
+            ..origin(4)
+        };
+        let start = tokio::time::Instant::now();
+        proposed.wait_for(&other, 3).await;
+        assert_eq!(tokio::time::Instant::now() - start, ORDER_WAIT);
+        // Once its predecessor is proposed, a batch goes at once.
+        let start = tokio::time::Instant::now();
+        proposed.wait_for(&origin(3), 2).await;
+        assert_eq!(tokio::time::Instant::now() - start, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_batch_follows_the_last_one_before_it_that_did_not_fail() {
+        let mut s = Settled::default();
+        assert_eq!(s.after(1), 0);
+        assert_eq!(s.after(5), 4);
+        s.failed.extend([4, 3]);
+        assert_eq!(s.after(5), 2);
+        s.failed.extend([1, 2]);
+        assert_eq!(s.after(5), 0);
     }
 }

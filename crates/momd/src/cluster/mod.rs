@@ -187,6 +187,8 @@ struct Inner {
     leader_changes: [AtomicU64; 2],
     /// Who watches what on this node and the others (`interest.rs`).
     interests: interest::Interests,
+    /// As the data group's leader: the batches proposed, per sender (`batcher.rs`).
+    proposed: batcher::Proposed,
     stop: CancellationToken,
 }
 
@@ -333,6 +335,7 @@ pub async fn start(
         elections: Default::default(),
         leader_changes: Default::default(),
         interests: Default::default(),
+        proposed: Default::default(),
         stop: CancellationToken::new(),
     });
     let cluster = Cluster { inner };
