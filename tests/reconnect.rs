@@ -548,9 +548,21 @@ fn subscribe_prints_a_topic_removed_and_created_again_from_its_start() {
     wait_for(Duration::from_secs(20), "9 lines", || {
         (sub.count() >= 9).then_some(())
     });
+    // Removed while the subscriber was away, and created again only once it watches
+    // again: it resumed with the topic absent, so the new topic's seqs are not skipped.
+    m.kill9();
+    m.restart();
+    m.ctl_ok(&["topic", "rm", "u.x"], None);
+    wait_for(Duration::from_secs(20), "the watch again", || {
+        (watching_clients(&m, "momctl subscribe u.*") == 1).then_some(())
+    });
+    m.ctl_ok(&["publish", "u.x", "w1", "-q"], None);
+    wait_for(Duration::from_secs(20), "10 lines", || {
+        (sub.count() >= 10).then_some(())
+    });
     std::thread::sleep(Duration::from_millis(300));
     let (got, err) = sub.kill();
-    let want: Vec<String> = ["x1", "x2", "x3", "y1", "y2", "y3", "y4", "z1", "z2"]
+    let want: Vec<String> = ["x1", "x2", "x3", "y1", "y2", "y3", "y4", "z1", "z2", "w1"]
         .iter()
         .map(|p| format!("u.x {p}"))
         .collect();

@@ -98,6 +98,9 @@ pub async fn run(
     let mut resume_from: Option<(StartAt, u64)> = None;
     'connection: loop {
         let (f, a) = resume_from.unwrap_or((from, at));
+        // The topics the server has now, when we resume: a topic it does not have is not
+        // resumed by seq (it was removed, and one created under its name starts anew).
+        let mut present: Option<std::collections::BTreeSet<String>> = None;
         if connected_before {
             // A topic removed and created again while we were away starts its seqs anew:
             // resuming it after the old seq would skip its first messages.
@@ -109,6 +112,7 @@ pub async fn run(
                         .collect();
                     printed
                         .retain(|t, (_, time)| created.get(t.as_str()).is_none_or(|c| c <= time));
+                    present = Some(topics.iter().map(|t| t.name.clone()).collect());
                 }
                 Err(e) if e.is_connection_lost() => {
                     client = reconnect
@@ -126,8 +130,11 @@ pub async fn run(
             from: f,
             at: a,
             passive: args.passive,
+            // What was printed of a topic the server lacks stays in `printed`: if it
+            // comes back as it was (a cluster node behind), what we have is skipped here.
             after: printed
                 .iter()
+                .filter(|(t, _)| present.as_ref().is_none_or(|p| p.contains(*t)))
                 .map(|(t, (seq, _))| (t.clone(), *seq))
                 .collect(),
             ..Watch::default()
