@@ -48,6 +48,19 @@ fn data_leader(m: &Momd, among: &[u64]) -> Option<u64> {
     (among.contains(&meta) && among.contains(&data)).then_some(data)
 }
 
+/// Three nodes of cluster `t` started, once the data group has a leader: the peer list
+/// (for a node added later), the nodes, and the data group's leader.
+fn three_nodes() -> (String, Vec<Momd>, u64) {
+    let (list, addrs) = peer_list(3);
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let leader = poll(Duration::from_secs(30), "a data leader", || {
+        data_leader(&nodes[0], &[1, 2, 3])
+    });
+    (list, nodes, leader)
+}
+
 /// Publishes `rounds` separate requests of `per` messages of about 200 bytes each (each
 /// request at least one entry of the data group) to `m`; message names start at `from`.
 fn publish_rounds(m: &Momd, from: u64, rounds: u64, per: u64) -> u64 {
@@ -117,14 +130,8 @@ fn same_messages(node: u64, got: &[Value], want: &[Value]) {
 
 #[test]
 fn a_follower_killed_before_the_purge_catches_up_from_a_snapshot() {
-    let (list, addrs) = peer_list(3);
-    let mut nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
     let all = [1u64, 2, 3];
-    let leader = poll(Duration::from_secs(30), "a data leader", || {
-        data_leader(&nodes[0], &all)
-    });
+    let (_, mut nodes, leader) = three_nodes();
     let victim = all.into_iter().find(|i| *i != leader).unwrap_or(3);
     let other = all
         .into_iter()
@@ -280,14 +287,7 @@ fn the_log_behind_a_snapshot_is_bounded_in_bytes_as_well_as_entries() {
 
 #[test]
 fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
-    let (list, addrs) = peer_list(3);
-    let mut nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
-    let all = [1u64, 2, 3];
-    poll(Duration::from_secs(30), "a data leader", || {
-        data_leader(&nodes[0], &all)
-    });
+    let (list, mut nodes, _) = three_nodes();
     let next = publish_rounds(&nodes[0], 1, 60, 20);
     let total = (next - 1) as usize;
     let want = poll(Duration::from_secs(30), "every message on node 1", || {
@@ -387,14 +387,7 @@ fn a_wiped_node_joins_under_a_new_id_and_catches_up_from_a_snapshot() {
 
 #[test]
 fn a_node_installing_a_snapshot_answers_pings_and_takes_publishes_meanwhile() {
-    let (list, addrs) = peer_list(3);
-    let nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
-    let all = [1u64, 2, 3];
-    poll(Duration::from_secs(30), "a data leader", || {
-        data_leader(&nodes[0], &all)
-    });
+    let (list, nodes, _) = three_nodes();
     let next = publish_rounds(&nodes[0], 1, 60, 5);
     // Node 4 joins; its install of the snapshot is made to last 6 s.
     let addr4 = format!("127.0.0.4:{}", free_port());
@@ -464,14 +457,8 @@ fn queue_counts(m: &Momd, name: &str) -> Option<[u64; 4]> {
 
 #[test]
 fn a_queue_comes_whole_with_a_snapshot_and_is_served_after_it() {
-    let (list, addrs) = peer_list(3);
-    let mut nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
     let all = [1u64, 2, 3];
-    let leader = poll(Duration::from_secs(30), "a data leader", || {
-        data_leader(&nodes[0], &all)
-    });
+    let (_, mut nodes, leader) = three_nodes();
     let victim = all.into_iter().find(|i| *i != leader).unwrap_or(3);
     let other = all
         .into_iter()
