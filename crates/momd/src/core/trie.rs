@@ -168,9 +168,7 @@ impl PatternIndex {
     /// Push the id of every held pattern that matches `topic`. An id appears once per
     /// matching pattern it holds: callers that want each id once sort and dedup.
     pub fn matches(&self, topic: &str, out: &mut Vec<u64>) {
-        let tokens: Vec<&str> = topic.split('.').collect();
-        let reserved = tokens.first().is_some_and(|t| t.starts_with('$'));
-        walk(&self.root, &tokens, reserved, out);
+        walk(&self.root, Some(topic), topic.starts_with('$'), out);
     }
 
     /// The ids matching `topic`, each once, ascending.
@@ -183,11 +181,17 @@ impl PatternIndex {
     }
 }
 
+/// `topic`: the tokens left to match, as the rest of the name (none: every token matched).
 /// `reserved`: this is the first position of a reserved topic, where wildcards do not match.
-fn walk(node: &Node, tokens: &[&str], reserved: bool, out: &mut Vec<u64>) {
-    let Some((tok, rest)) = tokens.split_first() else {
+/// Called for every message published, so it splits as it goes rather than collecting.
+fn walk(node: &Node, topic: Option<&str>, reserved: bool, out: &mut Vec<u64>) {
+    let Some(topic) = topic else {
         out.extend_from_slice(&node.here);
         return;
+    };
+    let (tok, rest) = match topic.split_once('.') {
+        Some((tok, rest)) => (tok, Some(rest)),
+        None => (topic, None),
     };
     if !reserved {
         // `>` needs at least one more token, which `tok` is.
