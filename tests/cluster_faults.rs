@@ -20,7 +20,7 @@ use common::proxy::{Dir, Flow, Proxy};
 
 /// Forming a cluster, electing, converging: generous for two shared cores.
 const WAIT: Duration = Duration::from_secs(30);
-/// Longer than an election timeout (0.8–1.6 s) plus the leader lease, with room to spare.
+/// Longer than an election timeout (0.4–0.8 s) plus the leader lease (0.8 s), with room to spare.
 const QUIET: Duration = Duration::from_secs(4);
 const PACE: Duration = Duration::from_millis(250);
 

@@ -245,12 +245,16 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
     };
     let c = openraft::Config {
         cluster_name: cluster_id.to_string(),
-        // A follower calls an election after 0.8–1.6 s without a heartbeat (and refuses
-        // votes for 1.6 s after one: openraft's leader lease). Shorter timeouts flap when
-        // nodes share a few busy cores.
+        // openraft 0.9 has a follower wait out the leader's lease (`election_timeout_max`)
+        // and then its own timeout (drawn once, between min and max) before it stands: a
+        // leader's loss is noticed 1.2–1.6 s after its last heartbeat, and votes are
+        // refused for 0.8 s after one (no pre-vote in 0.9; the lease stands in for it).
+        // Twice these (what earlier versions had) made failovers take 2.4–3.2 s and up to
+        // 6 s under load; shorter ones than these flap when nodes share a few busy cores
+        // (heartbeats are answered late).
         heartbeat_interval: 100,
-        election_timeout_min: 800,
-        election_timeout_max: 1600,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
         snapshot_policy: snapshots,
         // A replication request carries about `REPLICATE_BYTES` of entries
         // (`mom_raft::log_store`), and at most this many: a follower behind on small
