@@ -79,6 +79,14 @@ fn three_nodes_form_a_cluster_elect_again_when_the_leader_dies_and_take_it_back(
         human.contains("leader") && human.contains("meta"),
         "{human}"
     );
+    // LEADS names the groups each node leads: the metadata group's leader's row says so.
+    let row = human
+        .lines()
+        .find(|l| {
+            l.split_whitespace().next().map(|w| w.trim_end_matches('*')) == Some(&first.to_string())
+        })
+        .unwrap_or("");
+    assert!(human.contains("LEADS") && row.contains("meta"), "{human}");
 
     // kill -9 the leader: the two others elect one of themselves.
     trio.nodes[first as usize - 1].kill9();
@@ -233,17 +241,27 @@ fn a_fourth_node_joins_by_command_and_a_node_leaves() {
         leader(&nodes[0], &all)
     });
 
-    // Node 4 starts with the members' list, which it is not in: it waits to be added.
+    // Node 4 starts with the members' list, which it is not in: it waits to be added. The
+    // join is asked before node 4 listens (a user pasting both lines at once): it waits for
+    // the node to answer, and its answer shows node 4 with its client address.
     let addr4 = format!("127.0.0.4:{}", free_port());
+    let mut join = nodes[1].spawn_ctl(&["cluster", "join", "4", &addr4, "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
     let args = cluster_args(4, &addr4, &list);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     nodes.push(Momd::start_with(&args));
-    let out = nodes[1].ctl_timeout(
-        &["cluster", "join", "4", &addr4, "--json"],
-        None,
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.code, 0, "{out:?}");
+    poll(Duration::from_secs(60), "the join to answer", || {
+        join.try_wait().expect("momctl cluster join").map(|_| ())
+    });
+    let out = join.wait_with_output().expect("momctl cluster join");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let n4 = answer["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["id"] == 4))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(n4["addr"], nodes[3].addr().to_string(), "{answer}");
     let four = [1, 2, 3, 4];
     let st = poll(Duration::from_secs(20), "node 4 a voting follower", || {
         let st = status(&nodes[3])?;

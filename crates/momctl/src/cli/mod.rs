@@ -577,8 +577,10 @@ mod tests {
 /// `momctl cluster …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCmd {
-    /// Nodes (client and peer address, role, last contact) and each Raft group (leader,
-    /// term, log and applied index, each replica's lag), as the server asked sees them.
+    /// Nodes (role in the metadata group, the groups each leads, client and peer address,
+    /// last contact) and each Raft group (leader, term, log and applied index, each
+    /// replica's lag), as the server asked sees them. Publishes go to the data group's
+    /// leader.
     #[command(
         after_help = "Examples:\n  momctl cluster status\n  momctl -s 127.0.0.1:7803 cluster status --json | jq .groups\n\n\
 A single node (not in cluster mode) says so and exits 0. A replica's lag is known from the \

@@ -48,16 +48,32 @@ pub fn render(st: &ClusterStatus) -> Vec<String> {
         .max()
         .unwrap_or(0)
         .max(11);
+    // The groups each node leads: ROLE is its role in the metadata group, and the data
+    // group (every publish goes to its leader) may be led by another node.
+    let leads = |id: u64| {
+        let names: Vec<&str> = st
+            .groups
+            .iter()
+            .filter(|g| g.leader == Some(id))
+            .map(|g| g.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(",")
+        }
+    };
     out.push(format!(
-        "{:>4}  {:<11}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  VERSION",
-        "NODE", "ROLE", "CLIENT ADDR", "PEER ADDR", "VOTER", "LAST CONTACT"
+        "{:>4}  {:<11}  {:<9}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  VERSION",
+        "NODE", "ROLE", "LEADS", "CLIENT ADDR", "PEER ADDR", "VOTER", "LAST CONTACT"
     ));
     for n in &st.nodes {
         let me = if n.id == st.node_id { "*" } else { " " };
         out.push(format!(
-            "{:>3}{me}  {:<11}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  {}",
+            "{:>3}{me}  {:<11}  {:<9}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  {}",
             n.id,
             n.role,
+            leads(n.id),
             if n.addr.is_empty() { "?" } else { &n.addr },
             n.peer_addr,
             if n.voter { "yes" } else { "no" },

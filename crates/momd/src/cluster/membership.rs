@@ -11,6 +11,13 @@ use super::{
     committed, data, Answer, Cluster, PeerReq, WriteError, COMMIT_WAIT, JOIN_CATCH_UP, META,
 };
 
+/// How long a node to add is asked again while it does not answer (started a moment ago).
+const JOIN_START_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a join waits, once the node is a member, for it to say where its clients reach
+/// it (`cluster::announce`), so the status it answers with shows the new node whole.
+const JOIN_ANNOUNCE_WAIT: Duration = Duration::from_secs(3);
+
 /// Proposes the membership change `change` picks from the current membership (`None`: it is
 /// already as asked). While another change is under way (one that arrived late, after its
 /// sender gave up on it) it waits for that one and looks again, for up to `COMMIT_WAIT`.
@@ -60,7 +67,14 @@ impl Cluster {
             addr: addr.clone(),
         };
         self.on_leader(META, &join()).await?;
-        self.on_leader(data::DATA, &join()).await.map(|_| ())
+        self.on_leader(data::DATA, &join()).await?;
+        let give_up = tokio::time::Instant::now() + JOIN_ANNOUNCE_WAIT;
+        while !self.inner.sm.with_app(|m| m.nodes.contains_key(&node))
+            && tokio::time::Instant::now() < give_up
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Removes node `node` from the cluster (it should be stopped afterwards).
@@ -100,26 +114,45 @@ impl Cluster {
             }
         }
         // Who answers at `addr` must be node `node` of this cluster (the handshake
-        // checks its cluster id, node id and data dir).
+        // checks its cluster id, node id and data dir). A node started a moment ago may not
+        // listen yet: one that does not answer is asked again for `JOIN_START_WAIT`.
         let probe = rmp_serde::to_vec(&PeerReq::Status).unwrap_or_default();
-        if let Err(e) = self
-            .inner
-            .peers
-            .call_app(*node, addr, group, probe.into(), Duration::from_secs(3))
-            .await
-        {
-            return Err(match e {
-                net::CallError::Refused(why) => WriteError::Refused(format!(
-                    "{addr} did not answer as node {node} of cluster {:?}: {why}",
-                    self.cluster_id()
-                )),
-                other => WriteError::Unreachable(format!(
-                    "node {node} does not answer at {addr} ({other}): start it first \
-                     (momd --cluster-id {} --node-id {node} --peer-listen {addr} \
-                     --peers <the members>)",
-                    self.cluster_id()
-                )),
-            });
+        let give_up = tokio::time::Instant::now() + JOIN_START_WAIT;
+        loop {
+            let e = match self
+                .inner
+                .peers
+                .call_app(
+                    *node,
+                    addr,
+                    group,
+                    probe.clone().into(),
+                    Duration::from_secs(3),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            match e {
+                net::CallError::Refused(why) => {
+                    return Err(WriteError::Refused(format!(
+                        "{addr} did not answer as node {node} of cluster {:?}: {why}",
+                        self.cluster_id()
+                    )))
+                }
+                _ if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                other => {
+                    return Err(WriteError::Unreachable(format!(
+                        "node {node} does not answer at {addr} ({other}): start it first \
+                         (momd --cluster-id {} --node-id {node} --peer-listen {addr} \
+                         --peers <the members>)",
+                        self.cluster_id()
+                    )))
+                }
+            }
         }
         let added = tokio::time::timeout(
             JOIN_CATCH_UP,
