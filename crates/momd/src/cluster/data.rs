@@ -428,7 +428,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         {
             return Err(sm_err("the broker has stopped"));
         }
-        let results = rx
+        let mut results = rx
             .await
             .map_err(|_| sm_err("the broker has stopped"))?
             .map_err(|e| {
@@ -436,18 +436,34 @@ impl RaftStateMachine<TypeConfig> for DataSm {
                 sm_err(e)
             })?;
         *self.lock() = finish(&base, &news, &results);
+        // Each applied entry's results are moved into its reply (one per message: no copy),
+        // and a repeat later in this call gets the same encoded reply.
+        let mut encoded: Vec<Option<bytes::Bytes>> = vec![None; results.len()];
+        let encode = |a: &EntryReply| -> Result<bytes::Bytes, StorageError> {
+            Ok(rmp_serde::to_vec(a).map_err(sm_err)?.into())
+        };
         let mut replies = Vec::with_capacity(fates.len());
         for fate in fates {
-            let a = match fate {
+            let bytes = match fate {
                 Fate::Applied(i, _) | Fate::RepeatOf(i) => {
-                    EntryReply::Done(results.get(i).cloned().unwrap_or_default())
+                    match encoded.get(i).cloned().flatten() {
+                        Some(b) => b,
+                        None => {
+                            let r = results.get_mut(i).map(std::mem::take).unwrap_or_default();
+                            let b = encode(&EntryReply::Done(r))?;
+                            if let Some(slot) = encoded.get_mut(i) {
+                                *slot = Some(b.clone());
+                            }
+                            b
+                        }
+                    }
                 }
-                Fate::Repeat(r) => EntryReply::Done(r),
-                Fate::Refused(e) => EntryReply::Refused(e),
-                Fate::OutOfOrder => EntryReply::OutOfOrder,
-                Fate::Nothing => EntryReply::Done(Vec::new()),
+                Fate::Repeat(r) => encode(&EntryReply::Done(r))?,
+                Fate::Refused(e) => encode(&EntryReply::Refused(e))?,
+                Fate::OutOfOrder => encode(&EntryReply::OutOfOrder)?,
+                Fate::Nothing => encode(&EntryReply::Done(Vec::new()))?,
             };
-            replies.push(Reply(rmp_serde::to_vec(&a).map_err(sm_err)?.into()));
+            replies.push(Reply(bytes));
         }
         Ok(replies)
     }
