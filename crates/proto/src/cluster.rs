@@ -21,6 +21,25 @@ pub struct ClusterStatus {
     pub groups: Vec<ClusterGroup>,
 }
 
+impl ClusterStatus {
+    /// The groups node `node` leads, by name and comma-separated (`meta,data`), or `-`: a
+    /// node's `role` is its role in the metadata group, and another node may lead the data
+    /// group (`LEADS` in `momctl cluster status` and momtui).
+    pub fn leads(&self, node: u64) -> String {
+        let names: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|g| g.leader == Some(node))
+            .map(|g| g.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "-".into()
+        } else {
+            names.join(",")
+        }
+    }
+}
+
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClusterNode {

@@ -592,7 +592,7 @@ group's leader: the server asked fetches it, and shows `?` when no leader answer
     #[command(
         after_help = "Examples:\n  momd --cluster-id demo --node-id 4 --listen 127.0.0.1:7804 \\\n       --peer-listen 127.0.0.1:7904 --peers 1=127.0.0.1:7901,2=127.0.0.1:7902,3=127.0.0.1:7903 --data n4\n  momctl cluster join 4 127.0.0.1:7904\n\n\
 Exit 7 (conflict) when whoever answers at PEER_ADDR is not node ID of this cluster; exit 1 \
-(unavailable) when it does not answer, or has not caught up in 20 s (it stays a learner and \
+(unavailable) when it does not answer within 5 s, or has not caught up in 20 s (it stays a learner and \
 keeps catching up: run the join again); exit 5 for a user who is not an admin."
     )]
     Join {

@@ -48,21 +48,6 @@ pub fn render(st: &ClusterStatus) -> Vec<String> {
         .max()
         .unwrap_or(0)
         .max(11);
-    // The groups each node leads: ROLE is its role in the metadata group, and the data
-    // group (every publish goes to its leader) may be led by another node.
-    let leads = |id: u64| {
-        let names: Vec<&str> = st
-            .groups
-            .iter()
-            .filter(|g| g.leader == Some(id))
-            .map(|g| g.name.as_str())
-            .collect();
-        if names.is_empty() {
-            "-".to_string()
-        } else {
-            names.join(",")
-        }
-    };
     out.push(format!(
         "{:>4}  {:<11}  {:<9}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  VERSION",
         "NODE", "ROLE", "LEADS", "CLIENT ADDR", "PEER ADDR", "VOTER", "LAST CONTACT"
@@ -73,7 +58,7 @@ pub fn render(st: &ClusterStatus) -> Vec<String> {
             "{:>3}{me}  {:<11}  {:<9}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  {}",
             n.id,
             n.role,
-            leads(n.id),
+            st.leads(n.id),
             if n.addr.is_empty() { "?" } else { &n.addr },
             n.peer_addr,
             if n.voter { "yes" } else { "no" },
@@ -109,4 +94,73 @@ pub fn render(st: &ClusterStatus) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mom_proto::{ClusterGroup, ClusterNode};
+
+    fn status(meta: Option<u64>, data: Option<u64>) -> ClusterStatus {
+        let node = |id: u64, role: &str| ClusterNode {
+            id,
+            addr: format!("127.0.0.1:780{id}"),
+            peer_addr: format!("127.0.0.1:790{id}"),
+            voter: true,
+            role: role.into(),
+            last_contact_ms: None,
+            version: "0.1.0".into(),
+        };
+        let group = |name: &str, leader| ClusterGroup {
+            name: name.into(),
+            leader,
+            ..Default::default()
+        };
+        ClusterStatus {
+            mode: "cluster".into(),
+            cluster_id: "demo".into(),
+            node_id: 2,
+            nodes: vec![
+                node(1, "follower"),
+                node(2, "follower"),
+                node(
+                    3,
+                    if meta == Some(3) {
+                        "leader"
+                    } else {
+                        "follower"
+                    },
+                ),
+            ],
+            groups: vec![group("meta", meta), group("data", data)],
+            ..Default::default()
+        }
+    }
+
+    /// The LEADS column of each node's row, by node id.
+    fn leads(lines: &[String]) -> Vec<(String, String)> {
+        lines[2..5]
+            .iter()
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w[0].trim_end_matches('*').to_string(), w[2].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leads_names_each_groups_leader_apart() {
+        let lines = render(&status(Some(3), Some(1)));
+        assert!(lines[1].contains("ROLE         LEADS"), "{lines:?}");
+        let want = [("1", "data"), ("2", "-"), ("3", "meta")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(leads(&lines), want);
+        let both = leads(&render(&status(Some(3), Some(3))));
+        assert_eq!(both[2].1, "meta,data");
+        let none = leads(&render(&status(None, None)));
+        assert!(none.iter().all(|(_, l)| l == "-"), "{none:?}");
+    }
 }

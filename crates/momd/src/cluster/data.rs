@@ -283,6 +283,51 @@ pub(super) fn applied_ids(stored: Option<&[u8]>) -> Result<(Option<LogId>, Membe
     Ok((a.last, a.membership))
 }
 
+/// What an entry of an apply call gets: applied by the broker (its index in the broker's
+/// batch), the answer of a copy applied before, or a refusal.
+enum Fate {
+    Applied(usize, Option<Origin>),
+    Repeat(Vec<PubResult>),
+    /// A repeat of an entry earlier in this same call: its answer, once known.
+    RepeatOf(usize),
+    Refused(String),
+    OutOfOrder,
+    Nothing,
+}
+
+/// The replies of an apply call's entries, from their fates and the broker's results. Each
+/// applied entry's results are moved into its reply (one per message: no copy), and a
+/// repeat later in the call gets the same encoded reply.
+fn replies(
+    fates: Vec<Fate>,
+    mut results: Vec<Vec<PubResult>>,
+) -> Result<Vec<Reply>, rmp_serde::encode::Error> {
+    let encode = |a: &EntryReply| rmp_serde::to_vec(a).map(bytes::Bytes::from);
+    let mut encoded: Vec<Option<bytes::Bytes>> = vec![None; results.len()];
+    let mut out = Vec::with_capacity(fates.len());
+    for fate in fates {
+        let bytes = match fate {
+            Fate::Applied(i, _) | Fate::RepeatOf(i) => match encoded.get(i).cloned().flatten() {
+                Some(b) => b,
+                None => {
+                    let r = results.get_mut(i).map(std::mem::take).unwrap_or_default();
+                    let b = encode(&EntryReply::Done(r))?;
+                    if let Some(slot) = encoded.get_mut(i) {
+                        *slot = Some(b.clone());
+                    }
+                    b
+                }
+            },
+            Fate::Repeat(r) => encode(&EntryReply::Done(r))?,
+            Fate::Refused(e) => encode(&EntryReply::Refused(e))?,
+            Fate::OutOfOrder => encode(&EntryReply::OutOfOrder)?,
+            Fate::Nothing => encode(&EntryReply::Done(Vec::new()))?,
+        };
+        out.push(Reply(bytes));
+    }
+    Ok(out)
+}
+
 /// The data group's state machine: the broker's core and store, reached through its task.
 #[derive(Clone)]
 pub struct DataSm {
@@ -334,17 +379,6 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // What each entry gets: applied by the broker (its index in `batch`), the answer of
-        // a copy applied before, or a refusal.
-        enum Fate {
-            Applied(usize, Option<Origin>),
-            Repeat(Vec<PubResult>),
-            /// A repeat of an entry earlier in this same call: its answer, once known.
-            RepeatOf(usize),
-            Refused(String),
-            OutOfOrder,
-            Nothing,
-        }
         let mut batch: Vec<ApplyEntry> = Vec::new();
         let mut fates: Vec<Fate> = Vec::new();
         let (mut last, mut membership, senders) = {
@@ -428,7 +462,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         {
             return Err(sm_err("the broker has stopped"));
         }
-        let mut results = rx
+        let results = rx
             .await
             .map_err(|_| sm_err("the broker has stopped"))?
             .map_err(|e| {
@@ -436,36 +470,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
                 sm_err(e)
             })?;
         *self.lock() = finish(&base, &news, &results);
-        // Each applied entry's results are moved into its reply (one per message: no copy),
-        // and a repeat later in this call gets the same encoded reply.
-        let mut encoded: Vec<Option<bytes::Bytes>> = vec![None; results.len()];
-        let encode = |a: &EntryReply| -> Result<bytes::Bytes, StorageError> {
-            Ok(rmp_serde::to_vec(a).map_err(sm_err)?.into())
-        };
-        let mut replies = Vec::with_capacity(fates.len());
-        for fate in fates {
-            let bytes = match fate {
-                Fate::Applied(i, _) | Fate::RepeatOf(i) => {
-                    match encoded.get(i).cloned().flatten() {
-                        Some(b) => b,
-                        None => {
-                            let r = results.get_mut(i).map(std::mem::take).unwrap_or_default();
-                            let b = encode(&EntryReply::Done(r))?;
-                            if let Some(slot) = encoded.get_mut(i) {
-                                *slot = Some(b.clone());
-                            }
-                            b
-                        }
-                    }
-                }
-                Fate::Repeat(r) => encode(&EntryReply::Done(r))?,
-                Fate::Refused(e) => encode(&EntryReply::Refused(e))?,
-                Fate::OutOfOrder => encode(&EntryReply::OutOfOrder)?,
-                Fate::Nothing => encode(&EntryReply::Done(Vec::new()))?,
-            };
-            replies.push(Reply(bytes));
-        }
-        Ok(replies)
+        replies(fates, results).map_err(sm_err)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -614,6 +619,46 @@ mod tests {
         let cmd = decode_append(&entry).unwrap();
         assert_eq!(cmd.time, 5);
         assert_eq!(msgs_of(&cmd.items[0]), &old[0].msgs[..]);
+    }
+
+    #[test]
+    fn a_repeat_in_the_same_call_gets_the_first_copys_results_whole() {
+        let done = |seqs: &[u64]| -> Vec<PubResult> {
+            vec![Ok(Published {
+                seqs: seqs.to_vec(),
+                ..Default::default()
+            })]
+        };
+        let fates = vec![
+            Fate::Applied(0, None),
+            Fate::RepeatOf(0),
+            Fate::Applied(1, None),
+            Fate::RepeatOf(1),
+            Fate::Repeat(done(&[9])),
+            Fate::Refused("no".into()),
+            Fate::OutOfOrder,
+            Fate::Nothing,
+        ];
+        let replies = replies(fates, vec![done(&[1]), done(&[2, 3])]).unwrap();
+        let read: Vec<EntryReply> = replies
+            .iter()
+            .map(|r| rmp_serde::from_slice(&r.0).unwrap())
+            .collect();
+        let seqs = |r: &EntryReply| match r {
+            EntryReply::Done(v) => v
+                .iter()
+                .map(|p| p.as_ref().map(|p| p.seqs.clone()).unwrap_or_default())
+                .collect::<Vec<_>>(),
+            _ => panic!("not done: {r:?}"),
+        };
+        assert_eq!(seqs(&read[0]), vec![vec![1]]);
+        assert_eq!(seqs(&read[1]), vec![vec![1]]);
+        assert_eq!(seqs(&read[2]), vec![vec![2, 3]]);
+        assert_eq!(seqs(&read[3]), vec![vec![2, 3]]);
+        assert_eq!(seqs(&read[4]), vec![vec![9]]);
+        assert!(matches!(&read[5], EntryReply::Refused(e) if e == "no"));
+        assert!(matches!(read[6], EntryReply::OutOfOrder));
+        assert!(seqs(&read[7]).is_empty());
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Cluster {
         let mut body: Option<Bytes> = None;
         // A join waits on the leader for the new node to catch up.
         let ttl = match req {
-            PeerReq::Join { .. } => JOIN_CATCH_UP + 2 * FORWARD_TTL,
+            PeerReq::Join { .. } => {
+                JOIN_CATCH_UP + super::membership::JOIN_START_WAIT + 2 * FORWARD_TTL
+            }
             _ => FORWARD_TTL,
         };
         let mut why = String::from("no leader elected yet");

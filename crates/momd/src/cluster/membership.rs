@@ -12,7 +12,8 @@ use super::{
 };
 
 /// How long a node to add is asked again while it does not answer (started a moment ago).
-const JOIN_START_WAIT: Duration = Duration::from_secs(3);
+/// A forwarded join waits this long more for its answer (`forward.rs`).
+pub(super) const JOIN_START_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a join waits, once the node is a member, for it to say where its clients reach
 /// it (`cluster::announce`), so the status it answers with shows the new node whole.
@@ -116,19 +117,17 @@ impl Cluster {
         // Who answers at `addr` must be node `node` of this cluster (the handshake
         // checks its cluster id, node id and data dir). A node started a moment ago may not
         // listen yet: one that does not answer is asked again for `JOIN_START_WAIT`.
-        let probe = rmp_serde::to_vec(&PeerReq::Status).unwrap_or_default();
+        let probe = bytes::Bytes::from(rmp_serde::to_vec(&PeerReq::Status).unwrap_or_default());
         let give_up = tokio::time::Instant::now() + JOIN_START_WAIT;
         loop {
+            // Each try within what is left of the wait (a try takes at least half a second).
+            let left = give_up
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(500));
             let e = match self
                 .inner
                 .peers
-                .call_app(
-                    *node,
-                    addr,
-                    group,
-                    probe.clone().into(),
-                    Duration::from_secs(3),
-                )
+                .call_app(*node, addr, group, probe.clone(), left)
                 .await
             {
                 Ok(_) => break,

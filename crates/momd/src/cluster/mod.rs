@@ -251,7 +251,9 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
         // refused for 0.8 s after one (no pre-vote in 0.9; the lease stands in for it).
         // Twice these (what earlier versions had) made failovers take 2.4–3.2 s and up to
         // 6 s under load; shorter ones than these flap when nodes share a few busy cores
-        // (heartbeats are answered late).
+        // (heartbeats are answered late). A vote request waits `election_timeout_min` for
+        // its answer, which includes the voter's fsync of its vote (`mom_raft::flusher`):
+        // one slower than 0.4 s costs another round.
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,

@@ -133,6 +133,7 @@ fn nodes(f: &mut Frame, app: &App, theme: &Theme, area: Rect, st: &ClusterStatus
             vec![
                 plain(format!("{}{me}", n.id)),
                 (n.role.clone(), role_style(&n.role, theme)),
+                plain(st.leads(n.id)),
                 plain(or_unknown(&n.addr)),
                 plain(n.peer_addr.clone()),
                 plain(if n.voter { "yes" } else { "no" }.into()),
@@ -146,6 +147,7 @@ fn nodes(f: &mut Frame, app: &App, theme: &Theme, area: Rect, st: &ClusterStatus
         cols: vec![
             col("NODE", 4),
             col("ROLE", 6),
+            col("LEADS", 4),
             grow("CLIENT ADDR", 8),
             grow("PEER ADDR", 8),
             col("VOTER", 3),
