@@ -33,6 +33,18 @@ fn msgs_of(item: &DataItem) -> &[PubMsg] {
     }
 }
 
+/// `items` written as the leader writes an entry (after batch 2, at time 7) and read back.
+fn through_an_entry(origin: Origin, items: &[DataItem]) -> AppendCmd {
+    let entry = super::super::encode_named(&AppendCmdRef {
+        time: 7,
+        origin,
+        after: 2,
+        items,
+    })
+    .unwrap();
+    decode_append(&entry).unwrap()
+}
+
 #[test]
 fn a_msg_id_without_headers_survives_the_entry_and_the_forward() {
     let items: Vec<DataItem> = items().into_iter().map(DataItem::Publish).collect();
@@ -41,14 +53,7 @@ fn a_msg_id_without_headers_survives_the_entry_and_the_forward() {
         process: 2,
         batch: 3,
     };
-    let entry = super::super::encode_named(&AppendCmdRef {
-        time: 7,
-        origin,
-        after: 2,
-        items: &items,
-    })
-    .unwrap();
-    let cmd = decode_append(&entry).unwrap();
+    let cmd = through_an_entry(origin, &items);
     assert_eq!(msgs_of(&cmd.items[0]), msgs_of(&items[0]));
     let req = super::super::PeerReq::Publish {
         origin,
@@ -84,14 +89,7 @@ fn a_queue_request_survives_the_entry_and_an_entry_of_before_still_reads() {
         batch: 3,
     };
     let items = vec![op];
-    let entry = super::super::encode_named(&AppendCmdRef {
-        time: 7,
-        origin,
-        after: 2,
-        items: &items,
-    })
-    .unwrap();
-    let cmd = decode_append(&entry).unwrap();
+    let cmd = through_an_entry(origin, &items);
     match &cmd.items[0] {
         DataItem::Queue(QueueOp::Request {
             session,
