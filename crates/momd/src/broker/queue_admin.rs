@@ -229,7 +229,7 @@ impl Broker {
     /// letter topic — from its oldest on, up to the first one the queue (or any queue) still
     /// holds, since a topic's log only loses its oldest messages.
     pub(super) fn queue_redrive(&mut self, session: u64, r: QueueRedrive, now: u64) {
-        let Some(watermark) = self.queues.get(&r.queue).map(|q| q.dlq_redriven) else {
+        let Some(watermark) = self.queues.get(&r.queue).map(|q| q.dlq_redriven()) else {
             let msg = format!("queue {:?} not found", r.queue);
             return self.error(session, r.id, ErrorCode::NotFound, msg);
         };
@@ -297,7 +297,7 @@ impl Broker {
             return;
         };
         // Unreadable ones included: they stay in the topic, but are not tried again.
-        q.dlq_redriven = q.dlq_redriven.max(to);
+        q.note_redriven(q.shards().of(t.id), to);
         self.dirty_queues.insert(r.queue.clone());
         let keep_from = self.queue_floor(t.id).min(unread).min(to + 1);
         if let Err(e) = self.remove_oldest(t.id, keep_from) {

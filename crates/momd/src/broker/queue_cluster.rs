@@ -232,6 +232,7 @@ impl Broker {
                         (max as usize).clamp(1, super::queue_ops::MAX_BATCH),
                         consumer,
                         now,
+                        None,
                     ),
                     None => Vec::new(),
                 };
@@ -346,9 +347,9 @@ impl Broker {
             return;
         };
         if release {
-            q.release_consumer(consumer, now);
+            q.release_consumer(consumer, now, None);
         } else {
-            let dead = q.consumer_gone(consumer, now);
+            let dead = q.consumer_gone(consumer, now, None);
             self.dead_letter(name, dead, now);
         }
         self.dirty_queues.insert(name.to_string());
@@ -368,7 +369,7 @@ impl Broker {
             let Some(q) = self.queues.get_mut(&name) else {
                 continue;
             };
-            let (consumers, dead) = q.expire(now);
+            let (consumers, dead) = q.expire(now, None);
             self.dirty_queues.insert(name.clone());
             self.free_credit(&consumers);
             self.dead_letter(&name, dead, now);

@@ -17,7 +17,7 @@ impl Broker {
             return;
         };
         let dead = match self.queues.get_mut(&c.queue) {
-            Some(q) => q.consumer_gone(consumer, now),
+            Some(q) => q.consumer_gone(consumer, now, None),
             None => return,
         };
         self.dead_letter(&c.queue, dead, now);
@@ -33,14 +33,14 @@ impl Broker {
         let names: Vec<String> = self
             .queues
             .iter()
-            .filter(|(_, q)| q.next_due().is_some_and(|d| d <= now))
+            .filter(|(_, q)| q.next_due(None).is_some_and(|d| d <= now))
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
             let Some(q) = self.queues.get_mut(&name) else {
                 continue;
             };
-            let (consumers, dead) = q.expire(now);
+            let (consumers, dead) = q.expire(now, None);
             // Only a real change is written: a redelivery that merely waits for a reader
             // must not cost an fsync every tick.
             if !consumers.is_empty() || !dead.is_empty() {
@@ -233,6 +233,7 @@ impl Broker {
                 max,
                 consumer,
                 now,
+                None,
             )
         };
         if refs.is_empty() {
@@ -414,8 +415,7 @@ impl Broker {
                 // Gone from its topic (a hard limit, or removed): nothing to move; the queue
                 // lost it.
                 if let Some(q) = self.queues.get_mut(queue) {
-                    q.counters.dead_lettered = q.counters.dead_lettered.saturating_sub(1);
-                    q.counters.dropped += 1;
+                    q.dead_letter_gone(&d);
                 }
                 continue;
             };
@@ -461,7 +461,7 @@ impl Broker {
         for name in std::mem::take(&mut self.dirty_queues) {
             if let Some(q) = self.queues.get(&name) {
                 let record = if self.store.is_replica() {
-                    q.exact_record()
+                    q.exact_record(0)
                 } else {
                     q.record()
                 };
@@ -494,7 +494,7 @@ impl Broker {
         for n in names {
             let dead = match self.queues.get_mut(&n) {
                 Some(q) if q.unacked.values().any(|l| l.consumer == cid) => {
-                    q.consumer_gone(cid, now)
+                    q.consumer_gone(cid, now, None)
                 }
                 _ => continue,
             };

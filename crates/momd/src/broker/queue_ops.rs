@@ -73,6 +73,7 @@ impl Broker {
             .copied()
             .unwrap_or_default();
         let ready = q.ready(&view);
+        let counters = q.counters();
         QueueInfo {
             name: q.def.name.clone(),
             owner: q.def.owner.clone(),
@@ -84,11 +85,11 @@ impl Broker {
             ready,
             unacked: q.unacked.len() as u64,
             lag: ready + q.unacked.len() as u64,
-            delivered: q.counters.delivered,
-            acked: q.counters.acked,
-            redelivered: q.counters.redelivered,
-            dead_lettered: q.counters.dead_lettered,
-            dropped: q.counters.dropped,
+            delivered: counters.delivered,
+            acked: counters.acked,
+            redelivered: counters.redelivered,
+            dead_lettered: counters.dead_lettered,
+            dropped: counters.dropped,
             in_rate: rate.in_rate(),
             out_rate: rate.out_rate(),
             omitted: 0,
@@ -426,7 +427,7 @@ impl Broker {
                         format!("queue {:?} not found", r.queue),
                     );
                 };
-                let purged = q.purge(&|t: u32| snapshot.get(&t).copied());
+                let purged = q.purge(&|t: u32| snapshot.get(&t).copied(), None);
                 self.dirty_queues.insert(r.queue.clone());
                 self.reply_queue_counted(session, r.id, &r.queue, true, Some(purged), None);
             }
@@ -487,7 +488,7 @@ impl Broker {
                     if c.release {
                         let queue = cs.queue.clone();
                         if let Some(q) = self.queues.get_mut(&queue) {
-                            q.release_consumer(c.consumer, now);
+                            q.release_consumer(c.consumer, now, None);
                         }
                         self.dirty_queues.insert(queue);
                     }

@@ -9,6 +9,7 @@ pub mod partitions;
 mod queue_set;
 pub mod queues;
 mod record_codec;
+pub mod shards;
 mod topics;
 mod trie;
 mod watches;
@@ -531,5 +532,7 @@ mod creation_tests;
 mod queue_set_tests;
 #[cfg(test)]
 mod queue_tests;
+#[cfg(test)]
+mod shard_queue_tests;
 #[cfg(test)]
 mod tests;

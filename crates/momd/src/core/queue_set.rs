@@ -14,6 +14,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::queues::{ConsumerId, MsgRef, Queue, TopicView};
+use super::shards::Shards;
 use super::trie::PatternIndex;
 
 #[derive(Debug, Default)]
@@ -31,6 +32,8 @@ pub struct QueueSet {
     /// Queues that may hold messages of a topic they have no cursor on: a redriven dead
     /// letter, or such a state loaded at start. Rare; each is asked about every topic.
     strays: BTreeSet<Arc<str>>,
+    /// How the node's topics are spread over shards: every queue has a part in each.
+    shards: Shards,
 }
 
 /// A binding list as a set: what a queue is indexed under.
@@ -50,6 +53,20 @@ fn is_stray(q: &Queue) -> bool {
 }
 
 impl QueueSet {
+    /// An empty set whose queues spread over `shards`.
+    #[allow(dead_code)]
+    pub fn new(shards: Shards) -> Self {
+        QueueSet {
+            shards,
+            ..QueueSet::default()
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn shards(&self) -> Shards {
+        self.shards
+    }
+
     pub fn get(&self, name: &str) -> Option<&Queue> {
         self.queues.get(name)
     }
@@ -90,7 +107,8 @@ impl QueueSet {
     }
 
     /// Add a queue (a new one, or one loaded at start), replacing one of the same name.
-    pub fn insert(&mut self, q: Queue) {
+    pub fn insert(&mut self, mut q: Queue) {
+        q.set_shards(self.shards);
         let name: Arc<str> = Arc::from(q.def.name.as_str());
         self.remove(&name);
         self.next_id += 1;

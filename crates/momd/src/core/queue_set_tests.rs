@@ -203,7 +203,7 @@ proptest! {
                 }
                 Op::Take(q, n) => {
                     if let Some(q) = qs.get_mut(QUEUES[q]) {
-                        q.take(&view, n, 1, 0);
+                        q.take(&view, n, 1, 0, None);
                     }
                 }
                 Op::Restart => {

@@ -25,7 +25,7 @@ fn peek_shows_what_take_delivers_and_changes_nothing() {
     q.bind_topic(2, 1);
     q.bind_topic(3, 1);
     let mut ranges: BTreeMap<u32, (u64, u64)> = [(1, (1, 4)), (2, (1, 3)), (3, (1, 0))].into();
-    let got = q.take(&|t| ranges.get(&t).copied(), 3, 9, 0);
+    let got = q.take(&|t| ranges.get(&t).copied(), 3, 9, 0, None);
     assert_eq!(got.len(), 3);
     // One comes back for redelivery, one is nacked with a delay (not due yet), and
     // retention removes the start of topic 2.
@@ -38,7 +38,7 @@ fn peek_shows_what_take_delivers_and_changes_nothing() {
     assert_eq!(format!("{q:?}"), before, "peek changed the queue");
     assert_eq!(peeked.first().map(|p| p.1), Some(1), "a redelivery first");
     assert!(peeked.iter().skip(1).all(|(_, d)| *d == 0));
-    let taken = q.take(&view, 4, 9, 20);
+    let taken = q.take(&view, 4, 9, 20, None);
     let expect: Vec<_> = peeked.iter().map(|(m, d)| (*m, d + 1)).collect();
     assert_eq!(taken, expect);
 }
@@ -48,7 +48,7 @@ fn peek_skips_what_its_topic_no_longer_stores_like_take() {
     let mut q = queue(5, 100);
     q.bind_topic(1, 1);
     let view = |_t: u32| Some((1, 2));
-    let got = q.take(&view, 2, 9, 0);
+    let got = q.take(&view, 2, 9, 0, None);
     for (m, _) in &got {
         q.nack(*m, 0, 0, "nack");
     }
@@ -56,10 +56,10 @@ fn peek_skips_what_its_topic_no_longer_stores_like_take() {
     let peeked = q.peek(&gone, 10, 1);
     assert_eq!(peeked, vec![((1, 2), 1), ((1, 3), 0), ((1, 4), 0)]);
     assert_eq!(
-        q.take(&gone, 10, 9, 1),
+        q.take(&gone, 10, 9, 1, None),
         vec![((1, 2), 2), ((1, 3), 1), ((1, 4), 1)]
     );
-    assert_eq!(q.counters.dropped, 1);
+    assert_eq!(q.counters().dropped, 1);
 }
 
 #[test]
@@ -70,17 +70,17 @@ fn a_detached_delivery_nobody_settles_comes_back_uncounted() {
     // Looked at many more times than max_deliver: never dead-lettered.
     for round in 0..5u64 {
         let now = round * 1_000;
-        assert_eq!(q.take(&view, 1, DETACHED, now), vec![((1, 1), 1)]);
-        let (consumers, dead) = q.expire(now + 100);
+        assert_eq!(q.take(&view, 1, DETACHED, now, None), vec![((1, 1), 1)]);
+        let (consumers, dead) = q.expire(now + 100, None);
         assert!(dead.is_empty() && consumers.is_empty());
         assert_eq!(q.retry.len(), 1);
     }
-    assert_eq!((q.counters.delivered, q.counters.redelivered), (0, 0));
-    assert_eq!(q.counters.dead_lettered, 0);
+    assert_eq!((q.counters().delivered, q.counters().redelivered), (0, 0));
+    assert_eq!(q.counters().dead_lettered, 0);
     // A nack of a detached delivery counts like any nack.
-    assert_eq!(q.take(&view, 1, DETACHED, 10_000), vec![((1, 1), 1)]);
+    assert_eq!(q.take(&view, 1, DETACHED, 10_000, None), vec![((1, 1), 1)]);
     assert!(q.nack((1, 1), 0, 10_000, "nack").is_some());
-    assert_eq!(q.take(&view, 1, DETACHED, 10_001), vec![((1, 1), 2)]);
+    assert_eq!(q.take(&view, 1, DETACHED, 10_001, None), vec![((1, 1), 2)]);
     let dead = q.nack((1, 1), 0, 10_001, "nack").and_then(|(_, d)| d);
     assert_eq!(dead.map(|d| d.deliveries), Some(2));
 }
@@ -90,8 +90,8 @@ fn a_detached_delivery_out_at_a_restart_comes_back_uncounted() {
     let mut q = queue(1, 100);
     q.bind_topic(1, 1);
     let view = |_t: u32| Some((1, 2));
-    q.take(&view, 1, DETACHED, 0);
-    q.take(&view, 1, 7, 0);
+    q.take(&view, 1, DETACHED, 0, None);
+    q.take(&view, 1, 7, 0, None);
     let r = q.record();
     assert_eq!(r.outstanding, vec![(1, 1, 0), (1, 2, 1)]);
     assert_eq!(r.counters.delivered, 1);
@@ -99,7 +99,7 @@ fn a_detached_delivery_out_at_a_restart_comes_back_uncounted() {
     let dead = q.drain_dead();
     assert_eq!(dead.len(), 1, "the counted delivery used up max_deliver 1");
     assert_eq!(dead[0].msg, (1, 2));
-    assert_eq!(q.take(&view, 5, 7, 10), vec![((1, 1), 1)]);
+    assert_eq!(q.take(&view, 5, 7, 10, None), vec![((1, 1), 1)]);
 }
 
 #[test]
@@ -107,10 +107,13 @@ fn extend_pushes_the_deadline_of_what_is_out() {
     let mut q = queue(5, 100);
     q.bind_topic(1, 1);
     let view = |_t: u32| Some((1, 1));
-    q.take(&view, 1, 7, 0);
+    q.take(&view, 1, 7, 0, None);
     assert!(q.extend((1, 1), 90));
-    assert!(q.expire(150).0.is_empty(), "the deadline moved to 190");
-    assert_eq!(q.expire(190).0, vec![7]);
+    assert!(
+        q.expire(150, None).0.is_empty(),
+        "the deadline moved to 190"
+    );
+    assert_eq!(q.expire(190, None).0, vec![7]);
     assert!(
         !q.extend((1, 1), 200),
         "back for redelivery: not out any more"
@@ -128,9 +131,9 @@ fn redrive_requeues_with_a_fresh_count_once() {
         9 => Some((1, 3)),
         _ => None,
     };
-    q.take(&view, 1, 7, 0);
+    q.take(&view, 1, 7, 0, None);
     q.nack((1, 1), 0, 0, "nack");
-    q.take(&view, 1, 7, 0);
+    q.take(&view, 1, 7, 0, None);
     let dl = q.nack((1, 1), 0, 0, "nack").and_then(|(_, d)| d);
     assert!(dl.is_some(), "dead-lettered after 2 deliveries");
     assert!(!q.holds((1, 1)));
@@ -138,7 +141,7 @@ fn redrive_requeues_with_a_fresh_count_once() {
     assert!(!q.redrive((1, 1), 5), "held already");
     assert!(q.redrive((9, 3), 5), "a dead letter requeued as itself");
     assert_eq!(q.topics().into_iter().collect::<Vec<_>>(), vec![1, 9]);
-    assert_eq!(q.take(&view, 5, 7, 5), vec![((1, 1), 1), ((9, 3), 1)]);
+    assert_eq!(q.take(&view, 5, 7, 5, None), vec![((1, 1), 1), ((9, 3), 1)]);
     assert!(
         q.floor(9) == Some(3),
         "retention keeps the requeued dead letter"
@@ -150,13 +153,13 @@ fn a_purged_topic_counts_what_the_queue_held_as_dropped() {
     let mut q = queue(5, 100);
     q.bind_topic(1, 1);
     let view = |_t: u32| Some((1, 6));
-    q.take(&view, 2, 7, 0);
+    q.take(&view, 2, 7, 0, None);
     q.nack((1, 1), 0, 0, "nack");
     // Held: 4 never delivered, 1 out, 1 waiting for redelivery.
     assert_eq!(q.held_in(1, &view), 6);
     assert_eq!(q.held_in(2, &view), 0);
     assert_eq!(q.skip_to(1, 7), 5);
-    assert_eq!(q.counters.dropped, 5);
+    assert_eq!(q.counters().dropped, 5);
     let after = |_t: u32| Some((7, 6));
     assert_eq!(q.held_in(1, &after), 1, "the delivery still out");
     assert_eq!(q.ready(&after), 0);
@@ -192,7 +195,7 @@ fn queue_records_keep_cursors_and_deliveries_in_binary() {
     q.bind_topic(1, 1);
     q.bind_topic(u32::MAX, u64::MAX - 1);
     let view = |_t: u32| Some((1, 6));
-    q.take(&view, 2, 7, 0);
+    q.take(&view, 2, 7, 0, None);
     let r = q.record();
     let bytes = rmp_serde::to_vec(&r).unwrap();
     let back: QueueRecord = rmp_serde::from_slice(&bytes).unwrap();
@@ -249,7 +252,7 @@ proptest! {
                 }
                 Op::Take(n) => {
                     let view = |t: u32| ranges.get(&t).copied();
-                    out.extend(q.take(&view, n as usize, 1, now).into_iter().map(|x| x.0));
+                    out.extend(q.take(&view, n as usize, 1, now, None).into_iter().map(|x| x.0));
                 }
                 Op::Nack(i, d) => {
                     if !out.is_empty() {
@@ -265,7 +268,7 @@ proptest! {
                 }
                 Op::Tick(dt) => {
                     now += dt as u64;
-                    q.expire(now);
+                    q.expire(now, None);
                 }
                 Op::Trim(t, n) => {
                     if let Some(r) = ranges.get_mut(&(t as u32)) {
@@ -278,7 +281,7 @@ proptest! {
             let peeked = q.peek(&view, max, now);
             prop_assert_eq!(format!("{q:?}"), before);
             let mut copy = q.clone();
-            let taken = copy.take(&view, max, 1, now);
+            let taken = copy.take(&view, max, 1, now, None);
             let expect: Vec<_> = peeked.iter().map(|(m, d)| (*m, d + 1)).collect();
             prop_assert_eq!(taken, expect);
         }
@@ -292,17 +295,17 @@ fn a_released_delivery_comes_back_without_using_an_attempt() {
     q.bind_topic(1, 1);
     let view = |_t: u32| Some((1, 1));
     for round in 0..3 {
-        let got = q.take(&view, 1, 9, round);
+        let got = q.take(&view, 1, 9, round, None);
         assert_eq!(got, vec![((1, 1), 1)], "round {round}");
         assert_eq!(q.release((1, 1), round), Some(9));
         assert!(q.drain_dead().is_empty());
     }
-    assert_eq!(q.counters.delivered, 0);
-    assert_eq!(q.counters.dead_lettered, 0);
+    assert_eq!(q.counters().delivered, 0);
+    assert_eq!(q.counters().dead_lettered, 0);
     // Releasing what is not out on a delivery changes nothing.
     assert_eq!(q.release((1, 1), 5), None);
     // A real nack counts.
-    let got = q.take(&view, 1, 9, 5);
+    let got = q.take(&view, 1, 9, 5, None);
     assert_eq!(got, vec![((1, 1), 1)]);
     let (_, dead) = q.nack((1, 1), 0, 5, "nack").expect("it was out");
     assert!(dead.is_some(), "the one counted failure used max_deliver 1");
@@ -313,15 +316,15 @@ fn a_consumer_that_releases_what_it_holds_uses_no_attempts() {
     let mut q = queue(1, 100);
     q.bind_topic(1, 1);
     let view = |_t: u32| Some((1, 3));
-    let got = q.take(&view, 3, 7, 0);
+    let got = q.take(&view, 3, 7, 0, None);
     assert_eq!(got.len(), 3);
     q.ack((1, 1));
-    assert_eq!(q.release_consumer(7, 1), 2);
+    assert_eq!(q.release_consumer(7, 1, None), 2);
     assert!(
-        q.consumer_gone(7, 1).is_empty(),
+        q.consumer_gone(7, 1, None).is_empty(),
         "nothing left to dead-letter"
     );
-    assert_eq!(q.counters.dead_lettered, 0);
+    assert_eq!(q.counters().dead_lettered, 0);
     // They come back as first deliveries.
-    assert_eq!(q.take(&view, 3, 8, 2), vec![((1, 2), 1), ((1, 3), 1)]);
+    assert_eq!(q.take(&view, 3, 8, 2, None), vec![((1, 2), 1), ((1, 3), 1)]);
 }

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::shards::{Shard, Shards};
+
 /// A message of a topic: (topic id, seq).
 pub type MsgRef = (u32, u64);
 pub type ConsumerId = u64;
@@ -45,6 +47,16 @@ pub struct QueueCounters {
     pub dropped: u64,
 }
 
+impl std::ops::AddAssign for QueueCounters {
+    fn add_assign(&mut self, o: Self) {
+        self.delivered += o.delivered;
+        self.acked += o.acked;
+        self.redelivered += o.redelivered;
+        self.dead_lettered += o.dead_lettered;
+        self.dropped += o.dropped;
+    }
+}
+
 /// A delivery waiting for its ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -66,10 +78,12 @@ pub struct DeadLetter {
     pub msg: MsgRef,
     pub deliveries: u32,
     pub reason: &'static str,
-    /// Its number among the queue's dead letters (its `dead_lettered` count, kept with the
-    /// queue's state): a crash that loses the state numbers the same message the same
-    /// again, so the dead letter topic's dedupe stores it once.
+    /// Its number among the queue's dead letters of its shard (the shard's `dead_lettered`
+    /// count, kept with the queue's state): a crash that loses the state numbers the same
+    /// message the same again, so the dead letter topic's dedupe stores it once.
     pub ordinal: u64,
+    /// The shard it comes from (0 on a single node).
+    pub shard: Shard,
 }
 
 /// What [`Queue::take`] would do, worked out by [`Queue::select`].
@@ -104,23 +118,31 @@ pub struct Queue {
     pub cursors: BTreeMap<u32, u64>,
     pub unacked: BTreeMap<MsgRef, Lease>,
     pub retry: BTreeMap<MsgRef, Retry>,
-    pub counters: QueueCounters,
-    /// The newest seq of `$dlq.<queue>` already taken back by a redrive. The dead letter
-    /// topic is an append-only log whose oldest messages alone can be removed, so dead
-    /// letters a redrive moved may stay in it (behind one requeued as itself); this keeps a
-    /// second redrive from taking them back twice.
-    pub dlq_redriven: u64,
+    /// Per shard (the shard of the topic each counted message is of): each shard's part
+    /// of the queue is decided in its own group's log, and stored in its own store.
+    counters: BTreeMap<Shard, QueueCounters>,
+    /// Per shard (that of `$dlq.<queue>`), the newest seq of `$dlq.<queue>` already taken
+    /// back by a redrive. The dead letter topic is an append-only log whose oldest messages
+    /// alone can be removed, so dead letters a redrive moved may stay in it (behind one
+    /// requeued as itself); this keeps a second redrive from taking them back twice.
+    dlq_redriven: BTreeMap<Shard, u64>,
+    /// How the node's topics are spread over shards (one on a single node).
+    shards: Shards,
     /// The bound topics that may have messages past their cursor. A topic outside it has
     /// none: a topic gets new messages only through [`Queue::note_append`], so `take` and
     /// `ready` cost the topics with something waiting, not every bound topic (a queue on
     /// `devices.>` with a million of them). Not stored: a start puts every bound topic in.
     backlog: std::collections::BTreeSet<u32>,
-    /// Where the next take starts in the backlog (the topic id after the last one served):
-    /// round robin, so one busy topic does not starve the others.
-    rr: u32,
+    /// Where the next take of each shard starts in the backlog (the topic id after the
+    /// last one served): round robin, so one busy topic does not starve the others.
+    rr: BTreeMap<Shard, u32>,
     /// Dead letters found outside a call that could return them (at restart).
     dead: Vec<DeadLetter>,
 }
+
+/// Which shards an operation concerns: every one (a single node, a listing), or one (an
+/// entry of that shard's group, which must change nothing of the others).
+pub type Scope = Option<Shard>;
 
 impl Queue {
     pub fn new(def: QueueDef) -> Self {
@@ -129,12 +151,69 @@ impl Queue {
             cursors: BTreeMap::new(),
             unacked: BTreeMap::new(),
             retry: BTreeMap::new(),
-            counters: QueueCounters::default(),
-            dlq_redriven: 0,
+            counters: BTreeMap::new(),
+            dlq_redriven: BTreeMap::new(),
+            shards: Shards::ONE,
             backlog: Default::default(),
-            rr: 0,
+            rr: BTreeMap::new(),
             dead: Vec::new(),
         }
+    }
+
+    /// Spread over `shards`: set before anything is in the queue ([`super::QueueSet`]
+    /// sets it as the queue joins the set).
+    pub fn set_shards(&mut self, shards: Shards) {
+        self.shards = shards;
+    }
+
+    pub fn shards(&self) -> Shards {
+        self.shards
+    }
+
+    fn in_scope(&self, topic: u32, scope: Scope) -> bool {
+        scope.is_none_or(|s| self.shards.of(topic) == s)
+    }
+
+    /// The shards `scope` names.
+    fn scoped(&self, scope: Scope) -> std::ops::Range<Shard> {
+        match scope {
+            Some(s) => s..s + 1,
+            None => self.shards.all(),
+        }
+    }
+
+    /// The counters of the shard of `topic`.
+    fn ctr(&mut self, topic: u32) -> &mut QueueCounters {
+        let s = self.shards.of(topic);
+        self.counters.entry(s).or_default()
+    }
+
+    /// What happened to the queue's messages, over every shard.
+    pub fn counters(&self) -> QueueCounters {
+        let mut sum = QueueCounters::default();
+        for c in self.counters.values() {
+            sum += *c;
+        }
+        sum
+    }
+
+    /// A dead letter found gone from its topic when it was to be moved: not dead-lettered
+    /// after all, dropped.
+    pub fn dead_letter_gone(&mut self, d: &DeadLetter) {
+        let c = self.counters.entry(d.shard).or_default();
+        c.dead_lettered = c.dead_lettered.saturating_sub(1);
+        c.dropped += 1;
+    }
+
+    /// The newest seq of `$dlq.<queue>` a redrive took back.
+    pub fn dlq_redriven(&self) -> u64 {
+        self.dlq_redriven.values().copied().max().unwrap_or(0)
+    }
+
+    /// A redrive took `$dlq.<queue>` back up to `seq` (`shard`: the dead letter topic's).
+    pub fn note_redriven(&mut self, shard: Shard, seq: u64) {
+        let r = self.dlq_redriven.entry(shard).or_default();
+        *r = (*r).max(seq);
     }
 
     /// Bind a topic, starting at `start` (ignored if already bound). Through
@@ -157,7 +236,7 @@ impl Queue {
         self.backlog.remove(&topic);
         if let Some(c) = self.cursors.remove(&topic) {
             if let Some((first, upto)) = view.range(topic) {
-                self.counters.dropped += (upto + 1).saturating_sub(c.max(first));
+                self.ctr(topic).dropped += (upto + 1).saturating_sub(c.max(first));
             }
         }
         let mut consumers = Vec::new();
@@ -169,34 +248,61 @@ impl Queue {
             r.0 != topic
         });
         self.retry.retain(|r, _| r.0 != topic);
-        self.counters.dropped += (before - self.unacked.len() - self.retry.len()) as u64;
+        self.ctr(topic).dropped += (before - self.unacked.len() - self.retry.len()) as u64;
         consumers
     }
 
     /// Messages waiting to be delivered (not counting those delivered and unacked).
     pub fn ready(&self, view: &impl TopicView) -> u64 {
+        self.ready_in(view, None)
+    }
+
+    /// Messages of the shards of `scope` waiting to be delivered.
+    pub fn ready_in(&self, view: &impl TopicView, scope: Scope) -> u64 {
         let fresh: u64 = self
             .backlog
             .iter()
+            .filter(|t| self.in_scope(**t, scope))
             .filter_map(|t| Some((*t, *self.cursors.get(t)?)))
             .map(|(t, c)| match view.range(t) {
                 Some((first, upto)) => (upto + 1).saturating_sub(c.max(first)),
                 None => 0,
             })
             .sum();
-        fresh + self.retry.len() as u64
+        let retry = self.retry.keys().filter(|m| self.in_scope(m.0, scope));
+        fresh + retry.count() as u64
     }
 
-    /// Hand up to `max` messages to `consumer`: due redeliveries first, then new messages,
-    /// round robin over the bound topics (order is publish order within one topic).
+    /// Hand up to `max` messages of the shards of `scope` to `consumer`: in each shard,
+    /// due redeliveries first, then new messages, round robin over the bound topics (order
+    /// is publish order within one topic).
     pub fn take(
         &mut self,
         view: &impl TopicView,
         max: usize,
         consumer: ConsumerId,
         now: u64,
+        scope: Scope,
     ) -> Vec<(MsgRef, u32)> {
-        let sel = self.select(view, max, now);
+        let mut out = Vec::new();
+        for s in self.scoped(scope) {
+            if out.len() >= max {
+                break;
+            }
+            out.extend(self.take_in(view, max - out.len(), consumer, now, s));
+        }
+        out
+    }
+
+    fn take_in(
+        &mut self,
+        view: &impl TopicView,
+        max: usize,
+        consumer: ConsumerId,
+        now: u64,
+        shard: Shard,
+    ) -> Vec<(MsgRef, u32)> {
+        let sel = self.select(view, max, now, shard);
         let mut out = Vec::with_capacity(sel.retries.len() + sel.fresh.len());
         for (m, before) in sel.retries {
             if self.retry.remove(&m).is_none() {
@@ -204,24 +310,24 @@ impl Queue {
             }
             let Some(before) = before else {
                 // A message retention removed meanwhile cannot be delivered again.
-                self.counters.dropped += 1;
+                self.ctr(m.0).dropped += 1;
                 continue;
             };
             if before > 0 {
-                self.counters.redelivered += 1;
+                self.ctr(m.0).redelivered += 1;
             }
             self.lease(m, consumer, before + 1, now);
             out.push((m, before + 1));
         }
         for (t, c, skipped) in sel.cursors {
             // Retention removed messages this queue had not delivered yet.
-            self.counters.dropped += skipped;
+            self.ctr(t).dropped += skipped;
             self.cursors.insert(t, c);
         }
         for t in sel.idle {
             self.backlog.remove(&t);
         }
-        self.rr = sel.rr;
+        self.rr.insert(shard, sel.rr);
         for m in sel.fresh {
             self.lease(m, consumer, 1, now);
             out.push((m, 1));
@@ -232,22 +338,42 @@ impl Queue {
     /// The messages [`Queue::take`] would hand out now, each with how many times it was
     /// delivered before (0 for a message never delivered), changing nothing.
     pub fn peek(&self, view: &impl TopicView, max: usize, now: u64) -> Vec<(MsgRef, u32)> {
-        let sel = self.select(view, max, now);
-        sel.retries
-            .into_iter()
-            .filter_map(|(m, before)| Some((m, before?)))
-            .chain(sel.fresh.into_iter().map(|m| (m, 0)))
-            .collect()
+        let mut out = Vec::new();
+        for s in self.shards.all() {
+            if out.len() >= max {
+                break;
+            }
+            let sel = self.select(view, max - out.len(), now, s);
+            out.extend(
+                sel.retries
+                    .into_iter()
+                    .filter_map(|(m, before)| Some((m, before?)))
+                    .chain(sel.fresh.into_iter().map(|m| (m, 0))),
+            );
+        }
+        out.truncate(max);
+        out
     }
 
     /// What `take` picks, worked out without changing anything, so `peek` shows exactly
     /// what the next `take` delivers.
-    fn select(&self, view: &impl TopicView, max: usize, now: u64) -> Selection {
+    fn select(&self, view: &impl TopicView, max: usize, now: u64, shard: Shard) -> Selection {
+        let ids = self.shards.ids(shard);
+        let start = self
+            .rr
+            .get(&shard)
+            .copied()
+            .filter(|r| ids.contains(r))
+            .unwrap_or(*ids.start());
         let mut sel = Selection {
-            rr: self.rr,
+            rr: start,
             ..Selection::default()
         };
-        for (m, r) in self.retry.iter().filter(|(_, r)| r.due <= now).take(max) {
+        let due = self
+            .retry
+            .iter()
+            .filter(|(m, r)| r.due <= now && self.shards.of(m.0) == shard);
+        for (m, r) in due.take(max) {
             let stored = matches!(view.range(m.0), Some((first, _)) if m.1 >= first);
             sel.retries.push((*m, stored.then_some(r.deliveries)));
         }
@@ -258,11 +384,10 @@ impl Queue {
         // messages it hands out and the idle topics it finds once, not the whole backlog.
         let mut moved: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         let mut live: Vec<(u32, u64)> = Vec::new();
-        let start = self.rr;
         let order = self
             .backlog
-            .range(start..)
-            .chain(self.backlog.range(..start));
+            .range(start..=*ids.end())
+            .chain(self.backlog.range(*ids.start()..start));
         for &t in order {
             if taken >= max {
                 break;
@@ -310,7 +435,7 @@ impl Queue {
     }
 
     fn lease(&mut self, m: MsgRef, consumer: ConsumerId, deliveries: u32, now: u64) {
-        self.counters.delivered += 1;
+        self.ctr(m.0).delivered += 1;
         self.unacked.insert(
             m,
             Lease {
@@ -330,9 +455,10 @@ impl Queue {
     /// delivered again at once, and this attempt does not count.
     pub fn unlease(&mut self, m: MsgRef, now: u64) {
         if let Some(l) = self.unacked.remove(&m) {
-            self.counters.delivered -= 1;
+            let c = self.ctr(m.0);
+            c.delivered = c.delivered.saturating_sub(1);
             if l.deliveries > 1 {
-                self.counters.redelivered -= 1;
+                c.redelivered = c.redelivered.saturating_sub(1);
             }
             self.retry.insert(
                 m,
@@ -359,11 +485,11 @@ impl Queue {
     /// otherwise the consumer whose credit it frees, if it was out on a delivery.
     pub fn ack(&mut self, m: MsgRef) -> Option<Option<ConsumerId>> {
         if let Some(lease) = self.unacked.remove(&m) {
-            self.counters.acked += 1;
+            self.ctr(m.0).acked += 1;
             return Some(Some(lease.consumer));
         }
         self.retry.remove(&m)?;
-        self.counters.acked += 1;
+        self.ctr(m.0).acked += 1;
         Some(None)
     }
 
@@ -371,7 +497,7 @@ impl Queue {
     /// queue counts it as dropped. Returns the consumer it was out with.
     pub fn lost(&mut self, m: MsgRef) -> Option<ConsumerId> {
         let lease = self.unacked.remove(&m)?;
-        self.counters.dropped += 1;
+        self.ctr(m.0).dropped += 1;
         Some(lease.consumer)
     }
 
@@ -399,12 +525,16 @@ impl Queue {
         reason: &'static str,
     ) -> Option<DeadLetter> {
         if self.def.max_deliver > 0 && deliveries >= self.def.max_deliver {
-            self.counters.dead_lettered += 1;
+            let shard = self.shards.of(m.0);
+            let c = self.ctr(m.0);
+            c.dead_lettered += 1;
+            let ordinal = c.dead_lettered;
             return Some(DeadLetter {
                 msg: m,
                 deliveries,
                 reason,
-                ordinal: self.counters.dead_lettered,
+                ordinal,
+                shard,
             });
         }
         self.retry.insert(m, Retry { due, deliveries });
@@ -415,11 +545,11 @@ impl Queue {
     /// ended and the messages to dead letter. A detached delivery (a peek with `momctl recv
     /// --no-ack`) that nobody settled comes back as if it had not been made: its attempt is
     /// not counted, so looking never dead-letters a message.
-    pub fn expire(&mut self, now: u64) -> (Vec<ConsumerId>, Vec<DeadLetter>) {
+    pub fn expire(&mut self, now: u64, scope: Scope) -> (Vec<ConsumerId>, Vec<DeadLetter>) {
         let late: Vec<(MsgRef, Lease)> = self
             .unacked
             .iter()
-            .filter(|(_, l)| l.deadline <= now)
+            .filter(|(m, l)| l.deadline <= now && self.in_scope(m.0, scope))
             .map(|(m, l)| (*m, *l))
             .collect();
         let mut consumers = Vec::new();
@@ -505,7 +635,7 @@ impl Queue {
         let before = self.retry.len();
         self.retry.retain(|m, _| m.0 != topic || m.1 >= first);
         n += (before - self.retry.len()) as u64;
-        self.counters.dropped += n;
+        self.ctr(topic).dropped += n;
         n
     }
 
@@ -525,11 +655,16 @@ impl Queue {
     }
 
     /// A consumer went away: its deliveries come back at once.
-    pub fn consumer_gone(&mut self, consumer: ConsumerId, now: u64) -> Vec<DeadLetter> {
+    pub fn consumer_gone(
+        &mut self,
+        consumer: ConsumerId,
+        now: u64,
+        scope: Scope,
+    ) -> Vec<DeadLetter> {
         let gone: Vec<(MsgRef, Lease)> = self
             .unacked
             .iter()
-            .filter(|(_, l)| l.consumer == consumer)
+            .filter(|(m, l)| l.consumer == consumer && self.in_scope(m.0, scope))
             .map(|(m, l)| (*m, *l))
             .collect();
         let mut dead = Vec::new();
@@ -542,11 +677,11 @@ impl Queue {
 
     /// A consumer went away saying it never worked on what it held: all of it comes back
     /// at once, the attempts not counted. Returns how many.
-    pub fn release_consumer(&mut self, consumer: ConsumerId, now: u64) -> usize {
+    pub fn release_consumer(&mut self, consumer: ConsumerId, now: u64, scope: Scope) -> usize {
         let held: Vec<MsgRef> = self
             .unacked
             .iter()
-            .filter(|(_, l)| l.consumer == consumer)
+            .filter(|(m, l)| l.consumer == consumer && self.in_scope(m.0, scope))
             .map(|(m, _)| *m)
             .collect();
         for m in &held {
@@ -556,14 +691,19 @@ impl Queue {
     }
 
     /// Drop every message waiting (not those delivered and unacked). Returns how many.
-    pub fn purge(&mut self, view: &impl TopicView) -> u64 {
-        let n = self.ready(view);
+    pub fn purge(&mut self, view: &impl TopicView, scope: Scope) -> u64 {
+        let n = self.ready_in(view, scope);
+        let shards = self.shards;
         for (t, c) in self.cursors.iter_mut() {
+            if scope.is_some_and(|s| shards.of(*t) != s) {
+                continue;
+            }
             if let Some((_, upto)) = view.range(*t) {
                 *c = (*c).max(upto + 1);
             }
         }
-        self.retry.clear();
+        self.retry
+            .retain(|m, _| scope.is_some_and(|s| shards.of(m.0) != s));
         n
     }
 
@@ -583,10 +723,21 @@ impl Queue {
         }
     }
 
-    /// The next time something is due (an ack deadline or a delayed redelivery).
-    pub fn next_due(&self) -> Option<u64> {
-        let a = self.unacked.values().map(|l| l.deadline).min();
-        let b = self.retry.values().map(|r| r.due).min();
+    /// The next time something is due in `scope` (an ack deadline or a delayed
+    /// redelivery).
+    pub fn next_due(&self, scope: Scope) -> Option<u64> {
+        let a = self
+            .unacked
+            .iter()
+            .filter(|(m, _)| self.in_scope(m.0, scope))
+            .map(|(_, l)| l.deadline)
+            .min();
+        let b = self
+            .retry
+            .iter()
+            .filter(|(m, _)| self.in_scope(m.0, scope))
+            .map(|(_, r)| r.due)
+            .min();
         match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -282,7 +282,7 @@ mod queue_props {
                         q.note_append(t as u32);
                     }
                     QOp::Take(c, n) => {
-                        for (m, d) in q.take(&view, n as usize, c as u64, now) {
+                        for (m, d) in q.take(&view, n as usize, c as u64, now, None) {
                             prop_assert!(!acked.contains(&m), "{m:?} delivered after its ack");
                             prop_assert!(!dead.contains(&m), "{m:?} delivered after dead-lettering");
                             prop_assert!((1..=3).contains(&d));
@@ -307,12 +307,12 @@ mod queue_props {
                     }
                     QOp::Tick(dt) => {
                         now += dt as u64;
-                        for dl in q.expire(now).1 {
+                        for dl in q.expire(now, None).1 {
                             prop_assert!(dead.insert(dl.msg));
                         }
                     }
                     QOp::Gone(c) => {
-                        for dl in q.consumer_gone(c as u64, now) {
+                        for dl in q.consumer_gone(c as u64, now, None) {
                             prop_assert!(dead.insert(dl.msg));
                         }
                     }
@@ -328,10 +328,10 @@ mod queue_props {
             let view = |t: u32| upto.get(&t).map(|u| (1, *u));
             for _ in 0..1000 {
                 now += 1000;
-                for dl in q.expire(now).1 {
+                for dl in q.expire(now, None).1 {
                     prop_assert!(dead.insert(dl.msg));
                 }
-                let got = q.take(&view, 64, 99, now);
+                let got = q.take(&view, 64, 99, now, None);
                 if got.is_empty() && q.unacked.is_empty() && q.retry.is_empty() {
                     break;
                 }
@@ -354,15 +354,19 @@ mod queue_props {
         let mut q = Queue::new(def());
         q.bind_topic(7, 1);
         let view = |t: u32| (t == 7).then_some((1, 5));
-        let got: Vec<u64> = q.take(&view, 10, 1, 0).iter().map(|(m, _)| m.1).collect();
+        let got: Vec<u64> = q
+            .take(&view, 10, 1, 0, None)
+            .iter()
+            .map(|(m, _)| m.1)
+            .collect();
         assert_eq!(got, vec![1, 2, 3, 4, 5]);
         for round in 1..=3u32 {
-            let (consumers, dead) = q.expire(100 * round as u64 + 1000);
+            let (consumers, dead) = q.expire(100 * round as u64 + 1000, None);
             assert_eq!(consumers.len(), if round == 1 { 5 } else { 1 });
             if round < 3 {
                 assert!(dead.is_empty());
                 // Ack all but seq 3; it comes back with a growing delivery count.
-                for (m, d) in q.take(&view, 10, 1, 100 * round as u64 + 1000) {
+                for (m, d) in q.take(&view, 10, 1, 100 * round as u64 + 1000, None) {
                     assert_eq!(d, round + 1);
                     if m.1 != 3 {
                         q.ack(m).expect("it was just delivered");
@@ -374,7 +378,7 @@ mod queue_props {
                 assert_eq!(dead[0].deliveries, 3);
             }
         }
-        assert_eq!(q.counters.dead_lettered, 1);
+        assert_eq!(q.counters().dead_lettered, 1);
         assert_eq!(q.ready(&view), 0);
     }
 }
@@ -399,9 +403,9 @@ mod queue_edges {
     fn a_late_ack_settles_a_message_waiting_for_redelivery() {
         let mut q = q(100);
         let view = |_t: u32| Some((1, 1));
-        let got = q.take(&view, 1, 7, 0);
+        let got = q.take(&view, 1, 7, 0, None);
         assert_eq!(got.len(), 1);
-        q.expire(1_000);
+        q.expire(1_000, None);
         assert_eq!(q.retry.len(), 1);
         assert_eq!(
             q.ack((1, 1)),
@@ -409,10 +413,10 @@ mod queue_edges {
             "settled, no consumer credit to free"
         );
         assert!(
-            q.take(&view, 1, 7, 2_000).is_empty(),
+            q.take(&view, 1, 7, 2_000, None).is_empty(),
             "never delivered again"
         );
-        assert_eq!(q.counters.acked, 1);
+        assert_eq!(q.counters().acked, 1);
         assert_eq!(q.ack((1, 1)), None, "a second ack finds nothing");
     }
 
@@ -420,13 +424,16 @@ mod queue_edges {
     fn huge_durations_saturate_instead_of_wrapping() {
         let mut q = q(u64::MAX);
         let view = |_t: u32| Some((1, 2));
-        q.take(&view, 1, 7, 1_000);
-        let (late, dead) = q.expire(u64::MAX - 1);
+        q.take(&view, 1, 7, 1_000, None);
+        let (late, dead) = q.expire(u64::MAX - 1, None);
         assert!(
             late.is_empty() && dead.is_empty(),
             "the deadline is at the end of time"
         );
         q.nack((1, 1), u64::MAX, 1_000, "nack");
-        assert!(q.take(&view, 2, 7, 5_000).iter().all(|(m, _)| m.1 != 1));
+        assert!(q
+            .take(&view, 2, 7, 5_000, None)
+            .iter()
+            .all(|(m, _)| m.1 != 1));
     }
 }

@@ -44,26 +44,15 @@ impl Queue {
     /// Rebuild from its record: what was outstanding is delivered again (DESIGN.md: an
     /// unacked message is always redelivered after a restart).
     pub fn from_record(r: QueueRecord, now: u64) -> Self {
-        let mut q = Queue::new(r.def);
-        q.cursors = r.cursors;
-        q.backlog = q.cursors.keys().copied().collect();
-        q.counters = r.counters;
-        q.dlq_redriven = r.dlq_redriven;
-        if let Some(x) = r.exact {
-            for (t, s, consumer, deadline, deliveries) in x.leases {
-                let lease = Lease {
-                    consumer,
-                    deadline,
-                    deliveries,
-                };
-                q.unacked.insert((t, s), lease);
-            }
-            for (t, s, due, deliveries) in x.retries {
-                q.retry.insert((t, s), Retry { due, deliveries });
-            }
-            q.rr = x.rr;
+        let mut q = Queue::new(r.def.clone());
+        if r.exact.is_some() {
+            q.add_shard_record(0, r);
             return q;
         }
+        q.cursors = r.cursors;
+        q.backlog = q.cursors.keys().copied().collect();
+        q.counters.insert(0, r.counters);
+        q.dlq_redriven.insert(0, r.dlq_redriven);
         for (t, s, d) in r.outstanding {
             if let Some(dl) = q.requeue((t, s), d, now, "ack_timeout") {
                 q.dead.push(dl);
@@ -72,8 +61,34 @@ impl Queue {
         q
     }
 
+    /// Add shard `shard`'s part, from its store's exact record (a cluster node keeps each
+    /// shard's part of a queue in that shard's store).
+    pub fn add_shard_record(&mut self, shard: Shard, r: QueueRecord) {
+        for (t, c) in r.cursors {
+            self.cursors.insert(t, c);
+            self.backlog.insert(t);
+        }
+        self.counters.insert(shard, r.counters);
+        self.dlq_redriven.insert(shard, r.dlq_redriven);
+        let Some(x) = r.exact else {
+            return;
+        };
+        for (t, s, consumer, deadline, deliveries) in x.leases {
+            let lease = Lease {
+                consumer,
+                deadline,
+                deliveries,
+            };
+            self.unacked.insert((t, s), lease);
+        }
+        for (t, s, due, deliveries) in x.retries {
+            self.retry.insert((t, s), Retry { due, deliveries });
+        }
+        self.rr.insert(shard, x.rr);
+    }
+
     pub fn record(&self) -> QueueRecord {
-        let mut counters = self.counters;
+        let mut counters = self.counters();
         // A detached delivery still out at a restart comes back uncounted, as it would at
         // its deadline (`expire`).
         let mut outstanding: Vec<(u32, u64, u32)> = self
@@ -97,28 +112,44 @@ impl Queue {
             cursors: self.cursors.clone(),
             outstanding,
             counters,
-            dlq_redriven: self.dlq_redriven,
+            dlq_redriven: self.dlq_redriven(),
             exact: None,
         }
     }
 
-    /// The record a cluster node stores: everything, exactly ([`Exact`]).
-    pub fn exact_record(&self) -> QueueRecord {
-        let mut r = self.record();
-        r.counters = self.counters;
-        r.exact = Some(Exact {
-            leases: self
-                .unacked
-                .iter()
-                .map(|(m, l)| (m.0, m.1, l.consumer, l.deadline, l.deliveries))
+    /// The record a cluster node stores of shard `shard`'s part: everything, exactly
+    /// ([`Exact`]).
+    pub fn exact_record(&self, shard: Shard) -> QueueRecord {
+        let mine = |t: &u32| self.shards.of(*t) == shard;
+        QueueRecord {
+            def: self.def.clone(),
+            cursors: (self.cursors.iter())
+                .filter(|(t, _)| mine(t))
+                .map(|(t, c)| (*t, *c))
                 .collect(),
-            retries: self
-                .retry
-                .iter()
-                .map(|(m, x)| (m.0, m.1, x.due, x.deliveries))
-                .collect(),
-            rr: self.rr,
-        });
-        r
+            outstanding: {
+                let leases = self.unacked.iter().map(|(m, l)| (*m, l.deliveries));
+                let retries = self.retry.iter().map(|(m, x)| (*m, x.deliveries));
+                let mut all: Vec<(u32, u64, u32)> = (leases.chain(retries))
+                    .filter(|(m, _)| mine(&m.0))
+                    .map(|(m, d)| (m.0, m.1, d))
+                    .collect();
+                all.sort_unstable();
+                all
+            },
+            counters: self.counters.get(&shard).copied().unwrap_or_default(),
+            dlq_redriven: self.dlq_redriven.get(&shard).copied().unwrap_or(0),
+            exact: Some(Exact {
+                leases: (self.unacked.iter())
+                    .filter(|(m, _)| mine(&m.0))
+                    .map(|(m, l)| (m.0, m.1, l.consumer, l.deadline, l.deliveries))
+                    .collect(),
+                retries: (self.retry.iter())
+                    .filter(|(m, _)| mine(&m.0))
+                    .map(|(m, x)| (m.0, m.1, x.due, x.deliveries))
+                    .collect(),
+                rr: self.rr.get(&shard).copied().unwrap_or(0),
+            }),
+        }
     }
 }
