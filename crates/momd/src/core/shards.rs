@@ -6,9 +6,10 @@
 //! log alone. The part of a node's state one group carries is a *shard*. A single node has
 //! one shard, holding everything.
 //!
-//! A topic's shard is written in its id: shard `s` gives its topics ids from `s << 26` on
-//! (`ID_BITS`), so every lookup by id finds the shard without a table, and two shards never
-//! give the same id. With one shard every id is shard 0's, whatever its bits.
+//! A topic's shard is written in its id: the top bits are the shard, the low `ID_BITS` the
+//! node's topic counter (which goes on across shards), so every lookup by id finds the shard
+//! without a table, and two shards never give the same id. With one shard the id is the
+//! counter, and every id is shard 0's, whatever its bits.
 //! Which shard a new topic joins is [`Shards::place`]: a hash of its name, the partitions
 //! of a partitioned topic on consecutive shards.
 
@@ -19,6 +20,7 @@ use std::ops::RangeInclusive;
 
 /// Bits of a topic id numbering topics within a shard.
 pub const ID_BITS: u32 = 26;
+const LOCAL_MASK: u32 = (1 << ID_BITS) - 1;
 /// The most shards a node can have (the bits left above `ID_BITS`).
 pub const MAX_SHARDS: u16 = 1 << (32 - ID_BITS);
 
@@ -61,6 +63,24 @@ impl Shards {
             0
         } else {
             (id >> ID_BITS) as Shard
+        }
+    }
+
+    /// The id of shard `s`'s topic number `n` (the node's topic counter).
+    pub fn id(self, s: Shard, n: u32) -> u32 {
+        if self.count <= 1 {
+            n
+        } else {
+            (u32::from(s) << ID_BITS) | (n & LOCAL_MASK)
+        }
+    }
+
+    /// The counter an id was made of (see [`Shards::id`]).
+    pub fn number(self, id: u32) -> u32 {
+        if self.count <= 1 {
+            id
+        } else {
+            id & LOCAL_MASK
         }
     }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use mom_proto::Limits;
 use serde::{Deserialize, Serialize};
 
+use super::shards::{Shard, Shards};
+
 /// What the broker knows of one topic. Persisted as the topic's meta record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicState {
@@ -204,7 +206,9 @@ pub struct Topics {
     states: Vec<Option<TopicState>>,
     /// Holes in `states`.
     holes: usize,
+    /// The node's topic counter: a new topic's id is made of it and its shard's number.
     next_id: u32,
+    shards: Shards,
     /// Owner names and limits, shared by the topics.
     shared: Shared,
     /// Per topic, the seq ranges (first → last) of stored messages found damaged on disk.
@@ -214,9 +218,15 @@ pub struct Topics {
 
 impl Topics {
     /// Rebuild from stored topic records; `next_id` is the persisted id counter.
-    pub fn from_stored(mut states: Vec<TopicState>, next_id: u32) -> Self {
+    pub fn from_stored(states: Vec<TopicState>, next_id: u32) -> Self {
+        Topics::from_stored_in(states, next_id, Shards::ONE)
+    }
+
+    /// [`Topics::from_stored`], the topics spread over `shards`.
+    pub fn from_stored_in(mut states: Vec<TopicState>, next_id: u32, shards: Shards) -> Self {
         let mut t = Topics {
             next_id,
+            shards,
             ..Topics::default()
         };
         // The states stay where they were read: no second copy of a million of them.
@@ -227,7 +237,7 @@ impl Topics {
         t.ids = states.iter().map(|s| s.id).collect();
         for s in &mut states {
             s.delivered_upto = s.last_seq;
-            t.next_id = t.next_id.max(s.id.saturating_add(1));
+            t.next_id = t.next_id.max(shards.number(s.id).saturating_add(1));
             s.owner = t.intern_owner(&s.owner);
             s.limits = t.share_limits(&s.limits);
         }
@@ -323,8 +333,15 @@ impl Topics {
         let id = match self.by_name.get(name) {
             Some(id) => *id,
             None => {
-                let id = self.next_id;
-                self.next_id += 1;
+                let shard = self.place(name);
+                let mut id = self.shards.id(shard, self.next_id);
+                self.next_id = self.next_id.wrapping_add(1);
+                // Past 2^26 topics made, a shard's numbers come round again: skip those
+                // still in use.
+                while self.index_of(id).is_some() {
+                    id = self.shards.id(shard, self.next_id);
+                    self.next_id = self.next_id.wrapping_add(1);
+                }
                 let limits = self.share_limits(&limits);
                 let owner = self.intern_owner(owner);
                 self.insert(TopicState::with_shared(id, name, now, limits, owner));
@@ -336,6 +353,25 @@ impl Topics {
             .by_id_mut(id)
             .expect("by_name and the states hold the same topics");
         (t, created)
+    }
+
+    pub fn shards(&self) -> Shards {
+        self.shards
+    }
+
+    /// The shard a new topic named `name` joins: a partition of a partitioned topic goes
+    /// by its topic and number (the partitions spread over the shards), any other by its
+    /// name.
+    pub fn place(&self, name: &str) -> Shard {
+        if self.shards.count() <= 1 {
+            return 0;
+        }
+        let partition = name.rsplit_once('.').and_then(|(base, n)| {
+            let n: u32 = n.parse().ok()?;
+            let parent = self.get(base)?;
+            (u32::from(parent.partitions) > n).then_some((base, n))
+        });
+        self.shards.place(name, partition)
     }
 
     pub fn remove(&mut self, name: &str) -> Option<TopicState> {
@@ -529,5 +565,36 @@ mod tests {
         assert_eq!(t.damaged_total(), 4);
         t.remove("a");
         assert_eq!(t.damaged_total(), 0);
+    }
+
+    #[test]
+    fn a_new_topic_s_id_names_the_shard_it_is_placed_in() {
+        let shards = Shards::new(3).unwrap();
+        let mut t = Topics::from_stored_in(Vec::new(), 1, shards);
+        let parent = t.get_or_create("clicks", 0, Limits::default(), "").0.id;
+        if let Some(p) = t.by_id_mut(parent) {
+            p.partitions = 6;
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for n in 0..6 {
+            let name = format!("clicks.{n}");
+            let id = t.get_or_create(&name, 0, Limits::default(), "").0.id;
+            assert_eq!(shards.of(id), t.place(&name));
+            assert_eq!(t.place(&name), shards.place(&name, Some(("clicks", n))));
+            used.insert(shards.of(id));
+        }
+        assert_eq!(used.len(), 3, "the partitions spread over every shard");
+        // Not a partition: placed by its own name.
+        assert_eq!(t.place("clicks.9"), shards.place("clicks.9", None));
+        let id = t.get_or_create("orders", 0, Limits::default(), "").0.id;
+        assert_eq!(shards.of(id), shards.place("orders", None));
+        // Reloaded, the counter goes on past every topic's number.
+        let states: Vec<TopicState> = ["clicks", "orders"]
+            .iter()
+            .filter_map(|n| t.get(n).cloned())
+            .collect();
+        let again = Topics::from_stored_in(states, 1, shards);
+        assert_eq!(again.shards(), shards);
+        assert!(again.next_id() > shards.number(id));
     }
 }
