@@ -460,7 +460,7 @@ impl Broker {
         let (tx, rx) = mpsc::channel(4096);
         let disk_bytes = store.disk_bytes();
         let now = now_ms();
-        let mut set = crate::core::QueueSet::default();
+        let mut set = crate::core::QueueSet::new(core.topics.shards());
         for r in queues {
             set.insert(crate::core::queues::Queue::from_record(r, now));
         }

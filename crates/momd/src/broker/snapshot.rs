@@ -179,14 +179,15 @@ impl Broker {
         for (topic, id, seq, time) in loaded.dedupe {
             dedupe.insert(topic, id, seq, time);
         }
-        let mut topics = Topics::from_stored(loaded.topics, loaded.next_topic_id);
+        let shards = self.core.topics.shards();
+        let mut topics = Topics::from_stored_in(loaded.topics, loaded.next_topic_id, shards);
         for d in &loaded.damage {
             topics.note_damage(d.topic_id, d.first_seq, d.last_seq);
         }
         // The core keeps its counters (watch ids go on, never given twice).
         self.core.topics = topics;
         self.core.dedupe = dedupe;
-        let mut set = crate::core::QueueSet::default();
+        let mut set = crate::core::QueueSet::new(shards);
         let now = now_ms();
         for r in loaded.queues {
             set.insert(crate::core::queues::Queue::from_record(r, now));

@@ -54,7 +54,6 @@ fn is_stray(q: &Queue) -> bool {
 
 impl QueueSet {
     /// An empty set whose queues spread over `shards`.
-    #[allow(dead_code)]
     pub fn new(shards: Shards) -> Self {
         QueueSet {
             shards,
