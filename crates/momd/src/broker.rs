@@ -461,9 +461,7 @@ impl Broker {
         let disk_bytes = store.disk_bytes();
         let now = now_ms();
         let mut set = crate::core::QueueSet::new(core.topics.shards());
-        for r in queues {
-            set.insert(crate::core::queues::Queue::from_record(r, now));
-        }
+        set.load(queues, now);
         let queues = set;
         let b = Broker {
             core,

@@ -367,7 +367,7 @@ impl Broker {
                     );
                     return self.error(session, d.id, ErrorCode::Conflict, msg);
                 }
-                if let Err(e) = self.store.remove_queue(&d.queue) {
+                if let Err(e) = self.store.remove_queue(&d.queue, 0) {
                     return self.error(session, d.id, ErrorCode::Unavailable, e.to_string());
                 }
                 self.queues.remove(&d.queue);

@@ -189,9 +189,7 @@ impl Broker {
         self.core.dedupe = dedupe;
         let mut set = crate::core::QueueSet::new(shards);
         let now = now_ms();
-        for r in loaded.queues {
-            set.insert(crate::core::queues::Queue::from_record(r, now));
-        }
+        set.load(loaded.queues, now);
         self.queues = set;
         self.store = store;
         self.load_watch_groups();

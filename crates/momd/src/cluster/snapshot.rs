@@ -196,7 +196,7 @@ impl Snapshots {
         let want = meta.last_log_id;
         let staged = tokio::task::spawn_blocking(move || {
             file.sync_all()?;
-            files::stage_install(&mut file, &data, |header| {
+            files::stage_install(&mut file, &data, None, |header| {
                 let theirs: Meta = rmp_serde::from_slice(header).map_err(|e| {
                     std::io::Error::other(format!("snapshot header unreadable: {e}"))
                 })?;

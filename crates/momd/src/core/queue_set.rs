@@ -13,8 +13,8 @@ use std::collections::{btree_map, BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::queues::{ConsumerId, MsgRef, Queue, TopicView};
-use super::shards::Shards;
+use super::queues::{ConsumerId, MsgRef, Queue, QueueRecord, TopicView};
+use super::shards::{Shard, Shards};
 use super::trie::PatternIndex;
 
 #[derive(Debug, Default)]
@@ -34,14 +34,6 @@ pub struct QueueSet {
     strays: BTreeSet<Arc<str>>,
     /// How the node's topics are spread over shards: every queue has a part in each.
     shards: Shards,
-}
-
-/// A binding list as a set: what a queue is indexed under.
-fn pattern_set(patterns: &[String]) -> Vec<&str> {
-    let mut ps: Vec<&str> = patterns.iter().map(String::as_str).collect();
-    ps.sort_unstable();
-    ps.dedup();
-    ps
 }
 
 /// Holds a message of a topic it has no cursor on.
@@ -112,7 +104,7 @@ impl QueueSet {
         self.remove(&name);
         self.next_id += 1;
         let id = self.next_id;
-        for p in pattern_set(&q.def.bindings) {
+        for p in q.all_bindings() {
             self.patterns.insert(p, id);
         }
         for t in q.cursors.keys() {
@@ -130,7 +122,7 @@ impl QueueSet {
         let q = self.queues.remove(name)?;
         if let Some(id) = self.ids.remove(name) {
             self.names.remove(&id);
-            for p in pattern_set(&q.def.bindings) {
+            for p in q.all_bindings() {
                 self.patterns.remove(p, id);
             }
         }
@@ -145,15 +137,49 @@ impl QueueSet {
     /// the pattern index follows. Topics are not bound or unbound here: the caller does
     /// that with [`QueueSet::bind_topic`] and [`QueueSet::unbind_topic`].
     pub fn change_bindings(&mut self, name: &str, change: impl FnOnce(&mut Vec<String>)) {
+        self.change_bindings_in(name, 0, change);
+    }
+
+    /// [`QueueSet::change_bindings`] of shard `shard`'s definition.
+    pub fn change_bindings_in(
+        &mut self,
+        name: &str,
+        shard: Shard,
+        change: impl FnOnce(&mut Vec<String>),
+    ) {
         let (Some(q), Some(id)) = (self.queues.get_mut(name), self.ids.get(name)) else {
             return;
         };
-        for p in pattern_set(&q.def.bindings) {
+        for p in q.all_bindings() {
             self.patterns.remove(p, *id);
         }
-        change(&mut q.def.bindings);
-        for p in pattern_set(&q.def.bindings) {
+        change(&mut q.def_in_mut(shard).bindings);
+        for p in q.all_bindings() {
             self.patterns.insert(p, *id);
+        }
+    }
+
+    /// Add the queues stored (a single node's records, or each shard's part of each queue
+    /// of a cluster node), at time `now`.
+    pub fn load(&mut self, records: Vec<QueueRecord>, now: u64) {
+        let mut by_name: BTreeMap<String, Queue> = BTreeMap::new();
+        for r in records {
+            match by_name.get_mut(&r.def.name) {
+                Some(q) => q.add_shard_record(r.shard, r),
+                None if r.exact.is_some() => {
+                    let mut q = Queue::new(r.def.clone());
+                    q.set_shards(self.shards);
+                    q.add_shard_record(r.shard, r);
+                    by_name.insert(q.def.name.clone(), q);
+                }
+                None => {
+                    let q = Queue::from_record(r, now);
+                    by_name.insert(q.def.name.clone(), q);
+                }
+            }
+        }
+        for q in by_name.into_values() {
+            self.insert(q);
         }
     }
 
@@ -207,7 +233,17 @@ impl QueueSet {
     /// A topic was created: every queue with a pattern matching `name` binds it from seq 1.
     /// Returns the names of those queues.
     pub fn bind_new_topic(&mut self, topic: u32, name: &str) -> Vec<String> {
-        let matching = self.matching(name);
+        let mut matching = self.matching(name);
+        if self.shards.count() > 1 {
+            // The index holds every shard's patterns: the topic's shard's own decide.
+            let shard = self.shards.of(topic);
+            let queues = &self.queues;
+            matching.retain(|q| {
+                queues.get(&**q).is_some_and(|q| {
+                    (q.def_in(shard).bindings.iter()).any(|p| mom_proto::topic::matches(p, name))
+                })
+            });
+        }
         for q in &matching {
             self.bind_topic(q, topic, 1);
         }

@@ -109,10 +109,16 @@ pub const DETACHED: ConsumerId = u64::MAX;
 
 mod record;
 pub use record::QueueRecord;
+#[cfg(test)]
+pub use record::Exact;
 
 #[derive(Debug, Clone)]
 pub struct Queue {
+    /// The definition (shard 0's: each shard applies changes to it in its own log).
     pub def: QueueDef,
+    /// The definitions of the other shards, as their own logs changed them; none on a
+    /// single node.
+    shard_defs: BTreeMap<Shard, QueueDef>,
     /// Per bound topic: the next seq never delivered. Which topics it holds changes only
     /// through [`super::QueueSet`], which indexes them.
     pub cursors: BTreeMap<u32, u64>,
@@ -148,6 +154,7 @@ impl Queue {
     pub fn new(def: QueueDef) -> Self {
         Queue {
             def,
+            shard_defs: BTreeMap::new(),
             cursors: BTreeMap::new(),
             unacked: BTreeMap::new(),
             retry: BTreeMap::new(),
@@ -168,6 +175,34 @@ impl Queue {
 
     pub fn shards(&self) -> Shards {
         self.shards
+    }
+
+    /// Shard `s`'s definition.
+    pub fn def_in(&self, s: Shard) -> &QueueDef {
+        match s {
+            0 => &self.def,
+            s => self.shard_defs.get(&s).unwrap_or(&self.def),
+        }
+    }
+
+    /// Shard `s`'s definition, to change it. Its bindings change only through
+    /// [`super::QueueSet`], which indexes them.
+    pub fn def_in_mut(&mut self, s: Shard) -> &mut QueueDef {
+        match s {
+            0 => &mut self.def,
+            s => self.shard_defs.entry(s).or_insert_with(|| self.def.clone()),
+        }
+    }
+
+    /// Every shard's bindings, each pattern once.
+    pub fn all_bindings(&self) -> Vec<&str> {
+        let mut ps: Vec<&str> = std::iter::once(&self.def)
+            .chain(self.shard_defs.values())
+            .flat_map(|d| d.bindings.iter().map(String::as_str))
+            .collect();
+        ps.sort_unstable();
+        ps.dedup();
+        ps
     }
 
     fn in_scope(&self, topic: u32, scope: Scope) -> bool {
@@ -440,7 +475,7 @@ impl Queue {
             m,
             Lease {
                 consumer,
-                deadline: now.saturating_add(self.def.ack_wait_ms),
+                deadline: now.saturating_add(self.def_in(self.shards.of(m.0)).ack_wait_ms),
                 deliveries,
             },
         );
@@ -524,7 +559,8 @@ impl Queue {
         due: u64,
         reason: &'static str,
     ) -> Option<DeadLetter> {
-        if self.def.max_deliver > 0 && deliveries >= self.def.max_deliver {
+        let max_deliver = self.def_in(self.shards.of(m.0)).max_deliver;
+        if max_deliver > 0 && deliveries >= max_deliver {
             let shard = self.shards.of(m.0);
             let c = self.ctr(m.0);
             c.dead_lettered += 1;
@@ -570,7 +606,7 @@ impl Queue {
     /// ack wait. False if the message is not delivered and unacked (it may have been
     /// redelivered to someone else).
     pub fn extend(&mut self, m: MsgRef, now: u64) -> bool {
-        let wait = self.def.ack_wait_ms;
+        let wait = self.def_in(self.shards.of(m.0)).ack_wait_ms;
         match self.unacked.get_mut(&m) {
             Some(l) => {
                 l.deadline = now.saturating_add(wait);

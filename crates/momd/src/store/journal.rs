@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex};
 pub enum Entry {
     /// A queue's state (a `QueueRecord`, encoded as the index keeps it).
     Put(Vec<u8>),
-    /// A queue was deleted.
-    Remove(String),
+    /// A queue was deleted (its part in the shard given: written as the name, then for a
+    /// shard past the first a 0xFF byte and the shard, u16 BE).
+    Remove(String, crate::core::shards::Shard),
     /// A topic was created, or its limits changed (a `TopicState`, encoded as the index
     /// keeps it; its counters come from the segment files and the index, not from here).
     Topic(Vec<u8>),
@@ -34,12 +35,16 @@ impl Entry {
     fn encode(&self) -> Vec<u8> {
         let (tag, bytes) = match self {
             Entry::Put(b) => (1u8, b.as_slice()),
-            Entry::Remove(n) => (2, n.as_bytes()),
+            Entry::Remove(n, _) => (2, n.as_bytes()),
             Entry::Topic(b) => (3, b.as_slice()),
         };
-        let mut v = Vec::with_capacity(1 + bytes.len());
+        let mut v = Vec::with_capacity(4 + bytes.len());
         v.push(tag);
         v.extend_from_slice(bytes);
+        if let Entry::Remove(_, shard @ 1..) = self {
+            v.push(0xFF);
+            v.extend_from_slice(&shard.to_be_bytes());
+        }
         v
     }
 
@@ -47,7 +52,16 @@ impl Entry {
         let (tag, rest) = b.split_first()?;
         match tag {
             1 => Some(Entry::Put(rest.to_vec())),
-            2 => Some(Entry::Remove(String::from_utf8(rest.to_vec()).ok()?)),
+            2 => {
+                let (name, shard) = match rest.iter().position(|b| *b == 0xFF) {
+                    None => (rest, 0),
+                    Some(i) => (
+                        &rest[..i],
+                        u16::from_be_bytes(rest.get(i + 1..)?.try_into().ok()?),
+                    ),
+                };
+                Some(Entry::Remove(String::from_utf8(name.to_vec()).ok()?, shard))
+            }
             3 => Some(Entry::Topic(rest.to_vec())),
             _ => None,
         }
@@ -260,7 +274,7 @@ mod tests {
                     let q: crate::core::queues::QueueRecord = rmp_serde::from_slice(b).unwrap();
                     format!("put {} {:?}", q.def.name, q.cursors.get(&1))
                 }
-                Entry::Remove(n) => format!("rm {n}"),
+                Entry::Remove(n, s) => format!("rm {n} {s}"),
                 Entry::Topic(_) => "topic".to_string(),
             })
             .collect()
@@ -274,7 +288,8 @@ mod tests {
         j.append(&Entry::Put(record("a", 1))).unwrap();
         let first = j.rotate().unwrap();
         j.append(&Entry::Put(record("a", 2))).unwrap();
-        j.append(&Entry::Remove("b".into())).unwrap();
+        j.append(&Entry::Remove("b".into(), 0)).unwrap();
+        j.append(&Entry::Remove("c".into(), 2)).unwrap();
         let lock = Mutex::new(j);
         sync(&lock, &Mutex::new(())).unwrap();
         // A crash in the middle of the next append leaves part of a frame.
@@ -283,7 +298,7 @@ mod tests {
         f.write_all(&[0, 0, 0, 40, 1, 2]).unwrap();
         assert_eq!(
             names(&replay(&jdir).unwrap()),
-            ["put a Some(1)", "put a Some(2)", "rm b"]
+            ["put a Some(1)", "put a Some(2)", "rm b 0", "rm c 2"]
         );
         // Once a full flush has put the first generation in the index, it goes.
         lock.lock().unwrap().remove_upto(first).unwrap();

@@ -39,6 +39,7 @@ mod recover;
 mod replica;
 mod retention;
 pub mod segments;
+pub mod shard_snapshot;
 mod side;
 pub mod snapshot;
 mod space;
@@ -52,6 +53,7 @@ use std::sync::Arc;
 use mom_proto::Sender;
 
 use crate::core::queues::QueueRecord;
+use crate::core::shards::Shard;
 use crate::core::{Batch, NewMsg, TopicState};
 use segments::{Loc, Segments};
 
@@ -168,6 +170,9 @@ pub struct Store {
     /// A replica of a cluster (`replica.rs`): what the log holds past the index is
     /// dropped at start, since the Raft log gives it again.
     replica: bool,
+    /// How the node's topics are spread over shards (`core/shards.rs`): a topic id is its
+    /// shard and a number of the node's topic counter.
+    shards: crate::core::shards::Shards,
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -220,10 +225,28 @@ const P_META: u8 = b'S';
 const P_QUEUE: u8 = b'Q';
 const P_SEG: u8 = b'G';
 
-fn queue_key(name: &str) -> Vec<u8> {
+/// The key of shard `shard`'s part of queue `name`: `Q` name, and for a shard past the
+/// first a 0xFF byte (never in a name, which is UTF-8) and the shard (u16 BE).
+fn queue_key(name: &str, shard: Shard) -> Vec<u8> {
     let mut k = vec![P_QUEUE];
     k.extend_from_slice(name.as_bytes());
+    if shard > 0 {
+        k.push(0xFF);
+        k.extend_from_slice(&shard.to_be_bytes());
+    }
     k
+}
+
+/// The queue name and shard a `Q` key names (see [`queue_key`]).
+fn queue_of_key(k: &[u8]) -> Option<(&[u8], Shard)> {
+    let rest = k.strip_prefix(&[P_QUEUE])?;
+    match rest.iter().position(|b| *b == 0xFF) {
+        None => Some((rest, 0)),
+        Some(i) => {
+            let shard = rest.get(i + 1..)?;
+            Some((&rest[..i], u16::from_be_bytes(shard.try_into().ok()?)))
+        }
+    }
 }
 
 fn msg_key(topic: u32, seq: u64) -> [u8; 13] {
@@ -320,6 +343,7 @@ impl Store {
             log,
             index_room: 0,
             replica: false,
+            shards: Default::default(),
             downtime: Arc::default(),
             index_needed: Arc::default(),
             index_unsynced: Arc::default(),
@@ -374,16 +398,18 @@ impl Store {
         let v = rmp_serde::to_vec(q).expect("a queue record always encodes");
         staged.bytes += v.len();
         staged.queues.push(journal::Entry::Put(v.clone()));
-        staged.writes.insert(queue_key(&q.def.name), Some(v));
+        staged
+            .writes
+            .insert(queue_key(&q.def.name, q.shard), Some(v));
         staged.count += 1;
     }
 
-    /// Remove a queue's state (written with the next flush).
-    pub fn remove_queue(&self, name: &str) -> Result<()> {
+    /// Remove shard `shard`'s part of a queue's state (written with the next flush).
+    pub fn remove_queue(&self, name: &str, shard: Shard) -> Result<()> {
         let mut o = self.overlay();
         self.journal()
-            .append(&journal::Entry::Remove(name.to_string()))?;
-        o.remove(queue_key(name));
+            .append(&journal::Entry::Remove(name.to_string(), shard))?;
+        o.remove(queue_key(name, shard));
         self.index_unsynced.store(true, Ordering::Relaxed);
         Ok(())
     }

@@ -17,8 +17,11 @@ impl Store {
         for kv in self.db.scan_prefix([P_QUEUE]) {
             let (k, v) = kv?;
             let v = self.whole(&k, v)?;
-            let q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            queues.insert(q.def.name.clone(), q);
+            let mut q: QueueRecord = rmp_serde::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            if let Some((_, shard)) = queue_of_key(&k) {
+                q.shard = shard;
+            }
+            queues.insert((q.def.name.clone(), q.shard), q);
         }
         // Queue states newer than the index's, from the journal (`journal.rs`), into the
         // index; then the journal starts empty.
@@ -37,12 +40,13 @@ impl Store {
                     journal::Entry::Put(v) => {
                         let q: QueueRecord =
                             rmp_serde::from_slice(&v).map_err(|e| corrupt(b"queue journal", e))?;
-                        big::stage(&self.db, &mut batch, &queue_key(&q.def.name), Some(&v))?;
-                        queues.insert(q.def.name.clone(), q);
+                        let k = queue_key(&q.def.name, q.shard);
+                        big::stage(&self.db, &mut batch, &k, Some(&v))?;
+                        queues.insert((q.def.name.clone(), q.shard), q);
                     }
-                    journal::Entry::Remove(name) => {
-                        big::stage(&self.db, &mut batch, &queue_key(&name), None)?;
-                        queues.remove(&name);
+                    journal::Entry::Remove(name, shard) => {
+                        big::stage(&self.db, &mut batch, &queue_key(&name, shard), None)?;
+                        queues.remove(&(name, shard));
                     }
                     journal::Entry::Topic(v) => {
                         let mut t: TopicState =
@@ -72,7 +76,7 @@ impl Store {
                         let v = encode_topic(&t);
                         batch.insert(&k[..], v.clone());
                         topics_seen.insert(t.id, v);
-                        next_topic = next_topic.max(u64::from(t.id) + 1);
+                        next_topic = next_topic.max(u64::from(self.shards.number(t.id)) + 1);
                     }
                 }
             }
@@ -146,7 +150,7 @@ impl Store {
             .and_then(|v| be_u64(&v))
             .unwrap_or(1) as u32;
         // Topics the log's tail brought back may be newer than the counter.
-        if let Some(max) = out.topics.iter().map(|t| t.id).max() {
+        if let Some(max) = out.topics.iter().map(|t| self.shards.number(t.id)).max() {
             out.next_topic_id = out.next_topic_id.max(max.saturating_add(1));
         }
         // Ids handed out in the second before a crash may not have been flushed: skip ahead so

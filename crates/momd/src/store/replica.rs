@@ -14,6 +14,14 @@ impl Store {
         self
     }
 
+    /// Spread the node's topics over `shards` (before `load`; a cluster node's data
+    /// groups).
+    #[allow(dead_code)]
+    pub fn with_shards(mut self, shards: crate::core::shards::Shards) -> Store {
+        self.shards = shards;
+        self
+    }
+
     pub fn is_replica(&self) -> bool {
         self.replica
     }

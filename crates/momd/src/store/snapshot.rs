@@ -36,8 +36,8 @@ use super::*;
 
 /// Snapshots live in `DATA/snapshot/`.
 pub const DIR: &str = "snapshot";
-const MAGIC: &[u8; 8] = b"MOMDATA1";
-const HEAD_LEN: u64 = 20;
+pub(super) const MAGIC: &[u8; 8] = b"MOMDATA1";
+pub(super) const HEAD_LEN: u64 = 20;
 const INSTALL: &str = "install";
 const READY: &str = "READY";
 /// This node's own metadata, never taken from another's snapshot.
@@ -47,15 +47,15 @@ const MAX_HEADER: u32 = 16 << 20;
 const MAX_KV: u32 = 256 << 20;
 const MAX_FILES: u32 = 1 << 20;
 
-fn bad(msg: impl Into<String>) -> io::Error {
+pub(super) fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-fn is_local(key: &[u8]) -> bool {
+pub(super) fn is_local(key: &[u8]) -> bool {
     LOCAL_META.iter().any(|n| key == meta_key(n).as_slice())
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -79,7 +79,7 @@ pub struct Cut {
     pub applied: Option<Vec<u8>>,
 }
 
-fn write_kv(w: &mut impl Write, k: &[u8], v: &[u8]) -> io::Result<()> {
+pub(super) fn write_kv(w: &mut impl Write, k: &[u8], v: &[u8]) -> io::Result<()> {
     let kl = u32::try_from(k.len()).map_err(|_| bad("index key too long"))?;
     let vl = u32::try_from(v.len()).map_err(|_| bad("index value too long"))?;
     w.write_all(&kl.to_be_bytes())?;
@@ -118,7 +118,7 @@ fn read_bytes(r: &mut impl Read, len: u32, max: u32, what: &str) -> io::Result<V
 }
 
 /// One index entry of a snapshot or an unpacked index file; None at its end.
-fn read_kv(r: &mut impl Read) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+pub(super) fn read_kv(r: &mut impl Read) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut b = [0u8; 4];
     match r.read_exact(&mut b) {
         Ok(()) => {}
@@ -186,6 +186,7 @@ impl Store {
             dir: self.dir.clone(),
             index_room: self.index_room,
             replica: self.replica,
+            shards: self.shards,
         }
     }
 }
@@ -198,6 +199,7 @@ pub struct InstallJob {
     dir: PathBuf,
     index_room: u64,
     replica: bool,
+    shards: crate::core::shards::Shards,
 }
 
 /// The store an install made, what it holds, and how long the files and index took and
@@ -215,6 +217,7 @@ impl InstallJob {
             .map_err(|e| format!("reopening the store after the install: {e}"))?;
         store.index_room = self.index_room;
         store.replica = self.replica;
+        store.shards = self.shards;
         let loaded = store
             .load(now, dedupe_window_ms)
             .map_err(|e| format!("loading the installed store: {e}"))?;
@@ -223,10 +226,10 @@ impl InstallJob {
 }
 
 /// A writer that counts and checksums what goes through it.
-struct Summing<W> {
-    inner: W,
-    crc: crc32fast::Hasher,
-    len: u64,
+pub(super) struct Summing<W> {
+    pub(super) inner: W,
+    pub(super) crc: crc32fast::Hasher,
+    pub(super) len: u64,
 }
 
 impl<W: Write> Write for Summing<W> {
@@ -389,9 +392,12 @@ fn install_dir(data: &Path) -> PathBuf {
 /// the next start. Returns the snapshot's header. A snapshot that fails a check is refused
 /// and nothing of the store changes.
 /// `check` looks at the header first: an error from it refuses the snapshot.
+/// `shard`: the snapshot is of that shard alone, installed in its place
+/// (`shard_snapshot.rs`); None: of the whole store.
 pub fn stage_install(
     file: &mut File,
     data: &Path,
+    shard: Option<(crate::core::shards::Shards, crate::core::shards::Shard)>,
     check: impl FnOnce(&[u8]) -> io::Result<()>,
 ) -> io::Result<Vec<u8>> {
     let parsed = verify(file)?;
@@ -421,6 +427,11 @@ pub fn stage_install(
         out.sync_all()?;
     }
     sync_dir(&inst.join(segments::DIR))?;
+    if let Some((shards, s)) = shard {
+        let mut f = File::create(inst.join(super::shard_snapshot::SHARD))?;
+        f.write_all(&super::shard_snapshot::shard_file(shards, s))?;
+        f.sync_all()?;
+    }
     sync_dir(&inst)?;
     File::create(inst.join(READY))?.sync_all()?;
     sync_dir(&inst)?;
@@ -438,6 +449,11 @@ pub fn finish_install(db: &sled::Db, log: &File, data: &Path) -> io::Result<bool
             fs::remove_dir_all(&inst)?;
         }
         return Ok(false);
+    }
+    if inst.join(super::shard_snapshot::SHARD).exists() {
+        super::shard_snapshot::finish_shard_install(db, log, data, &inst)?;
+        end_install(data, &inst)?;
+        return Ok(true);
     }
     // This node's own metadata, saved once: a crash after the index was emptied must not
     // lose it.
@@ -506,7 +522,13 @@ pub fn finish_install(db: &sled::Db, log: &File, data: &Path) -> io::Result<bool
     db.apply_batch(batch).map_err(io::Error::other)?;
     db.flush().map_err(io::Error::other)?;
     log.sync_data()?;
-    // The queue journal and the heads file speak of the old store.
+    end_install(data, &inst)?;
+    Ok(true)
+}
+
+/// The end of an install: the queue journal and the heads file, which speak of the store
+/// before it (flushed whole before the install was staged), removed; then the staging.
+fn end_install(data: &Path, inst: &Path) -> io::Result<()> {
     let journal = data.join("queues");
     if journal.exists() {
         for e in fs::read_dir(&journal)? {
@@ -524,9 +546,9 @@ pub fn finish_install(db: &sled::Db, log: &File, data: &Path) -> io::Result<bool
     }
     sync_dir(data)?;
     fs::remove_file(inst.join(READY))?;
-    sync_dir(&inst)?;
-    fs::remove_dir_all(&inst)?;
-    Ok(true)
+    sync_dir(inst)?;
+    fs::remove_dir_all(inst)?;
+    Ok(())
 }
 
 /// At start, before the store opens: finish an install a crash interrupted (or remove an

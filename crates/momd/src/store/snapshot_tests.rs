@@ -65,7 +65,7 @@ fn a_snapshot_replaces_another_store_and_keeps_its_own_identity_and_users() {
         .unwrap();
 
     let mut f = File::open(&snap).unwrap();
-    let header = stage_install(&mut f, dst.path(), |h| {
+    let header = stage_install(&mut f, dst.path(), None, |h| {
         assert_eq!(h, b"header");
         Ok(())
     })
@@ -125,7 +125,7 @@ fn a_corrupt_snapshot_is_refused_and_the_store_is_untouched() {
     };
     for at in [3, 9, 40, good.len() / 2, good.len() - 1] {
         let mut f = File::open(flip(at)).unwrap();
-        let err = stage_install(&mut f, dst.path(), |_| Ok(())).expect_err("refused");
+        let err = stage_install(&mut f, dst.path(), None, |_| Ok(())).expect_err("refused");
         assert!(
             err.to_string().contains("corrupt") || err.to_string().contains("magic"),
             "{at}: {err}"
@@ -134,11 +134,11 @@ fn a_corrupt_snapshot_is_refused_and_the_store_is_untouched() {
     // Cut short.
     let p = src.path().join("short.snap");
     fs::write(&p, &good[..good.len() - 100]).unwrap();
-    let err =
-        stage_install(&mut File::open(&p).unwrap(), dst.path(), |_| Ok(())).expect_err("refused");
+    let err = stage_install(&mut File::open(&p).unwrap(), dst.path(), None, |_| Ok(()))
+        .expect_err("refused");
     assert!(err.to_string().contains("cut short"), "{err}");
     // A header the caller refuses.
-    let err = stage_install(&mut File::open(&snap).unwrap(), dst.path(), |_| {
+    let err = stage_install(&mut File::open(&snap).unwrap(), dst.path(), None, |_| {
         Err(io::Error::other("not the one asked for"))
     })
     .expect_err("refused");
@@ -162,7 +162,13 @@ fn an_install_interrupted_after_it_was_decided_is_finished_at_start() {
         let (store, mut core) = open(dst.path());
         publish(&mut core, &store, "mine", &["a"], false, 1_000);
         store.flush().unwrap();
-        stage_install(&mut File::open(&snap).unwrap(), dst.path(), |_| Ok(())).unwrap();
+        stage_install(
+            &mut File::open(&snap).unwrap(),
+            dst.path(),
+            None,
+            |_| Ok(()),
+        )
+        .unwrap();
         // Stopped here, and again after the log directories were swapped.
         let inst = install_dir(dst.path());
         fs::rename(dst.path().join(segments::DIR), dst.path().join("log.old")).unwrap();

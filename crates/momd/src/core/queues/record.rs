@@ -25,6 +25,10 @@ pub struct QueueRecord {
     /// node.
     #[serde(default)]
     pub exact: Option<Exact>,
+    /// The shard whose part of the queue this is (cluster mode: each shard's part is
+    /// stored apart, `core/shards.rs`); 0 on a single node.
+    #[serde(default)]
+    pub shard: Shard,
 }
 
 /// What a replica stores besides: whom each delivery is out with and until when, when each
@@ -46,7 +50,7 @@ impl Queue {
     pub fn from_record(r: QueueRecord, now: u64) -> Self {
         let mut q = Queue::new(r.def.clone());
         if r.exact.is_some() {
-            q.add_shard_record(0, r);
+            q.add_shard_record(r.shard, r);
             return q;
         }
         q.cursors = r.cursors;
@@ -64,6 +68,7 @@ impl Queue {
     /// Add shard `shard`'s part, from its store's exact record (a cluster node keeps each
     /// shard's part of a queue in that shard's store).
     pub fn add_shard_record(&mut self, shard: Shard, r: QueueRecord) {
+        *self.def_in_mut(shard) = r.def;
         for (t, c) in r.cursors {
             self.cursors.insert(t, c);
             self.backlog.insert(t);
@@ -114,6 +119,7 @@ impl Queue {
             counters,
             dlq_redriven: self.dlq_redriven(),
             exact: None,
+            shard: 0,
         }
     }
 
@@ -122,7 +128,7 @@ impl Queue {
     pub fn exact_record(&self, shard: Shard) -> QueueRecord {
         let mine = |t: &u32| self.shards.of(*t) == shard;
         QueueRecord {
-            def: self.def.clone(),
+            def: self.def_in(shard).clone(),
             cursors: (self.cursors.iter())
                 .filter(|(t, _)| mine(t))
                 .map(|(t, c)| (*t, *c))
@@ -150,6 +156,7 @@ impl Queue {
                     .collect(),
                 rr: self.rr.get(&shard).copied().unwrap_or(0),
             }),
+            shard,
         }
     }
 }
