@@ -108,9 +108,9 @@ struct Selection {
 pub const DETACHED: ConsumerId = u64::MAX;
 
 mod record;
-pub use record::QueueRecord;
 #[cfg(test)]
 pub use record::Exact;
+pub use record::QueueRecord;
 
 #[derive(Debug, Clone)]
 pub struct Queue {

@@ -302,13 +302,16 @@ mod tests {
         );
         // Once a full flush has put the first generation in the index, it goes.
         lock.lock().unwrap().remove_upto(first).unwrap();
-        assert_eq!(names(&replay(&jdir).unwrap()), ["put a Some(2)", "rm b"]);
+        assert_eq!(
+            names(&replay(&jdir).unwrap()),
+            ["put a Some(2)", "rm b 0", "rm c 2"]
+        );
         // A new journal on the same dir goes on after the generations there.
         let mut again = Journal::open(&jdir).unwrap();
         again.append(&Entry::Put(record("c", 9))).unwrap();
         assert_eq!(
             names(&replay(&jdir).unwrap()),
-            ["put a Some(2)", "rm b", "put c Some(9)"]
+            ["put a Some(2)", "rm b 0", "rm c 2", "put c Some(9)"]
         );
         remove_all(&jdir).unwrap();
         assert!(replay(&jdir).unwrap().is_empty());
