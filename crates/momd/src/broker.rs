@@ -103,6 +103,8 @@ pub enum Cmd {
     /// Cluster mode: committed entries of the data group to apply (`cluster/data.rs`),
     /// answered with each entry's publish results once they are staged in the store.
     Apply {
+        /// The shard whose group they are of.
+        shard: crate::core::shards::Shard,
         entries: Vec<crate::cluster::data::ApplyEntry>,
         /// Makes the applied state to store with them (`cluster::data::APPLIED_KEY`) from
         /// their results.
@@ -112,12 +114,14 @@ pub enum Cmd {
     },
     /// Cluster mode: take the cut of a data group snapshot into `dir` (`broker/snapshot.rs`).
     SnapshotCut {
+        shard: crate::core::shards::Shard,
         dir: std::path::PathBuf,
         reply: oneshot::Sender<Result<crate::store::snapshot::Cut, String>>,
     },
     /// Cluster mode: carry out the install of a data group snapshot staged under the data
     /// dir, and reload from it; answered with the new store's applied Raft state.
     InstallSnapshot {
+        shard: crate::core::shards::Shard,
         reply: oneshot::Sender<snapshot::Installed>,
     },
     /// Cluster mode: this node's part in the cluster, once started (before the listeners
@@ -393,7 +397,10 @@ pub struct Broker {
     /// The index flush that runs beside the acks, every `INDEX_FLUSH_EVERY`.
     index_flush_rx: Option<oneshot::Receiver<Result<usize, StoreError>>>,
     /// A snapshot install waiting for the flushes in progress (`snapshot.rs`).
-    install_waiting: Option<oneshot::Sender<snapshot::Installed>>,
+    install_waiting: Option<(
+        crate::core::shards::Shard,
+        oneshot::Sender<snapshot::Installed>,
+    )>,
     /// An install under way: the store is not to be touched until it is done.
     installing: Option<snapshot::Installing>,
 }

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Cmd};
 use crate::config::Args;
+use crate::core::shards::Shards;
 use crate::core::{Core, Dedupe, Topics};
 use crate::store::Store;
 
@@ -159,9 +160,11 @@ async fn run(
     let store = Store::open(&data, args.cache_mb * 1024 * 1024)
         .with_context(|| format!("opening the store in {}", data.display()))?
         .with_index_room(disk.reserve_size());
-    // A cluster node's store is the data group's log applied (`store/replica.rs`).
+    // A cluster node's store is the data groups' logs applied (`store/replica.rs`), each
+    // its shard of the topics.
+    let shards = cluster_settings(&args).map_or(Shards::ONE, |s| s.shards);
     let store = if identity.is_some() {
-        store.into_replica()
+        store.into_replica().with_shards(shards)
     } else {
         store
     };
@@ -211,7 +214,7 @@ async fn run(
         dedupe.insert(topic, id, seq, time);
     }
     let damage = loaded.damage;
-    let mut topics = Topics::from_stored(loaded.topics, loaded.next_topic_id);
+    let mut topics = Topics::from_stored_in(loaded.topics, loaded.next_topic_id, shards);
     // Counted in stats (each topic's `damaged`) as well as reported on $sys.events.
     for d in &damage {
         topics.note_damage(d.topic_id, d.first_seq, d.last_seq);
@@ -225,13 +228,15 @@ async fn run(
         t0.elapsed()
     );
     let core = Core::new(reload::core_config(&args), topics, dedupe);
-    let applied = if store.is_replica() {
-        store
-            .meta(cluster::data::APPLIED_KEY)
-            .context("reading the applied Raft state")?
-    } else {
-        None
-    };
+    let mut applied = Vec::new();
+    if store.is_replica() {
+        for s in shards.all() {
+            let a = store
+                .meta(&cluster::data::applied_key(s))
+                .context("reading the applied Raft state")?;
+            applied.push(a);
+        }
+    }
     let mut cfg = reload::broker_config(&args);
     if identity.is_some() {
         // A cluster node acknowledges once the data group's Raft log is fsynced on a
@@ -441,6 +446,7 @@ fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
         client_addr: args.listen.to_string(),
         secret: None,
         tls: None,
+        shards: Shards::ONE,
     })
 }
 

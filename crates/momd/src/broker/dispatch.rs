@@ -55,16 +55,17 @@ impl Broker {
                 let _ = reply.send(res);
             }
             Cmd::Apply {
+                shard,
                 entries,
                 finish,
                 reply,
             } => {
-                let _ = reply.send(self.apply_replicated(entries, finish));
+                let _ = reply.send(self.apply_replicated(shard, entries, finish));
             }
-            Cmd::SnapshotCut { dir, reply } => {
-                let _ = reply.send(self.snapshot_cut(dir));
+            Cmd::SnapshotCut { shard, dir, reply } => {
+                let _ = reply.send(self.snapshot_cut(shard, dir));
             }
-            Cmd::InstallSnapshot { reply } => self.install_wanted(reply),
+            Cmd::InstallSnapshot { shard, reply } => self.install_wanted(shard, reply),
             Cmd::SetCluster { cluster } => {
                 let node = cluster.node_id();
                 self.cluster = Some(cluster);

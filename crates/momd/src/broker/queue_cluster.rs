@@ -394,7 +394,7 @@ impl Broker {
     /// passed; every node serves its consumers with room and its fetches, and answers the
     /// fetches whose time is up.
     pub(super) fn cluster_queue_tick(&mut self, now: u64) {
-        let leads = self.cluster.as_ref().is_some_and(|c| c.leads_data());
+        let leads = self.cluster.as_ref().is_some_and(|c| c.leads_data(0));
         if leads
             && !self.taking.contains(&TakeKey::Expire)
             && self

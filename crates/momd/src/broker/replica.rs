@@ -7,9 +7,10 @@ use mom_proto::{ErrorCode, Publish, Sender};
 use super::{Broker, INBOX_PREFIX};
 use crate::cluster::batcher::PublishAnswer;
 use crate::cluster::data::{
-    ApplyEntry, ApplyFinish, DataItem, PubItem, PubResult, Published, APPLIED_KEY,
+    applied_key, ApplyEntry, ApplyFinish, DataItem, PubItem, PubResult, Published,
 };
 use crate::cluster::Cluster;
+use crate::core::shards::Shard;
 
 impl Broker {
     /// Hand a client's publish to the cluster; answer it when the cluster does.
@@ -95,6 +96,7 @@ impl Broker {
     /// Apply committed entries of the data group; each entry's publishes get their results.
     pub(super) fn apply_replicated(
         &mut self,
+        shard: Shard,
         entries: Vec<ApplyEntry>,
         finish: ApplyFinish,
     ) -> Result<Vec<Vec<PubResult>>, String> {
@@ -149,7 +151,7 @@ impl Broker {
         // The applied state goes with these records, in the same commit.
         let applied = finish(&out);
         self.store
-            .stage_meta(&mut self.staged, APPLIED_KEY, applied);
+            .stage_meta(&mut self.staged, &applied_key(shard), applied);
         self.commit();
         // Stored or not at all (`commit` undoes a failed write): a replica that could not
         // store an entry stops applying rather than go on without it (its messages would

@@ -16,7 +16,8 @@ use mom_proto::{ClientFrame, ErrorCode, Notice, NoticeKind, ServerFrame};
 use tokio::sync::oneshot;
 
 use super::{now_ms, Broker, Cmd};
-use crate::cluster::data::APPLIED_KEY;
+use crate::cluster::data::applied_key;
+use crate::core::shards::Shard;
 use crate::core::{Dedupe, Topics};
 use crate::store::{self, snapshot::Cut};
 
@@ -25,6 +26,8 @@ pub type Installed = Result<Option<Vec<u8>>, String>;
 
 /// An install under way on its own thread (`install_start`).
 pub(super) struct Installing {
+    /// The shard whose snapshot it is.
+    shard: Shard,
     pub done: oneshot::Receiver<Result<store::snapshot::Installed, String>>,
     reply: oneshot::Sender<Installed>,
     started: std::time::Instant,
@@ -58,22 +61,28 @@ const REPLACED: &str = "this node installed a snapshot of the cluster's data: th
                         ended; subscribe again to read from the new state";
 
 impl Broker {
-    /// The cut of a snapshot into `dir` (see `Store::snapshot_cut`).
-    pub(super) fn snapshot_cut(&mut self, dir: PathBuf) -> Result<Cut, String> {
+    /// The cut of a snapshot of shard `shard`'s group into `dir`: of the whole store when
+    /// it is the only one (see `Store::snapshot_cut`), else of that shard
+    /// (`Store::shard_cut`).
+    pub(super) fn snapshot_cut(&mut self, shard: Shard, dir: PathBuf) -> Result<Cut, String> {
         // What was applied reaches the store first.
         self.commit();
         let t0 = std::time::Instant::now();
-        let res = self
-            .store
-            .snapshot_cut(&dir, APPLIED_KEY)
-            .map_err(|e| format!("taking the snapshot's cut: {e}"));
+        let applied = applied_key(shard);
+        let res = if self.core.topics.shards().count() > 1 {
+            let groups = super::watch_groups::table_key(shard);
+            self.store.shard_cut(&dir, shard, &[&applied, &groups])
+        } else {
+            self.store.snapshot_cut(&dir, &applied)
+        };
+        let res = res.map_err(|e| format!("taking the snapshot's cut: {e}"));
         tracing::debug!("snapshot cut in {:.1?} on the broker task", t0.elapsed());
         res
     }
 
     /// An install waits for the flushes of the old store in progress.
-    pub(super) fn install_wanted(&mut self, reply: oneshot::Sender<Installed>) {
-        if let Some(old) = self.install_waiting.replace(reply) {
+    pub(super) fn install_wanted(&mut self, shard: Shard, reply: oneshot::Sender<Installed>) {
+        if let Some((_, old)) = self.install_waiting.replace((shard, reply)) {
             let _ = old.send(Err("another install came first".into()));
         }
     }
@@ -90,8 +99,8 @@ impl Broker {
         if self.flush_rx.is_some() || self.index_flush_rx.is_some() {
             return true;
         }
-        if let Some(reply) = self.install_waiting.take() {
-            self.install_start(reply);
+        if let Some((shard, reply)) = self.install_waiting.take() {
+            self.install_start(shard, reply);
         }
         true
     }
@@ -100,7 +109,7 @@ impl Broker {
     /// watches, consumers and fetches end; then the store's files and index are replaced
     /// and the new store loaded on a thread of its own, while the broker goes on answering
     /// what needs no store (`Installing`).
-    fn install_start(&mut self, reply: oneshot::Sender<Installed>) {
+    fn install_start(&mut self, shard: Shard, reply: oneshot::Sender<Installed>) {
         self.commit();
         let flushed = self.store.flush();
         self.flushing = std::mem::take(&mut self.pending);
@@ -129,6 +138,7 @@ impl Broker {
             let _ = tx.send(job.run(now_ms(), window));
         });
         self.installing = Some(Installing {
+            shard,
             done,
             reply,
             started: std::time::Instant::now(),
@@ -153,7 +163,7 @@ impl Broker {
                  {load:.1?}, {} commands put off meanwhile",
                 inst.deferred.len()
             );
-            self.take_installed(store, loaded)
+            self.take_installed(inst.shard, store, loaded)
         });
         tracing::info!(
             ok = res.is_ok(),
@@ -174,7 +184,12 @@ impl Broker {
     }
 
     /// The installed store and what it holds replace the old.
-    fn take_installed(&mut self, store: crate::store::Store, loaded: store::Loaded) -> Installed {
+    fn take_installed(
+        &mut self,
+        shard: Shard,
+        store: crate::store::Store,
+        loaded: store::Loaded,
+    ) -> Installed {
         let mut dedupe = Dedupe::default();
         for (topic, id, seq, time) in loaded.dedupe {
             dedupe.insert(topic, id, seq, time);
@@ -207,7 +222,7 @@ impl Broker {
         }
         self.report_damage(&loaded.damage);
         self.store
-            .meta(APPLIED_KEY)
+            .meta(&applied_key(shard))
             .map_err(|e| format!("reading the installed store's applied state: {e}"))
     }
 

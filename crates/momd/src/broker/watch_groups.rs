@@ -30,6 +30,14 @@ use crate::cluster::data::QueueOp;
 /// The store's metadata key of the table.
 const TABLE_KEY: &str = "watch_groups";
 
+/// The store's metadata key of shard `shard`'s table of watch groups.
+pub(super) fn table_key(shard: crate::core::shards::Shard) -> String {
+    match shard {
+        0 => TABLE_KEY.to_string(),
+        s => format!("{TABLE_KEY}.{s}"),
+    }
+}
+
 /// How long the data group's leader waits on a silent node before its members are out.
 const GONE_AFTER: Duration = Duration::from_secs(5);
 
@@ -195,7 +203,7 @@ impl Broker {
             };
             self.propose_queue(op, None);
         }
-        if c.leads_data() && now.saturating_sub(self.groups_pruned_at) >= 1000 {
+        if c.leads_data(0) && now.saturating_sub(self.groups_pruned_at) >= 1000 {
             let contacts = c.contacts();
             for node in self.watch_groups.nodes() {
                 let silent = contacts.since(node).is_some_and(|d| d >= GONE_AFTER);

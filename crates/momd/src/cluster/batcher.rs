@@ -1,15 +1,17 @@
-//! This node's batcher: what its clients send to the data group (publishes and queue
-//! changes) is gathered while earlier batches are being committed (up to `IN_FLIGHT` at
-//! once) and sent to the group's leader as one entry; a batch whose fate is unknown is
-//! sent again as the same batch (`origins.rs`: applied once, and in the order sent).
+//! This node's batchers, one per data group: what its clients send to a group (publishes
+//! and queue changes, each to the group of its shard) is gathered while earlier batches
+//! are being committed (up to `IN_FLIGHT` at once) and sent to the group's leader as one
+//! entry; a batch whose fate is unknown is sent again as the same batch (`origins.rs`:
+//! applied once, and in the order sent).
 
 use std::time::Duration;
 
 use mom_proto::{ErrorCode, PublishOk, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 
-use super::data::{AppendCmdRef, DataItem, EntryReply, Origin, PubResult, DATA};
+use super::data::{group_of, AppendCmdRef, DataItem, EntryReply, Origin, PubResult};
 use super::origins::IN_FLIGHT;
+use crate::core::shards::Shard;
 
 /// How long a batch is tried before its publishes get an error.
 const GIVE_UP: Duration = Duration::from_secs(20);
@@ -222,7 +224,7 @@ impl super::Cluster {
     /// Runs the batcher: up to `IN_FLIGHT` batches at a time go to the leader; what
     /// arrives meanwhile makes the next one. Answers go out in the order of the batches,
     /// and the state machine applies them in that order (`origins.rs`).
-    pub(super) async fn run_batcher(self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    pub(super) async fn run_batcher(self, shard: Shard, mut rx: mpsc::UnboundedReceiver<Proposal>) {
         use futures_util::StreamExt;
         let mut waiting: Vec<Proposal> = Vec::new();
         let mut flying = futures_util::stream::FuturesOrdered::new();
@@ -254,7 +256,7 @@ impl super::Cluster {
                 let this = self.clone();
                 let settled = settled.clone();
                 flying.push_back(async move {
-                    let r = this.propose_publishes(origin, items, settled).await;
+                    let r = this.propose_publishes(shard, origin, items, settled).await;
                     (origin.batch, dones, r)
                 });
                 continue;
@@ -302,6 +304,7 @@ impl super::Cluster {
     /// `GIVE_UP`, no leader took it (then it is not stored), or its fate is still unknown.
     async fn propose_publishes(
         &self,
+        shard: Shard,
         origin: Origin,
         items: Vec<DataItem>,
         mut settled: tokio::sync::watch::Receiver<Settled>,
@@ -316,7 +319,7 @@ impl super::Cluster {
         let deadline = tokio::time::Instant::now() + GIVE_UP;
         let mut unknown = None;
         loop {
-            match self.on_leader(DATA, &req).await {
+            match self.on_leader(group_of(shard), &req).await {
                 Ok(super::Answer::Published(r)) if r.len() == n => return Ok(r),
                 Ok(_) => return Err("the leader gave an answer of another kind".into()),
                 Err(super::WriteError::OutOfOrder) => {
@@ -364,20 +367,29 @@ impl super::Cluster {
     /// applied here, and return each one's result.
     pub(super) async fn lead_publish(
         &self,
+        shard: Shard,
         origin: Origin,
         after: u64,
         items: &[DataItem],
     ) -> Result<Vec<PubResult>, super::WriteError> {
-        let data = self.data_raft();
+        let (Some(data), Some(proposed)) = (
+            self.data_raft(shard),
+            self.inner.proposed.get(usize::from(shard)),
+        ) else {
+            return Err(super::WriteError::Refused(format!(
+                "no data group {shard} here"
+            )));
+        };
         if data.metrics().borrow().state != mom_raft::openraft::ServerState::Leader {
             return Err(super::WriteError::NotLeader(format!(
-                "node {} does not lead the data group",
-                self.node_id()
+                "node {} does not lead data group {}",
+                self.node_id(),
+                group_of(shard)
             )));
         }
         // A batch that came before the one it follows (the two travel on their own) waits a
         // moment for it, so the log takes them in order and neither is sent again.
-        self.inner.proposed.wait_for(&origin, after).await;
+        proposed.wait_for(&origin, after).await;
         let cmd = AppendCmdRef {
             time: crate::broker::now_ms(),
             origin,
@@ -390,7 +402,7 @@ impl super::Cluster {
             .client_write_ff(mom_raft::Cmd(bytes.into()))
             .await
             .map_err(|e| super::WriteError::NotLeader(e.to_string()))?;
-        self.inner.proposed.note(&origin);
+        proposed.note(&origin);
         match super::committed(proposal).await? {
             Ok(Ok(r)) => match rmp_serde::from_slice(&r.data.0) {
                 Ok(EntryReply::Done(r)) => Ok(r),
@@ -414,10 +426,26 @@ impl super::Cluster {
     /// their order); the batcher answers the client once it is committed and applied.
     pub fn propose_publish(&self, item: DataItem, answer: PublishAnswer) {
         // Sent back when the batcher is gone: its drop answers that the node is stopping.
-        let _ = self.inner.batcher.send(Proposal {
-            item,
-            done: Done::Publish(answer),
-        });
+        if let Some(b) = self.batcher_of(&item) {
+            let _ = b.send(Proposal {
+                item,
+                done: Done::Publish(answer),
+            });
+        }
+    }
+
+    /// The batcher of the data group an item goes to (one per shard).
+    fn batcher_of(&self, item: &DataItem) -> Option<&Batcher> {
+        let shard = self.route(item);
+        self.inner.batchers.get(usize::from(shard))
+    }
+
+    /// The shard an item goes to: a publish to its topic's.
+    fn route(&self, item: &DataItem) -> Shard {
+        match item {
+            DataItem::Publish(p) => self.shards().place_name(&p.topic),
+            DataItem::Queue(_) => 0,
+        }
     }
 
     /// Publishes (or changes the queues) through the cluster: queued now, in the order of
@@ -425,14 +453,13 @@ impl super::Cluster {
     /// committed on a majority and applied.
     pub fn propose(&self, item: DataItem) -> impl std::future::Future<Output = PubResult> {
         let (done, wait) = oneshot::channel();
-        let queued = self
-            .inner
-            .batcher
-            .send(Proposal {
+        let queued = self.batcher_of(&item).is_some_and(|b| {
+            b.send(Proposal {
                 item,
                 done: Done::Channel(done),
             })
-            .is_ok();
+            .is_ok()
+        });
         async move {
             if !queued {
                 return Err((ErrorCode::Unavailable, "the node is stopping".into()));

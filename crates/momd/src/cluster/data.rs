@@ -38,12 +38,34 @@ use tokio::sync::oneshot;
 use super::origins::{Origins, Verdict};
 pub use crate::broker::publish::Published;
 use crate::broker::{BrokerHandle, Cmd};
+use crate::core::shards::{Shard, Shards};
 
-/// The data group's id.
+/// The first data group's id; data group `s` (shard `s` of the store, `core/shards.rs`) is
+/// `DATA + s`.
 pub const DATA: mom_raft::GroupId = 1;
 
-/// The store's metadata key holding the last applied entry and the membership.
+/// The store's metadata key holding the last applied entry and the membership of the
+/// first data group (see [`applied_key`]).
 pub const APPLIED_KEY: &str = "raft_data_applied";
+
+/// The data group carrying shard `shard`.
+pub fn group_of(shard: Shard) -> mom_raft::GroupId {
+    DATA + u64::from(shard)
+}
+
+/// The shard a data group carries (None: not a data group).
+pub fn shard_of(group: mom_raft::GroupId, shards: Shards) -> Option<Shard> {
+    let s = group.checked_sub(DATA)?;
+    (s < u64::from(shards.count())).then_some(s as Shard)
+}
+
+/// The store's metadata key holding shard `shard`'s group's applied state.
+pub fn applied_key(shard: Shard) -> String {
+    match shard {
+        0 => APPLIED_KEY.to_string(),
+        s => format!("{APPLIED_KEY}.{s}"),
+    }
+}
 
 type Membership = StoredMembership<NodeId, mom_raft::openraft::BasicNode>;
 
@@ -331,6 +353,8 @@ fn replies(
 /// The data group's state machine: the broker's core and store, reached through its task.
 #[derive(Clone)]
 pub struct DataSm {
+    /// The shard this group carries.
+    shard: Shard,
     broker: BrokerHandle,
     applied: Arc<Mutex<Applied>>,
     snapshots: Arc<super::snapshot::Snapshots>,
@@ -343,12 +367,14 @@ fn sm_err(e: impl ToString) -> StorageError {
 impl DataSm {
     /// `stored`: the store's `APPLIED_KEY` value, if any.
     pub fn new(
+        shard: Shard,
         broker: BrokerHandle,
         stored: Option<Vec<u8>>,
         snapshots: Arc<super::snapshot::Snapshots>,
     ) -> Result<DataSm, String> {
         let applied = Applied::read(stored.as_deref())?;
         Ok(DataSm {
+            shard,
             broker,
             applied: Arc::new(Mutex::new(applied)),
             snapshots,
@@ -454,6 +480,7 @@ impl RaftStateMachine<TypeConfig> for DataSm {
         if !self
             .broker
             .send(Cmd::Apply {
+                shard: self.shard,
                 entries: batch,
                 finish: finisher,
                 reply: tx,

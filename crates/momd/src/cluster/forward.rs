@@ -11,7 +11,7 @@ use mom_raft::{GroupId, NodeId};
 use super::meta::{self, MetaCmd};
 use super::{
     committed, data, encode_named, Answer, Cluster, PeerReq, WriteError, COMMIT_WAIT, FORWARD_TTL,
-    GROUPS, JOIN_CATCH_UP, LEADER_RETRY, META,
+    JOIN_CATCH_UP, LEADER_RETRY, META,
 };
 
 impl Cluster {
@@ -160,10 +160,12 @@ impl Cluster {
                 origin,
                 after,
                 items,
-            } if group == data::DATA => self
-                .lead_publish(*origin, *after, items)
-                .await
-                .map(Answer::Published),
+            } if data::shard_of(group, self.shards()).is_some() => {
+                let shard = data::shard_of(group, self.shards()).unwrap_or(0);
+                self.lead_publish(shard, *origin, *after, items)
+                    .await
+                    .map(Answer::Published)
+            }
             PeerReq::Write(_) | PeerReq::Publish { .. } => Err(WriteError::Refused(format!(
                 "group {group} takes no such request"
             ))),
@@ -179,7 +181,7 @@ impl Cluster {
 
     /// Answers a peer's application request.
     pub(super) async fn serve_peer(&self, group: GroupId, body: Bytes) -> Result<Bytes, String> {
-        if !GROUPS.iter().any(|(g, _)| *g == group) {
+        if !self.groups().iter().any(|(g, _)| *g == group) {
             return Err(format!("no group {group} here"));
         }
         let req: PeerReq = rmp_serde::from_slice(&body).map_err(|e| e.to_string())?;

@@ -159,7 +159,10 @@ impl Cluster {
             return Vec::new();
         };
         let body = bytes::Bytes::from(body);
-        let m = self.inner.data.metrics().borrow().clone();
+        let Some(data) = self.inner.data.first() else {
+            return Vec::new();
+        };
+        let m = data.metrics().borrow().clone();
         m.membership_config
             .membership()
             .nodes()

@@ -68,7 +68,9 @@ impl Cluster {
             addr: addr.clone(),
         };
         self.on_leader(META, &join()).await?;
-        self.on_leader(data::DATA, &join()).await?;
+        for s in self.shards().all() {
+            self.on_leader(data::group_of(s), &join()).await?;
+        }
         let give_up = tokio::time::Instant::now() + JOIN_ANNOUNCE_WAIT;
         while !self.inner.sm.with_app(|m| m.nodes.contains_key(&node))
             && tokio::time::Instant::now() < give_up
@@ -80,9 +82,14 @@ impl Cluster {
 
     /// Removes node `node` from the cluster (it should be stopped afterwards).
     pub async fn leave(&self, node: NodeId) -> Result<(), WriteError> {
-        match self.on_leader(data::DATA, &PeerReq::Leave { node }).await {
-            Ok(_) | Err(WriteError::NotFound(_)) => {}
-            Err(e) => return Err(e),
+        for s in self.shards().all() {
+            match self
+                .on_leader(data::group_of(s), &PeerReq::Leave { node })
+                .await
+            {
+                Ok(_) | Err(WriteError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         self.on_leader(META, &PeerReq::Leave { node })
             .await

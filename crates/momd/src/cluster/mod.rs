@@ -38,6 +38,7 @@ use mom_raft::{GroupId, NodeId, Raft};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::shards::{Shard, Shards};
 use meta::{MetaCmd, MetaState, NodeInfo};
 
 /// The metadata group.
@@ -61,6 +62,8 @@ pub struct Settings {
     pub secret: Option<Arc<mom_raft::net::Secret>>,
     /// TLS for the peer link (`--peer-tls-cert`, `--peer-tls-key`, `--peer-tls-ca`).
     pub tls: Option<Arc<mom_raft::net::PeerTls>>,
+    /// The data groups, each carrying its shard of the topics (`core/shards.rs`).
+    pub shards: Shards,
 }
 
 /// What a node asks another over the peer link, besides Raft's own RPCs.
@@ -174,26 +177,40 @@ struct Inner {
     /// The metadata group.
     raft: Raft,
     sm: StateMachine<MetaState>,
-    /// The data group (`data.rs`).
-    data: Raft,
-    batcher: batcher::Batcher,
+    /// The data groups (`data.rs`), by shard.
+    data: Vec<Raft>,
+    /// A batcher per data group, by shard.
+    batchers: Vec<batcher::Batcher>,
     /// This process: a random number made at start, in every batch it sends.
     process: u64,
     peers: Peers,
     /// This node's broker, for what peers ask of it.
     broker: crate::broker::BrokerHandle,
-    /// Per group (meta, data): elections seen (the term went up) and leader changes.
-    elections: [AtomicU64; 2],
-    leader_changes: [AtomicU64; 2],
+    /// Per group (meta, then the data groups): elections seen (the term went up) and
+    /// leader changes.
+    elections: Vec<AtomicU64>,
+    leader_changes: Vec<AtomicU64>,
     /// Who watches what on this node and the others (`interest.rs`).
     interests: interest::Interests,
-    /// As the data group's leader: the batches proposed, per sender (`batcher.rs`).
-    proposed: batcher::Proposed,
+    /// As a data group's leader: the batches proposed, per sender (`batcher.rs`), by shard.
+    proposed: Vec<batcher::Proposed>,
     stop: CancellationToken,
 }
 
-/// The groups a node runs, with their names in status and metrics.
-pub const GROUPS: [(GroupId, &str); 2] = [(META, "meta"), (data::DATA, "data")];
+/// The groups a node runs, with their names in status and metrics: the metadata group,
+/// then the data groups (`data`, or `data.0`, `data.1`, … when there are several).
+pub fn group_names(shards: Shards) -> Vec<(GroupId, String)> {
+    let data = shards.all().map(|s| {
+        let name = match shards.count() {
+            1 => "data".to_string(),
+            _ => format!("data.{s}"),
+        };
+        (data::group_of(s), name)
+    });
+    std::iter::once((META, "meta".to_string()))
+        .chain(data)
+        .collect()
+}
 
 /// This node's handle on the cluster; clones share it.
 #[derive(Clone)]
@@ -271,15 +288,15 @@ fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft:
 }
 
 /// Starts this node's part of the cluster.
-/// `broker` applies the data group's entries; `applied` is what its store says it applied
-/// last (`data::APPLIED_KEY`). `auth` is loaded from the metadata group's users, and its
-/// changes go there.
+/// `broker` applies the data groups' entries; `applied` is what its store says each one
+/// applied last, by shard (`data::applied_key`). `auth` is loaded from the metadata
+/// group's users, and its changes go there.
 pub async fn start(
     settings: Settings,
     data: &Path,
     identity: &identity::NodeIdentity,
     broker: crate::broker::BrokerHandle,
-    applied: Option<Vec<u8>>,
+    applied: Vec<Option<Vec<u8>>>,
     auth: Arc<crate::auth::Auth>,
 ) -> anyhow::Result<Cluster> {
     let db = LogDb::open(&data.join("raft")).map_err(anyhow::Error::msg)?;
@@ -309,23 +326,35 @@ pub async fn start(
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the metadata group: {e}"))?;
-    let snapshots =
-        Arc::new(snapshot::Snapshots::open(data).context("the data group's snapshot directory")?);
-    let data_sm =
-        data::DataSm::new(broker.clone(), applied, snapshots).map_err(anyhow::Error::msg)?;
-    let data_raft = Raft::new(
-        settings.node_id,
-        raft_config(&settings.cluster_id, data::DATA)?,
-        peers.group(data::DATA),
-        db.group(data::DATA).map_err(anyhow::Error::msg)?,
-        data_sm,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("starting the data group: {e}"))?;
+    let shards = settings.shards;
     let groups = Groups::default();
     groups.insert(META, raft.clone());
-    groups.insert(data::DATA, data_raft.clone());
-    let (batcher, batch_rx) = tokio::sync::mpsc::unbounded_channel();
+    let installs = Arc::new(tokio::sync::Mutex::new(()));
+    let mut data_rafts = Vec::new();
+    for s in shards.all() {
+        let group = data::group_of(s);
+        let snapshots = snapshot::Snapshots::open(data, s, shards, installs.clone())
+            .context("the data group's snapshot directory")?;
+        let stored = applied.get(usize::from(s)).cloned().flatten();
+        let sm = data::DataSm::new(s, broker.clone(), stored, Arc::new(snapshots))
+            .map_err(anyhow::Error::msg)?;
+        let r = Raft::new(
+            settings.node_id,
+            raft_config(&settings.cluster_id, group)?,
+            peers.group(group),
+            db.group(group).map_err(anyhow::Error::msg)?,
+            sm,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("starting data group {group}: {e}"))?;
+        groups.insert(group, r.clone());
+        data_rafts.push(r);
+    }
+    let (batchers, batch_rxs): (Vec<_>, Vec<_>) = shards
+        .all()
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let names = group_names(shards);
     let listener = tokio::net::TcpListener::bind(settings.peer_listen)
         .await
         .with_context(|| format!("--peer-listen: listening on {}", settings.peer_listen))?;
@@ -333,15 +362,15 @@ pub async fn start(
         settings,
         raft: raft.clone(),
         sm,
-        data: data_raft.clone(),
-        batcher,
+        data: data_rafts.clone(),
+        batchers,
         process: identity::random_u64(),
         peers: peers.clone(),
         broker: broker.clone(),
-        elections: Default::default(),
-        leader_changes: Default::default(),
+        elections: names.iter().map(|_| AtomicU64::new(0)).collect(),
+        leader_changes: names.iter().map(|_| AtomicU64::new(0)).collect(),
         interests: Default::default(),
-        proposed: Default::default(),
+        proposed: shards.all().map(|_| Default::default()).collect(),
         stop: CancellationToken::new(),
     });
     let cluster = Cluster { inner };
@@ -387,7 +416,7 @@ pub async fn start(
         .iter()
         .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
         .collect();
-    for r in [&raft, &data_raft] {
+    for r in std::iter::once(&raft).chain(&data_rafts) {
         // Every first member does this with the same list; all but one find the group
         // already formed, which is what they want.
         if first_member && !r.is_initialized().await.unwrap_or(true) {
@@ -396,13 +425,21 @@ pub async fn start(
             }
         }
     }
-    for (i, (group, _)) in GROUPS.iter().enumerate() {
+    for (i, (group, _)) in names.iter().enumerate() {
         tokio::spawn(cluster.clone().watch_elections(i, *group));
     }
-    tokio::spawn(cluster.clone().run_batcher(batch_rx));
+    for (s, rx) in shards.all().zip(batch_rxs) {
+        tokio::spawn(cluster.clone().run_batcher(s, rx));
+    }
     let keep = env_u64("MOMD_DATA_LOG_KEEP", DATA_LOG_KEEP)?;
     let keep_bytes = env_u64("MOMD_DATA_LOG_KEEP_BYTES", DATA_LOG_KEEP_BYTES)?;
-    tokio::spawn(cluster.clone().purge_data_log(db.clone(), keep, keep_bytes));
+    for s in shards.all() {
+        tokio::spawn(
+            cluster
+                .clone()
+                .purge_data_log(db.clone(), s, keep, keep_bytes),
+        );
+    }
     tokio::spawn(cluster.clone().run_interest());
     tokio::spawn(cluster.clone().announce());
     auth.set_replicator(Arc::new(cluster.clone()));
@@ -425,9 +462,20 @@ impl Cluster {
         self.inner.peers.contacts()
     }
 
-    /// This node leads the data group (as far as it knows).
-    pub fn leads_data(&self) -> bool {
-        self.inner.data.metrics().borrow().state == ServerState::Leader
+    /// This node leads shard `shard`'s data group (as far as it knows).
+    pub fn leads_data(&self, shard: Shard) -> bool {
+        self.data_raft(shard)
+            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader)
+    }
+
+    /// The data groups' shards.
+    pub fn shards(&self) -> Shards {
+        self.inner.settings.shards
+    }
+
+    /// The groups this node runs, with their names.
+    pub fn groups(&self) -> Vec<(GroupId, String)> {
+        group_names(self.shards())
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -437,28 +485,30 @@ impl Cluster {
     /// Stops the groups (at shutdown).
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
-        let _ = self.inner.data.shutdown().await;
+        for r in &self.inner.data {
+            let _ = r.shutdown().await;
+        }
         let _ = self.inner.raft.shutdown().await;
     }
 
+    /// The group's Raft (the metadata group's for a group this node does not run).
     fn raft_of(&self, group: GroupId) -> &Raft {
-        if group == META {
-            &self.inner.raft
-        } else {
-            &self.inner.data
-        }
+        data::shard_of(group, self.shards())
+            .and_then(|s| self.data_raft(s))
+            .unwrap_or(&self.inner.raft)
     }
 
-    pub(super) fn data_raft(&self) -> &Raft {
-        &self.inner.data
+    pub(super) fn data_raft(&self, shard: Shard) -> Option<&Raft> {
+        self.inner.data.get(usize::from(shard))
     }
 
     /// The voters of the data group, as this node knows them: each holds a copy of every
     /// message.
     pub fn data_voters(&self) -> usize {
-        self.inner
-            .data
-            .metrics()
+        let Some(data) = self.inner.data.first() else {
+            return 0;
+        };
+        data.metrics()
             .borrow()
             .membership_config
             .membership()

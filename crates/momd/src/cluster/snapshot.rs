@@ -14,6 +14,11 @@
 //! checked file becomes this node's `current.snap`.
 //!
 //! Builds and installs take one lock: `current.snap` is replaced by one at a time.
+//!
+//! With several data groups (`core/shards.rs`) each has its files (the first group's in
+//! `DATA/snapshot/`, group `s`'s in `DATA/snapshot/shard-s/`), and a snapshot holds its
+//! group's shard of the store alone (`store/shard_snapshot.rs`); installs of different
+//! groups take turns (they stage in the same place).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,8 @@ use mom_raft::{NodeId, StorageError, TypeConfig};
 use tokio::sync::oneshot;
 
 use crate::broker::{BrokerHandle, Cmd};
+use crate::core::shards::{Shard, Shards};
+use crate::store::shard_snapshot;
 use crate::store::snapshot::{self as files, DIR};
 
 type Meta = SnapshotMeta<NodeId, BasicNode>;
@@ -43,9 +50,15 @@ fn read_err(meta: Option<&Meta>, e: impl ToString) -> StorageError {
 
 /// The data group's snapshot files of one node.
 pub struct Snapshots {
+    /// The data dir.
+    data: PathBuf,
     dir: PathBuf,
+    shard: Shard,
+    shards: Shards,
     /// One build or install at a time.
     lock: tokio::sync::Mutex<()>,
+    /// One install at a time, whatever the group (shared by the groups' `Snapshots`).
+    installs: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Files being received: (device, inode) → path, to find the file openraft gives back.
     incoming: Mutex<Vec<((u64, u64), PathBuf)>>,
     next: AtomicU64,
@@ -56,9 +69,18 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Snapshots {
-    /// The snapshots under `data`; what an interrupted build or transfer left is removed.
-    pub fn open(data: &Path) -> std::io::Result<Snapshots> {
-        let dir = data.join(DIR);
+    /// The snapshots of shard `shard`'s group under `data`; what an interrupted build or
+    /// transfer left is removed.
+    pub fn open(
+        data: &Path,
+        shard: Shard,
+        shards: Shards,
+        installs: std::sync::Arc<tokio::sync::Mutex<()>>,
+    ) -> std::io::Result<Snapshots> {
+        let dir = match shard {
+            0 => data.join(DIR),
+            s => data.join(DIR).join(format!("shard-{s}")),
+        };
         std::fs::create_dir_all(&dir)?;
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
@@ -74,8 +96,12 @@ impl Snapshots {
             }
         }
         Ok(Snapshots {
+            data: data.to_path_buf(),
             dir,
+            shard,
+            shards,
             lock: tokio::sync::Mutex::new(()),
+            installs,
             incoming: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
         })
@@ -94,6 +120,7 @@ impl Snapshots {
         let (tx, rx) = oneshot::channel();
         if !broker
             .send(Cmd::SnapshotCut {
+                shard: self.shard,
                 dir: cut_dir.clone(),
                 reply: tx,
             })
@@ -123,8 +150,13 @@ impl Snapshots {
         let current = self.current_path();
         let dir = self.dir.clone();
         let t1 = Instant::now();
+        let one_of_many = self.shards.count() > 1;
         let size = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let res = files::write_snapshot(&cut, &header, &out);
+            let res = if one_of_many {
+                shard_snapshot::write_shard_snapshot(&cut, &header, &out)
+            } else {
+                files::write_snapshot(&cut, &header, &out)
+            };
             let _ = std::fs::remove_dir_all(&cut.dir);
             let size = res?;
             std::fs::rename(&out, &current)?;
@@ -177,6 +209,7 @@ impl Snapshots {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<Option<Vec<u8>>, StorageError> {
         let _one = self.lock.lock().await;
+        let _turn = self.installs.lock().await;
         let t0 = Instant::now();
         let mut file = *snapshot;
         tokio::io::AsyncWriteExt::flush(&mut file)
@@ -192,11 +225,12 @@ impl Snapshots {
             let i = inc.iter().position(|(k, _)| *k == key);
             i.map(|i| inc.remove(i).1)
         };
-        let data = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let data = self.data.clone();
         let want = meta.last_log_id;
+        let shard = (self.shards.count() > 1).then_some((self.shards, self.shard));
         let staged = tokio::task::spawn_blocking(move || {
             file.sync_all()?;
-            files::stage_install(&mut file, &data, None, |header| {
+            files::stage_install(&mut file, &data, shard, |header| {
                 let theirs: Meta = rmp_serde::from_slice(header).map_err(|e| {
                     std::io::Error::other(format!("snapshot header unreadable: {e}"))
                 })?;
@@ -223,7 +257,11 @@ impl Snapshots {
         }
         let unpacked = t0.elapsed();
         let (tx, rx) = oneshot::channel();
-        if !broker.send(Cmd::InstallSnapshot { reply: tx }).await {
+        let cmd = Cmd::InstallSnapshot {
+            shard: self.shard,
+            reply: tx,
+        };
+        if !broker.send(cmd).await {
             return Err(write_err("the broker has stopped"));
         }
         let applied = rx

@@ -11,7 +11,7 @@ use mom_raft::openraft::ServerState;
 use mom_raft::{Metrics, NodeId};
 use serde::{Deserialize, Serialize};
 
-use super::{Cluster, PeerReq, GROUPS, META};
+use super::{Cluster, PeerReq, META};
 use mom_raft::GroupId;
 
 /// A node not heard from for this long is shown `unreachable`.
@@ -148,13 +148,13 @@ impl Cluster {
             });
         }
         let mut groups = Vec::new();
-        for (group, name) in GROUPS {
+        for (group, name) in self.groups() {
             let view = if group == META {
                 view.take()
             } else {
                 self.fetch_leader_view(group).await
             };
-            groups.push(self.group_status(group, name, view));
+            groups.push(self.group_status(group, &name, view));
         }
         ClusterStatus {
             id,
@@ -199,7 +199,7 @@ impl Cluster {
     /// The cluster's part of `/metrics` (Prometheus text).
     pub fn metrics_text(&self) -> String {
         let mut t = String::new();
-        for (slot, (group, name)) in GROUPS.iter().enumerate() {
+        for (slot, (group, name)) in self.groups().iter().enumerate() {
             self.group_metrics(&mut t, slot, *group, name);
         }
         self.peer_metrics(&mut t);
@@ -213,6 +213,9 @@ impl Cluster {
         let g = format!("group=\"{name}\"");
         let g = g.as_str();
         let head = slot == 0;
+        let count = |c: &[std::sync::atomic::AtomicU64]| {
+            c.get(slot).map_or(0, |c| c.load(Ordering::Relaxed))
+        };
         let mut gauge = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
             if head {
                 let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -278,16 +281,13 @@ impl Cluster {
             "mom_raft_elections_total",
             "Elections seen by this node (the term went up).",
             "counter",
-            vec![(g.into(), self.inner.elections[slot].load(Ordering::Relaxed))],
+            vec![(g.into(), count(&self.inner.elections))],
         );
         gauge(
             "mom_raft_leader_changes_total",
             "Times this node saw the group's leader change.",
             "counter",
-            vec![(
-                g.into(),
-                self.inner.leader_changes[slot].load(Ordering::Relaxed),
-            )],
+            vec![(g.into(), count(&self.inner.leader_changes))],
         );
     }
 

@@ -8,7 +8,8 @@ use mom_raft::log_store::LogDb;
 use mom_raft::openraft::ServerState;
 use mom_raft::GroupId;
 
-use super::{data, Cluster, GROUPS, META};
+use super::{data, Cluster};
+use crate::core::shards::Shard;
 
 impl Cluster {
     /// Waits until a group's Raft stops on an error of its own (its log could not be
@@ -18,13 +19,13 @@ impl Cluster {
     /// catches it up, once its disk takes writes again. Pending forever on a node that
     /// stops for another reason.
     pub async fn failed(&self) -> String {
-        let watch = |slot: usize, group: GroupId| {
+        let watch = |group: GroupId, name: String| {
             let mut rx = self.raft_of(group).metrics();
             let stop = self.inner.stop.clone();
-            async move {
+            Box::pin(async move {
                 loop {
                     if let Err(e) = &rx.borrow().running_state {
-                        return format!("the {} group stopped: {e}", GROUPS[slot].1);
+                        return format!("the {name} group stopped: {e}");
                     }
                     tokio::select! {
                         _ = stop.cancelled() => std::future::pending::<()>().await,
@@ -34,19 +35,19 @@ impl Cluster {
                         },
                     }
                 }
-            }
+            })
         };
-        tokio::select! {
-            why = watch(0, META) => why,
-            why = watch(1, data::DATA) => why,
-        }
+        let all = self.groups().into_iter().map(|(g, name)| watch(g, name));
+        futures_util::future::select_all(all).await.0
     }
 
     /// Purges the data group's log behind each new snapshot, keeping the last
     /// `DATA_LOG_KEEP` entries (`MOMD_DATA_LOG_KEEP`), or fewer if they take more than
     /// `DATA_LOG_KEEP_BYTES`. openraft deletes them once no replication reads them.
-    pub(super) async fn purge_data_log(self, log: LogDb, keep: u64, keep_bytes: u64) {
-        let raft = self.data_raft().clone();
+    pub(super) async fn purge_data_log(self, log: LogDb, shard: Shard, keep: u64, keep_bytes: u64) {
+        let Some(raft) = self.data_raft(shard).cloned() else {
+            return;
+        };
         let mut rx = raft.metrics();
         let mut seen = None;
         loop {
@@ -67,7 +68,7 @@ impl Cluster {
             seen = Some(snapshot);
             let by_entries = snapshot.saturating_sub(keep);
             let by_bytes = log
-                .first_within(data::DATA, snapshot, keep_bytes)
+                .first_within(data::group_of(shard), snapshot, keep_bytes)
                 .map_or(0, |first| first.saturating_sub(1));
             let upto = by_entries.max(by_bytes);
             if upto > 0 && purged.is_none_or(|p| p.index < upto) {
@@ -81,7 +82,10 @@ impl Cluster {
 
     /// Counts elections and leader changes, and logs them.
     pub(super) async fn watch_elections(self, slot: usize, group: GroupId) {
-        let name = GROUPS[slot].1;
+        let name = self
+            .groups()
+            .get(slot)
+            .map_or_else(|| format!("group {group}"), |(_, n)| n.clone());
         let mut rx = self.raft_of(group).metrics();
         let (mut term, mut leader) = {
             let m = rx.borrow();
@@ -97,11 +101,15 @@ impl Cluster {
                 (m.current_term, m.current_leader, m.state)
             };
             if t > term {
-                self.inner.elections[slot].fetch_add(t - term, Ordering::Relaxed);
+                if let Some(e) = self.inner.elections.get(slot) {
+                    e.fetch_add(t - term, Ordering::Relaxed);
+                }
                 term = t;
             }
             if l != leader {
-                self.inner.leader_changes[slot].fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = self.inner.leader_changes.get(slot) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
                 leader = l;
                 match l {
                     Some(id) if state == ServerState::Leader => {

@@ -93,9 +93,24 @@ impl Shards {
         first..=first | ((1 << ID_BITS) - 1)
     }
 
-    /// The shard a new topic called `name` joins. A partition (`NAME.N` of a partitioned
-    /// topic, given as `Some((NAME, N))`) goes to the shard after its partition N-1's, so
-    /// a topic's partitions spread over every shard.
+    /// The shard topic `name` belongs to: a name ending in a number, `BASE.N` (partition
+    /// N of partitioned topic BASE), goes to the shard after `BASE.N-1`'s, so a topic's
+    /// partitions spread over every shard; any other by its name. Worked out from the name
+    /// alone, so that every node routes a publish to the right group before the topic
+    /// exists anywhere.
+    pub fn place_name(self, name: &str) -> Shard {
+        if self.count <= 1 {
+            return 0;
+        }
+        let partition = name.rsplit_once('.').and_then(|(base, n)| {
+            let v: u32 = n.parse().ok()?;
+            (v.to_string() == n).then_some((base, v))
+        });
+        self.place(name, partition)
+    }
+
+    /// The shard of `name`, or of partition N of `BASE` given as `Some((BASE, N))` (see
+    /// [`Shards::place_name`]).
     pub fn place(self, name: &str, partition: Option<(&str, u32)>) -> Shard {
         if self.count <= 1 {
             return 0;

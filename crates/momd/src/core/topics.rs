@@ -218,11 +218,13 @@ pub struct Topics {
 
 impl Topics {
     /// Rebuild from stored topic records; `next_id` is the persisted id counter.
+    #[cfg(test)]
     pub fn from_stored(states: Vec<TopicState>, next_id: u32) -> Self {
         Topics::from_stored_in(states, next_id, Shards::ONE)
     }
 
-    /// [`Topics::from_stored`], the topics spread over `shards`.
+    /// Rebuild from stored topic records, the topics spread over `shards`; `next_id` is
+    /// the persisted topic counter.
     pub fn from_stored_in(mut states: Vec<TopicState>, next_id: u32, shards: Shards) -> Self {
         let mut t = Topics {
             next_id,
@@ -359,19 +361,9 @@ impl Topics {
         self.shards
     }
 
-    /// The shard a new topic named `name` joins: a partition of a partitioned topic goes
-    /// by its topic and number (the partitions spread over the shards), any other by its
-    /// name.
+    /// The shard a new topic named `name` joins ([`Shards::place_name`]).
     pub fn place(&self, name: &str) -> Shard {
-        if self.shards.count() <= 1 {
-            return 0;
-        }
-        let partition = name.rsplit_once('.').and_then(|(base, n)| {
-            let n: u32 = n.parse().ok()?;
-            let parent = self.get(base)?;
-            (u32::from(parent.partitions) > n).then_some((base, n))
-        });
-        self.shards.place(name, partition)
+        self.shards.place_name(name)
     }
 
     pub fn remove(&mut self, name: &str) -> Option<TopicState> {
@@ -584,8 +576,13 @@ mod tests {
             used.insert(shards.of(id));
         }
         assert_eq!(used.len(), 3, "the partitions spread over every shard");
-        // Not a partition: placed by its own name.
-        assert_eq!(t.place("clicks.9"), shards.place("clicks.9", None));
+        // A name like a partition's is placed as one: every node places it the same
+        // from its name alone.
+        assert_eq!(
+            t.place("clicks.9"),
+            shards.place("clicks.9", Some(("clicks", 9)))
+        );
+        assert_eq!(t.place("clicks.09"), shards.place("clicks.09", None));
         let id = t.get_or_create("orders", 0, Limits::default(), "").0.id;
         assert_eq!(shards.of(id), shards.place("orders", None));
         // Reloaded, the counter goes on past every topic's number.
