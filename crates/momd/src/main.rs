@@ -134,6 +134,7 @@ async fn run(
             &data,
             &c.cluster_id,
             c.node_id,
+            c.shards.count(),
         )?),
         None => {
             cluster::identity::check_single(&data)?;
@@ -446,8 +447,20 @@ fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
         client_addr: args.listen.to_string(),
         secret: None,
         tls: None,
-        shards: Shards::ONE,
+        shards: data_groups(),
     })
+}
+
+/// How many data groups a new cluster node spreads its topics over: one, or the number in
+/// `MOMD_DATA_GROUPS` (work in progress: queues, partitioned topics and dead letters do not
+/// yet work across several; see `core/shards.rs`). A data dir keeps the number it was
+/// made with (`cluster/identity.rs`).
+fn data_groups() -> Shards {
+    std::env::var("MOMD_DATA_GROUPS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .and_then(Shards::new)
+        .unwrap_or(Shards::ONE)
 }
 
 /// The cluster secret of `--cluster-secret-file`, if given: read, checked, kept as a key.

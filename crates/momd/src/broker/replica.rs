@@ -13,6 +13,30 @@ use crate::cluster::Cluster;
 use crate::core::shards::Shard;
 
 impl Broker {
+    /// Why a publish to `topic` in an entry of shard `shard`'s group is refused, if it is:
+    /// its topic is another shard's (the same on every node: the shard is the name's), or
+    /// partitioned over several data groups (not yet possible).
+    fn in_another_shard(&self, shard: Shard, topic: &str) -> Option<(ErrorCode, String)> {
+        let shards = self.core.topics.shards();
+        if shards.count() <= 1 {
+            return None;
+        }
+        if shards.place_name(topic) != shard {
+            return Some((
+                ErrorCode::Unavailable,
+                format!("topic {topic:?} is not data group {shard}'s: sent to the wrong group"),
+            ));
+        }
+        (self.core.partitions_of(topic) > 0).then(|| {
+            (
+                ErrorCode::BadRequest,
+                format!(
+                    "topic {topic:?} is partitioned over several data groups: publish to its                      partitions ({topic}.0, {topic}.1, …)"
+                ),
+            )
+        })
+    }
+
     /// Hand a client's publish to the cluster; answer it when the cluster does.
     pub(super) fn cluster_publish(
         &mut self,
@@ -118,6 +142,10 @@ impl Broker {
                         continue;
                     }
                 };
+                if let Some(refused) = self.in_another_shard(shard, &item.topic) {
+                    results.push(Err(refused));
+                    continue;
+                }
                 // Reply inboxes are reserved topics anyone may publish to.
                 let inbox = item.topic.starts_with(INBOX_PREFIX);
                 let r = self.publish_spread(

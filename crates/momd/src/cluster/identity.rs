@@ -5,6 +5,8 @@
 //!   copy of one, would vote twice and diverge);
 //! - a cluster node's data dir is refused by a single-node start, and a single node's data
 //!   dir (one that holds anything already) by a cluster start;
+//! - the number of data groups (`core/shards.rs`) is the one it was made with: a topic's
+//!   group is worked out from it, so it never changes;
 //! - the incarnation, a random number made with the file, goes into every peer handshake:
 //!   peers refuse a node id that comes back with a new one, i.e. a wiped data dir
 //!   (`mom_raft::net`).
@@ -22,6 +24,13 @@ pub struct NodeIdentity {
     pub node_id: u64,
     /// Hex, 16 digits.
     pub incarnation: String,
+    /// How many data groups the node's topics spread over (1 in files written before).
+    #[serde(default = "one")]
+    pub data_groups: u16,
+}
+
+fn one() -> u16 {
+    1
 }
 
 impl NodeIdentity {
@@ -75,8 +84,20 @@ pub fn check_single(data: &Path) -> anyhow::Result<()> {
 }
 
 /// At a cluster start: the data dir's identity, made on first start.
-pub fn check_cluster(data: &Path, cluster_id: &str, node_id: u64) -> anyhow::Result<NodeIdentity> {
+pub fn check_cluster(
+    data: &Path,
+    cluster_id: &str,
+    node_id: u64,
+    data_groups: u16,
+) -> anyhow::Result<NodeIdentity> {
     if let Some(id) = read(data)? {
+        if id.data_groups != data_groups {
+            bail!(
+                "data dir {} was made with {} data groups, not {data_groups}: a topic's group                  is worked out from their number, which never changes",
+                data.display(),
+                id.data_groups
+            );
+        }
         if id.cluster_id != cluster_id || id.node_id != node_id {
             bail!(
                 "data dir {} belongs to node {} of cluster {:?}, not node {node_id} of cluster \
@@ -107,6 +128,7 @@ pub fn check_cluster(data: &Path, cluster_id: &str, node_id: u64) -> anyhow::Res
         cluster_id: cluster_id.to_string(),
         node_id,
         incarnation: format!("{:016x}", random_u64()),
+        data_groups,
     };
     let tmp = data.join(format!("{FILE}.tmp"));
     let mut bytes = serde_json::to_vec_pretty(&id)?;
@@ -126,14 +148,18 @@ mod tests {
     fn a_data_dir_keeps_its_cluster_and_node() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("momd.lock"), b"1").expect("lock");
-        let id = check_cluster(dir.path(), "demo", 2).expect("first start");
+        let id = check_cluster(dir.path(), "demo", 2, 1).expect("first start");
         assert_eq!(id.incarnation.len(), 16);
-        assert_eq!(check_cluster(dir.path(), "demo", 2).expect("again"), id);
-        let e = check_cluster(dir.path(), "demo", 3)
+        assert_eq!(check_cluster(dir.path(), "demo", 2, 1).expect("again"), id);
+        let e = check_cluster(dir.path(), "demo", 2, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("made with 1 data groups"), "{e}");
+        let e = check_cluster(dir.path(), "demo", 3, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("belongs to node 2"), "{e}");
-        let e = check_cluster(dir.path(), "other", 2)
+        let e = check_cluster(dir.path(), "other", 2, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster \"demo\""), "{e}");
@@ -143,13 +169,13 @@ mod tests {
         let single = tempfile::tempdir().expect("tempdir");
         std::fs::write(single.path().join("FORMAT"), b"3").expect("data");
         check_single(single.path()).expect("a single node's dir");
-        let e = check_cluster(single.path(), "demo", 1)
+        let e = check_cluster(single.path(), "demo", 1, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("single node's data"), "{e}");
 
         let other = tempfile::tempdir().expect("tempdir");
-        let id2 = check_cluster(other.path(), "demo", 2).expect("another dir");
+        let id2 = check_cluster(other.path(), "demo", 2, 1).expect("another dir");
         assert_ne!(
             id2.incarnation, id.incarnation,
             "a new data dir, a new incarnation"

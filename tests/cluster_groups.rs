@@ -1,0 +1,200 @@
+//! Topics spread over several data groups (`MOMD_DATA_GROUPS`, work in progress: publishes
+//! and watches only), end to end: three real momd processes whose topics go to three data
+//! groups by name, each group with its own leader, log and snapshots. Every node serves
+//! every topic; a group leader's death costs latency, not messages; a node killed while
+//! the groups' logs were purged past it catches up from each group's snapshot of its own
+//! topics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{peer_list, poll, status};
+use common::*;
+use serde_json::Value;
+
+const GROUPS: u64 = 3;
+
+fn start_node(id: u64, peer: &str, list: &str) -> Momd {
+    let id = id.to_string();
+    let args = [
+        "--cluster-id",
+        "g",
+        "--node-id",
+        &id,
+        "--peer-listen",
+        peer,
+        "--peers",
+        list,
+    ];
+    Momd::start_env(
+        &args,
+        &[
+            ("MOMD_DATA_GROUPS", "3"),
+            ("MOMD_DATA_SNAPSHOT_EVERY", "20"),
+            ("MOMD_DATA_LOG_KEEP", "40"),
+        ],
+    )
+}
+
+/// The shard (data group) momd places a topic in: FNV-1a of its name, modulo the groups
+/// (names that do not end in a number). Worked out here on its own: a node routes a publish
+/// by it before the topic exists anywhere, so it must never change.
+fn group_of(name: &str) -> u64 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h % GROUPS
+}
+
+/// A topic name placed in each group.
+fn topics() -> Vec<String> {
+    (0..GROUPS)
+        .map(|g| {
+            (0..100)
+                .map(|i| format!("grp.t{i}"))
+                .find(|n| group_of(n) == g)
+                .expect("a name for every group")
+        })
+        .collect()
+}
+
+/// Each group's leader as `m` sees it, once every group has one among `among`.
+fn leaders(m: &Momd, among: &[u64]) -> Option<Vec<u64>> {
+    let st = status(m)?;
+    let groups = st["groups"].as_array()?;
+    if groups.len() != 1 + GROUPS as usize {
+        return None;
+    }
+    let ls: Vec<u64> = groups.iter().filter_map(|g| g["leader"].as_u64()).collect();
+    (ls.len() == groups.len() && ls.iter().all(|l| among.contains(l))).then_some(ls)
+}
+
+fn publish(m: &Momd, topic: &str, from: u64, n: u64) {
+    let input: Vec<u8> = (from..from + n)
+        .flat_map(|i| format!("{topic}-{i}\n").into_bytes())
+        .collect();
+    m.ctl_ok(&["publish", topic, "-q"], Some(&input));
+}
+
+/// The payloads of `topic` on `m`, in seq order, once it holds `want` (seqs 1..=want).
+fn payloads(m: &Momd, topic: &str, want: u64) -> Option<Vec<String>> {
+    let n = want.to_string();
+    let out = m.ctl_timeout(
+        &[
+            "subscribe",
+            topic,
+            "--from",
+            "all",
+            "--count",
+            &n,
+            "--timeout",
+            "5s",
+            "--json",
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    let got: Vec<Value> = lines(&out.stdout)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if got.len() as u64 != want {
+        return None;
+    }
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g["seq"].as_u64(), Some(i as u64 + 1), "{topic}: {g}");
+    }
+    Some(
+        got.iter()
+            .map(|g| g["payload"].as_str().unwrap_or_default().to_string())
+            .collect(),
+    )
+}
+
+fn expected(topic: &str, n: u64) -> Vec<String> {
+    (1..=n).map(|i| format!("{topic}-{i}")).collect()
+}
+
+#[test]
+fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_leaders_death() {
+    let (list, addrs) = peer_list(3);
+    let mut nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let ls = poll(Duration::from_secs(30), "a leader in every group", || {
+        leaders(&nodes[0], &[1, 2, 3])
+    });
+    let st = status(&nodes[0]).expect("status");
+    let names: Vec<&str> = st["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["meta", "data.0", "data.1", "data.2"]);
+
+    // Publishes through node 1 to a topic of each group; read on node 3.
+    let ts = topics();
+    for t in &ts {
+        publish(&nodes[0], t, 1, 30);
+    }
+    for t in &ts {
+        let got = poll(Duration::from_secs(30), "every message on node 3", || {
+            payloads(&nodes[2], t, 30)
+        });
+        assert_eq!(got, expected(t, 30), "{t} on node 3");
+    }
+
+    // The leader of group data.1 dies; the others go on through the other nodes.
+    let victim = ls[2];
+    nodes[victim as usize - 1].kill9();
+    let alive: Vec<u64> = (1..=3).filter(|i| *i != victim).collect();
+    let via = alive[0] as usize - 1;
+    // Many entries in every group meanwhile: each group's log is purged past the dead node.
+    let mut n = 30;
+    for _ in 0..70 {
+        for t in &ts {
+            publish(&nodes[via], t, n + 1, 2);
+        }
+        n += 2;
+    }
+    for id in &alive {
+        for t in &ts {
+            let got = poll(
+                Duration::from_secs(30),
+                "every message on the survivors",
+                || payloads(&nodes[*id as usize - 1], t, n),
+            );
+            assert_eq!(got, expected(t, n), "{t} on node {id}");
+        }
+    }
+    let logs: String = alive
+        .iter()
+        .map(|id| nodes[*id as usize - 1].stderr())
+        .collect();
+    assert!(
+        logs.contains("data group snapshot built"),
+        "the groups took snapshots"
+    );
+
+    // Back on its data dir, it catches up every group (from their snapshots) and serves all.
+    nodes[victim as usize - 1].restart();
+    for t in &ts {
+        let got = poll(Duration::from_secs(60), "the dead node caught up", || {
+            payloads(&nodes[victim as usize - 1], t, n)
+        });
+        assert_eq!(got, expected(t, n), "{t} on node {victim}");
+    }
+    let log = nodes[victim as usize - 1].stderr();
+    assert!(
+        log.contains("data group snapshot installed"),
+        "node {victim} caught up from snapshots: {log}"
+    );
+    // And it goes on: a publish through it reaches the others.
+    publish(&nodes[victim as usize - 1], &ts[0], n + 1, 1);
+    for id in 1..=3u64 {
+        let got = poll(Duration::from_secs(30), "the last one everywhere", || {
+            payloads(&nodes[id as usize - 1], &ts[0], n + 1)
+        });
+        assert_eq!(got, expected(&ts[0], n + 1), "node {id}");
+    }
+}
