@@ -198,3 +198,45 @@ fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_lead
         assert_eq!(got, expected(&ts[0], n + 1), "node {id}");
     }
 }
+
+#[test]
+fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a_reason() {
+    let (list, addrs) = peer_list(3);
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    poll(Duration::from_secs(30), "a leader in every group", || {
+        leaders(&nodes[0], &[1, 2, 3])
+    });
+    // A limit set through node 2 on each group's topic trims every node's copy alike.
+    for t in topics() {
+        publish(&nodes[0], &t, 1, 20);
+        nodes[1].ctl_ok(&["topic", "set", &t, "--max-msgs", "5"], None);
+        for m in &nodes {
+            let info = poll(Duration::from_secs(30), "the limit everywhere", || {
+                let out = m.ctl(&["topic", "info", &t, "--json"], None);
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                (v["messages"].as_u64()? == 5).then_some(v)
+            });
+            assert_eq!(info["first_seq"].as_u64(), Some(16), "{t}: {info}");
+        }
+    }
+    // Not yet across groups: queues, partitioned topics, grouped watches. Each is refused
+    // with a reason, and nothing is half done.
+    let out = nodes[0].ctl(&["queue", "create", "jobs", "--bind", "grp.>"], None);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("several data groups"), "{out:?}");
+    let out = nodes[0].ctl(&["topic", "create", "clicks", "--partitions", "3"], None);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("several data groups"), "{out:?}");
+    let out = nodes[2].ctl(&["topic", "info", "clicks"], None);
+    assert_ne!(out.code, 0, "no partitioned topic was made: {out:?}");
+    // `reply` shares requests with other repliers through a grouped watch.
+    let out = nodes[1].ctl_timeout(
+        &["reply", "grp.req", "--", "cat"],
+        None,
+        Duration::from_secs(20),
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("several data groups"), "{out:?}");
+}

@@ -7,6 +7,11 @@ use tokio::sync::oneshot;
 use super::{json_str, now_ms, Broker, Cmd, INBOX_PREFIX};
 use crate::admission::Ticket;
 
+/// The answer to a queue request while topics spread over several data groups
+/// (`MOMD_DATA_GROUPS`): a queue's state is not yet spread with them.
+pub(super) const SPREAD_QUEUES: &str = "queues are not yet available on a cluster whose topics \
+                                        spread over several data groups";
+
 impl Broker {
     /// Handle one command; returns the shutdown signal when asked to stop.
     pub(super) fn handle(&mut self, cmd: Cmd) -> Option<oneshot::Sender<bool>> {
@@ -213,7 +218,10 @@ impl Broker {
             | ClientFrame::QueueSet(_)
             | ClientFrame::QueuePeek(_)
             | ClientFrame::QueueRedrive(_)) => {
-                if self.cluster.is_some() {
+                let spread = self.core.topics.shards().count() > 1;
+                if spread && !matches!(f, ClientFrame::QueueList(_)) {
+                    self.error(session, f.id(), ErrorCode::Unavailable, SPREAD_QUEUES)
+                } else if self.cluster.is_some() {
                     self.cluster_queue_request(session, f)
                 } else {
                     self.queue_request(session, f, now, None)

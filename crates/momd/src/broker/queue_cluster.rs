@@ -21,6 +21,7 @@ use mom_proto::{ClientFrame, ErrorCode, Req, ServerFrame};
 use super::{now_ms, Broker};
 use crate::cluster::data::{DataItem, Origin, QueueOp};
 use crate::core::queues::{ConsumerId, MsgRef, DETACHED};
+use crate::core::shards::Shard;
 
 /// Replies of entries from other nodes go to no session of this one.
 pub(super) const NO_SESSION: u64 = u64::MAX;
@@ -33,8 +34,8 @@ pub enum TakeKey {
     Fetch(u64, u64),
     /// The leader's `Expire`.
     Expire,
-    /// The leader's `Retain`.
-    Retain,
+    /// The leader's `Retain`, of a shard's group.
+    Retain(Shard),
 }
 
 /// Messages a take of this node leased, to read and send once the entry is stored.
@@ -163,6 +164,16 @@ impl Broker {
     /// Send `op` to the data group. If it is not done (no leader, or its fate unknown),
     /// request `answer` gets the reason, and a take may be proposed again.
     pub(super) fn propose_queue(&mut self, op: QueueOp, answer: Option<(u64, u64)>) {
+        self.propose_queue_in(None, op, answer)
+    }
+
+    /// [`Broker::propose_queue`] to shard `shard`'s group (None: where `op` belongs).
+    pub(super) fn propose_queue_in(
+        &mut self,
+        shard: Option<Shard>,
+        op: QueueOp,
+        answer: Option<(u64, u64)>,
+    ) {
         let Some(c) = self.cluster.clone() else {
             return;
         };
@@ -174,7 +185,7 @@ impl Broker {
                 None => TakeKey::Consumer(*consumer),
             }),
             QueueOp::Expire => Some(TakeKey::Expire),
-            QueueOp::Retain => Some(TakeKey::Retain),
+            QueueOp::Retain => Some(TakeKey::Retain(shard.unwrap_or(0))),
             _ => None,
         };
         if let Some(k) = key {
@@ -182,7 +193,11 @@ impl Broker {
         }
         let outbox = answer.and_then(|(s, id)| Some((self.sessions.get(&s)?.outbox.clone(), id)));
         let tx = self.tx.clone();
-        let done = c.propose(DataItem::Queue(op));
+        let item = DataItem::Queue(op);
+        let done = match shard {
+            Some(s) => futures_util::future::Either::Left(c.propose_in(s, item)),
+            None => futures_util::future::Either::Right(c.propose(item)),
+        };
         tokio::spawn(async move {
             let Err((code, msg)) = done.await else {
                 return;
@@ -198,7 +213,7 @@ impl Broker {
 
     /// Apply one queue change of the data group's log (`apply_replicated`), at the entry's
     /// time. `mine`: the entry came from this process, whose clients get the answers.
-    pub(super) fn apply_queue_op(&mut self, op: QueueOp, now: u64, origin: &Origin) {
+    pub(super) fn apply_queue_op(&mut self, shard: Shard, op: QueueOp, now: u64, origin: &Origin) {
         let mine = self.cluster.as_ref().is_some_and(|c| c.is_mine(origin));
         if let QueueOp::NodeStarted { .. } = op {
             self.apply_group_op(op.clone(), origin.node);
@@ -215,7 +230,30 @@ impl Broker {
                     | ClientFrame::TopicPurge(_)
                     | ClientFrame::TopicSet(_)
                     | ClientFrame::TopicCreate(_)) => {
-                        self.topic_request(session, f, now, Some(user))
+                        let topic = match &f {
+                            ClientFrame::TopicRm(r) | ClientFrame::TopicPurge(r) => &r.topic,
+                            ClientFrame::TopicSet(r) => &r.topic,
+                            ClientFrame::TopicCreate(r) => &r.topic,
+                            _ => "",
+                        };
+                        let spread = match &f {
+                            ClientFrame::TopicCreate(r) => r.partitions > 1,
+                            _ => false,
+                        };
+                        let refused = self.in_another_shard(shard, topic).or_else(|| {
+                            (spread && self.core.topics.shards().count() > 1).then(|| {
+                                (
+                                    ErrorCode::BadRequest,
+                                    "partitioned topics over several data groups are not yet \
+                                     possible"
+                                        .to_string(),
+                                )
+                            })
+                        });
+                        match refused {
+                            Some((code, msg)) => self.error(session, f.id(), code, msg),
+                            None => self.topic_request(session, f, now, Some(user)),
+                        }
                     }
                     f => self.queue_request(session, f, now, Some(user)),
                 }
@@ -305,13 +343,16 @@ impl Broker {
             }
             QueueOp::Retain => {
                 if mine {
-                    self.taking.remove(&TakeKey::Retain);
+                    self.taking.remove(&TakeKey::Retain(shard));
                 }
+                // The group's own topics alone: each group cuts its own at its entries' times.
+                let shards = self.core.topics.shards();
                 let aged: Vec<u32> = self
                     .core
                     .topics
                     .iter_unordered()
                     .filter(|t| t.limits.hard_max_age_ms > 0 && t.msgs > 0)
+                    .filter(|t| shards.of(t.id) == shard)
                     .map(|t| t.id)
                     .collect();
                 for id in aged {
@@ -404,18 +445,24 @@ impl Broker {
         {
             self.propose_queue(QueueOp::Expire, None);
         }
-        // Hard age limits are applied through the log, at the entry's time (`hard_trim`).
-        if leads
-            && !self.taking.contains(&TakeKey::Retain)
-            && now.saturating_sub(self.retained_at) >= 1000
-            && self
+        // Hard age limits are applied through the log of each group, at the entry's time
+        // (`hard_trim`), proposed by the group's leader.
+        if now.saturating_sub(self.retained_at) >= 1000 {
+            let shards = self.core.topics.shards();
+            let aged: std::collections::BTreeSet<Shard> = self
                 .core
                 .topics
                 .iter_unordered()
-                .any(|t| t.limits.hard_max_age_ms > 0 && t.msgs > 0)
-        {
+                .filter(|t| t.limits.hard_max_age_ms > 0 && t.msgs > 0)
+                .map(|t| shards.of(t.id))
+                .collect();
             self.retained_at = now;
-            self.propose_queue(QueueOp::Retain, None);
+            for s in aged {
+                let leads = self.cluster.as_ref().is_some_and(|c| c.leads_data(s));
+                if leads && !self.taking.contains(&TakeKey::Retain(s)) {
+                    self.propose_queue_in(Some(s), QueueOp::Retain, None);
+                }
+            }
         }
         self.serve_waiting(now);
     }

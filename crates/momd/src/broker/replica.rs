@@ -16,7 +16,11 @@ impl Broker {
     /// Why a publish to `topic` in an entry of shard `shard`'s group is refused, if it is:
     /// its topic is another shard's (the same on every node: the shard is the name's), or
     /// partitioned over several data groups (not yet possible).
-    fn in_another_shard(&self, shard: Shard, topic: &str) -> Option<(ErrorCode, String)> {
+    pub(super) fn in_another_shard(
+        &self,
+        shard: Shard,
+        topic: &str,
+    ) -> Option<(ErrorCode, String)> {
         let shards = self.core.topics.shards();
         if shards.count() <= 1 {
             return None;
@@ -137,7 +141,7 @@ impl Broker {
                 let item = match item {
                     DataItem::Publish(p) => p,
                     DataItem::Queue(op) => {
-                        self.apply_queue_op(op, e.time, &e.origin);
+                        self.apply_queue_op(shard, op, e.time, &e.origin);
                         results.push(Ok(Published::default()));
                         continue;
                     }

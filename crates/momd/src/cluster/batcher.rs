@@ -440,26 +440,50 @@ impl super::Cluster {
         self.inner.batchers.get(usize::from(shard))
     }
 
-    /// The shard an item goes to: a publish to its topic's.
+    /// The shard an item goes to: a publish, or a change to a topic, to its topic's; the
+    /// rest to the first (queues are not yet spread over several).
     fn route(&self, item: &DataItem) -> Shard {
-        match item {
-            DataItem::Publish(p) => self.shards().place_name(&p.topic),
-            DataItem::Queue(_) => 0,
-        }
+        use mom_proto::ClientFrame;
+        let topic = match item {
+            DataItem::Publish(p) => &p.topic,
+            DataItem::Queue(super::data::QueueOp::Request { frame, .. }) => match &**frame {
+                ClientFrame::TopicRm(r) => &r.topic,
+                ClientFrame::TopicPurge(r) => &r.topic,
+                ClientFrame::TopicSet(r) => &r.topic,
+                ClientFrame::TopicCreate(r) => &r.topic,
+                _ => return 0,
+            },
+            DataItem::Queue(_) => return 0,
+        };
+        self.shards().place_name(topic)
     }
 
     /// Publishes (or changes the queues) through the cluster: queued now, in the order of
     /// the calls (a connection's requests keep their order); the answer comes once
     /// committed on a majority and applied.
     pub fn propose(&self, item: DataItem) -> impl std::future::Future<Output = PubResult> {
+        let shard = self.route(&item);
+        self.propose_in(shard, item)
+    }
+
+    /// [`Cluster::propose`] to shard `shard`'s data group.
+    pub fn propose_in(
+        &self,
+        shard: Shard,
+        item: DataItem,
+    ) -> impl std::future::Future<Output = PubResult> {
         let (done, wait) = oneshot::channel();
-        let queued = self.batcher_of(&item).is_some_and(|b| {
-            b.send(Proposal {
-                item,
-                done: Done::Channel(done),
-            })
-            .is_ok()
-        });
+        let queued = self
+            .inner
+            .batchers
+            .get(usize::from(shard))
+            .is_some_and(|b| {
+                b.send(Proposal {
+                    item,
+                    done: Done::Channel(done),
+                })
+                .is_ok()
+            });
         async move {
             if !queued {
                 return Err((ErrorCode::Unavailable, "the node is stopping".into()));
