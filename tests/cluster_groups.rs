@@ -131,6 +131,13 @@ fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_lead
         .map(|g| g.iter().filter_map(|g| g["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names, ["meta", "data.0", "data.1", "data.2"]);
+    // Each node leads one data group: each formed the group it is the preferred leader of.
+    let data_leaders: std::collections::BTreeSet<u64> = ls[1..].iter().copied().collect();
+    assert_eq!(
+        data_leaders.len(),
+        3,
+        "the data groups' leaders spread: {ls:?}"
+    );
 
     // Publishes through node 1 to a topic of each group; read on node 3.
     let ts = topics();

@@ -10,6 +10,7 @@
 //! metadata group's state (members, users and tokens); `status` answers `cluster_status`
 //! and the metrics; `interest` tells the other nodes who watches what here.
 
+mod balance;
 pub mod batcher;
 pub mod data;
 mod forward;
@@ -396,6 +397,7 @@ pub async fn start(
         cluster.inner.settings.peer_listen,
         cluster.inner.settings.peers.len()
     );
+    let settings_node = cluster.node_id();
     let first_member = cluster
         .inner
         .settings
@@ -416,14 +418,36 @@ pub async fn start(
         .iter()
         .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
         .collect();
-    for r in std::iter::once(&raft).chain(&data_rafts) {
-        // Every first member does this with the same list; all but one find the group
-        // already formed, which is what they want.
-        if first_member && !r.is_initialized().await.unwrap_or(true) {
-            if let Err(e) = r.initialize(members.clone()).await {
-                tracing::debug!("initialize: {e}");
-            }
+    // Every first member does this with the same list; all but one find the group already
+    // formed, which is what they want. The one that forms a group stands for its leader at
+    // once, so each member forms the data groups it is the preferred leader of first
+    // (`balance.rs`) and the rest a moment later, if nobody has: the groups' leaders start
+    // out spread over the nodes.
+    let mine: Vec<&Raft> = std::iter::once(&raft)
+        .chain(
+            data_rafts
+                .iter()
+                .zip(shards.all())
+                .filter(|(_, s)| balance::preferred(&members, *s) == Some(settings_node))
+                .map(|(r, _)| r),
+        )
+        .collect();
+    if first_member {
+        for r in &mine {
+            initialize(r, &members).await;
         }
+        let rest: Vec<Raft> = data_rafts
+            .iter()
+            .filter(|r| !mine.iter().any(|m| std::ptr::eq(*m, *r)))
+            .cloned()
+            .collect();
+        let members = members.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(balance::FORM_WAIT).await;
+            for r in &rest {
+                initialize(r, &members).await;
+            }
+        });
     }
     for (i, (group, _)) in names.iter().enumerate() {
         tokio::spawn(cluster.clone().watch_elections(i, *group));
@@ -558,6 +582,15 @@ pub(crate) fn encode_named<T: Serialize + ?Sized>(
     v: &T,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(v)
+}
+
+/// Forms a group with `members`, unless it is formed already.
+async fn initialize(r: &Raft, members: &BTreeMap<NodeId, BasicNode>) {
+    if !r.is_initialized().await.unwrap_or(true) {
+        if let Err(e) = r.initialize(members.clone()).await {
+            tracing::debug!("initialize: {e}");
+        }
+    }
 }
 
 /// `MOMD_PEER_ROUTES=2=HOST:PORT,3=HOST:PORT`: where this node dials some peers instead
