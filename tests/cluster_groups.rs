@@ -228,8 +228,8 @@ fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a
             assert_eq!(info["first_seq"].as_u64(), Some(16), "{t}: {info}");
         }
     }
-    // Not yet across groups: queues, partitioned topics, grouped watches. Each is refused
-    // with a reason, and nothing is half done.
+    // Not yet across groups: queues and partitioned topics. Each is refused with a reason,
+    // and nothing is half done.
     let out = nodes[0].ctl(&["queue", "create", "jobs", "--bind", "grp.>"], None);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("several data groups"), "{out:?}");
@@ -238,12 +238,90 @@ fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a
     assert!(out.stderr.contains("several data groups"), "{out:?}");
     let out = nodes[2].ctl(&["topic", "info", "clicks"], None);
     assert_ne!(out.code, 0, "no partitioned topic was made: {out:?}");
-    // `reply` shares requests with other repliers through a grouped watch.
-    let out = nodes[1].ctl_timeout(
-        &["reply", "grp.req", "--", "cat"],
-        None,
-        Duration::from_secs(20),
+}
+
+#[test]
+fn repliers_on_two_nodes_share_the_requests_of_every_group_each_answered_once() {
+    let (list, addrs) = peer_list(3);
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    poll(Duration::from_secs(30), "a leader in every group", || {
+        leaders(&nodes[0], &[1, 2, 3])
+    });
+    // A request topic in each group.
+    let svcs: Vec<String> = (0..GROUPS)
+        .map(|g| {
+            (0..100)
+                .map(|i| format!("svc.s{i}"))
+                .find(|n| group_of(n) == g)
+                .expect("a name for every group")
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut repliers = Vec::new();
+    for node in [1u64, 2] {
+        let log = dir.path().join(format!("r{node}"));
+        let script = format!(
+            "p=$(cat); echo \"$p\" >> '{}'; printf 'r{node}'",
+            log.display()
+        );
+        let r = Collector::new(
+            nodes[node as usize - 1].spawn_ctl(&["reply", "svc.*", "--", "sh", "-c", &script]),
+        );
+        repliers.push((r, log));
+    }
+    let handled = |log: &std::path::Path| -> usize {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let ask = |svc: &str, i: usize| {
+        nodes[2].ctl_timeout(
+            &["request", svc, &format!("q{i}"), "--timeout", "10s"],
+            None,
+            Duration::from_secs(30),
+        )
+    };
+    // Until both repliers' counts are in every group's table, a node hands its own
+    // members what it has (a request may be answered twice): wait for one answer each.
+    for svc in &svcs {
+        poll(
+            Duration::from_secs(20),
+            "both repliers in the group",
+            || {
+                let before: usize = repliers.iter().map(|(_, l)| handled(l)).sum();
+                let out = ask(svc, 0);
+                assert_eq!(out.code, 0, "{out:?}");
+                std::thread::sleep(Duration::from_millis(300));
+                let after: usize = repliers.iter().map(|(_, l)| handled(l)).sum();
+                (after == before + 1).then_some(())
+            },
+        );
+    }
+    for (_, log) in &repliers {
+        std::fs::write(log, "").expect("clearing the log");
+    }
+    let mut answered_by = [0usize; 2];
+    let mut asked = 0;
+    for i in 1..=20 {
+        for svc in &svcs {
+            let out = ask(svc, i);
+            assert_eq!(out.code, 0, "request {i} to {svc}: {out:?}");
+            asked += 1;
+            match out.stdout_str().trim_end() {
+                "r1" => answered_by[0] += 1,
+                "r2" => answered_by[1] += 1,
+                other => panic!("request {i} to {svc}: reply {other:?}"),
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let done: usize = repliers.iter().map(|(_, l)| handled(l)).sum();
+    assert_eq!(done, asked, "each request handled once: {answered_by:?}");
+    assert!(
+        answered_by.iter().all(|n| *n > 0),
+        "both repliers had a share: {answered_by:?}"
     );
-    assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("several data groups"), "{out:?}");
 }

@@ -368,9 +368,13 @@ pub struct Broker {
     /// `core.watches.changes()` when the cluster last learnt this node's watches.
     interest_sent: u64,
     /// Cluster mode: how the nodes share the messages of watch groups (`watch_groups.rs`).
-    watch_groups: Arc<watch_groups::GroupTable>,
+    /// Per shard: each data group shares its own topics' messages by its own table.
+    watch_groups: Vec<Arc<watch_groups::GroupTable>>,
     /// Member counts this node told the others lately (count, when).
-    groups_told: std::collections::BTreeMap<watch_groups::GroupKey, (u32, u64)>,
+    groups_told: std::collections::BTreeMap<
+        (crate::core::shards::Shard, watch_groups::GroupKey),
+        (u32, u64),
+    >,
     /// When the data group's leader last took a silent node out of the watch groups.
     groups_pruned_at: u64,
     /// Why the last commit failed, if it did (a replica must not apply past it).
@@ -464,6 +468,7 @@ impl Broker {
         queues: Vec<crate::core::queues::QueueRecord>,
         auth: Arc<Auth>,
     ) -> (Broker, BrokerHandle, mpsc::Receiver<Cmd>) {
+        let shards = core.topics.shards();
         let (tx, rx) = mpsc::channel(4096);
         let disk_bytes = store.disk_bytes();
         let now = now_ms();
@@ -522,7 +527,7 @@ impl Broker {
             flushing_tickets: Vec::new(),
             cluster: None,
             interest_sent: 0,
-            watch_groups: Default::default(),
+            watch_groups: vec![Default::default(); usize::from(shards.count())],
             groups_told: Default::default(),
             groups_pruned_at: 0,
             commit_failed: None,

@@ -452,8 +452,8 @@ fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
 }
 
 /// How many data groups a new cluster node spreads its topics over: one, or the number in
-/// `MOMD_DATA_GROUPS` (work in progress: queues, partitioned topics and dead letters do not
-/// yet work across several; see `core/shards.rs`). A data dir keeps the number it was
+/// `MOMD_DATA_GROUPS` (work in progress: queues and partitioned topics are refused with
+/// several; see `cluster/mod.rs`). A data dir keeps the number it was
 /// made with (`cluster/identity.rs`).
 fn data_groups() -> Shards {
     std::env::var("MOMD_DATA_GROUPS")

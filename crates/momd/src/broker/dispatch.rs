@@ -75,8 +75,9 @@ impl Broker {
                 let node = cluster.node_id();
                 self.cluster = Some(cluster);
                 self.load_watch_groups();
-                // What consumers of this node's earlier process held comes back.
-                self.propose_queue(crate::cluster::data::QueueOp::NodeStarted { node }, None);
+                // What consumers of this node's earlier process held comes back, and its
+                // earlier members leave every group's table of watch groups.
+                self.propose_everywhere(crate::cluster::data::QueueOp::NodeStarted { node });
             }
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);

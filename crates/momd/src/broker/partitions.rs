@@ -85,7 +85,7 @@ impl Broker {
                             topic: name.to_string(),
                             answer: Published::default(),
                             parts,
-                            groups: self.cluster.is_some().then(|| self.watch_groups.clone()),
+                            groups: self.group_table(name),
                         });
                     }
                     return Err((
@@ -115,7 +115,7 @@ impl Broker {
             topic: name.to_string(),
             answer: answer.clone(),
             parts,
-            groups: self.cluster.is_some().then(|| self.watch_groups.clone()),
+            groups: self.group_table(name),
         });
         // A replica's entries are committed together with the applied state that names
         // them (`replica.rs`), never split.

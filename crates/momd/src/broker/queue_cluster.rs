@@ -167,6 +167,13 @@ impl Broker {
         self.propose_queue_in(None, op, answer)
     }
 
+    /// `op` to every data group.
+    pub(super) fn propose_everywhere(&mut self, op: QueueOp) {
+        for s in self.core.topics.shards().all() {
+            self.propose_queue_in(Some(s), op.clone(), None);
+        }
+    }
+
     /// [`Broker::propose_queue`] to shard `shard`'s group (None: where `op` belongs).
     pub(super) fn propose_queue_in(
         &mut self,
@@ -216,7 +223,7 @@ impl Broker {
     pub(super) fn apply_queue_op(&mut self, shard: Shard, op: QueueOp, now: u64, origin: &Origin) {
         let mine = self.cluster.as_ref().is_some_and(|c| c.is_mine(origin));
         if let QueueOp::NodeStarted { .. } = op {
-            self.apply_group_op(op.clone(), origin.node);
+            self.apply_group_op(shard, op.clone(), origin.node);
         }
         match op {
             QueueOp::Request {
@@ -360,7 +367,7 @@ impl Broker {
                 }
             }
             op @ (QueueOp::GroupMembers { .. } | QueueOp::GroupsGone { .. }) => {
-                self.apply_group_op(op, origin.node)
+                self.apply_group_op(shard, op, origin.node)
             }
             QueueOp::NodeStarted { node } => {
                 let mut gone: Vec<(String, ConsumerId)> = Vec::new();

@@ -218,7 +218,7 @@ impl Broker {
         self.taking.clear();
         self.replica_taken.clear();
         if let Some(node) = self.cluster.as_ref().map(|c| c.node_id()) {
-            self.propose_queue(crate::cluster::data::QueueOp::NodeStarted { node }, None);
+            self.propose_everywhere(crate::cluster::data::QueueOp::NodeStarted { node });
         }
         self.report_damage(&loaded.damage);
         self.store

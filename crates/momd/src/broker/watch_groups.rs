@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Broker;
 use crate::cluster::data::QueueOp;
+use crate::core::shards::Shard;
 
 /// The store's metadata key of the table.
 const TABLE_KEY: &str = "watch_groups";
@@ -124,27 +125,46 @@ impl GroupTable {
 }
 
 impl Broker {
-    /// The table as the store holds it (at start, and after a snapshot is installed).
+    /// The tables as the store holds them (at start, and after a snapshot is installed).
     pub(super) fn load_watch_groups(&mut self) {
-        let table = match self.store.meta(TABLE_KEY) {
-            Ok(Some(v)) => rmp_serde::from_slice(&v).unwrap_or_else(|e| {
-                tracing::warn!("the stored watch groups are unreadable ({e}); starting empty");
-                GroupTable::default()
-            }),
-            Ok(None) => GroupTable::default(),
-            Err(e) => {
-                tracing::warn!("cannot read the stored watch groups ({e}); starting empty");
-                GroupTable::default()
-            }
-        };
-        self.watch_groups = Arc::new(table);
+        let shards = self.core.topics.shards();
+        self.watch_groups = shards
+            .all()
+            .map(|s| {
+                let table = match self.store.meta(&table_key(s)) {
+                    Ok(Some(v)) => rmp_serde::from_slice(&v).unwrap_or_else(|e| {
+                        tracing::warn!(
+                            "the stored watch groups are unreadable ({e}); starting empty"
+                        );
+                        GroupTable::default()
+                    }),
+                    Ok(None) => GroupTable::default(),
+                    Err(e) => {
+                        tracing::warn!("cannot read the stored watch groups ({e}); starting empty");
+                        GroupTable::default()
+                    }
+                };
+                Arc::new(table)
+            })
+            .collect();
         self.groups_told.clear();
     }
 
-    /// Applies a change of the table (at its place in the data group's log).
-    pub(super) fn apply_group_op(&mut self, op: QueueOp, origin_node: NodeId) {
+    /// The table a publish to topic `name` is delivered by, as it stands now (None outside
+    /// cluster mode): that of the topic's group.
+    pub(super) fn group_table(&self, name: &str) -> Option<Arc<GroupTable>> {
+        self.cluster.as_ref()?;
+        let shard = self.core.topics.shards().place_name(name);
+        self.watch_groups.get(usize::from(shard)).cloned()
+    }
+
+    /// Applies a change of shard `shard`'s table (at its place in its group's log).
+    pub(super) fn apply_group_op(&mut self, shard: Shard, op: QueueOp, origin_node: NodeId) {
         let me = self.cluster.as_ref().map(|c| c.node_id());
-        let table = Arc::make_mut(&mut self.watch_groups);
+        let Some(table) = self.watch_groups.get_mut(usize::from(shard)) else {
+            return;
+        };
+        let table = Arc::make_mut(table);
         let (changed, me_out) = match op {
             QueueOp::GroupMembers {
                 name,
@@ -161,8 +181,10 @@ impl Broker {
             self.groups_told.clear();
         }
         if changed {
-            match rmp_serde::to_vec(&*self.watch_groups) {
-                Ok(v) => self.store.stage_meta(&mut self.staged, TABLE_KEY, v),
+            match rmp_serde::to_vec(&*table) {
+                Ok(v) => self
+                    .store
+                    .stage_meta(&mut self.staged, &table_key(shard), v),
                 Err(e) => tracing::error!("cannot encode the watch groups: {e}"),
             }
         }
@@ -175,42 +197,57 @@ impl Broker {
             return;
         };
         let me = c.node_id();
-        let mut want: BTreeMap<GroupKey, u32> = self.core.watches.group_sizes();
-        for k in self.watch_groups.of_node(me).keys() {
-            want.entry((*k).clone()).or_insert(0);
-        }
-        let have = self.watch_groups.of_node(me);
+        let sizes: BTreeMap<GroupKey, u32> = self.core.watches.group_sizes();
+        // Each group's table is told apart: its messages are decided in its own log.
         let mut tell = Vec::new();
-        for (key, n) in want {
-            if have.get(&key).copied().unwrap_or(0) == n {
-                self.groups_told.remove(&key);
-                continue;
+        for (s, table) in self.core.topics.shards().all().zip(&self.watch_groups) {
+            let have = table.of_node(me);
+            let mut want = sizes.clone();
+            for k in have.keys() {
+                want.entry((*k).clone()).or_insert(0);
             }
-            let recent = self
-                .groups_told
-                .get(&key)
-                .is_some_and(|(told, at)| *told == n && now.saturating_sub(*at) < RETELL_AFTER_MS);
-            if !recent {
-                tell.push((key, n));
+            for (key, n) in want {
+                let told = (s, key);
+                if have.get(&told.1).copied().unwrap_or(0) == n {
+                    self.groups_told.remove(&told);
+                    continue;
+                }
+                let recent = self
+                    .groups_told
+                    .get(&told)
+                    .is_some_and(|(t, at)| *t == n && now.saturating_sub(*at) < RETELL_AFTER_MS);
+                if !recent {
+                    tell.push((told, n));
+                }
             }
         }
-        for (key, n) in tell {
-            self.groups_told.insert(key.clone(), (n, now));
+        for (told, n) in tell {
+            self.groups_told.insert(told.clone(), (n, now));
+            let (s, key) = told;
             let op = QueueOp::GroupMembers {
                 name: key.0,
                 patterns: key.1,
                 members: n,
             };
-            self.propose_queue(op, None);
+            self.propose_queue_in(Some(s), op, None);
         }
-        if c.leads_data(0) && now.saturating_sub(self.groups_pruned_at) >= 1000 {
+        if now.saturating_sub(self.groups_pruned_at) >= 1000 {
             let contacts = c.contacts();
-            for node in self.watch_groups.nodes() {
-                let silent = contacts.since(node).is_some_and(|d| d >= GONE_AFTER);
-                if node != me && silent {
-                    self.groups_pruned_at = now;
-                    self.propose_queue(QueueOp::GroupsGone { node }, None);
+            let mut gone = Vec::new();
+            for (s, table) in self.core.topics.shards().all().zip(&self.watch_groups) {
+                if !c.leads_data(s) {
+                    continue;
                 }
+                for node in table.nodes() {
+                    let silent = contacts.since(node).is_some_and(|d| d >= GONE_AFTER);
+                    if node != me && silent {
+                        gone.push((s, node));
+                    }
+                }
+            }
+            for (s, node) in gone {
+                self.groups_pruned_at = now;
+                self.propose_queue_in(Some(s), QueueOp::GroupsGone { node }, None);
             }
         }
     }

@@ -66,13 +66,6 @@ impl Broker {
                 let msg = "a grouped watch starts at new (no from other than new, no after)";
                 return self.error(session, w.id, ErrorCode::BadRequest, msg);
             }
-            // Which node gives a group's message is decided in each data group's log; with
-            // several groups, their tables are not yet kept apart.
-            if self.core.topics.shards().count() > 1 {
-                let msg = "grouped watches are not yet available on a cluster whose topics \
-                           spread over several data groups";
-                return self.error(session, w.id, ErrorCode::Unavailable, msg);
-            }
         }
         if let Err(msg) = self.patterns_fit(session, w.patterns.len()) {
             return self.error(session, w.id, ErrorCode::RateLimited, msg);

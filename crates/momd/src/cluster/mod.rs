@@ -9,6 +9,17 @@
 //! `identity` checks the data dir belongs to this cluster and node id; `meta` is the
 //! metadata group's state (members, users and tokens); `status` answers `cluster_status`
 //! and the metrics; `interest` tells the other nodes who watches what here.
+//!
+//! Topics are carried by data groups (`data.rs`): one, or several (`MOMD_DATA_GROUPS`, fixed
+//! when the data dir is made), each carrying its shard of the topics (`core/shards.rs`: a
+//! topic's shard is worked out from its name) with its own leader, log, batcher, applied
+//! state and snapshots (of its shard of the store alone, `store/shard_snapshot.rs`), all
+//! applied by the one broker of the node. A publish or a topic's change goes to its
+//! topic's group; an entry that names another group's topic is refused, the same on every
+//! node. The groups' leaders start out spread (`balance.rs`); each group shares its own
+//! topics' messages among watch groups by its own table (`broker/watch_groups.rs`). Queues
+//! and partitioned topics keep state that is not yet spread with the topics: with several
+//! groups they are refused with a reason.
 
 mod balance;
 pub mod batcher;
