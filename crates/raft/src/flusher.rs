@@ -30,7 +30,10 @@ pub(crate) struct Flusher {
     tx: mpsc::UnboundedSender<Waiter>,
 }
 
-fn sync_all(files: Vec<Arc<File>>, db: Option<sled::Db>) -> Result<(), String> {
+/// Syncs each file written once (several appends of a group note the same file).
+fn sync_all(mut files: Vec<Arc<File>>, db: Option<sled::Db>) -> Result<(), String> {
+    files.sort_by_key(|f| Arc::as_ptr(f) as usize);
+    files.dedup_by(|a, b| Arc::ptr_eq(a, b));
     for f in &files {
         f.sync_data()
             .map_err(|e| format!("cannot sync the Raft log: {e}"))?;

@@ -48,14 +48,22 @@ pub fn render(st: &ClusterStatus) -> Vec<String> {
         .max()
         .unwrap_or(0)
         .max(11);
+    // Wide enough for what a node leads (several data groups: `meta,data.0,data.2`).
+    let lw = st
+        .nodes
+        .iter()
+        .map(|n| st.leads(n.id).len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
     out.push(format!(
-        "{:>4}  {:<11}  {:<9}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  VERSION",
+        "{:>4}  {:<11}  {:<lw$}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  VERSION",
         "NODE", "ROLE", "LEADS", "CLIENT ADDR", "PEER ADDR", "VOTER", "LAST CONTACT"
     ));
     for n in &st.nodes {
         let me = if n.id == st.node_id { "*" } else { " " };
         out.push(format!(
-            "{:>3}{me}  {:<11}  {:<9}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  {}",
+            "{:>3}{me}  {:<11}  {:<lw$}  {:<aw$}  {:<aw$}  {:<5}  {:>12}  {}",
             n.id,
             n.role,
             st.leads(n.id),
@@ -162,5 +170,25 @@ mod tests {
         assert_eq!(both[2].1, "meta,data");
         let none = leads(&render(&status(None, None)));
         assert!(none.iter().all(|(_, l)| l == "-"), "{none:?}");
+    }
+
+    #[test]
+    fn a_node_leading_several_data_groups_keeps_the_columns_in_line() {
+        let mut st = status(Some(3), Some(1));
+        st.groups = ["meta", "data.0", "data.1", "data.2"]
+            .iter()
+            .zip([Some(3), Some(1), Some(2), Some(3)])
+            .map(|(name, leader)| ClusterGroup {
+                name: name.to_string(),
+                leader,
+                ..Default::default()
+            })
+            .collect();
+        let lines = render(&st);
+        assert_eq!(leads(&lines)[2].1, "meta,data.2");
+        let at = lines[1].find("CLIENT ADDR").expect("the header");
+        for l in &lines[2..5] {
+            assert_eq!(l.find("127.0.0.1:780"), Some(at), "{lines:#?}");
+        }
     }
 }
