@@ -204,6 +204,34 @@ fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_lead
         });
         assert_eq!(got, expected(&ts[0], n + 1), "node {id}");
     }
+
+    // Every node killed at once and started again: each group goes on from what its
+    // node's store says it applied, and every topic reads back whole, then takes more.
+    for m in nodes.iter_mut() {
+        m.kill9();
+    }
+    for m in nodes.iter_mut() {
+        m.restart();
+    }
+    poll(
+        Duration::from_secs(30),
+        "a leader in every group again",
+        || leaders(&nodes[0], &[1, 2, 3]),
+    );
+    for t in &ts {
+        publish(&nodes[1], t, if *t == ts[0] { n + 2 } else { n + 1 }, 1);
+    }
+    for id in 1..=3u64 {
+        for t in &ts {
+            let want = if *t == ts[0] { n + 2 } else { n + 1 };
+            let got = poll(
+                Duration::from_secs(30),
+                "everything after the restart",
+                || payloads(&nodes[id as usize - 1], t, want),
+            );
+            assert_eq!(got, expected(t, want), "{t} on node {id} after the restart");
+        }
+    }
 }
 
 #[test]
