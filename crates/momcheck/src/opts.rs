@@ -202,6 +202,13 @@ pub struct Opts {
     #[arg(long, default_value = "2GiB", value_parser = parse_size)]
     pub disk_size: u64,
 
+    /// With --cluster: spread the nodes' topics over N data groups (`MOMD_DATA_GROUPS`), each
+    /// with its own leader, log and snapshots. With more than one the workload has no queue
+    /// and no partitioned topic (not yet spread over several groups): publishers and
+    /// watchers only.
+    #[arg(long, default_value_t = 1)]
+    pub data_groups: u16,
+
     /// Read everything back and check it every N cycles (0: only at the end).
     #[arg(long, default_value_t = 50)]
     pub checkpoint_every: u32,

@@ -3,13 +3,14 @@
 //! link cut, a fourth node joining and leaving), then everything healed and the nodes
 //! agreeing on a leader again. Every choice comes from the run's seed.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mom_proto::ErrorCode;
 use momctl::client::{Client, ClientError, ConnectOptions};
 
-use super::nodes::{data_group, TRIO};
+use super::nodes::{data_groups, TRIO};
 use super::ClusterRun;
 use crate::ledger::Ledger;
 use crate::opts::Fault;
@@ -253,21 +254,28 @@ impl ClusterRun {
                 ..Ledger::default()
             }
         };
-        let target = self.leader_last_index().await?;
+        // Of each data group: the new node must apply its leader's log up to there.
+        let targets = self.leader_last_indexes().await?;
         let t1 = Instant::now();
         loop {
-            let applied = self
-                .nodes
-                .status(id)
-                .await
-                .and_then(|st| data_group(&st).map(|g| g.applied_index));
-            if applied.is_some_and(|a| a >= target) {
+            let applied: BTreeMap<String, u64> = match self.nodes.status(id).await {
+                Some(st) => data_groups(&st)
+                    .map(|g| (g.name.clone(), g.applied_index))
+                    .collect(),
+                None => BTreeMap::new(),
+            };
+            let behind: Vec<String> = targets
+                .iter()
+                .filter(|(g, t)| applied.get(*g).is_none_or(|a| a < *t))
+                .map(|(g, t)| format!("{g} at {:?} of {t}", applied.get(g)))
+                .collect();
+            if behind.is_empty() {
                 break;
             }
             if t1.elapsed() > Duration::from_secs(60) {
                 anyhow::bail!(
-                    "node {id} had applied up to {applied:?} of the data group's log 60 s after \
-                     it joined, not {target}"
+                    "60 s after it joined, node {id} had not applied its data groups' logs: {}",
+                    behind.join(", ")
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -311,18 +319,44 @@ impl ClusterRun {
     }
 
     /// The last index of the data group's log on its leader.
-    async fn leader_last_index(&self) -> anyhow::Result<u64> {
-        for _ in 0..50 {
-            if let Some(l) = self.nodes.data_leader(&TRIO).await {
-                if let Some(st) = self.nodes.status(l).await {
-                    if let Some(g) = data_group(&st).filter(|g| g.leader == Some(l)) {
-                        return Ok(g.last_index);
-                    }
+    /// The last index of each data group's log, as its leader has it.
+    async fn leader_last_indexes(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        'try_again: for _ in 0..50 {
+            let mut any = None;
+            for id in TRIO {
+                any = self.nodes.status(id).await;
+                if any.is_some() {
+                    break;
+                }
+            }
+            if let Some(st) = any {
+                let mut out = BTreeMap::new();
+                for g in data_groups(&st) {
+                    let Some(l) = g.leader else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'try_again;
+                    };
+                    let last = match self.nodes.status(l).await {
+                        Some(ls) => ls
+                            .groups
+                            .iter()
+                            .find(|x| x.name == g.name && x.leader == Some(l))
+                            .map(|x| x.last_index),
+                        None => None,
+                    };
+                    let Some(last) = last else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'try_again;
+                    };
+                    out.insert(g.name.clone(), last);
+                }
+                if !out.is_empty() {
+                    return Ok(out);
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        anyhow::bail!("no leader of the data group answered in 10 s")
+        anyhow::bail!("no leader of each data group answered in 10 s")
     }
 
     /// One hostile client case against a node chosen at random, the workload going on

@@ -190,7 +190,7 @@ impl ClusterRun {
             .context("creating the work dir")?;
         // Idle-connection cases need many files (the nodes inherit the limit).
         let fd_limit = crate::hostile::raise_fd_limit();
-        let nodes = Nodes::start(opts.momd_bin()?, work.path())
+        let nodes = Nodes::start(opts.momd_bin()?, work.path(), opts.data_groups)
             .await
             .context("starting the nodes")?;
         for n in &nodes.nodes {
@@ -205,7 +205,11 @@ impl ClusterRun {
         };
         // The probe's topic stays empty here (publish latencies are the publishers'); it is
         // kept so the ledger has the shape the verdict knows.
-        let topics = workload::run_topics(opts.topics);
+        let topics = if opts.data_groups > 1 {
+            workload::plain_topics(opts.topics)
+        } else {
+            workload::run_topics(opts.topics)
+        };
         let ctx = Arc::new(Shared {
             ledger: Mutex::new(Ledger::new(opts.publishers)),
             topics,
@@ -260,7 +264,8 @@ impl ClusterRun {
                 t.give_up.clone(),
             )));
         }
-        for c in 0..self.opts.consumers {
+        let consumers = if self.queued() { self.opts.consumers } else { 0 };
+        for c in 0..consumers {
             t.consumers.push(tokio::spawn(workload::consumer(
                 self.ctx.clone(),
                 c,
@@ -278,6 +283,12 @@ impl ClusterRun {
         t
     }
 
+    /// Whether the workload has its queue (and partitioned topic): not with several data
+    /// groups, which do not carry them yet.
+    fn queued(&self) -> bool {
+        self.opts.data_groups <= 1
+    }
+
     async fn run(&mut self, interrupted: CancellationToken) -> anyhow::Result<Outcome> {
         self.settle("start").await?;
         let c = Client::connect(&ConnectOptions::with_servers(
@@ -285,17 +296,19 @@ impl ClusterRun {
             "momcheck setup",
         ))
         .await?;
-        c.queue_create(mom_proto::QueueCreate {
-            queue: QUEUE.into(),
-            bindings: vec![TOPIC_PATTERN.into()],
-            from: mom_proto::StartAt::All,
-            max_deliver: Some(10),
-            ack_wait_ms: Some(5000),
-            ..mom_proto::QueueCreate::default()
-        })
-        .await
-        .context("creating the queue")?;
-        workload::create_partitioned(&c).await?;
+        if self.queued() {
+            c.queue_create(mom_proto::QueueCreate {
+                queue: QUEUE.into(),
+                bindings: vec![TOPIC_PATTERN.into()],
+                from: mom_proto::StartAt::All,
+                max_deliver: Some(10),
+                ack_wait_ms: Some(5000),
+                ..mom_proto::QueueCreate::default()
+            })
+            .await
+            .context("creating the queue")?;
+            workload::create_partitioned(&c).await?;
+        }
         drop(c);
         let tasks = self.spawn_clients();
         let faults = self.opts.fault_list();
@@ -371,6 +384,9 @@ impl ClusterRun {
     /// running), then stop them. A queue that stops moving for 10 s is left as it is: what
     /// it still holds of the acknowledged messages is counted as never delivered.
     async fn drain(&mut self, t: &Tasks) -> anyhow::Result<()> {
+        if !self.queued() {
+            return Ok(());
+        }
         let c = Client::connect(&ConnectOptions::with_servers(
             self.ctx.servers(0),
             "momcheck final",
@@ -446,8 +462,9 @@ impl ClusterRun {
         }
         let l = self.ctx.ledger();
         // What clients noted on the way is checked with the first copy only.
+        let queued = self.queued();
         let scope = |first: bool| Scope {
-            queue: first,
+            queue: first && queued,
             observations: true,
             sightings: first,
         };

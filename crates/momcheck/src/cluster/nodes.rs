@@ -42,20 +42,31 @@ pub struct Nodes {
     work: PathBuf,
     /// `--peers` of every node: the trio's peer addresses.
     peers: String,
+    /// The data groups every node's topics spread over (`--data-groups`).
+    data_groups: u16,
 }
 
 fn host(id: u64) -> String {
     format!("127.0.0.{id}")
 }
 
-/// The data group as a status reports it.
+/// Every data group as a status reports it: `data`, or `data.0`, `data.1`, … of several.
+pub fn data_groups(st: &ClusterStatus) -> impl Iterator<Item = &ClusterGroup> {
+    st.groups
+        .iter()
+        .filter(|g| g.name == DATA_GROUP || g.name.starts_with(&format!("{DATA_GROUP}.")))
+}
+
+/// The (first) data group as a status reports it: `data`, or `data.0` of several.
 pub fn data_group(st: &ClusterStatus) -> Option<&ClusterGroup> {
-    st.groups.iter().find(|g| g.name == DATA_GROUP)
+    st.groups
+        .iter()
+        .find(|g| g.name == DATA_GROUP || g.name == format!("{DATA_GROUP}.0"))
 }
 
 impl Nodes {
     /// Start the trio and wait until each node serves.
-    pub async fn start(bin: PathBuf, work: &Path) -> anyhow::Result<Nodes> {
+    pub async fn start(bin: PathBuf, work: &Path, data_groups: u16) -> anyhow::Result<Nodes> {
         let mut peer_addrs: BTreeMap<u64, SocketAddr> = BTreeMap::new();
         for id in TRIO {
             let h = host(id);
@@ -84,6 +95,7 @@ impl Nodes {
             bin,
             work: work.to_path_buf(),
             peers,
+            data_groups,
         };
         for id in TRIO {
             let routes = TRIO
@@ -124,7 +136,9 @@ impl Nodes {
             "--peers".into(),
             self.peers.clone(),
         ];
-        let envs = envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut envs: Vec<(String, String)> =
+            envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        envs.push(("MOMD_DATA_GROUPS".into(), self.data_groups.to_string()));
         let momd = Momd::node(
             self.bin.clone(),
             self.work.join(format!("node{id}")),
@@ -227,33 +241,43 @@ impl Nodes {
         best.map(|(_, l)| l)
     }
 
-    /// Once every node of `ids` names the same data leader (one of `ids`) in the same term:
-    /// that leader, and whether every node has applied the leader's whole log and the
-    /// leader sees each of them 0 entries behind.
+    /// Once every node of `ids` names the same leader (one of `ids`) of each data group, in
+    /// the same term: the first data group's leader, and whether every node has applied each
+    /// group's whole log and each leader sees each of them 0 entries behind.
     pub async fn agreement(&self, ids: &[u64]) -> Option<(u64, bool)> {
         let mut all = Vec::new();
         for id in ids {
             all.push(self.status(*id).await?);
         }
-        let first = data_group(all.first()?)?;
-        let leader = first.leader.filter(|l| ids.contains(l))?;
-        let agree = all.iter().all(|st| {
-            data_group(st).is_some_and(|g| (g.leader, g.term) == (first.leader, first.term))
-        });
-        if !agree {
-            return None;
-        }
-        let lead = all.iter().find(|st| st.node_id == leader)?;
-        let lg = data_group(lead)?;
-        let lag_zero = ids.iter().all(|id| {
-            lg.replicas
+        let names: Vec<String> = data_groups(all.first()?).map(|g| g.name.clone()).collect();
+        let group = |st: &'_ ClusterStatus, name: &str| -> Option<ClusterGroup> {
+            st.groups.iter().find(|g| g.name == name).cloned()
+        };
+        let mut done = true;
+        let mut first_leader = None;
+        for name in &names {
+            let first = group(all.first()?, name)?;
+            let leader = first.leader.filter(|l| ids.contains(l))?;
+            first_leader.get_or_insert(leader);
+            let agree = all.iter().all(|st| {
+                group(st, name).is_some_and(|g| (g.leader, g.term) == (first.leader, first.term))
+            });
+            if !agree {
+                return None;
+            }
+            let lead = all.iter().find(|st| st.node_id == leader)?;
+            let lg = group(lead, name)?;
+            let lag_zero = ids.iter().all(|id| {
+                lg.replicas
+                    .iter()
+                    .any(|r| r.node == *id && r.lag == Some(0))
+            });
+            let applied = all
                 .iter()
-                .any(|r| r.node == *id && r.lag == Some(0))
-        });
-        let applied = all
-            .iter()
-            .all(|st| data_group(st).is_some_and(|g| g.applied_index >= lg.last_index));
-        Some((leader, lag_zero && applied))
+                .all(|st| group(st, name).is_some_and(|g| g.applied_index >= lg.last_index));
+            done &= lag_zero && applied;
+        }
+        Some((first_leader?, done))
     }
 
     /// Nothing `from` sends reaches `to` (its requests, and its answers to `to`'s
