@@ -191,7 +191,13 @@ fn a_flood_of_large_publishes_waits_in_the_clients_sockets_not_in_a_nodes_memory
 /// duplicated, reordered or diverged.
 #[test]
 fn cluster_faults_with_three_data_groups_lose_duplicate_reorder_and_diverge_nothing() {
-    let faults = ["leader-kill9", "kill9", "leader-pause", "isolate", "join-leave"];
+    let faults = [
+        "leader-kill9",
+        "kill9",
+        "leader-pause",
+        "isolate",
+        "join-leave",
+    ];
     let args = [
         "--cluster",
         "--data-groups",

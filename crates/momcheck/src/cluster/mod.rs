@@ -264,7 +264,11 @@ impl ClusterRun {
                 t.give_up.clone(),
             )));
         }
-        let consumers = if self.queued() { self.opts.consumers } else { 0 };
+        let consumers = if self.queued() {
+            self.opts.consumers
+        } else {
+            0
+        };
         for c in 0..consumers {
             t.consumers.push(tokio::spawn(workload::consumer(
                 self.ctx.clone(),
