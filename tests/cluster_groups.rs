@@ -70,6 +70,19 @@ fn leaders(m: &Momd, among: &[u64]) -> Option<Vec<u64>> {
     (ls.len() == groups.len() && ls.iter().all(|l| among.contains(l))).then_some(ls)
 }
 
+/// Three nodes of cluster `g`, once every group has a leader among them: the nodes, and
+/// each group's leader (meta, then the data groups).
+fn three_nodes() -> (Vec<Momd>, Vec<u64>) {
+    let (list, addrs) = peer_list(3);
+    let nodes: Vec<Momd> = (1..=3u64)
+        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .collect();
+    let ls = poll(Duration::from_secs(30), "a leader in every group", || {
+        leaders(&nodes[0], &[1, 2, 3])
+    });
+    (nodes, ls)
+}
+
 fn publish(m: &Momd, topic: &str, from: u64, n: u64) {
     let input: Vec<u8> = (from..from + n)
         .flat_map(|i| format!("{topic}-{i}\n").into_bytes())
@@ -118,13 +131,7 @@ fn expected(topic: &str, n: u64) -> Vec<String> {
 
 #[test]
 fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_leaders_death() {
-    let (list, addrs) = peer_list(3);
-    let mut nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
-    let ls = poll(Duration::from_secs(30), "a leader in every group", || {
-        leaders(&nodes[0], &[1, 2, 3])
-    });
+    let (mut nodes, ls) = three_nodes();
     let st = status(&nodes[0]).expect("status");
     let names: Vec<&str> = st["groups"]
         .as_array()
@@ -236,13 +243,7 @@ fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_lead
 
 #[test]
 fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a_reason() {
-    let (list, addrs) = peer_list(3);
-    let nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
-    poll(Duration::from_secs(30), "a leader in every group", || {
-        leaders(&nodes[0], &[1, 2, 3])
-    });
+    let (nodes, _) = three_nodes();
     // A limit set through node 2 on each group's topic trims every node's copy alike.
     for t in topics() {
         publish(&nodes[0], &t, 1, 20);
@@ -270,13 +271,7 @@ fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a
 
 #[test]
 fn repliers_on_two_nodes_share_the_requests_of_every_group_each_answered_once() {
-    let (list, addrs) = peer_list(3);
-    let nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
-        .collect();
-    poll(Duration::from_secs(30), "a leader in every group", || {
-        leaders(&nodes[0], &[1, 2, 3])
-    });
+    let (nodes, _) = three_nodes();
     // A request topic in each group.
     let svcs: Vec<String> = (0..GROUPS)
         .map(|g| {

@@ -34,7 +34,7 @@ use std::path::Path;
 
 use super::live::{seg_key, SegLive};
 use super::segments::HEADER_LEN;
-use super::snapshot::{bad, read_kv, sync_dir, write_kv, Cut, Summing, HEAD_LEN, MAGIC};
+use super::snapshot::{bad, begin_body, end_body, read_kv, sync_dir, write_kv, Cut};
 use super::*;
 use crate::core::shards::Shards;
 
@@ -134,21 +134,8 @@ pub fn write_shard_snapshot(cut: &Cut, header: &[u8], out: &Path) -> io::Result<
             }
         }
     }
-    let mut file = File::create(out)?;
-    file.write_all(&[0u8; HEAD_LEN as usize])?;
-    let mut w = Summing {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        crc: crc32fast::Hasher::new(),
-        len: 0,
-    };
-    let hl = u32::try_from(header.len()).map_err(|_| bad("snapshot header too long"))?;
-    w.write_all(&hl.to_be_bytes())?;
-    w.write_all(header)?;
-    w.write_all(&cut.index_entries.to_be_bytes())?;
-    w.write_all(&1u32.to_be_bytes())?;
-    w.write_all(&(SEGMENT_NAME.len() as u16).to_be_bytes())?;
-    w.write_all(SEGMENT_NAME.as_bytes())?;
-    w.write_all(&total.to_be_bytes())?;
+    let files = [(SEGMENT_NAME.to_string(), total)];
+    let mut w = begin_body(out, header, cut.index_entries, &files)?;
     let mut r = BufReader::with_capacity(1 << 20, File::open(cut.dir.join("index"))?);
     let mut offset = 0u64;
     while let Some((k, v)) = read_kv(&mut r)? {
@@ -180,16 +167,7 @@ pub fn write_shard_snapshot(cut: &Cut, header: &[u8], out: &Path) -> io::Result<
         f.read_exact_at(&mut buf, loc.offset)?;
         w.write_all(&buf)?;
     }
-    w.flush()?;
-    let (crc, len) = (w.crc.finalize(), w.len);
-    let file = w.inner.into_inner().map_err(|e| e.into_error())?;
-    let mut head = Vec::with_capacity(HEAD_LEN as usize);
-    head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&crc.to_be_bytes());
-    head.extend_from_slice(&len.to_be_bytes());
-    file.write_all_at(&head, 0)?;
-    file.sync_all()?;
-    Ok(HEAD_LEN + len)
+    end_body(w)
 }
 
 /// The `SHARD` file's content: the shards, and the one being installed.

@@ -36,8 +36,8 @@ use super::*;
 
 /// Snapshots live in `DATA/snapshot/`.
 pub const DIR: &str = "snapshot";
-pub(super) const MAGIC: &[u8; 8] = b"MOMDATA1";
-pub(super) const HEAD_LEN: u64 = 20;
+const MAGIC: &[u8; 8] = b"MOMDATA1";
+const HEAD_LEN: u64 = 20;
 const INSTALL: &str = "install";
 const READY: &str = "READY";
 /// This node's own metadata, never taken from another's snapshot.
@@ -227,9 +227,9 @@ impl InstallJob {
 
 /// A writer that counts and checksums what goes through it.
 pub(super) struct Summing<W> {
-    pub(super) inner: W,
-    pub(super) crc: crc32fast::Hasher,
-    pub(super) len: u64,
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
 }
 
 impl<W: Write> Write for Summing<W> {
@@ -245,8 +245,17 @@ impl<W: Write> Write for Summing<W> {
     }
 }
 
-/// Write the snapshot of `cut` with `header` to `out` (fsynced), and return its size.
-pub fn write_snapshot(cut: &Cut, header: &[u8], out: &Path) -> io::Result<u64> {
+/// A snapshot file being written, its body summed as it goes.
+pub(super) type Body = Summing<BufWriter<File>>;
+
+/// Starts the snapshot file `out`: room for its head, then the body's beginning — `header`,
+/// the number of index entries, the segment files' names and lengths.
+pub(super) fn begin_body(
+    out: &Path,
+    header: &[u8],
+    entries: u64,
+    files: &[(String, u64)],
+) -> io::Result<Body> {
     let mut file = File::create(out)?;
     file.write_all(&[0u8; HEAD_LEN as usize])?;
     let mut w = Summing {
@@ -257,24 +266,21 @@ pub fn write_snapshot(cut: &Cut, header: &[u8], out: &Path) -> io::Result<u64> {
     let hl = u32::try_from(header.len()).map_err(|_| bad("snapshot header too long"))?;
     w.write_all(&hl.to_be_bytes())?;
     w.write_all(header)?;
-    w.write_all(&cut.index_entries.to_be_bytes())?;
-    let n = u32::try_from(cut.files.len()).map_err(|_| bad("too many segment files"))?;
+    w.write_all(&entries.to_be_bytes())?;
+    let n = u32::try_from(files.len()).map_err(|_| bad("too many segment files"))?;
     w.write_all(&n.to_be_bytes())?;
-    for (name, len) in &cut.files {
+    for (name, len) in files {
         let nl = u16::try_from(name.len()).map_err(|_| bad("segment name too long"))?;
         w.write_all(&nl.to_be_bytes())?;
         w.write_all(name.as_bytes())?;
         w.write_all(&len.to_be_bytes())?;
     }
-    io::copy(&mut File::open(cut.dir.join("index"))?, &mut w)?;
-    for (name, len) in &cut.files {
-        let copied = io::copy(&mut File::open(cut.dir.join(name))?.take(*len), &mut w)?;
-        if copied != *len {
-            return Err(bad(format!(
-                "segment file {name} is shorter ({copied} bytes) than at the cut ({len})"
-            )));
-        }
-    }
+    Ok(w)
+}
+
+/// Ends a snapshot file: its head (magic, CRC and length of the body) in the room left
+/// for it, the file fsynced. Returns its size.
+pub(super) fn end_body(mut w: Body) -> io::Result<u64> {
     w.flush()?;
     let (crc, len) = (w.crc.finalize(), w.len);
     let mut file = w.inner.into_inner().map_err(|e| e.into_error())?;
@@ -286,6 +292,21 @@ pub fn write_snapshot(cut: &Cut, header: &[u8], out: &Path) -> io::Result<u64> {
     file.write_all(&head)?;
     file.sync_all()?;
     Ok(HEAD_LEN + len)
+}
+
+/// Write the snapshot of `cut` with `header` to `out` (fsynced), and return its size.
+pub fn write_snapshot(cut: &Cut, header: &[u8], out: &Path) -> io::Result<u64> {
+    let mut w = begin_body(out, header, cut.index_entries, &cut.files)?;
+    io::copy(&mut File::open(cut.dir.join("index"))?, &mut w)?;
+    for (name, len) in &cut.files {
+        let copied = io::copy(&mut File::open(cut.dir.join(name))?.take(*len), &mut w)?;
+        if copied != *len {
+            return Err(bad(format!(
+                "segment file {name} is shorter ({copied} bytes) than at the cut ({len})"
+            )));
+        }
+    }
+    end_body(w)
 }
 
 /// What a snapshot's body starts with.
