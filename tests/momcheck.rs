@@ -34,10 +34,7 @@ fn assert_passes(args: &[&str], faults: &[&str], at_least: u32) {
     );
     let words: Vec<&str> = verdict.split_whitespace().collect();
     for f in faults {
-        let n: u32 = words
-            .iter()
-            .find_map(|w| w.strip_prefix(&format!("{f}="))?.parse().ok())
-            .unwrap_or(0);
+        let n = common::fault_runs(&words, f);
         assert!(n >= at_least, "{f} ran {n} times, not {at_least}; {why}");
     }
 }

@@ -68,10 +68,7 @@ fn cluster_faults_lose_duplicate_reorder_and_diverge_nothing() {
     let words: Vec<&str> = verdict.split_whitespace().collect();
     // Each fault ran twice, and did what it says.
     for f in faults {
-        let n: u32 = words
-            .iter()
-            .find_map(|w| w.strip_prefix(&format!("{f}="))?.parse().ok())
-            .unwrap_or(0);
+        let n = common::fault_runs(&words, f);
         assert_eq!(n, 2, "{f} ran {n} times, not 2; {why}");
     }
     assert_eq!(count(&words, "joins-checked"), Some(2), "{why}");
@@ -218,10 +215,7 @@ fn cluster_faults_with_three_data_groups_lose_duplicate_reorder_and_diverge_noth
     let (verdict, _, why) = assert_passes(&args);
     let words: Vec<&str> = verdict.split_whitespace().collect();
     for f in faults {
-        let n: u32 = words
-            .iter()
-            .find_map(|w| w.strip_prefix(&format!("{f}="))?.parse().ok())
-            .unwrap_or(0);
+        let n = common::fault_runs(&words, f);
         assert_eq!(n, 1, "{f} ran {n} times, not 1; {why}");
     }
     assert_eq!(count(&words, "joins-checked"), Some(1), "{why}");

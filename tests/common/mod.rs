@@ -963,6 +963,14 @@ pub fn verdict_count(words: &[&str], word: &str) -> Option<u64> {
     words.get(i + 1)?.parse().ok()
 }
 
+/// How many times a verdict says fault `f` ran (its `f=N` word; 0 if it has none).
+pub fn fault_runs(words: &[&str], f: &str) -> u32 {
+    words
+        .iter()
+        .find_map(|w| w.strip_prefix(f)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs momcheck with `args` (at most `limit`) and checks its verdict passes: exit 0, it
 /// starts with `prefix`, ends in PASS, counts 0 of each of `kinds` and over 1000 messages
 /// acked. Returns the verdict, the stderr, and a description of the run for failure
