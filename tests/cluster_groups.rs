@@ -1,5 +1,5 @@
-//! Topics spread over several data groups (`MOMD_DATA_GROUPS`, work in progress: publishes
-//! and watches only), end to end: three real momd processes whose topics go to three data
+//! Topics spread over several data groups (`MOMD_DATA_GROUPS`, work in progress: publishes,
+//! watches and partitioned topics; not queues), end to end: three real momd processes whose topics go to three data
 //! groups by name, each group with its own leader, log and snapshots. Every node serves
 //! every topic; a group leader's death costs latency, not messages; a node killed while
 //! the groups' logs were purged past it catches up from each group's snapshot of its own
@@ -41,10 +41,7 @@ fn start_node(id: u64, peer: &str, list: &str) -> Momd {
 /// (names that do not end in a number). Worked out here on its own: a node routes a publish
 /// by it before the topic exists anywhere, so it must never change.
 fn group_of(name: &str) -> u64 {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    h % GROUPS
+    group_of_partition(name, 0)
 }
 
 /// A topic name placed in each group.
@@ -242,7 +239,7 @@ fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_lead
 }
 
 #[test]
-fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a_reason() {
+fn a_topic_change_goes_to_its_group_and_a_queue_is_refused_with_a_reason() {
     let (nodes, _) = three_nodes();
     // A limit set through node 2 on each group's topic trims every node's copy alike.
     for t in topics() {
@@ -257,16 +254,180 @@ fn a_topic_change_goes_to_its_group_and_what_is_not_yet_spread_is_refused_with_a
             assert_eq!(info["first_seq"].as_u64(), Some(16), "{t}: {info}");
         }
     }
-    // Not yet across groups: queues and partitioned topics. Each is refused with a reason,
-    // and nothing is half done.
+    // Not yet across groups: queues. Refused with a reason, and nothing is half done.
     let out = nodes[0].ctl(&["queue", "create", "jobs", "--bind", "grp.>"], None);
     assert_ne!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("several data groups"), "{out:?}");
-    let out = nodes[0].ctl(&["topic", "create", "clicks", "--partitions", "3"], None);
+    let out = nodes[2].ctl(&["queue", "info", "jobs"], None);
+    assert_ne!(out.code, 0, "no queue was made: {out:?}");
+}
+
+/// `topic info NAME --json` on `m`, if it has the topic.
+fn info(m: &Momd, topic: &str) -> Option<Value> {
+    let out = m.ctl(&["topic", "info", topic, "--json"], None);
+    (out.code == 0).then(|| serde_json::from_slice(&out.stdout).ok())?
+}
+
+#[test]
+fn a_partitioned_topics_partitions_spread_over_the_groups_and_requests_on_it_reach_them_all() {
+    let (nodes, _) = three_nodes();
+    // Made through node 1: six partitions, in all three groups.
+    let out = nodes[0].ctl_ok(
+        &[
+            "topic",
+            "create",
+            "clicks",
+            "--partitions",
+            "6",
+            "--replicas",
+            "3",
+            "--json",
+        ],
+        None,
+    );
+    let made: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(made["partitions"].as_u64(), Some(6), "{made}");
+    let placed: std::collections::BTreeSet<u64> =
+        (0..6).map(|p| group_of_partition("clicks", p)).collect();
+    assert_eq!(placed.len(), 3, "the partitions spread over every group");
+    // Sent again, answered as the first; partitioned otherwise, refused.
+    nodes[1].ctl_ok(&["topic", "create", "clicks", "--partitions", "6"], None);
+    let out = nodes[1].ctl(&["topic", "create", "clicks", "--partitions", "4"], None);
     assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("several data groups"), "{out:?}");
-    let out = nodes[2].ctl(&["topic", "info", "clicks"], None);
-    assert_ne!(out.code, 0, "no partitioned topic was made: {out:?}");
+    for m in &nodes {
+        for p in 0..6 {
+            let t = format!("clicks.{p}");
+            let i = poll(
+                Duration::from_secs(30),
+                "every partition on every node",
+                || info(m, &t),
+            );
+            assert_eq!(i["replicas"].as_u64(), Some(3), "{t}: {i}");
+        }
+    }
+    // Keyed messages published through node 2: each key's go to one partition, in order.
+    let keys = ["ana", "bo", "cy", "dee", "ed", "flo", "gus", "hal"];
+    let input: String = (0..240)
+        .map(|i| {
+            let k = keys[i % keys.len()];
+            format!("{{\"payload\":\"{k} {i}\",\"key\":\"{k}\"}}\n")
+        })
+        .collect();
+    nodes[1].ctl_ok(
+        &["publish", "clicks", "--json-input", "-q"],
+        Some(input.as_bytes()),
+    );
+    // Read whole from node 3.
+    let got = poll(Duration::from_secs(30), "240 messages on node 3", || {
+        let out = nodes[2].ctl_timeout(
+            &[
+                "subscribe",
+                "clicks",
+                "--from",
+                "all",
+                "--count",
+                "240",
+                "--timeout",
+                "5s",
+                "--json",
+            ],
+            None,
+            Duration::from_secs(30),
+        );
+        let got: Vec<Value> = lines(&out.stdout)
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (got.len() == 240).then_some(got)
+    });
+    let mut by_key: std::collections::BTreeMap<String, (String, Vec<u64>)> = Default::default();
+    for g in &got {
+        let payload = g["payload"].as_str().unwrap();
+        let (k, i) = payload.split_once(' ').unwrap();
+        let topic = g["topic"].as_str().unwrap().to_string();
+        let e = by_key
+            .entry(k.to_string())
+            .or_insert_with(|| (topic.clone(), Vec::new()));
+        assert_eq!(e.0, topic, "{k}: one partition for one key");
+        e.1.push(i.parse().unwrap());
+    }
+    assert_eq!(by_key.len(), keys.len());
+    for (k, (_, seen)) in &by_key {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, &sorted, "{k}: in the order published");
+        assert_eq!(seen.len(), 30, "{k}: each message once");
+    }
+    let groups: std::collections::BTreeSet<u64> = by_key
+        .values()
+        .map(|(t, _)| {
+            let p: u32 = t.rsplit_once('.').unwrap().1.parse().unwrap();
+            group_of_partition("clicks", p)
+        })
+        .collect();
+    assert!(
+        groups.len() >= 2,
+        "the keys' partitions are in several groups: {groups:?}"
+    );
+    let i = info(&nodes[2], "clicks").unwrap();
+    assert_eq!(i["messages"].as_u64(), Some(240), "{i}");
+    // Names under it that are not its partitions are refused, on any node.
+    for (args, what) in [
+        (
+            &["publish", "clicks.6", "x"][..],
+            "a name past its partitions",
+        ),
+        (&["topic", "create", "clicks.x"][..], "a name under it"),
+        (
+            &["topic", "create", "clicks.1", "--partitions", "2"][..],
+            "a partition partitioned",
+        ),
+        (
+            &["topic", "rm", "clicks.2"][..],
+            "a partition removed alone",
+        ),
+    ] {
+        let out = nodes[2].ctl(args, None);
+        assert_eq!(out.code, 1, "{what}: {out:?}");
+    }
+    assert!(info(&nodes[0], "clicks.6").is_none());
+    // A limit set through node 3 reaches every partition, in every group, on every node.
+    nodes[2].ctl_ok(&["topic", "set", "clicks", "--max-msgs", "10"], None);
+    let mut kept = 0;
+    for p in 0..6 {
+        let t = format!("clicks.{p}");
+        for m in &nodes {
+            let i = poll(
+                Duration::from_secs(30),
+                "the limit on every partition",
+                || info(m, &t).filter(|i| i["limits"]["max_msgs"].as_u64() == Some(10)),
+            );
+            assert!(i["messages"].as_u64().unwrap() <= 10, "{t}: {i}");
+        }
+        kept += info(&nodes[0], &t).unwrap()["messages"].as_u64().unwrap();
+    }
+    assert!(kept > 0);
+    // A purge through node 1 counts every partition's messages.
+    let out = nodes[0].ctl_ok(&["topic", "purge", "clicks", "--json"], None);
+    let purged: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(purged["purged"].as_u64(), Some(kept), "{purged}");
+    // Removed through node 2: the partitions go with it, everywhere.
+    nodes[1].ctl_ok(&["topic", "rm", "clicks"], None);
+    for m in &nodes {
+        poll(Duration::from_secs(30), "every partition gone", || {
+            let gone = (0..6).all(|p| info(m, &format!("clicks.{p}")).is_none());
+            (gone && info(m, "clicks").is_none()).then_some(())
+        });
+    }
+}
+
+/// The group of partition `p` of `base`: the one after partition `p - 1`'s (partition 0's
+/// is the parent's).
+fn group_of_partition(base: &str, p: u32) -> u64 {
+    let h = base.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h.wrapping_add(u64::from(p)) % GROUPS
 }
 
 #[test]

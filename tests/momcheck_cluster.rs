@@ -182,8 +182,9 @@ fn a_flood_of_large_publishes_waits_in_the_clients_sockets_not_in_a_nodes_memory
     );
 }
 
-/// Topics spread over three data groups (`--data-groups 3`, publishers and watchers: what
-/// several groups carry so far), each with its own leader: the leader of the first group
+/// Topics spread over three data groups (`--data-groups 3`: publishers, watchers, and the
+/// partitioned topic's partitions over the groups; no queue yet), each with its own
+/// leader: the leader of the first group
 /// killed and paused, a node killed and cut off, a node joining and leaving. Nothing lost,
 /// duplicated, reordered or diverged.
 #[test]

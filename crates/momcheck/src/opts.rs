@@ -203,9 +203,9 @@ pub struct Opts {
     pub disk_size: u64,
 
     /// With --cluster: spread the nodes' topics over N data groups (`MOMD_DATA_GROUPS`), each
-    /// with its own leader, log and snapshots. With more than one the workload has no queue
-    /// and no partitioned topic (not yet spread over several groups): publishers and
-    /// watchers only.
+    /// with its own leader, log and snapshots (the partitioned topic's partitions spread
+    /// over them). With more than one the workload has no queue (queues are not yet spread
+    /// over several groups): publishers and watchers only.
     #[arg(long, default_value_t = 1)]
     pub data_groups: u16,
 

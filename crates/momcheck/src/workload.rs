@@ -25,13 +25,6 @@ pub const PROBE_TOPIC: &str = "mc.probe";
 pub const PARTITIONED: &str = "mc.t.p";
 pub const PARTITIONS: u16 = 3;
 
-/// The topics of a run without a partitioned topic: `topics` plain ones, then the probe's.
-pub fn plain_topics(topics: u32) -> Vec<String> {
-    let mut v: Vec<String> = (0..topics.max(1)).map(|i| format!("mc.t.{i}")).collect();
-    v.push(PROBE_TOPIC.to_string());
-    v
-}
-
 /// The topics of a run: `topics` plain ones, the partitions of [`PARTITIONED`], then the
 /// probe's.
 pub fn run_topics(topics: u32) -> Vec<String> {

@@ -124,13 +124,17 @@ pub enum Cmd {
         shard: crate::core::shards::Shard,
         reply: oneshot::Sender<snapshot::Installed>,
     },
-    /// Cluster mode: this node's part in the cluster, once started (before the listeners
-    /// are served).
+    /// A request cut up over the data groups was answered (`fan_out.rs`).
+    FanOutDone {
+        session: u64,
+    },
     /// Cluster mode: a take (or the leader's expire) was not done; it may be proposed
     /// again (`queue_cluster.rs`).
     TakeFailed {
         key: queue_cluster::TakeKey,
     },
+    /// Cluster mode: this node's part in the cluster, once started (before the listeners
+    /// are served).
     SetCluster {
         cluster: crate::cluster::Cluster,
     },
@@ -383,6 +387,10 @@ pub struct Broker {
     applying_replicated: bool,
     /// The partition the next publish without a key goes to (modulo the partitions).
     spread: u32,
+    /// Requests on partitioned topics cut up over the data groups (`fan_out.rs`): where
+    /// the answers to each one's parts go, by its session number.
+    fan_outs: HashMap<u64, crate::outbox::Outbox>,
+    fan_outs_made: u64,
     /// Free space under the data dir; publishes are refused while it is short.
     disk: Option<crate::disk::Disk>,
     /// Counters for `--metrics`.
@@ -413,6 +421,7 @@ mod authz;
 mod client_close;
 mod disk_guard;
 mod dispatch;
+mod fan_out;
 mod flush;
 mod listing;
 pub mod metrics;
@@ -533,6 +542,8 @@ impl Broker {
             commit_failed: None,
             applying_replicated: false,
             spread: 0,
+            fan_outs: HashMap::new(),
+            fan_outs_made: 0,
         };
         (b, BrokerHandle { tx }, rx)
     }
@@ -540,6 +551,8 @@ impl Broker {
     fn reply(&self, session: u64, frame: ServerFrame) {
         if let Some(s) = self.sessions.get(&session) {
             s.outbox.reply(frame, true);
+        } else if let Some(o) = self.fan_out_outbox(session) {
+            o.reply(frame, false);
         }
     }
 

@@ -280,6 +280,8 @@ impl ClusterRun {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let applied_in = t1.elapsed();
+        let t_read = Instant::now();
         let addr = self.nodes.addr(id).unwrap_or_default();
         let nc = Client::connect(&ConnectOptions::new(&addr, "momcheck read back")).await?;
         let rb = readback::read_topics(&self.ctx, &nc).await?;
@@ -290,9 +292,11 @@ impl ClusterRun {
         };
         let (counts, details) = verdict::check(&snapshot, &rb, &self.ctx.topics, scope);
         eprintln!(
-            "momcheck: join-leave: node {id} caught up in {:.1?}: acked {} lost {} duplicated {} \
-             reordered {} seq-reuse {} phantom {}",
-            t1.elapsed(),
+            "momcheck: join-leave: node {id} caught up in {:.1?} (its data groups' logs applied; \
+             then read back in {:.1?}): acked {} lost {} duplicated {} reordered {} seq-reuse {} \
+             phantom {}",
+            applied_in,
+            t_read.elapsed(),
             counts.acked,
             counts.lost,
             counts.duplicated,

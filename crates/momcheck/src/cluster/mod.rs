@@ -205,11 +205,7 @@ impl ClusterRun {
         };
         // The probe's topic stays empty here (publish latencies are the publishers'); it is
         // kept so the ledger has the shape the verdict knows.
-        let topics = if opts.data_groups > 1 {
-            workload::plain_topics(opts.topics)
-        } else {
-            workload::run_topics(opts.topics)
-        };
+        let topics = workload::run_topics(opts.topics);
         let ctx = Arc::new(Shared {
             ledger: Mutex::new(Ledger::new(opts.publishers)),
             topics,
@@ -287,8 +283,8 @@ impl ClusterRun {
         t
     }
 
-    /// Whether the workload has its queue (and partitioned topic): not with several data
-    /// groups, which do not carry them yet.
+    /// Whether the workload has its queue: not with several data groups, which do not
+    /// carry queues yet.
     fn queued(&self) -> bool {
         self.opts.data_groups <= 1
     }
@@ -311,8 +307,8 @@ impl ClusterRun {
             })
             .await
             .context("creating the queue")?;
-            workload::create_partitioned(&c).await?;
         }
+        workload::create_partitioned(&c).await?;
         drop(c);
         let tasks = self.spawn_clients();
         let faults = self.opts.fault_list();

@@ -79,6 +79,9 @@ impl Broker {
                 // earlier members leave every group's table of watch groups.
                 self.propose_everywhere(crate::cluster::data::QueueOp::NodeStarted { node });
             }
+            Cmd::FanOutDone { session } => {
+                self.fan_outs.remove(&session);
+            }
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);
             }

@@ -228,11 +228,12 @@ impl Broker {
     }
 
     /// The topics a request naming `t` acts on: its partitions then itself, when it is
-    /// partitioned; else itself.
+    /// partitioned; else itself. With several data groups, the partitions of its own
+    /// group's shard: the others' get the request through their groups (`fan_out.rs`).
     pub(super) fn with_partitions(&self, t: &TopicState) -> Vec<TopicState> {
         let mut out: Vec<TopicState> = self
             .core
-            .partition_ids(&t.name)
+            .local_partition_ids(&t.name)
             .into_iter()
             .filter_map(|id| self.core.topics.by_id(id).cloned())
             .collect();

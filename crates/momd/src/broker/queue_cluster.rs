@@ -151,6 +151,22 @@ impl Broker {
             })
             .unwrap_or_default();
         let id = frame.id();
+        if topic {
+            let refused = match &frame {
+                ClientFrame::TopicCreate(c) => {
+                    self.refused_across_groups(&c.topic, true, Some(c.partitions))
+                }
+                ClientFrame::TopicSet(s) => self.refused_across_groups(&s.topic, true, None),
+                ClientFrame::TopicRm(r) => self.refused_across_groups(&r.topic, false, None),
+                _ => None,
+            };
+            if let Some((code, msg)) = refused {
+                return self.error(session, id, code, msg);
+            }
+            if self.fan_out(session, &user, &frame) {
+                return;
+            }
+        }
         self.propose_queue(
             QueueOp::Request {
                 session,
@@ -243,21 +259,7 @@ impl Broker {
                             ClientFrame::TopicCreate(r) => &r.topic,
                             _ => "",
                         };
-                        let spread = match &f {
-                            ClientFrame::TopicCreate(r) => r.partitions > 1,
-                            _ => false,
-                        };
-                        let refused = self.in_another_shard(shard, topic).or_else(|| {
-                            (spread && self.core.topics.shards().count() > 1).then(|| {
-                                (
-                                    ErrorCode::BadRequest,
-                                    "partitioned topics over several data groups are not yet \
-                                     possible"
-                                        .to_string(),
-                                )
-                            })
-                        });
-                        match refused {
+                        match self.in_another_shard(shard, topic, false) {
                             Some((code, msg)) => self.error(session, f.id(), code, msg),
                             None => self.topic_request(session, f, now, Some(user)),
                         }

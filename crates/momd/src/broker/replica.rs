@@ -13,13 +13,16 @@ use crate::cluster::Cluster;
 use crate::core::shards::Shard;
 
 impl Broker {
-    /// Why a publish to `topic` in an entry of shard `shard`'s group is refused, if it is:
-    /// its topic is another shard's (the same on every node: the shard is the name's), or
-    /// partitioned over several data groups (not yet possible).
+    /// Why a publish (`publish`) or a topic request on `topic` in an entry of shard
+    /// `shard`'s group is refused, if it is: its topic is another shard's (the same on
+    /// every node: the shard is the name's), or a publish names a partitioned topic whose
+    /// partitions spread over several groups (the node it came to cuts it up by partition:
+    /// one that did not know the topic was partitioned sends it whole, and is told).
     pub(super) fn in_another_shard(
         &self,
         shard: Shard,
         topic: &str,
+        publish: bool,
     ) -> Option<(ErrorCode, String)> {
         let shards = self.core.topics.shards();
         if shards.count() <= 1 {
@@ -31,11 +34,12 @@ impl Broker {
                 format!("topic {topic:?} is not data group {shard}'s: sent to the wrong group"),
             ));
         }
-        (self.core.partitions_of(topic) > 0).then(|| {
+        (publish && self.core.partitions_of(topic) > 0).then(|| {
             (
-                ErrorCode::BadRequest,
+                ErrorCode::Unavailable,
                 format!(
-                    "topic {topic:?} is partitioned over several data groups: publish to its                      partitions ({topic}.0, {topic}.1, …)"
+                    "topic {topic:?} was made partitioned as this publish went to it: send it \
+                     again"
                 ),
             )
         })
@@ -72,6 +76,9 @@ impl Broker {
                 format!("topic {:?} is reserved for the broker", p.topic),
             );
         }
+        if let Some((code, msg)) = self.refused_across_groups(&p.topic, true, None) {
+            return self.error(session, p.id, code, msg);
+        }
         let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
             return;
         };
@@ -98,14 +105,78 @@ impl Broker {
             answered: false,
             _ticket: ticket,
         };
+        let spread = self.next_spread();
+        if self.core.topics.shards().count() > 1 && self.core.partitions_of(&p.topic) > 0 {
+            return self.publish_by_partition(c, p, sender, spread, answer);
+        }
         let item = PubItem {
             topic: p.topic,
             msgs: p.msgs,
             sender,
-            spread: self.next_spread(),
+            spread,
         };
         // Queued here, in the broker task, so a connection's publishes keep their order.
         c.propose_publish(DataItem::Publish(item), answer);
+    }
+
+    /// A publish to a partitioned topic whose partitions spread over several data groups:
+    /// cut by partition here (`Core::route`), each part sent to its partition's group as a
+    /// publish to the partition, and answered as one once all are in.
+    fn publish_by_partition(
+        &mut self,
+        c: &Cluster,
+        p: Publish,
+        sender: Sender,
+        spread: u32,
+        answer: PublishAnswer,
+    ) {
+        let mut routed = match self.core.route(&p.topic, p.msgs, spread) {
+            Ok(Ok(routed)) => routed,
+            Ok(Err(_)) => return answer.answer(Err(not_partitioned(&p.topic))),
+            Err(e) => return answer.answer(Err(super::core_error(e))),
+        };
+        let shards = self.core.topics.shards();
+        // Queued now, in order: a connection's publishes keep their order in each group.
+        let parts: Vec<_> = routed
+            .parts
+            .iter_mut()
+            .map(|part| {
+                let item = PubItem {
+                    topic: part.topic.clone(),
+                    msgs: std::mem::take(&mut part.msgs),
+                    sender: sender.clone(),
+                    spread: 0,
+                };
+                c.propose_in(shards.place_name(&part.topic), DataItem::Publish(item))
+            })
+            .collect();
+        tokio::spawn(async move {
+            let results = futures_util::future::join_all(parts).await;
+            let stored = results.iter().filter(|r| r.is_ok()).count();
+            let mut answers = Vec::with_capacity(results.len());
+            for r in results {
+                match r {
+                    Ok(a) => answers.push(a),
+                    Err((code, msg)) if stored > 0 => {
+                        let msg = format!("{msg} (some of its partitions stored theirs)");
+                        return answer.answer(Err((code, msg)));
+                    }
+                    Err(e) => return answer.answer(Err(e)),
+                }
+            }
+            let each: Vec<(&[u64], &[u32])> = answers
+                .iter()
+                .map(|a| (a.seqs.as_slice(), a.duplicate_indexes.as_slice()))
+                .collect();
+            let merged = routed.merge(&each);
+            answer.answer(Ok(Published {
+                seqs: merged.seqs,
+                duplicates: answers.iter().map(|a| a.duplicates).sum(),
+                duplicate_indexes: merged.duplicate_indexes,
+                queues: answers.iter().map(|a| a.queues).sum(),
+                partitions: merged.partitions,
+            }));
+        });
     }
 
     /// The others learn what this node's clients watch, when it changed (every 100 ms
@@ -146,7 +217,7 @@ impl Broker {
                         continue;
                     }
                 };
-                if let Some(refused) = self.in_another_shard(shard, &item.topic) {
+                if let Some(refused) = self.in_another_shard(shard, &item.topic, true) {
                     results.push(Err(refused));
                     continue;
                 }
@@ -215,4 +286,11 @@ impl Broker {
             }
         }
     }
+}
+
+fn not_partitioned(topic: &str) -> (ErrorCode, String) {
+    (
+        ErrorCode::Unavailable,
+        format!("topic {topic:?} is no longer partitioned: send the publish again"),
+    )
 }

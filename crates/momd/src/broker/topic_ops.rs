@@ -65,7 +65,7 @@ impl Broker {
         if self.core.partitions_of(&s.topic) > 0 {
             names.extend(
                 self.core
-                    .partition_ids(&s.topic)
+                    .local_partition_ids(&s.topic)
                     .into_iter()
                     .filter_map(|id| self.core.topics.by_id(id).map(|t| t.name.to_string())),
             );

@@ -95,7 +95,8 @@ pub struct PublishAnswer {
 }
 
 impl PublishAnswer {
-    fn answer(mut self, r: PubResult) {
+    /// Answer the client with `r`.
+    pub fn answer(mut self, r: PubResult) {
         let done = match r {
             Ok(_) if self.no_ack => {
                 self.answered = true;

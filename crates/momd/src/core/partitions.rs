@@ -96,12 +96,29 @@ impl Core {
     }
 
     /// The partitioned topic `name` lies under (`a.b` for `a.b.3` or `a.b.x.y`), with the
-    /// partition `name` is, when it is one.
+    /// partition `name` is, when it is one. With several shards, a parent in another
+    /// shard than `name`'s is not seen: an entry of one data group must decide the same on
+    /// every node, whatever the others' groups applied there (the node a request comes to
+    /// checks with [`Core::partition_parent_anywhere`] before proposing it).
     pub fn partition_parent(&self, name: &str) -> Option<(&TopicState, Option<u16>)> {
+        self.parent_of(name, true)
+    }
+
+    /// [`Core::partition_parent`] in any shard: this node's view of every group.
+    pub fn partition_parent_anywhere(&self, name: &str) -> Option<(&TopicState, Option<u16>)> {
+        self.parent_of(name, false)
+    }
+
+    fn parent_of(&self, name: &str, same_shard: bool) -> Option<(&TopicState, Option<u16>)> {
+        let shards = self.topics.shards();
+        let home = shards.place_name(name);
         for (at, _) in name.match_indices('.') {
             let Some(t) = self.topics.get(&name[..at]) else {
                 continue;
             };
+            if same_shard && shards.of(t.id) != home {
+                continue;
+            }
             if t.partitions > 1 {
                 let p = name[at + 1..]
                     .parse::<u16>()
@@ -211,13 +228,19 @@ impl Core {
         } else {
             0
         };
+        // With several shards, the parent's group creates the partitions of its own shard
+        // and looks at its own topics alone; the node the request came to has each other
+        // group create its partitions (`broker/fan_out.rs`).
+        let shards = self.topics.shards();
+        let home = shards.place_name(name);
+        let ours = |id: u32| shards.of(id) == home;
         if n > 0 {
             let under = format!("{name}.");
             let taken = self
                 .topics
                 .range_from(std::ops::Bound::Included(under.as_str()))
-                .next()
-                .filter(|t| t.name.starts_with(under.as_str()))
+                .take_while(|t| t.name.starts_with(under.as_str()))
+                .find(|t| ours(t.id))
                 .map(|t| t.name.to_string());
             if let Some(taken) = taken {
                 return Err(CoreError::BadPartitions(format!(
@@ -241,6 +264,9 @@ impl Core {
         t.replicas = replicas;
         let mut ids = vec![t.id];
         for p in 0..n {
+            if shards.place(name, Some((name, u32::from(p)))) != home {
+                continue;
+            }
             let (t, _) = self
                 .topics
                 .get_or_create(&partition_name(name, p), now, limits, owner);
@@ -254,6 +280,28 @@ impl Core {
     pub fn partition_ids(&self, name: &str) -> Vec<u32> {
         (0..self.partitions_of(name))
             .filter_map(|p| self.topics.get(&partition_name(name, p)).map(|t| t.id))
+            .collect()
+    }
+
+    /// The partitions of `name` in its own shard (all of them with one shard): what an
+    /// entry of its group may change.
+    pub fn local_partition_ids(&self, name: &str) -> Vec<u32> {
+        let shards = self.topics.shards();
+        let home = shards.place_name(name);
+        self.partition_ids(name)
+            .into_iter()
+            .filter(|id| shards.of(*id) == home)
+            .collect()
+    }
+
+    /// The partitions of `name` in other shards than its own, by name (none with one
+    /// shard): each is created, changed and removed through its own group.
+    pub fn partitions_elsewhere(&self, name: &str) -> Vec<String> {
+        let shards = self.topics.shards();
+        let home = shards.place_name(name);
+        (0..self.partitions_of(name))
+            .filter(|p| shards.place(name, Some((name, u32::from(*p)))) != home)
+            .map(|p| partition_name(name, p))
             .collect()
     }
 
@@ -348,6 +396,44 @@ mod tests {
         assert_eq!(c.partitions_of("plain"), 0);
         assert_eq!(c.expand_pattern("clicks"), "clicks.*");
         assert_eq!(c.expand_pattern("plain"), "plain");
+    }
+
+    /// With several shards, an entry of one group sees its own shard alone: the parent's
+    /// group makes the partitions of its shard, and a partition of another shard does not
+    /// see the parent (the node a request comes to checks that, `partition_parent_anywhere`).
+    #[test]
+    fn a_partitioned_topic_over_several_shards_is_made_by_each_shard_for_its_own() {
+        let shards = crate::core::shards::Shards::new(3).unwrap();
+        let topics = Topics::from_stored_in(Vec::new(), 1, shards);
+        let mut c = Core::new(CoreConfig::default(), topics, Dedupe::default());
+        let ids = c.create_topic("clicks", 6, 0, "u", 1).unwrap();
+        let home = shards.place_name("clicks");
+        let ours: Vec<String> = (0..6u16)
+            .map(|p| partition_name("clicks", p))
+            .filter(|n| shards.place_name(n) == home)
+            .collect();
+        assert_eq!(ours.len(), 2, "six partitions over three shards: two each");
+        assert_eq!(ids.len(), 1 + ours.len());
+        for id in &ids {
+            assert_eq!(shards.of(*id), home);
+        }
+        assert_eq!(c.partition_ids("clicks").len(), 2);
+        assert_eq!(c.local_partition_ids("clicks").len(), 2);
+        let elsewhere = c.partitions_elsewhere("clicks");
+        assert_eq!(elsewhere.len(), 4);
+        // Another shard's partition is made by its own group, as a topic of its own.
+        let other = &elsewhere[0];
+        assert!(c.partition_parent(other).is_none());
+        assert!(matches!(
+            c.partition_parent_anywhere(other),
+            Some((_, Some(_)))
+        ));
+        let made = c.create_topic(other, 0, 0, "u", 2).unwrap();
+        assert_eq!(shards.of(made[0]), shards.place_name(other));
+        assert_eq!(c.partition_ids("clicks").len(), 3);
+        assert_eq!(c.local_partition_ids("clicks").len(), 2);
+        // Its own shard's names under it are still guarded by the parent's group.
+        assert!(c.create_topic(&ours[0], 2, 0, "u", 3).is_err());
     }
 
     /// Topic records are positional (MessagePack arrays): a partition (0 partitions) with

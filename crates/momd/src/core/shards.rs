@@ -13,9 +13,6 @@
 //! Which shard a new topic joins is [`Shards::place`]: a hash of its name, the partitions
 //! of a partitioned topic on consecutive shards.
 
-// The data groups that use more than one shard come in the next steps.
-#![allow(dead_code)]
-
 use std::ops::RangeInclusive;
 
 /// Bits of a topic id numbering topics within a shard.
