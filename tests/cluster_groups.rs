@@ -15,7 +15,8 @@ use serde_json::Value;
 
 const GROUPS: u64 = 3;
 
-fn start_node(id: u64, peer: &str, list: &str) -> Momd {
+/// Node `id` of cluster `g`, with `more` in its environment besides the groups' settings.
+fn start_node(id: u64, peer: &str, list: &str, more: &[(&str, &str)]) -> Momd {
     let id = id.to_string();
     let args = [
         "--cluster-id",
@@ -27,14 +28,13 @@ fn start_node(id: u64, peer: &str, list: &str) -> Momd {
         "--peers",
         list,
     ];
-    Momd::start_env(
-        &args,
-        &[
-            ("MOMD_DATA_GROUPS", "3"),
-            ("MOMD_DATA_SNAPSHOT_EVERY", "20"),
-            ("MOMD_DATA_LOG_KEEP", "40"),
-        ],
-    )
+    let mut envs = vec![
+        ("MOMD_DATA_GROUPS", "3"),
+        ("MOMD_DATA_SNAPSHOT_EVERY", "20"),
+        ("MOMD_DATA_LOG_KEEP", "40"),
+    ];
+    envs.extend_from_slice(more);
+    Momd::start_env(&args, &envs)
 }
 
 /// The shard (data group) momd places a topic in: FNV-1a of its name, modulo the groups
@@ -70,9 +70,21 @@ fn leaders(m: &Momd, among: &[u64]) -> Option<Vec<u64>> {
 /// Three nodes of cluster `g`, once every group has a leader among them: the nodes, and
 /// each group's leader (meta, then the data groups).
 fn three_nodes() -> (Vec<Momd>, Vec<u64>) {
+    three_nodes_with(None)
+}
+
+/// [`three_nodes`], one of them (id, variable, value) with more in its environment.
+fn three_nodes_with(more: Option<(u64, &str, &str)>) -> (Vec<Momd>, Vec<u64>) {
     let (list, addrs) = peer_list(3);
     let nodes: Vec<Momd> = (1..=3u64)
-        .map(|id| start_node(id, &addrs[id as usize - 1], &list))
+        .map(|id| {
+            let env: Vec<(&str, &str)> = more
+                .iter()
+                .filter(|(node, _, _)| *node == id)
+                .map(|(_, k, v)| (*k, *v))
+                .collect();
+            start_node(id, &addrs[id as usize - 1], &list, &env)
+        })
         .collect();
     let ls = poll(Duration::from_secs(30), "a leader in every group", || {
         leaders(&nodes[0], &[1, 2, 3])
@@ -508,4 +520,82 @@ fn repliers_on_two_nodes_share_the_requests_of_every_group_each_answered_once() 
         answered_by.iter().all(|n| *n > 0),
         "both repliers had a share: {answered_by:?}"
     );
+}
+
+/// A node behind in the group of a topic made partitioned through another node does not
+/// know it is partitioned: a publish to it through that node goes whole to the topic's
+/// group, is refused there, and is cut up once the node knows; the connection's later
+/// publishes to it wait behind, so each key's messages keep their order.
+#[test]
+fn a_publish_through_a_node_that_does_not_yet_know_the_topic_is_partitioned_is_cut_up_in_order() {
+    let topic = "views";
+    let pause = format!("{}:700", group_of(topic));
+    let (nodes, _) = three_nodes_with(Some((2, "MOMD_APPLY_PAUSE", &pause)));
+    nodes[0].ctl_ok(&["topic", "create", topic, "--partitions", "6"], None);
+    assert!(
+        info(&nodes[1], topic).is_none(),
+        "node 2 applies the topic's group late"
+    );
+    let keys = ["ana", "bo", "cy", "dee", "ed", "flo"];
+    let input: String = (0..120)
+        .map(|i| {
+            let k = keys[i % keys.len()];
+            format!("{{\"payload\":\"{k} {i}\",\"key\":\"{k}\"}}\n")
+        })
+        .collect();
+    // One message a request, many in flight: later ones wait behind the first.
+    let out = nodes[1].ctl_ok(
+        &["publish", topic, "--json-input", "--json", "--batch", "1"],
+        Some(input.as_bytes()),
+    );
+    let acks: Vec<Value> = lines(&out)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(acks.len(), 120, "every message acknowledged");
+    assert!(
+        acks.iter().all(|a| a["partition"].is_u64()),
+        "{:?}",
+        acks[0]
+    );
+    let got = poll(Duration::from_secs(30), "120 messages on node 3", || {
+        let out = nodes[2].ctl_timeout(
+            &[
+                "subscribe",
+                topic,
+                "--from",
+                "all",
+                "--count",
+                "120",
+                "--timeout",
+                "5s",
+                "--json",
+            ],
+            None,
+            Duration::from_secs(30),
+        );
+        let got: Vec<Value> = lines(&out.stdout)
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (got.len() == 120).then_some(got)
+    });
+    let mut by_key: std::collections::BTreeMap<String, (String, Vec<u64>)> = Default::default();
+    for g in &got {
+        let (k, i) = g["payload"].as_str().unwrap().split_once(' ').unwrap();
+        let t = g["topic"].as_str().unwrap().to_string();
+        let e = by_key
+            .entry(k.to_string())
+            .or_insert_with(|| (t.clone(), Vec::new()));
+        assert_eq!(e.0, t, "{k}: one partition for one key");
+        e.1.push(i.parse().unwrap());
+    }
+    for (k, (_, seen)) in &by_key {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, &sorted, "{k}: in the order published");
+        assert_eq!(seen.len(), 20, "{k}: each message once");
+    }
+    assert!(info(&nodes[0], &format!("{topic}.0")).is_some());
+    assert!(info(&nodes[0], topic).unwrap()["partitions"].as_u64() == Some(6));
 }

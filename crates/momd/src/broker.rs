@@ -128,6 +128,15 @@ pub enum Cmd {
     FanOutDone {
         session: u64,
     },
+    /// A publish in doubt was answered (`spread_publish.rs`).
+    InDoubt {
+        session: u64,
+        publish: mom_proto::Publish,
+        sender: mom_proto::Sender,
+        answer: crate::cluster::batcher::PublishAnswer,
+        result: crate::cluster::data::PubResult,
+        waited: std::time::Duration,
+    },
     /// Cluster mode: a take (or the leader's expire) was not done; it may be proposed
     /// again (`queue_cluster.rs`).
     TakeFailed {
@@ -391,6 +400,9 @@ pub struct Broker {
     /// the answers to each one's parts go, by its session number.
     fan_outs: HashMap<u64, crate::outbox::Outbox>,
     fan_outs_made: u64,
+    /// Publishes of a connection to a topic held behind one in doubt
+    /// (`spread_publish.rs`), by (session, topic).
+    in_doubt: HashMap<(u64, String), spread_publish::Held>,
     /// Free space under the data dir; publishes are refused while it is short.
     disk: Option<crate::disk::Disk>,
     /// Counters for `--metrics`.
@@ -437,6 +449,7 @@ mod replica;
 mod run_loop;
 mod sessions;
 mod snapshot;
+mod spread_publish;
 mod stats;
 mod tick;
 mod topic_ops;
@@ -544,6 +557,7 @@ impl Broker {
             spread: 0,
             fan_outs: HashMap::new(),
             fan_outs_made: 0,
+            in_doubt: HashMap::new(),
         };
         (b, BrokerHandle { tx }, rx)
     }

@@ -82,6 +82,14 @@ impl Broker {
             Cmd::FanOutDone { session } => {
                 self.fan_outs.remove(&session);
             }
+            Cmd::InDoubt {
+                session,
+                publish,
+                sender,
+                answer,
+                result,
+                waited,
+            } => self.in_doubt_done(session, publish, sender, answer, result, waited),
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);
             }

@@ -4,6 +4,7 @@
 
 use mom_proto::{ErrorCode, Publish, Sender};
 
+use super::spread_publish::MADE_PARTITIONED;
 use super::{Broker, INBOX_PREFIX};
 use crate::cluster::batcher::PublishAnswer;
 use crate::cluster::data::{
@@ -37,10 +38,7 @@ impl Broker {
         (publish && self.core.partitions_of(topic) > 0).then(|| {
             (
                 ErrorCode::Unavailable,
-                format!(
-                    "topic {topic:?} was made partitioned as this publish went to it: send it \
-                     again"
-                ),
+                format!("topic {topic:?} {MADE_PARTITIONED}"),
             )
         })
     }
@@ -79,6 +77,11 @@ impl Broker {
         if let Some((code, msg)) = self.refused_across_groups(&p.topic, true, None) {
             return self.error(session, p.id, code, msg);
         }
+        if let Some(held) = self.in_doubt.get_mut(&(session, p.topic.clone())) {
+            // Behind an earlier publish of the connection to the topic, in its order.
+            held.push_back((p, sender, ticket));
+            return;
+        }
         let Some(outbox) = self.sessions.get(&session).map(|s| s.outbox.clone()) else {
             return;
         };
@@ -106,8 +109,13 @@ impl Broker {
             _ticket: ticket,
         };
         let spread = self.next_spread();
-        if self.core.topics.shards().count() > 1 && self.core.partitions_of(&p.topic) > 0 {
-            return self.publish_by_partition(c, p, sender, spread, answer);
+        if self.core.topics.shards().count() > 1 {
+            if self.core.partitions_of(&p.topic) > 0 {
+                return self.publish_by_partition(c, p.topic, p.msgs, sender, spread, answer);
+            }
+            if self.core.topics.get(&p.topic).is_none() {
+                return self.publish_in_doubt(c, session, p, sender, answer);
+            }
         }
         let item = PubItem {
             topic: p.topic,
@@ -117,66 +125,6 @@ impl Broker {
         };
         // Queued here, in the broker task, so a connection's publishes keep their order.
         c.propose_publish(DataItem::Publish(item), answer);
-    }
-
-    /// A publish to a partitioned topic whose partitions spread over several data groups:
-    /// cut by partition here (`Core::route`), each part sent to its partition's group as a
-    /// publish to the partition, and answered as one once all are in.
-    fn publish_by_partition(
-        &mut self,
-        c: &Cluster,
-        p: Publish,
-        sender: Sender,
-        spread: u32,
-        answer: PublishAnswer,
-    ) {
-        let mut routed = match self.core.route(&p.topic, p.msgs, spread) {
-            Ok(Ok(routed)) => routed,
-            Ok(Err(_)) => return answer.answer(Err(not_partitioned(&p.topic))),
-            Err(e) => return answer.answer(Err(super::core_error(e))),
-        };
-        let shards = self.core.topics.shards();
-        // Queued now, in order: a connection's publishes keep their order in each group.
-        let parts: Vec<_> = routed
-            .parts
-            .iter_mut()
-            .map(|part| {
-                let item = PubItem {
-                    topic: part.topic.clone(),
-                    msgs: std::mem::take(&mut part.msgs),
-                    sender: sender.clone(),
-                    spread: 0,
-                };
-                c.propose_in(shards.place_name(&part.topic), DataItem::Publish(item))
-            })
-            .collect();
-        tokio::spawn(async move {
-            let results = futures_util::future::join_all(parts).await;
-            let stored = results.iter().filter(|r| r.is_ok()).count();
-            let mut answers = Vec::with_capacity(results.len());
-            for r in results {
-                match r {
-                    Ok(a) => answers.push(a),
-                    Err((code, msg)) if stored > 0 => {
-                        let msg = format!("{msg} (some of its partitions stored theirs)");
-                        return answer.answer(Err((code, msg)));
-                    }
-                    Err(e) => return answer.answer(Err(e)),
-                }
-            }
-            let each: Vec<(&[u64], &[u32])> = answers
-                .iter()
-                .map(|a| (a.seqs.as_slice(), a.duplicate_indexes.as_slice()))
-                .collect();
-            let merged = routed.merge(&each);
-            answer.answer(Ok(Published {
-                seqs: merged.seqs,
-                duplicates: answers.iter().map(|a| a.duplicates).sum(),
-                duplicate_indexes: merged.duplicate_indexes,
-                queues: answers.iter().map(|a| a.queues).sum(),
-                partitions: merged.partitions,
-            }));
-        });
     }
 
     /// The others learn what this node's clients watch, when it changed (every 100 ms
@@ -286,11 +234,4 @@ impl Broker {
             }
         }
     }
-}
-
-fn not_partitioned(topic: &str) -> (ErrorCode, String) {
-    (
-        ErrorCode::Unavailable,
-        format!("topic {topic:?} is no longer partitioned: send the publish again"),
-    )
 }

@@ -67,6 +67,18 @@ pub fn applied_key(shard: Shard) -> String {
     }
 }
 
+/// Tests make this node apply one group's entries late (`MOMD_APPLY_PAUSE=SHARD:MS`), to
+/// see what a node behind in one group does.
+fn apply_pause(shard: Shard) -> Option<std::time::Duration> {
+    static PAUSE: std::sync::OnceLock<Option<(Shard, u64)>> = std::sync::OnceLock::new();
+    let (s, ms) = (*PAUSE.get_or_init(|| {
+        let v = std::env::var("MOMD_APPLY_PAUSE").ok()?;
+        let (s, ms) = v.trim().split_once(':')?;
+        Some((s.parse().ok()?, ms.parse().ok()?))
+    }))?;
+    (s == shard).then(|| std::time::Duration::from_millis(ms))
+}
+
 type Membership = StoredMembership<NodeId, mom_raft::openraft::BasicNode>;
 
 /// One publish request, as the data group carries it.
@@ -469,6 +481,9 @@ impl RaftStateMachine<TypeConfig> for DataSm {
                 _ => None,
             })
             .collect();
+        if let Some(pause) = apply_pause(self.shard) {
+            tokio::time::sleep(pause).await;
+        }
         let (tx, rx) = oneshot::channel();
         let finisher: ApplyFinish = {
             let base = base.clone();
