@@ -1,4 +1,4 @@
-//! Topics spread over several data groups (`MOMD_DATA_GROUPS`, work in progress: publishes,
+//! Topics spread over several data groups (`--data-groups`, work in progress: publishes,
 //! watches and partitioned topics; not queues), end to end: three real momd processes whose topics go to three data
 //! groups by name, each group with its own leader, log and snapshots. Every node serves
 //! every topic; a group leader's death costs latency, not messages; a node killed while
@@ -15,7 +15,8 @@ use serde_json::Value;
 
 const GROUPS: u64 = 3;
 
-/// Node `id` of cluster `g`, with `more` in its environment besides the groups' settings.
+/// Node `id` of cluster `g` (three data groups), with `more` in its environment besides the
+/// snapshot and log settings.
 fn start_node(id: u64, peer: &str, list: &str, more: &[(&str, &str)]) -> Momd {
     let id = id.to_string();
     let args = [
@@ -27,9 +28,10 @@ fn start_node(id: u64, peer: &str, list: &str, more: &[(&str, &str)]) -> Momd {
         peer,
         "--peers",
         list,
+        "--data-groups",
+        "3",
     ];
     let mut envs = vec![
-        ("MOMD_DATA_GROUPS", "3"),
         ("MOMD_DATA_SNAPSHOT_EVERY", "20"),
         ("MOMD_DATA_LOG_KEEP", "40"),
     ];

@@ -202,7 +202,7 @@ pub struct Opts {
     #[arg(long, default_value = "2GiB", value_parser = parse_size)]
     pub disk_size: u64,
 
-    /// With --cluster: spread the nodes' topics over N data groups (`MOMD_DATA_GROUPS`), each
+    /// With --cluster: spread the nodes' topics over N data groups (momd `--data-groups`), each
     /// with its own leader, log and snapshots (the partitioned topic's partitions spread
     /// over them). With more than one the workload has no queue (queues are not yet spread
     /// over several groups): publishers and watchers only.

@@ -285,6 +285,17 @@ pub struct Args {
           value_parser = parse_peers)]
     pub peers: Option<PeerList>,
 
+    /// Cluster mode: spread the topics over N data groups (1 to 64), each a Raft group with
+    /// its own leader, log and snapshots, their leaders on different nodes: publishes to
+    /// topics of different groups are ordered, replicated and applied side by side. A topic's
+    /// group comes from its name (a partitioned topic's partitions lie in consecutive
+    /// groups). Fixed when the data dir is made (default 1); a later start may leave it out,
+    /// and one with another number is refused. Every node of a cluster has the same.
+    /// Queues are not yet available with more than one.
+    #[arg(long, env = "MOMD_DATA_GROUPS", value_name = "N", help_heading = "Cluster",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub data_groups: Option<u16>,
+
     /// Cluster mode: a file holding the cluster's secret (at least 16 bytes, trailing
     /// whitespace ignored; the same on every node), e.g. made with `head -c 32 /dev/urandom
     /// | base64 > secret`. Peers then prove to each other that they hold it before anything
@@ -578,6 +589,9 @@ impl Args {
                     ));
                 }
             }
+        }
+        if self.data_groups.is_some() && self.cluster_id.is_none() {
+            return Err("data_groups is for cluster mode (with cluster_id)".into());
         }
         if self.cluster_secret_file.is_some() && self.cluster_id.is_none() {
             return Err("cluster_secret_file is for cluster mode (with cluster_id)".into());

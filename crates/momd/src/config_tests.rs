@@ -47,6 +47,18 @@ fn peer_lists_parse_and_refuse_what_is_wrong() {
     joiner[3] = "4";
     joiner[5] = "127.0.0.1:7904";
     assert_eq!(args(&joiner).check(), Ok(()), "a new node, to be joined");
+    let mut groups = full.to_vec();
+    groups.extend(["--data-groups", "3"]);
+    assert_eq!(args(&groups).check(), Ok(()));
+    assert_eq!(args(&groups).data_groups, Some(3));
+    let e = args(&["--data-groups", "3"]).check().unwrap_err();
+    assert!(e.contains("data_groups is for cluster mode"), "{e}");
+    for bad in ["0", "65", "x"] {
+        let mut v = vec!["momd"];
+        v.extend_from_slice(&full);
+        v.extend(["--data-groups", bad]);
+        assert!(Args::try_parse_from(v).is_err(), "--data-groups {bad}");
+    }
 }
 
 #[test]

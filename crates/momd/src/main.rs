@@ -134,7 +134,7 @@ async fn run(
             &data,
             &c.cluster_id,
             c.node_id,
-            c.shards.count(),
+            args.data_groups,
         )?),
         None => {
             cluster::identity::check_single(&data)?;
@@ -163,7 +163,16 @@ async fn run(
         .with_index_room(disk.reserve_size());
     // A cluster node's store is the data groups' logs applied (`store/replica.rs`), each
     // its shard of the topics.
-    let shards = cluster_settings(&args).map_or(Shards::ONE, |s| s.shards);
+    let shards = match &identity {
+        Some(i) => Shards::new(i.data_groups).with_context(|| {
+            format!(
+                "data dir {}: its identity names {} data groups (1 to 64)",
+                data.display(),
+                i.data_groups
+            )
+        })?,
+        None => Shards::ONE,
+    };
     let store = if identity.is_some() {
         store.into_replica().with_shards(shards)
     } else {
@@ -273,6 +282,7 @@ async fn run(
         (Some(mut settings), Some(identity)) => {
             settings.secret = secret.clone();
             settings.tls = peer_tls.clone();
+            settings.shards = shards;
             if let Some(l) = listeners.first() {
                 settings.client_addr = l.tcp.local_addr()?.to_string();
             }
@@ -447,20 +457,9 @@ fn cluster_settings(args: &Args) -> Option<cluster::Settings> {
         client_addr: args.listen.to_string(),
         secret: None,
         tls: None,
-        shards: data_groups(),
+        // The data dir's number (`cluster/identity.rs`), set once it is read.
+        shards: Shards::ONE,
     })
-}
-
-/// How many data groups a new cluster node spreads its topics over: one, or the number in
-/// `MOMD_DATA_GROUPS` (work in progress: queues and partitioned topics are refused with
-/// several; see `cluster/mod.rs`). A data dir keeps the number it was
-/// made with (`cluster/identity.rs`).
-fn data_groups() -> Shards {
-    std::env::var("MOMD_DATA_GROUPS")
-        .ok()
-        .and_then(|v| v.trim().parse::<u16>().ok())
-        .and_then(Shards::new)
-        .unwrap_or(Shards::ONE)
 }
 
 /// The cluster secret of `--cluster-secret-file`, if given: read, checked, kept as a key.

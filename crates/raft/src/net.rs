@@ -2,8 +2,9 @@
 //! per ordered pair of nodes (each node dials the peers it sends to).
 //!
 //! Frames are a 4-byte big-endian length and a MessagePack body. A connection starts with
-//! `Hello { cluster, from, to, incarnation }`; the listener refuses it unless the cluster id
-//! is its own and `to` is its node id, and answers with its own incarnation. A node reached
+//! `Hello { cluster, from, to, incarnation, groups }`; the listener refuses it unless the
+//! cluster id is its own, `to` is its node id and the dialer spreads its topics over as many
+//! data groups as it does, and answers with its own incarnation. A node reached
 //! at a stale or wrong address therefore never takes RPCs meant for another (openraft:
 //! connecting to the wrong node can lose data). With a cluster secret, the two sides first
 //! prove they hold it (`net/secret.rs`); only then does the listener believe the dialer's
@@ -54,6 +55,9 @@ struct Hello {
     /// The dialer's nonce, when it holds a cluster secret (`secret.rs`).
     #[serde(default)]
     nonce: Option<Vec<u8>>,
+    /// How many data groups the dialer's topics spread over (0: not said).
+    #[serde(default)]
+    groups: u16,
 }
 
 /// The dialer's answer to a `Challenge`.
@@ -216,6 +220,9 @@ pub struct Identity {
     pub secret: Option<Arc<Secret>>,
     /// TLS for the peer link, if the cluster has it (`net/tls.rs`).
     pub tls: Option<Arc<PeerTls>>,
+    /// How many data groups the node's topics spread over: every node of a cluster must
+    /// have the same, since a topic's group is worked out from it (0: not checked).
+    pub groups: u16,
 }
 
 mod dial;

@@ -62,6 +62,7 @@ async fn start(id: u64, listener: tokio::net::TcpListener) -> Node {
         incarnation: 100 + id,
         secret: None,
         tls: None,
+        groups: 1,
     };
     let peers = Peers::new(me.clone(), db.peer_check());
     let raft = Raft::new(
@@ -201,6 +202,7 @@ fn ident(cluster: &str, node: u64, incarnation: u64) -> Identity {
         incarnation,
         secret: None,
         tls: None,
+        groups: 1,
     }
 }
 
@@ -296,6 +298,19 @@ async fn a_node_refuses_peers_of_another_cluster_another_node_or_a_wiped_one() {
         .await
         .expect_err("a connection meant for node 3 is refused by node 1");
     assert!(err.to_string().contains("not node 3"), "{err}");
+
+    // Another number of data groups: its topics would be placed in other groups.
+    let mut other_groups = ident("blue", 2, 22);
+    other_groups.groups = 3;
+    let err = peers(other_groups)
+        .call_app(1, &addr, 0, Default::default(), ttl)
+        .await
+        .expect_err("a node with another number of data groups is refused");
+    assert!(
+        err.to_string()
+            .contains("over 1 data groups, node 2 over 3"),
+        "{err}"
+    );
 
     // The right identity gets through (and an answer: no application handler here).
     let r = peers(ident("blue", 2, 22))

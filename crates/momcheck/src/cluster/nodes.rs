@@ -135,10 +135,11 @@ impl Nodes {
             peer_addr.to_string(),
             "--peers".into(),
             self.peers.clone(),
+            "--data-groups".into(),
+            self.data_groups.to_string(),
         ];
-        let mut envs: Vec<(String, String)> =
+        let envs: Vec<(String, String)> =
             envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        envs.push(("MOMD_DATA_GROUPS".into(), self.data_groups.to_string()));
         let momd = Momd::node(
             self.bin.clone(),
             self.work.join(format!("node{id}")),

@@ -8,7 +8,7 @@ use super::{json_str, now_ms, Broker, Cmd, INBOX_PREFIX};
 use crate::admission::Ticket;
 
 /// The answer to a queue request while topics spread over several data groups
-/// (`MOMD_DATA_GROUPS`): a queue's state is not yet spread with them.
+/// (`--data-groups`): a queue's state is not yet spread with them.
 pub(super) const SPREAD_QUEUES: &str = "queues are not yet available on a cluster whose topics \
                                         spread over several data groups";
 

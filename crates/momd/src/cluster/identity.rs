@@ -83,18 +83,22 @@ pub fn check_single(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// At a cluster start: the data dir's identity, made on first start.
+/// At a cluster start: the data dir's identity, made on first start. `data_groups`: the
+/// number asked for (None: the data dir's, or 1 for a new one).
 pub fn check_cluster(
     data: &Path,
     cluster_id: &str,
     node_id: u64,
-    data_groups: u16,
+    data_groups: Option<u16>,
 ) -> anyhow::Result<NodeIdentity> {
     if let Some(id) = read(data)? {
-        if id.data_groups != data_groups {
+        if let Some(asked) = data_groups.filter(|n| *n != id.data_groups) {
             bail!(
-                "data dir {} was made with {} data groups, not {data_groups}: a topic's group                  is worked out from their number, which never changes",
+                "data dir {} was made with {} data groups, not {asked}: a topic's group is \
+                 worked out from their number, which never changes (leave --data-groups out, \
+                 or give {})",
                 data.display(),
+                id.data_groups,
                 id.data_groups
             );
         }
@@ -128,7 +132,7 @@ pub fn check_cluster(
         cluster_id: cluster_id.to_string(),
         node_id,
         incarnation: format!("{:016x}", random_u64()),
-        data_groups,
+        data_groups: data_groups.unwrap_or(1),
     };
     let tmp = data.join(format!("{FILE}.tmp"));
     let mut bytes = serde_json::to_vec_pretty(&id)?;
@@ -148,18 +152,26 @@ mod tests {
     fn a_data_dir_keeps_its_cluster_and_node() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("momd.lock"), b"1").expect("lock");
-        let id = check_cluster(dir.path(), "demo", 2, 1).expect("first start");
+        let id = check_cluster(dir.path(), "demo", 2, None).expect("first start");
         assert_eq!(id.incarnation.len(), 16);
-        assert_eq!(check_cluster(dir.path(), "demo", 2, 1).expect("again"), id);
-        let e = check_cluster(dir.path(), "demo", 2, 3)
+        assert_eq!(id.data_groups, 1, "one data group unless asked");
+        assert_eq!(
+            check_cluster(dir.path(), "demo", 2, Some(1)).expect("again"),
+            id
+        );
+        assert_eq!(
+            check_cluster(dir.path(), "demo", 2, None).expect("again"),
+            id
+        );
+        let e = check_cluster(dir.path(), "demo", 2, Some(3))
             .unwrap_err()
             .to_string();
         assert!(e.contains("made with 1 data groups"), "{e}");
-        let e = check_cluster(dir.path(), "demo", 3, 1)
+        let e = check_cluster(dir.path(), "demo", 3, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("belongs to node 2"), "{e}");
-        let e = check_cluster(dir.path(), "other", 2, 1)
+        let e = check_cluster(dir.path(), "other", 2, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("cluster \"demo\""), "{e}");
@@ -169,16 +181,24 @@ mod tests {
         let single = tempfile::tempdir().expect("tempdir");
         std::fs::write(single.path().join("FORMAT"), b"3").expect("data");
         check_single(single.path()).expect("a single node's dir");
-        let e = check_cluster(single.path(), "demo", 1, 1)
+        let e = check_cluster(single.path(), "demo", 1, None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("single node's data"), "{e}");
 
         let other = tempfile::tempdir().expect("tempdir");
-        let id2 = check_cluster(other.path(), "demo", 2, 1).expect("another dir");
+        let id2 = check_cluster(other.path(), "demo", 2, Some(3)).expect("another dir");
         assert_ne!(
             id2.incarnation, id.incarnation,
             "a new data dir, a new incarnation"
         );
+        // Its number kept: a start without it has it, one with another is refused.
+        assert_eq!(
+            check_cluster(other.path(), "demo", 2, None)
+                .unwrap()
+                .data_groups,
+            3
+        );
+        assert!(check_cluster(other.path(), "demo", 2, Some(2)).is_err());
     }
 }

@@ -10,7 +10,7 @@
 //! metadata group's state (members, users and tokens); `status` answers `cluster_status`
 //! and the metrics; `interest` tells the other nodes who watches what here.
 //!
-//! Topics are carried by data groups (`data.rs`): one, or several (`MOMD_DATA_GROUPS`, fixed
+//! Topics are carried by data groups (`data.rs`): one, or several (`--data-groups`, fixed
 //! when the data dir is made), each carrying its shard of the topics (`core/shards.rs`: a
 //! topic's shard is worked out from its name) with its own leader, log, batcher, applied
 //! state and snapshots (of its shard of the store alone, `store/shard_snapshot.rs`), all
@@ -322,6 +322,7 @@ pub async fn start(
         incarnation: identity.incarnation(),
         secret: settings.secret.clone(),
         tls: settings.tls.clone(),
+        groups: settings.shards.count(),
     };
     let check = db.peer_check();
     let peers = Peers::new(me.clone(), check.clone());

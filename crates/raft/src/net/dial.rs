@@ -22,6 +22,7 @@ async fn dial_handshake(
         to: target,
         incarnation: me.incarnation,
         nonce: nonce.clone(),
+        groups: me.groups,
     };
     framed
         .send(Bytes::from(encode(&hello).map_err(unreachable)?))

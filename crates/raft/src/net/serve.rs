@@ -53,6 +53,12 @@ async fn serve_conn(
         ))
     } else if hello.from == me.node {
         Some(format!("node {} cannot peer with itself", me.node))
+    } else if hello.groups != me.groups && hello.groups != 0 && me.groups != 0 {
+        Some(format!(
+            "node {} spreads its topics over {} data groups, node {} over {}: every node of \
+             a cluster has the same --data-groups",
+            me.node, me.groups, hello.from, hello.groups
+        ))
     } else {
         // The dialer proves it holds the secret before anything it says is believed
         // (its incarnation included: `check` remembers the first one it sees).
