@@ -222,3 +222,44 @@ fn cluster_faults_with_three_data_groups_lose_duplicate_reorder_and_diverge_noth
     assert_eq!(count(&words, "joins-checked"), Some(1), "{why}");
     assert!(count(&words, "acked").unwrap_or(0) > 0, "{why}");
 }
+
+/// One node's data dir filled up (each node's is a tmpfs of its own: root only, as the
+/// single node's test): the node stops with the reason (exit 1, not a crash), the other two
+/// go on taking publishes, and started again with room it catches up. Nothing lost,
+/// duplicated, reordered or diverged.
+#[test]
+fn a_nodes_full_disk_stops_it_with_the_reason_and_the_others_go_on() {
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| o.stdout);
+    if uid.as_deref().map(|u| u.trim_ascii()) != Some(b"0".as_slice()) {
+        eprintln!("skipped: the diskfull fault mounts a tmpfs, which needs root");
+        return;
+    }
+    let args = [
+        "--cluster",
+        "--cycles",
+        "3",
+        "--faults",
+        "diskfull",
+        "--disk-size",
+        "256MiB",
+        "--rate",
+        "400",
+        "--publishers",
+        "3",
+        "--seed",
+        "16",
+    ];
+    let (verdict, stderr, why) = assert_passes(&args);
+    let words: Vec<&str> = verdict.split_whitespace().collect();
+    assert_eq!(common::fault_runs(&words, "diskfull"), 3, "{why}");
+    assert_eq!(count(&words, "diskfull-failures"), Some(0), "{why}");
+    assert!(!verdict.contains("skipped"), "{why}");
+    assert!(
+        stderr.contains("it stopped (exit 1)"),
+        "a full disk stops its node: {why}"
+    );
+}

@@ -14,7 +14,7 @@ pub enum Fault {
     Kill9,
     /// SIGSTOP, then SIGCONT.
     Pause,
-    /// The data dir's filesystem filled up, then freed.
+    /// The data dir's filesystem filled up, then freed. In a cluster: one node's.
     DiskFull,
     /// Bit flips and truncation in segment files while momd is down.
     Corrupt,
@@ -45,8 +45,9 @@ pub const ALL_FAULTS: [Fault; 6] = [
     Fault::Clock,
 ];
 
-/// The faults of a cluster (`--cluster`).
-pub const CLUSTER_FAULTS: [Fault; 7] = [
+/// The faults of a cluster (`--cluster`). `diskfull` fills one node's data dir, each a
+/// tmpfs of its own (needs root; skipped otherwise).
+pub const CLUSTER_FAULTS: [Fault; 8] = [
     Fault::LeaderKill9,
     Fault::Kill9,
     Fault::LeaderPause,
@@ -54,6 +55,7 @@ pub const CLUSTER_FAULTS: [Fault; 7] = [
     Fault::OneWay,
     Fault::JoinLeave,
     Fault::Hostile,
+    Fault::DiskFull,
 ];
 
 impl Fault {

@@ -38,6 +38,7 @@ impl ClusterRun {
             Fault::OneWay => self.one_way().await?,
             Fault::JoinLeave => self.join_leave().await?,
             Fault::Hostile => self.hostile().await?,
+            Fault::DiskFull => self.diskfull().await?,
             // `Opts::validate` keeps them for one momd (faults.rs).
             f => anyhow::bail!("{} is a fault of one momd", f.name()),
         }

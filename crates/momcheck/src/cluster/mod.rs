@@ -11,6 +11,7 @@
 //! judged as on a single node (every acknowledged message delivered, delivery counts never
 //! going back).
 
+mod diskfull;
 mod faults;
 mod nodes;
 mod report;
@@ -36,7 +37,13 @@ use crate::workload::{self, QUEUE, TOPIC_PATTERN};
 use nodes::{Nodes, TRIO};
 
 /// The kinds of findings besides the data's, in the order the verdict names them.
-pub const FINDING_KINDS: [&str; 4] = ["crashes", "stalls", "errors", "rss-over"];
+pub const FINDING_KINDS: [&str; 5] = [
+    "crashes",
+    "stalls",
+    "errors",
+    "rss-over",
+    "diskfull-failures",
+];
 
 /// How long the nodes may take to agree on a leader after a fault is healed.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +57,11 @@ pub struct ClusterRun {
     pub ctx: Ctx,
     /// Declared before `work`: the nodes are gone before their dirs.
     nodes: Nodes,
+    /// The trio's data dirs as filesystems of their own, for `diskfull` (none without
+    /// root): unmounted after the nodes are gone, before `work` is removed.
+    mounts: Vec<crate::disk::Mount>,
+    /// `diskfull` cycles that did nothing, for want of the mounts.
+    pub skipped_diskfull: u32,
     pub work: tempfile::TempDir,
     pub fault_counts: BTreeMap<&'static str, u32>,
     /// Violations other than the data's: (kind, what).
@@ -190,6 +202,17 @@ impl ClusterRun {
             .context("creating the work dir")?;
         // Idle-connection cases need many files (the nodes inherit the limit).
         let fd_limit = crate::hostile::raise_fd_limit();
+        let mounts = if opts.fault_list().contains(&Fault::DiskFull) {
+            diskfull::mount_all(work.path(), opts.disk_size).unwrap_or_else(|e| {
+                eprintln!(
+                    "momcheck: diskfull skipped: cannot mount a tmpfs for each node's data dir \
+                     ({e}); it needs root on Linux"
+                );
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
         let nodes = Nodes::start(opts.momd_bin()?, work.path(), opts.data_groups)
             .await
             .context("starting the nodes")?;
@@ -229,6 +252,8 @@ impl ClusterRun {
             findings: Vec::new(),
             failovers: Vec::new(),
             next_extra: 4,
+            mounts,
+            skipped_diskfull: 0,
             joins_checked: 0,
             join_counts: Counts::default(),
             join_details: Details::default(),

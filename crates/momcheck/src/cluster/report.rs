@@ -68,6 +68,12 @@ pub fn line(
     for (f, n) in &run.fault_counts {
         s.push_str(&format!(" {f}={n}"));
     }
+    if run.skipped_diskfull > 0 {
+        s.push_str(&format!(
+            " (diskfull skipped {}x: no tmpfs)",
+            run.skipped_diskfull
+        ));
+    }
     match outcome {
         Some(o) => {
             let c = &o.counts;
@@ -154,6 +160,7 @@ pub fn json(
         "seed": run.seed,
         "cycles": run.fault_counts.values().sum::<u32>(),
         "faults": run.fault_counts,
+        "diskfull_skipped": run.skipped_diskfull,
         "counts": outcome.map(|o| &o.counts),
         "diverged": outcome.map(|o| o.diverged),
         "finding_counts": finding_counts(run).into_iter().collect::<BTreeMap<_, _>>(),
