@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{peer_list, poll, status};
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::cluster::{json_messages, peer_list, poll, status};
 use common::*;
 use serde_json::Value;
 
@@ -103,29 +105,7 @@ fn publish(m: &Momd, topic: &str, from: u64, n: u64) {
 
 /// The payloads of `topic` on `m`, in seq order, once it holds `want` (seqs 1..=want).
 fn payloads(m: &Momd, topic: &str, want: u64) -> Option<Vec<String>> {
-    let n = want.to_string();
-    let out = m.ctl_timeout(
-        &[
-            "subscribe",
-            topic,
-            "--from",
-            "all",
-            "--count",
-            &n,
-            "--timeout",
-            "5s",
-            "--json",
-        ],
-        None,
-        Duration::from_secs(30),
-    );
-    let got: Vec<Value> = lines(&out.stdout)
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    if got.len() as u64 != want {
-        return None;
-    }
+    let got = json_messages(m, topic, want as usize)?;
     for (i, g) in got.iter().enumerate() {
         assert_eq!(g["seq"].as_u64(), Some(i as u64 + 1), "{topic}: {g}");
     }
@@ -134,6 +114,44 @@ fn payloads(m: &Momd, topic: &str, want: u64) -> Option<Vec<String>> {
             .map(|g| g["payload"].as_str().unwrap_or_default().to_string())
             .collect(),
     )
+}
+
+/// `n` messages of `keys` in turn, as `publish --json-input` reads them: payload `KEY I`,
+/// key `KEY`.
+fn keyed_input(keys: &[&str], n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let k = keys[i % keys.len()];
+            format!("{{\"payload\":\"{k} {i}\",\"key\":\"{k}\"}}\n")
+        })
+        .collect()
+}
+
+/// The `n` messages of partitioned `topic` on `m` (from [`keyed_input`]), once it has them
+/// all: each key's in one partition, in the order published, each once. Returns each
+/// key's partition.
+fn keyed_partitions(m: &Momd, topic: &str, keys: &[&str], n: usize) -> BTreeMap<String, String> {
+    let got = poll(Duration::from_secs(30), "every message", || {
+        json_messages(m, topic, n)
+    });
+    let mut by_key: BTreeMap<String, (String, Vec<u64>)> = BTreeMap::new();
+    for g in &got {
+        let (k, i) = g["payload"].as_str().unwrap().split_once(' ').unwrap();
+        let t = g["topic"].as_str().unwrap().to_string();
+        let e = by_key
+            .entry(k.to_string())
+            .or_insert_with(|| (t.clone(), Vec::new()));
+        assert_eq!(e.0, t, "{k}: one partition for one key");
+        e.1.push(i.parse().unwrap());
+    }
+    assert_eq!(by_key.len(), keys.len());
+    for (k, (_, seen)) in &by_key {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, &sorted, "{k}: in the order published");
+        assert_eq!(seen.len(), n / keys.len(), "{k}: each message once");
+    }
+    by_key.into_iter().map(|(k, (t, _))| (k, t)).collect()
 }
 
 fn expected(topic: &str, n: u64) -> Vec<String> {
@@ -150,7 +168,7 @@ fn topics_spread_over_data_groups_are_served_everywhere_and_survive_a_group_lead
         .unwrap_or_default();
     assert_eq!(names, ["meta", "data.0", "data.1", "data.2"]);
     // Each node leads one data group: each formed the group it is the preferred leader of.
-    let data_leaders: std::collections::BTreeSet<u64> = ls[1..].iter().copied().collect();
+    let data_leaders: BTreeSet<u64> = ls[1..].iter().copied().collect();
     assert_eq!(
         data_leaders.len(),
         3,
@@ -301,8 +319,7 @@ fn a_partitioned_topics_partitions_spread_over_the_groups_and_requests_on_it_rea
     );
     let made: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(made["partitions"].as_u64(), Some(6), "{made}");
-    let placed: std::collections::BTreeSet<u64> =
-        (0..6).map(|p| group_of_partition("clicks", p)).collect();
+    let placed: BTreeSet<u64> = (0..6).map(|p| group_of_partition("clicks", p)).collect();
     assert_eq!(placed.len(), 3, "the partitions spread over every group");
     // Sent again, answered as the first; partitioned otherwise, refused.
     nodes[1].ctl_ok(&["topic", "create", "clicks", "--partitions", "6"], None);
@@ -321,60 +338,16 @@ fn a_partitioned_topics_partitions_spread_over_the_groups_and_requests_on_it_rea
     }
     // Keyed messages published through node 2: each key's go to one partition, in order.
     let keys = ["ana", "bo", "cy", "dee", "ed", "flo", "gus", "hal"];
-    let input: String = (0..240)
-        .map(|i| {
-            let k = keys[i % keys.len()];
-            format!("{{\"payload\":\"{k} {i}\",\"key\":\"{k}\"}}\n")
-        })
-        .collect();
+    let input = keyed_input(&keys, 240);
     nodes[1].ctl_ok(
         &["publish", "clicks", "--json-input", "-q"],
         Some(input.as_bytes()),
     );
     // Read whole from node 3.
-    let got = poll(Duration::from_secs(30), "240 messages on node 3", || {
-        let out = nodes[2].ctl_timeout(
-            &[
-                "subscribe",
-                "clicks",
-                "--from",
-                "all",
-                "--count",
-                "240",
-                "--timeout",
-                "5s",
-                "--json",
-            ],
-            None,
-            Duration::from_secs(30),
-        );
-        let got: Vec<Value> = lines(&out.stdout)
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        (got.len() == 240).then_some(got)
-    });
-    let mut by_key: std::collections::BTreeMap<String, (String, Vec<u64>)> = Default::default();
-    for g in &got {
-        let payload = g["payload"].as_str().unwrap();
-        let (k, i) = payload.split_once(' ').unwrap();
-        let topic = g["topic"].as_str().unwrap().to_string();
-        let e = by_key
-            .entry(k.to_string())
-            .or_insert_with(|| (topic.clone(), Vec::new()));
-        assert_eq!(e.0, topic, "{k}: one partition for one key");
-        e.1.push(i.parse().unwrap());
-    }
-    assert_eq!(by_key.len(), keys.len());
-    for (k, (_, seen)) in &by_key {
-        let mut sorted = seen.clone();
-        sorted.sort_unstable();
-        assert_eq!(seen, &sorted, "{k}: in the order published");
-        assert_eq!(seen.len(), 30, "{k}: each message once");
-    }
-    let groups: std::collections::BTreeSet<u64> = by_key
+    let parts = keyed_partitions(&nodes[2], "clicks", &keys, 240);
+    let groups: BTreeSet<u64> = parts
         .values()
-        .map(|(t, _)| {
+        .map(|t| {
             let p: u32 = t.rsplit_once('.').unwrap().1.parse().unwrap();
             group_of_partition("clicks", p)
         })
@@ -539,12 +512,7 @@ fn a_publish_through_a_node_that_does_not_yet_know_the_topic_is_partitioned_is_c
         "node 2 applies the topic's group late"
     );
     let keys = ["ana", "bo", "cy", "dee", "ed", "flo"];
-    let input: String = (0..120)
-        .map(|i| {
-            let k = keys[i % keys.len()];
-            format!("{{\"payload\":\"{k} {i}\",\"key\":\"{k}\"}}\n")
-        })
-        .collect();
+    let input = keyed_input(&keys, 120);
     // One message a request, many in flight: later ones wait behind the first.
     let out = nodes[1].ctl_ok(
         &["publish", topic, "--json-input", "--json", "--batch", "1"],
@@ -560,44 +528,7 @@ fn a_publish_through_a_node_that_does_not_yet_know_the_topic_is_partitioned_is_c
         "{:?}",
         acks[0]
     );
-    let got = poll(Duration::from_secs(30), "120 messages on node 3", || {
-        let out = nodes[2].ctl_timeout(
-            &[
-                "subscribe",
-                topic,
-                "--from",
-                "all",
-                "--count",
-                "120",
-                "--timeout",
-                "5s",
-                "--json",
-            ],
-            None,
-            Duration::from_secs(30),
-        );
-        let got: Vec<Value> = lines(&out.stdout)
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        (got.len() == 120).then_some(got)
-    });
-    let mut by_key: std::collections::BTreeMap<String, (String, Vec<u64>)> = Default::default();
-    for g in &got {
-        let (k, i) = g["payload"].as_str().unwrap().split_once(' ').unwrap();
-        let t = g["topic"].as_str().unwrap().to_string();
-        let e = by_key
-            .entry(k.to_string())
-            .or_insert_with(|| (t.clone(), Vec::new()));
-        assert_eq!(e.0, t, "{k}: one partition for one key");
-        e.1.push(i.parse().unwrap());
-    }
-    for (k, (_, seen)) in &by_key {
-        let mut sorted = seen.clone();
-        sorted.sort_unstable();
-        assert_eq!(seen, &sorted, "{k}: in the order published");
-        assert_eq!(seen.len(), 20, "{k}: each message once");
-    }
+    keyed_partitions(&nodes[2], topic, &keys, 120);
     assert!(info(&nodes[0], &format!("{topic}.0")).is_some());
     assert!(info(&nodes[0], topic).unwrap()["partitions"].as_u64() == Some(6));
 }

@@ -84,27 +84,7 @@ fn publish_sized(m: &Momd, from: u64, rounds: u64, per: u64, size: usize) -> u64
 /// Every message of the topic on `m`, as `subscribe --json` prints them (seq, time, sender,
 /// payload …), once it holds `want`.
 fn messages(m: &Momd, want: usize) -> Option<Vec<Value>> {
-    let n = want.to_string();
-    let out = m.ctl_timeout(
-        &[
-            "subscribe",
-            TOPIC,
-            "--from",
-            "all",
-            "--count",
-            &n,
-            "--timeout",
-            "5s",
-            "--json",
-        ],
-        None,
-        Duration::from_secs(30),
-    );
-    let got: Vec<Value> = lines(&out.stdout)
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    (got.len() == want).then_some(got)
+    common::cluster::json_messages(m, TOPIC, want)
 }
 
 fn dir_size(p: &Path) -> u64 {

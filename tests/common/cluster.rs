@@ -333,6 +333,32 @@ pub fn leader(m: &Momd, among: &[u64]) -> Option<u64> {
 }
 
 /// Every message of `topic` on `m` (up to `want`), one per line.
+/// Every message of `pattern` on `m`, as `subscribe --json` prints them (topic, seq, time,
+/// sender, key, payload …), once it holds `want` (None before).
+pub fn json_messages(m: &Momd, pattern: &str, want: usize) -> Option<Vec<Value>> {
+    let n = want.to_string();
+    let out = m.ctl_timeout(
+        &[
+            "subscribe",
+            pattern,
+            "--from",
+            "all",
+            "--count",
+            &n,
+            "--timeout",
+            "5s",
+            "--json",
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    let got: Vec<Value> = lines(&out.stdout)
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (got.len() == want).then_some(got)
+}
+
 pub fn all_lines(m: &Momd, topic: &str, want: usize) -> Vec<String> {
     let n = want.to_string();
     let out = m.ctl_timeout(

@@ -45,9 +45,8 @@ pub const ALL_FAULTS: [Fault; 6] = [
     Fault::Clock,
 ];
 
-/// The faults of a cluster (`--cluster`). `diskfull` fills one node's data dir, each a
-/// tmpfs of its own (needs root; skipped otherwise).
-pub const CLUSTER_FAULTS: [Fault; 8] = [
+/// The faults of a cluster (`--cluster`) run when none are named.
+pub const CLUSTER_FAULTS: [Fault; 7] = [
     Fault::LeaderKill9,
     Fault::Kill9,
     Fault::LeaderPause,
@@ -55,8 +54,11 @@ pub const CLUSTER_FAULTS: [Fault; 8] = [
     Fault::OneWay,
     Fault::JoinLeave,
     Fault::Hostile,
-    Fault::DiskFull,
 ];
+
+/// Faults a cluster run takes when named: `diskfull` fills one node's data dir, each a
+/// tmpfs of its own (needs root, and memory for what the nodes write).
+pub const CLUSTER_OPTIONAL: [Fault; 1] = [Fault::DiskFull];
 
 impl Fault {
     pub fn name(self) -> &'static str {
@@ -87,9 +89,10 @@ impl FromStr for Fault {
             .find(|f| f.name() == s.trim())
             .ok_or_else(|| {
                 format!(
-                    "unknown fault {s:?}; faults are {} (with --cluster: {})",
+                    "unknown fault {s:?}; faults are {} (with --cluster: {}, and {})",
                     ALL_FAULTS.map(Fault::name).join(","),
-                    CLUSTER_FAULTS.map(Fault::name).join(",")
+                    CLUSTER_FAULTS.map(Fault::name).join(","),
+                    CLUSTER_OPTIONAL.map(Fault::name).join(",")
                 )
             })
     }
@@ -200,9 +203,12 @@ pub struct Opts {
     #[arg(long, value_delimiter = ',', default_value = "flip,truncate")]
     pub corrupt: Vec<CorruptMode>,
 
-    /// Size of the tmpfs the data dir lives on when `diskfull` is among the faults.
-    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
-    pub disk_size: u64,
+    /// Size of the tmpfs the data dir lives on when `diskfull` is among the faults (with
+    /// --cluster, each node's). Default: 2GiB; 8GiB with --cluster, whose nodes keep a
+    /// snapshot and the Raft log beside the store (a tmpfs takes memory only for what is
+    /// written).
+    #[arg(long, value_parser = parse_size)]
+    pub disk_size: Option<u64>,
 
     /// With --cluster: spread the nodes' topics over N data groups (momd `--data-groups`), each
     /// with its own leader, log and snapshots (the partitioned topic's partitions spread
@@ -251,10 +257,21 @@ impl Opts {
         }
     }
 
+    /// The tmpfs size of a data dir for `diskfull` (`--disk-size`).
+    pub fn disk_size(&self) -> u64 {
+        self.disk_size
+            .unwrap_or(if self.cluster { 8 << 30 } else { 2 << 30 })
+    }
+
     /// A fault of the other mode is a usage error.
     pub fn validate(&self) -> Result<(), String> {
         let mode = self.mode_faults();
-        match self.faults.iter().find(|f| !mode.contains(f)) {
+        let optional: &[Fault] = if self.cluster { &CLUSTER_OPTIONAL } else { &[] };
+        match self
+            .faults
+            .iter()
+            .find(|f| !mode.contains(f) && !optional.contains(f))
+        {
             None => Ok(()),
             Some(f) if self.cluster => Err(format!(
                 "--faults {}: a fault of one momd; with --cluster the faults are {}",
@@ -328,6 +345,13 @@ mod tests {
         assert!(o.unwrap().validate().is_ok());
         let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "hostile"]);
         assert!(o.unwrap().validate().is_ok());
+        // A full disk in a cluster when named, not by default; each node's tmpfs larger.
+        let o = Opts::try_parse_from(["momcheck", "--cluster", "--faults", "diskfull"]).unwrap();
+        assert!(o.validate().is_ok());
+        assert!(!CLUSTER_FAULTS.contains(&Fault::DiskFull));
+        assert_eq!(o.disk_size(), 8 << 30);
+        let o = Opts::try_parse_from(["momcheck", "--disk-size", "256MiB"]).unwrap();
+        assert_eq!(o.disk_size(), 256 << 20);
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("2h").is_err());

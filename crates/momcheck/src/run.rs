@@ -90,7 +90,7 @@ impl Run {
         if faults.contains(&Fault::DiskFull) {
             let dir = work.path().join("disk");
             std::fs::create_dir_all(&dir)?;
-            match Mount::tmpfs(&dir, opts.disk_size) {
+            match Mount::tmpfs(&dir, opts.disk_size()) {
                 Ok(m) => {
                     data_root = dir;
                     mount = Some(m);

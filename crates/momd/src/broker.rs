@@ -130,12 +130,8 @@ pub enum Cmd {
     },
     /// A publish in doubt was answered (`spread_publish.rs`).
     InDoubt {
-        session: u64,
-        publish: mom_proto::Publish,
-        sender: mom_proto::Sender,
-        answer: crate::cluster::batcher::PublishAnswer,
+        doubt: spread_publish::Doubt,
         result: crate::cluster::data::PubResult,
-        waited: std::time::Duration,
     },
     /// Cluster mode: a take (or the leader's expire) was not done; it may be proposed
     /// again (`queue_cluster.rs`).

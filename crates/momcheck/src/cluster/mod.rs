@@ -203,7 +203,7 @@ impl ClusterRun {
         // Idle-connection cases need many files (the nodes inherit the limit).
         let fd_limit = crate::hostile::raise_fd_limit();
         let mounts = if opts.fault_list().contains(&Fault::DiskFull) {
-            diskfull::mount_all(work.path(), opts.disk_size).unwrap_or_else(|e| {
+            diskfull::mount_all(work.path(), opts.disk_size()).unwrap_or_else(|e| {
                 eprintln!(
                     "momcheck: diskfull skipped: cannot mount a tmpfs for each node's data dir \
                      ({e}); it needs root on Linux"

@@ -82,14 +82,7 @@ impl Broker {
             Cmd::FanOutDone { session } => {
                 self.fan_outs.remove(&session);
             }
-            Cmd::InDoubt {
-                session,
-                publish,
-                sender,
-                answer,
-                result,
-                waited,
-            } => self.in_doubt_done(session, publish, sender, answer, result, waited),
+            Cmd::InDoubt { doubt, result } => self.in_doubt_done(doubt, result),
             Cmd::TakeFailed { key } => {
                 self.taking.remove(&key);
             }

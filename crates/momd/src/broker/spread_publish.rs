@@ -109,8 +109,8 @@ impl Broker {
         sender: Sender,
         answer: PublishAnswer,
     ) {
-        let key = (session, p.topic.clone());
-        self.in_doubt.insert(key, Held::new());
+        self.in_doubt
+            .insert((session, p.topic.clone()), Held::new());
         let item = PubItem {
             topic: p.topic.clone(),
             msgs: p.msgs.clone(),
@@ -119,72 +119,65 @@ impl Broker {
         };
         let shard = self.core.topics.shards().place_name(&p.topic);
         let done = c.propose_in(shard, DataItem::Publish(item));
+        let doubt = Doubt {
+            session,
+            publish: p,
+            sender,
+            answer,
+            waited: Duration::ZERO,
+        };
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let result = done.await;
-            let _ = tx
-                .send(Cmd::InDoubt {
-                    session,
-                    publish: p,
-                    sender,
-                    answer,
-                    result,
-                    waited: Duration::ZERO,
-                })
-                .await;
+            let _ = tx.send(Cmd::InDoubt { doubt, result }).await;
         });
     }
 
     /// A publish in doubt was answered: a refusal because the topic is partitioned waits
     /// for this node to know it and is cut up; anything else is the answer. Then the
     /// publishes held behind it go on, in order.
-    pub(super) fn in_doubt_done(
-        &mut self,
-        session: u64,
-        p: Publish,
-        sender: Sender,
-        answer: PublishAnswer,
-        result: PubResult,
-        waited: Duration,
-    ) {
+    pub(super) fn in_doubt_done(&mut self, mut d: Doubt, result: PubResult) {
         let partitioned = matches!(&result, Err((_, m)) if m.contains(MADE_PARTITIONED));
         let Some(c) = self.cluster.clone() else {
-            return answer.answer(result);
+            return d.answer.answer(result);
         };
-        if partitioned {
-            if self.core.partitions_of(&p.topic) == 0 {
-                if waited < LEARN_WAIT {
-                    // Not yet applied here: look again in a moment.
-                    let tx = self.tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(LEARN_STEP).await;
-                        let _ = tx
-                            .send(Cmd::InDoubt {
-                                session,
-                                publish: p,
-                                sender,
-                                answer,
-                                result,
-                                waited: waited + LEARN_STEP,
-                            })
-                            .await;
-                    });
-                    return;
-                }
-                answer.answer(result);
-            } else {
-                let spread = self.next_spread();
-                self.publish_by_partition(&c, p.topic.clone(), p.msgs, sender, spread, answer);
-            }
+        let (session, topic) = (d.session, d.publish.topic.clone());
+        if !partitioned {
+            d.answer.answer(result);
+        } else if self.core.partitions_of(&topic) > 0 {
+            let spread = self.next_spread();
+            let Doubt {
+                publish,
+                sender,
+                answer,
+                ..
+            } = d;
+            self.publish_by_partition(&c, topic.clone(), publish.msgs, sender, spread, answer);
+        } else if d.waited < LEARN_WAIT {
+            // Not yet applied here: look again in a moment.
+            d.waited += LEARN_STEP;
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LEARN_STEP).await;
+                let _ = tx.send(Cmd::InDoubt { doubt: d, result }).await;
+            });
+            return;
         } else {
-            answer.answer(result);
+            d.answer.answer(result);
         }
-        let held = self
-            .in_doubt
-            .remove(&(session, p.topic.clone()))
-            .unwrap_or_default();
+        let held = self.in_doubt.remove(&(session, topic)).unwrap_or_default();
         for (p, sender, ticket) in held {
             self.cluster_publish(&c, session, p, sender, ticket);
         }
     }
+}
+
+/// A publish in doubt, on its way back to the broker task with its answer.
+pub struct Doubt {
+    session: u64,
+    publish: Publish,
+    sender: Sender,
+    answer: PublishAnswer,
+    /// How long it has waited for this node to learn of the topic's partitions.
+    waited: Duration,
 }
