@@ -230,10 +230,11 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-/// Entries of the data group between two of its snapshots: the Raft log holds at most
-/// about this many plus `DATA_LOG_KEEP` (and what a lagging follower still needs). A
-/// snapshot copies the whole store (`snapshot.rs`), so this trades the log's size against
-/// how often that copy is made. `MOMD_DATA_SNAPSHOT_EVERY` overrides it (tests use a small
+/// Entries of the data group between two of its snapshots, at the least (`upkeep.rs` paces
+/// the builds by what their cuts cost): the Raft log holds about this many plus
+/// `DATA_LOG_KEEP` (and what a lagging follower still needs). A snapshot copies the whole
+/// store (`snapshot.rs`), so this trades the log's size against how often that copy is
+/// made. `MOMD_DATA_SNAPSHOT_EVERY` overrides it (tests use a small
 /// value to see purges and installs quickly).
 const DATA_SNAPSHOT_EVERY: u64 = 5000;
 /// Most entries kept in the data group's log behind its snapshot, for a follower behind
@@ -258,19 +259,19 @@ fn env_u64(name: &str, default: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// `MOMD_DATA_SNAPSHOT_EVERY`, or `DATA_SNAPSHOT_EVERY`.
+fn data_snapshot_every() -> anyhow::Result<u64> {
+    Ok(env_u64("MOMD_DATA_SNAPSHOT_EVERY", DATA_SNAPSHOT_EVERY)?.max(1))
+}
+
 fn raft_config(cluster_id: &str, group: GroupId) -> anyhow::Result<Arc<openraft::Config>> {
     let (snapshots, keep, install_timeout) = if group == META {
         (openraft::SnapshotPolicy::LogsSinceLast(1000), 100, 200)
     } else {
-        let every = env_u64("MOMD_DATA_SNAPSHOT_EVERY", DATA_SNAPSHOT_EVERY)?.max(1);
-        // The log is purged by `purge_data_log`, by entries and bytes, not by openraft.
-        // The last chunk of a snapshot is answered once the follower installed it: it
-        // checks and unpacks the whole store first.
-        (
-            openraft::SnapshotPolicy::LogsSinceLast(every),
-            u64::MAX,
-            60_000,
-        )
+        // Built when `pace_snapshots` asks, purged by `purge_data_log` (by entries and
+        // bytes), not by openraft. The last chunk of a snapshot is answered once the
+        // follower installed it: it checks and unpacks the whole store first.
+        (openraft::SnapshotPolicy::Never, u64::MAX, 60_000)
     };
     let c = openraft::Config {
         cluster_name: cluster_id.to_string(),
@@ -344,13 +345,16 @@ pub async fn start(
     groups.insert(META, raft.clone());
     let installs = Arc::new(tokio::sync::Mutex::new(()));
     let mut data_rafts = Vec::new();
+    let mut data_snapshots = Vec::new();
     for s in shards.all() {
         let group = data::group_of(s);
         let snapshots = snapshot::Snapshots::open(data, s, shards, installs.clone())
             .context("the data group's snapshot directory")?;
         let stored = applied.get(usize::from(s)).cloned().flatten();
-        let sm = data::DataSm::new(s, broker.clone(), stored, Arc::new(snapshots))
-            .map_err(anyhow::Error::msg)?;
+        let snapshots = Arc::new(snapshots);
+        data_snapshots.push(snapshots.clone());
+        let sm =
+            data::DataSm::new(s, broker.clone(), stored, snapshots).map_err(anyhow::Error::msg)?;
         let r = Raft::new(
             settings.node_id,
             raft_config(&settings.cluster_id, group)?,
@@ -469,12 +473,14 @@ pub async fn start(
     }
     let keep = env_u64("MOMD_DATA_LOG_KEEP", DATA_LOG_KEEP)?;
     let keep_bytes = env_u64("MOMD_DATA_LOG_KEEP_BYTES", DATA_LOG_KEEP_BYTES)?;
-    for s in shards.all() {
+    let every = data_snapshot_every()?;
+    for (s, snapshots) in shards.all().zip(data_snapshots) {
         tokio::spawn(
             cluster
                 .clone()
                 .purge_data_log(db.clone(), s, keep, keep_bytes),
         );
+        tokio::spawn(cluster.clone().pace_snapshots(s, snapshots, every));
     }
     tokio::spawn(cluster.clone().run_interest());
     tokio::spawn(cluster.clone().announce());

@@ -1,7 +1,8 @@
 //! Snapshots of the data group: the node's store at one applied entry, as a checksummed
 //! file under `DATA/snapshot/` (the format and the install's steps: `store/snapshot.rs`).
 //!
-//! Building one (openraft asks every `SNAPSHOT_EVERY` entries, `mod.rs`): the broker task
+//! Building one (asked for every `DATA_SNAPSHOT_EVERY` entries, no sooner than twenty times
+//! the last cut's time after it: `upkeep.rs`): the broker task
 //! takes the cut (a flush, the index written out, the segment files hard-linked), and the
 //! file is written here, outside the task, so publishes wait for the cut only, never for
 //! the copy. The file becomes `current.snap`; openraft then purges the Raft log behind it,
@@ -62,6 +63,9 @@ pub struct Snapshots {
     /// Files being received: (device, inode) → path, to find the file openraft gives back.
     incoming: Mutex<Vec<((u64, u64), PathBuf)>>,
     next: AtomicU64,
+    /// How long the last build's cut held up the broker task, in microseconds
+    /// (`upkeep.rs` paces the builds by it).
+    last_cut_us: AtomicU64,
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -104,7 +108,13 @@ impl Snapshots {
             installs,
             incoming: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
+            last_cut_us: AtomicU64::new(0),
         })
+    }
+
+    /// How long the last build's cut held up the broker task.
+    pub fn last_cut(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.last_cut_us.load(Ordering::Relaxed))
     }
 
     fn current_path(&self) -> PathBuf {
@@ -133,6 +143,8 @@ impl Snapshots {
             .map_err(|_| write_err("the broker has stopped"))?
             .map_err(write_err)?;
         let cut_time = t0.elapsed();
+        self.last_cut_us
+            .store(cut_time.as_micros() as u64, Ordering::Relaxed);
         let (last_log_id, last_membership) =
             super::data::applied_ids(cut.applied.as_deref()).map_err(write_err)?;
         let meta = Meta {

@@ -11,6 +11,24 @@ use mom_raft::GroupId;
 use super::{data, Cluster};
 use crate::core::shards::Shard;
 
+/// A data group's snapshot builds are apart by at least this many times what the last one's
+/// cut held up the broker task (`Cluster::pace_snapshots`).
+const PACE: u32 = 20;
+/// And by at least this, however quick the cut (a build asked for is not asked again while
+/// it runs).
+const MIN_BETWEEN: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Whether a data group with `behind` entries applied since its snapshot builds another,
+/// `since` after the last was asked for (None: never), whose cut took `last_cut`.
+fn snapshot_due(
+    behind: u64,
+    every: u64,
+    since: Option<std::time::Duration>,
+    last_cut: std::time::Duration,
+) -> bool {
+    behind >= every && since.is_none_or(|s| s >= (last_cut * PACE).max(MIN_BETWEEN))
+}
+
 impl Cluster {
     /// Waits until a group's Raft stops on an error of its own (its log could not be
     /// written: a full or failing disk) and says why. openraft does not go on after a
@@ -39,6 +57,55 @@ impl Cluster {
         };
         let all = self.groups().into_iter().map(|(g, name)| watch(g, name));
         futures_util::future::select_all(all).await.0
+    }
+
+    /// Has data group `shard` build a snapshot once `every` entries were applied since the
+    /// last one, but not sooner after the last build than `PACE` times what its cut held
+    /// up the broker task. A cut lists the store's index on the broker task (seconds with
+    /// millions of messages, each with its dedupe entry): on a large store, snapshots then
+    /// come less often instead of taking a growing share of the broker's time (at most
+    /// 1/`PACE`); the log is longer between them meanwhile.
+    pub(super) async fn pace_snapshots(
+        self,
+        shard: Shard,
+        snapshots: std::sync::Arc<super::snapshot::Snapshots>,
+        every: u64,
+    ) {
+        let Some(raft) = self.data_raft(shard).cloned() else {
+            return;
+        };
+        let mut rx = raft.metrics();
+        let mut asked: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => return,
+                r = tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed()) => {
+                    if matches!(r, Ok(Err(_))) {
+                        return;
+                    }
+                }
+            }
+            let (applied, snapshot) = {
+                let m = rx.borrow();
+                (
+                    m.last_applied.map_or(0, |l| l.index),
+                    m.snapshot.map_or(0, |l| l.index),
+                )
+            };
+            let since = asked.map(|at| at.elapsed());
+            if !snapshot_due(
+                applied - snapshot.min(applied),
+                every,
+                since,
+                snapshots.last_cut(),
+            ) {
+                continue;
+            }
+            asked = Some(tokio::time::Instant::now());
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Purges the data group's log behind each new snapshot, keeping the last
@@ -120,5 +187,25 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn snapshots_come_every_so_many_entries_but_never_take_more_than_a_twentieth_of_the_broker() {
+        let ms = Duration::from_millis;
+        // Not enough entries: never.
+        assert!(!snapshot_due(4999, 5000, None, ms(0)));
+        assert!(snapshot_due(5000, 5000, None, ms(0)));
+        // A cut of 2 s: the next waits 40 s, whatever the entries.
+        assert!(!snapshot_due(50_000, 5000, Some(ms(39_000)), ms(2000)));
+        assert!(snapshot_due(50_000, 5000, Some(ms(40_000)), ms(2000)));
+        // A quick cut: the floor between two asks.
+        assert!(!snapshot_due(5000, 5000, Some(ms(100)), ms(1)));
+        assert!(snapshot_due(5000, 5000, Some(ms(200)), ms(1)));
     }
 }
