@@ -77,7 +77,8 @@ impl Broker {
         if let Some((code, msg)) = self.refused_across_groups(&p.topic, true, None) {
             return self.error(session, p.id, code, msg);
         }
-        if let Some(held) = self.in_doubt.get_mut(&(session, p.topic.clone())) {
+        let key = (!self.in_doubt.is_empty()).then(|| (session, p.topic.clone()));
+        if let Some(held) = key.and_then(|k| self.in_doubt.get_mut(&k)) {
             // Behind an earlier publish of the connection to the topic, in its order.
             held.push_back((p, sender, ticket));
             return;
