@@ -274,6 +274,9 @@ async fn run(
     broker.set_metrics_topics(args.metrics_topics);
     // A cluster node does not know its cluster's users yet: its anonymous clients are held
     // to loopback per connection (`Auth::authenticate`).
+    // Taken from before anyone can reach momd: a SIGHUP (a reload) that came between the
+    // listeners and the handlers would end the process.
+    let signals = Signals::install();
     let listeners = listen(&args, tls.clone(), auth.has_users() || identity.is_some()).await?;
     // Running before the cluster starts: Raft applies what its log holds past the store's
     // applied state as it starts, through the broker.
@@ -367,7 +370,7 @@ async fn run(
         tls,
         data: data.clone(),
     };
-    let signals = tokio::spawn(wait_for_signal(shutdown.clone(), live));
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone(), live, signals));
     // A cluster node whose Raft stopped on a storage error stops too, with an error.
     let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let watch_failed = cluster.clone().map(|c| {
@@ -521,16 +524,51 @@ async fn listen(
     Ok(listeners)
 }
 
+/// The signals momd answers, taken (their default action, ending the process, replaced)
+/// from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup), Ok(usr1)) => Some(Signals {
+                term,
+                int,
+                hup,
+                usr1,
+            }),
+            _ => {
+                tracing::warn!("cannot install signal handlers");
+                None
+            }
+        }
+    }
+}
+
 /// SIGTERM and SIGINT stop momd (a drain); SIGHUP reloads the configuration.
-async fn wait_for_signal(shutdown: CancellationToken, mut live: reload::Live) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::warn!("cannot install signal handlers");
+async fn wait_for_signal(
+    shutdown: CancellationToken,
+    mut live: reload::Live,
+    signals: Option<Signals>,
+) {
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr1,
+    }) = signals
+    else {
         return;
     };
     loop {
